@@ -1,0 +1,138 @@
+"""AkôFlow benchmarks: one command, numbers and ratios on stdout.
+
+    .venv/bin/python bench/run.py            # all
+    .venv/bin/python bench/run.py wide chain # a subset
+
+Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
+state dir, the way a user runs it. Budgets (2-core machine) from the design brief:
+wide-1000 >= 200 activities/s, chain-100 < 2 s, 100k validate+plan < 10 s and < 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def wide_yaml(n: int) -> str:
+    lines = ["name: wide", "spec:", "  activities:"]
+    for i in range(n):
+        lines += [f"    - name: t{i}", "      run: 'true'"]
+    lines += ["    - name: join", "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
+              "      run: 'true'"]
+    return "\n".join(lines) + "\n"
+
+
+def chain_yaml(n: int) -> str:
+    lines = ["name: chain", "spec:", "  activities:"]
+    for i in range(n):
+        lines += [f"    - name: c{i}", "      run: 'true'"]
+        if i:
+            lines.append(f"      dependsOn: [c{i - 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def big_yaml(n: int) -> str:
+    parts = ["name: big\nspec:\n  activities:\n"]
+    for i in range(n):
+        deps = ""
+        if i >= 2:
+            deps = f"      dependsOn: [a{i - 1}, a{i // 2}]\n"
+        elif i == 1:
+            deps = "      dependsOn: [a0]\n"
+        parts.append(
+            f"    - name: a{i}\n      run: echo {i}\n      memoryLimit: 128Mi\n"
+            f"      cpuLimit: 500m\n{deps}"
+        )
+    return "".join(parts)
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS of the process tree's largest member (bytes), exit code."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.read().decode() if proc.stderr else "")
+    if proc.stderr:
+        proc.stderr.close()
+    return wall, usage.ru_maxrss * 1024, proc.returncode
+
+
+def akoflow(*args: str) -> list[str]:
+    return [PY, "-m", "akoflow", *args]
+
+
+def floor_bash(n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["bash", "-c", "true"], check=True)
+    return time.perf_counter() - start
+
+
+def bench_run(name: str, text: str, n_acts: int, tmp: Path, budget: str) -> None:
+    wf = tmp / f"{name}.yaml"
+    wf.write_text(text)
+    state = tmp / f"state-{name}"
+    wall, rss, code = timed(akoflow("run", str(wf), "--quiet", "--state-dir", str(state)))
+    rate = n_acts / wall
+    print(f"{name:<11} {n_acts:>6} activities  {wall:7.3f} s  {rate:8.1f} act/s  "
+          f"{wall / n_acts * 1000:6.2f} ms/act  peak RSS {rss / 2**20:6.1f} MiB  "
+          f"exit {code}  [{budget}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("which", nargs="*", default=["startup", "wide", "chain", "plan"])
+    parser.add_argument("--wide", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=100)
+    parser.add_argument("--big", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="akoflow-bench-") as d:
+        tmp = Path(d)
+        if "startup" in args.which:
+            wall, rss, _ = timed(akoflow("--version"))
+            print(f"{'startup':<11} `akoflow --version` {wall * 1000:7.1f} ms  "
+                  f"peak RSS {rss / 2**20:.1f} MiB")
+        if "wide" in args.which:
+            n = args.wide
+            floor = floor_bash(n)
+            print(f"{'floor':<11} {n:>6} x bash -c true (serial)  {floor:7.3f} s  "
+                  f"{floor / n * 1000:6.2f} ms/task")
+            bench_run("wide", wide_yaml(n), n + 1, tmp, "budget >= 200 act/s")
+            wall, _, _ = timed(akoflow("run", str(tmp / "wide.yaml"), "--quiet", "--new",
+                                       "--state-dir", str(tmp / "state-wide")))
+            print(f"{'':<11} second run {wall:.3f} s; ratio to bash floor "
+                  f"{wall / floor:.2f}x; overhead vs floor "
+                  f"{(wall - floor) / (n + 1) * 1000:+.2f} ms/act")
+        if "chain" in args.which:
+            bench_run("chain", chain_yaml(args.chain), args.chain, tmp, "budget < 2 s")
+        if "plan" in args.which:
+            big = tmp / "big.yaml"
+            big.write_text(big_yaml(args.big))
+            code = (
+                "import sys, time; t = time.perf_counter();"
+                "from akoflow import service; from akoflow.spec import dag;"
+                "p = service.validate_text(open(sys.argv[1]).read(), sys.argv[1]);"
+                "order = dag.topological_order({a.name: a.depends_on for a in p.workflow.activities});"
+                "lv = dag.levels({a.name: a.depends_on for a in p.workflow.activities});"
+                "print(len(order), max(lv.values()), time.perf_counter() - t, file=sys.stderr)"
+            )
+            wall, rss, rc = timed([PY, "-c", code, str(big)])
+            print(f"{'plan-100k':<11} {args.big:>6} activities  {wall:7.3f} s  validate+plan "
+                  f"(start-up included)  peak RSS {rss / 2**20:6.1f} MiB  exit {rc}  "
+                  f"[budget < 10 s, < 1024 MiB]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from akoflow.cli.main import main
+
+main()

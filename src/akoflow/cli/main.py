@@ -1,0 +1,410 @@
+"""The ``akoflow`` command line.
+
+Exit codes: 0 every activity succeeded, 1 something failed or was cancelled, 2 invalid input
+(nothing stored, nothing run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from akoflow import __version__, config
+from akoflow.states import WorkflowState
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+app = typer.Typer(
+    name="akoflow",
+    help="Run YAML workflows of containerized activities on local, docker, singularity, "
+    "HPC (SLURM) and Kubernetes runtimes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where runs, logs and the database live [env AKOFLOW_HOME; default ~/.akoflow].",
+        show_default=False,
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log engine events.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+    )
+
+
+def _fail_invalid(exc: Exception) -> typer.Exit:
+    from akoflow.spec import WorkflowValidationError
+
+    if isinstance(exc, WorkflowValidationError):
+        n = len(exc.errors)
+        err.print(f"[bold red]invalid workflow[/] {escape(exc.source)}: {n} error{'s' * (n != 1)}")
+        for e in exc.errors:
+            where = f"{exc.source}:{e.line}" if e.line else exc.source
+            path = f"[bold]{escape(e.path)}[/]: " if e.path else ""
+            err.print(f"  {escape(where)}: {path}{escape(e.message)}")
+    else:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+    return typer.Exit(EXIT_INVALID)
+
+
+# ---------------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Workflow YAML file.", show_default=False)],
+    state_dir: StateDirOpt = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Shared data dir of the run [default: in the state dir]."),
+    ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new run even if this file has an interrupted one.")
+    ] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Validate FILE and run it to completion with the embedded engine.
+
+    Re-running the same file after an interruption (Ctrl-C twice, a crash, SIGKILL) resumes that
+    run: finished activities are not run again and running ones are adopted.
+    """
+    from akoflow import service
+    from akoflow.spec import WorkflowValidationError, load_workflow_file
+
+    _setup_logging(verbose)
+    try:
+        text = file.read_text(encoding="utf-8")
+        prepared = service.validate_text(text, str(file))
+    except WorkflowValidationError as exc:
+        raise _fail_invalid(exc) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        try:  # the loader words read errors like validation errors
+            load_workflow_file(file)
+        except WorkflowValidationError as verr:
+            raise _fail_invalid(verr) from None
+        raise _fail_invalid(exc) from None
+    sdir = config.state_dir(state_dir)
+    repo = service.open_repository(sdir)
+    resumed = None if new else repo.find_unfinished(spec_hash=prepared.spec_hash)
+    if resumed is not None:
+        wf_id = resumed.id
+        if not quiet and not as_json:
+            err.print(f"resuming interrupted run #{wf_id} of {escape(prepared.workflow.name)}")
+    else:
+        wf_id = service.store(repo, sdir, prepared, data_dir.resolve() if data_dir else None)
+    code = asyncio.run(_run_attached(repo, sdir, [wf_id], quiet=quiet, as_json=as_json))
+    raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    workflow_ids: Annotated[
+        list[int] | None, typer.Argument(help="Workflow ids [default: every unfinished one].")
+    ] = None,
+    state_dir: StateDirOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Resume interrupted workflows of a state dir: adopt running activities, finish the rest."""
+    from akoflow import service
+
+    _setup_logging(verbose)
+    sdir = config.state_dir(state_dir)
+    repo = service.open_repository(sdir)
+    ids = workflow_ids or [w.id for w in repo.list_workflows(limit=10_000, unfinished_only=True)]
+    if not ids:
+        err.print("nothing to resume: no unfinished workflow in " + escape(str(sdir)))
+        raise typer.Exit(EXIT_OK)
+    ids.sort()
+    raise typer.Exit(asyncio.run(_run_attached(repo, sdir, ids, quiet=quiet, as_json=as_json)))
+
+
+async def _run_attached(
+    repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool
+) -> int:
+    from akoflow.cli import progress
+    from akoflow.engine import Engine, WorkflowBusy
+
+    engine = Engine(repo, sdir)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            err.print("[yellow]cancelling: stopping running activities (Ctrl-C again to leave "
+                      "them running and exit)[/]")
+            for wf_id in ids:
+                engine.cancel(wf_id)
+        else:
+            # Leave immediately; a later `akoflow resume` adopts what still runs.
+            os._exit(EXIT_FAILED)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    code = EXIT_OK
+    try:
+        for wf_id in ids:
+            try:
+                wf = await engine.attach(wf_id)
+            except (WorkflowBusy, KeyError) as exc:
+                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                code = EXIT_FAILED
+                continue
+            assert wf.done is not None
+            if not quiet and not as_json:
+                await progress.follow(wf, err if as_json else out, wf.done)
+            state = await engine.wait(wf_id)
+            if as_json:
+                out.print_json(json.dumps(_result_json(wf)))
+            elif not quiet:
+                progress.summary(wf, out)
+            if state is not WorkflowState.SUCCEEDED:
+                code = EXIT_FAILED
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await engine.stop()
+    return code
+
+
+def _result_json(wf: Any) -> dict[str, Any]:
+    from akoflow.cli.progress import elapsed
+
+    now = time.time()
+    return {
+        "workflow": {
+            "id": wf.id,
+            "name": wf.name,
+            "state": str(wf.state),
+            "data_dir": str(wf.data_dir),
+            "started_at": wf.started_at,
+            "finished_at": wf.finished_at,
+        },
+        "activities": [
+            {
+                "name": a.name,
+                "runtime": a.runtime,
+                "state": str(a.state),
+                "attempts": a.attempt,
+                "exit_code": a.exit_code,
+                "reason": a.reason,
+                "duration": elapsed(a, now),
+            }
+            for a in wf.activities.values()
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- validate, schema
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Workflow YAML files.", show_default=False)],
+) -> None:
+    """Check workflow files and report every error with its path and line. Stores nothing."""
+    from akoflow import service
+    from akoflow.spec import WorkflowValidationError, load_workflow_file
+
+    code = EXIT_OK
+    for file in files:
+        try:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                load_workflow_file(file)  # raises the worded error
+                raise
+            prepared = service.validate_text(text, str(file))
+        except WorkflowValidationError as exc:
+            _fail_invalid(exc)
+            code = EXIT_INVALID
+            continue
+        n = len(prepared.workflow.activities)
+        out.print(f"[green]valid[/] {escape(str(file))}: {escape(prepared.workflow.name)}, "
+                  f"{n} activit{'y' if n == 1 else 'ies'}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of workflow files."""
+    from akoflow.spec import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- status, logs
+
+
+def _find_workflow(repo: Any, ref: str) -> Any:
+    if ref.isdigit():
+        rec = repo.get_workflow(int(ref))
+    else:
+        rec = next((w for w in repo.list_workflows(limit=10_000) if w.name == ref), None)
+    if rec is None:
+        err.print(f"[bold red]error:[/] no workflow {escape(ref)!s}")
+        raise typer.Exit(EXIT_INVALID)
+    return rec
+
+
+@app.command()
+def status(
+    workflow: Annotated[
+        str | None, typer.Argument(help="Workflow id or name [default: list recent runs].")
+    ] = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many runs to list.")] = 20,
+) -> None:
+    """List recent runs, or show one run's activities."""
+    from akoflow import service
+    from akoflow.cli.progress import fmt_duration, styled
+
+    sdir = config.state_dir(state_dir)
+    if not (sdir / service.DB_NAME).exists():
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_OK)
+    repo = service.open_repository(sdir)
+    if workflow is None:
+        rows = repo.list_workflows(limit=limit)
+        if as_json:
+            out.print_json(json.dumps([
+                {"id": w.id, "name": w.name, "state": str(w.state), "created_at": w.created_at,
+                 "started_at": w.started_at, "finished_at": w.finished_at}
+                for w in rows
+            ]))
+            return
+        table = Table(box=None, header_style="bold")
+        for col in ("id", "name", "state", "activities", "started", "duration"):
+            table.add_column(col)
+        for w in rows:
+            counts = repo.activity_counts(w.id)
+            done = sum(v for k, v in counts.items() if k.is_final)
+            dur = ((w.finished_at or time.time()) - w.started_at) if w.started_at else None
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.started_at)) \
+                if w.started_at else "-"
+            table.add_row(str(w.id), escape(w.name), styled(w.state),
+                          f"{done}/{sum(counts.values())}", started, fmt_duration(dur))
+        out.print(table)
+        return
+    rec = _find_workflow(repo, workflow)
+    acts = repo.list_activities(rec.id)
+    if as_json:
+        out.print_json(json.dumps({
+            "workflow": {"id": rec.id, "name": rec.name, "state": str(rec.state),
+                         "data_dir": rec.data_dir, "started_at": rec.started_at,
+                         "finished_at": rec.finished_at},
+            "activities": [
+                {"name": a.name, "runtime": a.runtime, "state": str(a.state),
+                 "attempts": a.attempt, "exit_code": a.exit_code, "reason": a.reason,
+                 "node": a.node, "started_at": a.started_at, "finished_at": a.finished_at}
+                for a in acts
+            ],
+        }))
+        return
+    out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
+    out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
+    table = Table(box=None, header_style="bold")
+    for col in ("activity", "runtime", "state", "attempt", "time", "exit", "reason"):
+        table.add_column(col)
+    now = time.time()
+    for a in acts:
+        dur = ((a.finished_at or now) - a.started_at) if a.started_at else None
+        table.add_row(escape(a.name), escape(a.runtime), styled(a.state), str(a.attempt or "-"),
+                      fmt_duration(dur), "-" if a.exit_code is None else str(a.exit_code),
+                      escape(a.reason or ""))
+    out.print(table)
+
+
+@app.command()
+def logs(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],
+    attempt: Annotated[int | None, typer.Option(help="Attempt [default: the last].")] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="stdout or stderr [default: both, in order written].")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")] = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Print the captured output of an activity (from the state store)."""
+    from akoflow import service
+
+    repo = service.open_repository(config.state_dir(state_dir))
+    rec = _find_workflow(repo, workflow)
+    act = repo.get_activity(rec.id, activity)
+    if act is None:
+        err.print(f"[bold red]error:[/] workflow {rec.id} has no activity {escape(activity)}")
+        raise typer.Exit(EXIT_INVALID)
+    number = attempt or act.attempt
+    last = 0
+    while True:
+        for row_id, chunk in repo.read_logs(act.id, attempt=number, stream=stream, after_id=last):
+            last = row_id
+            target = sys.stderr if chunk.stream == "stderr" and stream is None else sys.stdout
+            target.write(chunk.data)
+            target.flush()
+        if not follow:
+            return
+        current = repo.get_activity(rec.id, activity)
+        if current is not None and current.state.is_final and current.attempt == number:
+            # One more read: the engine stores the last output before the final state.
+            for row_id, chunk in repo.read_logs(act.id, attempt=number, stream=stream,
+                                                after_id=last):
+                last = row_id
+                sys.stdout.write(chunk.data)
+            return
+        time.sleep(0.5)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"akoflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+def main() -> None:
+    app()

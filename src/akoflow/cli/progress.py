@@ -1,0 +1,167 @@
+"""Terminal views of a run: live progress while it runs, and the summary at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from akoflow.engine import ActivityRun, WorkflowRun
+from akoflow.states import ActivityState, WorkflowState
+
+A = ActivityState
+STATE_STYLE: dict[str, str] = {
+    A.PENDING: "dim",
+    A.READY: "cyan",
+    A.SUBMITTED: "blue",
+    A.RUNNING: "bold blue",
+    A.SUCCEEDED: "green",
+    A.FAILED: "bold red",
+    A.CANCELLED: "yellow",
+    A.SKIPPED: "magenta",
+    WorkflowState.SUCCEEDED: "bold green",
+    WorkflowState.FAILED: "bold red",
+    WorkflowState.CANCELLED: "bold yellow",
+    WorkflowState.RUNNING: "bold blue",
+    WorkflowState.PENDING: "dim",
+}
+ALL_ROWS_UP_TO = 25  # beyond this many activities, the live view shows counts + running ones
+REFRESH_SECONDS = 0.25
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def elapsed(act: ActivityRun, now: float) -> float | None:
+    if act.started_at is None:
+        return None
+    end = act.finished_at if act.state.is_final and act.finished_at else now
+    return max(0.0, end - act.started_at)
+
+
+def styled(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def counts_line(wf: WorkflowRun) -> Text:
+    counts = Counter(a.state for a in wf.activities.values())
+    text = Text()
+    for state in ActivityState:
+        if counts.get(state):
+            if text:
+                text.append("  ")
+            text.append(f"{state} {counts[state]}", style=STATE_STYLE[state])
+    return text
+
+
+def _activity_table(acts: Sequence[ActivityRun], now: float, *, final: bool) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("activity")
+    table.add_column("runtime")
+    table.add_column("state")
+    table.add_column("attempt", justify="right")
+    table.add_column("time", justify="right")
+    if final:
+        table.add_column("exit", justify="right")
+        table.add_column("reason")
+    for act in acts:
+        row: list[RenderableType] = [
+            escape(act.name),
+            escape(act.runtime),
+            styled(act.state),
+            str(act.attempt or "-"),
+            fmt_duration(elapsed(act, now)),
+        ]
+        if final:
+            row += [
+                "-" if act.exit_code is None else str(act.exit_code),
+                Text(act.reason or "", style="dim"),
+            ]
+        table.add_row(*row)
+    return table
+
+
+def live_view(wf: WorkflowRun) -> RenderableType:
+    now = time.time()
+    started = wf.started_at or now
+    header = Text.assemble(
+        ("workflow ", "bold"),
+        (f"{wf.name} #{wf.id}", "bold cyan"),
+        f"  {fmt_duration(now - started)}  ",
+    )
+    acts = list(wf.activities.values())
+    if len(acts) <= ALL_ROWS_UP_TO:
+        return Group(header, counts_line(wf), _activity_table(acts, now, final=False))
+    running = [a for a in acts if a.state.is_live][:10]
+    parts: list[RenderableType] = [header, counts_line(wf)]
+    if running:
+        parts.append(_activity_table(running, now, final=False))
+    return Group(*parts)
+
+
+def summary(wf: WorkflowRun, console: Console, *, max_rows: int = 50) -> None:
+    now = time.time()
+    acts = list(wf.activities.values())
+    total = (wf.finished_at or now) - (wf.started_at or now)
+    console.print(
+        Text.assemble(
+            ("workflow ", "bold"),
+            (f"{wf.name} #{wf.id} ", "bold cyan"),
+            styled(wf.state),
+            f" in {fmt_duration(total)}",
+        )
+    )
+    console.print(counts_line(wf))
+    if len(acts) > max_rows:
+        problems = [a for a in acts if a.state is not A.SUCCEEDED]
+        if problems:
+            console.print(_activity_table(problems[:max_rows], now, final=True))
+            if len(problems) > max_rows:
+                console.print(f"... and {len(problems) - max_rows} more not succeeded")
+    else:
+        console.print(_activity_table(acts, now, final=True))
+    console.print(Text(f"data: {wf.data_dir}", style="dim"))
+
+
+async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[object]) -> None:
+    """Live view on a terminal; one line per finished activity elsewhere (CI logs)."""
+    if console.is_terminal:
+        with Live(live_view(wf), console=console, auto_refresh=False, transient=True) as live:
+            while not done.done():
+                live.update(live_view(wf), refresh=True)
+                await asyncio.wait({done}, timeout=REFRESH_SECONDS)
+        return
+    reported: set[str] = set()
+    while True:
+        finished = done.done()
+        for act in wf.activities.values():
+            if act.state.is_final and act.name not in reported:
+                reported.add(act.name)
+                line = Text.assemble(
+                    styled(act.state), " ", escape(act.name),
+                    (f" ({fmt_duration(elapsed(act, time.time()))})", "dim"),
+                )
+                if act.state is A.FAILED and act.reason:
+                    line.append(f" {act.reason}", style="red")
+                console.print(line)
+        if finished:
+            return
+        await asyncio.wait({done}, timeout=REFRESH_SECONDS * 2)

@@ -1,0 +1,773 @@
+"""The engine: runs the DAGs of stored workflows on their runtimes, event by event.
+
+One asyncio task (the processor) owns every state change: runtimes report job events, the
+processor records them in one transaction per batch, releases dependents at once and hands new
+work to each runtime's free slots. There is no fixed tick on the critical path; the only timers
+are the health check (5 s), log and metric sampling of running jobs, retry back-off and
+timeouts.
+
+Crash safety: an attempt's intent is committed before the runtime is asked to start it, and
+every backend object carries the attempt's deterministic key. :meth:`Engine.attach` on an
+interrupted workflow asks each runtime to reconcile its recorded attempts (adopt, collect, or
+prove never started), so no activity runs twice because of the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from akoflow.config import RuntimeConfig
+from akoflow.runtimes.base import (
+    Adopted,
+    JobSpec,
+    Outcome,
+    Runtime,
+    RuntimeEvents,
+    RuntimeFailure,
+)
+from akoflow.runtimes.registry import create_runtime
+from akoflow.spec import Activity, Workflow, load_workflow
+from akoflow.states import (
+    ActivityState,
+    WorkflowState,
+    check_activity_transition,
+    workflow_outcome,
+)
+from akoflow.store import ActivityRecord, Repository, WorkflowRecord
+
+log = logging.getLogger(__name__)
+
+A = ActivityState
+HEALTH_INTERVAL = 5.0
+LOG_INTERVAL = 1.0
+METRICS_INTERVAL = 2.0
+RETRY_BASE_DELAY = 0.25
+RETRY_MAX_DELAY = 30.0
+
+RuntimeFactory = Callable[[str, RuntimeEvents, RuntimeConfig | None], Runtime]
+
+
+class WorkflowBusy(RuntimeError):
+    """Another live engine process owns this workflow."""
+
+
+@dataclass(eq=False)
+class ActivityRun:
+    """In-memory state of one activity of an attached workflow (mirrors its DB row)."""
+
+    id: int
+    name: str
+    spec: Activity
+    runtime: str
+    state: ActivityState
+    attempt: int
+    max_attempts: int
+    wf: WorkflowRun
+    deps: list[ActivityRun] = field(default_factory=list)
+    dependents: list[ActivityRun] = field(default_factory=list)
+    deps_left: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    node: str | None = None
+    started_at: float | None = None  # first attempt's submission (wall clock)
+    finished_at: float | None = None
+    attempt_started: float | None = None
+    key: str | None = None  # key of the live attempt
+    handle: dict[str, Any] = field(default_factory=dict)
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    cancel_requested: bool = False
+    timed_out: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class WorkflowRun:
+    id: int
+    name: str
+    workflow: Workflow
+    data_dir: Path
+    run_dir: Path
+    state: WorkflowState
+    activities: dict[str, ActivityRun] = field(default_factory=dict)
+    remaining: int = 0  # activities not in a final state
+    cancelling: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    done: asyncio.Future[WorkflowState] | None = None
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A runtime in use and the queue of its READY activities."""
+
+    runtime: Runtime
+    limit: int
+    ready: bool = False
+    reason: str | None = None
+    queue: deque[ActivityRun] = field(default_factory=deque)
+    running: int = 0
+    started: bool = False
+
+
+def attempt_key(wf_id: int, activity: str, attempt: int) -> str:
+    return f"wf{wf_id}-{activity}-a{attempt}"
+
+
+def run_dir(state_dir: Path, wf_id: int, name: str) -> Path:
+    return state_dir / "runs" / f"{wf_id}-{name}"
+
+
+def process_start_time() -> float:
+    return psutil.Process().create_time()
+
+
+def owner_alive(pid: int | None, started: float | None) -> bool:
+    if pid is None or started is None:
+        return False
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except psutil.Error:
+        return False
+
+
+class Engine(RuntimeEvents):
+    def __init__(
+        self,
+        repo: Repository,
+        state_dir: Path,
+        *,
+        runtime_factory: RuntimeFactory = create_runtime,
+        health_interval: float = HEALTH_INTERVAL,
+        log_interval: float = LOG_INTERVAL,
+        metrics_interval: float = METRICS_INTERVAL,
+    ) -> None:
+        self.repo = repo
+        self.state_dir = state_dir
+        self._runtime_factory = runtime_factory
+        self._health_interval = health_interval
+        self._log_interval = log_interval
+        self._metrics_interval = metrics_interval
+        self.workflows: dict[int, WorkflowRun] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._jobs: dict[str, ActivityRun] = {}  # attempt key -> activity
+        self._events: list[tuple[str, ActivityRun, Any]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._pid = os.getpid()
+        self._pid_started = process_start_time()
+        self._stopping = False
+
+    # ================================================================ lifecycle
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._processor(), name="akoflow-processor"),
+            asyncio.create_task(self._health_loop(), name="akoflow-health"),
+            asyncio.create_task(self._observe_loop(), name="akoflow-observe"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the engine. Running jobs stay running; a later attach adopts them."""
+        self._stopping = True
+        for task in self._tasks + list(self._background):
+            task.cancel()
+        for task in self._tasks + list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for slot in self._slots.values():
+            if slot.started:
+                with contextlib.suppress(Exception):
+                    await slot.runtime.stop()
+        for wf in self.workflows.values():
+            self.repo.release_workflow(wf.id, pid=self._pid)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_task_error)
+
+    # ================================================================ attach
+
+    async def attach(self, wf_id: int) -> WorkflowRun:
+        """Take ownership of a stored workflow and run it (resuming it if it was interrupted)."""
+        rec = self.repo.get_workflow(wf_id)
+        if rec is None:
+            raise KeyError(f"no workflow with id {wf_id}")
+        if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
+            if rec.owner_pid != self._pid:
+                raise WorkflowBusy(
+                    f"workflow {wf_id} ({rec.name}) is being run by process {rec.owner_pid}"
+                )
+        if not self.repo.claim_workflow(
+            wf_id,
+            pid=self._pid,
+            started=self._pid_started,
+            expect_pid=rec.owner_pid,
+            expect_started=rec.owner_started,
+        ):
+            raise WorkflowBusy(f"workflow {wf_id} ({rec.name}) was claimed by another process")
+        wf = self._build(rec)
+        self.workflows[wf_id] = wf
+        loop = asyncio.get_running_loop()
+        wf.done = loop.create_future()
+        wf.data_dir.mkdir(parents=True, exist_ok=True)
+        for name in {a.runtime for a in wf.activities.values() if not a.state.is_final}:
+            await self._ensure_runtime(name)
+        await self._reconcile(wf, rec)
+        if rec.cancel_requested:
+            self.cancel(wf_id)
+        self._maybe_finish(wf)
+        self._wake.set()
+        return wf
+
+    def _build(self, rec: WorkflowRecord) -> WorkflowRun:
+        workflow = load_workflow(rec.spec_yaml, source=rec.source or f"workflow {rec.id}")
+        specs = {a.name: a for a in workflow.activities}
+        wf = WorkflowRun(
+            id=rec.id,
+            name=rec.name,
+            workflow=workflow,
+            data_dir=Path(rec.data_dir),
+            run_dir=run_dir(self.state_dir, rec.id, rec.name),
+            state=rec.state,
+            started_at=rec.started_at,
+            finished_at=rec.finished_at,
+        )
+        by_id: dict[int, ActivityRun] = {}
+        records: list[ActivityRecord] = self.repo.list_activities(rec.id)
+        for r in records:
+            act = ActivityRun(
+                id=r.id,
+                name=r.name,
+                spec=specs[r.name],
+                runtime=r.runtime,
+                state=r.state,
+                attempt=r.attempt,
+                max_attempts=r.max_attempts,
+                wf=wf,
+                exit_code=r.exit_code,
+                reason=r.reason,
+                node=r.node,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+            )
+            wf.activities[r.name] = act
+            by_id[r.id] = act
+            if not r.state.is_final:
+                wf.remaining += 1
+        for act_id, dep_id in self.repo.list_dependencies(rec.id):
+            act, dep = by_id[act_id], by_id[dep_id]
+            act.deps.append(dep)
+            dep.dependents.append(act)
+            if dep.state is not A.SUCCEEDED:
+                act.deps_left += 1
+        return wf
+
+    async def _reconcile(self, wf: WorkflowRun, rec: WorkflowRecord) -> None:
+        """Bring a stored workflow's activities back under control after any interruption."""
+        now = time.time()
+        if wf.state is WorkflowState.PENDING:
+            wf.state = WorkflowState.RUNNING
+            wf.started_at = now
+            self.repo.set_workflow_state(wf.id, wf.state, started_at=now)
+        elif wf.state.is_final:
+            # `retry` moves a finished workflow back to RUNNING before attaching.
+            return
+        live = {att.activity_id: att for att in self.repo.live_attempts(wf.id)}
+        by_id = {a.id: a for a in wf.activities.values()}
+        for act_id, att in live.items():
+            act = by_id[act_id]
+            slot = self._slots[act.runtime]
+            job = self._job_spec(act, att.number)
+            try:
+                adopted = await slot.runtime.adopt(job, att.handle)
+            except RuntimeFailure as exc:
+                # Unknown for now (backend unreachable): keep it live, status checks resolve it.
+                log.warning("cannot reconcile %s yet: %s", job.key, exc)
+                adopted = Adopted("running", att.handle)
+            self._apply_adopted(act, att.number, job.key, adopted, att.handle)
+        with self.repo.transaction():
+            for act in wf.activities.values():
+                if act.state is A.READY:
+                    self._slots[act.runtime].queue.append(act)
+                elif act.state is A.PENDING:
+                    if any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
+                        self._skip_downstream(act)
+                    elif act.deps_left == 0:
+                        self._set_state(act, A.READY)
+                        self._slots[act.runtime].queue.append(act)
+
+    def _apply_adopted(
+        self, act: ActivityRun, number: int, key: str, adopted: Adopted, handle: dict[str, Any]
+    ) -> None:
+        slot = self._slots[act.runtime]
+        if adopted.kind == "never_started":
+            self.repo.attempt_lost(
+                act.id, number, reason="engine stopped before the attempt started"
+            )
+            act.state = A.READY
+            act.max_attempts += 1
+            return
+        act.key = key
+        act.attempt = number
+        act.handle = dict(adopted.handle or handle)
+        act.log_offsets = self.repo.log_offsets(act.id, number)
+        self._jobs[key] = act
+        slot.running += 1
+        if adopted.kind == "running":
+            if act.state is A.SUBMITTED:
+                act.state = A.RUNNING
+                self.repo.attempt_running(
+                    act.id, number, handle=act.handle, node=adopted.node, started_at=time.time()
+                )
+            act.attempt_started = time.time()
+            self._arm_timeout(act)
+        else:
+            assert adopted.outcome is not None
+            self._events.append(("finished", act, adopted.outcome))
+
+    # ================================================================ runtimes
+
+    async def _ensure_runtime(self, name: str) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is not None:
+            return slot
+        runtime = self._runtime_factory(name, self, None)
+        slot = _Slot(runtime=runtime, limit=runtime.max_parallel)
+        self._slots[name] = slot
+        await self._check_health(name, slot)
+        return slot
+
+    async def _check_health(self, name: str, slot: _Slot) -> None:
+        try:
+            if not slot.started:
+                await slot.runtime.start()
+                slot.started = True
+            health = await slot.runtime.health()
+            ready, reason = health.ready, health.reason
+        except Exception as exc:  # a broken backend must not stop the engine
+            ready, reason = False, str(exc) or type(exc).__name__
+        if ready != slot.ready or reason != slot.reason:
+            level = logging.INFO if ready else logging.WARNING
+            log.log(level, "runtime %s is %s%s", name, "READY" if ready else "NOT_READY",
+                    f": {reason}" if reason else "")
+        slot.ready, slot.reason = ready, reason
+        self.repo.upsert_runtime(
+            name,
+            kind=slot.runtime.kind,
+            status="READY" if ready else "NOT_READY",
+            reason=reason,
+            config=slot.runtime.config.redacted(),
+        )
+        if ready:
+            self._wake.set()
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval)
+            for name, slot in list(self._slots.items()):
+                await self._check_health(name, slot)
+                with contextlib.suppress(Exception):
+                    nodes = await slot.runtime.nodes()
+                    self.repo.upsert_nodes(
+                        name,
+                        (
+                            (
+                                n.name,
+                                "READY" if n.ready else "NOT_READY",
+                                n.cpu_capacity,
+                                n.memory_capacity,
+                                n.cpu_usage,
+                                n.memory_usage,
+                            )
+                            for n in nodes
+                        ),
+                    )
+
+    def runtime_status(self) -> dict[str, tuple[bool, str | None]]:
+        return {name: (s.ready, s.reason) for name, s in self._slots.items()}
+
+    # ================================================================ events (runtimes call these)
+
+    def job_running(self, key: str, node: str | None) -> None:
+        act = self._jobs.get(key)
+        if act is not None:
+            self._events.append(("running", act, node))
+            self._wake.set()
+
+    def job_finished(self, key: str, outcome: Outcome) -> None:
+        act = self._jobs.get(key)
+        if act is not None:
+            self._events.append(("finished", act, outcome))
+            self._wake.set()
+
+    # ================================================================ processor
+
+    async def _processor(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._events:
+                events, self._events = self._events, []
+                await self._handle_events(events)
+            self._dispatch()
+
+    async def _handle_events(self, events: list[tuple[str, ActivityRun, Any]]) -> None:
+        finished = [(act, out) for kind, act, out in events if kind == "finished"]
+        # Logs first: everything the job wrote is stored before the runtime may delete it.
+        logs: list[tuple[ActivityRun, dict[str, bytes]]] = []
+        for act, _ in finished:
+            logs.append((act, await self._fetch_logs(act)))
+        touched: set[WorkflowRun] = set()
+        with self.repo.transaction():
+            for kind, act, payload in events:
+                if kind == "running" and act.state is A.SUBMITTED:
+                    act.state = A.RUNNING
+                    act.node = payload
+                    act.attempt_started = time.time()
+                    self.repo.attempt_running(
+                        act.id, act.attempt, handle=act.handle, node=payload,
+                        started_at=act.attempt_started,
+                    )
+                    self._arm_timeout(act)
+            for act, chunks in logs:
+                self._store_logs(act, chunks)
+            for act, outcome in finished:
+                if act.state.is_live:
+                    self._finish_attempt(act, outcome)
+                    touched.add(act.wf)
+        for wf in touched:
+            self._maybe_finish(wf)
+
+    def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
+        key, handle = act.key, act.handle
+        if act.timer is not None:
+            act.timer.cancel()
+            act.timer = None
+        if key is not None:
+            self._jobs.pop(key, None)
+        self._slots[act.runtime].running -= 1
+        now = time.time()
+        reason = outcome.reason
+        if act.timed_out:
+            reason = f"timed out after {act.spec.timeout_seconds:g}s"
+        if outcome.succeeded and not act.timed_out:
+            new, attempt_state = A.SUCCEEDED, "succeeded"
+        elif act.cancel_requested or act.wf.cancelling:
+            new, attempt_state, reason = A.CANCELLED, "cancelled", "cancelled"
+        elif act.attempt < act.max_attempts:
+            new, attempt_state = A.READY, "failed"
+        else:
+            new, attempt_state = A.FAILED, "failed"
+        check_activity_transition(act.name, act.state, new)
+        act.state = new
+        act.exit_code = outcome.exit_code
+        act.reason = reason
+        act.timed_out = False
+        act.key = None
+        self.repo.attempt_finished(
+            act.id,
+            act.attempt,
+            attempt_state=attempt_state,
+            activity_state=new,
+            exit_code=outcome.exit_code,
+            reason=reason,
+            finished_at=now,
+            cpu_seconds=outcome.cpu_seconds,
+            max_rss_bytes=outcome.max_rss_bytes,
+        )
+        if key is not None:
+            slot = self._slots[act.runtime]
+            self._spawn(slot.runtime.release(key, handle, succeeded=new is A.SUCCEEDED))
+        if new is A.READY:
+            delay = min(RETRY_BASE_DELAY * 2 ** (act.attempt - 1), RETRY_MAX_DELAY)
+            asyncio.get_running_loop().call_later(delay, self._requeue, act)
+            return
+        act.finished_at = now
+        act.wf.remaining -= 1
+        if new is A.SUCCEEDED:
+            for child in act.dependents:
+                child.deps_left -= 1
+                if child.deps_left == 0 and child.state is A.PENDING and not act.wf.cancelling:
+                    self._set_state(child, A.READY)
+                    self._slots[child.runtime].queue.append(child)
+        else:
+            for child in act.dependents:
+                self._skip_downstream(child)
+
+    def _requeue(self, act: ActivityRun) -> None:
+        if act.state is A.READY and not act.wf.cancelling:
+            self._slots[act.runtime].queue.append(act)
+            self._wake.set()
+
+    def _set_state(self, act: ActivityRun, new: ActivityState, reason: str | None = None) -> None:
+        check_activity_transition(act.name, act.state, new)
+        act.state = new
+        now = time.time()
+        final = new.is_final
+        if final:
+            act.finished_at = now
+            act.wf.remaining -= 1
+            if reason:
+                act.reason = reason
+        self.repo.set_activity_states(
+            [(act.id, new)], reason=reason, finished_at=now if final else None
+        )
+
+    def _skip_downstream(self, start: ActivityRun) -> None:
+        """Mark ``start`` and everything depending on it SKIPPED (iteratively: DAGs are deep)."""
+        stack = [start]
+        while stack:
+            act = stack.pop()
+            if act.state not in (A.PENDING, A.READY):
+                continue
+            failed = next((d.name for d in act.deps if d.state is not A.SUCCEEDED and
+                           d.state.is_final), None)
+            self._set_state(act, A.SKIPPED, f"dependency {failed} did not succeed"
+                            if failed else "a dependency did not succeed")
+            stack.extend(act.dependents)
+
+    def _maybe_finish(self, wf: WorkflowRun) -> None:
+        if wf.remaining > 0 or wf.state.is_final:
+            return
+        outcome = workflow_outcome([a.state for a in wf.activities.values()])
+        if wf.cancelling and outcome is not WorkflowState.FAILED:
+            outcome = WorkflowState.CANCELLED
+        now = time.time()
+        wf.state = outcome
+        wf.finished_at = now
+        self.repo.set_workflow_state(wf.id, outcome, finished_at=now)
+        self.repo.release_workflow(wf.id, pid=self._pid)
+        if wf.done is not None and not wf.done.done():
+            wf.done.set_result(outcome)
+
+    # ================================================================ dispatch
+
+    def _dispatch(self) -> None:
+        for name, slot in self._slots.items():
+            if not slot.ready or not slot.queue:
+                continue
+            free = slot.limit - slot.running
+            if free <= 0:
+                continue
+            batch: list[tuple[ActivityRun, JobSpec]] = []
+            with self.repo.transaction():
+                while slot.queue and len(batch) < free:
+                    act = slot.queue.popleft()
+                    if act.state is not A.READY or act.wf.cancelling:
+                        continue
+                    number = act.attempt + 1
+                    job = self._job_spec(act, number)
+                    check_activity_transition(act.name, act.state, A.SUBMITTED)
+                    # The intent is committed before anything starts (crash safety).
+                    self.repo.begin_attempt(act.id, number, runtime=name, handle={})
+                    act.state = A.SUBMITTED
+                    act.attempt = number
+                    act.key = job.key
+                    act.handle = {}
+                    act.log_offsets = {}
+                    if act.started_at is None:
+                        act.started_at = time.time()
+                    self._jobs[job.key] = act
+                    slot.running += 1
+                    batch.append((act, job))
+            if batch:
+                self._spawn(self._submit_batch(slot, batch))
+
+    async def _submit_batch(self, slot: _Slot, batch: list[tuple[ActivityRun, JobSpec]]) -> None:
+        started: list[ActivityRun] = []
+        failed: list[tuple[ActivityRun, Exception]] = []
+        for act, job in batch:
+            try:
+                act.handle = await slot.runtime.submit(job)
+            except RuntimeFailure as exc:
+                failed.append((act, exc))
+                continue
+            except Exception as exc:  # an adapter bug fails the attempt, not the engine
+                log.exception("runtime %s failed to submit %s", slot.runtime.name, job.key)
+                failed.append((act, exc))
+                continue
+            started.append(act)
+        now = time.time()
+        touched: set[WorkflowRun] = set()
+        with self.repo.transaction():
+            for act in started:
+                if act.state is A.SUBMITTED and act.key is not None:
+                    act.state = A.RUNNING
+                    act.attempt_started = now
+                    self.repo.attempt_running(
+                        act.id, act.attempt, handle=act.handle, node=None, started_at=now
+                    )
+                    self._arm_timeout(act)
+                    if act.cancel_requested or act.wf.cancelling:
+                        self._spawn(slot.runtime.cancel(act.key, act.handle))
+            for act, exc in failed:
+                if getattr(exc, "transient", False):
+                    # Backend unavailable: the activity waits, the runtime turns NOT_READY.
+                    slot.ready, slot.reason = False, str(exc)
+                    self._jobs.pop(act.key or "", None)
+                    slot.running -= 1
+                    self.repo.attempt_lost(act.id, act.attempt, reason=str(exc))
+                    act.state = A.READY
+                    act.max_attempts += 1
+                    act.key = None
+                    slot.queue.appendleft(act)
+                else:
+                    self._finish_attempt(act, Outcome(False, None, f"submit failed: {exc}"))
+                    touched.add(act.wf)
+        for wf in touched:
+            self._maybe_finish(wf)
+        self._wake.set()
+
+    def _job_spec(self, act: ActivityRun, attempt: int) -> JobSpec:
+        wf = act.wf
+        key = attempt_key(wf.id, act.name, attempt)
+        env = {
+            "AKOFLOW_WORKFLOW_ID": str(wf.id),
+            "AKOFLOW_WORKFLOW_NAME": wf.name,
+            "AKOFLOW_ACTIVITY_ID": str(act.id),
+            "AKOFLOW_ACTIVITY_NAME": act.name,
+            "AKOFLOW_ATTEMPT": str(attempt),
+            "AKOFLOW_DATA_DIR": str(wf.data_dir),
+            # Upstream's names, so existing scripts keep working.
+            "WORKFLOW_ID": str(wf.id),
+            "WORKFLOW_NAME": wf.name,
+            "ACTIVITY_ID": str(act.id),
+            "ACTIVITY_NAME": act.name,
+            "ACTIVITY_MOUNT_PATH": act.spec.mount_path or str(wf.data_dir),
+        }
+        return JobSpec(
+            key=key,
+            workflow_id=wf.id,
+            workflow_name=wf.name,
+            activity_id=act.id,
+            activity=act.spec,
+            attempt=attempt,
+            data_dir=wf.data_dir,
+            attempt_dir=wf.run_dir / "attempts" / act.name / str(attempt),
+            env=env,
+        )
+
+    # ================================================================ timeouts, cancel
+
+    def _arm_timeout(self, act: ActivityRun) -> None:
+        timeout = act.spec.timeout_seconds
+        if timeout is not None and act.timer is None:
+            loop = asyncio.get_running_loop()
+            act.timer = loop.call_later(timeout, self._on_timeout, act, act.attempt)
+
+    def _on_timeout(self, act: ActivityRun, attempt: int) -> None:
+        act.timer = None
+        if act.attempt == attempt and act.state.is_live and act.key is not None:
+            act.timed_out = True
+            log.info("activity %s timed out; stopping it", act.name)
+            self._spawn(self._slots[act.runtime].runtime.cancel(act.key, act.handle))
+
+    def cancel(self, wf_id: int, activity: str | None = None) -> None:
+        """Cancel a workflow (or one activity): stop what runs, cancel what waits."""
+        wf = self.workflows.get(wf_id)
+        if wf is None or wf.state.is_final:
+            return
+        if activity is None:
+            wf.cancelling = True
+            self.repo.request_cancel(wf_id)
+            targets = list(wf.activities.values())
+        else:
+            targets = [wf.activities[activity]]
+        with self.repo.transaction():
+            for act in targets:
+                if act.state in (A.PENDING, A.READY):
+                    self._set_state(act, A.CANCELLED, "cancelled")
+                    for child in act.dependents:
+                        self._skip_downstream(child)
+                elif act.state.is_live:
+                    act.cancel_requested = True
+                    if act.key is not None and act.handle:
+                        slot = self._slots[act.runtime]
+                        self._spawn(slot.runtime.cancel(act.key, act.handle))
+        self._maybe_finish(wf)
+        self._wake.set()
+
+    async def wait(self, wf_id: int) -> WorkflowState:
+        wf = self.workflows[wf_id]
+        assert wf.done is not None
+        return await asyncio.shield(wf.done)
+
+    # ================================================================ logs, metrics
+
+    async def _fetch_logs(self, act: ActivityRun) -> dict[str, bytes]:
+        if act.key is None or not act.handle:
+            return {}
+        try:
+            return await self._slots[act.runtime].runtime.logs(
+                act.key, act.handle, act.log_offsets
+            )
+        except Exception as exc:
+            log.warning("cannot read logs of %s: %s", act.key, exc)
+            return {}
+
+    def _store_logs(self, act: ActivityRun, chunks: Mapping[str, bytes]) -> None:
+        for stream, data in chunks.items():
+            if not data:
+                continue
+            offset = act.log_offsets.get(stream, 0)
+            self.repo.append_log(
+                act.id, act.attempt, stream, offset, data.decode("utf-8", "replace")
+            )
+            act.log_offsets[stream] = offset + len(data)
+
+    def _live(self) -> Iterable[ActivityRun]:
+        return [a for a in self._jobs.values() if a.state is A.RUNNING]
+
+    async def _observe_loop(self) -> None:
+        """Incremental logs and metrics of running jobs; off the critical path."""
+        last_metrics = 0.0
+        while True:
+            await asyncio.sleep(self._log_interval)
+            live = list(self._live())
+            if not live:
+                continue
+            fetched = [(act, await self._fetch_logs(act)) for act in live]
+            with self.repo.transaction():
+                for act, chunks in fetched:
+                    if act.state is A.RUNNING:
+                        self._store_logs(act, chunks)
+            now = time.monotonic()
+            if now - last_metrics < self._metrics_interval:
+                continue
+            last_metrics = now
+            samples: list[tuple[int, int, float, float | None, int | None]] = []
+            for name, slot in self._slots.items():
+                jobs = {a.key: a.handle for a in live if a.runtime == name and a.key}
+                if not jobs:
+                    continue
+                try:
+                    metrics = await slot.runtime.metrics(jobs)
+                except Exception as exc:
+                    log.warning("cannot sample metrics on %s: %s", name, exc)
+                    continue
+                ts = time.time()
+                for key, m in metrics.items():
+                    act = self._jobs.get(key)
+                    if act is not None:
+                        samples.append((act.id, act.attempt, ts, m.cpu_percent, m.memory_bytes))
+            if samples:
+                self.repo.add_metrics(samples)
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())

@@ -1,0 +1,194 @@
+"""The runtime contract: what every adapter (local, docker, singularity, hpc*, k8s*) provides.
+
+The seed's IRuntime in async, batched form:
+
+=============================  ======================================
+seed (Go)                      here
+=============================  ======================================
+StartConnection                :meth:`Runtime.start`
+StopConnection                 :meth:`Runtime.stop`
+ApplyJob                       :meth:`Runtime.submit`
+DeleteJob                      :meth:`Runtime.cancel`
+GetStatus / VerifyActivities…  :meth:`Runtime.status` (all live jobs at once)
+GetLogs                        :meth:`Runtime.logs` (incremental, from offsets)
+GetMetrics                     :meth:`Runtime.metrics` (all live jobs at once)
+HealthCheck                    :meth:`Runtime.health`
+=============================  ======================================
+
+Runtimes push lifecycle events (:class:`RuntimeEvents`) instead of being polled by the engine:
+a runtime whose backend offers notifications (pidfd, watch) uses them; one that must poll does
+so itself, in one batched query per cycle.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from akoflow.config import RuntimeConfig
+from akoflow.spec import Activity
+
+
+class RuntimeFailure(Exception):
+    """Base of runtime failures. ``transient`` ones leave the activity waiting, not failed."""
+
+    transient: bool = False
+
+
+class RuntimeUnavailable(RuntimeFailure):
+    """The backend cannot be reached now (daemon down, VPN off, cluster unhealthy)."""
+
+    transient = True
+
+
+class SubmitError(RuntimeFailure):
+    """The backend refused the job for a reason that retrying will not fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One attempt of one activity, as the engine asks a runtime to run it."""
+
+    key: str
+    """Deterministic name of this attempt on any backend: ``wf<id>-<activity>-a<attempt>``."""
+    workflow_id: int
+    workflow_name: str
+    activity_id: int
+    activity: Activity
+    attempt: int
+    data_dir: Path
+    """The workflow's shared data dir on the engine host (mountPath semantics)."""
+    attempt_dir: Path
+    """Engine-side directory of this attempt: script, captured logs, markers."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Variables AkôFlow sets for the activity (ids, names, data dir), before activity.env."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended. ``exit_code`` is the activity's real exit code when known."""
+
+    succeeded: bool
+    exit_code: int | None
+    reason: str | None = None
+    cpu_seconds: float | None = None
+    max_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    phase: Literal["queued", "running", "finished", "unknown"]
+    outcome: Outcome | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """Result of reconciling an attempt after an engine restart."""
+
+    kind: Literal["running", "finished", "never_started"]
+    handle: dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ready: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    cpu_percent: float | None
+    memory_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    ready: bool
+    cpu_capacity: float | None
+    memory_capacity: int | None
+    cpu_usage: float | None = None
+    memory_usage: int | None = None
+
+
+class RuntimeEvents(Protocol):
+    """Where a runtime reports its jobs' lifecycle. Called on the event loop thread."""
+
+    def job_running(self, key: str, node: str | None) -> None: ...
+
+    def job_finished(self, key: str, outcome: Outcome) -> None: ...
+
+
+class Runtime(abc.ABC):
+    """One configured runtime (e.g. ``hpc-sdumont``) of one adapter kind (``hpc``)."""
+
+    kind: ClassVar[str]
+    default_max_parallel: ClassVar[int] = 8
+
+    def __init__(self, name: str, config: RuntimeConfig, events: RuntimeEvents) -> None:
+        self.name = name
+        self.config = config
+        self.events = events
+
+    @property
+    def max_parallel(self) -> int:
+        """Activities run at once on this runtime: ``{NAME}_MAX_PARALLEL``."""
+        return max(1, self.config.get_int("MAX_PARALLEL", self.default_max_parallel))
+
+    async def start(self) -> None:
+        """Open connections. Raise :class:`RuntimeUnavailable` if the backend is unreachable."""
+
+    async def stop(self) -> None:
+        """Close connections. Running jobs are left running (the engine may adopt them later)."""
+
+    @abc.abstractmethod
+    async def submit(self, job: JobSpec) -> dict[str, Any]:
+        """Start one attempt and return its handle (JSON-serialisable, stored by the engine).
+
+        Must be idempotent by ``job.key``: if the backend already has this key, return its
+        handle instead of starting a second copy. Raises :class:`RuntimeUnavailable` (the
+        activity waits) or :class:`SubmitError` (the attempt fails).
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
+        """Stop the job; its end is still reported through :meth:`RuntimeEvents.job_finished`."""
+
+    @abc.abstractmethod
+    async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
+        """Reconcile an attempt recorded as submitted/running before an engine restart.
+
+        ``never_started`` must be a guarantee: the attempt has not run and never will.
+        A ``running`` attempt is tracked again and reports its end through the events.
+        """
+
+    @abc.abstractmethod
+    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
+        """Status of many jobs (key -> handle) in one batched backend query."""
+
+    @abc.abstractmethod
+    async def logs(
+        self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
+    ) -> dict[str, bytes]:
+        """New output per stream (``stdout``, ``stderr``) after the given byte offsets."""
+
+    async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
+        """CPU and memory of running jobs; runtimes without a source return nothing."""
+        return {}
+
+    @abc.abstractmethod
+    async def health(self) -> Health:
+        """Whether new work can be sent now (READY) or must wait (NOT_READY)."""
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        """The nodes this runtime can place work on, with capacity and use."""
+        return []
+
+    async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
+        """The engine has stored everything of a finished job: backend objects may go."""

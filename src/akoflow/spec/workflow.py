@@ -1,0 +1,54 @@
+"""The resolved, validated workflow that the engine runs.
+
+These are plain frozen dataclasses (no validation logic): the loader builds them from the YAML
+after every check passed, with every inherited value already filled in from ``spec``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePolicy:
+    type: str = "standalone"  # "standalone" | "distributed"
+    storage_class_name: str | None = None
+    storage_size: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    local: str
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    name: str
+    run: str
+    runtime: str
+    image: str | None = None
+    memory_limit: str | None = None  # as written, e.g. "500Mi"
+    memory_bytes: int | None = None  # parsed
+    cpu_limit: str | None = None  # as written, e.g. "500m"
+    cpu_cores: float | None = None  # parsed
+    depends_on: tuple[str, ...] = ()
+    node_selector: dict[str, str] = field(default_factory=dict)
+    keep_disk: bool = False
+    mount_path: str | None = None
+    retries: int = 0
+    timeout_seconds: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    name: str
+    activities: tuple[Activity, ...]
+    namespace: str = "akoflow"
+    image: str | None = None
+    runtime: str | None = None  # spec.runtime as written (activities carry the resolved one)
+    mount_path: str | None = None
+    storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
+    volumes: tuple[Volume, ...] = ()
+    schedule: str | None = None

@@ -1,0 +1,119 @@
+"""The one state model of workflows and activities, and its one transition table.
+
+Every state change in the engine goes through :func:`check_activity_transition` or
+:func:`check_workflow_transition`, so an impossible move (a finished activity starting again)
+fails loudly instead of silently corrupting a run. Values are stable strings: they are stored in
+the database and shown by the API.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ActivityState(StrEnum):
+    PENDING = "pending"
+    """Waiting for its dependencies."""
+    READY = "ready"
+    """Every dependency succeeded; waiting for a free slot on a READY runtime."""
+    SUBMITTED = "submitted"
+    """The intent to start an attempt is recorded; the runtime is starting it."""
+    RUNNING = "running"
+    """The runtime reported the attempt running (a PID, a job id, a pod)."""
+    SUCCEEDED = "succeeded"
+    """The last attempt exited with code 0."""
+    FAILED = "failed"
+    """The last attempt failed and no retry is left."""
+    CANCELLED = "cancelled"
+    """Stopped by a user (or Ctrl-C) before it could finish."""
+    SKIPPED = "skipped"
+    """Never run because a dependency failed, was cancelled or was skipped."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_ACTIVITY
+
+    @property
+    def is_live(self) -> bool:
+        """Something may be running on a backend for this activity."""
+        return self in (ActivityState.SUBMITTED, ActivityState.RUNNING)
+
+
+class WorkflowState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.CANCELLED)
+
+
+_FINAL_ACTIVITY = frozenset(
+    {ActivityState.SUCCEEDED, ActivityState.FAILED, ActivityState.CANCELLED, ActivityState.SKIPPED}
+)
+
+_A = ActivityState
+ACTIVITY_TRANSITIONS: dict[ActivityState, frozenset[ActivityState]] = {
+    _A.PENDING: frozenset({_A.READY, _A.SKIPPED, _A.CANCELLED}),
+    _A.READY: frozenset({_A.SUBMITTED, _A.CANCELLED, _A.SKIPPED}),
+    # SUBMITTED -> READY: the attempt provably never started (lost before launch) or a retry.
+    _A.SUBMITTED: frozenset({_A.RUNNING, _A.SUCCEEDED, _A.FAILED, _A.CANCELLED, _A.READY}),
+    # RUNNING -> READY: the attempt failed and a retry is left.
+    _A.RUNNING: frozenset({_A.SUCCEEDED, _A.FAILED, _A.CANCELLED, _A.READY}),
+    # `akoflow retry` puts failed, cancelled and skipped work back in line.
+    _A.FAILED: frozenset({_A.PENDING, _A.READY}),
+    _A.CANCELLED: frozenset({_A.PENDING, _A.READY}),
+    _A.SKIPPED: frozenset({_A.PENDING, _A.READY}),
+    _A.SUCCEEDED: frozenset(),
+}
+
+_W = WorkflowState
+WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
+    _W.PENDING: frozenset({_W.RUNNING, _W.CANCELLED, _W.FAILED, _W.SUCCEEDED}),
+    _W.RUNNING: frozenset({_W.SUCCEEDED, _W.FAILED, _W.CANCELLED}),
+    _W.FAILED: frozenset({_W.RUNNING}),
+    _W.CANCELLED: frozenset({_W.RUNNING}),
+    _W.SUCCEEDED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    def __init__(self, kind: str, name: str, old: str, new: str) -> None:
+        super().__init__(f"{kind} {name!r}: invalid transition {old} -> {new}")
+
+
+def check_activity_transition(name: str, old: ActivityState, new: ActivityState) -> None:
+    if new not in ACTIVITY_TRANSITIONS[old]:
+        raise InvalidTransition("activity", name, old, new)
+
+
+def check_workflow_transition(name: str, old: WorkflowState, new: WorkflowState) -> None:
+    if new not in WORKFLOW_TRANSITIONS[old]:
+        raise InvalidTransition("workflow", name, old, new)
+
+
+def workflow_outcome(states: list[ActivityState] | tuple[ActivityState, ...]) -> WorkflowState:
+    """The final state of a workflow whose activities are all final."""
+    if any(s is ActivityState.FAILED for s in states):
+        return WorkflowState.FAILED
+    if any(s is ActivityState.CANCELLED for s in states):
+        return WorkflowState.CANCELLED
+    if any(s is ActivityState.SKIPPED for s in states):
+        return WorkflowState.FAILED
+    return WorkflowState.SUCCEEDED
+
+
+# Upstream's integer codes (0 created, 1 running, 2 finished), for the compatible REST API.
+UPSTREAM_ACTIVITY_STATUS: dict[ActivityState, int] = {
+    _A.PENDING: 0,
+    _A.READY: 0,
+    _A.SUBMITTED: 1,
+    _A.RUNNING: 1,
+    _A.SUCCEEDED: 2,
+    _A.FAILED: 2,
+    _A.CANCELLED: 2,
+    _A.SKIPPED: 2,
+}

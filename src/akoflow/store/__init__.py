@@ -1,0 +1,19 @@
+"""The state store: SQLite behind one repository. No SQL lives anywhere else."""
+
+from akoflow.store.repository import (
+    ActivityRecord,
+    AttemptRecord,
+    LogChunk,
+    Repository,
+    RuntimeRecord,
+    WorkflowRecord,
+)
+
+__all__ = [
+    "ActivityRecord",
+    "AttemptRecord",
+    "LogChunk",
+    "Repository",
+    "RuntimeRecord",
+    "WorkflowRecord",
+]

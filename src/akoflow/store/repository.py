@@ -1,0 +1,619 @@
+"""SQLite repository: every read and write of engine state goes through :class:`Repository`.
+
+WAL mode with ``synchronous=NORMAL``: a commit survives the engine being killed (SIGKILL) because
+the WAL lives in the OS page cache; only a power loss can drop the last commits, and then the
+runtime reconciliation (by deterministic attempt keys) still prevents duplicate runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from akoflow.spec import Workflow
+from akoflow.states import ActivityState, WorkflowState
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    id: int
+    name: str
+    namespace: str
+    state: WorkflowState
+    spec_yaml: str
+    spec_hash: str
+    source: str | None
+    data_dir: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    owner_pid: int | None
+    owner_started: float | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRecord:
+    id: int
+    workflow_id: int
+    position: int
+    name: str
+    runtime: str
+    image: str | None
+    state: ActivityState
+    attempt: int
+    max_attempts: int
+    exit_code: int | None
+    reason: str | None
+    node: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    id: int
+    activity_id: int
+    number: int
+    state: str
+    runtime: str
+    handle: dict[str, Any]
+    node: str | None
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    reason: str | None
+    cpu_seconds: float | None
+    max_rss_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeRecord:
+    name: str
+    kind: str
+    status: str
+    reason: str | None
+    config: dict[str, str]
+    checked_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    attempt: int
+    stream: str
+    offset: int
+    data: str
+
+
+_WF_COLS = (
+    "id, name, namespace, state, spec_yaml, spec_hash, source, data_dir, created_at, "
+    "started_at, finished_at, owner_pid, owner_started, cancel_requested"
+)
+_ACT_COLS = (
+    "id, workflow_id, position, name, runtime, image, state, attempt, max_attempts, exit_code, "
+    "reason, node, created_at, started_at, finished_at"
+)
+_ATT_COLS = (
+    "id, activity_id, number, state, runtime, handle, node, submitted_at, started_at, "
+    "finished_at, exit_code, reason, cpu_seconds, max_rss_bytes"
+)
+
+
+def _workflow(row: sqlite3.Row) -> WorkflowRecord:
+    return WorkflowRecord(
+        id=row[0],
+        name=row[1],
+        namespace=row[2],
+        state=WorkflowState(row[3]),
+        spec_yaml=row[4],
+        spec_hash=row[5],
+        source=row[6],
+        data_dir=row[7],
+        created_at=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        owner_pid=row[11],
+        owner_started=row[12],
+        cancel_requested=bool(row[13]),
+    )
+
+
+def _activity(row: sqlite3.Row) -> ActivityRecord:
+    return ActivityRecord(
+        id=row[0],
+        workflow_id=row[1],
+        position=row[2],
+        name=row[3],
+        runtime=row[4],
+        image=row[5],
+        state=ActivityState(row[6]),
+        attempt=row[7],
+        max_attempts=row[8],
+        exit_code=row[9],
+        reason=row[10],
+        node=row[11],
+        created_at=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+    )
+
+
+def _attempt(row: sqlite3.Row) -> AttemptRecord:
+    return AttemptRecord(
+        id=row[0],
+        activity_id=row[1],
+        number=row[2],
+        state=row[3],
+        runtime=row[4],
+        handle=json.loads(row[5]) if row[5] else {},
+        node=row[6],
+        submitted_at=row[7],
+        started_at=row[8],
+        finished_at=row[9],
+        exit_code=row[10],
+        reason=row[11],
+        cpu_seconds=row[12],
+        max_rss_bytes=row[13],
+    )
+
+
+class Repository:
+    """All persistence of the engine. One instance per process; thread-safe via a lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._depth = 0
+        c = self._conn
+        c.execute("PRAGMA busy_timeout = 30000")
+        c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA synchronous = NORMAL")
+        c.execute("PRAGMA foreign_keys = ON")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            schema = resources.files("akoflow.store").joinpath("schema.sql").read_text("utf-8")
+            with self.transaction():
+                c.executescript("BEGIN;" + schema + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        elif version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"state database {self.path} has schema version {version}, newer than this "
+                f"AkôFlow understands ({SCHEMA_VERSION}); upgrade AkôFlow"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one commit; nests (only the outermost commits)."""
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._conn.execute("COMMIT")
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    def _execmany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._lock:
+            self._conn.executemany(sql, rows)
+
+    # ----------------------------------------------------------------- workflows
+
+    def create_workflow(
+        self,
+        workflow: Workflow,
+        *,
+        spec_yaml: str,
+        spec_hash: str,
+        source: str | None,
+        runs_root: Path,
+        data_dir: Path | None = None,
+    ) -> int:
+        """Store a validated workflow, its activities and dependencies; returns its id.
+
+        The data dir defaults to ``runs_root/<id>-<name>/data``: it needs the id, so it is set
+        in the same transaction.
+        """
+        now = time.time()
+        with self.transaction():
+            cur = self._exec(
+                "INSERT INTO workflows (name, namespace, state, spec_yaml, spec_hash, source, "
+                "data_dir, created_at) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+                (
+                    workflow.name,
+                    workflow.namespace,
+                    WorkflowState.PENDING.value,
+                    spec_yaml,
+                    spec_hash,
+                    source,
+                    now,
+                ),
+            )
+            wf_id = int(cur.lastrowid or 0)
+            data = data_dir or runs_root / f"{wf_id}-{workflow.name}" / "data"
+            self._exec("UPDATE workflows SET data_dir = ? WHERE id = ?", (str(data), wf_id))
+            pending = ActivityState.PENDING.value
+            self._execmany(
+                "INSERT INTO activities (workflow_id, position, name, runtime, image, state, "
+                "retries, max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (wf_id, i, a.name, a.runtime, a.image, pending, a.retries, a.retries + 1, now)
+                    for i, a in enumerate(workflow.activities)
+                ),
+            )
+            # AUTOINCREMENT ids of one executemany are consecutive in a single writer txn,
+            # but read them back rather than rely on it.
+            ids = dict(
+                self._exec("SELECT name, id FROM activities WHERE workflow_id = ?", (wf_id,))
+            )
+            self._execmany(
+                "INSERT INTO dependencies (workflow_id, activity_id, depends_on_id) "
+                "VALUES (?, ?, ?)",
+                (
+                    (wf_id, ids[a.name], ids[dep])
+                    for a in workflow.activities
+                    for dep in dict.fromkeys(a.depends_on)
+                ),
+            )
+        return wf_id
+
+    def get_workflow(self, wf_id: int) -> WorkflowRecord | None:
+        row = self._exec(f"SELECT {_WF_COLS} FROM workflows WHERE id = ?", (wf_id,)).fetchone()
+        return _workflow(row) if row else None
+
+    def list_workflows(
+        self, *, limit: int = 50, offset: int = 0, unfinished_only: bool = False
+    ) -> list[WorkflowRecord]:
+        where = ""
+        params: list[Any] = []
+        if unfinished_only:
+            where = "WHERE state NOT IN (?, ?, ?)"
+            params = [
+                WorkflowState.SUCCEEDED.value,
+                WorkflowState.FAILED.value,
+                WorkflowState.CANCELLED.value,
+            ]
+        rows = self._exec(
+            f"SELECT {_WF_COLS} FROM workflows {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ).fetchall()
+        return [_workflow(r) for r in rows]
+
+    def find_unfinished(self, *, spec_hash: str) -> WorkflowRecord | None:
+        """The newest unfinished run of exactly this workflow file, if any."""
+        row = self._exec(
+            f"SELECT {_WF_COLS} FROM workflows WHERE spec_hash = ? AND state IN (?, ?) "
+            "ORDER BY id DESC LIMIT 1",
+            (spec_hash, WorkflowState.PENDING.value, WorkflowState.RUNNING.value),
+        ).fetchone()
+        return _workflow(row) if row else None
+
+    def claim_workflow(
+        self,
+        wf_id: int,
+        *,
+        pid: int,
+        started: float,
+        expect_pid: int | None,
+        expect_started: float | None,
+    ) -> bool:
+        """Compare-and-set the owning engine process; False if someone else claimed it first."""
+        cur = self._exec(
+            "UPDATE workflows SET owner_pid = ?, owner_started = ? WHERE id = ? "
+            "AND owner_pid IS ? AND owner_started IS ?",
+            (pid, started, wf_id, expect_pid, expect_started),
+        )
+        return cur.rowcount == 1
+
+    def release_workflow(self, wf_id: int, *, pid: int) -> None:
+        self._exec(
+            "UPDATE workflows SET owner_pid = NULL, owner_started = NULL "
+            "WHERE id = ? AND owner_pid = ?",
+            (wf_id, pid),
+        )
+
+    def set_workflow_state(
+        self,
+        wf_id: int,
+        state: WorkflowState,
+        *,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+    ) -> None:
+        self._exec(
+            "UPDATE workflows SET state = ?, started_at = COALESCE(?, started_at), "
+            "finished_at = ? WHERE id = ?",
+            (state.value, started_at, finished_at, wf_id),
+        )
+
+    def request_cancel(self, wf_id: int, requested: bool = True) -> None:
+        self._exec(
+            "UPDATE workflows SET cancel_requested = ? WHERE id = ?", (int(requested), wf_id)
+        )
+
+    # ---------------------------------------------------------------- activities
+
+    def list_activities(self, wf_id: int) -> list[ActivityRecord]:
+        rows = self._exec(
+            f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ? ORDER BY position",
+            (wf_id,),
+        ).fetchall()
+        return [_activity(r) for r in rows]
+
+    def get_activity(self, wf_id: int, name: str) -> ActivityRecord | None:
+        row = self._exec(
+            f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ? AND name = ?",
+            (wf_id, name),
+        ).fetchone()
+        return _activity(row) if row else None
+
+    def list_dependencies(self, wf_id: int) -> list[tuple[int, int]]:
+        """(activity_id, depends_on_id) pairs of a workflow."""
+        rows = self._exec(
+            "SELECT activity_id, depends_on_id FROM dependencies WHERE workflow_id = ?", (wf_id,)
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def activity_counts(self, wf_id: int) -> dict[ActivityState, int]:
+        rows = self._exec(
+            "SELECT state, COUNT(*) FROM activities WHERE workflow_id = ? GROUP BY state",
+            (wf_id,),
+        ).fetchall()
+        return {ActivityState(r[0]): r[1] for r in rows}
+
+    def set_activity_states(
+        self,
+        updates: Iterable[tuple[int, ActivityState]],
+        *,
+        reason: str | None = None,
+        finished_at: float | None = None,
+    ) -> None:
+        self._execmany(
+            "UPDATE activities SET state = ?, reason = COALESCE(?, reason), "
+            "finished_at = COALESCE(?, finished_at) WHERE id = ?",
+            ((s.value, reason, finished_at, a) for a, s in updates),
+        )
+
+    def reset_activities(self, ids: Iterable[int], state: ActivityState) -> None:
+        """Put activities back in line (retry of a failed workflow): fresh attempt budget."""
+        self._execmany(
+            "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
+            "started_at = NULL, finished_at = NULL, "
+            "max_attempts = attempt + retries + 1 "
+            "WHERE id = ?",
+            ((state.value, i) for i in ids),
+        )
+
+    # ------------------------------------------------------------------ attempts
+
+    def begin_attempt(
+        self, activity_id: int, number: int, *, runtime: str, handle: dict[str, Any]
+    ) -> None:
+        """Record the intent to start attempt `number` BEFORE anything is launched."""
+        now = time.time()
+        self._exec(
+            "INSERT INTO attempts (activity_id, number, state, runtime, handle, submitted_at) "
+            "VALUES (?, ?, 'submitted', ?, ?, ?)",
+            (activity_id, number, runtime, json.dumps(handle), now),
+        )
+        self._exec(
+            "UPDATE activities SET state = ?, attempt = ?, exit_code = NULL, "
+            "started_at = COALESCE(started_at, ?) WHERE id = ?",
+            (ActivityState.SUBMITTED.value, number, now, activity_id),
+        )
+
+    def attempt_running(
+        self,
+        activity_id: int,
+        number: int,
+        *,
+        handle: dict[str, Any],
+        node: str | None,
+        started_at: float,
+    ) -> None:
+        self._exec(
+            "UPDATE attempts SET state = 'running', handle = ?, node = ?, started_at = ? "
+            "WHERE activity_id = ? AND number = ?",
+            (json.dumps(handle), node, started_at, activity_id, number),
+        )
+        self._exec(
+            "UPDATE activities SET state = ?, node = ? WHERE id = ?",
+            (ActivityState.RUNNING.value, node, activity_id),
+        )
+
+    def attempt_finished(
+        self,
+        activity_id: int,
+        number: int,
+        *,
+        attempt_state: str,
+        activity_state: ActivityState,
+        exit_code: int | None,
+        reason: str | None,
+        finished_at: float,
+        cpu_seconds: float | None = None,
+        max_rss_bytes: int | None = None,
+    ) -> None:
+        """Close an attempt and move its activity (to a final state, or READY for a retry)."""
+        self._exec(
+            "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, finished_at = ?, "
+            "cpu_seconds = ?, max_rss_bytes = ? WHERE activity_id = ? AND number = ?",
+            (
+                attempt_state,
+                exit_code,
+                reason,
+                finished_at,
+                cpu_seconds,
+                max_rss_bytes,
+                activity_id,
+                number,
+            ),
+        )
+        final = activity_state.is_final
+        self._exec(
+            "UPDATE activities SET state = ?, exit_code = ?, reason = ?, finished_at = ? "
+            "WHERE id = ?",
+            (
+                activity_state.value,
+                exit_code,
+                reason,
+                finished_at if final else None,
+                activity_id,
+            ),
+        )
+
+    def attempt_lost(self, activity_id: int, number: int, *, reason: str) -> None:
+        """An attempt provably never ran (lost in a crash before launch): it costs no retry."""
+        self._exec(
+            "UPDATE attempts SET state = 'lost', reason = ?, finished_at = ? "
+            "WHERE activity_id = ? AND number = ?",
+            (reason, time.time(), activity_id, number),
+        )
+        self._exec(
+            "UPDATE activities SET state = ?, max_attempts = max_attempts + 1 WHERE id = ?",
+            (ActivityState.READY.value, activity_id),
+        )
+
+    def list_attempts(self, activity_id: int) -> list[AttemptRecord]:
+        rows = self._exec(
+            f"SELECT {_ATT_COLS} FROM attempts WHERE activity_id = ? ORDER BY number",
+            (activity_id,),
+        ).fetchall()
+        return [_attempt(r) for r in rows]
+
+    def live_attempts(self, wf_id: int) -> list[AttemptRecord]:
+        """Attempts of a workflow that were submitted or running when last recorded."""
+        rows = self._exec(
+            f"SELECT {', '.join('t.' + c.strip() for c in _ATT_COLS.split(','))} "
+            "FROM attempts t JOIN activities a ON a.id = t.activity_id "
+            "WHERE a.workflow_id = ? AND t.state IN ('submitted', 'running')",
+            (wf_id,),
+        ).fetchall()
+        return [_attempt(r) for r in rows]
+
+    # ---------------------------------------------------------------- logs, metrics
+
+    def append_log(
+        self, activity_id: int, attempt: int, stream: str, offset: int, data: str
+    ) -> None:
+        self._exec(
+            "INSERT INTO logs (activity_id, attempt, stream, offset, data, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (activity_id, attempt, stream, offset, data, time.time()),
+        )
+
+    def read_logs(
+        self,
+        activity_id: int,
+        *,
+        attempt: int | None = None,
+        stream: str | None = None,
+        after_id: int = 0,
+    ) -> list[tuple[int, LogChunk]]:
+        """Log chunks in write order; `after_id` lets a follower read only what is new."""
+        sql = "SELECT id, attempt, stream, offset, data FROM logs WHERE activity_id = ? AND id > ?"
+        params: list[Any] = [activity_id, after_id]
+        if attempt is not None:
+            sql += " AND attempt = ?"
+            params.append(attempt)
+        if stream is not None:
+            sql += " AND stream = ?"
+            params.append(stream)
+        rows = self._exec(sql + " ORDER BY id", params).fetchall()
+        return [(r[0], LogChunk(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def log_offsets(self, activity_id: int, attempt: int) -> dict[str, int]:
+        """Bytes already stored per stream, to resume incremental capture after a restart."""
+        rows = self._exec(
+            "SELECT stream, MAX(offset + LENGTH(CAST(data AS BLOB))) FROM logs "
+            "WHERE activity_id = ? AND attempt = ? GROUP BY stream",
+            (activity_id, attempt),
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def add_metrics(self, samples: Iterable[tuple[int, int, float, float | None, int | None]]) -> None:
+        """Rows of (activity_id, attempt, ts, cpu_percent, memory_bytes)."""
+        self._execmany(
+            "INSERT INTO metrics (activity_id, attempt, ts, cpu_percent, memory_bytes) "
+            "VALUES (?, ?, ?, ?, ?)",
+            samples,
+        )
+
+    def read_metrics(self, activity_id: int) -> list[tuple[int, float, float | None, int | None]]:
+        rows = self._exec(
+            "SELECT attempt, ts, cpu_percent, memory_bytes FROM metrics WHERE activity_id = ? "
+            "ORDER BY attempt, ts",
+            (activity_id,),
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # ------------------------------------------------------------------ runtimes
+
+    def upsert_runtime(
+        self, name: str, *, kind: str, status: str, reason: str | None, config: dict[str, str]
+    ) -> None:
+        """Store a runtime's health. `config` must already be redacted: no secrets here."""
+        now = time.time()
+        self._exec(
+            "INSERT INTO runtimes (name, kind, status, reason, config, checked_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, "
+            "status = excluded.status, reason = excluded.reason, config = excluded.config, "
+            "checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+            (name, kind, status, reason, json.dumps(config), now, now),
+        )
+
+    def list_runtimes(self) -> list[RuntimeRecord]:
+        rows = self._exec(
+            "SELECT name, kind, status, reason, config, checked_at, updated_at FROM runtimes "
+            "ORDER BY name"
+        ).fetchall()
+        return [
+            RuntimeRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
+        ]
+
+    def upsert_nodes(
+        self,
+        runtime: str,
+        nodes: Iterable[tuple[str, str, float | None, int | None, float | None, int | None]],
+    ) -> None:
+        """Rows of (name, status, cpu_capacity, memory_capacity, cpu_usage, memory_usage)."""
+        now = time.time()
+        self._execmany(
+            "INSERT INTO nodes (runtime, name, status, cpu_capacity, memory_capacity, cpu_usage, "
+            "memory_usage, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(runtime, name) DO UPDATE SET status = excluded.status, "
+            "cpu_capacity = excluded.cpu_capacity, memory_capacity = excluded.memory_capacity, "
+            "cpu_usage = excluded.cpu_usage, memory_usage = excluded.memory_usage, "
+            "updated_at = excluded.updated_at",
+            ((runtime, *n, now) for n in nodes),
+        )

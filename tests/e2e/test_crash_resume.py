@@ -1,0 +1,183 @@
+"""The engine is killed (SIGKILL) mid-run; resuming never runs an activity twice.
+
+Each activity appends one line to its own side-effect file in the data dir, so the number of
+lines is the number of times it really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from akoflow import service
+from akoflow.runtimes.local import PRELUDE
+from akoflow.states import ActivityState, WorkflowState
+from tests.conftest import Akoflow, cli_env
+
+N_FAST = 6
+
+
+def crash_workflow(path: Path) -> None:
+    """Fast activities, a slow one that is running when the engine dies, and dependents."""
+    acts = ["    - name: slow\n      run: |\n        echo run >> count.slow\n        sleep 3\n"
+            "        echo done > slow.out\n"]
+    for i in range(N_FAST):
+        acts.append(f"    - name: fast{i}\n      run: echo run >> count.fast{i}\n")
+    acts.append(
+        "    - name: after-slow\n      dependsOn: [slow]\n"
+        "      run: |\n        echo run >> count.after\n        cat slow.out\n"
+    )
+    acts.append(
+        "    - name: gate\n      dependsOn: [fast0]\n"
+        "      run: |\n        echo run >> count.gate\n        sleep 2\n"
+    )
+    path.write_text("name: crashy\nspec:\n  activities:\n" + "".join(acts))
+
+
+def start_engine(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "akoflow", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def run_counts(data: Path) -> dict[str, int]:
+    return {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
+
+
+@pytest.mark.parametrize("how", ["resume", "rerun"])
+def test_sigkill_mid_run_then_resume_runs_nothing_twice(
+    how: str, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "crash.yaml"
+    crash_workflow(wf)
+    data = tmp_path / "data"
+    engine = start_engine(["run", str(wf), "--quiet", "--state-dir", str(state_dir),
+                           "--data-dir", str(data)])
+    # Kill it while `slow` and `gate` run and the fast ones are done.
+    wait_for(lambda: (data / "count.slow").exists() and (data / "count.gate").exists())
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    assert engine.returncode == -signal.SIGKILL
+    assert not (data / "count.after").exists()
+
+    if how == "resume":
+        res = akoflow("resume", "--json")
+    else:
+        res = akoflow("run", str(wf), "--json", "--data-dir", str(data))
+    assert res.returncode == 0, res.stderr + res.stdout
+    doc = json.loads(res.stdout)
+    assert doc["workflow"]["id"] == 1  # the same run was resumed, no new one created
+    assert {a["state"] for a in doc["activities"]} == {"succeeded"}
+    counts = run_counts(data)
+    assert counts == {f"count.fast{i}": 1 for i in range(N_FAST)} | {
+        "count.slow": 1, "count.after": 1, "count.gate": 1,
+    }
+    # The adopted `slow` reported its real completion, and its dependent saw its output.
+    assert (data / "slow.out").read_text() == "done\n"
+    assert json.loads(akoflow("status", "1", "--json").stdout)["workflow"]["state"] == "succeeded"
+
+
+def test_kill_between_intent_and_launch_is_not_run_twice(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """An attempt recorded as submitted whose process never claimed it is proven not started,
+    claimed by the engine, and run once as a new attempt; a late copy of it refuses to run."""
+    wf = tmp_path / "one.yaml"
+    wf.write_text("name: one\nspec:\n  activities:\n    - name: only\n"
+                  "      run: echo run >> count.only\n")
+    data = tmp_path / "data"
+    # Store the run and record the intent of attempt 1, as the engine does before launching,
+    # then "crash" before anything is launched.
+    prepared = service.validate_text(wf.read_text(), str(wf))
+    repo = service.open_repository(state_dir)
+    wf_id = service.store(repo, state_dir, prepared, data)
+    act = repo.list_activities(wf_id)[0]
+    repo.set_activity_states([(act.id, ActivityState.READY)])
+    repo.begin_attempt(act.id, 1, runtime="local", handle={})
+    repo.set_workflow_state(wf_id, WorkflowState.RUNNING)
+    repo.close()
+
+    res = akoflow("resume", "--json")
+    assert res.returncode == 0, res.stderr
+    assert (data / "count.only").read_text() == "run\n"
+    doc = json.loads(res.stdout)
+    assert doc["activities"][0]["attempts"] == 2  # attempt 1 lost before launch, 2 ran
+    attempt1 = state_dir / "runs" / f"{wf_id}-one" / "attempts" / "only" / "1"
+    assert (attempt1 / "claim").read_text() == "engine\n"
+    # A straggler launch of attempt 1 (the process the crash interrupted) must not run.
+    script = tmp_path / "script.sh"
+    script.write_text("echo run >> count.only\n")
+    proc = subprocess.run(
+        ["bash", str(script)],
+        env=cli_env(BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_DIR=str(attempt1),
+                    AKOFLOW_WORKDIR=str(data)),
+        cwd=data,
+    )
+    assert proc.returncode == 213
+    assert (data / "count.only").read_text() == "run\n"
+
+
+def test_ctrl_c_cancels_and_kills_the_process_group(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "long.yaml"
+    wf.write_text(
+        "name: long\nspec:\n  activities:\n"
+        "    - name: sleeper\n      run: |\n        sleep 60 &\n        echo $! > child.pid\n"
+        "        wait\n"
+        "    - name: after\n      dependsOn: [sleeper]\n      run: echo never > never.txt\n"
+    )
+    data = tmp_path / "data"
+    engine = start_engine(["run", str(wf), "--state-dir", str(state_dir),
+                           "--data-dir", str(data)])
+    wait_for(lambda: (data / "child.pid").exists() and (data / "child.pid").read_text().strip())
+    child = int((data / "child.pid").read_text())
+    assert psutil.pid_exists(child)
+    engine.send_signal(signal.SIGINT)
+    out, err = engine.communicate(timeout=30)
+    assert engine.returncode == 1
+    assert "cancelling" in err
+    wait_for(lambda: not psutil.pid_exists(child) or
+             psutil.Process(child).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    doc = json.loads(akoflow("status", "1", "--json").stdout)
+    assert doc["workflow"]["state"] == "cancelled"
+    states = {a["name"]: a["state"] for a in doc["activities"]}
+    assert states == {"sleeper": "cancelled", "after": "cancelled"}
+    assert not (data / "never.txt").exists()
+
+
+def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "w.yaml"
+    wf.write_text("name: w\nspec:\n  activities:\n    - name: s\n      run: sleep 3\n")
+    engine = start_engine(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s" / "1" / "claim").exists())
+        res = akoflow("resume")
+        assert res.returncode == 1
+        assert "is being run by process" in res.stderr
+    finally:
+        engine.communicate(timeout=30)
+    assert engine.returncode == 0

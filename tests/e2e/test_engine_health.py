@@ -1,0 +1,111 @@
+"""A NOT_READY runtime holds its activities (they wait, they do not fail) until it is READY.
+
+The runtime is the real local runtime; only its health check reads a switch file, so the test
+can take the backend "down" and bring it back the way a stopped daemon would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from akoflow import service
+from akoflow.config import RuntimeConfig
+from akoflow.engine import Engine
+from akoflow.runtimes.base import Health, RuntimeEvents
+from akoflow.runtimes.local import LocalRuntime
+from akoflow.states import ActivityState, WorkflowState
+
+
+class SwitchableLocal(LocalRuntime):
+    switch: Path
+
+    async def health(self) -> Health:
+        if self.switch.exists():
+            return Health(False, "backend switched off by the test")
+        return await super().health()
+
+
+def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
+    switch = tmp_path / "down"
+    switch.touch()
+    wf_file = tmp_path / "w.yaml"
+    wf_file.write_text(
+        "name: held\nspec:\n  activities:\n"
+        "    - name: a\n      run: echo a > a.txt\n"
+        "    - name: b\n      dependsOn: [a]\n      run: cat a.txt > b.txt\n"
+    )
+    state = tmp_path / "state"
+
+    def factory(name: str, events: RuntimeEvents, config: RuntimeConfig | None) -> Any:
+        rt = SwitchableLocal(name, config or RuntimeConfig.from_env(name), events)
+        rt.switch = switch
+        return rt
+
+    async def scenario() -> None:
+        repo = service.open_repository(state)
+        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.2)
+        await engine.start()
+        try:
+            wf = await engine.attach(wf_id)
+            await asyncio.sleep(1.0)
+            # Held: nothing started, nothing failed, the runtime is recorded NOT_READY.
+            assert {a.state for a in wf.activities.values()} <= {
+                ActivityState.READY, ActivityState.PENDING
+            }
+            assert engine.runtime_status()["local"] == (False, "backend switched off by the test")
+            rt = {r.name: r for r in repo.list_runtimes()}["local"]
+            assert rt.status == "NOT_READY"
+            switch.unlink()
+            state_ = await asyncio.wait_for(engine.wait(wf_id), timeout=10)
+            assert state_ is WorkflowState.SUCCEEDED
+            assert (tmp_path / "data" / "b.txt").read_text() == "a\n"
+            assert {r.name: r for r in repo.list_runtimes()}["local"].status == "READY"
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> None:
+    wf_file = tmp_path / "w.yaml"
+    wf_file.write_text(
+        "name: busy\nspec:\n  activities:\n"
+        "    - name: burn\n      run: |\n        echo started\n"
+        "        end=$((SECONDS + 3)); while [ $SECONDS -lt $end ]; do :; done\n"
+        "        echo finished\n"
+    )
+    state = tmp_path / "state"
+
+    async def scenario() -> None:
+        repo = service.open_repository(state)
+        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        engine = Engine(repo, state, log_interval=0.2, metrics_interval=0.5)
+        await engine.start()
+        try:
+            wf = await engine.attach(wf_id)
+            act = wf.activities["burn"]
+            seen_live = False
+            while not wf.state.is_final:
+                await asyncio.sleep(0.2)
+                if act.state is ActivityState.RUNNING:
+                    text = "".join(c.data for _, c in repo.read_logs(act.id))
+                    if text == "started\n":
+                        seen_live = True
+            assert seen_live, "output was not stored while the activity ran"
+            assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
+            samples = repo.read_metrics(act.id)
+            assert len(samples) >= 2
+            assert max(s[2] or 0 for s in samples) > 20  # a busy loop uses CPU
+            assert all((s[3] or 0) > 1_000_000 for s in samples)  # bash RSS > 1 MB
+            attempt = repo.list_attempts(act.id)[0]
+            assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 1.0
+            assert attempt.max_rss_bytes is not None and attempt.max_rss_bytes > 1_000_000
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())

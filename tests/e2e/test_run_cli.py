@@ -1,0 +1,167 @@
+"""End-to-end: real workflows through the real CLI, checking files, logs and exit codes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tests.conftest import EXAMPLES, Akoflow, cli_env
+
+
+def status_json(akoflow: Akoflow, ref: str = "1") -> dict:  # type: ignore[type-arg]
+    res = akoflow("status", ref, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def by_name(status: dict) -> dict:  # type: ignore[type-arg]
+    return {a["name"]: a for a in status["activities"]}
+
+
+def test_hello_fan_out_fan_in_passes_files(akoflow: Akoflow) -> None:
+    res = akoflow("run", str(EXAMPLES / "hello.yaml"))
+    assert res.returncode == 0, res.stderr + res.stdout
+    st = status_json(akoflow)
+    assert st["workflow"]["state"] == "succeeded"
+    assert {a["state"] for a in st["activities"]} == {"succeeded"}
+    data = Path(st["workflow"]["data_dir"])
+    report = (data / "report.txt").read_text()
+    assert "letters: 26" in report  # alpha beta gamma delta epsilon
+    assert "first upper: ALPHA" in report
+    assert "first reversed: ahpla" in report
+    assert "workflow: hello (run 1)" in report
+    # stdout captured into the store, readable with `akoflow logs`
+    logs = akoflow("logs", "1", "report")
+    assert logs.returncode == 0
+    assert "first upper: ALPHA" in logs.stdout
+    # the summary table names every activity
+    for name in ("make-input", "count-letters", "upper-case", "reverse", "report"):
+        assert name in res.stdout
+
+
+def test_failure_skips_downstream_but_independent_branch_finishes(akoflow: Akoflow) -> None:
+    res = akoflow("run", str(EXAMPLES / "failing.yaml"))
+    assert res.returncode == 1
+    acts = by_name(status_json(akoflow))
+    assert acts["broken-step"]["state"] == "failed"
+    assert acts["broken-step"]["exit_code"] == 3
+    assert acts["after-broken"]["state"] == "skipped"
+    assert "broken-step" in acts["after-broken"]["reason"]
+    assert acts["independent"]["state"] == "succeeded"
+    assert status_json(akoflow)["workflow"]["state"] == "failed"
+    err = akoflow("logs", "failing", "broken-step", "--stream", "stderr")
+    assert err.stdout == "about to fail\n"
+
+
+def test_retries_until_success(akoflow: Akoflow) -> None:
+    res = akoflow("run", str(EXAMPLES / "retries.yaml"), "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    acts = {a["name"]: a for a in result["activities"]}
+    assert acts["flaky"]["attempts"] == 3
+    assert acts["uses-flaky"]["state"] == "succeeded"
+    first = akoflow("logs", "1", "flaky", "--attempt", "1")
+    assert "attempt 1 (try 1)" in first.stdout
+    assert "transient failure" in first.stderr
+    last = akoflow("logs", "1", "flaky")
+    assert "attempt 3 (try 3)" in last.stdout
+
+
+def test_timeout_stops_the_activity(akoflow: Akoflow) -> None:
+    start = time.monotonic()
+    res = akoflow("run", str(EXAMPLES / "timeout.yaml"))
+    assert res.returncode == 1
+    assert time.monotonic() - start < 20
+    act = by_name(status_json(akoflow))["too-slow"]
+    assert act["state"] == "failed"
+    assert act["reason"] == "timed out after 1s"
+
+
+def test_quiet_prints_nothing_and_json_is_machine_readable(akoflow: Akoflow) -> None:
+    quiet = akoflow("run", str(EXAMPLES / "hello.yaml"), "--quiet")
+    assert quiet.returncode == 0
+    assert quiet.stdout == ""
+    res = akoflow("run", str(EXAMPLES / "hello.yaml"), "--json", "--new")
+    doc = json.loads(res.stdout)
+    assert doc["workflow"]["id"] == 2
+    assert doc["workflow"]["state"] == "succeeded"
+    assert len(doc["activities"]) == 5
+
+
+def test_script_text_is_never_interpolated(akoflow: Akoflow, tmp_path: Path) -> None:
+    """Quotes, $(...), ; and backticks in run and in paths reach bash verbatim, as data."""
+    wf = tmp_path / "meta.yaml"
+    wf.write_text(
+        "name: meta\n"
+        "spec:\n"
+        "  env:\n"
+        "    TRICKY: \"'; touch pwned-env; echo '\"\n"
+        "  activities:\n"
+        "    - name: quoting\n"
+        "      run: |\n"
+        "        echo \"it's \\\"quoted\\\" and \\$(not run) and `echo ran`\" > out.txt\n"
+        "        printf '%s\\n' \"$TRICKY\" >> out.txt\n"
+        "        pwd >> out.txt\n"
+    )
+    data = tmp_path / "data dir; $(touch pwned-path) `touch pwned-tick`"
+    res = akoflow("run", str(wf), "--data-dir", str(data))
+    assert res.returncode == 0, res.stderr
+    lines = (data / "out.txt").read_text().splitlines()
+    assert lines[0] == "it's \"quoted\" and $(not run) and ran"
+    assert lines[1] == "'; touch pwned-env; echo '"
+    assert lines[2] == str(data)
+    assert not list(tmp_path.rglob("pwned*"))
+    assert not list(Path.cwd().glob("pwned*"))
+
+
+def test_env_inherits_from_spec_and_activity_overrides(akoflow: Akoflow, tmp_path: Path) -> None:
+    wf = tmp_path / "env.yaml"
+    wf.write_text(
+        "name: envs\n"
+        "spec:\n"
+        "  env: {COLOR: blue, SHAPE: circle}\n"
+        "  activities:\n"
+        "    - name: a\n"
+        "      env: {SHAPE: square}\n"
+        "      run: echo \"$COLOR $SHAPE $ACTIVITY_NAME $WORKFLOW_NAME\" > a.txt\n"
+        "    - name: b\n"
+        "      run: echo \"$COLOR $SHAPE\" > b.txt\n"
+    )
+    assert akoflow("run", str(wf), "--data-dir", str(tmp_path / "d")).returncode == 0
+    assert (tmp_path / "d" / "a.txt").read_text() == "blue square a envs\n"
+    assert (tmp_path / "d" / "b.txt").read_text() == "blue circle\n"
+
+
+def test_concurrency_is_bounded_per_runtime(akoflow: Akoflow, tmp_path: Path) -> None:
+    acts = "".join(
+        f"    - name: p{i}\n"
+        f"      run: |\n"
+        f"        echo start $(date +%s.%N) >> spans.{i}\n"
+        f"        sleep 0.3\n"
+        f"        echo end $(date +%s.%N) >> spans.{i}\n"
+        for i in range(6)
+    )
+    wf = tmp_path / "par.yaml"
+    wf.write_text("name: par\nspec:\n  activities:\n" + acts)
+    data = tmp_path / "d"
+    res = akoflow("run", str(wf), "--data-dir", str(data),
+                  env=cli_env(LOCAL_MAX_PARALLEL="2"))
+    assert res.returncode == 0, res.stderr
+    events: list[tuple[float, int]] = []
+    for i in range(6):
+        start, end = (float(line.split()[1]) for line in (data / f"spans.{i}").read_text()
+                      .splitlines())
+        events += [(start, 1), (end, -1)]
+    running = peak = 0
+    for _, delta in sorted(events):
+        running += delta
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_status_lists_runs(akoflow: Akoflow) -> None:
+    assert akoflow("run", str(EXAMPLES / "hello.yaml"), "--quiet").returncode == 0
+    res = akoflow("status")
+    assert res.returncode == 0
+    assert "hello" in res.stdout and "succeeded" in res.stdout and "5/5" in res.stdout

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from akoflow.config import RuntimeConfig, discover_runtime_names, env_prefix
+from akoflow.runtimes.registry import adapter_for, check_runtime_name
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("local", "local"), ("docker", "docker"), ("docker-gpu", "docker"),
+     ("singularity", "singularity"), ("k8s", "k8s"), ("k8s-aws-us-east-1", "k8s"),
+     ("k8saws", "k8s"), ("hpc", "hpc"), ("hpc-sdumont", "hpc")],
+)
+def test_names_resolve_as_the_seed_says(name: str, kind: str) -> None:
+    adapter = adapter_for(name)
+    assert adapter is not None and adapter.kind == kind
+
+
+@pytest.mark.parametrize("name", ["lambda", "localhost", "dockerd", "K8S", "hpc_x", "", "k8s;rm"])
+def test_unknown_names(name: str) -> None:
+    assert adapter_for(name) is None
+    assert "unknown runtime" in (check_runtime_name(name) or "")
+
+
+def test_local_is_available_and_missing_adapters_say_so() -> None:
+    assert check_runtime_name("local") is None
+    # Until the HPC adapter lands, the name is refused with a reason (update with issue #4).
+    msg = check_runtime_name("hpc-sdumont")
+    assert msg is not None and "'hpc' adapter" in msg
+
+
+def test_env_convention_for_named_runtimes() -> None:
+    env = {
+        "HPC_SDUMONT_HOST_CLUSTER": "sdumont.lncc.br",
+        "HPC_SDUMONT_USER": "me",
+        "HPC_SDUMONT_PASSWORD": "hunter2",
+        "K8S_AWS_API_SERVER_HOST": "https://aws:6443",
+        "K8S_AWS_API_SERVER_TOKEN": "eyJ",
+        "K8S_GCP_API_SERVER_HOST": "https://gcp:6443",
+        "HPCX_OTHER": "ignored",
+    }
+    assert env_prefix("hpc-sdumont") == "HPC_SDUMONT_"
+    cfg = RuntimeConfig.from_env("hpc-sdumont", env)
+    assert cfg.get("HOST_CLUSTER") == "sdumont.lncc.br"
+    assert cfg.get("host_cluster") == "sdumont.lncc.br"
+    assert cfg.get("QUEUE") is None
+    red = cfg.redacted()
+    assert red["HPC_SDUMONT_PASSWORD"] == "***"
+    assert red["HPC_SDUMONT_USER"] == "me"
+    assert "hunter2" not in str(red)
+    assert RuntimeConfig.from_env("k8s-aws", env).redacted()["K8S_AWS_API_SERVER_TOKEN"] == "***"
+    names = discover_runtime_names(["k8s:API_SERVER_HOST", "hpc:HOST_CLUSTER"], env)
+    assert names == {"k8s-aws", "k8s-gcp", "hpc-sdumont"}
+
+
+def test_bad_integer_setting_names_the_variable() -> None:
+    cfg = RuntimeConfig.from_env("local", {"LOCAL_MAX_PARALLEL": "many"})
+    with pytest.raises(ValueError, match="LOCAL_MAX_PARALLEL must be an integer"):
+        cfg.get_int("MAX_PARALLEL", 4)
