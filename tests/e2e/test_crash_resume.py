@@ -123,14 +123,14 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     assert (data / "count.only").read_text() == "run\n"
     doc = json.loads(res.stdout)
     assert doc["activities"][0]["attempts"] == 2  # attempt 1 lost before launch, 2 ran
-    attempt1 = state_dir / "runs" / f"{wf_id}-one" / "attempts" / "only" / "1"
-    assert (attempt1 / "claim").read_text() == "engine\n"
+    attempt1 = state_dir / "runs" / f"{wf_id}-one" / "attempts" / "only.1"
+    assert Path(f"{attempt1}.exit").read_text() == "engine\n"
     # A straggler launch of attempt 1 (the process the crash interrupted) must not run.
     script = tmp_path / "script.sh"
     script.write_text("echo run >> count.only\n")
     proc = subprocess.run(
         ["bash", str(script)],
-        env=cli_env(BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_DIR=str(attempt1),
+        env=cli_env(BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_FILES=str(attempt1),
                     AKOFLOW_WORKDIR=str(data)),
         cwd=data,
     )
@@ -174,7 +174,7 @@ def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
     wf.write_text("name: w\nspec:\n  activities:\n    - name: s\n      run: sleep 3\n")
     engine = start_engine(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
     try:
-        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s" / "1" / "claim").exists())
+        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
         res = akoflow("resume")
         assert res.returncode == 1
         assert "is being run by process" in res.stderr

@@ -162,6 +162,10 @@ class Engine(RuntimeEvents):
         self._slots: dict[str, _Slot] = {}
         self._jobs: dict[str, ActivityRun] = {}  # attempt key -> activity
         self._events: list[tuple[str, ActivityRun, Any]] = []
+        # RUNNING records wait for the next transaction: one commit fewer per activity. The
+        # intent (SUBMITTED) is already durable, and the runtime's reconciliation finds the
+        # job by its key if the engine dies before this is written.
+        self._unrecorded_running: list[ActivityRun] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -190,8 +194,10 @@ class Engine(RuntimeEvents):
             if slot.started:
                 with contextlib.suppress(Exception):
                     await slot.runtime.stop()
-        for wf in self.workflows.values():
-            self.repo.release_workflow(wf.id, pid=self._pid)
+        with self.repo.transaction():
+            self._record_running()
+            for wf in self.workflows.values():
+                self.repo.release_workflow(wf.id, pid=self._pid)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -224,6 +230,7 @@ class Engine(RuntimeEvents):
         loop = asyncio.get_running_loop()
         wf.done = loop.create_future()
         wf.data_dir.mkdir(parents=True, exist_ok=True)
+        (wf.run_dir / "attempts").mkdir(parents=True, exist_ok=True)
         for name in {a.runtime for a in wf.activities.values() if not a.state.is_final}:
             await self._ensure_runtime(name)
         await self._reconcile(wf, rec)
@@ -433,6 +440,7 @@ class Engine(RuntimeEvents):
             logs.append((act, await self._fetch_logs(act)))
         touched: set[WorkflowRun] = set()
         with self.repo.transaction():
+            self._record_running()
             for kind, act, payload in events:
                 if kind == "running" and act.state is A.SUBMITTED:
                     act.state = A.RUNNING
@@ -451,6 +459,16 @@ class Engine(RuntimeEvents):
                     touched.add(act.wf)
         for wf in touched:
             self._maybe_finish(wf)
+
+    def _record_running(self) -> None:
+        """Write the RUNNING records deferred by :meth:`_submit_batch` (inside a transaction)."""
+        pending, self._unrecorded_running = self._unrecorded_running, []
+        for act in pending:
+            if act.attempt_started is not None and act.state.is_live:
+                self.repo.attempt_running(
+                    act.id, act.attempt, handle=act.handle, node=act.node,
+                    started_at=act.attempt_started,
+                )
 
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
@@ -565,6 +583,7 @@ class Engine(RuntimeEvents):
                 continue
             batch: list[tuple[ActivityRun, JobSpec]] = []
             with self.repo.transaction():
+                self._record_running()
                 while slot.queue and len(batch) < free:
                     act = slot.queue.popleft()
                     if act.state is not A.READY or act.wf.cancelling:
@@ -602,18 +621,18 @@ class Engine(RuntimeEvents):
                 continue
             started.append(act)
         now = time.time()
+        for act in started:
+            if act.state is A.SUBMITTED and act.key is not None:
+                act.state = A.RUNNING
+                act.attempt_started = now
+                self._unrecorded_running.append(act)
+                self._arm_timeout(act)
+                if act.cancel_requested or act.wf.cancelling:
+                    self._spawn(slot.runtime.cancel(act.key, act.handle))
+        if not failed:
+            return
         touched: set[WorkflowRun] = set()
         with self.repo.transaction():
-            for act in started:
-                if act.state is A.SUBMITTED and act.key is not None:
-                    act.state = A.RUNNING
-                    act.attempt_started = now
-                    self.repo.attempt_running(
-                        act.id, act.attempt, handle=act.handle, node=None, started_at=now
-                    )
-                    self._arm_timeout(act)
-                    if act.cancel_requested or act.wf.cancelling:
-                        self._spawn(slot.runtime.cancel(act.key, act.handle))
             for act, exc in failed:
                 if getattr(exc, "transient", False):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
@@ -657,7 +676,7 @@ class Engine(RuntimeEvents):
             activity=act.spec,
             attempt=attempt,
             data_dir=wf.data_dir,
-            attempt_dir=wf.run_dir / "attempts" / act.name / str(attempt),
+            attempt_dir=wf.run_dir / "attempts",
             env=env,
         )
 
@@ -737,6 +756,9 @@ class Engine(RuntimeEvents):
         last_metrics = 0.0
         while True:
             await asyncio.sleep(self._log_interval)
+            if self._unrecorded_running:
+                with self.repo.transaction():
+                    self._record_running()
             live = list(self._live())
             if not live:
                 continue

@@ -62,9 +62,16 @@ class JobSpec:
     data_dir: Path
     """The workflow's shared data dir on the engine host (mountPath semantics)."""
     attempt_dir: Path
-    """Engine-side directory of this attempt: script, captured logs, markers."""
+    """Engine-side directory of the run's attempt files (shared by all attempts: one mkdir
+    per run, not per attempt); this attempt's files start with :attr:`attempt_prefix`."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables AkôFlow sets for the activity (ids, names, data dir), before activity.env."""
+
+
+    @property
+    def attempt_prefix(self) -> Path:
+        """``<attempt_dir>/<activity>.<attempt>``; activity names never contain dots."""
+        return self.attempt_dir / f"{self.activity.name}.{self.attempt}"
 
 
 @dataclass(frozen=True, slots=True)

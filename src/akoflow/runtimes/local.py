@@ -1,6 +1,7 @@
 """Local runtime: each activity is a detached process group running bash on its script.
 
-- The script is a file; nothing from the workflow is ever put on a command line.
+- The script reaches bash through a pipe on fd 3 (``bash /dev/fd/3``; a file when it is too big
+  for the pipe); nothing from the workflow is ever put on a command line.
 - Exit is event-driven: a pidfd per process wakes the event loop when it ends; no polling.
 - Crash safety: the process claims its attempt dir (exclusive create) before running and writes
   its exit code there, so an engine restarted after SIGKILL can adopt a process still running,
@@ -38,36 +39,55 @@ CLAIM_LOST_EXIT = 213  # the prelude's exit code when the engine had claimed the
 ENGINE_CLAIM = "engine\n"
 TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
+PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer: the write never blocks
+_OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
 class _Tracked:
-    __slots__ = ("child", "key", "pid", "pidfd", "attempt_dir", "cancelled")
+    __slots__ = ("cancelled", "child", "key", "pid", "pidfd", "prefix")
 
-    def __init__(self, key: str, pid: int, pidfd: int, attempt_dir: Path, child: bool) -> None:
+    def __init__(self, key: str, pid: int, pidfd: int, prefix: str, child: bool) -> None:
         self.key = key
         self.pid = pid
         self.pidfd = pidfd
-        self.attempt_dir = attempt_dir
+        self.prefix = prefix  # attempt files are prefix + ".stdout", ".stderr", ".exit"
         self.child = child  # our own child (reaped with wait4) or adopted after a restart
         self.cancelled = False
 
 
-def _read_exit_code(attempt_dir: Path) -> int | None:
+def _read_exit_file(prefix: str) -> str | None:
+    """Content of the attempt's exit file: ``pid N`` (claimed, running), ``exit N``, or
+    ``engine`` (claimed by the engine); None when absent."""
     try:
-        text = (attempt_dir / "exitcode").read_text()
+        with open(prefix + ".exit") as f:
+            return f.read()
     except FileNotFoundError:
         return None
-    text = text.strip()
-    return int(text) if text.lstrip("-").isdigit() else None
 
 
-def _is_attempt_process(pid: int, attempt_dir: Path) -> bool:
-    """Guards against PID reuse: the process must carry this attempt's dir in its environment."""
+def _exit_code(content: str | None) -> int | None:
+    if content and content.startswith("exit "):
+        value = content[5:].strip()
+        if value.lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
+def _claimed_pid(content: str | None) -> int | None:
+    if content and content.startswith("pid "):
+        value = content[4:].strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def _is_attempt_process(pid: int, prefix: str) -> bool:
+    """Guards against PID reuse: the process must carry this attempt in its environment."""
     try:
         env = psutil.Process(pid).environ()
     except (psutil.Error, OSError):
         return False
-    return env.get("AKOFLOW_ATTEMPT_DIR") == str(attempt_dir)
+    return env.get("AKOFLOW_ATTEMPT_FILES") == prefix
 
 
 class LocalRuntime(Runtime):
@@ -81,9 +101,12 @@ class LocalRuntime(Runtime):
         self._loop: asyncio.AbstractEventLoop | None = None
         # psutil needs the same Process object between samples to compute CPU percent.
         self._procs: dict[int, psutil.Process] = {}
+        self._base_env: dict[str, str] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._base_env = dict(os.environ)
+        self._base_env["BASH_ENV"] = str(PRELUDE)
 
     async def stop(self) -> None:
         # Running processes stay alive on purpose: a restarted engine adopts them.
@@ -99,46 +122,56 @@ class LocalRuntime(Runtime):
     async def submit(self, job: JobSpec) -> dict[str, Any]:
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
+        prefix = str(job.attempt_prefix)
         existing = self._jobs.get(job.key)
         if existing is not None:
-            return {"pid": existing.pid, "attempt_dir": str(existing.attempt_dir)}
-        attempt_dir = job.attempt_dir
-        attempt_dir.mkdir(parents=True, exist_ok=True)
-        if (attempt_dir / "claim").exists():
+            return {"pid": existing.pid, "prefix": prefix}
+        if os.path.exists(prefix + ".exit"):
             # Idempotent by key: this attempt was already launched (or claimed by the engine).
             raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
-        script = attempt_dir / "script.sh"
-        script.write_text(job.activity.run)
-        env = dict(os.environ)
-        env.update(job.env)
-        env.update(job.activity.env)
-        env["BASH_ENV"] = str(PRELUDE)
-        env["AKOFLOW_ATTEMPT_DIR"] = str(attempt_dir)
+        env = {**self._base_env, **job.env, **job.activity.env}
+        env["AKOFLOW_ATTEMPT_FILES"] = prefix
         env["AKOFLOW_WORKDIR"] = str(job.data_dir)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        script = job.activity.run.encode()
+        actions: list[tuple[Any, ...]] = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, prefix + ".stdout", _OUT_FLAGS, 0o644),
+            (os.POSIX_SPAWN_OPEN, 2, prefix + ".stderr", _OUT_FLAGS, 0o644),
+        ]
+        read_fd = write_fd = -1
+        if len(script) <= PIPE_SCRIPT_MAX:
+            read_fd, write_fd = os.pipe()
+            actions.append((os.POSIX_SPAWN_DUP2, read_fd, 3))
+            script_path = "/dev/fd/3"
+        else:
+            script_path = prefix + ".sh"
+            with open(script_path, "wb") as f:
+                f.write(script)
         try:
             pid = os.posix_spawn(
-                self._bash,
-                ["bash", str(script)],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, str(attempt_dir / "stdout"), flags, 0o644),
-                    (os.POSIX_SPAWN_OPEN, 2, str(attempt_dir / "stderr"), flags, 0o644),
-                ],
-                setsid=True,
+                self._bash, ["bash", script_path], env, file_actions=actions, setsid=True
             )
         except OSError as exc:
             raise SubmitError(f"cannot start bash: {exc}") from exc
-        self._track(job.key, pid, attempt_dir, child=True)
-        return {"pid": pid, "attempt_dir": str(attempt_dir)}
+        finally:
+            if read_fd >= 0:
+                os.close(read_fd)
+        if write_fd >= 0:
+            try:
+                os.write(write_fd, script)
+            except BrokenPipeError:
+                pass  # bash already gone; its exit status tells what happened
+            finally:
+                os.close(write_fd)
+        self._track(job.key, pid, prefix, child=True)
+        return {"pid": pid, "prefix": prefix}
 
-    def _track(self, key: str, pid: int, attempt_dir: Path, *, child: bool) -> _Tracked | None:
+    def _track(self, key: str, pid: int, prefix: str, *, child: bool) -> _Tracked | None:
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return None
-        tracked = _Tracked(key, pid, pidfd, attempt_dir, child)
+        tracked = _Tracked(key, pid, pidfd, prefix, child)
         self._jobs[key] = tracked
         assert self._loop is not None, "LocalRuntime.start() was not awaited"
         self._loop.add_reader(pidfd, self._on_exit, tracked)
@@ -157,7 +190,7 @@ class LocalRuntime(Runtime):
             cpu = usage.ru_utime + usage.ru_stime
             rss = usage.ru_maxrss * 1024
         else:
-            code = _read_exit_code(job.attempt_dir)
+            code = _exit_code(_read_exit_file(job.prefix))
         # Whatever the script left in the background goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, signal.SIGKILL)
@@ -196,11 +229,10 @@ class LocalRuntime(Runtime):
     # ------------------------------------------------------------------ restart
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
-        attempt_dir = job.attempt_dir
-        claim = attempt_dir / "claim"
+        prefix = str(job.attempt_prefix)
+        job.attempt_dir.mkdir(parents=True, exist_ok=True)
         try:
-            attempt_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             pass
         else:
@@ -208,15 +240,15 @@ class LocalRuntime(Runtime):
             with os.fdopen(fd, "w") as f:
                 f.write(ENGINE_CLAIM)
             return Adopted("never_started")
-        owner = claim.read_text()
-        if owner == ENGINE_CLAIM:
+        content = _read_exit_file(prefix)
+        if content == ENGINE_CLAIM:
             return Adopted("never_started")
-        code = _read_exit_code(attempt_dir)
-        pid = int(owner) if owner.strip().isdigit() else None
-        if code is None and pid is not None and _is_attempt_process(pid, attempt_dir):
-            if self._track(job.key, pid, attempt_dir, child=False) is not None:
-                return Adopted("running", {"pid": pid, "attempt_dir": str(attempt_dir)})
-            code = _read_exit_code(attempt_dir)
+        pid = _claimed_pid(content)
+        if pid is not None and _is_attempt_process(pid, prefix):
+            if self._track(job.key, pid, prefix, child=False) is not None:
+                return Adopted("running", {"pid": pid, "prefix": prefix})
+            content = _read_exit_file(prefix)
+        code = _exit_code(content)
         return Adopted("finished", outcome=self._outcome(code, False, None, None))
 
     # ------------------------------------------------------------------ observe
@@ -227,26 +259,27 @@ class LocalRuntime(Runtime):
             if key in self._jobs:
                 result[key] = JobStatus("running", node=socket.gethostname())
                 continue
-            attempt_dir = Path(str(handle.get("attempt_dir", "")))
-            code = _read_exit_code(attempt_dir)
+            prefix = str(handle.get("prefix", ""))
+            content = _read_exit_file(prefix)
+            code = _exit_code(content)
             if code is not None:
                 result[key] = JobStatus("finished", self._outcome(code, False, None, None))
             else:
-                pid = handle.get("pid")
-                alive = isinstance(pid, int) and _is_attempt_process(pid, attempt_dir)
+                pid = _claimed_pid(content)
+                alive = pid is not None and _is_attempt_process(pid, prefix)
                 result[key] = JobStatus("running" if alive else "unknown")
         return result
 
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
     ) -> dict[str, bytes]:
-        attempt_dir = Path(str(handle.get("attempt_dir", "")))
+        prefix = str(handle.get("prefix", ""))
         out: dict[str, bytes] = {}
         for stream in STREAMS:
-            path = attempt_dir / stream
+            path = f"{prefix}.{stream}"
             start = offsets.get(stream, 0)
             try:
-                if path.stat().st_size <= start:
+                if os.stat(path).st_size <= start:
                     continue
                 with open(path, "rb") as f:
                     f.seek(start)
