@@ -26,8 +26,11 @@ def wide_yaml(n: int) -> str:
     lines = ["name: wide", "spec:", "  activities:"]
     for i in range(n):
         lines += [f"    - name: t{i}", "      run: 'true'"]
-    lines += ["    - name: join", "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
-              "      run: 'true'"]
+    lines += [
+        "    - name: join",
+        "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
+        "      run: 'true'",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -55,18 +58,19 @@ def big_yaml(n: int) -> str:
     return "".join(parts)
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS of the process tree's largest member (bytes), exit code."""
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
+    """Wall seconds, peak RSS of the largest process of the tree (bytes), exit code, stderr."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
     if proc.returncode != 0:
-        sys.stderr.write(proc.stderr.read().decode() if proc.stderr else "")
-    if proc.stderr:
-        proc.stderr.close()
-    return wall, usage.ru_maxrss * 1024, proc.returncode
+        sys.stderr.write(err)
+    return wall, usage.ru_maxrss * 1024, proc.returncode, err
 
 
 def akoflow(*args: str) -> list[str]:
@@ -84,11 +88,13 @@ def bench_run(name: str, text: str, n_acts: int, tmp: Path, budget: str) -> None
     wf = tmp / f"{name}.yaml"
     wf.write_text(text)
     state = tmp / f"state-{name}"
-    wall, rss, code = timed(akoflow("run", str(wf), "--quiet", "--state-dir", str(state)))
+    wall, rss, code, _ = timed(akoflow("run", str(wf), "--quiet", "--state-dir", str(state)))
     rate = n_acts / wall
-    print(f"{name:<11} {n_acts:>6} activities  {wall:7.3f} s  {rate:8.1f} act/s  "
-          f"{wall / n_acts * 1000:6.2f} ms/act  peak RSS {rss / 2**20:6.1f} MiB  "
-          f"exit {code}  [{budget}]")
+    print(
+        f"{name:<11} {n_acts:>6} activities  {wall:7.3f} s  {rate:8.1f} act/s  "
+        f"{wall / n_acts * 1000:6.2f} ms/act  peak RSS {rss / 2**20:6.1f} MiB  "
+        f"exit {code}  [{budget}]"
+    )
 
 
 def main() -> None:
@@ -101,37 +107,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="akoflow-bench-") as d:
         tmp = Path(d)
         if "startup" in args.which:
-            wall, rss, _ = timed(akoflow("--version"))
-            print(f"{'startup':<11} `akoflow --version` {wall * 1000:7.1f} ms  "
-                  f"peak RSS {rss / 2**20:.1f} MiB")
+            wall, rss, _, _ = timed(akoflow("--version"))
+            print(
+                f"{'startup':<11} `akoflow --version` {wall * 1000:7.1f} ms  "
+                f"peak RSS {rss / 2**20:.1f} MiB"
+            )
         if "wide" in args.which:
             n = args.wide
             floor = floor_bash(n)
-            print(f"{'floor':<11} {n:>6} x bash -c true (serial)  {floor:7.3f} s  "
-                  f"{floor / n * 1000:6.2f} ms/task")
+            print(
+                f"{'floor':<11} {n:>6} x bash -c true (serial)  {floor:7.3f} s  "
+                f"{floor / n * 1000:6.2f} ms/task"
+            )
             bench_run("wide", wide_yaml(n), n + 1, tmp, "budget >= 200 act/s")
-            wall, _, _ = timed(akoflow("run", str(tmp / "wide.yaml"), "--quiet", "--new",
-                                       "--state-dir", str(tmp / "state-wide")))
-            print(f"{'':<11} second run {wall:.3f} s; ratio to bash floor "
-                  f"{wall / floor:.2f}x; overhead vs floor "
-                  f"{(wall - floor) / (n + 1) * 1000:+.2f} ms/act")
+            wall, _, _, _ = timed(
+                akoflow(
+                    "run",
+                    str(tmp / "wide.yaml"),
+                    "--quiet",
+                    "--new",
+                    "--state-dir",
+                    str(tmp / "state-wide"),
+                )
+            )
+            print(
+                f"{'':<11} second run {wall:.3f} s; ratio to bash floor "
+                f"{wall / floor:.2f}x; overhead vs floor "
+                f"{(wall - floor) / (n + 1) * 1000:+.2f} ms/act"
+            )
         if "chain" in args.which:
             bench_run("chain", chain_yaml(args.chain), args.chain, tmp, "budget < 2 s")
         if "plan" in args.which:
             big = tmp / "big.yaml"
             big.write_text(big_yaml(args.big))
-            code = (
-                "import sys, time; t = time.perf_counter();"
-                "from akoflow import service; from akoflow.spec import dag;"
-                "p = service.validate_text(open(sys.argv[1]).read(), sys.argv[1]);"
-                "order = dag.topological_order({a.name: a.depends_on for a in p.workflow.activities});"
-                "lv = dag.levels({a.name: a.depends_on for a in p.workflow.activities});"
-                "print(len(order), max(lv.values()), time.perf_counter() - t, file=sys.stderr)"
+            wall, rss, rc, detail = timed(
+                [PY, str(Path(__file__).with_name("plan_big.py")), str(big)]
             )
-            wall, rss, rc = timed([PY, "-c", code, str(big)])
-            print(f"{'plan-100k':<11} {args.big:>6} activities  {wall:7.3f} s  validate+plan "
-                  f"(start-up included)  peak RSS {rss / 2**20:6.1f} MiB  exit {rc}  "
-                  f"[budget < 10 s, < 1024 MiB]")
+            print(
+                f"{'plan-100k':<11} {args.big:>6} activities  {wall:7.3f} s  validate+plan "
+                f"(start-up included)  peak RSS {rss / 2**20:6.1f} MiB  exit {rc}  "
+                f"[budget < 10 s, < 1024 MiB]\n{'':<11} {detail.strip()}"
+            )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ def state_dir(tmp_path: Path) -> Path:
 def akoflow(state_dir: Path) -> Akoflow:
     """Run the real CLI in a subprocess against this test's state dir."""
 
-    def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
-            state: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, timeout: float = 120, env: dict[str, str] | None = None, state: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "akoflow", *args]
         if state:
             argv += ["--state-dir", str(state_dir)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=env or cli_env())
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env or cli_env()
+        )
 
     return run

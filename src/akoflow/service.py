@@ -36,7 +36,9 @@ def open_repository(state_dir: Path) -> Repository:
     return Repository(state_dir / DB_NAME)
 
 
-def store(repo: Repository, state_dir: Path, prepared: Prepared, data_dir: Path | None = None) -> int:
+def store(
+    repo: Repository, state_dir: Path, prepared: Prepared, data_dir: Path | None = None
+) -> int:
     return repo.create_workflow(
         prepared.workflow,
         spec_yaml=prepared.text,

@@ -70,28 +70,32 @@ def test_invalid_workflow_is_rejected_and_nothing_happens(
 def test_all_errors_are_reported_at_once_with_lines(akoflow: Akoflow, tmp_path: Path) -> None:
     wf = tmp_path / "many.yaml"
     wf.write_text(
-        "name: many\n"                      # 1
-        "spec:\n"                           # 2
-        "  volumes: [/no/colon]\n"          # 3
-        "  activities:\n"                   # 4
-        "    - name: a\n"                   # 5
-        "      memoryLimit: 12 apples\n"    # 6
-        "      run: echo\n"                 # 7
-        "    - name: a\n"                   # 8
-        "      run: echo\n"                 # 9
-        "    - name: c\n"                   # 10
-        "      cpuLimit: lots\n"            # 11
-        "      dependsOn: [zzz]\n"          # 12
-        "      run: echo\n"                 # 13
+        "name: many\n"  # 1
+        "spec:\n"  # 2
+        "  volumes: [/no/colon]\n"  # 3
+        "  activities:\n"  # 4
+        "    - name: a\n"  # 5
+        "      memoryLimit: 12 apples\n"  # 6
+        "      run: echo\n"  # 7
+        "    - name: a\n"  # 8
+        "      run: echo\n"  # 9
+        "    - name: c\n"  # 10
+        "      cpuLimit: lots\n"  # 11
+        "      dependsOn: [zzz]\n"  # 12
+        "      run: echo\n"  # 13
     )
     res = akoflow("validate", str(wf), state=False)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.startswith("  ")]
     assert len(lines) == 5, res.stderr
     joined = "\n".join(lines)
-    for where in (":3: spec.volumes[0]", ":6: spec.activities[0].memoryLimit",
-                  ":8: spec.activities[1].name", ":11: spec.activities[2].cpuLimit",
-                  ":12: spec.activities[2].dependsOn"):
+    for where in (
+        ":3: spec.volumes[0]",
+        ":6: spec.activities[0].memoryLimit",
+        ":8: spec.activities[1].name",
+        ":11: spec.activities[2].cpuLimit",
+        ":12: spec.activities[2].dependsOn",
+    ):
         assert where in joined, (where, joined)
 
 

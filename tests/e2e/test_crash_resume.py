@@ -27,8 +27,10 @@ N_FAST = 6
 
 def crash_workflow(path: Path) -> None:
     """Fast activities, a slow one that is running when the engine dies, and dependents."""
-    acts = ["    - name: slow\n      run: |\n        echo run >> count.slow\n        sleep 3\n"
-            "        echo done > slow.out\n"]
+    acts = [
+        "    - name: slow\n      run: |\n        echo run >> count.slow\n        sleep 3\n"
+        "        echo done > slow.out\n"
+    ]
     for i in range(N_FAST):
         acts.append(f"    - name: fast{i}\n      run: echo run >> count.fast{i}\n")
     acts.append(
@@ -72,8 +74,9 @@ def test_sigkill_mid_run_then_resume_runs_nothing_twice(
     wf = tmp_path / "crash.yaml"
     crash_workflow(wf)
     data = tmp_path / "data"
-    engine = start_engine(["run", str(wf), "--quiet", "--state-dir", str(state_dir),
-                           "--data-dir", str(data)])
+    engine = start_engine(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
+    )
     # Kill it while `slow` and `gate` run and the fast ones are done.
     wait_for(lambda: (data / "count.slow").exists() and (data / "count.gate").exists())
     os.kill(engine.pid, signal.SIGKILL)
@@ -91,7 +94,9 @@ def test_sigkill_mid_run_then_resume_runs_nothing_twice(
     assert {a["state"] for a in doc["activities"]} == {"succeeded"}
     counts = run_counts(data)
     assert counts == {f"count.fast{i}": 1 for i in range(N_FAST)} | {
-        "count.slow": 1, "count.after": 1, "count.gate": 1,
+        "count.slow": 1,
+        "count.after": 1,
+        "count.gate": 1,
     }
     # The adopted `slow` reported its real completion, and its dependent saw its output.
     assert (data / "slow.out").read_text() == "done\n"
@@ -104,8 +109,9 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     """An attempt recorded as submitted whose process never claimed it is proven not started,
     claimed by the engine, and run once as a new attempt; a late copy of it refuses to run."""
     wf = tmp_path / "one.yaml"
-    wf.write_text("name: one\nspec:\n  activities:\n    - name: only\n"
-                  "      run: echo run >> count.only\n")
+    wf.write_text(
+        "name: one\nspec:\n  activities:\n    - name: only\n      run: echo run >> count.only\n"
+    )
     data = tmp_path / "data"
     # Store the run and record the intent of attempt 1, as the engine does before launching,
     # then "crash" before anything is launched.
@@ -130,8 +136,9 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     script.write_text("echo run >> count.only\n")
     proc = subprocess.run(
         ["bash", str(script)],
-        env=cli_env(BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_FILES=str(attempt1),
-                    AKOFLOW_WORKDIR=str(data)),
+        env=cli_env(
+            BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_FILES=str(attempt1), AKOFLOW_WORKDIR=str(data)
+        ),
         cwd=data,
     )
     assert proc.returncode == 213
@@ -149,8 +156,7 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
         "    - name: after\n      dependsOn: [sleeper]\n      run: echo never > never.txt\n"
     )
     data = tmp_path / "data"
-    engine = start_engine(["run", str(wf), "--state-dir", str(state_dir),
-                           "--data-dir", str(data)])
+    engine = start_engine(["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data)])
     wait_for(lambda: (data / "child.pid").exists() and (data / "child.pid").read_text().strip())
     child = int((data / "child.pid").read_text())
     assert psutil.pid_exists(child)
@@ -158,8 +164,12 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
     out, err = engine.communicate(timeout=30)
     assert engine.returncode == 1
     assert "cancelling" in err
-    wait_for(lambda: not psutil.pid_exists(child) or
-             psutil.Process(child).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=10,
+    )
     doc = json.loads(akoflow("status", "1", "--json").stdout)
     assert doc["workflow"]["state"] == "cancelled"
     states = {a["name"]: a["state"] for a in doc["activities"]}

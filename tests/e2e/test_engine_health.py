@@ -54,7 +54,8 @@ def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
             await asyncio.sleep(1.0)
             # Held: nothing started, nothing failed, the runtime is recorded NOT_READY.
             assert {a.state for a in wf.activities.values()} <= {
-                ActivityState.READY, ActivityState.PENDING
+                ActivityState.READY,
+                ActivityState.PENDING,
             }
             assert engine.runtime_status()["local"] == (False, "backend switched off by the test")
             rt = {r.name: r for r in repo.list_runtimes()}["local"]

@@ -100,7 +100,7 @@ def test_script_text_is_never_interpolated(akoflow: Akoflow, tmp_path: Path) -> 
         "  activities:\n"
         "    - name: quoting\n"
         "      run: |\n"
-        "        echo \"it's \\\"quoted\\\" and \\$(not run) and `echo ran`\" > out.txt\n"
+        '        echo "it\'s \\"quoted\\" and \\$(not run) and `echo ran`" > out.txt\n'
         "        printf '%s\\n' \"$TRICKY\" >> out.txt\n"
         "        pwd >> out.txt\n"
     )
@@ -108,7 +108,7 @@ def test_script_text_is_never_interpolated(akoflow: Akoflow, tmp_path: Path) -> 
     res = akoflow("run", str(wf), "--data-dir", str(data))
     assert res.returncode == 0, res.stderr
     lines = (data / "out.txt").read_text().splitlines()
-    assert lines[0] == "it's \"quoted\" and $(not run) and ran"
+    assert lines[0] == 'it\'s "quoted" and $(not run) and ran'
     assert lines[1] == "'; touch pwned-env; echo '"
     assert lines[2] == str(data)
     assert not list(tmp_path.rglob("pwned*"))
@@ -124,9 +124,9 @@ def test_env_inherits_from_spec_and_activity_overrides(akoflow: Akoflow, tmp_pat
         "  activities:\n"
         "    - name: a\n"
         "      env: {SHAPE: square}\n"
-        "      run: echo \"$COLOR $SHAPE $ACTIVITY_NAME $WORKFLOW_NAME\" > a.txt\n"
+        '      run: echo "$COLOR $SHAPE $ACTIVITY_NAME $WORKFLOW_NAME" > a.txt\n'
         "    - name: b\n"
-        "      run: echo \"$COLOR $SHAPE\" > b.txt\n"
+        '      run: echo "$COLOR $SHAPE" > b.txt\n'
     )
     assert akoflow("run", str(wf), "--data-dir", str(tmp_path / "d")).returncode == 0
     assert (tmp_path / "d" / "a.txt").read_text() == "blue square a envs\n"
@@ -145,13 +145,13 @@ def test_concurrency_is_bounded_per_runtime(akoflow: Akoflow, tmp_path: Path) ->
     wf = tmp_path / "par.yaml"
     wf.write_text("name: par\nspec:\n  activities:\n" + acts)
     data = tmp_path / "d"
-    res = akoflow("run", str(wf), "--data-dir", str(data),
-                  env=cli_env(LOCAL_MAX_PARALLEL="2"))
+    res = akoflow("run", str(wf), "--data-dir", str(data), env=cli_env(LOCAL_MAX_PARALLEL="2"))
     assert res.returncode == 0, res.stderr
     events: list[tuple[float, int]] = []
     for i in range(6):
-        start, end = (float(line.split()[1]) for line in (data / f"spans.{i}").read_text()
-                      .splitlines())
+        start, end = (
+            float(line.split()[1]) for line in (data / f"spans.{i}").read_text().splitlines()
+        )
         events += [(start, 1), (end, -1)]
     running = peak = 0
     for _, delta in sorted(events):

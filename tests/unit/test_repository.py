@@ -20,8 +20,9 @@ def sample() -> Workflow:
 
 def test_schema_pragmas_and_roundtrip(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "s.db")
-    wf_id = repo.create_workflow(sample(), spec_yaml="x", spec_hash="h", source="f.yaml",
-                                 runs_root=tmp_path / "runs")
+    wf_id = repo.create_workflow(
+        sample(), spec_yaml="x", spec_hash="h", source="f.yaml", runs_root=tmp_path / "runs"
+    )
     raw = sqlite3.connect(tmp_path / "s.db")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -49,8 +50,9 @@ def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
 
 def test_attempt_lifecycle_and_logs(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "s.db")
-    wf_id = repo.create_workflow(sample(), spec_yaml="x", spec_hash="h", source=None,
-                                 runs_root=tmp_path)
+    wf_id = repo.create_workflow(
+        sample(), spec_yaml="x", spec_hash="h", source=None, runs_root=tmp_path
+    )
     a = repo.list_activities(wf_id)[0]
     with repo.transaction():
         repo.begin_attempt(a.id, 1, runtime="local", handle={})
@@ -59,9 +61,15 @@ def test_attempt_lifecycle_and_logs(tmp_path: Path) -> None:
     repo.append_log(a.id, 1, "stdout", 0, "héllo\n")
     repo.append_log(a.id, 1, "stdout", 7, "world\n")
     assert repo.log_offsets(a.id, 1) == {"stdout": 13}
-    repo.attempt_finished(a.id, 1, attempt_state="succeeded",
-                          activity_state=ActivityState.SUCCEEDED, exit_code=0, reason=None,
-                          finished_at=2.0)
+    repo.attempt_finished(
+        a.id,
+        1,
+        attempt_state="succeeded",
+        activity_state=ActivityState.SUCCEEDED,
+        exit_code=0,
+        reason=None,
+        finished_at=2.0,
+    )
     assert repo.live_attempts(wf_id) == []
     got = repo.get_activity(wf_id, "a")
     assert got is not None and got.state is ActivityState.SUCCEEDED and got.node == "n1"
@@ -75,8 +83,9 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "s.db")
     try:
         with repo.transaction():
-            repo.create_workflow(sample(), spec_yaml="x", spec_hash="h", source=None,
-                                 runs_root=tmp_path)
+            repo.create_workflow(
+                sample(), spec_yaml="x", spec_hash="h", source=None, runs_root=tmp_path
+            )
             raise RuntimeError("boom")
     except RuntimeError:
         pass
@@ -85,9 +94,9 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
 
 def test_claim_is_compare_and_set(tmp_path: Path) -> None:
     repo = Repository(tmp_path / "s.db")
-    wf_id = repo.create_workflow(sample(), spec_yaml="x", spec_hash="h", source=None,
-                                 runs_root=tmp_path)
+    wf_id = repo.create_workflow(
+        sample(), spec_yaml="x", spec_hash="h", source=None, runs_root=tmp_path
+    )
     assert repo.claim_workflow(wf_id, pid=1, started=1.0, expect_pid=None, expect_started=None)
-    assert not repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=None,
-                                   expect_started=None)
+    assert not repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=None, expect_started=None)
     assert repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=1, expect_started=1.0)

@@ -8,9 +8,17 @@ from akoflow.runtimes.registry import adapter_for, check_runtime_name
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("local", "local"), ("docker", "docker"), ("docker-gpu", "docker"),
-     ("singularity", "singularity"), ("k8s", "k8s"), ("k8s-aws-us-east-1", "k8s"),
-     ("k8saws", "k8s"), ("hpc", "hpc"), ("hpc-sdumont", "hpc")],
+    [
+        ("local", "local"),
+        ("docker", "docker"),
+        ("docker-gpu", "docker"),
+        ("singularity", "singularity"),
+        ("k8s", "k8s"),
+        ("k8s-aws-us-east-1", "k8s"),
+        ("k8saws", "k8s"),
+        ("hpc", "hpc"),
+        ("hpc-sdumont", "hpc"),
+    ],
 )
 def test_names_resolve_as_the_seed_says(name: str, kind: str) -> None:
     adapter = adapter_for(name)

@@ -27,8 +27,13 @@ def test_succeeded_is_terminal_forever() -> None:
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(A.PENDING, A.RUNNING), (A.PENDING, A.SUBMITTED), (A.READY, A.SUCCEEDED),
-     (A.SKIPPED, A.RUNNING), (A.FAILED, A.SUCCEEDED)],
+    [
+        (A.PENDING, A.RUNNING),
+        (A.PENDING, A.SUBMITTED),
+        (A.READY, A.SUCCEEDED),
+        (A.SKIPPED, A.RUNNING),
+        (A.FAILED, A.SUCCEEDED),
+    ],
 )
 def test_impossible_moves_are_refused(old: ActivityState, new: ActivityState) -> None:
     with pytest.raises(InvalidTransition, match=f"{old} -> {new}"):
@@ -36,8 +41,16 @@ def test_impossible_moves_are_refused(old: ActivityState, new: ActivityState) ->
 
 
 def test_normal_life_and_retry_path() -> None:
-    path = [A.PENDING, A.READY, A.SUBMITTED, A.RUNNING, A.READY, A.SUBMITTED, A.RUNNING,
-            A.SUCCEEDED]
+    path = [
+        A.PENDING,
+        A.READY,
+        A.SUBMITTED,
+        A.RUNNING,
+        A.READY,
+        A.SUBMITTED,
+        A.RUNNING,
+        A.SUCCEEDED,
+    ]
     for old, new in zip(path, path[1:], strict=False):
         check_activity_transition("act", old, new)
 

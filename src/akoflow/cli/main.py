@@ -87,7 +87,8 @@ def run(
         typer.Option("--data-dir", help="Shared data dir of the run [default: in the state dir]."),
     ] = None,
     new: Annotated[
-        bool, typer.Option("--new", help="Start a new run even if this file has an interrupted one.")
+        bool,
+        typer.Option("--new", help="Start a new run even if this file has an interrupted one."),
     ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -165,8 +166,10 @@ async def _run_attached(
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
-            err.print("[yellow]cancelling: stopping running activities (Ctrl-C again to leave "
-                      "them running and exit)[/]")
+            err.print(
+                "[yellow]cancelling: stopping running activities (Ctrl-C again to leave "
+                "them running and exit)[/]"
+            )
             for wf_id in ids:
                 engine.cancel(wf_id)
         else:
@@ -254,8 +257,10 @@ def validate(
             code = EXIT_INVALID
             continue
         n = len(prepared.workflow.activities)
-        out.print(f"[green]valid[/] {escape(str(file))}: {escape(prepared.workflow.name)}, "
-                  f"{n} activit{'y' if n == 1 else 'ies'}")
+        out.print(
+            f"[green]valid[/] {escape(str(file))}: {escape(prepared.workflow.name)}, "
+            f"{n} activit{'y' if n == 1 else 'ies'}"
+        )
     raise typer.Exit(code)
 
 
@@ -302,11 +307,21 @@ def status(
     if workflow is None:
         rows = repo.list_workflows(limit=limit)
         if as_json:
-            out.print_json(json.dumps([
-                {"id": w.id, "name": w.name, "state": str(w.state), "created_at": w.created_at,
-                 "started_at": w.started_at, "finished_at": w.finished_at}
-                for w in rows
-            ]))
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "id": w.id,
+                            "name": w.name,
+                            "state": str(w.state),
+                            "created_at": w.created_at,
+                            "started_at": w.started_at,
+                            "finished_at": w.finished_at,
+                        }
+                        for w in rows
+                    ]
+                )
+            )
             return
         table = Table(box=None, header_style="bold")
         for col in ("id", "name", "state", "activities", "started", "duration"):
@@ -315,26 +330,52 @@ def status(
             counts = repo.activity_counts(w.id)
             done = sum(v for k, v in counts.items() if k.is_final)
             dur = ((w.finished_at or time.time()) - w.started_at) if w.started_at else None
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.started_at)) \
-                if w.started_at else "-"
-            table.add_row(str(w.id), escape(w.name), styled(w.state),
-                          f"{done}/{sum(counts.values())}", started, fmt_duration(dur))
+            started = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.started_at))
+                if w.started_at
+                else "-"
+            )
+            table.add_row(
+                str(w.id),
+                escape(w.name),
+                styled(w.state),
+                f"{done}/{sum(counts.values())}",
+                started,
+                fmt_duration(dur),
+            )
         out.print(table)
         return
     rec = _find_workflow(repo, workflow)
     acts = repo.list_activities(rec.id)
     if as_json:
-        out.print_json(json.dumps({
-            "workflow": {"id": rec.id, "name": rec.name, "state": str(rec.state),
-                         "data_dir": rec.data_dir, "started_at": rec.started_at,
-                         "finished_at": rec.finished_at},
-            "activities": [
-                {"name": a.name, "runtime": a.runtime, "state": str(a.state),
-                 "attempts": a.attempt, "exit_code": a.exit_code, "reason": a.reason,
-                 "node": a.node, "started_at": a.started_at, "finished_at": a.finished_at}
-                for a in acts
-            ],
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "workflow": {
+                        "id": rec.id,
+                        "name": rec.name,
+                        "state": str(rec.state),
+                        "data_dir": rec.data_dir,
+                        "started_at": rec.started_at,
+                        "finished_at": rec.finished_at,
+                    },
+                    "activities": [
+                        {
+                            "name": a.name,
+                            "runtime": a.runtime,
+                            "state": str(a.state),
+                            "attempts": a.attempt,
+                            "exit_code": a.exit_code,
+                            "reason": a.reason,
+                            "node": a.node,
+                            "started_at": a.started_at,
+                            "finished_at": a.finished_at,
+                        }
+                        for a in acts
+                    ],
+                }
+            )
+        )
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
@@ -344,9 +385,15 @@ def status(
     now = time.time()
     for a in acts:
         dur = ((a.finished_at or now) - a.started_at) if a.started_at else None
-        table.add_row(escape(a.name), escape(a.runtime), styled(a.state), str(a.attempt or "-"),
-                      fmt_duration(dur), "-" if a.exit_code is None else str(a.exit_code),
-                      escape(a.reason or ""))
+        table.add_row(
+            escape(a.name),
+            escape(a.runtime),
+            styled(a.state),
+            str(a.attempt or "-"),
+            fmt_duration(dur),
+            "-" if a.exit_code is None else str(a.exit_code),
+            escape(a.reason or ""),
+        )
     out.print(table)
 
 
@@ -358,7 +405,9 @@ def logs(
     stream: Annotated[
         str | None, typer.Option(help="stdout or stderr [default: both, in order written].")
     ] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output.")
+    ] = False,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Print the captured output of an activity (from the state store)."""
@@ -383,8 +432,9 @@ def logs(
         current = repo.get_activity(rec.id, activity)
         if current is not None and current.state.is_final and current.attempt == number:
             # One more read: the engine stores the last output before the final state.
-            for row_id, chunk in repo.read_logs(act.id, attempt=number, stream=stream,
-                                                after_id=last):
+            for row_id, chunk in repo.read_logs(
+                act.id, attempt=number, stream=stream, after_id=last
+            ):
                 last = row_id
                 sys.stdout.write(chunk.data)
             return

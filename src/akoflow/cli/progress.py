@@ -141,7 +141,7 @@ def summary(wf: WorkflowRun, console: Console, *, max_rows: int = 50) -> None:
     console.print(Text(f"data: {wf.data_dir}", style="dim"))
 
 
-async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[object]) -> None:
+async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[WorkflowState]) -> None:
     """Live view on a terminal; one line per finished activity elsewhere (CI logs)."""
     if console.is_terminal:
         with Live(live_view(wf), console=console, auto_refresh=False, transient=True) as live:
@@ -156,7 +156,9 @@ async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[object]
             if act.state.is_final and act.name not in reported:
                 reported.add(act.name)
                 line = Text.assemble(
-                    styled(act.state), " ", escape(act.name),
+                    styled(act.state),
+                    " ",
+                    escape(act.name),
                     (f" ({fmt_duration(elapsed(act, time.time()))})", "dim"),
                 )
                 if act.state is A.FAILED and act.reason:

@@ -369,8 +369,13 @@ class Engine(RuntimeEvents):
             ready, reason = False, str(exc) or type(exc).__name__
         if ready != slot.ready or reason != slot.reason:
             level = logging.INFO if ready else logging.WARNING
-            log.log(level, "runtime %s is %s%s", name, "READY" if ready else "NOT_READY",
-                    f": {reason}" if reason else "")
+            log.log(
+                level,
+                "runtime %s is %s%s",
+                name,
+                "READY" if ready else "NOT_READY",
+                f": {reason}" if reason else "",
+            )
         slot.ready, slot.reason = ready, reason
         self.repo.upsert_runtime(
             name,
@@ -447,7 +452,10 @@ class Engine(RuntimeEvents):
                     act.node = payload
                     act.attempt_started = time.time()
                     self.repo.attempt_running(
-                        act.id, act.attempt, handle=act.handle, node=payload,
+                        act.id,
+                        act.attempt,
+                        handle=act.handle,
+                        node=payload,
                         started_at=act.attempt_started,
                     )
                     self._arm_timeout(act)
@@ -466,7 +474,10 @@ class Engine(RuntimeEvents):
         for act in pending:
             if act.attempt_started is not None and act.state.is_live:
                 self.repo.attempt_running(
-                    act.id, act.attempt, handle=act.handle, node=act.node,
+                    act.id,
+                    act.attempt,
+                    handle=act.handle,
+                    node=act.node,
                     started_at=act.attempt_started,
                 )
 
@@ -552,10 +563,16 @@ class Engine(RuntimeEvents):
             act = stack.pop()
             if act.state not in (A.PENDING, A.READY):
                 continue
-            failed = next((d.name for d in act.deps if d.state is not A.SUCCEEDED and
-                           d.state.is_final), None)
-            self._set_state(act, A.SKIPPED, f"dependency {failed} did not succeed"
-                            if failed else "a dependency did not succeed")
+            failed = next(
+                (d.name for d in act.deps if d.state is not A.SUCCEEDED and d.state.is_final), None
+            )
+            self._set_state(
+                act,
+                A.SKIPPED,
+                f"dependency {failed} did not succeed"
+                if failed
+                else "a dependency did not succeed",
+            )
             stack.extend(act.dependents)
 
     def _maybe_finish(self, wf: WorkflowRun) -> None:
@@ -633,19 +650,19 @@ class Engine(RuntimeEvents):
             return
         touched: set[WorkflowRun] = set()
         with self.repo.transaction():
-            for act, exc in failed:
-                if getattr(exc, "transient", False):
+            for act, error in failed:
+                if getattr(error, "transient", False):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
-                    slot.ready, slot.reason = False, str(exc)
+                    slot.ready, slot.reason = False, str(error)
                     self._jobs.pop(act.key or "", None)
                     slot.running -= 1
-                    self.repo.attempt_lost(act.id, act.attempt, reason=str(exc))
+                    self.repo.attempt_lost(act.id, act.attempt, reason=str(error))
                     act.state = A.READY
                     act.max_attempts += 1
                     act.key = None
                     slot.queue.appendleft(act)
                 else:
-                    self._finish_attempt(act, Outcome(False, None, f"submit failed: {exc}"))
+                    self._finish_attempt(act, Outcome(False, None, f"submit failed: {error}"))
                     touched.add(act.wf)
         for wf in touched:
             self._maybe_finish(wf)
@@ -731,9 +748,7 @@ class Engine(RuntimeEvents):
         if act.key is None or not act.handle:
             return {}
         try:
-            return await self._slots[act.runtime].runtime.logs(
-                act.key, act.handle, act.log_offsets
-            )
+            return await self._slots[act.runtime].runtime.logs(act.key, act.handle, act.log_offsets)
         except Exception as exc:
             log.warning("cannot read logs of %s: %s", act.key, exc)
             return {}
@@ -783,9 +798,9 @@ class Engine(RuntimeEvents):
                     continue
                 ts = time.time()
                 for key, m in metrics.items():
-                    act = self._jobs.get(key)
-                    if act is not None:
-                        samples.append((act.id, act.attempt, ts, m.cpu_percent, m.memory_bytes))
+                    owner = self._jobs.get(key)
+                    if owner is not None:
+                        samples.append((owner.id, owner.attempt, ts, m.cpu_percent, m.memory_bytes))
             if samples:
                 self.repo.add_metrics(samples)
 

@@ -67,7 +67,6 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables AkôFlow sets for the activity (ids, names, data dir), before activity.env."""
 
-
     @property
     def attempt_prefix(self) -> Path:
         """``<attempt_dir>/<activity>.<attempt>``; activity names never contain dots."""
@@ -150,9 +149,11 @@ class Runtime(abc.ABC):
 
     async def start(self) -> None:
         """Open connections. Raise :class:`RuntimeUnavailable` if the backend is unreachable."""
+        return None
 
     async def stop(self) -> None:
         """Close connections. Running jobs are left running (the engine may adopt them later)."""
+        return None
 
     @abc.abstractmethod
     async def submit(self, job: JobSpec) -> dict[str, Any]:
@@ -199,3 +200,4 @@ class Runtime(abc.ABC):
 
     async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
         """The engine has stored everything of a finished job: backend objects may go."""
+        return None

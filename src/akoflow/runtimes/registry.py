@@ -74,7 +74,9 @@ def check_runtime_name(name: str) -> str | None:
     return None
 
 
-def create_runtime(name: str, events: RuntimeEvents, config: RuntimeConfig | None = None) -> Runtime:
+def create_runtime(
+    name: str, events: RuntimeEvents, config: RuntimeConfig | None = None
+) -> Runtime:
     adapter = adapter_for(name)
     if adapter is None:
         raise UnknownRuntime(check_runtime_name(name))

@@ -561,7 +561,9 @@ class Repository:
         ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
-    def add_metrics(self, samples: Iterable[tuple[int, int, float, float | None, int | None]]) -> None:
+    def add_metrics(
+        self, samples: Iterable[tuple[int, int, float, float | None, int | None]]
+    ) -> None:
         """Rows of (activity_id, attempt, ts, cpu_percent, memory_bytes)."""
         self._execmany(
             "INSERT INTO metrics (activity_id, attempt, ts, cpu_percent, memory_bytes) "
@@ -597,9 +599,7 @@ class Repository:
             "SELECT name, kind, status, reason, config, checked_at, updated_at FROM runtimes "
             "ORDER BY name"
         ).fetchall()
-        return [
-            RuntimeRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows
-        ]
+        return [RuntimeRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
     def upsert_nodes(
         self,
