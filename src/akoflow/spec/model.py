@@ -1,0 +1,511 @@
+"""Pydantic models of the workflow YAML exactly as written (camelCase keys, unknown keys
+rejected).
+
+These check each value on its own; cross-activity rules (unknown ``dependsOn``, duplicate
+names, cycles, runtimes) live in the loader, which also turns the models into the resolved
+dataclasses of :mod:`akoflow.spec.workflow`. Every field carries a description so that
+:func:`json_schema` documents the format for editors and users.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from akoflow.spec.quantities import (
+    CPU_FORMS,
+    DURATION_FORMS,
+    MEMORY_FORMS,
+    parse_cpu,
+    parse_cpu_text,
+    parse_duration,
+    parse_memory,
+    parse_memory_text,
+)
+
+__all__ = [
+    "ActivitySpec",
+    "StoragePolicySpec",
+    "WorkflowDocument",
+    "WorkflowSpec",
+    "constraint_message",
+    "json_schema",
+]
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
+# Kubernetes label syntax: optional DNS-subdomain prefix and '/', then a name part.
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+# --- validators ---------------------------------------------------------------------------
+
+
+def _describe(value: object) -> str:
+    """Name a YAML value's kind for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _dns_problem(value: str, *, subdomain: bool) -> str:
+    """Explain why ``value`` is not a DNS-1123 label/subdomain (empty string when it is)."""
+    limit = 253 if subdomain else 63
+    pattern = _DNS_SUBDOMAIN if subdomain else _DNS_LABEL
+    if not value:
+        return "it is empty"
+    if len(value) > limit:
+        return f"it is {len(value)} characters long (at most {limit})"
+    if pattern.fullmatch(value):
+        return ""
+    allowed = "abcdefghijklmnopqrstuvwxyz0123456789-" + ("." if subdomain else "")
+    bad = sorted({c for c in value if c not in allowed})
+    if bad:
+        shown = " ".join(repr(c) for c in bad[:8])
+        upper = " (uppercase is not allowed)" if any(c.isupper() for c in bad) else ""
+        return f"it contains {shown}{upper}"
+    if subdomain:
+        return "each '.'-separated part must start and end with a lowercase letter or digit"
+    return "it must start and end with a lowercase letter or digit"
+
+
+_NAME_RULES = {
+    "activity": (
+        False,
+        "activity names must be DNS-1123 labels (lowercase letters, digits and '-', starting "
+        "and ending with a letter or digit, at most 63 characters) because they become "
+        "Kubernetes object names and file names",
+    ),
+    "workflow": (
+        True,
+        "workflow names must be DNS-1123 subdomains (lowercase letters, digits, '-' and '.', "
+        "starting and ending with a letter or digit, at most 253 characters) because they "
+        "name Kubernetes objects and directories",
+    ),
+    "namespace": (
+        False,
+        "a Kubernetes namespace must be a DNS-1123 label (lowercase letters, digits and '-', "
+        "starting and ending with a letter or digit, at most 63 characters)",
+    ),
+}
+
+
+def constraint_message(loc: tuple[str | int, ...], value: object) -> str | None:
+    """Explain a failed pattern/length constraint of the field at ``loc`` (a pydantic
+    location), or None if the field has no specific explanation.
+
+    The constraints run inside pydantic-core for speed; the wording lives here.
+    """
+    field = loc[-1] if loc else None
+    if field == "dependsOn" or (len(loc) >= 2 and loc[-2] == "dependsOn"):
+        return "activity names in dependsOn must not be empty"
+    if not isinstance(value, str):
+        return None
+    kind = {
+        ("name", 1): "workflow",
+        ("name", 4): "activity",
+        ("namespace", 2): "namespace",
+    }.get((str(field), len(loc)))
+    if kind is not None:
+        subdomain, rule = _NAME_RULES[kind]
+        problem = _dns_problem(value, subdomain=subdomain) or "it is not allowed"
+        return f"invalid {kind} name {value!r}: {problem}; {rule}"
+    if field == "run":
+        return "'run' must be a non-empty shell script"
+    if field == "mountPath":
+        return f"mount path {value!r} must be an absolute path (start with '/')"
+    if field in ("image", "runtime", "schedule", "storageClassName"):
+        what = "must not be empty" if not value.strip() else "must not contain whitespace"
+        return f"invalid {field} {value!r}: {what}"
+    return None
+
+
+def _number_to_str(value: object) -> object:
+    """Quantities may be YAML numbers (``cpuLimit: 0.5``); keep them as the written text."""
+    if isinstance(value, bool):
+        return value  # rejected by the parser with a clear message
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    return value
+
+
+def _memory_text(value: object) -> object:
+    """Validate a memory quantity, keeping it as text (one Python call per value: speed)."""
+    if type(value) is str:
+        parse_memory_text(value)
+        return value
+    if isinstance(value, int | float):
+        parse_memory(value)
+        return _number_to_str(value)
+    return value  # pydantic reports the wrong type
+
+
+def _cpu_text(value: object) -> object:
+    if type(value) is str:
+        parse_cpu_text(value)
+        return value
+    if isinstance(value, int | float):
+        parse_cpu(value)
+        return _number_to_str(value)
+    return value
+
+
+def _to_seconds(value: object) -> object:
+    """Durations become seconds right away: ``90``, ``30s``, ``1h30m``..."""
+    if isinstance(value, str | int | float):
+        return parse_duration(value)
+    return value
+
+
+def _scalar_to_str(value: object) -> object:
+    """Environment and label values: YAML scalars become the strings a shell would see."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    hint = "; write '' for an empty string" if value is None else ""
+    raise ValueError(f"expected a string, number or boolean, got {_describe(value)}{hint}")
+
+
+def _check_env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid environment variable name {value!r}: names must match "
+            f"{ENV_NAME_PATTERN} (letters, digits and '_', not starting with a digit)"
+        )
+    return value
+
+
+def _one_or_many(value: object) -> object:
+    """``dependsOn: a`` is accepted as shorthand for ``dependsOn: [a]``; null means none."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+def _parse_selector(value: object) -> object:
+    """Upstream writes ``nodeSelector: key=value``; also accept ``k=v,k2=v2`` and mappings."""
+    if not isinstance(value, str):
+        return value
+    result: dict[str, str] = {}
+    for part in value.split(","):
+        key, sep, label = part.strip().partition("=")
+        if not sep:
+            raise ValueError(
+                f"invalid nodeSelector {value!r}: expected 'key=value' (several separated by "
+                "commas) or a mapping of label keys to values"
+            )
+        result[key.strip()] = label.strip()
+    return result
+
+
+def _check_selector(value: dict[str, str]) -> dict[str, str]:
+    for key, label in value.items():
+        if not _LABEL_KEY.fullmatch(key) or len(key.rpartition("/")[2]) > 63:
+            raise ValueError(
+                f"invalid nodeSelector label key {key!r}: expected an optional DNS prefix and "
+                "'/', then at most 63 letters, digits, '-', '_' or '.' starting and ending "
+                "with a letter or digit (e.g. kubernetes.io/hostname)"
+            )
+        if not _LABEL_VALUE.fullmatch(label) or len(label) > 63:
+            raise ValueError(
+                f"invalid nodeSelector value {label!r} for {key!r}: at most 63 letters, "
+                "digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )
+    return value
+
+
+def _check_volume(value: str) -> str:
+    local, sep, remote = value.partition(":")
+    if not sep or ":" in remote or not local or not remote:
+        raise ValueError(
+            f"invalid volume {value!r}: expected 'local:remote' with exactly one ':' and "
+            "both paths non-empty, e.g. /home/me/in:/scratch/me/in"
+        )
+    if not remote.startswith("/"):
+        raise ValueError(f"invalid volume {value!r}: the remote path {remote!r} must be absolute")
+    return value
+
+
+# --- reusable field types -----------------------------------------------------------------
+
+_STR_OR_NUMBER: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+
+# Names are checked with pydantic's (Rust) pattern and length constraints, which is much
+# faster than a Python validator on 100,000 activities; :func:`constraint_message` then
+# explains a failure (the loader uses it for the error message).
+ActivityName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
+WorkflowName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
+Namespace = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
+NonBlank = Annotated[str, Field(pattern=r"\S")]
+Token = Annotated[str, Field(pattern=r"^\S+$")]
+MountPath = Annotated[str, Field(pattern=r"^/[^\x00]*$")]
+MemoryQuantity = Annotated[
+    str,
+    BeforeValidator(_memory_text),
+    WithJsonSchema({**_STR_OR_NUMBER, "examples": ["500Mi", "1Gi", "1G", 128974848]}),
+]
+CpuQuantity = Annotated[
+    str,
+    BeforeValidator(_cpu_text),
+    WithJsonSchema({**_STR_OR_NUMBER, "examples": ["500m", "0.5", 2]}),
+]
+Duration = Annotated[
+    float,
+    BeforeValidator(_to_seconds),
+    WithJsonSchema({**_STR_OR_NUMBER, "examples": ["30s", "5m", "1h30m", 90]}),
+]
+Retries = Annotated[int, Field(strict=True, ge=0, le=100)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+EnvValue = Annotated[
+    str,
+    BeforeValidator(_scalar_to_str),
+    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+]
+Env = Annotated[
+    dict[EnvName, EnvValue],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        }
+    ),
+]
+DependsOn = Annotated[
+    list[NonBlank],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}),
+]
+NodeSelector = Annotated[
+    dict[str, Annotated[str, BeforeValidator(_scalar_to_str)]],
+    BeforeValidator(_parse_selector),
+    AfterValidator(_check_selector),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^[^=,]+=[^=,]*(,[^=,]+=[^=,]*)*$"},
+                {"type": "object", "additionalProperties": {"type": "string"}},
+            ],
+            "examples": ["kubernetes.io/hostname=node-1"],
+        }
+    ),
+]
+VolumeEntry = Annotated[
+    str,
+    AfterValidator(_check_volume),
+    WithJsonSchema({"type": "string", "pattern": "^[^:]+:/[^:]*$"}),
+]
+
+
+class _Strict(BaseModel):
+    """Shared config: unknown keys are errors, keys are matched by their YAML (camelCase) name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        field_title_generator=lambda name, _info: name.replace("_", " ").capitalize(),
+    )
+
+
+class StoragePolicySpec(_Strict):
+    """How activity working directories are stored on Kubernetes."""
+
+    type: Literal["standalone", "distributed"] = Field(
+        default="standalone",
+        description=(
+            "'standalone' (default): one PersistentVolumeClaim per activity, inputs copied "
+            "from dependencies; 'distributed': one shared NFS-backed volume for the workflow."
+        ),
+    )
+    storage_class_name: Token | None = Field(
+        default=None,
+        alias="storageClassName",
+        description="Kubernetes StorageClass for the volumes (cluster default when omitted).",
+    )
+    storage_size: MemoryQuantity | None = Field(
+        default=None,
+        alias="storageSize",
+        description="Size of each volume as a Kubernetes quantity, e.g. 64Mi or 1Gi.",
+    )
+
+
+class ActivitySpec(_Strict):
+    """One shell activity of the DAG. Unset values are inherited from ``spec``."""
+
+    name: ActivityName = Field(
+        description=(
+            "Unique activity name, a DNS-1123 label (lowercase letters, digits and '-', at most "
+            "63 characters): it becomes part of Kubernetes object names and file names."
+        )
+    )
+    run: NonBlank = Field(
+        description="Shell script to run, passed verbatim to the shell (multi-line allowed)."
+    )
+    image: Token | None = Field(
+        default=None,
+        description=(
+            "Container image (Kubernetes, Docker) or image path (Singularity, HPC); "
+            "inherits spec.image."
+        ),
+    )
+    runtime: Token | None = Field(
+        default=None,
+        description="Name of the runtime that runs this activity; inherits spec.runtime.",
+    )
+    memory_limit: MemoryQuantity | None = Field(
+        default=None,
+        alias="memoryLimit",
+        description=f"Memory limit as a Kubernetes quantity: {MEMORY_FORMS}.",
+    )
+    cpu_limit: CpuQuantity | None = Field(
+        default=None,
+        alias="cpuLimit",
+        description=f"CPU limit: {CPU_FORMS}.",
+    )
+    depends_on: DependsOn = Field(
+        default_factory=list,
+        alias="dependsOn",
+        description=(
+            "Names of the activities that must finish before this one starts "
+            "(a list, or a single name)."
+        ),
+    )
+    node_selector: NodeSelector = Field(
+        default_factory=dict,
+        alias="nodeSelector",
+        description=(
+            "Kubernetes node labels the activity must run on: 'key=value' (several separated "
+            "by commas) or a mapping of label keys to values."
+        ),
+    )
+    keep_disk: bool = Field(
+        default=False,
+        strict=True,
+        alias="keepDisk",
+        description="Keep the activity's volume after the workflow finishes (default false).",
+    )
+    mount_path: MountPath | None = Field(
+        default=None,
+        alias="mountPath",
+        description="Absolute path where the activity's data directory is mounted; "
+        "inherits spec.mountPath.",
+    )
+    retries: Retries | None = Field(
+        default=None,
+        description="How many times to retry the activity after a failure (0..100); "
+        "inherits spec.retries, default 0.",
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description=f"Maximum run time before the activity is killed; {DURATION_FORMS}. "
+        "Inherits spec.timeout, default none.",
+    )
+    env: Env | None = Field(
+        default=None,
+        description="Environment variables for the script, merged over spec.env "
+        "(values become strings).",
+    )
+
+
+class WorkflowSpec(_Strict):
+    """Workflow-wide settings and the activities; settings here are defaults for activities."""
+
+    image: Token | None = Field(
+        default=None,
+        description="Default container image (or image path for Singularity/HPC).",
+    )
+    runtime: Token | None = Field(
+        default=None,
+        description="Default runtime name for activities that do not set one.",
+    )
+    namespace: Namespace | None = Field(
+        default=None,
+        description="Kubernetes namespace (a DNS-1123 label); default 'akoflow'.",
+    )
+    mount_path: MountPath | None = Field(
+        default=None,
+        alias="mountPath",
+        description="Default absolute mount path for activity data directories.",
+    )
+    storage_policy: StoragePolicySpec | None = Field(
+        default=None,
+        alias="storagePolicy",
+        description="Kubernetes storage settings.",
+    )
+    volumes: list[VolumeEntry] = Field(
+        default_factory=list,
+        description="Paths to synchronise for HPC runtimes, each 'local:remote' with an "
+        "absolute remote path.",
+    )
+    schedule: Token | None = Field(
+        default=None,
+        description="Name of the scheduling policy that places activities on nodes.",
+    )
+    retries: Retries | None = Field(
+        default=None,
+        description="Default number of retries after a failure (0..100) for every activity.",
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description=f"Default maximum run time for every activity; {DURATION_FORMS}.",
+    )
+    env: Env | None = Field(
+        default=None,
+        description="Environment variables given to every activity (activity env wins).",
+    )
+    activities: list[ActivitySpec] = Field(
+        min_length=1,
+        description="The activities of the workflow, in file order (at least one).",
+    )
+
+
+class WorkflowDocument(_Strict):
+    """An AkôFlow workflow file."""
+
+    model_config = ConfigDict(
+        title="AkôFlow workflow",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    name: WorkflowName = Field(
+        description=(
+            "Workflow name, a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            "at most 253 characters)."
+        ),
+    )
+    spec: WorkflowSpec = Field(description="Workflow settings and activities.")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the workflow file, keyed by the YAML names."""
+    return WorkflowDocument.model_json_schema(by_alias=True)
