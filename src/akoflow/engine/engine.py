@@ -432,46 +432,67 @@ class Engine(RuntimeEvents):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._events:
-                events, self._events = self._events, []
-                await self._handle_events(events)
-            self._dispatch()
+            events, self._events = self._events, []
+            if not events and not any(s.ready and s.queue for s in self._slots.values()):
+                continue
+            # Logs first: everything a job wrote is stored before the runtime may delete it.
+            logs = [
+                (act, await self._fetch_logs(act)) for kind, act, _ in events if kind == "finished"
+            ]
+            # One commit per wake-up: the outcomes, the dependents they release, and the
+            # intents of the attempts about to start (committed before anything starts).
+            with self.repo.transaction():
+                touched = self._apply_events(events, logs)
+                batches = self._dispatch()
+            for wf in touched:
+                self._maybe_finish(wf)
+            for slot, batch in batches:
+                if slot.runtime.instant_submit:
+                    await self._submit_batch(slot, batch)
+                else:
+                    self._spawn(self._submit_batch(slot, batch))
 
-    async def _handle_events(self, events: list[tuple[str, ActivityRun, Any]]) -> None:
-        finished = [(act, out) for kind, act, out in events if kind == "finished"]
-        # Logs first: everything the job wrote is stored before the runtime may delete it.
-        logs: list[tuple[ActivityRun, dict[str, bytes]]] = []
-        for act, _ in finished:
-            logs.append((act, await self._fetch_logs(act)))
+    def _apply_events(
+        self,
+        events: list[tuple[str, ActivityRun, Any]],
+        logs: list[tuple[ActivityRun, dict[str, bytes]]],
+    ) -> set[WorkflowRun]:
+        finishing = {act for kind, act, _ in events if kind == "finished"}
+        self._record_running(skip=finishing)
         touched: set[WorkflowRun] = set()
-        with self.repo.transaction():
-            self._record_running()
-            for kind, act, payload in events:
-                if kind == "running" and act.state is A.SUBMITTED:
-                    act.state = A.RUNNING
-                    act.node = payload
-                    act.attempt_started = time.time()
-                    self.repo.attempt_running(
-                        act.id,
-                        act.attempt,
-                        handle=act.handle,
-                        node=payload,
-                        started_at=act.attempt_started,
-                    )
-                    self._arm_timeout(act)
-            for act, chunks in logs:
-                self._store_logs(act, chunks)
-            for act, outcome in finished:
-                if act.state.is_live:
-                    self._finish_attempt(act, outcome)
-                    touched.add(act.wf)
-        for wf in touched:
-            self._maybe_finish(wf)
+        for kind, act, payload in events:
+            if kind == "running" and act.state is A.SUBMITTED:
+                act.state = A.RUNNING
+                act.node = payload
+                act.attempt_started = time.time()
+                self.repo.attempt_running(
+                    act.id,
+                    act.attempt,
+                    handle=act.handle,
+                    node=payload,
+                    started_at=act.attempt_started,
+                )
+                self._arm_timeout(act)
+        for act, chunks in logs:
+            self._store_logs(act, chunks)
+        for kind, act, payload in events:
+            if kind == "finished" and act.state.is_live:
+                self._finish_attempt(act, payload)
+                touched.add(act.wf)
+        return touched
 
-    def _record_running(self) -> None:
-        """Write the RUNNING records deferred by :meth:`_submit_batch` (inside a transaction)."""
+    def _record_running(
+        self, skip: set[ActivityRun] | frozenset[ActivityRun] = frozenset()
+    ) -> None:
+        """Write the RUNNING records deferred by :meth:`_submit_batch` (inside a transaction).
+
+        Attempts in ``skip`` finish in this same transaction: their final record carries the
+        handle and start time instead.
+        """
         pending, self._unrecorded_running = self._unrecorded_running, []
         for act in pending:
+            if act in skip:
+                continue
             if act.attempt_started is not None and act.state.is_live:
                 self.repo.attempt_running(
                     act.id,
@@ -510,6 +531,9 @@ class Engine(RuntimeEvents):
         self.repo.attempt_finished(
             act.id,
             act.attempt,
+            handle=handle,
+            node=act.node,
+            started_at=act.attempt_started,
             attempt_state=attempt_state,
             activity_state=new,
             exit_code=outcome.exit_code,
@@ -591,37 +615,37 @@ class Engine(RuntimeEvents):
 
     # ================================================================ dispatch
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> list[tuple[_Slot, list[tuple[ActivityRun, JobSpec]]]]:
+        """Take READY activities into free slots and record their intents (call inside a
+        transaction); the caller starts them once that transaction is committed."""
+        batches: list[tuple[_Slot, list[tuple[ActivityRun, JobSpec]]]] = []
         for name, slot in self._slots.items():
             if not slot.ready or not slot.queue:
                 continue
             free = slot.limit - slot.running
-            if free <= 0:
-                continue
             batch: list[tuple[ActivityRun, JobSpec]] = []
-            with self.repo.transaction():
-                self._record_running()
-                while slot.queue and len(batch) < free:
-                    act = slot.queue.popleft()
-                    if act.state is not A.READY or act.wf.cancelling:
-                        continue
-                    number = act.attempt + 1
-                    job = self._job_spec(act, number)
-                    check_activity_transition(act.name, act.state, A.SUBMITTED)
-                    # The intent is committed before anything starts (crash safety).
-                    self.repo.begin_attempt(act.id, number, runtime=name, handle={})
-                    act.state = A.SUBMITTED
-                    act.attempt = number
-                    act.key = job.key
-                    act.handle = {}
-                    act.log_offsets = {}
-                    if act.started_at is None:
-                        act.started_at = time.time()
-                    self._jobs[job.key] = act
-                    slot.running += 1
-                    batch.append((act, job))
+            while slot.queue and len(batch) < free:
+                act = slot.queue.popleft()
+                if act.state is not A.READY or act.wf.cancelling:
+                    continue
+                number = act.attempt + 1
+                job = self._job_spec(act, number)
+                check_activity_transition(act.name, act.state, A.SUBMITTED)
+                self.repo.begin_attempt(act.id, number, runtime=name, handle={})
+                act.state = A.SUBMITTED
+                act.attempt = number
+                act.key = job.key
+                act.handle = {}
+                act.log_offsets = {}
+                act.attempt_started = None
+                if act.started_at is None:
+                    act.started_at = time.time()
+                self._jobs[job.key] = act
+                slot.running += 1
+                batch.append((act, job))
             if batch:
-                self._spawn(self._submit_batch(slot, batch))
+                batches.append((slot, batch))
+        return batches
 
     async def _submit_batch(self, slot: _Slot, batch: list[tuple[ActivityRun, JobSpec]]) -> None:
         started: list[ActivityRun] = []

@@ -136,6 +136,8 @@ class Runtime(abc.ABC):
 
     kind: ClassVar[str]
     default_max_parallel: ClassVar[int] = 8
+    instant_submit: ClassVar[bool] = False
+    """True when :meth:`submit` never waits on I/O (the engine then calls it inline)."""
 
     def __init__(self, name: str, config: RuntimeConfig, events: RuntimeEvents) -> None:
         self.name = name

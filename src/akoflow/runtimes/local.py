@@ -92,6 +92,7 @@ def _is_attempt_process(pid: int, prefix: str) -> bool:
 
 class LocalRuntime(Runtime):
     kind = "local"
+    instant_submit = True  # posix_spawn returns at once; no network round trip
     default_max_parallel = max(2, (os.cpu_count() or 1) * 2)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

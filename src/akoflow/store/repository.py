@@ -461,18 +461,30 @@ class Repository:
         exit_code: int | None,
         reason: str | None,
         finished_at: float,
+        handle: dict[str, Any] | None = None,
+        node: str | None = None,
+        started_at: float | None = None,
         cpu_seconds: float | None = None,
         max_rss_bytes: int | None = None,
     ) -> None:
-        """Close an attempt and move its activity (to a final state, or READY for a retry)."""
+        """Close an attempt and move its activity (to a final state, or READY for a retry).
+
+        ``handle``, ``node`` and ``started_at`` fill what a RUNNING record would have held,
+        for attempts that end before it was written.
+        """
         self._exec(
             "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, finished_at = ?, "
+            "handle = COALESCE(?, handle), node = COALESCE(?, node), "
+            "started_at = COALESCE(started_at, ?), "
             "cpu_seconds = ?, max_rss_bytes = ? WHERE activity_id = ? AND number = ?",
             (
                 attempt_state,
                 exit_code,
                 reason,
                 finished_at,
+                json.dumps(handle) if handle else None,
+                node,
+                started_at,
                 cpu_seconds,
                 max_rss_bytes,
                 activity_id,
@@ -481,13 +493,14 @@ class Repository:
         )
         final = activity_state.is_final
         self._exec(
-            "UPDATE activities SET state = ?, exit_code = ?, reason = ?, finished_at = ? "
-            "WHERE id = ?",
+            "UPDATE activities SET state = ?, exit_code = ?, reason = ?, finished_at = ?, "
+            "node = COALESCE(?, node) WHERE id = ?",
             (
                 activity_state.value,
                 exit_code,
                 reason,
                 finished_at if final else None,
+                node,
                 activity_id,
             ),
         )
