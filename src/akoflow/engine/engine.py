@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ LOG_INTERVAL = 1.0
 METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
+LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
+
+_Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
 
 RuntimeFactory = Callable[[str, RuntimeEvents, RuntimeConfig | None], Runtime]
 
@@ -437,7 +440,9 @@ class Engine(RuntimeEvents):
                 continue
             # Logs first: everything a job wrote is stored before the runtime may delete it.
             logs = [
-                (act, await self._fetch_logs(act)) for kind, act, _ in events if kind == "finished"
+                (act, await self._fetch_logs(act, final=True))
+                for kind, act, _ in events
+                if kind == "finished"
             ]
             # One commit per wake-up: the outcomes, the dependents they release, and the
             # intents of the attempts about to start (committed before anything starts).
@@ -455,7 +460,7 @@ class Engine(RuntimeEvents):
     def _apply_events(
         self,
         events: list[tuple[str, ActivityRun, Any]],
-        logs: list[tuple[ActivityRun, dict[str, bytes]]],
+        logs: list[tuple[ActivityRun, _Fetched]],
     ) -> set[WorkflowRun]:
         finishing = {act for kind, act, _ in events if kind == "finished"}
         self._record_running(skip=finishing)
@@ -768,23 +773,42 @@ class Engine(RuntimeEvents):
 
     # ================================================================ logs, metrics
 
-    async def _fetch_logs(self, act: ActivityRun) -> dict[str, bytes]:
+    async def _fetch_logs(self, act: ActivityRun, *, final: bool = False) -> _Fetched:
+        """New output of an attempt since what is stored; when ``final``, all of it (up to
+        :data:`LOG_STORE_LIMIT` per stream)."""
+        base = dict(act.log_offsets)
         if act.key is None or not act.handle:
-            return {}
+            return base, {}
+        runtime = self._slots[act.runtime].runtime
+        chunks: dict[str, bytes] = {}
+        offsets = dict(base)
         try:
-            return await self._slots[act.runtime].runtime.logs(act.key, act.handle, act.log_offsets)
+            while True:
+                new = await runtime.logs(act.key, act.handle, offsets)
+                new = {k: v for k, v in new.items() if v and offsets.get(k, 0) < LOG_STORE_LIMIT}
+                for stream, data in new.items():
+                    chunks[stream] = chunks.get(stream, b"") + data
+                    offsets[stream] = offsets.get(stream, 0) + len(data)
+                if not final or not new:
+                    break
         except Exception as exc:
             log.warning("cannot read logs of %s: %s", act.key, exc)
-            return {}
+        return base, chunks
 
-    def _store_logs(self, act: ActivityRun, chunks: Mapping[str, bytes]) -> None:
+    def _store_logs(self, act: ActivityRun, fetched: _Fetched) -> None:
+        base, chunks = fetched
+        if base != act.log_offsets:
+            return  # stored meanwhile by another reader (the final fetch and the sampler race)
         for stream, data in chunks.items():
-            if not data:
-                continue
             offset = act.log_offsets.get(stream, 0)
-            self.repo.append_log(
-                act.id, act.attempt, stream, offset, data.decode("utf-8", "replace")
-            )
+            keep = data[: max(0, LOG_STORE_LIMIT - offset)]
+            text = keep.decode("utf-8", "replace")
+            if len(keep) < len(data):
+                text += (
+                    f"\n[akoflow: output beyond {LOG_STORE_LIMIT >> 20} MiB is not stored in the "
+                    "database; the complete file is in the run's attempts directory]\n"
+                )
+            self.repo.append_log(act.id, act.attempt, stream, offset, text)
             act.log_offsets[stream] = offset + len(data)
 
     def _live(self) -> Iterable[ActivityRun]:

@@ -1,4 +1,6 @@
-"""A NOT_READY runtime holds its activities (they wait, they do not fail) until it is READY.
+"""The engine in-process with the real local runtime.
+
+A NOT_READY runtime holds its activities (they wait, they do not fail) until it is READY.
 
 The runtime is the real local runtime; only its health check reads a switch file, so the test
 can take the backend "down" and bring it back the way a stopped daemon would.
@@ -10,9 +12,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from akoflow import service
 from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
+from akoflow.engine import engine as engine_module
+from akoflow.runtimes import local as local_module
 from akoflow.runtimes.base import Health, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
@@ -106,6 +112,44 @@ def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> N
             attempt = repo.list_attempts(act.id)[0]
             assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 1.0
             assert attempt.max_rss_bytes is not None and attempt.max_rss_bytes > 1_000_000
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "LOG_STORE_LIMIT", 10_000)
+    monkeypatch.setattr(local_module, "LOG_READ_MAX", 4_096)  # several reads per stream
+    wf_file = tmp_path / "w.yaml"
+    wf_file.write_text(
+        "name: loud\nspec:\n  activities:\n"
+        "    - name: talk\n      run: |\n"
+        '        for i in $(seq 1 5000); do echo "line $i"; done\n'
+        "        echo small >&2\n"
+    )
+    state = tmp_path / "state"
+
+    async def scenario() -> None:
+        repo = service.open_repository(state)
+        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            await engine.attach(wf_id)
+            assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED
+            act = repo.list_activities(wf_id)[0]
+            stdout = "".join(c.data for _, c in repo.read_logs(act.id, stream="stdout"))
+            assert stdout.startswith("line 1\nline 2\n")
+            assert stdout[:10_000] == "".join(f"line {i}\n" for i in range(1, 5001))[:10_000]
+            assert "output beyond" in stdout
+            assert len(stdout) < 10_200
+            assert [c.data for _, c in repo.read_logs(act.id, stream="stderr")] == ["small\n"]
+            on_disk = (state / "runs" / f"{wf_id}-loud" / "attempts" / "talk.1.stdout").read_text()
+            assert on_disk.count("\n") == 5000
         finally:
             await engine.stop()
 
