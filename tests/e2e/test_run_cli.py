@@ -165,3 +165,61 @@ def test_status_lists_runs(akoflow: Akoflow) -> None:
     res = akoflow("status")
     assert res.returncode == 0
     assert "hello" in res.stdout and "succeeded" in res.stdout and "5/5" in res.stdout
+
+
+def test_retry_resumes_a_failed_run_from_where_it_failed(akoflow: Akoflow, tmp_path: Path) -> None:
+    wf = tmp_path / "fix.yaml"
+    wf.write_text(
+        "name: fixable\nspec:\n  activities:\n"
+        "    - name: ok\n      run: echo run >> count.ok\n"
+        "    - name: needs-fix\n      dependsOn: [ok]\n"
+        "      run: |\n        echo run >> count.fix\n        test -e fixed\n"
+        "    - name: after\n      dependsOn: [needs-fix]\n      run: echo run >> count.after\n"
+    )
+    data = tmp_path / "d"
+    assert akoflow("run", str(wf), "--data-dir", str(data)).returncode == 1
+    assert by_name(status_json(akoflow))["after"]["state"] == "skipped"
+    (data / "fixed").touch()
+    res = akoflow("retry", "fixable", "--json")
+    assert res.returncode == 0, res.stderr
+    acts = {a["name"]: a for a in json.loads(res.stdout)["activities"]}
+    assert {a["state"] for a in acts.values()} == {"succeeded"}
+    assert acts["needs-fix"]["attempts"] == 2
+    assert (data / "count.ok").read_text() == "run\n"  # not run again
+    assert (data / "count.fix").read_text() == "run\nrun\n"
+    assert (data / "count.after").read_text() == "run\n"
+    again = akoflow("retry", "1")
+    assert again.returncode == 1
+    assert "only a failed or cancelled workflow can be retried" in again.stderr
+
+
+def test_cancel_from_another_terminal(akoflow: Akoflow, tmp_path: Path, state_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    wf = tmp_path / "slow.yaml"
+    wf.write_text("name: slow\nspec:\n  activities:\n    - name: s\n      run: sleep 60\n")
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        exit_file = state_dir / "runs" / "1-slow" / "attempts" / "s.1.exit"
+        while not exit_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.monotonic()
+        res = akoflow("cancel", "1")
+        assert res.returncode == 0, res.stderr
+        assert "cancel requested" in res.stdout
+        engine.communicate(timeout=30)
+        assert time.monotonic() - start < 15
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+    assert engine.returncode == 1
+    assert by_name(status_json(akoflow))["s"]["state"] == "cancelled"

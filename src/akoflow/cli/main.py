@@ -151,8 +151,55 @@ def resume(
     raise typer.Exit(asyncio.run(_run_attached(repo, sdir, ids, quiet=quiet, as_json=as_json)))
 
 
+@app.command("retry")
+def retry_cmd(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    state_dir: StateDirOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a failed or cancelled workflow again from where it stopped (succeeded activities
+    are kept)."""
+    from akoflow import service
+
+    _setup_logging(verbose)
+    sdir = config.state_dir(state_dir)
+    repo = service.open_repository(sdir)
+    rec = _find_workflow(repo, workflow)
+    raise typer.Exit(
+        asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=quiet, as_json=as_json, retry=True))
+    )
+
+
+@app.command()
+def cancel(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Cancel a run: the engine running it stops its activities. An interrupted run (no
+    engine) is cancelled here, stopping what it left running."""
+    from akoflow import service
+    from akoflow.engine.engine import owner_alive
+
+    sdir = config.state_dir(state_dir)
+    repo = service.open_repository(sdir)
+    rec = _find_workflow(repo, workflow)
+    if rec.state.is_final:
+        err.print(f"workflow {rec.id} ({escape(rec.name)}) already ended: {rec.state}")
+        raise typer.Exit(EXIT_OK)
+    repo.request_cancel(rec.id)
+    if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
+        os.kill(rec.owner_pid, signal.SIGUSR1)
+        out.print(f"cancel requested: the engine (pid {rec.owner_pid}) is stopping run {rec.id}")
+        raise typer.Exit(EXIT_OK)
+    code = asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=True, as_json=False))
+    out.print(f"run {rec.id} cancelled")
+    raise typer.Exit(EXIT_OK if code in (EXIT_OK, EXIT_FAILED) else code)
+
+
 async def _run_attached(
-    repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool
+    repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
 ) -> int:
     from akoflow.cli import progress
     from akoflow.engine import Engine, WorkflowBusy
@@ -178,12 +225,14 @@ async def _run_attached(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    # `akoflow cancel` from another terminal records the request, then pokes us.
+    loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
     code = EXIT_OK
     try:
         for wf_id in ids:
             try:
-                wf = await engine.attach(wf_id)
-            except (WorkflowBusy, KeyError) as exc:
+                wf = await (engine.retry(wf_id) if retry else engine.attach(wf_id))
+            except (WorkflowBusy, KeyError, ValueError) as exc:
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
                 code = EXIT_FAILED
                 continue
@@ -198,7 +247,7 @@ async def _run_attached(
             if state is not WorkflowState.SUCCEEDED:
                 code = EXIT_FAILED
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         await engine.stop()
     return code

@@ -42,6 +42,7 @@ from akoflow.states import (
     ActivityState,
     WorkflowState,
     check_activity_transition,
+    check_workflow_transition,
     workflow_outcome,
 )
 from akoflow.store import ActivityRecord, Repository, WorkflowRecord
@@ -740,6 +741,29 @@ class Engine(RuntimeEvents):
             act.timed_out = True
             log.info("activity %s timed out; stopping it", act.name)
             self._spawn(self._slots[act.runtime].runtime.cancel(act.key, act.handle))
+
+    async def retry(self, wf_id: int) -> WorkflowRun:
+        """Run a failed or cancelled workflow again from where it stopped."""
+        rec = self.repo.get_workflow(wf_id)
+        if rec is None:
+            raise KeyError(f"no workflow with id {wf_id}")
+        if rec.state not in (WorkflowState.FAILED, WorkflowState.CANCELLED):
+            raise ValueError(
+                f"workflow {wf_id} ({rec.name}) is {rec.state}; only a failed or cancelled "
+                "workflow can be retried"
+            )
+        check_workflow_transition(rec.name, rec.state, WorkflowState.RUNNING)
+        self.repo.reopen_workflow(wf_id)
+        self.workflows.pop(wf_id, None)
+        return await self.attach(wf_id)
+
+    def apply_cancel_requests(self) -> None:
+        """Cancel attached workflows whose cancellation was requested in the store (by
+        ``akoflow cancel`` from another process)."""
+        for wf in list(self.workflows.values()):
+            rec = self.repo.get_workflow(wf.id)
+            if rec is not None and rec.cancel_requested and not wf.cancelling:
+                self.cancel(wf.id)
 
     def cancel(self, wf_id: int, activity: str | None = None) -> None:
         """Cancel a workflow (or one activity): stop what runs, cancel what waits."""

@@ -404,15 +404,28 @@ class Repository:
             ((s.value, reason, finished_at, a) for a, s in updates),
         )
 
-    def reset_activities(self, ids: Iterable[int], state: ActivityState) -> None:
-        """Put activities back in line (retry of a failed workflow): fresh attempt budget."""
-        self._execmany(
-            "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
-            "started_at = NULL, finished_at = NULL, "
-            "max_attempts = attempt + retries + 1 "
-            "WHERE id = ?",
-            ((state.value, i) for i in ids),
+    def reopen_workflow(self, wf_id: int) -> int:
+        """Retry a failed or cancelled workflow from where it stopped: its failed, cancelled
+        and skipped activities go back to PENDING with a fresh attempt budget (succeeded ones
+        stay done). Returns how many activities were reopened."""
+        again = (
+            ActivityState.FAILED.value,
+            ActivityState.CANCELLED.value,
+            ActivityState.SKIPPED.value,
         )
+        with self.transaction():
+            cur = self._exec(
+                "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
+                "finished_at = NULL, max_attempts = attempt + retries + 1 "
+                "WHERE workflow_id = ? AND state IN (?, ?, ?)",
+                (ActivityState.PENDING.value, wf_id, *again),
+            )
+            self._exec(
+                "UPDATE workflows SET state = ?, finished_at = NULL, cancel_requested = 0 "
+                "WHERE id = ?",
+                (WorkflowState.RUNNING.value, wf_id),
+            )
+        return cur.rowcount
 
     # ------------------------------------------------------------------ attempts
 
