@@ -45,7 +45,7 @@ from akoflow.states import (
     check_workflow_transition,
     workflow_outcome,
 )
-from akoflow.store import ActivityRecord, Repository, WorkflowRecord
+from akoflow.store import ActivityRecord, AttemptRecord, Repository, WorkflowRecord
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,6 @@ class Engine(RuntimeEvents):
         self._background: set[asyncio.Task[Any]] = set()
         self._pid = os.getpid()
         self._pid_started = process_start_time()
-        self._stopping = False
 
     # ================================================================ lifecycle
 
@@ -188,7 +187,6 @@ class Engine(RuntimeEvents):
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
-        self._stopping = True
         for task in self._tasks + list(self._background):
             task.cancel()
         for task in self._tasks + list(self._background):
@@ -300,16 +298,7 @@ class Engine(RuntimeEvents):
         live = {att.activity_id: att for att in self.repo.live_attempts(wf.id)}
         by_id = {a.id: a for a in wf.activities.values()}
         for act_id, att in live.items():
-            act = by_id[act_id]
-            slot = self._slots[act.runtime]
-            job = self._job_spec(act, att.number)
-            try:
-                adopted = await slot.runtime.adopt(job, att.handle)
-            except RuntimeFailure as exc:
-                # Unknown for now (backend unreachable): keep it live, status checks resolve it.
-                log.warning("cannot reconcile %s yet: %s", job.key, exc)
-                adopted = Adopted("running", att.handle)
-            self._apply_adopted(act, att.number, job.key, adopted, att.handle)
+            await self._adopt(by_id[act_id], att)
         with self.repo.transaction():
             for act in wf.activities.values():
                 if act.state is A.READY:
@@ -320,6 +309,26 @@ class Engine(RuntimeEvents):
                     elif act.deps_left == 0:
                         self._set_state(act, A.READY)
                         self._slots[act.runtime].queue.append(act)
+
+    async def _adopt(self, act: ActivityRun, att: AttemptRecord, *, later: bool = False) -> None:
+        """Reconcile one recorded attempt; while its backend cannot answer, the activity stays
+        live (it is not resubmitted) and the question is asked again after a health period."""
+        slot = self._slots[act.runtime]
+        job = self._job_spec(act, att.number)
+        try:
+            adopted = await slot.runtime.adopt(job, att.handle)
+        except RuntimeFailure as exc:
+            log.warning("cannot reconcile %s yet: %s", job.key, exc)
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                self._health_interval, lambda: self._spawn(self._adopt(act, att, later=True))
+            )
+            return
+        with self.repo.transaction():
+            self._apply_adopted(act, att.number, job.key, adopted, att.handle)
+        if later and act.state is A.READY:  # never started: back in line (at attach, the
+            slot.queue.append(act)  # caller queues every READY activity)
+        self._wake.set()
 
     def _apply_adopted(
         self, act: ActivityRun, number: int, key: str, adopted: Adopted, handle: dict[str, Any]
