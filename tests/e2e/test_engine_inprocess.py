@@ -9,6 +9,8 @@ can take the backend "down" and bring it back the way a stopped daemon would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,24 @@ from akoflow.runtimes import local as local_module
 from akoflow.runtimes.base import Health, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import Repository
+
+
+@contextlib.asynccontextmanager
+async def engine_with(
+    tmp_path: Path, text: str, **engine_kwargs: Any
+) -> AsyncIterator[tuple[Repository, Engine, int]]:
+    """A stored workflow and a started engine on a state dir under ``tmp_path``."""
+    state = tmp_path / "state"
+    repo = service.open_repository(state)
+    prepared = service.validate_text(text, "test.yaml")
+    wf_id = service.store(repo, state, prepared, tmp_path / "data")
+    engine = Engine(repo, state, **engine_kwargs)
+    await engine.start()
+    try:
+        yield repo, engine, wf_id
+    finally:
+        await engine.stop()
 
 
 class SwitchableLocal(LocalRuntime):
@@ -36,13 +56,11 @@ class SwitchableLocal(LocalRuntime):
 def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
     switch = tmp_path / "down"
     switch.touch()
-    wf_file = tmp_path / "w.yaml"
-    wf_file.write_text(
+    text = (
         "name: held\nspec:\n  activities:\n"
         "    - name: a\n      run: echo a > a.txt\n"
         "    - name: b\n      dependsOn: [a]\n      run: cat a.txt > b.txt\n"
     )
-    state = tmp_path / "state"
 
     def factory(name: str, events: RuntimeEvents, config: RuntimeConfig | None) -> Any:
         rt = SwitchableLocal(name, config or RuntimeConfig.from_env(name), events)
@@ -50,12 +68,11 @@ def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
         return rt
 
     async def scenario() -> None:
-        repo = service.open_repository(state)
-        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
-        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.2)
-        await engine.start()
-        try:
+        async with engine_with(tmp_path, text, runtime_factory=factory, health_interval=0.2) as (
+            repo,
+            engine,
+            wf_id,
+        ):
             wf = await engine.attach(wf_id)
             await asyncio.sleep(1.0)
             # Held: nothing started, nothing failed, the runtime is recorded NOT_READY.
@@ -71,37 +88,32 @@ def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
             assert state_ is WorkflowState.SUCCEEDED
             assert (tmp_path / "data" / "b.txt").read_text() == "a\n"
             assert {r.name: r for r in repo.list_runtimes()}["local"].status == "READY"
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
 
 
 def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> None:
-    wf_file = tmp_path / "w.yaml"
-    wf_file.write_text(
+    text = (
         "name: busy\nspec:\n  activities:\n"
         "    - name: burn\n      run: |\n        echo started\n"
         "        end=$((SECONDS + 3)); while [ $SECONDS -lt $end ]; do :; done\n"
         "        echo finished\n"
     )
-    state = tmp_path / "state"
 
     async def scenario() -> None:
-        repo = service.open_repository(state)
-        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
-        engine = Engine(repo, state, log_interval=0.2, metrics_interval=0.5)
-        await engine.start()
-        try:
+        async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
+            repo,
+            engine,
+            wf_id,
+        ):
             wf = await engine.attach(wf_id)
             act = wf.activities["burn"]
             seen_live = False
             while not wf.state.is_final:
                 await asyncio.sleep(0.2)
                 if act.state is ActivityState.RUNNING:
-                    text = "".join(c.data for _, c in repo.read_logs(act.id))
-                    if text == "started\n":
+                    stored = "".join(c.data for _, c in repo.read_logs(act.id))
+                    if stored == "started\n":
                         seen_live = True
             assert seen_live, "output was not stored while the activity ran"
             assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
@@ -112,8 +124,6 @@ def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> N
             attempt = repo.list_attempts(act.id)[0]
             assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 1.0
             assert attempt.max_rss_bytes is not None and attempt.max_rss_bytes > 1_000_000
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
 
@@ -123,22 +133,15 @@ def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
 ) -> None:
     monkeypatch.setattr(engine_module, "LOG_STORE_LIMIT", 10_000)
     monkeypatch.setattr(local_module, "LOG_READ_MAX", 4_096)  # several reads per stream
-    wf_file = tmp_path / "w.yaml"
-    wf_file.write_text(
+    text = (
         "name: loud\nspec:\n  activities:\n"
         "    - name: talk\n      run: |\n"
         '        for i in $(seq 1 5000); do echo "line $i"; done\n'
         "        echo small >&2\n"
     )
-    state = tmp_path / "state"
 
     async def scenario() -> None:
-        repo = service.open_repository(state)
-        prepared = service.validate_text(wf_file.read_text(), str(wf_file))
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
-        engine = Engine(repo, state)
-        await engine.start()
-        try:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
             await engine.attach(wf_id)
             assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED
             act = repo.list_activities(wf_id)[0]
@@ -148,9 +151,9 @@ def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
             assert "output beyond" in stdout
             assert len(stdout) < 10_200
             assert [c.data for _, c in repo.read_logs(act.id, stream="stderr")] == ["small\n"]
-            on_disk = (state / "runs" / f"{wf_id}-loud" / "attempts" / "talk.1.stdout").read_text()
+            on_disk = (
+                tmp_path / "state" / "runs" / f"{wf_id}-loud" / "attempts" / "talk.1.stdout"
+            ).read_text()
             assert on_disk.count("\n") == 5000
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
