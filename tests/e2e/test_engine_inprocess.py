@@ -157,3 +157,27 @@ def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
             assert on_disk.count("\n") == 5000
 
     asyncio.run(scenario())
+
+
+def test_configured_runtimes_are_registered_with_health_and_no_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("K8S_AWS_API_SERVER_HOST", "https://aws.example:6443")
+    monkeypatch.setenv("K8S_AWS_API_SERVER_TOKEN", "supersecret-token")
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "3")
+    text = "name: x\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, _):
+            await engine.register_configured_runtimes()
+            runtimes = {r.name: r for r in repo.list_runtimes()}
+            assert runtimes["local"].status == "READY"
+            assert runtimes["local"].config == {"LOCAL_MAX_PARALLEL": "3"}
+            k8s = runtimes["k8s-aws"]
+            assert (k8s.kind, k8s.status) == ("k8s", "NOT_READY")
+            assert "'k8s' adapter" in (k8s.reason or "")
+            assert k8s.config["K8S_AWS_API_SERVER_TOKEN"] == "***"
+            assert k8s.config["K8S_AWS_API_SERVER_HOST"] == "https://aws.example:6443"
+            assert "supersecret" not in repr(repo.list_runtimes())
+
+    asyncio.run(scenario())

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from akoflow.config import RuntimeConfig, discover_runtime_names, env_prefix
-from akoflow.runtimes.registry import adapter_for, check_runtime_name
+from akoflow.runtimes.registry import adapter_for, check_runtime_name, configured_runtime_names
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,16 @@ def test_bad_integer_setting_names_the_variable() -> None:
     cfg = RuntimeConfig.from_env("local", {"LOCAL_MAX_PARALLEL": "many"})
     with pytest.raises(ValueError, match="LOCAL_MAX_PARALLEL must be an integer"):
         cfg.get_int("MAX_PARALLEL", 4)
+
+
+def test_runtimes_configured_by_the_environment_are_discovered() -> None:
+    env = {
+        "K8S_AWS_API_SERVER_HOST": "https://aws:6443",
+        "K8S_AWS_API_SERVER_TOKEN": "t",
+        "HPC_SDUMONT_HOST_CLUSTER": "login",
+        "HPC_SDUMONT_USER": "me",
+        "DOCKER_GPU_HOST": "unix:///run/gpu.sock",
+        "PATH": "/usr/bin",
+    }
+    assert configured_runtime_names(env) == ["local", "docker-gpu", "hpc-sdumont", "k8s-aws"]
+    assert configured_runtime_names({}) == ["local"]

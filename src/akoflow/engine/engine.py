@@ -36,7 +36,12 @@ from akoflow.runtimes.base import (
     RuntimeEvents,
     RuntimeFailure,
 )
-from akoflow.runtimes.registry import create_runtime
+from akoflow.runtimes.registry import (
+    UnknownRuntime,
+    adapter_for,
+    configured_runtime_names,
+    create_runtime,
+)
 from akoflow.spec import Activity, Workflow, load_workflow
 from akoflow.states import (
     ActivityState,
@@ -360,6 +365,23 @@ class Engine(RuntimeEvents):
             self._events.append(("finished", act, adopted.outcome))
 
     # ================================================================ runtimes
+
+    async def register_configured_runtimes(self) -> None:
+        """Bring up every runtime the environment configures (server mode), so that their
+        health is known before any workflow uses them. One whose adapter is not available is
+        recorded NOT_READY with the reason."""
+        for name in configured_runtime_names():
+            try:
+                await self._ensure_runtime(name)
+            except UnknownRuntime as exc:
+                adapter = adapter_for(name)
+                self.repo.upsert_runtime(
+                    name,
+                    kind=adapter.kind if adapter else "unknown",
+                    status="NOT_READY",
+                    reason=str(exc),
+                    config=RuntimeConfig.from_env(name).redacted(),
+                )
 
     async def _ensure_runtime(self, name: str) -> _Slot:
         slot = self._slots.get(name)

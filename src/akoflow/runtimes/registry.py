@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from akoflow.config import RuntimeConfig
+from akoflow.config import RuntimeConfig, discover_runtime_names
 from akoflow.runtimes.base import Runtime, RuntimeEvents
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -25,14 +26,15 @@ class AdapterKind:
     module: str
     cls: str
     by_prefix: bool  # k8s-aws, hpc-sdumont: any continuation; others: exact or "-suffix"
+    discovery_key: str | None = None  # a {NAME}_{KEY} variable that configures such a runtime
 
 
 ADAPTERS: tuple[AdapterKind, ...] = (
     AdapterKind("local", "akoflow.runtimes.local", "LocalRuntime", by_prefix=False),
-    AdapterKind("docker", "akoflow.runtimes.docker", "DockerRuntime", by_prefix=False),
+    AdapterKind("docker", "akoflow.runtimes.docker", "DockerRuntime", False, "HOST"),
     AdapterKind("singularity", "akoflow.runtimes.singularity", "SingularityRuntime", False),
-    AdapterKind("k8s", "akoflow.runtimes.kubernetes", "KubernetesRuntime", by_prefix=True),
-    AdapterKind("hpc", "akoflow.runtimes.hpc", "HpcRuntime", by_prefix=True),
+    AdapterKind("k8s", "akoflow.runtimes.kubernetes", "KubernetesRuntime", True, "API_SERVER_HOST"),
+    AdapterKind("hpc", "akoflow.runtimes.hpc", "HpcRuntime", True, "HOST_CLUSTER"),
 )
 
 
@@ -51,6 +53,14 @@ def adapter_for(name: str) -> AdapterKind | None:
         elif name == adapter.kind or name.startswith(adapter.kind + "-"):
             return adapter
     return None
+
+
+def configured_runtime_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``local`` plus every runtime the environment configures (``K8S_AWS_API_SERVER_HOST``
+    configures ``k8s-aws``), as upstream registers them at start-up."""
+    rules = [f"{a.kind}:{a.discovery_key}" for a in ADAPTERS if a.discovery_key]
+    found = discover_runtime_names(rules, environ)
+    return ["local", *sorted(n for n in found if n != "local" and adapter_for(n) is not None)]
 
 
 def _available(adapter: AdapterKind) -> bool:
@@ -77,9 +87,10 @@ def check_runtime_name(name: str) -> str | None:
 def create_runtime(
     name: str, events: RuntimeEvents, config: RuntimeConfig | None = None
 ) -> Runtime:
+    problem = check_runtime_name(name)
     adapter = adapter_for(name)
-    if adapter is None:
-        raise UnknownRuntime(check_runtime_name(name))
+    if problem is not None or adapter is None:
+        raise UnknownRuntime(problem)
     try:
         module = importlib.import_module(adapter.module)
     except ImportError as exc:
