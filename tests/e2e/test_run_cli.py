@@ -43,6 +43,9 @@ def test_hello_fan_out_fan_in_passes_files(akoflow: Akoflow) -> None:
 def test_failure_skips_downstream_but_independent_branch_finishes(akoflow: Akoflow) -> None:
     res = akoflow("run", str(EXAMPLES / "failing.yaml"))
     assert res.returncode == 1
+    # the summary points at the failure and shows the end of its stderr
+    assert "akoflow logs 1 broken-step" in res.stdout
+    assert "    about to fail" in res.stdout
     acts = by_name(status_json(akoflow))
     assert acts["broken-step"]["state"] == "failed"
     assert acts["broken-step"]["exit_code"] == 3

@@ -244,6 +244,7 @@ async def _run_attached(
                 out.print_json(json.dumps(_result_json(wf)))
             elif not quiet:
                 progress.summary(wf, out)
+                progress.failure_details(wf, repo, out)
             if state is not WorkflowState.SUCCEEDED:
                 code = EXIT_FAILED
     finally:

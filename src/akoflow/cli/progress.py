@@ -15,6 +15,7 @@ from rich.text import Text
 
 from akoflow.engine import ActivityRun, WorkflowRun
 from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import Repository
 
 A = ActivityState
 STATE_STYLE: dict[str, str] = {
@@ -167,3 +168,23 @@ async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[Workflo
         if finished:
             return
         await asyncio.wait({done}, timeout=REFRESH_SECONDS * 2)
+
+
+def failure_details(
+    wf: WorkflowRun, repo: Repository, console: Console, *, most: int = 3, lines: int = 5
+) -> None:
+    """The last lines of stderr of the first failed activities, and how to see the rest."""
+    failed = [a for a in wf.activities.values() if a.state is A.FAILED][:most]
+    for act in failed:
+        chunks = repo.read_logs(act.id, attempt=act.attempt, stream="stderr")
+        tail = "".join(c.data for _, c in chunks).rstrip("\n").splitlines()[-lines:]
+        console.print(
+            Text.assemble(
+                ("✗ ", "bold red"),
+                (act.name, "bold"),
+                f" ({act.reason or 'failed'}); ",
+                (f"akoflow logs {wf.id} {act.name}", "cyan"),
+            )
+        )
+        for line in tail:
+            console.print(Text("    " + line, style="dim"))
