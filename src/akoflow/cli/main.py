@@ -48,6 +48,22 @@ StateDirOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log engine events.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Talk to this AkôFlow server instead of the local state dir [env AKOFLOW_SERVER]; "
+        "token from AKOFLOW_API_TOKEN or the state dir's api-token file.",
+        show_default=False,
+    ),
+]
+
+
+def _server_url(option: str | None) -> str | None:
+    """Client mode applies with ``--server`` or ``$AKOFLOW_SERVER`` (checked without importing
+    the HTTP client, so the embedded commands start as fast as before)."""
+    url = option or os.environ.get("AKOFLOW_SERVER")
+    return url.rstrip("/") if url else None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -158,11 +174,18 @@ def retry_cmd(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    server: ServerOpt = None,
 ) -> None:
     """Run a failed or cancelled workflow again from where it stopped (succeeded activities
     are kept)."""
     from akoflow import service
 
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        raise typer.Exit(
+            client.retry(url, workflow, state_dir=state_dir, quiet=quiet, as_json=as_json)
+        )
     _setup_logging(verbose)
     sdir = config.state_dir(state_dir)
     repo = service.open_repository(sdir)
@@ -176,11 +199,17 @@ def retry_cmd(
 def cancel(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Cancel a run: the engine running it stops its activities. An interrupted run (no
     engine) is cancelled here, stopping what it left running."""
     from akoflow import service
     from akoflow.engine.engine import owner_alive
+
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        raise typer.Exit(client.cancel(url, workflow, state_dir=state_dir))
 
     sdir = config.state_dir(state_dir)
     repo = service.open_repository(sdir)
@@ -344,11 +373,18 @@ def status(
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="How many runs to list.")] = 20,
+    server: ServerOpt = None,
 ) -> None:
     """List recent runs, or show one run's activities."""
     from akoflow import service
     from akoflow.cli.progress import fmt_duration, styled
 
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        raise typer.Exit(
+            client.status(url, workflow, state_dir=state_dir, as_json=as_json, limit=limit)
+        )
     sdir = config.state_dir(state_dir)
     if not (sdir / service.DB_NAME).exists():
         err.print(f"no runs yet in {escape(str(sdir))}")
@@ -459,9 +495,25 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing new output.")
     ] = False,
     state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
 ) -> None:
-    """Print the captured output of an activity (from the state store)."""
+    """Print the captured output of an activity (from the state store, or a server's)."""
     from akoflow import service
+
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        raise typer.Exit(
+            client.logs(
+                url,
+                workflow,
+                activity,
+                state_dir=state_dir,
+                attempt=attempt,
+                stream=stream,
+                follow=follow,
+            )
+        )
 
     repo = service.open_repository(config.state_dir(state_dir))
     rec = _find_workflow(repo, workflow)
@@ -489,6 +541,86 @@ def logs(
                 sys.stdout.write(chunk.data)
             return
         time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------- server mode
+
+
+@app.command("server")
+def server_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+    state_dir: StateDirOpt = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow browser calls from this origin (repeatable) [default: none]."),
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the engine as a service with a REST API (upstream-compatible; OpenAPI at
+    /openapi.json). Unfinished workflows of the state dir are resumed at start."""
+    from akoflow.server.run import serve
+    from akoflow.server.token import Token
+
+    _setup_logging(True)
+    sdir = config.state_dir(state_dir)
+
+    def announce(token: Token) -> None:
+        if token.created:  # the only time the token is ever shown
+            out.print(
+                f"API token (stored in {escape(token.source)}, mode 0600; shown only now):\n"
+                f"  {token.value}"
+            )
+        elif token.source == "env":
+            out.print("API token: from AKOFLOW_API_TOKEN")
+        else:
+            out.print(f"API token: in {escape(token.source)}")
+        out.print(f"AkôFlow server on http://{host}:{port}  (state: {escape(str(sdir))})")
+
+    serve(
+        state_dir=sdir,
+        host=host,
+        port=port,
+        cors_origins=cors_origin or (),
+        log_level="debug" if verbose else "info",
+        announce=announce,
+    )
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Workflow YAML file.", show_default=False)],
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Follow the run to its end, like `run`.")
+    ] = False,
+    server: ServerOpt = None,
+    state_dir: StateDirOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send FILE to a server (default http://127.0.0.1:8080) to run there. With --wait: the
+    progress view and exit codes of `akoflow run`."""
+    from akoflow.cli import client
+
+    url = client.server_url(server, required=True)
+    assert url is not None
+    raise typer.Exit(
+        client.submit(url, file, state_dir=state_dir, wait=wait, quiet=quiet, as_json=as_json)
+    )
+
+
+@app.command()
+def runtimes(
+    server: ServerOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Runtimes of a server and their health (secret settings shown as ***)."""
+    from akoflow.cli import client
+
+    url = client.server_url(server, required=True)
+    assert url is not None
+    raise typer.Exit(client.runtimes(url, state_dir=state_dir, as_json=as_json))
 
 
 def _version(value: bool) -> None:

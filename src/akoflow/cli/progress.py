@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -13,11 +15,54 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from akoflow.engine import ActivityRun, WorkflowRun
+from akoflow.engine import WorkflowRun
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
 
 A = ActivityState
+
+
+class ActivityView(Protocol):
+    """What the views read of an activity: the engine's ActivityRun, or a client's snapshot
+    of one on a server (``akoflow submit --wait``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def state(self) -> ActivityState: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+
+
+class RunView(Protocol):
+    """What the views read of a workflow run (WorkflowRun, or a client's snapshot)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> WorkflowState: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+    @property
+    def activities(self) -> Mapping[str, ActivityView]: ...
+
+
 STATE_STYLE: dict[str, str] = {
     A.PENDING: "dim",
     A.READY: "cyan",
@@ -51,7 +96,7 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def elapsed(act: ActivityRun, now: float) -> float | None:
+def elapsed(act: ActivityView, now: float) -> float | None:
     if act.started_at is None:
         return None
     end = act.finished_at if act.state.is_final and act.finished_at else now
@@ -62,7 +107,7 @@ def styled(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def counts_line(wf: WorkflowRun) -> Text:
+def counts_line(wf: RunView) -> Text:
     counts = Counter(a.state for a in wf.activities.values())
     text = Text()
     for state in ActivityState:
@@ -73,7 +118,7 @@ def counts_line(wf: WorkflowRun) -> Text:
     return text
 
 
-def _activity_table(acts: Sequence[ActivityRun], now: float, *, final: bool) -> Table:
+def _activity_table(acts: Sequence[ActivityView], now: float, *, final: bool) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("activity")
     table.add_column("runtime")
@@ -100,7 +145,7 @@ def _activity_table(acts: Sequence[ActivityRun], now: float, *, final: bool) -> 
     return table
 
 
-def live_view(wf: WorkflowRun) -> RenderableType:
+def live_view(wf: RunView) -> RenderableType:
     now = time.time()
     started = wf.started_at or now
     header = Text.assemble(
@@ -118,7 +163,7 @@ def live_view(wf: WorkflowRun) -> RenderableType:
     return Group(*parts)
 
 
-def summary(wf: WorkflowRun, console: Console, *, max_rows: int = 50) -> None:
+def summary(wf: RunView, console: Console, *, max_rows: int = 50) -> None:
     now = time.time()
     acts = list(wf.activities.values())
     total = (wf.finished_at or now) - (wf.started_at or now)
@@ -142,7 +187,7 @@ def summary(wf: WorkflowRun, console: Console, *, max_rows: int = 50) -> None:
     console.print(Text(f"data: {wf.data_dir}", style="dim"))
 
 
-async def follow(wf: WorkflowRun, console: Console, done: asyncio.Future[WorkflowState]) -> None:
+async def follow(wf: RunView, console: Console, done: asyncio.Future[WorkflowState]) -> None:
     """Live view on a terminal; one line per finished activity elsewhere (CI logs)."""
     if console.is_terminal:
         with Live(live_view(wf), console=console, auto_refresh=False, transient=True) as live:

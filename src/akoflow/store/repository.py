@@ -91,6 +91,18 @@ class RuntimeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeRecord:
+    runtime: str
+    name: str
+    status: str
+    cpu_capacity: float | None
+    memory_capacity: int | None
+    cpu_usage: float | None
+    memory_usage: int | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LogChunk:
     attempt: int
     stream: str
@@ -291,23 +303,56 @@ class Repository:
         row = self._exec(f"SELECT {_WF_COLS} FROM workflows WHERE id = ?", (wf_id,)).fetchone()
         return _workflow(row) if row else None
 
-    def list_workflows(
-        self, *, limit: int = 50, offset: int = 0, unfinished_only: bool = False
-    ) -> list[WorkflowRecord]:
-        where = ""
+    @staticmethod
+    def _workflow_filter(unfinished_only: bool, name: str | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
         params: list[Any] = []
         if unfinished_only:
-            where = "WHERE state NOT IN (?, ?, ?)"
-            params = [
+            clauses.append("state NOT IN (?, ?, ?)")
+            params += [
                 WorkflowState.SUCCEEDED.value,
                 WorkflowState.FAILED.value,
                 WorkflowState.CANCELLED.value,
             ]
+        if name is not None:
+            clauses.append("name = ?")
+            params.append(name)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def list_workflows(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        unfinished_only: bool = False,
+        name: str | None = None,
+    ) -> list[WorkflowRecord]:
+        """Newest first."""
+        where, params = self._workflow_filter(unfinished_only, name)
         rows = self._exec(
             f"SELECT {_WF_COLS} FROM workflows {where} ORDER BY id DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ).fetchall()
         return [_workflow(r) for r in rows]
+
+    def count_workflows(self, *, unfinished_only: bool = False, name: str | None = None) -> int:
+        where, params = self._workflow_filter(unfinished_only, name)
+        return int(self._exec(f"SELECT COUNT(*) FROM workflows {where}", params).fetchone()[0])
+
+    def unfinished_workflow_ids(self) -> list[int]:
+        """Every workflow not in a final state, oldest first (what a restarted server resumes)."""
+        rows = self._exec(
+            "SELECT id FROM workflows WHERE state IN (?, ?) ORDER BY id",
+            (WorkflowState.PENDING.value, WorkflowState.RUNNING.value),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def delete_workflow(self, wf_id: int) -> bool:
+        """Remove a workflow with its activities, attempts, logs and metrics (ON DELETE
+        CASCADE). The caller makes sure it is finished; False if there was no such id."""
+        with self.transaction():
+            cur = self._exec("DELETE FROM workflows WHERE id = ?", (wf_id,))
+        return cur.rowcount == 1
 
     def find_unfinished(self, *, spec_hash: str) -> WorkflowRecord | None:
         """The newest unfinished run of exactly this workflow file, if any."""
@@ -370,12 +415,66 @@ class Repository:
         ).fetchall()
         return [_activity(r) for r in rows]
 
+    def list_activities_page(
+        self,
+        wf_id: int,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: int | None = None,
+        state: ActivityState | None = None,
+    ) -> list[ActivityRecord]:
+        """One page in position order, on the (workflow_id, position) index: ``after`` is a
+        keyset cursor (the last position seen), so deep pages cost the same as the first."""
+        sql = f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ?"
+        params: list[Any] = [wf_id]
+        if after is not None:
+            sql += " AND position > ?"
+            params.append(after)
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state.value)
+        sql += " ORDER BY position LIMIT ? OFFSET ?"
+        rows = self._exec(sql, (*params, limit, offset)).fetchall()
+        return [_activity(r) for r in rows]
+
+    def count_activities(self, wf_id: int, state: ActivityState | None = None) -> int:
+        """On the (workflow_id, state) index: a few ms for 100,000 activities."""
+        if state is None:
+            row = self._exec("SELECT COUNT(*) FROM activities WHERE workflow_id = ?", (wf_id,))
+        else:
+            row = self._exec(
+                "SELECT COUNT(*) FROM activities WHERE workflow_id = ? AND state = ?",
+                (wf_id, state.value),
+            )
+        return int(row.fetchone()[0])
+
     def get_activity(self, wf_id: int, name: str) -> ActivityRecord | None:
         row = self._exec(
             f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ? AND name = ?",
             (wf_id, name),
         ).fetchone()
         return _activity(row) if row else None
+
+    def longest_activity(self, wf_id: int) -> str | None:
+        """Name of the finished activity that took longest (upstream's workflow metric)."""
+        row = self._exec(
+            "SELECT name FROM activities WHERE workflow_id = ? AND started_at IS NOT NULL "
+            "AND finished_at IS NOT NULL ORDER BY finished_at - started_at DESC LIMIT 1",
+            (wf_id,),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def dependency_names(self, wf_id: int) -> list[tuple[str, str]]:
+        """(activity, depends_on) name pairs of a workflow, in activity order."""
+        rows = self._exec(
+            "SELECT a.name, b.name FROM dependencies d "
+            "JOIN activities a ON a.id = d.activity_id "
+            "JOIN activities b ON b.id = d.depends_on_id "
+            "WHERE d.workflow_id = ? ORDER BY a.position, b.position",
+            (wf_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def list_dependencies(self, wf_id: int) -> list[tuple[int, int]]:
         """(activity_id, depends_on_id) pairs of a workflow."""
@@ -565,6 +664,7 @@ class Repository:
         attempt: int | None = None,
         stream: str | None = None,
         after_id: int = 0,
+        limit: int | None = None,
     ) -> list[tuple[int, LogChunk]]:
         """Log chunks in write order; `after_id` lets a follower read only what is new."""
         sql = "SELECT id, attempt, stream, offset, data FROM logs WHERE activity_id = ? AND id > ?"
@@ -575,7 +675,11 @@ class Repository:
         if stream is not None:
             sql += " AND stream = ?"
             params.append(stream)
-        rows = self._exec(sql + " ORDER BY id", params).fetchall()
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._exec(sql, params).fetchall()
         return [(r[0], LogChunk(r[1], r[2], r[3], r[4])) for r in rows]
 
     def log_offsets(self, activity_id: int, attempt: int) -> dict[str, int]:
@@ -597,11 +701,22 @@ class Repository:
             samples,
         )
 
-    def read_metrics(self, activity_id: int) -> list[tuple[int, float, float | None, int | None]]:
+    def read_metrics(
+        self,
+        activity_id: int,
+        *,
+        attempt: int | None = None,
+        limit: int = -1,
+        offset: int = 0,
+    ) -> list[tuple[int, float, float | None, int | None]]:
+        """Samples of (attempt, ts, cpu_percent, memory_bytes), oldest first."""
+        sql = "SELECT attempt, ts, cpu_percent, memory_bytes FROM metrics WHERE activity_id = ?"
+        params: list[Any] = [activity_id]
+        if attempt is not None:
+            sql += " AND attempt = ?"
+            params.append(attempt)
         rows = self._exec(
-            "SELECT attempt, ts, cpu_percent, memory_bytes FROM metrics WHERE activity_id = ? "
-            "ORDER BY attempt, ts",
-            (activity_id,),
+            sql + " ORDER BY attempt, ts LIMIT ? OFFSET ?", (*params, limit, offset)
         ).fetchall()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
@@ -626,6 +741,24 @@ class Repository:
             "ORDER BY name"
         ).fetchall()
         return [RuntimeRecord(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def get_runtime(self, name: str) -> RuntimeRecord | None:
+        row = self._exec(
+            "SELECT name, kind, status, reason, config, checked_at, updated_at FROM runtimes "
+            "WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return RuntimeRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+
+    def list_nodes(self, runtime: str) -> list[NodeRecord]:
+        rows = self._exec(
+            "SELECT runtime, name, status, cpu_capacity, memory_capacity, cpu_usage, "
+            "memory_usage, updated_at FROM nodes WHERE runtime = ? ORDER BY name",
+            (runtime,),
+        ).fetchall()
+        return [NodeRecord(*r) for r in rows]
 
     def upsert_nodes(
         self,

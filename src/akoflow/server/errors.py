@@ -1,0 +1,103 @@
+"""Error responses: one JSON shape, and the mapping of FastAPI's request validation errors.
+
+Rule of the API: 400 for a malformed request (bad JSON, bad base64, a bad query parameter),
+422 only for a workflow that was read but is invalid (every problem with its path and line),
+404 for anything unknown (including a path parameter that cannot be an id), 409 for an action
+the resource's state does not allow. A 5xx is always a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from akoflow.server.schemas import ErrorBody, ErrorItem
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raised by handlers; becomes ``{"detail": ..., "errors": [...]}`` with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[ErrorItem] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def error_response(
+    status: int,
+    detail: str,
+    errors: Sequence[ErrorItem] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(detail=detail, errors=list(errors))
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("loc", ("",))[0] == "path" for e in errors):
+        # `/workflows/abc/`: no resource can have that id.
+        return error_response(404, "not found")
+    items = [
+        ErrorItem(path=_loc(e.get("loc", ())), line=None, message=str(e.get("msg", "invalid")))
+        for e in errors
+    ]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "the request body is not valid JSON", items)
+    where = {str(e.get("loc", ("request",))[0]) for e in errors}
+    noun = "query parameter" if where == {"query"} else "request"
+    return error_response(400, f"invalid {noun}", items)
+
+
+def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.detail, exc.errors, exc.headers)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error (a bug: see the server log)")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

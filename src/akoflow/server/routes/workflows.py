@@ -1,0 +1,352 @@
+"""Workflows: submit (upstream's route and body), validate, list, show, cancel, retry, delete,
+lineage. Every handler is ``async``: they run on the event loop, the engine's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import shutil
+import signal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+
+from akoflow import service
+from akoflow.engine import WorkflowBusy
+from akoflow.engine.engine import owner_alive, run_dir
+from akoflow.server import views
+from akoflow.server.auth import require_token
+from akoflow.server.context import ServerContext, get_context
+from akoflow.server.errors import ApiError
+from akoflow.server.routes.common import (
+    E400,
+    E401,
+    E404,
+    E409,
+    E422,
+    Paging,
+    WithActivities,
+    WorkflowId,
+    find_workflow,
+    paging,
+)
+from akoflow.server.schemas import (
+    Envelope,
+    ErrorBody,
+    ErrorItem,
+    Lineage,
+    LineageEdge,
+    LineageNode,
+    Page,
+    SubmitResult,
+    UpstreamWorkflow,
+    ValidationResult,
+    WorkflowStateOut,
+    WorkflowSubmission,
+)
+from akoflow.spec import WorkflowValidationError
+from akoflow.states import InvalidTransition, WorkflowState
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 128 << 20  # bytes; a 100,000-activity workflow is about 6 MiB of base64
+SOURCE = "workflow"  # how errors name the submitted file: "workflow:3: spec.activities..."
+DEPLOYED = "Workflow has been deployed successfully."  # upstream's message, kept verbatim
+
+Ctx = Annotated[ServerContext, Depends(get_context)]
+
+router = APIRouter(
+    prefix="/akoflow-api",
+    tags=["workflows"],
+    dependencies=[Depends(require_token)],
+    responses={**E400, **E401},
+)
+
+SUBMISSION_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WorkflowSubmission.model_json_schema()}},
+    }
+}
+E413: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "Request body over 128 MiB."}
+}
+
+
+# ------------------------------------------------------------------------------ submission
+
+
+async def read_submission(request: Request) -> WorkflowSubmission:
+    """The body parsed by hand: upstream's clients send it with any content type (even none
+    or form-encoded), and every malformed body must be a 400 with a message."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > MAX_BODY:
+        raise ApiError(413, f"request body over {MAX_BODY >> 20} MiB")
+    parts: list[bytes] = []
+    received = 0
+    async for part in request.stream():
+        received += len(part)
+        if received > MAX_BODY:
+            raise ApiError(413, f"request body over {MAX_BODY >> 20} MiB")
+        parts.append(part)
+    raw = b"".join(parts)
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    try:
+        return WorkflowSubmission.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(
+            400,
+            'invalid request body: expected {"workflow": "<base64 of the workflow YAML>"}',
+            errors=[
+                ErrorItem(
+                    path=".".join(str(p) for p in e["loc"]) or "body", line=None, message=e["msg"]
+                )
+                for e in exc.errors()
+            ],
+        ) from None
+
+
+def decode_workflow(b64: str) -> str:
+    compact = "".join(b64.split())  # `base64` wraps lines at 76 columns; Go ignores them too
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, f"`workflow` is not valid base64: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "`workflow` does not decode to UTF-8 text") from None
+
+
+async def validate(text: str) -> service.Prepared:
+    """Validation off the event loop (a large file takes a while): 422 with every error."""
+    try:
+        return await asyncio.to_thread(service.validate_text, text, SOURCE)
+    except WorkflowValidationError as exc:
+        n = len(exc.errors)
+        raise ApiError(
+            422,
+            f"invalid workflow: {n} error{'s' * (n != 1)}",
+            errors=[ErrorItem(path=e.path, line=e.line, message=e.message) for e in exc.errors],
+        ) from None
+
+
+Submission = Annotated[WorkflowSubmission, Depends(read_submission)]
+
+
+async def submit_workflow(ctx: Ctx, submission: Submission) -> SubmitResult:
+    """Validate, store and start a workflow; answers as upstream does.
+
+    Nothing is stored when the workflow is invalid (422).
+    """
+    prepared = await validate(decode_workflow(submission.workflow))
+    wf_id = await asyncio.to_thread(service.store, ctx.repo, ctx.state_dir, prepared)
+    run = await ctx.engine.attach(wf_id)
+    ctx.watch(run)
+    return SubmitResult(workflow_entity=prepared.workflow.name, workflow_id=wf_id, message=DEPLOYED)
+
+
+router.add_api_route(
+    "/workflows/",
+    submit_workflow,
+    methods=["POST"],
+    response_model=SubmitResult,
+    summary="Submit a workflow (upstream-compatible)",
+    responses={**E413, **E422},
+    openapi_extra=SUBMISSION_BODY,
+    operation_id="submit_workflow",
+)
+
+
+@router.post(
+    "/workflows/validate/",
+    response_model=Envelope[ValidationResult],
+    responses={**E413, **E422},
+    openapi_extra=SUBMISSION_BODY,
+    summary="Validate a workflow without storing or running it",
+)
+async def validate_workflow(submission: Submission) -> Envelope[ValidationResult]:
+    prepared = await validate(decode_workflow(submission.workflow))
+    wf = prepared.workflow
+    return Envelope(
+        data=ValidationResult(
+            valid=True,
+            name=wf.name,
+            activities=len(wf.activities),
+            runtimes=sorted({a.runtime for a in wf.activities}),
+        ),
+        timestamp=views.now(),
+    )
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+@router.get(
+    "/workflows/",
+    response_model=Page[UpstreamWorkflow],
+    summary="List workflows, newest first (upstream's shape, paginated)",
+)
+async def list_workflows(
+    ctx: Ctx,
+    page: Annotated[Paging, Depends(paging(20))],
+    name: Annotated[str | None, Query(max_length=253, description="Only this name.")] = None,
+    unfinished: Annotated[bool, Query(description="Only pending or running ones.")] = False,
+    activities: WithActivities = True,
+) -> Page[UpstreamWorkflow]:
+    repo = ctx.repo
+    rows = repo.list_workflows(
+        limit=page.limit, offset=page.offset, unfinished_only=unfinished, name=name
+    )
+    return Page(
+        data=[views.upstream_workflow(ctx, r, with_activities=activities) for r in rows],
+        timestamp=views.now(),
+        total=repo.count_workflows(unfinished_only=unfinished, name=name),
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get(
+    "/workflows/{workflow_id}/",
+    response_model=Envelope[UpstreamWorkflow],
+    responses=E404,
+    summary="One workflow with its activities and metrics (upstream's shape)",
+)
+async def get_workflow(
+    ctx: Ctx, workflow_id: WorkflowId, activities: WithActivities = True
+) -> Envelope[UpstreamWorkflow]:
+    rec = find_workflow(ctx, workflow_id)
+    return Envelope(
+        data=views.upstream_workflow(ctx, rec, with_activities=activities),
+        timestamp=views.now(),
+    )
+
+
+def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
+    run = ctx.engine.workflows.get(wf_id)
+    nodes = [
+        LineageNode(
+            id=f"activity:{a.name}",
+            label=a.name,
+            type="activity",
+            state=views.live_state(run, a)[0].value,
+        )
+        for a in ctx.repo.list_activities(wf_id)
+    ]
+    edges = [
+        LineageEdge.model_validate(
+            {"from": f"activity:{act}", "to": f"activity:{dep}", "label": "dependsOn"}
+        )
+        for act, dep in ctx.repo.dependency_names(wf_id)
+    ]
+    return Lineage(nodes=nodes, edges=edges)
+
+
+@router.get(
+    "/workflows/{workflow_id}/lineage/",
+    response_model=Envelope[Lineage],
+    responses=E404,
+    summary="Lineage graph: activities and their dependsOn edges",
+)
+async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
+    """Nodes are the activities (`activity:<name>`); an edge goes from an activity to one it
+    depends on, labelled `dependsOn`. File provenance (files used and generated by each
+    activity, upstream's `used`/`wasGeneratedBy`) comes with a later version: this graph
+    holds what exists today."""
+    find_workflow(ctx, workflow_id)
+    return Envelope(data=lineage_of(ctx, workflow_id), timestamp=views.now())
+
+
+# ------------------------------------------------------------------------------- actions
+
+
+@router.post(
+    "/workflows/{workflow_id}/cancel/",
+    status_code=202,
+    response_model=Envelope[WorkflowStateOut],
+    responses={**E404, **E409},
+    summary="Cancel a workflow: running activities are stopped, waiting ones cancelled",
+)
+async def cancel_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[WorkflowStateOut]:
+    rec = find_workflow(ctx, workflow_id)
+    state = views.workflow_state(ctx, rec)
+    if state.is_final:
+        raise ApiError(409, f"workflow {workflow_id} already ended: {state}")
+    if workflow_id in ctx.engine.workflows:
+        ctx.engine.cancel(workflow_id)
+    else:
+        # Run by another engine process (`akoflow run`): record the request and poke it,
+        # as `akoflow cancel` does; an orphaned run is attached here and cancelled.
+        ctx.repo.request_cancel(workflow_id)
+        if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
+            if rec.owner_pid != os.getpid():
+                try:
+                    os.kill(rec.owner_pid, signal.SIGUSR1)
+                except OSError as exc:
+                    raise ApiError(409, f"cannot signal the engine owning it: {exc}") from None
+        elif rec.state is WorkflowState.RUNNING:
+            # Interrupted, not attached (its resume failed): attach it here; attach sees the
+            # request and cancels. A PENDING one is being submitted: its attach will.
+            try:
+                ctx.watch(await ctx.engine.attach(workflow_id))
+            except WorkflowBusy as exc:
+                raise ApiError(409, str(exc)) from None
+    return Envelope(
+        data=views.workflow_state_out(ctx, find_workflow(ctx, workflow_id)),
+        timestamp=views.now(),
+    )
+
+
+@router.post(
+    "/workflows/{workflow_id}/retry/",
+    status_code=202,
+    response_model=Envelope[WorkflowStateOut],
+    responses={**E404, **E409},
+    summary="Run a failed or cancelled workflow again from where it stopped",
+)
+async def retry_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[WorkflowStateOut]:
+    """Succeeded activities are kept; failed, cancelled and skipped ones run again."""
+    find_workflow(ctx, workflow_id)
+    try:
+        run = await ctx.engine.retry(workflow_id)
+    except KeyError:
+        raise ApiError(404, f"workflow {workflow_id} not found") from None
+    except (ValueError, WorkflowBusy, InvalidTransition) as exc:
+        raise ApiError(409, str(exc)) from None
+    ctx.watch(run)
+    return Envelope(
+        data=views.workflow_state_out(ctx, find_workflow(ctx, workflow_id)),
+        timestamp=views.now(),
+    )
+
+
+@router.delete(
+    "/workflows/{workflow_id}/",
+    response_model=Envelope[WorkflowStateOut],
+    responses={**E404, **E409},
+    summary="Delete a finished workflow: its records, logs, metrics and run directory",
+)
+async def delete_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[WorkflowStateOut]:
+    """Refused (409) while the workflow is pending or running: cancel it first. A data dir
+    given with `akoflow run --data-dir` outside the state dir is left alone."""
+    rec = find_workflow(ctx, workflow_id)
+    state = views.workflow_state(ctx, rec)
+    if not state.is_final:
+        raise ApiError(409, f"workflow {workflow_id} is {state}; cancel it before deleting it")
+    out = views.workflow_state_out(ctx, rec)
+    ctx.repo.delete_workflow(workflow_id)
+    ctx.forget(workflow_id)
+    runs = (ctx.state_dir / "runs").resolve()
+    directory = run_dir(ctx.state_dir, rec.id, rec.name).resolve()
+    if directory.parent == runs:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+    return Envelope(data=out, timestamp=views.now())
