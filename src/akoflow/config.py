@@ -42,6 +42,18 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+# Variables AkôFlow itself reads: runtime settings ({NAME}_{KEY}) and its own.
+_ENGINE_VAR = re.compile(r"^(AKOFLOW|LOCAL|DOCKER|SINGULARITY|K8S|HPC)[A-Z0-9_]*$")
+
+
+def activity_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The engine's environment minus the secrets it holds for its runtimes and API (cluster
+    tokens, SSH keys, passwords), which activities must never see: a script printing its
+    environment would put them in stored logs. The user's own variables pass through."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if not (_ENGINE_VAR.match(k) and is_secret_key(k))}
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """The env-var settings of one runtime, like upstream's GetCurrentRuntimeMetadata."""

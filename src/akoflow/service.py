@@ -33,6 +33,8 @@ def validate_text(text: str, source: str) -> Prepared:
 
 
 def open_repository(state_dir: Path) -> Repository:
+    # Logs, the database and the API token live here: private to the user.
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Repository(state_dir / DB_NAME)
 
 

@@ -226,3 +226,22 @@ def test_cancel_from_another_terminal(akoflow: Akoflow, tmp_path: Path, state_di
             engine.communicate()
     assert engine.returncode == 1
     assert by_name(status_json(akoflow))["s"]["state"] == "cancelled"
+
+
+def test_activities_do_not_inherit_runtime_secrets(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "env.yaml"
+    wf.write_text("name: envdump\nspec:\n  activities:\n    - name: a\n      run: env > env.txt\n")
+    res = akoflow(
+        "run",
+        str(wf),
+        "--data-dir",
+        str(tmp_path / "d"),
+        env=cli_env(K8S_AWS_API_SERVER_TOKEN="tok-supersecret", MY_SETTING="visible"),
+    )
+    assert res.returncode == 0, res.stderr
+    dumped = (tmp_path / "d" / "env.txt").read_text()
+    assert "MY_SETTING=visible" in dumped
+    assert "tok-supersecret" not in dumped
+    assert state_dir.stat().st_mode & 0o777 == 0o700

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from akoflow.config import RuntimeConfig, discover_runtime_names, env_prefix
+from akoflow.config import RuntimeConfig, activity_environ, discover_runtime_names, env_prefix
 from akoflow.runtimes.registry import adapter_for, check_runtime_name, configured_runtime_names
 
 
@@ -79,3 +79,20 @@ def test_runtimes_configured_by_the_environment_are_discovered() -> None:
     }
     assert configured_runtime_names(env) == ["local", "docker-gpu", "hpc-sdumont", "k8s-aws"]
     assert configured_runtime_names({}) == ["local"]
+
+
+def test_activities_never_see_the_engines_secrets() -> None:
+    env = {
+        "K8S_AWS_API_SERVER_TOKEN": "t",
+        "HPC_SDUMONT_PASSWORD": "p",
+        "HPC_SDUMONT_SSHKEYPRIVK": "k",
+        "AKOFLOW_API_TOKEN": "a",
+        "HPC_SDUMONT_USER": "me",
+        "AWS_SECRET_ACCESS_KEY": "users-own",
+        "PATH": "/usr/bin",
+    }
+    assert activity_environ(env) == {
+        "HPC_SDUMONT_USER": "me",
+        "AWS_SECRET_ACCESS_KEY": "users-own",
+        "PATH": "/usr/bin",
+    }

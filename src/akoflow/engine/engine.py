@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,7 @@ class Engine(RuntimeEvents):
         # intent (SUBMITTED) is already durable, and the runtime's reconciliation finds the
         # job by its key if the engine dies before this is written.
         self._unrecorded_running: list[ActivityRun] = []
+        self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -201,7 +202,7 @@ class Engine(RuntimeEvents):
             if slot.started:
                 with contextlib.suppress(Exception):
                     await slot.runtime.stop()
-        with self.repo.transaction():
+        with self._txn():
             self._record_running()
             for wf in self.workflows.values():
                 self.repo.release_workflow(wf.id, pid=self._pid)
@@ -304,7 +305,7 @@ class Engine(RuntimeEvents):
         by_id = {a.id: a for a in wf.activities.values()}
         for act_id, att in live.items():
             await self._adopt(by_id[act_id], att)
-        with self.repo.transaction():
+        with self._txn():
             for act in wf.activities.values():
                 if act.state is A.READY:
                     self._slots[act.runtime].queue.append(act)
@@ -329,7 +330,7 @@ class Engine(RuntimeEvents):
                 self._health_interval, lambda: self._spawn(self._adopt(act, att, later=True))
             )
             return
-        with self.repo.transaction():
+        with self._txn():
             self._apply_adopted(act, att.number, job.key, adopted, att.handle)
         if later and act.state is A.READY:  # never started: back in line (at attach, the
             slot.queue.append(act)  # caller queues every READY activity)
@@ -478,7 +479,7 @@ class Engine(RuntimeEvents):
             ]
             # One commit per wake-up: the outcomes, the dependents they release, and the
             # intents of the attempts about to start (committed before anything starts).
-            with self.repo.transaction():
+            with self._txn():
                 touched = self._apply_events(events, logs)
                 batches = self._dispatch()
             for wf in touched:
@@ -613,9 +614,25 @@ class Engine(RuntimeEvents):
             act.wf.remaining -= 1
             if reason:
                 act.reason = reason
-        self.repo.set_activity_states(
-            [(act.id, new)], reason=reason, finished_at=now if final else None
-        )
+        # Buffered: a failure can skip 100,000 dependents, an attach can ready as many roots;
+        # they are written by one statement per kind when the transaction ends (see _txn).
+        self._state_writes.setdefault((new, reason, now if final else None), []).append(act.id)
+
+    def _flush_states(self) -> None:
+        """Write the buffered activity states (before any other write that could follow them
+        for the same activity, and at the end of every transaction)."""
+        writes, self._state_writes = self._state_writes, {}
+        for (state, reason, finished_at), ids in writes.items():
+            self.repo.set_activity_states(
+                ((i, state) for i in ids), reason=reason, finished_at=finished_at
+            )
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[None]:
+        """A repository transaction that also writes the buffered activity states."""
+        with self.repo.transaction():
+            yield
+            self._flush_states()
 
     def _skip_downstream(self, start: ActivityRun) -> None:
         """Mark ``start`` and everything depending on it SKIPPED (iteratively: DAGs are deep)."""
@@ -656,6 +673,7 @@ class Engine(RuntimeEvents):
         """Take READY activities into free slots and record their intents (call inside a
         transaction); the caller starts them once that transaction is committed."""
         batches: list[tuple[_Slot, list[tuple[ActivityRun, JobSpec]]]] = []
+        self._flush_states()  # READY rows first: begin_attempt below moves them on
         for name, slot in self._slots.items():
             if not slot.ready or not slot.queue:
                 continue
@@ -710,7 +728,7 @@ class Engine(RuntimeEvents):
         if not failed:
             return
         touched: set[WorkflowRun] = set()
-        with self.repo.transaction():
+        with self._txn():
             for act, error in failed:
                 if getattr(error, "transient", False):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
@@ -807,7 +825,7 @@ class Engine(RuntimeEvents):
             targets = list(wf.activities.values())
         else:
             targets = [wf.activities[activity]]
-        with self.repo.transaction():
+        with self._txn():
             for act in targets:
                 if act.state in (A.PENDING, A.READY):
                     self._set_state(act, A.CANCELLED, "cancelled")
@@ -875,13 +893,13 @@ class Engine(RuntimeEvents):
         while True:
             await asyncio.sleep(self._log_interval)
             if self._unrecorded_running:
-                with self.repo.transaction():
+                with self._txn():
                     self._record_running()
             live = list(self._live())
             if not live:
                 continue
             fetched = [(act, await self._fetch_logs(act)) for act in live]
-            with self.repo.transaction():
+            with self._txn():
                 for act, chunks in fetched:
                     if act.state is A.RUNNING:
                         self._store_logs(act, chunks)

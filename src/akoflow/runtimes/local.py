@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from akoflow.config import activity_environ
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -110,7 +111,7 @@ class LocalRuntime(Runtime):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._base_env = dict(os.environ)
+        self._base_env = activity_environ()
         self._base_env["BASH_ENV"] = str(PRELUDE)
 
     async def stop(self) -> None:
