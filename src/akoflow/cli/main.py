@@ -138,6 +138,20 @@ def run(
         if not quiet and not as_json:
             err.print(f"resuming interrupted run #{wf_id} of {escape(prepared.workflow.name)}")
     else:
+        stale = repo.list_workflows(limit=1, unfinished_only=True, name=prepared.workflow.name)
+        from akoflow.engine.engine import owner_alive
+
+        if (
+            stale
+            and not owner_alive(stale[0].owner_pid, stale[0].owner_started)
+            and not quiet
+            and not as_json
+        ):
+            err.print(
+                f"[dim]note: run #{stale[0].id} of {escape(prepared.workflow.name)} (another "
+                f"version of this file) is unfinished; `akoflow resume {stale[0].id}` "
+                "continues it[/]"
+            )
         wf_id = service.store(repo, sdir, prepared, data_dir.resolve() if data_dir else None)
     code = asyncio.run(_run_attached(repo, sdir, [wf_id], quiet=quiet, as_json=as_json))
     raise typer.Exit(code)
@@ -270,7 +284,7 @@ async def _run_attached(
                 await progress.follow(wf, err if as_json else out, wf.done)
             state = await engine.wait(wf_id)
             if as_json:
-                out.print_json(json.dumps(_result_json(wf)))
+                out.print_json(json.dumps(_run_json(repo, wf_id)))
             elif not quiet:
                 progress.summary(wf, out)
                 progress.failure_details(wf, repo, out)
@@ -283,18 +297,17 @@ async def _run_attached(
     return code
 
 
-def _result_json(wf: Any) -> dict[str, Any]:
-    from akoflow.cli.progress import elapsed
-
-    now = time.time()
+def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
+    """One run as JSON (``run --json``, ``status ID --json``), from the store."""
+    rec = repo.get_workflow(wf_id)
     return {
         "workflow": {
-            "id": wf.id,
-            "name": wf.name,
-            "state": str(wf.state),
-            "data_dir": str(wf.data_dir),
-            "started_at": wf.started_at,
-            "finished_at": wf.finished_at,
+            "id": rec.id,
+            "name": rec.name,
+            "state": str(rec.state),
+            "data_dir": rec.data_dir,
+            "started_at": rec.started_at,
+            "finished_at": rec.finished_at,
         },
         "activities": [
             {
@@ -304,9 +317,14 @@ def _result_json(wf: Any) -> dict[str, Any]:
                 "attempts": a.attempt,
                 "exit_code": a.exit_code,
                 "reason": a.reason,
-                "duration": elapsed(a, now),
+                "node": a.node,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "duration": (a.finished_at - a.started_at)
+                if a.started_at and a.finished_at
+                else None,
             }
-            for a in wf.activities.values()
+            for a in repo.list_activities(wf_id)
         ],
     }
 
@@ -358,7 +376,8 @@ def _find_workflow(repo: Any, ref: str) -> Any:
     if ref.isdigit():
         rec = repo.get_workflow(int(ref))
     else:
-        rec = next((w for w in repo.list_workflows(limit=10_000) if w.name == ref), None)
+        newest = repo.list_workflows(limit=1, name=ref)  # a name means its newest run
+        rec = newest[0] if newest else None
     if rec is None:
         err.print(f"[bold red]error:[/] no workflow {escape(ref)!s}")
         raise typer.Exit(EXIT_INVALID)
@@ -434,34 +453,7 @@ def status(
     rec = _find_workflow(repo, workflow)
     acts = repo.list_activities(rec.id)
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "workflow": {
-                        "id": rec.id,
-                        "name": rec.name,
-                        "state": str(rec.state),
-                        "data_dir": rec.data_dir,
-                        "started_at": rec.started_at,
-                        "finished_at": rec.finished_at,
-                    },
-                    "activities": [
-                        {
-                            "name": a.name,
-                            "runtime": a.runtime,
-                            "state": str(a.state),
-                            "attempts": a.attempt,
-                            "exit_code": a.exit_code,
-                            "reason": a.reason,
-                            "node": a.node,
-                            "started_at": a.started_at,
-                            "finished_at": a.finished_at,
-                        }
-                        for a in acts
-                    ],
-                }
-            )
-        )
+        out.print_json(json.dumps(_run_json(repo, rec.id)))
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
