@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/run.py            # all
     .venv/bin/python bench/run.py wide chain # a subset
+    DOCKER_HOST=unix:///tmp/d/docker.sock .venv/bin/python bench/run.py docker
+                                             # per-activity overhead of docker vs local (needs
+                                             # a daemon with the image: `python -m
+                                             # tests.docker_support.dockerd up /tmp/d`)
     .venv/bin/python bench/run.py server     # server mode (bench/server.py; not in "all")
 
 Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
@@ -43,6 +47,47 @@ def chain_yaml(n: int) -> str:
         if i:
             lines.append(f"      dependsOn: [c{i - 1}]")
     return "\n".join(lines) + "\n"
+
+
+def trivial_yaml(name: str, n: int, runtime: str, image: str | None, chain: bool) -> str:
+    lines = [f"name: {name}", "spec:", f"  runtime: {runtime}"]
+    if image:
+        lines.append(f"  image: {image}")
+    lines.append("  activities:")
+    for i in range(n):
+        lines += [f"    - name: t{i}", "      run: 'true'"]
+        if chain and i:
+            lines.append(f"      dependsOn: [t{i - 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def bench_docker(n: int, image: str, tmp: Path) -> None:
+    """N trivial activities on docker vs local, independent (wide) and in a chain (latency)."""
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        print(f"{'docker':<11} skipped: set DOCKER_HOST to a daemon that has {image}")
+        return
+    env = {**os.environ, "DOCKER_PULL_POLICY": "never"}
+    for shape in ("wide", "chain"):
+        walls = {}
+        for runtime in ("local", "docker"):
+            name = f"{runtime}-{shape}"
+            wf = tmp / f"{name}.yaml"
+            text = trivial_yaml(
+                name, n, runtime, image if runtime == "docker" else None, shape == "chain"
+            )
+            wf.write_text(text)
+            state = tmp / f"state-{name}"
+            wall, _, code, _ = timed(
+                akoflow("run", str(wf), "--quiet", "--state-dir", str(state)), env=env
+            )
+            walls[runtime] = wall
+            print(
+                f"{name:<13} {n:>4} activities  {wall:7.3f} s  {wall / n * 1000:7.1f} ms/act  "
+                f"exit {code}"
+            )
+        extra = (walls["docker"] - walls["local"]) / n * 1000
+        print(f"{'':<13} docker overhead ({shape}): {extra:+.1f} ms per activity")
 
 
 def big_yaml(n: int) -> str:
@@ -101,10 +146,15 @@ def bench_run(name: str, text: str, n_acts: int, tmp: Path, budget: str) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("which", nargs="*", default=["startup", "wide", "chain", "plan"])
+    default = ["startup", "wide", "chain", "plan"]
+    if os.environ.get("DOCKER_HOST"):
+        default.append("docker")
+    parser.add_argument("which", nargs="*", default=default)
     parser.add_argument("--wide", type=int, default=1000)
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--docker", type=int, default=20, help="activities per docker run")
+    parser.add_argument("--docker-image", default="akoflow-test/busybox:1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="akoflow-bench-") as d:
         tmp = Path(d)
@@ -139,6 +189,8 @@ def main() -> None:
             )
         if "chain" in args.which:
             bench_run("chain", chain_yaml(args.chain), args.chain, tmp, "budget < 2 s")
+        if "docker" in args.which:
+            bench_docker(args.docker, args.docker_image, tmp)
         if "plan" in args.which:
             big = tmp / "big.yaml"
             big.write_text(big_yaml(args.big))

@@ -60,6 +60,7 @@ LOG_INTERVAL = 1.0
 METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
+STOP_GRACE_SECONDS = 10.0
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
 _Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
@@ -193,7 +194,13 @@ class Engine(RuntimeEvents):
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
-        for task in self._tasks + list(self._background):
+        for task in self._tasks:
+            task.cancel()
+        # Let in-flight runtime calls (a release that removes a container, a cancel) finish
+        # rather than cut them half-way; a backend that hangs gets a bounded wait.
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=STOP_GRACE_SECONDS)
+        for task in list(self._background):
             task.cancel()
         for task in self._tasks + list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
