@@ -494,8 +494,9 @@ class Engine(RuntimeEvents):
             for slot, batch in batches:
                 if slot.runtime.instant_submit:
                     await self._submit_batch(slot, batch)
-                else:
-                    self._spawn(self._submit_batch(slot, batch))
+                else:  # network round trips: in parallel, bounded by the runtime's slots
+                    for item in batch:
+                        self._spawn(self._submit_batch(slot, [item]))
 
     def _apply_events(
         self,
