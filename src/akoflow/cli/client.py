@@ -252,29 +252,15 @@ class AsyncApi:
 
 
 def _result_json(run: RemoteRun) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "workflow": {
-            "id": run.id,
-            "name": run.name,
-            "state": str(run.state),
-            "data_dir": str(run.data_dir),
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-        },
-        "activities": [
-            {
-                "name": a.name,
-                "runtime": a.runtime,
-                "state": str(a.state),
-                "attempts": a.attempt,
-                "exit_code": a.exit_code,
-                "reason": a.reason,
-                "duration": progress.elapsed(a, now),
-            }
-            for a in run.activities.values()
-        ],
-    }
+    return progress.run_json(
+        id=run.id,
+        name=run.name,
+        state=run.state,
+        data_dir=str(run.data_dir),
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        activities=run.activities.values(),
+    )
 
 
 async def _failure_details(api: AsyncApi, run: RemoteRun, *, most: int = 3) -> None:
@@ -428,34 +414,16 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
     acts = [_activity(a) for a in api.activities(wf_id)]
     t = w["times"]
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "workflow": {
-                        "id": w["id"],
-                        "name": w["name"],
-                        "state": w["state"],
-                        "data_dir": w["dataDir"],
-                        "started_at": t["startedAt"],
-                        "finished_at": t["finishedAt"],
-                    },
-                    "activities": [
-                        {
-                            "name": a.name,
-                            "runtime": a.runtime,
-                            "state": str(a.state),
-                            "attempts": a.attempt,
-                            "exit_code": a.exit_code,
-                            "reason": a.reason,
-                            "node": a.node,
-                            "started_at": a.started_at,
-                            "finished_at": a.finished_at,
-                        }
-                        for a in acts
-                    ],
-                }
-            )
+        doc = progress.run_json(
+            id=w["id"],
+            name=w["name"],
+            state=w["state"],
+            data_dir=w["dataDir"],
+            started_at=t["startedAt"],
+            finished_at=t["finishedAt"],
+            activities=acts,
         )
+        out.print_json(json.dumps(doc))
         return
     out.print(
         f"[bold]workflow[/] [bold cyan]{escape(w['name'])} #{w['id']}[/] ",

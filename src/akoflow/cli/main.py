@@ -299,34 +299,18 @@ async def _run_attached(
 
 def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
     """One run as JSON (``run --json``, ``status ID --json``), from the store."""
+    from akoflow.cli.progress import run_json
+
     rec = repo.get_workflow(wf_id)
-    return {
-        "workflow": {
-            "id": rec.id,
-            "name": rec.name,
-            "state": str(rec.state),
-            "data_dir": rec.data_dir,
-            "started_at": rec.started_at,
-            "finished_at": rec.finished_at,
-        },
-        "activities": [
-            {
-                "name": a.name,
-                "runtime": a.runtime,
-                "state": str(a.state),
-                "attempts": a.attempt,
-                "exit_code": a.exit_code,
-                "reason": a.reason,
-                "node": a.node,
-                "started_at": a.started_at,
-                "finished_at": a.finished_at,
-                "duration": (a.finished_at - a.started_at)
-                if a.started_at and a.finished_at
-                else None,
-            }
-            for a in repo.list_activities(wf_id)
-        ],
-    }
+    return run_json(
+        id=rec.id,
+        name=rec.name,
+        state=rec.state,
+        data_dir=rec.data_dir,
+        started_at=rec.started_at,
+        finished_at=rec.finished_at,
+        activities=repo.list_activities(wf_id),
+    )
 
 
 # --------------------------------------------------------------------------- validate, schema

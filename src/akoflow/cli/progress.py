@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -42,6 +42,8 @@ class ActivityView(Protocol):
     def started_at(self) -> float | None: ...
     @property
     def finished_at(self) -> float | None: ...
+    @property
+    def node(self) -> str | None: ...
 
 
 class RunView(Protocol):
@@ -61,6 +63,46 @@ class RunView(Protocol):
     def finished_at(self) -> float | None: ...
     @property
     def activities(self) -> Mapping[str, ActivityView]: ...
+
+
+def run_json(
+    *,
+    id: int,
+    name: str,
+    state: str,
+    data_dir: str,
+    started_at: float | None,
+    finished_at: float | None,
+    activities: Iterable[ActivityView],
+) -> dict[str, Any]:
+    """The one JSON shape of a run (``run --json``, ``status ID --json``, the client's)."""
+    return {
+        "workflow": {
+            "id": id,
+            "name": name,
+            "state": str(state),
+            "data_dir": data_dir,
+            "started_at": started_at,
+            "finished_at": finished_at,
+        },
+        "activities": [
+            {
+                "name": a.name,
+                "runtime": a.runtime,
+                "state": str(a.state),
+                "attempts": a.attempt,
+                "exit_code": a.exit_code,
+                "reason": a.reason,
+                "node": a.node,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "duration": a.finished_at - a.started_at
+                if a.started_at is not None and a.finished_at is not None
+                else None,
+            }
+            for a in activities
+        ],
+    }
 
 
 STATE_STYLE: dict[str, str] = {
