@@ -782,6 +782,9 @@ class Engine(RuntimeEvents):
             data_dir=wf.data_dir,
             attempt_dir=wf.run_dir / "attempts",
             env=env,
+            namespace=wf.workflow.namespace,
+            volumes=wf.workflow.volumes,
+            storage_policy=wf.workflow.storage_policy,
         )
 
     # ================================================================ timeouts, cancel

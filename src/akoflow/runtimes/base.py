@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from akoflow.config import RuntimeConfig
-from akoflow.spec import Activity
+from akoflow.spec import Activity, StoragePolicy, Volume
 
 
 class RuntimeFailure(Exception):
@@ -66,6 +66,12 @@ class JobSpec:
     per run, not per attempt); this attempt's files start with :attr:`attempt_prefix`."""
     env: Mapping[str, str] = field(default_factory=dict)
     """Variables AkôFlow sets for the activity (ids, names, data dir), before activity.env."""
+    namespace: str = "akoflow"
+    """The workflow's ``spec.namespace`` (Kubernetes namespace; a label elsewhere)."""
+    volumes: tuple[Volume, ...] = ()
+    """The workflow's ``spec.volumes`` (``local:remote``), staged by remote runtimes."""
+    storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
+    """The workflow's ``spec.storagePolicy`` (Kubernetes volumes)."""
 
     @property
     def attempt_prefix(self) -> Path:
