@@ -58,7 +58,8 @@ _FINAL_ACTIVITY = frozenset(
 _A = ActivityState
 ACTIVITY_TRANSITIONS: dict[ActivityState, frozenset[ActivityState]] = {
     _A.PENDING: frozenset({_A.READY, _A.SKIPPED, _A.CANCELLED}),
-    _A.READY: frozenset({_A.SUBMITTED, _A.CANCELLED, _A.SKIPPED}),
+    # READY -> FAILED: no node of its runtime could ever hold it (placement).
+    _A.READY: frozenset({_A.SUBMITTED, _A.CANCELLED, _A.SKIPPED, _A.FAILED}),
     # SUBMITTED -> READY: the attempt provably never started (lost before launch) or a retry.
     _A.SUBMITTED: frozenset({_A.RUNNING, _A.SUCCEEDED, _A.FAILED, _A.CANCELLED, _A.READY}),
     # RUNNING -> READY: the attempt failed and a retry is left.

@@ -58,7 +58,7 @@ FULL = yml(
     name: wf-example
     spec:
       runtime: k8s
-      schedule: myscore
+      schedule: akoscore
       image: alpine:3.20
       namespace: akoflow
       mountPath: /data
@@ -113,7 +113,7 @@ def test_full_upstream_example() -> None:
     assert wf.name == "wf-example"
     assert (wf.runtime, wf.schedule, wf.image, wf.namespace, wf.mount_path) == (
         "k8s",
-        "myscore",
+        "akoscore",
         "alpine:3.20",
         "akoflow",
         "/data",
@@ -1004,3 +1004,26 @@ def test_event_builder_agrees_with_pyyaml_on_generated_documents() -> None:
         accepted += 1
         assert repr(built) == repr(expected), text
     assert accepted > 300  # most generated documents are valid YAML
+
+
+def test_schedule_names_an_installed_policy() -> None:
+    text = "name: w\nspec:\n  schedule: myscore\n  activities:\n    - {name: a, run: 'true'}\n"
+    with pytest.raises(WorkflowValidationError) as info:
+        load_workflow(text)
+    message = str(info.value)
+    assert ":3: spec.schedule: unknown placement policy 'myscore'" in message
+    assert "akoscore, round-robin" in message
+
+
+def test_alpha_and_strategy() -> None:
+    text = (
+        "name: w\nspec:\n  schedule: round-robin\n  alpha: 0.25\n  strategy: FAF\n"
+        "  activities:\n    - {name: a, run: 'true'}\n"
+    )
+    wf = load_workflow(text)
+    assert (wf.schedule, wf.alpha, wf.strategy) == ("round-robin", 0.25, "first-activity-first")
+    assert load_workflow(text.replace("FAF", "first-data-first")).strategy == "first-data-first"
+    with pytest.raises(WorkflowValidationError, match="spec.alpha"):
+        load_workflow(text.replace("0.25", "1.5"))
+    with pytest.raises(WorkflowValidationError, match="spec.strategy"):
+        load_workflow(text.replace("FAF", "sometimes"))

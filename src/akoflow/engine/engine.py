@@ -28,9 +28,12 @@ from typing import Any
 import psutil
 
 from akoflow.config import RuntimeConfig
+from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
+from akoflow.placement.akoscore import DEFAULT_ALPHA
 from akoflow.runtimes.base import (
     Adopted,
     JobSpec,
+    NodeInfo,
     Outcome,
     Runtime,
     RuntimeEvents,
@@ -43,6 +46,7 @@ from akoflow.runtimes.registry import (
     create_runtime,
 )
 from akoflow.spec import Activity, Workflow, load_workflow
+from akoflow.spec.dag import levels
 from akoflow.states import (
     ActivityState,
     WorkflowState,
@@ -99,6 +103,8 @@ class ActivityRun:
     cancel_requested: bool = False
     timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
+    level: int = 0  # DAG depth (first-activity-first)
+    placed: tuple[str, Reserved] | None = None  # node and resources reserved there
 
 
 @dataclass(eq=False)
@@ -115,6 +121,11 @@ class WorkflowRun:
     started_at: float | None = None
     finished_at: float | None = None
     done: asyncio.Future[WorkflowState] | None = None
+    placement: PlacementPolicy | None = None  # spec.schedule
+    history: dict[str, list[tuple[str | None, float]]] = field(default_factory=dict)
+    levels_left: list[int] | None = None  # first-activity-first: live activities per level
+    open_level: int = 0
+    held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
 
 
 @dataclass(eq=False)
@@ -128,6 +139,8 @@ class _Slot:
     queue: deque[ActivityRun] = field(default_factory=deque)
     running: int = 0
     started: bool = False
+    nodes: list[NodeInfo] | None = None  # as last reported (placement)
+    reserved: dict[str, Reserved] = field(default_factory=dict)
 
 
 def attempt_key(wf_id: int, activity: str, attempt: int) -> str:
@@ -177,6 +190,7 @@ class Engine(RuntimeEvents):
         # job by its key if the engine dies before this is written.
         self._unrecorded_running: list[ActivityRun] = []
         self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
+        self._unfinished: set[WorkflowRun] = set()  # failed at placement, to check for the end
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -296,6 +310,17 @@ class Engine(RuntimeEvents):
             dep.dependents.append(act)
             if dep.state is not A.SUCCEEDED:
                 act.deps_left += 1
+        if workflow.schedule:
+            wf.placement = load_policy(workflow.schedule)
+            wf.history = self.repo.duration_history(wf.name)
+        if workflow.strategy == "first-activity-first":
+            depth = levels({a.name: a.depends_on for a in workflow.activities})
+            wf.levels_left = [0] * (max(depth.values()) + 1)
+            for act in wf.activities.values():
+                act.level = depth[act.name]
+                if not act.state.is_final:
+                    wf.levels_left[act.level] += 1
+            self._open_levels(wf)
         return wf
 
     async def _reconcile(self, wf: WorkflowRun, rec: WorkflowRecord) -> None:
@@ -399,6 +424,11 @@ class Engine(RuntimeEvents):
         slot = _Slot(runtime=runtime, limit=runtime.max_parallel)
         self._slots[name] = slot
         await self._check_health(name, slot)
+        if slot.ready:
+            try:
+                await self._refresh_nodes(name, slot)
+            except Exception as exc:  # placement waits for the next health check
+                log.warning("runtime %s: cannot list its nodes yet: %s", name, exc)
         return slot
 
     async def _check_health(self, name: str, slot: _Slot) -> None:
@@ -436,21 +466,28 @@ class Engine(RuntimeEvents):
             for name, slot in list(self._slots.items()):
                 await self._check_health(name, slot)
                 with contextlib.suppress(Exception):
-                    nodes = await slot.runtime.nodes()
-                    self.repo.upsert_nodes(
-                        name,
-                        (
-                            (
-                                n.name,
-                                "READY" if n.ready else "NOT_READY",
-                                n.cpu_capacity,
-                                n.memory_capacity,
-                                n.cpu_usage,
-                                n.memory_usage,
-                            )
-                            for n in nodes
-                        ),
-                    )
+                    await self._refresh_nodes(name, slot)
+
+    async def _refresh_nodes(self, name: str, slot: _Slot) -> None:
+        """The runtime's nodes, for placement and for the runtimes view."""
+        nodes = list(await slot.runtime.nodes())
+        slot.nodes = nodes
+        if slot.queue and any(a.wf.placement is not None for a in slot.queue):
+            self._wake.set()  # capacity may have freed up for a waiting activity
+        self.repo.upsert_nodes(
+            name,
+            (
+                (
+                    n.name,
+                    "READY" if n.ready else "NOT_READY",
+                    n.cpu_capacity,
+                    n.memory_capacity,
+                    n.cpu_usage,
+                    n.memory_usage,
+                )
+                for n in nodes
+            ),
+        )
 
     def runtime_status(self) -> dict[str, tuple[bool, str | None]]:
         return {name: (s.ready, s.reason) for name, s in self._slots.items()}
@@ -489,6 +526,8 @@ class Engine(RuntimeEvents):
             with self._txn():
                 touched = self._apply_events(events, logs)
                 batches = self._dispatch()
+            touched |= self._unfinished
+            self._unfinished = set()
             for wf in touched:
                 self._maybe_finish(wf)
             for slot, batch in batches:
@@ -550,6 +589,11 @@ class Engine(RuntimeEvents):
 
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
+        self._unreserve(act)
+        if outcome.succeeded and act.wf.placement is not None and act.attempt_started:
+            act.wf.history.setdefault(act.name, []).append(
+                (act.node, time.time() - act.attempt_started)
+            )
         if act.timer is not None:
             act.timer.cancel()
             act.timer = None
@@ -597,6 +641,7 @@ class Engine(RuntimeEvents):
             return
         act.finished_at = now
         act.wf.remaining -= 1
+        self._level_done(act)
         if new is A.SUCCEEDED:
             for child in act.dependents:
                 child.deps_left -= 1
@@ -622,6 +667,7 @@ class Engine(RuntimeEvents):
             act.wf.remaining -= 1
             if reason:
                 act.reason = reason
+            self._level_done(act)
         # Buffered: a failure can skip 100,000 dependents, an attach can ready as many roots;
         # they are written by one statement per kind when the transaction ends (see _txn).
         self._state_writes.setdefault((new, reason, now if final else None), []).append(act.id)
@@ -687,14 +733,29 @@ class Engine(RuntimeEvents):
                 continue
             free = slot.limit - slot.running
             batch: list[tuple[ActivityRun, JobSpec]] = []
+            unplaced: list[ActivityRun] = []
             while slot.queue and len(batch) < free:
                 act = slot.queue.popleft()
                 if act.state is not A.READY or act.wf.cancelling:
                     continue
+                if act.wf.levels_left is not None and act.level > act.wf.open_level:
+                    act.wf.held.append(act)  # first-activity-first: its level is not open yet
+                    continue
+                decision = None
+                if act.wf.placement is not None:
+                    decision = self._place(act, slot)
+                    if decision.node is None:
+                        if decision.never_feasible:
+                            self._unplaceable(act, decision)
+                        else:
+                            unplaced.append(act)  # waits for a node to free up
+                        continue
                 number = act.attempt + 1
-                job = self._job_spec(act, number)
+                job = self._job_spec(act, number, node=decision.node if decision else None)
                 check_activity_transition(act.name, act.state, A.SUBMITTED)
                 self.repo.begin_attempt(act.id, number, runtime=name, handle={})
+                if decision is not None:
+                    self._record_placement(act, number, name, decision)
                 act.state = A.SUBMITTED
                 act.attempt = number
                 act.key = job.key
@@ -706,9 +767,119 @@ class Engine(RuntimeEvents):
                 self._jobs[job.key] = act
                 slot.running += 1
                 batch.append((act, job))
+            slot.queue.extendleft(reversed(unplaced))
             if batch:
                 batches.append((slot, batch))
         return batches
+
+    # ================================================================ placement
+
+    def _place(self, act: ActivityRun, slot: _Slot) -> Decision:
+        """Ask the workflow's policy for a node (no node known yet: wait for the runtime)."""
+        assert act.wf.placement is not None
+        history = act.wf.history.get(act.name, [])
+        by_node: dict[str, list[float]] = {}
+        for node, seconds in history:
+            if node is not None:
+                by_node.setdefault(node, []).append(seconds)
+        demand = Demand(
+            act.name,
+            cpu=act.spec.cpu_cores,
+            memory=act.spec.memory_bytes,
+            mean_seconds=sum(s for _, s in history) / len(history) if history else None,
+            mean_seconds_by_node={n: sum(v) / len(v) for n, v in by_node.items()},
+        )
+        alpha = act.wf.workflow.alpha
+        if alpha is None:
+            try:
+                alpha = float(slot.runtime.config.get("ALPHA") or DEFAULT_ALPHA)
+            except ValueError:
+                alpha = DEFAULT_ALPHA
+        return act.wf.placement.place(demand, slot.nodes or [], slot.reserved, alpha)
+
+    def _record_placement(
+        self, act: ActivityRun, number: int, runtime: str, decision: Decision
+    ) -> None:
+        slot = self._slots[runtime]
+        assert decision.node is not None
+        claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
+        held = slot.reserved.get(decision.node, Reserved())
+        slot.reserved[decision.node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)
+        act.placed = (decision.node, claim)
+        self.repo.add_placement(
+            act.id,
+            number,
+            runtime=runtime,
+            policy=decision.policy,
+            node=decision.node,
+            alpha=decision.alpha,
+            candidates=[
+                {
+                    "node": c.node,
+                    "feasible": c.feasible,
+                    "score": c.score,
+                    "reason": c.reason,
+                    "freeCpu": c.free_cpu,
+                    "freeMemory": c.free_memory,
+                    "expectedSeconds": c.expected_seconds,
+                }
+                for c in decision.candidates
+            ],
+        )
+
+    def _unreserve(self, act: ActivityRun) -> None:
+        if act.placed is None:
+            return
+        node, claim = act.placed
+        act.placed = None
+        slot = self._slots[act.runtime]
+        held = slot.reserved.get(node, Reserved())
+        slot.reserved[node] = Reserved(
+            max(0.0, held.cpu - claim.cpu), max(0, held.memory - claim.memory)
+        )
+
+    def _unplaceable(self, act: ActivityRun, decision: Decision) -> None:
+        """No node of the runtime could ever hold the activity: fail it now, do not wait."""
+        reason = f"cannot be placed: {decision.never_feasible}"
+        self.repo.add_placement(
+            act.id,
+            act.attempt + 1,
+            runtime=act.runtime,
+            policy=decision.policy,
+            node=None,
+            alpha=decision.alpha,
+            candidates=[
+                {"node": c.node, "feasible": False, "reason": c.reason} for c in decision.candidates
+            ],
+        )
+        self._set_state(act, A.FAILED, reason)
+        for child in act.dependents:
+            self._skip_downstream(child)
+        self._unfinished.add(act.wf)
+
+    # ================================================================ execution strategy
+
+    def _level_done(self, act: ActivityRun) -> None:
+        wf = act.wf
+        if wf.levels_left is None:
+            return
+        wf.levels_left[act.level] -= 1
+        self._open_levels(wf)
+
+    def _open_levels(self, wf: WorkflowRun) -> None:
+        """First-activity-first: open the next DAG level once every activity of the current
+        one is final, and put its held READY activities in line."""
+        assert wf.levels_left is not None
+        last = len(wf.levels_left) - 1
+        while wf.open_level < last and wf.levels_left[wf.open_level] == 0:
+            wf.open_level += 1
+        if wf.held:
+            held, wf.held = wf.held, []
+            for act in held:
+                if act.level <= wf.open_level:
+                    self._requeue(act)
+                else:
+                    wf.held.append(act)
 
     async def _submit_batch(self, slot: _Slot, batch: list[tuple[ActivityRun, JobSpec]]) -> None:
         started: list[ActivityRun] = []
@@ -742,6 +913,7 @@ class Engine(RuntimeEvents):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
                     slot.ready, slot.reason = False, str(error)
                     self._jobs.pop(act.key or "", None)
+                    self._unreserve(act)
                     slot.running -= 1
                     self.repo.attempt_lost(act.id, act.attempt, reason=str(error))
                     act.state = A.READY
@@ -755,7 +927,7 @@ class Engine(RuntimeEvents):
             self._maybe_finish(wf)
         self._wake.set()
 
-    def _job_spec(self, act: ActivityRun, attempt: int) -> JobSpec:
+    def _job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
         wf = act.wf
         key = attempt_key(wf.id, act.name, attempt)
         env = {
@@ -785,6 +957,7 @@ class Engine(RuntimeEvents):
             namespace=wf.workflow.namespace,
             volumes=wf.workflow.volumes,
             storage_policy=wf.workflow.storage_policy,
+            node=node,
         )
 
     # ================================================================ timeouts, cancel

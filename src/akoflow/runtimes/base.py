@@ -72,6 +72,9 @@ class JobSpec:
     """The workflow's ``spec.volumes`` (``local:remote``), staged by remote runtimes."""
     storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
     """The workflow's ``spec.storagePolicy`` (Kubernetes volumes)."""
+    node: str | None = None
+    """The node the placement policy chose (``spec.schedule``); runtimes that can pin work to
+    a node (Kubernetes, SLURM) do, the others have one node anyway."""
 
     @property
     def attempt_prefix(self) -> Path:

@@ -710,6 +710,20 @@ def _cross_checks(data: dict[Any, Any], runtime_check: RuntimeCheck | None) -> l
             issues.append(_Issue(loc, verdict))
 
     check_runtime(spec.get("runtime"), ("spec", "runtime"))
+    schedule = spec.get("schedule")
+    if isinstance(schedule, str) and schedule.split() == [schedule]:
+        # Imported here: policies depend on the runtime contract, which depends on the spec.
+        from akoflow.placement.policies import available_policies
+
+        policies = available_policies()
+        if schedule not in policies:
+            issues.append(
+                _Issue(
+                    ("spec", "schedule"),
+                    f"unknown placement policy {schedule!r}: use one of "
+                    f"{', '.join(policies)} (or install one as an 'akoflow.placement' entry point)",
+                )
+            )
     activities = spec.get("activities")
     if not isinstance(activities, list):
         return issues
@@ -871,6 +885,10 @@ def _resolve(document: WorkflowDocument, default_runtime: str) -> Workflow:
         ),
         volumes=tuple(Volume(*entry.split(":", 1)) for entry in spec.volumes),
         schedule=spec.schedule,
+        alpha=spec.alpha,
+        strategy={"FDF": "first-data-first", "FAF": "first-activity-first"}.get(
+            spec.strategy, spec.strategy
+        ),
     )
 
 

@@ -343,8 +343,8 @@ class StoragePolicySpec(_Strict):
     type: Literal["standalone", "distributed"] = Field(
         default="standalone",
         description=(
-            "'standalone' (default): one PersistentVolumeClaim per activity, inputs copied "
-            "from dependencies; 'distributed': one shared NFS-backed volume for the workflow."
+            "'standalone' (default): one shared PersistentVolumeClaim mounted by every activity "
+            "of the workflow; 'distributed': one volume per worker node, not shared between nodes."
         ),
     )
     storage_class_name: Token | None = Field(
@@ -469,7 +469,28 @@ class WorkflowSpec(_Strict):
     )
     schedule: Token | None = Field(
         default=None,
-        description="Name of the scheduling policy that places activities on nodes.",
+        description=(
+            "Placement policy that chooses a node for each activity: 'akoscore' (the highest "
+            "AkôScore wins), 'round-robin', or a policy installed as a Python entry point "
+            "(group 'akoflow.placement'). Unset: the runtime's own scheduler places work."
+        ),
+    )
+    alpha: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        strict=False,
+        description=(
+            "AkôScore weight between memory headroom (1) and expected speed (0); default the "
+            "runtime's {NAME}_ALPHA, else 0.5."
+        ),
+    )
+    strategy: Literal["first-data-first", "first-activity-first", "FDF", "FAF"] = Field(
+        default="first-data-first",
+        description=(
+            "'first-data-first' (FDF, default): an activity starts as soon as its inputs are "
+            "ready. 'first-activity-first' (FAF): each DAG level finishes before the next starts."
+        ),
     )
     retries: Retries | None = Field(
         default=None,

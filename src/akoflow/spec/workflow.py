@@ -51,4 +51,6 @@ class Workflow:
     mount_path: str | None = None
     storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
     volumes: tuple[Volume, ...] = ()
-    schedule: str | None = None
+    schedule: str | None = None  # placement policy name
+    alpha: float | None = None
+    strategy: str = "first-data-first"  # or "first-activity-first"

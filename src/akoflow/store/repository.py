@@ -21,7 +21,7 @@ from typing import Any
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: placements
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,19 @@ class NodeRecord:
     cpu_usage: float | None
     memory_usage: int | None
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRecord:
+    activity_id: int
+    activity: str
+    attempt: int
+    runtime: str
+    policy: str
+    node: str | None
+    alpha: float | None
+    candidates: list[dict[str, Any]]
+    decided_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -751,6 +764,60 @@ class Repository:
         if row is None:
             return None
         return RuntimeRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+
+    def add_placement(
+        self,
+        activity_id: int,
+        attempt: int,
+        *,
+        runtime: str,
+        policy: str,
+        node: str | None,
+        alpha: float | None,
+        candidates: list[dict[str, Any]],
+    ) -> None:
+        self._exec(
+            "INSERT INTO placements (activity_id, attempt, runtime, policy, node, alpha, "
+            "candidates, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                activity_id,
+                attempt,
+                runtime,
+                policy,
+                node,
+                alpha,
+                json.dumps(candidates, separators=(",", ":")),
+                time.time(),
+            ),
+        )
+
+    def list_placements(self, workflow_id: int) -> list[PlacementRecord]:
+        """Every placement decision of a workflow's activities, in decision order."""
+        rows = self._exec(
+            "SELECT p.activity_id, a.name, p.attempt, p.runtime, p.policy, p.node, p.alpha, "
+            "p.candidates, p.decided_at FROM placements p JOIN activities a "
+            "ON a.id = p.activity_id WHERE a.workflow_id = ? ORDER BY p.id",
+            (workflow_id,),
+        ).fetchall()
+        return [
+            PlacementRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
+            for r in rows
+        ]
+
+    def duration_history(self, workflow_name: str) -> dict[str, list[tuple[str | None, float]]]:
+        """(node, seconds) of the succeeded attempts of every activity of earlier runs of the
+        workflow ``workflow_name``, by activity name (the input of AkôScore's T)."""
+        rows = self._exec(
+            "SELECT a.name, t.node, t.finished_at - t.started_at FROM attempts t "
+            "JOIN activities a ON a.id = t.activity_id JOIN workflows w ON w.id = a.workflow_id "
+            "WHERE w.name = ? AND t.state = 'succeeded' AND t.started_at IS NOT NULL "
+            "AND t.finished_at IS NOT NULL",
+            (workflow_name,),
+        ).fetchall()
+        history: dict[str, list[tuple[str | None, float]]] = {}
+        for name, node, seconds in rows:
+            history.setdefault(name, []).append((node, float(seconds)))
+        return history
 
     def list_nodes(self, runtime: str) -> list[NodeRecord]:
         rows = self._exec(

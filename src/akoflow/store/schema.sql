@@ -109,3 +109,17 @@ CREATE TABLE IF NOT EXISTS nodes (
     updated_at      REAL NOT NULL,
     PRIMARY KEY (runtime, name)
 );
+
+-- Every placement decision (spec.schedule), with the scores of all candidate nodes.
+CREATE TABLE IF NOT EXISTS placements (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
+    attempt         INTEGER NOT NULL,
+    runtime         TEXT    NOT NULL,
+    policy          TEXT    NOT NULL,
+    node            TEXT,
+    alpha           REAL,
+    candidates      TEXT    NOT NULL,  -- JSON [{node, feasible, score, reason, ...}]
+    decided_at      REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS placements_activity ON placements(activity_id);
