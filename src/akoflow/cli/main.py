@@ -460,6 +460,39 @@ def status(
 
 
 @app.command()
+def prov(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json (PROV-JSON), provn (PROV-N) or ttl (PROV-O Turtle).")
+    ] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file [default: stdout].")
+    ] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Export a run's provenance as W3C PROV: attempts, the files they used and generated,
+    runtimes as agents, with times, nodes, images, resources and placement decisions."""
+    from akoflow import service
+    from akoflow.provenance.prov_export import FORMATS, serialize, workflow_document
+
+    if fmt not in FORMATS:
+        err.print(f"unknown format {escape(fmt)!r}: use one of {', '.join(FORMATS)}")
+        raise typer.Exit(EXIT_INVALID)
+    sdir = config.state_dir(state_dir)
+    if not (sdir / service.DB_NAME).exists():
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_INVALID)
+    repo = service.open_repository(sdir)
+    rec = _find_workflow(repo, workflow)
+    text = serialize(workflow_document(repo, rec.id), fmt)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {escape(str(output))}")
+
+
+@app.command()
 def logs(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],

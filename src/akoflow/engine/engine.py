@@ -30,6 +30,7 @@ import psutil
 from akoflow.config import RuntimeConfig
 from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
+from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan
 from akoflow.runtimes.base import (
     Adopted,
     JobSpec,
@@ -65,6 +66,7 @@ METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
+FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
 _Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
@@ -104,6 +106,8 @@ class ActivityRun:
     timed_out: bool = False
     timer: asyncio.TimerHandle | None = None
     level: int = 0  # DAG depth (first-activity-first)
+    dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it
+    exited_at: float | None = None  # when the runtime reported the end (before batching)
     placed: tuple[str, Reserved] | None = None  # node and resources reserved there
 
 
@@ -126,6 +130,14 @@ class WorkflowRun:
     levels_left: list[int] | None = None  # first-activity-first: live activities per level
     open_level: int = 0
     held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
+    # Provenance (see akoflow.provenance): the data dir as last scanned, the files that were
+    # there before the run, changes not yet attributed, and who generated what.
+    files: Snapshot | None = None
+    files_initial: set[str] = field(default_factory=set)
+    files_unclaimed: dict[str, FileState] = field(default_factory=dict)
+    # path -> (end, activity_id, attempt, activity) of finished attempts that may have written it
+    file_candidates: dict[str, list[tuple[float, int, int, str]]] = field(default_factory=dict)
+    generated_by: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -191,6 +203,14 @@ class Engine(RuntimeEvents):
         self._unrecorded_running: list[ActivityRun] = []
         self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
         self._unfinished: set[WorkflowRun] = set()  # failed at placement, to check for the end
+        self._scanned: set[WorkflowRun] = set()  # data dirs scanned in this wake-up
+        self._state_dir_abs = state_dir.absolute()
+        self.provenance = os.environ.get("AKOFLOW_PROVENANCE", "on").lower() not in (
+            "0",
+            "off",
+            "false",
+            "no",
+        )
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -503,6 +523,7 @@ class Engine(RuntimeEvents):
     def job_finished(self, key: str, outcome: Outcome) -> None:
         act = self._jobs.get(key)
         if act is not None:
+            act.exited_at = time.time()
             self._events.append(("finished", act, outcome))
             self._wake.set()
 
@@ -523,6 +544,7 @@ class Engine(RuntimeEvents):
             ]
             # One commit per wake-up: the outcomes, the dependents they release, and the
             # intents of the attempts about to start (committed before anything starts).
+            self._scanned.clear()
             with self._txn():
                 touched = self._apply_events(events, logs)
                 batches = self._dispatch()
@@ -590,6 +612,8 @@ class Engine(RuntimeEvents):
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
         self._unreserve(act)
+        if self.provenance and act.dispatched_at:
+            self._record_generated(act)
         if outcome.succeeded and act.wf.placement is not None and act.attempt_started:
             act.wf.history.setdefault(act.name, []).append(
                 (act.node, time.time() - act.attempt_started)
@@ -756,6 +780,9 @@ class Engine(RuntimeEvents):
                 self.repo.begin_attempt(act.id, number, runtime=name, handle={})
                 if decision is not None:
                     self._record_placement(act, number, name, decision)
+                act.dispatched_at = time.time()
+                if self.provenance:
+                    self._record_used(act, number)
                 act.state = A.SUBMITTED
                 act.attempt = number
                 act.key = job.key
@@ -856,6 +883,90 @@ class Engine(RuntimeEvents):
         for child in act.dependents:
             self._skip_downstream(child)
         self._unfinished.add(act.wf)
+
+    # ================================================================ provenance
+
+    def _scan_files(self, wf: WorkflowRun) -> Snapshot:
+        """The workflow's data dir now (once per wake-up); new changes await attribution."""
+        if wf in self._scanned and wf.files is not None:
+            return wf.files
+        current = scan(wf.data_dir, wf.files, exclude=self._state_dir_abs)
+        if wf.files is None:
+            if not wf.generated_by:
+                for record in self.repo.list_files(wf.id):
+                    if record.role == "generated":
+                        wf.generated_by[record.path] = record.activity
+            wf.files_initial = set(current) - set(wf.generated_by)
+        else:
+            change = changes(wf.files, current)
+            wf.files_unclaimed.update(change.created)
+            wf.files_unclaimed.update(change.modified)
+            for path in change.deleted:
+                wf.files_unclaimed.pop(path, None)
+        wf.files = current
+        self._scanned.add(wf)
+        return current
+
+    def _record_used(self, act: ActivityRun, number: int) -> None:
+        files = self._scan_files(act.wf)
+        deps = {d.name for d in act.deps}
+        used = [
+            (path, f.size, f.mtime, f.sha256)
+            for path, f in files.items()
+            if path in act.wf.files_initial or act.wf.generated_by.get(path) in deps
+        ]
+        if used:
+            self.repo.add_files(act.id, number, "used", used)
+
+    def _record_generated(self, act: ActivityRun) -> None:
+        """Attribute the data-dir changes made while ``act`` ran.
+
+        A change that falls in the run windows of several activities goes to the one that
+        ended soonest after it (a writer usually exits right after its last write); it is
+        decided once no activity that was running at that moment is still running.
+        """
+        wf = act.wf
+        self._scan_files(wf)
+        if not wf.files_unclaimed:
+            return
+        end = act.exited_at or time.time()
+        act.exited_at = None
+        start = act.dispatched_at - FILE_TIME_SLACK
+        for path, f in wf.files_unclaimed.items():
+            if start <= f.mtime <= end + FILE_TIME_SLACK:
+                wf.file_candidates.setdefault(path, []).append((end, act.id, act.attempt, act.name))
+        if not wf.file_candidates:
+            return
+        running_since = min(
+            (
+                a.dispatched_at
+                for a in wf.activities.values()
+                if a.state.is_live and a is not act and a.dispatched_at
+            ),
+            default=None,
+        )
+        chosen: dict[tuple[int, int, str], list[tuple[str, FileState]]] = {}
+        for path, candidates in list(wf.file_candidates.items()):
+            state = wf.files_unclaimed.get(path)
+            if state is None:
+                del wf.file_candidates[path]  # deleted again before anyone claimed it
+                continue
+            if running_since is not None and running_since - FILE_TIME_SLACK <= state.mtime:
+                continue  # an activity still running may have written it
+            _, act_id, attempt, name = min(
+                candidates, key=lambda c: (c[0] < state.mtime - FILE_TIME_SLACK, c[0])
+            )
+            del wf.file_candidates[path]
+            del wf.files_unclaimed[path]
+            wf.generated_by[path] = name
+            chosen.setdefault((act_id, attempt, name), []).append((path, state))
+        for (act_id, attempt, _), files in chosen.items():
+            self.repo.add_files(
+                act_id,
+                attempt,
+                "generated",
+                ((p, f.size, f.mtime, f.sha256) for p, f in files),
+            )
 
     # ================================================================ execution strategy
 

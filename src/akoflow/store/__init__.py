@@ -3,8 +3,10 @@
 from akoflow.store.repository import (
     ActivityRecord,
     AttemptRecord,
+    FileRecord,
     LogChunk,
     NodeRecord,
+    PlacementRecord,
     Repository,
     RuntimeRecord,
     WorkflowRecord,
@@ -13,8 +15,10 @@ from akoflow.store.repository import (
 __all__ = [
     "ActivityRecord",
     "AttemptRecord",
+    "FileRecord",
     "LogChunk",
     "NodeRecord",
+    "PlacementRecord",
     "Repository",
     "RuntimeRecord",
     "WorkflowRecord",

@@ -21,7 +21,7 @@ from typing import Any
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 
-SCHEMA_VERSION = 2  # 2: placements
+SCHEMA_VERSION = 3  # 2: placements, 3: files
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,18 @@ class PlacementRecord:
     alpha: float | None
     candidates: list[dict[str, Any]]
     decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    activity_id: int
+    activity: str
+    attempt: int
+    role: str  # "used" | "generated"
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -818,6 +830,29 @@ class Repository:
         for name, node, seconds in rows:
             history.setdefault(name, []).append((node, float(seconds)))
         return history
+
+    def add_files(
+        self,
+        activity_id: int,
+        attempt: int,
+        role: str,
+        files: Iterable[tuple[str, int, float, str | None]],
+    ) -> None:
+        """Rows of (path, size, mtime, sha256) an attempt used or generated."""
+        self._execmany(
+            "INSERT INTO files (activity_id, attempt, role, path, size, mtime, sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((activity_id, attempt, role, *f) for f in files),
+        )
+
+    def list_files(self, workflow_id: int) -> list[FileRecord]:
+        rows = self._exec(
+            "SELECT f.activity_id, a.name, f.attempt, f.role, f.path, f.size, f.mtime, f.sha256 "
+            "FROM files f JOIN activities a ON a.id = f.activity_id WHERE a.workflow_id = ? "
+            "ORDER BY f.id",
+            (workflow_id,),
+        ).fetchall()
+        return [FileRecord(*r) for r in rows]
 
     def list_nodes(self, runtime: str) -> list[NodeRecord]:
         rows = self._exec(

@@ -1,0 +1,161 @@
+"""A workflow run as a W3C PROV document, built with the ``prov`` library.
+
+- Each attempt is a ``prov:Activity`` (start and end time, runtime, node, image, resources,
+  exit code, the placement decision when there was one); activities of one DAG edge are linked
+  with ``wasInformedBy``.
+- Each version of a data-dir file is a ``prov:Entity`` (path, size, SHA-256), ``used`` by or
+  ``wasGeneratedBy`` attempts; a file an activity changed ``wasDerivedFrom`` its former version.
+- The runtimes and AkôFlow itself are ``prov:SoftwareAgent``; every attempt ``wasAssociatedWith``
+  its runtime, which ``actedOnBehalfOf`` AkôFlow.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prov.model import PROV_TYPE, ProvDocument
+
+from akoflow import __version__
+from akoflow.spec import Activity, load_workflow
+from akoflow.store import (
+    ActivityRecord,
+    AttemptRecord,
+    FileRecord,
+    PlacementRecord,
+    Repository,
+    WorkflowRecord,
+)
+
+AKOFLOW_NS = "https://akoflow.dev/ns#"
+FORMATS = ("json", "provn", "ttl")
+
+
+def _time(ts: float | None) -> datetime.datetime | None:
+    return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+def _file_id(record: FileRecord) -> str:
+    version = record.sha256 or f"{record.size}-{record.mtime:.6f}"
+    return f"file/{record.path}@{version[:16]}"
+
+
+def build_document(
+    workflow: WorkflowRecord,
+    activities: Sequence[ActivityRecord],
+    attempts: dict[int, list[AttemptRecord]],
+    files: Sequence[FileRecord],
+    placements: Sequence[PlacementRecord],
+    dependencies: Sequence[tuple[int, int]],
+    specs: Mapping[str, Activity],
+) -> ProvDocument:
+    doc = ProvDocument()
+    doc.add_namespace("akoflow", AKOFLOW_NS)
+    run_ns = doc.add_namespace("run", f"{AKOFLOW_NS}workflow/{workflow.id}/")
+    engine = doc.agent(
+        "akoflow:engine",
+        {PROV_TYPE: "prov:SoftwareAgent", "akoflow:version": __version__},
+    )
+    plan = doc.entity(
+        run_ns["workflow"],
+        {PROV_TYPE: "prov:Plan", "akoflow:name": workflow.name, "akoflow:id": workflow.id},
+    )
+    agents: dict[str, Any] = {}
+    placement_of = {(p.activity_id, p.attempt): p for p in placements}
+    last_attempt: dict[int, str] = {}
+    for act in activities:
+        spec = specs.get(act.name)
+        for att in attempts.get(act.id, []):
+            if att.started_at is None and att.finished_at is None:
+                continue  # never started: nothing happened
+            runtime = att.runtime or act.runtime
+            if runtime not in agents:
+                agents[runtime] = doc.agent(
+                    run_ns[f"runtime/{runtime}"],
+                    {PROV_TYPE: "prov:SoftwareAgent", "akoflow:runtime": runtime},
+                )
+                doc.actedOnBehalfOf(agents[runtime], engine)
+            attributes: dict[Any, Any] = {
+                PROV_TYPE: "akoflow:Attempt",
+                "akoflow:activity": act.name,
+                "akoflow:attempt": att.number,
+                "akoflow:runtime": runtime,
+                "akoflow:state": att.state,
+            }
+            optional = {
+                "akoflow:node": att.node,
+                "akoflow:exitCode": att.exit_code,
+                "akoflow:image": act.image,
+                "akoflow:cpuLimit": spec.cpu_limit if spec else None,
+                "akoflow:memoryLimit": spec.memory_limit if spec else None,
+                "akoflow:cpuSeconds": att.cpu_seconds,
+                "akoflow:maxRssBytes": att.max_rss_bytes,
+            }
+            placement = placement_of.get((act.id, att.number))
+            if placement is not None:
+                optional["akoflow:placementPolicy"] = placement.policy
+                optional["akoflow:placementNode"] = placement.node
+                optional["akoflow:placementAlpha"] = placement.alpha
+            attributes.update({k: v for k, v in optional.items() if v is not None})
+            identifier = run_ns[f"activity/{act.name}/{att.number}"]
+            doc.activity(identifier, _time(att.started_at), _time(att.finished_at), attributes)
+            doc.wasAssociatedWith(identifier, agents[runtime], plan)
+            last_attempt[act.id] = f"activity/{act.name}/{att.number}"
+    for act_id, dep_id in dependencies:
+        if act_id in last_attempt and dep_id in last_attempt:
+            doc.wasInformedBy(run_ns[last_attempt[act_id]], run_ns[last_attempt[dep_id]])
+    entities: set[str] = set()
+    latest: dict[str, str] = {}
+    names = {a.id: a.name for a in activities}
+    for record in sorted(files, key=lambda f: f.mtime):
+        file_id = _file_id(record)
+        if file_id not in entities:
+            attrs: dict[Any, Any] = {
+                PROV_TYPE: "akoflow:File",
+                "akoflow:path": record.path,
+                "akoflow:size": record.size,
+            }
+            if record.sha256:
+                attrs["akoflow:sha256"] = record.sha256
+            doc.entity(run_ns[file_id], attrs)
+            entities.add(file_id)
+        activity = run_ns[f"activity/{names[record.activity_id]}/{record.attempt}"]
+        if record.role == "used":
+            doc.used(activity, run_ns[file_id])
+        else:
+            doc.wasGeneratedBy(run_ns[file_id], activity, _time(record.mtime))
+            former = latest.get(record.path)
+            if former is not None and former != file_id:
+                doc.wasDerivedFrom(run_ns[file_id], run_ns[former])
+            latest[record.path] = file_id
+    return doc
+
+
+def serialize(doc: ProvDocument, fmt: str) -> str:
+    """PROV-JSON (``json``), PROV-N (``provn``) or PROV-O Turtle (``ttl``)."""
+    if fmt == "provn":
+        return str(doc.get_provn())
+    if fmt == "ttl":
+        return str(doc.serialize(format="rdf", rdf_format="turtle"))
+    if fmt == "json":
+        return str(doc.serialize(format=fmt, indent=2))
+    raise ValueError(f"unknown PROV format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def workflow_document(repo: Repository, workflow_id: int) -> ProvDocument:
+    """The PROV document of a stored workflow run."""
+    workflow = repo.get_workflow(workflow_id)
+    if workflow is None:
+        raise KeyError(f"no workflow with id {workflow_id}")
+    activities = repo.list_activities(workflow_id)
+    spec = load_workflow(workflow.spec_yaml, source=workflow.source or workflow.name)
+    return build_document(
+        workflow,
+        activities,
+        {a.id: repo.list_attempts(a.id) for a in activities},
+        repo.list_files(workflow_id),
+        repo.list_placements(workflow_id),
+        repo.list_dependencies(workflow_id),
+        {a.name: a for a in spec.activities},
+    )
