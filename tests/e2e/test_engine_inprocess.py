@@ -119,10 +119,11 @@ def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> N
             assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
             samples = repo.read_metrics(act.id)
             assert len(samples) >= 2
-            assert max(s[2] or 0 for s in samples) > 20  # a busy loop uses CPU
+            assert max(s[2] or 0 for s in samples) > 5  # a busy loop uses CPU (even if shared)
             assert all((s[3] or 0) > 1_000_000 for s in samples)  # bash RSS > 1 MB
             attempt = repo.list_attempts(act.id)[0]
-            assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 1.0
+            # 3 s of busy loop; a loaded 2-core machine may give it a small share of that.
+            assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 0.1
             assert attempt.max_rss_bytes is not None and attempt.max_rss_bytes > 1_000_000
 
     asyncio.run(scenario())
@@ -162,7 +163,7 @@ def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
 def test_configured_runtimes_are_registered_with_health_and_no_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("K8S_AWS_API_SERVER_HOST", "https://aws.example:6443")
+    monkeypatch.setenv("K8S_AWS_API_SERVER_HOST", "https://127.0.0.1:9")
     monkeypatch.setenv("K8S_AWS_API_SERVER_TOKEN", "supersecret-token")
     monkeypatch.setenv("LOCAL_MAX_PARALLEL", "3")
     text = "name: x\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
@@ -175,9 +176,9 @@ def test_configured_runtimes_are_registered_with_health_and_no_secrets(
             assert runtimes["local"].config == {"LOCAL_MAX_PARALLEL": "3"}
             k8s = runtimes["k8s-aws"]
             assert (k8s.kind, k8s.status) == ("k8s", "NOT_READY")
-            assert "'k8s' adapter" in (k8s.reason or "")
+            assert "not reachable" in (k8s.reason or "")  # a closed loopback port
             assert k8s.config["K8S_AWS_API_SERVER_TOKEN"] == "***"
-            assert k8s.config["K8S_AWS_API_SERVER_HOST"] == "https://aws.example:6443"
+            assert k8s.config["K8S_AWS_API_SERVER_HOST"] == "https://127.0.0.1:9"
             assert "supersecret" not in repr(repo.list_runtimes())
 
     asyncio.run(scenario())

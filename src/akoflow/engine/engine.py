@@ -580,6 +580,17 @@ class Engine(RuntimeEvents):
                     started_at=act.attempt_started,
                 )
                 self._arm_timeout(act)
+            elif kind == "running" and act.state is A.RUNNING and payload and act.node != payload:
+                # A network runtime is RUNNING from its submit's return; the node comes later.
+                act.node = payload
+                if act not in self._unrecorded_running and act.attempt_started is not None:
+                    self.repo.attempt_running(
+                        act.id,
+                        act.attempt,
+                        handle=act.handle,
+                        node=payload,
+                        started_at=act.attempt_started,
+                    )
         for act, chunks in logs:
             self._store_logs(act, chunks)
         for kind, act, payload in events:

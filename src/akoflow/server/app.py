@@ -28,6 +28,7 @@ from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext
 from akoflow.server.errors import install_error_handlers
 from akoflow.server.routes import activities, runtimes, upstream, workflows
+from akoflow.server.ui import router as ui_router
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def create_app(state_dir: Path, token: str, *, cors_origins: Sequence[str] = ())
     app.include_router(workflows.router)
     app.include_router(activities.router)
     app.include_router(runtimes.router)
+    app.include_router(ui_router)  # the web UI: public pages, data only through the API
     _protect_openapi(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     if cors_origins:

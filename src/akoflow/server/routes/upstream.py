@@ -1,14 +1,14 @@
 """Upstream AkôFlow's remaining routes: the health check, the old submission path, the root
-redirect and the admin page, and the provenance path (served by the lineage graph)."""
+redirect (to the web UI, :mod:`akoflow.server.ui`), and the provenance path (served by the
+lineage graph)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
 
-from akoflow import __version__
 from akoflow.server import views
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext, get_context
@@ -22,16 +22,6 @@ public = APIRouter(tags=["upstream"])
 protected = APIRouter(
     tags=["upstream"], dependencies=[Depends(require_token)], responses={**E400, **E401}
 )
-
-ADMIN_PAGE = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>AkôFlow</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>AkôFlow server {__version__}</h1>
-<p>The web interface comes in a later version. The REST API is described by
-<code>/openapi.json</code>; the <code>akoflow</code> command talks to it with
-<code>--server</code>.</p>
-</body></html>
-"""
 
 
 @public.get(
@@ -47,15 +37,6 @@ async def check_service() -> PlainTextResponse:
 @public.get("/", include_in_schema=False)
 async def root() -> RedirectResponse:
     return RedirectResponse("/akoflow-admin/", status_code=302)
-
-
-@protected.get(
-    "/akoflow-admin/",
-    response_class=HTMLResponse,
-    summary="Admin page (a placeholder until the web interface lands)",
-)
-async def admin() -> HTMLResponse:
-    return HTMLResponse(ADMIN_PAGE)
 
 
 protected.add_api_route(

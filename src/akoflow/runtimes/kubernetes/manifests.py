@@ -1,0 +1,202 @@
+"""Pure functions that build the Kubernetes objects of one attempt (plain dicts).
+
+Everything here is deterministic: the same :class:`JobSpec` and settings give the same names,
+labels and manifests, so an engine that restarts finds its objects again by name and label.
+Every manifest is valid against the Kubernetes OpenAPI schema (the tests validate each one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from akoflow.runtimes.base import JobSpec
+
+DEFAULT_MOUNT = "/data"
+MAX_NAME = 63  # DNS-1123 label: Job names also become a pod label value
+CONTAINER = "activity"
+DATA_VOLUME = "data"
+MAX_SCRIPT_BYTES = 96 * 1024  # passed as one argv element; the kernel's limit is 128 KiB
+
+GROUP = "akoflow.io"
+L_SCOPE = f"{GROUP}/scope"
+L_WORKFLOW = f"{GROUP}/workflow"
+L_ACTIVITY = f"{GROUP}/activity"
+L_ATTEMPT = f"{GROUP}/attempt"
+L_MANAGED = "app.kubernetes.io/managed-by"
+A_KEY = f"{GROUP}/key"
+A_WORKFLOW_NAME = f"{GROUP}/workflow-name"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def scope_of(attempt_dir: Path) -> str:
+    """Tells apart engines (state dirs) that share one namespace: same key, other owner."""
+    return hashlib.sha256(os.fsencode(os.path.abspath(attempt_dir))).hexdigest()[:10]
+
+
+def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
+    """A DNS-1123 label from ``parts``; too long ones keep their head plus a hash of all."""
+    raw = "-".join(p for p in parts if p)
+    name = _NOT_DNS.sub("-", raw.lower()).strip("-") or "x"
+    if len(name) <= limit and name == raw:
+        return name
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    head = name[: limit - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def job_name(job: JobSpec) -> str:
+    """``<key>-<scope>`` (e.g. ``wf3-align-a1-1f2e3d4c5b``), hash-truncated to 63 chars."""
+    return dns_name(job.key, scope_of(job.attempt_dir))
+
+
+def standalone_pvc_name(job: JobSpec) -> str:
+    return dns_name("akoflow", f"wf{job.workflow_id}", scope_of(job.attempt_dir))
+
+
+def node_pvc_name(job: JobSpec, node: str) -> str:
+    return dns_name("akoflow", f"wf{job.workflow_id}", node, scope_of(job.attempt_dir))
+
+
+def labels_of(job: JobSpec) -> dict[str, str]:
+    return {
+        L_MANAGED: "akoflow",
+        L_SCOPE: scope_of(job.attempt_dir),
+        L_WORKFLOW: str(job.workflow_id),
+        L_ACTIVITY: job.activity.name,
+        L_ATTEMPT: str(job.attempt),
+    }
+
+
+def namespace_manifest(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {L_MANAGED: "akoflow"}},
+    }
+
+
+def service_account_manifest(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace, "labels": {L_MANAGED: "akoflow"}},
+        "automountServiceAccountToken": False,  # activities get no API credentials
+    }
+
+
+def pvc_manifest(
+    name: str,
+    namespace: str,
+    *,
+    size: str,
+    storage_class: str | None,
+    access_mode: str,
+    labels: Mapping[str, str],
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": [access_mode],
+        "resources": {"requests": {"storage": size}},
+    }
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": spec,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Per-runtime settings that shape every Job."""
+
+    namespace: str
+    service_account: str
+    shell: str = "sh"
+    ttl_seconds: int = 86400
+    default_image: str = "busybox:stable"
+
+
+def _resources(job: JobSpec) -> dict[str, Any]:
+    act = job.activity
+    limits: dict[str, str] = {}
+    if act.cpu_limit:
+        limits["cpu"] = act.cpu_limit
+    if act.memory_limit:
+        limits["memory"] = act.memory_limit
+    # requests = limits: the scheduler reserves what the activity may use (Guaranteed QoS)
+    return {"limits": limits, "requests": dict(limits)} if limits else {}
+
+
+def container_env(job: JobSpec, mount: str) -> list[dict[str, str]]:
+    """AkôFlow's variables (paths as the container sees them), then the activity's own."""
+    env = {**job.env, "AKOFLOW_DATA_DIR": mount, "ACTIVITY_MOUNT_PATH": mount, **job.activity.env}
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def job_manifest(
+    job: JobSpec,
+    opts: JobOptions,
+    *,
+    pvc: str,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """The attempt's Job. The script is one argv element of ``sh -c`` (never pasted into a
+    command line), so quotes cannot break it and its exit code is the container's."""
+    act = job.activity
+    script = act.run
+    if len(script.encode()) > MAX_SCRIPT_BYTES:
+        raise ValueError(
+            f"activity {act.name!r}: the script is {len(script.encode())} bytes; the "
+            f"Kubernetes runtime passes at most {MAX_SCRIPT_BYTES} bytes (put the rest in a "
+            "file of the data volume)"
+        )
+    mount = act.mount_path or DEFAULT_MOUNT
+    labels = labels_of(job)
+    node_selector = dict(act.node_selector)
+    if node is not None:
+        node_selector[HOSTNAME_LABEL] = node
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": act.image or opts.default_image,
+        "command": [opts.shell, "-c", script, f"akoflow-{act.name}"],
+        "workingDir": mount,
+        "env": container_env(job, mount),
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": mount}],
+    }
+    resources = _resources(job)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": opts.service_account,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [{"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": pvc}}],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(job),
+            "namespace": opts.namespace,
+            "labels": labels,
+            "annotations": {A_KEY: job.key, A_WORKFLOW_NAME: job.workflow_name},
+        },
+        "spec": {
+            "backoffLimit": 0,  # the engine owns retries
+            "ttlSecondsAfterFinished": opts.ttl_seconds,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

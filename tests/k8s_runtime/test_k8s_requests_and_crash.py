@@ -1,0 +1,135 @@
+"""API requests per activity do not grow with run time; an engine SIGKILL is survived.
+
+Per-activity requests are those that name one attempt's objects (Job create/get/delete, its
+pod's log stream); cluster-wide ones (watch streams, /healthz, node and metrics lists) are
+counted apart: they depend on wall time and namespaces, not on the number of jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from akoflow.states import WorkflowState
+from tests.conftest import Akoflow, cli_env
+from tests.k8s_runtime.conftest import IMAGE, engine_with, run
+from tests.k8s_support.cluster import EmulatedCluster
+
+PERIODIC = ("watch", "get healthz", "list nodes", "list metrics/", "list jobs", "list pods")
+
+
+def per_activity(before: Counter[str], after: Counter[str]) -> Counter[str]:
+    delta = after - before
+    return Counter({k: v for k, v in delta.items() if not k.startswith(PERIODIC)})
+
+
+def test_requests_per_activity_do_not_grow_with_run_time(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    def workflow(seconds: int) -> str:
+        return (
+            f"name: sleep{seconds}\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n"
+            f"  activities:\n    - name: s\n      run: |\n        echo start\n"
+            f"        sleep {seconds}\n        echo end\n"
+        )
+
+    samples: dict[int, list[tuple[object, ...]]] = {}
+
+    async def one_run(seconds: int) -> Counter[str]:
+        before = cluster.counts()
+        root = tmp_path / f"run{seconds}"
+        env = cluster.env("k8s-aws", METRICS_INTERVAL="1")
+        async with engine_with(root, workflow(seconds), env, metrics_interval=0.5) as (
+            repo,
+            engine,
+            wf_id,
+        ):
+            wf = await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            logs = "".join(c.data for _, c in repo.read_logs(wf.activities["s"].id))
+            assert logs == "start\nend\n"
+            samples[seconds] = list(repo.read_metrics(wf.activities["s"].id))
+            nodes = repo.list_nodes("k8s-aws")
+            assert {n.name for n in nodes} == {"node-a", "node-b"}
+            assert all(n.cpu_capacity == 2.0 and n.memory_capacity == 4 << 30 for n in nodes)
+        return per_activity(before, cluster.counts())
+
+    short = run(one_run(1))
+    long = run(one_run(6))
+    assert short == long, (short, long)
+    assert short["create jobs"] == 1 and short["log pods"] == 1 and short["delete jobs"] == 1
+    # The long run sampled metrics many times: one list per namespace each time, no per-job
+    # metrics call and no per-job status poll.
+    assert not any(k.startswith(("get jobs", "get pods")) for k in long)
+    # Pod metrics came from metrics.k8s.io (memory of the running container).
+    assert samples[6] and all((m[3] or 0) > 0 for m in samples[6])
+
+
+def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, cluster: EmulatedCluster
+) -> None:
+    wf = tmp_path / "crash.yaml"
+    wf.write_text(
+        f"name: crashy\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n"
+        "    - name: slow\n      run: |\n        echo run >> count.slow\n        sleep 4\n"
+        "        echo done > slow.out\n"
+        "    - name: fast\n      run: echo run >> count.fast\n"
+        "    - name: after\n      dependsOn: [slow]\n      run: |\n"
+        "        echo run >> count.after\n        cat slow.out\n"
+    )
+    env = cli_env(**cluster.env("k8s-aws"))
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "akoflow",
+            "run",
+            str(wf),
+            "--quiet",
+            "--state-dir",
+            str(state_dir),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+    def running(activity: str) -> bool:
+        return any(
+            p["metadata"]["labels"]["akoflow.io/activity"] == activity
+            and p.get("status", {}).get("phase") == "Running"
+            for p in cluster.objects("v1/pods", "akoflow")
+        )
+
+    deadline = time.monotonic() + 60
+    while not running("slow"):
+        assert engine.poll() is None, engine.communicate()
+        assert time.monotonic() < deadline, "slow never ran"
+        time.sleep(0.05)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    doc = json.loads(res.stdout)
+    assert {a["state"] for a in doc["activities"]} == {"succeeded"}
+    assert all(a["attempts"] == 1 for a in doc["activities"]), doc["activities"]
+    (pvc,) = cluster.objects("v1/persistentvolumeclaims", "akoflow")
+    data = cluster.kubelet.pvc_dir("akoflow", pvc["metadata"]["name"])
+    counts = {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
+    assert counts == {"count.slow": 1, "count.fast": 1, "count.after": 1}
+    # Each attempt's Job was created once; an attempt found again was never re-created.
+    creates = [r for r in cluster.requests() if r[:2] == ("create", "jobs")]
+    assert len(creates) == 3
+    after = [a for a in doc["activities"] if a["name"] == "after"][0]
+    assert after["state"] == "succeeded"
