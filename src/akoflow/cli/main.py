@@ -463,7 +463,8 @@ def status(
 def prov(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="json (PROV-JSON), provn (PROV-N) or ttl (PROV-O Turtle).")
+        str,
+        typer.Option("--format", "-f", help="json (PROV-JSON), provn (PROV-N) or ttl (Turtle)."),
     ] = "json",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file [default: stdout].")
