@@ -10,8 +10,10 @@ from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import Outcome
 from akoflow.runtimes.kubernetes import KubernetesRuntime
 from akoflow.states import ActivityState, WorkflowState
-from tests.k8s_runtime.conftest import IMAGE, engine_with, run
+from tests.docker_support.dockerd import PrivateDockerd
+from tests.k8s_runtime.conftest import IMAGE, _start_cluster, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
+from tests.k8s_support.kubelet import NodeSpec
 
 
 def one(name: str, script: str, runtime: str = "k8s-aws", extra: str = "") -> str:
@@ -244,3 +246,34 @@ def test_two_clusters_in_one_workflow(
     run(scenario())
     assert cluster.counts()["create jobs"] == 2
     assert cluster2.counts()["create jobs"] == 1
+
+
+def test_akoscore_placement_pins_the_job_to_the_chosen_node(
+    tmp_path: Path, k8s_dockerd: PrivateDockerd
+) -> None:
+    nodes = [NodeSpec("small", cpu="2", memory="2Gi"), NodeSpec("roomy", cpu="2", memory="16Gi")]
+    cluster = _start_cluster(tmp_path / "k8s", k8s_dockerd, "aws", nodes=nodes)
+    text = (
+        f"name: placed\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n"
+        "  schedule: akoscore\n  alpha: 1\n  activities:\n"
+        "    - name: big\n      memoryLimit: 1Gi\n      run: echo big\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text, cluster.env("k8s-aws", CLEANUP="never")) as (
+            repo,
+            engine,
+            wf_id,
+        ):
+            await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            (decision,) = repo.list_placements(wf_id)
+            assert decision.node == "roomy"
+            assert {c["node"] for c in decision.candidates} == {"small", "roomy"}
+            (pod,) = cluster.objects("v1/pods", "akoflow")
+            assert pod["spec"]["nodeName"] == "roomy"  # the kubelet ran it there
+
+    try:
+        run(scenario())
+    finally:
+        cluster.close()

@@ -267,12 +267,13 @@ class KubernetesRuntime(Runtime):
         await self._once(self._pvcs, (ns, name), self._create(manifest))
 
     async def _storage(self, job: JobSpec, ns: str) -> tuple[str, str | None]:
-        """(PVC, node) per storage policy: standalone = one shared PVC per workflow;
-        distributed = one PVC per node, the Job pinned to that node."""
+        """(PVC, node) per storage policy: standalone = one shared PVC per workflow, the Job
+        pinned only where the engine's placement policy chose a node; distributed = one PVC per
+        node, the Job pinned to that node."""
         if job.storage_policy.type != "distributed":
             pvc = mf.standalone_pvc_name(job)
             await self._ensure_pvc(job, ns, pvc, self._s.access_mode)
-            return pvc, None
+            return pvc, job.node
         node = await self._place(job)
         pvc = mf.node_pvc_name(job, node)
         await self._ensure_pvc(job, ns, pvc, "ReadWriteOnce")
@@ -280,7 +281,8 @@ class KubernetesRuntime(Runtime):
 
     async def _place(self, job: JobSpec) -> str:
         """Distributed storage: the node whose PVC the attempt uses. A dependent goes where its
-        first placed dependency ran (its inputs are there); others round-robin."""
+        first placed dependency ran (its inputs are there); others where the engine's placement
+        policy chose (``spec.schedule``), else round-robin."""
         act = job.activity
         pinned = act.node_selector.get(mf.HOSTNAME_LABEL)
         if pinned:
@@ -294,6 +296,8 @@ class KubernetesRuntime(Runtime):
                 ),
                 "",
             )
+        if not node and job.node:
+            node = job.node
         if not node:
             prior = self._placement.get((job.workflow_id, act.name))
             if prior:
