@@ -49,20 +49,25 @@ def exec_command(
     memory_bytes: int | None = None,
     shell: str = "/bin/sh",
     cleanenv: bool = True,
+    read_only_binds: Sequence[tuple[str, str]] = (),
+    options: Sequence[str] = (),
 ) -> ExecCommand:
     """``BINARY exec [flags] IMAGE SHELL SCRIPT``: runs a script file that is inside a bind.
 
     The script is a path, never a command string, so nothing in it is interpreted by the
-    launcher's shell.
+    launcher's shell. ``options`` are extra ``exec`` flags from the runtime's settings
+    (e.g. ``--nv``), each one argv element.
     """
-    argv = [binary, "exec"]
+    argv = [binary, "exec", *options]
     if cleanenv:
         argv.append("--cleanenv")
-    for source, target in binds:
+    for (source, target), suffix in [(b, "") for b in binds] + [
+        (b, ":ro") for b in read_only_binds
+    ]:
         if ":" in source or ":" in target or "," in source or "," in target:
             # --bind splits on ':' and ','; such a path cannot be expressed safely.
             raise ValueError(f"bind path {source!r}:{target!r} contains ':' or ','")
-        argv += ["--bind", f"{source}:{target}"]
+        argv += ["--bind", f"{source}:{target}{suffix}"]
     if pwd is not None:
         argv += ["--pwd", pwd]
     if cpus is not None:

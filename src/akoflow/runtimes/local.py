@@ -130,6 +130,17 @@ class LocalRuntime(Runtime):
     # ------------------------------------------------------------------ submit
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
+        return self._spawn(job, {**job.env, **job.activity.env}, job.activity.run.encode())
+
+    def _spawn(
+        self, job: JobSpec, env_vars: Mapping[str, str], script: bytes, args: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Start ``bash SCRIPT ARGS...`` for the attempt: detached, claimed, tracked.
+
+        The local runtime's script is the activity's; another adapter (singularity) passes a
+        fixed script such as ``"$@"`` and its launcher's argv as ``args``, and so gets the
+        same exit-claim, adoption, pidfd end events, metrics and log files.
+        """
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
         prefix = str(job.attempt_prefix)
@@ -145,10 +156,9 @@ class LocalRuntime(Runtime):
             ) from None
         err_fd = os.open(prefix + ".stderr", _OUT_FLAGS & ~os.O_EXCL | os.O_TRUNC, 0o644)
         self._outputs[job.key] = (out_fd, err_fd)
-        env = {**self._base_env, **job.env, **job.activity.env}
+        env = {**self._base_env, **env_vars}
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
         env["AKOFLOW_WORKDIR"] = str(job.data_dir)
-        script = job.activity.run.encode()
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out_fd, 1),
@@ -165,7 +175,7 @@ class LocalRuntime(Runtime):
                 f.write(script)
         try:
             pid = os.posix_spawn(
-                self._bash, ["bash", script_path], env, file_actions=actions, setsid=True
+                self._bash, ["bash", script_path, *args], env, file_actions=actions, setsid=True
             )
         except OSError as exc:
             raise SubmitError(f"cannot start bash: {exc}") from exc

@@ -1,0 +1,212 @@
+"""The singularity runtime through the real CLI, on real SIF files run by the test launcher
+(squashfuse + bubblewrap: real mount, PID, UTS, IPC and network namespaces, real cgroup limits).
+
+Covers: files passed through the data dir (default and custom mountPath), variables and script
+text reaching the container verbatim, limits read back from inside, a failing exit code, an
+image pulled from a reference, engine SIGKILL mid-run then resume (adopted, nothing run twice),
+and the mixed local / docker / singularity workflow of issue 5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Akoflow
+from tests.docker_support.dockerd import IMAGE as DOCKER_IMAGE
+from tests.docker_support.dockerd import PrivateDockerd
+from tests.e2e.test_crash_resume import run_counts, wait_for
+from tests.singularity_runtime.conftest import Images
+
+NASTY = 'it\'s "$(touch pwned1)" and `touch pwned2` ${HOME} \\n; touch pwned3'
+
+
+def activities(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {a["name"]: a for a in doc["activities"]}  # type: ignore[attr-defined]
+
+
+def test_files_env_limits_and_exit_codes(
+    akoflow: Akoflow, images: Images, sing_env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from the host\n")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        f"name: sif-files\nspec:\n  image: {images.sif}\n  runtime: singularity\n"
+        "  activities:\n"
+        "    - name: produce\n"
+        "      env:\n"
+        f"        NASTY: {json.dumps(NASTY)}\n"
+        "      run: |\n"
+        '        printf "%s|%s|%s|%s\\n" "$(hostname)" "$PWD" \\\n'
+        '          "$ACTIVITY_MOUNT_PATH" "$AKOFLOW_DATA_DIR" > where.txt\n'
+        '        printf "%s" "$NASTY" > nasty.txt\n'
+        '        echo "$(echo inner)" \'$(not run)\' "`echo tick`" > quoting.txt\n'
+        "        tr a-z A-Z < in.txt > produced.txt\n"
+        "        env | grep -c '^SINGULARITY_BINARY=' > leaked.txt || true\n"
+        "    - name: consume\n"
+        "      dependsOn: [produce]\n"
+        "      mountPath: /work/in\n"
+        "      memoryLimit: 64Mi\n"
+        "      cpuLimit: 500m\n"
+        "      run: |\n"
+        '        cg() { grep -E "^[0-9]+:$1:" /proc/self/cgroup | cut -d: -f3; }\n'
+        "        cat /sys/fs/cgroup/memory$(cg memory)/memory.limit_in_bytes > limits.txt\n"
+        "        cat /sys/fs/cgroup/cpu$(cg cpu)/cpu.cfs_quota_us >> limits.txt\n"
+        "        cat /sys/fs/cgroup/cpu$(cg cpu)/cpu.cfs_period_us >> limits.txt\n"
+        "        (pwd; cat produced.txt) > consumed.txt\n"
+        "    - name: broken\n"
+        "      run: |\n"
+        "        echo about to fail >&2\n"
+        "        exit 3\n"
+    )
+    res = akoflow("run", str(wf), "--json", "--data-dir", str(data), env=sing_env)
+    assert res.returncode == 1, res.stderr
+    acts = activities(json.loads(res.stdout))
+    assert {n: a["state"] for n, a in acts.items()} == {
+        "produce": "succeeded",
+        "consume": "succeeded",
+        "broken": "failed",
+    }
+    assert (acts["broken"]["exit_code"], acts["broken"]["reason"]) == (3, "exit code 3")
+    logs = akoflow("logs", "1", "broken", env=sing_env)
+    assert "about to fail" in logs.stdout + logs.stderr
+    # Ran in the image's namespaces, in the data dir mounted at /data (the default).
+    assert (data / "where.txt").read_text() == "akoflow-sif|/data|/data|/data\n"
+    assert (data / "nasty.txt").read_text() == NASTY
+    assert (data / "quoting.txt").read_text() == "inner $(not run) tick\n"
+    assert not [p.name for p in data.glob("pwned*")]
+    assert (data / "leaked.txt").read_text() == "0\n"  # --cleanenv: engine settings stay out
+    # The same data dir at a custom mountPath, with the limits applied for real.
+    assert (data / "consumed.txt").read_text() == "/work/in\nFROM THE HOST\n"
+    assert (data / "limits.txt").read_text().split() == [str(64 << 20), "50000", "100000"]
+
+
+def test_image_reference_is_pulled_into_the_cache(
+    akoflow: Akoflow, images: Images, sing_env: dict[str, str], tmp_path: Path
+) -> None:
+    wf = tmp_path / "wf.yaml"
+    body = "".join(f"    - name: a{i}\n      run: echo {i} > out{i}.txt\n" for i in range(4))
+    wf.write_text(
+        f"name: pulled\nspec:\n  image: {images.ref}\n  runtime: singularity\n  activities:\n{body}"
+    )
+    data = tmp_path / "data"
+    res = akoflow("run", str(wf), "--json", "--data-dir", str(data), env=sing_env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert sorted(p.read_text() for p in data.glob("out*.txt")) == ["0\n", "1\n", "2\n", "3\n"]
+    (line,) = (tmp_path / "pulls.log").read_text().splitlines()  # four activities, one pull
+    assert line.endswith(images.ref)
+    cached = list((tmp_path / "sif-cache").glob("*.sif"))
+    assert len(cached) == 1 and cached[0].read_bytes()[32:41] == b"SIF_MAGIC"
+    # A second run finds it in the cache: no pull at all.
+    res = akoflow("run", str(wf), "--json", "--data-dir", str(tmp_path / "d2"), env=sing_env)
+    assert res.returncode == 0, res.stderr
+    assert len((tmp_path / "pulls.log").read_text().splitlines()) == 1
+
+
+def test_engine_sigkill_mid_run_then_resume_adopts_and_runs_nothing_twice(
+    images: Images, sing_env: dict[str, str], tmp_path: Path, state_dir: Path
+) -> None:
+    """Two containers outlive the killed engine: ``ended`` finishes while no engine runs (its
+    exit code is collected), ``running`` is still running when ``resume`` adopts it (its end
+    is then reported by the new engine). Each side-effect file counts real runs."""
+    wf = tmp_path / "crash.yaml"
+    fast = "".join(f"    - name: fast{i}\n      run: echo run >> count.fast{i}\n" for i in range(3))
+    wf.write_text(
+        f"name: crashy\nspec:\n  image: {images.sif}\n  runtime: singularity\n  activities:\n"
+        "    - name: ended\n      run: |\n        echo run >> count.ended\n"
+        "        while [ ! -e go.ended ]; do sleep 0.05; done\n        echo done > ended.out\n"
+        "    - name: running\n      run: |\n        echo run >> count.running\n"
+        "        while [ ! -e go.running ]; do sleep 0.05; done\n        exit 5\n"
+        "    - name: after\n      dependsOn: [ended]\n"
+        "      run: |\n        echo run >> count.after\n        cat ended.out\n" + fast
+    )
+    data = tmp_path / "data"
+
+    def engine(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "akoflow", *args, "--state-dir", str(state_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=sing_env,
+        )
+
+    first = engine("run", str(wf), "--quiet", "--data-dir", str(data))
+    second: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: all((data / f"count.{n}").exists() for n in ("ended", "running", "fast2")))
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=10)
+        assert first.returncode == -signal.SIGKILL
+        (data / "go.ended").touch()
+        wait_for(lambda: (data / "ended.out").exists())  # ended while no engine ran
+        second = engine("resume", "--json")
+        # `after` runs only once `ended` was collected; by then `running` has been adopted.
+        wait_for(lambda: (data / "count.after").exists())
+        (data / "go.running").touch()
+        out, err = second.communicate(timeout=60)
+    finally:  # a failed check must leave neither engines nor waiting containers behind
+        for f in ("go.ended", "go.running"):
+            if data.exists():
+                (data / f).touch()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert second.returncode == 1, err + out  # `running` fails with its own exit code
+    doc = json.loads(out)
+    assert doc["workflow"]["id"] == 1
+    acts = activities(doc)
+    assert {n: a["state"] for n, a in acts.items() if n != "running"} == dict.fromkeys(
+        ("ended", "after", "fast0", "fast1", "fast2"), "succeeded"
+    )
+    assert (acts["running"]["state"], acts["running"]["exit_code"]) == ("failed", 5)
+    assert acts["ended"]["attempts"] == acts["running"]["attempts"] == 1  # adopted, not rerun
+    names = ("ended", "running", "after", "fast0", "fast1", "fast2")
+    assert run_counts(data) == {f"count.{n}": 1 for n in names}
+
+
+def test_mixed_local_docker_singularity_workflow(
+    akoflow: Akoflow,
+    images: Images,
+    sing_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    tmp_path: Path,
+) -> None:
+    """Issue 5: one workflow whose local, docker and singularity activities pass files to each
+    other through the workflow's data dir, in both directions."""
+    wf = tmp_path / "mixed.yaml"
+    wf.write_text(
+        f"name: mixed\nspec:\n  image: {DOCKER_IMAGE}\n  activities:\n"
+        "    - name: start\n      runtime: local\n"
+        "      run: echo local > chain.txt\n"
+        "    - name: in-docker\n      runtime: docker\n      dependsOn: [start]\n"
+        "      run: |\n        cat chain.txt > d.txt\n        echo docker >> d.txt\n"
+        "    - name: in-sif\n      runtime: singularity\n      dependsOn: [in-docker]\n"
+        f"      image: {images.sif}\n"
+        "      run: |\n        cat d.txt > s.txt\n        echo singularity >> s.txt\n"
+        "    - name: back-in-docker\n      runtime: docker\n      dependsOn: [in-sif]\n"
+        "      run: |\n        cat s.txt > d2.txt\n        echo docker >> d2.txt\n"
+        "    - name: finish\n      runtime: local\n      dependsOn: [back-in-docker]\n"
+        "      run: |\n        cat d2.txt > final.txt\n        echo local >> final.txt\n"
+    )
+    data = tmp_path / "data"
+    env = {**sing_env, "DOCKER_HOST": dockerd.host}
+    res = akoflow("run", str(wf), "--json", "--data-dir", str(data), env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    acts = activities(json.loads(res.stdout))
+    assert {n: a["runtime"] for n, a in acts.items()} == {
+        "start": "local",
+        "in-docker": "docker",
+        "in-sif": "singularity",
+        "back-in-docker": "docker",
+        "finish": "local",
+    }
+    assert {a["state"] for a in acts.values()} == {"succeeded"}
+    assert (data / "final.txt").read_text() == "local\ndocker\nsingularity\ndocker\nlocal\n"
