@@ -333,20 +333,34 @@ def test_delete_refuses_a_running_workflow_then_removes_a_finished_one(
     assert api.delete(f"{API}/workflows/{wf_id}/").status_code == 404
 
 
-def test_lineage_graph_has_activities_and_dependencies(api: httpx.Client) -> None:
+def test_lineage_graph_has_activities_files_and_their_relations(api: httpx.Client) -> None:
     wf_id = submit(api, HELLO)
     wait_workflow(api, wf_id)
     for path in (f"/workflows/{wf_id}/lineage/", f"/workflows/{wf_id}/storages/list-files/"):
         graph = api.get(API + path).json()["data"]
-        assert {n["id"] for n in graph["nodes"]} == {
+        activities = [n for n in graph["nodes"] if n["type"] == "activity"]
+        assert {n["id"] for n in activities} == {
             f"activity:{a}"
             for a in ("make-input", "count-letters", "upper-case", "reverse", "report")
         }
-        assert {n["state"] for n in graph["nodes"]} == {"succeeded"}
+        assert {n["state"] for n in activities} == {"succeeded"}
+        files = {n["id"] for n in graph["nodes"] if n["type"] == "file"}
+        assert files == {
+            f"file:{f}"
+            for f in ("words.txt", "letters.txt", "upper.txt", "reversed.txt", "report.txt")
+        }
         edges = {(e["from"], e["to"], e["label"]) for e in graph["edges"]}
         assert ("activity:report", "activity:reverse", "dependsOn") in edges
         assert ("activity:count-letters", "activity:make-input", "dependsOn") in edges
-        assert len(edges) == 6
+        assert len([e for e in edges if e[2] == "dependsOn"]) == 6
+        # Files, with PROV's directions. (Which of the three concurrent middle steps wrote
+        # which file is not asserted: they write and exit within the same few ms.)
+        assert ("file:words.txt", "activity:make-input", "wasGeneratedBy") in edges
+        assert ("file:report.txt", "activity:report", "wasGeneratedBy") in edges
+        for step in ("count-letters", "upper-case", "reverse"):
+            assert (f"activity:{step}", "file:words.txt", "used") in edges
+        for made in ("letters.txt", "upper.txt", "reversed.txt"):
+            assert ("activity:report", f"file:{made}", "used") in edges
 
 
 def test_nodes_of_a_runtime_and_metrics_of_an_activity(api: httpx.Client) -> None:

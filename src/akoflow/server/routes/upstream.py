@@ -58,7 +58,7 @@ protected.add_api_route(
     summary="Upstream's provenance path: the lineage graph",
 )
 async def list_files(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
-    """Same graph as `/lineage/`: activity nodes and dependsOn edges. Upstream's file nodes
-    (`used`, `wasGeneratedBy`) need the file snapshots of a later version."""
+    """Same graph as `/lineage/`: activities and files with `dependsOn`, `used` and
+    `wasGeneratedBy` edges (PROV's directions; upstream drew `wasGeneratedBy` backwards)."""
     find_workflow(ctx, workflow_id)
     return Envelope(data=lineage_of(ctx, workflow_id), timestamp=views.now())

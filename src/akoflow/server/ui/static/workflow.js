@@ -192,8 +192,8 @@ export function mount(root, { id }) {
     return true;
   };
 
-  // Provenance hook: `/lineage/` holds only the dependsOn graph today (drawn above). Once it
-  // returns file nodes (upstream's used / wasGeneratedBy), they are drawn here.
+  // Provenance: `/lineage/` adds the data-dir files each activity used and generated; the
+  // graph is drawn only when there are file nodes (the DAG above has the rest).
   const loadLineage = async () => {
     try {
       const doc = await api(`/workflows/${wfId}/lineage/`, { signal: alive.signal });
