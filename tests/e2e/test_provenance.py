@@ -163,3 +163,45 @@ def test_snapshot_changes_and_cheap_checksums(tmp_path: Path) -> None:
     assert set(change.created) == {"c.txt"}
     assert set(change.modified) == {"a.txt"}
     assert set(change.deleted) == {"sub/b.txt"}
+
+
+def test_run_crate_read_back_with_rocrate(run_dir: Path) -> None:
+    from rocrate.rocrate import ROCrate
+
+    out = run_dir / "crate"
+    done = akoflow("crate", "fan", "--state-dir", "data/.state", "-o", "crate", cwd=run_dir)
+    assert done.returncode == 0, done.stderr
+    crate = ROCrate(out)
+    conforms = {c["@id"] for c in crate.root_dataset["conformsTo"]}
+    assert "https://w3id.org/ro/wfrun/workflow/0.5" in conforms
+    workflow = crate.mainEntity
+    assert workflow.id == "workflow.yaml" and "name: fan" in (out / "workflow.yaml").read_text()
+    actions = {a.id: a for a in crate.get_entities() if a.type == "CreateAction"}
+    run = actions["#run-1"]
+    assert run["instrument"].id == "workflow.yaml"
+    status = run["actionStatus"]  # a reference to schema.org, read back as its id
+    assert getattr(status, "id", status) == "http://schema.org/CompletedActionStatus"
+    assert {e.id for e in run["object"]} == {"data/input.txt"}
+    assert {e.id for e in run["result"]} == {
+        f"data/{f}" for f in ("part-1.txt", "part-2.txt", "out-1.txt", "out-2.txt", "result.txt")
+    }
+    join = actions["#activity-join-attempt-1"]
+    assert join["instrument"].id == "#activity-join"
+    assert {e.id for e in join["result"]} == {"data/result.txt"}
+    assert {"data/out-1.txt", "data/out-2.txt"} <= {e.id for e in join["object"]}
+    assert join["akoflowRuntime"] == "local" and join["exitCode"] == 0
+    assert (out / "data" / "result.txt").read_text() == "5\n10\n"
+    again = akoflow("crate", "fan", "--state-dir", "data/.state", "-o", "crate", cwd=run_dir)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_run_crate_without_data_references_the_files(run_dir: Path) -> None:
+    from rocrate.rocrate import ROCrate
+
+    done = akoflow(
+        "crate", "fan", "--state-dir", "data/.state", "-o", "refs", "--no-data", cwd=run_dir
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (run_dir / "refs" / "data").exists()
+    ids = {e.id for e in ROCrate(run_dir / "refs").get_entities() if e.type == "File"}
+    assert (run_dir / "data" / "result.txt").absolute().as_uri() in ids

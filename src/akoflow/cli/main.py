@@ -494,6 +494,40 @@ def prov(
 
 
 @app.command()
+def crate(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory to write the crate to.")
+    ] = Path("crate"),
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data/--no-data",
+            help="Copy the files the run used and generated into the crate (else reference "
+            "them by file:// URI).",
+        ),
+    ] = True,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Write a run as a Workflow Run RO-Crate: the workflow, the run and each activity as
+    actions with the files they used and generated."""
+    from akoflow import service
+    from akoflow.provenance.crate import write_crate
+
+    sdir = config.state_dir(state_dir)
+    if not (sdir / service.DB_NAME).exists():
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_INVALID)
+    if output.exists() and any(output.iterdir()):
+        err.print(f"{escape(str(output))} exists and is not empty; choose another --output")
+        raise typer.Exit(EXIT_INVALID)
+    repo = service.open_repository(sdir)
+    rec = _find_workflow(repo, workflow)
+    write_crate(repo, rec.id, output, include_data=data)
+    err.print(f"wrote {escape(str(output))}/ro-crate-metadata.json")
+
+
+@app.command()
 def logs(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],

@@ -1,0 +1,177 @@
+"""A workflow run as a Workflow Run RO-Crate (https://w3id.org/ro/wfrun/workflow), through
+the ``rocrate`` library.
+
+- The workflow file is the crate's main ``ComputationalWorkflow`` (language: AkôFlow YAML).
+- The run is one ``CreateAction`` (instrument: the workflow; object: the files that were there
+  before the run; result: the files it generated; start, end, status, agent).
+- Each activity's last attempt is a ``CreateAction`` of its own (instrument: the activity as a
+  ``SoftwareApplication``; object/result: the files it used/generated; its runtime and node).
+- The files are copied into the crate (``include_data``) or referenced by their ``file://``
+  URIs when they are too big to copy or copying is turned off.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from rocrate.model.computerlanguage import ComputerLanguage
+from rocrate.model.contextentity import ContextEntity
+from rocrate.rocrate import ROCrate
+
+from akoflow import __version__
+from akoflow.store import Repository
+
+WFRUN_PROFILES = (
+    "https://w3id.org/ro/wfrun/process/0.5",
+    "https://w3id.org/ro/wfrun/workflow/0.5",
+)
+COPY_LIMIT = 256 << 20  # bytes per file copied into the crate
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+
+
+def _status(state: str) -> str:
+    return {
+        "succeeded": "CompletedActionStatus",
+        "failed": "FailedActionStatus",
+        "cancelled": "FailedActionStatus",
+        "skipped": "PotentialActionStatus",
+    }.get(state, "ActiveActionStatus")
+
+
+def write_crate(
+    repo: Repository, workflow_id: int, dest: Path, *, include_data: bool = True
+) -> Path:
+    """Write the run's crate into the directory ``dest`` (created); returns it."""
+    wf = repo.get_workflow(workflow_id)
+    if wf is None:
+        raise KeyError(f"no workflow with id {workflow_id}")
+    data_dir = Path(wf.data_dir)
+    crate = ROCrate()
+    crate.name = f"AkôFlow run {wf.id} of {wf.name}"
+    crate.description = f"Workflow Run RO-Crate of the AkôFlow workflow {wf.name!r}, run {wf.id}"
+    crate.root_dataset["conformsTo"] = [{"@id": p} for p in WFRUN_PROFILES]
+    for profile in WFRUN_PROFILES:
+        crate.add(
+            ContextEntity(crate, profile, properties={"@type": "CreativeWork", "version": "0.5"})
+        )
+    language = crate.add(
+        ComputerLanguage(
+            crate,
+            "#akoflow",
+            properties={
+                "name": "AkôFlow workflow YAML",
+                "url": {"@id": "https://github.com/UFFeScience/akoflow"},
+            },
+        )
+    )
+    workflow_file = dest.parent / f".{dest.name}.workflow.yaml"
+    workflow_file.parent.mkdir(parents=True, exist_ok=True)
+    workflow_file.write_text(wf.spec_yaml, encoding="utf-8")
+    try:
+        workflow = crate.add_workflow(
+            workflow_file,
+            dest_path="workflow.yaml",
+            main=True,
+            lang=language,
+            properties={"name": wf.name},
+        )
+        engine = crate.add(
+            ContextEntity(
+                crate,
+                "#akoflow-engine",
+                properties={
+                    "@type": "SoftwareApplication",
+                    "name": "AkôFlow (Python)",
+                    "version": __version__,
+                },
+            )
+        )
+        files: dict[str, Any] = {}
+
+        def file_entity(path: str, sha256: str | None, size: int) -> Any:
+            if path in files:
+                return files[path]
+            source = data_dir / path
+            properties: dict[str, Any] = {"contentSize": str(size)}
+            if sha256:
+                properties["sha256"] = sha256
+            if include_data and source.is_file() and source.stat().st_size <= COPY_LIMIT:
+                entity = crate.add_file(source, dest_path=f"data/{path}", properties=properties)
+            else:
+                entity = crate.add_file(source.absolute().as_uri(), properties=properties)
+            files[path] = entity
+            return entity
+
+        records = repo.list_files(workflow_id)
+        generated = {f.path for f in records if f.role == "generated"}
+        inputs, outputs = [], []
+        by_activity: dict[tuple[int, int], dict[str, list[Any]]] = {}
+        for record in records:
+            entity = file_entity(record.path, record.sha256, record.size)
+            slot = by_activity.setdefault((record.activity_id, record.attempt), {"o": [], "r": []})
+            (slot["o"] if record.role == "used" else slot["r"]).append(entity)
+            if record.role == "used" and record.path not in generated and entity not in inputs:
+                inputs.append(entity)
+            if record.role == "generated" and entity not in outputs:
+                outputs.append(entity)
+        run_action = crate.add_action(
+            workflow,
+            identifier=f"#run-{wf.id}",
+            object=inputs,
+            result=outputs,
+            properties={
+                "name": f"Run {wf.id} of {wf.name}",
+                "startTime": _iso(wf.started_at),
+                "endTime": _iso(wf.finished_at),
+                "actionStatus": {"@id": f"http://schema.org/{_status(str(wf.state))}"},
+                "agent": {"@id": engine.id},
+            },
+        )
+        steps = []
+        for act in repo.list_activities(workflow_id):
+            attempts = [a for a in repo.list_attempts(act.id) if a.started_at is not None]
+            tool = crate.add(
+                ContextEntity(
+                    crate,
+                    f"#activity-{act.name}",
+                    properties={"@type": "SoftwareApplication", "name": act.name},
+                )
+            )
+            if not attempts:
+                continue
+            last = attempts[-1]
+            used = by_activity.get((act.id, last.number), {"o": [], "r": []})
+            properties: dict[str, Any] = {
+                "name": f"{act.name} (attempt {last.number})",
+                "startTime": _iso(last.started_at),
+                "endTime": _iso(last.finished_at),
+                "actionStatus": {"@id": f"http://schema.org/{_status(last.state)}"},
+                "akoflowRuntime": last.runtime,
+            }
+            if last.node:
+                properties["akoflowNode"] = last.node
+            if act.image:
+                properties["akoflowImage"] = act.image
+            if last.exit_code is not None:
+                properties["exitCode"] = last.exit_code
+            steps.append(
+                crate.add_action(
+                    tool,
+                    identifier=f"#activity-{act.name}-attempt-{last.number}",
+                    object=used["o"],
+                    result=used["r"],
+                    properties=properties,
+                )
+            )
+        crate.root_dataset["mentions"] = [run_action, *steps]
+        crate.write(dest)
+    finally:
+        workflow_file.unlink(missing_ok=True)
+    return dest
