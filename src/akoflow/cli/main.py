@@ -528,6 +528,29 @@ def crate(
 
 
 @app.command()
+def report(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a run (DAG, timeline of activities on their
+    runtimes and nodes, durations, CPU and memory, failures); it needs no network to open."""
+    from akoflow import service
+    from akoflow.report import render
+
+    sdir = config.state_dir(state_dir)
+    if not (sdir / service.DB_NAME).exists():
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_INVALID)
+    repo = service.open_repository(sdir)
+    rec = _find_workflow(repo, workflow)
+    output.write_text(render(repo, rec.id), encoding="utf-8")
+    err.print(f"wrote {escape(str(output))}")
+
+
+@app.command()
 def logs(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],

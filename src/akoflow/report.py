@@ -1,0 +1,228 @@
+"""A self-contained HTML report of one run: summary, DAG, timeline, resources, failures.
+
+One file with inline CSS and SVG and no script, so it opens anywhere, offline, and nothing in a
+workflow or a log can run in it: every value goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from akoflow.spec.dag import levels
+from akoflow.store import ActivityRecord, AttemptRecord, Repository
+
+STATE_COLOURS = {
+    "succeeded": "#2e9d5b",
+    "failed": "#d64545",
+    "cancelled": "#8a6d3b",
+    "skipped": "#9aa3ad",
+    "running": "#2f7fd1",
+    "submitted": "#7fb0e6",
+    "ready": "#c9d6e3",
+    "pending": "#e3e8ee",
+}
+MAX_DRAWN = 2000  # activities drawn in the DAG and the timeline; the tables list them all
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2733;
+padding:0 1rem}
+h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:2rem 0 .5rem}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem .5rem;border-bottom:1px solid #e3e8ee;
+text-align:left;vertical-align:top}th{background:#f5f7fa}.num{text-align:right}
+.state{display:inline-block;padding:0 .4rem;border-radius:.3rem;color:#fff;font-size:12px}
+.muted{color:#5b6773}pre{background:#f5f7fa;padding:.5rem;overflow:auto;max-height:16rem}
+svg text{font:11px system-ui,sans-serif}.scroll{overflow:auto;border:1px solid #e3e8ee}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    activity: ActivityRecord
+    attempts: list[AttemptRecord]
+    cpu_max: float | None
+    memory_max: int | None
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(start: float | None, end: float | None) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = end - start
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def _badge(state: str) -> str:
+    colour = STATE_COLOURS.get(state, "#5b6773")
+    return f'<span class="state" style="background:{colour}">{_e(state)}</span>'
+
+
+def _dag_svg(rows: Sequence[_Row], deps: Sequence[tuple[str, str]]) -> str:
+    names = [r.activity.name for r in rows][:MAX_DRAWN]
+    drawn = set(names)
+    graph = {n: [d for a, d in deps if a == n and d in drawn] for n in names}
+    depth = levels(graph)
+    columns: dict[int, list[str]] = {}
+    for name in names:
+        columns.setdefault(depth[name], []).append(name)
+    box_w, box_h, gap_x, gap_y = 150, 34, 60, 14
+    pos = {
+        name: (20 + col * (box_w + gap_x), 20 + row * (box_h + gap_y))
+        for col, members in columns.items()
+        for row, name in enumerate(members)
+    }
+    width = 40 + len(columns) * (box_w + gap_x)
+    height = 40 + max((len(m) for m in columns.values()), default=1) * (box_h + gap_y)
+    state = {r.activity.name: str(r.activity.state) for r in rows}
+    runtime = {r.activity.name: r.activity.runtime for r in rows}
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="DAG">']
+    for name, ds in graph.items():
+        x, y = pos[name]
+        for d in ds:
+            dx, dy = pos[d]
+            parts.append(
+                f'<line x1="{dx + box_w}" y1="{dy + box_h / 2}" x2="{x}" y2="{y + box_h / 2}" '
+                'stroke="#9aa3ad"/>'
+            )
+    for name in names:
+        x, y = pos[name]
+        colour = STATE_COLOURS.get(state[name], "#5b6773")
+        parts.append(
+            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="5" fill="{colour}"/>'
+            f'<text x="{x + 6}" y="{y + 14}" fill="#fff">{_e(name[:22])}</text>'
+            f'<text x="{x + 6}" y="{y + 28}" fill="#fff">{_e(runtime[name][:22])}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _timeline_svg(rows: Sequence[_Row]) -> str:
+    bars = [
+        (r.activity, a)
+        for r in rows
+        for a in r.attempts
+        if a.started_at is not None and a.finished_at is not None
+    ][:MAX_DRAWN]
+    if not bars:
+        return '<p class="muted">No attempt ran.</p>'
+    t0 = min(a.started_at or 0.0 for _, a in bars)
+    t1 = max(a.finished_at or 0.0 for _, a in bars)
+    span = max(t1 - t0, 1e-3)
+    label_w, plot_w, bar_h = 260, 800, 16
+    height = 30 + len(bars) * (bar_h + 4)
+    parts = [
+        f'<svg width="{label_w + plot_w + 20}" height="{height}" role="img" aria-label="timeline">'
+    ]
+    for tick in range(6):
+        x = label_w + plot_w * tick / 5
+        parts.append(
+            f'<line x1="{x}" y1="14" x2="{x}" y2="{height}" stroke="#e3e8ee"/>'
+            f'<text x="{x - 2 if tick == 5 else x + 2}" y="11" fill="#5b6773" '
+            f'text-anchor="{"end" if tick == 5 else "start"}">+{span * tick / 5:.2f} s</text>'
+        )
+    for i, (act, att) in enumerate(bars):
+        y = 20 + i * (bar_h + 4)
+        start = label_w + plot_w * ((att.started_at or t0) - t0) / span
+        width = max(2.0, plot_w * ((att.finished_at or t0) - (att.started_at or t0)) / span)
+        colour = STATE_COLOURS.get(att.state, "#5b6773")
+        where = att.runtime + (f"@{att.node}" if att.node else "")
+        label = f"{act.name} #{att.number} · {where}"
+        parts.append(
+            f'<text x="0" y="{y + 12}">{_e(label[:44])}</text>'
+            f'<rect x="{start:.1f}" y="{y}" width="{width:.1f}" height="{bar_h}" rx="3" '
+            f'fill="{colour}"><title>{_e(label)}: '
+            f"{_e(_duration(att.started_at, att.finished_at))}</title></rect>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(repo: Repository, workflow_id: int) -> str:
+    wf = repo.get_workflow(workflow_id)
+    if wf is None:
+        raise KeyError(f"no workflow with id {workflow_id}")
+    rows = []
+    for act in repo.list_activities(workflow_id):
+        samples = repo.read_metrics(act.id)
+        cpus = [s[2] for s in samples if s[2] is not None]
+        memories = [s[3] for s in samples if s[3] is not None]
+        # Sampled memory only: wait4's max RSS of a child started with posix_spawn also counts
+        # the engine's own pages (Linux records the pre-exec mm), so it is not shown here.
+        rows.append(
+            _Row(
+                act,
+                repo.list_attempts(act.id),
+                max(cpus) if cpus else None,
+                max(memories) if memories else None,
+            )
+        )
+    deps = repo.dependency_names(workflow_id)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r.activity.state)] = counts.get(str(r.activity.state), 0) + 1
+    table = []
+    for r in rows:
+        a = r.activity
+        cpu_seconds = sum(x.cpu_seconds or 0.0 for x in r.attempts)
+        table.append(
+            "<tr>"
+            f"<td>{_e(a.name)}</td><td>{_badge(str(a.state))}</td><td>{_e(a.runtime)}</td>"
+            f"<td>{_e(a.node or '-')}</td><td class=num>{len(r.attempts)}</td>"
+            f"<td>{_e(_duration(a.started_at, a.finished_at))}</td>"
+            f"<td class=num>{_e('-' if a.exit_code is None else a.exit_code)}</td>"
+            f"<td class=num>{cpu_seconds:.2f} s</td>"
+            f"<td class=num>{_e('-' if r.cpu_max is None else f'{r.cpu_max:.0f} %')}</td>"
+            f"<td class=num>{_e(_size(r.memory_max))}</td>"
+            f"<td>{_e(a.image or '')}</td>"
+            "</tr>"
+        )
+    failures = []
+    for r in rows:
+        if str(r.activity.state) != "failed":
+            continue
+        tail = [c.data for _, c in repo.read_logs(r.activity.id) if c.stream == "stderr"]
+        failures.append(
+            f"<h3>{_e(r.activity.name)}</h3><p>{_e(r.activity.reason or 'failed')}</p>"
+            f"<pre>{_e(''.join(tail)[-4000:] or '(no stderr)')}</pre>"
+        )
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{_e(wf.name)} #{wf.id} · AkôFlow report</title>"
+        f"<style>{CSS}</style></head><body>"
+        f"<h1>{_e(wf.name)} <span class=muted>#{wf.id}</span> {_badge(str(wf.state))}</h1>"
+        f"<p class=muted>started {_e(_when(wf.started_at))} · finished "
+        f"{_e(_when(wf.finished_at))} · {_e(_duration(wf.started_at, wf.finished_at))} · "
+        f"{len(rows)} activities: {_e(summary)}</p>"
+        f"<h2>DAG</h2><div class=scroll>{_dag_svg(rows, deps)}</div>"
+        f"<h2>Timeline</h2><div class=scroll>{_timeline_svg(rows)}</div>"
+        "<h2>Activities</h2><table><thead><tr><th>activity</th><th>state</th><th>runtime</th>"
+        "<th>node</th><th>attempts</th><th>duration</th><th>exit</th><th>CPU time</th>"
+        "<th>peak CPU</th><th>peak memory</th><th>image</th></tr></thead>"
+        f"<tbody>{''.join(table)}</tbody></table>"
+        + (f"<h2>Failures</h2>{''.join(failures)}" if failures else "")
+        + f"<p class=muted>AkôFlow report generated {_e(_when(wf.finished_at or wf.started_at))}"
+        "</p></body></html>\n"
+    )
