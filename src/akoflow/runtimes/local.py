@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -214,7 +215,11 @@ class LocalRuntime(Runtime):
             _, status, usage = os.wait4(job.pid, 0)
             code: int | None = os.waitstatus_to_exitcode(status)
             cpu = usage.ru_utime + usage.ru_stime
-            rss = usage.ru_maxrss * 1024
+            # Linux counts the spawning process's pages in a child's max RSS (exec records
+            # the old, shared mm's high-water mark), so a peak below the engine's own is ours,
+            # not the activity's: unknown then (the sampled metrics still show its memory).
+            if usage.ru_maxrss > resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:
+                rss = usage.ru_maxrss * 1024
         else:
             code = _exit_code(_read_exit_file(job.prefix))
         # Whatever the script left in the background goes with it.
