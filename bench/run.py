@@ -1,12 +1,18 @@
 """AkôFlow benchmarks: one command, numbers and ratios on stdout.
 
-    .venv/bin/python bench/run.py            # all
+    .venv/bin/python bench/run.py            # the engine: startup, wide, chain, plan
     .venv/bin/python bench/run.py wide chain # a subset
+    .venv/bin/python bench/run.py all        # everything below too (several minutes, root:
+                                             # it starts dockerd, SLURM, sshd, emulators)
     DOCKER_HOST=unix:///tmp/d/docker.sock .venv/bin/python bench/run.py docker
                                              # per-activity overhead of docker vs local (needs
                                              # a daemon with the image: `python -m
                                              # tests.docker_support.dockerd up /tmp/d`)
-    .venv/bin/python bench/run.py server     # server mode (bench/server.py; not in "all")
+    .venv/bin/python bench/run.py server     # server mode (bench/server.py)
+    .venv/bin/python bench/run.py singularity k8s hpc
+                                             # the runtimes' own benchmarks (bench/<name>.py):
+                                             # overhead per activity, API requests per
+                                             # activity, slurmctld RPCs per job
 
 Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
 state dir, the way a user runs it. Budgets (2-core machine) from the design brief:
@@ -149,7 +155,13 @@ def main() -> None:
     default = ["startup", "wide", "chain", "plan"]
     if os.environ.get("DOCKER_HOST"):
         default.append("docker")
-    parser.add_argument("which", nargs="*", default=default)
+    parser.add_argument(
+        "which",
+        nargs="*",
+        default=default,
+        help="startup wide chain plan docker server singularity k8s hpc, or all "
+        f"(default: {' '.join(default)})",
+    )
     parser.add_argument("--wide", type=int, default=1000)
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--big", type=int, default=100_000)
@@ -158,6 +170,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="akoflow-bench-") as d:
         tmp = Path(d)
+        if "all" in args.which:
+            args.which = [*default, "docker"] if os.environ.get("DOCKER_HOST") else default
+            args.which.append("all")
         if "startup" in args.which:
             wall, rss, _, _ = timed(akoflow("--version"))
             print(
@@ -202,10 +217,14 @@ def main() -> None:
                 f"(start-up included)  peak RSS {rss / 2**20:6.1f} MiB  exit {rc}  "
                 f"[budget < 10 s, < 1024 MiB]\n{'':<11} {detail.strip()}"
             )
-        if "server" in args.which:
-            # About a minute: its own script, so `run.py` alone stays quick.
-            sys.stdout.flush()
-            subprocess.run([PY, str(Path(__file__).with_name("server.py"))], check=False)
+        # The remote and container runtimes (each starts its own daemons or stand-ins, a
+        # minute or more) and server mode: their own scripts, run from here by name;
+        # `all` runs every benchmark.
+        for name in ("server", "singularity", "k8s", "hpc"):
+            if name in args.which or "all" in args.which:
+                sys.stdout.flush()
+                print(f"== {name}", flush=True)
+                subprocess.run([PY, str(Path(__file__).with_name(f"{name}.py"))], check=False)
 
 
 if __name__ == "__main__":
