@@ -31,7 +31,7 @@ spec:
     - name: work-2
       dependsOn: [split]
       run: |
-        sleep 0.3
+        sleep 1
         wc -c < part-2.txt > out-2.txt
     - name: join
       dependsOn: [work-1, work-2]
