@@ -368,6 +368,18 @@ def _find_workflow(repo: Any, ref: str) -> Any:
     return rec
 
 
+def _open_run(state_dir: Path | None, ref: str) -> tuple[Any, Any]:
+    """The repository and one run of the state dir, or a clear error (exit 2)."""
+    from akoflow import service
+
+    sdir = config.state_dir(state_dir)
+    if not (sdir / service.DB_NAME).exists():
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_INVALID)
+    repo = service.open_repository(sdir)
+    return repo, _find_workflow(repo, ref)
+
+
 @app.command()
 def status(
     workflow: Annotated[
@@ -473,18 +485,12 @@ def prov(
 ) -> None:
     """Export a run's provenance as W3C PROV: attempts, the files they used and generated,
     runtimes as agents, with times, nodes, images, resources and placement decisions."""
-    from akoflow import service
     from akoflow.provenance.prov_export import FORMATS, serialize, workflow_document
 
     if fmt not in FORMATS:
         err.print(f"unknown format {escape(fmt)!r}: use one of {', '.join(FORMATS)}")
         raise typer.Exit(EXIT_INVALID)
-    sdir = config.state_dir(state_dir)
-    if not (sdir / service.DB_NAME).exists():
-        err.print(f"no runs yet in {escape(str(sdir))}")
-        raise typer.Exit(EXIT_INVALID)
-    repo = service.open_repository(sdir)
-    rec = _find_workflow(repo, workflow)
+    repo, rec = _open_run(state_dir, workflow)
     text = serialize(workflow_document(repo, rec.id), fmt)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -511,18 +517,12 @@ def crate(
 ) -> None:
     """Write a run as a Workflow Run RO-Crate: the workflow, the run and each activity as
     actions with the files they used and generated."""
-    from akoflow import service
     from akoflow.provenance.crate import write_crate
 
-    sdir = config.state_dir(state_dir)
-    if not (sdir / service.DB_NAME).exists():
-        err.print(f"no runs yet in {escape(str(sdir))}")
-        raise typer.Exit(EXIT_INVALID)
     if output.exists() and any(output.iterdir()):
         err.print(f"{escape(str(output))} exists and is not empty; choose another --output")
         raise typer.Exit(EXIT_INVALID)
-    repo = service.open_repository(sdir)
-    rec = _find_workflow(repo, workflow)
+    repo, rec = _open_run(state_dir, workflow)
     write_crate(repo, rec.id, output, include_data=data)
     err.print(f"wrote {escape(str(output))}/ro-crate-metadata.json")
 
@@ -537,15 +537,9 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a run (DAG, timeline of activities on their
     runtimes and nodes, durations, CPU and memory, failures); it needs no network to open."""
-    from akoflow import service
     from akoflow.report import render
 
-    sdir = config.state_dir(state_dir)
-    if not (sdir / service.DB_NAME).exists():
-        err.print(f"no runs yet in {escape(str(sdir))}")
-        raise typer.Exit(EXIT_INVALID)
-    repo = service.open_repository(sdir)
-    rec = _find_workflow(repo, workflow)
+    repo, rec = _open_run(state_dir, workflow)
     output.write_text(render(repo, rec.id), encoding="utf-8")
     err.print(f"wrote {escape(str(output))}")
 
