@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from akoflow.config import RuntimeConfig, activity_environ, discover_runtime_names, env_prefix
+from akoflow.runtimes import registry
 from akoflow.runtimes.registry import adapter_for, check_runtime_name, configured_runtime_names
 
 
@@ -31,9 +32,11 @@ def test_unknown_names(name: str) -> None:
     assert "unknown runtime" in (check_runtime_name(name) or "")
 
 
-def test_local_is_available_and_missing_adapters_say_so() -> None:
+def test_local_is_available_and_missing_adapters_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check_runtime_name("local") is None
-    # Until the HPC adapter lands, the name is refused with a reason (update with issue #4).
+    assert check_runtime_name("hpc-sdumont") is None  # the HPC adapter exists (issue #4)
+    # A build without an adapter refuses its names with a reason.
+    monkeypatch.setattr(registry, "_available", lambda adapter: adapter.kind != "hpc")
     msg = check_runtime_name("hpc-sdumont")
     assert msg is not None and "'hpc' adapter" in msg
 

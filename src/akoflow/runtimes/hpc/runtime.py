@@ -1,0 +1,797 @@
+"""The HPC adapter: each attempt is one SLURM batch job, sent through the login node over SSH.
+
+- One SSH connection per runtime (:mod:`.ssh`) carries every command and file transfer.
+- Submit: stage volumes in (rsync), upload the activity's script and the rendered sbatch script
+  (SFTP), then one ``sbatch --parsable`` guarded by a ``submitted`` claim, paced by
+  ``SUBMIT_RATE``. The job name is deterministic, so an attempt can always be found again.
+- Monitor: one ``squeue`` per poll for every job of the runtime; jobs that left the queue are
+  resolved with ``sacct`` (or ``sacct -c``) and the job's own exit file. Ends are pushed to the
+  engine after the volumes are staged back. A failed query changes nothing ("unknown").
+- Crash safety: after an engine restart or an ambiguous submit, the attempt is looked up by job
+  name (squeue, then accounting, then its exit file); if it is nowhere, the engine takes the
+  attempt's ``started`` claim, so a straggling copy can never run the script: never twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from akoflow.runtimes.apptainer import exec_command
+from akoflow.runtimes.base import (
+    Adopted,
+    Health,
+    JobSpec,
+    JobStatus,
+    Metrics,
+    NodeInfo,
+    Outcome,
+    Runtime,
+    RuntimeUnavailable,
+    SubmitError,
+)
+from akoflow.runtimes.hpc import sbatch, slurm, staging
+from akoflow.runtimes.hpc.settings import HpcSettings, SettingsError, read_settings
+from akoflow.runtimes.hpc.ssh import SshAmbiguous, SshLink, SshTarget, SshUnavailable
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("stdout", "stderr")
+LOG_READ_MAX = 8 << 20
+MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it counts as gone
+NODES_CACHE_SECONDS = 2.0
+CONTAINER_SHELL = "/bin/sh"
+# sbatch messages that mean "could not talk to slurmctld" (the job may or may not exist).
+_CONTROLLER_TROUBLE = (
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "Connection refused",
+    "Zero Bytes were transmitted",
+    "Slurm backup controller in standby mode",
+    "Communication connection failure",
+)
+
+
+class _NeverRan(RuntimeUnavailable):
+    """An ambiguous submission proven harmless: the attempt's script can never run."""
+
+
+SCOPE_FILE = ".hpc-scope"
+_NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a SLURM node name, safe in an #SBATCH line
+
+
+def scope_of(attempt_dir: Path) -> str:
+    """Tells apart runs that share one cluster (other users, other state dirs, or a state dir
+    deleted and made again at the same path): the same attempt key, another run.
+
+    A random token kept in the run's attempt dir, so it survives an engine restart; a path
+    hash would not tell a re-created state dir from the old one, whose jobs and claims may
+    still be on the cluster."""
+    path = attempt_dir / SCOPE_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    attempt_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another engine call made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class _Job:
+    __slots__ = (
+        "cancel_pending",
+        "cancelled",
+        "cpu",
+        "job_id",
+        "key",
+        "last_log",
+        "misses",
+        "name",
+        "node",
+        "paths",
+        "running_reported",
+        "state",
+        "transfers",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        name: str,
+        paths: sbatch.AttemptPaths,
+        job_id: str | None,
+        transfers: Sequence[staging.Transfer],
+    ) -> None:
+        self.key = key
+        self.name = name
+        self.paths = paths
+        self.job_id = job_id
+        self.transfers = tuple(transfers)
+        self.state: str | None = None
+        self.node: str | None = None
+        self.misses = 0
+        self.running_reported = False
+        self.cancelled = False
+        self.cancel_pending = False
+        self.last_log = 0.0
+        self.cpu: tuple[float, float] | None = None  # (cpu seconds, monotonic) last sample
+
+    def handle(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "job_id": self.job_id,
+            "dir": self.paths.dir,
+            "volumes": [[t.local, t.remote, t.is_dir] for t in self.transfers],
+        }
+
+
+def _transfers_of(handle: Mapping[str, Any]) -> list[staging.Transfer]:
+    found = []
+    for item in handle.get("volumes") or []:
+        if isinstance(item, list) and len(item) == 3:
+            found.append(staging.Transfer(str(item[0]), str(item[1]), bool(item[2])))
+    return found
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+class HpcRuntime(Runtime):
+    kind = "hpc"
+    default_max_parallel = 100
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._config_error: str | None = None
+        try:
+            self._s: HpcSettings | None = read_settings(self.config)
+        except SettingsError as exc:
+            self._s, self._config_error = None, str(exc)
+        self._link: SshLink | None = None
+        self._key_dir: str | None = None
+        self._key_file: str | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._prepared = -1  # connection number on which MOUNT_PATH was created
+        self._next_submit = 0.0
+        self._gate = asyncio.Lock()
+        self._volume_locks: dict[str, asyncio.Lock] = {}
+        self._nodes: tuple[float, list[NodeInfo]] | None = None
+        self._last_metrics: tuple[float, dict[str, Metrics]] = (0.0, {})
+        self._accounting: str | None = None  # resolved mode: sacct, jobcomp or none
+        self._scopes: dict[Path, str] = {}
+        self.status_queries = 0
+        """squeue calls made by the monitor (one per poll with live jobs)."""
+        self.submissions = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def max_parallel(self) -> int:
+        """Jobs this engine keeps in the cluster's queue at once: ``{NAME}_MAX_PARALLEL``,
+        else ``{NAME}_MAX_QUEUED`` (default 100)."""
+        if self.config.get("MAX_PARALLEL"):
+            return super().max_parallel
+        return self._s.max_queued if self._s is not None else 1
+
+    @property
+    def connections_opened(self) -> int:
+        return self._link.connections_opened if self._link is not None else 0
+
+    def _settings(self) -> HpcSettings:
+        if self._s is None:
+            raise SubmitError(self._config_error or "invalid settings")
+        return self._s
+
+    def _require_link(self) -> SshLink:
+        if self._link is None:
+            if self._config_error:
+                raise RuntimeUnavailable(self._config_error)
+            raise RuntimeUnavailable(f"runtime {self.name} is not started")
+        return self._link
+
+    async def _ready_link(self) -> SshLink:
+        """The connected link, with MOUNT_PATH created once per connection (over SFTP: no
+        remote shell, whose start-up can cost more than the command)."""
+        link = self._require_link()
+        await link.connection()
+        if self._prepared != link.connections_opened:
+            await link.makedirs(self._settings().mount_path)
+            self._prepared = link.connections_opened
+        return link
+
+    async def _run(self, argv: Sequence[str], timeout: float | None = None) -> Any:
+        link = await self._ready_link()
+        return await link.run(argv, timeout=timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self._s
+        if s is None or self._link is not None:
+            return
+        key_file = s.key_file
+        if s.key_data is not None:
+            self._key_dir = tempfile.mkdtemp(prefix="akoflow-hpc-")
+            os.chmod(self._key_dir, 0o700)
+            key_file = os.path.join(self._key_dir, "id")
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(s.key_data if s.key_data.endswith(b"\n") else s.key_data + b"\n")
+        self._key_file = key_file
+        target = SshTarget(
+            host=s.host,
+            port=s.port,
+            user=s.user,
+            known_hosts=s.known_hosts_path,
+            accept_new=s.accept_new_host_key,
+            key_file=key_file,
+            passphrase=s.key_passphrase,
+            password=s.password,
+        )
+        self._link = SshLink(
+            target,
+            max_sessions=s.max_sessions,
+            keepalive=s.keepalive,
+            connect_timeout=s.connect_timeout,
+            command_timeout=s.command_timeout,
+            reconnect_max=s.reconnect_max,
+        )
+        self._monitor_task = asyncio.create_task(self._monitor(), name=f"akoflow-{self.name}-poll")
+
+    async def stop(self) -> None:
+        """Jobs keep running in SLURM; a restarted engine adopts them by name."""
+        task, self._monitor_task = self._monitor_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+        if self._key_dir is not None:
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+            self._key_dir = None
+        self._jobs.clear()
+
+    # ------------------------------------------------------------------ health, nodes
+
+    async def health(self) -> Health:
+        if self._s is None:
+            return Health(False, self._config_error)
+        s = self._s
+        if s.gateway is not None:
+            problem = await self._check_gateway(*s.gateway, s.connect_timeout)
+            if problem:
+                return Health(False, problem)
+        try:
+            nodes = await self._sinfo()
+        except RuntimeUnavailable as exc:
+            return Health(False, str(exc))
+        where = f"partition {s.queue}" if s.queue else "the cluster"
+        if not nodes:
+            return Health(False, f"{where} has no nodes (sinfo)")
+        if not any(n.ready for n in nodes):
+            return Health(False, f"no node of {where} is up (sinfo)")
+        return Health(True)
+
+    @staticmethod
+    async def _check_gateway(host: str, port: int, timeout: float) -> str | None:
+        """The seed's VPN check as a real one: can we open a TCP connection to GATEWAY?"""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            return f"gateway {host}:{port} is not reachable: {why}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    async def _sinfo(self) -> list[NodeInfo]:
+        s = self._settings()
+        res = await self._run(slurm.sinfo_argv(s.queue))
+        if res.exit_status != 0:
+            raise RuntimeUnavailable(
+                f"sinfo -p {s.queue or '(default)'} failed on {s.host}: {_tail(res.stderr)}"
+            )
+        nodes = slurm.parse_sinfo_nodes(res.stdout)
+        self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        cached = self._nodes
+        if cached is not None and time.monotonic() - cached[0] < NODES_CACHE_SECONDS:
+            return cached[1]  # read by the health check just now
+        return await self._sinfo()
+
+    # ------------------------------------------------------------------ submit
+
+    def _paths(self, job: JobSpec) -> tuple[str, sbatch.AttemptPaths]:
+        s = self._settings()
+        scope = self._scopes.get(job.attempt_dir)
+        if scope is None:
+            scope = self._scopes[job.attempt_dir] = scope_of(job.attempt_dir)
+        return sbatch.job_name(scope, job.key), sbatch.AttemptPaths.of(s.mount_path, scope, job.key)
+
+    def _transfers(self, job: JobSpec) -> list[staging.Transfer]:
+        s = self._settings()
+        return [
+            staging.resolve(v.local, v.remote, str(job.data_dir), s.mount_path) for v in job.volumes
+        ]
+
+    def request(self, job: JobSpec) -> sbatch.JobRequest:
+        """The job script's inputs for ``job`` (pure given the settings)."""
+        s = self._settings()
+        name, paths = self._paths(job)
+        act = job.activity
+        env = {**job.env, **act.env}
+        workdir = s.mount_path
+        inner = act.mount_path or s.mount_path
+        env["AKOFLOW_DATA_DIR"] = inner
+        env["ACTIVITY_MOUNT_PATH"] = inner
+        command: list[str] = ["bash", paths.script]
+        if act.image and s.singularity:
+            script = inner + paths.script[len(s.mount_path) :]
+            ex = exec_command(
+                s.singularity,
+                act.image,
+                script,
+                binds=[(s.mount_path, inner)],
+                pwd=inner,
+                shell=CONTAINER_SHELL,
+                env=env,
+            )
+            command, env = ex.argv, ex.env
+        return sbatch.JobRequest(
+            name=name,
+            paths=paths,
+            workdir=workdir,
+            sentinel=sbatch.sentinel_path(s.mount_path, job.workflow_id, job.activity_id),
+            command=command,
+            env=env,
+            partition=s.queue,
+            account=s.group,
+            comment=f"akoflow:{s.project}" if s.project else None,
+            time=sbatch.time_limit(s.time, act.timeout_seconds),
+            cpus=sbatch.cpu_request(act.cpu_cores),
+            mem=sbatch.memory_request(s.mem, act.memory_bytes),
+            ntasks=s.ntasks,
+            nodes=s.nodes,
+            gpus=s.gpus,
+            cpus_per_gpu=s.cpus_per_gpu,
+            nodelist=job.node if job.node and _NODE_NAME.match(job.node) else None,
+        )
+
+    async def submit(self, job: JobSpec) -> dict[str, Any]:
+        s = self._settings()
+        tracked = self._jobs.get(job.key)
+        if tracked is not None:
+            return tracked.handle()
+        name, paths = self._paths(job)
+        transfers = self._transfers(job)
+        try:
+            req = self.request(job)
+            script = sbatch.render(req, s.template)
+        except ValueError as exc:
+            raise SubmitError(str(exc)) from None
+        link = await self._ready_link()
+        for transfer in transfers:
+            await self._stage(transfer, upload=True)
+        await link.write_files(
+            paths.dir, {"script.sh": job.activity.run.encode(), "job.sbatch": script.encode()}
+        )
+        if not await link.mkdir_exclusive(paths.submitted):
+            return await self._after_ambiguous(job.key, name, paths, transfers)  # sent before
+        await self._pace(s.submit_rate)
+        try:
+            res = await link.run(sbatch.sbatch_argv(paths, name))
+        except SshAmbiguous:
+            return await self._after_ambiguous(job.key, name, paths, transfers)
+        self.submissions += 1
+        if res.exit_status != 0:
+            message = _tail(res.stderr)
+            if any(t in res.stderr for t in _CONTROLLER_TROUBLE):
+                # slurmctld is away: squeue would not answer either; the claim decides.
+                return await self._after_ambiguous(
+                    job.key, name, paths, transfers, look_first=False
+                )
+            raise SubmitError(f"sbatch refused {name}: {message}")
+        job_id = res.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SubmitError(f"sbatch printed no job id for {name}: {res.stdout.strip()!r}")
+        tracked = _Job(job.key, name, paths, job_id, transfers)
+        self._jobs[job.key] = tracked
+        return tracked.handle()
+
+    async def _pace(self, rate: float) -> None:
+        """At most ``rate`` sbatch calls per second from this runtime."""
+        async with self._gate:
+            now = time.monotonic()
+            wait = self._next_submit - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_submit = max(now, self._next_submit) + 1.0 / rate
+
+    async def _after_ambiguous(
+        self,
+        key: str,
+        name: str,
+        paths: sbatch.AttemptPaths,
+        transfers: list[staging.Transfer],
+        *,
+        look_first: bool = True,
+    ) -> dict[str, Any]:
+        """sbatch may or may not have created the job: find it by name, or make sure that it
+        can never run before reporting the submission as not done."""
+        row: slurm.QueueRow | None = None
+        try:
+            try:
+                if look_first:
+                    row = await self._lookup(name)
+            except (SshUnavailable, SshAmbiguous):
+                raise
+            except RuntimeUnavailable:
+                row = None  # SLURM cannot tell now; the claim below decides
+            if row is None:
+                if await self._claim(paths):
+                    raise _NeverRan(
+                        f"the submission of {name} did not reach SLURM (or its job can no "
+                        "longer run); it will be sent again as a new attempt"
+                    )
+                with contextlib.suppress(RuntimeUnavailable):  # it started: visible by now
+                    row = await self._lookup(name)
+        except _NeverRan:
+            raise
+        except RuntimeUnavailable:
+            row = None  # the login node is away: the monitor finds the job by name later
+        tracked = _Job(key, name, paths, row.job_id if row else None, transfers)
+        self._jobs[key] = tracked
+        return tracked.handle()
+
+    async def _lookup(self, name: str) -> slurm.QueueRow | None:
+        s = self._settings()
+        res = await self._run(slurm.squeue_by_name_argv(s.user, name))
+        if res.exit_status != 0:
+            raise RuntimeUnavailable(f"squeue failed on {s.host}: {_tail(res.stderr)}")
+        rows = [r for r in slurm.parse_squeue(res.stdout) if r.name == name]
+        live = [r for r in rows if r.live]
+        found = live or rows
+        return found[-1] if found else None
+
+    async def _claim(self, paths: sbatch.AttemptPaths) -> bool:
+        """Take the attempt's ``started`` claim: True means its script never ran and never
+        will (a job that starts later finds the claim taken and exits)."""
+        link = await self._ready_link()
+        await link.makedirs(paths.dir)
+        return await link.mkdir_exclusive(paths.started)
+
+    async def _stage(self, transfer: staging.Transfer, *, upload: bool) -> None:
+        s = self._settings()
+        if self._key_file is None:
+            raise SubmitError(
+                "staging volumes needs key authentication (rsync cannot use a password): set "
+                f"{self.config.name.upper().replace('-', '_')}_KEY_FILE or _SSHKEYPRIVK"
+            )
+        lock = self._volume_locks.setdefault(transfer.remote, asyncio.Lock())
+        async with lock:
+            if upload:
+                await (await self._ready_link()).makedirs(transfer.remote)
+                if not os.path.exists(transfer.local):
+                    return  # nothing to send yet (an output-only volume)
+            else:
+                os.makedirs(
+                    transfer.local if transfer.is_dir else os.path.dirname(transfer.local),
+                    exist_ok=True,
+                )
+            ssh = staging.ssh_command(
+                port=s.port,
+                user=s.user,
+                key_file=self._key_file,
+                known_hosts=s.known_hosts_path,
+                connect_timeout=s.connect_timeout,
+            )
+            await staging.run_rsync(staging.rsync_argv(ssh, s.host, transfer, upload=upload))
+
+    # ------------------------------------------------------------------ monitor
+
+    async def _monitor(self) -> None:
+        s = self._settings()
+        while True:
+            await asyncio.sleep(s.poll_interval)
+            if not self._jobs:
+                continue
+            try:
+                await self._poll()
+            except RuntimeUnavailable as exc:
+                log.debug("status of %s unknown this cycle: %s", self.name, exc)
+            except Exception:
+                log.exception("monitoring %s failed this cycle", self.name)
+
+    async def _squeue(self) -> dict[str, slurm.QueueRow] | None:
+        s = self._settings()
+        res = await self._run(slurm.squeue_argv(s.user))
+        if res.exit_status != 0:
+            log.debug("squeue failed on %s: %s", s.host, _tail(res.stderr))
+            return None
+        rows: dict[str, slurm.QueueRow] = {}
+        for row in slurm.parse_squeue(res.stdout):
+            if row.name.startswith("akf-") and (row.name not in rows or row.live):
+                rows[row.name] = row
+        return rows
+
+    async def _poll(self) -> None:
+        rows = await self._squeue()
+        self.status_queries += 1
+        if rows is None:
+            return  # unknown: nothing changes
+        ended: list[tuple[_Job, slurm.QueueRow]] = []
+        missing: list[_Job] = []
+        for job in list(self._jobs.values()):
+            row = rows.get(job.name)
+            if row is None:
+                job.misses += 1
+                if job.misses >= MISSES_BEFORE_LOST:
+                    missing.append(job)
+                continue
+            job.misses = 0
+            job.job_id = row.job_id
+            job.state, job.node = row.state, row.node or job.node
+            if job.cancel_pending:
+                await self._scancel(job)
+            if not row.live:
+                ended.append((job, row))
+            elif row.state == "RUNNING" and not job.running_reported:
+                job.running_reported = True
+                self.events.job_running(job.key, row.node)
+        outcomes = await self._final_outcomes([(job, row.state) for job, row in ended])
+        finished = [(job, out) for (job, _), out in zip(ended, outcomes, strict=True)]
+        if missing:
+            finished += await self._resolve_missing(missing)
+        for job, outcome in finished:
+            await self._finish(job, outcome)
+
+    async def _read_exit(self, paths: sbatch.AttemptPaths) -> int | None:
+        data = await self._require_link().read_from(paths.exit, 0, 64)
+        return slurm.parse_exit_file(data.decode(errors="replace") if data is not None else None)
+
+    async def _final_outcomes(self, ended: Sequence[tuple[_Job, str]]) -> list[Outcome]:
+        """Outcomes of jobs squeue shows in a final state: their exit files, and for those
+        without one (killed, cancelled, claim lost) SLURM's exit code from one sacct call."""
+        codes = await asyncio.gather(*(self._read_exit(job.paths) for job, _ in ended))
+        unknown = [job for (job, _), code in zip(ended, codes, strict=True) if code is None]
+        acct = await self._accounting_rows(unknown) if unknown else {}
+        outcomes = []
+        for (job, state), code in zip(ended, codes, strict=True):
+            row = acct.get(job.name)
+            slurm_code, sig = (row.exit_code, row.signal) if row is not None else (None, None)
+            outcomes.append(self._outcome(job, state, code, slurm_code, sig))
+        return outcomes
+
+    def _outcome(
+        self, job: _Job, state: str, code: int | None, slurm_code: int | None, sig: int | None
+    ) -> Outcome:
+        claim_lost = code is None and slurm_code == sbatch.CLAIM_LOST_EXIT
+        outcome = slurm.outcome_of(state, code, slurm_code=slurm_code, signal=sig,
+                                   claim_lost=claim_lost)  # fmt: skip
+        if job.cancelled and not outcome.succeeded:
+            return Outcome(False, outcome.exit_code, "cancelled")
+        return outcome
+
+    async def _final_outcome(
+        self, job: _Job, state: str, slurm_code: int | None = None, sig: int | None = None
+    ) -> Outcome:
+        return self._outcome(job, state, await self._read_exit(job.paths), slurm_code, sig)
+
+    async def _accounting_rows(self, jobs: Sequence[_Job]) -> dict[str, slurm.AcctRow]:
+        """Final states of jobs that left the queue, in one sacct call."""
+        s = self._settings()
+        ids = [j.job_id for j in jobs if j.job_id]
+        if not ids or s.accounting == "none":
+            return {}
+        modes = [s.accounting] if s.accounting != "auto" else [self._accounting or "sacct"]
+        if s.accounting == "auto" and self._accounting is None:
+            modes.append("jobcomp")
+        for mode in modes:
+            res = await self._run(slurm.sacct_argv(ids, jobcomp=mode == "jobcomp"))
+            if res.exit_status == 0 and "accounting storage is disabled" not in res.stderr:
+                if s.accounting == "auto":
+                    self._accounting = mode
+                return {r.name: r for r in slurm.parse_sacct(res.stdout)}
+        return {}
+
+    async def _resolve_missing(self, jobs: Sequence[_Job]) -> list[tuple[_Job, Outcome]]:
+        acct = await self._accounting_rows(jobs)
+        result: list[tuple[_Job, Outcome]] = []
+        for job in jobs:
+            row = acct.get(job.name)
+            if row is not None and row.state not in slurm.LIVE_STATES:
+                result.append(
+                    (job, await self._final_outcome(job, row.state, row.exit_code, row.signal))
+                )
+                continue
+            code = await self._read_exit(job.paths)
+            if code is not None:
+                state = "COMPLETED" if code == 0 else "FAILED"
+                result.append((job, await self._final_outcome(job, state)))
+            elif job.job_id is None and await self._claim(job.paths):
+                result.append((job, Outcome(False, None, "the submission never reached SLURM")))
+            else:
+                reason = "the job left the SLURM queue without recording an exit code"
+                result.append((job, Outcome(False, None, reason)))
+        return result
+
+    async def _finish(self, job: _Job, outcome: Outcome) -> None:
+        for transfer in job.transfers:
+            try:
+                await self._stage(transfer, upload=False)
+            except RuntimeUnavailable:
+                return  # the cluster is away: try again next poll, the end is not lost
+            except SubmitError as exc:
+                if outcome.succeeded:
+                    outcome = Outcome(False, outcome.exit_code, f"staging back failed: {exc}")
+        if self._jobs.pop(job.key, None) is not None:
+            self.events.job_finished(job.key, outcome)
+
+    # ------------------------------------------------------------------ cancel, adopt
+
+    async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
+        job = self._jobs.get(key)
+        if job is None:
+            return
+        job.cancelled = True
+        try:
+            await self._scancel(job)
+        except RuntimeUnavailable as exc:
+            job.cancel_pending = True  # sent by the monitor once the cluster answers again
+            log.warning("cannot cancel %s now (%s); will retry", job.name, exc)
+
+    async def _scancel(self, job: _Job) -> None:
+        s = self._settings()
+        job.cancel_pending = False
+        if job.job_id:
+            argv = ["scancel", job.job_id]
+        else:
+            argv = ["scancel", f"--name={job.name}", f"--user={s.user}"]
+        res = await self._run(argv)
+        if res.exit_status != 0:
+            log.warning("scancel %s: %s", job.name, _tail(res.stderr))
+
+    async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
+        self._require_link()
+        name, paths = self._paths(job)
+        transfers = _transfers_of(handle) or self._transfers(job)
+        tracked = _Job(job.key, name, paths, None, transfers)
+        row = await self._lookup(name)
+        if row is not None:
+            tracked.job_id, tracked.state, tracked.node = row.job_id, row.state, row.node
+            if row.live:
+                self._jobs[job.key] = tracked
+                return Adopted("running", tracked.handle(), node=row.node)
+            (outcome,) = await self._final_outcomes([(tracked, row.state)])
+            return Adopted("finished", tracked.handle(), outcome, row.node)
+        tracked.job_id = str(handle.get("job_id") or "") or None
+        if tracked.job_id is None:
+            tracked.job_id = await self._job_id_from_accounting(name)
+        resolved = await self._resolve_missing([tracked]) if tracked.job_id else []
+        if resolved:
+            return Adopted("finished", tracked.handle(), resolved[0][1])
+        code = await self._read_exit(paths)
+        if code is not None:
+            outcome = await self._final_outcome(tracked, "COMPLETED" if code == 0 else "FAILED")
+            return Adopted("finished", tracked.handle(), outcome)
+        if await self._claim(paths):
+            return Adopted("never_started")
+        lost = "the job ran but left neither a SLURM record nor an exit code"
+        return Adopted("finished", tracked.handle(), Outcome(False, None, lost))
+
+    async def _job_id_from_accounting(self, name: str) -> str | None:
+        s = self._settings()
+        modes = {"auto": ["sacct", "jobcomp"], "none": []}.get(s.accounting, [s.accounting])
+        for mode in modes:
+            res = await self._run(slurm.sacct_argv(name=name, jobcomp=mode == "jobcomp"))
+            if res.exit_status == 0:
+                rows = [r for r in slurm.parse_sacct(res.stdout) if r.name == name]
+                if rows:
+                    return rows[-1].job_id
+        return None
+
+    # ------------------------------------------------------------------ observe
+
+    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
+        try:
+            rows = await self._squeue()
+        except RuntimeUnavailable:
+            rows = None
+        result: dict[str, JobStatus] = {}
+        for key, handle in jobs.items():
+            row = rows.get(str(handle.get("name"))) if rows is not None else None
+            if row is None:
+                result[key] = JobStatus("unknown")
+            elif row.state == "PENDING":
+                result[key] = JobStatus("queued")
+            elif row.live:
+                result[key] = JobStatus("running", node=row.node)
+            else:
+                paths = sbatch.AttemptPaths(str(handle.get("dir")))
+                probe = _Job(key, row.name, paths, row.job_id, ())
+                probe.cancelled = key in self._jobs and self._jobs[key].cancelled
+                (outcome,) = await self._final_outcomes([(probe, row.state)])
+                result[key] = JobStatus("finished", outcome, row.node)
+        return result
+
+    async def logs(
+        self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
+    ) -> dict[str, bytes]:
+        directory = str(handle.get("dir") or "")
+        if not directory:
+            return {}
+        job = self._jobs.get(key)
+        if job is not None:  # still live: pending jobs have no output; poll at most per cycle
+            if job.state == "PENDING":
+                return {}
+            now = time.monotonic()
+            if now - job.last_log < self._settings().poll_interval:
+                return {}
+            job.last_log = now
+        link = self._require_link()
+        out: dict[str, bytes] = {}
+        for stream in STREAMS:
+            data = await link.read_from(
+                f"{directory}/{stream}", offsets.get(stream, 0), LOG_READ_MAX
+            )
+            if data:
+                out[stream] = data
+        return out
+
+    async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
+        """CPU (% of one core, between two samples) and memory of running jobs, from one
+        ``sstat`` of their batch steps, at most every ``METRICS_INTERVAL`` seconds."""
+        s = self._settings()
+        if s.metrics_interval <= 0:
+            return {}
+        now = time.monotonic()
+        if now - self._last_metrics[0] < s.metrics_interval:
+            return {}
+        running = {
+            j.job_id: j
+            for k in jobs
+            if (j := self._jobs.get(k)) is not None and j.job_id and j.state == "RUNNING"
+        }
+        if not running:
+            return {}
+        self._last_metrics = (now, {})
+        res = await self._run(slurm.sstat_argv(running))
+        if res.exit_status != 0 and not res.stdout:
+            return {}
+        result: dict[str, Metrics] = {}
+        for job_id, (cpu_s, mem) in slurm.parse_sstat(res.stdout).items():
+            job = running.get(job_id)
+            if job is None:
+                continue
+            cpu_pct: float | None = None
+            if cpu_s is not None:
+                if job.cpu is not None and now > job.cpu[1]:
+                    cpu_pct = max(0.0, (cpu_s - job.cpu[0]) / (now - job.cpu[1]) * 100)
+                job.cpu = (cpu_s, now)
+            result[job.key] = Metrics(cpu_pct, mem)
+        return result
+
+
+__all__ = ["HpcRuntime", "scope_of"]

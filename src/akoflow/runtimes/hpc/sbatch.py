@@ -1,0 +1,202 @@
+"""The sbatch script of one attempt, rendered by pure functions.
+
+The activity's own script is never part of it: it is uploaded as ``script.sh`` next to the
+sbatch script and run as a file (``bash script.sh``, or inside ``singularity exec``). Every other
+value in the body is quoted with :func:`shlex.quote`; values in ``#SBATCH`` lines were restricted
+to safe characters by the settings.
+
+Crash safety lives in two claims, both ``mkdir`` of a directory in the attempt's remote dir
+(atomic, also on shared file systems):
+
+- ``submitted``: taken (over SFTP) right before ``sbatch``, so one attempt is given to SLURM at
+  most once, however often the engine asks;
+- ``started``: taken by the job when it starts, or by the engine when it proves an attempt never
+  ran. A job that finds it taken exits with :data:`CLAIM_LOST_EXIT` without running anything.
+
+The job records the activity's exit code in ``exit`` (written atomically) and, as the seed
+does, writes ``AKOFLOW_JOB_FINISHED`` to ``akoflow_finished_{workflow}_{activity}.txt`` in the
+mount path.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+CLAIM_LOST_EXIT = 213
+WORKDIR_MISSING_EXIT = 214
+FINISHED_TEXT = "AKOFLOW_JOB_FINISHED"
+CONTROL_DIR = ".akoflow"
+
+DEFAULT_TEMPLATE = "#!/bin/bash\n#DIRECTIVES#\n\n#COMMAND#\n"
+
+
+def sbatch_argv(paths: AttemptPaths, name: str) -> list[str]:
+    """``--job-name`` on the command line too: a user template cannot lose it."""
+    return ["sbatch", "--parsable", f"--job-name={name}", paths.sbatch]
+
+
+def job_name(scope: str, key: str) -> str:
+    """Deterministic SLURM job name of an attempt (``scope`` tells state dirs apart)."""
+    return f"akf-{scope}-{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPaths:
+    """Remote files of one attempt, under ``MOUNT_PATH/.akoflow/<scope>/<key>``."""
+
+    dir: str
+
+    @classmethod
+    def of(cls, mount_path: str, scope: str, key: str) -> AttemptPaths:
+        return cls(f"{mount_path}/{CONTROL_DIR}/{scope}/{key}")
+
+    @property
+    def script(self) -> str:
+        return f"{self.dir}/script.sh"
+
+    @property
+    def sbatch(self) -> str:
+        return f"{self.dir}/job.sbatch"
+
+    @property
+    def stdout(self) -> str:
+        return f"{self.dir}/stdout"
+
+    @property
+    def stderr(self) -> str:
+        return f"{self.dir}/stderr"
+
+    @property
+    def exit(self) -> str:
+        return f"{self.dir}/exit"
+
+    @property
+    def started(self) -> str:
+        return f"{self.dir}/started"
+
+    @property
+    def submitted(self) -> str:
+        return f"{self.dir}/submitted"
+
+
+def sentinel_path(mount_path: str, workflow_id: int, activity_id: int) -> str:
+    return f"{mount_path}/akoflow_finished_{workflow_id}_{activity_id}.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Everything the script of one attempt needs (all values already checked)."""
+
+    name: str
+    paths: AttemptPaths
+    workdir: str
+    sentinel: str
+    command: Sequence[str]
+    """argv that runs the activity's script file (bash, or singularity exec)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    partition: str | None = None
+    account: str | None = None
+    comment: str | None = None
+    time: str | None = None
+    cpus: int | None = None
+    mem: str | None = None
+    ntasks: str | None = None
+    nodes: str | None = None
+    gpus: str | None = None
+    cpus_per_gpu: str | None = None
+    nodelist: str | None = None
+    """The node the engine's placement chose (``--nodelist``)."""
+
+
+def time_limit(setting: str | None, timeout_seconds: float | None) -> str | None:
+    """``--time``: the activity's timeout in whole minutes (SLURM's unit) when it has one,
+    else the runtime's TIME setting."""
+    if timeout_seconds is not None:
+        return str(max(1, math.ceil(timeout_seconds / 60)))
+    return setting
+
+
+def memory_request(setting: str | None, memory_bytes: int | None) -> str | None:
+    """``--mem`` in MiB from the activity's memoryLimit, else the MEM setting."""
+    if memory_bytes is not None:
+        return f"{max(1, math.ceil(memory_bytes / (1 << 20)))}M"
+    return setting
+
+
+def cpu_request(cores: float | None) -> int | None:
+    return max(1, math.ceil(cores)) if cores is not None else None
+
+
+def directives(req: JobRequest) -> list[str]:
+    options: list[tuple[str, str | int | None]] = [
+        ("job-name", req.name),
+        ("partition", req.partition),
+        ("account", req.account),
+        ("comment", req.comment),
+        ("time", req.time),
+        ("cpus-per-task", req.cpus),
+        ("mem", req.mem),
+        ("ntasks", req.ntasks),
+        ("nodes", req.nodes),
+        ("gpus", req.gpus),
+        ("cpus-per-gpu", req.cpus_per_gpu),
+        ("nodelist", req.nodelist),
+        ("output", f"{req.paths.dir}/slurm.out"),
+        ("error", f"{req.paths.dir}/slurm.out"),
+    ]
+    return [f"#SBATCH --{k}={v}" for k, v in options if v is not None]
+
+
+def body(req: JobRequest, *, final_exit: bool = True) -> str:
+    """The part AkôFlow owns: claim, run the script file, record the exit code, sentinel.
+
+    It ends the job with the activity's exit code, unless a user template has lines after
+    ``#COMMAND#`` (they run, and may read ``$akf_code``)."""
+    q = shlex.quote
+    d = req.paths
+    lines = [
+        "# AkôFlow: run this attempt once, record how it ended.",
+        f"mkdir {q(d.started)} 2>/dev/null || exit {CLAIM_LOST_EXIT}",
+        f"cd {q(req.workdir)} || exit {WORKDIR_MISSING_EXIT}",
+    ]
+    lines += [f"export {k}={q(v)}" for k, v in req.env.items()]
+    lines += [
+        f"{shlex.join(req.command)} </dev/null >{q(d.stdout)} 2>{q(d.stderr)}",
+        "akf_code=$?",
+        f"printf '%s\\n' \"$akf_code\" >{q(d.exit + '.tmp')} && mv -f {q(d.exit + '.tmp')} "
+        f"{q(d.exit)}",
+        f"printf '%s\\n' {FINISHED_TEXT} >{q(req.sentinel)}",
+    ]
+    if final_exit:
+        lines.append('exit "$akf_code"')
+    return "\n".join(lines)
+
+
+def render(req: JobRequest, template: str | None = None) -> str:
+    """The sbatch script: ``template`` (upstream's placeholders, plus ``#DIRECTIVES#``) or the
+    default one, with AkôFlow's body in place of ``#COMMAND#``."""
+    values = {
+        "#DIRECTIVES#": "\n".join(directives(req)),
+        "#JOB_NAME#": req.name,
+        "#OUTPUT#": f"{req.paths.dir}/slurm.out",
+        "#ERROR#": f"{req.paths.dir}/slurm.out",
+        "#TIME#": req.time or "",
+        "#PARTITION#": req.partition or "",
+        "#ACCOUNT#": req.account or "",
+        "#NTASKS#": req.ntasks or "",
+        "#NODES#": req.nodes or "",
+        "#GPUS#": req.gpus or "",
+        "#CPUS_PER_GPU#": req.cpus_per_gpu or "",
+        "#MEM#": req.mem or "",
+    }
+    text = template if template is not None else DEFAULT_TEMPLATE
+    head, sep, tail = text.partition("#COMMAND#")
+    if not sep:
+        raise ValueError("the sbatch template has no #COMMAND# placeholder")
+    for placeholder, value in values.items():  # never inside the body or the user's script
+        head = head.replace(placeholder, value)
+        tail = tail.replace(placeholder, value)
+    return head + body(req, final_exit=not tail.strip()) + tail

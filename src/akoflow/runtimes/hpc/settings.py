@@ -1,0 +1,221 @@
+"""The HPC runtime's settings, read from ``{NAME}_{KEY}`` variables and checked up front.
+
+Seed keys: ``USER``, ``HOST_CLUSTER``, ``QUEUE``, ``MOUNT_PATH``, ``GATEWAY``, ``GROUP``,
+``PROJECT``. Upstream's: ``TIME``, ``NTASKS``, ``NODES``, ``GPUS``, ``CPUS_PER_GPU``, ``MEM``,
+``SBATCHTEMPLATE`` (base64), ``SSHKEYPRIVK`` (base64 private key), ``PASSWORD``. Ours: ``PORT``,
+``KEY_FILE``, ``KEY_PASSPHRASE``, ``KNOWN_HOSTS``, ``ACCEPT_NEW_HOST_KEY``, ``SINGULARITY``,
+``POLL_INTERVAL``, ``SUBMIT_RATE``, ``MAX_QUEUED``, ``MAX_SESSIONS``, ``KEEPALIVE``,
+``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``RECONNECT_MAX``, ``ACCOUNTING``,
+``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``. Secrets stay in this object; they are never
+formatted into a message.
+
+Values that end up in ``#SBATCH`` lines or in paths of the job script are restricted to safe
+characters: a newline in a queue name must not become a second directive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from akoflow.config import RuntimeConfig, env_prefix
+
+_TRUE = ("1", "true", "yes", "on")
+_DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_.:,/@+=%-]+$")
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_.@+=%/-]*$")
+_HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
+ACCOUNTING_MODES = ("auto", "sacct", "jobcomp", "none")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed (the message names the variable, never a secret)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HpcSettings:
+    host: str
+    port: int
+    user: str
+    mount_path: str
+    queue: str | None = None
+    group: str | None = None
+    project: str | None = None
+    gateway: tuple[str, int] | None = None
+    key_file: str | None = None
+    key_data: bytes | None = None  # decoded SSHKEYPRIVK; written 0600 by the runtime
+    key_passphrase: str | None = None
+    password: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    accept_new_host_key: bool = False
+    time: str | None = None
+    ntasks: str | None = None
+    nodes: str | None = None
+    gpus: str | None = None
+    cpus_per_gpu: str | None = None
+    mem: str | None = None
+    template: str | None = None
+    singularity: str | None = None
+    poll_interval: float = 5.0
+    submit_rate: float = 1.0
+    max_queued: int = 100
+    max_sessions: int = 8
+    keepalive: float = 15.0
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    reconnect_max: float = 30.0
+    accounting: str = "auto"
+    metrics_interval: float = 30.0
+
+    def __repr__(self) -> str:  # never print the key or the password
+        return f"HpcSettings(host={self.host!r}, port={self.port}, user={self.user!r})"
+
+    @property
+    def known_hosts_path(self) -> str:
+        return os.path.expanduser(self.known_hosts)
+
+
+def read_settings(config: RuntimeConfig) -> HpcSettings:
+    """Parse and check every setting; raises :class:`SettingsError`."""
+    prefix = env_prefix(config.name)
+
+    def text(key: str) -> str | None:
+        value = config.get(key)
+        return value.strip() if value is not None and value.strip() else None
+
+    def required(key: str) -> str:
+        value = text(key)
+        if value is None:
+            raise SettingsError(f"{prefix}{key} is not set")
+        return value
+
+    def directive(key: str) -> str | None:
+        value = text(key)
+        if value is not None and not _DIRECTIVE_VALUE.match(value):
+            raise SettingsError(
+                f"{prefix}{key} may only contain letters, digits and _ . : , / @ + = % -"
+            )
+        return value
+
+    def number(key: str, default: float, minimum: float = 0.0) -> float:
+        raw = text(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{prefix}{key} must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{prefix}{key} must be at least {minimum:g}")
+        return value
+
+    def integer(key: str, default: int, minimum: int = 1) -> int:
+        try:
+            value = config.get_int(key, default)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if value < minimum:
+            raise SettingsError(f"{prefix}{key} must be at least {minimum}")
+        return value
+
+    host = required("HOST_CLUSTER")
+    if not _HOST.match(host):
+        raise SettingsError(f"{prefix}HOST_CLUSTER must be a host name or address")
+    mount = required("MOUNT_PATH")
+    if not _SAFE_PATH.match(mount) or "/../" in mount + "/":
+        raise SettingsError(
+            f"{prefix}MOUNT_PATH must be an absolute path of letters, digits and _ . @ + = % - /"
+        )
+    key_data = None
+    raw_key = text("SSHKEYPRIVK")
+    if raw_key is not None:
+        try:
+            key_data = base64.b64decode(raw_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise SettingsError(f"{prefix}SSHKEYPRIVK must be base64 (of a private key)") from None
+    key_file = text("KEY_FILE")
+    if key_file is not None:
+        key_file = os.path.expanduser(key_file)
+    password = config.get("PASSWORD") or None
+    if key_data is None and key_file is None and password is None:
+        default_keys = [p for p in ("id_ed25519", "id_ecdsa", "id_rsa") if _home_key(p)]
+        if not default_keys:
+            raise SettingsError(
+                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or {prefix}PASSWORD"
+            )
+        key_file = str(_home_key(default_keys[0]))
+    template = None
+    raw_template = text("SBATCHTEMPLATE")
+    template_file = text("SBATCHTEMPLATE_FILE")
+    if raw_template is not None:
+        try:
+            template = base64.b64decode(raw_template, validate=True).decode()
+        except (binascii.Error, ValueError):
+            raise SettingsError(f"{prefix}SBATCHTEMPLATE must be a base64 sbatch script") from None
+    elif template_file is not None:
+        try:
+            template = Path(template_file).expanduser().read_text()
+        except OSError as exc:
+            raise SettingsError(f"{prefix}SBATCHTEMPLATE_FILE: {exc.strerror}") from None
+    if template is not None and "#COMMAND#" not in template:
+        raise SettingsError(f"the sbatch template of {prefix[:-1]} has no #COMMAND# placeholder")
+    gateway = None
+    raw_gateway = text("GATEWAY")
+    if raw_gateway is not None:
+        gw_host, sep, gw_port = raw_gateway.rpartition(":")
+        if not sep:
+            gw_host, gw_port = raw_gateway, "22"
+        if not _HOST.match(gw_host) or not gw_port.isdigit():
+            raise SettingsError(f"{prefix}GATEWAY must be HOST or HOST:PORT")
+        gateway = (gw_host, int(gw_port))
+    accounting = (text("ACCOUNTING") or "auto").lower()
+    if accounting not in ACCOUNTING_MODES:
+        raise SettingsError(f"{prefix}ACCOUNTING must be one of {', '.join(ACCOUNTING_MODES)}")
+    singularity = text("SINGULARITY")
+    if singularity is not None and not _DIRECTIVE_VALUE.match(singularity):
+        raise SettingsError(f"{prefix}SINGULARITY must be a program name or path")
+    user = text("USER") or os.environ.get("USER") or "root"
+    if not _DIRECTIVE_VALUE.match(user):
+        raise SettingsError(f"{prefix}USER is not a valid user name")
+    return HpcSettings(
+        host=host,
+        port=integer("PORT", 22),
+        user=user,
+        mount_path=mount.rstrip("/") or "/",
+        queue=directive("QUEUE"),
+        group=directive("GROUP"),
+        project=directive("PROJECT"),
+        gateway=gateway,
+        key_file=key_file,
+        key_data=key_data,
+        key_passphrase=config.get("KEY_PASSPHRASE") or None,
+        password=password,
+        known_hosts=text("KNOWN_HOSTS") or "~/.ssh/known_hosts",
+        accept_new_host_key=(text("ACCEPT_NEW_HOST_KEY") or "").lower() in _TRUE,
+        time=directive("TIME"),
+        ntasks=directive("NTASKS"),
+        nodes=directive("NODES"),
+        gpus=directive("GPUS"),
+        cpus_per_gpu=directive("CPUS_PER_GPU"),
+        mem=directive("MEM"),
+        template=template,
+        singularity=singularity,
+        poll_interval=number("POLL_INTERVAL", 5.0, 0.1),
+        submit_rate=number("SUBMIT_RATE", 1.0, 0.001),
+        max_queued=integer("MAX_QUEUED", 100),
+        max_sessions=integer("MAX_SESSIONS", 8),
+        keepalive=number("KEEPALIVE", 15.0, 1.0),
+        connect_timeout=number("CONNECT_TIMEOUT", 10.0, 0.1),
+        command_timeout=number("COMMAND_TIMEOUT", 60.0, 1.0),
+        reconnect_max=number("RECONNECT_MAX", 30.0, 0.1),
+        accounting=accounting,
+        metrics_interval=number("METRICS_INTERVAL", 30.0, 0.0),
+    )
+
+
+def _home_key(name: str) -> Path | None:
+    path = Path.home() / ".ssh" / name
+    return path if path.exists() else None

@@ -1,0 +1,252 @@
+"""SLURM command lines and the parsing of their output (pure functions).
+
+Monitoring costs one ``squeue`` per cycle for every job of the runtime (``-t all`` also lists
+jobs that ended less than ``MinJobAge`` ago, with their final state); jobs that already left
+the queue are looked up with one ``sacct`` (or ``sacct -c``, which reads the jobcomp log on
+clusters without slurmdbd) for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from akoflow.runtimes.base import NodeInfo, Outcome
+
+SEP = "|"
+SQUEUE_FORMAT = "%i|%j|%T|%N|%r"
+SACCT_FIELDS = "JobID,JobName,State,ExitCode"
+SINFO_NODE_FORMAT = "%N|%c|%m|%e|%t|%C"
+
+LIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+    }
+)
+_REASONS = {
+    "TIMEOUT": "SLURM time limit reached (TIMEOUT)",
+    "CANCELLED": "cancelled in SLURM (scancel)",
+    "OUT_OF_MEMORY": "out of memory (SLURM OUT_OF_MEMORY)",
+    "NODE_FAIL": "the node failed (SLURM NODE_FAIL)",
+    "BOOT_FAIL": "the node failed to boot (SLURM BOOT_FAIL)",
+    "DEADLINE": "SLURM deadline reached (DEADLINE)",
+    "PREEMPTED": "preempted by SLURM (PREEMPTED)",
+    "REVOKED": "revoked by SLURM (REVOKED)",
+    "SPECIAL_EXIT": "SLURM special exit (SPECIAL_EXIT)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    job_id: str
+    name: str
+    state: str  # long form: PENDING, RUNNING, COMPLETED, ...
+    node: str | None
+    reason: str | None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class AcctRow:
+    job_id: str
+    name: str
+    state: str
+    exit_code: int | None
+    signal: int | None
+
+
+def squeue_argv(user: str) -> list[str]:
+    return ["squeue", "--noheader", "--states=all", f"--user={user}", f"--format={SQUEUE_FORMAT}"]
+
+
+def squeue_by_name_argv(user: str, name: str) -> list[str]:
+    return [*squeue_argv(user), f"--name={name}"]
+
+
+def sacct_argv(
+    job_ids: Sequence[str] = (), name: str | None = None, jobcomp: bool = False
+) -> list[str]:
+    argv = ["sacct", "--noheader", "--parsable2", "--allocations", f"--format={SACCT_FIELDS}"]
+    if jobcomp:
+        argv.append("--completion")
+    if job_ids:
+        argv.append("--jobs=" + ",".join(job_ids))
+    if name is not None:
+        argv += ["--name=" + name, "--starttime=2000-01-01"]
+    return argv
+
+
+def sinfo_argv(partition: str | None) -> list[str]:
+    argv = ["sinfo", "--noheader", "--Node", f"--format={SINFO_NODE_FORMAT}"]
+    if partition:
+        argv.append(f"--partition={partition}")
+    return argv
+
+
+def sstat_argv(job_ids: Iterable[str]) -> list[str]:
+    steps = ",".join(f"{j}.batch" for j in job_ids)
+    return [
+        "sstat",
+        "--noheader",
+        "--parsable2",
+        f"--jobs={steps}",
+        "--format=JobID,TRESUsageInTot",
+    ]
+
+
+def parse_squeue(text: str) -> list[QueueRow]:
+    rows = []
+    for line in text.splitlines():
+        parts = line.strip().split(SEP)
+        if len(parts) != 5 or not parts[0]:
+            continue
+        job_id, name, state, node, reason = parts
+        rows.append(
+            QueueRow(
+                job_id=job_id,
+                name=name,
+                state=state.split()[0].rstrip("+") if state else "UNKNOWN",
+                node=node if node and node != "(null)" else None,
+                reason=reason if reason and reason not in ("None", "(null)") else None,
+            )
+        )
+    return rows
+
+
+def parse_sacct(text: str) -> list[AcctRow]:
+    rows = []
+    for line in text.splitlines():
+        parts = line.strip().split(SEP)
+        if len(parts) != 4 or "." in parts[0] or not parts[0]:
+            continue  # steps (123.batch) carry no extra information here
+        job_id, name, state, exit_code = parts
+        code, sig = parse_exit_code(exit_code)
+        # "CANCELLED by 0" -> CANCELLED
+        rows.append(AcctRow(job_id, name, state.split()[0].rstrip("+"), code, sig))
+    return rows
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """SLURM's ``code:signal``."""
+    code, _, sig = text.partition(":")
+    return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
+
+
+def parse_exit_file(text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = text.strip()
+    return int(value) if value.lstrip("-").isdigit() else None
+
+
+def outcome_of(
+    state: str,
+    exit_code: int | None,
+    *,
+    slurm_code: int | None = None,
+    signal: int | None = None,
+    claim_lost: bool = False,
+) -> Outcome:
+    """How an attempt ended, from SLURM's final state and the job's own exit file.
+
+    ``exit_code`` (from the exit file) is the activity's real code; SLURM's ``slurm_code`` is
+    used only when that file is missing.
+    """
+    code = exit_code if exit_code is not None else slurm_code
+    if claim_lost:
+        return Outcome(False, None, "the attempt was claimed elsewhere; its script did not run")
+    if state == "COMPLETED" and (code is None or code == 0):
+        return Outcome(True, 0)
+    if state in _REASONS:
+        return Outcome(False, code if state != "CANCELLED" else exit_code, _REASONS[state])
+    if signal:
+        return Outcome(False, code, f"killed by signal {signal}")
+    if code is not None:
+        return Outcome(False, code, f"exit code {code}")
+    return Outcome(False, None, f"the job ended as {state} without an exit code")
+
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int | None:
+    """``66120K`` -> bytes (SLURM sizes are binary)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", text.strip())
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS.get(m.group(2), 1))
+
+
+def parse_duration(text: str) -> float | None:
+    """``[D-]HH:MM:SS[.mmm]`` or ``MM:SS.mmm`` -> seconds."""
+    days = 0
+    value = text.strip()
+    if "-" in value:
+        d, _, value = value.partition("-")
+        if not d.isdigit():
+            return None
+        days = int(d)
+    parts = value.split(":")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        return None
+    seconds = 0.0
+    for n in nums:
+        seconds = seconds * 60 + n
+    return days * 86400 + seconds
+
+
+def parse_sstat(text: str) -> dict[str, tuple[float | None, int | None]]:
+    """job id -> (CPU seconds, memory bytes) from ``TRESUsageInTot`` of the batch steps."""
+    result: dict[str, tuple[float | None, int | None]] = {}
+    for line in text.splitlines():
+        step, sep, tres = line.strip().partition(SEP)
+        if not sep or not step.endswith(".batch"):
+            continue
+        fields = dict(part.partition("=")[::2] for part in tres.split(","))
+        cpu = parse_duration(fields["cpu"]) if "cpu" in fields else None
+        mem = parse_size(fields["mem"]) if "mem" in fields else None
+        result[step.removesuffix(".batch")] = (cpu, mem)
+    return result
+
+
+def parse_sinfo_nodes(text: str) -> list[NodeInfo]:
+    nodes: dict[str, NodeInfo] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(SEP)
+        if len(parts) != 6:
+            continue
+        name, cpus, mem_mb, free_mb, state, cpu_states = parts
+        alloc = cpu_states.split("/")[0]
+        total = _int(mem_mb)
+        free = _int(free_mb)
+        nodes[name] = NodeInfo(
+            name=name,
+            ready=state.rstrip("*~#!%$@^-") in ("idle", "mix", "alloc", "comp", "completing"),
+            cpu_capacity=float(cpus) if cpus.isdigit() else None,
+            memory_capacity=total << 20 if total is not None else None,
+            cpu_usage=float(alloc) if alloc.isdigit() else None,
+            memory_usage=(total - free) << 20 if total is not None and free is not None else None,
+        )
+    return list(nodes.values())
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() else None

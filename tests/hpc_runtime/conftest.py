@@ -1,0 +1,80 @@
+"""A private SLURM cluster (munged, slurmctld, slurmd) with an SSH login node for the session,
+started from Debian's packages under a tmp dir and stopped by PID. If it cannot be set up the
+tests FAIL: a machine without SLURM must not pass them by skipping."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.singularity_runtime.conftest import images  # noqa: F401  (the container test)
+from tests.slurm_support.cluster import ClusterError, SlurmCluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    # Not under pytest's basetemp: a concurrent pytest run may prune old basetemps, and this
+    # directory holds the daemons' state while they run.
+    root = Path(tempfile.mkdtemp(prefix="akf-slurm-"))
+    cluster = SlurmCluster(root)
+    try:
+        cluster.start()
+    except (ClusterError, OSError, Exception) as exc:  # never a skip
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"cannot start a private SLURM cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def login_node(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The cluster's login node as a host of its own: sshd in network namespace
+    ``akf-hpcsim`` (198.18.99.10, hostname login01), removed by name afterwards."""
+    try:
+        slurm_cluster.start_netns()
+    except (ClusterError, OSError, Exception) as exc:
+        slurm_cluster.stop_netns()
+        pytest.fail(f"cannot start the login node namespace: {exc}", pytrace=False)
+    try:
+        yield slurm_cluster
+    finally:
+        slurm_cluster.stop_netns()
+
+
+def runtime_env(
+    cluster: SlurmCluster, name: str, mount: str, *, netns: bool = False, **extra: str
+) -> dict[str, str]:
+    """``{NAME}_*`` settings for a runtime on ``cluster``; fast polling for tests."""
+    prefix = name.upper().replace("-", "_") + "_"
+    env = cluster.settings(name, netns=netns)
+    env[prefix + "MOUNT_PATH"] = str(cluster.root / mount)
+    env[prefix + "POLL_INTERVAL"] = "0.3"
+    env[prefix + "SUBMIT_RATE"] = "50"
+    env[prefix + "RECONNECT_MAX"] = "0.5"
+    env[prefix + "METRICS_INTERVAL"] = "1"
+    env.update({prefix + k: v for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def hpc_env(
+    slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """Runtime ``hpc`` configured for the session's cluster, with its own MOUNT_PATH."""
+    mount = "mount/" + re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)
+    env = runtime_env(slurm_cluster, "hpc", mount)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with contextlib.suppress(FileExistsError):
+        Path(env["HPC_MOUNT_PATH"]).mkdir(parents=True)
+    return env

@@ -1,0 +1,88 @@
+"""The engine (the real CLI) is SIGKILLed while SLURM jobs run; resuming adopts them by job
+name and submits nothing twice. SLURM's own job-completion log is the witness: one job per
+attempt, one attempt per activity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Akoflow, cli_env
+from tests.hpc_runtime.conftest import runtime_env
+from tests.hpc_runtime.test_hpc_engine import jobcomp, slurm_name
+from tests.slurm_support.cluster import SlurmCluster
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
+    slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/crash"))
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    wf = tmp_path / "crash.yaml"
+    wf.write_text(
+        "name: crashy\nspec:\n  runtime: hpc\n  activities:\n"
+        "    - name: slow\n      run: |\n        echo run >> count.slow\n"
+        "        while [ ! -e slow.release ]; do sleep 0.1; done\n        echo done > slow.out\n"
+        "    - name: fast\n      run: echo run >> count.fast\n"
+        "    - name: after\n      dependsOn: [slow]\n"
+        "      run: |\n        echo run >> count.after\n        cat slow.out\n"
+    )
+    data = tmp_path / "data"
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "akoflow",
+            "run",
+            str(wf),
+            "--quiet",
+            "--state-dir",
+            str(state_dir),
+            "--data-dir",
+            str(data),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    wait_for(lambda: (mount / "count.slow").exists() and (mount / "count.fast").exists())
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    assert engine.returncode == -signal.SIGKILL
+    (mount / "slow.release").touch()  # `slow` ends while no engine is watching
+
+    res = akoflow("resume", "--json", env=env, timeout=120)
+    assert res.returncode == 0, res.stderr + res.stdout
+    doc = json.loads(res.stdout)
+    assert doc["workflow"]["id"] == 1
+    assert {a["name"]: a["state"] for a in doc["activities"]} == {
+        "slow": "succeeded",
+        "fast": "succeeded",
+        "after": "succeeded",
+    }
+    assert {a["name"]: a["attempts"] for a in doc["activities"]} == {
+        "slow": 1,
+        "fast": 1,
+        "after": 1,
+    }
+    for name in ("slow", "fast", "after"):
+        assert (mount / f"count.{name}").read_text() == "run\n", name
+        records = jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "crashy", name))
+        assert [r["JobState"] for r in records] == ["COMPLETED"], name
+        assert not jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "crashy", name, attempt=2))

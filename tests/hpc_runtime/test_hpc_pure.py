@@ -1,0 +1,313 @@
+"""The HPC runtime's pure halves: settings, the sbatch script, SLURM output parsing, rsync argv.
+
+The script is checked by running it with bash where that matters (quoting of hostile values),
+not only by comparing text.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from akoflow.config import RuntimeConfig
+from akoflow.runtimes.base import JobSpec, Outcome
+from akoflow.runtimes.hpc import HpcRuntime, sbatch, slurm, staging
+from akoflow.runtimes.hpc.settings import SettingsError, read_settings
+from akoflow.spec import Activity
+
+BASE = {
+    "HPC_X_HOST_CLUSTER": "login.example.org",
+    "HPC_X_USER": "me",
+    "HPC_X_QUEUE": "gpu_long",
+    "HPC_X_GROUP": "proj42",
+    "HPC_X_MOUNT_PATH": "/scratch/me/akoflow",
+    "HPC_X_KEY_FILE": "/keys/id",
+}
+
+
+def settings(**extra: str):  # type: ignore[no-untyped-def]
+    env = {**BASE, **{f"HPC_X_{k}": v for k, v in extra.items()}}
+    return read_settings(RuntimeConfig.from_env("hpc-x", env))
+
+
+def runtime(**extra: str) -> HpcRuntime:
+    env = {**BASE, **{f"HPC_X_{k}": v for k, v in extra.items()}}
+
+    class Ignore:
+        def job_running(self, key: str, node: str | None) -> None: ...
+        def job_finished(self, key: str, outcome: Outcome) -> None: ...
+
+    return HpcRuntime("hpc-x", RuntimeConfig.from_env("hpc-x", env), Ignore())
+
+
+def spec(tmp_path: Path, **activity: object) -> JobSpec:
+    act = Activity(name="train", run="echo hi\n", runtime="hpc-x", **activity)  # type: ignore[arg-type]
+    return JobSpec(
+        key="wf3-train-a2",
+        workflow_id=3,
+        workflow_name="w",
+        activity_id=11,
+        activity=act,
+        attempt=2,
+        data_dir=tmp_path / "data",
+        attempt_dir=tmp_path / "attempts",
+        env={"AKOFLOW_ACTIVITY_NAME": "train", "AKOFLOW_DATA_DIR": "/engine/side"},
+    )
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_settings_read_the_seed_and_upstream_keys() -> None:
+    s = settings(TIME="02:00:00", MEM="4G", GPUS="1", PORT="2222", GATEWAY="vpn.example.org")
+    assert (s.host, s.port, s.user, s.queue, s.group) == (
+        "login.example.org", 2222, "me", "gpu_long", "proj42"
+    )  # fmt: skip
+    assert (s.time, s.mem, s.gpus) == ("02:00:00", "4G", "1")
+    assert s.gateway == ("vpn.example.org", 22)
+    assert s.poll_interval == 5.0 and s.submit_rate == 1.0 and s.max_queued == 100
+    assert not s.accept_new_host_key
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("QUEUE", "gpu\n#SBATCH --uid=0", "QUEUE may only contain"),
+        ("MOUNT_PATH", "relative/path", "MOUNT_PATH must be an absolute path"),
+        ("MOUNT_PATH", "/scratch/a b", "MOUNT_PATH must be an absolute path"),
+        ("MOUNT_PATH", "/scratch/../etc", "MOUNT_PATH must be an absolute path"),
+        ("HOST_CLUSTER", "host;rm -rf /", "HOST_CLUSTER must be a host name"),
+        ("SSHKEYPRIVK", "not base64!", "SSHKEYPRIVK must be base64"),
+        ("POLL_INTERVAL", "0", "POLL_INTERVAL must be at least 0.1"),
+        ("ACCOUNTING", "magic", "ACCOUNTING must be one of"),
+        ("SBATCHTEMPLATE", base64.b64encode(b"#!/bin/bash\n").decode(), "no #COMMAND#"),
+    ],
+)
+def test_bad_settings_name_the_variable(key: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as info:
+        settings(**{key: value})
+    assert f"HPC_X_{key}" in str(info.value) or "HPC_X" in str(info.value)
+
+
+def test_secrets_never_appear_in_the_settings_repr() -> None:
+    s = settings(PASSWORD="hunter2", SSHKEYPRIVK=base64.b64encode(b"PRIVATE KEY").decode())
+    assert "hunter2" not in repr(s) and "PRIVATE" not in repr(s)
+
+
+def test_a_runtime_with_bad_settings_is_not_ready_and_refuses_work(tmp_path: Path) -> None:
+    import asyncio
+
+    rt = runtime(MOUNT_PATH="nope")
+
+    async def scenario() -> None:
+        await rt.start()
+        health = await rt.health()
+        assert not health.ready and "MOUNT_PATH" in (health.reason or "")
+        with pytest.raises(Exception, match="MOUNT_PATH"):
+            await rt.submit(spec(tmp_path))
+        await rt.stop()
+
+    asyncio.run(scenario())
+
+
+def test_max_queued_caps_the_jobs_in_the_queue() -> None:
+    assert runtime().max_parallel == 100
+    assert runtime(MAX_QUEUED="7").max_parallel == 7
+    assert runtime(MAX_QUEUED="7", MAX_PARALLEL="3").max_parallel == 3
+
+
+# ------------------------------------------------------------------ sbatch script
+
+
+def test_default_script_has_directives_and_runs_the_uploaded_file(tmp_path: Path) -> None:
+    rt = runtime(TIME="00:30:00", PROJECT="climate")
+    req = rt.request(spec(tmp_path, cpu_cores=1.5, memory_bytes=300 << 20))
+    text = sbatch.render(req)
+    assert req.name.startswith("akf-") and req.name.endswith("-wf3-train-a2")
+    assert req.name == rt.request(spec(tmp_path)).name  # deterministic
+    head = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    d = req.paths.dir
+    assert d.startswith("/scratch/me/akoflow/.akoflow/") and d.endswith("/wf3-train-a2")
+    assert head == [
+        f"#SBATCH --job-name={req.name}",
+        "#SBATCH --partition=gpu_long",
+        "#SBATCH --account=proj42",
+        "#SBATCH --comment=akoflow:climate",
+        "#SBATCH --time=00:30:00",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --mem=300M",
+        f"#SBATCH --output={d}/slurm.out",
+        f"#SBATCH --error={d}/slurm.out",
+    ]
+    assert f"bash {d}/script.sh </dev/null >{d}/stdout 2>{d}/stderr" in text
+    assert "echo hi" not in text  # the activity's script is a file, never inlined
+    assert (
+        "printf '%s\\n' AKOFLOW_JOB_FINISHED >/scratch/me/akoflow/akoflow_finished_3_11.txt" in text
+    )
+    assert "export AKOFLOW_DATA_DIR=/scratch/me/akoflow" in text  # remote, not the engine's
+    assert text.startswith("#!/bin/bash\n")
+
+
+def test_placement_pins_the_job_to_the_chosen_node(tmp_path: Path) -> None:
+    import dataclasses
+
+    rt = runtime()
+    pinned = rt.request(dataclasses.replace(spec(tmp_path), node="node07"))
+    assert "#SBATCH --nodelist=node07" in sbatch.render(pinned)
+    hostile = rt.request(dataclasses.replace(spec(tmp_path), node="n1\n#SBATCH --uid=0"))
+    assert "nodelist" not in sbatch.render(hostile) and "--uid" not in sbatch.render(hostile)
+
+
+def test_activity_timeout_becomes_whole_minutes() -> None:
+    assert sbatch.time_limit("01:00:00", None) == "01:00:00"
+    assert sbatch.time_limit("01:00:00", 30) == "1"
+    assert sbatch.time_limit(None, 61) == "2"
+    assert sbatch.memory_request("4G", None) == "4G"
+    assert sbatch.memory_request(None, 1) == "1M"
+
+
+def test_hostile_values_are_data_when_the_script_runs(tmp_path: Path) -> None:
+    """The body runs for real with bash: a value full of shell syntax arrives verbatim."""
+    hostile = "$(touch pwned) `touch pwned2`; 'quote\" \\ \n next line"
+    paths = sbatch.AttemptPaths(str(tmp_path / "att dir"))
+    (tmp_path / "att dir").mkdir()
+    (tmp_path / "work").mkdir()
+    Path(paths.script).write_text('printf "%s" "$HOSTILE" > value.txt\nexit 5\n')
+    req = sbatch.JobRequest(
+        name="akf-x-wf1-a-a1",
+        paths=paths,
+        workdir=str(tmp_path / "work"),
+        sentinel=str(tmp_path / "work" / "akoflow_finished_1_1.txt"),
+        command=["bash", paths.script],
+        env={"HOSTILE": hostile},
+    )
+    script = tmp_path / "job.sbatch"
+    script.write_text(sbatch.render(req))
+    proc = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 5, proc.stderr
+    assert (tmp_path / "work" / "value.txt").read_text() == hostile
+    assert not list(tmp_path.rglob("pwned*"))
+    assert Path(paths.exit).read_text() == "5\n"
+    assert (tmp_path / "work" / "akoflow_finished_1_1.txt").read_text() == "AKOFLOW_JOB_FINISHED\n"
+    # A second copy of the same attempt finds the claim taken and runs nothing.
+    again = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True)
+    assert again.returncode == sbatch.CLAIM_LOST_EXIT
+
+
+def test_user_template_gets_upstream_placeholders(tmp_path: Path) -> None:
+    template = (
+        "#!/bin/bash\n#SBATCH --job-name=#JOB_NAME#\n#SBATCH -p #PARTITION#\n"
+        "#SBATCH --time=#TIME#\n#SBATCH -o #OUTPUT#\nmodule load singularity\n#COMMAND#\n"
+        "echo after\n"
+    )
+    rt = runtime(SBATCHTEMPLATE=base64.b64encode(template.encode()).decode(), TIME="10")
+    req = rt.request(spec(tmp_path))
+    text = sbatch.render(req, rt._s.template if rt._s else None)
+    assert f"#SBATCH --job-name={req.name}\n#SBATCH -p gpu_long\n#SBATCH --time=10\n" in text
+    assert "module load singularity\n# AkôFlow: run this attempt once" in text
+    assert text.endswith("akoflow_finished_3_11.txt\necho after\n")  # the tail runs too
+    argv = sbatch.sbatch_argv(req.paths, req.name)
+    assert argv == ["sbatch", "--parsable", f"--job-name={req.name}", req.paths.sbatch]
+
+
+def test_container_command_is_built_by_the_shared_apptainer_builder(tmp_path: Path) -> None:
+    rt = runtime(SINGULARITY="singularity")
+    req = rt.request(spec(tmp_path, image="/sif/python.sif", mount_path="/data"))
+    cmd = list(req.command)
+    d = req.paths.dir
+    inner_script = "/data" + d[len("/scratch/me/akoflow") :] + "/script.sh"
+    assert cmd == [
+        "singularity", "exec", "--cleanenv", "--bind", "/scratch/me/akoflow:/data",
+        "--pwd", "/data", "/sif/python.sif", "/bin/sh", inner_script,
+    ]  # fmt: skip
+    assert req.env["SINGULARITYENV_AKOFLOW_DATA_DIR"] == "/data"
+    text = sbatch.render(req)
+    assert f"{shlex.join(cmd)} </dev/null" in text
+    # Without a configured container binary the image is not used: plain bash.
+    plain = runtime().request(spec(tmp_path, image="/sif/python.sif"))
+    assert list(plain.command) == ["bash", f"{plain.paths.dir}/script.sh"]
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_squeue_and_sacct_parsing() -> None:
+    rows = slurm.parse_squeue(
+        "12|akf-a-wf1-x-a1|RUNNING|node01|None\n13|akf-a-wf1-y-a1|PENDING||Resources\n"
+        "14|akf-a-wf1-z-a1|TIMEOUT|node02|TimeLimit\ngarbage line\n"
+    )
+    assert [(r.job_id, r.state, r.node, r.reason, r.live) for r in rows] == [
+        ("12", "RUNNING", "node01", None, True),
+        ("13", "PENDING", None, "Resources", True),
+        ("14", "TIMEOUT", "node02", "TimeLimit", False),
+    ]
+    acct = slurm.parse_sacct(
+        "21|akf-a|FAILED|3:0\n21.batch|batch|FAILED|3:0\n22|akf-b|CANCELLED by 0|0:15\n"
+    )
+    assert [(r.job_id, r.state, r.exit_code, r.signal) for r in acct] == [
+        ("21", "FAILED", 3, 0),
+        ("22", "CANCELLED", 0, 15),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "expected"),
+    [
+        ("COMPLETED", 0, Outcome(True, 0)),
+        ("FAILED", 3, Outcome(False, 3, "exit code 3")),
+        ("TIMEOUT", None, Outcome(False, None, "SLURM time limit reached (TIMEOUT)")),
+        ("CANCELLED", None, Outcome(False, None, "cancelled in SLURM (scancel)")),
+        ("OUT_OF_MEMORY", 137, Outcome(False, 137, "out of memory (SLURM OUT_OF_MEMORY)")),
+        ("NODE_FAIL", None, Outcome(False, None, "the node failed (SLURM NODE_FAIL)")),
+        ("FAILED", None, Outcome(False, None, "the job ended as FAILED without an exit code")),
+    ],
+)
+def test_every_final_state_ends_the_activity(
+    state: str, code: int | None, expected: Outcome
+) -> None:
+    assert slurm.outcome_of(state, code) == expected
+
+
+def test_sinfo_sstat_and_sizes() -> None:
+    (node,) = slurm.parse_sinfo_nodes("node01|32|4096|1024|mix|5/27/0/32\n")
+    assert (node.name, node.ready, node.cpu_capacity, node.cpu_usage) == ("node01", True, 32, 5)
+    assert node.memory_capacity == 4096 << 20 and node.memory_usage == 3072 << 20
+    (down,) = slurm.parse_sinfo_nodes("node02|8|100|100|down*|0/0/8/8\n")
+    assert not down.ready
+    assert slurm.parse_sstat("7.batch|cpu=00:01:05,mem=66120K,vmem=1M\n") == {
+        "7": (65.0, 66120 << 10)
+    }
+    assert slurm.parse_duration("1-00:00:01.5") == 86401.5
+    assert slurm.parse_size("1.5G") == 3 << 29
+
+
+def test_rsync_argv_keeps_host_keys_checked_and_paths_out_of_shells() -> None:
+    ssh = staging.ssh_command(
+        port=2222, user="me", key_file="/k/id x", known_hosts="/k/known", connect_timeout=10
+    )
+    assert shlex.split(ssh)[shlex.split(ssh).index("-i") + 1] == "/k/id x"
+    assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/k/known" in ssh
+    t = staging.resolve("in dir/", "/scratch/$(x)", "/data", "/m")
+    argv = staging.rsync_argv(ssh, "host", t, upload=True)
+    assert argv == [
+        "rsync", "-a", "--update", "--protect-args", "-e", ssh, "--",
+        "/data/in dir/", "host:/scratch/$(x)/",
+    ]  # fmt: skip
+    back = staging.rsync_argv(ssh, "host", t, upload=False)
+    assert back[-2:] == ["host:/scratch/$(x)/", "/data/in dir/"]
+
+
+def test_scope_is_stable_per_run_and_new_for_a_recreated_state_dir(tmp_path: Path) -> None:
+    import shutil
+
+    from akoflow.runtimes.hpc.runtime import scope_of
+
+    attempts = tmp_path / "state" / "runs" / "1-w" / "attempts"
+    first = scope_of(attempts)
+    assert scope_of(attempts) == first and len(first) == 12
+    shutil.rmtree(tmp_path / "state")  # `rm -rf ~/.akoflow`, then the same run id again
+    assert scope_of(attempts) != first  # its jobs and claims on the cluster are not ours
