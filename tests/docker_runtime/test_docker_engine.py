@@ -18,6 +18,7 @@ from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.conftest import start_private_dockerd
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.e2e.test_engine_inprocess import engine_with
+from tests.scenarios import busy_activity, follow_busy_activity
 
 A = ActivityState
 
@@ -37,12 +38,7 @@ def test_logs_are_stored_while_running_and_metrics_sampled(
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", dockerd.host)
     text = (
-        f"name: busy\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
-        "    - name: burn\n      run: |\n        echo started\n"
-        "        end=$(( $(date +%s) + 3 ))\n"
-        "        while [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 2000 ]; do"
-        " i=$((i+1)); done; done\n"
-        "        echo finished\n"
+        f"name: busy\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n" + busy_activity()
     )
 
     async def scenario() -> None:
@@ -51,21 +47,7 @@ def test_logs_are_stored_while_running_and_metrics_sampled(
             engine,
             wf_id,
         ):
-            wf = await engine.attach(wf_id)
-            act = wf.activities["burn"]
-            seen_live = False
-            while not wf.state.is_final:
-                await asyncio.sleep(0.1)
-                if act.state is A.RUNNING:
-                    stored = "".join(c.data for _, c in repo.read_logs(act.id))
-                    seen_live = seen_live or stored == "started\n"
-            assert wf.state is WorkflowState.SUCCEEDED
-            assert seen_live, "output was not stored while the container ran"
-            assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
-            samples = repo.read_metrics(act.id)
-            assert len(samples) >= 2
-            assert max(s[2] or 0 for s in samples) > 20  # a busy shell: most of a core
-            assert all((s[3] or 0) > 0 for s in samples)  # memory without the page cache
+            await follow_busy_activity(repo, engine, wf_id)
             (rt,) = [r for r in repo.list_runtimes() if r.name == "docker"]
             assert rt.status == "READY"
 

@@ -25,6 +25,7 @@ from akoflow.runtimes.base import Health, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
+from tests.scenarios import busy_activity, follow_busy_activity
 
 
 @contextlib.asynccontextmanager
@@ -93,12 +94,7 @@ def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
 
 
 def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> None:
-    text = (
-        "name: busy\nspec:\n  activities:\n"
-        "    - name: burn\n      run: |\n        echo started\n"
-        "        end=$((SECONDS + 3)); while [ $SECONDS -lt $end ]; do :; done\n"
-        "        echo finished\n"
-    )
+    text = "name: busy\nspec:\n  activities:\n" + busy_activity()
 
     async def scenario() -> None:
         async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
@@ -106,21 +102,7 @@ def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> N
             engine,
             wf_id,
         ):
-            wf = await engine.attach(wf_id)
-            act = wf.activities["burn"]
-            seen_live = False
-            while not wf.state.is_final:
-                await asyncio.sleep(0.2)
-                if act.state is ActivityState.RUNNING:
-                    stored = "".join(c.data for _, c in repo.read_logs(act.id))
-                    if stored == "started\n":
-                        seen_live = True
-            assert seen_live, "output was not stored while the activity ran"
-            assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
-            samples = repo.read_metrics(act.id)
-            assert len(samples) >= 2
-            assert max(s[2] or 0 for s in samples) > 5  # a busy loop uses CPU (even if shared)
-            assert all((s[3] or 0) > 1_000_000 for s in samples)  # bash RSS > 1 MB
+            act = await follow_busy_activity(repo, engine, wf_id)
             attempt = repo.list_attempts(act.id)[0]
             # 3 s of busy loop; a loaded 2-core machine may give it a small share of that.
             assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 0.1

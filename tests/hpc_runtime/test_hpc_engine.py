@@ -18,6 +18,7 @@ from akoflow.runtimes.hpc.runtime import scope_of
 from akoflow.runtimes.hpc.sbatch import job_name
 from akoflow.states import ActivityState, WorkflowState
 from tests.e2e.test_engine_inprocess import engine_with
+from tests.scenarios import busy_activity, follow_busy_activity
 from tests.singularity_runtime.conftest import LAUNCHER, Images
 from tests.slurm_support.cluster import SlurmCluster
 
@@ -304,12 +305,7 @@ def test_running_job_logs_arrive_incrementally_and_metrics_come_from_sstat(
     hpc_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HPC_METRICS_INTERVAL", "0.5")
-    text = (
-        "name: busy\nspec:\n  runtime: hpc\n  activities:\n"
-        "    - name: burn\n      run: |\n        echo started\n"
-        "        end=$((SECONDS + 5)); while [ $SECONDS -lt $end ]; do :; done\n"
-        "        echo finished\n"
-    )
+    text = "name: busy\nspec:\n  runtime: hpc\n  activities:\n" + busy_activity(5)
 
     async def scenario() -> None:
         async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
@@ -317,20 +313,29 @@ def test_running_job_logs_arrive_incrementally_and_metrics_come_from_sstat(
             engine,
             wf_id,
         ):
+            await follow_busy_activity(repo, engine, wf_id)
+
+    asyncio.run(scenario())
+
+
+def test_akoscore_places_on_a_sinfo_node_and_sbatch_pins_it(
+    slurm_cluster: SlurmCluster, hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    text = (
+        "name: placed\nspec:\n  runtime: hpc\n  schedule: akoscore\n  activities:\n"
+        "    - name: one\n      cpuLimit: 1\n      memoryLimit: 32Mi\n      run: hostname\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
-            act = wf.activities["burn"]
-            seen_live = False
-            while not wf.state.is_final:
-                await asyncio.sleep(0.1)
-                if act.state is A.RUNNING:
-                    stored = "".join(c.data for _, c in repo.read_logs(act.id))
-                    seen_live = seen_live or stored == "started\n"
-            assert wf.state is WorkflowState.SUCCEEDED, states(wf)
-            assert seen_live, "output was not stored while the job ran"
-            assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
-            samples = repo.read_metrics(act.id)
-            assert samples, "no sstat sample"
-            assert any((s[3] or 0) > 0 for s in samples)  # memory of the batch step
-            assert max(s[2] or 0 for s in samples) > 20  # a busy shell: most of a core
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            (decision,) = repo.list_placements(wf_id)
+            nodes = {n.name for n in repo.list_nodes("hpc")}
+            assert decision.node in nodes  # a node `sinfo` reported
+            assert decision.candidates[0]["feasible"] is True
+        (record,) = jobcomp(slurm_cluster, slurm_name(tmp_path, wf_id, "placed", "one"))
+        assert record["NodeList"] == decision.node  # sbatch --nodelist pinned it there
 
     asyncio.run(scenario())

@@ -23,6 +23,7 @@ from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.test_docker_engine import Recorder, until
 from tests.e2e.test_engine_inprocess import engine_with
+from tests.scenarios import busy_activity, follow_busy_activity
 from tests.singularity_runtime.conftest import LAUNCHER, Images
 
 A = ActivityState
@@ -206,11 +207,7 @@ def test_live_logs_and_metrics_of_the_container_tree(
     monkeypatch.setenv("SINGULARITY_BINARY", str(LAUNCHER))
     text = (
         f"name: busy\nspec:\n  image: {images.sif}\n  runtime: singularity\n  activities:\n"
-        "    - name: burn\n      run: |\n        echo started\n"
-        "        end=$(( $(date +%s) + 3 ))\n"
-        "        while [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 2000 ]; do"
-        " i=$((i+1)); done; done\n"
-        "        echo finished\n"
+        + busy_activity()
     )
 
     async def scenario() -> None:
@@ -219,21 +216,7 @@ def test_live_logs_and_metrics_of_the_container_tree(
             engine,
             wf_id,
         ):
-            wf = await engine.attach(wf_id)
-            act = wf.activities["burn"]
-            seen_live = False
-            while not wf.state.is_final:
-                await asyncio.sleep(0.1)
-                if act.state is A.RUNNING:
-                    stored = "".join(c.data for _, c in repo.read_logs(act.id))
-                    seen_live = seen_live or stored == "started\n"
-            assert wf.state is WorkflowState.SUCCEEDED
-            assert seen_live, "output was not stored while the container ran"
-            assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\nfinished\n"
-            samples = repo.read_metrics(act.id)
-            assert len(samples) >= 2
-            assert max(s[2] or 0 for s in samples) > 20  # the container's busy shell counts
-            assert all((s[3] or 0) > 1_000_000 for s in samples)
+            await follow_busy_activity(repo, engine, wf_id)
             (rt,) = [r for r in repo.list_runtimes() if r.name == "singularity"]
             assert rt.status == "READY"
 
