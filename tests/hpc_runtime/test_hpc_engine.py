@@ -93,6 +93,10 @@ def test_workflow_passes_files_and_stages_volumes_both_ways(
             rt = runtime_of(engine)
             assert rt.connections_opened == 1
             assert rt.submissions == 2
+            # Provenance sees the volumes staged back (rsync keeps the remote write times).
+            files = {(f.activity, f.role, f.path) for f in repo.list_files(wf_id)}
+            assert ("upper", "used", "inputs/in.txt") in files
+            assert ("report", "generated", "inputs/out.txt") in files
         for act in ("upper", "report"):
             (record,) = jobcomp(slurm_cluster, slurm_name(tmp_path, wf_id, "pipe", act))
             assert record["JobState"] == "COMPLETED"
