@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 NETNS = "akf-hpcsim"
 NETNS_HOST_ADDR = "198.18.99.1"
 NETNS_LOGIN_ADDR = "198.18.99.10"
@@ -455,6 +457,7 @@ PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             self.sshd.stop()
         _kill_pidfile(self.root / "run" / "slurmd.pid")
         _kill_pidfile(self.root / "run" / "slurmctld.pid")
+        self._kill_job_steps()
         for proc in self.procs:  # our own children: reap them
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
@@ -466,6 +469,29 @@ PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             _kill_pidfile(munge_dir / "munged.pid")
             shutil.rmtree(munge_dir, ignore_errors=True)
             self.munge_dir = None
+
+    def _kill_job_steps(self) -> None:
+        """Job steps outlive slurmd (a run cut short may skip the scancel above): kill the
+        job processes of THIS cluster (their environment names its slurm.conf), their
+        children and the slurmstepd above them (whose own environment its title overwrote)."""
+        victims: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("SLURM_CONF") != str(self.conf):
+                    continue
+                parent = proc.parent()
+                if proc.name().startswith(("slurmd", "slurmctld", "sshd", "munged")):
+                    continue  # the daemons are stopped by their pid files
+                for p in [proc, *proc.children(recursive=True)]:
+                    victims[p.pid] = p
+                if parent is not None and parent.name().startswith("slurmstepd"):
+                    victims[parent.pid] = parent
+            except psutil.Error:
+                continue
+        for victim in victims.values():
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+        psutil.wait_procs(list(victims.values()), timeout=5)
 
     # ------------------------------------------------------------------ inspection
 
