@@ -205,3 +205,28 @@ def test_run_crate_without_data_references_the_files(run_dir: Path) -> None:
     assert not (run_dir / "refs" / "data").exists()
     ids = {e.id for e in ROCrate(run_dir / "refs").get_entities() if e.type == "File"}
     assert (run_dir / "data" / "result.txt").absolute().as_uri() in ids
+
+
+def test_a_dependent_uses_its_input_while_an_unrelated_activity_still_runs(
+    tmp_path: Path,
+) -> None:
+    """`slow` runs across `make`'s write, so who wrote a.txt is only decided once `slow` ends;
+    `read` starts before that and is still recorded as using its dependency's output."""
+    from akoflow import service
+
+    (tmp_path / "wf.yaml").write_text(
+        "name: overlap\nspec:\n  activities:\n"
+        "    - name: slow\n      run: sleep 1.5\n"
+        "    - name: make\n      run: echo a > a.txt\n"
+        "    - name: read\n      dependsOn: [make]\n      run: cat a.txt > b.txt\n"
+    )
+    done = akoflow(
+        "run", "wf.yaml", "--state-dir", "state", "--data-dir", "data", "-q", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    repo = service.open_repository(tmp_path / "state")
+    files = {(f.activity, f.role, f.path) for f in repo.list_files(1)}
+    assert ("make", "generated", "a.txt") in files
+    assert ("read", "used", "a.txt") in files
+    assert ("read", "generated", "b.txt") in files
+    assert not any(a == "slow" and role == "generated" for a, role, _ in files)

@@ -623,8 +623,8 @@ class Engine(RuntimeEvents):
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
         self._unreserve(act)
-        if self.provenance and act.dispatched_at:
-            self._record_generated(act)
+        if self.provenance and act.dispatched_at and act.attempt_started is not None:
+            self._record_generated(act)  # (an attempt that never started wrote nothing)
         if outcome.succeeded and act.wf.placement is not None and act.attempt_started:
             act.wf.history.setdefault(act.name, []).append(
                 (act.node, time.time() - act.attempt_started)
@@ -919,12 +919,21 @@ class Engine(RuntimeEvents):
         return current
 
     def _record_used(self, act: ActivityRun, number: int) -> None:
-        files = self._scan_files(act.wf)
+        wf = act.wf
+        files = self._scan_files(wf)
         deps = {d.name for d in act.deps}
+
+        def from_a_dependency(path: str) -> bool:
+            if wf.generated_by.get(path) in deps:
+                return True
+            # Not attributed yet (an activity running since before the write may still claim
+            # it), but a dependency is among its possible writers.
+            return any(c[3] in deps for c in wf.file_candidates.get(path, ()))
+
         used = [
             (path, f.size, f.mtime, f.sha256)
             for path, f in files.items()
-            if path in act.wf.files_initial or act.wf.generated_by.get(path) in deps
+            if path in wf.files_initial or from_a_dependency(path)
         ]
         if used:
             self.repo.add_files(act.id, number, "used", used)
