@@ -4,8 +4,11 @@ hpc). Each suite brings its own engine and workflow header; the checks are the s
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+from akoflow.runtimes.base import JobSpec
+from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
 
 
@@ -42,3 +45,24 @@ async def follow_busy_activity(repo: Any, engine: Any, wf_id: int) -> Any:
     assert max(s[2] or 0 for s in samples) > 5
     assert any((s[3] or 0) > 0 for s in samples)
     return act
+
+
+def direct_job(
+    tmp_path: Path, name: str, run: str, runtime: str, image: str | None, attempt: int = 1
+) -> JobSpec:
+    """A JobSpec for driving a runtime directly (no engine): data and attempt dirs under
+    ``tmp_path``, workflow 1, activity 1."""
+    attempts = tmp_path / "attempts"
+    attempts.mkdir(exist_ok=True)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    act = Activity(name=name, run=run, runtime=runtime, image=image)
+    return JobSpec(
+        key=f"wf1-{name}-a{attempt}",
+        workflow_id=1,
+        workflow_name="direct",
+        activity_id=1,
+        activity=act,
+        attempt=attempt,
+        data_dir=tmp_path / "data",
+        attempt_dir=attempts,
+    )

@@ -13,12 +13,11 @@ import pytest
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, Outcome
 from akoflow.runtimes.docker import DockerRuntime, container_name
-from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.conftest import start_private_dockerd
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.scenarios import busy_activity, follow_busy_activity
+from tests.scenarios import busy_activity, direct_job, follow_busy_activity
 
 A = ActivityState
 
@@ -133,20 +132,7 @@ class Recorder:
 
 
 def job_spec(tmp_path: Path, name: str, run: str, attempt: int = 1) -> JobSpec:
-    attempts = tmp_path / "attempts"
-    attempts.mkdir(exist_ok=True)
-    (tmp_path / "data").mkdir(exist_ok=True)
-    act = Activity(name=name, run=run, runtime="docker", image=IMAGE)
-    return JobSpec(
-        key=f"wf1-{name}-a{attempt}",
-        workflow_id=1,
-        workflow_name="direct",
-        activity_id=1,
-        activity=act,
-        attempt=attempt,
-        data_dir=tmp_path / "data",
-        attempt_dir=attempts,
-    )
+    return direct_job(tmp_path, name, run, "docker", IMAGE, attempt)
 
 
 def runtime(host: str, events: Recorder, **settings: str) -> DockerRuntime:

@@ -19,11 +19,10 @@ import pytest
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, RuntimeUnavailable, SubmitError
 from akoflow.runtimes.singularity import SingularityRuntime
-from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.test_docker_engine import Recorder, until
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.scenarios import busy_activity, follow_busy_activity
+from tests.scenarios import busy_activity, direct_job, follow_busy_activity
 from tests.singularity_runtime.conftest import LAUNCHER, Images
 
 A = ActivityState
@@ -39,20 +38,7 @@ def runtime(events: Recorder, tmp_path: Path, **settings: str) -> SingularityRun
 
 
 def job_spec(tmp_path: Path, name: str, run: str, image: str | None, attempt: int = 1) -> JobSpec:
-    attempts = tmp_path / "attempts"
-    attempts.mkdir(exist_ok=True)
-    (tmp_path / "data").mkdir(exist_ok=True)
-    act = Activity(name=name, run=run, runtime="singularity", image=image)
-    return JobSpec(
-        key=f"wf1-{name}-a{attempt}",
-        workflow_id=1,
-        workflow_name="direct",
-        activity_id=1,
-        activity=act,
-        attempt=attempt,
-        data_dir=tmp_path / "data",
-        attempt_dir=attempts,
-    )
+    return direct_job(tmp_path, name, run, "singularity", image, attempt)
 
 
 def group_members(pgid: int) -> list[int]:
