@@ -11,6 +11,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from akoflow.humanize import fmt_bytes, fmt_duration
 from akoflow.spec.dag import levels
 from akoflow.store import ActivityRecord, AttemptRecord, Repository
 
@@ -57,21 +58,7 @@ def _when(ts: float | None) -> str:
 
 
 def _duration(start: float | None, end: float | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = end - start
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value, unit = float(n), "B"
-    for bigger in ("KiB", "MiB", "GiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    return "-" if start is None or end is None else fmt_duration(end - start)
 
 
 def _badge(state: str) -> str:
@@ -194,7 +181,7 @@ def render(repo: Repository, workflow_id: int) -> str:
             f"<td class=num>{_e('-' if a.exit_code is None else a.exit_code)}</td>"
             f"<td class=num>{cpu_seconds:.2f} s</td>"
             f"<td class=num>{_e('-' if r.cpu_max is None else f'{r.cpu_max:.0f} %')}</td>"
-            f"<td class=num>{_e(_size(r.memory_max))}</td>"
+            f"<td class=num>{_e(fmt_bytes(r.memory_max))}</td>"
             f"<td>{_e(a.image or '')}</td>"
             "</tr>"
         )

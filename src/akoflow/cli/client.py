@@ -28,6 +28,7 @@ from rich.text import Text
 
 from akoflow import __version__, config
 from akoflow.cli import progress
+from akoflow.humanize import fmt_duration
 from akoflow.server.token import TOKEN_ENV, read_token_file
 from akoflow.states import ActivityState, WorkflowState
 
@@ -404,7 +405,7 @@ def _status_list(api: Api, as_json: bool, limit: int) -> None:
             progress.styled(w["state"]),
             f"{done}/{w['activityCount']}",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
-            progress.fmt_duration(dur),
+            fmt_duration(dur),
         )
     out.print(table)
 
@@ -440,7 +441,7 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
             escape(a.runtime),
             progress.styled(a.state),
             str(a.attempt or "-"),
-            progress.fmt_duration(progress.elapsed(a, now)),
+            fmt_duration(progress.elapsed(a, now)),
             "-" if a.exit_code is None else str(a.exit_code),
             escape(a.reason or ""),
         )

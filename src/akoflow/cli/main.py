@@ -392,7 +392,8 @@ def status(
 ) -> None:
     """List recent runs, or show one run's activities."""
     from akoflow import service
-    from akoflow.cli.progress import fmt_duration, styled
+    from akoflow.cli.progress import styled
+    from akoflow.humanize import fmt_duration
 
     if url := _server_url(server):
         from akoflow.cli import client

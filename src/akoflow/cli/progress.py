@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from akoflow.engine import WorkflowRun
+from akoflow.humanize import fmt_duration
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
 
@@ -122,20 +123,6 @@ STATE_STYLE: dict[str, str] = {
 }
 ALL_ROWS_UP_TO = 25  # beyond this many activities, the live view shows counts + running ones
 REFRESH_SECONDS = 0.25
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def elapsed(act: ActivityView, now: float) -> float | None:
