@@ -138,6 +138,7 @@ class WorkflowRun:
     # path -> (end, activity_id, attempt, activity) of finished attempts that may have written it
     file_candidates: dict[str, list[tuple[float, int, int, str]]] = field(default_factory=dict)
     generated_by: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
 
 
 @dataclass(eq=False)
@@ -906,7 +907,7 @@ class Engine(RuntimeEvents):
             if not wf.generated_by:
                 for record in self.repo.list_files(wf.id):
                     if record.role == "generated":
-                        wf.generated_by[record.path] = record.activity
+                        self._set_generator(wf, record.path, record.activity)
             wf.files_initial = set(current) - set(wf.generated_by)
         else:
             change = changes(wf.files, current)
@@ -918,22 +919,33 @@ class Engine(RuntimeEvents):
         self._scanned.add(wf)
         return current
 
+    @staticmethod
+    def _set_generator(wf: WorkflowRun, path: str, activity: str) -> None:
+        previous = wf.generated_by.get(path)
+        if previous is not None:
+            wf.outputs[previous].discard(path)
+        wf.generated_by[path] = activity
+        wf.outputs.setdefault(activity, set()).add(path)
+
     def _record_used(self, act: ActivityRun, number: int) -> None:
+        """What the run had before it started, and what its dependencies generated (also
+        files a dependency may have written whose attribution waits for a running activity).
+        Looked up by producer, not by a pass over every file of the data dir."""
         wf = act.wf
         files = self._scan_files(wf)
         deps = {d.name for d in act.deps}
-
-        def from_a_dependency(path: str) -> bool:
-            if wf.generated_by.get(path) in deps:
-                return True
-            # Not attributed yet (an activity running since before the write may still claim
-            # it), but a dependency is among its possible writers.
-            return any(c[3] in deps for c in wf.file_candidates.get(path, ()))
-
+        wanted = set(wf.files_initial)
+        for dep in deps:
+            wanted |= wf.outputs.get(dep, set())
+        wanted.update(
+            path
+            for path, candidates in wf.file_candidates.items()
+            if any(c[3] in deps for c in candidates)
+        )
         used = [
             (path, f.size, f.mtime, f.sha256)
-            for path, f in files.items()
-            if path in wf.files_initial or from_a_dependency(path)
+            for path in sorted(wanted)
+            if (f := files.get(path)) is not None
         ]
         if used:
             self.repo.add_files(act.id, number, "used", used)
@@ -978,7 +990,7 @@ class Engine(RuntimeEvents):
             )
             del wf.file_candidates[path]
             del wf.files_unclaimed[path]
-            wf.generated_by[path] = name
+            self._set_generator(wf, path, name)
             chosen.setdefault((act_id, attempt, name), []).append((path, state))
         for (act_id, attempt, _), files in chosen.items():
             self.repo.add_files(
