@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -30,6 +31,7 @@ import psutil
 from akoflow.config import RuntimeConfig
 from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
+from akoflow.provenance.remote import Claim, RemoteFiles, attribute
 from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan
 from akoflow.runtimes.base import (
     Adopted,
@@ -139,6 +141,8 @@ class WorkflowRun:
     file_candidates: dict[str, list[tuple[float, int, int, str]]] = field(default_factory=dict)
     generated_by: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
+    # Files on remote runtimes: (location, path) -> who generated its current version.
+    remote_generated: dict[tuple[str, str], Claim] | None = None
 
 
 @dataclass(eq=False)
@@ -626,6 +630,8 @@ class Engine(RuntimeEvents):
         self._unreserve(act)
         if self.provenance and act.dispatched_at and act.attempt_started is not None:
             self._record_generated(act)  # (an attempt that never started wrote nothing)
+            if outcome.files is not None:
+                self._record_remote(act, outcome.files)
         if outcome.succeeded and act.wf.placement is not None and act.attempt_started:
             act.wf.history.setdefault(act.name, []).append(
                 (act.node, time.time() - act.attempt_started)
@@ -906,7 +912,7 @@ class Engine(RuntimeEvents):
         if wf.files is None:
             if not wf.generated_by:
                 for record in self.repo.list_files(wf.id):
-                    if record.role == "generated":
+                    if record.role == "generated" and not record.location:
                         self._set_generator(wf, record.path, record.activity)
             wf.files_initial = set(current) - set(wf.generated_by)
         else:
@@ -999,6 +1005,30 @@ class Engine(RuntimeEvents):
                 "generated",
                 ((p, f.size, f.mtime, f.sha256) for p, f in files),
             )
+
+    def _record_remote(self, act: ActivityRun, files: RemoteFiles) -> None:
+        """Used and generated files of an attempt on a remote runtime, from the job's own
+        listings of its working directory (see :func:`akoflow.provenance.remote.attribute`)."""
+        wf, loc = act.wf, files.location
+        claims = wf.remote_generated
+        if claims is None:
+            claims = wf.remote_generated = {}
+            for record in self.repo.list_files(wf.id):
+                if record.location and record.role == "generated":
+                    claims[record.location, record.path] = Claim(
+                        -math.inf, record.activity_id, record.attempt, record.activity, record.mtime
+                    )
+        end = files.after_time if files.after_time is not None else math.inf
+        me = Claim(end, act.id, act.attempt, act.name, 0.0)
+        found = attribute(files, claims, me, {d.name for d in act.deps})
+        for path, claim in found.retracted:
+            self.repo.remove_generated(claim.activity_id, claim.attempt, loc, path)
+        for path, f in found.generated.items():
+            claims[loc, path] = Claim(end, act.id, act.attempt, act.name, f.mtime)
+        for role, chosen in (("used", found.used), ("generated", found.generated)):
+            if chosen:
+                rows = [(p, f.size, f.mtime, f.sha256) for p, f in sorted(chosen.items())]
+                self.repo.add_files(act.id, act.attempt, role, rows, location=loc)
 
     # ================================================================ execution strategy
 
@@ -1101,6 +1131,7 @@ class Engine(RuntimeEvents):
             volumes=wf.workflow.volumes,
             storage_policy=wf.workflow.storage_policy,
             node=node,
+            record_files=self.provenance,
         )
 
     # ================================================================ timeouts, cancel

@@ -15,13 +15,14 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rocrate.model.computerlanguage import ComputerLanguage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from akoflow import __version__
-from akoflow.store import Repository
+from akoflow.store import FileRecord, Repository
 
 WFRUN_PROFILES = (
     "https://w3id.org/ro/wfrun/process/0.5",
@@ -95,13 +96,21 @@ def write_crate(
         )
         files: dict[str, Any] = {}
 
-        def file_entity(path: str, sha256: str | None, size: int) -> Any:
+        def file_entity(record: FileRecord) -> Any:
+            path = record.qualified_path
             if path in files:
                 return files[path]
+            properties: dict[str, Any] = {"contentSize": str(record.size)}
+            if record.sha256:
+                properties["sha256"] = record.sha256
+            if record.location:  # stays on a remote runtime: described, never copied
+                properties.update(
+                    {"@type": "File", "name": path, "akoflowLocation": record.location}
+                )
+                entity = crate.add(ContextEntity(crate, f"#remote:{quote(path)}", properties))
+                files[path] = entity
+                return entity
             source = data_dir / path
-            properties: dict[str, Any] = {"contentSize": str(size)}
-            if sha256:
-                properties["sha256"] = sha256
             if include_data and source.is_file() and source.stat().st_size <= COPY_LIMIT:
                 entity = crate.add_file(source, dest_path=f"data/{path}", properties=properties)
             else:
@@ -110,14 +119,18 @@ def write_crate(
             return entity
 
         records = repo.list_files(workflow_id)
-        generated = {f.path for f in records if f.role == "generated"}
+        generated = {f.qualified_path for f in records if f.role == "generated"}
         inputs, outputs = [], []
         by_activity: dict[tuple[int, int], dict[str, list[Any]]] = {}
         for record in records:
-            entity = file_entity(record.path, record.sha256, record.size)
+            entity = file_entity(record)
             slot = by_activity.setdefault((record.activity_id, record.attempt), {"o": [], "r": []})
             (slot["o"] if record.role == "used" else slot["r"]).append(entity)
-            if record.role == "used" and record.path not in generated and entity not in inputs:
+            if (
+                record.role == "used"
+                and record.qualified_path not in generated
+                and entity not in inputs
+            ):
                 inputs.append(entity)
             if record.role == "generated" and entity not in outputs:
                 outputs.append(entity)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,9 @@ def _time(ts: float | None) -> datetime.datetime | None:
 
 def _file_id(record: FileRecord) -> str:
     version = record.sha256 or f"{record.size}-{record.mtime:.6f}"
+    if record.location:  # e.g. "hpc:/scratch/x" -> "remote/hpc_scratch_x/<path>"
+        where = re.sub(r"[^A-Za-z0-9._-]+", "_", record.location).strip("_")
+        return f"remote/{where}/{record.path}@{version[:16]}"
     return f"file/{record.path}@{version[:16]}"
 
 
@@ -106,7 +110,7 @@ def build_document(
         if act_id in last_attempt and dep_id in last_attempt:
             doc.wasInformedBy(run_ns[last_attempt[act_id]], run_ns[last_attempt[dep_id]])
     entities: set[str] = set()
-    latest: dict[str, str] = {}
+    latest: dict[str, str] = {}  # qualified path -> its latest version's id
     names = {a.id: a.name for a in activities}
     for record in sorted(files, key=lambda f: f.mtime):
         file_id = _file_id(record)
@@ -118,6 +122,8 @@ def build_document(
             }
             if record.sha256:
                 attrs["akoflow:sha256"] = record.sha256
+            if record.location:
+                attrs["akoflow:location"] = record.location
             doc.entity(run_ns[file_id], attrs)
             entities.add(file_id)
         activity = run_ns[f"activity/{names[record.activity_id]}/{record.attempt}"]
@@ -125,10 +131,10 @@ def build_document(
             doc.used(activity, run_ns[file_id])
         else:
             doc.wasGeneratedBy(run_ns[file_id], activity, _time(record.mtime))
-            former = latest.get(record.path)
+            former = latest.get(record.qualified_path)
             if former is not None and former != file_id:
                 doc.wasDerivedFrom(run_ns[file_id], run_ns[former])
-            latest[record.path] = file_id
+            latest[record.qualified_path] = file_id
     return doc
 
 

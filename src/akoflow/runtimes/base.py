@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from akoflow.config import RuntimeConfig
+from akoflow.provenance.remote import RemoteFiles
 from akoflow.spec import Activity, StoragePolicy, Volume
 
 
@@ -75,6 +76,9 @@ class JobSpec:
     node: str | None = None
     """The node the placement policy chose (``spec.schedule``); runtimes that can pin work to
     a node (Kubernetes, SLURM) do, the others have one node anyway."""
+    record_files: bool = True
+    """Provenance is on: a runtime whose files stay remote lists the attempt's working
+    directory before and after the command and reports it in :attr:`Outcome.files`."""
 
     @property
     def attempt_prefix(self) -> Path:
@@ -91,6 +95,8 @@ class Outcome:
     reason: str | None = None
     cpu_seconds: float | None = None
     max_rss_bytes: int | None = None
+    files: RemoteFiles | None = None
+    """Remote runtimes: the attempt's working directory before and after its command."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 
-SCHEMA_VERSION = 3  # 2: placements, 3: files
+SCHEMA_VERSION = 4  # 2: placements, 3: files, 4: files.location
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,13 @@ class FileRecord:
     size: int
     mtime: float
     sha256: str | None
+    location: str = ""
+    """'' for the engine's data dir, else the remote runtime's location (``hpc:/scratch/x``)."""
+
+    @property
+    def qualified_path(self) -> str:
+        """The path as shown to users: relative to the data dir, or ``<location>/<path>``."""
+        return f"{self.location}/{self.path}" if self.location else self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +234,9 @@ class Repository:
             schema = resources.files("akoflow.store").joinpath("schema.sql").read_text("utf-8")
             with self.transaction():
                 c.executescript("BEGIN;" + schema + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                columns = {row[1] for row in c.execute("PRAGMA table_info(files)")}
+                if "location" not in columns:  # a version-3 database
+                    c.execute("ALTER TABLE files ADD COLUMN location TEXT NOT NULL DEFAULT ''")
         elif version > SCHEMA_VERSION:
             raise RuntimeError(
                 f"state database {self.path} has schema version {version}, newer than this "
@@ -837,19 +847,29 @@ class Repository:
         attempt: int,
         role: str,
         files: Iterable[tuple[str, int, float, str | None]],
+        location: str = "",
     ) -> None:
-        """Rows of (path, size, mtime, sha256) an attempt used or generated."""
+        """Rows of (path, size, mtime, sha256) an attempt used or generated, in the data dir
+        or at a remote ``location``."""
         self._execmany(
-            "INSERT INTO files (activity_id, attempt, role, path, size, mtime, sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((activity_id, attempt, role, *f) for f in files),
+            "INSERT INTO files (activity_id, attempt, role, path, size, mtime, sha256, location) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((activity_id, attempt, role, *f, location) for f in files),
+        )
+
+    def remove_generated(self, activity_id: int, attempt: int, location: str, path: str) -> None:
+        """Take back a file an attempt was said to generate (another one turned out to)."""
+        self._exec(
+            "DELETE FROM files WHERE activity_id = ? AND attempt = ? AND role = 'generated' "
+            "AND location = ? AND path = ?",
+            (activity_id, attempt, location, path),
         )
 
     def list_files(self, workflow_id: int) -> list[FileRecord]:
         rows = self._exec(
-            "SELECT f.activity_id, a.name, f.attempt, f.role, f.path, f.size, f.mtime, f.sha256 "
-            "FROM files f JOIN activities a ON a.id = f.activity_id WHERE a.workflow_id = ? "
-            "ORDER BY f.id",
+            "SELECT f.activity_id, a.name, f.attempt, f.role, f.path, f.size, f.mtime, f.sha256, "
+            "f.location FROM files f JOIN activities a ON a.id = f.activity_id "
+            "WHERE a.workflow_id = ? ORDER BY f.id",
             (workflow_id,),
         ).fetchall()
         return [FileRecord(*r) for r in rows]

@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS placements (
 );
 CREATE INDEX IF NOT EXISTS placements_activity ON placements(activity_id);
 
--- Provenance: the data-dir files each attempt used and generated (see akoflow.provenance).
+-- Provenance: the files each attempt used and generated (see akoflow.provenance): in the
+-- engine's data dir, or at a runtime's remote location (an HPC mount path, a k8s volume).
 CREATE TABLE IF NOT EXISTS files (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
@@ -133,6 +134,7 @@ CREATE TABLE IF NOT EXISTS files (
     path            TEXT    NOT NULL,
     size            INTEGER NOT NULL,
     mtime           REAL    NOT NULL,
-    sha256          TEXT
+    sha256          TEXT,
+    location        TEXT    NOT NULL DEFAULT ''  -- '' = the engine's data dir, else remote
 );
 CREATE INDEX IF NOT EXISTS files_activity ON files(activity_id);

@@ -251,14 +251,15 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
     # File provenance, with PROV's directions: an activity `used` a file; a file
     # `wasGeneratedBy` an activity. Files no activity generated are `preExisting`.
     files = ctx.repo.list_files(wf_id)
-    generated = {f.path for f in files if f.role == "generated"}
+    generated = {f.qualified_path for f in files if f.role == "generated"}
     seen: set[tuple[str, str, str]] = set()
     for f in files:
-        file_id = f"file:{f.path}"
+        where = f.qualified_path  # remote files: "<runtime>:<dir>/<path>"
+        file_id = f"file:{where}"
         if (file_id, "", "") not in seen:
             seen.add((file_id, "", ""))
-            kind = "file" if f.path in generated else "preExisting"
-            nodes.append(LineageNode(id=file_id, label=f.path, type=kind, state=""))
+            kind = "file" if where in generated else "preExisting"
+            nodes.append(LineageNode(id=file_id, label=where, type=kind, state=""))
         if f.role == "used":
             edge = (f"activity:{f.activity}", file_id, "used")
         else:
