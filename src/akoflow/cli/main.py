@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from akoflow import __version__, config
 from akoflow.states import WorkflowState
@@ -425,6 +424,8 @@ def status(
                 )
             )
             return
+        from rich.table import Table
+
         table = Table(box=None, header_style="bold")
         for col in ("id", "name", "state", "activities", "started", "duration"):
             table.add_column(col)
@@ -454,6 +455,8 @@ def status(
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("activity", "runtime", "state", "attempt", "time", "exit", "reason"):
         table.add_column(col)

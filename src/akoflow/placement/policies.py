@@ -13,7 +13,6 @@ where ``MyPolicy()`` has a ``name`` and ``place(demand, nodes, reserved, alpha) 
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -101,11 +100,15 @@ class UnknownPolicy(ValueError):
 
 
 def available_policies() -> list[str]:
+    import importlib.metadata  # scanning installed distributions is slow: only when asked
+
     return sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def load_policy(name: str) -> PlacementPolicy:
     """A fresh instance of the policy registered under ``name``."""
+    import importlib.metadata
+
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
         factory = entry_point.load()
         policy: PlacementPolicy = factory()
