@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from akoflow.config import RuntimeConfig
+from akoflow.engine import Engine
 from akoflow.runtimes.base import NodeInfo, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
@@ -142,3 +143,45 @@ def test_first_activity_first_finishes_each_level_before_the_next(tmp_path: Path
     assert wf.state is WorkflowState.SUCCEEDED
     spans = started_and_finished(repo, wf_id)
     assert spans["after-fast"][0] >= spans["slow"][1]
+
+
+def test_a_restarted_engine_keeps_the_resources_of_adopted_attempts(tmp_path: Path) -> None:
+    """The node's CPUs held by an attempt still running when the engine stopped stay held
+    after the restart, so the waiting activity still waits for them."""
+    inventory = [NodeInfo("only", True, 2.0, 8 * GI, 0.0, 0)]
+    text = (
+        "name: held-over\nspec:\n  schedule: akoscore\n  activities:\n"
+        "    - name: one\n      cpuLimit: '1.5'\n      run: touch started; sleep 2\n"
+        "    - name: two\n      cpuLimit: '1.5'\n      run: 'true'\n"
+    )
+    factory = factory_with(inventory)
+
+    async def scenario() -> tuple[Any, int]:
+        async with engine_with(tmp_path, text, runtime_factory=factory, health_interval=0.2) as (
+            repo,
+            engine,
+            wf_id,
+        ):
+            await engine.attach(wf_id)
+            for _ in range(200):  # until `one` runs; `two` waits for the CPUs
+                if (tmp_path / "data" / "started").exists():
+                    break
+                await asyncio.sleep(0.05)
+        states = {a.name: a.state for a in repo.list_activities(wf_id)}
+        assert states == {"one": ActivityState.RUNNING, "two": ActivityState.READY}
+        second = Engine(repo, tmp_path / "state", runtime_factory=factory, health_interval=0.2)
+        await second.start()
+        try:
+            wf = await second.attach(wf_id)
+            assert wf.done is not None
+            await asyncio.wait_for(wf.done, 60)
+        finally:
+            await second.stop()
+        return repo, wf_id
+
+    repo, wf_id = asyncio.run(scenario())
+    spans = {}
+    for act in repo.list_activities(wf_id):
+        (attempt,) = repo.list_attempts(act.id)
+        spans[act.name] = (attempt.started_at, attempt.finished_at)
+    assert spans["two"][0] >= spans["one"][1]  # adopted `one` still held its 1.5 CPUs

@@ -410,6 +410,8 @@ class Engine(RuntimeEvents):
         act.log_offsets = self.repo.log_offsets(act.id, number)
         self._jobs[key] = act
         slot.running += 1
+        if act.wf.placement is not None:
+            self._reserve_again(act, number)
         if adopted.kind == "running":
             if act.state is A.SUBMITTED:
                 act.state = A.RUNNING
@@ -845,12 +847,8 @@ class Engine(RuntimeEvents):
     def _record_placement(
         self, act: ActivityRun, number: int, runtime: str, decision: Decision
     ) -> None:
-        slot = self._slots[runtime]
         assert decision.node is not None
-        claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
-        held = slot.reserved.get(decision.node, Reserved())
-        slot.reserved[decision.node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)
-        act.placed = (decision.node, claim)
+        self._reserve(act, self._slots[runtime], decision.node)
         self.repo.add_placement(
             act.id,
             number,
@@ -871,6 +869,18 @@ class Engine(RuntimeEvents):
                 for c in decision.candidates
             ],
         )
+
+    def _reserve(self, act: ActivityRun, slot: _Slot, node: str) -> None:
+        claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
+        held = slot.reserved.get(node, Reserved())
+        slot.reserved[node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)
+        act.placed = (node, claim)
+
+    def _reserve_again(self, act: ActivityRun, number: int) -> None:
+        """An adopted attempt holds the resources its placement reserved before the restart."""
+        node = self.repo.placement_node(act.id, number)
+        if node is not None and act.placed is None:
+            self._reserve(act, self._slots[act.runtime], node)
 
     def _unreserve(self, act: ActivityRun) -> None:
         if act.placed is None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
@@ -825,6 +825,15 @@ class Repository:
             PlacementRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8])
             for r in rows
         ]
+
+    def placement_node(self, activity_id: int, attempt: int) -> str | None:
+        """The node the placement policy chose for one attempt (None: not placed)."""
+        row = self._exec(
+            "SELECT node FROM placements WHERE activity_id = ? AND attempt = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (activity_id, attempt),
+        ).fetchone()
+        return None if row is None else cast(str | None, row[0])
 
     def duration_history(self, workflow_name: str) -> dict[str, list[tuple[str | None, float]]]:
         """(node, seconds) of the succeeded attempts of every activity of earlier runs of the
