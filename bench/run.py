@@ -1,6 +1,7 @@
 """AkôFlow benchmarks: one command, numbers and ratios on stdout.
 
-    .venv/bin/python bench/run.py            # the engine: startup, wide, chain, plan
+    .venv/bin/python bench/run.py            # the engine: startup, wide, chain, plan,
+                                             # provenance (10,000 files in the data dir)
     .venv/bin/python bench/run.py wide chain # a subset
     .venv/bin/python bench/run.py all        # everything below too (several minutes, root:
                                              # it starts dockerd, SLURM, sshd, emulators)
@@ -150,16 +151,43 @@ def bench_run(name: str, text: str, n_acts: int, tmp: Path, budget: str) -> None
     )
 
 
+def bench_provenance(n_files: int, n_acts: int, tmp: Path) -> None:
+    """A wide workflow whose data dir already holds many files: the engine looks at the data
+    dir at every wake-up (provenance), which must cost per change, not per file."""
+    data = tmp / "prov-data"
+    for d in range(max(1, n_files // 100)):
+        sub = data / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(min(100, n_files)):
+            (sub / f"f{i}").write_bytes(b"x")
+    wf = tmp / "prov.yaml"
+    wf.write_text(trivial_yaml("prov", n_acts, "local", None, False))
+    walls = {}
+    for mode in ("off", "on"):
+        state = tmp / f"state-prov-{mode}"
+        env = {**os.environ, "AKOFLOW_PROVENANCE": mode}
+        argv = akoflow(
+            "run", str(wf), "--quiet", "--state-dir", str(state), "--data-dir", str(data)
+        )
+        walls[mode], _, code, _ = timed(argv, env=env)
+        print(
+            f"{'provenance':<11} {n_acts:>6} activities, {n_files} files in the data dir, "
+            f"provenance {mode:<3}  {walls[mode]:7.3f} s  exit {code}"
+        )
+    extra = (walls["on"] - walls["off"]) / n_acts * 1000
+    print(f"{'':<11} provenance cost: {extra:+.2f} ms per activity")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    default = ["startup", "wide", "chain", "plan"]
+    default = ["startup", "wide", "chain", "plan", "provenance"]
     if os.environ.get("DOCKER_HOST"):
         default.append("docker")
     parser.add_argument(
         "which",
         nargs="*",
         default=default,
-        help="startup wide chain plan docker server singularity k8s hpc, or all "
+        help="startup wide chain plan provenance docker server singularity k8s hpc, or all "
         f"(default: {' '.join(default)})",
     )
     parser.add_argument("--wide", type=int, default=1000)
@@ -204,6 +232,8 @@ def main() -> None:
             )
         if "chain" in args.which:
             bench_run("chain", chain_yaml(args.chain), args.chain, tmp, "budget < 2 s")
+        if "provenance" in args.which:
+            bench_provenance(10_000, 300, tmp)
         if "docker" in args.which:
             bench_docker(args.docker, args.docker_image, tmp)
         if "plan" in args.which:

@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from prov.model import ProvActivity, ProvDocument, ProvGeneration, ProvUsage
+from prov.model import (
+    ProvActivity,
+    ProvDocument,
+    ProvGeneration,
+    ProvMembership,
+    ProvUsage,
+)
 
 from akoflow.provenance.snapshot import changes, scan
 
@@ -68,13 +74,24 @@ def export(run_dir: Path, fmt: str) -> ProvDocument:
     return ProvDocument.deserialize(io.StringIO(done.stdout), format=fmt)
 
 
-def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(activity, file path) pairs for used and for wasGeneratedBy."""
-    paths = {
+def paths_of(doc: ProvDocument) -> dict[str, str]:
+    return {
         str(e.identifier): str(next(iter(e.get_attribute("akoflow:path"))))
         for e in doc.get_records()
         if e.is_element() and e.get_attribute("akoflow:path")
     }
+
+
+def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(activity, file path) pairs for used and for wasGeneratedBy."""
+    paths = paths_of(doc)
+    paths.update(
+        {
+            str(e.identifier): "<inputs>"
+            for e in doc.get_records()
+            if e.is_element() and str(e.identifier).endswith("inputs")
+        }
+    )
 
     def activity(identifier: object) -> str:
         return str(identifier).split("activity/")[1].split("/")[0]
@@ -94,7 +111,8 @@ def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, s
 # prov's RDF reader calls an rdflib API that rdflib 7 deprecates.
 @pytest.mark.filterwarnings("ignore:Dataset.default_context is deprecated:DeprecationWarning")
 def test_prov_relations_of_a_fan_out_fan_in(run_dir: Path, fmt: str) -> None:
-    used, generated = relations(export(run_dir, fmt))
+    doc = export(run_dir, fmt)
+    used, generated = relations(doc)
     assert generated == {
         ("split", "part-1.txt"),
         ("split", "part-2.txt"),
@@ -102,19 +120,26 @@ def test_prov_relations_of_a_fan_out_fan_in(run_dir: Path, fmt: str) -> None:
         ("work-2", "out-2.txt"),
         ("join", "result.txt"),
     }
-    # Each activity used the files from before the run and what its dependencies generated.
+    # Each activity used the run's inputs (the files from before the run, one collection)
+    # and what its dependencies generated.
     assert used == {
-        ("split", "input.txt"),
-        ("work-1", "input.txt"),
+        ("split", "<inputs>"),
+        ("work-1", "<inputs>"),
         ("work-1", "part-1.txt"),
         ("work-1", "part-2.txt"),
-        ("work-2", "input.txt"),
+        ("work-2", "<inputs>"),
         ("work-2", "part-1.txt"),
         ("work-2", "part-2.txt"),
-        ("join", "input.txt"),
+        ("join", "<inputs>"),
         ("join", "out-1.txt"),
         ("join", "out-2.txt"),
     }
+    members = {
+        paths_of(doc)[str(m.formal_attributes[1][1])] for m in doc.get_records(ProvMembership)
+    }
+    assert members == {"input.txt"}
+    (inputs,) = [e for e in doc.get_records() if str(e.identifier).endswith("inputs")]
+    assert "prov:Collection" in {str(t) for t in inputs.get_asserted_types()}
     assert not any(".state" in path for _, path in used | generated)
 
 

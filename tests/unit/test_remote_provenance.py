@@ -109,7 +109,9 @@ def test_attribute_used_and_generated() -> None:
         {"input": 4.0, "other": 4.0, "raw": 1.0}, {"input": 4.0, "raw": 1.0, "out": 9.0}, 10
     )
     found = attribute(files, claims, Claim(10.0, 3, 1, "step", 0.0), {"prepare"})
-    assert set(found.used) == {"input", "raw"}  # not the sibling's output
+    # Its dependency's output; not the sibling's, nor what was there before the run (the
+    # engine records that once, as the run's inputs).
+    assert set(found.used) == {"input"}
     assert set(found.generated) == {"out"}
     assert found.retracted == []
 

@@ -32,7 +32,8 @@ from akoflow.config import RuntimeConfig
 from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
 from akoflow.provenance.remote import Claim, RemoteFiles, attribute
-from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan
+from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
+from akoflow.provenance.watch import DirWatch
 from akoflow.runtimes.base import (
     Adopted,
     JobSpec,
@@ -135,7 +136,8 @@ class WorkflowRun:
     # Provenance (see akoflow.provenance): the data dir as last scanned, the files that were
     # there before the run, changes not yet attributed, and who generated what.
     files: Snapshot | None = None
-    files_initial: set[str] = field(default_factory=set)
+    files_watch: DirWatch | None = None  # where to look again; None: scan everything
+    initial_recorded: set[str] | None = None  # locations whose initial files are stored
     files_unclaimed: dict[str, FileState] = field(default_factory=dict)
     # path -> (end, activity_id, attempt, activity) of finished attempts that may have written it
     file_candidates: dict[str, list[tuple[float, int, int, str]]] = field(default_factory=dict)
@@ -251,6 +253,7 @@ class Engine(RuntimeEvents):
         with self._txn():
             self._record_running()
             for wf in self.workflows.values():
+                self._close_watch(wf)
                 self.repo.release_workflow(wf.id, pid=self._pid)
 
     def _spawn(self, coro: Any) -> None:
@@ -760,6 +763,7 @@ class Engine(RuntimeEvents):
         now = time.time()
         wf.state = outcome
         wf.finished_at = now
+        self._close_watch(wf)
         self.repo.set_workflow_state(wf.id, outcome, finished_at=now)
         self.repo.release_workflow(wf.id, pid=self._pid)
         if wf.done is not None and not wf.done.done():
@@ -915,25 +919,57 @@ class Engine(RuntimeEvents):
     # ================================================================ provenance
 
     def _scan_files(self, wf: WorkflowRun) -> Snapshot:
-        """The workflow's data dir now (once per wake-up); new changes await attribution."""
+        """The workflow's data dir now (looked at once per wake-up); new changes await
+        attribution. After the first full scan, an inotify watch says where to look again."""
         if wf in self._scanned and wf.files is not None:
             return wf.files
-        current = scan(wf.data_dir, wf.files, exclude=self._state_dir_abs)
+        exclude = self._state_dir_abs
         if wf.files is None:
+            self._open_watch(wf)  # before the scan: a change in between is seen by both
+            wf.files = scan(wf.data_dir, None, exclude=exclude)
             if not wf.generated_by:
                 for record in self.repo.list_files(wf.id):
                     if record.role == "generated" and not record.location:
                         self._set_generator(wf, record.path, record.activity)
-            wf.files_initial = set(current) - set(wf.generated_by)
+            if "" not in self._initial_recorded(wf):
+                # A resumed run that never got this far: what predates its start.
+                since = (wf.started_at or time.time()) + FILE_TIME_SLACK
+                self._record_initial(
+                    wf,
+                    "",
+                    {
+                        p: f
+                        for p, f in wf.files.items()
+                        if p not in wf.generated_by and f.mtime < since
+                    },
+                )
         else:
-            change = changes(wf.files, current)
+            dirty = wf.files_watch.dirty() if wf.files_watch is not None else None
+            if dirty is not None:
+                change = update(wf.files, wf.data_dir, dirty.files, dirty.trees, exclude)
+            else:  # no watch, or it lost events: look at everything
+                current = scan(wf.data_dir, wf.files, exclude=exclude)
+                change = changes(wf.files, current)
+                wf.files = current
             wf.files_unclaimed.update(change.created)
             wf.files_unclaimed.update(change.modified)
             for path in change.deleted:
                 wf.files_unclaimed.pop(path, None)
-        wf.files = current
         self._scanned.add(wf)
-        return current
+        return wf.files
+
+    def _open_watch(self, wf: WorkflowRun) -> None:
+        self._close_watch(wf)
+        try:
+            wf.files_watch = DirWatch(wf.data_dir, self._state_dir_abs)
+        except OSError as exc:  # inotify limits: full scans still give the same answers
+            log.info("provenance: full scans of %s (no inotify watch: %s)", wf.data_dir, exc)
+
+    @staticmethod
+    def _close_watch(wf: WorkflowRun) -> None:
+        if wf.files_watch is not None:
+            wf.files_watch.close()
+            wf.files_watch = None
 
     @staticmethod
     def _set_generator(wf: WorkflowRun, path: str, activity: str) -> None:
@@ -943,14 +979,27 @@ class Engine(RuntimeEvents):
         wf.generated_by[path] = activity
         wf.outputs.setdefault(activity, set()).add(path)
 
+    def _initial_recorded(self, wf: WorkflowRun) -> set[str]:
+        if wf.initial_recorded is None:
+            wf.initial_recorded = self.repo.initial_locations(wf.id)
+        return wf.initial_recorded
+
+    def _record_initial(self, wf: WorkflowRun, location: str, files: Snapshot) -> None:
+        """The run's inputs at ``location``: recorded once, used by every activity (PROV
+        exports them as one collection rather than as a relation per activity and file)."""
+        self.repo.add_initial_files(
+            wf.id, ((p, f.size, f.mtime, f.sha256) for p, f in sorted(files.items())), location
+        )
+        self._initial_recorded(wf).add(location)
+
     def _record_used(self, act: ActivityRun, number: int) -> None:
-        """What the run had before it started, and what its dependencies generated (also
-        files a dependency may have written whose attribution waits for a running activity).
-        Looked up by producer, not by a pass over every file of the data dir."""
+        """What its dependencies generated (also files a dependency may have written whose
+        attribution waits for a running activity); the run's initial files are recorded once
+        for all. Looked up by producer, not by a pass over every file of the data dir."""
         wf = act.wf
         files = self._scan_files(wf)
         deps = {d.name for d in act.deps}
-        wanted = set(wf.files_initial)
+        wanted: set[str] = set()
         for dep in deps:
             wanted |= wf.outputs.get(dep, set())
         wanted.update(
@@ -1028,6 +1077,10 @@ class Engine(RuntimeEvents):
                     claims[record.location, record.path] = Claim(
                         -math.inf, record.activity_id, record.attempt, record.activity, record.mtime
                     )
+        if loc not in self._initial_recorded(wf):
+            self._record_initial(
+                wf, loc, {p: f for p, f in files.before.items() if (loc, p) not in claims}
+            )
         end = files.after_time if files.after_time is not None else math.inf
         me = Claim(end, act.id, act.attempt, act.name, 0.0)
         found = attribute(files, claims, me, {d.name for d in act.deps})

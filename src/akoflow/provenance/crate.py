@@ -22,7 +22,7 @@ from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from akoflow import __version__
-from akoflow.store import FileRecord, Repository
+from akoflow.store import FileRecord, InitialFile, Repository
 
 WFRUN_PROFILES = (
     "https://w3id.org/ro/wfrun/process/0.5",
@@ -96,7 +96,7 @@ def write_crate(
         )
         files: dict[str, Any] = {}
 
-        def file_entity(record: FileRecord) -> Any:
+        def file_entity(record: FileRecord | InitialFile) -> Any:
             path = record.qualified_path
             if path in files:
                 return files[path]
@@ -118,20 +118,15 @@ def write_crate(
             files[path] = entity
             return entity
 
-        records = repo.list_files(workflow_id)
-        generated = {f.qualified_path for f in records if f.role == "generated"}
-        inputs, outputs = [], []
+        # The run's inputs: what was in place before it started. Its results: what its
+        # activities generated.
+        inputs = [file_entity(found) for found in repo.list_initial_files(workflow_id)]
+        outputs: list[Any] = []
         by_activity: dict[tuple[int, int], dict[str, list[Any]]] = {}
-        for record in records:
+        for record in repo.list_files(workflow_id):
             entity = file_entity(record)
             slot = by_activity.setdefault((record.activity_id, record.attempt), {"o": [], "r": []})
             (slot["o"] if record.role == "used" else slot["r"]).append(entity)
-            if (
-                record.role == "used"
-                and record.qualified_path not in generated
-                and entity not in inputs
-            ):
-                inputs.append(entity)
             if record.role == "generated" and entity not in outputs:
                 outputs.append(entity)
         run_action = crate.add_action(

@@ -3,8 +3,10 @@
 - Each attempt is a ``prov:Activity`` (start and end time, runtime, node, image, resources,
   exit code, the placement decision when there was one); activities of one DAG edge are linked
   with ``wasInformedBy``.
-- Each version of a data-dir file is a ``prov:Entity`` (path, size, SHA-256), ``used`` by or
-  ``wasGeneratedBy`` attempts; a file an activity changed ``wasDerivedFrom`` its former version.
+- Each version of a file is a ``prov:Entity`` (path, size, SHA-256; a location for files that
+  stay on a remote runtime), ``used`` by or ``wasGeneratedBy`` attempts; a file an activity
+  changed ``wasDerivedFrom`` its former version. The files in place before the run are the
+  members of one ``prov:Collection`` (``run:inputs``) that every attempt ``used``.
 - The runtimes and AkôFlow itself are ``prov:SoftwareAgent``; every attempt ``wasAssociatedWith``
   its runtime, which ``actedOnBehalfOf`` AkôFlow.
 """
@@ -24,6 +26,7 @@ from akoflow.store import (
     ActivityRecord,
     AttemptRecord,
     FileRecord,
+    InitialFile,
     PlacementRecord,
     Repository,
     WorkflowRecord,
@@ -37,7 +40,7 @@ def _time(ts: float | None) -> datetime.datetime | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC)
 
 
-def _file_id(record: FileRecord) -> str:
+def _file_id(record: FileRecord | InitialFile) -> str:
     version = record.sha256 or f"{record.size}-{record.mtime:.6f}"
     if record.location:  # e.g. "hpc:/scratch/x" -> "remote/hpc_scratch_x/<path>"
         where = re.sub(r"[^A-Za-z0-9._-]+", "_", record.location).strip("_")
@@ -53,6 +56,7 @@ def build_document(
     placements: Sequence[PlacementRecord],
     dependencies: Sequence[tuple[int, int]],
     specs: Mapping[str, Activity],
+    initial: Sequence[InitialFile] = (),
 ) -> ProvDocument:
     doc = ProvDocument()
     doc.add_namespace("akoflow", AKOFLOW_NS)
@@ -68,6 +72,7 @@ def build_document(
     agents: dict[str, Any] = {}
     placement_of = {(p.activity_id, p.attempt): p for p in placements}
     last_attempt: dict[int, str] = {}
+    attempt_ids: list[str] = []
     for act in activities:
         spec = specs.get(act.name)
         for att in attempts.get(act.id, []):
@@ -106,13 +111,14 @@ def build_document(
             doc.activity(identifier, _time(att.started_at), _time(att.finished_at), attributes)
             doc.wasAssociatedWith(identifier, agents[runtime], plan)
             last_attempt[act.id] = f"activity/{act.name}/{att.number}"
+            attempt_ids.append(last_attempt[act.id])
     for act_id, dep_id in dependencies:
         if act_id in last_attempt and dep_id in last_attempt:
             doc.wasInformedBy(run_ns[last_attempt[act_id]], run_ns[last_attempt[dep_id]])
     entities: set[str] = set()
     latest: dict[str, str] = {}  # qualified path -> its latest version's id
-    names = {a.id: a.name for a in activities}
-    for record in sorted(files, key=lambda f: f.mtime):
+
+    def entity(record: FileRecord | InitialFile) -> str:
         file_id = _file_id(record)
         if file_id not in entities:
             attrs: dict[Any, Any] = {
@@ -126,6 +132,21 @@ def build_document(
                 attrs["akoflow:location"] = record.location
             doc.entity(run_ns[file_id], attrs)
             entities.add(file_id)
+        return file_id
+
+    # What the run found in place: one collection every attempt used (a relation per
+    # attempt, not per attempt and file).
+    if initial:
+        inputs = doc.collection(run_ns["inputs"], {"akoflow:name": "files in place before the run"})
+        for found in initial:
+            file_id = entity(found)
+            doc.hadMember(inputs, run_ns[file_id])
+            latest[found.qualified_path] = file_id
+        for attempt_id in attempt_ids:
+            doc.used(run_ns[attempt_id], inputs)
+    names = {a.id: a.name for a in activities}
+    for record in sorted(files, key=lambda f: f.mtime):
+        file_id = entity(record)
         activity = run_ns[f"activity/{names[record.activity_id]}/{record.attempt}"]
         if record.role == "used":
             doc.used(activity, run_ns[file_id])
@@ -164,4 +185,5 @@ def workflow_document(repo: Repository, workflow_id: int) -> ProvDocument:
         repo.list_placements(workflow_id),
         repo.list_dependencies(workflow_id),
         {a.name: a for a in spec.activities},
+        repo.list_initial_files(workflow_id),
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +36,29 @@ def _sha256(path: str) -> str | None:
         return None  # vanished or unreadable between the stat and the read
 
 
+def _state(path: str, st: os.stat_result, old: FileState | None) -> FileState:
+    if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
+        return old
+    digest = _sha256(path) if st.st_size <= CHECKSUM_LIMIT else None
+    return FileState(st.st_size, st.st_mtime, digest)
+
+
 def scan(
     root: Path,
     previous: Mapping[str, FileState] | None = None,
     exclude: Path | None = None,
+    *,
+    under: str = "",
 ) -> Snapshot:
     """Every regular file under ``root`` (symlinks are not followed), except under ``exclude``
-    (AkôFlow's own state dir, when a user puts it inside the data dir)."""
+    (AkôFlow's own state dir, when a user puts it inside the data dir); only the subtree
+    ``under`` (a relative directory) when given."""
     skip = str(exclude) if exclude is not None else None
     snapshot: Snapshot = {}
-    stack = [(str(root.absolute()), "")]
+    start = os.path.join(str(root.absolute()), under) if under else str(root.absolute())
+    if start == skip:
+        return snapshot
+    stack = [(start, under + "/" if under else "")]
     while stack:
         directory, prefix = stack.pop()
         try:
@@ -63,12 +77,7 @@ def scan(
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            old = previous.get(name) if previous else None
-            if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
-                snapshot[name] = old
-                continue
-            digest = _sha256(entry.path) if st.st_size <= CHECKSUM_LIMIT else None
-            snapshot[name] = FileState(st.st_size, st.st_mtime, digest)
+            snapshot[name] = _state(entry.path, st, previous.get(name) if previous else None)
     return snapshot
 
 
@@ -77,6 +86,53 @@ class Change:
     created: dict[str, FileState]
     modified: dict[str, FileState]
     deleted: dict[str, FileState]
+
+
+def update(
+    snapshot: Snapshot,
+    root: Path,
+    files: Iterable[str],
+    trees: Iterable[str] = (),
+    exclude: Path | None = None,
+) -> Change:
+    """Bring ``snapshot`` up to date in place, looking only at ``files`` and the subtrees
+    ``trees`` (what a :class:`~akoflow.provenance.watch.DirWatch` reported), and say what
+    changed. Costs a ``stat`` per named path, not per file of the data dir."""
+    base = str(root.absolute())
+    skip = str(exclude) if exclude is not None else None
+    if skip is not None and not skip.startswith(base + os.sep):
+        skip = None  # only a state dir inside the data dir is left out (not one around it)
+    after: dict[str, FileState | None] = {}
+    for tree in trees:
+        prefix = tree + "/"
+        for name in [n for n in snapshot if n.startswith(prefix)]:
+            after.setdefault(name, None)
+        after.update(scan(root, snapshot, exclude, under=tree))
+    for name in files:
+        if name in after:
+            continue
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            after[name] = None
+            continue
+        if skip is not None and (path == skip or path.startswith(skip + os.sep)):
+            continue
+        after[name] = _state(path, st, snapshot.get(name)) if stat.S_ISREG(st.st_mode) else None
+    created: dict[str, FileState] = {}
+    modified: dict[str, FileState] = {}
+    deleted: dict[str, FileState] = {}
+    for name, state in after.items():
+        old = snapshot.get(name)
+        if state is None:
+            if old is not None:
+                deleted[name] = snapshot.pop(name)
+        elif old is None:
+            created[name] = snapshot[name] = state
+        elif (old.size, old.mtime, old.sha256) != (state.size, state.mtime, state.sha256):
+            modified[name] = snapshot[name] = state
+    return Change(created, modified, deleted)
 
 
 def changes(before: Mapping[str, FileState], after: Mapping[str, FileState]) -> Change:

@@ -21,7 +21,7 @@ from typing import Any, cast
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 
-SCHEMA_VERSION = 4  # 2: placements, 3: files, 4: files.location
+SCHEMA_VERSION = 4  # 2: placements, 3: files, 4: files.location, initial_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +113,21 @@ class PlacementRecord:
     alpha: float | None
     candidates: list[dict[str, Any]]
     decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InitialFile:
+    """A file a run found in place before it started (at ``location``; '' = the data dir)."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None
+    location: str = ""
+
+    @property
+    def qualified_path(self) -> str:
+        return f"{self.location}/{self.path}" if self.location else self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -865,6 +880,34 @@ class Repository:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             ((activity_id, attempt, role, *f, location) for f in files),
         )
+
+    def add_initial_files(
+        self,
+        workflow_id: int,
+        files: Iterable[tuple[str, int, float, str | None]],
+        location: str = "",
+    ) -> None:
+        """Rows of (path, size, mtime, sha256) a run found in place before it started."""
+        self._execmany(
+            "INSERT INTO initial_files (workflow_id, location, path, size, mtime, sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            ((workflow_id, location, *f) for f in files),
+        )
+
+    def initial_locations(self, workflow_id: int) -> set[str]:
+        """The locations whose initial files were recorded ('' = the data dir)."""
+        rows = self._exec(
+            "SELECT DISTINCT location FROM initial_files WHERE workflow_id = ?", (workflow_id,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def list_initial_files(self, workflow_id: int) -> list[InitialFile]:
+        rows = self._exec(
+            "SELECT path, size, mtime, sha256, location FROM initial_files WHERE workflow_id = ? "
+            "ORDER BY id",
+            (workflow_id,),
+        ).fetchall()
+        return [InitialFile(*r) for r in rows]
 
     def remove_generated(self, activity_id: int, attempt: int, location: str, path: str) -> None:
         """Take back a file an attempt was said to generate (another one turned out to)."""

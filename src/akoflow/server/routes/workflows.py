@@ -249,7 +249,23 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
         for act, dep in ctx.repo.dependency_names(wf_id)
     ]
     # File provenance, with PROV's directions: an activity `used` a file; a file
-    # `wasGeneratedBy` an activity. Files no activity generated are `preExisting`.
+    # `wasGeneratedBy` an activity. Files no activity generated are `preExisting`; the files
+    # in place before the run are one `inputs` node (it may hold many), used by every activity.
+    initial = ctx.repo.list_initial_files(wf_id)
+    if initial:
+        nodes.append(
+            LineageNode(
+                id="inputs",
+                label=f"{len(initial)} file{'s' if len(initial) != 1 else ''} before the run",
+                type="inputs",
+                state="",
+            )
+        )
+        edges.extend(
+            LineageEdge.model_validate({"from": n.id, "to": "inputs", "label": "used"})
+            for n in list(nodes)
+            if n.type == "activity"
+        )
     files = ctx.repo.list_files(wf_id)
     generated = {f.qualified_path for f in files if f.role == "generated"}
     seen: set[tuple[str, str, str]] = set()
@@ -279,8 +295,10 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
     summary="Lineage graph: activities, files, dependsOn/used/wasGeneratedBy edges",
 )
 async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
-    """Nodes are the activities (`activity:<name>`) and the data-dir files they used or
-    generated (`file:<path>`, type `file`, or `preExisting` when no activity generated it).
+    """Nodes are the activities (`activity:<name>`), the files they used or generated
+    (`file:<path>`, type `file`, or `preExisting` when no activity generated it; remote files
+    as `file:<runtime>:<dir>/<path>`) and, when the data dir held files before the run, one
+    `inputs` node for them (`akoflow prov` lists each as a member of `run:inputs`).
     Edges point from the dependent to what it depends on: activity -> activity `dependsOn`,
     activity -> file `used`, file -> activity `wasGeneratedBy` (PROV's directions)."""
     find_workflow(ctx, workflow_id)

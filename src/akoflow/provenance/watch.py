@@ -1,0 +1,155 @@
+"""Which parts of a data dir may have changed since the last look (Linux inotify).
+
+The engine looks at a workflow's data dir at every wake-up while activities run. A full scan
+costs a ``stat`` per file, so with many files a run would spend its time scanning; with a
+watch, a look costs a read of the pending events and a ``stat`` of the paths they name.
+
+Events only say *where* to look: sizes and times still come from ``stat``, so a missed or
+coalesced event costs nothing as long as its path is named. When the kernel's event queue
+overflowed, or a watch could not be added (the per-user watch limit), :meth:`DirWatch.dirty`
+says so and the caller scans everything again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inotify_simple import INotify
+from inotify_simple import flags as f
+
+_MASK = (
+    f.CREATE
+    | f.CLOSE_WRITE  # written, once per close rather than once per write (MODIFY)
+    | f.ATTRIB  # touch, utime, chmod
+    | f.DELETE
+    | f.MOVED_FROM
+    | f.MOVED_TO
+    | f.DELETE_SELF
+    | f.MOVE_SELF
+    | f.EXCL_UNLINK
+    | f.ONLYDIR
+    | f.DONT_FOLLOW
+)
+_NEW_DIR = f.CREATE | f.MOVED_TO
+_GONE_DIR = f.DELETE | f.MOVED_FROM
+
+
+@dataclass
+class Dirty:
+    """Paths (relative, '/'-separated) to ``stat`` again, and directories whose whole
+    subtree must be scanned again (new, moved in, or gone)."""
+
+    files: set[str] = field(default_factory=set)
+    trees: set[str] = field(default_factory=set)
+
+
+class WatchLimit(OSError):
+    """A watch could not be added (inotify limits); fall back to full scans."""
+
+
+class DirWatch:
+    """An inotify watch on every directory under ``root`` (except ``exclude``)."""
+
+    def __init__(self, root: Path, exclude: Path | None = None) -> None:
+        self.root = str(root.absolute())
+        self.exclude = str(exclude) if exclude is not None else None
+        self._inotify: INotify | None = INotify(nonblocking=True)
+        self._dirs: dict[int, str] = {}  # watch descriptor -> relative dir ('' = root)
+        try:
+            self._watch_tree("")
+            if not self._dirs:
+                raise WatchLimit(2, f"cannot watch {self.root}: not a directory")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+            self._dirs.clear()
+
+    def _absolute(self, relative: str) -> str:
+        return os.path.join(self.root, relative) if relative else self.root
+
+    def _watch_tree(self, relative: str) -> None:
+        """Watch ``relative`` and every directory below it (symlinks are not followed)."""
+        assert self._inotify is not None
+        stack = [relative]
+        while stack:
+            rel = stack.pop()
+            path = self._absolute(rel)
+            if path == self.exclude:
+                continue
+            try:
+                wd = self._inotify.add_watch(path, _MASK)
+            except FileNotFoundError:
+                continue  # gone again already
+            except NotADirectoryError:
+                continue
+            except OSError as exc:  # ENOSPC: the per-user watch limit
+                raise WatchLimit(exc.errno, f"cannot watch {path}: {exc.strerror}") from exc
+            self._dirs[wd] = rel
+            try:
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(f"{rel}/{entry.name}" if rel else entry.name)
+            except OSError:
+                continue
+
+    def dirty(self) -> Dirty | None:
+        """What changed since the last call, or ``None`` when events were lost (scan all)."""
+        if self._inotify is None:
+            return None
+        found = Dirty()
+        while True:
+            events = self._inotify.read(timeout=0)
+            if not events:
+                return found
+            for event in events:
+                if event.mask & f.Q_OVERFLOW:
+                    self._drain()
+                    return None
+                base = self._dirs.get(event.wd)
+                if event.mask & f.IGNORED:
+                    self._dirs.pop(event.wd, None)
+                    continue
+                if base is None:
+                    continue
+                if not event.name:  # the watched directory itself went away or moved
+                    if event.mask & (f.DELETE_SELF | f.MOVE_SELF):
+                        found.trees.add(base)
+                    continue
+                path = f"{base}/{event.name}" if base else event.name
+                if event.mask & f.ISDIR:
+                    if event.mask & _NEW_DIR:
+                        try:
+                            self._watch_tree(path)
+                        except WatchLimit:
+                            self.close()
+                            return None
+                    if event.mask & f.MOVED_FROM:
+                        self._unwatch_tree(path)  # its watches would follow it elsewhere
+                    if event.mask & (_NEW_DIR | _GONE_DIR):
+                        found.trees.add(path)
+                    continue
+                found.files.add(path)
+
+    def _unwatch_tree(self, relative: str) -> None:
+        assert self._inotify is not None
+        prefix = relative + "/"
+        for wd, rel in list(self._dirs.items()):
+            if rel == relative or rel.startswith(prefix):
+                del self._dirs[wd]
+                try:
+                    self._inotify.rm_watch(wd)
+                except OSError:
+                    pass  # already gone
+
+    def _drain(self) -> None:
+        assert self._inotify is not None
+        while self._inotify.read(timeout=0):
+            pass
