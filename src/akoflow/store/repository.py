@@ -115,9 +115,23 @@ class PlacementRecord:
     decided_at: float
 
 
+class _Located:
+    """A file version in the data dir or, with a ``location``, on a remote runtime."""
+
+    __slots__ = ()
+    path: str
+    location: str
+    """'' for the engine's data dir, else the remote runtime's location (``hpc:/scratch/x``)."""
+
+    @property
+    def qualified_path(self) -> str:
+        """The path as shown to users: relative to the data dir, or ``<location>/<path>``."""
+        return f"{self.location}/{self.path}" if self.location else self.path
+
+
 @dataclass(frozen=True, slots=True)
-class InitialFile:
-    """A file a run found in place before it started (at ``location``; '' = the data dir)."""
+class InitialFile(_Located):
+    """A file a run found in place before it started."""
 
     path: str
     size: int
@@ -125,13 +139,9 @@ class InitialFile:
     sha256: str | None
     location: str = ""
 
-    @property
-    def qualified_path(self) -> str:
-        return f"{self.location}/{self.path}" if self.location else self.path
-
 
 @dataclass(frozen=True, slots=True)
-class FileRecord:
+class FileRecord(_Located):
     activity_id: int
     activity: str
     attempt: int
@@ -141,12 +151,6 @@ class FileRecord:
     mtime: float
     sha256: str | None
     location: str = ""
-    """'' for the engine's data dir, else the remote runtime's location (``hpc:/scratch/x``)."""
-
-    @property
-    def qualified_path(self) -> str:
-        """The path as shown to users: relative to the data dir, or ``<location>/<path>``."""
-        return f"{self.location}/{self.path}" if self.location else self.path
 
 
 @dataclass(frozen=True, slots=True)
