@@ -93,10 +93,16 @@ def test_workflow_passes_files_and_stages_volumes_both_ways(
             rt = runtime_of(engine)
             assert rt.connections_opened == 1
             assert rt.submissions == 2
-            # Provenance sees the volumes staged back (rsync keeps the remote write times).
-            files = {(f.activity, f.role, f.path) for f in repo.list_files(wf_id)}
-            assert ("upper", "used", "inputs/in.txt") in files
-            assert ("report", "generated", "inputs/out.txt") in files
+            # Provenance sees the volumes staged back (rsync keeps the remote write times),
+            # and the files that stay on the cluster (its listings: test_remote_provenance).
+            initial = {(f.location, f.path) for f in repo.list_initial_files(wf_id)}
+            assert ("", "inputs/in.txt") in initial  # the run's input, in the data dir
+            files = {(f.activity, f.role, f.location, f.path) for f in repo.list_files(wf_id)}
+            assert ("report", "generated", "", "inputs/out.txt") in files
+            remote = f"hpc:{mount}"
+            assert ("upper", "generated", remote, "mid.txt") in files
+            assert ("report", "used", remote, "mid.txt") in files
+            assert ("report", "generated", remote, "shared/inputs/out.txt") in files
         for act in ("upper", "report"):
             (record,) = jobcomp(slurm_cluster, slurm_name(tmp_path, wf_id, "pipe", act))
             assert record["JobState"] == "COMPLETED"

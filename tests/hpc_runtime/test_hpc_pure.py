@@ -311,3 +311,128 @@ def test_scope_is_stable_per_run_and_new_for_a_recreated_state_dir(tmp_path: Pat
     assert scope_of(attempts) == first and len(first) == 12
     shutil.rmtree(tmp_path / "state")  # `rm -rf ~/.akoflow`, then the same run id again
     assert scope_of(attempts) != first  # its jobs and claims on the cluster are not ours
+
+
+# ------------------------------------------------------------------ provenance listings
+
+
+def listing_request(tmp_path: Path, run: str, *, record_files: bool = True) -> sbatch.JobRequest:
+    """A job of ``run`` in ``tmp_path/work`` (with AkôFlow's own control dir and a sentinel
+    in it, as on a cluster), its attempt dir under ``.akoflow``."""
+    work = tmp_path / "work"
+    paths = sbatch.AttemptPaths.of(str(work), "scope", "wf1-a-a1")
+    Path(paths.dir).mkdir(parents=True)
+    (work / "akoflow_finished_1_0.txt").write_text("AKOFLOW_JOB_FINISHED\n")
+    (work / "in.txt").write_text("input\n")
+    Path(paths.script).write_text(run)
+    return sbatch.JobRequest(
+        name="akf-scope-wf1-a-a1",
+        paths=paths,
+        workdir=str(work),
+        sentinel=sbatch.sentinel_path(str(work), 1, 1),
+        command=["bash", paths.script],
+        record_files=record_files,
+    )
+
+
+def run_body(
+    tmp_path: Path, req: sbatch.JobRequest, template: str | None = None, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "job.sbatch"
+    script.write_text(sbatch.render(req, template))
+    env = {"PATH": path} if path is not None else None
+    return subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+
+
+def test_without_record_files_the_script_lists_nothing(tmp_path: Path) -> None:
+    import dataclasses
+
+    rt = runtime()
+    off = rt.request(dataclasses.replace(spec(tmp_path), record_files=False))
+    text = sbatch.render(off)
+    assert not off.record_files
+    assert "akf_list_files" not in text and "files.before" not in text and "find" not in text
+    on = rt.request(spec(tmp_path))  # JobSpec.record_files defaults to on
+    assert on.record_files
+    text = sbatch.render(on)
+    order = [
+        f"cd {on.workdir} ",
+        "akf_list_files() {",
+        f"akf_list_files >{on.paths.files_before}.tmp && mv -f",
+        f"bash {on.paths.script} </dev/null",
+        "akf_code=$?",
+        f"akf_list_files >{on.paths.files_after}.tmp && mv -f",
+        f"printf '%s\\n' \"$akf_code\" >{on.paths.exit}.tmp",
+        "AKOFLOW_JOB_FINISHED",
+        'exit "$akf_code"',
+    ]
+    positions = [text.index(part) for part in order]
+    assert positions == sorted(positions), text
+
+
+def test_listings_run_with_bash_and_both_exist_before_the_exit_file(tmp_path: Path) -> None:
+    """The body runs for real; a shim ``mv`` (ahead in PATH, then the real one) records, when
+    the exit file is put in place, whether both listings were already there."""
+    from akoflow.provenance.remote import remote_files
+
+    req = listing_request(tmp_path, "cat in.txt > out.txt\nmkdir -p sub\necho x > sub/y\nexit 7\n")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    seen = tmp_path / "mv.log"
+    d = req.paths
+    (shim / "mv").write_text(
+        "#!/bin/sh\n"
+        f"for last; do :; done; b=no; a=no; [ -e {shlex.quote(d.files_before)} ] && b=yes\n"
+        f"[ -e {shlex.quote(d.files_after)} ] && a=yes\n"
+        f'printf "%s %s %s\\n" "$last" "$b" "$a" >> {shlex.quote(str(seen))}\n'
+        'exec /bin/mv "$@"\n'
+    )
+    (shim / "mv").chmod(0o755)
+    import os
+
+    proc = run_body(tmp_path, req, path=f"{shim}:{os.environ['PATH']}")
+    assert proc.returncode == 7, proc.stderr  # the activity's code, listings or not
+    assert Path(d.exit).read_text() == "7\n"
+    assert Path(d.stdout).read_text() == "" and Path(d.stderr).read_text() == ""
+    moves = [line.split() for line in seen.read_text().splitlines()]
+    assert moves == [
+        [d.files_before, "no", "no"],
+        [d.files_after, "yes", "no"],
+        [d.exit, "yes", "yes"],  # the exit file implies both listings
+    ]
+    assert not list(Path(d.dir).glob("*.tmp"))
+    files = remote_files(
+        "hpc:/work", Path(d.files_before).read_text(), Path(d.files_after).read_text()
+    )
+    assert files is not None and files.before_time is not None and files.after_time is not None
+    # AkôFlow's control dir (the attempt's own files) and sentinels are not in the listings.
+    assert set(files.before) == {"in.txt"}
+    assert set(files.after) == {"in.txt", "out.txt", "sub/y"}
+    assert files.after["out.txt"].size == len("input\n")
+
+
+def test_a_failing_listing_changes_nothing_about_the_job(tmp_path: Path) -> None:
+    """The listings cannot be written (their temporary names are taken by directories) and
+    the user's template runs with ``set -e``: the command still runs, its exit code is still
+    recorded and returned, and there are simply no listings."""
+    req = listing_request(tmp_path, "echo ran > ran.txt\n")
+    Path(req.paths.files_before + ".tmp").mkdir()
+    Path(req.paths.files_after + ".tmp").mkdir()
+    template = '#!/bin/bash\nset -e\n#COMMAND#\necho "tail saw $akf_code"\n'
+    proc = run_body(tmp_path, req, template)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "tail saw 0\n" and proc.stderr == ""
+    assert Path(req.paths.exit).read_text() == "0\n"
+    assert (tmp_path / "work" / "ran.txt").read_text() == "ran\n"
+    assert not Path(req.paths.files_before).exists()
+    assert not Path(req.paths.files_after).exists()
+    # And without record_files the same job writes no listing at all.
+    again = tmp_path / "again"
+    again.mkdir()
+    off = listing_request(again, "exit 4\n", record_files=False)
+    assert run_body(again, off).returncode == 4
+    assert sorted(p.name for p in Path(off.paths.dir).iterdir()) == [
+        "exit", "script.sh", "started", "stderr", "stdout",
+    ]  # fmt: skip

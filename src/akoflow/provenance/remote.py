@@ -20,11 +20,14 @@ from akoflow.provenance.snapshot import FileState, Snapshot, changes
 
 HEADER = "# akoflow-files 1"
 
-# Lists the current directory: a header with the remote clock, then one line per regular file,
+# Lists the current directory: a header with the remote clock (ns where `date` has %N, which
+# orders the ends of concurrent attempts), then one line per regular file,
 # "size<TAB>mtime<TAB>path". AkôFlow's own control dir and sentinels are left out. GNU find
 # prints sub-second times with -printf; BusyBox find has no -printf and goes through stat -c.
 LIST_FUNCTION = r"""akf_list_files() {
-  printf '%s %s\n' '# akoflow-files 1' "$(date +%s)"
+  akf_now=$(date +%s.%N 2>/dev/null)
+  case $akf_now in *[!0-9.]*|'') akf_now=$(date +%s) ;; esac
+  printf '%s %s\n' '# akoflow-files 1' "$akf_now"
   if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then
     find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
       -printf '%s\t%T@\t%P\n' 2>/dev/null

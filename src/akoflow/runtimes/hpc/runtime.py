@@ -10,13 +10,19 @@
 - Crash safety: after an engine restart or an ambiguous submit, the attempt is looked up by job
   name (squeue, then accounting, then its exit file); if it is nowhere, the engine takes the
   attempt's ``started`` claim, so a straggling copy can never run the script: never twice.
+- Provenance: with ``JobSpec.record_files`` the job lists MOUNT_PATH before and after its
+  command (:mod:`.sbatch`); whatever way an attempt's end is learnt (its exit file, squeue,
+  sacct, adoption after a restart), both listings are read over SFTP and handed to the engine
+  in :attr:`Outcome.files` (location ``<runtime name>:<MOUNT_PATH>``), missing ones as None.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import re
 import secrets
@@ -27,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import (
     Adopted,
@@ -51,6 +58,7 @@ LOG_READ_MAX = 8 << 20
 MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it counts as gone
 NODES_CACHE_SECONDS = 2.0
 CONTAINER_SHELL = "/bin/sh"
+LISTING_READS = 8  # attempts whose listings are read (and held in memory) at once
 # sbatch messages that mean "could not talk to slurmctld" (the job may or may not exist).
 _CONTROLLER_TROUBLE = (
     "Unable to contact slurm controller",
@@ -103,6 +111,7 @@ class _Job:
         "name",
         "node",
         "paths",
+        "record_files",
         "running_reported",
         "state",
         "transfers",
@@ -115,8 +124,10 @@ class _Job:
         paths: sbatch.AttemptPaths,
         job_id: str | None,
         transfers: Sequence[staging.Transfer],
+        record_files: bool = False,
     ) -> None:
         self.key = key
+        self.record_files = record_files  # the job lists its working dir (provenance)
         self.name = name
         self.paths = paths
         self.job_id = job_id
@@ -136,6 +147,7 @@ class _Job:
             "job_id": self.job_id,
             "dir": self.paths.dir,
             "volumes": [[t.local, t.remote, t.is_dir] for t in self.transfers],
+            "files": self.record_files,
         }
 
 
@@ -145,6 +157,18 @@ def _transfers_of(handle: Mapping[str, Any]) -> list[staging.Transfer]:
         if isinstance(item, list) and len(item) == 3:
             found.append(staging.Transfer(str(item[0]), str(item[1]), bool(item[2])))
     return found
+
+
+def _text(data: bytes | None) -> str | None:
+    return data.decode(errors="replace") if data is not None else None
+
+
+def _ended_at(outcome: Outcome) -> float:
+    """The remote clock when the attempt's command ended (its last listing), if known."""
+    files: RemoteFiles | None = outcome.files
+    if files is None or files.after_time is None:
+        return math.inf
+    return files.after_time
 
 
 def _tail(text: str) -> str:
@@ -377,6 +401,7 @@ class HpcRuntime(Runtime):
             gpus=s.gpus,
             cpus_per_gpu=s.cpus_per_gpu,
             nodelist=job.node if job.node and _NODE_NAME.match(job.node) else None,
+            record_files=job.record_files,
         )
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
@@ -398,25 +423,23 @@ class HpcRuntime(Runtime):
             paths.dir, {"script.sh": job.activity.run.encode(), "job.sbatch": script.encode()}
         )
         if not await link.mkdir_exclusive(paths.submitted):
-            return await self._after_ambiguous(job.key, name, paths, transfers)  # sent before
+            return await self._after_ambiguous(job, name, paths, transfers)  # sent before
         await self._pace(s.submit_rate)
         try:
             res = await link.run(sbatch.sbatch_argv(paths, name))
         except SshAmbiguous:
-            return await self._after_ambiguous(job.key, name, paths, transfers)
+            return await self._after_ambiguous(job, name, paths, transfers)
         self.submissions += 1
         if res.exit_status != 0:
             message = _tail(res.stderr)
             if any(t in res.stderr for t in _CONTROLLER_TROUBLE):
                 # slurmctld is away: squeue would not answer either; the claim decides.
-                return await self._after_ambiguous(
-                    job.key, name, paths, transfers, look_first=False
-                )
+                return await self._after_ambiguous(job, name, paths, transfers, look_first=False)
             raise SubmitError(f"sbatch refused {name}: {message}")
         job_id = res.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise SubmitError(f"sbatch printed no job id for {name}: {res.stdout.strip()!r}")
-        tracked = _Job(job.key, name, paths, job_id, transfers)
+        tracked = _Job(job.key, name, paths, job_id, transfers, job.record_files)
         self._jobs[job.key] = tracked
         return tracked.handle()
 
@@ -431,7 +454,7 @@ class HpcRuntime(Runtime):
 
     async def _after_ambiguous(
         self,
-        key: str,
+        job: JobSpec,
         name: str,
         paths: sbatch.AttemptPaths,
         transfers: list[staging.Transfer],
@@ -461,8 +484,9 @@ class HpcRuntime(Runtime):
             raise
         except RuntimeUnavailable:
             row = None  # the login node is away: the monitor finds the job by name later
-        tracked = _Job(key, name, paths, row.job_id if row else None, transfers)
-        self._jobs[key] = tracked
+        job_id = row.job_id if row else None
+        tracked = _Job(job.key, name, paths, job_id, transfers, job.record_files)
+        self._jobs[job.key] = tracked
         return tracked.handle()
 
     async def _lookup(self, name: str) -> slurm.QueueRow | None:
@@ -564,8 +588,55 @@ class HpcRuntime(Runtime):
         finished = [(job, out) for (job, _), out in zip(ended, outcomes, strict=True)]
         if missing:
             finished += await self._resolve_missing(missing)
-        for job, outcome in finished:
+        await self._complete(finished)
+
+    async def _complete(self, finished: Sequence[tuple[_Job, Outcome]]) -> None:
+        """Report ends: listings read side by side (a few at a time: they can be large), then
+        the ends in the order the jobs ended on the cluster, so that the engine knows who
+        wrote a file before it looks at a later attempt that found it there."""
+        gate = asyncio.Semaphore(LISTING_READS)
+
+        async def with_files(job: _Job, outcome: Outcome) -> Outcome:
+            async with gate:
+                return await self._with_files(job, outcome)
+
+        results = await asyncio.gather(
+            *(with_files(job, outcome) for job, outcome in finished), return_exceptions=True
+        )
+        ready: list[tuple[_Job, Outcome]] = []
+        for (job, _), result in zip(finished, results, strict=True):
+            if isinstance(result, RuntimeUnavailable):
+                continue  # the cluster is away: read again next poll, the end is not lost
+            if isinstance(result, BaseException):
+                raise result
+            ready.append((job, result))
+        ready.sort(key=lambda item: _ended_at(item[1]))
+        for job, outcome in ready:
             await self._finish(job, outcome)
+
+    def _location(self) -> str:
+        """Where an attempt's listed files live, as shown to users."""
+        return f"{self.name}:{self._settings().mount_path}"
+
+    async def _with_files(self, job: _Job, outcome: Outcome) -> Outcome:
+        """``outcome`` with the attempt's two listings when the job asked for them and made
+        both (a job killed or cancelled before its command ended has none: ``files`` stays
+        None). Raises :class:`RuntimeUnavailable` only when the cluster could not be asked."""
+        if not job.record_files:
+            return outcome
+        link = self._require_link()
+        try:
+            after = _text(await link.read_whole(job.paths.files_after))
+            if after is None:
+                return outcome
+            before = _text(await link.read_whole(job.paths.files_before))
+            files = remote_files(self._location(), before, after)
+        except RuntimeUnavailable:
+            raise
+        except Exception:  # provenance never holds back or fails an end
+            log.exception("reading the file listings of %s failed", job.name)
+            return outcome
+        return dataclasses.replace(outcome, files=files) if files is not None else outcome
 
     async def _read_exit(self, paths: sbatch.AttemptPaths) -> int | None:
         data = await self._require_link().read_from(paths.exit, 0, 64)
@@ -677,7 +748,12 @@ class HpcRuntime(Runtime):
         self._require_link()
         name, paths = self._paths(job)
         transfers = _transfers_of(handle) or self._transfers(job)
-        tracked = _Job(job.key, name, paths, None, transfers)
+        tracked = _Job(job.key, name, paths, None, transfers, job.record_files)
+
+        async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
+            outcome = await self._with_files(tracked, outcome)
+            return Adopted("finished", tracked.handle(), outcome, node)
+
         row = await self._lookup(name)
         if row is not None:
             tracked.job_id, tracked.state, tracked.node = row.job_id, row.state, row.node
@@ -685,21 +761,21 @@ class HpcRuntime(Runtime):
                 self._jobs[job.key] = tracked
                 return Adopted("running", tracked.handle(), node=row.node)
             (outcome,) = await self._final_outcomes([(tracked, row.state)])
-            return Adopted("finished", tracked.handle(), outcome, row.node)
+            return await finished(outcome, row.node)
         tracked.job_id = str(handle.get("job_id") or "") or None
         if tracked.job_id is None:
             tracked.job_id = await self._job_id_from_accounting(name)
         resolved = await self._resolve_missing([tracked]) if tracked.job_id else []
         if resolved:
-            return Adopted("finished", tracked.handle(), resolved[0][1])
+            return await finished(resolved[0][1])
         code = await self._read_exit(paths)
         if code is not None:
             outcome = await self._final_outcome(tracked, "COMPLETED" if code == 0 else "FAILED")
-            return Adopted("finished", tracked.handle(), outcome)
+            return await finished(outcome)
         if await self._claim(paths):
             return Adopted("never_started")
         lost = "the job ran but left neither a SLURM record nor an exit code"
-        return Adopted("finished", tracked.handle(), Outcome(False, None, lost))
+        return await finished(Outcome(False, None, lost))
 
     async def _job_id_from_accounting(self, name: str) -> str | None:
         s = self._settings()
@@ -730,9 +806,10 @@ class HpcRuntime(Runtime):
                 result[key] = JobStatus("running", node=row.node)
             else:
                 paths = sbatch.AttemptPaths(str(handle.get("dir")))
-                probe = _Job(key, row.name, paths, row.job_id, ())
+                probe = _Job(key, row.name, paths, row.job_id, (), bool(handle.get("files")))
                 probe.cancelled = key in self._jobs and self._jobs[key].cancelled
                 (outcome,) = await self._final_outcomes([(probe, row.state)])
+                outcome = await self._with_files(probe, outcome)
                 result[key] = JobStatus("finished", outcome, row.node)
         return result
 

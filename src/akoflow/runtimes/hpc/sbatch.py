@@ -16,6 +16,13 @@ Crash safety lives in two claims, both ``mkdir`` of a directory in the attempt's
 The job records the activity's exit code in ``exit`` (written atomically) and, as the seed
 does, writes ``AKOFLOW_JOB_FINISHED`` to ``akoflow_finished_{workflow}_{activity}.txt`` in the
 mount path.
+
+With provenance on (:attr:`JobRequest.record_files`), the job lists its working directory
+(:data:`akoflow.provenance.remote.LIST_FUNCTION`) into ``files.before`` right before the
+command and into ``files.after`` right after it, both before ``exit`` is written: an attempt
+with an exit file has both listings, unless listing itself failed (no ``find`` on the node),
+which changes nothing else. Each listing is written to a temporary file and renamed, so a
+half-written one is never read.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from akoflow.provenance.remote import LIST_FUNCTION
 
 CLAIM_LOST_EXIT = 213
 WORKDIR_MISSING_EXIT = 214
@@ -81,6 +90,16 @@ class AttemptPaths:
     def submitted(self) -> str:
         return f"{self.dir}/submitted"
 
+    @property
+    def files_before(self) -> str:
+        """Listing of the working directory right before the command (provenance)."""
+        return f"{self.dir}/files.before"
+
+    @property
+    def files_after(self) -> str:
+        """Listing of the working directory right after the command (provenance)."""
+        return f"{self.dir}/files.after"
+
 
 def sentinel_path(mount_path: str, workflow_id: int, activity_id: int) -> str:
     return f"{mount_path}/akoflow_finished_{workflow_id}_{activity_id}.txt"
@@ -109,6 +128,9 @@ class JobRequest:
     cpus_per_gpu: str | None = None
     nodelist: str | None = None
     """The node the engine's placement chose (``--nodelist``)."""
+    record_files: bool = False
+    """List the working directory before and after the command (``files.before``,
+    ``files.after``): provenance of the files that stay on the cluster."""
 
 
 def time_limit(setting: str | None, timeout_seconds: float | None) -> str | None:
@@ -150,8 +172,18 @@ def directives(req: JobRequest) -> list[str]:
     return [f"#SBATCH --{k}={v}" for k, v in options if v is not None]
 
 
+def _listing(path: str) -> str:
+    """Write the working directory's listing to ``path`` atomically. Whatever happens (no
+    ``find``, a full disk, ``set -e`` in a user template) it neither stops the job nor changes
+    ``$?`` seen by what follows."""
+    q = shlex.quote
+    tmp = path + ".tmp"
+    return f"{{ akf_list_files >{q(tmp)} && mv -f {q(tmp)} {q(path)}; }} 2>/dev/null || :"
+
+
 def body(req: JobRequest, *, final_exit: bool = True) -> str:
-    """The part AkôFlow owns: claim, run the script file, record the exit code, sentinel.
+    """The part AkôFlow owns: claim, run the script file, record the exit code, sentinel
+    (and, when asked, list the working directory before and after the command).
 
     It ends the job with the activity's exit code, unless a user template has lines after
     ``#COMMAND#`` (they run, and may read ``$akf_code``)."""
@@ -163,9 +195,15 @@ def body(req: JobRequest, *, final_exit: bool = True) -> str:
         f"cd {q(req.workdir)} || exit {WORKDIR_MISSING_EXIT}",
     ]
     lines += [f"export {k}={q(v)}" for k, v in req.env.items()]
+    if req.record_files:
+        lines += [LIST_FUNCTION, _listing(d.files_before)]
     lines += [
         f"{shlex.join(req.command)} </dev/null >{q(d.stdout)} 2>{q(d.stderr)}",
         "akf_code=$?",
+    ]
+    if req.record_files:
+        lines.append(_listing(d.files_after))
+    lines += [
         f"printf '%s\\n' \"$akf_code\" >{q(d.exit + '.tmp')} && mv -f {q(d.exit + '.tmp')} "
         f"{q(d.exit)}",
         f"printf '%s\\n' {FINISHED_TEXT} >{q(req.sentinel)}",

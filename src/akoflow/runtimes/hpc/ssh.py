@@ -323,6 +323,19 @@ class SshLink:
             self._sftp_failed(exc)
         return data if isinstance(data, bytes) else data.encode()
 
+    async def read_whole(self, path: str) -> bytes | None:
+        """The whole remote file, or None when the server cannot give it (missing, not
+        readable). Raises :class:`SshUnavailable` only when the connection failed."""
+        sftp = await self.sftp()
+        try:
+            async with sftp.open(path, "rb") as f:
+                data = await f.read()
+        except asyncssh.SFTPError:
+            return None
+        except (OSError, asyncssh.Error) as exc:
+            self._sftp_failed(exc)
+        return data if isinstance(data, bytes) else data.encode()
+
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncssh.Error):

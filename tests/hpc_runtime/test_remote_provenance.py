@@ -1,0 +1,283 @@
+"""Provenance of files that stay on the cluster: each SLURM job lists MOUNT_PATH before and
+after its command, the runtime reads both listings back over SFTP, and the engine records what
+each attempt used and generated under the location ``hpc:<MOUNT_PATH>``, exported as W3C PROV.
+Against the private SLURM cluster, through the engine and the ``akoflow prov`` CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prov.model import ProvDocument, ProvMembership
+
+from akoflow.states import ActivityState, WorkflowState
+from akoflow.store.repository import FileRecord, InitialFile
+from tests.e2e.test_engine_inprocess import engine_with
+from tests.e2e.test_provenance import paths_of, relations
+from tests.hpc_runtime.conftest import runtime_env
+from tests.hpc_runtime.test_hpc_engine import states
+from tests.hpc_runtime.test_hpc_runtime import Recorder, job_spec, make, wait_finished
+from tests.slurm_support.cluster import SlurmCluster
+
+# params.txt is on the cluster before the run. The steps read input.txt and each writes its
+# own output as its last action; step-b starts its work a little later, as real steps do (see
+# tests/e2e/test_provenance.py).
+FAN = """\
+name: fan
+spec:
+  runtime: hpc
+  activities:
+    - name: prepare
+      run: cat params.txt > input.txt
+    - name: step-a
+      dependsOn: [prepare]
+      run: wc -c < input.txt > out-a.txt
+    - name: step-b
+      dependsOn: [prepare]
+      run: |
+        sleep 1
+        cat input.txt input.txt > out-b.txt
+    - name: join
+      dependsOn: [step-a, step-b]
+      run: cat out-a.txt out-b.txt > result.txt
+"""
+
+
+def rows(records: list[FileRecord]) -> set[tuple[str, str, str]]:
+    return {(f.activity, f.role, f.path) for f in records}
+
+
+def export_prov(state: Path, workflow: str) -> ProvDocument:
+    done = subprocess.run(
+        [sys.executable, "-m", "akoflow", "prov", workflow, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return ProvDocument.deserialize(io.StringIO(done.stdout), format="json")
+
+
+def control_file(path: str) -> bool:
+    return path.startswith(".akoflow") or "akoflow_finished_" in path
+
+
+def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    location = f"hpc:{mount}"
+    (mount / "params.txt").write_text("seed\n")
+
+    async def scenario() -> tuple[list[FileRecord], list[InitialFile]]:
+        async with engine_with(tmp_path, FAN) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            return repo.list_files(wf_id), repo.list_initial_files(wf_id)
+
+    records, initial = asyncio.run(scenario())
+    # Everything stayed on the cluster: nothing was staged back to the engine's data dir.
+    assert (mount / "result.txt").read_text() == "5\nseed\nseed\n"
+    assert not (tmp_path / "data" / "result.txt").exists()
+    assert {f.location for f in records} == {location}
+    assert rows(records) == {
+        ("prepare", "generated", "input.txt"),
+        ("step-a", "used", "input.txt"),
+        ("step-a", "generated", "out-a.txt"),
+        ("step-b", "used", "input.txt"),
+        ("step-b", "generated", "out-b.txt"),
+        ("join", "used", "out-a.txt"),
+        ("join", "used", "out-b.txt"),
+        ("join", "generated", "result.txt"),
+    }
+    sizes = {f.path: f.size for f in records if f.role == "generated"}
+    assert sizes == {"input.txt": 5, "out-a.txt": 2, "out-b.txt": 10, "result.txt": 12}
+    assert all(f.sha256 is None for f in records)  # remote files carry no checksum
+    # What was on the cluster before the run: the run's inputs, at the cluster's location.
+    assert [(f.location, f.path, f.size) for f in initial] == [(location, "params.txt", 5)]
+
+    # The same relations in the W3C PROV export, each file an entity at the cluster location.
+    doc = export_prov(tmp_path / "state", "fan")
+    used, generated = relations(doc)
+    assert generated == {
+        ("prepare", "input.txt"),
+        ("step-a", "out-a.txt"),
+        ("step-b", "out-b.txt"),
+        ("join", "result.txt"),
+    }
+    assert used == {
+        ("prepare", "<inputs>"),
+        ("step-a", "<inputs>"),
+        ("step-a", "input.txt"),
+        ("step-b", "<inputs>"),
+        ("step-b", "input.txt"),
+        ("join", "<inputs>"),
+        ("join", "out-a.txt"),
+        ("join", "out-b.txt"),
+    }
+    members = [
+        paths_of(doc)[str(m.formal_attributes[1][1])] for m in doc.get_records(ProvMembership)
+    ]
+    assert members == ["params.txt"]
+    entities = [e for e in doc.get_records() if e.is_element() and e.get_attribute("akoflow:path")]
+    assert len(entities) == 5
+    for entity in entities:
+        assert {str(v) for v in entity.get_attribute("akoflow:location")} == {location}
+        assert "remote/" in str(entity.identifier)
+    assert not any(control_file(path) for _, path in used | generated)
+    # The job's own files are there on the cluster, just never part of the provenance.
+    assert list(mount.glob(".akoflow/*/wf1-join-a1/files.after"))
+    assert list(mount.glob("akoflow_finished_*"))
+
+
+def test_a_failing_activity_records_what_it_generated(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    text = (
+        "name: fails\nspec:\n  runtime: hpc\n  activities:\n"
+        "    - name: bad\n      run: |\n        echo partial > partial.txt\n"
+        "        echo about to fail\n        exit 3\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            assert state is WorkflowState.FAILED
+            bad = wf.activities["bad"]
+            assert bad.state is ActivityState.FAILED and bad.exit_code == 3, states(wf)
+            assert bad.reason == "exit code 3"
+            assert "".join(c.data for _, c in repo.read_logs(bad.id)) == "about to fail\n"
+            records = repo.list_files(wf_id)
+            assert rows(records) == {("bad", "generated", "partial.txt")}
+            assert {f.location for f in records} == {f"hpc:{mount}"}
+
+    asyncio.run(scenario())
+
+
+def test_provenance_off_adds_no_listing_to_the_job(
+    hpc_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AKOFLOW_PROVENANCE", "off")
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    text = (
+        "name: quiet\nspec:\n  runtime: hpc\n  activities:\n"
+        "    - name: one\n      run: echo 1 > one.txt\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            assert repo.list_files(wf_id) == []
+
+    asyncio.run(scenario())
+    assert (mount / "one.txt").read_text() == "1\n"
+    (attempt,) = mount.glob(".akoflow/*/wf1-one-a1")
+    script = (attempt / "job.sbatch").read_text()
+    assert "akf_list_files" not in script and "files.before" not in script
+    assert "find" not in script
+    assert sorted(p.name for p in attempt.iterdir()) == [
+        "exit", "job.sbatch", "script.sh", "slurm.out", "started", "stderr", "stdout",
+        "submitted",
+    ]  # fmt: skip
+
+
+def test_adoption_after_a_restart_delivers_the_listings_and_a_cancel_has_none(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A job that ends while no runtime watches it is adopted by a new runtime (an engine
+    restarted) with both listings; a job cancelled mid-command ends with ``files`` None."""
+    env = runtime_env(slurm_cluster, "hpc", "mount/adopt-files")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    (mount / "given.txt").write_text("given\n")
+    job = job_spec(
+        tmp_path,
+        "late",
+        "cat given.txt > seen.txt\nwhile [ ! -e late.release ]; do sleep 0.1; done\n"
+        "echo done > late.out\n",
+    )
+    killed = job_spec(tmp_path, "killed", "touch killed.started\nsleep 60\n")
+    location = f"hpc:{mount}"
+
+    async def scenario() -> None:
+        first = make(env)
+        await first.start()
+        try:
+            handle = await first.submit(job)
+            assert handle["files"] is True
+        finally:
+            await first.stop()  # the job keeps running in SLURM
+        _, paths = first._paths(job)
+        while not (mount / "seen.txt").exists():
+            await asyncio.sleep(0.05)
+        (mount / "late.release").touch()
+        while not Path(paths.exit).exists():
+            await asyncio.sleep(0.05)
+
+        events = Recorder()
+        second = make(env, events)
+        await second.start()
+        try:
+            adopted = await second.adopt(job, handle)
+            assert adopted.kind == "finished" and adopted.outcome is not None
+            assert adopted.outcome.succeeded and adopted.outcome.exit_code == 0
+            files = adopted.outcome.files
+            assert files is not None and files.location == location
+            assert set(files.before) == {"given.txt"}
+            assert set(files.after) == {"given.txt", "seen.txt", "late.release", "late.out"}
+            assert files.after["late.out"].size == len("done\n")
+            assert files.before_time is not None and files.after_time is not None
+            assert files.before_time <= files.after_time
+            # status() of the same attempt tells the same.
+            status = await second.status({job.key: adopted.handle})
+            assert status[job.key].outcome is not None
+            assert status[job.key].outcome.files == files
+
+            # A job cancelled while its command runs has the first listing only: no files.
+            await second.submit(killed)
+            while not (mount / "killed.started").exists():
+                await asyncio.sleep(0.05)
+            await second.cancel(killed.key, {})
+            outcome = await wait_finished(events, killed.key)
+            assert not outcome.succeeded and outcome.files is None, outcome
+            assert outcome.reason == "cancelled"
+            _, killed_paths = second._paths(killed)
+            assert Path(killed_paths.files_before).exists()
+            assert not Path(killed_paths.files_after).exists()
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())
+
+
+def test_without_record_files_the_runtime_reads_no_listing(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    env = runtime_env(slurm_cluster, "hpc", "mount/no-files")
+    job = dataclasses.replace(job_spec(tmp_path, "plain", "echo x > x.txt"), record_files=False)
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = make(env, events)
+        await rt.start()
+        try:
+            handle = await rt.submit(job)
+            assert handle["files"] is False
+            outcome = await wait_finished(events, job.key)
+            assert outcome.succeeded and outcome.files is None
+            _, paths = rt._paths(job)
+            assert not Path(paths.files_before).exists()
+            assert "akf_list_files" not in Path(paths.sbatch).read_text()
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
