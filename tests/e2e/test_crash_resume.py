@@ -191,3 +191,36 @@ def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
     finally:
         engine.communicate(timeout=30)
     assert engine.returncode == 0
+
+
+def test_files_written_while_no_engine_watched_keep_their_provenance(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """`writer` writes its output after the engine was killed and ends before it is back;
+    the resumed run still records who generated it and who used it."""
+    wf = tmp_path / "prov.yaml"
+    wf.write_text(
+        "name: unwatched\nspec:\n  activities:\n"
+        "    - name: writer\n      run: |\n        touch started\n        sleep 1\n"
+        "        echo late > late.txt\n"
+        "    - name: reader\n      dependsOn: [writer]\n      run: cat late.txt > copy.txt\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "input.txt").write_text("in\n")
+    engine = start_engine(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
+    )
+    wait_for(lambda: (data / "started").exists())
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    wait_for(lambda: (data / "late.txt").exists())  # written while no engine watched
+    time.sleep(0.2)  # and `writer` has ended
+    res = akoflow("resume", "--json")
+    assert res.returncode == 0, res.stderr + res.stdout
+    repo = service.open_repository(state_dir)
+    files = {(f.activity, f.role, f.path) for f in repo.list_files(1)}
+    assert {("writer", "generated", "late.txt"), ("writer", "generated", "started")} <= files
+    assert ("reader", "used", "late.txt") in files
+    assert ("reader", "generated", "copy.txt") in files
+    assert [f.path for f in repo.list_initial_files(1)] == ["input.txt"]

@@ -110,6 +110,7 @@ class ActivityRun:
     timer: asyncio.TimerHandle | None = None
     level: int = 0  # DAG depth (first-activity-first)
     dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it
+    adopted: bool = False  # the live attempt was taken over after a restart
     exited_at: float | None = None  # when the runtime reported the end (before batching)
     placed: tuple[str, Reserved] | None = None  # node and resources reserved there
 
@@ -391,15 +392,16 @@ class Engine(RuntimeEvents):
             )
             return
         with self._txn():
-            self._apply_adopted(act, att.number, job.key, adopted, att.handle)
+            self._apply_adopted(act, att, job.key, adopted)
         if later and act.state is A.READY:  # never started: back in line (at attach, the
             slot.queue.append(act)  # caller queues every READY activity)
         self._wake.set()
 
     def _apply_adopted(
-        self, act: ActivityRun, number: int, key: str, adopted: Adopted, handle: dict[str, Any]
+        self, act: ActivityRun, att: AttemptRecord, key: str, adopted: Adopted
     ) -> None:
         slot = self._slots[act.runtime]
+        number, handle = att.number, att.handle
         if adopted.kind == "never_started":
             self.repo.attempt_lost(
                 act.id, number, reason="engine stopped before the attempt started"
@@ -409,6 +411,8 @@ class Engine(RuntimeEvents):
             return
         act.key = key
         act.attempt = number
+        act.adopted = True
+        act.dispatched_at = att.submitted_at  # its writes, also while no engine watched
         act.handle = dict(adopted.handle or handle)
         act.log_offsets = self.repo.log_offsets(act.id, number)
         self._jobs[key] = act
@@ -633,11 +637,19 @@ class Engine(RuntimeEvents):
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
         self._unreserve(act)
-        if self.provenance and act.dispatched_at and act.attempt_started is not None:
-            self._record_generated(act)  # (an attempt that never started wrote nothing)
+        # (An attempt that never started wrote nothing.)
+        if self.provenance and (act.attempt_started is not None or act.adopted):
+            if act.dispatched_at:
+                self._record_generated(act)
             if outcome.files is not None:
                 self._record_remote(act, outcome.files)
-        if outcome.succeeded and act.wf.placement is not None and act.attempt_started:
+        # The durations AkôScore learns from: not those an engine restart cut into.
+        if (
+            outcome.succeeded
+            and act.wf.placement is not None
+            and act.attempt_started
+            and not act.adopted
+        ):
             act.wf.history.setdefault(act.name, []).append(
                 (act.node, time.time() - act.attempt_started)
             )
@@ -805,6 +817,7 @@ class Engine(RuntimeEvents):
                 if decision is not None:
                     self._record_placement(act, number, name, decision)
                 act.dispatched_at = time.time()
+                act.adopted = False
                 if self.provenance:
                     self._record_used(act, number)
                 act.state = A.SUBMITTED
@@ -931,18 +944,17 @@ class Engine(RuntimeEvents):
                 for record in self.repo.list_files(wf.id):
                     if record.role == "generated" and not record.location:
                         self._set_generator(wf, record.path, record.activity)
-            if "" not in self._initial_recorded(wf):
-                # A resumed run that never got this far: what predates its start.
+            known = set(wf.generated_by)
+            if "" in self._initial_recorded(wf):  # a resumed run
+                known.update(f.path for f in self.repo.list_initial_files(wf.id) if not f.location)
+            else:  # what predates the run's start (all of it, unless it is a resumed run)
                 since = (wf.started_at or time.time()) + FILE_TIME_SLACK
-                self._record_initial(
-                    wf,
-                    "",
-                    {
-                        p: f
-                        for p, f in wf.files.items()
-                        if p not in wf.generated_by and f.mtime < since
-                    },
-                )
+                initial = {p: f for p, f in wf.files.items() if p not in known and f.mtime < since}
+                self._record_initial(wf, "", initial)
+                known.update(initial)
+            # A resumed run: what changed while no engine watched awaits attribution (to the
+            # attempts adopted now, whose windows start at their submission).
+            wf.files_unclaimed.update((p, f) for p, f in wf.files.items() if p not in known)
         else:
             dirty = wf.files_watch.dirty() if wf.files_watch is not None else None
             if dirty is not None:
