@@ -43,8 +43,6 @@ TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
 PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer: the write never blocks
-# Created by the engine, exclusively: a second launch of the same attempt key fails here.
-_OUT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 class _Tracked:
@@ -107,8 +105,6 @@ class LocalRuntime(Runtime):
         # psutil needs the same Process object between samples to compute CPU percent.
         self._procs: dict[int, psutil.Process] = {}
         self._base_env: dict[str, str] = {}
-        # Our own open stdout/stderr of each attempt, until the engine has stored its logs.
-        self._outputs: dict[str, tuple[int, int]] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -123,10 +119,6 @@ class LocalRuntime(Runtime):
                 loop.remove_reader(job.pidfd)
             os.close(job.pidfd)
         self._jobs.clear()
-        for fds in self._outputs.values():
-            for fd in fds:
-                os.close(fd)
-        self._outputs.clear()
 
     # ------------------------------------------------------------------ submit
 
@@ -148,22 +140,18 @@ class LocalRuntime(Runtime):
         existing = self._jobs.get(job.key)
         if existing is not None:
             return {"pid": existing.pid, "prefix": prefix}
-        try:
-            out_fd = os.open(prefix + ".stdout", _OUT_FLAGS, 0o644)
-        except FileExistsError:
-            # Idempotent by key: this attempt was already launched once.
-            raise SubmitError(
-                f"attempt {job.key} was already launched once; not starting it again"
-            ) from None
-        err_fd = os.open(prefix + ".stderr", _OUT_FLAGS & ~os.O_EXCL | os.O_TRUNC, 0o644)
-        self._outputs[job.key] = (out_fd, err_fd)
+        if os.path.lexists(prefix + ".exit"):
+            # Idempotent by key: the attempt was launched once (or claimed by the engine).
+            # The process's exclusive claim of this file is what really guards it.
+            raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
         env = {**self._base_env, **env_vars}
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
         env["AKOFLOW_WORKDIR"] = str(job.data_dir)
+        # The prelude sends stdout and stderr to the attempt's files; until then (bash's own
+        # errors before it, if any) stderr is the engine's.
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_fd, 1),
-            (os.POSIX_SPAWN_DUP2, err_fd, 2),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         ]
         read_fd = write_fd = -1
         if len(script) <= PIPE_SCRIPT_MAX:
@@ -305,14 +293,6 @@ class LocalRuntime(Runtime):
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
     ) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        fds = self._outputs.get(key)
-        if fds is not None:  # our own attempt: no path lookups
-            for stream, fd in zip(STREAMS, fds, strict=True):
-                start = offsets.get(stream, 0)
-                size = os.fstat(fd).st_size
-                if size > start:
-                    out[stream] = os.pread(fd, min(size - start, LOG_READ_MAX), start)
-            return out
         prefix = str(handle.get("prefix", ""))
         for stream in STREAMS:
             path = f"{prefix}.{stream}"
@@ -326,10 +306,6 @@ class LocalRuntime(Runtime):
             except FileNotFoundError:
                 continue
         return out
-
-    async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
-        for fd in self._outputs.pop(key, ()):
-            os.close(fd)
 
     async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
         """CPU and RSS summed over each job's process group (its whole process tree)."""

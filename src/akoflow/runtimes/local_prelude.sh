@@ -8,4 +8,7 @@ set -C
 set +C
 # The exit code survives the engine: a restarted engine reads it from the same file.
 trap 'printf "exit %s\n" "$?" >| "$AKOFLOW_ATTEMPT_FILES.exit"' EXIT
+# The activity's output files are created here, by the activity's own process, rather than by
+# the engine, whose one thread serves every activity (file creation can cost a millisecond).
+exec >| "$AKOFLOW_ATTEMPT_FILES.stdout" 2>| "$AKOFLOW_ATTEMPT_FILES.stderr"
 cd -- "$AKOFLOW_WORKDIR" || exit 214
