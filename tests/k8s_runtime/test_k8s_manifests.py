@@ -13,6 +13,7 @@ import pytest
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec
 from akoflow.runtimes.kubernetes import manifests as mf
+from akoflow.runtimes.kubernetes.listing import WRAPPER, files_token
 from akoflow.runtimes.kubernetes.settings import ConfigError, read_settings
 from akoflow.runtimes.kubernetes.status import job_view, outcome_of, pod_view
 from akoflow.spec import Activity, StoragePolicy
@@ -70,7 +71,21 @@ def test_every_manifest_is_valid_against_the_schema() -> None:
     pod = j["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert j["spec"]["backoffLimit"] == 0 and j["spec"]["ttlSecondsAfterFinished"] == 86400
-    assert c["command"] == ["sh", "-c", job.activity.run, "akoflow-align"]  # one argv element
+    # Provenance on: the constant wrapper, the script one argv element after it.
+    assert c["command"] == [
+        "sh",
+        "-c",
+        WRAPPER,
+        "akoflow-align",
+        job.activity.run,
+        "sh",
+        files_token(mf.job_name(job)),
+    ]
+    off = mf.job_manifest(replace(job, record_files=False), OPTS, pvc="p")
+    kubernetes_validate.validate(off, K8S, strict=True)
+    off_c = off["spec"]["template"]["spec"]["containers"][0]
+    assert off_c["command"] == ["sh", "-c", job.activity.run, "akoflow-align"]
+    assert mf.claim_of(j) == "p"
     assert c["image"] == "python:3.11"
     assert c["resources"] == {
         "limits": {"cpu": "500m", "memory": "256Mi"},

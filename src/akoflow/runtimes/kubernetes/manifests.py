@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from akoflow.runtimes.base import JobSpec
+from akoflow.runtimes.kubernetes.listing import WRAPPER, files_token
 
 DEFAULT_MOUNT = "/data"
 MAX_NAME = 63  # DNS-1123 label: Job names also become a pod label value
@@ -137,6 +138,27 @@ def _resources(job: JobSpec) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
+def container_command(job: JobSpec, shell: str) -> list[str]:
+    """``<shell> -c <script> akoflow-<name>``; with provenance on, the constant
+    :data:`~akoflow.runtimes.kubernetes.listing.WRAPPER` runs the same script (same ``$0``)
+    between two listings of the working directory, the script, shell and marker token being
+    its positional arguments."""
+    script, zero = job.activity.run, f"akoflow-{job.activity.name}"
+    if not job.record_files:
+        return [shell, "-c", script, zero]
+    return [shell, "-c", WRAPPER, zero, script, shell, files_token(job_name(job))]
+
+
+def claim_of(job: Mapping[str, Any]) -> str | None:
+    """The PVC a Job's pod mounts (read back from the Job, e.g. after an engine restart)."""
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for volume in pod.get("volumes") or []:
+        if volume.get("name") == DATA_VOLUME:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            return str(claim) if claim else None
+    return None
+
+
 def container_env(job: JobSpec, mount: str) -> list[dict[str, str]]:
     """AkôFlow's variables (paths as the container sees them), then the activity's own."""
     env = {**job.env, "AKOFLOW_DATA_DIR": mount, "ACTIVITY_MOUNT_PATH": mount, **job.activity.env}
@@ -151,7 +173,8 @@ def job_manifest(
     node: str | None = None,
 ) -> dict[str, Any]:
     """The attempt's Job. The script is one argv element of ``sh -c`` (never pasted into a
-    command line), so quotes cannot break it and its exit code is the container's."""
+    command line), so quotes cannot break it and its exit code is the container's (also with
+    the listings of :func:`container_command`)."""
     act = job.activity
     script = act.run
     if len(script.encode()) > MAX_SCRIPT_BYTES:
@@ -168,7 +191,7 @@ def job_manifest(
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": act.image or opts.default_image,
-        "command": [opts.shell, "-c", script, f"akoflow-{act.name}"],
+        "command": container_command(job, opts.shell),
         "workingDir": mount,
         "env": container_env(job, mount),
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": mount}],

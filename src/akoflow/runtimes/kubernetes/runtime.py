@@ -7,6 +7,10 @@
   file ``<prefix>.out/stdout``, and the Job delete of the cleanup policy. So the requests per
   activity do not grow with its run time; the stored log is complete (the stream ends when the
   container ends) before the end is reported, hence before any deletion.
+- Remote provenance: with ``record_files`` the pod lists its volume before and after the
+  script into its own log (:mod:`.listing`); the log is filtered as it is stored (the file
+  holds the script's output only) and the listings become :attr:`Outcome.files`, under
+  ``<runtime>:pvc/<claim>``. No request is added.
 - Crash safety: Job names are deterministic (:func:`manifests.job_name`) and create is atomic
   by name: a 409 means "already there" and the Job is taken over, never created twice. After
   an engine restart :meth:`adopt` finds the Job by name and its pod by label.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -39,6 +44,7 @@ from lightkube.resources.core_v1 import (
 )
 from lightkube.types import CascadeType
 
+from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -52,6 +58,7 @@ from akoflow.runtimes.base import (
     SubmitError,
 )
 from akoflow.runtimes.kubernetes import manifests as mf
+from akoflow.runtimes.kubernetes.listing import LogCopy, files_token
 from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
 from akoflow.runtimes.kubernetes.settings import ConfigError, Settings, read_settings
 from akoflow.runtimes.kubernetes.status import PodView, job_view, outcome_of, pod_view
@@ -95,6 +102,9 @@ class _Tracked:
         self.name = name
         self.namespace = namespace
         self.prefix = prefix
+        self.token = files_token(name)  # of the listing blocks in the pod's log
+        self.location: str | None = None  # "<runtime>:pvc/<claim>" of Outcome.files
+        self.listings: dict[str, str] = {}  # "before"/"after", once the whole log is read
         self.pod: str | None = None
         self.node: str | None = None
         self.running_reported = False
@@ -340,6 +350,7 @@ class KubernetesRuntime(Runtime):
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
         t = _Tracked(job.key, name, ns, prefix)
         t.node = node
+        t.location = f"{self.name}:pvc/{pvc}"
         self._jobs[name] = t  # before the create: the watch may report it at once
         try:
             created = await self._create(manifest)
@@ -362,6 +373,7 @@ class KubernetesRuntime(Runtime):
         if view.key != key:
             self._jobs.pop(t.name, None)
             raise SubmitError(f"Job {t.name} exists but is not attempt {key}")
+        t.location = self._location(obj)
         await self._sync_pods(t)
         self._on_job_event("MODIFIED", obj)
 
@@ -471,15 +483,13 @@ class KubernetesRuntime(Runtime):
                 await self._fetch_whole_log(t)
             code = t.exit.exit_code if t.exit else None
             reason = t.exit.reason if t.exit else None
-            self._end(
-                t,
-                outcome_of(
-                    complete=complete,
-                    failed_reason=failed_reason,
-                    exit_code=code,
-                    term_reason=reason,
-                ),
+            outcome = outcome_of(
+                complete=complete,
+                failed_reason=failed_reason,
+                exit_code=code,
+                term_reason=reason,
             )
+            self._end(t, dataclasses.replace(outcome, files=self._files(t)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave an attempt without an end
@@ -490,7 +500,7 @@ class KubernetesRuntime(Runtime):
         if t.done is not None:
             return
         if t.cancelled and not outcome.succeeded:
-            outcome = Outcome(False, outcome.exit_code, "cancelled")
+            outcome = dataclasses.replace(outcome, reason="cancelled")
         t.done = outcome
         if t.follower is not None and not t.follower.done() and t.finalizer is None:
             t.follower.cancel()
@@ -514,9 +524,26 @@ class KubernetesRuntime(Runtime):
     def _log_path(self, t: _Tracked) -> Path:
         return Path(t.prefix + ".out") / "stdout"
 
+    def _location(self, job: Mapping[str, Any]) -> str:
+        """Where a Job's files live: ``<runtime>:pvc/<claim>`` (else its working dir)."""
+        claim = mf.claim_of(job)
+        if claim:
+            return f"{self.name}:pvc/{claim}"
+        pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        containers = pod.get("containers") or [{}]
+        return f"{self.name}:{containers[0].get('workingDir') or mf.DEFAULT_MOUNT}"
+
+    def _files(self, t: _Tracked) -> RemoteFiles | None:
+        """Both listings of the attempt, when its whole log had them."""
+        if t.location is None:
+            return None
+        return remote_files(t.location, t.listings.get("before"), t.listings.get("after"))
+
     async def _follow(self, t: _Tracked) -> bool:
-        """Stream the pod's log into the attempt's file (one request; again after a cut,
-        skipping what is written). True once the stream ended with the container."""
+        """Stream the pod's log into the attempt's file (one request; again after a cut, from
+        the start, skipping what is written). What is written is filtered (:mod:`.listing`):
+        the script's output only; the listings go to ``t.listings``. True once the stream
+        ended with the container."""
         path = self._log_path(t)
         path.parent.mkdir(parents=True, exist_ok=True)
         delay = 0.2
@@ -535,19 +562,22 @@ class KubernetesRuntime(Runtime):
                         await asyncio.sleep(delay)
                         continue
                     resp.raise_for_status()
-                    skip = written
+                    copy = LogCopy(t.token, written)
                     with open(path, "ab") as f:
                         async for chunk in resp.aiter_bytes():
-                            if skip:
-                                cut = min(skip, len(chunk))
-                                chunk, skip = chunk[cut:], skip - cut
-                            if chunk:
-                                f.write(chunk)
+                            new = copy.feed(chunk)
+                            if new:
+                                f.write(new)
                                 f.flush()
                 # Ended cleanly: the container ended (or the server went away politely).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(t.terminated.wait(), 2.0)
                 if t.terminated.is_set():
+                    new = copy.close()
+                    if new:
+                        with open(path, "ab") as f:
+                            f.write(new)
+                    t.listings = copy.listings
                     return True
             except asyncio.CancelledError:
                 raise
@@ -570,10 +600,13 @@ class KubernetesRuntime(Runtime):
             return
         path = self._log_path(t)
         path.parent.mkdir(parents=True, exist_ok=True)
-        have = path.stat().st_size if path.exists() else 0
-        if len(resp.content) > have:  # the log only grows: keep what is stored, add the rest
+        # The log only grows: keep what is stored, add the rest (filtered, as when streamed).
+        copy = LogCopy(t.token, path.stat().st_size if path.exists() else 0)
+        new = copy.feed(resp.content) + copy.close()
+        t.listings = copy.listings
+        if new:
             with open(path, "ab") as f:
-                f.write(resp.content[have:])
+                f.write(new)
 
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
@@ -642,6 +675,7 @@ class KubernetesRuntime(Runtime):
             return Adopted("finished", base, Outcome(False, None, f"Job {name} is not {job.key}"))
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
         t = _Tracked(job.key, name, ns, prefix)
+        t.location = self._location(obj)
         t.held = []
         t.running_reported = True  # the engine records it running itself
         self._jobs[name] = t
@@ -659,6 +693,7 @@ class KubernetesRuntime(Runtime):
                     exit_code=code,
                     term_reason=reason,
                 )
+                outcome = dataclasses.replace(outcome, files=self._files(t))
                 t.done = outcome
                 return Adopted("finished", base, outcome, t.node)
         except (httpx2.HTTPError, OSError) as exc:
