@@ -42,6 +42,7 @@ import requests
 from docker.types import Mount
 
 from akoflow.config import env_prefix
+from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -350,7 +351,7 @@ class DockerRuntime(Runtime):
         """Thread: follow ``die`` events; reconnect (and re-inspect what we track) when the
         stream drops, e.g. while the daemon restarts."""
         since = int(time.time()) - 2  # replay a little: the stream may start after a start
-        delay, unreachable = 0.1, False
+        backoff, unreachable = Backoff(0.1, 2.0), False
         while not self._stopping.is_set():
             try:
                 self._probe()
@@ -362,8 +363,7 @@ class DockerRuntime(Runtime):
             except Exception as exc:
                 log.debug("docker events of %s: %s", self.name, exc)
                 unreachable = True
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 2.0)
+                self._stopping.wait(backoff.next())
                 continue
             self._stream, connected = stream, time.monotonic()
             try:
@@ -386,10 +386,9 @@ class DockerRuntime(Runtime):
                 with contextlib.suppress(Exception):
                     stream.close()
             if time.monotonic() - connected < 1.0:  # a stream that keeps failing: back off
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 2.0)
+                self._stopping.wait(backoff.next())
             else:
-                delay = 0.1
+                backoff.reset()
 
     def _sweep(self, note: str | None) -> None:
         for job in self._jobs.copy().values():

@@ -24,6 +24,7 @@ from typing import NoReturn
 
 import asyncssh
 
+from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,11 @@ class SshLink:
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._reconnect_max = reconnect_max
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
-        self._delay = 0.0
+        self._backoff = Backoff(0.25, max(0.25, reconnect_max))
         self._last_error = ""
         self.connections_opened = 0
         """SSH connections this link has opened (for benchmarks and tests)."""
@@ -128,10 +128,9 @@ class SshLink:
                 self._conn = await self._open()
             except SshUnavailable as exc:
                 self._last_error = str(exc)
-                self._delay = min(max(self._delay * 2, 0.25), self._reconnect_max)
-                self._retry_at = time.monotonic() + self._delay
+                self._retry_at = time.monotonic() + self._backoff.next()
                 raise
-            self._delay = 0.0
+            self._backoff.reset()
             self._retry_at = 0.0
             self.connections_opened += 1
             return self._conn
