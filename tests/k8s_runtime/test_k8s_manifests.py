@@ -71,20 +71,24 @@ def test_every_manifest_is_valid_against_the_schema() -> None:
     pod = j["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert j["spec"]["backoffLimit"] == 0 and j["spec"]["ttlSecondsAfterFinished"] == 86400
-    # Provenance on: the constant wrapper, the script one argv element after it.
-    assert c["command"] == [
-        "sh",
-        "-c",
-        WRAPPER,
-        "akoflow-align",
-        job.activity.run,
-        "sh",
-        files_token(mf.job_name(job)),
-    ]
+    # Provenance on: the constant wrapper, the script one argv element after it; every `$`
+    # doubled, so that Kubernetes' $(VAR) expansion hands each over as written.
+    assert c["command"] == mf.literal(
+        [
+            "sh",
+            "-c",
+            WRAPPER,
+            "akoflow-align",
+            job.activity.run,
+            "sh",
+            files_token(mf.job_name(job)),
+        ]
+    )
+    assert mf.literal(["a $(B) $$ $c"]) == ["a $$(B) $$$$ $$c"]
     off = mf.job_manifest(replace(job, record_files=False), OPTS, pvc="p")
     kubernetes_validate.validate(off, K8S, strict=True)
     off_c = off["spec"]["template"]["spec"]["containers"][0]
-    assert off_c["command"] == ["sh", "-c", job.activity.run, "akoflow-align"]
+    assert off_c["command"] == mf.literal(["sh", "-c", job.activity.run, "akoflow-align"])
     assert mf.claim_of(j) == "p"
     assert c["image"] == "python:3.11"
     assert c["resources"] == {

@@ -72,3 +72,43 @@ def test_fan_out_fan_in_passes_files_on_the_shared_volume(
     # cleanup=always (default): every Job deleted once the engine stored everything.
     assert counts["delete jobs"] == 4
     assert cluster.objects("batch/v1/jobs", "akoflow") == []
+
+
+DOLLARS = f"""\
+name: dollars
+spec:
+  runtime: k8s-aws
+  image: {IMAGE}
+  activities:
+    - name: literal
+      env:
+        GREETING: 'hi $(AKOFLOW_DATA_DIR) $$ $HOME'
+      run: |
+        printf '%s\\n' '$(AKOFLOW_DATA_DIR)' '$$' "$GREETING"
+        echo "pid $$" | grep -q '^pid [0-9][0-9]*$' && echo pid ok
+        echo "$((2 + 3)) $(echo sub)"
+"""
+
+
+def test_dollar_syntax_reaches_the_shell_untouched(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """Kubernetes expands $(NAME) and reads $$ as $ in a container's command and env values
+    (the emulated kubelet does as a real one); the script and env still arrive verbatim."""
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, DOLLARS, cluster.env("k8s-aws")) as (
+            repo,
+            engine,
+            wf_id,
+        ):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), 120)
+            act = wf.activities["literal"]
+            assert state is WorkflowState.SUCCEEDED, act.reason
+            logs = "".join(c.data for _, c in repo.read_logs(act.id))
+            assert logs == (
+                "$(AKOFLOW_DATA_DIR)\n$$\nhi $(AKOFLOW_DATA_DIR) $$ $HOME\npid ok\n5 sub\n"
+            )
+
+    run(scenario())

@@ -32,6 +32,37 @@ log = logging.getLogger(__name__)
 LABEL = "akoflow-test.kubelet"
 
 
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' variable expansion of container command, args and env values: ``$(NAME)``
+    becomes NAME's value when it is defined (else stays as written), ``$$`` becomes ``$``, any
+    other ``$`` stays."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "$" or i + 1 == len(text):
+            out.append(char)
+            i += 1
+            continue
+        following = text[i + 1]
+        if following == "$":
+            out.append("$")
+            i += 2
+        elif following == "(":
+            close = text.find(")", i + 2)
+            if close < 0:
+                out.append("$(")
+                i += 2
+            else:
+                name = text[i + 2 : close]
+                out.append(env.get(name, f"$({name})"))
+                i = close + 1
+        else:
+            out.append("$" + following)
+            i += 2
+    return "".join(out)
+
+
 @dataclass
 class NodeSpec:
     name: str
@@ -363,12 +394,19 @@ class Kubelet:
             memswap_limit=mem,
             nano_cpus=round(cpu * 1e9) if cpu else None,
         )
-        argv = list(c.get("command") or []) + list(c.get("args") or [])
+        # As a real kubelet: $(VAR) references in env values (to the variables defined
+        # before) and in command/args are expanded; $$ stands for $.
+        environment: dict[str, str] = {}
+        for e in c.get("env") or []:
+            environment[e["name"]] = expand(e.get("value", ""), environment)
+        argv = [
+            expand(a, environment) for a in list(c.get("command") or []) + list(c.get("args") or [])
+        ]
         created = self.api.create_container(
             c["image"],
             command=argv[1:],
             entrypoint=argv[:1],
-            environment={e["name"]: e.get("value", "") for e in c.get("env") or []},
+            environment=environment,
             working_dir=c.get("workingDir"),
             host_config=host_config,
             labels={LABEL: self.cluster_id, "pod": p.name},

@@ -145,8 +145,15 @@ def container_command(job: JobSpec, shell: str) -> list[str]:
     its positional arguments."""
     script, zero = job.activity.run, f"akoflow-{job.activity.name}"
     if not job.record_files:
-        return [shell, "-c", script, zero]
-    return [shell, "-c", WRAPPER, zero, script, shell, files_token(job_name(job))]
+        return literal([shell, "-c", script, zero])
+    return literal([shell, "-c", WRAPPER, zero, script, shell, files_token(job_name(job))])
+
+
+def literal(values: list[str]) -> list[str]:
+    """Kubernetes expands ``$(NAME)`` in a container's command, args and env values, and reads
+    ``$$`` as ``$``; doubling every ``$`` makes it hand each value over exactly as written
+    (``echo $$`` or ``$(date)`` in a script stay shell syntax)."""
+    return [v.replace("$", "$$") for v in values]
 
 
 def claim_of(job: Mapping[str, Any]) -> str | None:
@@ -162,7 +169,10 @@ def claim_of(job: Mapping[str, Any]) -> str | None:
 def container_env(job: JobSpec, mount: str) -> list[dict[str, str]]:
     """AkôFlow's variables (paths as the container sees them), then the activity's own."""
     env = {**job.env, "AKOFLOW_DATA_DIR": mount, "ACTIVITY_MOUNT_PATH": mount, **job.activity.env}
-    return [{"name": k, "value": v} for k, v in env.items()]
+    names = list(env)
+    return [
+        {"name": k, "value": v} for k, v in zip(names, literal(list(env.values())), strict=True)
+    ]
 
 
 def job_manifest(

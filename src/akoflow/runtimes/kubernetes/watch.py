@@ -17,6 +17,8 @@ from typing import Any
 import httpx2
 from lightkube import ApiError, AsyncClient
 
+from akoflow.runtimes.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 OnEvent = Callable[[str, Any], None]  # (ADDED | MODIFIED | DELETED, object)
@@ -60,13 +62,13 @@ class ResourceWatch:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
-        delay = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         while True:
             try:
                 if self.version is None:
                     await self._list()
                 await self._watch()
-                delay = BACKOFF_START
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
@@ -79,8 +81,7 @@ class ResourceWatch:
                 log.debug("watch of %s in %s: %s", self._kind, self._ns, exc)
             except Exception:  # a decoding bug must not end the watch for good
                 log.exception("watch of %s in %s failed", self._kind, self._ns)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            await asyncio.sleep(backoff.next())
 
     @property
     def _kind(self) -> str:
