@@ -45,6 +45,7 @@ from lightkube.resources.core_v1 import (
 from lightkube.types import CascadeType
 
 from akoflow.provenance.remote import RemoteFiles, remote_files
+from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -546,7 +547,7 @@ class KubernetesRuntime(Runtime):
         ended with the container."""
         path = self._log_path(t)
         path.parent.mkdir(parents=True, exist_ok=True)
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while True:
             written = path.stat().st_size if path.exists() else 0
             url = f"/api/v1/namespaces/{t.namespace}/pods/{t.pod}/log"
@@ -559,7 +560,7 @@ class KubernetesRuntime(Runtime):
                         return False  # the pod is gone
                     if resp.status_code == 400:  # not started yet
                         await resp.aread()
-                        await asyncio.sleep(delay)
+                        await asyncio.sleep(backoff.first)
                         continue
                     resp.raise_for_status()
                     copy = LogCopy(t.token, written)
@@ -583,8 +584,7 @@ class KubernetesRuntime(Runtime):
                 raise
             except (httpx2.HTTPError, OSError, RuntimeUnavailable) as exc:
                 log.debug("log stream of %s: %s", t.name, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next())
 
     async def _fetch_whole_log(self, t: _Tracked) -> None:
         """One plain read of the whole log (after a lost stream, or at adoption)."""
