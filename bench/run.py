@@ -152,16 +152,22 @@ def bench_run(name: str, text: str, n_acts: int, tmp: Path, budget: str) -> None
 
 
 def bench_provenance(n_files: int, n_acts: int, tmp: Path) -> None:
-    """A wide workflow whose data dir already holds many files: the engine looks at the data
-    dir at every wake-up (provenance), which must cost per change, not per file."""
+    """A wide workflow whose data dir already holds many files, each activity writing one more:
+    the engine looks at the data dir at every wake-up (provenance), which must cost per
+    change, not per file or per pending change."""
     data = tmp / "prov-data"
     for d in range(max(1, n_files // 100)):
         sub = data / f"d{d}"
         sub.mkdir(parents=True)
         for i in range(min(100, n_files)):
             (sub / f"f{i}").write_bytes(b"x")
+    # Each activity writes a file, and one long activity runs beside them all: changes wait
+    # for it before they can be decided (the case that must not cost per pending change).
+    lines = ["name: prov", "spec:", "  activities:", "    - name: monitor", "      run: sleep 2"]
+    for i in range(n_acts):
+        lines += [f"    - name: t{i}", f"      run: echo {i} > out-{i}.txt"]
     wf = tmp / "prov.yaml"
-    wf.write_text(trivial_yaml("prov", n_acts, "local", None, False))
+    wf.write_text("\n".join(lines) + "\n")
     walls = {}
     for mode in ("off", "on"):
         state = tmp / f"state-prov-{mode}"
@@ -233,7 +239,7 @@ def main() -> None:
         if "chain" in args.which:
             bench_run("chain", chain_yaml(args.chain), args.chain, tmp, "budget < 2 s")
         if "provenance" in args.which:
-            bench_provenance(10_000, 300, tmp)
+            bench_provenance(10_000, 1000, tmp)
         if "docker" in args.which:
             bench_docker(args.docker, args.docker_image, tmp)
         if "plan" in args.which:

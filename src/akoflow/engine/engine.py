@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ import psutil
 from akoflow.config import RuntimeConfig
 from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
+from akoflow.provenance.pending import Nominee, PendingChanges
 from akoflow.provenance.remote import Claim, RemoteFiles, attribute
 from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
 from akoflow.provenance.watch import DirWatch
@@ -139,9 +141,10 @@ class WorkflowRun:
     files: Snapshot | None = None
     files_watch: DirWatch | None = None  # where to look again; None: scan everything
     initial_recorded: set[str] | None = None  # locations whose initial files are stored
-    files_unclaimed: dict[str, FileState] = field(default_factory=dict)
-    # path -> (end, activity_id, attempt, activity) of finished attempts that may have written it
-    file_candidates: dict[str, list[tuple[float, int, int, str]]] = field(default_factory=dict)
+    pending: PendingChanges = field(default_factory=PendingChanges)  # changes to attribute
+    # (dispatched_at, seq, activity) of attempts that ran: the earliest still running bounds
+    # which changes can be decided (entries of attempts no longer running are skipped).
+    live_since: list[tuple[float, int, ActivityRun]] = field(default_factory=list)
     generated_by: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
     # Files on remote runtimes: (location, path) -> who generated its current version.
@@ -212,6 +215,7 @@ class Engine(RuntimeEvents):
         self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
         self._unfinished: set[WorkflowRun] = set()  # failed at placement, to check for the end
         self._scanned: set[WorkflowRun] = set()  # data dirs scanned in this wake-up
+        self._live_seq = 0  # tie-breaker of WorkflowRun.live_since
         self._state_dir_abs = state_dir.absolute()
         self.provenance = os.environ.get("AKOFLOW_PROVENANCE", "on").lower() not in (
             "0",
@@ -413,6 +417,7 @@ class Engine(RuntimeEvents):
         act.attempt = number
         act.adopted = True
         act.dispatched_at = att.submitted_at  # its writes, also while no engine watched
+        self._ran_since(act)
         act.handle = dict(adopted.handle or handle)
         act.log_offsets = self.repo.log_offsets(act.id, number)
         self._jobs[key] = act
@@ -818,6 +823,7 @@ class Engine(RuntimeEvents):
                     self._record_placement(act, number, name, decision)
                 act.dispatched_at = time.time()
                 act.adopted = False
+                self._ran_since(act)
                 if self.provenance:
                     self._record_used(act, number)
                 act.state = A.SUBMITTED
@@ -954,7 +960,9 @@ class Engine(RuntimeEvents):
                 known.update(initial)
             # A resumed run: what changed while no engine watched awaits attribution (to the
             # attempts adopted now, whose windows start at their submission).
-            wf.files_unclaimed.update((p, f) for p, f in wf.files.items() if p not in known)
+            for path, f in wf.files.items():
+                if path not in known:
+                    wf.pending.changed(path, f)
         else:
             dirty = wf.files_watch.dirty() if wf.files_watch is not None else None
             if dirty is not None:
@@ -963,10 +971,12 @@ class Engine(RuntimeEvents):
                 current = scan(wf.data_dir, wf.files, exclude=exclude)
                 change = changes(wf.files, current)
                 wf.files = current
-            wf.files_unclaimed.update(change.created)
-            wf.files_unclaimed.update(change.modified)
+            for path, f in change.created.items():
+                wf.pending.changed(path, f)
+            for path, f in change.modified.items():
+                wf.pending.changed(path, f)
             for path in change.deleted:
-                wf.files_unclaimed.pop(path, None)
+                wf.pending.deleted(path)
         self._scanned.add(wf)
         return wf.files
 
@@ -1014,11 +1024,7 @@ class Engine(RuntimeEvents):
         wanted: set[str] = set()
         for dep in deps:
             wanted |= wf.outputs.get(dep, set())
-        wanted.update(
-            path
-            for path, candidates in wf.file_candidates.items()
-            if any(c[3] in deps for c in candidates)
-        )
+            wanted |= wf.pending.nominated(dep)
         used = [
             (path, f.size, f.mtime, f.sha256)
             for path in sorted(wanted)
@@ -1036,46 +1042,44 @@ class Engine(RuntimeEvents):
         """
         wf = act.wf
         self._scan_files(wf)
-        if not wf.files_unclaimed:
-            return
         end = act.exited_at or time.time()
         act.exited_at = None
-        start = act.dispatched_at - FILE_TIME_SLACK
-        for path, f in wf.files_unclaimed.items():
-            if start <= f.mtime <= end + FILE_TIME_SLACK:
-                wf.file_candidates.setdefault(path, []).append((end, act.id, act.attempt, act.name))
-        if not wf.file_candidates:
+        pending = wf.pending
+        if not pending:
             return
-        running_since = min(
-            (
-                a.dispatched_at
-                for a in wf.activities.values()
-                if a.state.is_live and a is not act and a.dispatched_at
-            ),
-            default=None,
-        )
-        chosen: dict[tuple[int, int, str], list[tuple[str, FileState]]] = {}
-        for path, candidates in list(wf.file_candidates.items()):
-            state = wf.files_unclaimed.get(path)
-            if state is None:
-                del wf.file_candidates[path]  # deleted again before anyone claimed it
-                continue
-            if running_since is not None and running_since - FILE_TIME_SLACK <= state.mtime:
-                continue  # an activity still running may have written it
-            _, act_id, attempt, name = min(
-                candidates, key=lambda c: (c[0] < state.mtime - FILE_TIME_SLACK, c[0])
-            )
-            del wf.file_candidates[path]
-            del wf.files_unclaimed[path]
-            self._set_generator(wf, path, name)
-            chosen.setdefault((act_id, attempt, name), []).append((path, state))
-        for (act_id, attempt, _), files in chosen.items():
+        nominee = Nominee(end, act.id, act.attempt, act.name)
+        window = (act.dispatched_at - FILE_TIME_SLACK, end + FILE_TIME_SLACK)
+        for path in list(pending.in_window(*window)):
+            pending.nominate(path, nominee)
+        since = self._running_since(wf, act)
+        before = None if since is None else since - FILE_TIME_SLACK
+        chosen: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
+        for path, state, winner in pending.decide(before, FILE_TIME_SLACK):
+            self._set_generator(wf, path, winner.activity)
+            chosen.setdefault((winner.activity_id, winner.attempt), []).append((path, state))
+        for (act_id, attempt), files in chosen.items():
             self.repo.add_files(
                 act_id,
                 attempt,
                 "generated",
                 ((p, f.size, f.mtime, f.sha256) for p, f in files),
             )
+
+    def _ran_since(self, act: ActivityRun) -> None:
+        """``act`` runs from its dispatched_at on (see :meth:`_running_since`)."""
+        self._live_seq += 1
+        heapq.heappush(act.wf.live_since, (act.dispatched_at, self._live_seq, act))
+
+    @staticmethod
+    def _running_since(wf: WorkflowRun, ending: ActivityRun) -> float | None:
+        """When the earliest attempt still running (other than ``ending``) started."""
+        heap = wf.live_since
+        while heap:
+            since, _, act = heap[0]
+            if act is not ending and act.state.is_live and act.dispatched_at == since:
+                return since
+            heapq.heappop(heap)  # ended (or this is its end): not again
+        return None
 
     def _record_remote(self, act: ActivityRun, files: RemoteFiles) -> None:
         """Used and generated files of an attempt on a remote runtime, from the job's own

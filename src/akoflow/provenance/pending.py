@@ -1,0 +1,104 @@
+"""Data-dir changes that await attribution to the attempt that made them.
+
+A change (a file's new size and time) is seen by a scan; each attempt that ends nominates
+itself for the changes made while it ran (its run window); a change is decided once no attempt
+that was running at its time is still running: it goes to the nominee that ended soonest after
+it (see :mod:`akoflow.provenance`). With thousands of activities and files, every step here
+costs per change it touches, never a pass over every pending change or every activity: changes
+are kept in time order, nominations are indexed by activity.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from akoflow.provenance.snapshot import FileState
+
+
+@dataclass(frozen=True, slots=True)
+class Nominee:
+    end: float  # when its run ended (engine clock)
+    activity_id: int
+    attempt: int
+    activity: str
+
+
+Decided = tuple[str, FileState, Nominee]  # path, its version, who generated it
+
+
+class PendingChanges:
+    def __init__(self) -> None:
+        self.states: dict[str, FileState] = {}
+        # (mtime, path) in time order from index _first on (decided ones before it, dropped
+        # in bulk); may hold superseded entries. New changes are mostly the latest: appends.
+        self._by_time: list[tuple[float, str]] = []
+        self._first = 0
+        self._nominees: dict[str, list[Nominee]] = {}
+        self._nominated: dict[str, set[str]] = {}  # activity -> paths it was nominated for
+
+    def __bool__(self) -> bool:
+        return bool(self.states)
+
+    def changed(self, path: str, state: FileState) -> None:
+        self.states[path] = state
+        bisect.insort(self._by_time, (state.mtime, path), lo=self._first)
+
+    def deleted(self, path: str) -> None:
+        """Deleted again before anyone claimed it: nothing to attribute."""
+        if self.states.pop(path, None) is not None:
+            self._forget(path)
+
+    def in_window(self, start: float, end: float) -> Iterator[str]:
+        """Pending paths whose change time lies in [start, end]."""
+        entries = self._by_time
+        for i in range(bisect.bisect_left(entries, (start, ""), lo=self._first), len(entries)):
+            mtime, path = entries[i]
+            if mtime > end:
+                return
+            state = self.states.get(path)
+            if state is not None and state.mtime == mtime:
+                yield path
+
+    def nominate(self, path: str, nominee: Nominee) -> None:
+        self._nominees.setdefault(path, []).append(nominee)
+        self._nominated.setdefault(nominee.activity, set()).add(path)
+
+    def nominated(self, activity: str) -> set[str]:
+        """Pending paths ``activity`` may have written (not decided yet)."""
+        return self._nominated.get(activity, set())
+
+    def decide(
+        self, before: float | None, slack: float
+    ) -> Iterator[tuple[str, FileState, Nominee]]:
+        """Decide every pending change made before ``before`` (``None``: all of them): the
+        nominee that ended soonest after it wins. A change nobody was nominated for by then
+        (no attempt ran at its time) is dropped: nobody can claim it any more."""
+        entries = self._by_time
+        while self._first < len(entries):
+            mtime, path = entries[self._first]
+            if before is not None and mtime >= before:
+                break
+            self._first += 1
+            state = self.states.get(path)
+            if state is None or state.mtime != mtime:
+                continue  # superseded by a later change of the same file
+            del self.states[path]
+            nominees = self._forget(path)
+            if nominees:
+                winner = min(nominees, key=lambda n: (n.end < mtime - slack, n.end))
+                yield path, state, winner
+        if self._first > 1024 and self._first * 2 > len(entries):
+            del entries[: self._first]
+            self._first = 0
+
+    def _forget(self, path: str) -> list[Nominee]:
+        nominees = self._nominees.pop(path, [])
+        for nominee in nominees:
+            paths = self._nominated.get(nominee.activity)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del self._nominated[nominee.activity]
+        return nominees

@@ -1,0 +1,59 @@
+"""Attribution bookkeeping of data-dir changes (akoflow.provenance.pending)."""
+
+from __future__ import annotations
+
+from akoflow.provenance.pending import Nominee, PendingChanges
+from akoflow.provenance.snapshot import FileState
+
+
+def n(name: str, end: float) -> Nominee:
+    return Nominee(end, hash(name) % 1000, 1, name)
+
+
+def test_a_change_goes_to_the_nominee_that_ended_soonest_after_it() -> None:
+    pending = PendingChanges()
+    pending.changed("out.txt", FileState(1, 10.0))
+    pending.nominate("out.txt", n("late", 30.0))
+    pending.nominate("out.txt", n("early", 12.0))
+    pending.nominate("out.txt", n("before-it", 9.0))  # ended before the write: last resort
+    assert pending.nominated("late") == {"out.txt"}
+    (decided,) = list(pending.decide(None, 0.05))
+    assert decided[0] == "out.txt" and decided[2].activity == "early"
+    assert not pending and pending.nominated("late") == set()
+
+
+def test_only_changes_older_than_the_earliest_running_attempt_are_decided() -> None:
+    pending = PendingChanges()
+    for i, mtime in enumerate([5.0, 15.0, 25.0]):
+        pending.changed(f"f{i}", FileState(1, mtime))
+        pending.nominate(f"f{i}", n("writer", 30.0))
+    assert [d[0] for d in pending.decide(20.0, 0.05)] == ["f0", "f1"]
+    assert list(pending.states) == ["f2"]
+    assert [d[0] for d in pending.decide(None, 0.05)] == ["f2"]
+
+
+def test_windows_rewrites_deletions_and_orphans() -> None:
+    pending = PendingChanges()
+    pending.changed("a", FileState(1, 1.0))
+    pending.changed("b", FileState(1, 2.0))
+    pending.changed("a", FileState(2, 3.0))  # rewritten: only the new version is pending
+    pending.changed("c", FileState(1, 4.0))
+    assert list(pending.in_window(0.0, 10.0)) == ["b", "a", "c"]
+    assert list(pending.in_window(2.5, 3.5)) == ["a"]
+    pending.deleted("b")
+    pending.nominate("a", n("x", 5.0))
+    # c: no attempt ran at its time, nobody will claim it: dropped, not kept forever.
+    assert [(d[0], d[1].size) for d in pending.decide(None, 0.05)] == [("a", 2)]
+    assert not pending
+
+
+def test_many_changes_stay_cheap() -> None:
+    """Thousands of changes decided in time order, with the bulk compaction of the index."""
+    pending = PendingChanges()
+    for i in range(5000):
+        pending.changed(f"f{i}", FileState(1, float(i)))
+        pending.nominate(f"f{i}", n("w", float(i) + 0.5))
+    decided = [d[0] for d in pending.decide(2500.0, 0.05)]
+    assert decided == [f"f{i}" for i in range(2500)]
+    assert list(pending.in_window(2499.0, 2501.0)) == ["f2500", "f2501"]
+    assert len(list(pending.decide(None, 0.05))) == 2500
