@@ -16,12 +16,11 @@ import pytest
 from prov.model import (
     ProvActivity,
     ProvDocument,
-    ProvGeneration,
     ProvMembership,
-    ProvUsage,
 )
 
 from akoflow.provenance.snapshot import changes, scan
+from tests.prov_support import paths_of, relations
 
 WORKFLOW = """\
 name: fan
@@ -72,39 +71,6 @@ def export(run_dir: Path, fmt: str) -> ProvDocument:
     if fmt == "ttl":
         return ProvDocument.deserialize(io.StringIO(done.stdout), format="rdf", rdf_format="turtle")
     return ProvDocument.deserialize(io.StringIO(done.stdout), format=fmt)
-
-
-def paths_of(doc: ProvDocument) -> dict[str, str]:
-    return {
-        str(e.identifier): str(next(iter(e.get_attribute("akoflow:path"))))
-        for e in doc.get_records()
-        if e.is_element() and e.get_attribute("akoflow:path")
-    }
-
-
-def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(activity, file path) pairs for used and for wasGeneratedBy."""
-    paths = paths_of(doc)
-    paths.update(
-        {
-            str(e.identifier): "<inputs>"
-            for e in doc.get_records()
-            if e.is_element() and str(e.identifier).endswith("inputs")
-        }
-    )
-
-    def activity(identifier: object) -> str:
-        return str(identifier).split("activity/")[1].split("/")[0]
-
-    used, generated = set(), set()
-    for record in doc.get_records():
-        if isinstance(record, ProvUsage):
-            act, entity = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            used.add((activity(act), paths[str(entity)]))
-        elif isinstance(record, ProvGeneration):
-            entity, act = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            generated.add((activity(act), paths[str(entity)]))
-    return used, generated
 
 
 @pytest.mark.parametrize("fmt", ["json", "ttl"])

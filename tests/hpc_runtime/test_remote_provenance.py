@@ -18,10 +18,10 @@ from prov.model import ProvDocument, ProvMembership
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store.repository import FileRecord, InitialFile
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.e2e.test_provenance import paths_of, relations
 from tests.hpc_runtime.conftest import runtime_env
 from tests.hpc_runtime.test_hpc_engine import states
 from tests.hpc_runtime.test_hpc_runtime import Recorder, job_spec, make, wait_finished
+from tests.prov_support import INPUTS, paths_of, relations
 from tests.slurm_support.cluster import SlurmCluster
 
 # params.txt is on the cluster before the run. The steps read input.txt and each writes its
@@ -63,7 +63,8 @@ def export_prov(state: Path, workflow: str) -> ProvDocument:
 
 
 def control_file(path: str) -> bool:
-    return path.startswith(".akoflow") or "akoflow_finished_" in path
+    """AkôFlow's own files on the cluster (relative or location-qualified path)."""
+    return ".akoflow/" in path or "akoflow_finished_" in path
 
 
 def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
@@ -103,27 +104,28 @@ def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
 
     # The same relations in the W3C PROV export, each file an entity at the cluster location.
     doc = export_prov(tmp_path / "state", "fan")
-    used, generated = relations(doc)
+    used, generated = relations(doc)  # remote files as "<location>/<path>"
+    at = f"{location}/"
     assert generated == {
-        ("prepare", "input.txt"),
-        ("step-a", "out-a.txt"),
-        ("step-b", "out-b.txt"),
-        ("join", "result.txt"),
+        ("prepare", at + "input.txt"),
+        ("step-a", at + "out-a.txt"),
+        ("step-b", at + "out-b.txt"),
+        ("join", at + "result.txt"),
     }
     assert used == {
-        ("prepare", "<inputs>"),
-        ("step-a", "<inputs>"),
-        ("step-a", "input.txt"),
-        ("step-b", "<inputs>"),
-        ("step-b", "input.txt"),
-        ("join", "<inputs>"),
-        ("join", "out-a.txt"),
-        ("join", "out-b.txt"),
+        ("prepare", INPUTS),
+        ("step-a", INPUTS),
+        ("step-a", at + "input.txt"),
+        ("step-b", INPUTS),
+        ("step-b", at + "input.txt"),
+        ("join", INPUTS),
+        ("join", at + "out-a.txt"),
+        ("join", at + "out-b.txt"),
     }
     members = [
         paths_of(doc)[str(m.formal_attributes[1][1])] for m in doc.get_records(ProvMembership)
     ]
-    assert members == ["params.txt"]
+    assert members == [at + "params.txt"]
     entities = [e for e in doc.get_records() if e.is_element() and e.get_attribute("akoflow:path")]
     assert len(entities) == 5
     for entity in entities:

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from prov.model import ProvDocument, ProvGeneration, ProvUsage
+from prov.model import ProvDocument
 
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import Outcome
@@ -27,6 +27,7 @@ from akoflow.store import Repository
 from tests.conftest import cli_env
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
+from tests.prov_support import relations
 from tests.scenarios import direct_job
 
 FAN = f"""\
@@ -86,26 +87,7 @@ def prov_relations(state: Path, name: str) -> tuple[set[tuple[str, str]], set[tu
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    doc = ProvDocument.deserialize(io.StringIO(done.stdout), format="json")
-    where = {}
-    for e in doc.get_records():
-        if e.is_element() and e.get_attribute("akoflow:path"):
-            (path,) = e.get_attribute("akoflow:path")
-            (location,) = e.get_attribute("akoflow:location") or {""}
-            where[str(e.identifier)] = f"{location}/{path}"
-
-    def activity(identifier: object) -> str:
-        return str(identifier).split("activity/")[1].split("/")[0]
-
-    used, generated = set(), set()
-    for record in doc.get_records():
-        if isinstance(record, ProvUsage):
-            act, entity = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            used.add((activity(act), where[str(entity)]))
-        elif isinstance(record, ProvGeneration):
-            entity, act = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            generated.add((activity(act), where[str(entity)]))
-    return used, generated
+    return relations(ProvDocument.deserialize(io.StringIO(done.stdout), format="json"))
 
 
 def test_fan_out_fan_in_on_the_shared_volume_has_remote_provenance(

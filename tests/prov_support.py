@@ -1,0 +1,41 @@
+"""Reading an exported PROV document back in tests: which attempt used or generated which
+file (data-dir files by path, remote ones as ``<location>/<path>``; the run's inputs
+collection as ``<inputs>``)."""
+
+from __future__ import annotations
+
+from prov.model import ProvDocument, ProvGeneration, ProvUsage
+
+INPUTS = "<inputs>"
+
+
+def paths_of(doc: ProvDocument) -> dict[str, str]:
+    """Entity id -> the file's path, qualified by its location when it has one."""
+    paths = {}
+    for e in doc.get_records():
+        if e.is_element() and e.get_attribute("akoflow:path"):
+            path = str(next(iter(e.get_attribute("akoflow:path"))))
+            location = e.get_attribute("akoflow:location")
+            paths[str(e.identifier)] = f"{next(iter(location))}/{path}" if location else path
+    return paths
+
+
+def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(activity, file) pairs for used and for wasGeneratedBy."""
+    paths = paths_of(doc)
+    for e in doc.get_records():
+        if e.is_element() and str(e.identifier).endswith("inputs"):
+            paths[str(e.identifier)] = INPUTS
+
+    def activity(identifier: object) -> str:
+        return str(identifier).split("activity/")[1].split("/")[0]
+
+    used, generated = set(), set()
+    for record in doc.get_records():
+        if isinstance(record, ProvUsage):
+            act, entity = record.formal_attributes[0][1], record.formal_attributes[1][1]
+            used.add((activity(act), paths[str(entity)]))
+        elif isinstance(record, ProvGeneration):
+            entity, act = record.formal_attributes[0][1], record.formal_attributes[1][1]
+            generated.add((activity(act), paths[str(entity)]))
+    return used, generated
