@@ -148,7 +148,8 @@ def test_default_script_has_directives_and_runs_the_uploaded_file(tmp_path: Path
     assert (
         "printf '%s\\n' AKOFLOW_JOB_FINISHED >/scratch/me/akoflow/akoflow_finished_3_11.txt" in text
     )
-    assert "export AKOFLOW_DATA_DIR=/scratch/me/akoflow" in text  # remote, not the engine's
+    assert "\nAKOFLOW_DATA_DIR=/scratch/me/akoflow \\\n" in text  # remote, not the engine's
+    assert "export" not in text  # the activity's variables are its command's only
     assert text.startswith("#!/bin/bash\n")
 
 
@@ -411,6 +412,22 @@ def test_listings_run_with_bash_and_both_exist_before_the_exit_file(tmp_path: Pa
     assert set(files.before) == {"in.txt"}
     assert set(files.after) == {"in.txt", "out.txt", "sub/y"}
     assert files.after["out.txt"].size == len("input\n")
+
+
+def test_the_activity_env_cannot_break_the_recording_of_its_end(tmp_path: Path) -> None:
+    """An activity whose env sets PATH to a dir without `mv`, `find` or `printf`: the lines
+    that list files and record the exit code still work (the variables are the command's)."""
+    import dataclasses
+
+    req = listing_request(tmp_path, "echo ran > ran.txt\n")
+    req = dataclasses.replace(req, env={"PATH": str(tmp_path / "nothing-here"), "X": "1"})
+    req = dataclasses.replace(req, command=["/bin/bash", req.paths.script])
+    proc = run_body(tmp_path, req)
+    assert proc.returncode == 0, proc.stderr
+    d = req.paths
+    assert Path(d.exit).read_text() == "0\n"
+    assert Path(d.files_before).exists() and Path(d.files_after).exists()
+    assert (Path(req.workdir) / "ran.txt").read_text() == "ran\n"
 
 
 def test_a_failing_listing_changes_nothing_about_the_job(tmp_path: Path) -> None:

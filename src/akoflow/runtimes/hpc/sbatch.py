@@ -194,11 +194,13 @@ def body(req: JobRequest, *, final_exit: bool = True) -> str:
         f"mkdir {q(d.started)} 2>/dev/null || exit {CLAIM_LOST_EXIT}",
         f"cd {q(req.workdir)} || exit {WORKDIR_MISSING_EXIT}",
     ]
-    lines += [f"export {k}={q(v)}" for k, v in req.env.items()]
     if req.record_files:
         lines += [LIST_FUNCTION, _listing(d.files_before)]
+    # The activity's variables reach its command only: a PATH of its own cannot break the
+    # lines that record how it ended.
+    env = "".join(f"{k}={q(v)} \\\n" for k, v in req.env.items())
     lines += [
-        f"{shlex.join(req.command)} </dev/null >{q(d.stdout)} 2>{q(d.stderr)}",
+        f"{env}{shlex.join(req.command)} </dev/null >{q(d.stdout)} 2>{q(d.stderr)}",
         "akf_code=$?",
     ]
     if req.record_files:
