@@ -46,6 +46,8 @@ def test_markup_in_logs_commands_and_errors_is_shown_as_text(ui: Ui) -> None:
         assert wait_workflow(api, wf_id)["state"] == "succeeded"
     page = ui.page
     page.goto(f"{ui.server.url}/akoflow-admin/workflows/{wf_id}/")
+    # The header and table drawn first: clicking before would aim at a graph they then move.
+    expect(page.locator('#act-rows tr[data-name="shout"]')).to_be_visible()
     page.locator('#dag g.node[data-id="shout"]').click()
     log = page.locator("#log")
     expect(log.locator("[data-end]")).to_be_visible()
