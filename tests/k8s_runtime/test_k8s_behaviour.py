@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,33 @@ def test_akoscore_placement_pins_the_job_to_the_chosen_node(
         run(scenario())
     finally:
         cluster.close()
+
+
+def test_cancel_reaches_the_script_trap_through_the_provenance_wrapper(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """The kubelet sends SIGTERM to the pod's PID 1 (the provenance wrapper), then SIGKILL
+    after the grace period; the wrapper passes it on, so the script's own trap runs at once."""
+    script = (
+        "trap 'echo term > got-term.txt; exit 5' TERM\necho started\nwhile :; do sleep 0.2; done"
+    )
+    text = one("trapped", script)
+
+    async def scenario() -> str:
+        env = cluster.env("k8s-aws", CLEANUP="never")
+        async with engine_with(tmp_path, text, env) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["trapped"]
+            while "started" not in "".join(c.data for _, c in repo.read_logs(act.id)):
+                await asyncio.sleep(0.1)
+            (pvc,) = cluster.objects("v1/persistentvolumeclaims", "akoflow")
+            engine.cancel(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 30) is WorkflowState.CANCELLED
+            return str(pvc["metadata"]["name"])
+
+    claim = run(scenario())
+    marker = cluster.kubelet.pvc_dir("akoflow", claim) / "got-term.txt"
+    deadline = time.monotonic() + 10  # well inside the 30 s grace period
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "term\n"

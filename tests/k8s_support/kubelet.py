@@ -144,10 +144,16 @@ class Kubelet:
             if pod is not None:
                 pod.deleted = True
                 if pod.container:
-                    self._spawn(asyncio.to_thread(self._remove, pod.container))
+                    spec = ev.obj.get("spec") or {}
+                    grace = int(spec.get("terminationGracePeriodSeconds", 30))
+                    self._spawn(asyncio.to_thread(self._remove, pod.container, grace))
 
-    def _remove(self, cid: str) -> None:
+    def _remove(self, cid: str, grace: int = 0) -> None:
+        """As a kubelet deleting a pod: SIGTERM to the container's PID 1, SIGKILL after the
+        grace period (0: at once), then the container is gone."""
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            if grace:
+                self.api.stop(cid, timeout=grace)
             self.api.remove_container(cid, force=True)
 
     async def close(self) -> None:

@@ -37,8 +37,12 @@ from akoflow.provenance.remote import HEADER, LIST_FUNCTION
 MARK = b"\x1eakoflow-files "  # ASCII record separator: never the start of ordinary output
 
 # $1: the user's script, $2: the shell, $3: the token; $0 is passed on to the script. The
-# functions and akf_code are not exported: the script sees the environment it saw without
-# the wrapper. (No "$$" and no "$(NAME)" in here: Kubernetes expands those in commands.)
+# functions and akf_* variables are not exported: the script sees the environment it saw
+# without the wrapper. The wrapper is the container's PID 1, which the kernel shields from
+# signals it has no handler for: it passes the kubelet's SIGTERM (pod deleted, cancel) on
+# to the script, whose own traps then run as without the wrapper; `wait` returns
+# early when a signal arrives, so it waits again until the script has really ended. (Every
+# `$` is doubled in the Job, see manifests.literal: Kubernetes' expansion leaves it as is.)
 WRAPPER = (
     LIST_FUNCTION
     + r"""
@@ -50,8 +54,16 @@ akf_listing() {
   printf '\036akoflow-files %s end\n' "$2"
 }
 akf_listing before "$3"
-"$2" -c "$1" "$0"
+"$2" -c "$1" "$0" &
+akf_child=$!
+trap 'kill -TERM "$akf_child" 2>/dev/null' TERM
+wait "$akf_child"
 akf_code=$?
+while kill -0 "$akf_child" 2>/dev/null; do
+  wait "$akf_child"
+  akf_code=$?
+done
+trap - TERM
 akf_listing after "$3"
 exit "$akf_code"
 """
