@@ -7,6 +7,7 @@ Exit codes: 0 every activity succeeded, 1 something failed or was cancelled, 2 i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -704,4 +705,22 @@ def _root(
 
 
 def main() -> None:
-    app()
+    """Run the command, then leave at once: with the output flushed and the state databases
+    closed, the interpreter's teardown of every loaded module (about 80 ms here, a tenth of a
+    short `akoflow run`) would do nothing anyone waits for."""
+    try:
+        app()
+        code: int | str | None = 0
+    except SystemExit as done:
+        code = done.code
+    if isinstance(code, str):
+        err.print(escape(code))
+        code = EXIT_FAILED
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
+            stream.flush()
+    from akoflow.store.repository import close_all
+
+    close_all()
+    logging.shutdown()
+    os._exit(code or 0)

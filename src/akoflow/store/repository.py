@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -233,6 +234,16 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
     )
 
 
+_OPEN: weakref.WeakSet[Repository] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every repository still open (a process about to leave without the interpreter's
+    teardown, which would have closed them)."""
+    for repo in list(_OPEN):
+        repo.close()
+
+
 class Repository:
     """All persistence of the engine. One instance per process; thread-safe via a lock."""
 
@@ -243,6 +254,7 @@ class Repository:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         self._depth = 0
+        _OPEN.add(self)
         c = self._conn
         c.execute("PRAGMA busy_timeout = 30000")
         c.execute("PRAGMA journal_mode = WAL")
@@ -265,6 +277,7 @@ class Repository:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        _OPEN.discard(self)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
