@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from akoflow.provenance.snapshot import Snapshot, changes, scan, update
-from akoflow.provenance.watch import DirWatch, WatchLimit
+from akoflow.provenance.watch import (
+    NETWORK_FILE_SYSTEMS,
+    DirWatch,
+    WatchLimit,
+    file_system_type,
+)
 
 
 def _look(watch: DirWatch, root: Path, snapshot: Snapshot, exclude: Path | None = None) -> None:
@@ -154,3 +159,19 @@ def test_a_data_dir_inside_the_state_dir_is_watched(tmp_path: Path) -> None:
         assert set(snapshot) == {"out.txt"}
     finally:
         watch.close()
+
+
+def test_file_systems_other_machines_write_to_are_not_watched(tmp_path: Path) -> None:
+    """inotify sees only this machine's writes: on a network file system the engine keeps
+    full scans. (Checked against the real mount table, with tmpfs standing in for NFS.)"""
+    assert file_system_type(Path("/proc/self")) == "proc"
+    shm = Path("/dev/shm") / f"akoflow-watch-{os.getpid()}"
+    shm.mkdir()
+    try:
+        assert file_system_type(shm) == "tmpfs"
+        with pytest.raises(WatchLimit, match="tmpfs"):
+            DirWatch(shm, unwatchable=frozenset({"tmpfs"}))
+        DirWatch(shm).close()  # tmpfs itself is local: watched
+        assert "nfs" in NETWORK_FILE_SYSTEMS and "lustre" in NETWORK_FILE_SYSTEMS
+    finally:
+        shm.rmdir()

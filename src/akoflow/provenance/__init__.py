@@ -2,8 +2,8 @@
 as a Workflow Run RO-Crate.
 
 AkôFlow does not trace file reads or writes. It looks at the data dir once per engine wake-up
-(a full scan first, then only where an inotify watch saw changes; checksums only for files whose
-size or time changed) and records:
+(a full scan first, then only where an inotify watch saw changes, except on network file
+systems; checksums only for files whose size or time changed) and records:
 
 - the run's inputs: the files in place before the first activity started, once per run (PROV:
   one collection that every attempt used);

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from inotify_simple import INotify
 from inotify_simple import flags as f
 
@@ -46,13 +47,45 @@ class Dirty:
 
 
 class WatchLimit(OSError):
-    """A watch could not be added (inotify limits); fall back to full scans."""
+    """A watch could not be added (inotify limits), or the file system does not report
+    every change; fall back to full scans."""
+
+
+# inotify reports what processes of this machine do; on these, other machines write too
+# (an HPC cluster's shared scratch, a NAS), and their changes would go unseen.
+NETWORK_FILE_SYSTEMS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "fuse.cephfs", "lustre",
+        "gpfs", "beegfs", "fuse.beegfs", "glusterfs", "fuse.glusterfs", "fuse.sshfs",
+        "afs", "ocfs2", "gfs2", "panfs", "fuse.s3fs", "fuse.juicefs", "wekafs", "virtiofs",
+    }
+)  # fmt: skip
+
+
+def file_system_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on (its longest mount point), if known."""
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, part.fstype
+    return kind
 
 
 class DirWatch:
     """An inotify watch on every directory under ``root`` (except ``exclude``)."""
 
-    def __init__(self, root: Path, exclude: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        exclude: Path | None = None,
+        unwatchable: frozenset[str] = NETWORK_FILE_SYSTEMS,
+    ) -> None:
+        kind = file_system_type(root)
+        if kind in unwatchable:
+            raise WatchLimit(0, f"{root} is on {kind}: other machines' writes would go unseen")
         self.root = str(root.absolute())
         self.exclude = str(exclude) if exclude is not None else None
         self._inotify: INotify | None = INotify(nonblocking=True)
