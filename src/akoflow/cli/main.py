@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from akoflow import __version__, config
+from akoflow.cli.console import LazyConsole, LazyRichHandler, escape
 from akoflow.states import WorkflowState
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -34,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 
 StateDirOpt = Annotated[
     Path | None,
@@ -67,12 +66,10 @@ def _server_url(option: str | None) -> str | None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
-
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+        handlers=[LazyRichHandler(err)],
     )
 
 
@@ -244,8 +241,10 @@ def cancel(
 async def _run_attached(
     repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
 ) -> int:
-    from akoflow.cli import progress
     from akoflow.engine import Engine, WorkflowBusy
+
+    if not quiet and not as_json:
+        from akoflow.cli import progress  # rich's live views: only when shown
 
     engine = Engine(repo, sdir)
     await engine.start()
@@ -281,13 +280,13 @@ async def _run_attached(
                 continue
             assert wf.done is not None
             if not quiet and not as_json:
-                await progress.follow(wf, err if as_json else out, wf.done)
+                await progress.follow(wf, (err if as_json else out).console, wf.done)
             state = await engine.wait(wf_id)
             if as_json:
                 out.print_json(json.dumps(_run_json(repo, wf_id)))
             elif not quiet:
-                progress.summary(wf, out)
-                progress.failure_details(wf, repo, out)
+                progress.summary(wf, out.console)
+                progress.failure_details(wf, repo, out.console)
             if state is not WorkflowState.SUCCEEDED:
                 code = EXIT_FAILED
     finally:
