@@ -718,8 +718,8 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
             stream.flush()
-    from akoflow.store.repository import close_all
-
-    close_all()
+    store = sys.modules.get("akoflow.store.repository")  # not imported: nothing to close
+    if store is not None:
+        store.close_all()
     logging.shutdown()
     os._exit(code or 0)
