@@ -117,9 +117,13 @@ def slurm_cluster_hostname() -> str:
 
 
 def test_failing_job_reports_its_exit_code(hpc_env: dict[str, str], tmp_path: Path) -> None:
+    """Exit 3: FAILED with its code and log, the dependent skipped, and what it wrote on the
+    cluster before failing is in the provenance."""
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
     text = (
         "name: fails\nspec:\n  runtime: hpc\n  activities:\n"
-        "    - name: bad\n      run: |\n        echo about to fail\n        exit 3\n"
+        "    - name: bad\n      run: |\n        echo partial > partial.txt\n"
+        "        echo about to fail\n        exit 3\n"
         "    - name: after\n      dependsOn: [bad]\n      run: echo never\n"
     )
 
@@ -133,6 +137,12 @@ def test_failing_job_reports_its_exit_code(hpc_env: dict[str, str], tmp_path: Pa
             assert bad.reason == "exit code 3"
             assert wf.activities["after"].state is A.SKIPPED
             assert "".join(c.data for _, c in repo.read_logs(bad.id)) == "about to fail\n"
+            generated = [
+                (f.activity, f.location, f.path)
+                for f in repo.list_files(wf_id)
+                if f.role == "generated"
+            ]
+            assert generated == [("bad", f"hpc:{mount}", "partial.txt")]
 
     asyncio.run(scenario())
 

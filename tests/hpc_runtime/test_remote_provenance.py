@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prov.model import ProvDocument, ProvMembership
 
-from akoflow.states import ActivityState, WorkflowState
+from akoflow.states import WorkflowState
 from akoflow.store.repository import FileRecord, InitialFile
 from tests.e2e.test_engine_inprocess import engine_with
 from tests.hpc_runtime.conftest import runtime_env
@@ -135,32 +135,6 @@ def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
     # The job's own files are there on the cluster, just never part of the provenance.
     assert list(mount.glob(".akoflow/*/wf1-join-a1/files.after"))
     assert list(mount.glob("akoflow_finished_*"))
-
-
-def test_a_failing_activity_records_what_it_generated(
-    hpc_env: dict[str, str], tmp_path: Path
-) -> None:
-    mount = Path(hpc_env["HPC_MOUNT_PATH"])
-    text = (
-        "name: fails\nspec:\n  runtime: hpc\n  activities:\n"
-        "    - name: bad\n      run: |\n        echo partial > partial.txt\n"
-        "        echo about to fail\n        exit 3\n"
-    )
-
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=60)
-            assert state is WorkflowState.FAILED
-            bad = wf.activities["bad"]
-            assert bad.state is ActivityState.FAILED and bad.exit_code == 3, states(wf)
-            assert bad.reason == "exit code 3"
-            assert "".join(c.data for _, c in repo.read_logs(bad.id)) == "about to fail\n"
-            records = repo.list_files(wf_id)
-            assert rows(records) == {("bad", "generated", "partial.txt")}
-            assert {f.location for f in records} == {f"hpc:{mount}"}
-
-    asyncio.run(scenario())
 
 
 def test_provenance_off_adds_no_listing_to_the_job(
