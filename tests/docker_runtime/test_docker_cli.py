@@ -8,15 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from akoflow.runtimes.docker import scope_of
-from tests.conftest import Akoflow
+from tests.conftest import Akoflow, start_cli, wait_for
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 
 
@@ -38,25 +35,6 @@ def scope(state_dir: Path, wf_id: int, name: str) -> str:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "akoflow", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def test_mixed_local_and_docker_activities_pass_files(

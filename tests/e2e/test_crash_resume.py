@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from akoflow import service
 from akoflow.runtimes.local import PRELUDE
 from akoflow.states import ActivityState, WorkflowState
-from tests.conftest import Akoflow, cli_env
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 
 N_FAST = 6
 
@@ -44,25 +43,6 @@ def crash_workflow(path: Path) -> None:
     path.write_text("name: crashy\nspec:\n  activities:\n" + "".join(acts))
 
 
-def start_engine(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "akoflow", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def run_counts(data: Path) -> dict[str, int]:
     return {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
 
@@ -74,7 +54,7 @@ def test_sigkill_mid_run_then_resume_runs_nothing_twice(
     wf = tmp_path / "crash.yaml"
     crash_workflow(wf)
     data = tmp_path / "data"
-    engine = start_engine(
+    engine = start_cli(
         ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
     )
     # Kill it while `slow` and `gate` run and the fast ones are done.
@@ -156,7 +136,7 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
         "    - name: after\n      dependsOn: [sleeper]\n      run: echo never > never.txt\n"
     )
     data = tmp_path / "data"
-    engine = start_engine(["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data)])
+    engine = start_cli(["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data)])
     wait_for(lambda: (data / "child.pid").exists() and (data / "child.pid").read_text().strip())
     child = int((data / "child.pid").read_text())
     assert psutil.pid_exists(child)
@@ -182,7 +162,7 @@ def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
 ) -> None:
     wf = tmp_path / "w.yaml"
     wf.write_text("name: w\nspec:\n  activities:\n    - name: s\n      run: sleep 3\n")
-    engine = start_engine(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
     try:
         wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
         res = akoflow("resume")
@@ -208,7 +188,7 @@ def test_files_written_while_no_engine_watched_keep_their_provenance(
     data = tmp_path / "data"
     data.mkdir()
     (data / "input.txt").write_text("in\n")
-    engine = start_engine(
+    engine = start_cli(
         ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
     )
     wait_for(lambda: (data / "started").exists())

@@ -7,24 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from tests.conftest import Akoflow, cli_env
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.hpc_runtime.conftest import runtime_env
 from tests.hpc_runtime.test_hpc_engine import jobcomp, slurm_name
 from tests.slurm_support.cluster import SlurmCluster
-
-
-def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
@@ -43,11 +31,8 @@ def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
         "      run: |\n        echo run >> count.after\n        cat slow.out\n"
     )
     data = tmp_path / "data"
-    engine = subprocess.Popen(
+    engine = start_cli(
         [
-            sys.executable,
-            "-m",
-            "akoflow",
             "run",
             str(wf),
             "--quiet",
@@ -55,13 +40,12 @@ def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
             str(state_dir),
             "--data-dir",
             str(data),
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        ],
+        env,
     )
-    wait_for(lambda: (mount / "count.slow").exists() and (mount / "count.fast").exists())
+    wait_for(
+        lambda: (mount / "count.slow").exists() and (mount / "count.fast").exists(), timeout=60
+    )
     os.kill(engine.pid, signal.SIGKILL)
     engine.communicate(timeout=10)
     assert engine.returncode == -signal.SIGKILL

@@ -11,14 +11,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from akoflow.states import WorkflowState
-from tests.conftest import Akoflow, cli_env
+from tests.conftest import Akoflow, cli_env, start_cli
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
 
@@ -85,11 +83,8 @@ def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
         "        echo run >> count.after\n        cat slow.out\n"
     )
     env = cli_env(**cluster.env("k8s-aws"))
-    engine = subprocess.Popen(
+    engine = start_cli(
         [
-            sys.executable,
-            "-m",
-            "akoflow",
             "run",
             str(wf),
             "--quiet",
@@ -98,10 +93,7 @@ def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
             "--data-dir",
             str(tmp_path / "data"),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        env,
     )
 
     def running(activity: str) -> bool:

@@ -170,15 +170,6 @@ def wait_workflow(
         time.sleep(0.1)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def activity_states(doc: dict[str, Any]) -> dict[str, str]:
     return {a["name"]: a["state"] for a in doc["spec"]["activities"]}
 

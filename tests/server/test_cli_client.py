@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import EXAMPLES, cli_env
+from tests.conftest import EXAMPLES, cli_env, wait_for
 from tests.server.conftest import (
     Server,
     activity,
     free_port,
     pid_gone,
-    wait_for,
     workflow_yaml,
 )
 

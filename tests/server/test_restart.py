@@ -7,13 +7,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.conftest import wait_for
 from tests.e2e.test_crash_resume import N_FAST, crash_workflow, run_counts
 from tests.server.conftest import (
     Server,
     activity,
     activity_states,
     submit,
-    wait_for,
     wait_workflow,
     workflow_yaml,
 )

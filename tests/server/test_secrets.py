@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.conftest import EXAMPLES
-from tests.server.conftest import API, HEALTH, Server, submit, wait_for, wait_workflow
+from tests.conftest import EXAMPLES, wait_for
+from tests.server.conftest import API, HEALTH, Server, submit, wait_workflow
 
 SECRET = "supersecret"
 

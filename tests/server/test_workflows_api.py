@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, wait_for
 from tests.server.conftest import (
     API,
     Server,
@@ -19,7 +19,6 @@ from tests.server.conftest import (
     b64,
     pid_gone,
     submit,
-    wait_for,
     wait_workflow,
     workflow_yaml,
 )

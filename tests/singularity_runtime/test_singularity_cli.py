@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Akoflow
+from tests.conftest import Akoflow, wait_for
 from tests.docker_support.dockerd import IMAGE as DOCKER_IMAGE
 from tests.docker_support.dockerd import PrivateDockerd
-from tests.e2e.test_crash_resume import run_counts, wait_for
+from tests.e2e.test_crash_resume import run_counts
 from tests.singularity_runtime.conftest import Images
 
 NASTY = 'it\'s "$(touch pwned1)" and `touch pwned2` ${HOME} \\n; touch pwned3'
