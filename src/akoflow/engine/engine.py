@@ -425,12 +425,11 @@ class Engine(RuntimeEvents):
         if act.wf.placement is not None:
             self._reserve_again(act, number)
         if adopted.kind == "running":
+            act.attempt_started = time.time()
             if act.state is A.SUBMITTED:
                 act.state = A.RUNNING
-                self.repo.attempt_running(
-                    act.id, number, handle=act.handle, node=adopted.node, started_at=time.time()
-                )
-            act.attempt_started = time.time()
+                act.node = adopted.node
+                self._write_running(act)
             self._arm_timeout(act)
         else:
             assert adopted.outcome is not None
@@ -591,25 +590,13 @@ class Engine(RuntimeEvents):
                 act.state = A.RUNNING
                 act.node = payload
                 act.attempt_started = time.time()
-                self.repo.attempt_running(
-                    act.id,
-                    act.attempt,
-                    handle=act.handle,
-                    node=payload,
-                    started_at=act.attempt_started,
-                )
+                self._write_running(act)
                 self._arm_timeout(act)
             elif kind == "running" and act.state is A.RUNNING and payload and act.node != payload:
                 # A network runtime is RUNNING from its submit's return; the node comes later.
                 act.node = payload
                 if act not in self._unrecorded_running and act.attempt_started is not None:
-                    self.repo.attempt_running(
-                        act.id,
-                        act.attempt,
-                        handle=act.handle,
-                        node=payload,
-                        started_at=act.attempt_started,
-                    )
+                    self._write_running(act)
         for act, chunks in logs:
             self._store_logs(act, chunks)
         for kind, act, payload in events:
@@ -631,13 +618,18 @@ class Engine(RuntimeEvents):
             if act in skip:
                 continue
             if act.attempt_started is not None and act.state.is_live:
-                self.repo.attempt_running(
-                    act.id,
-                    act.attempt,
-                    handle=act.handle,
-                    node=act.node,
-                    started_at=act.attempt_started,
-                )
+                self._write_running(act)
+
+    def _write_running(self, act: ActivityRun) -> None:
+        """Store the live attempt as running: its handle, node and start time."""
+        assert act.attempt_started is not None
+        self.repo.attempt_running(
+            act.id,
+            act.attempt,
+            handle=act.handle,
+            node=act.node,
+            started_at=act.attempt_started,
+        )
 
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
