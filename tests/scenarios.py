@@ -47,6 +47,22 @@ async def follow_busy_activity(repo: Any, engine: Any, wf_id: int) -> Any:
     return act
 
 
+async def run_busy_workflow(tmp_path: Path, text: str) -> tuple[Any, Any]:
+    """:func:`follow_busy_activity` on a fresh engine (logs read every 0.2 s, metrics sampled
+    every 0.5 s); the runtime is READY at the end. Returns the repository and the activity."""
+    from tests.e2e.test_engine_inprocess import engine_with
+
+    async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
+        repo,
+        engine,
+        wf_id,
+    ):
+        act = await follow_busy_activity(repo, engine, wf_id)
+        (rt,) = [r for r in repo.list_runtimes() if r.name == act.runtime]
+        assert rt.status == "READY", rt.reason
+    return repo, act
+
+
 def direct_job(
     tmp_path: Path, name: str, run: str, runtime: str, image: str | None, attempt: int = 1
 ) -> JobSpec:

@@ -17,7 +17,7 @@ from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.conftest import start_private_dockerd
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.scenarios import busy_activity, direct_job, follow_busy_activity
+from tests.scenarios import busy_activity, direct_job, run_busy_workflow
 
 A = ActivityState
 
@@ -40,17 +40,7 @@ def test_logs_are_stored_while_running_and_metrics_sampled(
         f"name: busy\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n" + busy_activity()
     )
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
-            repo,
-            engine,
-            wf_id,
-        ):
-            await follow_busy_activity(repo, engine, wf_id)
-            (rt,) = [r for r in repo.list_runtimes() if r.name == "docker"]
-            assert rt.status == "READY"
-
-    asyncio.run(scenario())
+    asyncio.run(run_busy_workflow(tmp_path, text))
 
 
 # The SDK does not close a unix socket whose connect fails (docker/docker-py PR #3356, open):

@@ -25,7 +25,7 @@ from akoflow.runtimes.base import Health, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
-from tests.scenarios import busy_activity, follow_busy_activity
+from tests.scenarios import busy_activity, run_busy_workflow
 
 
 @contextlib.asynccontextmanager
@@ -96,20 +96,12 @@ def test_not_ready_runtime_holds_work_then_completes(tmp_path: Path) -> None:
 def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> None:
     text = "name: busy\nspec:\n  activities:\n" + busy_activity()
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
-            repo,
-            engine,
-            wf_id,
-        ):
-            act = await follow_busy_activity(repo, engine, wf_id)
-            attempt = repo.list_attempts(act.id)[0]
-            # 3 s of busy loop; a loaded 2-core machine may give it a small share of that.
-            assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 0.1
-            # wait4's peak counts the engine's own pages for a small child: not recorded then.
-            assert attempt.max_rss_bytes is None
-
-    asyncio.run(scenario())
+    repo, act = asyncio.run(run_busy_workflow(tmp_path, text))
+    attempt = repo.list_attempts(act.id)[0]
+    # 3 s of busy loop; a loaded 2-core machine may give it a small share of that.
+    assert attempt.cpu_seconds is not None and attempt.cpu_seconds > 0.1
+    # wait4's peak counts the engine's own pages for a small child: not recorded then.
+    assert attempt.max_rss_bytes is None
 
 
 def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(

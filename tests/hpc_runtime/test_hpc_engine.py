@@ -18,7 +18,7 @@ from akoflow.runtimes.hpc.runtime import scope_of
 from akoflow.runtimes.hpc.sbatch import job_name
 from akoflow.states import ActivityState, WorkflowState
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.scenarios import busy_activity, follow_busy_activity
+from tests.scenarios import busy_activity, run_busy_workflow
 from tests.singularity_runtime.conftest import LAUNCHER, Images
 from tests.slurm_support.cluster import SlurmCluster
 
@@ -327,15 +327,7 @@ def test_running_job_logs_arrive_incrementally_and_metrics_come_from_sstat(
     monkeypatch.setenv("HPC_METRICS_INTERVAL", "0.5")
     text = "name: busy\nspec:\n  runtime: hpc\n  activities:\n" + busy_activity(5)
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
-            repo,
-            engine,
-            wf_id,
-        ):
-            await follow_busy_activity(repo, engine, wf_id)
-
-    asyncio.run(scenario())
+    asyncio.run(run_busy_workflow(tmp_path, text))
 
 
 def test_akoscore_places_on_a_sinfo_node_and_sbatch_pins_it(

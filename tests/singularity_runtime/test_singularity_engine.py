@@ -22,7 +22,7 @@ from akoflow.runtimes.singularity import SingularityRuntime
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.test_docker_engine import Recorder, until
 from tests.e2e.test_engine_inprocess import engine_with
-from tests.scenarios import busy_activity, direct_job, follow_busy_activity
+from tests.scenarios import busy_activity, direct_job, run_busy_workflow
 from tests.singularity_runtime.conftest import LAUNCHER, Images
 
 A = ActivityState
@@ -196,17 +196,7 @@ def test_live_logs_and_metrics_of_the_container_tree(
         + busy_activity()
     )
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text, log_interval=0.2, metrics_interval=0.5) as (
-            repo,
-            engine,
-            wf_id,
-        ):
-            await follow_busy_activity(repo, engine, wf_id)
-            (rt,) = [r for r in repo.list_runtimes() if r.name == "singularity"]
-            assert rt.status == "READY"
-
-    asyncio.run(scenario())
+    asyncio.run(run_busy_workflow(tmp_path, text))
 
 
 def test_launcher_broken_mid_run_holds_work_then_completes(
