@@ -68,33 +68,36 @@ def trivial_yaml(name: str, n: int, runtime: str, image: str | None, chain: bool
     return "\n".join(lines) + "\n"
 
 
-def bench_docker(n: int, image: str, tmp: Path) -> None:
-    """N trivial activities on docker vs local, independent (wide) and in a chain (latency)."""
-    host = os.environ.get("DOCKER_HOST")
-    if not host:
-        print(f"{'docker':<11} skipped: set DOCKER_HOST to a daemon that has {image}")
-        return
-    env = {**os.environ, "DOCKER_PULL_POLICY": "never"}
+def runtime_overhead(runtime: str, n: int, image: str, tmp: Path, env: dict[str, str]) -> None:
+    """N trivial activities on ``runtime`` and on local, independent (wide) and in a chain
+    (latency): the overhead per activity of the runtime."""
     for shape in ("wide", "chain"):
         walls = {}
-        for runtime in ("local", "docker"):
-            name = f"{runtime}-{shape}"
+        for kind in ("local", runtime):
+            name = f"{kind}-{shape}"
             wf = tmp / f"{name}.yaml"
-            text = trivial_yaml(
-                name, n, runtime, image if runtime == "docker" else None, shape == "chain"
-            )
-            wf.write_text(text)
+            img = image if kind == runtime else None
+            wf.write_text(trivial_yaml(name, n, kind, img, shape == "chain"))
             state = tmp / f"state-{name}"
             wall, _, code, _ = timed(
                 akoflow("run", str(wf), "--quiet", "--state-dir", str(state)), env=env
             )
-            walls[runtime] = wall
+            walls[kind] = wall
             print(
-                f"{name:<13} {n:>4} activities  {wall:7.3f} s  {wall / n * 1000:7.1f} ms/act  "
+                f"{name:<18} {n:>4} activities  {wall:7.3f} s  {wall / n * 1000:7.1f} ms/act  "
                 f"exit {code}"
             )
-        extra = (walls["docker"] - walls["local"]) / n * 1000
-        print(f"{'':<13} docker overhead ({shape}): {extra:+.1f} ms per activity")
+        extra = (walls[runtime] - walls["local"]) / n * 1000
+        print(f"{'':<18} {runtime} overhead ({shape}): {extra:+.1f} ms per activity")
+
+
+def bench_docker(n: int, image: str, tmp: Path) -> None:
+    """N trivial activities on docker vs local (see :func:`runtime_overhead`)."""
+    host = os.environ.get("DOCKER_HOST")
+    if not host:
+        print(f"{'docker':<11} skipped: set DOCKER_HOST to a daemon that has {image}")
+        return
+    runtime_overhead("docker", n, image, tmp, {**os.environ, "DOCKER_PULL_POLICY": "never"})
 
 
 def big_yaml(n: int) -> str:

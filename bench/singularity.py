@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from run import akoflow, timed, trivial_yaml  # noqa: E402
+from run import runtime_overhead  # noqa: E402
 from tests.singularity_support import sif  # noqa: E402
 
 LAUNCHER = ROOT / "tests" / "singularity_support" / "apptainer"
@@ -57,24 +57,7 @@ def main() -> None:
             f"{'floor':<18} {n:>4} x exec /bin/true (serial)  {floor:7.3f} s  "
             f"{floor / n * 1000:7.1f} ms/exec  [{os.path.basename(args.binary)}]"
         )
-        for shape in ("wide", "chain"):
-            walls = {}
-            for runtime in ("local", "singularity"):
-                name = f"{runtime}-{shape}"
-                wf = tmp / f"{name}.yaml"
-                img = image if runtime == "singularity" else None
-                wf.write_text(trivial_yaml(name, n, runtime, img, shape == "chain"))
-                state = tmp / f"state-{name}"
-                wall, _, code, _ = timed(
-                    akoflow("run", str(wf), "--quiet", "--state-dir", str(state)), env=env
-                )
-                walls[runtime] = wall
-                print(
-                    f"{name:<18} {n:>4} activities  {wall:7.3f} s  "
-                    f"{wall / n * 1000:7.1f} ms/act  exit {code}"
-                )
-            extra = (walls["singularity"] - walls["local"]) / n * 1000
-            print(f"{'':<18} singularity overhead ({shape}): {extra:+.1f} ms per activity")
+        runtime_overhead("singularity", n, image, tmp, env)
 
 
 if __name__ == "__main__":
