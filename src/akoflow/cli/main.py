@@ -242,6 +242,7 @@ async def _run_attached(
     repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
 ) -> int:
     from akoflow.engine import Engine, WorkflowBusy
+    from akoflow.engine.loops import EngineFailure
 
     if not quiet and not as_json:
         from akoflow.cli import progress  # rich's live views: only when shown
@@ -281,7 +282,14 @@ async def _run_attached(
             assert wf.done is not None
             if not quiet and not as_json:
                 await progress.follow(wf, (err if as_json else out).console, wf.done)
-            state = await engine.wait(wf_id)
+            try:
+                state = await engine.wait(wf_id)
+            except EngineFailure as exc:  # logged with its traceback where it happened
+                err.print(
+                    f"[bold red]error:[/] {escape(str(exc))}; run {wf_id} is interrupted, not "
+                    f"lost: `akoflow resume {wf_id}` continues it"
+                )
+                return EXIT_FAILED
             if as_json:
                 out.print_json(json.dumps(_run_json(repo, wf_id)))
             elif not quiet:

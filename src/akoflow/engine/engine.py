@@ -30,6 +30,7 @@ from typing import Any
 import psutil
 
 from akoflow.config import RuntimeConfig
+from akoflow.engine.loops import EngineFailure, log_unexpected_end, supervise
 from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
 from akoflow.provenance.pending import Nominee, PendingChanges
@@ -71,6 +72,8 @@ METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
+HEALTH_CALL_TIMEOUT = 10.0  # s; a backend that does not answer is NOT_READY, not a stall
+LOG_CALL_TIMEOUT = 30.0  # s per read of a job's output: a hung backend must not stall the run
 FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
@@ -225,18 +228,61 @@ class Engine(RuntimeEvents):
         )
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_metrics = 0.0  # when the observe loop last sampled metrics (monotonic)
         self._background: set[asyncio.Task[Any]] = set()
         self._pid = os.getpid()
         self._pid_started = process_start_time()
+        self.failure: EngineFailure | None = None  # set once the engine cannot go on
+        self._failure_listeners: list[Callable[[EngineFailure], None]] = []
 
     # ================================================================ lifecycle
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._processor(), name="akoflow-processor"),
-            asyncio.create_task(self._health_loop(), name="akoflow-health"),
-            asyncio.create_task(self._observe_loop(), name="akoflow-observe"),
+        loops: list[tuple[str, Callable[[], Any], Callable[[BaseException], bool]]] = [
+            # A processor iteration that raised left memory and store apart (its transaction
+            # was rolled back): nothing it does next could be trusted, so it is fatal.
+            ("processor", self._process_once, lambda exc: True),
+            ("health", self._health_once, lambda exc: isinstance(exc, EngineFailure)),
+            ("observe", self._observe_once, lambda exc: isinstance(exc, EngineFailure)),
         ]
+        for name, step, fatal in loops:
+            task = asyncio.create_task(
+                supervise(name, step, on_fatal=self._fail_stop, fatal=fatal),
+                name=f"akoflow-{name}",
+            )
+            task.add_done_callback(log_unexpected_end)
+            self._tasks.append(task)
+
+    def on_failure(self, listener: Callable[[EngineFailure], None]) -> None:
+        """Call ``listener`` once if the engine fails (a server restarts its engine)."""
+        self._failure_listeners.append(listener)
+
+    def _fail_stop(self, exc: BaseException) -> None:
+        """The engine cannot go on: end every attached run's wait with the reason, give the
+        runs back (a later `akoflow resume`, or a restarted engine, continues them from the
+        store, which is consistent: a failed transaction was rolled back) and stop working."""
+        if self.failure is not None:
+            return
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
+        self.failure.__cause__ = exc
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for wf in self.workflows.values():
+            if wf.done is not None and not wf.done.done():
+                wf.done.set_exception(self.failure)
+                wf.done.exception()  # retrieved: a caller that no longer waits is no error
+            if not wf.state.is_final:
+                try:
+                    self.repo.release_workflow(wf.id, pid=self._pid)
+                except Exception:
+                    log.exception("cannot give workflow %s back in the store", wf.id)
+        for listener in self._failure_listeners:
+            try:
+                listener(self.failure)
+            except Exception:
+                log.exception("engine failure listener failed")
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
@@ -255,11 +301,15 @@ class Engine(RuntimeEvents):
             if slot.started:
                 with contextlib.suppress(Exception):
                     await slot.runtime.stop()
-        with self._txn():
-            self._record_running()
-            for wf in self.workflows.values():
-                self._close_watch(wf)
-                self.repo.release_workflow(wf.id, pid=self._pid)
+        for wf in self.workflows.values():
+            self._close_watch(wf)
+        try:
+            with self._txn():
+                self._record_running()
+                for wf in self.workflows.values():
+                    self.repo.release_workflow(wf.id, pid=self._pid)
+        except Exception:  # the store failed: what it holds is what a crash leaves
+            log.exception("cannot record the engine's stop in the store")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -271,6 +321,8 @@ class Engine(RuntimeEvents):
 
     async def attach(self, wf_id: int) -> WorkflowRun:
         """Take ownership of a stored workflow and run it (resuming it if it was interrupted)."""
+        if self.failure is not None:
+            raise self.failure
         rec = self.repo.get_workflow(wf_id)
         if rec is None:
             raise KeyError(f"no workflow with id {wf_id}")
@@ -474,8 +526,10 @@ class Engine(RuntimeEvents):
             if not slot.started:
                 await slot.runtime.start()
                 slot.started = True
-            health = await slot.runtime.health()
+            health = await asyncio.wait_for(slot.runtime.health(), HEALTH_CALL_TIMEOUT)
             ready, reason = health.ready, health.reason
+        except TimeoutError:
+            ready, reason = False, f"health check did not answer in {HEALTH_CALL_TIMEOUT:g} s"
         except Exception as exc:  # a broken backend must not stop the engine
             ready, reason = False, str(exc) or type(exc).__name__
         if ready != slot.ready or reason != slot.reason:
@@ -498,13 +552,25 @@ class Engine(RuntimeEvents):
         if ready:
             self._wake.set()
 
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._health_interval)
-            for name, slot in list(self._slots.items()):
-                await self._check_health(name, slot)
-                with contextlib.suppress(Exception):
-                    await self._refresh_nodes(name, slot)
+    async def _health_once(self) -> None:
+        """Every runtime at once, each call bounded: a backend that hangs is NOT_READY after
+        :data:`HEALTH_CALL_TIMEOUT` and never delays another runtime's checks."""
+        await asyncio.sleep(self._health_interval)
+        slots = list(self._slots.items())
+        results = await asyncio.gather(
+            *(self._check_and_refresh(name, slot) for name, slot in slots), return_exceptions=True
+        )
+        for (name, _), result in zip(slots, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("health check of runtime %s failed", name, exc_info=result)
+
+    async def _check_and_refresh(self, name: str, slot: _Slot) -> None:
+        await self._check_health(name, slot)
+        if slot.ready:
+            try:
+                await asyncio.wait_for(self._refresh_nodes(name, slot), HEALTH_CALL_TIMEOUT)
+            except Exception as exc:  # placement keeps the nodes it knew
+                log.info("runtime %s: cannot list its nodes: %s", name, exc or "timed out")
 
     async def _refresh_nodes(self, name: str, slot: _Slot) -> None:
         """The runtime's nodes, for placement and for the runtimes view."""
@@ -547,35 +613,35 @@ class Engine(RuntimeEvents):
 
     # ================================================================ processor
 
-    async def _processor(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            events, self._events = self._events, []
-            if not events and not any(s.ready and s.queue for s in self._slots.values()):
-                continue
-            # Logs first: everything a job wrote is stored before the runtime may delete it.
-            logs = [
-                (act, await self._fetch_logs(act, final=True))
-                for kind, act, _ in events
-                if kind == "finished"
-            ]
-            # One commit per wake-up: the outcomes, the dependents they release, and the
-            # intents of the attempts about to start (committed before anything starts).
-            self._scanned.clear()
-            with self._txn():
-                touched = self._apply_events(events, logs)
-                batches = self._dispatch()
-            touched |= self._unfinished
-            self._unfinished = set()
-            for wf in touched:
-                self._maybe_finish(wf)
-            for slot, batch in batches:
-                if slot.runtime.instant_submit:
-                    await self._submit_batch(slot, batch)
-                else:  # network round trips: in parallel, bounded by the runtime's slots
-                    for item in batch:
-                        self._spawn(self._submit_batch(slot, [item]))
+    async def _process_once(self) -> None:
+        """One wake-up of the processor (see :func:`akoflow.engine.loops.supervise`)."""
+        await self._wake.wait()
+        self._wake.clear()
+        events, self._events = self._events, []
+        if not events and not any(s.ready and s.queue for s in self._slots.values()):
+            return
+        # Logs first: everything a job wrote is stored before the runtime may delete it.
+        logs = [
+            (act, await self._fetch_logs(act, final=True))
+            for kind, act, _ in events
+            if kind == "finished"
+        ]
+        # One commit per wake-up: the outcomes, the dependents they release, and the
+        # intents of the attempts about to start (committed before anything starts).
+        self._scanned.clear()
+        with self._txn():
+            touched = self._apply_events(events, logs)
+            batches = self._dispatch()
+        touched |= self._unfinished
+        self._unfinished = set()
+        for wf in touched:
+            self._maybe_finish(wf)
+        for slot, batch in batches:
+            if slot.runtime.instant_submit:
+                await self._submit_batch(slot, batch)
+            else:  # network round trips: in parallel, bounded by the runtime's slots
+                for item in batch:
+                    self._spawn(self._submit_batch(slot, [item]))
 
     def _apply_events(
         self,
@@ -636,10 +702,11 @@ class Engine(RuntimeEvents):
         self._unreserve(act)
         # (An attempt that never started wrote nothing.)
         if self.provenance and (act.attempt_started is not None or act.adopted):
-            if act.dispatched_at:
-                self._record_generated(act)
-            if outcome.files is not None:
-                self._record_remote(act, outcome.files)
+            with self._bookkeeping(f"the files written by {act.name}"):
+                if act.dispatched_at:
+                    self._record_generated(act)
+                if outcome.files is not None:
+                    self._record_remote(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.
         if (
             outcome.succeeded
@@ -738,6 +805,17 @@ class Engine(RuntimeEvents):
             )
 
     @contextlib.contextmanager
+    def _bookkeeping(self, what: str) -> Iterator[None]:
+        """Records that describe a run without steering it (provenance): if one fails, its
+        writes are undone, the traceback is logged, and the run goes on without that record,
+        never stalled or failed by it."""
+        try:
+            with self.repo.savepoint():
+                yield
+        except Exception:
+            log.exception("cannot record %s; the run goes on without that record", what)
+
+    @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
         """A repository transaction that also writes the buffered activity states."""
         with self.repo.transaction():
@@ -817,7 +895,8 @@ class Engine(RuntimeEvents):
                 act.adopted = False
                 self._ran_since(act)
                 if self.provenance:
-                    self._record_used(act, number)
+                    with self._bookkeeping(f"the files used by {act.name}"):
+                        self._record_used(act, number)
                 act.state = A.SUBMITTED
                 act.attempt = number
                 act.key = job.key
@@ -1286,15 +1365,18 @@ class Engine(RuntimeEvents):
         offsets = dict(base)
         try:
             while True:
-                new = await runtime.logs(act.key, act.handle, offsets)
-                new = {k: v for k, v in new.items() if v and offsets.get(k, 0) < LOG_STORE_LIMIT}
+                new = await asyncio.wait_for(
+                    runtime.logs(act.key, act.handle, offsets), LOG_CALL_TIMEOUT
+                )
+                # One read past the cap (offset == cap) is kept: it says there was more.
+                new = {k: v for k, v in new.items() if v and offsets.get(k, 0) <= LOG_STORE_LIMIT}
                 for stream, data in new.items():
                     chunks[stream] = chunks.get(stream, b"") + data
                     offsets[stream] = offsets.get(stream, 0) + len(data)
                 if not final or not new:
                     break
         except Exception as exc:
-            log.warning("cannot read logs of %s: %s", act.key, exc)
+            log.warning("cannot read logs of %s: %s", act.key, exc or type(exc).__name__)
         return base, chunks
 
     def _store_logs(self, act: ActivityRun, fetched: _Fetched) -> None:
@@ -1303,6 +1385,8 @@ class Engine(RuntimeEvents):
             return  # stored meanwhile by another reader (the final fetch and the sampler race)
         for stream, data in chunks.items():
             offset = act.log_offsets.get(stream, 0)
+            if offset > LOG_STORE_LIMIT:
+                continue  # the notice is stored already
             keep = data[: max(0, LOG_STORE_LIMIT - offset)]
             text = keep.decode("utf-8", "replace")
             if len(keep) < len(data):
@@ -1316,43 +1400,41 @@ class Engine(RuntimeEvents):
     def _live(self) -> Iterable[ActivityRun]:
         return [a for a in self._jobs.values() if a.state is A.RUNNING]
 
-    async def _observe_loop(self) -> None:
+    async def _observe_once(self) -> None:
         """Incremental logs and metrics of running jobs; off the critical path."""
-        last_metrics = 0.0
-        while True:
-            await asyncio.sleep(self._log_interval)
-            if self._unrecorded_running:
-                with self._txn():
-                    self._record_running()
-            live = list(self._live())
-            if not live:
-                continue
-            fetched = [(act, await self._fetch_logs(act)) for act in live]
+        await asyncio.sleep(self._log_interval)
+        if self._unrecorded_running:
             with self._txn():
-                for act, chunks in fetched:
-                    if act.state is A.RUNNING:
-                        self._store_logs(act, chunks)
-            now = time.monotonic()
-            if now - last_metrics < self._metrics_interval:
+                self._record_running()
+        live = list(self._live())
+        if not live:
+            return
+        fetched = [(act, await self._fetch_logs(act)) for act in live]
+        with self._txn():
+            for act, chunks in fetched:
+                if act.state is A.RUNNING:
+                    self._store_logs(act, chunks)
+        now = time.monotonic()
+        if now - self._last_metrics < self._metrics_interval:
+            return
+        self._last_metrics = now
+        samples: list[tuple[int, int, float, float | None, int | None]] = []
+        for name, slot in self._slots.items():
+            jobs = {a.key: a.handle for a in live if a.runtime == name and a.key}
+            if not jobs:
                 continue
-            last_metrics = now
-            samples: list[tuple[int, int, float, float | None, int | None]] = []
-            for name, slot in self._slots.items():
-                jobs = {a.key: a.handle for a in live if a.runtime == name and a.key}
-                if not jobs:
-                    continue
-                try:
-                    metrics = await slot.runtime.metrics(jobs)
-                except Exception as exc:
-                    log.warning("cannot sample metrics on %s: %s", name, exc)
-                    continue
-                ts = time.time()
-                for key, m in metrics.items():
-                    owner = self._jobs.get(key)
-                    if owner is not None:
-                        samples.append((owner.id, owner.attempt, ts, m.cpu_percent, m.memory_bytes))
-            if samples:
-                self.repo.add_metrics(samples)
+            try:
+                metrics = await asyncio.wait_for(slot.runtime.metrics(jobs), HEALTH_CALL_TIMEOUT)
+            except Exception as exc:
+                log.warning("cannot sample metrics on %s: %s", name, exc or type(exc).__name__)
+                continue
+            ts = time.time()
+            for key, m in metrics.items():
+                owner = self._jobs.get(key)
+                if owner is not None:
+                    samples.append((owner.id, owner.attempt, ts, m.cpu_percent, m.memory_bytes))
+        if samples:
+            self.repo.add_metrics(samples)
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

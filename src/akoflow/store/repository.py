@@ -298,6 +298,20 @@ class Repository:
             if outer:
                 self._conn.execute("COMMIT")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Within a transaction: if the block raises, undo only its own writes (the rest of
+        the transaction stands). Used for bookkeeping that must never cost the run."""
+        with self._lock:
+            self._conn.execute("SAVEPOINT akoflow_block")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK TO akoflow_block")
+                self._conn.execute("RELEASE akoflow_block")
+                raise
+            self._conn.execute("RELEASE akoflow_block")
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
             return self._conn.execute(sql, params)

@@ -1,0 +1,70 @@
+"""Supervised engine loops: no exception may end one silently.
+
+Every periodic or event-driven task of the engine runs through :func:`supervise`. A failure of
+one iteration is logged with its traceback and the loop goes on after a back-off (doubling up
+to a cap, reset by the next success), so a broken backend or a bug met once cannot stop the
+health checks or the log sampling for good. A failure the loop cannot survive (the iteration
+raised :class:`EngineFailure`, or the ``fatal`` predicate says so) is handed to ``on_fatal``
+and the loop ends: the engine then fails its runs with the reason instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from akoflow.runtimes.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+
+
+class EngineFailure(RuntimeError):
+    """The engine cannot go on (its store failed, or a bug left its state unknown). Its runs
+    are interrupted, not lost: what the store holds is consistent, and ``akoflow resume``
+    continues them."""
+
+
+async def supervise(
+    name: str,
+    step: Callable[[], Awaitable[None]],
+    *,
+    on_fatal: Callable[[BaseException], None],
+    fatal: Callable[[BaseException], bool] = lambda exc: isinstance(exc, EngineFailure),
+    first_backoff: float = FIRST_BACKOFF,
+    max_backoff: float = MAX_BACKOFF,
+) -> None:
+    """Run ``step`` again and again (it does its own waiting) until cancelled."""
+    backoff = Backoff(first_backoff, max_backoff)
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if fatal(exc):
+                log.critical("engine loop %s cannot go on", name, exc_info=exc)
+                on_fatal(exc)
+                return
+            delay = backoff.next()
+            log.error("engine loop %s failed; going on in %.1f s", name, delay, exc_info=exc)
+            await asyncio.sleep(delay)
+        else:
+            backoff.reset()
+
+
+def log_unexpected_end(task: asyncio.Task[Any]) -> None:
+    """Done-callback of the engine's long-lived tasks: they only end by cancellation, so any
+    other end is reported (belt and braces around :func:`supervise`)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.critical("engine task %s ended with an error", task.get_name(), exc_info=exc)
+
+
+__all__ = ["EngineFailure", "log_unexpected_end", "supervise"]

@@ -1,0 +1,214 @@
+"""No engine loop ends silently: failures injected into each loop of a real engine.
+
+The runtime is the real local runtime; the tests replace one method of it (or of the store)
+with one that raises or hangs, the way a broken backend or a full disk would, and check that
+the run still finishes, or fails with the reason, and that the traceback is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoflow import service
+from akoflow.config import RuntimeConfig
+from akoflow.engine import Engine
+from akoflow.engine import engine as engine_module
+from akoflow.engine.loops import EngineFailure
+from akoflow.runtimes.base import Health, Metrics, RuntimeEvents
+from akoflow.runtimes.local import LocalRuntime
+from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import Repository
+
+pytestmark = pytest.mark.timeout(120)
+
+LEDGER_WORKFLOW = (
+    "name: sup\nspec:\n  activities:\n"
+    "    - name: a\n      run: echo a >> ../ledger; sleep 0.3; echo a > a.txt\n"
+    "    - name: b\n      dependsOn: [a]\n      run: echo b >> ../ledger; cat a.txt > b.txt\n"
+)
+
+
+def ledger(tmp_path: Path) -> list[str]:
+    path = tmp_path / "ledger"
+    return path.read_text().split() if path.exists() else []
+
+
+@contextlib.asynccontextmanager
+async def engine_with(
+    tmp_path: Path, repo: Repository | None = None, **engine_kwargs: Any
+) -> AsyncIterator[tuple[Repository, Engine, int]]:
+    state = tmp_path / "state"
+    repo = repo or service.open_repository(state)
+    prepared = service.validate_text(LEDGER_WORKFLOW, "test.yaml")
+    wf_id = service.store(repo, state, prepared, tmp_path / "data")
+    engine = Engine(repo, state, **engine_kwargs)
+    await engine.start()
+    try:
+        yield repo, engine, wf_id
+    finally:
+        await engine.stop()
+
+
+def local_factory(cls: type[LocalRuntime]) -> Callable[..., Any]:
+    def factory(name: str, events: RuntimeEvents, config: RuntimeConfig | None) -> Any:
+        return cls(name, config or RuntimeConfig.from_env(name), events)
+
+    return factory
+
+
+class FlakyLocal(LocalRuntime):
+    """Health fails once in two; logs and metrics always fail."""
+
+    calls = 0
+
+    async def health(self) -> Health:
+        FlakyLocal.calls += 1
+        if FlakyLocal.calls % 2 == 0:
+            raise RuntimeError("health probe exploded")
+        return await super().health()
+
+    async def logs(self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]) -> Any:
+        raise RuntimeError("log backend exploded")
+
+    async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
+        raise RuntimeError("metrics backend exploded")
+
+
+def test_failing_health_logs_and_metrics_do_not_stop_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with engine_with(
+            tmp_path,
+            runtime_factory=local_factory(FlakyLocal),
+            health_interval=0.05,
+            log_interval=0.05,
+            metrics_interval=0.05,
+        ) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            # The loops are still alive after their failures.
+            assert all(not t.done() for t in engine._tasks)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert ledger(tmp_path) == ["a", "b"]
+    assert "log backend exploded" in caplog.text
+    assert "metrics backend exploded" in caplog.text
+    assert "health probe exploded" in caplog.text
+
+
+class HangingLocal(LocalRuntime):
+    """A backend whose health call never answers once the run has started."""
+
+    hang = False
+
+    async def health(self) -> Health:
+        if HangingLocal.hang:
+            await asyncio.Event().wait()
+        return await super().health()
+
+
+def test_hanging_health_check_turns_the_runtime_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "HEALTH_CALL_TIMEOUT", 0.3)
+    HangingLocal.hang = False
+
+    async def scenario() -> None:
+        async with engine_with(
+            tmp_path, runtime_factory=local_factory(HangingLocal), health_interval=0.05
+        ) as (repo, engine, wf_id):
+            await engine.attach(wf_id)
+            HangingLocal.hang = True
+            for _ in range(200):
+                rt = repo.get_runtime("local")
+                if rt is not None and rt.status == "NOT_READY":
+                    break
+                await asyncio.sleep(0.05)
+            rt = repo.get_runtime("local")
+            assert rt is not None and rt.status == "NOT_READY"
+            assert "did not answer" in (rt.reason or "")
+            HangingLocal.hang = False  # the backend answers again: the run completes
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+
+    asyncio.run(scenario())
+    assert ledger(tmp_path) == ["a", "b"]
+
+
+class FailingStore(Repository):
+    """A store whose first record of a finished attempt fails, as on a full disk."""
+
+    failures = 1
+
+    def attempt_finished(self, *args: Any, **kwargs: Any) -> None:
+        if FailingStore.failures > 0:
+            FailingStore.failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        super().attempt_finished(*args, **kwargs)
+
+
+def test_store_failure_in_the_processor_fails_the_wait_then_resume_finishes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    service.open_repository(state).close()
+    FailingStore.failures = 1
+
+    async def scenario() -> None:
+        repo = FailingStore(state / service.DB_NAME)
+        async with engine_with(tmp_path, repo=repo) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            with pytest.raises(EngineFailure, match="disk I/O error"):
+                await asyncio.wait_for(engine.wait(wf_id), 60)
+            assert engine.failure is not None
+            with pytest.raises(EngineFailure):  # a failed engine takes no new work
+                await engine.attach(wf_id)
+        # The store is as a crash leaves it: not final, no owner. A new engine finishes it.
+        rec = repo.get_workflow(wf_id)
+        assert rec is not None and not rec.state.is_final and rec.owner_pid is None
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+        finally:
+            await engine.stop()
+        states = {a.name: a.state for a in repo.list_activities(wf_id)}
+        assert states == {"a": ActivityState.SUCCEEDED, "b": ActivityState.SUCCEEDED}
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    # Nothing ran twice: the resumed engine collected a's exit instead of running it again.
+    assert ledger(tmp_path) == ["a", "b"]
+    assert "Traceback" in caplog.text and "disk I/O error" in caplog.text
+
+
+def test_provenance_failure_is_logged_and_the_run_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Engine, act: Any) -> None:
+        raise UnicodeEncodeError("utf-8", "bad\udcffname", 3, 4, "surrogates not allowed")
+
+    monkeypatch.setattr(Engine, "_record_generated", broken)
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path) as (repo, engine, wf_id):
+            await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            # The failed record was undone; the files the activities used are still recorded.
+            assert {f.role for f in repo.list_files(wf_id)} <= {"used"}
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(scenario())
+    assert ledger(tmp_path) == ["a", "b"]
+    assert "cannot record the files written by a" in caplog.text
+    assert "Traceback" in caplog.text
