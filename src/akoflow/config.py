@@ -46,12 +46,19 @@ def is_secret_key(key: str) -> bool:
 _ENGINE_VAR = re.compile(r"^(AKOFLOW|LOCAL|DOCKER|SINGULARITY|K8S|HPC)[A-Z0-9_]*$")
 
 
+def is_engine_secret(name: str) -> bool:
+    """A variable holding a secret of AkôFlow's own (a runtime's token, key or password, the
+    API token), as opposed to the user's own variables."""
+    return bool(_ENGINE_VAR.match(name)) and is_secret_key(name)
+
+
 def activity_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The engine's environment minus the secrets it holds for its runtimes and API (cluster
-    tokens, SSH keys, passwords), which activities must never see: a script printing its
-    environment would put them in stored logs. The user's own variables pass through."""
+    tokens, SSH keys, passwords), which activities and helper programs (rsync, launchers)
+    must never see: a script printing its environment would put them in stored logs. The
+    user's own variables pass through."""
     env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if not (_ENGINE_VAR.match(k) and is_secret_key(k))}
+    return {k: v for k, v in env.items() if not is_engine_secret(k)}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
+from akoflow.config import activity_environ
 from akoflow.runtimes.base import RuntimeUnavailable, SubmitError
 
 RSYNC_TIMEOUT = 600.0
@@ -79,6 +80,7 @@ async def run_rsync(argv: list[str]) -> None:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env=activity_environ(),  # rsync and its ssh need none of the engine's secrets
         )
     except OSError as exc:
         raise SubmitError(f"cannot run rsync: {exc.strerror}") from None

@@ -1,0 +1,76 @@
+"""Activities cannot read the engine's secrets through its start-up environment.
+
+An activity is a child of the engine, and any process of the same user may read
+``/proc/PID/environ``. The engine execs itself again without its secrets at start (handing
+them over through a memfd), so neither the activity's own environment nor its parent's holds
+them, while the engine itself still has them (the runtime config shows the redacted key).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Akoflow, cli_env
+from tests.server.conftest import API, Server, submit, wait_workflow
+
+SECRET = "s3cr3t-value-for-environ-test"
+SECRETS = {
+    "HPC_X_SSHKEYPRIVK": SECRET + "-ssh",
+    "K8S_Y_TOKEN": SECRET + "-k8s",
+    "LOCAL_PASSWORD": SECRET + "-pw",
+}
+# Prints the parent's (the engine's) start-up environment, then its own, NUL-separated, and
+# the parent's open memfd (none may remain: the handed-over secrets are read and closed).
+PROBE = (
+    "name: probe\nspec:\n  activities:\n    - name: peek\n      run: |\n"
+    "        tr '\\0' '\\n' < /proc/$PPID/environ\n"
+    "        echo ---\n"
+    "        env\n"
+    "        echo ---\n"
+    "        ls -l /proc/$PPID/fd | grep -c memfd || true\n"
+)
+
+
+def test_cli_engine_environment_holds_no_secrets(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "probe.yaml"
+    wf.write_text(PROBE)
+    env = cli_env(**SECRETS, MARKER_VISIBLE="yes-visible")
+    res = akoflow("run", str(wf), "--quiet", env=env)
+    assert res.returncode == 0, res.stderr
+    res = akoflow("logs", "1", "peek", env=cli_env())
+    assert res.returncode == 0, res.stderr
+    parent, own, memfds = res.stdout.split("---\n")
+    # The probe read real environments: the user's own variable is in both.
+    assert "MARKER_VISIBLE=yes-visible" in parent
+    assert "MARKER_VISIBLE=yes-visible" in own
+    assert SECRET not in res.stdout
+    assert "AKOFLOW_SECRETS_FD" not in own  # only a descriptor number, and not passed on
+    assert memfds.strip() == "0"
+    assert SECRET not in res.stderr
+
+
+def test_server_environment_holds_no_secrets(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    token = "api-" + SECRET
+    server = start_server(**SECRETS, AKOFLOW_API_TOKEN=token, MARKER_VISIBLE="yes-visible")
+    assert server.proc is not None
+    # The server's own start-up environment, read as any same-user process could.
+    environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes()
+    assert b"MARKER_VISIBLE=yes-visible" in environ
+    assert SECRET.encode() not in environ
+    with server.client() as api:  # the token still works: the server got it back
+        wf_id = submit(api, PROBE)
+        doc = wait_workflow(api, wf_id)
+        assert doc["state"] == "succeeded"
+        res = api.get(f"{API}/workflows/{wf_id}/activities/peek/logs/")
+        assert res.status_code == 200
+        assert "MARKER_VISIBLE=yes-visible" in res.text
+        assert SECRET not in res.text
+    server.stop()
+    assert SECRET not in server.output()
+    assert os.environ.get("AKOFLOW_SECRETS_FD") is None
