@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from akoflow.config import env_prefix, state_dir
+from akoflow.config import activity_environ, env_prefix, state_dir
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import Health, JobSpec, RuntimeUnavailable, SubmitError
 from akoflow.runtimes.local import LocalRuntime
@@ -120,6 +120,7 @@ def _version_health(binary: str) -> Health:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             timeout=VERSION_TIMEOUT,
+            env=activity_environ(),  # the launcher needs none of the engine's secrets
         )
     except subprocess.TimeoutExpired:
         return Health(False, f"{binary} version did not answer in {VERSION_TIMEOUT:g}s")
