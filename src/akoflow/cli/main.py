@@ -715,6 +715,16 @@ def main() -> None:
     """Run the command, then leave at once: with the output flushed and the state databases
     closed, the interpreter's teardown of every loaded module (about 80 ms here, a tenth of a
     short `akoflow run`) would do nothing anyone waits for."""
+    from akoflow import secret_handoff
+
+    # Runtime secrets must not stay in this process's start-up environment, which other
+    # processes of the user (activities among them) can read: exec again without them.
+    secret_handoff.reexec_without_secrets()
+    try:
+        secret_handoff.receive_secrets()
+    except secret_handoff.HandoffError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        os._exit(EXIT_INVALID)
     try:
         app()
         code: int | str | None = 0
