@@ -1,7 +1,16 @@
 """Local runtime: each activity is a detached process group running bash on its script.
 
 - The script reaches bash through a pipe on fd 3 (``bash /dev/fd/3``; a file when it is too big
-  for the pipe); nothing from the workflow is ever put on a command line.
+  for the pipe); nothing from the workflow is ever put on a command line. The whole script is
+  in the pipe (or in a completely written file) before bash is started, so an engine killed at
+  any instant can never leave a bash that reads a partial or empty script and "succeeds".
+- The prelude (``local_prelude.sh``, read through ``BASH_ENV``) runs in bash's own process
+  before the script, so the script is bash's script as with ``bash script.sh`` (``$0``,
+  ``exit``, ``trap``, ``exec`` as usual), with no extra process per activity. The names bash
+  acts on before the prelude's first line (:data:`BASH_STARTUP_NAMES`, ``BASH_FUNC_*``) are
+  removed from its environment, whatever the workflow or the engine's environment says.
+- Each attempt runs in its own cgroup v2 where the engine may create one
+  (:mod:`akoflow.runtimes.cgroups`): what it starts in a new session dies with it too.
 - Exit is event-driven: a pidfd per process wakes the event loop when it ends; no polling.
 - Crash safety: the process claims its attempt dir (exclusive create) before running and writes
   its exit code there, so an engine restarted after SIGKILL can adopt a process still running,
@@ -12,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import resource
 import shutil
@@ -24,6 +35,7 @@ from typing import Any
 import psutil
 
 from akoflow.config import activity_environ
+from akoflow.runtimes import cgroups
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -36,24 +48,118 @@ from akoflow.runtimes.base import (
     SubmitError,
 )
 
+log = logging.getLogger(__name__)
+
 PRELUDE = Path(__file__).with_name("local_prelude.sh")
 CLAIM_LOST_EXIT = 213  # the prelude's exit code when the engine had claimed the attempt
 ENGINE_CLAIM = "engine\n"
 TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
-PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer: the write never blocks
+PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer (a smaller pipe: the file is used)
+ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
+CGROUP_RELEASE_TRIES = 50  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
+CGROUP_RELEASE_DELAY = 0.1
+# Variables bash acts on at start-up, before the prelude's first line: they would replace the
+# prelude (BASH_ENV; ENV in POSIX mode), make bash skip it (POSIXLY_CORRECT, SHELLOPTS=posix),
+# run code before it (SHELLOPTS=xtrace with a PS4 of $(...)) or change its options
+# (BASHOPTS). With these gone, PS4 and BASH_XTRACEFD are inert until the script's own set -x.
+BASH_STARTUP_NAMES = frozenset({"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "POSIXLY_CORRECT"})
+# Exported functions (BASH_FUNC_name%%=...) would replace the prelude's builtins (printf,
+# trap, exec, cd, ...).
+BASH_FUNCTION_PREFIX = "BASH_FUNC_"
+
+
+def without_bash_startup_names(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the variables that act on bash before the prelude runs."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in BASH_STARTUP_NAMES and not k.startswith(BASH_FUNCTION_PREFIX)
+    }
+
+
+def _process_umask() -> str:
+    """This process's umask in octal, read without changing it (os.umask would, for a moment,
+    for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return f"{mask:04o}"
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) so that ``path`` never exists partly written:
+    a temporary name, completely written, then renamed."""
+    partial = path + ".part"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+
+
+def _spawn_error(exc: OSError | ValueError, env: Mapping[str, str]) -> str:
+    """Why a process could not be started, in the user's terms."""
+    if isinstance(exc, ValueError) or exc.errno == errno.E2BIG:
+        unfit = sorted(k for k, v in env.items() if "\0" in k or "\0" in v or "=" in k or not k)
+        if unfit:
+            return (
+                f"environment variable(s) {', '.join(map(repr, unfit))} contain a NUL byte "
+                "or an invalid name, which no process environment can hold"
+            )
+        if isinstance(exc, ValueError):
+            return str(exc)
+        big = sorted(
+            k for k, v in env.items() if len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
+        )
+        detail = f" ({', '.join(big)}: over 128 KiB each)" if big else ""
+        return f"the environment is too big for the kernel to start a process{detail}"
+    return exc.strerror or str(exc)
+
+
+def _script_pipe(script: bytes) -> int | None:
+    """The read end of a pipe already holding the whole ``script`` and closed for writing
+    (bash reads it to its end, never less), or None when the pipe cannot hold it all."""
+    read_fd, write_fd = os.pipe()  # both close-on-exec: no other child keeps the pipe open
+    try:
+        os.set_blocking(write_fd, False)  # a pipe smaller than the script: short write, no hang
+        try:
+            written = os.write(write_fd, script) if script else 0
+        except BlockingIOError:
+            written = -1
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    if written != len(script):
+        os.close(read_fd)
+        return None
+    return read_fd
 
 
 class _Tracked:
-    __slots__ = ("cancelled", "child", "key", "pid", "pidfd", "prefix")
+    __slots__ = ("cancelled", "cgroup", "child", "key", "pid", "pidfd", "prefix")
 
-    def __init__(self, key: str, pid: int, pidfd: int, prefix: str, child: bool) -> None:
+    def __init__(
+        self, key: str, pid: int, pidfd: int, prefix: str, child: bool, cgroup: str | None
+    ) -> None:
         self.key = key
         self.pid = pid
         self.pidfd = pidfd
         self.prefix = prefix  # attempt files are prefix + ".stdout", ".stderr", ".exit"
         self.child = child  # our own child (reaped with wait4) or adopted after a restart
+        self.cgroup = cgroup  # the attempt's cgroup directory, None: its session only
         self.cancelled = False
 
 
@@ -83,13 +189,18 @@ def _claimed_pid(content: str | None) -> int | None:
     return None
 
 
-def _is_attempt_process(pid: int, prefix: str) -> bool:
-    """Guards against PID reuse: the process must carry this attempt in its environment."""
+def _attempt_environ(pid: int, prefix: str) -> dict[str, str] | None:
+    """The initial environment of the attempt's process; None when ``pid`` is not it (guards
+    against PID reuse: the process must carry this attempt in its environment)."""
     try:
-        env = psutil.Process(pid).environ()
+        env: dict[str, str] = psutil.Process(pid).environ()
     except (psutil.Error, OSError):
-        return False
-    return env.get("AKOFLOW_ATTEMPT_FILES") == prefix
+        return None
+    return env if env.get("AKOFLOW_ATTEMPT_FILES") == prefix else None
+
+
+def _is_attempt_process(pid: int, prefix: str) -> bool:
+    return _attempt_environ(pid, prefix) is not None
 
 
 class LocalRuntime(Runtime):
@@ -105,11 +216,16 @@ class LocalRuntime(Runtime):
         # psutil needs the same Process object between samples to compute CPU percent.
         self._procs: dict[int, psutil.Process] = {}
         self._base_env: dict[str, str] = {}
+        self._cgroup_base: str | None = None
+        self._umask = "0022"
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._base_env = activity_environ()
-        self._base_env["BASH_ENV"] = str(PRELUDE)
+        self._base_env = without_bash_startup_names(activity_environ())
+        self._umask = _process_umask()
+        self._cgroup_base = cgroups.usable_base()
+        if self._cgroup_base is None:
+            log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
 
     async def stop(self) -> None:
         # Running processes stay alive on purpose: a restarted engine adopts them.
@@ -144,49 +260,91 @@ class LocalRuntime(Runtime):
             # Idempotent by key: the attempt was launched once (or claimed by the engine).
             # The process's exclusive claim of this file is what really guards it.
             raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
-        env = {**self._base_env, **env_vars}
+        env = {**self._base_env, **without_bash_startup_names(env_vars)}
+        env["BASH_ENV"] = str(PRELUDE)
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
-        env["AKOFLOW_WORKDIR"] = str(job.data_dir)
+        env["AKOFLOW_WORKDIR"] = os.path.abspath(job.data_dir)  # absolute: CDPATH is moot
+        env["AKOFLOW_UMASK"] = self._umask
+        cgroup = self._attempt_cgroup(prefix)
+        if cgroup is not None:
+            env["AKOFLOW_CGROUP"] = cgroup
+        else:
+            env.pop("AKOFLOW_CGROUP", None)
         # The prelude sends stdout and stderr to the attempt's files; until then (bash's own
         # errors before it, if any) stderr is the engine's.
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         ]
-        read_fd = write_fd = -1
-        if len(script) <= PIPE_SCRIPT_MAX:
-            read_fd, write_fd = os.pipe()
-            actions.append((os.POSIX_SPAWN_DUP2, read_fd, 3))
-            script_path = "/dev/fd/3"
-        else:
-            script_path = prefix + ".sh"
-            with open(script_path, "wb") as f:
-                f.write(script)
+        read_fd = None
         try:
+            # The whole script is in place before bash exists: an engine killed at any
+            # instant leaves either no bash or a bash with its complete script.
+            if len(script) <= PIPE_SCRIPT_MAX:
+                read_fd = _script_pipe(script)
+            if read_fd is not None:
+                actions.append((os.POSIX_SPAWN_DUP2, read_fd, 3))
+                script_path = "/dev/fd/3"
+            else:
+                script_path = prefix + ".sh"
+                write_private_file(script_path, script)
             pid = os.posix_spawn(
                 self._bash, ["bash", script_path, *args], env, file_actions=actions, setsid=True
             )
-        except OSError as exc:
-            raise SubmitError(f"cannot start bash: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            # ValueError: a NUL byte or "=" where the environment cannot hold it.
+            if cgroup is not None:
+                cgroups.remove(cgroup)
+            raise SubmitError(
+                f"cannot start bash for {job.key}: {_spawn_error(exc, env)}"
+            ) from None
         finally:
-            if read_fd >= 0:
+            if read_fd is not None:
                 os.close(read_fd)
-        if write_fd >= 0:
-            try:
-                os.write(write_fd, script)
-            except BrokenPipeError:
-                pass  # bash already gone; its exit status tells what happened
-            finally:
-                os.close(write_fd)
-        self._track(job.key, pid, prefix, child=True)
+        try:
+            self._track(job.key, pid, prefix, child=True, cgroup=cgroup)
+        except OSError as exc:
+            # Not watchable (e.g. no fd left for its pidfd): better not run than run unseen.
+            self._kill(pid, cgroup)
+            os.waitpid(pid, 0)
+            if cgroup is not None:
+                cgroups.remove(cgroup)
+            raise SubmitError(f"cannot watch the process of {job.key}: {exc}") from None
         return {"pid": pid, "prefix": prefix}
 
-    def _track(self, key: str, pid: int, prefix: str, *, child: bool) -> _Tracked | None:
+    def _attempt_cgroup(self, prefix: str) -> str | None:
+        """The attempt's new cgroup, or None (no cgroups here, or this one failed)."""
+        if self._cgroup_base is None:
+            return None
+        path = cgroups.attempt_cgroup(self._cgroup_base, prefix)
+        return path if cgroups.create(path) else None
+
+    @staticmethod
+    def _kill(pid: int, cgroup: str | None) -> None:
+        """SIGKILL the attempt's session, and its cgroup (what left the session too)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if cgroup is not None:
+            cgroups.kill(cgroup)
+
+    def _release_cgroup(self, path: str, tries: int = 0) -> None:
+        """Kill what is left in an ended attempt's cgroup and remove it once empty."""
+        if cgroups.remove(path):
+            return
+        cgroups.kill(path)
+        if tries >= CGROUP_RELEASE_TRIES or self._loop is None:
+            log.warning("%s: cgroup %s still has processes; left in place", self.name, path)
+            return
+        self._loop.call_later(CGROUP_RELEASE_DELAY, self._release_cgroup, path, tries + 1)
+
+    def _track(
+        self, key: str, pid: int, prefix: str, *, child: bool, cgroup: str | None
+    ) -> _Tracked | None:
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return None
-        tracked = _Tracked(key, pid, pidfd, prefix, child)
+        tracked = _Tracked(key, pid, pidfd, prefix, child, cgroup)
         self._jobs[key] = tracked
         assert self._loop is not None, "LocalRuntime.start() was not awaited"
         self._loop.add_reader(pidfd, self._on_exit, tracked)
@@ -213,6 +371,8 @@ class LocalRuntime(Runtime):
         # Whatever the script left in the background goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, signal.SIGKILL)
+        if job.cgroup is not None:
+            self._release_cgroup(job.cgroup)
         self.events.job_finished(job.key, self._outcome(code, job.cancelled, cpu, rss))
 
     @staticmethod
@@ -242,31 +402,42 @@ class LocalRuntime(Runtime):
 
     def _force_kill(self, job: _Tracked) -> None:
         if self._jobs.get(job.key) is job:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(job.pid, signal.SIGKILL)
+            self._kill(job.pid, job.cgroup)
 
     # ------------------------------------------------------------------ restart
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         prefix = str(job.attempt_prefix)
         job.attempt_dir.mkdir(parents=True, exist_ok=True)
+        derived = (
+            None if self._cgroup_base is None else cgroups.attempt_cgroup(self._cgroup_base, prefix)
+        )
         try:
-            fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
         else:
             # We won the claim: the process never ran its script and never will.
             with os.fdopen(fd, "w") as f:
                 f.write(ENGINE_CLAIM)
+            if derived is not None:
+                self._release_cgroup(derived)
             return Adopted("never_started")
         content = _read_exit_file(prefix)
         if content == ENGINE_CLAIM:
             return Adopted("never_started")
         pid = _claimed_pid(content)
-        if pid is not None and _is_attempt_process(pid, prefix):
-            if self._track(job.key, pid, prefix, child=False) is not None:
+        env = None if pid is None else _attempt_environ(pid, prefix)
+        if pid is not None and env is not None:
+            # The cgroup it was given (this engine may run in another cgroup than the last).
+            cgroup = env.get("AKOFLOW_CGROUP") or None
+            if self._track(job.key, pid, prefix, child=False, cgroup=cgroup) is not None:
                 return Adopted("running", {"pid": pid, "prefix": prefix})
             content = _read_exit_file(prefix)
+            derived = cgroup or derived
+        # Ended while no engine watched: what it left in the background goes now.
+        if derived is not None:
+            self._release_cgroup(derived)
         code = _exit_code(content)
         return Adopted("finished", outcome=self._outcome(code, False, None, None))
 
@@ -308,21 +479,31 @@ class LocalRuntime(Runtime):
         return out
 
     async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
-        """CPU and RSS summed over each job's process group (its whole process tree)."""
-        wanted = {self._jobs[k].pid: k for k in jobs if k in self._jobs}
-        if not wanted:
-            return {}
+        """CPU and RSS summed over each job's processes: its cgroup's (everything it started),
+        else its process group's."""
+        members: list[tuple[int, str]] = []
+        by_group: dict[int, str] = {}
+        for key in jobs:
+            job = self._jobs.get(key)
+            if job is None:
+                continue
+            if job.cgroup is not None:
+                members.extend((pid, key) for pid in cgroups.members(job.cgroup))
+            else:
+                by_group[job.pid] = key
+        if by_group:
+            for pid in psutil.pids():
+                try:
+                    owner = by_group.get(os.getpgid(pid))
+                except (ProcessLookupError, PermissionError):
+                    continue
+                if owner is not None:
+                    members.append((pid, owner))
         totals: dict[str, list[float]] = {}
         seen: dict[int, psutil.Process] = {}
-        for pid in psutil.pids():
+        for pid, key in members:
             try:
-                key = wanted.get(os.getpgid(pid))
-            except (ProcessLookupError, PermissionError):
-                continue
-            if key is None:
-                continue
-            proc = self._procs.get(pid) or psutil.Process(pid)
-            try:
+                proc = self._procs.get(pid) or psutil.Process(pid)
                 cpu = proc.cpu_percent(None)
                 rss = proc.memory_info().rss
             except psutil.Error:

@@ -1,6 +1,11 @@
 # Read by bash (through BASH_ENV) before an activity's script; see akoflow/runtimes/local.py.
-# Fixed text: user values only reach it as environment variables, never as code.
+# Fixed text: user values only reach it as environment variables, never as code. The engine
+# removes from bash's environment the names bash acts on before this file's first line
+# (SHELLOPTS, BASHOPTS, POSIXLY_CORRECT, ENV, BASH_FUNC_*), so what runs here is bash's own
+# builtins with default options, whatever the activity's environment says.
 unset BASH_ENV
+# The attempt's files are private (0600): an activity's output can hold private data.
+umask 077
 # Claim the attempt with an exclusive create of its exit file. If the engine claimed it first
 # (it does so when it restarts and finds the attempt never started), this copy must not run.
 set -C
@@ -11,4 +16,13 @@ trap 'printf "exit %s\n" "$?" >| "$AKOFLOW_ATTEMPT_FILES.exit"' EXIT
 # The activity's output files are created here, by the activity's own process, rather than by
 # the engine, whose one thread serves every activity (file creation can cost a millisecond).
 exec >| "$AKOFLOW_ATTEMPT_FILES.stdout" 2>| "$AKOFLOW_ATTEMPT_FILES.stderr"
+# Into the attempt's own cgroup before the script runs: whatever it starts, even in a new
+# session (setsid), is then killed with it. Without one, its session is killed instead.
+if [ -n "${AKOFLOW_CGROUP-}" ]; then
+  { printf '%s\n' "$$" > "$AKOFLOW_CGROUP/cgroup.procs"; } 2>/dev/null \
+    || printf 'akoflow: could not join cgroup %s; processes this script moves to a new session may outlive it\n' "$AKOFLOW_CGROUP" >&2
+fi
+# The script's own files get the umask the engine was started with.
+umask "${AKOFLOW_UMASK:-022}"
+unset AKOFLOW_CGROUP AKOFLOW_UMASK
 cd -- "$AKOFLOW_WORKDIR" || exit 214
