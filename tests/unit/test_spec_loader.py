@@ -1027,3 +1027,237 @@ def test_alpha_and_strategy() -> None:
         load_workflow(text.replace("0.25", "1.5"))
     with pytest.raises(WorkflowValidationError, match="spec.strategy"):
         load_workflow(text.replace("FAF", "sometimes"))
+
+
+# --- what a process cannot be given, and what would subvert its start -----------------------
+
+
+def test_aliases_are_bounded_in_text_too() -> None:
+    # 1 MiB of text reused 200 times: few nodes, but 200 MiB once expanded.
+    big = "x" * (1 << 20)
+    text = "name: wf\nspec:\n  activities:\n    - name: a0\n      run: &big " + big + "\n"
+    text += "".join(f"    - name: a{i}\n      run: *big\n" for i in range(1, 201))
+    error = only_error(text)
+    assert "YAML aliases expand the workflow to more than 64 MiB of text" in error.message
+    assert "the file is 1.0 MiB" in error.message
+    assert error.line is not None and error.line > 5
+    # Reuse within the bound is fine: 60 copies of 1 MiB.
+    kept = "name: wf\nspec:\n  activities:\n    - name: a0\n      run: &big " + big + "\n"
+    kept += "".join(f"    - name: a{i}\n      run: *big\n" for i in range(1, 61))
+    assert len(load_workflow(kept).activities) == 61
+
+
+def test_merge_keys_on_many_activities_stay_within_the_bounds() -> None:
+    head = "name: wf\nspec:\n  activities:\n"
+    head += "    - &d {name: a0, run: echo hello there, memoryLimit: 64Mi, cpuLimit: '0.5'}\n"
+    body = "".join(f"    - {{<<: *d, name: a{i}}}\n" for i in range(1, 20_000))
+    assert len(load_workflow(head + body).activities) == 20_000
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "needle"),
+    [
+        ('run: "echo \\0 hi"', "run", "NUL byte (character 6)"),
+        ('run: "\\0"', "run", "NUL byte (character 1)"),
+        ('image: "alpine\\0"', "image", "must not contain a NUL byte"),
+        ('runtime: "lo\\0cal"', "runtime", "must not contain a NUL byte"),
+        ('env: {A: "x\\0y"}', "env.A", "cannot contain a NUL byte"),
+        ('env: {"A\\0": x}', "env.A\x00", "invalid environment variable name"),
+        ('env: {"": x}', "env.", "invalid environment variable name ''"),
+        ('env: {"A=B": x}', "env.A=B", "invalid environment variable name 'A=B'"),
+        ('mountPath: "/data\\0"', "mountPath", "NUL byte"),
+    ],
+)
+def test_what_a_process_cannot_take_is_rejected(snippet: str, path: str, needle: str) -> None:
+    text = f"name: wf\nspec:\n  activities:\n    - name: a\n      {snippet}\n"
+    if not snippet.startswith("run:"):
+        text += "      run: echo\n"
+    error = only_error(text)
+    assert error.path == f"spec.activities[0].{path}"
+    assert needle in error.message, error.message
+
+
+def test_run_scripts_are_bounded() -> None:
+    from akoflow.spec.model import MAX_RUN_CHARS
+
+    script = "#" * MAX_RUN_CHARS
+    assert load_workflow(f"name: wf\nspec:\n  activities:\n    - name: a\n      run: '{script}'\n")
+    error = only_error(f"name: wf\nspec:\n  activities:\n    - name: a\n      run: '{script}#'\n")
+    assert error.path == "spec.activities[0].run"
+    assert "1,048,577 characters long" in error.message
+    assert "at most 1,048,576" in error.message
+
+
+def test_environment_entries_and_totals_fit_exec() -> None:
+    from akoflow.spec.model import MAX_ENV_ENTRY_BYTES
+
+    # NAME=value plus its NUL: exactly the limit passes, one byte more does not.
+    fits = "v" * (MAX_ENV_ENTRY_BYTES - len("LONG=") - 1)
+    ok = "name: wf\nspec:\n  activities:\n    - name: a\n      run: x\n"
+    ok += f"      env: {{LONG: {fits}}}\n"
+    assert load_workflow(ok).activities[0].env["LONG"] == fits
+    error = only_error(ok.replace(fits, fits + "v"))
+    assert error.path == "spec.activities[0].env.LONG"
+    assert "131,073 bytes" in error.message and "E2BIG" in error.message
+    # Characters outside ASCII count as their UTF-8 bytes.
+    wide = "é" * ((MAX_ENV_ENTRY_BYTES // 2) - 2)
+    error = only_error(ok.replace(fits, wide))
+    assert "E2BIG" in error.message
+
+    # Ten entries of 100 kB each fit one by one, not together (spec.env merged in).
+    values = "y" * 100_000
+    spec_env = ", ".join(f"S{i}: {values}" for i in range(5))
+    act_env = ", ".join(f"A{i}: {values}" for i in range(5))
+    text = yml(
+        f"""
+        name: wf
+        spec:
+          env: {{{spec_env}}}
+          activities:
+            - name: small
+              run: x
+            - name: merged
+              run: x
+              env: {{{act_env}, A5: {values}}}
+            - name: overrides
+              run: x
+              env: {{S0: short, S1: short}}
+        """
+    )
+    error = only_error(text)
+    assert (error.path, error.line) == ("spec.activities[1].env", 9)
+    assert "1,048,576 bytes" in error.message
+    # A spec.env too large on its own is one error, not one per activity.
+    text = yml(
+        f"""
+        name: wf
+        spec:
+          env: {{{spec_env}, {act_env}, X: {values}}}
+          activities:
+            - {{name: a, run: x}}
+            - {{name: b, run: x, env: {{B: c}}}}
+        """
+    )
+    assert where(errors_of(text)) == [("spec.env", 3)]
+
+
+RESERVED = [
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "POSIXLY_CORRECT",
+    "PS4",
+    "BASH_XTRACEFD",
+    "BASH_FUNC_x",
+    "BASH_FUNC_x%%",
+    "AKOFLOW_DATA_DIR",
+    "AKOFLOW_ANYTHING",
+]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_reserved_environment_names_are_rejected(name: str) -> None:
+    for where_ in ("spec", "activity"):
+        env = f"env: {{'{name}': x}}"
+        text = "name: wf\nspec:\n"
+        text += f"  {env}\n" if where_ == "spec" else ""
+        text += "  activities:\n    - name: a\n      run: echo\n"
+        text += f"      {env}\n" if where_ == "activity" else ""
+        error = only_error(text)
+        prefix = "spec" if where_ == "spec" else "spec.activities[0]"
+        assert error.path == f"{prefix}.env.{name}"
+        if "%" in name:
+            assert "invalid environment variable name" in error.message
+        else:
+            assert f"environment variable name {name!r} is reserved" in error.message
+            expected = "set by the engine" if name.startswith("AKOFLOW_") else "BASH_FUNC_"
+            assert expected in error.message
+
+
+def test_ordinary_environment_names_are_kept() -> None:
+    wf = load_workflow(
+        "name: wf\nspec:\n  env: {BASH: 1, ENVIRONMENT: 2, PS1: 3, WORKFLOW_ID: 4, BASH_FUNCS: 5}\n"
+        "  activities:\n    - {name: a, run: x, env: {AKOFLOW: 6, MY_AKOFLOW_X: 7}}\n"
+    )
+    assert set(wf.activities[0].env) == {
+        "BASH",
+        "ENVIRONMENT",
+        "PS1",
+        "WORKFLOW_ID",
+        "BASH_FUNCS",
+        "AKOFLOW",
+        "MY_AKOFLOW_X",
+    }
+
+
+@pytest.mark.parametrize(
+    ("mount", "needle"),
+    [
+        ("/", "must not be '/'"),
+        ("///", "must not be '/'"),
+        ("/data/../..", "'..' is not allowed"),
+        ("/data/..", "'..' is not allowed"),
+        ("/..", "'..' is not allowed"),
+        ("//data", "write it normalised, as '/data'"),
+        ("/data/./x", "write it normalised, as '/data/x'"),
+        ("/data//x", "write it normalised, as '/data/x'"),
+        ("data", "absolute"),
+        ("./data", "absolute"),
+    ],
+)
+def test_bad_mount_paths_are_rejected(mount: str, needle: str) -> None:
+    for where_ in ("spec", "activity"):
+        text = "name: wf\nspec:\n"
+        text += f"  mountPath: '{mount}'\n" if where_ == "spec" else ""
+        text += "  activities:\n    - name: a\n      run: echo\n"
+        text += f"      mountPath: '{mount}'\n" if where_ == "activity" else ""
+        error = only_error(text)
+        assert error.path.endswith("mountPath")
+        assert needle in error.message, error.message
+
+
+@pytest.mark.parametrize("mount", ["/data", "/data/", "/data/produce", "/a..b/c.", "/.x"])
+def test_good_mount_paths_are_kept(mount: str) -> None:
+    wf = load_workflow(
+        f"name: wf\nspec:\n  mountPath: '{mount}'\n  activities:\n    - name: a\n      run: x\n"
+    )
+    assert wf.activities[0].mount_path == mount
+
+
+@pytest.mark.parametrize(
+    ("volume", "needle"),
+    [
+        ("/home/me:/", "must not be '/'"),
+        ("/home/me:/.", "must not be '/'"),
+        ("/home/me://", "must not be '/'"),
+        ("../secrets:/scratch/in", "the local path '../secrets' has a '..' component"),
+        ("/home/me/../../etc:/scratch/in", "has a '..' component"),
+        ("/home/me/in:/scratch/../..", "the remote path '/scratch/../..' has a '..'"),
+        ("/home/me/in:/scratch/..", "has a '..' component"),
+        ("/home/me/in\\0:/scratch", "NUL byte"),
+    ],
+)
+def test_bad_volumes_are_rejected(volume: str, needle: str) -> None:
+    error = only_error(
+        f'name: wf\nspec:\n  volumes: ["{volume}"]\n  activities:\n    - name: a\n      run: x\n'
+    )
+    assert (error.path, error.line) == ("spec.volumes[0]", 3)
+    assert needle in error.message, error.message
+
+
+@pytest.mark.parametrize(
+    "volume", ["/home/me/in:/scratch/me/in", "in:/scratch/in", "./a..b:/x..y/z", "/a/:/b/"]
+)
+def test_good_volumes_are_kept(volume: str) -> None:
+    wf = load_workflow(
+        f"name: wf\nspec:\n  volumes: ['{volume}']\n  activities:\n    - name: a\n      run: x\n"
+    )
+    assert wf.volumes == (Volume(*volume.split(":")),)
+
+
+def test_json_schema_lists_the_reserved_environment_names() -> None:
+    env = json_schema()["$defs"]["ActivitySpec"]["properties"]["env"]
+    names = next(s for s in env["anyOf"] if s.get("type") == "object")["propertyNames"]
+    assert "BASH_ENV" in names["not"]["anyOf"][0]["enum"]
+    assert {"pattern": "^AKOFLOW_"} in names["not"]["anyOf"]

@@ -46,6 +46,8 @@ from yaml.events import (
 
 from akoflow.spec import dag
 from akoflow.spec.model import (
+    MAX_ENV_ENTRY_BYTES,
+    MAX_ENV_TOTAL_BYTES,
     ActivitySpec,
     StoragePolicySpec,
     WorkflowDocument,
@@ -72,6 +74,11 @@ RuntimeCheck = Callable[[str], str | None]
 
 #: Nodes that YAML aliases may add on top of the file's own (guards against "billion laughs").
 MAX_ALIAS_EXPANSION = 1_000_000
+#: Characters of text (keys and values) that the file and what its YAML aliases add may hold
+#: together: a small file reusing one large anchored string must not become a huge workflow
+#: (it is stored, sent by every workflow route and written out as scripts). A 100,000-activity
+#: workflow written out in full is about 5 MiB; the CLI refuses files over 64 MiB as well.
+MAX_EXPANDED_TEXT = 64 << 20
 #: Lines shown by ``str(WorkflowValidationError)``; ``errors`` always holds all of them.
 REPORT_LIMIT = 200
 #: Budget of name comparisons for "did you mean" suggestions on unknown ``dependsOn``.
@@ -244,7 +251,7 @@ def _build(text: str) -> tuple[Any, list[_Issue]]:
     """
     loader = _Loader(text)
     try:
-        return _build_events(loader)
+        return _build_events(loader, len(text))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
@@ -261,36 +268,52 @@ def _build(text: str) -> tuple[Any, list[_Issue]]:
         loader.dispose()
 
 
-def _expanded_size(obj: Any, sizes: dict[int, int]) -> int:
-    """Number of nodes ``obj`` stands for once aliases are expanded (memoised by identity,
-    so shared sub-structures are walked once: linear even for "billion laughs" inputs)."""
+def _expanded_size(obj: Any, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """Nodes and characters of text (scalars, keys included) that ``obj`` stands for once
+    aliases are expanded (memoised by identity, so shared sub-structures are walked once:
+    linear even for "billion laughs" inputs)."""
     if not isinstance(obj, dict | list):
-        return 1
+        return 1, _text_size(obj)
     known = sizes.get(id(obj))
     if known is not None:
         return known
-    # Post-order walk without recursion; containers being walked count as 1 meanwhile,
-    # which also terminates self-referencing structures.
-    sizes[id(obj)] = 1
+    # Post-order walk without recursion; containers being walked count as one empty node
+    # meanwhile, which also terminates self-referencing structures.
+    sizes[id(obj)] = (1, 0)
     stack: list[tuple[Any, Iterator[Any]]] = [(obj, _children(obj))]
-    totals = [1]
+    totals = [[1, 0]]
     while stack:
         container, children = stack[-1]
         child = next(children, _NO_KEY)
         if child is _NO_KEY:
             stack.pop()
-            total = totals.pop()
-            sizes[id(container)] = total
+            nodes, chars = totals.pop()
+            sizes[id(container)] = (nodes, chars)
             if totals:
-                totals[-1] += total
+                totals[-1][0] += nodes
+                totals[-1][1] += chars
             continue
-        if isinstance(child, dict | list) and id(child) not in sizes:
-            sizes[id(child)] = 1
-            stack.append((child, _children(child)))
-            totals.append(1)
+        if isinstance(child, dict | list):
+            if id(child) not in sizes:
+                sizes[id(child)] = (1, 0)
+                stack.append((child, _children(child)))
+                totals.append([1, 0])
+                continue
+            nodes, chars = sizes[id(child)]
         else:
-            totals[-1] += sizes.get(id(child), 1)
+            nodes, chars = 1, _text_size(child)
+        totals[-1][0] += nodes
+        totals[-1][1] += chars
     return sizes[id(obj)]
+
+
+def _text_size(scalar: Any) -> int:
+    """Characters a scalar stands for (other scalars are short: numbers, booleans, null)."""
+    return len(scalar) if type(scalar) is str else 1
+
+
+def _mib(chars: int) -> str:
+    return f"{chars / (1 << 20):.1f} MiB"
 
 
 def _children(container: Any) -> Iterator[Any]:
@@ -302,7 +325,7 @@ def _children(container: Any) -> Iterator[Any]:
         yield from container
 
 
-def _build_events(loader: Any) -> tuple[Any, list[_Issue]]:
+def _build_events(loader: Any, file_chars: int) -> tuple[Any, list[_Issue]]:
     """The hot loop: one pass over libyaml events with the open collection kept in locals.
 
     ``stack`` holds the enclosing collections as
@@ -311,8 +334,10 @@ def _build_events(loader: Any) -> tuple[Any, list[_Issue]]:
     get_event = loader.get_event
     issues: list[_Issue] = []
     anchors: dict[str, Any] = {}
-    sizes: dict[int, int] = {}
+    sizes: dict[int, tuple[int, int]] = {}
     alias_nodes = 0
+    # The file's own scalars are at most its length; aliases add what they stand for.
+    text_budget = MAX_EXPANDED_TEXT - file_chars
     implicit_first = _IMPLICIT_FIRST
     no_key = _NO_KEY
     merge_key = _MERGE
@@ -377,10 +402,20 @@ def _build_events(loader: Any) -> tuple[Any, list[_Issue]]:
             if event.anchor not in anchors:
                 raise _YamlFailure(f"unknown YAML alias *{event.anchor}", _line(event))
             obj = anchors[event.anchor]
-            alias_nodes += _expanded_size(obj, sizes)
+            nodes, chars = _expanded_size(obj, sizes)
+            alias_nodes += nodes
+            text_budget -= chars
             if alias_nodes > MAX_ALIAS_EXPANSION:
                 raise _YamlFailure(
                     f"YAML aliases expand to more than {MAX_ALIAS_EXPANSION:,} nodes",
+                    _line(event),
+                )
+            if text_budget < 0:
+                raise _YamlFailure(
+                    "YAML aliases expand the workflow to more than "
+                    f"{MAX_EXPANDED_TEXT >> 20} MiB of text (the file is {_mib(file_chars)}; "
+                    "each use of an alias repeats its anchor's text): write such values once, "
+                    "or keep large data in files of the data dir",
                     _line(event),
                 )
         elif kind is DocumentEndEvent:
@@ -725,6 +760,7 @@ def _cross_checks(data: dict[Any, Any], runtime_check: RuntimeCheck | None) -> l
                 )
             )
     activities = spec.get("activities")
+    issues.extend(_env_size_checks(spec.get("env"), activities))
     if not isinstance(activities, list):
         return issues
 
@@ -798,6 +834,85 @@ def _cross_checks(data: dict[Any, Any], runtime_check: RuntimeCheck | None) -> l
                     f"dependency cycle: {_show_cycle(cycle)} (each activity depends on the next)",
                 )
             )
+    return issues
+
+
+def _env_entry_sizes(env: dict[Any, Any]) -> dict[str, int]:
+    """Bytes each ``NAME=value`` entry takes when passed to exec(2), NUL included (values
+    as the model will turn them into strings; other types are reported by the model)."""
+    sizes: dict[str, int] = {}
+    for name, value in env.items():
+        if type(name) is not str:
+            continue
+        if type(value) is str:
+            length = len(value)
+            # UTF-8 takes at most 4 bytes a character: encode only when it could matter.
+            if length * 4 + len(name) + 2 > MAX_ENV_ENTRY_BYTES:
+                length = len(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bool | int | float):
+            length = 24  # the string of a number or boolean is short
+        else:
+            continue
+        sizes[name] = len(name.encode("utf-8", "surrogatepass")) + 1 + length + 1
+    return sizes
+
+
+def _env_size_checks(spec_env: object, activities: object) -> list[_Issue]:
+    """Each environment entry and each activity's merged environment must fit what exec(2)
+    takes (E2BIG otherwise: the attempt could never start)."""
+    issues: list[_Issue] = []
+    known: dict[int, dict[str, int]] = {}  # aliased env mappings are measured once
+
+    def measured(env: dict[Any, Any], loc: Loc) -> dict[str, int]:
+        sizes = known.get(id(env))
+        if sizes is None:
+            sizes = known[id(env)] = _env_entry_sizes(env)
+        for name, size in sizes.items():
+            if size > MAX_ENV_ENTRY_BYTES:
+                issues.append(
+                    _Issue(
+                        (*loc, name),
+                        f"environment variable {name} is {size:,} bytes as NAME=value: the "
+                        f"kernel refuses any entry over {MAX_ENV_ENTRY_BYTES:,} bytes (E2BIG); "
+                        "pass large data in a file of the data dir instead",
+                    )
+                )
+        return sizes
+
+    def too_large(total: int) -> str:
+        return (
+            f"the environment is {total:,} bytes: an activity's environment (spec.env "
+            f"merged with its env) may take at most {MAX_ENV_TOTAL_BYTES:,} bytes, to fit "
+            "the kernel's limit for a process's arguments and environment (about 2 MiB)"
+        )
+
+    base: dict[str, int] = {}
+    base_total = 0
+    if type(spec_env) is dict:
+        base = measured(spec_env, ("spec", "env"))
+        base_total = sum(base.values())
+        if base_total > MAX_ENV_TOTAL_BYTES:
+            issues.append(_Issue(("spec", "env"), too_large(base_total)))
+            base_total = 0  # reported once here, not again for every activity
+            base = {}
+    if type(activities) is not list:
+        return issues
+    for i, activity in enumerate(activities):
+        if type(activity) is not dict:
+            continue
+        env = activity.get("env")
+        if type(env) is not dict or not env:
+            continue
+        # Fast path (the usual case): repr() has at least the characters of every name and
+        # value plus two more an entry, and UTF-8 takes at most 4 bytes a character.
+        bound = 4 * len(repr(env))
+        if bound <= MAX_ENV_ENTRY_BYTES and base_total + bound <= MAX_ENV_TOTAL_BYTES:
+            continue
+        loc: Loc = ("spec", "activities", i, "env")
+        own = measured(env, loc)
+        total = base_total + sum(own.values()) - sum(base.get(name, 0) for name in own)
+        if total > MAX_ENV_TOTAL_BYTES:
+            issues.append(_Issue(loc, too_large(total)))
     return issues
 
 

@@ -9,6 +9,7 @@ dataclasses of :mod:`akoflow.spec.workflow`. Every field carries a description s
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,11 @@ from akoflow.spec.quantities import (
 )
 
 __all__ = [
+    "MAX_ENV_ENTRY_BYTES",
+    "MAX_ENV_TOTAL_BYTES",
+    "MAX_RUN_CHARS",
+    "RESERVED_ENV_NAMES",
+    "RESERVED_ENV_PREFIXES",
     "ActivitySpec",
     "StoragePolicySpec",
     "WorkflowDocument",
@@ -37,6 +43,24 @@ __all__ = [
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+#: Longest ``run`` script, in characters: scripts are stored, shown and copied per attempt;
+#: larger programs belong in files of the data dir (or the image).
+MAX_RUN_CHARS = 1 << 20
+#: Linux's MAX_ARG_STRLEN: exec(2) refuses (E2BIG) any one ``NAME=value`` environment entry
+#: longer than this, counting its terminating NUL.
+MAX_ENV_ENTRY_BYTES = 128 << 10
+#: Most an activity's own environment (spec.env merged with its env) may take: argv and the
+#: environment share ARG_MAX (about 2 MiB), and the engine's variables need room too.
+MAX_ENV_TOTAL_BYTES = 1 << 20
+#: Environment names a workflow may not set: bash reads them when it starts (a start-up file,
+#: options, xtrace output) and they would run before, or change, the engine's own start-up
+#: code of every attempt. Names starting with RESERVED_ENV_PREFIXES are refused too:
+#: ``BASH_FUNC_name%%`` are exported functions and ``AKOFLOW_*`` are set by the engine.
+RESERVED_ENV_NAMES = frozenset(
+    {"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "POSIXLY_CORRECT", "PS4", "BASH_XTRACEFD"}
+)
+RESERVED_ENV_PREFIXES = ("BASH_FUNC_", "AKOFLOW_")
 
 _DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
 _DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
@@ -132,13 +156,34 @@ def constraint_message(loc: tuple[str | int, ...], value: object) -> str | None:
         problem = _dns_problem(value, subdomain=subdomain) or "it is not allowed"
         return f"invalid {kind} name {value!r}: {problem}; {rule}"
     if field == "run":
-        return "'run' must be a non-empty shell script"
-    if field == "mountPath":
-        return f"mount path {value!r} must be an absolute path (start with '/')"
+        return _run_problem(value)
     if field in ("image", "runtime", "schedule", "storageClassName"):
-        what = "must not be empty" if not value.strip() else "must not contain whitespace"
-        return f"invalid {field} {value!r}: {what}"
+        if not value.strip():
+            what = "must not be empty"
+        elif "\x00" in value:
+            what = "must not contain a NUL byte"
+        else:
+            what = "must not contain whitespace"
+        return f"invalid {field} {_short(value)}: {what}"
     return None
+
+
+def _short(value: str, keep: int = 60) -> str:
+    """repr() of a value for a message, cut when long (messages quote what was written)."""
+    text = repr(value)
+    return text if len(text) <= keep else f"{text[: keep - 3]}..."
+
+
+def _run_problem(value: str) -> str:
+    if len(value) > MAX_RUN_CHARS:
+        return (
+            f"'run' is {len(value):,} characters long: a script may have at most "
+            f"{MAX_RUN_CHARS:,} (1 Mi); keep larger programs in a file of the data dir or image"
+        )
+    nul = value.find("\x00")
+    if nul >= 0:
+        return f"'run' contains a NUL byte (character {nul + 1:,}): bash cannot run such a script"
+    return "'run' must be a non-empty shell script"
 
 
 def _number_to_str(value: object) -> object:
@@ -180,7 +225,7 @@ def _to_seconds(value: object) -> object:
     return value
 
 
-def _scalar_to_str(value: object) -> object:
+def _scalar_to_str(value: object) -> str:
     """Environment and label values: YAML scalars become the strings a shell would see."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -194,13 +239,36 @@ def _scalar_to_str(value: object) -> object:
     raise ValueError(f"expected a string, number or boolean, got {_describe(value)}{hint}")
 
 
+def _env_value(value: object) -> object:
+    """An environment value as the shell will see it; a NUL cannot be passed to a process."""
+    text = value if type(value) is str else _scalar_to_str(value)
+    if "\x00" in text:
+        raise ValueError(
+            "an environment value cannot contain a NUL byte: the operating system passes "
+            "environment entries as NUL-terminated strings"
+        )
+    return text
+
+
 def _check_env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value):
         raise ValueError(
-            f"invalid environment variable name {value!r}: names must match "
+            f"invalid environment variable name {_short(value)}: names must match "
             f"{ENV_NAME_PATTERN} (letters, digits and '_', not starting with a digit)"
         )
+    if value in RESERVED_ENV_NAMES or value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"environment variable name {value!r} is reserved: {_reserved_why(value)}")
     return value
+
+
+def _reserved_why(name: str) -> str:
+    if name.startswith("AKOFLOW_"):
+        return "names starting with AKOFLOW_ are set by the engine"
+    listed = ", ".join(sorted(RESERVED_ENV_NAMES))
+    return (
+        "bash reads it when it starts, so it would change how every attempt's shell starts "
+        f"(reserved: {listed} and names starting with BASH_FUNC_ or AKOFLOW_)"
+    )
 
 
 def _one_or_many(value: object) -> object:
@@ -248,11 +316,47 @@ def _check_volume(value: str) -> str:
     local, sep, remote = value.partition(":")
     if not sep or ":" in remote or not local or not remote:
         raise ValueError(
-            f"invalid volume {value!r}: expected 'local:remote' with exactly one ':' and "
+            f"invalid volume {_short(value)}: expected 'local:remote' with exactly one ':' and "
             "both paths non-empty, e.g. /home/me/in:/scratch/me/in"
         )
+    if "\x00" in value:
+        raise ValueError(f"invalid volume {_short(value)}: paths cannot contain a NUL byte")
     if not remote.startswith("/"):
         raise ValueError(f"invalid volume {value!r}: the remote path {remote!r} must be absolute")
+    for side, path in (("local", local), ("remote", remote)):
+        if ".." in path.split("/"):
+            raise ValueError(
+                f"invalid volume {value!r}: the {side} path {path!r} has a '..' component; "
+                "write the directory it means without '..'"
+            )
+    if posixpath.normpath(remote) in ("/", "//"):
+        raise ValueError(
+            f"invalid volume {value!r}: the remote path must not be '/' (it is synchronised "
+            "in both directions)"
+        )
+    return value
+
+
+def _check_mount_path(value: str) -> str:
+    """Absolute, normalised (a trailing '/' is fine), without '..' and not the root."""
+    if "\x00" in value:
+        raise ValueError(f"invalid mountPath {_short(value)}: it contains a NUL byte")
+    if not value.startswith("/"):
+        raise ValueError(f"mount path {_short(value)} must be an absolute path (start with '/')")
+    if ".." in value.split("/"):
+        raise ValueError(
+            f"invalid mountPath {value!r}: '..' is not allowed (the data dir would be mounted "
+            "somewhere other than where the path seems to point)"
+        )
+    body = value.rstrip("/")
+    if not body:
+        raise ValueError(
+            f"invalid mountPath {value!r}: it must not be '/' (the data dir would be mounted "
+            "over the container's whole file system)"
+        )
+    normal = posixpath.normpath(re.sub("/+", "/", body))
+    if normal != body:
+        raise ValueError(f"invalid mountPath {value!r}: write it normalised, as {normal!r}")
     return value
 
 
@@ -267,8 +371,13 @@ ActivityName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
 WorkflowName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 Namespace = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
 NonBlank = Annotated[str, Field(pattern=r"\S")]
-Token = Annotated[str, Field(pattern=r"^\S+$")]
-MountPath = Annotated[str, Field(pattern=r"^/[^\x00]*$")]
+Token = Annotated[str, Field(pattern=r"^[^\s\x00]+$")]
+Script = Annotated[str, Field(pattern=r"^[^\x00]*[^\s\x00][^\x00]*$", max_length=MAX_RUN_CHARS)]
+MountPath = Annotated[
+    str,
+    AfterValidator(_check_mount_path),
+    WithJsonSchema({"type": "string", "pattern": "^/[^\\x00]*[^/\\x00]", "examples": ["/data"]}),
+]
 MemoryQuantity = Annotated[
     str,
     BeforeValidator(_memory_text),
@@ -288,7 +397,7 @@ Retries = Annotated[int, Field(strict=True, ge=0, le=100)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 EnvValue = Annotated[
     str,
-    BeforeValidator(_scalar_to_str),
+    BeforeValidator(_env_value),
     WithJsonSchema({"type": ["string", "number", "boolean"]}),
 ]
 Env = Annotated[
@@ -296,7 +405,15 @@ Env = Annotated[
     WithJsonSchema(
         {
             "type": "object",
-            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "propertyNames": {
+                "pattern": ENV_NAME_PATTERN,
+                "not": {
+                    "anyOf": [
+                        {"enum": sorted(RESERVED_ENV_NAMES)},
+                        *({"pattern": f"^{prefix}"} for prefix in RESERVED_ENV_PREFIXES),
+                    ]
+                },
+            },
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         }
     ),
@@ -368,8 +485,11 @@ class ActivitySpec(_Strict):
             "63 characters): it becomes part of Kubernetes object names and file names."
         )
     )
-    run: NonBlank = Field(
-        description="Shell script to run, passed verbatim to the shell (multi-line allowed)."
+    run: Script = Field(
+        description=(
+            "Shell script to run, passed verbatim to the shell (multi-line allowed; at most "
+            "1 Mi characters, no NUL byte)."
+        )
     )
     image: Token | None = Field(
         default=None,
