@@ -7,21 +7,28 @@ the ``rocrate`` library.
 - Each activity's last attempt is a ``CreateAction`` of its own (instrument: the activity as a
   ``SoftwareApplication``; object/result: the files it used/generated; its runtime and node).
 - The files are copied into the crate (``include_data``) or referenced by their ``file://``
-  URIs when they are too big to copy or copying is turned off.
+  URIs when they are too big to copy, copying is turned off, or the path is no longer a
+  regular file. A copy keeps its path under ``data/`` where the name is plain text; other
+  names get a portable form (:func:`akoflow.provenance.names.portable_name`: bytes that are
+  not UTF-8, controls, ``%`` and the like percent-encoded), since a crate travels to other
+  systems. Every file entity has its path for people as ``name`` and, lossless, its bytes
+  percent-encoded as ``akoflowPathBytes`` (see :mod:`akoflow.provenance.names`).
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import stat
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from rocrate.model.computerlanguage import ComputerLanguage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from akoflow import __version__
+from akoflow.provenance.names import display, encoded, portable_name
 from akoflow.store import FileRecord, InitialFile, Repository
 
 WFRUN_PROFILES = (
@@ -44,6 +51,16 @@ def _status(state: str) -> str:
         "cancelled": "FailedActionStatus",
         "skipped": "PotentialActionStatus",
     }.get(state, "ActiveActionStatus")
+
+
+def _copyable(source: Path) -> bool:
+    """A regular file (not a symlink put in its place, which could point anywhere, nor a FIFO,
+    whose copy would wait for a writer forever) small enough to copy."""
+    try:
+        info = os.lstat(source)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size <= COPY_LIMIT
 
 
 def write_crate(
@@ -100,19 +117,23 @@ def write_crate(
             path = record.qualified_path
             if path in files:
                 return files[path]
-            properties: dict[str, Any] = {"contentSize": str(record.size)}
+            properties: dict[str, Any] = {
+                "name": record.display_path,
+                "akoflowPathBytes": record.encoded_path,
+                "contentSize": str(record.size),
+            }
             if record.sha256:
                 properties["sha256"] = record.sha256
             if record.location:  # stays on a remote runtime: described, never copied
-                properties.update(
-                    {"@type": "File", "name": path, "akoflowLocation": record.location}
-                )
-                entity = crate.add(ContextEntity(crate, f"#remote:{quote(path)}", properties))
+                properties.update({"@type": "File", "akoflowLocation": display(record.location)})
+                entity = crate.add(ContextEntity(crate, f"#remote:{encoded(path)}", properties))
                 files[path] = entity
                 return entity
             source = data_dir / path
-            if include_data and source.is_file() and source.stat().st_size <= COPY_LIMIT:
-                entity = crate.add_file(source, dest_path=f"data/{path}", properties=properties)
+            inside = all(part not in ("", ".", "..") for part in path.split("/"))
+            if include_data and inside and _copyable(source):
+                dest = "/".join(portable_name(part) for part in path.split("/"))
+                entity = crate.add_file(source, dest_path=f"data/{dest}", properties=properties)
             else:
                 entity = crate.add_file(source.absolute().as_uri(), properties=properties)
             files[path] = entity

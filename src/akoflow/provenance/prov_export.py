@@ -6,7 +6,10 @@
 - Each version of a file is a ``prov:Entity`` (path, size, SHA-256; a location for files that
   stay on a remote runtime), ``used`` by or ``wasGeneratedBy`` attempts; a file an activity
   changed ``wasDerivedFrom`` its former version. The files in place before the run are the
-  members of one ``prov:Collection`` (``run:inputs``) that every attempt ``used``.
+  members of one ``prov:Collection`` (``run:inputs``) that every attempt ``used``. Whatever
+  bytes a file's name holds (see :mod:`akoflow.provenance.names`), its entity's IRI holds them
+  percent-encoded (RFC 3986), as ``akoflow:pathBytes`` does; ``akoflow:path`` is the path
+  for people.
 - The runtimes and AkôFlow itself are ``prov:SoftwareAgent``; every attempt ``wasAssociatedWith``
   its runtime, which ``actedOnBehalfOf`` AkôFlow.
 """
@@ -21,6 +24,7 @@ from typing import Any
 from prov.model import PROV_TYPE, ProvDocument
 
 from akoflow import __version__
+from akoflow.provenance.names import display, encoded
 from akoflow.spec import Activity, load_workflow
 from akoflow.store import (
     ActivityRecord,
@@ -41,11 +45,15 @@ def _time(ts: float | None) -> datetime.datetime | None:
 
 
 def _file_id(record: FileRecord | InitialFile) -> str:
+    """The entity's local name: ``file/<path>@<version>``, the path percent-encoded, so the
+    IRI is valid and PROV-N writes it as it is (``@`` is encoded in the path: the last one
+    starts the version)."""
     version = record.sha256 or f"{record.size}-{record.mtime:.6f}"
+    path = encoded(record.path)
     if record.location:  # e.g. "hpc:/scratch/x" -> "remote/hpc_scratch_x/<path>"
         where = re.sub(r"[^A-Za-z0-9._-]+", "_", record.location).strip("_")
-        return f"remote/{where}/{record.path}@{version[:16]}"
-    return f"file/{record.path}@{version[:16]}"
+        return f"remote/{where}/{path}@{version[:16]}"
+    return f"file/{path}@{version[:16]}"
 
 
 def build_document(
@@ -123,13 +131,14 @@ def build_document(
         if file_id not in entities:
             attrs: dict[Any, Any] = {
                 PROV_TYPE: "akoflow:File",
-                "akoflow:path": record.path,
+                "akoflow:path": display(record.path),
+                "akoflow:pathBytes": encoded(record.path),
                 "akoflow:size": record.size,
             }
             if record.sha256:
                 attrs["akoflow:sha256"] = record.sha256
             if record.location:
-                attrs["akoflow:location"] = record.location
+                attrs["akoflow:location"] = display(record.location)
             doc.entity(run_ns[file_id], attrs)
             entities.add(file_id)
         return file_id

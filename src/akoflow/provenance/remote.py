@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from akoflow.provenance.names import from_bytes
 from akoflow.provenance.snapshot import FileState, Snapshot, changes
 
 HEADER = "# akoflow-files 1"
@@ -24,19 +25,52 @@ HEADER = "# akoflow-files 1"
 # orders the ends of concurrent attempts), then one line per regular file,
 # "size<TAB>mtime<TAB>path". AkôFlow's own control dir and sentinels are left out. GNU find
 # prints sub-second times with -printf; BusyBox find has no -printf and goes through stat -c.
+#
+# A name may hold any byte but '/' and NUL, a newline too, which would end its line early and
+# could forge a second entry; and the channel back (a pod's log) may not carry bytes that are
+# not UTF-8. So only paths of printable ASCII are printed as they are (the first pass); any
+# other (a byte outside ' '..'~' anywhere in it: LC_ALL=C makes the bracket match bytes) goes
+# in a second pass as "size<TAB>mtime<TAB>/<hex of the path's bytes>": a listed path never
+# starts with '/' otherwise (it is relative), and hex is plain ASCII. The second pass costs a
+# few processes per such file (stat or find, od, tr).
 LIST_FUNCTION = r"""akf_list_files() {
   akf_now=$(date +%s.%N 2>/dev/null)
   case $akf_now in *[!0-9.]*|'') akf_now=$(date +%s) ;; esac
   printf '%s %s\n' '# akoflow-files 1' "$akf_now"
-  if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then
-    find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
-      -printf '%s\t%T@\t%P\n' 2>/dev/null
+  if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then akf_gnu=1; else akf_gnu=; fi
+  akf_odd='*[! -~]*'
+  if [ -n "$akf_gnu" ]; then
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+      ! -path "$akf_odd" -printf '%s\t%T@\t%P\n' 2>/dev/null
   else
-    find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
-      -exec stat -c '%s	%Y	%n' {} + 2>/dev/null
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+      ! -path "$akf_odd" -exec stat -c '%s	%Y	%n' {} + 2>/dev/null
   fi
+  LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+    -path "$akf_odd" -exec sh -c '
+      g=$1; shift
+      for f; do
+        if [ -n "$g" ]; then s=$(find "$f" -maxdepth 0 -printf "%s\t%T@")
+        else s=$(stat -c "%s	%Y" "$f"); fi || continue
+        h=$(printf %s "${f#./}" | od -An -tx1 -v | tr -d " \n") || continue
+        printf "%s\t/%s\n" "$s" "$h"
+      done' sh "$akf_gnu" {} + 2>/dev/null
   return 0
 }"""
+
+
+def _entry_path(field: str) -> str | None:
+    """The path of a listing entry in memory form (:mod:`akoflow.provenance.names`), or
+    ``None`` when it is malformed."""
+    if field.startswith("/"):  # hex of the path's bytes
+        try:
+            raw = bytes.fromhex(field[1:])
+        except ValueError:
+            return None
+        if not raw or b"\0" in raw or raw.startswith(b"/"):
+            return None
+        return from_bytes(raw)
+    return field[2:] if field.startswith("./") else field
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +87,12 @@ class RemoteFiles:
     after_time: float | None = None
 
 
-def parse_listing(text: str) -> tuple[float | None, Snapshot] | None:
+def parse_listing(text: str | bytes) -> tuple[float | None, Snapshot] | None:
     """``(remote time, snapshot)`` of one listing, or ``None`` when ``text`` is not one (the
     job never got that far, or ``find`` is missing from its image). Lines that do not parse
-    (a path with a newline in it) are left out."""
+    are left out."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     if not lines or not lines[0].startswith(HEADER):
         return None
@@ -67,11 +103,10 @@ def parse_listing(text: str) -> tuple[float | None, Snapshot] | None:
     files: Snapshot = {}
     for line in lines[1:]:
         size, sep1, rest = line.partition("\t")
-        mtime, sep2, path = rest.partition("\t")
-        if not (sep1 and sep2 and path):
+        mtime, sep2, field = rest.partition("\t")
+        path = _entry_path(field) if sep1 and sep2 else None
+        if not path:
             continue
-        if path.startswith("./"):
-            path = path[2:]
         try:
             files[path] = FileState(int(size), float(mtime))
         except ValueError:
@@ -79,7 +114,9 @@ def parse_listing(text: str) -> tuple[float | None, Snapshot] | None:
     return taken, files
 
 
-def remote_files(location: str, before: str | None, after: str | None) -> RemoteFiles | None:
+def remote_files(
+    location: str, before: str | bytes | None, after: str | bytes | None
+) -> RemoteFiles | None:
     """Both listings of an attempt parsed, or ``None`` when either is missing or malformed."""
     first = parse_listing(before) if before is not None else None
     last = parse_listing(after) if after is not None else None

@@ -4,16 +4,28 @@ A snapshot maps each regular file's path (relative to the data dir, '/'-separate
 modification time and, where cheap, its SHA-256. Checksums are computed only for files up to
 :data:`CHECKSUM_LIMIT` bytes, and only once per (size, mtime): a file that did not change keeps
 the checksum of the previous snapshot, so a run does not re-read its data for every activity.
+
+Paths are in memory form (:mod:`akoflow.provenance.names`: any bytes, not only UTF-8). Nothing
+here raises for what a data dir may hold: a FIFO, socket or device is never opened (it would
+block the engine), a file that vanishes or turns into something else between two system calls
+is left out, symlinks are not followed (no loops), and a directory that cannot be read keeps
+the files the previous snapshot knew there (unknown is not deleted), with a warning.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from akoflow.provenance.names import display
+
+log = logging.getLogger(__name__)
 
 CHECKSUM_LIMIT = 4 << 20  # bytes; bigger files are identified by size and mtime only
 
@@ -28,12 +40,48 @@ class FileState:
 Snapshot = dict[str, FileState]
 
 
+# Opened without blocking (a FIFO put in place of the file after its stat would otherwise wait
+# for a writer forever) and without following a symlink put there; checked to be a regular
+# file on the open descriptor itself.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+
 def _sha256(path: str) -> str | None:
+    """The file's SHA-256, or ``None`` when it is not a regular file any more, vanished, or
+    cannot be read (it is then identified by size and time only)."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None  # vanished, unreadable, or a symlink now
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
-        return None  # vanished or unreadable between the stat and the read
+        return None  # an I/O error while reading
+    finally:
+        os.close(fd)
+
+
+def _gone(exc: OSError) -> bool:
+    """Whether ``exc`` says the path is no longer there (rather than that it cannot be read)."""
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
+# Directories already warned about (a data dir is looked at on every engine wake-up); bounded.
+_warned: set[str] = set()
+
+
+def _unreadable(directory: str, exc: OSError) -> None:
+    if directory in _warned or len(_warned) >= 1024:
+        return
+    _warned.add(directory)
+    log.warning(
+        "provenance: cannot read directory %s (%s): its files are kept as last seen",
+        display(directory),
+        exc.strerror or exc,
+    )
 
 
 def _state(path: str, st: os.stat_result, old: FileState | None) -> FileState:
@@ -62,22 +110,30 @@ def scan(
     while stack:
         directory, prefix = stack.pop()
         try:
-            entries = list(os.scandir(directory))
-        except OSError:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError as exc:
+            if not _gone(exc):
+                _unreadable(directory, exc)
+                if previous:
+                    snapshot.update((n, f) for n, f in previous.items() if n.startswith(prefix))
             continue
         for entry in entries:
             name = prefix + entry.name
+            old = previous.get(name) if previous else None
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if entry.path != skip:
                         stack.append((entry.path, name + "/"))
                     continue
                 if not entry.is_file(follow_symlinks=False):
-                    continue
+                    continue  # symlink, FIFO, socket, device: not a file version
                 st = entry.stat(follow_symlinks=False)
-            except OSError:
+            except OSError as exc:
+                if not _gone(exc) and old is not None:
+                    snapshot[name] = old  # listed but not stat-able (a dir without +x)
                 continue
-            snapshot[name] = _state(entry.path, st, previous.get(name) if previous else None)
+            snapshot[name] = _state(entry.path, st, old)
     return snapshot
 
 
@@ -114,9 +170,10 @@ def update(
         path = os.path.join(base, name)
         try:
             st = os.lstat(path)
-        except OSError:
-            after[name] = None
-            continue
+        except OSError as exc:
+            if _gone(exc):
+                after[name] = None
+            continue  # else (a directory on its way has lost +x): as last seen
         if skip is not None and (path == skip or path.startswith(skip + os.sep)):
             continue
         after[name] = _state(path, st, snapshot.get(name)) if stat.S_ISREG(st.st_mode) else None

@@ -7,11 +7,17 @@ watch, a look costs a read of the pending events and a ``stat`` of the paths the
 Events only say *where* to look: sizes and times still come from ``stat``, so a missed or
 coalesced event costs nothing as long as its path is named. When the kernel's event queue
 overflowed, or a watch could not be added (the per-user watch limit), :meth:`DirWatch.dirty`
-says so and the caller scans everything again.
+says so and the caller scans everything again. A directory that cannot be read (mode 000) is
+not watched, with a warning; when its mode changes (an ``ATTRIB`` event on its parent) it is
+watched and scanned again.
+
+Names are in memory form (:mod:`akoflow.provenance.names`): inotify_simple decodes them with
+:func:`os.fsdecode`, as :func:`os.scandir` does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +25,10 @@ from pathlib import Path
 import psutil
 from inotify_simple import INotify
 from inotify_simple import flags as f
+
+from akoflow.provenance.names import display
+
+log = logging.getLogger(__name__)
 
 _MASK = (
     f.CREATE
@@ -90,6 +100,7 @@ class DirWatch:
         self.exclude = str(exclude) if exclude is not None else None
         self._inotify: INotify | None = INotify(nonblocking=True)
         self._dirs: dict[int, str] = {}  # watch descriptor -> relative dir ('' = root)
+        self._unreadable: set[str] = set()  # relative dirs not watched: no read permission
         try:
             self._watch_tree("")
             if not self._dirs:
@@ -122,16 +133,25 @@ class DirWatch:
                 continue  # gone again already
             except NotADirectoryError:
                 continue
+            except PermissionError:  # its mode may change later: see dirty()
+                if rel not in self._unreadable:
+                    self._unreadable.add(rel)
+                    log.warning("provenance: cannot watch %s (no read permission)", display(path))
+                continue
             except OSError as exc:  # ENOSPC: the per-user watch limit
                 raise WatchLimit(exc.errno, f"cannot watch {path}: {exc.strerror}") from exc
             self._dirs[wd] = rel
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
+                        try:
+                            is_dir = entry.is_dir(follow_symlinks=False)
+                        except OSError:
+                            continue  # gone again
+                        if is_dir:
                             stack.append(f"{rel}/{entry.name}" if rel else entry.name)
             except OSError:
-                continue
+                continue  # gone again, or readable but not searchable: its events still come
 
     def dirty(self) -> Dirty | None:
         """What changed since the last call, or ``None`` when events were lost (scan all)."""
@@ -158,6 +178,15 @@ class DirWatch:
                     continue
                 path = f"{base}/{event.name}" if base else event.name
                 if event.mask & f.ISDIR:
+                    if event.mask & f.ATTRIB:  # its mode may have changed: look again
+                        found.trees.add(path)
+                        if path in self._unreadable:
+                            self._unreadable.discard(path)
+                            try:
+                                self._watch_tree(path)
+                            except WatchLimit:
+                                self.close()
+                                return None
                     if event.mask & _NEW_DIR:
                         try:
                             self._watch_tree(path)

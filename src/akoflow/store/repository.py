@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
+from akoflow.provenance.names import display, encoded, from_db, to_db
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 
@@ -126,8 +127,19 @@ class _Located:
 
     @property
     def qualified_path(self) -> str:
-        """The path as shown to users: relative to the data dir, or ``<location>/<path>``."""
+        """The path relative to the data dir, or ``<location>/<path>`` (in memory form: see
+        :mod:`akoflow.provenance.names`)."""
         return f"{self.location}/{self.path}" if self.location else self.path
+
+    @property
+    def display_path(self) -> str:
+        """:attr:`qualified_path` for people (valid Unicode, escapes where not plain text)."""
+        return display(self.qualified_path)
+
+    @property
+    def encoded_path(self) -> str:
+        """:attr:`qualified_path`'s bytes percent-encoded: lossless, URI-safe."""
+        return encoded(self.qualified_path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -905,11 +917,13 @@ class Repository:
         location: str = "",
     ) -> None:
         """Rows of (path, size, mtime, sha256) an attempt used or generated, in the data dir
-        or at a remote ``location``."""
+        or at a remote ``location``. Names that are not valid UTF-8 are stored as BLOBs of
+        their bytes (see :func:`akoflow.provenance.names.to_db`)."""
+        where = to_db(location)
         self._execmany(
             "INSERT INTO files (activity_id, attempt, role, path, size, mtime, sha256, location) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ((activity_id, attempt, role, *f, location) for f in files),
+            ((activity_id, attempt, role, to_db(p), *rest, where) for p, *rest in files),
         )
 
     def add_initial_files(
@@ -919,10 +933,11 @@ class Repository:
         location: str = "",
     ) -> None:
         """Rows of (path, size, mtime, sha256) a run found in place before it started."""
+        where = to_db(location)
         self._execmany(
             "INSERT INTO initial_files (workflow_id, location, path, size, mtime, sha256) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            ((workflow_id, location, *f) for f in files),
+            ((workflow_id, where, to_db(p), *rest) for p, *rest in files),
         )
 
     def initial_locations(self, workflow_id: int) -> set[str]:
@@ -930,7 +945,7 @@ class Repository:
         rows = self._exec(
             "SELECT DISTINCT location FROM initial_files WHERE workflow_id = ?", (workflow_id,)
         ).fetchall()
-        return {r[0] for r in rows}
+        return {from_db(r[0]) for r in rows}
 
     def list_initial_files(self, workflow_id: int) -> list[InitialFile]:
         rows = self._exec(
@@ -938,14 +953,17 @@ class Repository:
             "ORDER BY id",
             (workflow_id,),
         ).fetchall()
-        return [InitialFile(*r) for r in rows]
+        return [
+            InitialFile(from_db(path), size, mtime, sha, from_db(loc))
+            for path, size, mtime, sha, loc in rows
+        ]
 
     def remove_generated(self, activity_id: int, attempt: int, location: str, path: str) -> None:
         """Take back a file an attempt was said to generate (another one turned out to)."""
         self._exec(
             "DELETE FROM files WHERE activity_id = ? AND attempt = ? AND role = 'generated' "
             "AND location = ? AND path = ?",
-            (activity_id, attempt, location, path),
+            (activity_id, attempt, to_db(location), to_db(path)),
         )
 
     def list_files(self, workflow_id: int) -> list[FileRecord]:
@@ -955,7 +973,10 @@ class Repository:
             "WHERE a.workflow_id = ? ORDER BY f.id",
             (workflow_id,),
         ).fetchall()
-        return [FileRecord(*r) for r in rows]
+        return [
+            FileRecord(act, name, attempt, role, from_db(path), size, mtime, sha, from_db(loc))
+            for act, name, attempt, role, path, size, mtime, sha, loc in rows
+        ]
 
     def list_nodes(self, runtime: str) -> list[NodeRecord]:
         rows = self._exec(

@@ -271,11 +271,11 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
     seen: set[tuple[str, str, str]] = set()
     for f in files:
         where = f.qualified_path  # remote files: "<runtime>:<dir>/<path>"
-        file_id = f"file:{where}"
+        file_id = f"file:{f.encoded_path}"  # lossless; the label is for people (any bytes)
         if (file_id, "", "") not in seen:
             seen.add((file_id, "", ""))
             kind = "file" if where in generated else "preExisting"
-            nodes.append(LineageNode(id=file_id, label=where, type=kind, state=""))
+            nodes.append(LineageNode(id=file_id, label=f.display_path, type=kind, state=""))
         if f.role == "used":
             edge = (f"activity:{f.activity}", file_id, "used")
         else:
@@ -297,8 +297,10 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
 async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
     """Nodes are the activities (`activity:<name>`), the files they used or generated
     (`file:<path>`, type `file`, or `preExisting` when no activity generated it; remote files
-    as `file:<runtime>:<dir>/<path>`) and, when the data dir held files before the run, one
-    `inputs` node for them (`akoflow prov` lists each as a member of `run:inputs`).
+    as `file:<runtime>:<dir>/<path>`; the path's bytes percent-encoded as in RFC 3986, the
+    label the path for people, `\\xNN` where it is not plain text) and, when the data dir
+    held files before the run, one `inputs` node for them (`akoflow prov` lists each as a
+    member of `run:inputs`).
     Edges point from the dependent to what it depends on: activity -> activity `dependsOn`,
     activity -> file `used`, file -> activity `wasGeneratedBy` (PROV's directions)."""
     find_workflow(ctx, workflow_id)
