@@ -20,7 +20,6 @@ import pytest
 from akoflow import service
 from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
-from akoflow.engine import engine as engine_module
 from akoflow.engine.loops import EngineFailure
 from akoflow.runtimes.base import Health, Metrics, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
@@ -107,41 +106,112 @@ def test_failing_health_logs_and_metrics_do_not_stop_the_run(
 
 
 class HangingLocal(LocalRuntime):
-    """A backend whose health call never answers once the run has started."""
+    """``local-slow``'s health check never answers once the test says so; ``local`` is down
+    (NOT_READY) while a switch file exists, like a stopped daemon."""
 
     hang = False
+    slow_timeout = 3600.0
+    switch: Path | None = None
+
+    @property
+    def health_timeout(self) -> float:
+        return HangingLocal.slow_timeout if self.name == "local-slow" else 10.0
 
     async def health(self) -> Health:
-        if HangingLocal.hang:
+        if self.name == "local-slow" and HangingLocal.hang:
             await asyncio.Event().wait()
+        if self.name == "local" and HangingLocal.switch and HangingLocal.switch.exists():
+            return Health(False, "switched off by the test")
         return await super().health()
 
 
-def test_hanging_health_check_turns_the_runtime_not_ready(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine_module, "HEALTH_CALL_TIMEOUT", 0.3)
-    HangingLocal.hang = False
+async def runtime_status(repo: Repository, name: str, want: str) -> str:
+    for _ in range(400):
+        rt = repo.get_runtime(name)
+        if rt is not None and rt.status == want:
+            return rt.reason or ""
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"runtime {name} never {want}")
+
+
+def test_hanging_health_check_never_delays_another_runtime(tmp_path: Path) -> None:
+    # local-slow's check hangs for an hour: local must still go down and come back, twice,
+    # on its own health period (checked one after the other, it would wait for the hour).
+    HangingLocal.hang, HangingLocal.slow_timeout = False, 3600.0
+    switch = HangingLocal.switch = tmp_path / "local-down"
+    text = LEDGER_WORKFLOW.replace("run: echo b", "runtime: local-slow\n      run: echo b")
 
     async def scenario() -> None:
-        async with engine_with(
-            tmp_path, runtime_factory=local_factory(HangingLocal), health_interval=0.05
-        ) as (repo, engine, wf_id):
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        prepared = service.validate_text(text, "t.yaml")
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        factory = local_factory(HangingLocal)
+        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.05)
+        await engine.start()
+        try:
             await engine.attach(wf_id)
             HangingLocal.hang = True
-            for _ in range(200):
-                rt = repo.get_runtime("local")
-                if rt is not None and rt.status == "NOT_READY":
+            await asyncio.sleep(0.2)  # local-slow's check is now stuck
+            for _ in range(2):
+                switch.touch()
+                await runtime_status(repo, "local", "NOT_READY")
+                switch.unlink()
+                await runtime_status(repo, "local", "READY")
+            HangingLocal.hang = False
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_health_check_that_times_out_turns_not_ready_then_recovers(tmp_path: Path) -> None:
+    HangingLocal.hang, HangingLocal.slow_timeout = False, 0.3
+    HangingLocal.switch = None
+    text = LEDGER_WORKFLOW.replace("run: echo b", "runtime: local-slow\n      run: echo b")
+
+    async def scenario() -> None:
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        prepared = service.validate_text(text, "t.yaml")
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        factory = local_factory(HangingLocal)
+        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.05)
+        await engine.start()
+        try:
+            HangingLocal.hang = True
+            await engine.attach(wf_id)
+            reason = await runtime_status(repo, "local-slow", "NOT_READY")
+            assert reason == "health check timed out after 0.3 s"
+            for _ in range(400):
+                if ledger(tmp_path) == ["a"]:
                     break
                 await asyncio.sleep(0.05)
-            rt = repo.get_runtime("local")
-            assert rt is not None and rt.status == "NOT_READY"
-            assert "did not answer" in (rt.reason or "")
-            HangingLocal.hang = False  # the backend answers again: the run completes
+            assert ledger(tmp_path) == ["a"]  # b waits: its runtime does not answer
+            HangingLocal.hang = False  # it answers again: the run completes
             assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+        finally:
+            await engine.stop()
 
     asyncio.run(scenario())
     assert ledger(tmp_path) == ["a", "b"]
+
+
+def test_health_timeout_setting() -> None:
+    class Events:
+        def job_running(self, key: str, node: str | None) -> None: ...
+        def job_finished(self, key: str, outcome: Any) -> None: ...
+
+    def timeout(value: str | None) -> float:
+        env = {} if value is None else {"LOCAL_X_HEALTH_TIMEOUT": value}
+        rt = LocalRuntime("local-x", RuntimeConfig.from_env("local-x", env), Events())
+        return rt.health_timeout
+
+    assert timeout(None) == 10.0
+    assert timeout("2.5") == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="LOCAL_X_HEALTH_TIMEOUT must be a positive"):
+            timeout(bad)
 
 
 class FailingStore(Repository):

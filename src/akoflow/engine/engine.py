@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,6 @@ METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
-HEALTH_CALL_TIMEOUT = 10.0  # s; a backend that does not answer is NOT_READY, not a stall
 LOG_CALL_TIMEOUT = 30.0  # s per read of a job's output: a hung backend must not stall the run
 FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
@@ -238,20 +238,23 @@ class Engine(RuntimeEvents):
     # ================================================================ lifecycle
 
     async def start(self) -> None:
-        loops: list[tuple[str, Callable[[], Any], Callable[[BaseException], bool]]] = [
-            # A processor iteration that raised left memory and store apart (its transaction
-            # was rolled back): nothing it does next could be trusted, so it is fatal.
-            ("processor", self._process_once, lambda exc: True),
-            ("health", self._health_once, lambda exc: isinstance(exc, EngineFailure)),
-            ("observe", self._observe_once, lambda exc: isinstance(exc, EngineFailure)),
-        ]
-        for name, step, fatal in loops:
-            task = asyncio.create_task(
-                supervise(name, step, on_fatal=self._fail_stop, fatal=fatal),
-                name=f"akoflow-{name}",
-            )
-            task.add_done_callback(log_unexpected_end)
-            self._tasks.append(task)
+        # A processor iteration that raised left memory and store apart (its transaction was
+        # rolled back): nothing it would do next could be trusted, so any error is fatal.
+        self._start_loop("processor", self._process_once, fatal=lambda exc: True)
+        self._start_loop("observe", self._observe_once)
+        # Each runtime's health loop starts with the runtime (see _ensure_runtime).
+
+    def _start_loop(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[None]],
+        fatal: Callable[[BaseException], bool] = lambda exc: isinstance(exc, EngineFailure),
+    ) -> None:
+        task = asyncio.create_task(
+            supervise(name, step, on_fatal=self._fail_stop, fatal=fatal), name=f"akoflow-{name}"
+        )
+        task.add_done_callback(log_unexpected_end)
+        self._tasks.append(task)
 
     def on_failure(self, listener: Callable[[EngineFailure], None]) -> None:
         """Call ``listener`` once if the engine fails (a server restarts its engine)."""
@@ -513,23 +516,22 @@ class Engine(RuntimeEvents):
         runtime = self._runtime_factory(name, self, None)
         slot = _Slot(runtime=runtime, limit=runtime.max_parallel)
         self._slots[name] = slot
-        await self._check_health(name, slot)
-        if slot.ready:
-            try:
-                await self._refresh_nodes(name, slot)
-            except Exception as exc:  # placement waits for the next health check
-                log.warning("runtime %s: cannot list its nodes yet: %s", name, exc)
+        await self._check_and_refresh(name, slot)
+        # One loop per runtime: a backend that hangs never delays another one's checks.
+        self._start_loop(f"health-{name}", functools.partial(self._health_once, name, slot))
         return slot
 
     async def _check_health(self, name: str, slot: _Slot) -> None:
         try:
+            timeout = slot.runtime.health_timeout
             if not slot.started:
                 await slot.runtime.start()
                 slot.started = True
-            health = await asyncio.wait_for(slot.runtime.health(), HEALTH_CALL_TIMEOUT)
+            try:
+                health = await asyncio.wait_for(slot.runtime.health(), timeout)
+            except TimeoutError:
+                raise RuntimeError(f"health check timed out after {timeout:g} s") from None
             ready, reason = health.ready, health.reason
-        except TimeoutError:
-            ready, reason = False, f"health check did not answer in {HEALTH_CALL_TIMEOUT:g} s"
         except Exception as exc:  # a broken backend must not stop the engine
             ready, reason = False, str(exc) or type(exc).__name__
         if ready != slot.ready or reason != slot.reason:
@@ -552,24 +554,17 @@ class Engine(RuntimeEvents):
         if ready:
             self._wake.set()
 
-    async def _health_once(self) -> None:
-        """Every runtime at once, each call bounded: a backend that hangs is NOT_READY after
-        :data:`HEALTH_CALL_TIMEOUT` and never delays another runtime's checks."""
+    async def _health_once(self, name: str, slot: _Slot) -> None:
         await asyncio.sleep(self._health_interval)
-        slots = list(self._slots.items())
-        results = await asyncio.gather(
-            *(self._check_and_refresh(name, slot) for name, slot in slots), return_exceptions=True
-        )
-        for (name, _), result in zip(slots, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("health check of runtime %s failed", name, exc_info=result)
+        await self._check_and_refresh(name, slot)
 
     async def _check_and_refresh(self, name: str, slot: _Slot) -> None:
         await self._check_health(name, slot)
         if slot.ready:
             try:
-                await asyncio.wait_for(self._refresh_nodes(name, slot), HEALTH_CALL_TIMEOUT)
-            except Exception as exc:  # placement keeps the nodes it knew
+                timeout = slot.runtime.health_timeout
+                await asyncio.wait_for(self._refresh_nodes(name, slot), timeout)
+            except Exception as exc:  # placement keeps the nodes it knew, or waits for some
                 log.info("runtime %s: cannot list its nodes: %s", name, exc or "timed out")
 
     async def _refresh_nodes(self, name: str, slot: _Slot) -> None:
@@ -1424,7 +1419,8 @@ class Engine(RuntimeEvents):
             if not jobs:
                 continue
             try:
-                metrics = await asyncio.wait_for(slot.runtime.metrics(jobs), HEALTH_CALL_TIMEOUT)
+                timeout = slot.runtime.health_timeout
+                metrics = await asyncio.wait_for(slot.runtime.metrics(jobs), timeout)
             except Exception as exc:
                 log.warning("cannot sample metrics on %s: %s", name, exc or type(exc).__name__)
                 continue
