@@ -27,7 +27,8 @@ class ServerContext:
 
     state_dir: Path
     repo: Repository
-    engine: Engine
+    engine: Engine  # replaced by a new one if it fails (see akoflow.server.supervisor)
+    restarting: asyncio.Task[None] | None = None
     _specs: OrderedDict[int, Workflow] = field(default_factory=OrderedDict)
 
     def spec(self, rec: WorkflowRecord) -> Workflow | None:

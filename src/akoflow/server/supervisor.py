@@ -1,0 +1,94 @@
+"""The server's engine, kept alive: started with the server, replaced when it fails.
+
+An engine that meets an error it cannot survive (its store failed mid-transaction, a bug left
+its state unknown) stops and gives its runs back (see :mod:`akoflow.engine.loops`). A server
+must not stall every later workflow for that: it starts a new engine on the same store after
+a back-off and resumes the unfinished runs, exactly as a restarted server would (running
+activities are adopted, nothing runs twice). While the store keeps failing, it keeps trying,
+less and less often, and says so in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from akoflow.engine import Engine, WorkflowBusy
+from akoflow.engine.loops import EngineFailure
+from akoflow.runtimes.backoff import Backoff
+from akoflow.server.context import ServerContext
+
+log = logging.getLogger(__name__)
+
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 60.0
+
+
+async def start_engine(ctx: ServerContext) -> int:
+    """Start ``ctx.engine``, bring up the configured runtimes and resume unfinished runs;
+    returns how many of those could not be resumed."""
+    engine = ctx.engine
+    await engine.start()
+    engine.on_failure(lambda failure: _on_failure(ctx, engine, failure))
+    try:
+        await engine.register_configured_runtimes()
+    except Exception:  # a broken runtime configuration must not keep the API down
+        log.exception("cannot register the configured runtimes")
+    return await resume_all(ctx)
+
+
+async def resume_all(ctx: ServerContext) -> int:
+    """Attach every unfinished workflow; the number that could not be (an error, not a live
+    owner elsewhere)."""
+    ids = ctx.repo.unfinished_workflow_ids()
+    if ids:
+        log.info("resuming %d unfinished workflow(s): %s", len(ids), ids)
+    failed = 0
+    for wf_id in ids:
+        if wf_id in ctx.engine.workflows:
+            continue
+        try:
+            ctx.watch(await ctx.engine.attach(wf_id))
+        except WorkflowBusy as exc:
+            log.warning("not resuming workflow %s: %s", wf_id, exc)
+        except EngineFailure:
+            raise
+        except Exception:
+            log.exception("cannot resume workflow %s", wf_id)
+            failed += 1
+    return failed
+
+
+def _on_failure(ctx: ServerContext, engine: Engine, failure: EngineFailure) -> None:
+    if ctx.engine is not engine or ctx.restarting is not None:
+        return
+    log.critical("%s; starting a new engine", failure)
+    ctx.restarting = asyncio.get_running_loop().create_task(
+        _restart(ctx), name="akoflow-engine-restart"
+    )
+
+
+async def _restart(ctx: ServerContext) -> None:
+    backoff = Backoff(RESTART_FIRST_DELAY, RESTART_MAX_DELAY)
+    try:
+        while True:
+            await asyncio.sleep(backoff.next())
+            old = ctx.engine
+            try:
+                await old.stop()
+            except Exception:
+                log.exception("stopping the failed engine failed")
+            ctx.engine = Engine(ctx.repo, ctx.state_dir)
+            try:
+                unresumed = await start_engine(ctx)
+            except Exception:
+                log.exception("the new engine cannot start yet; trying again")
+                continue
+            if ctx.engine.failure is None and not unresumed:
+                log.warning("a new engine took over; unfinished workflows resumed")
+                return
+    finally:
+        ctx.restarting = None
+
+
+__all__ = ["resume_all", "start_engine"]
