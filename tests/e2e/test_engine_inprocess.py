@@ -135,6 +135,35 @@ def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("extra", [0, 1, 5000])
+def test_output_ending_exactly_on_the_limit_or_past_it_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: int
+) -> None:
+    # Reads of 4,096 bytes end exactly on the 16,384-byte limit: the bytes after it arrive in
+    # a read that starts on the limit, which must still leave the truncation notice.
+    monkeypatch.setattr(engine_module, "LOG_STORE_LIMIT", 16_384)
+    monkeypatch.setattr(local_module, "LOG_READ_MAX", 4_096)
+    size = 16_384 + extra
+    text = (
+        "name: edge\nspec:\n  activities:\n"
+        f"    - name: talk\n      run: head -c {size} /dev/zero | tr -c x x\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            await engine.attach(wf_id)
+            assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED
+            act = repo.list_activities(wf_id)[0]
+            stdout = "".join(c.data for _, c in repo.read_logs(act.id, stream="stdout"))
+            assert stdout[:16_384] == "x" * 16_384
+            if extra:
+                assert stdout[16_384:].count("output beyond") == 1
+            else:
+                assert stdout == "x" * 16_384  # all of it stored: nothing to say
+
+    asyncio.run(scenario())
+
+
 def test_configured_runtimes_are_registered_with_health_and_no_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
