@@ -1,0 +1,52 @@
+"""Crash-point torture on the docker runtime (the private dockerd, the local busybox image): the
+same trials and checks as tests/e2e/test_crash_torture.py, with fewer kills and smaller
+workflows, since every attempt is a container."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from akoflow.runtimes.docker import scope_of
+from tests.docker_support.dockerd import IMAGE, PrivateDockerd
+from tests.torture.runner import run_torture
+from tests.torture.workflows import POSIX_SH, Builder, RuntimeUnderTest, chain, retrying, wide
+
+MIN_KILLS = 8
+WORKFLOWS: list[Builder] = [
+    functools.partial(wide, width=8),
+    functools.partial(chain, length=4),
+    functools.partial(retrying, flaky=2, timed=1, plain=2, chained=2),
+]
+
+
+def running_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
+    """Containers of this state dir's runs that still run."""
+    found = []
+    for attempts in (state_dir / "runs").glob("*/attempts"):
+        for c in dockerd.containers(**{"akoflow.scope": scope_of(attempts.resolve())}):
+            if c.get("State") == "running":
+                found.append(f"container {c.get('Names')} ({c.get('Status')})")
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_at_random_instants_then_resume_on_docker(
+    dockerd: PrivateDockerd, docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    runtime = RuntimeUnderTest(
+        name="docker",
+        spec={"image": IMAGE},
+        env=docker_env,
+        shell=POSIX_SH,
+        leftovers=functools.partial(running_containers, dockerd),
+    )
+    report = run_torture(
+        runtime, WORKFLOWS, tmp_path, min_kills=MIN_KILLS, max_trials=3 * MIN_KILLS
+    )
+    print(report.details())
+    print(report.summary())
+    assert not report.failures(), report.failure_text()
+    assert report.landed() >= MIN_KILLS or report.only, report.summary()
