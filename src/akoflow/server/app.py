@@ -28,6 +28,7 @@ from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext
 from akoflow.server.errors import install_error_handlers
 from akoflow.server.routes import activities, runtimes, upstream, workflows
+from akoflow.server.slow_clients import DEFAULT_BODY_TIMEOUT, BodyDeadline
 from akoflow.server.ui import router as ui_router
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ AkôFlow's REST API. Upstream AkôFlow's routes and answers are kept (`/akoflow-
   at the first start in `<state dir>/api-token`.
 * **Errors** are `{"detail": "...", "errors": [{"path", "line", "message"}]}`: 400 malformed
   request (JSON, base64, parameters), 401 token, 404 unknown id or name, 409 not allowed in
-  the current state, 422 invalid workflow (every error, with its path and line).
+  the current state, 422 invalid workflow (every error, with its path and line), 408 a request
+  body that came too slowly, 413 one over 128 MiB.
 * **Lists** paginate with `page`/`per_page` or `limit`/`offset`; `data` stays a list.
 """
 
@@ -137,9 +139,16 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-def create_app(state_dir: Path, token: str, *, cors_origins: Sequence[str] = ()) -> FastAPI:
+def create_app(
+    state_dir: Path,
+    token: str,
+    *,
+    cors_origins: Sequence[str] = (),
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> FastAPI:
     """The server's ASGI app over ``state_dir``; every route but the health check needs
-    ``token``. CORS stays off unless origins are given."""
+    ``token``. CORS stays off unless origins are given. A request body must have arrived
+    ``body_timeout`` seconds after the request's headers (408 otherwise)."""
     app = FastAPI(
         title="AkôFlow",
         version=__version__,
@@ -165,6 +174,7 @@ def create_app(state_dir: Path, token: str, *, cors_origins: Sequence[str] = ())
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    app.add_middleware(BodyDeadline, seconds=body_timeout)
     app.add_middleware(ServerHeader)
     return app
 

@@ -3,7 +3,8 @@
 Rule of the API: 400 for a malformed request (bad JSON, bad base64, a bad query parameter),
 422 only for a workflow that was read but is invalid (every problem with its path and line),
 404 for anything unknown (including a path parameter that cannot be an id), 409 for an action
-the resource's state does not allow. A 5xx is always a bug.
+the resource's state does not allow, 408 for a body that came too slowly, 413 for one too
+large. A 5xx is always a bug.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from akoflow.server.schemas import ErrorBody, ErrorItem
+from akoflow.server.slow_clients import BodyTooSlow
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,27 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
+def _body_too_slow(request: Request, exc: Exception) -> JSONResponse:
+    log.info("%s %s from %s: %s", request.method, request.url.path, _client(request), exc)
+    # The rest of the body may still come: the connection is closed, not drained.
+    return error_response(408, str(exc), headers={"Connection": "close"})
+
+
+def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """A client that leaves mid-request is not a server error: one line, no traceback."""
+    log.info(
+        "%s %s: the client %s disconnected before the request body was complete",
+        request.method,
+        request.url.path,
+        _client(request),
+    )
+    return error_response(400, "the client disconnected")  # nobody is there to read it
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "(unknown)"
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error (a bug: see the server log)")
@@ -100,4 +124,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(BodyTooSlow, _body_too_slow)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

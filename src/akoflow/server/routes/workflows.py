@@ -84,15 +84,15 @@ E413: dict[int | str, dict[str, Any]] = {
 async def read_submission(request: Request) -> WorkflowSubmission:
     """The body parsed by hand: upstream's clients send it with any content type (even none
     or form-encoded), and every malformed body must be a 400 with a message."""
-    size = request.headers.get("content-length", "")
+    size = request.headers.get("content-length", "").strip()
     if size.isdigit() and int(size) > MAX_BODY:
-        raise ApiError(413, f"request body over {MAX_BODY >> 20} MiB")
+        raise _too_large()
     parts: list[bytes] = []
     received = 0
     async for part in request.stream():
         received += len(part)
         if received > MAX_BODY:
-            raise ApiError(413, f"request body over {MAX_BODY >> 20} MiB")
+            raise _too_large()
         parts.append(part)
     raw = b"".join(parts)
     try:
@@ -112,6 +112,11 @@ async def read_submission(request: Request) -> WorkflowSubmission:
                 for e in exc.errors()
             ],
         ) from None
+
+
+def _too_large() -> ApiError:
+    # The connection is closed after the answer, not drained of what the client still sends.
+    return ApiError(413, f"request body over {MAX_BODY >> 20} MiB", headers={"Connection": "close"})
 
 
 def decode_workflow(b64: str) -> str:
