@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 
 NAME_PREFIX = "akoflow-"
 
@@ -137,4 +138,27 @@ def remove(path: str) -> bool:
     return True
 
 
-__all__ = ["attempt_cgroup", "create", "kill", "members", "remove", "usable_base"]
+def sweep(base: str, min_age: float) -> int:
+    """Remove the empty attempt cgroups under ``base`` created over ``min_age`` seconds ago:
+    those of attempts that ended while no engine watched, whose engine never came back (a
+    populated one cannot be removed; a younger one may be about to be joined). The count."""
+    removed = 0
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return 0
+    deadline = time.time() - min_age
+    for entry in entries:
+        if not entry.name.startswith(NAME_PREFIX):
+            continue
+        try:
+            if entry.stat().st_mtime > deadline:  # a cgroup's mtime is its creation time
+                continue
+            os.rmdir(entry.path)
+        except OSError:
+            continue
+        removed += 1
+    return removed
+
+
+__all__ = ["attempt_cgroup", "create", "kill", "members", "remove", "sweep", "usable_base"]

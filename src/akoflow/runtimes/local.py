@@ -58,8 +58,9 @@ STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
 PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer (a smaller pipe: the file is used)
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
-CGROUP_RELEASE_TRIES = 50  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
-CGROUP_RELEASE_DELAY = 0.1
+CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
+CGROUP_RELEASE_DELAY = 0.02
+CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
 # Variables bash acts on at start-up, before the prelude's first line: they would replace the
 # prelude (BASH_ENV; ENV in POSIX mode), make bash skip it (POSIXLY_CORRECT, SHELLOPTS=posix),
 # run code before it (SHELLOPTS=xtrace with a PS4 of $(...)) or change its options
@@ -217,6 +218,7 @@ class LocalRuntime(Runtime):
         self._procs: dict[int, psutil.Process] = {}
         self._base_env: dict[str, str] = {}
         self._cgroup_base: str | None = None
+        self._releasing: set[str] = set()  # ended attempts' cgroups, killed, not yet empty
         self._umask = "0022"
 
     async def start(self) -> None:
@@ -226,6 +228,8 @@ class LocalRuntime(Runtime):
         self._cgroup_base = cgroups.usable_base()
         if self._cgroup_base is None:
             log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
+        else:
+            cgroups.sweep(self._cgroup_base, CGROUP_SWEEP_AGE)
 
     async def stop(self) -> None:
         # Running processes stay alive on purpose: a restarted engine adopts them.
@@ -235,6 +239,12 @@ class LocalRuntime(Runtime):
                 loop.remove_reader(job.pidfd)
             os.close(job.pidfd)
         self._jobs.clear()
+        # Ended attempts' cgroups go with this engine: their killed processes are gone soon.
+        for _ in range(CGROUP_RELEASE_TRIES):
+            if not self._releasing:
+                break
+            await asyncio.sleep(CGROUP_RELEASE_DELAY)
+            self._releasing = {path for path in self._releasing if not cgroups.remove(path)}
 
     # ------------------------------------------------------------------ submit
 
@@ -330,11 +340,14 @@ class LocalRuntime(Runtime):
     def _release_cgroup(self, path: str, tries: int = 0) -> None:
         """Kill what is left in an ended attempt's cgroup and remove it once empty."""
         if cgroups.remove(path):
+            self._releasing.discard(path)
             return
         cgroups.kill(path)
         if tries >= CGROUP_RELEASE_TRIES or self._loop is None:
+            self._releasing.discard(path)
             log.warning("%s: cgroup %s still has processes; left in place", self.name, path)
             return
+        self._releasing.add(path)
         self._loop.call_later(CGROUP_RELEASE_DELAY, self._release_cgroup, path, tries + 1)
 
     def _track(
