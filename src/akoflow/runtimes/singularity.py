@@ -35,7 +35,7 @@ from typing import Any
 from akoflow.config import activity_environ, env_prefix, state_dir
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import Health, JobSpec, RuntimeUnavailable, SubmitError
-from akoflow.runtimes.local import LocalRuntime
+from akoflow.runtimes.local import LocalRuntime, write_private_file
 from akoflow.runtimes.sif_cache import PULL_POLICIES, PullError, classify, pull_locked
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,10 @@ class SingularityRuntime(LocalRuntime):
             )
         except ValueError as exc:
             raise SubmitError(str(exc)) from exc
-        Path(prefix + ".sh").write_bytes(act.run.encode())
+        try:
+            write_private_file(prefix + ".sh", act.run.encode())  # whole and 0600, or absent
+        except OSError as exc:
+            raise SubmitError(f"cannot write the script of {job.key}: {exc}") from None
         return self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv)
 
     async def _pulled(self, binary: str, ref: str) -> str:
