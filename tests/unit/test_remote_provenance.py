@@ -81,6 +81,53 @@ def test_listing_with_busybox_only(tmp_path: Path) -> None:
     assert files["x"] == FileState(1, 1_700_000_000.0)  # whole seconds from BusyBox stat
 
 
+ODD_NAMES = [
+    b"bad\xffname.txt",
+    b"x\n5\t1.0\tforged",  # a newline and what would read as a second entry
+    b"trailing\n",
+    "\u202eevil.txt".encode(),
+    b"\x01\x7f\x80",
+    b"q\"u'o te",
+    b"%41",
+    b"\xff" * 255,
+    b"odd dir\xfe\n/inner\tfile",
+]
+
+
+def _odd_tree(root: Path) -> None:
+    base = os.fsencode(root)
+    os.mkdir(os.path.join(base, b"odd dir\xfe\n"))
+    for raw in ODD_NAMES:
+        with open(os.path.join(base, raw), "wb") as f:
+            f.write(raw)
+    (root / "plain.txt").write_text("p")
+
+
+@pytest.mark.parametrize("tools", ["gnu", "busybox"])
+def test_listing_keeps_every_name_and_forges_no_entry(tmp_path: Path, tools: str) -> None:
+    """Any byte but '/' and NUL in a name: the listing carries it exactly, through a channel
+    that turns bytes that are not UTF-8 into U+FFFD (as the runtimes read it), and a newline
+    in a name cannot add an entry."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _odd_tree(work)
+    path_env = None
+    if tools == "busybox":
+        assert BUSYBOX is not None
+        path_env = str(tmp_path / "bin")
+        os.mkdir(path_env)
+        for applet in ("sh", "find", "stat", "date", "printf", "od", "tr"):
+            os.symlink(BUSYBOX, os.path.join(path_env, applet))
+    text = _list(work, path_env)
+    assert text.isascii()  # whatever the names, the listing itself is plain ASCII
+    parsed = parse_listing(text.encode().decode("utf-8", errors="replace"))
+    assert parsed is not None
+    files = parsed[1]
+    assert {os.fsencode(name) for name in files} == {*ODD_NAMES, b"plain.txt"}
+    for raw in ODD_NAMES:
+        assert files[os.fsdecode(raw)].size == len(raw)
+
+
 def test_parse_rejects_what_is_not_a_listing() -> None:
     assert parse_listing("") is None
     assert parse_listing("sh: find: not found\n") is None
@@ -91,6 +138,10 @@ def test_parse_rejects_what_is_not_a_listing() -> None:
     )
     assert taken == 12.0
     assert files == {"a": FileState(3, 4.5)}
+    # Hex entries: malformed ones are left out, bytes come back exactly.
+    text = "# akoflow-files 1 1\n1\t2\t/zz\n1\t2\t/\n1\t2\t/2f61\n1\t2\t/61ff0a62\n"
+    assert parse_listing(text) == (1.0, {os.fsdecode(b"a\xff\nb"): FileState(1, 2.0)})
+    assert parse_listing(text.encode()) == parse_listing(text)
 
 
 def _files(before: dict[str, float], after: dict[str, float], end: float) -> RemoteFiles:
