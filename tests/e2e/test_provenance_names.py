@@ -90,7 +90,7 @@ def akoflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=cli_env(),
+        env=cli_env(PYTHONWARNINGS="always"),  # every warning shows, deprecations too
         timeout=120,
     )
 
@@ -171,7 +171,7 @@ def test_turtle_parses_and_every_iri_decodes_to_its_bytes(run_dir: Path) -> None
 
 def test_crate_copies_every_file_under_a_portable_name(run_dir: Path) -> None:
     done = akoflow("crate", "1", "-o", "crate", cwd=run_dir)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
     crate = run_dir / "crate"
     meta = json.loads((crate / "ro-crate-metadata.json").read_text(encoding="utf-8"))
     seen = Counter()
@@ -192,7 +192,7 @@ def test_crate_copies_every_file_under_a_portable_name(run_dir: Path) -> None:
 
 def test_report_succeeds(run_dir: Path) -> None:
     done = akoflow("report", "1", "-o", "report.html", cwd=run_dir)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
     assert "make" in (run_dir / "report.html").read_text(encoding="utf-8")
 
 

@@ -17,5 +17,10 @@ Files that stay on a remote runtime (an HPC mount path, a Kubernetes volume) are
 job itself before and after its command (see :mod:`akoflow.provenance.remote`) and recorded
 the same way under the runtime's location.
 
+File names are bytes: any name is recorded and exported without loss, whether or not it is
+UTF-8 (see :mod:`akoflow.provenance.names` for how they are stored, shown and encoded). What a
+data dir may hold besides files (FIFOs, sockets, symlink loops, directories that cannot be
+read) never blocks or stops a scan (see :mod:`akoflow.provenance.snapshot`).
+
 Set ``AKOFLOW_PROVENANCE=off`` to skip all of it.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -173,7 +174,13 @@ def serialize(doc: ProvDocument, fmt: str) -> str:
     if fmt == "provn":
         return str(doc.get_provn())
     if fmt == "ttl":
-        return str(doc.serialize(format="rdf", rdf_format="turtle"))
+        with warnings.catch_warnings():
+            # prov's RDF serializer calls an rdflib API that rdflib 7 deprecates (a library
+            # quirk, nothing in the document): not the user's concern.
+            warnings.filterwarnings(
+                "ignore", "Dataset.default_context is deprecated", DeprecationWarning
+            )
+            return str(doc.serialize(format="rdf", rdf_format="turtle"))
     if fmt == "json":
         return str(doc.serialize(format=fmt, indent=2))
     raise ValueError(f"unknown PROV format {fmt!r}: use one of {', '.join(FORMATS)}")
