@@ -186,3 +186,60 @@ def test_sign_in_asks_for_the_token_and_keeps_it_in_this_tab_only(
     expect(other.page.locator("#signin")).to_be_visible()
     other.sign_in()
     expect(other.page.locator("#runtimes")).to_be_visible()  # and lands where it was going
+
+
+# Every bidirectional-text control: overrides and embeddings, isolates, marks.
+BIDI_CONTROLS = [0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]
+BIDI_CONTROLS += [0x200E, 0x200F, 0x061C]
+RLO = "\u202e"
+
+
+def test_bidi_controls_are_shown_as_visible_escapes(ui: Ui) -> None:
+    every = "".join(map(chr, BIDI_CONTROLS))
+    text = workflow_yaml(
+        "bidi",
+        activity(
+            "spoof",
+            f"echo 'invoice{RLO}fdp.exe'\necho \"$EVERY\" >&2\ntouch 'report{RLO}txt.sh'",
+            extra=f'      image: "alpine{RLO}"\n      env:\n        EVERY: "{every}"\n',
+        ),
+    )
+    with ui.server.client() as api:
+        wf_id = submit(api, text)
+        assert wait_workflow(api, wf_id)["state"] == "succeeded"
+    page = ui.page
+    page.goto(f"{ui.server.url}/akoflow-admin/workflows/{wf_id}/")
+    expect(page.locator('#act-rows tr[data-name="spoof"]')).to_be_visible()
+    page.locator('#dag g.node[data-id="spoof"]').click()
+    log = page.locator("#log")
+    expect(log.locator("[data-end]")).to_be_visible()
+    expect(log).to_contain_text("invoice<U+202E>fdp.exe")
+    escapes = "".join(f"<U+{c:04X}>" for c in BIDI_CONTROLS)
+    expect(log).to_contain_text(escapes)
+    # Each escape is its own marked element, styled apart from the text around it.
+    expect(log.locator(".ctl")).to_have_count(1 + len(BIDI_CONTROLS))
+    expect(log.locator(".ctl").first).to_have_text("<U+202E>")
+    expect(page.locator(".command")).to_contain_text("invoice<U+202E>fdp.exe")
+    expect(page.locator("#activity .facts")).to_contain_text("alpine<U+202E>")
+    expect(page.locator("#lineage")).to_be_visible()  # the file the activity made
+    # Nowhere on the page is a raw control left to reorder what is shown.
+    shown = page.evaluate("() => document.body.innerText + document.title")
+    assert not [c for c in BIDI_CONTROLS if chr(c) in shown], shown
+    ui.shot("bidi-escaped")
+    # The same in drawn text (graphs, charts) and in attributes, through the page's own DOM
+    # helpers: SVG text gets a marked <tspan>, a tooltip attribute the plain escape.
+    drawn = page.evaluate(
+        """async (text) => {
+            const { fill, h, s } = await import("/akoflow-admin/static/dom.js");
+            const label = s("text", {}, text);
+            const cell = h("td", { title: text });
+            fill(cell, text);
+            return [label.innerHTML, cell.getAttribute("title"), cell.innerHTML];
+        }""",
+        f"a{RLO}b\u2066c",
+    )
+    assert drawn == [
+        'a<tspan class="ctl">&lt;U+202E&gt;</tspan>b<tspan class="ctl">&lt;U+2066&gt;</tspan>c',
+        "a<U+202E>b<U+2066>c",
+        'a<span class="ctl">&lt;U+202E&gt;</span>b<span class="ctl">&lt;U+2066&gt;</span>c',
+    ]

@@ -94,7 +94,7 @@ function signIn() {
       }
       error.textContent = "The server refused this token.";
     } catch (err) {
-      error.textContent = `Cannot reach the server: ${err.message}`;
+      fill(error, `Cannot reach the server: ${err.message}`);
     } finally {
       button.disabled = false;
     }

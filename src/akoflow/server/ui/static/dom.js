@@ -1,7 +1,42 @@
 // Building DOM without markup: every value goes in as a text node or an attribute set through
-// the DOM API, never parsed as HTML, so names, logs and errors can only ever be text.
+// the DOM API, never parsed as HTML, so names, logs and errors can only ever be text. Set text
+// with fill(el, value), not el.textContent, so that bidi controls are shown escaped.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
+
+// Bidirectional-text controls reorder the text around them: a name, reason or log line holding
+// U+202E would show something other than what is there. Each is shown as a visible escape
+// (<U+202E>, styled apart) instead; attributes and the tab title get the same escape as text.
+const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/;
+const BIDI_ALL = new RegExp(BIDI.source, "g");
+
+function escapeOf(ch) {
+  return `<U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}>`;
+}
+
+/** The text with every bidi control replaced by a visible <U+XXXX>. */
+export function visibleText(value) {
+  const text = String(value);
+  return BIDI.test(text) ? text.replace(BIDI_ALL, escapeOf) : text;
+}
+
+/** Nodes showing `text` in `parent`: plain text, bidi controls as marked escapes. */
+function textNodes(parent, text) {
+  if (!BIDI.test(text)) return [document.createTextNode(text)];
+  const svg = parent.namespaceURI === SVG_NS;
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(BIDI_ALL)) {
+    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+    const mark = svg ? document.createElementNS(SVG_NS, "tspan") : document.createElement("span");
+    mark.setAttribute("class", "ctl");
+    mark.textContent = escapeOf(match[0]);
+    nodes.push(mark);
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}
 
 function apply(el, attrs) {
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -12,13 +47,13 @@ function apply(el, attrs) {
     } else if (key === "class") {
       el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
     } else if (key === "text") {
-      el.textContent = String(value);
+      el.replaceChildren(...textNodes(el, String(value)));
     } else if (key === "dataset") {
       Object.assign(el.dataset, value);
     } else if (key === "href" && !String(value).startsWith("/")) {
       throw new TypeError("only same-origin paths are linked");
     } else {
-      el.setAttribute(key, value === true ? "" : String(value));
+      el.setAttribute(key, value === true ? "" : visibleText(value));
     }
   }
   return el;
@@ -27,7 +62,8 @@ function apply(el, attrs) {
 function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    if (child instanceof Node) el.append(child);
+    else el.append(...textNodes(el, String(child)));
   }
   return el;
 }

@@ -1,7 +1,7 @@
 // Dependency graphs as SVG: nodes laid out in columns by dependency level (a node sits one
 // column right of its deepest dependency), edges as curves from a dependency to its dependent.
 
-import { s } from "./dom.js";
+import { fill, s } from "./dom.js";
 import { stateClass } from "./format.js";
 
 const NODE_W = 168;
@@ -129,9 +129,9 @@ export function drawGraph(nodes, deps, { onSelect, title = "dependency graph" } 
       const el = elements.get(node.id);
       if (!el) continue;
       el.g.setAttribute("class", `node ${stateClass(node.state)}${node.selected ? " selected" : ""}`);
-      el.label.textContent = clip(node.label, 20);
-      el.sub.textContent = clip(node.sub || "", 24);
-      el.tip.textContent = `${node.label} — ${node.state}${node.sub ? ` — ${node.sub}` : ""}`;
+      fill(el.label, clip(node.label, 20));
+      fill(el.sub, clip(node.sub || "", 24));
+      fill(el.tip, `${node.label} — ${node.state}${node.sub ? ` — ${node.sub}` : ""}`);
     }
   };
   update(nodes);

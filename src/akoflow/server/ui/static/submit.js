@@ -57,7 +57,7 @@ export function mount(root) {
       return;
     }
     area.value = await f.text();
-    fileName.textContent = f.name;
+    fill(fileName, f.name);
     errorLines = new Set();
     drawGutter();
     fill(result);

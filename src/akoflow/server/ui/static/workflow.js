@@ -3,7 +3,7 @@
 
 import { api, events } from "./api.js";
 import { lineChart, timeline } from "./charts.js";
-import { confirmButton, fill, h, link } from "./dom.js";
+import { confirmButton, fill, h, link, visibleText } from "./dom.js";
 import { bytes, clock, duration, FINAL, percent } from "./format.js";
 import { drawGraph, MAX_NODES } from "./graph.js";
 import { poll, showError, sleep } from "./live.js";
@@ -83,7 +83,7 @@ export function mount(root, { id }) {
 
   // ---- live state
   const drawHeader = () => {
-    title.textContent = wf.name;
+    fill(title, wf.name);
     fill(state, badge(wf.state), wf.cancelRequested && !FINAL.has(wf.state) ? h("span", { class: "muted small" }, " cancelling…") : null);
     const t = wf.times;
     const end = t.finishedAt ?? (t.startedAt ? Date.now() / 1000 : null);
@@ -99,7 +99,7 @@ export function mount(root, { id }) {
     fill(bar, progress(wf.activityStates, wf.activityCount));
     cancelBtn.hidden = FINAL.has(wf.state);
     retryBtn.hidden = !(wf.state === "failed" || wf.state === "cancelled");
-    document.title = `${wf.name} · AkôFlow`;
+    document.title = `${visibleText(wf.name)} · AkôFlow`;
   };
 
   const row = (a) => {
@@ -126,8 +126,8 @@ export function mount(root, { id }) {
     const now = Date.now() / 1000;
     const end = a.finishedAt ?? (a.startedAt && !FINAL.has(a.state) ? now : null);
     fill(r.cells[1], badge(a.state));
-    r.cells[2].textContent = a.runtime;
-    r.cells[3].textContent = a.node || "—";
+    fill(r.cells[2], a.runtime);
+    fill(r.cells[3], a.node || "—");
     r.cells[4].textContent = `${a.attempt}/${a.maxAttempts}`;
     r.cells[5].textContent = clock(a.startedAt);
     r.cells[6].textContent = a.startedAt && end ? duration(end - a.startedAt) : "—";
@@ -268,9 +268,9 @@ export function mount(root, { id }) {
       const empty = FINAL.has(a.state) ? "no samples (taken every 2 s while it runs)" : "no samples yet";
       fill(cpu, lineChart(samples.map((x) => [x.ts, x.cpuPercent]), { title: `CPU of ${name}`, yFormat: percent, empty }));
       fill(mem, lineChart(samples.map((x) => [x.ts, x.memoryBytes]), { title: `memory of ${name}`, yFormat: bytes, empty }));
-      usage.textContent = m.data.attempts
+      fill(usage, m.data.attempts
         .map((u) => `attempt ${u.number}: CPU time ${u.cpuSeconds === null ? "—" : duration(u.cpuSeconds)}, mean CPU ${percent(u.meanCpuPercent)}, peak memory ${bytes(u.peakMemoryBytes ?? u.maxRssBytes)}`)
-        .join(" · ");
+        .join(" · "));
       lastState = a.state;
     };
     // Poll the detail and metrics while the activity can change; a state change seen by the
