@@ -59,9 +59,11 @@ def job(tmp_path: Path, name: str, run: str, env: Mapping[str, str] = {}, n: int
     )
 
 
-async def started_runtime() -> tuple[LocalRuntime, Collected]:
+async def started_runtime(
+    config: RuntimeConfig | None = None,
+) -> tuple[LocalRuntime, Collected]:
     events = Collected()
-    rt = LocalRuntime("local", RuntimeConfig.from_env("local"), events)
+    rt = LocalRuntime("local", config or RuntimeConfig.from_env("local"), events)
     await rt.start()
     return rt, events
 
@@ -335,8 +337,9 @@ def test_without_cgroups_the_session_is_still_killed(tmp_path: Path) -> None:
     spec = job(tmp_path, "bg", "sleep 300 &\necho $! > bg.pid\n")
 
     async def scenario() -> Outcome:
-        rt, events = await started_runtime()
-        rt._cgroup_base = None  # as on a host where the engine may not create cgroups
+        # As on a host where the engine may not create cgroups.
+        rt, events = await started_runtime(RuntimeConfig("local", {"LOCAL_CGROUPS": "off"}))
+        assert rt._cgroup_base is None
         try:
             return await run_to_end(rt, events, spec)
         finally:

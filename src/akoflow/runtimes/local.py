@@ -60,6 +60,7 @@ PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer (a smaller pipe: the fi
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
 CGROUP_RELEASE_DELAY = 0.02
+_OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
 # Variables bash acts on at start-up, before the prelude's first line: they would replace the
 # prelude (BASH_ENV; ENV in POSIX mode), make bash skip it (POSIXLY_CORRECT, SHELLOPTS=posix),
@@ -225,7 +226,8 @@ class LocalRuntime(Runtime):
         self._loop = asyncio.get_running_loop()
         self._base_env = without_bash_startup_names(activity_environ())
         self._umask = _process_umask()
-        self._cgroup_base = cgroups.usable_base()
+        wanted = (self.config.get("CGROUPS") or "auto").strip().lower()
+        self._cgroup_base = None if wanted in _OFF else cgroups.usable_base()
         if self._cgroup_base is None:
             log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
         else:
