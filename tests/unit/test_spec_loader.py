@@ -1261,3 +1261,33 @@ def test_json_schema_lists_the_reserved_environment_names() -> None:
     names = next(s for s in env["anyOf"] if s.get("type") == "object")["propertyNames"]
     assert "BASH_ENV" in names["not"]["anyOf"][0]["enum"]
     assert {"pattern": "^AKOFLOW_"} in names["not"]["anyOf"]
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ('"\\e[31mred"', "must not contain control characters"),
+        ('"a\\x9bb"', "must not contain control characters"),
+        ('"a\\x7f"', "must not contain control characters"),
+        ('"a\\tb"', "must not contain whitespace"),
+    ],
+)
+def test_images_and_runtimes_have_no_control_characters(value: str, needle: str) -> None:
+    error = only_error(
+        f"name: wf\nspec:\n  image: {value}\n  activities:\n    - {{name: a, run: x}}\n"
+    )
+    assert error.path == "spec.image"
+    assert needle in error.message
+
+
+def test_reading_a_workflow_file_is_bounded(tmp_path: Path) -> None:
+    assert loader_module.MAX_FILE_BYTES == 64 << 20
+    error = errors_of_file(Path("/dev/zero"))
+    assert "larger than 64 MiB" in error.message
+
+
+def errors_of_file(path: Path) -> SpecError:
+    with pytest.raises(WorkflowValidationError) as info:
+        load_workflow_file(path)
+    assert len(info.value.errors) == 1
+    return info.value.errors[0]

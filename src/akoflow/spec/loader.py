@@ -79,6 +79,8 @@ MAX_ALIAS_EXPANSION = 1_000_000
 #: (it is stored, sent by every workflow route and written out as scripts). A 100,000-activity
 #: workflow written out in full is about 5 MiB; the CLI refuses files over 64 MiB as well.
 MAX_EXPANDED_TEXT = 64 << 20
+#: Largest workflow file :func:`load_workflow_file` reads.
+MAX_FILE_BYTES = 64 << 20
 #: Lines shown by ``str(WorkflowValidationError)``; ``errors`` always holds all of them.
 REPORT_LIMIT = 200
 #: Budget of name comparisons for "did you mean" suggestions on unknown ``dependsOn``.
@@ -1071,12 +1073,17 @@ def load_workflow_file(
     """Read and load a workflow file; unreadable files also raise WorkflowValidationError."""
     name = str(path) if source is None else source
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)  # bounded: /dev/zero must not fill memory
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise WorkflowValidationError(
             [SpecError("", f"cannot read the workflow file: {reason}")], name
         ) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise WorkflowValidationError(
+            [SpecError("", f"the workflow file is larger than {MAX_FILE_BYTES >> 20} MiB")], name
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -162,8 +162,10 @@ def constraint_message(loc: tuple[str | int, ...], value: object) -> str | None:
             what = "must not be empty"
         elif "\x00" in value:
             what = "must not contain a NUL byte"
-        else:
+        elif any(c.isspace() for c in value):
             what = "must not contain whitespace"
+        else:
+            what = "must not contain control characters"
         return f"invalid {field} {_short(value)}: {what}"
     return None
 
@@ -371,7 +373,7 @@ ActivityName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
 WorkflowName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
 Namespace = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
 NonBlank = Annotated[str, Field(pattern=r"\S")]
-Token = Annotated[str, Field(pattern=r"^[^\s\x00]+$")]
+Token = Annotated[str, Field(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+$")]
 Script = Annotated[str, Field(pattern=r"^[^\x00]*[^\s\x00][^\x00]*$", max_length=MAX_RUN_CHARS)]
 MountPath = Annotated[
     str,
