@@ -331,10 +331,14 @@ def _wait(api: Api, wf_id: int, *, quiet: bool, as_json: bool) -> int:
 def submit(
     url: str, file: Path, *, state_dir: Path | None, wait: bool, quiet: bool, as_json: bool
 ) -> int:
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        err.print(f"[bold red]error:[/] cannot read {escape(str(file))}: {exc.strerror or exc}")
+    from akoflow.service import read_workflow_bytes
+    from akoflow.spec import WorkflowValidationError
+
+    try:  # bounded, and no hang on a FIFO, as `akoflow run` reads it
+        data = read_workflow_bytes(file)
+    except WorkflowValidationError as exc:
+        for e in exc.errors:
+            err.print(f"[bold red]error:[/] {escape(str(file))}: {escape(e.message)}")
         return EXIT_INVALID
     try:
         api = _connect(url, state_dir)

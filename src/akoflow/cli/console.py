@@ -4,10 +4,56 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+class GuardedStream:
+    """``sys.stdout`` or ``sys.stderr`` as rich writes to them, where a terminal that went away
+    (EIO after a hangup), a closed pipe (EPIPE: rich would raise SystemExit from inside the
+    engine's loop) or a full disk ends the output, never the command: the run goes on (or
+    is cancelled) and is recorded whatever happens to the screen."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self.dead = False
+
+    @property
+    def target(self) -> TextIO:
+        stream = sys.stderr if self._stderr else sys.stdout
+        # rich's live view swaps in a proxy that writes back through the console: not that
+        proxied: TextIO = getattr(stream, "rich_proxied_file", stream)
+        return proxied
+
+    def write(self, text: str) -> int:
+        if not self.dead:
+            try:
+                self.target.write(text)
+            except OSError:
+                self.dead = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.dead:
+            try:
+                self.target.flush()
+            except OSError:
+                self.dead = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.dead and self.target.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
 
 
 class LazyConsole:
@@ -22,7 +68,10 @@ class LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr)
+            self._console = Console(
+                file=GuardedStream(stderr=self._stderr),  # type: ignore[arg-type]
+                stderr=self._stderr,
+            )
         return self._console
 
     def __getattr__(self, name: str) -> Any:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -24,6 +27,7 @@ from akoflow.cli.console import LazyConsole, LazyRichHandler, escape
 from akoflow.states import WorkflowState
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no id or attempt number is larger
 
 app = typer.Typer(
     name="akoflow",
@@ -35,6 +39,61 @@ app = typer.Typer(
 )
 out = LazyConsole()
 err = LazyConsole(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LogStream(StrEnum):
+    stdout = "stdout"
+    stderr = "stderr"
+
+
+def _clean_errors(command: F) -> F:
+    """A state dir or database that cannot be used is a one-line error and exit 2, in every
+    command, wherever it shows (opening the store, or a damaged page read later)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            # Neither module is imported just for this: if it is not loaded, it raised nothing.
+            service = sys.modules.get("akoflow.service")
+            sqlite3 = sys.modules.get("sqlite3")
+            if service is not None and isinstance(exc, service.StateError):
+                message = str(exc)
+            elif service is not None and sqlite3 is not None and isinstance(exc, sqlite3.Error):
+                message = service.database_error(
+                    config.state_dir(kwargs.get("state_dir")) / service.DB_NAME, exc
+                )
+            else:
+                raise
+            err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+            raise typer.Exit(EXIT_INVALID) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def _open_repository(sdir: Path) -> Any:
+    from akoflow import service
+
+    return service.open_repository(sdir, warn=_warn)
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """``@app.command()`` with :func:`_clean_errors`."""
+
+    def register(func: F) -> F:
+        wrapped = _clean_errors(func)
+        app.command(name)(wrapped)
+        return wrapped
+
+    return register
+
 
 StateDirOpt = Annotated[
     Path | None,
@@ -91,7 +150,7 @@ def _fail_invalid(exc: Exception) -> typer.Exit:
 # ---------------------------------------------------------------------------------- run
 
 
-@app.command()
+@command()
 def run(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.", show_default=False)],
     state_dir: StateDirOpt = None,
@@ -113,51 +172,44 @@ def run(
     run: finished activities are not run again and running ones are adopted.
     """
     from akoflow import service
-    from akoflow.spec import WorkflowValidationError, load_workflow_file
+    from akoflow.spec import WorkflowValidationError
 
     _setup_logging(verbose)
     try:
-        text = file.read_text(encoding="utf-8")
-        prepared = service.validate_text(text, str(file))
+        prepared = service.validate_text(service.read_workflow_file(file), str(file))
     except WorkflowValidationError as exc:
         raise _fail_invalid(exc) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        try:  # the loader words read errors like validation errors
-            load_workflow_file(file)
-        except WorkflowValidationError as verr:
-            raise _fail_invalid(verr) from None
-        raise _fail_invalid(exc) from None
     sdir = config.state_dir(state_dir)
-    repo = service.open_repository(sdir)
-    resumed = None if new else repo.find_unfinished(spec_hash=prepared.spec_hash)
-    if resumed is not None:
-        wf_id = resumed.id
-        if not quiet and not as_json:
-            err.print(f"resuming interrupted run #{wf_id} of {escape(prepared.workflow.name)}")
-    else:
-        stale = repo.list_workflows(limit=1, unfinished_only=True, name=prepared.workflow.name)
-        from akoflow.engine.engine import owner_alive
-
-        if (
-            stale
-            and not owner_alive(stale[0].owner_pid, stale[0].owner_started)
-            and not quiet
-            and not as_json
-        ):
+    repo = _open_repository(sdir)
+    name = escape(prepared.workflow.name)
+    # Decided and claimed in one transaction: of several `run` of this file started at once,
+    # exactly one runs it.
+    claim = service.claim_run(
+        repo, sdir, prepared, data_dir=data_dir.resolve() if data_dir else None, new=new
+    )
+    if claim.busy_pid is not None:
+        err.print(
+            f"[bold red]error:[/] workflow {claim.wf_id} ({name}) is being run by process "
+            f"{claim.busy_pid}"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if not quiet and not as_json:
+        if claim.resumed:
+            err.print(f"resuming interrupted run #{claim.wf_id} of {name}")
+        elif claim.other_version is not None:
             err.print(
-                f"[dim]note: run #{stale[0].id} of {escape(prepared.workflow.name)} (another "
-                f"version of this file) is unfinished; `akoflow resume {stale[0].id}` "
-                "continues it[/]"
+                f"[dim]note: run #{claim.other_version} of {name} (another version of this "
+                f"file) is unfinished; `akoflow resume {claim.other_version}` continues it[/]"
             )
-        wf_id = service.store(repo, sdir, prepared, data_dir.resolve() if data_dir else None)
-    code = asyncio.run(_run_attached(repo, sdir, [wf_id], quiet=quiet, as_json=as_json))
+    code = asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
     raise typer.Exit(code)
 
 
-@app.command()
+@command()
 def resume(
     workflow_ids: Annotated[
-        list[int] | None, typer.Argument(help="Workflow ids [default: every unfinished one].")
+        list[int] | None,
+        typer.Argument(help="Workflow ids [default: every unfinished one].", min=1, max=MAX_ID),
     ] = None,
     state_dir: StateDirOpt = None,
     quiet: QuietOpt = False,
@@ -165,20 +217,23 @@ def resume(
     verbose: VerboseOpt = False,
 ) -> None:
     """Resume interrupted workflows of a state dir: adopt running activities, finish the rest."""
-    from akoflow import service
-
     _setup_logging(verbose)
-    sdir = config.state_dir(state_dir)
-    repo = service.open_repository(sdir)
-    ids = workflow_ids or [w.id for w in repo.list_workflows(limit=10_000, unfinished_only=True)]
+    sdir, repo = _existing_store(state_dir)
+    if repo is None:
+        ids = []
+    elif workflow_ids:
+        for wf_id in workflow_ids:
+            _find_workflow(repo, str(wf_id))  # an unknown id: exit 2, nothing resumed
+        ids = sorted(set(workflow_ids))
+    else:
+        ids = sorted(w.id for w in repo.list_workflows(limit=10_000, unfinished_only=True))
     if not ids:
         err.print("nothing to resume: no unfinished workflow in " + escape(str(sdir)))
-        raise typer.Exit(EXIT_OK)
-    ids.sort()
+        raise typer.Exit(EXIT_INVALID if workflow_ids else EXIT_OK)
     raise typer.Exit(asyncio.run(_run_attached(repo, sdir, ids, quiet=quiet, as_json=as_json)))
 
 
-@app.command("retry")
+@command("retry")
 def retry_cmd(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     state_dir: StateDirOpt = None,
@@ -189,8 +244,6 @@ def retry_cmd(
 ) -> None:
     """Run a failed or cancelled workflow again from where it stopped (succeeded activities
     are kept)."""
-    from akoflow import service
-
     if url := _server_url(server):
         from akoflow.cli import client
 
@@ -198,15 +251,14 @@ def retry_cmd(
             client.retry(url, workflow, state_dir=state_dir, quiet=quiet, as_json=as_json)
         )
     _setup_logging(verbose)
+    repo, rec = _open_run(state_dir, workflow)
     sdir = config.state_dir(state_dir)
-    repo = service.open_repository(sdir)
-    rec = _find_workflow(repo, workflow)
     raise typer.Exit(
         asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=quiet, as_json=as_json, retry=True))
     )
 
 
-@app.command()
+@command()
 def cancel(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     state_dir: StateDirOpt = None,
@@ -214,17 +266,14 @@ def cancel(
 ) -> None:
     """Cancel a run: the engine running it stops its activities. An interrupted run (no
     engine) is cancelled here, stopping what it left running."""
-    from akoflow import service
-    from akoflow.engine.engine import owner_alive
-
     if url := _server_url(server):
         from akoflow.cli import client
 
         raise typer.Exit(client.cancel(url, workflow, state_dir=state_dir))
+    from akoflow.engine.ownership import owner_alive
 
+    repo, rec = _open_run(state_dir, workflow)
     sdir = config.state_dir(state_dir)
-    repo = service.open_repository(sdir)
-    rec = _find_workflow(repo, workflow)
     if rec.state.is_final:
         err.print(f"workflow {rec.id} ({escape(rec.name)}) already ended: {rec.state}")
         raise typer.Exit(EXIT_OK)
@@ -248,30 +297,44 @@ async def _run_attached(
         from akoflow.cli import progress  # rich's live views: only when shown
 
     engine = Engine(repo, sdir)
-    await engine.start()
     loop = asyncio.get_running_loop()
     interrupts = 0
+    cancelling = False
 
-    def on_signal(signum: int) -> None:
+    def cancel_all() -> None:
+        nonlocal cancelling
+        cancelling = True
+        for wf_id in ids:
+            engine.cancel(wf_id)  # those not attached yet are cancelled when they are
+
+    def on_interrupt() -> None:  # Ctrl-C, SIGTERM
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
+            cancel_all()  # first: printing cannot get in its way
             err.print(
                 "[yellow]cancelling: stopping running activities (Ctrl-C again to leave "
                 "them running and exit)[/]"
             )
-            for wf_id in ids:
-                engine.cancel(wf_id)
         else:
             # Leave immediately; a later `akoflow resume` adopts what still runs.
             os._exit(EXIT_FAILED)
 
+    def on_hangup() -> None:
+        # The terminal closed: cancel as the first Ctrl-C does, but never leave at once (the
+        # kernel and the shell may each send one); the output is gone, the run is recorded.
+        if not cancelling:
+            cancel_all()
+            err.print("[yellow]terminal closed (SIGHUP): cancelling the run[/]")
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(sig, on_interrupt)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     # `akoflow cancel` from another terminal records the request, then pokes us.
     loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
     code = EXIT_OK
     try:
+        await engine.start()
         for wf_id in ids:
             try:
                 wf = await (engine.retry(wf_id) if retry else engine.attach(wf_id))
@@ -279,6 +342,8 @@ async def _run_attached(
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
                 code = EXIT_FAILED
                 continue
+            if cancelling:
+                engine.cancel(wf_id)
             assert wf.done is not None
             if not quiet and not as_json:
                 await progress.follow(wf, (err if as_json else out).console, wf.done)
@@ -300,7 +365,8 @@ async def _run_attached(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
-        await engine.stop()
+        await engine.stop()  # a late second hangup must not cut this short
+        loop.remove_signal_handler(signal.SIGHUP)
     return code
 
 
@@ -323,23 +389,18 @@ def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- validate, schema
 
 
-@app.command()
+@command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow YAML files.", show_default=False)],
 ) -> None:
     """Check workflow files and report every error with its path and line. Stores nothing."""
     from akoflow import service
-    from akoflow.spec import WorkflowValidationError, load_workflow_file
+    from akoflow.spec import WorkflowValidationError
 
     code = EXIT_OK
     for file in files:
         try:
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                load_workflow_file(file)  # raises the worded error
-                raise
-            prepared = service.validate_text(text, str(file))
+            prepared = service.validate_text(service.read_workflow_file(file), str(file))
         except WorkflowValidationError as exc:
             _fail_invalid(exc)
             code = EXIT_INVALID
@@ -352,20 +413,22 @@ def validate(
     raise typer.Exit(code)
 
 
-@app.command()
+@command()
 def schema() -> None:
     """Print the JSON Schema of workflow files."""
     from akoflow.spec import json_schema
 
-    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    _write_stdout(json.dumps(json_schema(), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------- status, logs
 
 
 def _find_workflow(repo: Any, ref: str) -> Any:
-    if ref.isdigit():
-        rec = repo.get_workflow(int(ref))
+    """A run by id, or the newest run of that name; else a clear error (exit 2)."""
+    if ref.isascii() and ref.isdigit():
+        number = int(ref)
+        rec = repo.get_workflow(number) if number <= MAX_ID else None  # larger: none such
     else:
         newest = repo.list_workflows(limit=1, name=ref)  # a name means its newest run
         rec = newest[0] if newest else None
@@ -375,30 +438,69 @@ def _find_workflow(repo: Any, ref: str) -> Any:
     return rec
 
 
-def _open_run(state_dir: Path | None, ref: str) -> tuple[Any, Any]:
-    """The repository and one run of the state dir, or a clear error (exit 2)."""
+def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
+    """The state dir and its repository, or None for a state dir without runs (a command
+    that only looks does not create a database)."""
     from akoflow import service
 
     sdir = config.state_dir(state_dir)
+    if os.path.lexists(sdir) and not sdir.is_dir():
+        raise service.StateError(f"the state dir {sdir} exists and is not a directory")
     if not (sdir / service.DB_NAME).exists():
+        return sdir, None
+    return sdir, _open_repository(sdir)
+
+
+def _open_run(state_dir: Path | None, ref: str) -> tuple[Any, Any]:
+    """The repository and one run of the state dir, or a clear error (exit 2)."""
+    sdir, repo = _existing_store(state_dir)
+    if repo is None:
         err.print(f"no runs yet in {escape(str(sdir))}")
         raise typer.Exit(EXIT_INVALID)
-    repo = service.open_repository(sdir)
     return repo, _find_workflow(repo, ref)
 
 
-@app.command()
+def _write_stdout(text: str) -> None:
+    """Text on stdout; a reader that went away (``| head``) ends the output, quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def _stdout_gone() -> None:
+    # Nothing more can be shown; leave as `cat | head` does, without a traceback (later
+    # flushes of what is buffered would fail again).
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise typer.Exit(EXIT_OK)
+
+
+def _write_output(path: Path, write: Callable[[Path], object]) -> None:
+    """Write an export to ``path``; a path that cannot be written (a directory, a missing
+    parent, a full disk, no permission) is a clear error (exit 2)."""
+    if path.is_dir():
+        err.print(f"[bold red]error:[/] {escape(str(path))} is a directory; give a file name")
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        write(path)
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] cannot write {escape(str(path))}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+@command()
 def status(
     workflow: Annotated[
         str | None, typer.Argument(help="Workflow id or name [default: list recent runs].")
     ] = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="How many runs to list.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many runs to list.", min=0, max=MAX_ID)] = 20,
     server: ServerOpt = None,
 ) -> None:
     """List recent runs, or show one run's activities."""
-    from akoflow import service
     from akoflow.cli.progress import styled
     from akoflow.humanize import fmt_duration
 
@@ -408,11 +510,10 @@ def status(
         raise typer.Exit(
             client.status(url, workflow, state_dir=state_dir, as_json=as_json, limit=limit)
         )
-    sdir = config.state_dir(state_dir)
-    if not (sdir / service.DB_NAME).exists():
+    sdir, repo = _existing_store(state_dir)
+    if repo is None:
         err.print(f"no runs yet in {escape(str(sdir))}")
-        raise typer.Exit(EXIT_OK)
-    repo = service.open_repository(sdir)
+        raise typer.Exit(EXIT_OK if workflow is None else EXIT_INVALID)
     if workflow is None:
         rows = repo.list_workflows(limit=limit)
         if as_json:
@@ -483,7 +584,7 @@ def status(
     out.print(table)
 
 
-@app.command()
+@command()
 def prov(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     fmt: Annotated[
@@ -505,13 +606,13 @@ def prov(
     repo, rec = _open_run(state_dir, workflow)
     text = serialize(workflow_document(repo, rec.id), fmt)
     if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        _write_stdout(text if text.endswith("\n") else text + "\n")
     else:
-        output.write_text(text, encoding="utf-8")
+        _write_output(output, lambda path: path.write_text(text, encoding="utf-8"))
         err.print(f"wrote {escape(str(output))}")
 
 
-@app.command()
+@command()
 def crate(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     output: Annotated[
@@ -531,15 +632,29 @@ def crate(
     actions with the files they used and generated."""
     from akoflow.provenance.crate import write_crate
 
-    if output.exists() and any(output.iterdir()):
-        err.print(f"{escape(str(output))} exists and is not empty; choose another --output")
+    if os.path.lexists(output) and not output.is_dir():
+        err.print(
+            f"[bold red]error:[/] {escape(str(output))} exists and is not a directory; "
+            "choose another --output"
+        )
+        raise typer.Exit(EXIT_INVALID)
+    if output.is_dir() and any(output.iterdir()):
+        err.print(
+            f"[bold red]error:[/] {escape(str(output))} exists and is not empty; "
+            "choose another --output"
+        )
         raise typer.Exit(EXIT_INVALID)
     repo, rec = _open_run(state_dir, workflow)
-    write_crate(repo, rec.id, output, include_data=data)
+    try:
+        write_crate(repo, rec.id, output, include_data=data)
+    except OSError as exc:
+        where = exc.filename or output
+        err.print(f"[bold red]error:[/] cannot write {escape(str(where))}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_INVALID) from None
     err.print(f"wrote {escape(str(output))}/ro-crate-metadata.json")
 
 
-@app.command()
+@command()
 def report(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path(
@@ -552,17 +667,21 @@ def report(
     from akoflow.report import render
 
     repo, rec = _open_run(state_dir, workflow)
-    output.write_text(render(repo, rec.id), encoding="utf-8")
+    html = render(repo, rec.id)
+    _write_output(output, lambda path: path.write_text(html, encoding="utf-8"))
     err.print(f"wrote {escape(str(output))}")
 
 
-@app.command()
+@command()
 def logs(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],
-    attempt: Annotated[int | None, typer.Option(help="Attempt [default: the last].")] = None,
+    attempt: Annotated[
+        int | None, typer.Option(help="Attempt [default: the last].", min=1, max=MAX_ID)
+    ] = None,
     stream: Annotated[
-        str | None, typer.Option(help="stdout or stderr [default: both, in order written].")
+        LogStream | None,
+        typer.Option(help="stdout or stderr [default: both, in order written]."),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output.")
@@ -571,8 +690,7 @@ def logs(
     server: ServerOpt = None,
 ) -> None:
     """Print the captured output of an activity (from the state store, or a server's)."""
-    from akoflow import service
-
+    stream_name = stream.value if stream is not None else None
     if url := _server_url(server):
         from akoflow.cli import client
 
@@ -583,35 +701,40 @@ def logs(
                 activity,
                 state_dir=state_dir,
                 attempt=attempt,
-                stream=stream,
+                stream=stream_name,
                 follow=follow,
             )
         )
 
-    repo = service.open_repository(config.state_dir(state_dir))
-    rec = _find_workflow(repo, workflow)
+    repo, rec = _open_run(state_dir, workflow)
     act = repo.get_activity(rec.id, activity)
     if act is None:
         err.print(f"[bold red]error:[/] workflow {rec.id} has no activity {escape(activity)}")
         raise typer.Exit(EXIT_INVALID)
     number = attempt or act.attempt
     last = 0
-    while True:
-        for row_id, chunk in repo.read_logs(act.id, attempt=number, stream=stream, after_id=last):
+
+    def show_new() -> None:
+        nonlocal last
+        for row_id, chunk in repo.read_logs(
+            act.id, attempt=number, stream=stream_name, after_id=last
+        ):
             last = row_id
             target = sys.stderr if chunk.stream == "stderr" and stream is None else sys.stdout
-            target.write(chunk.data)
-            target.flush()
+            try:
+                target.write(chunk.data)
+                target.flush()
+            except BrokenPipeError:
+                if target is sys.stdout:
+                    _stdout_gone()
+
+    while True:
+        show_new()
         if not follow:
             return
         current = repo.get_activity(rec.id, activity)
         if current is not None and current.state.is_final and current.attempt == number:
-            # One more read: the engine stores the last output before the final state.
-            for row_id, chunk in repo.read_logs(
-                act.id, attempt=number, stream=stream, after_id=last
-            ):
-                last = row_id
-                sys.stdout.write(chunk.data)
+            show_new()  # one more read: the engine stores the last output before the state
             return
         time.sleep(0.5)
 
@@ -619,7 +742,7 @@ def logs(
 # ---------------------------------------------------------------------------- server mode
 
 
-@app.command("server")
+@command("server")
 def server_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
@@ -637,6 +760,9 @@ def server_cmd(
 
     _setup_logging(True)
     sdir = config.state_dir(state_dir)
+    # Created private (before the token file goes in), and a database it cannot use is a
+    # clear error here rather than a failed start inside the web server.
+    _open_repository(sdir).close()
 
     def announce(token: Token) -> None:
         if token.created:  # the only time the token is ever shown
@@ -660,7 +786,7 @@ def server_cmd(
     )
 
 
-@app.command()
+@command()
 def submit(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.", show_default=False)],
     wait: Annotated[
@@ -682,7 +808,7 @@ def submit(
     )
 
 
-@app.command()
+@command()
 def runtimes(
     server: ServerOpt = None,
     state_dir: StateDirOpt = None,

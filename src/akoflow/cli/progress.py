@@ -216,16 +216,22 @@ def summary(wf: RunView, console: Console, *, max_rows: int = 50) -> None:
     console.print(Text(f"data: {wf.data_dir}", style="dim"))
 
 
+def output_gone(console: Console) -> bool:
+    """The console's terminal or pipe went away (see ``cli.console.GuardedStream``)."""
+    return bool(getattr(console.file, "dead", False))
+
+
 async def follow(wf: RunView, console: Console, done: asyncio.Future[WorkflowState]) -> None:
-    """Live view on a terminal; one line per finished activity elsewhere (CI logs)."""
+    """Live view on a terminal; one line per finished activity elsewhere (CI logs). Returns
+    early, drawing nothing more, when the output went away (the run goes on)."""
     if console.is_terminal:
         with Live(live_view(wf), console=console, auto_refresh=False, transient=True) as live:
-            while not done.done():
+            while not done.done() and not output_gone(console):
                 live.update(live_view(wf), refresh=True)
                 await asyncio.wait({done}, timeout=REFRESH_SECONDS)
         return
     reported: set[str] = set()
-    while True:
+    while not output_gone(console):
         finished = done.done()
         for act in wf.activities.values():
             if act.state.is_final and act.name not in reported:

@@ -263,10 +263,18 @@ class Repository:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._make_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
         self._depth = 0
         _OPEN.add(self)
+        try:
+            self._prepare()
+        except BaseException:  # a damaged or foreign file: leave nothing open behind
+            self.close()
+            raise
+
+    def _prepare(self) -> None:
         c = self._conn
         c.execute("PRAGMA busy_timeout = 30000")
         c.execute("PRAGMA journal_mode = WAL")
@@ -1002,3 +1010,29 @@ class Repository:
             "updated_at = excluded.updated_at",
             ((runtime, *n, now) for n in nodes),
         )
+
+    @staticmethod
+    def _make_private(path: str) -> None:
+        """Create the database file readable by its owner only (0600) before SQLite opens it:
+        SQLite creates the -wal and -shm files with the database file's mode. A database of
+        this user that others can read is made private too (it holds logs and settings)."""
+        import os
+        import stat
+
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return  # read-only, a directory, ...: SQLite says what is wrong when it opens it
+        try:
+            info = os.fstat(fd)
+            if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for companion in (path + "-wal", path + "-shm"):
+            try:
+                info = os.stat(companion)
+                if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+                    os.chmod(companion, 0o600)
+            except OSError:
+                continue  # none yet: SQLite creates it with the database's mode
