@@ -4,9 +4,12 @@ workflows, since every attempt is a container."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
+from typing import Any
 
+import docker.errors
 import pytest
 
 from akoflow.runtimes.docker import scope_of
@@ -22,14 +25,27 @@ WORKFLOWS: list[Builder] = [
 ]
 
 
-def running_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
+def _running(dockerd: PrivateDockerd, state_dir: Path) -> list[dict[str, Any]]:
     """Containers of this state dir's runs that still run."""
     found = []
     for attempts in (state_dir / "runs").glob("*/attempts"):
         for c in dockerd.containers(**{"akoflow.scope": scope_of(attempts.resolve())}):
             if c.get("State") == "running":
-                found.append(f"container {c.get('Names')} ({c.get('Status')})")
+                found.append(c)
     return found
+
+
+def running_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
+    return [f"container {c.get('Names')} ({c.get('Status')})" for c in _running(dockerd, state_dir)]
+
+
+def terminate_containers(dockerd: PrivateDockerd, state_dir: Path) -> int:
+    """SIGTERM to every running container of the state dir (tini passes it to the script)."""
+    running = _running(dockerd, state_dir)
+    for c in running:
+        with contextlib.suppress(docker.errors.APIError):
+            dockerd.api.kill(c["Id"], signal="SIGTERM")
+    return len(running)
 
 
 @pytest.mark.timeout(300)
@@ -42,6 +58,7 @@ def test_sigkill_at_random_instants_then_resume_on_docker(
         env=docker_env,
         shell=POSIX_SH,
         leftovers=functools.partial(running_containers, dockerd),
+        terminate=functools.partial(terminate_containers, dockerd),
     )
     report = run_torture(
         runtime, WORKFLOWS, tmp_path, min_kills=MIN_KILLS, max_trials=3 * MIN_KILLS

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env
-from tests.torture.runner import local_leftovers, run_torture
+from tests.torture.runner import local_leftovers, local_terminate, run_torture
 from tests.torture.workflows import BASH, Builder, RuntimeUnderTest, chain, retrying, wide
 
 MIN_KILLS = 50
@@ -29,6 +29,7 @@ LOCAL = RuntimeUnderTest(
     env=cli_env(LOCAL_MAX_PARALLEL="16"),
     shell=BASH,
     leftovers=local_leftovers,
+    terminate=local_terminate,
 )
 WORKFLOWS: list[Builder] = [wide, chain, retrying]
 

@@ -77,8 +77,10 @@ def check(
     bad_lines: list[str],
     *,
     cancelled: bool,
+    terminated: bool = False,
 ) -> list[str]:
-    """Every violation of: one run; it ended (SUCCEEDED unless it was cancelled); each
+    """Every violation of: one run; it ended (SUCCEEDED unless it was cancelled, or attempts
+    were terminated from outside, which may fail it); each
     SUCCEEDED activity ran to its end exactly once, in the attempt recorded as the succeeded
     one; nothing ran to its end twice; no attempt ran twice or overlapped another of the same
     activity; no attempt ran that the store says never started (or does not know); nothing
@@ -86,7 +88,8 @@ def check(
     v: list[str] = [f"malformed ledger line {line!r}" for line in bad_lines]
     if len(store.runs) != 1:
         return v + [f"{len(store.runs)} runs stored, expected exactly one: {store.runs}"]
-    allowed = {"succeeded", "cancelled"} if cancelled else {"succeeded"}
+    allowed = {"succeeded"} | ({"cancelled"} if cancelled else set())
+    allowed |= {"failed"} if terminated else set()
     if store.state not in allowed:
         v.append(f"run ended {store.state}, expected {' or '.join(sorted(allowed))}")
     if set(store.activities) != set(wf.deps):

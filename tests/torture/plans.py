@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 from tests.torture.workflows import TIMEOUT_SECONDS, TortureWorkflow
 
-PHASES = ("startup", "dispatch", "mid-run", "end", "retry", "timeout", "cancel")
+PHASES = (
+    "startup",
+    "dispatch",
+    "mid-run",
+    "end",
+    "retry",
+    "timeout",
+    "cancel",
+    "sigterm-while-down",
+)
 STARTUP_WINDOW = 0.9  # s: imports, opening the store, storing the run, attaching
 RETRY_WINDOW = 0.6  # s after a planned failure: its record, the back-off (0.25 s), the retry
 CANCEL_GAP = 0.1  # s at most between the cancel request and the kill (a cancel takes ~0.1 s)
@@ -40,11 +49,16 @@ class KillPlan:
     trigger: Trigger
     cancel: str | None = None  # "sigint" or "cancel-cli": asked before the kill
     cancel_gap: float = 0.0
+    # Once the engine is dead, SIGTERM whatever attempts still run (as a system shutdown or an
+    # administrator would): the resumed engine must not take them for successes.
+    terminate_attempts: bool = False
 
     def describe(self) -> str:
         text = f"{self.phase}: {self.trigger.describe()}"
         if self.cancel:
             text += f", {self.cancel} then SIGKILL after {self.cancel_gap:.3f}s"
+        if self.terminate_attempts:
+            text += ", then SIGTERM to the attempts left running"
         return text
 
 
@@ -74,7 +88,7 @@ def _compatible(phase: str, wf: TortureWorkflow) -> bool:
         return wf.kind != "chain"
     if phase == "retry":
         return bool(wf.flaky)
-    if phase == "timeout":
+    if phase in ("timeout", "sigterm-while-down"):  # long attempts: sure to find one running
         return bool(wf.timed)
     return True
 
@@ -101,7 +115,13 @@ def _first_kill(rng: random.Random, phase: str, wf: TortureWorkflow) -> KillPlan
         count = rng.randint(1, lines // 2)
         how = rng.choice(("sigint", "cancel-cli"))
         trigger = Trigger(r"^(start|end) ", count, rng.uniform(0, 0.02))
-        return KillPlan(phase, trigger, how, rng.uniform(0, CANCEL_GAP))
+        # Half of the kills within 10 ms: while stopped attempts are still being collected.
+        gap = rng.uniform(0, rng.choice((0.01, CANCEL_GAP)))
+        return KillPlan(phase, trigger, how, gap)
+    if phase == "sigterm-while-down":
+        names = "|".join(sorted(wf.timed))
+        trigger = Trigger(rf"^start ({names}) 1 ", 1, rng.uniform(0, 0.5 * TIMEOUT_SECONDS))
+        return KillPlan(phase, trigger, terminate_attempts=True)
     raise ValueError(f"unknown phase {phase!r}")
 
 

@@ -51,6 +51,7 @@ class TrialResult:
     kills: list[Kill] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     cancelled: bool = False
+    terminated: int = 0  # attempts sent SIGTERM while no engine ran
     seconds: float = 0.0
 
 
@@ -194,6 +195,8 @@ def run_trial(plan: TrialPlan, rt: RuntimeUnderTest, base_dir: Path) -> TrialRes
         kill, cancel_sent = _strike(cli.start(argv), kill_plan, cli, wf)
         result.kills.append(kill)
         result.cancelled |= cancel_sent
+        if kill.landed and kill_plan.terminate_attempts:
+            result.terminated += rt.terminate(cli.state)
         if kill.note == "STALL":
             result.violations.append(
                 f"{kill_plan.phase}: neither reached the kill point nor ended in "
@@ -310,15 +313,33 @@ def run_torture(
     return TortureReport(rt.name, seed, results, time.monotonic() - began, only is not None)
 
 
-def local_leftovers(state_dir: Path) -> list[str]:
-    """Processes of local attempts of this state dir that are still alive."""
+def _attempt_processes(state_dir: Path) -> list[tuple[psutil.Process, str]]:
+    """Live processes of local attempts of this state dir, with their attempt."""
     prefix = str(state_dir.resolve()) + os.sep
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             attempt = proc.environ().get("AKOFLOW_ATTEMPT_FILES", "")
             if attempt.startswith(prefix) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(f"pid {proc.pid} {proc.info['cmdline']} of {attempt}")
+                found.append((proc, attempt))
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def local_leftovers(state_dir: Path) -> list[str]:
+    found = _attempt_processes(state_dir)
+    return [f"pid {p.pid} {p.info['cmdline']} of {attempt}" for p, attempt in found]
+
+
+def local_terminate(state_dir: Path) -> int:
+    """SIGTERM to the process group of every running local attempt (its bash leads it)."""
+    count = 0
+    for proc, _ in _attempt_processes(state_dir):
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGTERM)
+                count += 1
+        except ProcessLookupError:
+            continue
+    return count

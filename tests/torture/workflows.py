@@ -53,6 +53,8 @@ class RuntimeUnderTest:
     shell: Shell
     # Descriptions of whatever of a state dir's runs is still running (after the run ended).
     leftovers: Callable[[Path], list[str]]
+    # Sends SIGTERM to every attempt of a state dir still running; returns how many.
+    terminate: Callable[[Path], int]
 
 
 @dataclass(frozen=True)
