@@ -31,14 +31,15 @@ HEADER = "# akoflow-files 1"
 # not UTF-8. So only paths of printable ASCII are printed as they are (the first pass); any
 # other (a byte outside ' '..'~' anywhere in it: LC_ALL=C makes the bracket match bytes) goes
 # in a second pass as "size<TAB>mtime<TAB>/<hex of the path's bytes>": a listed path never
-# starts with '/' otherwise (it is relative), and hex is plain ASCII. The second pass costs a
-# few processes per such file (stat or find, od, tr).
+# starts with '/' otherwise (it is relative), and hex is plain ASCII. The second pass prints
+# NUL-ended records, turned into hex by one od and into lines by one awk (BusyBox: plus one
+# stat per such file).
 LIST_FUNCTION = r"""akf_list_files() {
   akf_now=$(date +%s.%N 2>/dev/null)
   case $akf_now in *[!0-9.]*|'') akf_now=$(date +%s) ;; esac
   printf '%s %s\n' '# akoflow-files 1' "$akf_now"
-  if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then akf_gnu=1; else akf_gnu=; fi
   akf_odd='*[! -~]*'
+  if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then akf_gnu=1; else akf_gnu=; fi
   if [ -n "$akf_gnu" ]; then
     LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
       ! -path "$akf_odd" -printf '%s\t%T@\t%P\n' 2>/dev/null
@@ -46,15 +47,20 @@ LIST_FUNCTION = r"""akf_list_files() {
     LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
       ! -path "$akf_odd" -exec stat -c '%s	%Y	%n' {} + 2>/dev/null
   fi
-  LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
-    -path "$akf_odd" -exec sh -c '
-      g=$1; shift
-      for f; do
-        if [ -n "$g" ]; then s=$(find "$f" -maxdepth 0 -printf "%s\t%T@")
-        else s=$(stat -c "%s	%Y" "$f"); fi || continue
-        h=$(printf %s "${f#./}" | od -An -tx1 -v | tr -d " \n") || continue
-        printf "%s\t/%s\n" "$s" "$h"
-      done' sh "$akf_gnu" {} + 2>/dev/null
+  if [ -n "$akf_gnu" ]; then
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+      -path "$akf_odd" -printf '%s\t%T@\t%P\0' 2>/dev/null
+  else
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+      -path "$akf_odd" -exec sh -c 'for f; do
+        s=$(stat -c "%s	%Y" "$f") && printf "%s\t%s\000" "$s" "${f#./}"; done' sh {} + 2>/dev/null
+  fi | od -An -tx1 -v | awk '
+    BEGIN { for (i = 0; i < 10; i++) c[sprintf("%02x", 48 + i)] = i; c["2e"] = "."; c["2d"] = "-" }
+    { for (i = 1; i <= NF; i++) {
+        if (s == 2) { if ($i == "00") { print r; r = ""; s = 0 } else r = r $i }
+        else if ($i == "09") { r = r "\t"; if (++s == 2) r = r "/" }
+        else r = r c[$i]
+    } }' 2>/dev/null
   return 0
 }"""
 
