@@ -54,6 +54,11 @@ def _unreadable(source: str, reason: str) -> WorkflowValidationError:
     return WorkflowValidationError([error], source)
 
 
+def shown_path(path: Path | str) -> str:
+    """A path as text for messages and the store: bytes that are not UTF-8 as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_workflow_bytes(path: Path, *, limit: int = MAX_WORKFLOW_FILE) -> bytes:
     """The bytes of a workflow file, at most ``limit`` of them; WorkflowValidationError
     (worded like a validation error) when it cannot be read, is a directory or is larger.
@@ -63,7 +68,7 @@ def read_workflow_bytes(path: Path, *, limit: int = MAX_WORKFLOW_FILE) -> bytes:
     file is opened without blocking, so a named FIFO nobody writes to reads as empty instead
     of waiting for a writer forever.
     """
-    source = str(path)
+    source = shown_path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -99,7 +104,7 @@ def read_workflow_file(path: Path) -> str:
         line = raw[: exc.start].count(b"\n") + 1
         raise WorkflowValidationError(
             [SpecError("", f"the workflow file is not valid UTF-8 (byte {exc.start})", line)],
-            str(path),
+            shown_path(path),
         ) from None
 
 

@@ -331,6 +331,38 @@ def test_numbers_beyond_any_id_are_unknown_ids(akoflow: Akoflow, one_run: Path) 
     assert [wf_id for wf_id, _ in workflow_rows(one_run.parent / "state")] == [1]
 
 
+def test_arguments_that_are_not_text(akoflow: Akoflow, one_run: Path, tmp_path: Path) -> None:
+    """Bytes the locale cannot decode (a name typed in Latin-1) name no run or activity; a
+    workflow file with such a name runs, shown with \\xNN."""
+    latin1 = os.fsdecode(b"caf\xe9")
+    assert_clean_refusal(akoflow("status", latin1), "no workflow caf\\xe9")
+    assert_clean_refusal(akoflow("logs", "1", latin1), "workflow 1 has no activity caf\\xe9")
+    odd_file = tmp_path / os.fsdecode(b"w\xff.yaml")
+    odd_file.write_bytes(one_run.read_bytes())
+    res = akoflow("validate", str(odd_file), state=False)
+    assert res.returncode == 0 and "w\\xff.yaml: one, 1 activity" in res.stdout, res.stderr
+    res = akoflow("run", str(odd_file), "--new", "--quiet")
+    assert res.returncode == 0, res.stderr
+    token = cli_env(AKOFLOW_API_TOKEN="t")  # client mode: refused before any request
+    for args, message in (
+        (["status", latin1, "--server", "http://127.0.0.1:9"], "no workflow caf\\xe9"),
+        (["status", "--server", "http://[::1"], "invalid server URL"),
+        (["runtimes", "--server", "ftp://host"], "invalid server URL"),
+    ):
+        assert_clean_refusal(akoflow(*args, env=token, state=False), message)
+
+
+def test_a_data_dir_that_cannot_be_one(akoflow: Akoflow, tmp_path: Path, state_dir: Path) -> None:
+    wf = tmp_path / "one.yaml"
+    wf.write_text("name: one\nspec:\n  activities:\n    - name: a\n      run: echo hi\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep\n")
+    for data in (a_file, Path("/dev/null"), Path("/proc/no-such-dir")):
+        assert_clean_refusal(akoflow("run", str(wf), "--data-dir", str(data)), "--data-dir")
+    assert a_file.read_text() == "keep\n"
+    assert not state_dir.exists()  # nothing stored
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_database_is_a_clear_error(
     damage: str, akoflow: Akoflow, one_run: Path, state_dir: Path
@@ -355,7 +387,7 @@ def test_a_damaged_database_is_a_clear_error(
     assert not (state_dir.parent / "r.html").exists()
 
 
-def test_a_state_dir_that_is_a_file(akoflow: Akoflow, one_run: Path, tmp_path: Path) -> None:
+def test_a_state_dir_that_cannot_be_one(akoflow: Akoflow, one_run: Path, tmp_path: Path) -> None:
     not_a_dir = tmp_path / "state-file"
     not_a_dir.write_text("mine\n")
     for args in (
@@ -367,6 +399,11 @@ def test_a_state_dir_that_is_a_file(akoflow: Akoflow, one_run: Path, tmp_path: P
         res = akoflow(*args, "--state-dir", str(not_a_dir), state=False)
         assert_clean_refusal(res, f"the state dir {not_a_dir} exists and is not a directory")
     assert not_a_dir.read_text() == "mine\n"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    res = akoflow("status", "--state-dir", str(loop), state=False)
+    assert_clean_refusal(res, "cannot use the state dir", "Symlink loop")
+    assert_clean_refusal(akoflow("run", str(one_run), "--data-dir", str(loop)), "--data-dir")
 
 
 # ------------------------------------------------------------------------ workflow files

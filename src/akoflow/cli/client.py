@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,10 @@ def resolve_token(state_dir: Path | None) -> str:
     env = os.environ.get(TOKEN_ENV, "").strip()
     if env:
         return env
-    sdir = config.state_dir(state_dir)
+    try:
+        sdir = config.state_dir(state_dir)
+    except (RuntimeError, OSError) as exc:  # a symlink loop, a name too long
+        raise ClientError(f"cannot use the state dir {state_dir}: {exc}", EXIT_INVALID) from None
     stored = read_token_file(sdir)
     if stored:
         return stored
@@ -113,8 +117,10 @@ class Api:
 
     def workflow_id(self, ref: str) -> int:
         """An id, or the newest workflow with that name (as the embedded commands accept)."""
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():
             return int(ref)
+        if not _is_text(ref):
+            raise ClientError(f"no workflow {_shown(ref)}", EXIT_INVALID, 404)
         page = self.call(
             "GET", "/workflows/", params={"name": ref, "per_page": 1, "activities": "false"}
         )
@@ -152,7 +158,29 @@ def _report(exc: ClientError, source: str = "workflow") -> int:
 
 
 def _connect(url: str, state_dir: Path | None) -> Api:
+    try:
+        scheme = httpx.URL(url).scheme
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ClientError(f"invalid server URL {url!r}: {exc}", EXIT_INVALID) from None
+    if scheme not in ("http", "https"):
+        raise ClientError(
+            f"invalid server URL {url!r}: it starts with http:// or https://", EXIT_INVALID
+        )
     return Api(url, resolve_token(state_dir))
+
+
+def _is_text(value: str) -> bool:
+    """False for command-line arguments that are not valid Unicode (bytes the locale could
+    not decode): no workflow or activity has such a name."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------- snapshot of a run
@@ -331,14 +359,14 @@ def _wait(api: Api, wf_id: int, *, quiet: bool, as_json: bool) -> int:
 def submit(
     url: str, file: Path, *, state_dir: Path | None, wait: bool, quiet: bool, as_json: bool
 ) -> int:
-    from akoflow.service import read_workflow_bytes
+    from akoflow.service import read_workflow_bytes, shown_path
     from akoflow.spec import WorkflowValidationError
 
     try:  # bounded, and no hang on a FIFO, as `akoflow run` reads it
         data = read_workflow_bytes(file)
     except WorkflowValidationError as exc:
         for e in exc.errors:
-            err.print(f"[bold red]error:[/] {escape(str(file))}: {escape(e.message)}")
+            err.print(f"[bold red]error:[/] {escape(shown_path(file))}: {escape(e.message)}")
         return EXIT_INVALID
     try:
         api = _connect(url, state_dir)
@@ -359,7 +387,7 @@ def submit(
             err.print(f"submitted {escape(res['workflow_entity'])} #{wf_id} to {escape(url)}")
         return _wait(api, wf_id, quiet=quiet, as_json=as_json)
     except ClientError as exc:
-        return _report(exc, str(file))
+        return _report(exc, shown_path(file))
 
 
 def status(url: str, ref: str | None, *, state_dir: Path | None, as_json: bool, limit: int) -> int:
@@ -465,15 +493,17 @@ def logs(
     try:
         api = _connect(url, state_dir)
         wf_id = api.workflow_id(ref)
+        missing = ClientError(f"workflow {wf_id} has no activity {_shown(activity)}", EXIT_INVALID)
+        if not _is_text(activity):
+            raise missing
+        name = urllib.parse.quote(activity, safe="")
         try:
-            act = api.call("GET", f"/workflows/{wf_id}/activities/{activity}/")["data"]
+            act = api.call("GET", f"/workflows/{wf_id}/activities/{name}/")["data"]
         except ClientError as exc:
             if exc.status == 404:
-                raise ClientError(
-                    f"workflow {wf_id} has no activity {activity}", EXIT_INVALID
-                ) from None
+                raise missing from None
             raise
-        base = f"/workflows/{wf_id}/activities/{activity}/logs/"
+        base = f"/workflows/{wf_id}/activities/{name}/logs/"
         params: dict[str, Any] = {"stream": stream} if stream else {}
         if follow:
             if attempt is not None:

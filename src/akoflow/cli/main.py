@@ -74,6 +74,18 @@ def _clean_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _state_dir(option: Path | None) -> Path:
+    """``--state-dir`` (else ``$AKOFLOW_HOME``, else ``~/.akoflow``) resolved; StateError for a
+    path that cannot be one (a symlink loop, a name too long)."""
+    from akoflow import service
+
+    try:
+        return config.state_dir(option)
+    except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise service.StateError(f"cannot use the state dir {option}: {reason}") from None
+
+
 def _warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
@@ -176,17 +188,16 @@ def run(
 
     _setup_logging(verbose)
     try:
-        prepared = service.validate_text(service.read_workflow_file(file), str(file))
+        prepared = service.validate_text(service.read_workflow_file(file), service.shown_path(file))
     except WorkflowValidationError as exc:
         raise _fail_invalid(exc) from None
-    sdir = config.state_dir(state_dir)
+    data = _make_data_dir(data_dir) if data_dir else None
+    sdir = _state_dir(state_dir)
     repo = _open_repository(sdir)
     name = escape(prepared.workflow.name)
     # Decided and claimed in one transaction: of several `run` of this file started at once,
     # exactly one runs it.
-    claim = service.claim_run(
-        repo, sdir, prepared, data_dir=data_dir.resolve() if data_dir else None, new=new
-    )
+    claim = service.claim_run(repo, sdir, prepared, data_dir=data, new=new)
     if claim.busy_pid is not None:
         err.print(
             f"[bold red]error:[/] workflow {claim.wf_id} ({name}) is being run by process "
@@ -203,6 +214,35 @@ def run(
             )
     code = asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
     raise typer.Exit(code)
+
+
+def _make_data_dir(given: Path) -> Path:
+    """``--data-dir`` as the run will use it (absolute, created), or a clear error before
+    anything is stored: a file, a device, a place where no directory can be made."""
+    problem = _data_dir_problem(given)
+    if problem is not None:
+        err.print(
+            f"[bold red]error:[/] cannot use --data-dir {escape(_shown(str(given)))}: {problem}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INVALID)
+    return given.resolve()
+
+
+def _data_dir_problem(given: Path) -> str | None:
+    try:
+        path = given.resolve()
+    except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
+        return str(exc)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return "it exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
 
 
 @command()
@@ -252,7 +292,7 @@ def retry_cmd(
         )
     _setup_logging(verbose)
     repo, rec = _open_run(state_dir, workflow)
-    sdir = config.state_dir(state_dir)
+    sdir = _state_dir(state_dir)
     raise typer.Exit(
         asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=quiet, as_json=as_json, retry=True))
     )
@@ -273,7 +313,7 @@ def cancel(
     from akoflow.engine.ownership import owner_alive
 
     repo, rec = _open_run(state_dir, workflow)
-    sdir = config.state_dir(state_dir)
+    sdir = _state_dir(state_dir)
     if rec.state.is_final:
         err.print(f"workflow {rec.id} ({escape(rec.name)}) already ended: {rec.state}")
         raise typer.Exit(EXIT_OK)
@@ -342,6 +382,14 @@ async def _run_attached(
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
                 code = EXIT_FAILED
                 continue
+            except OSError as exc:  # its data dir or run dir cannot be made (now a file, ...)
+                where = _shown(str(exc.filename)) if exc.filename else ""
+                err.print(
+                    f"[bold red]error:[/] cannot run workflow {wf_id}: {escape(where)}: "
+                    f"{exc.strerror or exc}"
+                )
+                code = EXIT_FAILED
+                continue
             if cancelling:
                 engine.cancel(wf_id)
             assert wf.done is not None
@@ -400,14 +448,16 @@ def validate(
     code = EXIT_OK
     for file in files:
         try:
-            prepared = service.validate_text(service.read_workflow_file(file), str(file))
+            prepared = service.validate_text(
+                service.read_workflow_file(file), service.shown_path(file)
+            )
         except WorkflowValidationError as exc:
             _fail_invalid(exc)
             code = EXIT_INVALID
             continue
         n = len(prepared.workflow.activities)
         out.print(
-            f"[green]valid[/] {escape(str(file))}: {escape(prepared.workflow.name)}, "
+            f"[green]valid[/] {escape(prepared.source)}: {escape(prepared.workflow.name)}, "
             f"{n} activit{'y' if n == 1 else 'ies'}"
         )
     raise typer.Exit(code)
@@ -429,13 +479,29 @@ def _find_workflow(repo: Any, ref: str) -> Any:
     if ref.isascii() and ref.isdigit():
         number = int(ref)
         rec = repo.get_workflow(number) if number <= MAX_ID else None  # larger: none such
-    else:
+    elif _is_text(ref):
         newest = repo.list_workflows(limit=1, name=ref)  # a name means its newest run
         rec = newest[0] if newest else None
+    else:
+        rec = None  # bytes that are not text: no workflow name is
     if rec is None:
-        err.print(f"[bold red]error:[/] no workflow {escape(ref)!s}")
+        err.print(f"[bold red]error:[/] no workflow {escape(_shown(ref))}")
         raise typer.Exit(EXIT_INVALID)
     return rec
+
+
+def _is_text(value: str) -> bool:
+    """False for arguments that are not valid Unicode (bytes the locale could not decode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    """An argument as it can be printed: undecodable bytes as ``\\xNN``."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
@@ -443,10 +509,10 @@ def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
     that only looks does not create a database)."""
     from akoflow import service
 
-    sdir = config.state_dir(state_dir)
-    if os.path.lexists(sdir) and not sdir.is_dir():
+    sdir = _state_dir(state_dir)
+    if os.path.lexists(sdir) and not os.path.isdir(sdir):
         raise service.StateError(f"the state dir {sdir} exists and is not a directory")
-    if not (sdir / service.DB_NAME).exists():
+    if not os.path.exists(sdir / service.DB_NAME):
         return sdir, None
     return sdir, _open_repository(sdir)
 
@@ -707,9 +773,11 @@ def logs(
         )
 
     repo, rec = _open_run(state_dir, workflow)
-    act = repo.get_activity(rec.id, activity)
+    act = repo.get_activity(rec.id, activity) if _is_text(activity) else None
     if act is None:
-        err.print(f"[bold red]error:[/] workflow {rec.id} has no activity {escape(activity)}")
+        err.print(
+            f"[bold red]error:[/] workflow {rec.id} has no activity {escape(_shown(activity))}"
+        )
         raise typer.Exit(EXIT_INVALID)
     number = attempt or act.attempt
     last = 0
@@ -759,7 +827,7 @@ def server_cmd(
     from akoflow.server.token import Token
 
     _setup_logging(True)
-    sdir = config.state_dir(state_dir)
+    sdir = _state_dir(state_dir)
     # Created private (before the token file goes in), and a database it cannot use is a
     # clear error here rather than a failed start inside the web server.
     _open_repository(sdir).close()
