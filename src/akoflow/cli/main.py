@@ -249,7 +249,7 @@ def _data_dir_problem(given: Path) -> str | None:
 def resume(
     workflow_ids: Annotated[
         list[int] | None,
-        typer.Argument(help="Workflow ids [default: every unfinished one].", min=1, max=MAX_ID),
+        typer.Argument(help="Workflow ids [default: every unfinished one].", min=1),
     ] = None,
     state_dir: StateDirOpt = None,
     quiet: QuietOpt = False,
@@ -563,7 +563,7 @@ def status(
     ] = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
-    limit: Annotated[int, typer.Option(help="How many runs to list.", min=0, max=MAX_ID)] = 20,
+    limit: Annotated[int, typer.Option(help="How many runs to list.", min=0)] = 20,
     server: ServerOpt = None,
 ) -> None:
     """List recent runs, or show one run's activities."""
@@ -581,7 +581,7 @@ def status(
         err.print(f"no runs yet in {escape(str(sdir))}")
         raise typer.Exit(EXIT_OK if workflow is None else EXIT_INVALID)
     if workflow is None:
-        rows = repo.list_workflows(limit=limit)
+        rows = repo.list_workflows(limit=min(limit, MAX_ID))
         if as_json:
             out.print_json(
                 json.dumps(
@@ -742,9 +742,7 @@ def report(
 def logs(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
     activity: Annotated[str, typer.Argument(help="Activity name.", show_default=False)],
-    attempt: Annotated[
-        int | None, typer.Option(help="Attempt [default: the last].", min=1, max=MAX_ID)
-    ] = None,
+    attempt: Annotated[int | None, typer.Option(help="Attempt [default: the last].", min=1)] = None,
     stream: Annotated[
         LogStream | None,
         typer.Option(help="stdout or stderr [default: both, in order written]."),
@@ -780,6 +778,9 @@ def logs(
         )
         raise typer.Exit(EXIT_INVALID)
     number = attempt or act.attempt
+    if number > MAX_ID:
+        err.print(f"[bold red]error:[/] {escape(act.name)} has no attempt {number}")
+        raise typer.Exit(EXIT_INVALID)
     last = 0
 
     def show_new() -> None:
