@@ -39,16 +39,22 @@ def running_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
     return [f"container {c.get('Names')} ({c.get('Status')})" for c in _running(dockerd, state_dir)]
 
 
-def terminate_containers(dockerd: PrivateDockerd, state_dir: Path) -> int:
-    """SIGTERM to every running container of the state dir (tini passes it to the script)."""
-    running = _running(dockerd, state_dir)
+def terminate_containers(
+    dockerd: PrivateDockerd, state_dir: Path, activities: frozenset[str]
+) -> int:
+    """SIGTERM to the running containers of these activities (tini passes it to the script)."""
+    running = [
+        c
+        for c in _running(dockerd, state_dir)
+        if (c.get("Labels") or {}).get("akoflow.activity") in activities
+    ]
     for c in running:
         with contextlib.suppress(docker.errors.APIError):
             dockerd.api.kill(c["Id"], signal="SIGTERM")
     return len(running)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(240)
 def test_sigkill_at_random_instants_then_resume_on_docker(
     dockerd: PrivateDockerd, docker_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -34,7 +34,7 @@ LOCAL = RuntimeUnderTest(
 WORKFLOWS: list[Builder] = [wide, chain, retrying]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(360)
 @pytest.mark.parametrize(("runtime", "builders"), [(LOCAL, WORKFLOWS)], ids=["local"])
 def test_sigkill_at_random_instants_then_resume_keeps_every_promise(
     runtime: RuntimeUnderTest, builders: list[Builder], tmp_path: Path

@@ -163,7 +163,9 @@ def _check_activity(act: ActivityView, entries: list[Entry], *, cancelled: bool)
                 f"{seen_starts[e.attempt].pid} and {e.pid})"
             )
         seen_starts.setdefault(e.attempt, e)
-    for e in starts + ends:
+    for e in entries:
+        if e.kind not in ("start", "end", "fail"):
+            continue
         t = stored.get(e.attempt)
         if t is None:
             v.append(

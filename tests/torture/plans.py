@@ -49,8 +49,10 @@ class KillPlan:
     trigger: Trigger
     cancel: str | None = None  # "sigint" or "cancel-cli": asked before the kill
     cancel_gap: float = 0.0
-    # Once the engine is dead, SIGTERM whatever attempts still run (as a system shutdown or an
-    # administrator would): the resumed engine must not take them for successes.
+    # Once the engine is dead, SIGTERM the attempts of the timed activities, sure to be asleep
+    # then (as a system shutdown or an administrator would): the resumed engine must not take
+    # them for successes. (Not the others: one hit just after its end line would be retried
+    # and rightly reach its end twice.)
     terminate_attempts: bool = False
 
     def describe(self) -> str:
@@ -58,7 +60,7 @@ class KillPlan:
         if self.cancel:
             text += f", {self.cancel} then SIGKILL after {self.cancel_gap:.3f}s"
         if self.terminate_attempts:
-            text += ", then SIGTERM to the attempts left running"
+            text += ", then SIGTERM to the timed attempts"
         return text
 
 

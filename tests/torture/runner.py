@@ -196,7 +196,7 @@ def run_trial(plan: TrialPlan, rt: RuntimeUnderTest, base_dir: Path) -> TrialRes
         result.kills.append(kill)
         result.cancelled |= cancel_sent
         if kill.landed and kill_plan.terminate_attempts:
-            result.terminated += rt.terminate(cli.state)
+            result.terminated += rt.terminate(cli.state, wf.timed)
         if kill.note == "STALL":
             result.violations.append(
                 f"{kill_plan.phase}: neither reached the kill point nor ended in "
@@ -285,7 +285,8 @@ def run_torture(
     phases: tuple[str, ...] = PHASES,
     workers: int = 2,
 ) -> TortureReport:
-    """Trials until ``min_kills`` kills landed (at most ``max_trials``), ``workers`` at once."""
+    """Trials until every phase was tried and ``min_kills`` kills landed (at most
+    ``max_trials``), ``workers`` at once."""
     seed = master_seed()
     workflows = [build(rt) for build in builders]
     only = _only()
@@ -293,8 +294,11 @@ def run_torture(
     results: list[TrialResult] = []
     began = time.monotonic()
 
-    def enough() -> bool:
-        return only is None and sum(k.landed for r in results for k in r.kills) >= min_kills
+    started = 0
+
+    def enough() -> bool:  # every phase tried once, and enough kills landed
+        landed = sum(k.landed for r in results for k in r.kills)
+        return only is None and started >= len(phases) and landed >= min_kills
 
     with ThreadPoolExecutor(workers) as pool:
         running: set[Future[TrialResult]] = set()
@@ -305,6 +309,7 @@ def run_torture(
                     break
                 plan = plan_trial(seed, index, phases, workflows)
                 running.add(pool.submit(run_trial, plan, rt, base_dir))
+                started += 1
             if not running:
                 break
             done, running = wait(running, return_when=FIRST_COMPLETED)
@@ -332,10 +337,13 @@ def local_leftovers(state_dir: Path) -> list[str]:
     return [f"pid {p.pid} {p.info['cmdline']} of {attempt}" for p, attempt in found]
 
 
-def local_terminate(state_dir: Path) -> int:
-    """SIGTERM to the process group of every running local attempt (its bash leads it)."""
+def local_terminate(state_dir: Path, activities: frozenset[str]) -> int:
+    """SIGTERM to the process group (led by its bash) of every running local attempt of
+    these activities."""
     count = 0
-    for proc, _ in _attempt_processes(state_dir):
+    for proc, attempt in _attempt_processes(state_dir):
+        if Path(attempt).name.rpartition(".")[0] not in activities:
+            continue
         try:
             if os.getpgid(proc.pid) == proc.pid:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -53,8 +53,8 @@ class RuntimeUnderTest:
     shell: Shell
     # Descriptions of whatever of a state dir's runs is still running (after the run ended).
     leftovers: Callable[[Path], list[str]]
-    # Sends SIGTERM to every attempt of a state dir still running; returns how many.
-    terminate: Callable[[Path], int]
+    # Sends SIGTERM to the running attempts of these activities; returns how many.
+    terminate: Callable[[Path, frozenset[str]], int]
 
 
 @dataclass(frozen=True)
