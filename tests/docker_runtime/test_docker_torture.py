@@ -25,18 +25,20 @@ WORKFLOWS: list[Builder] = [
 ]
 
 
-def _running(dockerd: PrivateDockerd, state_dir: Path) -> list[dict[str, Any]]:
-    """Containers of this state dir's runs that still run."""
+def _containers(dockerd: PrivateDockerd, state_dir: Path) -> list[dict[str, Any]]:
+    """Containers of this state dir's runs, in any state."""
     found = []
     for attempts in (state_dir / "runs").glob("*/attempts"):
-        for c in dockerd.containers(**{"akoflow.scope": scope_of(attempts.resolve())}):
-            if c.get("State") == "running":
-                found.append(c)
+        found += dockerd.containers(**{"akoflow.scope": scope_of(attempts.resolve())})
     return found
 
 
-def running_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
-    return [f"container {c.get('Names')} ({c.get('Status')})" for c in _running(dockerd, state_dir)]
+def left_containers(dockerd: PrivateDockerd, state_dir: Path) -> list[str]:
+    """Containers of the state dir still there once its run ended: the cleanup policy
+    (`always`) removes every container once its end is stored, crash or not."""
+    return [
+        f"container {c.get('Names')} ({c.get('Status')})" for c in _containers(dockerd, state_dir)
+    ]
 
 
 def terminate_containers(
@@ -45,8 +47,9 @@ def terminate_containers(
     """SIGTERM to the running containers of these activities (tini passes it to the script)."""
     running = [
         c
-        for c in _running(dockerd, state_dir)
-        if (c.get("Labels") or {}).get("akoflow.activity") in activities
+        for c in _containers(dockerd, state_dir)
+        if c.get("State") == "running"
+        and (c.get("Labels") or {}).get("akoflow.activity") in activities
     ]
     for c in running:
         with contextlib.suppress(docker.errors.APIError):
@@ -63,7 +66,7 @@ def test_sigkill_at_random_instants_then_resume_on_docker(
         spec={"image": IMAGE},
         env=docker_env,
         shell=POSIX_SH,
-        leftovers=functools.partial(running_containers, dockerd),
+        leftovers=functools.partial(left_containers, dockerd),
         terminate=functools.partial(terminate_containers, dockerd),
     )
     report = run_torture(

@@ -25,7 +25,7 @@ PHASES = (
 STARTUP_WINDOW = 0.9  # s: imports, opening the store, storing the run, attaching
 RETRY_WINDOW = 0.6  # s after a planned failure: its record, the back-off (0.25 s), the retry
 CANCEL_GAP = 0.1  # s at most between the cancel request and the kill (a cancel takes ~0.1 s)
-END_WINDOW = 0.05  # s after the last activity ended: storing it, closing the run, leaving
+END_WINDOW = 0.02  # s after the last activity ended: storing it, closing the run, leaving
 RERUN_SHARE = 0.25  # recoveries that re-run the file instead of `akoflow resume`
 
 

@@ -175,7 +175,7 @@ def _leftovers(rt: RuntimeUnderTest, state_dir: Path) -> list[str]:
     while True:
         left = rt.leftovers(state_dir)
         if not left or time.monotonic() > deadline:
-            return [f"still running after the run ended: {x}" for x in left]
+            return [f"left behind after the run ended: {x}" for x in left]
         time.sleep(0.1)
 
 

@@ -51,7 +51,7 @@ class RuntimeUnderTest:
     spec: dict[str, Any]  # extra `spec:` keys (e.g. the image of a container runtime)
     env: dict[str, str]  # environment of every CLI process
     shell: Shell
-    # Descriptions of whatever of a state dir's runs is still running (after the run ended).
+    # Descriptions of what the runs of a state dir left behind (processes, containers).
     leftovers: Callable[[Path], list[str]]
     # Sends SIGTERM to the running attempts of these activities; returns how many.
     terminate: Callable[[Path, frozenset[str]], int]
