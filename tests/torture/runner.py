@@ -65,18 +65,23 @@ class _Cli:
         self.wf_file = wf_file
         self.env = env
         self.seq = 0
+        self.stderr: dict[int, Path] = {}  # of each process started
 
     def start(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.seq += 1
         stem = self.trial_dir / f"{self.seq:02d}-{args[0]}"
         with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
-            return subprocess.Popen(
-                [sys.executable, "-m", "akoflow", *args, "--state-dir", str(self.state)],
+            proc = subprocess.Popen(
+                # faulthandler: a hung process is asked for its threads' stacks (SIGABRT)
+                [sys.executable, "-X", "faulthandler", "-m", "akoflow", *args]
+                + ["--state-dir", str(self.state)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 env=self.env,
             )
+        self.stderr[proc.pid] = Path(f"{stem}.err")
+        return proc
 
     def run_argv(self) -> list[str]:
         return ["run", str(self.wf_file), "--quiet", "--data-dir", str(self.data)]
@@ -119,12 +124,31 @@ def _wait_for_trigger(
         time.sleep(POLL)
 
 
+def _hung(proc: subprocess.Popen[bytes], cli: _Cli, what: str) -> str:
+    """Describe a hung CLI process, after asking it for its threads' stacks and killing it."""
+    state = read_store(cli.state).state
+    proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to stderr
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+    return (
+        f"{what} (hang; the run was {state} in the store); its threads' stacks are in "
+        f"{cli.stderr[proc.pid].name}"
+    )
+
+
 def _strike(
     proc: subprocess.Popen[bytes], plan: KillPlan, cli: _Cli, wf: TortureWorkflow
-) -> tuple[Kill, bool]:
-    """Kill ``proc`` as planned. Returns the kill and whether a cancel was requested."""
+) -> tuple[Kill, bool, str | None]:
+    """Kill ``proc`` as planned. Returns the kill, whether a cancel was requested, and a
+    violation if the process hung instead."""
     tail = ledger.Tail(cli.data)
     note = _wait_for_trigger(proc, plan, tail)
+    if note == "STALL":
+        what = f"neither reached the kill point nor ended in {STALL_LIMIT:g}s"
+        return Kill(plan, False, "hung"), False, _hung(proc, cli, what)
     cancel_sent = False
     if note is None and plan.cancel:
         cancel_sent = True
@@ -140,7 +164,7 @@ def _strike(
     landed = alive and proc.returncode == -signal.SIGKILL
     if note is None and not landed:
         note = f"ended by itself (exit {proc.returncode}) before the kill"
-    return Kill(plan, landed, note or ""), cancel_sent
+    return Kill(plan, landed, note or ""), cancel_sent, None
 
 
 def _finish(cli: _Cli, how: str) -> list[str]:
@@ -152,9 +176,7 @@ def _finish(cli: _Cli, how: str) -> list[str]:
     try:
         code = proc.wait(timeout=FINISH_LIMIT)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
-        return [f"`{argv[0]}` did not finish the run within {FINISH_LIMIT:g}s (hang)"]
+        return [_hung(proc, cli, f"`{argv[0]}` did not end within {FINISH_LIMIT:g}s")]
     state = read_store(cli.state).state
     expected = 0 if state == "succeeded" else 1
     if code != expected:
@@ -192,16 +214,13 @@ def run_trial(plan: TrialPlan, rt: RuntimeUnderTest, base_dir: Path) -> TrialRes
         argv = cli.run_argv() if i == 0 else cli.recovery_argv(plan.recoveries[i - 1])
         if argv is None:  # the run already ended
             break
-        kill, cancel_sent = _strike(cli.start(argv), kill_plan, cli, wf)
+        kill, cancel_sent, hang = _strike(cli.start(argv), kill_plan, cli, wf)
         result.kills.append(kill)
         result.cancelled |= cancel_sent
         if kill.landed and kill_plan.terminate_attempts:
             result.terminated += rt.terminate(cli.state, wf.timed)
-        if kill.note == "STALL":
-            result.violations.append(
-                f"{kill_plan.phase}: neither reached the kill point nor ended in "
-                f"{STALL_LIMIT:g}s (hang); killed"
-            )
+        if hang:
+            result.violations.append(f"{argv[0]}: {hang}")
     result.violations += _finish(cli, plan.recoveries[-1])
     entries, bad = ledger.read(cli.data)
     result.violations += check(wf, read_store(cli.state), entries, bad, cancelled=result.cancelled)
