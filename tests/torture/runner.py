@@ -4,7 +4,8 @@
     assert not report.failures(), report.failure_text()
 
 The master seed comes from $AKOFLOW_TORTURE_SEED (else a fresh one, printed with every
-failure); $AKOFLOW_TORTURE_TRIALS=3,17 replays only those trials of that seed.
+failure); $AKOFLOW_TORTURE_TRIALS=3,17 replays only those trials of that seed;
+$AKOFLOW_TORTURE_KILLS=500 asks for more kills than a test's own minimum (a soak run).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.torture.workflows import Builder, RuntimeUnderTest, TortureWorkflow
 
 SEED_ENV = "AKOFLOW_TORTURE_SEED"
 TRIALS_ENV = "AKOFLOW_TORTURE_TRIALS"
+KILLS_ENV = "AKOFLOW_TORTURE_KILLS"
 POLL = 0.003  # s between looks at the ledger while waiting for a trigger
 STALL_LIMIT = 60.0  # s without reaching the kill point nor ending: the engine hangs
 FINISH_LIMIT = 120.0  # s for the last recovery to finish the run
@@ -307,6 +309,9 @@ def run_torture(
     """Trials until every phase was tried and ``min_kills`` kills landed (at most
     ``max_trials``), ``workers`` at once."""
     seed = master_seed()
+    if os.environ.get(KILLS_ENV):
+        min_kills = int(os.environ[KILLS_ENV])
+        max_trials = max(max_trials, 3 * min_kills)
     workflows = [build(rt) for build in builders]
     only = _only()
     indices = iter(only if only is not None else range(max_trials))
