@@ -21,6 +21,7 @@ from akoflow import service
 from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
 from akoflow.engine.loops import EngineFailure
+from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import Health, Metrics, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
@@ -265,10 +266,10 @@ def test_store_failure_in_the_processor_fails_the_wait_then_resume_finishes(
 def test_provenance_failure_is_logged_and_the_run_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: Engine, act: Any) -> None:
+    def broken(self: ProvenanceRecorder, act: Any) -> None:
         raise UnicodeEncodeError("utf-8", "bad\udcffname", 3, 4, "surrogates not allowed")
 
-    monkeypatch.setattr(Engine, "_record_generated", broken)
+    monkeypatch.setattr(ProvenanceRecorder, "_record_generated", broken)
 
     async def scenario() -> None:
         async with engine_with(tmp_path) as (repo, engine, wf_id):

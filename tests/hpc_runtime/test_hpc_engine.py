@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from akoflow.engine import Engine
-from akoflow.engine.engine import attempt_key, run_dir
+from akoflow.engine.model import attempt_key, run_dir
 from akoflow.runtimes.hpc import HpcRuntime
 from akoflow.runtimes.hpc.runtime import scope_of
 from akoflow.runtimes.hpc.sbatch import job_name

@@ -17,31 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import logging
-import math
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from akoflow.config import RuntimeConfig
-from akoflow.engine.loops import EngineFailure, log_unexpected_end, supervise
-from akoflow.placement import Decision, Demand, PlacementPolicy, Reserved, load_policy
+from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
+from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key, run_dir
+from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
+from akoflow.placement import Decision, Demand, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
-from akoflow.provenance.pending import Nominee, PendingChanges
-from akoflow.provenance.remote import Claim, RemoteFiles, attribute
-from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
-from akoflow.provenance.watch import DirWatch
+from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
     Adopted,
     JobSpec,
-    NodeInfo,
     Outcome,
     Runtime,
     RuntimeEvents,
@@ -53,7 +45,7 @@ from akoflow.runtimes.registry import (
     configured_runtime_names,
     create_runtime,
 )
-from akoflow.spec import Activity, Workflow, load_workflow
+from akoflow.spec import load_workflow
 from akoflow.spec.dag import levels
 from akoflow.states import (
     ActivityState,
@@ -74,120 +66,11 @@ RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
 LOG_CALL_TIMEOUT = 30.0  # s per read of a job's output: a hung backend must not stall the run
-FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
 _Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
 
 RuntimeFactory = Callable[[str, RuntimeEvents, RuntimeConfig | None], Runtime]
-
-
-class WorkflowBusy(RuntimeError):
-    """Another live engine process owns this workflow."""
-
-
-@dataclass(eq=False)
-class ActivityRun:
-    """In-memory state of one activity of an attached workflow (mirrors its DB row)."""
-
-    id: int
-    name: str
-    spec: Activity
-    runtime: str
-    state: ActivityState
-    attempt: int
-    max_attempts: int
-    wf: WorkflowRun
-    deps: list[ActivityRun] = field(default_factory=list)
-    dependents: list[ActivityRun] = field(default_factory=list)
-    deps_left: int = 0
-    exit_code: int | None = None
-    reason: str | None = None
-    node: str | None = None
-    started_at: float | None = None  # first attempt's submission (wall clock)
-    finished_at: float | None = None
-    attempt_started: float | None = None
-    key: str | None = None  # key of the live attempt
-    handle: dict[str, Any] = field(default_factory=dict)
-    log_offsets: dict[str, int] = field(default_factory=dict)
-    cancel_requested: bool = False
-    timed_out: bool = False
-    timer: asyncio.TimerHandle | None = None
-    level: int = 0  # DAG depth (first-activity-first)
-    dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it
-    adopted: bool = False  # the live attempt was taken over after a restart
-    exited_at: float | None = None  # when the runtime reported the end (before batching)
-    placed: tuple[str, Reserved] | None = None  # node and resources reserved there
-
-
-@dataclass(eq=False)
-class WorkflowRun:
-    id: int
-    name: str
-    workflow: Workflow
-    data_dir: Path
-    run_dir: Path
-    state: WorkflowState
-    activities: dict[str, ActivityRun] = field(default_factory=dict)
-    remaining: int = 0  # activities not in a final state
-    cancelling: bool = False
-    started_at: float | None = None
-    finished_at: float | None = None
-    done: asyncio.Future[WorkflowState] | None = None
-    placement: PlacementPolicy | None = None  # spec.schedule
-    history: dict[str, list[tuple[str | None, float]]] = field(default_factory=dict)
-    levels_left: list[int] | None = None  # first-activity-first: live activities per level
-    open_level: int = 0
-    held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
-    # Provenance (see akoflow.provenance): the data dir as last scanned, the files that were
-    # there before the run, changes not yet attributed, and who generated what.
-    files: Snapshot | None = None
-    files_watch: DirWatch | None = None  # where to look again; None: scan everything
-    initial_recorded: set[str] | None = None  # locations whose initial files are stored
-    pending: PendingChanges = field(default_factory=PendingChanges)  # changes to attribute
-    # (dispatched_at, seq, activity) of attempts that ran: the earliest still running bounds
-    # which changes can be decided (entries of attempts no longer running are skipped).
-    live_since: list[tuple[float, int, ActivityRun]] = field(default_factory=list)
-    generated_by: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
-    # Files on remote runtimes: (location, path) -> who generated its current version.
-    remote_generated: dict[tuple[str, str], Claim] | None = None
-
-
-@dataclass(eq=False)
-class _Slot:
-    """A runtime in use and the queue of its READY activities."""
-
-    runtime: Runtime
-    limit: int
-    ready: bool = False
-    reason: str | None = None
-    queue: deque[ActivityRun] = field(default_factory=deque)
-    running: int = 0
-    started: bool = False
-    nodes: list[NodeInfo] | None = None  # as last reported (placement)
-    reserved: dict[str, Reserved] = field(default_factory=dict)
-
-
-def attempt_key(wf_id: int, activity: str, attempt: int) -> str:
-    return f"wf{wf_id}-{activity}-a{attempt}"
-
-
-def run_dir(state_dir: Path, wf_id: int, name: str) -> Path:
-    return state_dir / "runs" / f"{wf_id}-{name}"
-
-
-def process_start_time() -> float:
-    return psutil.Process().create_time()
-
-
-def owner_alive(pid: int | None, started: float | None) -> bool:
-    if pid is None or started is None:
-        return False
-    try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
-    except psutil.Error:
-        return False
 
 
 class Engine(RuntimeEvents):
@@ -208,7 +91,7 @@ class Engine(RuntimeEvents):
         self._log_interval = log_interval
         self._metrics_interval = metrics_interval
         self.workflows: dict[int, WorkflowRun] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, RuntimeSlot] = {}
         self._jobs: dict[str, ActivityRun] = {}  # attempt key -> activity
         self._events: list[tuple[str, ActivityRun, Any]] = []
         # RUNNING records wait for the next transaction: one commit fewer per activity. The
@@ -217,14 +100,11 @@ class Engine(RuntimeEvents):
         self._unrecorded_running: list[ActivityRun] = []
         self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
         self._unfinished: set[WorkflowRun] = set()  # failed at placement, to check for the end
-        self._scanned: set[WorkflowRun] = set()  # data dirs scanned in this wake-up
-        self._live_seq = 0  # tie-breaker of WorkflowRun.live_since
-        self._state_dir_abs = state_dir.absolute()
-        self.provenance = os.environ.get("AKOFLOW_PROVENANCE", "on").lower() not in (
-            "0",
-            "off",
-            "false",
-            "no",
+        self.provenance = ProvenanceRecorder(
+            repo,
+            state_dir,
+            enabled=os.environ.get("AKOFLOW_PROVENANCE", "on").lower()
+            not in ("0", "off", "false", "no"),
         )
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -289,23 +169,18 @@ class Engine(RuntimeEvents):
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
-        for task in self._tasks:
-            task.cancel()
+        await cancel_and_wait(self._tasks)
         # Let in-flight runtime calls (a release that removes a container, a cancel) finish
         # rather than cut them half-way; a backend that hangs gets a bounded wait.
         if self._background:
             await asyncio.wait(set(self._background), timeout=STOP_GRACE_SECONDS)
-        for task in list(self._background):
-            task.cancel()
-        for task in self._tasks + list(self._background):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._background))
         for slot in self._slots.values():
             if slot.started:
                 with contextlib.suppress(Exception):
                     await slot.runtime.stop()
         for wf in self.workflows.values():
-            self._close_watch(wf)
+            self.provenance.close(wf)
         try:
             with self._txn():
                 self._record_running()
@@ -472,7 +347,7 @@ class Engine(RuntimeEvents):
         act.attempt = number
         act.adopted = True
         act.dispatched_at = att.submitted_at  # its writes, also while no engine watched
-        self._ran_since(act)
+        self.provenance.adopted(act)
         act.handle = dict(adopted.handle or handle)
         act.log_offsets = self.repo.log_offsets(act.id, number)
         self._jobs[key] = act
@@ -509,26 +384,27 @@ class Engine(RuntimeEvents):
                     config=RuntimeConfig.from_env(name).redacted(),
                 )
 
-    async def _ensure_runtime(self, name: str) -> _Slot:
+    async def _ensure_runtime(self, name: str) -> RuntimeSlot:
         slot = self._slots.get(name)
         if slot is not None:
             return slot
         runtime = self._runtime_factory(name, self, None)
-        slot = _Slot(runtime=runtime, limit=runtime.max_parallel)
+        slot = RuntimeSlot(runtime=runtime, limit=runtime.max_parallel)
         self._slots[name] = slot
         await self._check_and_refresh(name, slot)
         # One loop per runtime: a backend that hangs never delays another one's checks.
         self._start_loop(f"health-{name}", functools.partial(self._health_once, name, slot))
         return slot
 
-    async def _check_health(self, name: str, slot: _Slot) -> None:
+    async def _check_health(self, name: str, slot: RuntimeSlot) -> None:
         try:
             timeout = slot.runtime.health_timeout
             if not slot.started:
                 await slot.runtime.start()
                 slot.started = True
             try:
-                health = await asyncio.wait_for(slot.runtime.health(), timeout)
+                async with asyncio.timeout(timeout):
+                    health = await slot.runtime.health()
             except TimeoutError:
                 raise RuntimeError(f"health check timed out after {timeout:g} s") from None
             ready, reason = health.ready, health.reason
@@ -554,20 +430,21 @@ class Engine(RuntimeEvents):
         if ready:
             self._wake.set()
 
-    async def _health_once(self, name: str, slot: _Slot) -> None:
+    async def _health_once(self, name: str, slot: RuntimeSlot) -> None:
         await asyncio.sleep(self._health_interval)
         await self._check_and_refresh(name, slot)
 
-    async def _check_and_refresh(self, name: str, slot: _Slot) -> None:
+    async def _check_and_refresh(self, name: str, slot: RuntimeSlot) -> None:
         await self._check_health(name, slot)
         if slot.ready:
             try:
                 timeout = slot.runtime.health_timeout
-                await asyncio.wait_for(self._refresh_nodes(name, slot), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._refresh_nodes(name, slot)
             except Exception as exc:  # placement keeps the nodes it knew, or waits for some
                 log.info("runtime %s: cannot list its nodes: %s", name, exc or "timed out")
 
-    async def _refresh_nodes(self, name: str, slot: _Slot) -> None:
+    async def _refresh_nodes(self, name: str, slot: RuntimeSlot) -> None:
         """The runtime's nodes, for placement and for the runtimes view."""
         nodes = list(await slot.runtime.nodes())
         slot.nodes = nodes
@@ -623,7 +500,7 @@ class Engine(RuntimeEvents):
         ]
         # One commit per wake-up: the outcomes, the dependents they release, and the
         # intents of the attempts about to start (committed before anything starts).
-        self._scanned.clear()
+        self.provenance.new_wakeup()
         with self._txn():
             touched = self._apply_events(events, logs)
             batches = self._dispatch()
@@ -695,13 +572,7 @@ class Engine(RuntimeEvents):
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
         self._unreserve(act)
-        # (An attempt that never started wrote nothing.)
-        if self.provenance and (act.attempt_started is not None or act.adopted):
-            with self._bookkeeping(f"the files written by {act.name}"):
-                if act.dispatched_at:
-                    self._record_generated(act)
-                if outcome.files is not None:
-                    self._record_remote(act, outcome.files)
+        self.provenance.finished(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.
         if (
             outcome.succeeded
@@ -800,17 +671,6 @@ class Engine(RuntimeEvents):
             )
 
     @contextlib.contextmanager
-    def _bookkeeping(self, what: str) -> Iterator[None]:
-        """Records that describe a run without steering it (provenance): if one fails, its
-        writes are undone, the traceback is logged, and the run goes on without that record,
-        never stalled or failed by it."""
-        try:
-            with self.repo.savepoint():
-                yield
-        except Exception:
-            log.exception("cannot record %s; the run goes on without that record", what)
-
-    @contextlib.contextmanager
     def _txn(self) -> Iterator[None]:
         """A repository transaction that also writes the buffered activity states."""
         with self.repo.transaction():
@@ -845,7 +705,7 @@ class Engine(RuntimeEvents):
         now = time.time()
         wf.state = outcome
         wf.finished_at = now
-        self._close_watch(wf)
+        self.provenance.close(wf)
         self.repo.set_workflow_state(wf.id, outcome, finished_at=now)
         self.repo.release_workflow(wf.id, pid=self._pid)
         if wf.done is not None and not wf.done.done():
@@ -853,10 +713,10 @@ class Engine(RuntimeEvents):
 
     # ================================================================ dispatch
 
-    def _dispatch(self) -> list[tuple[_Slot, list[tuple[ActivityRun, JobSpec]]]]:
+    def _dispatch(self) -> list[tuple[RuntimeSlot, list[tuple[ActivityRun, JobSpec]]]]:
         """Take READY activities into free slots and record their intents (call inside a
         transaction); the caller starts them once that transaction is committed."""
-        batches: list[tuple[_Slot, list[tuple[ActivityRun, JobSpec]]]] = []
+        batches: list[tuple[RuntimeSlot, list[tuple[ActivityRun, JobSpec]]]] = []
         self._flush_states()  # READY rows first: begin_attempt below moves them on
         for name, slot in self._slots.items():
             if not slot.ready or not slot.queue:
@@ -888,10 +748,7 @@ class Engine(RuntimeEvents):
                     self._record_placement(act, number, name, decision)
                 act.dispatched_at = time.time()
                 act.adopted = False
-                self._ran_since(act)
-                if self.provenance:
-                    with self._bookkeeping(f"the files used by {act.name}"):
-                        self._record_used(act, number)
+                self.provenance.dispatched(act, number)
                 act.state = A.SUBMITTED
                 act.attempt = number
                 act.key = job.key
@@ -910,7 +767,7 @@ class Engine(RuntimeEvents):
 
     # ================================================================ placement
 
-    def _place(self, act: ActivityRun, slot: _Slot) -> Decision:
+    def _place(self, act: ActivityRun, slot: RuntimeSlot) -> Decision:
         """Ask the workflow's policy for a node (no node known yet: wait for the runtime)."""
         assert act.wf.placement is not None
         history = act.wf.history.get(act.name, [])
@@ -959,7 +816,7 @@ class Engine(RuntimeEvents):
             ],
         )
 
-    def _reserve(self, act: ActivityRun, slot: _Slot, node: str) -> None:
+    def _reserve(self, act: ActivityRun, slot: RuntimeSlot, node: str) -> None:
         claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
         held = slot.reserved.get(node, Reserved())
         slot.reserved[node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)
@@ -1001,180 +858,6 @@ class Engine(RuntimeEvents):
             self._skip_downstream(child)
         self._unfinished.add(act.wf)
 
-    # ================================================================ provenance
-
-    def _scan_files(self, wf: WorkflowRun) -> Snapshot:
-        """The workflow's data dir now (looked at once per wake-up); new changes await
-        attribution. After the first full scan, an inotify watch says where to look again."""
-        if wf in self._scanned and wf.files is not None:
-            return wf.files
-        exclude = self._state_dir_abs
-        if wf.files is None:
-            self._open_watch(wf)  # before the scan: a change in between is seen by both
-            wf.files = scan(wf.data_dir, None, exclude=exclude)
-            if not wf.generated_by:
-                for record in self.repo.list_files(wf.id):
-                    if record.role == "generated" and not record.location:
-                        self._set_generator(wf, record.path, record.activity)
-            known = set(wf.generated_by)
-            if "" in self._initial_recorded(wf):  # a resumed run
-                known.update(f.path for f in self.repo.list_initial_files(wf.id) if not f.location)
-            else:  # what predates the run's start (all of it, unless it is a resumed run)
-                since = (wf.started_at or time.time()) + FILE_TIME_SLACK
-                initial = {p: f for p, f in wf.files.items() if p not in known and f.mtime < since}
-                self._record_initial(wf, "", initial)
-                known.update(initial)
-            # A resumed run: what changed while no engine watched awaits attribution (to the
-            # attempts adopted now, whose windows start at their submission).
-            for path, f in wf.files.items():
-                if path not in known:
-                    wf.pending.changed(path, f)
-        else:
-            dirty = wf.files_watch.dirty() if wf.files_watch is not None else None
-            if dirty is not None:
-                change = update(wf.files, wf.data_dir, dirty.files, dirty.trees, exclude)
-            else:  # no watch, or it lost events: look at everything
-                current = scan(wf.data_dir, wf.files, exclude=exclude)
-                change = changes(wf.files, current)
-                wf.files = current
-            for path, f in change.created.items():
-                wf.pending.changed(path, f)
-            for path, f in change.modified.items():
-                wf.pending.changed(path, f)
-            for path in change.deleted:
-                wf.pending.deleted(path)
-        self._scanned.add(wf)
-        return wf.files
-
-    def _open_watch(self, wf: WorkflowRun) -> None:
-        self._close_watch(wf)
-        try:
-            wf.files_watch = DirWatch(wf.data_dir, self._state_dir_abs)
-        except OSError as exc:  # inotify limits: full scans still give the same answers
-            log.info("provenance: full scans of %s (no inotify watch: %s)", wf.data_dir, exc)
-
-    @staticmethod
-    def _close_watch(wf: WorkflowRun) -> None:
-        if wf.files_watch is not None:
-            wf.files_watch.close()
-            wf.files_watch = None
-
-    @staticmethod
-    def _set_generator(wf: WorkflowRun, path: str, activity: str) -> None:
-        previous = wf.generated_by.get(path)
-        if previous is not None:
-            wf.outputs[previous].discard(path)
-        wf.generated_by[path] = activity
-        wf.outputs.setdefault(activity, set()).add(path)
-
-    def _initial_recorded(self, wf: WorkflowRun) -> set[str]:
-        if wf.initial_recorded is None:
-            wf.initial_recorded = self.repo.initial_locations(wf.id)
-        return wf.initial_recorded
-
-    def _record_initial(self, wf: WorkflowRun, location: str, files: Snapshot) -> None:
-        """The run's inputs at ``location``: recorded once, used by every activity (PROV
-        exports them as one collection rather than as a relation per activity and file)."""
-        self.repo.add_initial_files(
-            wf.id, ((p, f.size, f.mtime, f.sha256) for p, f in sorted(files.items())), location
-        )
-        self._initial_recorded(wf).add(location)
-
-    def _record_used(self, act: ActivityRun, number: int) -> None:
-        """What its dependencies generated (also files a dependency may have written whose
-        attribution waits for a running activity); the run's initial files are recorded once
-        for all. Looked up by producer, not by a pass over every file of the data dir."""
-        wf = act.wf
-        files = self._scan_files(wf)
-        deps = {d.name for d in act.deps}
-        wanted: set[str] = set()
-        for dep in deps:
-            wanted |= wf.outputs.get(dep, set())
-            wanted |= wf.pending.nominated(dep)
-        used = [
-            (path, f.size, f.mtime, f.sha256)
-            for path in sorted(wanted)
-            if (f := files.get(path)) is not None
-        ]
-        if used:
-            self.repo.add_files(act.id, number, "used", used)
-
-    def _record_generated(self, act: ActivityRun) -> None:
-        """Attribute the data-dir changes made while ``act`` ran.
-
-        A change that falls in the run windows of several activities goes to the one that
-        ended soonest after it (a writer usually exits right after its last write); it is
-        decided once no activity that was running at that moment is still running.
-        """
-        wf = act.wf
-        self._scan_files(wf)
-        end = act.exited_at or time.time()
-        act.exited_at = None
-        pending = wf.pending
-        if not pending:
-            return
-        nominee = Nominee(end, act.id, act.attempt, act.name)
-        window = (act.dispatched_at - FILE_TIME_SLACK, end + FILE_TIME_SLACK)
-        for path in list(pending.in_window(*window)):
-            pending.nominate(path, nominee)
-        since = self._running_since(wf, act)
-        before = None if since is None else since - FILE_TIME_SLACK
-        chosen: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
-        for path, state, winner in pending.decide(before, FILE_TIME_SLACK):
-            self._set_generator(wf, path, winner.activity)
-            chosen.setdefault((winner.activity_id, winner.attempt), []).append((path, state))
-        for (act_id, attempt), files in chosen.items():
-            self.repo.add_files(
-                act_id,
-                attempt,
-                "generated",
-                ((p, f.size, f.mtime, f.sha256) for p, f in files),
-            )
-
-    def _ran_since(self, act: ActivityRun) -> None:
-        """``act`` runs from its dispatched_at on (see :meth:`_running_since`)."""
-        self._live_seq += 1
-        heapq.heappush(act.wf.live_since, (act.dispatched_at, self._live_seq, act))
-
-    @staticmethod
-    def _running_since(wf: WorkflowRun, ending: ActivityRun) -> float | None:
-        """When the earliest attempt still running (other than ``ending``) started."""
-        heap = wf.live_since
-        while heap:
-            since, _, act = heap[0]
-            if act is not ending and act.state.is_live and act.dispatched_at == since:
-                return since
-            heapq.heappop(heap)  # ended (or this is its end): not again
-        return None
-
-    def _record_remote(self, act: ActivityRun, files: RemoteFiles) -> None:
-        """Used and generated files of an attempt on a remote runtime, from the job's own
-        listings of its working directory (see :func:`akoflow.provenance.remote.attribute`)."""
-        wf, loc = act.wf, files.location
-        claims = wf.remote_generated
-        if claims is None:
-            claims = wf.remote_generated = {}
-            for record in self.repo.list_files(wf.id):
-                if record.location and record.role == "generated":
-                    claims[record.location, record.path] = Claim(
-                        -math.inf, record.activity_id, record.attempt, record.activity, record.mtime
-                    )
-        if loc not in self._initial_recorded(wf):
-            self._record_initial(
-                wf, loc, {p: f for p, f in files.before.items() if (loc, p) not in claims}
-            )
-        end = files.after_time if files.after_time is not None else math.inf
-        me = Claim(end, act.id, act.attempt, act.name, 0.0)
-        found = attribute(files, claims, me, {d.name for d in act.deps})
-        for path, claim in found.retracted:
-            self.repo.remove_generated(claim.activity_id, claim.attempt, loc, path)
-        for path, f in found.generated.items():
-            claims[loc, path] = Claim(end, act.id, act.attempt, act.name, f.mtime)
-        for role, chosen in (("used", found.used), ("generated", found.generated)):
-            if chosen:
-                rows = [(p, f.size, f.mtime, f.sha256) for p, f in sorted(chosen.items())]
-                self.repo.add_files(act.id, act.attempt, role, rows, location=loc)
-
     # ================================================================ execution strategy
 
     def _level_done(self, act: ActivityRun) -> None:
@@ -1199,7 +882,9 @@ class Engine(RuntimeEvents):
                 else:
                     wf.held.append(act)
 
-    async def _submit_batch(self, slot: _Slot, batch: list[tuple[ActivityRun, JobSpec]]) -> None:
+    async def _submit_batch(
+        self, slot: RuntimeSlot, batch: list[tuple[ActivityRun, JobSpec]]
+    ) -> None:
         started: list[ActivityRun] = []
         failed: list[tuple[ActivityRun, Exception]] = []
         for act, job in batch:
@@ -1276,7 +961,7 @@ class Engine(RuntimeEvents):
             volumes=wf.workflow.volumes,
             storage_policy=wf.workflow.storage_policy,
             node=node,
-            record_files=self.provenance,
+            record_files=self.provenance.enabled,
         )
 
     # ================================================================ timeouts, cancel
@@ -1360,9 +1045,8 @@ class Engine(RuntimeEvents):
         offsets = dict(base)
         try:
             while True:
-                new = await asyncio.wait_for(
-                    runtime.logs(act.key, act.handle, offsets), LOG_CALL_TIMEOUT
-                )
+                async with asyncio.timeout(LOG_CALL_TIMEOUT):
+                    new = await runtime.logs(act.key, act.handle, offsets)
                 # One read past the cap (offset == cap) is kept: it says there was more.
                 new = {k: v for k, v in new.items() if v and offsets.get(k, 0) <= LOG_STORE_LIMIT}
                 for stream, data in new.items():
@@ -1420,7 +1104,8 @@ class Engine(RuntimeEvents):
                 continue
             try:
                 timeout = slot.runtime.health_timeout
-                metrics = await asyncio.wait_for(slot.runtime.metrics(jobs), timeout)
+                async with asyncio.timeout(timeout):
+                    metrics = await slot.runtime.metrics(jobs)
             except Exception as exc:
                 log.warning("cannot sample metrics on %s: %s", name, exc or type(exc).__name__)
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from akoflow.runtimes.backoff import Backoff
@@ -57,6 +57,21 @@ async def supervise(
             backoff.reset()
 
 
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], rounds: int = 20) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again those that did not:
+    a cancel can be lost (Python 3.11's ``asyncio.wait_for`` swallows one that arrives as
+    its inner call completes, and runtime adapters use it), and a stop must not hang."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in pending:
+        log.error("task %s did not stop when cancelled", task.get_name())
+
+
 def log_unexpected_end(task: asyncio.Task[Any]) -> None:
     """Done-callback of the engine's long-lived tasks: they only end by cancellation, so any
     other end is reported (belt and braces around :func:`supervise`)."""
@@ -67,4 +82,4 @@ def log_unexpected_end(task: asyncio.Task[Any]) -> None:
         log.critical("engine task %s ended with an error", task.get_name(), exc_info=exc)
 
 
-__all__ = ["EngineFailure", "log_unexpected_end", "supervise"]
+__all__ = ["EngineFailure", "cancel_and_wait", "log_unexpected_end", "supervise"]

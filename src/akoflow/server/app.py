@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from akoflow import __version__, service
-from akoflow.engine import Engine, WorkflowBusy
+from akoflow.engine import Engine
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext
 from akoflow.server.errors import install_error_handlers
 from akoflow.server.routes import activities, runtimes, upstream, workflows
 from akoflow.server.slow_clients import DEFAULT_BODY_TIMEOUT, BodyDeadline
+from akoflow.server.supervisor import start_engine
 from akoflow.server.ui import router as ui_router
 
 log = logging.getLogger(__name__)
@@ -69,43 +70,28 @@ class ServerHeader:
         await self.app(scope, receive, send_with_header)
 
 
-async def _resume_all(ctx: ServerContext) -> None:
-    ids = ctx.repo.unfinished_workflow_ids()
-    if ids:
-        log.info("resuming %d unfinished workflow(s): %s", len(ids), ids)
-    for wf_id in ids:
-        try:
-            ctx.watch(await ctx.engine.attach(wf_id))
-        except WorkflowBusy as exc:
-            log.warning("not resuming workflow %s: %s", wf_id, exc)
-        except Exception:
-            log.exception("cannot resume workflow %s", wf_id)
-
-
 def _lifespan(state_dir: Path) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         repo = service.open_repository(state_dir)
-        engine = Engine(repo, state_dir)
-        await engine.start()
-        ctx = ServerContext(state_dir=state_dir, repo=repo, engine=engine)
+        ctx = ServerContext(state_dir=state_dir, repo=repo, engine=Engine(repo, state_dir))
         app.state.context = ctx
         loop = asyncio.get_running_loop()
         # `akoflow cancel ID` without --server records the request in the store and sends
         # SIGUSR1 to the owning engine process: this one.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
+            loop.add_signal_handler(signal.SIGUSR1, lambda: ctx.engine.apply_cancel_requests())
         try:
-            try:
-                await engine.register_configured_runtimes()
-            except Exception:  # a broken runtime configuration must not keep the API down
-                log.exception("cannot register the configured runtimes")
-            await _resume_all(ctx)
+            await start_engine(ctx)
             yield
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGUSR1)
-            await engine.stop()
+            if ctx.restarting is not None:
+                ctx.restarting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ctx.restarting
+            await ctx.engine.stop()
             repo.close()
 
     return lifespan

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from akoflow import service
 from akoflow.engine import WorkflowBusy
-from akoflow.engine.engine import owner_alive, run_dir
+from akoflow.engine.model import run_dir
+from akoflow.engine.ownership import owner_alive
 from akoflow.server import views
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext, get_context

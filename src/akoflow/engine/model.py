@@ -1,0 +1,99 @@
+"""The engine's in-memory model of attached runs: activities, workflows, runtime slots.
+
+Each object mirrors rows of the store (which stays the truth after any crash) plus what only
+a live engine knows: queues, timers, the live attempt's handle and log offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from akoflow.placement import PlacementPolicy, Reserved
+from akoflow.runtimes.base import NodeInfo, Runtime
+from akoflow.spec import Activity, Workflow
+from akoflow.states import ActivityState, WorkflowState
+
+
+@dataclass(eq=False)
+class ActivityRun:
+    """In-memory state of one activity of an attached workflow (mirrors its DB row)."""
+
+    id: int
+    name: str
+    spec: Activity
+    runtime: str
+    state: ActivityState
+    attempt: int
+    max_attempts: int
+    wf: WorkflowRun
+    deps: list[ActivityRun] = field(default_factory=list)
+    dependents: list[ActivityRun] = field(default_factory=list)
+    deps_left: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    node: str | None = None
+    started_at: float | None = None  # first attempt's submission (wall clock)
+    finished_at: float | None = None
+    attempt_started: float | None = None
+    key: str | None = None  # key of the live attempt
+    handle: dict[str, Any] = field(default_factory=dict)
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    cancel_requested: bool = False
+    timed_out: bool = False
+    timer: asyncio.TimerHandle | None = None
+    level: int = 0  # DAG depth (first-activity-first)
+    dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it
+    adopted: bool = False  # the live attempt was taken over after a restart
+    exited_at: float | None = None  # when the runtime reported the end (before batching)
+    placed: tuple[str, Reserved] | None = None  # node and resources reserved there
+
+
+@dataclass(eq=False)
+class WorkflowRun:
+    id: int
+    name: str
+    workflow: Workflow
+    data_dir: Path
+    run_dir: Path
+    state: WorkflowState
+    activities: dict[str, ActivityRun] = field(default_factory=dict)
+    remaining: int = 0  # activities not in a final state
+    cancelling: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    done: asyncio.Future[WorkflowState] | None = None
+    placement: PlacementPolicy | None = None  # spec.schedule
+    history: dict[str, list[tuple[str | None, float]]] = field(default_factory=dict)
+    levels_left: list[int] | None = None  # first-activity-first: live activities per level
+    open_level: int = 0
+    held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
+
+
+@dataclass(eq=False)
+class RuntimeSlot:
+    """A runtime in use and the queue of its READY activities."""
+
+    runtime: Runtime
+    limit: int
+    ready: bool = False
+    reason: str | None = None
+    queue: deque[ActivityRun] = field(default_factory=deque)
+    running: int = 0
+    started: bool = False
+    nodes: list[NodeInfo] | None = None  # as last reported (placement)
+    reserved: dict[str, Reserved] = field(default_factory=dict)
+
+
+def attempt_key(wf_id: int, activity: str, attempt: int) -> str:
+    return f"wf{wf_id}-{activity}-a{attempt}"
+
+
+def run_dir(state_dir: Path, wf_id: int, name: str) -> Path:
+    return state_dir / "runs" / f"{wf_id}-{name}"
+
+
+__all__ = ["ActivityRun", "RuntimeSlot", "WorkflowRun", "attempt_key", "run_dir"]

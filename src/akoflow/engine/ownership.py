@@ -1,0 +1,29 @@
+"""Which process owns a run: a run is driven by one live engine process at a time.
+
+A run records its owner's PID and that process's start time; a PID alone could have been
+reused by another process since, so the pair is what identifies a live owner.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+
+class WorkflowBusy(RuntimeError):
+    """Another live engine process owns this workflow."""
+
+
+def process_start_time() -> float:
+    return psutil.Process().create_time()
+
+
+def owner_alive(pid: int | None, started: float | None) -> bool:
+    if pid is None or started is None:
+        return False
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except psutil.Error:
+        return False
+
+
+__all__ = ["WorkflowBusy", "owner_alive", "process_start_time"]
