@@ -1,8 +1,9 @@
 """Crash-point torture of the engine on the local runtime, as storage engines are tested.
 
 The real `akoflow run` is SIGKILLed at seeded random instants (start-up, dispatch, mid-run, end
-of run, around retries and timeouts, right after a cancel), then `akoflow resume` (or re-running
-the file), itself sometimes killed too, finishes the run. After each trial the activities' own
+of run, around retries and timeouts, right after a cancel, or followed by a SIGTERM to its
+still-running attempts as on a shutdown), then `akoflow resume` (or re-running the file), itself
+sometimes killed too, finishes the run. After each trial the activities' own
 ledger is checked against the store: nothing recorded SUCCEEDED that did not run to its end,
 nothing ran twice or overlapped, nothing started before its dependencies ended, the run ended
 as it should and nothing is left running. See tests/torture/ for the machinery.
