@@ -204,3 +204,38 @@ def test_files_written_while_no_engine_watched_keep_their_provenance(
     assert ("reader", "used", "late.txt") in files
     assert ("reader", "generated", "copy.txt") in files
     assert [f.path for f in repo.list_initial_files(1)] == ["input.txt"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_attempt_ended_by_a_signal_while_no_engine_watched_is_not_a_success(
+    sig: signal.Signals, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    # The engine is SIGKILLed, then the attempt's process group gets a signal (as on a
+    # shutdown) while its script waits on `sleep`: the exit record must say so, not "exit 0"
+    # (the status of the script's last command), and its dependent must not run.
+    wf = tmp_path / "signal.yaml"
+    wf.write_text(
+        "name: signalled\nspec:\n  activities:\n"
+        "    - name: long\n      run: sleep 30; echo finished > finished.txt\n"
+        "    - name: after\n      dependsOn: [long]\n      run: echo ran > after.txt\n"
+    )
+    data = tmp_path / "data"
+    engine = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
+    )
+    exit_file = state_dir / "runs" / "1-signalled" / "attempts" / "long.1.exit"
+    wait_for(lambda: exit_file.exists() and exit_file.read_text().startswith("pid "))
+    pid = int(exit_file.read_text().split()[1])
+    wait_for(lambda: any(p.name() == "sleep" for p in psutil.Process(pid).children()))
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    os.killpg(pid, sig)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+    assert exit_file.read_text() == f"exit {128 + sig}\n"
+
+    res = akoflow("resume", "--json")
+    assert res.returncode == 1, res.stderr + res.stdout
+    doc = json.loads(res.stdout)
+    states = {a["name"]: a["state"] for a in doc["activities"]}
+    assert states == {"long": "failed", "after": "skipped"}
+    assert not (data / "finished.txt").exists() and not (data / "after.txt").exists()

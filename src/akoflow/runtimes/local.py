@@ -401,6 +401,10 @@ class LocalRuntime(Runtime):
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             return Outcome(False, 128 - code, f"killed by {name}", cpu, rss)
+        if 128 < code < 128 + signal.NSIG and code - 128 in signal.valid_signals():
+            # The prelude ends the shell with 128+N on a signal it traps.
+            name = signal.Signals(code - 128).name
+            return Outcome(False, code, f"exit code {code} (ended by {name})", cpu, rss)
         return Outcome(False, code, f"exit code {code}", cpu, rss)
 
     # ------------------------------------------------------------------ cancel

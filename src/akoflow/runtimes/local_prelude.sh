@@ -13,6 +13,17 @@ set -C
 set +C
 # The exit code survives the engine: a restarted engine reads it from the same file.
 trap 'printf "exit %s\n" "$?" >| "$AKOFLOW_ATTEMPT_FILES.exit"' EXIT
+# A signal that ends the shell must not be recorded as its last command's status (a SIGTERM
+# to the attempt's process group while `sleep` runs would leave "exit 0", a false success for
+# an engine that reads this file after a restart): each such signal exits with 128+N, which
+# the EXIT trap records. (SIGKILL runs no trap: the file keeps "pid N", read as lost.)
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 131' QUIT
+trap 'exit 138' USR1
+trap 'exit 140' USR2
+trap 'exit 142' ALRM
+trap 'exit 143' TERM
 # The activity's output files are created here, by the activity's own process, rather than by
 # the engine, whose one thread serves every activity (file creation can cost a millisecond).
 exec >| "$AKOFLOW_ATTEMPT_FILES.stdout" 2>| "$AKOFLOW_ATTEMPT_FILES.stderr"
