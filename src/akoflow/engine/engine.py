@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -24,10 +23,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from akoflow.config import RuntimeConfig
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
 from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key, run_dir
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
+from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.placement import Decision, Demand, Reserved, load_policy
 from akoflow.placement.akoscore import DEFAULT_ALPHA
 from akoflow.provenance.recorder import ProvenanceRecorder
@@ -35,14 +34,10 @@ from akoflow.runtimes.base import (
     Adopted,
     JobSpec,
     Outcome,
-    Runtime,
     RuntimeEvents,
     RuntimeFailure,
 )
 from akoflow.runtimes.registry import (
-    UnknownRuntime,
-    adapter_for,
-    configured_runtime_names,
     create_runtime,
 )
 from akoflow.spec import load_workflow
@@ -70,8 +65,6 @@ LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
 _Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
 
-RuntimeFactory = Callable[[str, RuntimeEvents, RuntimeConfig | None], Runtime]
-
 
 class Engine(RuntimeEvents):
     def __init__(
@@ -86,12 +79,10 @@ class Engine(RuntimeEvents):
     ) -> None:
         self.repo = repo
         self.state_dir = state_dir
-        self._runtime_factory = runtime_factory
         self._health_interval = health_interval
         self._log_interval = log_interval
         self._metrics_interval = metrics_interval
         self.workflows: dict[int, WorkflowRun] = {}
-        self._slots: dict[str, RuntimeSlot] = {}
         self._jobs: dict[str, ActivityRun] = {}  # attempt key -> activity
         self._events: list[tuple[str, ActivityRun, Any]] = []
         # RUNNING records wait for the next transaction: one commit fewer per activity. The
@@ -107,6 +98,15 @@ class Engine(RuntimeEvents):
             not in ("0", "off", "false", "no"),
         )
         self._wake = asyncio.Event()
+        self.runtimes = RuntimePool(
+            repo,
+            self,
+            runtime_factory,
+            health_interval=health_interval,
+            start_loop=self._start_loop,
+            wake=self._wake.set,
+        )
+        self._slots = self.runtimes.slots  # name -> the runtime and its queue of READY work
         self._tasks: list[asyncio.Task[None]] = []
         self._last_metrics = 0.0  # when the observe loop last sampled metrics (monotonic)
         self._background: set[asyncio.Task[Any]] = set()
@@ -122,7 +122,7 @@ class Engine(RuntimeEvents):
         # rolled back): nothing it would do next could be trusted, so any error is fatal.
         self._start_loop("processor", self._process_once, fatal=lambda exc: True)
         self._start_loop("observe", self._observe_once)
-        # Each runtime's health loop starts with the runtime (see _ensure_runtime).
+        # Each runtime's health loop starts with the runtime (see RuntimePool.ensure).
 
     def _start_loop(
         self,
@@ -130,6 +130,7 @@ class Engine(RuntimeEvents):
         step: Callable[[], Awaitable[None]],
         fatal: Callable[[BaseException], bool] = lambda exc: isinstance(exc, EngineFailure),
     ) -> None:
+        """Run ``step`` again and again under :func:`supervise` until the engine stops."""
         task = asyncio.create_task(
             supervise(name, step, on_fatal=self._fail_stop, fatal=fatal), name=f"akoflow-{name}"
         )
@@ -175,10 +176,13 @@ class Engine(RuntimeEvents):
         if self._background:
             await asyncio.wait(set(self._background), timeout=STOP_GRACE_SECONDS)
         await cancel_and_wait(list(self._background))
-        for slot in self._slots.values():
+        for name, slot in self._slots.items():
             if slot.started:
-                with contextlib.suppress(Exception):
-                    await slot.runtime.stop()
+                try:
+                    async with asyncio.timeout(STOP_GRACE_SECONDS):
+                        await slot.runtime.stop()
+                except Exception as exc:  # a backend that hangs must not keep the engine up
+                    log.warning("runtime %s did not stop cleanly: %s", name, exc or "timed out")
         for wf in self.workflows.values():
             self.provenance.close(wf)
         try:
@@ -224,7 +228,11 @@ class Engine(RuntimeEvents):
         wf.data_dir.mkdir(parents=True, exist_ok=True)
         (wf.run_dir / "attempts").mkdir(parents=True, exist_ok=True)
         for name in {a.runtime for a in wf.activities.values() if not a.state.is_final}:
-            await self._ensure_runtime(name)
+            await self.runtimes.ensure(name)
+        if rec.cancel_requested:
+            # Before reconciling: an outcome collected meanwhile (a runtime's adopt may await
+            # between attempts) must already count as cancelled, not as a failure.
+            wf.cancelling = True
         await self._reconcile(wf, rec)
         if rec.cancel_requested:
             self.cancel(wf_id)
@@ -368,105 +376,11 @@ class Engine(RuntimeEvents):
     # ================================================================ runtimes
 
     async def register_configured_runtimes(self) -> None:
-        """Bring up every runtime the environment configures (server mode), so that their
-        health is known before any workflow uses them. One whose adapter is not available is
-        recorded NOT_READY with the reason."""
-        for name in configured_runtime_names():
-            try:
-                await self._ensure_runtime(name)
-            except UnknownRuntime as exc:
-                adapter = adapter_for(name)
-                self.repo.upsert_runtime(
-                    name,
-                    kind=adapter.kind if adapter else "unknown",
-                    status="NOT_READY",
-                    reason=str(exc),
-                    config=RuntimeConfig.from_env(name).redacted(),
-                )
-
-    async def _ensure_runtime(self, name: str) -> RuntimeSlot:
-        slot = self._slots.get(name)
-        if slot is not None:
-            return slot
-        runtime = self._runtime_factory(name, self, None)
-        slot = RuntimeSlot(runtime=runtime, limit=runtime.max_parallel)
-        self._slots[name] = slot
-        await self._check_and_refresh(name, slot)
-        # One loop per runtime: a backend that hangs never delays another one's checks.
-        self._start_loop(f"health-{name}", functools.partial(self._health_once, name, slot))
-        return slot
-
-    async def _check_health(self, name: str, slot: RuntimeSlot) -> None:
-        try:
-            timeout = slot.runtime.health_timeout
-            if not slot.started:
-                await slot.runtime.start()
-                slot.started = True
-            try:
-                async with asyncio.timeout(timeout):
-                    health = await slot.runtime.health()
-            except TimeoutError:
-                raise RuntimeError(f"health check timed out after {timeout:g} s") from None
-            ready, reason = health.ready, health.reason
-        except Exception as exc:  # a broken backend must not stop the engine
-            ready, reason = False, str(exc) or type(exc).__name__
-        if ready != slot.ready or reason != slot.reason:
-            level = logging.INFO if ready else logging.WARNING
-            log.log(
-                level,
-                "runtime %s is %s%s",
-                name,
-                "READY" if ready else "NOT_READY",
-                f": {reason}" if reason else "",
-            )
-        slot.ready, slot.reason = ready, reason
-        self.repo.upsert_runtime(
-            name,
-            kind=slot.runtime.kind,
-            status="READY" if ready else "NOT_READY",
-            reason=reason,
-            config=slot.runtime.config.redacted(),
-        )
-        if ready:
-            self._wake.set()
-
-    async def _health_once(self, name: str, slot: RuntimeSlot) -> None:
-        await asyncio.sleep(self._health_interval)
-        await self._check_and_refresh(name, slot)
-
-    async def _check_and_refresh(self, name: str, slot: RuntimeSlot) -> None:
-        await self._check_health(name, slot)
-        if slot.ready:
-            try:
-                timeout = slot.runtime.health_timeout
-                async with asyncio.timeout(timeout):
-                    await self._refresh_nodes(name, slot)
-            except Exception as exc:  # placement keeps the nodes it knew, or waits for some
-                log.info("runtime %s: cannot list its nodes: %s", name, exc or "timed out")
-
-    async def _refresh_nodes(self, name: str, slot: RuntimeSlot) -> None:
-        """The runtime's nodes, for placement and for the runtimes view."""
-        nodes = list(await slot.runtime.nodes())
-        slot.nodes = nodes
-        if slot.queue and any(a.wf.placement is not None for a in slot.queue):
-            self._wake.set()  # capacity may have freed up for a waiting activity
-        self.repo.upsert_nodes(
-            name,
-            (
-                (
-                    n.name,
-                    "READY" if n.ready else "NOT_READY",
-                    n.cpu_capacity,
-                    n.memory_capacity,
-                    n.cpu_usage,
-                    n.memory_usage,
-                )
-                for n in nodes
-            ),
-        )
+        """Bring up every runtime the environment configures (server mode)."""
+        await self.runtimes.register_configured()
 
     def runtime_status(self) -> dict[str, tuple[bool, str | None]]:
-        return {name: (s.ready, s.reason) for name, s in self._slots.items()}
+        return self.runtimes.status()
 
     # ================================================================ events (runtimes call these)
 

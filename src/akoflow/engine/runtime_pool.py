@@ -1,0 +1,149 @@
+"""The runtimes an engine uses: created on first use, each health-checked by its own loop.
+
+A runtime is READY or NOT_READY with a reason, recorded in the store with its redacted
+settings and nodes. Every call to a backend here is bounded by its ``{NAME}_HEALTH_TIMEOUT``,
+and each runtime has its own loop, so a backend that hangs is NOT_READY and never delays
+another runtime's checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from akoflow.config import RuntimeConfig
+from akoflow.engine.model import RuntimeSlot
+from akoflow.runtimes.base import Runtime, RuntimeEvents
+from akoflow.runtimes.registry import UnknownRuntime, adapter_for, configured_runtime_names
+from akoflow.store import Repository
+
+log = logging.getLogger(__name__)
+
+RuntimeFactory = Callable[[str, RuntimeEvents, RuntimeConfig | None], Runtime]
+LoopStarter = Callable[[str, Callable[[], Awaitable[None]]], None]
+
+
+class RuntimePool:
+    def __init__(
+        self,
+        repo: Repository,
+        events: RuntimeEvents,
+        factory: RuntimeFactory,
+        *,
+        health_interval: float,
+        start_loop: LoopStarter,
+        wake: Callable[[], None],
+    ) -> None:
+        self.repo = repo
+        self.slots: dict[str, RuntimeSlot] = {}
+        self._events = events
+        self._factory = factory
+        self._health_interval = health_interval
+        self._start_loop = start_loop
+        self._wake = wake  # the engine has work to look at again (a runtime became READY)
+
+    async def register_configured(self) -> None:
+        """Bring up every runtime the environment configures (server mode), so that their
+        health is known before any workflow uses them. One whose adapter is not available is
+        recorded NOT_READY with the reason."""
+        for name in configured_runtime_names():
+            try:
+                await self.ensure(name)
+            except UnknownRuntime as exc:
+                adapter = adapter_for(name)
+                self.repo.upsert_runtime(
+                    name,
+                    kind=adapter.kind if adapter else "unknown",
+                    status="NOT_READY",
+                    reason=str(exc),
+                    config=RuntimeConfig.from_env(name).redacted(),
+                )
+
+    async def ensure(self, name: str) -> RuntimeSlot:
+        slot = self.slots.get(name)
+        if slot is not None:
+            return slot
+        runtime = self._factory(name, self._events, None)
+        slot = RuntimeSlot(runtime=runtime, limit=runtime.max_parallel)
+        self.slots[name] = slot
+        await self._check_and_refresh(name, slot)
+        # One loop per runtime: a backend that hangs never delays another one's checks.
+        self._start_loop(f"health-{name}", functools.partial(self._health_once, name, slot))
+        return slot
+
+    async def _check_health(self, name: str, slot: RuntimeSlot) -> None:
+        try:
+            timeout = slot.runtime.health_timeout
+            if not slot.started:
+                await slot.runtime.start()
+                slot.started = True
+            try:
+                async with asyncio.timeout(timeout):
+                    health = await slot.runtime.health()
+            except TimeoutError:
+                raise RuntimeError(f"health check timed out after {timeout:g} s") from None
+            ready, reason = health.ready, health.reason
+        except Exception as exc:  # a broken backend must not stop the engine
+            ready, reason = False, str(exc) or type(exc).__name__
+        if ready != slot.ready or reason != slot.reason:
+            level = logging.INFO if ready else logging.WARNING
+            log.log(
+                level,
+                "runtime %s is %s%s",
+                name,
+                "READY" if ready else "NOT_READY",
+                f": {reason}" if reason else "",
+            )
+        slot.ready, slot.reason = ready, reason
+        self.repo.upsert_runtime(
+            name,
+            kind=slot.runtime.kind,
+            status="READY" if ready else "NOT_READY",
+            reason=reason,
+            config=slot.runtime.config.redacted(),
+        )
+        if ready:
+            self._wake()
+
+    async def _health_once(self, name: str, slot: RuntimeSlot) -> None:
+        await asyncio.sleep(self._health_interval)
+        await self._check_and_refresh(name, slot)
+
+    async def _check_and_refresh(self, name: str, slot: RuntimeSlot) -> None:
+        await self._check_health(name, slot)
+        if slot.ready:
+            try:
+                timeout = slot.runtime.health_timeout
+                async with asyncio.timeout(timeout):
+                    await self._refresh_nodes(name, slot)
+            except Exception as exc:  # placement keeps the nodes it knew, or waits for some
+                log.info("runtime %s: cannot list its nodes: %s", name, exc or "timed out")
+
+    async def _refresh_nodes(self, name: str, slot: RuntimeSlot) -> None:
+        """The runtime's nodes, for placement and for the runtimes view."""
+        nodes = list(await slot.runtime.nodes())
+        slot.nodes = nodes
+        if slot.queue and any(a.wf.placement is not None for a in slot.queue):
+            self._wake()  # capacity may have freed up for a waiting activity
+        self.repo.upsert_nodes(
+            name,
+            (
+                (
+                    n.name,
+                    "READY" if n.ready else "NOT_READY",
+                    n.cpu_capacity,
+                    n.memory_capacity,
+                    n.cpu_usage,
+                    n.memory_usage,
+                )
+                for n in nodes
+            ),
+        )
+
+    def status(self) -> dict[str, tuple[bool, str | None]]:
+        return {name: (s.ready, s.reason) for name, s in self.slots.items()}
+
+
+__all__ = ["RuntimeFactory", "RuntimePool"]
