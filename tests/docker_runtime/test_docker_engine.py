@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from akoflow.config import RuntimeConfig
+from akoflow.engine import Engine
 from akoflow.runtimes.base import JobSpec, Outcome
-from akoflow.runtimes.docker import DockerRuntime, container_name
+from akoflow.runtimes.docker import DockerRuntime, container_name, scope_of
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.conftest import start_private_dockerd
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
@@ -215,5 +216,107 @@ def test_cancel_reports_a_cancelled_end(dockerd: PrivateDockerd, tmp_path: Path)
             dockerd.api.remove_container(handle["id"])
         finally:
             await rt.stop()
+
+    asyncio.run(scenario())
+
+
+class ForgetfulDocker(DockerRuntime):
+    """Loses its releases, as an engine that died right after storing an attempt's end."""
+
+    async def release(self, key: str, handle: object, *, succeeded: bool) -> None:
+        return None
+
+
+def run_containers(dockerd: PrivateDockerd, attempts: Path) -> set[str]:
+    """Keys of the containers of one run (its scope: the daemon is shared by many tests)."""
+    import docker as docker_sdk
+
+    client = docker_sdk.APIClient(base_url=dockerd.host)
+    try:
+        found = client.containers(
+            all=True, filters={"label": [f"akoflow.scope={scope_of(attempts)}"]}
+        )
+        return {c["Labels"]["akoflow.key"] for c in found}
+    finally:
+        client.close()
+
+
+def test_resume_removes_containers_a_crash_left_behind(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    text = (
+        f"name: leftover\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: first\n      run: echo one > one.txt\n"
+        "    - name: second\n      dependsOn: [first]\n"
+        "      run: while [ ! -e release ]; do sleep 0.05; done\n"
+    )
+
+    def forgetful(name: str, events: object, config: RuntimeConfig | None) -> DockerRuntime:
+        return ForgetfulDocker(name, config or RuntimeConfig.from_env(name), events)  # type: ignore[arg-type]
+
+    attempts = tmp_path / "state" / "runs" / "1-leftover" / "attempts"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text, runtime_factory=forgetful) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            second = wf.activities["second"]
+            await until(lambda: second.state is A.RUNNING, what="second running")
+        # The first engine is gone; `first` ended but its container was never removed.
+        assert run_containers(dockerd, attempts) == {"wf1-first-a1", "wf1-second-a1"}
+        engine = Engine(repo, tmp_path / "state")
+        await engine.start()
+        try:
+            await engine.attach(wf_id)
+            await until(lambda: run_containers(dockerd, attempts) == {"wf1-second-a1"})
+            (tmp_path / "data" / "release").touch()
+            assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED
+            # Recorded as finished only once its containers are gone.
+            assert run_containers(dockerd, attempts) == set()
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cancel_requested_before_an_interruption_wins_over_outcomes_found_on_resume(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `akoflow cancel` recorded the request, then the engine died before acting on it and the
+    # containers were stopped (exit 143) while no engine watched. Docker's adopt awaits
+    # between attempts: outcomes collected then must count as cancelled, not as failures.
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    text = (
+        f"name: late-cancel\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        + "".join(f"    - name: l{i}\n      run: sleep 30\n" for i in range(4))
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            await until(
+                lambda: all(a.state is A.RUNNING for a in wf.activities.values()),
+                what="all running",
+            )
+            repo.request_cancel(wf_id)  # as `akoflow cancel` does before poking the engine
+        import docker as docker_sdk
+
+        client = docker_sdk.APIClient(base_url=dockerd.host)
+        try:
+            scope = scope_of(tmp_path / "state" / "runs" / "1-late-cancel" / "attempts")
+            running = client.containers(filters={"label": [f"akoflow.scope={scope}"]})
+            assert len(running) == 4
+            for c in running:
+                client.kill(c["Id"], signal="TERM")
+        finally:
+            client.close()
+        engine2 = Engine(repo, tmp_path / "state")
+        await engine2.start()
+        try:
+            await engine2.attach(wf_id)
+            assert await engine2.wait(wf_id) is WorkflowState.CANCELLED
+        finally:
+            await engine2.stop()
+        assert {a.state for a in repo.list_activities(wf_id)} == {A.CANCELLED}
 
     asyncio.run(scenario())

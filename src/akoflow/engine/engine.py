@@ -60,6 +60,7 @@ METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
+RELEASE_TIMEOUT = 60.0  # s; removing a backend object, or listing what a crash left
 LOG_CALL_TIMEOUT = 30.0  # s per read of a job's output: a hung backend must not stall the run
 LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
 
@@ -234,6 +235,7 @@ class Engine(RuntimeEvents):
             # between attempts) must already count as cancelled, not as a failure.
             wf.cancelling = True
         await self._reconcile(wf, rec)
+        await self._release_leftovers(wf)
         if rec.cancel_requested:
             self.cancel(wf_id)
         self._maybe_finish(wf)
@@ -536,8 +538,7 @@ class Engine(RuntimeEvents):
             max_rss_bytes=outcome.max_rss_bytes,
         )
         if key is not None:
-            slot = self._slots[act.runtime]
-            self._spawn(slot.runtime.release(key, handle, succeeded=new is A.SUCCEEDED))
+            self._release(act.wf, self._slots[act.runtime], key, handle, new is A.SUCCEEDED)
         if new is A.READY:
             delay = min(RETRY_BASE_DELAY * 2 ** (act.attempt - 1), RETRY_MAX_DELAY)
             asyncio.get_running_loop().call_later(delay, self._requeue, act)
@@ -610,8 +611,57 @@ class Engine(RuntimeEvents):
             )
             stack.extend(act.dependents)
 
+    def _release(
+        self,
+        wf: WorkflowRun,
+        slot: RuntimeSlot,
+        key: str,
+        handle: dict[str, Any],
+        succeeded: bool,
+    ) -> None:
+        """Let the runtime remove an ended attempt's backend objects (a container, a Job).
+        The run is recorded finished only once these are done: an engine that dies before
+        that leaves the run unfinished, and its resume removes what was left."""
+        wf.releasing += 1
+
+        async def release() -> None:
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    await slot.runtime.release(key, handle, succeeded=succeeded)
+            except Exception as exc:
+                log.warning("cannot release %s: %s", key, exc or "timed out")
+            finally:
+                wf.releasing -= 1
+                self._maybe_finish(wf)
+
+        self._spawn(release())
+
+    async def _release_leftovers(self, wf: WorkflowRun) -> None:
+        """Backend objects of the run's ended attempts that a crash left behind (between
+        storing an end and releasing it), released now."""
+        ended: dict[str, tuple[ActivityRun, int]] = {}
+        for act in wf.activities.values():
+            for number in range(1, act.attempt + 1):
+                ended[attempt_key(wf.id, act.name, number)] = (act, number)
+        for name in sorted({a.runtime for a in wf.activities.values()}):
+            slot = self._slots.get(name)
+            if slot is None or not slot.ready:
+                continue
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    found = await slot.runtime.leftovers(wf.id, wf.run_dir / "attempts")
+            except Exception as exc:
+                log.warning("cannot list what runtime %s left of run %s: %s", name, wf.id, exc)
+                continue
+            for key, handle in found.items():
+                if key in self._jobs or key not in ended:
+                    continue  # live (adopted), or not this run's
+                act, number = ended[key]
+                succeeded = act.state is A.SUCCEEDED and number == act.attempt
+                self._release(wf, slot, key, dict(handle), succeeded)
+
     def _maybe_finish(self, wf: WorkflowRun) -> None:
-        if wf.remaining > 0 or wf.state.is_final:
+        if wf.remaining > 0 or wf.state.is_final or wf.releasing:
             return
         outcome = workflow_outcome([a.state for a in wf.activities.values()])
         if wf.cancelling and outcome is not WorkflowState.FAILED:

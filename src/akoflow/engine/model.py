@@ -71,6 +71,7 @@ class WorkflowRun:
     levels_left: list[int] | None = None  # first-activity-first: live activities per level
     open_level: int = 0
     held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
+    releasing: int = 0  # ended attempts whose backend objects are being removed
 
 
 @dataclass(eq=False)

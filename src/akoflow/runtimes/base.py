@@ -239,3 +239,10 @@ class Runtime(abc.ABC):
     async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
         """The engine has stored everything of a finished job: backend objects may go."""
         return None
+
+    async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
+        """Backend objects this runtime still holds for a run's attempts (attempt key ->
+        handle), so that a resumed engine can release those of attempts whose end is stored
+        (an engine that died between storing an end and releasing it left them). Runtimes
+        whose attempts leave nothing behind keep this default."""
+        return {}

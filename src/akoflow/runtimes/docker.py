@@ -767,6 +767,24 @@ class DockerRuntime(Runtime):
         # Shielded: the engine may stop (cancelling this task) right after it asked.
         await asyncio.shield(self._call(self._remove, key, ref))
 
+    async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
+        """The run's containers still on the daemon, by attempt key (scope and workflow id
+        labels: another state dir's containers on the same daemon are never listed)."""
+        labels = [f"akoflow.scope={scope_of(attempt_dir)}", f"akoflow.workflow={workflow_id}"]
+
+        def listing() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = self._client().containers(
+                all=True, filters={"label": labels}
+            )
+            return found
+
+        found: dict[str, dict[str, Any]] = {}
+        for info in await self._call(listing):
+            key = (info.get("Labels") or {}).get(LABEL_KEY)
+            if key:
+                found[key] = {"id": info["Id"]}
+        return found
+
     def _remove(self, key: str, ref: str) -> None:
         try:
             self._client().remove_container(ref, force=True)
