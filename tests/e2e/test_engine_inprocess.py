@@ -19,7 +19,7 @@ import pytest
 from akoflow import service
 from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
-from akoflow.engine import engine as engine_module
+from akoflow.engine import observe as observe_module
 from akoflow.runtimes import local as local_module
 from akoflow.runtimes.base import Health, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
@@ -107,7 +107,7 @@ def test_metrics_and_incremental_logs_of_a_running_activity(tmp_path: Path) -> N
 def test_large_output_is_stored_up_to_the_limit_and_kept_whole_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "LOG_STORE_LIMIT", 10_000)
+    monkeypatch.setattr(observe_module, "LOG_STORE_LIMIT", 10_000)
     monkeypatch.setattr(local_module, "LOG_READ_MAX", 4_096)  # several reads per stream
     text = (
         "name: loud\nspec:\n  activities:\n"
@@ -141,7 +141,7 @@ def test_output_ending_exactly_on_the_limit_or_past_it_says_so(
 ) -> None:
     # Reads of 4,096 bytes end exactly on the 16,384-byte limit: the bytes after it arrive in
     # a read that starts on the limit, which must still leave the truncation notice.
-    monkeypatch.setattr(engine_module, "LOG_STORE_LIMIT", 16_384)
+    monkeypatch.setattr(observe_module, "LOG_STORE_LIMIT", 16_384)
     monkeypatch.setattr(local_module, "LOG_READ_MAX", 4_096)
     size = 16_384 + extra
     text = (

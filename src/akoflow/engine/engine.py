@@ -19,12 +19,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
 from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key, run_dir
+from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.placement import Decision, Demand, Reserved, load_policy
@@ -61,10 +62,6 @@ RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
 RELEASE_TIMEOUT = 60.0  # s; removing a backend object, or listing what a crash left
-LOG_CALL_TIMEOUT = 30.0  # s per read of a job's output: a hung backend must not stall the run
-LOG_STORE_LIMIT = 64 << 20  # bytes per stream and attempt kept in the database
-
-_Fetched = tuple[dict[str, int], dict[str, bytes]]  # (offsets read from, new bytes per stream)
 
 
 class Engine(RuntimeEvents):
@@ -82,7 +79,6 @@ class Engine(RuntimeEvents):
         self.state_dir = state_dir
         self._health_interval = health_interval
         self._log_interval = log_interval
-        self._metrics_interval = metrics_interval
         self.workflows: dict[int, WorkflowRun] = {}
         self._jobs: dict[str, ActivityRun] = {}  # attempt key -> activity
         self._events: list[tuple[str, ActivityRun, Any]] = []
@@ -109,7 +105,9 @@ class Engine(RuntimeEvents):
         )
         self._slots = self.runtimes.slots  # name -> the runtime and its queue of READY work
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_metrics = 0.0  # when the observe loop last sampled metrics (monotonic)
+        self.output = OutputSampler(
+            repo, self._slots, self._jobs, metrics_interval=metrics_interval
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._pid = os.getpid()
         self._pid_started = process_start_time()
@@ -410,7 +408,7 @@ class Engine(RuntimeEvents):
             return
         # Logs first: everything a job wrote is stored before the runtime may delete it.
         logs = [
-            (act, await self._fetch_logs(act, final=True))
+            (act, await self.output.fetch_logs(act, final=True))
             for kind, act, _ in events
             if kind == "finished"
         ]
@@ -434,7 +432,7 @@ class Engine(RuntimeEvents):
     def _apply_events(
         self,
         events: list[tuple[str, ActivityRun, Any]],
-        logs: list[tuple[ActivityRun, _Fetched]],
+        logs: list[tuple[ActivityRun, Fetched]],
     ) -> set[WorkflowRun]:
         finishing = {act for kind, act, _ in events if kind == "finished"}
         self._record_running(skip=finishing)
@@ -452,7 +450,7 @@ class Engine(RuntimeEvents):
                 if act not in self._unrecorded_running and act.attempt_started is not None:
                     self._write_running(act)
         for act, chunks in logs:
-            self._store_logs(act, chunks)
+            self.output.store_logs(act, chunks)
         for kind, act, payload in events:
             if kind == "finished" and act.state.is_live:
                 self._finish_attempt(act, payload)
@@ -998,49 +996,7 @@ class Engine(RuntimeEvents):
 
     # ================================================================ logs, metrics
 
-    async def _fetch_logs(self, act: ActivityRun, *, final: bool = False) -> _Fetched:
-        """New output of an attempt since what is stored; when ``final``, all of it (up to
-        :data:`LOG_STORE_LIMIT` per stream)."""
-        base = dict(act.log_offsets)
-        if act.key is None or not act.handle:
-            return base, {}
-        runtime = self._slots[act.runtime].runtime
-        chunks: dict[str, bytes] = {}
-        offsets = dict(base)
-        try:
-            while True:
-                async with asyncio.timeout(LOG_CALL_TIMEOUT):
-                    new = await runtime.logs(act.key, act.handle, offsets)
-                # One read past the cap (offset == cap) is kept: it says there was more.
-                new = {k: v for k, v in new.items() if v and offsets.get(k, 0) <= LOG_STORE_LIMIT}
-                for stream, data in new.items():
-                    chunks[stream] = chunks.get(stream, b"") + data
-                    offsets[stream] = offsets.get(stream, 0) + len(data)
-                if not final or not new:
-                    break
-        except Exception as exc:
-            log.warning("cannot read logs of %s: %s", act.key, exc or type(exc).__name__)
-        return base, chunks
-
-    def _store_logs(self, act: ActivityRun, fetched: _Fetched) -> None:
-        base, chunks = fetched
-        if base != act.log_offsets:
-            return  # stored meanwhile by another reader (the final fetch and the sampler race)
-        for stream, data in chunks.items():
-            offset = act.log_offsets.get(stream, 0)
-            if offset > LOG_STORE_LIMIT:
-                continue  # the notice is stored already
-            keep = data[: max(0, LOG_STORE_LIMIT - offset)]
-            text = keep.decode("utf-8", "replace")
-            if len(keep) < len(data):
-                text += (
-                    f"\n[akoflow: output beyond {LOG_STORE_LIMIT >> 20} MiB is not stored in the "
-                    "database; the complete file is in the run's attempts directory]\n"
-                )
-            self.repo.append_log(act.id, act.attempt, stream, offset, text)
-            act.log_offsets[stream] = offset + len(data)
-
-    def _live(self) -> Iterable[ActivityRun]:
+    def _live(self) -> list[ActivityRun]:
         return [a for a in self._jobs.values() if a.state is A.RUNNING]
 
     async def _observe_once(self) -> None:
@@ -1049,37 +1005,9 @@ class Engine(RuntimeEvents):
         if self._unrecorded_running:
             with self._txn():
                 self._record_running()
-        live = list(self._live())
-        if not live:
-            return
-        fetched = [(act, await self._fetch_logs(act)) for act in live]
-        with self._txn():
-            for act, chunks in fetched:
-                if act.state is A.RUNNING:
-                    self._store_logs(act, chunks)
-        now = time.monotonic()
-        if now - self._last_metrics < self._metrics_interval:
-            return
-        self._last_metrics = now
-        samples: list[tuple[int, int, float, float | None, int | None]] = []
-        for name, slot in self._slots.items():
-            jobs = {a.key: a.handle for a in live if a.runtime == name and a.key}
-            if not jobs:
-                continue
-            try:
-                timeout = slot.runtime.health_timeout
-                async with asyncio.timeout(timeout):
-                    metrics = await slot.runtime.metrics(jobs)
-            except Exception as exc:
-                log.warning("cannot sample metrics on %s: %s", name, exc or type(exc).__name__)
-                continue
-            ts = time.time()
-            for key, m in metrics.items():
-                owner = self._jobs.get(key)
-                if owner is not None:
-                    samples.append((owner.id, owner.attempt, ts, m.cpu_percent, m.memory_bytes))
-        if samples:
-            self.repo.add_metrics(samples)
+        live = self._live()
+        if live:
+            await self.output.sample(live)
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:
