@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
-from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key, run_dir
+from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
+from akoflow.engine.placing import Placer
+from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
-from akoflow.placement import Decision, Demand, Reserved, load_policy
-from akoflow.placement.akoscore import DEFAULT_ALPHA
+from akoflow.placement import Decision
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
     Adopted,
@@ -41,8 +42,6 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.registry import (
     create_runtime,
 )
-from akoflow.spec import load_workflow
-from akoflow.spec.dag import levels
 from akoflow.states import (
     ActivityState,
     WorkflowState,
@@ -50,7 +49,7 @@ from akoflow.states import (
     check_workflow_transition,
     workflow_outcome,
 )
-from akoflow.store import ActivityRecord, AttemptRecord, Repository, WorkflowRecord
+from akoflow.store import AttemptRecord, Repository, WorkflowRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +104,7 @@ class Engine(RuntimeEvents):
         )
         self._slots = self.runtimes.slots  # name -> the runtime and its queue of READY work
         self._tasks: list[asyncio.Task[None]] = []
+        self.placer = Placer(repo)
         self.output = OutputSampler(
             repo, self._slots, self._jobs, metrics_interval=metrics_interval
         )
@@ -241,56 +241,8 @@ class Engine(RuntimeEvents):
         return wf
 
     def _build(self, rec: WorkflowRecord) -> WorkflowRun:
-        workflow = load_workflow(rec.spec_yaml, source=rec.source or f"workflow {rec.id}")
-        specs = {a.name: a for a in workflow.activities}
-        wf = WorkflowRun(
-            id=rec.id,
-            name=rec.name,
-            workflow=workflow,
-            data_dir=Path(rec.data_dir),
-            run_dir=run_dir(self.state_dir, rec.id, rec.name),
-            state=rec.state,
-            started_at=rec.started_at,
-            finished_at=rec.finished_at,
-        )
-        by_id: dict[int, ActivityRun] = {}
-        records: list[ActivityRecord] = self.repo.list_activities(rec.id)
-        for r in records:
-            act = ActivityRun(
-                id=r.id,
-                name=r.name,
-                spec=specs[r.name],
-                runtime=r.runtime,
-                state=r.state,
-                attempt=r.attempt,
-                max_attempts=r.max_attempts,
-                wf=wf,
-                exit_code=r.exit_code,
-                reason=r.reason,
-                node=r.node,
-                started_at=r.started_at,
-                finished_at=r.finished_at,
-            )
-            wf.activities[r.name] = act
-            by_id[r.id] = act
-            if not r.state.is_final:
-                wf.remaining += 1
-        for act_id, dep_id in self.repo.list_dependencies(rec.id):
-            act, dep = by_id[act_id], by_id[dep_id]
-            act.deps.append(dep)
-            dep.dependents.append(act)
-            if dep.state is not A.SUCCEEDED:
-                act.deps_left += 1
-        if workflow.schedule:
-            wf.placement = load_policy(workflow.schedule)
-            wf.history = self.repo.duration_history(wf.name)
-        if workflow.strategy == "first-activity-first":
-            depth = levels({a.name: a.depends_on for a in workflow.activities})
-            wf.levels_left = [0] * (max(depth.values()) + 1)
-            for act in wf.activities.values():
-                act.level = depth[act.name]
-                if not act.state.is_final:
-                    wf.levels_left[act.level] += 1
+        wf = build_run(self.repo, self.state_dir, rec)
+        if wf.levels_left is not None:
             self._open_levels(wf)
         return wf
 
@@ -361,7 +313,7 @@ class Engine(RuntimeEvents):
         self._jobs[key] = act
         slot.running += 1
         if act.wf.placement is not None:
-            self._reserve_again(act, number)
+            self.placer.reserve_again(act, self._slots[act.runtime], number)
         if adopted.kind == "running":
             act.attempt_started = time.time()
             if act.state is A.SUBMITTED:
@@ -485,7 +437,7 @@ class Engine(RuntimeEvents):
 
     def _finish_attempt(self, act: ActivityRun, outcome: Outcome) -> None:
         key, handle = act.key, act.handle
-        self._unreserve(act)
+        self.placer.unreserve(act, self._slots[act.runtime])
         self.provenance.finished(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.
         if (
@@ -695,7 +647,7 @@ class Engine(RuntimeEvents):
                     continue
                 decision = None
                 if act.wf.placement is not None:
-                    decision = self._place(act, slot)
+                    decision = self.placer.decide(act, slot)
                     if decision.node is None:
                         if decision.never_feasible:
                             self._unplaceable(act, decision)
@@ -707,7 +659,7 @@ class Engine(RuntimeEvents):
                 check_activity_transition(act.name, act.state, A.SUBMITTED)
                 self.repo.begin_attempt(act.id, number, runtime=name, handle={})
                 if decision is not None:
-                    self._record_placement(act, number, name, decision)
+                    self.placer.record(act, number, slot, decision)
                 act.dispatched_at = time.time()
                 act.adopted = False
                 self.provenance.dispatched(act, number)
@@ -728,78 +680,6 @@ class Engine(RuntimeEvents):
         return batches
 
     # ================================================================ placement
-
-    def _place(self, act: ActivityRun, slot: RuntimeSlot) -> Decision:
-        """Ask the workflow's policy for a node (no node known yet: wait for the runtime)."""
-        assert act.wf.placement is not None
-        history = act.wf.history.get(act.name, [])
-        by_node: dict[str, list[float]] = {}
-        for node, seconds in history:
-            if node is not None:
-                by_node.setdefault(node, []).append(seconds)
-        demand = Demand(
-            act.name,
-            cpu=act.spec.cpu_cores,
-            memory=act.spec.memory_bytes,
-            mean_seconds=sum(s for _, s in history) / len(history) if history else None,
-            mean_seconds_by_node={n: sum(v) / len(v) for n, v in by_node.items()},
-        )
-        alpha = act.wf.workflow.alpha
-        if alpha is None:
-            try:
-                alpha = float(slot.runtime.config.get("ALPHA") or DEFAULT_ALPHA)
-            except ValueError:
-                alpha = DEFAULT_ALPHA
-        return act.wf.placement.place(demand, slot.nodes or [], slot.reserved, alpha)
-
-    def _record_placement(
-        self, act: ActivityRun, number: int, runtime: str, decision: Decision
-    ) -> None:
-        assert decision.node is not None
-        self._reserve(act, self._slots[runtime], decision.node)
-        self.repo.add_placement(
-            act.id,
-            number,
-            runtime=runtime,
-            policy=decision.policy,
-            node=decision.node,
-            alpha=decision.alpha,
-            candidates=[
-                {
-                    "node": c.node,
-                    "feasible": c.feasible,
-                    "score": c.score,
-                    "reason": c.reason,
-                    "freeCpu": c.free_cpu,
-                    "freeMemory": c.free_memory,
-                    "expectedSeconds": c.expected_seconds,
-                }
-                for c in decision.candidates
-            ],
-        )
-
-    def _reserve(self, act: ActivityRun, slot: RuntimeSlot, node: str) -> None:
-        claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
-        held = slot.reserved.get(node, Reserved())
-        slot.reserved[node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)
-        act.placed = (node, claim)
-
-    def _reserve_again(self, act: ActivityRun, number: int) -> None:
-        """An adopted attempt holds the resources its placement reserved before the restart."""
-        node = self.repo.placement_node(act.id, number)
-        if node is not None and act.placed is None:
-            self._reserve(act, self._slots[act.runtime], node)
-
-    def _unreserve(self, act: ActivityRun) -> None:
-        if act.placed is None:
-            return
-        node, claim = act.placed
-        act.placed = None
-        slot = self._slots[act.runtime]
-        held = slot.reserved.get(node, Reserved())
-        slot.reserved[node] = Reserved(
-            max(0.0, held.cpu - claim.cpu), max(0, held.memory - claim.memory)
-        )
 
     def _unplaceable(self, act: ActivityRun, decision: Decision) -> None:
         """No node of the runtime could ever hold the activity: fail it now, do not wait."""
@@ -878,7 +758,7 @@ class Engine(RuntimeEvents):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
                     slot.ready, slot.reason = False, str(error)
                     self._jobs.pop(act.key or "", None)
-                    self._unreserve(act)
+                    self.placer.unreserve(act, self._slots[act.runtime])
                     slot.running -= 1
                     self.repo.attempt_lost(act.id, act.attempt, reason=str(error))
                     act.state = A.READY
@@ -893,38 +773,7 @@ class Engine(RuntimeEvents):
         self._wake.set()
 
     def _job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
-        wf = act.wf
-        key = attempt_key(wf.id, act.name, attempt)
-        env = {
-            "AKOFLOW_WORKFLOW_ID": str(wf.id),
-            "AKOFLOW_WORKFLOW_NAME": wf.name,
-            "AKOFLOW_ACTIVITY_ID": str(act.id),
-            "AKOFLOW_ACTIVITY_NAME": act.name,
-            "AKOFLOW_ATTEMPT": str(attempt),
-            "AKOFLOW_DATA_DIR": str(wf.data_dir),
-            # Upstream's names, so existing scripts keep working.
-            "WORKFLOW_ID": str(wf.id),
-            "WORKFLOW_NAME": wf.name,
-            "ACTIVITY_ID": str(act.id),
-            "ACTIVITY_NAME": act.name,
-            "ACTIVITY_MOUNT_PATH": act.spec.mount_path or str(wf.data_dir),
-        }
-        return JobSpec(
-            key=key,
-            workflow_id=wf.id,
-            workflow_name=wf.name,
-            activity_id=act.id,
-            activity=act.spec,
-            attempt=attempt,
-            data_dir=wf.data_dir,
-            attempt_dir=wf.run_dir / "attempts",
-            env=env,
-            namespace=wf.workflow.namespace,
-            volumes=wf.workflow.volumes,
-            storage_policy=wf.workflow.storage_policy,
-            node=node,
-            record_files=self.provenance.enabled,
-        )
+        return job_spec(act, attempt, node, record_files=self.provenance.enabled)
 
     # ================================================================ timeouts, cancel
 
