@@ -11,19 +11,6 @@ umask 077
 set -C
 { printf 'pid %s\n' "$$" > "$AKOFLOW_ATTEMPT_FILES.exit"; } 2>/dev/null || exit 213
 set +C
-# The exit code survives the engine: a restarted engine reads it from the same file.
-trap 'printf "exit %s\n" "$?" >| "$AKOFLOW_ATTEMPT_FILES.exit"' EXIT
-# A signal that ends the shell must not be recorded as its last command's status (a SIGTERM
-# to the attempt's process group while `sleep` runs would leave "exit 0", a false success for
-# an engine that reads this file after a restart): each such signal exits with 128+N, which
-# the EXIT trap records. (SIGKILL runs no trap: the file keeps "pid N", read as lost.)
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 131' QUIT
-trap 'exit 138' USR1
-trap 'exit 140' USR2
-trap 'exit 142' ALRM
-trap 'exit 143' TERM
 # The activity's output files are created here, by the activity's own process, rather than by
 # the engine, whose one thread serves every activity (file creation can cost a millisecond).
 exec >| "$AKOFLOW_ATTEMPT_FILES.stdout" 2>| "$AKOFLOW_ATTEMPT_FILES.stderr"
@@ -37,3 +24,17 @@ fi
 umask "${AKOFLOW_UMASK:-022}"
 unset AKOFLOW_CGROUP AKOFLOW_UMASK
 cd -- "$AKOFLOW_WORKDIR" || exit 214
+# The script runs in a subshell of this shell, which then records how it ended: the exit code
+# survives the engine (a restarted engine reads it from this file), and it is the script's
+# true end whatever the script does: its own EXIT trap, `exec prog`, or a signal of any kind
+# (a subshell killed by signal N is 128+N). The signals usually sent to the attempt's whole
+# process group are trapped here, which defers them until the subshell has ended (bash runs
+# a trap once its foreground command completes); the subshell gets them with their default
+# action, or its own traps. Any other fatal signal kills this shell before it writes, and
+# the file keeps "pid N": the attempt is then counted as ended with its exit code lost,
+# never as a success.
+trap : HUP INT QUIT TERM USR1 USR2 ALRM
+( . "$0" )
+__akoflow_status=$?
+printf 'exit %s\n' "$__akoflow_status" >| "$AKOFLOW_ATTEMPT_FILES.exit"
+exit "$__akoflow_status"
