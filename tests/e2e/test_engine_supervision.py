@@ -283,3 +283,27 @@ def test_provenance_failure_is_logged_and_the_run_goes_on(
     assert ledger(tmp_path) == ["a", "b"]
     assert "cannot record the files written by a" in caplog.text
     assert "Traceback" in caplog.text
+
+
+def test_attaching_a_run_another_engine_finished_meanwhile_returns_at_once(
+    tmp_path: Path,
+) -> None:
+    # `akoflow resume` lists the unfinished runs, then attaches them one by one: another
+    # engine may finish one in between. Its wait must end with the stored state, not hang.
+    async def scenario() -> None:
+        async with engine_with(tmp_path) as (repo, first, wf_id):
+            await first.attach(wf_id)
+            assert await asyncio.wait_for(first.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            second = Engine(repo, tmp_path / "state")
+            await second.start()
+            try:
+                run = await second.attach(wf_id)
+                assert run.state is WorkflowState.SUCCEEDED
+                assert await asyncio.wait_for(second.wait(wf_id), 5) is WorkflowState.SUCCEEDED
+                rec = repo.get_workflow(wf_id)
+                assert rec is not None and rec.owner_pid is None  # not claimed
+            finally:
+                await second.stop()
+
+    asyncio.run(scenario())
+    assert ledger(tmp_path) == ["a", "b"]

@@ -207,6 +207,14 @@ class Engine(RuntimeEvents):
         rec = self.repo.get_workflow(wf_id)
         if rec is None:
             raise KeyError(f"no workflow with id {wf_id}")
+        if rec.state.is_final:
+            # Finished by another engine since the caller listed it (`retry` reopens a run
+            # before attaching it): nothing to own or run, and nothing to wait for.
+            wf = self._build(rec)
+            wf.done = asyncio.get_running_loop().create_future()
+            wf.done.set_result(rec.state)
+            self.workflows[wf_id] = wf
+            return wf
         if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
             if rec.owner_pid != self._pid:
                 raise WorkflowBusy(
