@@ -178,9 +178,26 @@ def open_repository(state_dir: Path, *, warn: Warn = log.warning) -> Repository:
         raise StateError(f"cannot open the state database {path}: {exc.strerror or exc}") from None
 
 
+def _highest_run_dir_id(runs_root: Path) -> int:
+    """The highest run id among ``runs_root``'s ``<id>-<name>`` directories (0 if none)."""
+    highest = 0
+    try:
+        with os.scandir(runs_root) as entries:
+            for entry in entries:
+                head = entry.name.partition("-")[0]
+                if head.isascii() and head.isdigit():
+                    highest = max(highest, int(head))
+    except OSError:
+        pass
+    return highest
+
+
 def store(
     repo: Repository, state_dir: Path, prepared: Prepared, data_dir: Path | None = None
 ) -> int:
+    # Run dirs outlive a database moved away or lost: a new run must never take the id (and
+    # so the attempt files and data dir) of one that is still on disk.
+    repo.skip_workflow_ids(_highest_run_dir_id(state_dir / RUNS_DIR))
     return repo.create_workflow(
         prepared.workflow,
         spec_yaml=prepared.text,

@@ -510,3 +510,24 @@ def test_server_state_dir_and_token_are_private(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_a_new_database_never_reuses_the_run_dirs_of_a_lost_one(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    # The message for a damaged database says to move it away: the run dirs stay, and a new
+    # run must not take their ids (their attempt files would read "already launched").
+    wf = tmp_path / "once.yaml"
+    wf.write_text(
+        "name: once\nspec:\n  activities:\n    - name: a\n      run: echo a >> ../ledger\n"
+    )
+    assert akoflow("run", str(wf), "-q").returncode == 0
+    for suffix in ("", "-wal", "-shm"):
+        db = state_dir / f"akoflow.db{suffix}"
+        if db.exists():
+            db.rename(db.with_name(db.name + ".broken"))
+    res = akoflow("run", str(wf), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["workflow"]["id"] == 2
+    assert (state_dir / "runs" / "2-once" / "ledger").read_text() == "a\n"
+    assert (state_dir / "runs" / "1-once" / "ledger").read_text() == "a\n"

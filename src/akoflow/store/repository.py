@@ -342,6 +342,19 @@ class Repository:
 
     # ----------------------------------------------------------------- workflows
 
+    def skip_workflow_ids(self, used: int) -> None:
+        """Make the next workflow id greater than ``used``."""
+        with self.transaction():
+            self._exec(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'workflows' AND seq < ?",
+                (used, used),
+            )
+            self._exec(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'workflows', ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM sqlite_sequence WHERE name = 'workflows')",
+                (used,),
+            )
+
     def create_workflow(
         self,
         workflow: Workflow,
