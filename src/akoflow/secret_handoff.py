@@ -24,6 +24,7 @@ from akoflow.config import is_engine_secret
 
 HANDOFF_VAR = "AKOFLOW_SECRETS_FD"
 MAX_HANDOFF_BYTES = 16 << 20
+MEMFD_NAME = "akoflow-secrets"
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def reexec_without_secrets() -> None:
     if not names:
         return
     payload = json.dumps({k: os.environ[k] for k in names}).encode()
-    fd = os.memfd_create("akoflow-secrets", 0)  # inherited across exec on purpose
+    fd = os.memfd_create(MEMFD_NAME, 0)  # inherited across exec on purpose
     try:
         view = memoryview(payload)
         while view:
@@ -61,15 +62,28 @@ def reexec_without_secrets() -> None:
         log.warning("cannot re-execute without secrets in the environment: %s", exc)
 
 
+def _handed_over_fd(raw: str) -> int:
+    """The descriptor ``raw`` names, if it is the in-memory file a previous image of this
+    process handed over (never a terminal, a pipe or a standard stream set by hand)."""
+    problem = f"{HANDOFF_VAR}={raw!r} is not a hand-over from akoflow itself; unset it"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) < 3:
+        raise HandoffError(problem)
+    fd = int(raw)
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        raise HandoffError(problem) from None
+    if not target.startswith(f"/memfd:{MEMFD_NAME} "):
+        raise HandoffError(problem)
+    return fd
+
+
 def receive_secrets() -> None:
     """In the re-executed image: take the secrets back from the handed-over descriptor."""
     raw = os.environ.pop(HANDOFF_VAR, None)
     if raw is None:
         return
-    try:
-        fd = int(raw)
-    except ValueError:
-        raise HandoffError(f"{HANDOFF_VAR} is not a file descriptor number: {raw!r}") from None
+    fd = _handed_over_fd(raw)
     try:
         chunks: list[bytes] = []
         size = 0

@@ -9,6 +9,8 @@ them, while the engine itself still has them (the runtime config shows the redac
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,3 +76,26 @@ def test_server_environment_holds_no_secrets(
     server.stop()
     assert SECRET not in server.output()
     assert os.environ.get("AKOFLOW_SECRETS_FD") is None
+
+
+def test_a_hand_set_secrets_fd_is_refused_cleanly(akoflow: Akoflow, tmp_path: Path) -> None:
+    # Only the in-memory file akoflow hands to itself is read: never a standard stream (that
+    # would read a terminal, or close stderr), a huge number or another open file.
+    other = tmp_path / "not-secrets.json"
+    other.write_text('{"HPC_X_SSHKEYPRIVK": "planted"}')
+    for value in ("99999999999999999999", "2", "0", "1", "-1", "abc", "", "7"):
+        res = akoflow("status", env=cli_env(AKOFLOW_SECRETS_FD=value))
+        assert res.returncode == 2, (value, res.stdout, res.stderr)
+        assert "is not a hand-over from akoflow itself" in res.stderr, value
+        assert "Traceback" not in res.stderr
+    with other.open() as f:
+        fd = str(f.fileno())
+        res = subprocess.run(
+            [sys.executable, "-m", "akoflow", "status", "--state-dir", str(tmp_path / "s")],
+            env=cli_env(AKOFLOW_SECRETS_FD=fd),
+            capture_output=True,
+            text=True,
+            pass_fds=(f.fileno(),),
+            timeout=60,
+        )
+    assert res.returncode == 2 and "not a hand-over" in res.stderr
