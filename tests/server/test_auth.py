@@ -88,3 +88,43 @@ def test_cors_is_off_by_default(server: Server) -> None:
     assert "access-control-allow-origin" not in pre.headers
     res = httpx.get(server.url + HEALTH, headers=origin)
     assert "access-control-allow-origin" not in res.headers
+
+
+def test_a_refused_request_body_is_not_read(server: Server) -> None:
+    # A chunked body without a token: the server answers 401 and closes the connection
+    # instead of reading (and discarding) the rest, however much the client sends.
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {API}/workflows/ HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n".encode()
+        )
+        chunk = b"x" * 65536
+        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = 0
+        answer = b""
+        sock.settimeout(0.05)
+        closed = False
+        while sent < 4 << 30:  # bounded: 4 GiB would be read in full if it were drained
+            try:
+                sock.sendall(frame)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                closed = True
+                break
+            if not data:
+                closed = True
+                break
+            answer += data
+    assert closed
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert sent < 256 << 20  # cut off early, not after the whole body

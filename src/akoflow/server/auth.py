@@ -16,7 +16,9 @@ bearer = HTTPBearer(
     description="The server's API token: `AKOFLOW_API_TOKEN`, or `<state dir>/api-token`.",
 )
 
-UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="akoflow"'}
+# Connection: close, so that a refused request's body (up to any size) is not read to the end
+# to keep the connection open: an unauthenticated client costs no more than its headers.
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="akoflow"', "Connection": "close"}
 
 
 async def require_token(
@@ -36,5 +38,8 @@ async def require_token(
         raise ApiError(
             401,
             "invalid bearer token",
-            headers={"WWW-Authenticate": 'Bearer realm="akoflow", error="invalid_token"'},
+            headers={
+                "WWW-Authenticate": 'Bearer realm="akoflow", error="invalid_token"',
+                "Connection": "close",
+            },
         )
