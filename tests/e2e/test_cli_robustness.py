@@ -112,6 +112,7 @@ def test_runs_of_one_file_started_at_once_make_one_run(tmp_path: Path, trial: in
         release.touch()
         results = [(p, *p.communicate(timeout=60)) for p in procs]
     finally:
+        release.touch()  # attempts outlive a killed engine: never leave one waiting forever
         stop_all(procs)
     winners = [p for p, _, _ in results if p.returncode == 0]
     assert len(winners) == 1, [(p.returncode, e) for p, _, e in results]
@@ -142,6 +143,7 @@ def test_new_and_plain_runs_started_at_once_never_share_a_run(tmp_path: Path) ->
         release.touch()
         results = [(p, *p.communicate(timeout=60)) for p in procs]
     finally:
+        release.touch()  # attempts outlive a killed engine: never leave one waiting forever
         stop_all(procs)
     ran = [p for p, _, _ in results if p.returncode == 0]
     assert len(ran) >= 2  # both --new runs
