@@ -29,6 +29,7 @@ from rich.text import Text
 
 from akoflow import __version__, config
 from akoflow.cli import progress
+from akoflow.cli.console import is_text, shown
 from akoflow.humanize import fmt_duration
 from akoflow.server.token import TOKEN_ENV, read_token_file
 from akoflow.states import ActivityState, WorkflowState
@@ -119,8 +120,8 @@ class Api:
         """An id, or the newest workflow with that name (as the embedded commands accept)."""
         if ref.isascii() and ref.isdigit():
             return int(ref)
-        if not _is_text(ref):
-            raise ClientError(f"no workflow {_shown(ref)}", EXIT_INVALID, 404)
+        if not is_text(ref):
+            raise ClientError(f"no workflow {shown(ref)}", EXIT_INVALID, 404)
         page = self.call(
             "GET", "/workflows/", params={"name": ref, "per_page": 1, "activities": "false"}
         )
@@ -167,20 +168,6 @@ def _connect(url: str, state_dir: Path | None) -> Api:
             f"invalid server URL {url!r}: it starts with http:// or https://", EXIT_INVALID
         )
     return Api(url, resolve_token(state_dir))
-
-
-def _is_text(value: str) -> bool:
-    """False for command-line arguments that are not valid Unicode (bytes the locale could
-    not decode): no workflow or activity has such a name."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _shown(value: str) -> str:
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------- snapshot of a run
@@ -493,8 +480,8 @@ def logs(
     try:
         api = _connect(url, state_dir)
         wf_id = api.workflow_id(ref)
-        missing = ClientError(f"workflow {wf_id} has no activity {_shown(activity)}", EXIT_INVALID)
-        if not _is_text(activity):
+        missing = ClientError(f"workflow {wf_id} has no activity {shown(activity)}", EXIT_INVALID)
+        if not is_text(activity):
             raise missing
         name = urllib.parse.quote(activity, safe="")
         try:

@@ -101,3 +101,18 @@ class LazyRichHandler(logging.Handler):
             self._handler = RichHandler(console=console, show_path=False, markup=False)
             self._handler.setFormatter(self.formatter)
         self._handler.emit(record)
+
+
+def is_text(value: str) -> bool:
+    """False for command-line arguments that are not valid Unicode (bytes the locale could
+    not decode): no workflow or activity has such a name."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(value: str) -> str:
+    """An argument as it can be printed: undecodable bytes as ``\\xNN``."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

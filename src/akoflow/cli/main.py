@@ -23,7 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from akoflow import __version__, config
-from akoflow.cli.console import LazyConsole, LazyRichHandler, escape
+from akoflow.cli.console import LazyConsole, LazyRichHandler, escape, is_text, shown
 from akoflow.states import WorkflowState
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -222,7 +222,7 @@ def _make_data_dir(given: Path) -> Path:
     problem = _data_dir_problem(given)
     if problem is not None:
         err.print(
-            f"[bold red]error:[/] cannot use --data-dir {escape(_shown(str(given)))}: {problem}",
+            f"[bold red]error:[/] cannot use --data-dir {escape(shown(str(given)))}: {problem}",
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_INVALID)
@@ -383,7 +383,7 @@ async def _run_attached(
                 code = EXIT_FAILED
                 continue
             except OSError as exc:  # its data dir or run dir cannot be made (now a file, ...)
-                where = _shown(str(exc.filename)) if exc.filename else ""
+                where = shown(str(exc.filename)) if exc.filename else ""
                 err.print(
                     f"[bold red]error:[/] cannot run workflow {wf_id}: {escape(where)}: "
                     f"{exc.strerror or exc}"
@@ -479,29 +479,15 @@ def _find_workflow(repo: Any, ref: str) -> Any:
     if ref.isascii() and ref.isdigit():
         number = int(ref)
         rec = repo.get_workflow(number) if number <= MAX_ID else None  # larger: none such
-    elif _is_text(ref):
+    elif is_text(ref):
         newest = repo.list_workflows(limit=1, name=ref)  # a name means its newest run
         rec = newest[0] if newest else None
     else:
         rec = None  # bytes that are not text: no workflow name is
     if rec is None:
-        err.print(f"[bold red]error:[/] no workflow {escape(_shown(ref))}")
+        err.print(f"[bold red]error:[/] no workflow {escape(shown(ref))}")
         raise typer.Exit(EXIT_INVALID)
     return rec
-
-
-def _is_text(value: str) -> bool:
-    """False for arguments that are not valid Unicode (bytes the locale could not decode)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _shown(value: str) -> str:
-    """An argument as it can be printed: undecodable bytes as ``\\xNN``."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
@@ -771,10 +757,10 @@ def logs(
         )
 
     repo, rec = _open_run(state_dir, workflow)
-    act = repo.get_activity(rec.id, activity) if _is_text(activity) else None
+    act = repo.get_activity(rec.id, activity) if is_text(activity) else None
     if act is None:
         err.print(
-            f"[bold red]error:[/] workflow {rec.id} has no activity {escape(_shown(activity))}"
+            f"[bold red]error:[/] workflow {rec.id} has no activity {escape(shown(activity))}"
         )
         raise typer.Exit(EXIT_INVALID)
     number = attempt or act.attempt
