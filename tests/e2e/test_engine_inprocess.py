@@ -30,11 +30,12 @@ from tests.scenarios import busy_activity, run_busy_workflow
 
 @contextlib.asynccontextmanager
 async def engine_with(
-    tmp_path: Path, text: str, **engine_kwargs: Any
+    tmp_path: Path, text: str, repo: Repository | None = None, **engine_kwargs: Any
 ) -> AsyncIterator[tuple[Repository, Engine, int]]:
-    """A stored workflow and a started engine on a state dir under ``tmp_path``."""
+    """A stored workflow and a started engine on a state dir under ``tmp_path`` (on ``repo``
+    when given: a store a test has rigged)."""
     state = tmp_path / "state"
-    repo = service.open_repository(state)
+    repo = repo or service.open_repository(state)
     prepared = service.validate_text(text, "test.yaml")
     wf_id = service.store(repo, state, prepared, tmp_path / "data")
     engine = Engine(repo, state, **engine_kwargs)

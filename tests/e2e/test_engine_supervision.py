@@ -26,6 +26,7 @@ from akoflow.runtimes.base import Health, Metrics, RuntimeEvents
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
+from tests.e2e.test_engine_inprocess import engine_with as inprocess_engine_with
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,18 +44,10 @@ def ledger(tmp_path: Path) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def engine_with(
-    tmp_path: Path, repo: Repository | None = None, **engine_kwargs: Any
+    tmp_path: Path, text: str = LEDGER_WORKFLOW, repo: Repository | None = None, **kwargs: Any
 ) -> AsyncIterator[tuple[Repository, Engine, int]]:
-    state = tmp_path / "state"
-    repo = repo or service.open_repository(state)
-    prepared = service.validate_text(LEDGER_WORKFLOW, "test.yaml")
-    wf_id = service.store(repo, state, prepared, tmp_path / "data")
-    engine = Engine(repo, state, **engine_kwargs)
-    await engine.start()
-    try:
-        yield repo, engine, wf_id
-    finally:
-        await engine.stop()
+    async with inprocess_engine_with(tmp_path, text, repo, **kwargs) as started:
+        yield started
 
 
 def local_factory(cls: type[LocalRuntime]) -> Callable[..., Any]:
@@ -143,14 +136,12 @@ def test_hanging_health_check_never_delays_another_runtime(tmp_path: Path) -> No
     text = LEDGER_WORKFLOW.replace("run: echo b", "runtime: local-slow\n      run: echo b")
 
     async def scenario() -> None:
-        state = tmp_path / "state"
-        repo = service.open_repository(state)
-        prepared = service.validate_text(text, "t.yaml")
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
         factory = local_factory(HangingLocal)
-        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.05)
-        await engine.start()
-        try:
+        async with engine_with(tmp_path, text, runtime_factory=factory, health_interval=0.05) as (
+            repo,
+            engine,
+            wf_id,
+        ):
             await engine.attach(wf_id)
             HangingLocal.hang = True
             await asyncio.sleep(0.2)  # local-slow's check is now stuck
@@ -160,8 +151,6 @@ def test_hanging_health_check_never_delays_another_runtime(tmp_path: Path) -> No
                 switch.unlink()
                 await runtime_status(repo, "local", "READY")
             HangingLocal.hang = False
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
 
@@ -172,14 +161,12 @@ def test_health_check_that_times_out_turns_not_ready_then_recovers(tmp_path: Pat
     text = LEDGER_WORKFLOW.replace("run: echo b", "runtime: local-slow\n      run: echo b")
 
     async def scenario() -> None:
-        state = tmp_path / "state"
-        repo = service.open_repository(state)
-        prepared = service.validate_text(text, "t.yaml")
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
         factory = local_factory(HangingLocal)
-        engine = Engine(repo, state, runtime_factory=factory, health_interval=0.05)
-        await engine.start()
-        try:
+        async with engine_with(tmp_path, text, runtime_factory=factory, health_interval=0.05) as (
+            repo,
+            engine,
+            wf_id,
+        ):
             HangingLocal.hang = True
             await engine.attach(wf_id)
             reason = await runtime_status(repo, "local-slow", "NOT_READY")
@@ -191,8 +178,6 @@ def test_health_check_that_times_out_turns_not_ready_then_recovers(tmp_path: Pat
             assert ledger(tmp_path) == ["a"]  # b waits: its runtime does not answer
             HangingLocal.hang = False  # it answers again: the run completes
             assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
     assert ledger(tmp_path) == ["a", "b"]
