@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -95,6 +96,21 @@ def workflow_rows(state: Path) -> list[tuple[int, int | None]]:
 # ------------------------------------------------------------------ runs started at once
 
 
+def finish_gated(
+    procs: list[subprocess.Popen[str]], release: Path, started: Callable[[], int]
+) -> list[tuple[subprocess.Popen[str], str, str]]:
+    """Once every process has been refused or has started its gated first activity, open
+    the gate and collect them all (the gate opens also on failure: attempts outlive a killed
+    engine, and none may be left waiting forever)."""
+    try:
+        wait_for(lambda: sum(p.poll() is not None for p in procs) + started() >= len(procs), 60)
+        release.touch()
+        return [(p, *p.communicate(timeout=60)) for p in procs]
+    finally:
+        release.touch()
+        stop_all(procs)
+
+
 @pytest.mark.parametrize("trial", range(3))
 def test_runs_of_one_file_started_at_once_make_one_run(tmp_path: Path, trial: int) -> None:
     state, data, release = tmp_path / "state", tmp_path / "data", tmp_path / "release"
@@ -106,14 +122,8 @@ def test_runs_of_one_file_started_at_once_make_one_run(tmp_path: Path, trial: in
     def first_lines() -> int:
         return (data / "ledger").read_text().count("first") if (data / "ledger").exists() else 0
 
-    try:
-        # Each process has either been refused or started `first` (once, unless it ran twice).
-        wait_for(lambda: sum(p.poll() is not None for p in procs) + first_lines() >= 4, 60)
-        release.touch()
-        results = [(p, *p.communicate(timeout=60)) for p in procs]
-    finally:
-        release.touch()  # attempts outlive a killed engine: never leave one waiting forever
-        stop_all(procs)
+    # Each process has either been refused or started `first` (once, unless it ran twice).
+    results = finish_gated(procs, release, first_lines)
     winners = [p for p, _, _ in results if p.returncode == 0]
     assert len(winners) == 1, [(p.returncode, e) for p, _, e in results]
     for p, _, err in results:
@@ -137,14 +147,8 @@ def test_new_and_plain_runs_started_at_once_never_share_a_run(tmp_path: Path) ->
     def first_lines() -> int:
         return sum(p.read_text().count("first") for p in (state / "runs").glob("*/data/ledger"))
 
-    try:
-        # Each process has either been refused or started the first activity of its run.
-        wait_for(lambda: sum(p.poll() is not None for p in procs) + first_lines() >= 4, 60)
-        release.touch()
-        results = [(p, *p.communicate(timeout=60)) for p in procs]
-    finally:
-        release.touch()  # attempts outlive a killed engine: never leave one waiting forever
-        stop_all(procs)
+    # Each process has either been refused or started the first activity of its run.
+    results = finish_gated(procs, release, first_lines)
     ran = [p for p, _, _ in results if p.returncode == 0]
     assert len(ran) >= 2  # both --new runs
     for p, _, err in results:
