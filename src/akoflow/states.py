@@ -39,6 +39,19 @@ class ActivityState(StrEnum):
         return self in (ActivityState.SUBMITTED, ActivityState.RUNNING)
 
 
+class AttemptState(StrEnum):
+    """One attempt of an activity (its row in the store's attempts table)."""
+
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    """Provably never started (the engine stopped first, or the backend refused it as
+    unavailable): it does not count against the activity's retries."""
+
+
 class WorkflowState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -94,6 +107,20 @@ def check_activity_transition(name: str, old: ActivityState, new: ActivityState)
 def check_workflow_transition(name: str, old: WorkflowState, new: WorkflowState) -> None:
     if new not in WORKFLOW_TRANSITIONS[old]:
         raise InvalidTransition("workflow", name, old, new)
+
+
+def attempt_end(
+    *, succeeded: bool, timed_out: bool, cancelled: bool, attempts_left: bool
+) -> tuple[ActivityState, AttemptState]:
+    """Where an activity goes when its live attempt ends, and how the attempt is recorded: a
+    timed-out attempt never counts as a success, a cancelled one is not retried."""
+    if succeeded and not timed_out:
+        return ActivityState.SUCCEEDED, AttemptState.SUCCEEDED
+    if cancelled:
+        return ActivityState.CANCELLED, AttemptState.CANCELLED
+    if attempts_left:
+        return ActivityState.READY, AttemptState.FAILED
+    return ActivityState.FAILED, AttemptState.FAILED
 
 
 def workflow_outcome(states: list[ActivityState] | tuple[ActivityState, ...]) -> WorkflowState:

@@ -68,3 +68,24 @@ def test_workflow_outcome() -> None:
     assert workflow_outcome([A.CANCELLED, A.SUCCEEDED]) is WorkflowState.CANCELLED
     assert workflow_outcome([A.FAILED, A.CANCELLED]) is WorkflowState.FAILED
     assert A.SKIPPED.is_final and not A.RUNNING.is_final and A.SUBMITTED.is_live
+
+
+def test_attempt_end_decides_the_activity_and_the_attempt_record() -> None:
+    from akoflow.states import AttemptState, attempt_end
+
+    A, T = ActivityState, AttemptState
+
+    def end(**kw: bool) -> tuple[ActivityState, AttemptState]:
+        base = {"succeeded": False, "timed_out": False, "cancelled": False, "attempts_left": False}
+        return attempt_end(**(base | kw))
+
+    assert end(succeeded=True) == (A.SUCCEEDED, T.SUCCEEDED)
+    assert end(succeeded=True, cancelled=True) == (A.SUCCEEDED, T.SUCCEEDED)  # it did finish
+    # A timed-out attempt is never a success, even if the script exited 0 while stopping.
+    assert end(succeeded=True, timed_out=True) == (A.FAILED, T.FAILED)
+    assert end(succeeded=True, timed_out=True, attempts_left=True) == (A.READY, T.FAILED)
+    assert end(cancelled=True, attempts_left=True) == (A.CANCELLED, T.CANCELLED)  # no retry
+    assert end(attempts_left=True) == (A.READY, T.FAILED)
+    assert end() == (A.FAILED, T.FAILED)
+    for new, _ in (end(), end(attempts_left=True), end(cancelled=True), end(succeeded=True)):
+        assert new in ACTIVITY_TRANSITIONS[A.RUNNING]

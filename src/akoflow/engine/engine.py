@@ -45,6 +45,7 @@ from akoflow.runtimes.registry import (
 from akoflow.states import (
     ActivityState,
     WorkflowState,
+    attempt_end,
     check_activity_transition,
     check_workflow_transition,
     workflow_outcome,
@@ -258,6 +259,7 @@ class Engine(RuntimeEvents):
         """Bring a stored workflow's activities back under control after any interruption."""
         now = time.time()
         if wf.state is WorkflowState.PENDING:
+            check_workflow_transition(wf.name, wf.state, WorkflowState.RUNNING)
             wf.state = WorkflowState.RUNNING
             wf.started_at = now
             self.repo.set_workflow_state(wf.id, wf.state, started_at=now)
@@ -305,11 +307,7 @@ class Engine(RuntimeEvents):
         slot = self._slots[act.runtime]
         number, handle = att.number, att.handle
         if adopted.kind == "never_started":
-            self.repo.attempt_lost(
-                act.id, number, reason="engine stopped before the attempt started"
-            )
-            act.state = A.READY
-            act.max_attempts += 1
+            self._attempt_lost(act, number, "engine stopped before the attempt started")
             return
         act.key = key
         act.attempt = number
@@ -325,7 +323,7 @@ class Engine(RuntimeEvents):
         if adopted.kind == "running":
             act.attempt_started = time.time()
             if act.state is A.SUBMITTED:
-                act.state = A.RUNNING
+                self._move(act, A.RUNNING)
                 act.node = adopted.node
                 self._write_running(act)
             self._arm_timeout(act)
@@ -399,7 +397,7 @@ class Engine(RuntimeEvents):
         touched: set[WorkflowRun] = set()
         for kind, act, payload in events:
             if kind == "running" and act.state is A.SUBMITTED:
-                act.state = A.RUNNING
+                self._move(act, A.RUNNING)
                 act.node = payload
                 act.attempt_started = time.time()
                 self._write_running(act)
@@ -467,16 +465,15 @@ class Engine(RuntimeEvents):
         reason = outcome.reason
         if act.timed_out:
             reason = f"timed out after {act.spec.timeout_seconds:g}s"
-        if outcome.succeeded and not act.timed_out:
-            new, attempt_state = A.SUCCEEDED, "succeeded"
-        elif act.cancel_requested or act.wf.cancelling:
-            new, attempt_state, reason = A.CANCELLED, "cancelled", "cancelled"
-        elif act.attempt < act.max_attempts:
-            new, attempt_state = A.READY, "failed"
-        else:
-            new, attempt_state = A.FAILED, "failed"
-        check_activity_transition(act.name, act.state, new)
-        act.state = new
+        new, attempt_state = attempt_end(
+            succeeded=outcome.succeeded,
+            timed_out=act.timed_out,
+            cancelled=act.cancel_requested or act.wf.cancelling,
+            attempts_left=act.attempt < act.max_attempts,
+        )
+        if new is A.CANCELLED:
+            reason = "cancelled"
+        self._move(act, new)
         act.exit_code = outcome.exit_code
         act.reason = reason
         act.timed_out = False
@@ -519,9 +516,22 @@ class Engine(RuntimeEvents):
             self._slots[act.runtime].queue.append(act)
             self._wake.set()
 
-    def _set_state(self, act: ActivityRun, new: ActivityState, reason: str | None = None) -> None:
+    @staticmethod
+    def _move(act: ActivityRun, new: ActivityState) -> None:
+        """Every in-memory state change of an activity: allowed by the one transition table
+        (:mod:`akoflow.states`), or a loud error instead of a silently corrupted run."""
         check_activity_transition(act.name, act.state, new)
         act.state = new
+
+    def _attempt_lost(self, act: ActivityRun, number: int, reason: str) -> None:
+        """Attempt ``number`` provably never started: recorded lost, the activity is READY
+        again, and the attempt does not count against its retries."""
+        self.repo.attempt_lost(act.id, number, reason=reason)
+        self._move(act, A.READY)
+        act.max_attempts += 1
+
+    def _set_state(self, act: ActivityRun, new: ActivityState, reason: str | None = None) -> None:
+        self._move(act, new)
         now = time.time()
         final = new.is_final
         if final:
@@ -625,6 +635,7 @@ class Engine(RuntimeEvents):
         if wf.cancelling and outcome is not WorkflowState.FAILED:
             outcome = WorkflowState.CANCELLED
         now = time.time()
+        check_workflow_transition(wf.name, wf.state, outcome)
         wf.state = outcome
         wf.finished_at = now
         self.provenance.close(wf)
@@ -671,7 +682,7 @@ class Engine(RuntimeEvents):
                 act.dispatched_at = time.time()
                 act.adopted = False
                 self.provenance.dispatched(act, number)
-                act.state = A.SUBMITTED
+                self._move(act, A.SUBMITTED)
                 act.attempt = number
                 act.key = job.key
                 act.handle = {}
@@ -751,7 +762,7 @@ class Engine(RuntimeEvents):
         now = time.time()
         for act in started:
             if act.state is A.SUBMITTED and act.key is not None:
-                act.state = A.RUNNING
+                self._move(act, A.RUNNING)
                 act.attempt_started = now
                 self._unrecorded_running.append(act)
                 self._arm_timeout(act)
@@ -768,9 +779,7 @@ class Engine(RuntimeEvents):
                     self._jobs.pop(act.key or "", None)
                     self.placer.unreserve(act, self._slots[act.runtime])
                     slot.running -= 1
-                    self.repo.attempt_lost(act.id, act.attempt, reason=str(error))
-                    act.state = A.READY
-                    act.max_attempts += 1
+                    self._attempt_lost(act, act.attempt, str(error))
                     act.key = None
                     slot.queue.appendleft(act)
                 else:
