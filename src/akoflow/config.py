@@ -2,21 +2,29 @@
 
 A runtime named ``hpc-sdumont`` reads ``HPC_SDUMONT_HOST_CLUSTER`` for key ``HOST_CLUSTER``: the
 name is upper-cased and ``-`` becomes ``_`` (upstream could not express named runtimes at all).
+Every runtime reads its settings through :class:`RuntimeConfig`'s typed readers, so a bad
+value is refused the same way everywhere: one :class:`SettingError` naming the variable and
+what was expected.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from akoflow.errors import SettingError
 
 DEFAULT_RUNTIME = "local"
 
 # Key names whose values are never shown: API responses, logs, UI, `akoflow runtimes`.
 _SECRET_KEY = re.compile(r"TOKEN|PASSW|SECRET|PRIVK|PRIVATE|KEY|CREDENTIAL|CERT_DATA|AUTH", re.I)
 REDACTED = "***"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def state_dir(explicit: str | Path | None = None) -> Path:
@@ -76,22 +84,98 @@ class RuntimeConfig:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """Value of ``{NAME}_{KEY}``, e.g. ``get("HOST_CLUSTER")``."""
-        return self.values.get(env_prefix(self.name) + key.upper(), default)
+        return self.values.get(self.variable(key), default)
 
-    def get_int(self, key: str, default: int) -> int:
-        raw = self.get(key)
-        if raw is None or raw.strip() == "":
+    def variable(self, key: str) -> str:
+        """The full variable name of ``key``: ``HPC_SDUMONT_`` + ``QUEUE``."""
+        return env_prefix(self.name) + key.upper()
+
+    def invalid(self, key: str, problem: str) -> SettingError:
+        """The error for a bad ``key``: ``{NAME}_{KEY} <problem>``."""
+        variable = self.variable(key)
+        return SettingError(f"{variable} {problem}", variable=variable)
+
+    def get_text(self, key: str, default: str | None = None) -> str | None:
+        """The value without surrounding blanks; unset or blank gives ``default``."""
+        value = (self.get(key) or "").strip()
+        return value or default
+
+    def _bad(self, key: str, expected: str, raw: str) -> SettingError:
+        got = "" if is_secret_key(key) else f", got {raw!r}"  # a secret is never echoed
+        return self.invalid(key, f"must be {expected}{got}")
+
+    def get_choice(self, key: str, allowed: Sequence[str], default: str) -> str:
+        """One of ``allowed``, matched without regard to case; returned as spelled there."""
+        raw = self.get_text(key)
+        if raw is None:
             return default
+        for option in allowed:
+            if raw.lower() == option.lower():
+                return option
+        got = "" if is_secret_key(key) else f"; got {raw!r}"
+        raise self.invalid(key, f"must be one of {', '.join(allowed)}{got}")
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+        raw = self.get_text(key)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise self._bad(key, "true or false (1/0, yes/no, on/off)", raw)
+
+    def get_int(self, key: str, default: int, *, minimum: int | None = None) -> int:
+        """An integer, at least ``minimum``."""
+        raw = self.get_text(key)
+        if raw is None:
+            return default
+        expected = "a positive integer" if minimum == 1 else "an integer"
         try:
-            return int(raw)
-        except ValueError as exc:
-            raise ValueError(
-                f"{env_prefix(self.name)}{key} must be an integer, got {raw!r}"
-            ) from exc
+            value = int(raw)
+        except ValueError:
+            raise self._bad(key, expected, raw) from None
+        if minimum is not None and value < minimum:
+            raise self._bad(key, expected if minimum == 1 else f"at least {minimum}", raw)
+        return value
+
+    def get_float(self, key: str, default: float, *, minimum: float | None = None) -> float:
+        """A finite number (``nan`` and ``inf`` are refused), at least ``minimum``."""
+        raw = self.get_text(key)
+        if raw is None:
+            return default
+        value = _finite(raw)
+        if value is None:
+            raise self._bad(key, "a number", raw)
+        if minimum is not None and value < minimum:
+            raise self._bad(key, f"at least {minimum:g}", raw)
+        return value
+
+    def get_seconds(self, key: str, default: float, *, minimum: float | None = None) -> float:
+        """A finite duration in seconds: above 0, or at least ``minimum`` when given."""
+        raw = self.get_text(key)
+        if raw is None:
+            return default
+        value = _finite(raw)
+        if minimum is None:
+            if value is None or value <= 0:
+                raise self._bad(key, "a positive number of seconds", raw)
+        elif value is None or value < minimum:
+            raise self._bad(key, f"at least {minimum:g} seconds", raw)
+        return value
 
     def redacted(self) -> dict[str, str]:
         """The settings safe to show anywhere: secret values replaced by ``***``."""
         return {k: (REDACTED if is_secret_key(k) else v) for k, v in sorted(self.values.items())}
+
+
+def _finite(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def discover_runtime_names(

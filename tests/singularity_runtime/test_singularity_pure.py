@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from akoflow.config import RuntimeConfig
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.sif_cache import ImageRef, cache_name, classify
 from akoflow.runtimes.singularity import _read_settings, limits_allowed
@@ -82,7 +83,7 @@ def test_settings() -> None:
         "SINGULARITY_CLEANENV": "false",
         "SINGULARITY_LIMITS": "ignore",
     }
-    s = _read_settings("singularity", lambda k: values.get(f"SINGULARITY_{k}"))
+    s = _read_settings(RuntimeConfig("singularity", values))
     assert (s.binary, s.pull_policy, s.options, s.cleanenv) == (
         "singularity",
         "always",
@@ -94,4 +95,4 @@ def test_settings() -> None:
         os.geteuid() == 0 or os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     )
     with pytest.raises(ValueError, match="SINGULARITY_GPU_PULL_TIMEOUT must be a positive"):
-        _read_settings("singularity-gpu", lambda k: "soon" if k == "PULL_TIMEOUT" else None)
+        _read_settings(RuntimeConfig("singularity-gpu", {"SINGULARITY_GPU_PULL_TIMEOUT": "soon"}))

@@ -23,20 +23,20 @@ so itself, in one batched query per cycle.
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from akoflow.config import RuntimeConfig, env_prefix
+from akoflow.config import RuntimeConfig
+from akoflow.errors import AkoflowError
 from akoflow.provenance.remote import RemoteFiles
 from akoflow.spec import Activity, StoragePolicy, Volume
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # s
 
 
-class RuntimeFailure(Exception):
+class RuntimeFailure(AkoflowError):
     """Base of runtime failures. ``transient`` ones leave the activity waiting, not failed."""
 
     transient: bool = False
@@ -171,19 +171,7 @@ class Runtime(abc.ABC):
     def health_timeout(self) -> float:
         """Seconds one health check, node listing or metrics sample may take before the
         runtime counts as not answering: ``{NAME}_HEALTH_TIMEOUT`` (default 10)."""
-        raw = self.config.get("HEALTH_TIMEOUT")
-        if raw is None or not raw.strip():
-            return DEFAULT_HEALTH_TIMEOUT
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not (0 < value < math.inf):
-            raise ValueError(
-                f"{env_prefix(self.name)}HEALTH_TIMEOUT must be a positive number of seconds, "
-                f"got {raw!r}"
-            )
-        return value
+        return self.config.get_seconds("HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT)
 
     async def start(self) -> None:
         """Open connections. Raise :class:`RuntimeUnavailable` if the backend is unreachable."""

@@ -41,7 +41,8 @@ import docker.utils
 import requests
 from docker.types import Mount
 
-from akoflow.config import env_prefix
+from akoflow.config import RuntimeConfig
+from akoflow.errors import SettingError
 from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
@@ -73,7 +74,6 @@ HEALTH_TIMEOUT = 5.0
 POOL_THREADS = 8
 WRAPPER_LOG_TAIL = 50  # lines of the container's own output kept when it fails
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
-_TRUE = ("1", "true", "yes", "on")
 
 
 def scope_of(attempt_dir: Path) -> str:
@@ -101,37 +101,24 @@ class _Settings:
     init: bool = True
 
 
-def _read_settings(runtime: Runtime) -> _Settings:
+def _read_settings(config: RuntimeConfig) -> _Settings:
     """``{NAME}_*`` settings. Without ``{NAME}_HOST``, the daemon is the one the standard
     ``DOCKER_HOST``/``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` name (else the default socket)."""
-    config, prefix = runtime.config, env_prefix(runtime.name)
-
-    def text(key: str, fallback: str | None = None) -> str | None:
-        value = (config.get(key) or "").strip()
-        return value or fallback
-
-    own = text("HOST") is not None
-    std = {} if own else os.environ
-
-    def choice(key: str, allowed: tuple[str, ...], default: str) -> str:
-        value = (text(key) or default).lower()
-        if value not in allowed:
-            raise ValueError(f"{prefix}{key} must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
+    text = config.get_text
+    std = {} if text("HOST") is not None else os.environ
     return _Settings(
         host=text("HOST", std.get("DOCKER_HOST") or None),
         tls_verify=text("TLS_VERIFY", std.get("DOCKER_TLS_VERIFY")),
         cert_path=text("CERT_PATH", std.get("DOCKER_CERT_PATH")),
         api_version=text("API_VERSION"),
-        timeout=max(1, config.get_int("TIMEOUT", 60)),
-        network=text("NETWORK", "none") or "none",
-        shell=text("SHELL", "sh") or "sh",
-        pull_policy=choice("PULL_POLICY", PULL_POLICIES, "if-missing"),
-        pull_timeout=max(1, config.get_int("PULL_TIMEOUT", 600)),
-        cleanup=choice("CLEANUP", CLEANUPS, "always"),
-        stop_timeout=max(0, config.get_int("STOP_TIMEOUT", 5)),
-        init=(text("INIT", "true") or "true").lower() in _TRUE,
+        timeout=config.get_int("TIMEOUT", 60, minimum=1),
+        network=text("NETWORK") or "none",
+        shell=text("SHELL") or "sh",
+        pull_policy=config.get_choice("PULL_POLICY", PULL_POLICIES, "if-missing"),
+        pull_timeout=config.get_int("PULL_TIMEOUT", 600, minimum=1),
+        cleanup=config.get_choice("CLEANUP", CLEANUPS, "always"),
+        stop_timeout=config.get_int("STOP_TIMEOUT", 5, minimum=0),
+        init=config.get_bool("INIT", True),
     )
 
 
@@ -211,8 +198,8 @@ class DockerRuntime(Runtime):
         super().__init__(*args, **kwargs)
         self._config_error: str | None = None
         try:
-            self._s = _read_settings(self)
-        except ValueError as exc:
+            self._s = _read_settings(self.config)
+        except SettingError as exc:
             self._s, self._config_error = _Settings(), str(exc)
         self._api: docker.APIClient | None = None
         self._api_lock = threading.Lock()
@@ -569,7 +556,7 @@ class DockerRuntime(Runtime):
             if settings.pull_policy == "never":
                 raise SubmitError(
                     f"image {image!r} is not present on the docker daemon at {self._where} "
-                    f"and {env_prefix(self.name)}PULL_POLICY is never: load, import or build "
+                    f"and {self.config.variable('PULL_POLICY')} is never: load, import or build "
                     "it there first"
                 )
         pending = self._pulls.get(image)

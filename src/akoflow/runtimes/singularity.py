@@ -27,12 +27,12 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from akoflow.config import activity_environ, env_prefix, state_dir
+from akoflow.config import RuntimeConfig, activity_environ, state_dir
+from akoflow.errors import SettingError
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import Health, JobSpec, RuntimeUnavailable, SubmitError
 from akoflow.runtimes.local import LocalRuntime, write_private_file
@@ -47,7 +47,6 @@ DEFAULT_MOUNT = "/data"
 LAUNCH_SCRIPT = b'"$@"\n'  # the host bash runs the launcher's argv, given as its arguments
 LIMIT_MODES = ("auto", "apply", "ignore")
 VERSION_TIMEOUT = 10.0
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,35 +61,21 @@ class _Settings:
     options: tuple[str, ...] = ()
 
 
-def _read_settings(name: str, get: Callable[[str], str | None]) -> _Settings:
-    prefix = env_prefix(name)
-
-    def text(key: str) -> str | None:
-        value = (get(key) or "").strip()
-        return value or None
-
-    def choice(key: str, allowed: tuple[str, ...], default: str) -> str:
-        value = (text(key) or default).lower()
-        if value not in allowed:
-            raise ValueError(f"{prefix}{key} must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    timeout = text("PULL_TIMEOUT") or "600"
-    if not timeout.isdigit() or int(timeout) < 1:
-        raise ValueError(f"{prefix}PULL_TIMEOUT must be a positive integer, got {timeout!r}")
+def _read_settings(config: RuntimeConfig) -> _Settings:
+    text = config.get_text
     try:
         options = tuple(shlex.split(text("OPTIONS") or ""))  # split into argv, never a shell
     except ValueError as exc:
-        raise ValueError(f"{prefix}OPTIONS cannot be split into arguments: {exc}") from None
+        raise config.invalid("OPTIONS", f"cannot be split into arguments: {exc}") from None
     cache = text("CACHE_DIR")
     return _Settings(
         binary=text("BINARY"),
         cache_dir=Path(cache).expanduser().resolve() if cache else None,
-        pull_policy=choice("PULL_POLICY", PULL_POLICIES, "if-missing"),
-        pull_timeout=int(timeout),
+        pull_policy=config.get_choice("PULL_POLICY", PULL_POLICIES, "if-missing"),
+        pull_timeout=config.get_int("PULL_TIMEOUT", 600, minimum=1),
         shell=text("SHELL") or "/bin/sh",
-        limits=choice("LIMITS", LIMIT_MODES, "auto"),
-        cleanenv=(text("CLEANENV") or "true").lower() in _TRUE,
+        limits=config.get_choice("LIMITS", LIMIT_MODES, "auto"),
+        cleanenv=config.get_bool("CLEANENV", True),
         options=options,
     )
 
@@ -140,8 +125,8 @@ class SingularityRuntime(LocalRuntime):
         super().__init__(*args, **kwargs)
         self._config_error: str | None = None
         try:
-            self._s = _read_settings(self.name, self.config.get)
-        except ValueError as exc:
+            self._s = _read_settings(self.config)
+        except SettingError as exc:
             self._s, self._config_error = _Settings(), str(exc)
         self._binary = find_binary(self._s.binary)
         self._limits = limits_allowed(self._s.limits)
@@ -154,7 +139,7 @@ class SingularityRuntime(LocalRuntime):
 
     def _missing(self) -> str:
         wanted = self._s.binary or " or ".join(BINARIES)
-        return f"{wanted} not found (set {env_prefix(self.name)}BINARY or PATH)"
+        return f"{wanted} not found (set {self.config.variable('BINARY')} or PATH)"
 
     # ------------------------------------------------------------------ submit
 

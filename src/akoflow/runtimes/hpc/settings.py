@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoflow.config import RuntimeConfig, env_prefix
+from akoflow.errors import SettingError
 
-_TRUE = ("1", "true", "yes", "on")
 _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_.:,/@+=%-]+$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_.@+=%/-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
 ACCOUNTING_MODES = ("auto", "sacct", "jobcomp", "none")
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed (the message names the variable, never a secret)."""
+SettingsError = SettingError  # the shared settings error, under the name this module gave it
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,55 +78,29 @@ class HpcSettings:
 
 
 def read_settings(config: RuntimeConfig) -> HpcSettings:
-    """Parse and check every setting; raises :class:`SettingsError`."""
+    """Parse and check every setting; raises :class:`SettingError` naming the variable."""
     prefix = env_prefix(config.name)
-
-    def text(key: str) -> str | None:
-        value = config.get(key)
-        return value.strip() if value is not None and value.strip() else None
+    text = config.get_text
 
     def required(key: str) -> str:
         value = text(key)
         if value is None:
-            raise SettingsError(f"{prefix}{key} is not set")
+            raise config.invalid(key, "is not set")
         return value
 
     def directive(key: str) -> str | None:
         value = text(key)
         if value is not None and not _DIRECTIVE_VALUE.match(value):
-            raise SettingsError(
-                f"{prefix}{key} may only contain letters, digits and _ . : , / @ + = % -"
-            )
-        return value
-
-    def number(key: str, default: float, minimum: float = 0.0) -> float:
-        raw = text(key)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{prefix}{key} must be a number, got {raw!r}") from None
-        if value < minimum:
-            raise SettingsError(f"{prefix}{key} must be at least {minimum:g}")
-        return value
-
-    def integer(key: str, default: int, minimum: int = 1) -> int:
-        try:
-            value = config.get_int(key, default)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
-        if value < minimum:
-            raise SettingsError(f"{prefix}{key} must be at least {minimum}")
+            raise config.invalid(key, "may only contain letters, digits and _ . : , / @ + = % -")
         return value
 
     host = required("HOST_CLUSTER")
     if not _HOST.match(host):
-        raise SettingsError(f"{prefix}HOST_CLUSTER must be a host name or address")
+        raise config.invalid("HOST_CLUSTER", "must be a host name or address")
     mount = required("MOUNT_PATH")
     if not _SAFE_PATH.match(mount) or "/../" in mount + "/":
-        raise SettingsError(
-            f"{prefix}MOUNT_PATH must be an absolute path of letters, digits and _ . @ + = % - /"
+        raise config.invalid(
+            "MOUNT_PATH", "must be an absolute path of letters, digits and _ . @ + = % - /"
         )
     key_data = None
     raw_key = text("SSHKEYPRIVK")
@@ -135,7 +108,7 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         try:
             key_data = base64.b64decode(raw_key, validate=True)
         except (binascii.Error, ValueError):
-            raise SettingsError(f"{prefix}SSHKEYPRIVK must be base64 (of a private key)") from None
+            raise config.invalid("SSHKEYPRIVK", "must be base64 (of a private key)") from None
     key_file = text("KEY_FILE")
     if key_file is not None:
         key_file = os.path.expanduser(key_file)
@@ -143,8 +116,10 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     if key_data is None and key_file is None and password is None:
         default_keys = [p for p in ("id_ed25519", "id_ecdsa", "id_rsa") if _home_key(p)]
         if not default_keys:
-            raise SettingsError(
-                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or {prefix}PASSWORD"
+            raise SettingError(
+                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or "
+                f"{prefix}PASSWORD",
+                variable=f"{prefix}KEY_FILE",
             )
         key_file = str(_home_key(default_keys[0]))
     template = None
@@ -154,14 +129,19 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         try:
             template = base64.b64decode(raw_template, validate=True).decode()
         except (binascii.Error, ValueError):
-            raise SettingsError(f"{prefix}SBATCHTEMPLATE must be a base64 sbatch script") from None
+            raise config.invalid("SBATCHTEMPLATE", "must be a base64 sbatch script") from None
     elif template_file is not None:
         try:
             template = Path(template_file).expanduser().read_text()
         except OSError as exc:
-            raise SettingsError(f"{prefix}SBATCHTEMPLATE_FILE: {exc.strerror}") from None
+            variable = f"{prefix}SBATCHTEMPLATE_FILE"
+            raise SettingError(f"{variable}: {exc.strerror}", variable=variable) from None
     if template is not None and "#COMMAND#" not in template:
-        raise SettingsError(f"the sbatch template of {prefix[:-1]} has no #COMMAND# placeholder")
+        variable = f"{prefix}SBATCHTEMPLATE" if raw_template else f"{prefix}SBATCHTEMPLATE_FILE"
+        raise SettingError(
+            f"the sbatch template of {prefix[:-1]} has no #COMMAND# placeholder ({variable})",
+            variable=variable,
+        )
     gateway = None
     raw_gateway = text("GATEWAY")
     if raw_gateway is not None:
@@ -169,20 +149,17 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         if not sep:
             gw_host, gw_port = raw_gateway, "22"
         if not _HOST.match(gw_host) or not gw_port.isdigit():
-            raise SettingsError(f"{prefix}GATEWAY must be HOST or HOST:PORT")
+            raise config.invalid("GATEWAY", "must be HOST or HOST:PORT")
         gateway = (gw_host, int(gw_port))
-    accounting = (text("ACCOUNTING") or "auto").lower()
-    if accounting not in ACCOUNTING_MODES:
-        raise SettingsError(f"{prefix}ACCOUNTING must be one of {', '.join(ACCOUNTING_MODES)}")
     singularity = text("SINGULARITY")
     if singularity is not None and not _DIRECTIVE_VALUE.match(singularity):
-        raise SettingsError(f"{prefix}SINGULARITY must be a program name or path")
+        raise config.invalid("SINGULARITY", "must be a program name or path")
     user = text("USER") or os.environ.get("USER") or "root"
     if not _DIRECTIVE_VALUE.match(user):
-        raise SettingsError(f"{prefix}USER is not a valid user name")
+        raise config.invalid("USER", "is not a valid user name")
     return HpcSettings(
         host=host,
-        port=integer("PORT", 22),
+        port=config.get_int("PORT", 22, minimum=1),
         user=user,
         mount_path=mount.rstrip("/") or "/",
         queue=directive("QUEUE"),
@@ -194,7 +171,7 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         key_passphrase=config.get("KEY_PASSPHRASE") or None,
         password=password,
         known_hosts=text("KNOWN_HOSTS") or "~/.ssh/known_hosts",
-        accept_new_host_key=(text("ACCEPT_NEW_HOST_KEY") or "").lower() in _TRUE,
+        accept_new_host_key=config.get_bool("ACCEPT_NEW_HOST_KEY", False),
         time=directive("TIME"),
         ntasks=directive("NTASKS"),
         nodes=directive("NODES"),
@@ -203,16 +180,16 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         mem=directive("MEM"),
         template=template,
         singularity=singularity,
-        poll_interval=number("POLL_INTERVAL", 5.0, 0.1),
-        submit_rate=number("SUBMIT_RATE", 1.0, 0.001),
-        max_queued=integer("MAX_QUEUED", 100),
-        max_sessions=integer("MAX_SESSIONS", 8),
-        keepalive=number("KEEPALIVE", 15.0, 1.0),
-        connect_timeout=number("CONNECT_TIMEOUT", 10.0, 0.1),
-        command_timeout=number("COMMAND_TIMEOUT", 60.0, 1.0),
-        reconnect_max=number("RECONNECT_MAX", 30.0, 0.1),
-        accounting=accounting,
-        metrics_interval=number("METRICS_INTERVAL", 30.0, 0.0),
+        poll_interval=config.get_seconds("POLL_INTERVAL", 5.0, minimum=0.1),
+        submit_rate=config.get_float("SUBMIT_RATE", 1.0, minimum=0.001),
+        max_queued=config.get_int("MAX_QUEUED", 100, minimum=1),
+        max_sessions=config.get_int("MAX_SESSIONS", 8, minimum=1),
+        keepalive=config.get_seconds("KEEPALIVE", 15.0, minimum=1.0),
+        connect_timeout=config.get_seconds("CONNECT_TIMEOUT", 10.0, minimum=0.1),
+        command_timeout=config.get_seconds("COMMAND_TIMEOUT", 60.0, minimum=1.0),
+        reconnect_max=config.get_seconds("RECONNECT_MAX", 30.0, minimum=0.1),
+        accounting=config.get_choice("ACCOUNTING", ACCOUNTING_MODES, "auto"),
+        metrics_interval=config.get_seconds("METRICS_INTERVAL", 30.0, minimum=0.0),
     )
 
 

@@ -17,16 +17,14 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.config.models import Cluster, User
 
 from akoflow.config import RuntimeConfig, env_prefix
+from akoflow.errors import SettingError
 
 log = logging.getLogger(__name__)
 
 CLEANUPS = ("always", "on-success", "never")
 STORAGE_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
-_TRUE = ("1", "true", "yes", "on")
 
-
-class ConfigError(ValueError):
-    pass
+ConfigError = SettingError  # the shared settings error, under the name this module gave it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,70 +45,59 @@ class Settings:
     watch_timeout: int = 300  # server-side timeout of one watch request
 
 
-def _text(config: RuntimeConfig, key: str) -> str | None:
-    value = (config.get(key) or "").strip()
-    return value or None
-
-
 def read_settings(config: RuntimeConfig) -> tuple[Settings, SingleConfig]:
-    """Settings and client config; raises :class:`ConfigError` with a message safe to show."""
-    prefix = env_prefix(config.name)
-    cluster_config = _client_config(config, prefix)
-
-    def choice(key: str, allowed: tuple[str, ...], default: str) -> str:
-        value = _text(config, key) or default
-        if value not in allowed:
-            raise ConfigError(f"{prefix}{key} must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    try:
-        settings = Settings(
-            server=cluster_config.cluster.server,
-            namespace=_text(config, "NAMESPACE"),
-            service_account=_text(config, "SERVICE_ACCOUNT") or "akoflow-runner",
-            shell=_text(config, "SHELL") or "sh",
-            default_image=_text(config, "IMAGE") or "busybox:stable",
-            ttl_seconds=max(0, config.get_int("TTL_SECONDS_AFTER_FINISHED", 86400)),
-            cleanup=choice("CLEANUP", CLEANUPS, "always"),
-            fail_fast_grace=float(max(0, config.get_int("FAIL_FAST_GRACE", 30))),
-            storage_size=_text(config, "STORAGE_SIZE") or "1Gi",
-            storage_class=_text(config, "STORAGE_CLASS"),
-            access_mode=choice("STORAGE_ACCESS_MODE", STORAGE_ACCESS_MODES, "ReadWriteMany"),
-            metrics_interval=float(max(1, config.get_int("METRICS_INTERVAL", 15))),
-            timeout=float(max(1, config.get_int("TIMEOUT", 10))),
-            watch_timeout=max(5, config.get_int("WATCH_TIMEOUT", 300)),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    """Settings and client config; raises :class:`SettingError` with a message safe to show."""
+    cluster_config = _client_config(config, env_prefix(config.name))
+    text = config.get_text
+    settings = Settings(
+        server=cluster_config.cluster.server,
+        namespace=text("NAMESPACE"),
+        service_account=text("SERVICE_ACCOUNT") or "akoflow-runner",
+        shell=text("SHELL") or "sh",
+        default_image=text("IMAGE") or "busybox:stable",
+        ttl_seconds=config.get_int("TTL_SECONDS_AFTER_FINISHED", 86400, minimum=0),
+        cleanup=config.get_choice("CLEANUP", CLEANUPS, "always"),
+        fail_fast_grace=config.get_seconds("FAIL_FAST_GRACE", 30.0, minimum=0),
+        storage_size=text("STORAGE_SIZE") or "1Gi",
+        storage_class=text("STORAGE_CLASS"),
+        access_mode=config.get_choice("STORAGE_ACCESS_MODE", STORAGE_ACCESS_MODES, "ReadWriteMany"),
+        metrics_interval=config.get_seconds("METRICS_INTERVAL", 15.0, minimum=1),
+        timeout=config.get_seconds("TIMEOUT", 10.0, minimum=1),
+        watch_timeout=config.get_int("WATCH_TIMEOUT", 300, minimum=5),
+    )
     return settings, cluster_config
 
 
 def _client_config(config: RuntimeConfig, prefix: str) -> SingleConfig:
-    kubeconfig = _text(config, "KUBECONFIG")
-    insecure = (_text(config, "INSECURE_SKIP_TLS_VERIFY") or "false").lower() in _TRUE
+    text = config.get_text
+    kubeconfig = text("KUBECONFIG")
+    insecure = config.get_bool("INSECURE_SKIP_TLS_VERIFY", False)
     if kubeconfig:
         try:
-            single = KubeConfig.from_file(kubeconfig).get(_text(config, "CONTEXT"))
+            single = KubeConfig.from_file(kubeconfig).get(text("CONTEXT"))
         except Exception as exc:  # lightkube raises several kinds for a bad file
-            raise ConfigError(f"{prefix}KUBECONFIG {kubeconfig}: {exc}") from None
+            raise config.invalid("KUBECONFIG", f"{kubeconfig}: {exc}") from None
         if single is None:
-            raise ConfigError(f"{prefix}KUBECONFIG {kubeconfig}: no such context")
+            raise config.invalid("KUBECONFIG", f"{kubeconfig}: no such context")
         if insecure or single.cluster.insecure:
             _warn_insecure(prefix)
         return single
-    host = _text(config, "API_SERVER_HOST")
+    host = text("API_SERVER_HOST")
     if host is None:
-        raise ConfigError(f"set {prefix}API_SERVER_HOST (and {prefix}API_SERVER_TOKEN)")
+        raise SettingError(
+            f"set {prefix}API_SERVER_HOST (and {prefix}API_SERVER_TOKEN)",
+            variable=f"{prefix}API_SERVER_HOST",
+        )
     server = host if "://" in host else f"https://{host}"
     if not server.startswith("https://"):
-        raise ConfigError(f"{prefix}API_SERVER_HOST must be an https:// URL, got {server!r}")
-    ca_file, ca_data = _text(config, "CA_FILE"), _text(config, "CA_DATA")
+        raise config.invalid("API_SERVER_HOST", f"must be an https:// URL, got {server!r}")
+    ca_file, ca_data = text("CA_FILE"), text("CA_DATA")
     if ca_data is not None:
         try:  # kubeconfig style: base64 of the PEM; a PEM as is works too
             if "-----BEGIN" not in ca_data:
                 ca_data = base64.b64decode(ca_data, validate=True).decode()
         except ValueError:
-            raise ConfigError(f"{prefix}CA_DATA is neither a PEM nor base64 of one") from None
+            raise config.invalid("CA_DATA", "is neither a PEM nor base64 of one") from None
     if insecure:
         _warn_insecure(prefix)
     cluster = Cluster(
@@ -120,7 +107,7 @@ def _client_config(config: RuntimeConfig, prefix: str) -> SingleConfig:
         certificate_auth_data=base64.b64encode(ca_data.encode()).decode() if ca_data else None,
         insecure=insecure,
     )
-    token = _text(config, "API_SERVER_TOKEN")
+    token = text("API_SERVER_TOKEN")
     user = User(token=token) if token else User()
     single = KubeConfig.from_one(cluster=cluster, user=user).get()
     assert single is not None
