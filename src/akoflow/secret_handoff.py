@@ -21,6 +21,7 @@ import os
 import sys
 
 from akoflow.config import is_engine_secret
+from akoflow.errors import AkoflowError
 
 HANDOFF_VAR = "AKOFLOW_SECRETS_FD"
 MAX_HANDOFF_BYTES = 16 << 20
@@ -29,7 +30,7 @@ MEMFD_NAME = "akoflow-secrets"
 log = logging.getLogger(__name__)
 
 
-class HandoffError(RuntimeError):
+class HandoffError(AkoflowError, RuntimeError):
     """The handed-over secrets could not be read."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoflow import config
+from akoflow.errors import AkoflowError
 from akoflow.runtimes.registry import check_runtime_name
 from akoflow.spec import SpecError, Workflow, WorkflowValidationError, load_workflow
 from akoflow.store import Repository
@@ -24,7 +25,7 @@ MAX_WORKFLOW_FILE = 64 << 20  # bytes: a workflow file is text a person wrote, n
 _READ_CHUNK = 1 << 20
 
 
-class StateError(Exception):
+class StateError(AkoflowError):
     """The state dir or its database cannot be used; the message says why, for users."""
 
 

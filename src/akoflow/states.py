@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from akoflow.errors import AkoflowError
+
 
 class ActivityState(StrEnum):
     PENDING = "pending"
@@ -94,7 +96,7 @@ WORKFLOW_TRANSITIONS: dict[WorkflowState, frozenset[WorkflowState]] = {
 }
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransition(AkoflowError, RuntimeError):
     def __init__(self, kind: str, name: str, old: str, new: str) -> None:
         super().__init__(f"{kind} {name!r}: invalid transition {old} -> {new}")
 

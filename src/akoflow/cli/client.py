@@ -30,6 +30,7 @@ from rich.text import Text
 from akoflow import __version__, config
 from akoflow.cli import progress
 from akoflow.cli.console import is_text, shown
+from akoflow.errors import AkoflowError
 from akoflow.humanize import fmt_duration
 from akoflow.server.token import TOKEN_ENV, read_token_file
 from akoflow.states import ActivityState, WorkflowState
@@ -45,7 +46,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-class ClientError(Exception):
+class ClientError(AkoflowError):
     def __init__(self, message: str, code: int, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code

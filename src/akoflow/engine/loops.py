@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from akoflow.errors import AkoflowError
 from akoflow.runtimes.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 
 
-class EngineFailure(RuntimeError):
+class EngineFailure(AkoflowError, RuntimeError):
     """The engine cannot go on (its store failed, or a bug left its state unknown). Its runs
     are interrupted, not lost: what the store holds is consistent, and ``akoflow resume``
     continues them."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import psutil
 
+from akoflow.errors import AkoflowError
 
-class WorkflowBusy(RuntimeError):
+
+class WorkflowBusy(AkoflowError, RuntimeError):
     """Another live engine process owns this workflow."""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from akoflow.errors import AkoflowError
 from akoflow.placement.akoscore import (
     Candidate,
     Decision,
@@ -95,7 +96,7 @@ class RoundRobin:
         )
 
 
-class UnknownPolicy(ValueError):
+class UnknownPolicy(AkoflowError, ValueError):
     pass
 
 

@@ -26,6 +26,7 @@ import psutil
 from inotify_simple import INotify
 from inotify_simple import flags as f
 
+from akoflow.errors import AkoflowError
 from akoflow.provenance.names import display
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Dirty:
     trees: set[str] = field(default_factory=set)
 
 
-class WatchLimit(OSError):
+class WatchLimit(AkoflowError, OSError):
     """A watch could not be added (inotify limits), or the file system does not report
     every change; fall back to full scans."""
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from akoflow.config import RuntimeConfig, discover_runtime_names
+from akoflow.errors import AkoflowError
 from akoflow.runtimes.base import Runtime, RuntimeEvents
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -38,7 +39,7 @@ ADAPTERS: tuple[AdapterKind, ...] = (
 )
 
 
-class UnknownRuntime(ValueError):
+class UnknownRuntime(AkoflowError, ValueError):
     pass
 
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from akoflow.errors import AkoflowError
+
 # Sources ``apptainer pull``/``exec`` take with a single colon (``docker-archive:/x.tar``).
 _COLON_SCHEMES = ("docker-archive:", "docker-daemon:", "oci-archive:", "oci:", "oci-sif:")
 _LOCAL_SUFFIXES = (".sif", ".simg", ".img")
@@ -25,7 +27,7 @@ PULL_POLICIES = ("never", "if-missing", "always")
 ERROR_TAIL = 2000  # characters of a failed pull's output kept in the error
 
 
-class PullError(Exception):
+class PullError(AkoflowError):
     """The image cannot be had; retrying the attempt will not fix it."""
 
 

@@ -19,13 +19,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from akoflow.errors import AkoflowError
 from akoflow.server.schemas import ErrorBody, ErrorItem
 from akoflow.server.slow_clients import BodyTooSlow
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(AkoflowError):
     """Raised by handlers; becomes ``{"detail": ..., "errors": [...]}`` with ``status``."""
 
     def __init__(

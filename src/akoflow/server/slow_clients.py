@@ -21,6 +21,8 @@ import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from akoflow.errors import AkoflowError
+
 HEADER_TIMEOUT_ENV = "AKOFLOW_SERVER_HEADER_TIMEOUT"
 BODY_TIMEOUT_ENV = "AKOFLOW_SERVER_BODY_TIMEOUT"
 DEFAULT_HEADER_TIMEOUT = 20.0  # s: a request line and headers are a few hundred bytes
@@ -33,7 +35,7 @@ _TIMEOUT_ANSWER = (
 )
 
 
-class BadTimeout(ValueError):
+class BadTimeout(AkoflowError, ValueError):
     """A timeout setting that is not a positive number of seconds."""
 
 
@@ -139,7 +141,7 @@ def header_deadline_protocol(seconds: float) -> type[HeaderDeadlineProtocol]:
     return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": seconds})
 
 
-class BodyTooSlow(Exception):
+class BodyTooSlow(AkoflowError):
     """The request body did not arrive in time (answered 408 by the error handlers)."""
 
     def __init__(self, seconds: float) -> None:

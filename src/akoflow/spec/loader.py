@@ -44,6 +44,7 @@ from yaml.events import (
     StreamStartEvent,
 )
 
+from akoflow.errors import AkoflowError
 from akoflow.spec import dag
 from akoflow.spec.model import (
     MAX_ENV_ENTRY_BYTES,
@@ -105,7 +106,7 @@ class SpecError:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-class WorkflowValidationError(Exception):
+class WorkflowValidationError(AkoflowError):
     """Every problem found in a workflow file, sorted by line; ``str()`` is a report."""
 
     def __init__(self, errors: list[SpecError], source: str = "<workflow>") -> None:
