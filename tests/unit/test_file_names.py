@@ -20,6 +20,7 @@ from akoflow.provenance.names import (
 )
 from akoflow.spec import load_workflow
 from akoflow.store import Repository
+from akoflow.store.migrate import SCHEMA_VERSION
 
 TRICKY = [bytes([b]) for b in range(1, 256) if b not in (0x2E, 0x2F)] + [
     b"bad\xffname.txt",
@@ -124,7 +125,7 @@ def test_a_database_written_before_reads_unchanged(tmp_path: Path) -> None:
     repo, wf_id, act_id = _repo(db_path)
     repo.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         db.execute(
             "INSERT INTO files (activity_id, attempt, role, path, size, mtime, sha256, location) "
             "VALUES (?, 1, 'generated', 'old \ufffd.txt', 1, 2.0, NULL, '')",

@@ -101,30 +101,3 @@ def test_claim_is_compare_and_set(tmp_path: Path) -> None:
     assert not repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=None, expect_started=None)
     assert repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=1, expect_started=1.0)
 
-
-def test_a_version_3_database_gains_file_locations(tmp_path: Path) -> None:
-    """Schema 4 adds files.location; an existing state database keeps its records."""
-    repo = Repository(tmp_path / "s.db")
-    wf_id = repo.create_workflow(
-        sample(), spec_yaml="x", spec_hash="h", source="f.yaml", runs_root=tmp_path / "runs"
-    )
-    act = repo.list_activities(wf_id)[0]
-    repo.close()
-    raw = sqlite3.connect(tmp_path / "s.db")
-    raw.executescript(
-        "DROP TABLE files; CREATE TABLE files (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-        "activity_id INTEGER NOT NULL, attempt INTEGER NOT NULL, role TEXT NOT NULL, "
-        "path TEXT NOT NULL, size INTEGER NOT NULL, mtime REAL NOT NULL, sha256 TEXT);"
-        f"INSERT INTO files (activity_id, attempt, role, path, size, mtime) "
-        f"VALUES ({act.id}, 1, 'generated', 'old.txt', 3, 1.5); PRAGMA user_version = 3;"
-    )
-    raw.close()
-    repo = Repository(tmp_path / "s.db")
-    repo.add_files(act.id, 1, "generated", [("out", 1, 2.0, None)], location="hpc:/scratch")
-    records = repo.list_files(wf_id)
-    assert [(r.path, r.location, r.qualified_path) for r in records] == [
-        ("old.txt", "", "old.txt"),
-        ("out", "hpc:/scratch", "hpc:/scratch/out"),
-    ]
-    repo.remove_generated(act.id, 1, "hpc:/scratch", "out")
-    assert [r.path for r in repo.list_files(wf_id)] == ["old.txt"]

@@ -42,6 +42,7 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.registry import (
     create_runtime,
 )
+from akoflow.spec import load_workflow
 from akoflow.states import (
     ActivityState,
     WorkflowState,
@@ -818,7 +819,8 @@ class Engine(RuntimeEvents):
                 "workflow can be retried"
             )
         check_workflow_transition(rec.name, rec.state, WorkflowState.RUNNING)
-        self.repo.reopen_workflow(wf_id)
+        spec = load_workflow(rec.spec_yaml, source=rec.source or f"workflow {rec.id}")
+        self.repo.reopen_workflow(wf_id, spec)
         self.workflows.pop(wf_id, None)
         return await self.attach(wf_id)
 

@@ -15,15 +15,13 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 from akoflow.provenance.names import display, encoded, from_db, to_db
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
-
-SCHEMA_VERSION = 4  # 2: placements, 3: files, 4: files.location, initial_files
+from akoflow.store.migrate import migrate
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,19 +278,7 @@ class Repository:
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = NORMAL")
         c.execute("PRAGMA foreign_keys = ON")
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            schema = resources.files("akoflow.store").joinpath("schema.sql").read_text("utf-8")
-            with self.transaction():
-                c.executescript("BEGIN;" + schema + f"PRAGMA user_version = {SCHEMA_VERSION};")
-                columns = {row[1] for row in c.execute("PRAGMA table_info(files)")}
-                if "location" not in columns:  # a version-3 database
-                    c.execute("ALTER TABLE files ADD COLUMN location TEXT NOT NULL DEFAULT ''")
-        elif version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"state database {self.path} has schema version {version}, newer than this "
-                f"AkôFlow understands ({SCHEMA_VERSION}); upgrade AkôFlow"
-            )
+        migrate(c, self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -391,9 +377,9 @@ class Repository:
             pending = ActivityState.PENDING.value
             self._execmany(
                 "INSERT INTO activities (workflow_id, position, name, runtime, image, state, "
-                "retries, max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (wf_id, i, a.name, a.runtime, a.image, pending, a.retries, a.retries + 1, now)
+                    (wf_id, i, a.name, a.runtime, a.image, pending, a.retries + 1, now)
                     for i, a in enumerate(workflow.activities)
                 ),
             )
@@ -617,21 +603,23 @@ class Repository:
             ((s.value, reason, finished_at, a) for a, s in updates),
         )
 
-    def reopen_workflow(self, wf_id: int) -> int:
+    def reopen_workflow(self, wf_id: int, workflow: Workflow) -> int:
         """Retry a failed or cancelled workflow from where it stopped: its failed, cancelled
-        and skipped activities go back to PENDING with a fresh attempt budget (succeeded ones
-        stay done). Returns how many activities were reopened."""
+        and skipped activities go back to PENDING with a fresh attempt budget, the retries
+        of ``workflow`` (its stored spec), beyond the attempts they used (succeeded ones stay
+        done). Returns how many activities were reopened."""
         again = (
             ActivityState.FAILED.value,
             ActivityState.CANCELLED.value,
             ActivityState.SKIPPED.value,
         )
-        with self.transaction():
-            cur = self._exec(
+        pending = ActivityState.PENDING.value
+        with self.transaction():  # holds the lock
+            cur = self._conn.executemany(
                 "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
-                "finished_at = NULL, max_attempts = attempt + retries + 1 "
-                "WHERE workflow_id = ? AND state IN (?, ?, ?)",
-                (ActivityState.PENDING.value, wf_id, *again),
+                "finished_at = NULL, max_attempts = attempt + ? + 1 "
+                "WHERE workflow_id = ? AND name = ? AND state IN (?, ?, ?)",
+                ((pending, a.retries, wf_id, a.name, *again) for a in workflow.activities),
             )
             self._exec(
                 "UPDATE workflows SET state = ?, finished_at = NULL, cancel_requested = 0 "

@@ -1,5 +1,7 @@
--- AkôFlow state store. Times are UNIX seconds (REAL). Version in PRAGMA user_version.
-CREATE TABLE IF NOT EXISTS workflows (
+-- Version 1: the state store as AkôFlow first created it. Times are UNIX seconds (REAL).
+-- Each file in this directory is one step, applied once in its own transaction
+-- (akoflow.store.migrate); never edit a released step, add the next one.
+CREATE TABLE workflows (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     name            TEXT    NOT NULL,
     namespace       TEXT    NOT NULL DEFAULT 'akoflow',
@@ -15,10 +17,10 @@ CREATE TABLE IF NOT EXISTS workflows (
     owner_started   REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS ix_workflows_state ON workflows(state);
-CREATE INDEX IF NOT EXISTS ix_workflows_hash ON workflows(spec_hash);
+CREATE INDEX ix_workflows_state ON workflows(state);
+CREATE INDEX ix_workflows_hash ON workflows(spec_hash);
 
-CREATE TABLE IF NOT EXISTS activities (
+CREATE TABLE activities (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     workflow_id     INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
     position        INTEGER NOT NULL,
@@ -37,18 +39,18 @@ CREATE TABLE IF NOT EXISTS activities (
     finished_at     REAL,
     UNIQUE (workflow_id, name)
 );
-CREATE INDEX IF NOT EXISTS ix_activities_wf_state ON activities(workflow_id, state);
-CREATE INDEX IF NOT EXISTS ix_activities_wf_position ON activities(workflow_id, position);
+CREATE INDEX ix_activities_wf_state ON activities(workflow_id, state);
+CREATE INDEX ix_activities_wf_position ON activities(workflow_id, position);
 
-CREATE TABLE IF NOT EXISTS dependencies (
+CREATE TABLE dependencies (
     workflow_id     INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
     activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
     depends_on_id   INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
     PRIMARY KEY (activity_id, depends_on_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ix_dependencies_wf ON dependencies(workflow_id);
+CREATE INDEX ix_dependencies_wf ON dependencies(workflow_id);
 
-CREATE TABLE IF NOT EXISTS attempts (
+CREATE TABLE attempts (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
     number          INTEGER NOT NULL,
@@ -65,9 +67,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     max_rss_bytes   INTEGER,
     UNIQUE (activity_id, number)
 );
-CREATE INDEX IF NOT EXISTS ix_attempts_state ON attempts(state);
+CREATE INDEX ix_attempts_state ON attempts(state);
 
-CREATE TABLE IF NOT EXISTS logs (
+CREATE TABLE logs (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
     attempt         INTEGER NOT NULL,
@@ -76,9 +78,9 @@ CREATE TABLE IF NOT EXISTS logs (
     data            TEXT    NOT NULL,
     created_at      REAL    NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ix_logs_activity ON logs(activity_id, attempt, stream, offset);
+CREATE INDEX ix_logs_activity ON logs(activity_id, attempt, stream, offset);
 
-CREATE TABLE IF NOT EXISTS metrics (
+CREATE TABLE metrics (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
     attempt         INTEGER NOT NULL,
@@ -86,9 +88,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     cpu_percent     REAL,
     memory_bytes    INTEGER
 );
-CREATE INDEX IF NOT EXISTS ix_metrics_activity ON metrics(activity_id, attempt, ts);
+CREATE INDEX ix_metrics_activity ON metrics(activity_id, attempt, ts);
 
-CREATE TABLE IF NOT EXISTS runtimes (
+CREATE TABLE runtimes (
     name            TEXT PRIMARY KEY,
     kind            TEXT NOT NULL,
     status          TEXT NOT NULL,
@@ -98,7 +100,7 @@ CREATE TABLE IF NOT EXISTS runtimes (
     updated_at      REAL NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS nodes (
+CREATE TABLE nodes (
     runtime         TEXT NOT NULL,
     name            TEXT NOT NULL,
     status          TEXT NOT NULL,
@@ -109,45 +111,3 @@ CREATE TABLE IF NOT EXISTS nodes (
     updated_at      REAL NOT NULL,
     PRIMARY KEY (runtime, name)
 );
-
--- Every placement decision (spec.schedule), with the scores of all candidate nodes.
-CREATE TABLE IF NOT EXISTS placements (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
-    attempt         INTEGER NOT NULL,
-    runtime         TEXT    NOT NULL,
-    policy          TEXT    NOT NULL,
-    node            TEXT,
-    alpha           REAL,
-    candidates      TEXT    NOT NULL,  -- JSON [{node, feasible, score, reason, ...}]
-    decided_at      REAL    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS placements_activity ON placements(activity_id);
-
--- Provenance: the files each attempt used and generated (see akoflow.provenance): in the
--- engine's data dir, or at a runtime's remote location (an HPC mount path, a k8s volume).
-CREATE TABLE IF NOT EXISTS files (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    activity_id     INTEGER NOT NULL REFERENCES activities(id) ON DELETE CASCADE,
-    attempt         INTEGER NOT NULL,
-    role            TEXT    NOT NULL CHECK (role IN ('used', 'generated')),
-    path            TEXT    NOT NULL,
-    size            INTEGER NOT NULL,
-    mtime           REAL    NOT NULL,
-    sha256          TEXT,
-    location        TEXT    NOT NULL DEFAULT ''  -- '' = the engine's data dir, else remote
-);
-CREATE INDEX IF NOT EXISTS files_activity ON files(activity_id);
-
--- Provenance: the files a run found in place before its first activity started (its inputs),
--- recorded once per run and location; every activity had them at hand (PROV: a collection).
-CREATE TABLE IF NOT EXISTS initial_files (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    workflow_id     INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
-    location        TEXT    NOT NULL DEFAULT '',
-    path            TEXT    NOT NULL,
-    size            INTEGER NOT NULL,
-    mtime           REAL    NOT NULL,
-    sha256          TEXT
-);
-CREATE INDEX IF NOT EXISTS initial_files_workflow ON initial_files(workflow_id, location);
