@@ -32,6 +32,7 @@ def spec(name: str = "align", **act: object) -> JobSpec:
         attempt=2,
         data_dir=Path("/srv/data"),
         attempt_dir=Path("/srv/state/runs/7-genomics/attempts"),
+        scope="5c0be5c0be5c",  # the run's, as the runtime resolves it (scope.scoped)
         env={"AKOFLOW_WORKFLOW_ID": "7", "AKOFLOW_DATA_DIR": "/srv/data"},
         storage_policy=StoragePolicy("standalone", "fast", "5Gi"),
     )

@@ -82,6 +82,10 @@ class JobSpec:
     record_files: bool = True
     """Provenance is on: a runtime whose files stay remote lists the attempt's working
     directory before and after the command and reports it in :attr:`Outcome.files`."""
+    scope: str = ""
+    """The run's scope (:func:`akoflow.runtimes.scope.scope_of`): which run of which state dir
+    the attempt's backend objects belong to. Empty until a runtime fills it in with
+    :func:`akoflow.runtimes.scope.scoped`; pure name builders require it."""
 
     @property
     def attempt_prefix(self) -> Path:

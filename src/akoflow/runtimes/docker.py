@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ from akoflow.runtimes.base import (
     RuntimeUnavailable,
     SubmitError,
 )
+from akoflow.runtimes.scope import scope_of, scoped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +66,7 @@ OUT_DIR = f"{CONTROL_DIR}/out"
 WRAPPER = f'exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
 DEFAULT_MOUNT = "/data"
 LABEL_KEY = "akoflow.key"
+LABEL_SCOPE = "akoflow.scope"
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call, as the local runtime
 PULL_POLICIES = ("never", "if-missing", "always")
@@ -76,13 +77,11 @@ WRAPPER_LOG_TAIL = 50  # lines of the container's own output kept when it fails
 _BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
-def scope_of(attempt_dir: Path) -> str:
-    """Tells apart state dirs (users, test runs) that share one daemon: same key, other run."""
-    return hashlib.sha256(os.fsencode(os.path.abspath(attempt_dir))).hexdigest()[:12]
-
-
 def container_name(job: JobSpec) -> str:
-    return _BAD_NAME_CHARS.sub("-", f"akoflow-{scope_of(job.attempt_dir)}-{job.key}")
+    """``akoflow-<scope>-<key>``: the run's scope tells apart state dirs (users, test runs, a
+    state dir made again at the same path) that share one daemon: same key, other run."""
+    scope = job.scope or scope_of(job.attempt_dir)
+    return _BAD_NAME_CHARS.sub("-", f"akoflow-{scope}-{job.key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +442,7 @@ class DockerRuntime(Runtime):
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
         settings = self._checked()
+        job = scoped(job)
         image = job.activity.image
         if not image:
             raise SubmitError(
@@ -491,11 +491,24 @@ class DockerRuntime(Runtime):
             raise SubmitError(f"the container may not have started: {exc}") from exc
 
     async def _take_over(
-        self, job: JobSpec, info: dict[str, Any], handle: dict[str, Any], *, hold: bool = False
+        self,
+        job: JobSpec,
+        info: dict[str, Any],
+        handle: dict[str, Any],
+        *,
+        hold: bool = False,
+        recorded: str = "",
     ) -> dict[str, Any]:
+        """Track an existing container as ``job``'s. Only if it is: its key label is the
+        attempt's and its scope label the run's (the same key of another run, e.g. of an old
+        state dir at the same path, is not ours), or it is the very container the submission
+        recorded (``recorded``: its id; older versions labelled another scope)."""
         labels = info.get("Config", {}).get("Labels") or {}
-        if labels.get(LABEL_KEY) != job.key:
-            raise SubmitError(f"container {handle['name']} exists but is not attempt {job.key}")
+        ours = labels.get(LABEL_SCOPE) == job.scope or (recorded and info["Id"] == recorded)
+        if labels.get(LABEL_KEY) != job.key or not ours:
+            raise SubmitError(
+                f"container {handle['name']} exists but is not attempt {job.key} of this run"
+            )
         cid = str(info["Id"])
         tracked = self._track(job.key, cid, str(job.attempt_prefix), None)
         if hold:
@@ -532,7 +545,7 @@ class DockerRuntime(Runtime):
             "akoflow.activity": act.name,
             "akoflow.attempt": str(job.attempt),
             LABEL_KEY: job.key,
-            "akoflow.scope": scope_of(job.attempt_dir),
+            LABEL_SCOPE: job.scope,
         }
         created = api.create_container(
             image,
@@ -611,9 +624,13 @@ class DockerRuntime(Runtime):
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         if self._config_error:
             raise RuntimeUnavailable(self._config_error)
-        name, prefix = container_name(job), str(job.attempt_prefix)
+        job = scoped(job)
+        # The container the submission recorded, else the one it would have made: one made
+        # before the run's scope was a token of its own is found by its id.
+        recorded = str(handle.get("id") or "")
+        name, prefix = str(handle.get("name") or container_name(job)), str(job.attempt_prefix)
         base: dict[str, Any] = {"id": "", "name": name, "prefix": prefix}
-        info = await self._call(self._inspect, name)
+        info = await self._call(self._inspect, recorded or name)
         if info is None:
             record = _read_exit_record(prefix)
             if record is not None:
@@ -627,7 +644,7 @@ class DockerRuntime(Runtime):
         state = info["State"]
         if state.get("Running") or state.get("Status") in ("created", "paused", "restarting"):
             try:
-                new = await self._take_over(job, info, base, hold=True)
+                new = await self._take_over(job, info, base, hold=True, recorded=recorded)
             except SubmitError as exc:
                 return Adopted("finished", base, Outcome(False, None, str(exc)))
             tracked = self._jobs.get(job.key)
@@ -757,7 +774,7 @@ class DockerRuntime(Runtime):
     async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
         """The run's containers still on the daemon, by attempt key (scope and workflow id
         labels: another state dir's containers on the same daemon are never listed)."""
-        labels = [f"akoflow.scope={scope_of(attempt_dir)}", f"akoflow.workflow={workflow_id}"]
+        labels = [f"{LABEL_SCOPE}={scope_of(attempt_dir)}", f"akoflow.workflow={workflow_id}"]
 
         def listing() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = self._client().containers(
@@ -781,4 +798,4 @@ class DockerRuntime(Runtime):
             log.warning("cannot remove container of %s: %s", key, _explain(exc))
 
 
-__all__ = ["DockerRuntime", "container_name", "scope_of"]
+__all__ = ["DockerRuntime", "container_name", "scope_of"]  # scope_of: the shared one

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -50,6 +49,7 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.hpc import sbatch, slurm, staging
 from akoflow.runtimes.hpc.settings import HpcSettings, SettingsError, read_settings
 from akoflow.runtimes.hpc.ssh import SshAmbiguous, SshLink, SshTarget, SshUnavailable
+from akoflow.runtimes.scope import scope_of
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +74,7 @@ class _NeverRan(RuntimeUnavailable):
     """An ambiguous submission proven harmless: the attempt's script can never run."""
 
 
-SCOPE_FILE = ".hpc-scope"
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a SLURM node name, safe in an #SBATCH line
-
-
-def scope_of(attempt_dir: Path) -> str:
-    """Tells apart runs that share one cluster (other users, other state dirs, or a state dir
-    deleted and made again at the same path): the same attempt key, another run.
-
-    A random token kept in the run's attempt dir, so it survives an engine restart; a path
-    hash would not tell a re-created state dir from the old one, whose jobs and claims may
-    still be on the cluster."""
-    path = attempt_dir / SCOPE_FILE
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip()
-    attempt_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(6)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:  # another engine call made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
 
 
 class _Job:
@@ -349,8 +327,8 @@ class HpcRuntime(Runtime):
 
     def _paths(self, job: JobSpec) -> tuple[str, sbatch.AttemptPaths]:
         s = self._settings()
-        scope = self._scopes.get(job.attempt_dir)
-        if scope is None:
+        scope = job.scope or self._scopes.get(job.attempt_dir)
+        if not scope:
             scope = self._scopes[job.attempt_dir] = scope_of(job.attempt_dir)
         return sbatch.job_name(scope, job.key), sbatch.AttemptPaths.of(s.mount_path, scope, job.key)
 

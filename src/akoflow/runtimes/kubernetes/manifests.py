@@ -8,11 +8,9 @@ Every manifest is valid against the Kubernetes OpenAPI schema (the tests validat
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from akoflow.runtimes.base import JobSpec
@@ -37,9 +35,12 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
-def scope_of(attempt_dir: Path) -> str:
-    """Tells apart engines (state dirs) that share one namespace: same key, other owner."""
-    return hashlib.sha256(os.fsencode(os.path.abspath(attempt_dir))).hexdigest()[:10]
+def _scope(job: JobSpec) -> str:
+    """The run's scope (see :mod:`akoflow.runtimes.scope`), which the runtime resolved: the
+    builders stay pure, and the same key of another run gets other names."""
+    if not job.scope:
+        raise ValueError(f"attempt {job.key} has no scope: resolve it with scoped(job)")
+    return job.scope
 
 
 def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
@@ -54,22 +55,22 @@ def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
 
 
 def job_name(job: JobSpec) -> str:
-    """``<key>-<scope>`` (e.g. ``wf3-align-a1-1f2e3d4c5b``), hash-truncated to 63 chars."""
-    return dns_name(job.key, scope_of(job.attempt_dir))
+    """``<key>-<scope>`` (e.g. ``wf3-align-a1-1f2e3d4c5b6a``), hash-truncated to 63 chars."""
+    return dns_name(job.key, _scope(job))
 
 
 def standalone_pvc_name(job: JobSpec) -> str:
-    return dns_name("akoflow", f"wf{job.workflow_id}", scope_of(job.attempt_dir))
+    return dns_name("akoflow", f"wf{job.workflow_id}", _scope(job))
 
 
 def node_pvc_name(job: JobSpec, node: str) -> str:
-    return dns_name("akoflow", f"wf{job.workflow_id}", node, scope_of(job.attempt_dir))
+    return dns_name("akoflow", f"wf{job.workflow_id}", node, _scope(job))
 
 
 def labels_of(job: JobSpec) -> dict[str, str]:
     return {
         L_MANAGED: "akoflow",
-        L_SCOPE: scope_of(job.attempt_dir),
+        L_SCOPE: _scope(job),
         L_WORKFLOW: str(job.workflow_id),
         L_ACTIVITY: job.activity.name,
         L_ATTEMPT: str(job.attempt),

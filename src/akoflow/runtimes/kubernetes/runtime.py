@@ -64,6 +64,7 @@ from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
 from akoflow.runtimes.kubernetes.settings import ConfigError, Settings, read_settings
 from akoflow.runtimes.kubernetes.status import PodView, job_view, outcome_of, pod_view
 from akoflow.runtimes.kubernetes.watch import ResourceWatch
+from akoflow.runtimes.scope import scoped
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,7 @@ class KubernetesRuntime(Runtime):
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
         self._api()
+        job = scoped(job)
         ns, name, prefix = self._namespace(job), mf.job_name(job), str(job.attempt_prefix)
         handle: dict[str, Any] = {"name": name, "namespace": ns, "prefix": prefix}
         if name in self._jobs:
@@ -653,7 +655,11 @@ class KubernetesRuntime(Runtime):
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         if self._config_error:
             raise RuntimeUnavailable(self._config_error)
-        ns, name, prefix = self._namespace(job), mf.job_name(job), str(job.attempt_prefix)
+        job = scoped(job)
+        # The name the submission recorded, else the one it would have had: a Job made
+        # before the run's scope was a token of its own is found by its older name.
+        name = str(handle.get("name") or mf.job_name(job))
+        ns, prefix = self._namespace(job), str(job.attempt_prefix)
         base: dict[str, Any] = {"name": name, "namespace": ns, "prefix": prefix}
         if handle.get("node"):
             self._placement[(job.workflow_id, job.activity.name)] = str(handle["node"])

@@ -1,0 +1,125 @@
+"""The docker runtime takes over a container only if it is the attempt's in this run: the
+same key left by another run (an old state dir at the same path) is never adopted, and a
+container named as ours but labelled another run's is never started or tracked."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoflow.runtimes.base import Outcome, SubmitError
+from akoflow.runtimes.docker import container_name
+from akoflow.runtimes.scope import scoped
+from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
+from tests.docker_support.dockerd import IMAGE, PrivateDockerd
+
+
+def state_of(dockerd: PrivateDockerd, cid: str) -> dict[str, Any]:
+    state: dict[str, Any] = dockerd.api.inspect_container(cid)["State"]
+    return state
+
+
+def test_a_state_dir_made_again_at_the_same_path_never_adopts_the_old_containers(
+    dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        old_rt = runtime(dockerd.host, Recorder(), CLEANUP="never")
+        await old_rt.start()
+        try:
+            old = await old_rt.submit(job_spec(tmp_path, "same", "echo old >> runs; sleep 60"))
+            for _ in range(200):
+                if (data / "runs").exists():
+                    break
+                await asyncio.sleep(0.05)
+            assert (data / "runs").read_text() == "old\n"
+        finally:
+            await old_rt.stop()  # the engine goes; its container keeps running
+        # The state dir is deleted and made again at the same path: run 1, the same key.
+        shutil.rmtree(tmp_path / "attempts")
+        events = Recorder()
+        rt = runtime(dockerd.host, events, CLEANUP="never")
+        await rt.start()
+        try:
+            job = job_spec(tmp_path, "same", "echo new >> runs")
+            # After a crash before its submission was recorded: nothing of this run exists.
+            assert (await rt.adopt(job, {})).kind == "never_started"
+            new = await rt.submit(job)
+            assert new["id"] != old["id"]
+            await asyncio.wait_for(events.event.wait(), 10)
+            assert events.finished == {job.key: Outcome(True, 0)}
+            assert (data / "runs").read_text() == "old\nnew\n"
+            assert state_of(dockerd, old["id"])["Running"]  # the old one: left alone
+        finally:
+            await rt.stop()
+            for handle in (old, locals().get("new")):
+                if handle:
+                    dockerd.api.remove_container(handle["id"], force=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_container_with_our_name_but_another_runs_scope_is_not_taken_over(
+    dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    job = scoped(job_spec(tmp_path, "forged", "true"))
+    name = container_name(job)
+    labels = {"akoflow.key": job.key, "akoflow.scope": "000000000000"}
+    cid = dockerd.api.create_container(IMAGE, command=["true"], name=name, labels=labels)["Id"]
+
+    async def scenario() -> None:
+        rt = runtime(dockerd.host, Recorder())
+        await rt.start()
+        try:
+            with pytest.raises(SubmitError, match=f"{name} exists but is not attempt"):
+                await rt.submit(job)
+            adopted = await rt.adopt(job, {})
+            assert adopted.kind == "finished" and adopted.outcome is not None
+            assert not adopted.outcome.succeeded
+            assert "is not attempt" in (adopted.outcome.reason or "")
+        finally:
+            await rt.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert state_of(dockerd, cid)["Status"] == "created"  # never started by us
+    finally:
+        dockerd.api.remove_container(cid, force=True)
+
+
+def test_a_container_the_submission_recorded_is_adopted_under_its_older_name(
+    dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    """A run in flight across the upgrade: its container was named and labelled with the
+    path hash older versions used. The id recorded at submission finds it."""
+    job = job_spec(tmp_path, "upgraded", "sleep 60")
+    legacy_name = f"akoflow-0123456789ab-{job.key}"
+    labels = {"akoflow.key": job.key, "akoflow.scope": "0123456789ab"}
+    cid = dockerd.api.create_container(
+        IMAGE, command=["sleep", "60"], name=legacy_name, labels=labels
+    )["Id"]
+    dockerd.api.start(cid)
+    handle = {"id": cid, "name": legacy_name, "prefix": str(job.attempt_prefix)}
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = runtime(dockerd.host, events)
+        await rt.start()
+        try:
+            adopted = await rt.adopt(job, handle)
+            assert (adopted.kind, adopted.handle["id"]) == ("running", cid)
+            await rt.cancel(job.key, adopted.handle)
+            await asyncio.wait_for(events.event.wait(), 10)
+            assert events.finished[job.key].reason == "cancelled"
+        finally:
+            await rt.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        dockerd.api.remove_container(cid, force=True)
