@@ -12,6 +12,29 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
+# What each directory's tests need (markers registered in pyproject.toml), so a contributor
+# can leave a backend out: pytest -m "not slurm". Deselected only when asked: CI runs them
+# all, and a backend missing there fails the tests (their fixtures never skip). Single tests
+# elsewhere that need root carry @pytest.mark.needs_root themselves.
+MARKERS_BY_DIRECTORY = {
+    "hpc_runtime": ("slurm", "needs_root"),
+    "docker_runtime": ("docker", "needs_root"),
+    "k8s_runtime": ("k8s", "docker", "needs_root"),  # the emulated kubelet runs pods in dockerd
+    "singularity_runtime": ("needs_root",),  # the test launcher mounts and sets cgroup limits
+    "ui": ("browser",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = ROOT / "tests"
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(tests):
+            directory = path.relative_to(tests).parts[0]
+            for marker in MARKERS_BY_DIRECTORY.get(directory, ()):
+                item.add_marker(marker)
+
+
 Akoflow = Callable[..., subprocess.CompletedProcess[str]]
 
 

@@ -301,6 +301,7 @@ def assert_cleaned(data: Path, cgroup: str | None) -> None:
         wait_for(lambda: not os.path.exists(cgroup), timeout=10)
 
 
+@pytest.mark.needs_root  # creates cgroups
 @pytest.mark.parametrize("end", ["exits", "cancelled"])
 def test_processes_started_in_a_new_session_die_with_the_activity(tmp_path: Path, end: str) -> None:
     run = ESCAPES + ("echo done\n" if end == "exits" else "touch waiting\nsleep 60\n")
@@ -351,6 +352,7 @@ def test_without_cgroups_the_session_is_still_killed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("when", ["running", "ended"])
+@pytest.mark.needs_root  # creates cgroups
 def test_a_resumed_engine_kills_what_an_adopted_activity_left(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, when: str
 ) -> None:
@@ -413,6 +415,7 @@ def test_attempt_files_are_private_and_the_script_keeps_its_umask(tmp_path: Path
     assert (data / "umask.txt").read_text() == "0002\n"
 
 
+@pytest.mark.needs_root  # creates cgroups
 def test_the_start_up_sweep_removes_only_empty_attempt_cgroups(tmp_path: Path) -> None:
     """Cgroups of attempts that ended while no engine watched, never resumed, are removed by
     the next engine's start; one with a process in it stays."""

@@ -1,0 +1,76 @@
+"""The markers a contributor leaves backends out with (pytest -m "not slurm") select what they
+say: set by directory in tests/conftest.py, by hand on single tests, registered in
+pyproject.toml (--strict-markers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+MARKERS = {"needs_root", "slurm", "docker", "k8s", "browser"}
+BACKENDS = ("hpc_runtime", "docker_runtime", "k8s_runtime", "ui")
+
+# pytest --collect-only in a child, writing each collected test's markers of MARKERS.
+DUMP = """
+import json, sys, pytest
+class Dump:
+    def pytest_collection_finish(self, session):
+        with open(sys.argv[1], "w") as out:
+            json.dump({i.nodeid: sorted({m.name for m in i.iter_markers()} & set(sys.argv[2:]))
+                       for i in session.items}, out)
+sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider"], plugins=[Dump()]))
+"""
+
+
+def collect_only(*args: str) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def directory(node_id: str) -> str:
+    return node_id.split("/")[1]
+
+
+def test_without_backends_only_tests_that_need_none_are_collected() -> None:
+    res = collect_only(
+        "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+        "-m", "not slurm and not docker and not k8s and not browser",
+    )  # fmt: skip
+    ids = [line for line in res.stdout.splitlines() if "::" in line]
+    assert not [i for i in ids if directory(i) in BACKENDS]
+    assert len([i for i in ids if i.startswith("tests/e2e/test_run_cli.py::")]) > 5
+    assert any(i.startswith("tests/unit/test_migrations.py::") for i in ids)
+
+
+def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None:
+    dump = tmp_path / "markers.json"
+    collect_only("-c", DUMP, str(dump), *MARKERS)
+    markers: dict[str, list[str]] = json.loads(dump.read_text())
+    by_directory = {
+        "hpc_runtime": ["needs_root", "slurm"],
+        "docker_runtime": ["docker", "needs_root"],
+        "k8s_runtime": ["docker", "k8s", "needs_root"],
+        "singularity_runtime": ["needs_root"],
+        "ui": ["browser"],
+    }
+    for node_id, found in markers.items():
+        if directory(node_id) in by_directory:
+            assert found == by_directory[directory(node_id)], node_id
+    trusted = {
+        i.split("::")[1].partition("[")[0]
+        for i, found in markers.items()
+        if directory(i) not in by_directory and found
+    }
+    assert trusted == {  # tests/e2e/test_local_trust.py: they create cgroups
+        "test_processes_started_in_a_new_session_die_with_the_activity",
+        "test_a_resumed_engine_kills_what_an_adopted_activity_left",
+        "test_the_start_up_sweep_removes_only_empty_attempt_cgroups",
+    }
+    assert {directory(i) for i in markers} >= set(by_directory) | {"e2e", "unit", "server"}
