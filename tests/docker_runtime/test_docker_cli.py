@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from akoflow.runtimes.docker import scope_of
+from akoflow.runtimes.scope import existing_scope
 from tests.conftest import Akoflow, start_cli, wait_for
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 
@@ -29,7 +29,13 @@ def by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def scope(state_dir: Path, wf_id: int, name: str) -> str:
-    return scope_of(state_dir.resolve() / "runs" / f"{wf_id}-{name}" / "attempts")
+    """The run's scope, once its engine made it (looking never makes one: a run dir made
+    here first would make the run take another id)."""
+    attempts = state_dir.resolve() / "runs" / f"{wf_id}-{name}" / "attempts"
+    wait_for(lambda: existing_scope(attempts))
+    found = existing_scope(attempts)
+    assert found is not None
+    return found
 
 
 def write(path: Path, text: str) -> Path:

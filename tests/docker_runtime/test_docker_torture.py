@@ -12,7 +12,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from akoflow.runtimes.docker import scope_of
+from akoflow.runtimes.scope import existing_scope
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.torture.runner import run_torture
 from tests.torture.workflows import POSIX_SH, Builder, RuntimeUnderTest, chain, retrying, wide
@@ -29,7 +29,9 @@ def _containers(dockerd: PrivateDockerd, state_dir: Path) -> list[dict[str, Any]
     """Containers of this state dir's runs, in any state."""
     found = []
     for attempts in (state_dir / "runs").glob("*/attempts"):
-        found += dockerd.containers(**{"akoflow.scope": scope_of(attempts.resolve())})
+        scope = existing_scope(attempts)
+        if scope is not None:  # else no container of the run was ever named
+            found += dockerd.containers(**{"akoflow.scope": scope})
     return found
 
 

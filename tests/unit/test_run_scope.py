@@ -15,7 +15,7 @@ from akoflow.runtimes import scope as run_scope
 from akoflow.runtimes.docker import container_name
 from akoflow.runtimes.hpc import sbatch
 from akoflow.runtimes.kubernetes import manifests as mf
-from akoflow.runtimes.scope import scope_of, scoped
+from akoflow.runtimes.scope import existing_scope, scope_of, scoped
 from tests.scenarios import direct_job
 
 
@@ -27,6 +27,15 @@ def test_stable_per_run_and_new_for_a_state_dir_made_again(tmp_path: Path) -> No
     assert (attempts / run_scope.SCOPE_FILE).read_text() == first + "\n"
     shutil.rmtree(tmp_path / "state")  # `rm -rf ~/.akoflow`, then run 1 again
     assert scope_of(attempts) != first
+
+
+def test_looking_never_makes_one(tmp_path: Path) -> None:
+    attempts = tmp_path / "runs" / "1-w" / "attempts"
+    assert existing_scope(attempts) is None
+    assert not (tmp_path / "runs").exists()  # a run dir made here would shift the run's id
+    assert existing_scope(attempts) is None
+    made = scope_of(attempts)
+    assert existing_scope(attempts) == made
 
 
 def test_concurrent_first_calls_agree(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ from akoflow.runtimes.base import (
     RuntimeUnavailable,
     SubmitError,
 )
-from akoflow.runtimes.scope import scope_of, scoped
+from akoflow.runtimes.scope import existing_scope, scope_of, scoped
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -774,7 +774,10 @@ class DockerRuntime(Runtime):
     async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
         """The run's containers still on the daemon, by attempt key (scope and workflow id
         labels: another state dir's containers on the same daemon are never listed)."""
-        labels = [f"{LABEL_SCOPE}={scope_of(attempt_dir)}", f"akoflow.workflow={workflow_id}"]
+        scope = existing_scope(attempt_dir)
+        if scope is None:  # no object of the run was ever named
+            return {}
+        labels = [f"{LABEL_SCOPE}={scope}", f"akoflow.workflow={workflow_id}"]
 
         def listing() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = self._client().containers(

@@ -28,10 +28,9 @@ _TOKEN = re.compile(r"[0-9a-f]{12}")
 def scope_of(attempt_dir: Path) -> str:
     """The scope of the run whose attempt files are in ``attempt_dir`` (12 hex digits), made
     on first use. Concurrent first calls agree: the token is published by an atomic link."""
-    for name in (SCOPE_FILE, *LEGACY_SCOPE_FILES):
-        token = _read(attempt_dir / name)
-        if token is not None:
-            return token
+    token = existing_scope(attempt_dir)
+    if token is not None:
+        return token
     attempt_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     draft = attempt_dir / f"{SCOPE_FILE}.{token}"
@@ -50,6 +49,16 @@ def scope_of(attempt_dir: Path) -> str:
     finally:
         draft.unlink(missing_ok=True)
     return token
+
+
+def existing_scope(attempt_dir: Path) -> str | None:
+    """The run's scope if one was made, without making one: for looking, not naming (a
+    listing of what a run left, a test watching a run it did not start)."""
+    for name in (SCOPE_FILE, *LEGACY_SCOPE_FILES):
+        token = _read(attempt_dir / name)
+        if token is not None:
+            return token
+    return None
 
 
 def scoped(job: JobSpec) -> JobSpec:
@@ -73,4 +82,4 @@ def _read(path: Path) -> str | None:
     return token
 
 
-__all__ = ["SCOPE_FILE", "scope_of", "scoped"]
+__all__ = ["SCOPE_FILE", "existing_scope", "scope_of", "scoped"]
