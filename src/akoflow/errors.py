@@ -23,4 +23,9 @@ class SettingError(AkoflowError, ValueError):
         self.variable = variable
 
 
-__all__ = ["AkoflowError", "SettingError"]
+class StoreError(AkoflowError, RuntimeError):
+    """The state database cannot be used as it is (a schema newer than this AkôFlow knows, a
+    migration that failed); the message says what to do."""
+
+
+__all__ = ["AkoflowError", "SettingError", "StoreError"]
