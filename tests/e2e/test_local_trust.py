@@ -22,9 +22,8 @@ import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes import cgroups
-from akoflow.runtimes import local as local_module
 from akoflow.runtimes.base import JobSpec, Outcome, SubmitError
-from akoflow.runtimes.local import PIPE_SCRIPT_MAX, LocalRuntime
+from akoflow.runtimes.local import LocalRuntime
 from akoflow.spec import Activity
 from tests.conftest import ROOT, Akoflow, cli_env, start_cli, wait_for
 
@@ -122,13 +121,13 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("size", ["pipe", "file"])
+@pytest.mark.parametrize("size", ["small", "big"])
 def test_engine_killed_right_after_spawning_bash_leaves_it_its_whole_script(
     tmp_path: Path, size: str
 ) -> None:
     """The engine is SIGKILLed at the instant posix_spawn returns: the bash it started still
-    runs the complete script (it was in the pipe, or the file, before bash existed)."""
-    padding = "#" + "x" * (PIPE_SCRIPT_MAX + 1000) + "\n" if size == "file" else ""
+    runs the complete script (its file was whole before bash existed)."""
+    padding = "#" + "x" * (1 << 20) + "\n" if size == "big" else ""
     script = tmp_path / "script.sh"
     script.write_text(f"{padding}echo first >> marker\nsleep 0.2\necho last >> marker\n")
     engine = subprocess.run(
@@ -149,17 +148,6 @@ def test_engine_killed_right_after_spawning_bash_leaves_it_its_whole_script(
         cgroup = cgroups.attempt_cgroup(base, str(tmp_path / "attempts" / "w.1"))
         assert cgroups.members(cgroup) == []
         assert cgroups.remove(cgroup)
-
-
-def test_a_script_bigger_than_the_pipe_takes_the_file_and_leaks_nothing() -> None:
-    before = len(os.listdir("/proc/self/fd"))
-    assert local_module._script_pipe(b"x" * (1 << 20)) is None  # 1 MiB never fits a pipe
-    fd = local_module._script_pipe(b"echo ok\n")
-    assert fd is not None
-    assert os.read(fd, 100) == b"echo ok\n"
-    assert os.read(fd, 100) == b""  # closed for writing: bash sees the end, never waits
-    os.close(fd)
-    assert len(os.listdir("/proc/self/fd")) == before
 
 
 # ---------------------------------------------------------------- 2. failed starts
@@ -390,7 +378,7 @@ def test_a_resumed_engine_kills_what_an_adopted_activity_left(
 
 def test_attempt_files_are_private_and_the_script_keeps_its_umask(tmp_path: Path) -> None:
     small = job(tmp_path, "small", "touch made.txt\nmkdir made.dir\numask > umask.txt\n")
-    big = job(tmp_path, "big", "#" + "x" * (PIPE_SCRIPT_MAX + 1) + "\necho big\n")
+    big = job(tmp_path, "big", "#" + "x" * (1 << 20) + "\necho big\n")
 
     async def scenario() -> None:
         rt, events = await started_runtime()

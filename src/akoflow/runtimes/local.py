@@ -1,14 +1,14 @@
 """Local runtime: each activity is a detached process group running bash on its script.
 
-- The script reaches bash through a pipe on fd 3 (``bash /dev/fd/3``; a file when it is too big
-  for the pipe); nothing from the workflow is ever put on a command line. The whole script is
-  in the pipe (or in a completely written file) before bash is started, so an engine killed at
-  any instant can never leave a bash that reads a partial or empty script and "succeeds".
-- The prelude (``local_prelude.sh``, read through ``BASH_ENV``) runs in bash's own process
-  before the script, so the script is bash's script as with ``bash script.sh`` (``$0``,
-  ``exit``, ``trap``, ``exec`` as usual), with no extra process per activity. The names bash
-  acts on before the prelude's first line (:data:`BASH_STARTUP_NAMES`, ``BASH_FUNC_*``) are
-  removed from its environment, whatever the workflow or the engine's environment says.
+- The script is a file of the attempt (``<attempt>.sh``, 0600), written whole under a temporary
+  name and renamed before bash is started, so an engine killed at any instant can never leave
+  a bash that reads a partial or empty script and "succeeds"; nothing from the workflow is ever
+  put on a command line.
+- ``bash <attempt>.sh`` reads the prelude (``local_prelude.sh``, through ``BASH_ENV``) first:
+  it claims the attempt, sends output to the attempt's files, then runs the script in a fresh
+  bash of its own (as ``bash script.sh`` would) and records how it ended. The names bash acts
+  on before the prelude's first line (:data:`BASH_STARTUP_NAMES`, ``BASH_FUNC_*``) are removed
+  from its environment, whatever the workflow or the engine's environment says.
 - Each attempt runs in its own cgroup v2 where the engine may create one
   (:mod:`akoflow.runtimes.cgroups`): what it starts in a new session dies with it too.
 - Exit is event-driven: a pidfd per process wakes the event loop when it ends; no polling.
@@ -56,7 +56,7 @@ ENGINE_CLAIM = "engine\n"
 TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
-PIPE_SCRIPT_MAX = 60_000  # below the 64 KiB pipe buffer (a smaller pipe: the file is used)
+_DEFAULT_DISPOSITIONS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
 CGROUP_RELEASE_DELAY = 0.02
@@ -129,27 +129,6 @@ def _spawn_error(exc: OSError | ValueError, env: Mapping[str, str]) -> str:
     return exc.strerror or str(exc)
 
 
-def _script_pipe(script: bytes) -> int | None:
-    """The read end of a pipe already holding the whole ``script`` and closed for writing
-    (bash reads it to its end, never less), or None when the pipe cannot hold it all."""
-    read_fd, write_fd = os.pipe()  # both close-on-exec: no other child keeps the pipe open
-    try:
-        os.set_blocking(write_fd, False)  # a pipe smaller than the script: short write, no hang
-        try:
-            written = os.write(write_fd, script) if script else 0
-        except BlockingIOError:
-            written = -1
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    if written != len(script):
-        os.close(read_fd)
-        return None
-    return read_fd
-
-
 class _Tracked:
     __slots__ = ("cancelled", "cgroup", "child", "key", "pid", "pidfd", "prefix")
 
@@ -169,10 +148,25 @@ def _read_exit_file(prefix: str) -> str | None:
     """Content of the attempt's exit file: ``pid N`` (claimed, running), ``exit N``, or
     ``engine`` (claimed by the engine); None when absent."""
     try:
-        with open(prefix + ".exit") as f:
-            return f.read()
+        with open(prefix + ".exit", "rb") as f:
+            raw = f.read(256)
     except FileNotFoundError:
         return None
+    except OSError:  # made a directory, say, by a hostile script: unreadable, not absent
+        return "unreadable\n"
+    # Anything but the prelude's own ASCII lines reads as no exit code at all (lost).
+    return raw.decode("ascii", "replace")
+
+
+def _signal_name(number: int) -> str:
+    """``SIGTERM``, ``SIGRTMIN+3``...: every number the kernel may report has a name here
+    (Python's Signals enum lacks the real-time ones between SIGRTMIN and SIGRTMAX)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN < number < signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"
 
 
 def _exit_code(content: str | None) -> int | None:
@@ -254,7 +248,12 @@ class LocalRuntime(Runtime):
         return self._spawn(job, {**job.env, **job.activity.env}, job.activity.run.encode())
 
     def _spawn(
-        self, job: JobSpec, env_vars: Mapping[str, str], script: bytes, args: Sequence[str] = ()
+        self,
+        job: JobSpec,
+        env_vars: Mapping[str, str],
+        script: bytes,
+        args: Sequence[str] = (),
+        script_suffix: str = ".sh",
     ) -> dict[str, Any]:
         """Start ``bash SCRIPT ARGS...`` for the attempt: detached, claimed, tracked.
 
@@ -288,20 +287,23 @@ class LocalRuntime(Runtime):
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
         ]
-        read_fd = None
         try:
-            # The whole script is in place before bash exists: an engine killed at any
-            # instant leaves either no bash or a bash with its complete script.
-            if len(script) <= PIPE_SCRIPT_MAX:
-                read_fd = _script_pipe(script)
-            if read_fd is not None:
-                actions.append((os.POSIX_SPAWN_DUP2, read_fd, 3))
-                script_path = "/dev/fd/3"
-            else:
-                script_path = prefix + ".sh"
-                write_private_file(script_path, script)
+            # The whole script is in place before bash exists (written whole, then renamed):
+            # an engine killed at any instant leaves either no bash or a bash with its complete
+            # script. A file, not a pipe: `$0` is then a script the script itself can read or
+            # run again (`exec bash "$0"` re-read an exhausted pipe: an empty script, exit 0).
+            script_path = prefix + script_suffix
+            write_private_file(script_path, script)
             pid = os.posix_spawn(
-                self._bash, ["bash", script_path, *args], env, file_actions=actions, setsid=True
+                self._bash,
+                ["bash", script_path, *args],
+                env,
+                file_actions=actions,
+                setsid=True,
+                # Default dispositions, as any shell's child gets: the engine's interpreter
+                # ignores SIGPIPE and SIGXFSZ, which bash could not undo.
+                setsigdef=_DEFAULT_DISPOSITIONS,
+                setsigmask=(),
             )
         except (OSError, ValueError) as exc:
             # ValueError: a NUL byte or "=" where the environment cannot hold it.
@@ -310,9 +312,6 @@ class LocalRuntime(Runtime):
             raise SubmitError(
                 f"cannot start bash for {job.key}: {_spawn_error(exc, env)}"
             ) from None
-        finally:
-            if read_fd is not None:
-                os.close(read_fd)
         try:
             self._track(job.key, pid, prefix, child=True, cgroup=cgroup)
         except OSError as exc:
@@ -370,6 +369,14 @@ class LocalRuntime(Runtime):
         self._loop.remove_reader(job.pidfd)
         os.close(job.pidfd)
         self._jobs.pop(job.key, None)
+        try:
+            outcome = self._collect(job)
+        except Exception as exc:  # the end must reach the engine whatever went wrong here
+            log.exception("cannot collect the end of %s", job.key)
+            outcome = Outcome(False, None, f"its end could not be collected: {exc}")
+        self.events.job_finished(job.key, outcome)
+
+    def _collect(self, job: _Tracked) -> Outcome:
         cpu: float | None = None
         rss: int | None = None
         if job.child:
@@ -388,7 +395,7 @@ class LocalRuntime(Runtime):
             os.killpg(job.pid, signal.SIGKILL)
         if job.cgroup is not None:
             self._release_cgroup(job.cgroup)
-        self.events.job_finished(job.key, self._outcome(code, job.cancelled, cpu, rss))
+        return self._outcome(code, job.cancelled, cpu, rss)
 
     @staticmethod
     def _outcome(code: int | None, cancelled: bool, cpu: float | None, rss: int | None) -> Outcome:
@@ -399,12 +406,12 @@ class LocalRuntime(Runtime):
         if code == CLAIM_LOST_EXIT:
             return Outcome(False, None, "attempt was claimed by the engine; it did not run")
         if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return Outcome(False, 128 - code, f"killed by {name}", cpu, rss)
-        if 128 < code < 128 + signal.NSIG and code - 128 in signal.valid_signals():
-            # The prelude ends the shell with 128+N on a signal it traps.
-            name = signal.Signals(code - 128).name
-            return Outcome(False, code, f"exit code {code} (ended by {name})", cpu, rss)
+            return Outcome(False, 128 - code, f"killed by {_signal_name(-code)}", cpu, rss)
+        if 128 < code < 128 + signal.NSIG:
+            # What a shell reports for a command killed by signal N (the script's bash, under
+            # the prelude's shell), or the script's own `exit` with that number.
+            name = _signal_name(code - 128)
+            return Outcome(False, code, f"exit code {code} (a shell's code for {name})", cpu, rss)
         return Outcome(False, code, f"exit code {code}", cpu, rss)
 
     # ------------------------------------------------------------------ cancel

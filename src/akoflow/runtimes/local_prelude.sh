@@ -24,17 +24,19 @@ fi
 umask "${AKOFLOW_UMASK:-022}"
 unset AKOFLOW_CGROUP AKOFLOW_UMASK
 cd -- "$AKOFLOW_WORKDIR" || exit 214
-# The script runs in a subshell of this shell, which then records how it ended: the exit code
-# survives the engine (a restarted engine reads it from this file), and it is the script's
-# true end whatever the script does: its own EXIT trap, `exec prog`, or a signal of any kind
-# (a subshell killed by signal N is 128+N). The signals usually sent to the attempt's whole
-# process group are trapped here, which defers them until the subshell has ended (bash runs
-# a trap once its foreground command completes); the subshell gets them with their default
-# action, or its own traps. Any other fatal signal kills this shell before it writes, and
-# the file keeps "pid N": the attempt is then counted as ended with its exit code lost,
-# never as a success.
+# The script runs in a bash of its own, started fresh on it (this file is not read again:
+# BASH_ENV is unset above), exactly as `bash script.sh ARGS` would run it: its own `$$`, `$0`,
+# traps and options. This shell then records how it ended: the exit code survives the engine
+# (a restarted engine reads it from this file), and it is the script's true end whatever the
+# script does: its own EXIT trap, `exec prog`, `kill $$`, or a signal of any kind (a script
+# killed by signal N is 128+N here). The signals usually sent to the attempt's whole process
+# group are trapped in this shell only, which defers them until the script has ended (bash
+# runs a trap once its foreground command completes); the script gets them with their default
+# action, or its own traps. Any other fatal signal kills this shell before it writes, and the
+# file keeps "pid N": the attempt then counts as ended with its exit code lost, a failure,
+# never a success.
 trap : HUP INT QUIT TERM USR1 USR2 ALRM
-( . "$0" )
+"$BASH" -- "$0" "$@"
 __akoflow_status=$?
 printf 'exit %s\n' "$__akoflow_status" >| "$AKOFLOW_ATTEMPT_FILES.exit"
 exit "$__akoflow_status"

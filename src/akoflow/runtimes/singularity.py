@@ -152,7 +152,7 @@ class SingularityRuntime(LocalRuntime):
             if binary is None:
                 raise RuntimeUnavailable(self._missing())
         if job.key in self._jobs:  # asked twice: the running attempt's handle, nothing launched
-            return self._spawn(job, {}, LAUNCH_SCRIPT)
+            return self._spawn(job, {}, LAUNCH_SCRIPT, script_suffix=".launch.sh")
         act = job.activity
         if not act.image:
             raise SubmitError(
@@ -191,7 +191,8 @@ class SingularityRuntime(LocalRuntime):
             write_private_file(prefix + ".sh", act.run.encode())  # whole and 0600, or absent
         except OSError as exc:
             raise SubmitError(f"cannot write the script of {job.key}: {exc}") from None
-        return self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv)
+        # The launcher's own constant script beside the activity's (which the container runs).
+        return self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv, script_suffix=".launch.sh")
 
     async def _pulled(self, binary: str, ref: str) -> str:
         """The cached SIF of ``ref``: one pull at a time per reference in this runtime (and,
