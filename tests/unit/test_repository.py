@@ -100,4 +100,3 @@ def test_claim_is_compare_and_set(tmp_path: Path) -> None:
     assert repo.claim_workflow(wf_id, pid=1, started=1.0, expect_pid=None, expect_started=None)
     assert not repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=None, expect_started=None)
     assert repo.claim_workflow(wf_id, pid=2, started=2.0, expect_pid=1, expect_started=1.0)
-
