@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
-from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun, attempt_key
+from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, WorkflowRun
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.placing import Placer
+from akoflow.engine.reconcile import Reconciler
 from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.placement import Decision
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
-    Adopted,
     JobSpec,
     Outcome,
     RuntimeEvents,
@@ -51,7 +51,7 @@ from akoflow.states import (
     check_workflow_transition,
     workflow_outcome,
 )
-from akoflow.store import AttemptRecord, Repository, WorkflowRecord
+from akoflow.store import Repository, WorkflowRecord
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ METRICS_INTERVAL = 2.0
 RETRY_BASE_DELAY = 0.25
 RETRY_MAX_DELAY = 30.0
 STOP_GRACE_SECONDS = 10.0
-RELEASE_TIMEOUT = 60.0  # s; removing a backend object, or listing what a crash left
 
 
 class Engine(RuntimeEvents):
@@ -107,6 +106,7 @@ class Engine(RuntimeEvents):
         self._slots = self.runtimes.slots  # name -> the runtime and its queue of READY work
         self._tasks: list[asyncio.Task[None]] = []
         self.placer = Placer(repo)
+        self.reconciler = Reconciler(self)
         self.output = OutputSampler(
             repo, self._slots, self._jobs, metrics_interval=metrics_interval
         )
@@ -242,8 +242,8 @@ class Engine(RuntimeEvents):
             # Before reconciling: an outcome collected meanwhile (a runtime's adopt may await
             # between attempts) must already count as cancelled, not as a failure.
             wf.cancelling = True
-        await self._reconcile(wf, rec)
-        await self._release_leftovers(wf)
+        await self.reconciler.reconcile(wf, rec)
+        await self.reconciler.release_leftovers(wf)
         if rec.cancel_requested:
             self.cancel(wf_id)
         self._maybe_finish(wf)
@@ -255,82 +255,6 @@ class Engine(RuntimeEvents):
         if wf.levels_left is not None:
             self._open_levels(wf)
         return wf
-
-    async def _reconcile(self, wf: WorkflowRun, rec: WorkflowRecord) -> None:
-        """Bring a stored workflow's activities back under control after any interruption."""
-        now = time.time()
-        if wf.state is WorkflowState.PENDING:
-            check_workflow_transition(wf.name, wf.state, WorkflowState.RUNNING)
-            wf.state = WorkflowState.RUNNING
-            wf.started_at = now
-            self.repo.set_workflow_state(wf.id, wf.state, started_at=now)
-        elif wf.state.is_final:
-            # `retry` moves a finished workflow back to RUNNING before attaching.
-            return
-        live = {att.activity_id: att for att in self.repo.live_attempts(wf.id)}
-        by_id = {a.id: a for a in wf.activities.values()}
-        for act_id, att in live.items():
-            await self._adopt(by_id[act_id], att)
-        with self._txn():
-            for act in wf.activities.values():
-                if act.state is A.READY:
-                    self._slots[act.runtime].queue.append(act)
-                elif act.state is A.PENDING:
-                    if any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
-                        self._skip_downstream(act)
-                    elif act.deps_left == 0:
-                        self._set_state(act, A.READY)
-                        self._slots[act.runtime].queue.append(act)
-
-    async def _adopt(self, act: ActivityRun, att: AttemptRecord, *, later: bool = False) -> None:
-        """Reconcile one recorded attempt; while its backend cannot answer, the activity stays
-        live (it is not resubmitted) and the question is asked again after a health period."""
-        slot = self._slots[act.runtime]
-        job = self._job_spec(act, att.number)
-        try:
-            adopted = await slot.runtime.adopt(job, att.handle)
-        except RuntimeFailure as exc:
-            log.warning("cannot reconcile %s yet: %s", job.key, exc)
-            loop = asyncio.get_running_loop()
-            loop.call_later(
-                self._health_interval, lambda: self._spawn(self._adopt(act, att, later=True))
-            )
-            return
-        with self._txn():
-            self._apply_adopted(act, att, job.key, adopted)
-        if later and act.state is A.READY:  # never started: back in line (at attach, the
-            slot.queue.append(act)  # caller queues every READY activity)
-        self._wake.set()
-
-    def _apply_adopted(
-        self, act: ActivityRun, att: AttemptRecord, key: str, adopted: Adopted
-    ) -> None:
-        slot = self._slots[act.runtime]
-        number, handle = att.number, att.handle
-        if adopted.kind == "never_started":
-            self._attempt_lost(act, number, "engine stopped before the attempt started")
-            return
-        act.key = key
-        act.attempt = number
-        act.adopted = True
-        act.dispatched_at = att.submitted_at  # its writes, also while no engine watched
-        self.provenance.adopted(act)
-        act.handle = dict(adopted.handle or handle)
-        act.log_offsets = self.repo.log_offsets(act.id, number)
-        self._jobs[key] = act
-        slot.running += 1
-        if act.wf.placement is not None:
-            self.placer.reserve_again(act, self._slots[act.runtime], number)
-        if adopted.kind == "running":
-            act.attempt_started = time.time()
-            if act.state is A.SUBMITTED:
-                self._move(act, A.RUNNING)
-                act.node = adopted.node
-                self._write_running(act)
-            self._arm_timeout(act)
-        else:
-            assert adopted.outcome is not None
-            self._events.append(("finished", act, adopted.outcome))
 
     # ================================================================ runtimes
 
@@ -604,30 +528,6 @@ class Engine(RuntimeEvents):
                 self._maybe_finish(wf)
 
         self._spawn(release())
-
-    async def _release_leftovers(self, wf: WorkflowRun) -> None:
-        """Backend objects of the run's ended attempts that a crash left behind (between
-        storing an end and releasing it), released now."""
-        ended: dict[str, tuple[ActivityRun, int]] = {}
-        for act in wf.activities.values():
-            for number in range(1, act.attempt + 1):
-                ended[attempt_key(wf.id, act.name, number)] = (act, number)
-        for name in sorted({a.runtime for a in wf.activities.values()}):
-            slot = self._slots.get(name)
-            if slot is None or not slot.ready:
-                continue
-            try:
-                async with asyncio.timeout(RELEASE_TIMEOUT):
-                    found = await slot.runtime.leftovers(wf.id, wf.run_dir / "attempts")
-            except Exception as exc:
-                log.warning("cannot list what runtime %s left of run %s: %s", name, wf.id, exc)
-                continue
-            for key, handle in found.items():
-                if key in self._jobs or key not in ended:
-                    continue  # live (adopted), or not this run's
-                act, number = ended[key]
-                succeeded = act.state is A.SUCCEEDED and number == act.attempt
-                self._release(wf, slot, key, dict(handle), succeeded)
 
     def _maybe_finish(self, wf: WorkflowRun) -> None:
         if wf.remaining > 0 or wf.state.is_final or wf.releasing:

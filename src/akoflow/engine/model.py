@@ -97,4 +97,6 @@ def run_dir(state_dir: Path, wf_id: int, name: str) -> Path:
     return state_dir / "runs" / f"{wf_id}-{name}"
 
 
-__all__ = ["ActivityRun", "RuntimeSlot", "WorkflowRun", "attempt_key", "run_dir"]
+RELEASE_TIMEOUT = 60.0  # s; removing a backend object, or listing what a crash left
+
+__all__ = ["RELEASE_TIMEOUT", "ActivityRun", "RuntimeSlot", "WorkflowRun", "attempt_key", "run_dir"]
