@@ -260,3 +260,34 @@ def test_attempt_ended_by_a_signal_while_no_engine_watched_is_not_a_success(
     states = {a["name"]: a["state"] for a in doc["activities"]}
     assert states == {"long": "failed", "after": "skipped"}
     assert not (data / "finished.txt").exists() and not (data / "after.txt").exists()
+
+
+@pytest.mark.parametrize("cgroups", ["on", "off"])
+def test_a_script_orphaned_while_no_engine_watched_is_stopped_before_its_retry(
+    cgroups: str, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    # The engine is SIGKILLed, then the attempt's prelude shell (not its script) is killed: the
+    # script runs on, orphaned. The resumed engine must stop it before the retry starts, with
+    # or without cgroups, so that two attempts never run at once.
+    wf = tmp_path / "orphan.yaml"
+    wf.write_text(
+        "name: orphan\nspec:\n  activities:\n    - name: long\n      retries: 1\n      run: |\n"
+        '        echo "start $AKOFLOW_ATTEMPT" >> ../started\n'
+        "        sleep 3\n"
+        '        echo "end $AKOFLOW_ATTEMPT" >> ../ended\n'
+    )
+    env = cli_env(LOCAL_CGROUPS=cgroups)
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)], env=env)
+    run = state_dir / "runs" / "1-orphan"
+    exit_file = run / "attempts" / "long.1.exit"
+    wait_for(lambda: (run / "started").exists())
+    pid = int(exit_file.read_text().split()[1])
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    os.kill(pid, signal.SIGKILL)  # the prelude's shell only: its script is orphaned
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert (run / "started").read_text() == "start 1\nstart 2\n"
+    # Attempt 2 ran its whole `sleep 3` after attempt 1's began: a surviving attempt 1 would
+    # have written its end before the resume returned.
+    assert (run / "ended").read_text() == "end 2\n"

@@ -46,6 +46,8 @@ CASES = {
     "sigpipe": ('yes | head -n1\necho "${PIPESTATUS[@]}"', True, 0, "y\n141 0\n"),
     # Exit codes a shell uses for real-time signals must not break the engine (they hung it).
     "exit-181": ("exit 181", False, 181, ""),
+    # The prelude's own refusal code, when the script uses it: the script's exit, not a claim.
+    "exit-213": ("echo ran\nexit 213", False, 213, "ran\n"),
     "own-exit-trap": ("trap 'echo mine' EXIT\necho hi\nexit 4", False, 4, "hi\nmine\n"),
     "exec": ("exec sh -c 'exit 6'", False, 6, ""),
 }

@@ -158,6 +158,18 @@ def _read_exit_file(prefix: str) -> str | None:
     return raw.decode("ascii", "replace")
 
 
+def _kill_attempt_processes(prefix: str) -> None:
+    """SIGKILL every process still carrying this attempt in its start-up environment (an
+    attempt's processes inherit ``AKOFLOW_ATTEMPT_FILES``): found by the attempt, not by a
+    PID that may have been reused since."""
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("AKOFLOW_ATTEMPT_FILES") == prefix:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
 def _signal_name(number: int) -> str:
     """``SIGTERM``, ``SIGRTMIN+3``...: every number the kernel may report has a name here
     (Python's Signals enum lacks the real-time ones between SIGRTMIN and SIGRTMAX)."""
@@ -395,6 +407,10 @@ class LocalRuntime(Runtime):
             os.killpg(job.pid, signal.SIGKILL)
         if job.cgroup is not None:
             self._release_cgroup(job.cgroup)
+        if code == CLAIM_LOST_EXIT and _read_exit_file(job.prefix) == ENGINE_CLAIM:
+            # The prelude's refusal to run: the engine had claimed the attempt first. (A
+            # script's own `exit 213` leaves its "exit 213" record instead.)
+            return Outcome(False, None, "attempt was claimed by the engine; it did not run")
         return self._outcome(code, job.cancelled, cpu, rss)
 
     @staticmethod
@@ -403,8 +419,6 @@ class LocalRuntime(Runtime):
             return Outcome(False, None, "the process ended but its exit code was lost", cpu, rss)
         if code == 0 and not cancelled:
             return Outcome(True, 0, None, cpu, rss)
-        if code == CLAIM_LOST_EXIT:
-            return Outcome(False, None, "attempt was claimed by the engine; it did not run")
         if code < 0:
             return Outcome(False, 128 - code, f"killed by {_signal_name(-code)}", cpu, rss)
         if 128 < code < 128 + signal.NSIG:
@@ -461,9 +475,12 @@ class LocalRuntime(Runtime):
                 return Adopted("running", {"pid": pid, "prefix": prefix})
             content = _read_exit_file(prefix)
             derived = cgroup or derived
-        # Ended while no engine watched: what it left in the background goes now.
+        # Ended while no engine watched: what it left in the background goes now (its cgroup,
+        # and anything still carrying its attempt: the script itself if only the prelude's
+        # shell died, which a cgroup-less host or a move to another cgroup would miss).
         if derived is not None:
             self._release_cgroup(derived)
+        _kill_attempt_processes(prefix)
         code = _exit_code(content)
         return Adopted("finished", outcome=self._outcome(code, False, None, None))
 
