@@ -4,6 +4,7 @@ hpc). Each suite brings its own engine and workflow header; the checks are the s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,20 @@ async def run_busy_workflow(tmp_path: Path, text: str) -> tuple[Any, Any]:
 
 
 def direct_job(
-    tmp_path: Path, name: str, run: str, runtime: str, image: str | None, attempt: int = 1
+    tmp_path: Path,
+    name: str,
+    run: str,
+    runtime: str,
+    image: str | None,
+    attempt: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> JobSpec:
     """A JobSpec for driving a runtime directly (no engine): data and attempt dirs under
     ``tmp_path``, workflow 1, activity 1."""
     attempts = tmp_path / "attempts"
     attempts.mkdir(exist_ok=True)
     (tmp_path / "data").mkdir(exist_ok=True)
-    act = Activity(name=name, run=run, runtime=runtime, image=image)
+    act = Activity(name=name, run=run, runtime=runtime, image=image, env=dict(env or {}))
     return JobSpec(
         key=f"wf1-{name}-a{attempt}",
         workflow_id=1,

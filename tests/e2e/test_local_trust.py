@@ -24,8 +24,8 @@ from akoflow.config import RuntimeConfig
 from akoflow.runtimes import cgroups
 from akoflow.runtimes.base import JobSpec, Outcome, SubmitError
 from akoflow.runtimes.local import LocalRuntime
-from akoflow.spec import Activity
 from tests.conftest import ROOT, Akoflow, cli_env, start_cli, wait_for
+from tests.scenarios import direct_job
 
 
 class Collected:
@@ -42,20 +42,7 @@ class Collected:
 
 
 def job(tmp_path: Path, name: str, run: str, env: Mapping[str, str] = {}, n: int = 1) -> JobSpec:
-    attempts = tmp_path / "attempts"
-    attempts.mkdir(exist_ok=True)
-    (tmp_path / "data").mkdir(exist_ok=True)
-    act = Activity(name=name, run=run, runtime="local", env=dict(env))
-    return JobSpec(
-        key=f"wf1-{name}-a{n}",
-        workflow_id=1,
-        workflow_name="trust",
-        activity_id=1,
-        activity=act,
-        attempt=n,
-        data_dir=tmp_path / "data",
-        attempt_dir=attempts,
-    )
+    return direct_job(tmp_path, name, run, "local", None, attempt=n, env=env)
 
 
 async def started_runtime(
