@@ -63,6 +63,20 @@ class Placer:
             ],
         )
 
+    def record_unplaceable(self, act: ActivityRun, decision: Decision) -> None:
+        """Store why no node of the runtime could ever hold the activity."""
+        self.repo.add_placement(
+            act.id,
+            act.attempt + 1,
+            runtime=act.runtime,
+            policy=decision.policy,
+            node=None,
+            alpha=decision.alpha,
+            candidates=[
+                {"node": c.node, "feasible": False, "reason": c.reason} for c in decision.candidates
+            ],
+        )
+
     def reserve_again(self, act: ActivityRun, slot: RuntimeSlot, number: int) -> None:
         """An adopted attempt holds the resources its placement reserved before the restart."""
         node = self.repo.placement_node(act.id, number)

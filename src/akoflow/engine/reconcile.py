@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun, attempt_key
 from akoflow.runtimes.base import Adopted, RuntimeFailure
-from akoflow.states import ActivityState, WorkflowState, check_workflow_transition
+from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import AttemptRecord, WorkflowRecord
 
 if TYPE_CHECKING:
@@ -29,12 +28,9 @@ class Reconciler:
     async def reconcile(self, wf: WorkflowRun, rec: WorkflowRecord) -> None:
         """Bring a stored workflow's activities back under control after any interruption."""
         engine = self.engine
-        now = time.time()
+        transitions = engine.transitions
         if wf.state is WorkflowState.PENDING:
-            check_workflow_transition(wf.name, wf.state, WorkflowState.RUNNING)
-            wf.state = WorkflowState.RUNNING
-            wf.started_at = now
-            engine.repo.set_workflow_state(wf.id, wf.state, started_at=now)
+            transitions.start_workflow(wf)
         elif wf.state.is_final:
             # `retry` moves a finished workflow back to RUNNING before attaching.
             return
@@ -42,46 +38,46 @@ class Reconciler:
         by_id = {a.id: a for a in wf.activities.values()}
         for act_id, att in live.items():
             await self.adopt(by_id[act_id], att)
-        with engine._txn():
+        with transitions.txn():
             for act in wf.activities.values():
                 if act.state is A.READY:
-                    engine._slots[act.runtime].queue.append(act)
+                    engine.runtimes.slots[act.runtime].queue.append(act)
                 elif act.state is A.PENDING:
                     if any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
-                        engine._skip_downstream(act)
+                        transitions.skip_downstream(act)
                     elif act.deps_left == 0:
-                        engine._set_state(act, A.READY)
-                        engine._slots[act.runtime].queue.append(act)
+                        transitions.make_ready(act)
 
     async def adopt(self, act: ActivityRun, att: AttemptRecord, *, later: bool = False) -> None:
         """Reconcile one recorded attempt; while its backend cannot answer, the activity stays
         live (it is not resubmitted) and the question is asked again after a health period."""
         engine = self.engine
-        slot = engine._slots[act.runtime]
-        job = engine._job_spec(act, att.number)
+        slot = engine.runtimes.slots[act.runtime]
+        job = engine.attempts.job_spec(act, att.number)
         try:
             adopted = await slot.runtime.adopt(job, att.handle)
         except RuntimeFailure as exc:
             log.warning("cannot reconcile %s yet: %s", job.key, exc)
             loop = asyncio.get_running_loop()
             loop.call_later(
-                engine._health_interval, lambda: engine._spawn(self.adopt(act, att, later=True))
+                engine.health_interval, lambda: engine.spawn(self.adopt(act, att, later=True))
             )
             return
-        with engine._txn():
+        with engine.transitions.txn():
             self._apply_adopted(act, att, job.key, adopted)
         if later and act.state is A.READY:  # never started: back in line (at attach, the
             slot.queue.append(act)  # caller queues every READY activity)
-        engine._wake.set()
+        engine.wake()
 
     def _apply_adopted(
         self, act: ActivityRun, att: AttemptRecord, key: str, adopted: Adopted
     ) -> None:
         engine = self.engine
-        slot = engine._slots[act.runtime]
+        slot = engine.runtimes.slots[act.runtime]
         number, handle = att.number, att.handle
         if adopted.kind == "never_started":
-            engine._attempt_lost(act, number, "engine stopped before the attempt started")
+            reason = "engine stopped before the attempt started"
+            engine.transitions.attempt_lost(act, number, reason)
             return
         act.key = key
         act.attempt = number
@@ -90,20 +86,15 @@ class Reconciler:
         engine.provenance.adopted(act)
         act.handle = dict(adopted.handle or handle)
         act.log_offsets = engine.repo.log_offsets(act.id, number)
-        engine._jobs[key] = act
+        engine.attempts.jobs[key] = act
         slot.running += 1
         if act.wf.placement is not None:
-            engine.placer.reserve_again(act, engine._slots[act.runtime], number)
+            engine.placer.reserve_again(act, slot, number)
         if adopted.kind == "running":
-            act.attempt_started = time.time()
-            if act.state is A.SUBMITTED:
-                engine._move(act, A.RUNNING)
-                act.node = adopted.node
-                engine._write_running(act)
-            engine._arm_timeout(act)
+            engine.attempts.adopted_running(act, adopted.node)
         else:
             assert adopted.outcome is not None
-            engine._events.append(("finished", act, adopted.outcome))
+            engine.collected(act, adopted.outcome)
 
     async def release_leftovers(self, wf: WorkflowRun) -> None:
         """Backend objects of the run's ended attempts that a crash left behind (between
@@ -114,7 +105,7 @@ class Reconciler:
             for number in range(1, act.attempt + 1):
                 ended[attempt_key(wf.id, act.name, number)] = (act, number)
         for name in sorted({a.runtime for a in wf.activities.values()}):
-            slot = engine._slots.get(name)
+            slot = engine.runtimes.slots.get(name)
             if slot is None or not slot.ready:
                 continue
             try:
@@ -124,11 +115,11 @@ class Reconciler:
                 log.warning("cannot list what runtime %s left of run %s: %s", name, wf.id, exc)
                 continue
             for key, handle in found.items():
-                if key in engine._jobs or key not in ended:
+                if key in engine.attempts.jobs or key not in ended:
                     continue  # live (adopted), or not this run's
                 act, number = ended[key]
                 succeeded = act.state is A.SUCCEEDED and number == act.attempt
-                engine._release(wf, slot, key, dict(handle), succeeded)
+                engine.attempts.release(wf, slot, key, dict(handle), succeeded=succeeded)
 
 
 __all__ = ["Reconciler"]

@@ -1,0 +1,339 @@
+"""The life of an attempt: its intent, its submission, the running record, the timeout, its
+end and the release of what it left on the backend.
+
+Crash safety: an attempt's intent is committed (by the processor's transaction around
+:meth:`Attempts.dispatch`) before the runtime is asked to start it, and every backend object
+carries the attempt's deterministic key, so a restarted engine finds it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, WorkflowRun
+from akoflow.engine.placing import Placer
+from akoflow.engine.runs import job_spec
+from akoflow.engine.transitions import Transitions
+from akoflow.provenance.recorder import ProvenanceRecorder
+from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
+from akoflow.states import ActivityState, attempt_end, check_activity_transition
+from akoflow.store import Repository
+
+log = logging.getLogger(__name__)
+
+A = ActivityState
+RETRY_BASE_DELAY = 0.25
+RETRY_MAX_DELAY = 30.0
+
+Batch = list[tuple[ActivityRun, JobSpec]]
+Spawn = Callable[[Coroutine[Any, Any, Any]], None]
+
+
+class Attempts:
+    def __init__(
+        self,
+        repo: Repository,
+        slots: Mapping[str, RuntimeSlot],
+        transitions: Transitions,
+        placer: Placer,
+        provenance: ProvenanceRecorder,
+        *,
+        spawn: Spawn,
+        wake: Callable[[], None],
+    ) -> None:
+        self.repo = repo
+        self._slots = slots
+        self._t = transitions
+        self._placer = placer
+        self._provenance = provenance
+        self._spawn = spawn
+        self._wake = wake
+        self.jobs: dict[str, ActivityRun] = {}  # key of a live attempt -> its activity
+        # RUNNING records wait for the next transaction: one commit fewer per activity. The
+        # intent (SUBMITTED) is already durable, and the runtime's reconciliation finds the
+        # job by its key if the engine dies before this is written.
+        self._unrecorded_running: list[ActivityRun] = []
+
+    def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
+        return job_spec(act, attempt, node, record_files=self._provenance.enabled)
+
+    def live(self) -> list[ActivityRun]:
+        return [a for a in self.jobs.values() if a.state is A.RUNNING]
+
+    # ------------------------------------------------------------------ intent
+
+    def dispatch(self) -> list[tuple[RuntimeSlot, Batch]]:
+        """Take READY activities into free slots and record their intents (call inside a
+        transaction); the caller starts them once that transaction is committed."""
+        batches: list[tuple[RuntimeSlot, Batch]] = []
+        self._t.flush()  # READY rows first: begin_attempt below moves them on
+        for name, slot in self._slots.items():
+            if not slot.ready or not slot.queue:
+                continue
+            free = slot.limit - slot.running
+            batch: Batch = []
+            unplaced: list[ActivityRun] = []
+            while slot.queue and len(batch) < free:
+                act = slot.queue.popleft()
+                if act.state is not A.READY or act.wf.cancelling:
+                    continue
+                if act.wf.levels_left is not None and act.level > act.wf.open_level:
+                    act.wf.held.append(act)  # first-activity-first: its level is not open yet
+                    continue
+                decision = None
+                if act.wf.placement is not None:
+                    decision = self._placer.decide(act, slot)
+                    if decision.node is None:
+                        if decision.never_feasible:
+                            self._placer.record_unplaceable(act, decision)
+                            self._t.fail(act, f"cannot be placed: {decision.never_feasible}")
+                        else:
+                            unplaced.append(act)  # waits for a node to free up
+                        continue
+                number = act.attempt + 1
+                job = self.job_spec(act, number, node=decision.node if decision else None)
+                check_activity_transition(act.name, act.state, A.SUBMITTED)
+                self.repo.begin_attempt(act.id, number, runtime=name, handle={})
+                if decision is not None:
+                    self._placer.record(act, number, slot, decision)
+                self._begin(act, number, job.key)
+                slot.running += 1
+                batch.append((act, job))
+            slot.queue.extendleft(reversed(unplaced))
+            if batch:
+                batches.append((slot, batch))
+        return batches
+
+    def _begin(self, act: ActivityRun, number: int, key: str) -> None:
+        act.dispatched_at = time.time()
+        act.adopted = False
+        self._provenance.dispatched(act, number)
+        self._t.move(act, A.SUBMITTED)
+        act.attempt = number
+        act.key = key
+        act.handle = {}
+        act.log_offsets = {}
+        act.attempt_started = None
+        if act.started_at is None:
+            act.started_at = time.time()
+        self.jobs[key] = act
+
+    # ------------------------------------------------------------------ submission
+
+    async def submit(self, slot: RuntimeSlot, batch: Batch) -> None:
+        """Start the attempts of ``batch`` (their intents are committed)."""
+        started: list[ActivityRun] = []
+        failed: list[tuple[ActivityRun, Exception]] = []
+        for act, job in batch:
+            try:
+                act.handle = await slot.runtime.submit(job)
+            except RuntimeFailure as exc:
+                failed.append((act, exc))
+                continue
+            except Exception as exc:  # an adapter bug fails the attempt, not the engine
+                log.exception("runtime %s failed to submit %s", slot.runtime.name, job.key)
+                failed.append((act, exc))
+                continue
+            started.append(act)
+        now = time.time()
+        for act in started:
+            if act.state is A.SUBMITTED and act.key is not None:
+                self._t.move(act, A.RUNNING)
+                act.attempt_started = now
+                self._unrecorded_running.append(act)
+                self.arm_timeout(act)
+                if act.cancel_requested or act.wf.cancelling:
+                    self._spawn(slot.runtime.cancel(act.key, act.handle))
+        if failed:
+            self._submit_failed(slot, failed)
+
+    def _submit_failed(
+        self, slot: RuntimeSlot, failed: list[tuple[ActivityRun, Exception]]
+    ) -> None:
+        touched: set[WorkflowRun] = set()
+        with self._t.txn():
+            for act, error in failed:
+                if getattr(error, "transient", False):
+                    # Backend unavailable: the activity waits, the runtime turns NOT_READY.
+                    slot.ready, slot.reason = False, str(error)
+                    self.jobs.pop(act.key or "", None)
+                    self._placer.unreserve(act, slot)
+                    slot.running -= 1
+                    self._t.attempt_lost(act, act.attempt, str(error))
+                    act.key = None
+                    slot.queue.appendleft(act)
+                else:
+                    self.finish(act, Outcome(False, None, f"submit failed: {error}"))
+                    touched.add(act.wf)
+        for wf in touched:
+            self._t.maybe_finish(wf)
+        self._wake()
+
+    # ------------------------------------------------------------------ running
+
+    def running(self, act: ActivityRun, node: str | None) -> None:
+        """The runtime reported the attempt running (on ``node``, when it knows it)."""
+        if act.state is A.SUBMITTED:
+            self._t.move(act, A.RUNNING)
+            act.node = node
+            act.attempt_started = time.time()
+            self.write_running(act)
+            self.arm_timeout(act)
+        elif act.state is A.RUNNING and node and act.node != node:
+            # A network runtime is RUNNING from its submit's return; the node comes later.
+            act.node = node
+            if act not in self._unrecorded_running and act.attempt_started is not None:
+                self.write_running(act)
+
+    def adopted_running(self, act: ActivityRun, node: str | None) -> None:
+        """An attempt found running after a restart is tracked again."""
+        act.attempt_started = time.time()
+        if act.state is A.SUBMITTED:
+            self._t.move(act, A.RUNNING)
+            act.node = node
+            self.write_running(act)
+        self.arm_timeout(act)
+
+    @property
+    def running_unrecorded(self) -> bool:
+        return bool(self._unrecorded_running)
+
+    def record_running(self, skip: set[ActivityRun] | frozenset[ActivityRun] = frozenset()) -> None:
+        """Write the RUNNING records deferred by :meth:`submit` (inside a transaction).
+
+        Attempts in ``skip`` finish in this same transaction: their final record carries the
+        handle and start time instead.
+        """
+        pending, self._unrecorded_running = self._unrecorded_running, []
+        for act in pending:
+            if act in skip:
+                continue
+            if act.attempt_started is not None and act.state.is_live:
+                self.write_running(act)
+
+    def write_running(self, act: ActivityRun) -> None:
+        """Store the live attempt as running: its handle, node and start time."""
+        assert act.attempt_started is not None
+        self.repo.attempt_running(
+            act.id,
+            act.attempt,
+            handle=act.handle,
+            node=act.node,
+            started_at=act.attempt_started,
+        )
+
+    # ------------------------------------------------------------------ timeouts, cancel
+
+    def arm_timeout(self, act: ActivityRun) -> None:
+        timeout = act.spec.timeout_seconds
+        if timeout is not None and act.timer is None:
+            loop = asyncio.get_running_loop()
+            act.timer = loop.call_later(timeout, self._on_timeout, act, act.attempt)
+
+    def _on_timeout(self, act: ActivityRun, attempt: int) -> None:
+        act.timer = None
+        if act.attempt == attempt and act.state.is_live and act.key is not None:
+            act.timed_out = True
+            log.info("activity %s timed out; stopping it", act.name)
+            self.stop(act)
+
+    def stop(self, act: ActivityRun) -> None:
+        """Ask the runtime to stop the live attempt; its end comes as an event."""
+        if act.key is not None and act.handle:
+            self._spawn(self._slots[act.runtime].runtime.cancel(act.key, act.handle))
+
+    # ------------------------------------------------------------------ end
+
+    def finish(self, act: ActivityRun, outcome: Outcome) -> None:
+        """Record the end of the live attempt (inside a transaction)."""
+        key, handle = act.key, act.handle
+        slot = self._slots[act.runtime]
+        self._placer.unreserve(act, slot)
+        self._provenance.finished(act, outcome.files)
+        # The durations AkôScore learns from: not those an engine restart cut into.
+        if (
+            outcome.succeeded
+            and act.wf.placement is not None
+            and act.attempt_started
+            and not act.adopted
+        ):
+            act.wf.history.setdefault(act.name, []).append(
+                (act.node, time.time() - act.attempt_started)
+            )
+        if act.timer is not None:
+            act.timer.cancel()
+            act.timer = None
+        if key is not None:
+            self.jobs.pop(key, None)
+        slot.running -= 1
+        now = time.time()
+        reason = outcome.reason
+        if act.timed_out:
+            reason = f"timed out after {act.spec.timeout_seconds:g}s"
+        new, attempt_state = attempt_end(
+            succeeded=outcome.succeeded,
+            timed_out=act.timed_out,
+            cancelled=act.cancel_requested or act.wf.cancelling,
+            attempts_left=act.attempt < act.max_attempts,
+        )
+        if new is A.CANCELLED:
+            reason = "cancelled"
+        self._t.move(act, new)
+        act.exit_code = outcome.exit_code
+        act.reason = reason
+        act.timed_out = False
+        act.key = None
+        self.repo.attempt_finished(
+            act.id,
+            act.attempt,
+            handle=handle,
+            node=act.node,
+            started_at=act.attempt_started,
+            attempt_state=attempt_state,
+            activity_state=new,
+            exit_code=outcome.exit_code,
+            reason=reason,
+            finished_at=now,
+            cpu_seconds=outcome.cpu_seconds,
+            max_rss_bytes=outcome.max_rss_bytes,
+        )
+        if key is not None:
+            self.release(act.wf, slot, key, handle, succeeded=new is A.SUCCEEDED)
+        if new is A.READY:
+            delay = min(RETRY_BASE_DELAY * 2 ** (act.attempt - 1), RETRY_MAX_DELAY)
+            asyncio.get_running_loop().call_later(delay, self._t.requeue, act)
+        else:
+            self._t.ended(act, new, now)
+
+    def release(
+        self,
+        wf: WorkflowRun,
+        slot: RuntimeSlot,
+        key: str,
+        handle: dict[str, Any],
+        *,
+        succeeded: bool,
+    ) -> None:
+        """Let the runtime remove an ended attempt's backend objects (a container, a Job).
+        The run is recorded finished only once these are done: an engine that dies before
+        that leaves the run unfinished, and its resume removes what was left."""
+        wf.releasing += 1
+
+        async def release() -> None:
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    await slot.runtime.release(key, handle, succeeded=succeeded)
+            except Exception as exc:
+                log.warning("cannot release %s: %s", key, exc or "timed out")
+            finally:
+                wf.releasing -= 1
+                self._t.maybe_finish(wf)
+
+        self._spawn(release())
+
+
+__all__ = ["Attempts"]
