@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoflow import config
-from akoflow.errors import AkoflowError
+from akoflow.errors import AkoflowError, StoreError
 from akoflow.runtimes.registry import check_runtime_name
 from akoflow.spec import SpecError, Workflow, WorkflowValidationError, load_workflow
 from akoflow.store import Repository
@@ -173,7 +173,7 @@ def open_repository(state_dir: Path, *, warn: Warn = log.warning) -> Repository:
         return Repository(path)
     except sqlite3.Error as exc:
         raise StateError(database_error(path, exc)) from None
-    except RuntimeError as exc:  # a database of a newer AkôFlow
+    except StoreError as exc:  # a database of a newer AkôFlow
         raise StateError(str(exc)) from None
     except OSError as exc:
         raise StateError(f"cannot open the state database {path}: {exc.strerror or exc}") from None

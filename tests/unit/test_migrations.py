@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from akoflow.errors import StoreError
 from akoflow.spec import load_workflow
 from akoflow.states import ActivityState
 from akoflow.store import Repository
@@ -304,7 +305,7 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     before = schema_sql(conn)
     conn.close()
-    with pytest.raises(RuntimeError) as refused:
+    with pytest.raises(StoreError) as refused:
         Repository(path)
     assert str(refused.value) == (
         f"state database {path} has schema version {SCHEMA_VERSION + 1}, newer than this "
@@ -336,7 +337,7 @@ def test_a_failing_step_leaves_the_version_before_it_whole(tmp_path: Path) -> No
 def test_a_step_may_not_end_its_own_transaction(tmp_path: Path) -> None:
     steps = parse_migrations([("0001_a.sql", "CREATE TABLE a (x); COMMIT;")])
     conn = connect(tmp_path / "s.db")
-    with pytest.raises(RuntimeError, match="0001_a.sql ended its own transaction"):
+    with pytest.raises(StoreError, match="0001_a.sql ended its own transaction"):
         migrate(conn, "s.db", steps)
     assert version(conn) == 0
 

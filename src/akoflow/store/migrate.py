@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from akoflow.errors import StoreError
+
 _FILE_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
@@ -78,8 +80,8 @@ def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def newer_than_known(path: str, version: int, known: int) -> RuntimeError:
-    return RuntimeError(
+def newer_than_known(path: str, version: int, known: int) -> StoreError:
+    return StoreError(
         f"state database {path} has schema version {version}, newer than this "
         f"AkôFlow understands ({known}); upgrade AkôFlow"
     )
@@ -120,5 +122,5 @@ def _apply(conn: sqlite3.Connection, step: Migration) -> None:
             f"upgrading its schema to version {step.version} ({step.name}) failed: {exc}"
         ) from exc
     if not conn.in_transaction:
-        raise RuntimeError(f"migration {step.name} ended its own transaction")
+        raise StoreError(f"migration {step.name} ended its own transaction")
     conn.execute(f"PRAGMA user_version = {step.version:d}")
