@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from akoflow.runtimes.base import NodeInfo
+if TYPE_CHECKING:  # a type only: placement needs no runtime at import
+    from akoflow.runtimes.base import NodeInfo
 
 DEFAULT_ALPHA = 0.5
 DEFAULT_SECONDS = 1.0

@@ -14,7 +14,7 @@ where ``MyPolicy()`` has a ``name`` and ``place(demand, nodes, reserved, alpha) 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from akoflow.errors import AkoflowError
 from akoflow.placement.akoscore import (
@@ -26,7 +26,9 @@ from akoflow.placement.akoscore import (
     feasibility,
     never_fits,
 )
-from akoflow.runtimes.base import NodeInfo
+
+if TYPE_CHECKING:  # a type only: placement needs no runtime at import
+    from akoflow.runtimes.base import NodeInfo
 
 ENTRY_POINT_GROUP = "akoflow.placement"
 

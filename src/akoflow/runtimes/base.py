@@ -2,22 +2,29 @@
 
 The seed's IRuntime in async, batched form:
 
-=============================  ======================================
+=============================  ===============================================================
 seed (Go)                      here
-=============================  ======================================
+=============================  ===============================================================
 StartConnection                :meth:`Runtime.start`
 StopConnection                 :meth:`Runtime.stop`
-ApplyJob                       :meth:`Runtime.submit`
-DeleteJob                      :meth:`Runtime.cancel`
-GetStatus / VerifyActivities…  :meth:`Runtime.status` (all live jobs at once)
+ApplyJob                       :meth:`Runtime.submit` (idempotent by key)
+DeleteJob                      :meth:`Runtime.cancel` (the end still comes as an event)
+GetStatus / VerifyActivities…  pushed, not polled: :class:`RuntimeEvents`; after an engine
+                               restart, :meth:`Runtime.adopt` per attempt
 GetLogs                        :meth:`Runtime.logs` (incremental, from offsets)
 GetMetrics                     :meth:`Runtime.metrics` (all live jobs at once)
 HealthCheck                    :meth:`Runtime.health`
-=============================  ======================================
+=============================  ===============================================================
 
 Runtimes push lifecycle events (:class:`RuntimeEvents`) instead of being polled by the engine:
 a runtime whose backend offers notifications (pidfd, watch) uses them; one that must poll does
-so itself, in one batched query per cycle.
+so itself, in one batched query per cycle. The engine never asks for a job's status: what it
+knows comes from those events and, after a restart, from :meth:`Runtime.adopt`.
+
+This module is imported by every adapter and by the placement policies' callers: it imports
+only light modules (the plain workflow dataclasses, not the YAML loader). The contract is
+exercised for every runtime by the suite in ``tests/contract/runtime_contract.py``; the
+in-memory runtime of ``tests/contract/fake_runtime.py`` is the smallest one that honours it.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from akoflow.config import RuntimeConfig
 from akoflow.errors import AkoflowError
-from akoflow.provenance.remote import RemoteFiles
-from akoflow.spec import Activity, StoragePolicy, Volume
+from akoflow.spec.workflow import StoragePolicy
+
+if TYPE_CHECKING:  # types only: importing them here would load their packages' heavier parts
+    from akoflow.config import RuntimeConfig
+    from akoflow.provenance.remote import RemoteFiles
+    from akoflow.spec.workflow import Activity, Volume
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # s
 
@@ -108,6 +118,9 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
+    """Not part of the contract (the engine never polls a job): kept only while the docker
+    and HPC runtimes still have a ``status`` of their own; it goes with them."""
+
     phase: Literal["queued", "running", "finished", "unknown"]
     outcome: Outcome | None = None
     node: str | None = None
@@ -205,10 +218,6 @@ class Runtime(abc.ABC):
         ``never_started`` must be a guarantee: the attempt has not run and never will.
         A ``running`` attempt is tracked again and reports its end through the events.
         """
-
-    @abc.abstractmethod
-    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
-        """Status of many jobs (key -> handle) in one batched backend query."""
 
     @abc.abstractmethod
     async def logs(

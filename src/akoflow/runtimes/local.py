@@ -40,7 +40,6 @@ from akoflow.runtimes.base import (
     Adopted,
     Health,
     JobSpec,
-    JobStatus,
     Metrics,
     NodeInfo,
     Outcome,
@@ -205,10 +204,6 @@ def _attempt_environ(pid: int, prefix: str) -> dict[str, str] | None:
     except (psutil.Error, OSError):
         return None
     return env if env.get("AKOFLOW_ATTEMPT_FILES") == prefix else None
-
-
-def _is_attempt_process(pid: int, prefix: str) -> bool:
-    return _attempt_environ(pid, prefix) is not None
 
 
 class LocalRuntime(Runtime):
@@ -485,23 +480,6 @@ class LocalRuntime(Runtime):
         return Adopted("finished", outcome=self._outcome(code, False, None, None))
 
     # ------------------------------------------------------------------ observe
-
-    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
-        result: dict[str, JobStatus] = {}
-        for key, handle in jobs.items():
-            if key in self._jobs:
-                result[key] = JobStatus("running", node=socket.gethostname())
-                continue
-            prefix = str(handle.get("prefix", ""))
-            content = _read_exit_file(prefix)
-            code = _exit_code(content)
-            if code is not None:
-                result[key] = JobStatus("finished", self._outcome(code, False, None, None))
-            else:
-                pid = _claimed_pid(content)
-                alive = pid is not None and _is_attempt_process(pid, prefix)
-                result[key] = JobStatus("running" if alive else "unknown")
-        return result
 
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]

@@ -50,7 +50,6 @@ from akoflow.runtimes.base import (
     Adopted,
     Health,
     JobSpec,
-    JobStatus,
     Metrics,
     NodeInfo,
     Outcome,
@@ -710,20 +709,6 @@ class KubernetesRuntime(Runtime):
         return Adopted("running", {**base, "node": t.node}, node=t.node)
 
     # ------------------------------------------------------------------ observe
-
-    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
-        result: dict[str, JobStatus] = {}
-        for key, handle in jobs.items():
-            t = self._jobs.get(str(handle.get("name", "")))
-            if t is None:
-                result[key] = JobStatus("unknown")
-            elif t.done is not None:
-                result[key] = JobStatus("finished", t.done, t.node)
-            elif t.running_reported:
-                result[key] = JobStatus("running", node=t.node)
-            else:
-                result[key] = JobStatus("queued")
-        return result
 
     async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
         """From metrics.k8s.io: one list per namespace, at most every METRICS_INTERVAL (the
