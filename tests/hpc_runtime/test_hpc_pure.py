@@ -7,6 +7,8 @@ not only by comparing text.
 from __future__ import annotations
 
 import base64
+import os
+import pwd
 import shlex
 import subprocess
 from pathlib import Path
@@ -17,6 +19,8 @@ from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, Outcome
 from akoflow.runtimes.hpc import HpcRuntime, sbatch, slurm, staging
 from akoflow.runtimes.hpc.settings import SettingsError, read_settings
+from akoflow.runtimes.hpc.ssh import rsync_ssh_command
+from akoflow.runtimes.hpc.transport import RsyncRoute
 from akoflow.spec import Activity
 
 BASE = {
@@ -91,6 +95,40 @@ def test_bad_settings_name_the_variable(key: str, value: str, message: str) -> N
     with pytest.raises(SettingsError, match=message) as info:
         settings(**{key: value})
     assert f"HPC_X_{key}" in str(info.value) or "HPC_X" in str(info.value)
+
+
+def test_local_transport_needs_no_host_user_or_credentials() -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    env = {"HPC_X_TRANSPORT": "LOCAL", "HPC_X_MOUNT_PATH": "/scratch/me/akoflow"}
+    s = read_settings(RuntimeConfig.from_env("hpc-x", env))
+    assert (s.transport, s.user, s.key_file, s.password) == ("local", me, None, None)
+    assert "login" not in repr(s) and "transport='local'" in repr(s)
+    same_user = {**env, "HPC_X_USER": me, "HPC_X_HOST_CLUSTER": "login01"}
+    assert read_settings(RuntimeConfig.from_env("hpc-x", same_user)).user == me
+    assert settings().transport == "ssh"  # the default
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"HPC_X_TRANSPORT": "telnet"}, "HPC_X_TRANSPORT must be one of ssh, local; got 'telnet'"),
+        ({"HPC_X_USER": "someone-else"}, "HPC_X_USER is 'someone-else', but with TRANSPORT=local"),
+        ({"HPC_X_HOST_CLUSTER": "a;b"}, "HPC_X_HOST_CLUSTER must be a host name"),
+    ],
+)
+def test_bad_local_transport_settings_name_the_variable(
+    extra: dict[str, str], message: str
+) -> None:
+    env = {"HPC_X_TRANSPORT": "local", "HPC_X_MOUNT_PATH": "/m", **extra}
+    with pytest.raises(SettingsError) as info:
+        read_settings(RuntimeConfig.from_env("hpc-x", env))
+    assert str(info.value).startswith(message)
+
+
+def test_ssh_transport_still_requires_the_host() -> None:
+    env = {k: v for k, v in BASE.items() if k != "HPC_X_HOST_CLUSTER"}
+    with pytest.raises(SettingsError, match="HPC_X_HOST_CLUSTER is not set"):
+        read_settings(RuntimeConfig.from_env("hpc-x", {**env, "HPC_X_TRANSPORT": "ssh"}))
 
 
 def test_secrets_never_appear_in_the_settings_repr() -> None:
@@ -287,19 +325,40 @@ def test_sinfo_sstat_and_sizes() -> None:
 
 
 def test_rsync_argv_keeps_host_keys_checked_and_paths_out_of_shells() -> None:
-    ssh = staging.ssh_command(
+    ssh = rsync_ssh_command(
         port=2222, user="me", key_file="/k/id x", known_hosts="/k/known", connect_timeout=10
     )
     assert shlex.split(ssh)[shlex.split(ssh).index("-i") + 1] == "/k/id x"
     assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/k/known" in ssh
     t = staging.resolve("in dir/", "/scratch/$(x)", "/data", "/m")
-    argv = staging.rsync_argv(ssh, "host", t, upload=True)
+    route = RsyncRoute(ssh, "host")
+    argv = staging.rsync_argv(route, t, upload=True)
     assert argv == [
         "rsync", "-a", "--update", "--protect-args", "-e", ssh, "--",
         "/data/in dir/", "host:/scratch/$(x)/",
     ]  # fmt: skip
-    back = staging.rsync_argv(ssh, "host", t, upload=False)
+    back = staging.rsync_argv(route, t, upload=False)
     assert back[-2:] == ["host:/scratch/$(x)/", "/data/in dir/"]
+
+
+def test_local_rsync_has_no_remote_shell_and_skips_one_directory(tmp_path: Path) -> None:
+    data, mount = tmp_path / "data", tmp_path / "mount"
+    (data / "in").mkdir(parents=True)
+    (mount / "link").parent.mkdir()
+    (mount / "link").symlink_to(data / "in")
+    route = RsyncRoute()
+    t = staging.resolve("in/", "staged:x", str(data), str(mount))
+    assert staging.rsync_argv(route, t, upload=True) == [
+        "rsync", "-a", "--update", "--protect-args", "--",
+        f"{data}/in/", f"{mount}/staged:x/",
+    ]  # fmt: skip
+    assert staging.rsync_argv(route, t, upload=False)[-2:] == [f"{mount}/staged:x/", f"{data}/in/"]
+    assert not staging.same_place(route, t)
+    assert staging.same_place(route, staging.resolve("in", "link", str(data), str(mount)))
+    assert staging.same_place(route, staging.resolve("new/", str(data / "new"), str(data), "/m"))
+    # Over SSH the same paths are two hosts' files: always copied.
+    same = staging.resolve("in", str(data / "in"), str(data), "/m")
+    assert not staging.same_place(RsyncRoute("ssh", "login"), same)
 
 
 def test_scope_is_stable_per_run_and_new_for_a_recreated_state_dir(tmp_path: Path) -> None:

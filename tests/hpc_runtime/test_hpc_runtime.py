@@ -19,6 +19,7 @@ import pytest
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, Outcome, RuntimeUnavailable
 from akoflow.runtimes.hpc import HpcRuntime
+from akoflow.runtimes.hpc.ssh import SshLink
 from akoflow.spec import Activity
 from tests.hpc_runtime.conftest import runtime_env
 from tests.slurm_support.cluster import NETNS_LOGIN_ADDR, NODE_CPUS, SlurmCluster, free_port
@@ -184,7 +185,8 @@ def test_base64_key_is_written_0600_never_logged_and_removed(
         await rt.start()
         try:
             assert (await rt.health()).ready
-            key_file = rt._key_file
+            assert isinstance(rt._transport, SshLink)
+            key_file = rt._transport.key_file
             assert key_file is not None
             mode = stat.S_IMODE(os.stat(key_file).st_mode)
             assert mode == 0o600

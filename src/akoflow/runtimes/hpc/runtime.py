@@ -1,6 +1,9 @@
-"""The HPC adapter: each attempt is one SLURM batch job, sent through the login node over SSH.
+"""The HPC adapter: each attempt is one SLURM batch job, sent through the login node.
 
-- One SSH connection per runtime (:mod:`.ssh`) carries every command and file transfer.
+- One transport per runtime (:mod:`.transport`) carries every command and file transfer: one
+  SSH connection to the login node (:mod:`.ssh`, the default), or, with
+  ``{NAME}_TRANSPORT=local``, this host itself when the engine runs on the login node
+  (:mod:`.local`).
 - Submit: stage volumes in (rsync), upload the activity's script and the rendered sbatch script
   (SFTP), then one ``sbatch --parsable`` guarded by a ``submitted`` claim, paced by
   ``SUBMIT_RATE``. The job name is deterministic, so an attempt can always be found again.
@@ -12,8 +15,9 @@
   attempt's ``started`` claim, so a straggling copy can never run the script: never twice.
 - Provenance: with ``JobSpec.record_files`` the job lists MOUNT_PATH before and after its
   command (:mod:`.sbatch`); whatever way an attempt's end is learnt (its exit file, squeue,
-  sacct, adoption after a restart), both listings are read over SFTP and handed to the engine
-  in :attr:`Outcome.files` (location ``<runtime name>:<MOUNT_PATH>``), missing ones as None.
+  sacct, adoption after a restart), both listings are read through the transport and handed
+  to the engine in :attr:`Outcome.files` (location ``<runtime name>:<MOUNT_PATH>``), missing
+  ones as None.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from akoflow.config import env_prefix
 from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import (
@@ -46,9 +49,15 @@ from akoflow.runtimes.base import (
     RuntimeUnavailable,
     SubmitError,
 )
-from akoflow.runtimes.hpc import sbatch, slurm, staging
+from akoflow.runtimes.hpc import sbatch, slurm, ssh, staging
+from akoflow.runtimes.hpc.local import LocalTransport
 from akoflow.runtimes.hpc.settings import HpcSettings, SettingsError, read_settings
-from akoflow.runtimes.hpc.ssh import SshAmbiguous, SshLink, SshTarget, SshUnavailable
+from akoflow.runtimes.hpc.transport import (
+    Completed,
+    Transport,
+    TransportAmbiguous,
+    TransportUnavailable,
+)
 from akoflow.runtimes.scope import scope_of
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,7 @@ MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it coun
 NODES_CACHE_SECONDS = 2.0
 CONTAINER_SHELL = "/bin/sh"
 LISTING_READS = 8  # attempts whose listings are read (and held in memory) at once
+SLURM_PROGRAMS = ("sbatch", "squeue", "sinfo", "scancel")  # without them nothing can run
 # sbatch messages that mean "could not talk to slurmctld" (the job may or may not exist).
 _CONTROLLER_TROUBLE = (
     "Unable to contact slurm controller",
@@ -149,6 +159,13 @@ def _ended_at(outcome: Outcome) -> float:
     return files.after_time
 
 
+def transport_for(s: HpcSettings) -> Transport:
+    """The transport the settings ask for (``{NAME}_TRANSPORT``)."""
+    if s.transport == "local":
+        return LocalTransport(command_timeout=s.command_timeout, max_sessions=s.max_sessions)
+    return ssh.link_for(s)
+
+
 def _tail(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
@@ -165,9 +182,7 @@ class HpcRuntime(Runtime):
             self._s: HpcSettings | None = read_settings(self.config)
         except SettingsError as exc:
             self._s, self._config_error = None, str(exc)
-        self._link: SshLink | None = None
-        self._key_dir: str | None = None
-        self._key_file: str | None = None
+        self._transport: Transport | None = None
         self._jobs: dict[str, _Job] = {}
         self._monitor_task: asyncio.Task[None] | None = None
         self._prepared = -1  # connection number on which MOUNT_PATH was created
@@ -194,67 +209,44 @@ class HpcRuntime(Runtime):
 
     @property
     def connections_opened(self) -> int:
-        return self._link.connections_opened if self._link is not None else 0
+        return self._transport.connections_opened if self._transport is not None else 0
 
     def _settings(self) -> HpcSettings:
         if self._s is None:
             raise SubmitError(self._config_error or "invalid settings")
         return self._s
 
-    def _require_link(self) -> SshLink:
-        if self._link is None:
+    def _require_transport(self) -> Transport:
+        if self._transport is None:
             if self._config_error:
                 raise RuntimeUnavailable(self._config_error)
             raise RuntimeUnavailable(f"runtime {self.name} is not started")
-        return self._link
+        return self._transport
 
-    async def _ready_link(self) -> SshLink:
-        """The connected link, with MOUNT_PATH created once per connection (over SFTP: no
-        remote shell, whose start-up can cost more than the command)."""
-        link = self._require_link()
-        await link.connection()
-        if self._prepared != link.connections_opened:
-            await link.makedirs(self._settings().mount_path)
-            self._prepared = link.connections_opened
-        return link
+    def _where(self) -> str:
+        return self._transport.where if self._transport is not None else self.name
 
-    async def _run(self, argv: Sequence[str], timeout: float | None = None) -> Any:
-        link = await self._ready_link()
-        return await link.run(argv, timeout=timeout)
+    async def _ready_transport(self) -> Transport:
+        """The open transport, with MOUNT_PATH created once per connection (a file operation,
+        not a command: a remote shell's start-up can cost more than the command)."""
+        transport = self._require_transport()
+        await transport.open()
+        if self._prepared != transport.connections_opened:
+            await transport.makedirs(self._settings().mount_path)
+            self._prepared = transport.connections_opened
+        return transport
+
+    async def _run(self, argv: Sequence[str], timeout: float | None = None) -> Completed:
+        transport = await self._ready_transport()
+        return await transport.run(argv, timeout=timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         s = self._s
-        if s is None or self._link is not None:
+        if s is None or self._transport is not None:
             return
-        key_file = s.key_file
-        if s.key_data is not None:
-            self._key_dir = tempfile.mkdtemp(prefix="akoflow-hpc-")
-            os.chmod(self._key_dir, 0o700)
-            key_file = os.path.join(self._key_dir, "id")
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(s.key_data if s.key_data.endswith(b"\n") else s.key_data + b"\n")
-        self._key_file = key_file
-        target = SshTarget(
-            host=s.host,
-            port=s.port,
-            user=s.user,
-            known_hosts=s.known_hosts_path,
-            accept_new=s.accept_new_host_key,
-            key_file=key_file,
-            passphrase=s.key_passphrase,
-            password=s.password,
-        )
-        self._link = SshLink(
-            target,
-            max_sessions=s.max_sessions,
-            keepalive=s.keepalive,
-            connect_timeout=s.connect_timeout,
-            command_timeout=s.command_timeout,
-            reconnect_max=s.reconnect_max,
-        )
+        self._transport = transport_for(s)
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"akoflow-{self.name}-poll")
 
     async def stop(self) -> None:
@@ -264,12 +256,9 @@ class HpcRuntime(Runtime):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        link, self._link = self._link, None
-        if link is not None:
-            await link.close()
-        if self._key_dir is not None:
-            shutil.rmtree(self._key_dir, ignore_errors=True)
-            self._key_dir = None
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
         self._jobs.clear()
 
     # ------------------------------------------------------------------ health, nodes
@@ -282,6 +271,12 @@ class HpcRuntime(Runtime):
             problem = await self._check_gateway(*s.gateway, s.connect_timeout)
             if problem:
                 return Health(False, problem)
+        if self._transport is not None:
+            missing = await self._transport.missing_programs(SLURM_PROGRAMS)
+            if missing:
+                return Health(
+                    False, f"{', '.join(missing)} not found on the PATH of {self._where()}"
+                )
         try:
             nodes = await self._sinfo()
         except RuntimeUnavailable as exc:
@@ -311,7 +306,7 @@ class HpcRuntime(Runtime):
         res = await self._run(slurm.sinfo_argv(s.queue))
         if res.exit_status != 0:
             raise RuntimeUnavailable(
-                f"sinfo -p {s.queue or '(default)'} failed on {s.host}: {_tail(res.stderr)}"
+                f"sinfo -p {s.queue or '(default)'} failed on {self._where()}: {_tail(res.stderr)}"
             )
         nodes = slurm.parse_sinfo_nodes(res.stdout)
         self._nodes = (time.monotonic(), nodes)
@@ -394,18 +389,18 @@ class HpcRuntime(Runtime):
             script = sbatch.render(req, s.template)
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
-        link = await self._ready_link()
+        transport = await self._ready_transport()
         for transfer in transfers:
             await self._stage(transfer, upload=True)
-        await link.write_files(
+        await transport.write_files(
             paths.dir, {"script.sh": job.activity.run.encode(), "job.sbatch": script.encode()}
         )
-        if not await link.mkdir_exclusive(paths.submitted):
+        if not await transport.mkdir_exclusive(paths.submitted):
             return await self._after_ambiguous(job, name, paths, transfers)  # sent before
         await self._pace(s.submit_rate)
         try:
-            res = await link.run(sbatch.sbatch_argv(paths, name))
-        except SshAmbiguous:
+            res = await transport.run(sbatch.sbatch_argv(paths, name))
+        except TransportAmbiguous:
             return await self._after_ambiguous(job, name, paths, transfers)
         self.submissions += 1
         if res.exit_status != 0:
@@ -446,7 +441,7 @@ class HpcRuntime(Runtime):
             try:
                 if look_first:
                     row = await self._lookup(name)
-            except (SshUnavailable, SshAmbiguous):
+            except (TransportUnavailable, TransportAmbiguous):
                 raise
             except RuntimeUnavailable:
                 row = None  # SLURM cannot tell now; the claim below decides
@@ -471,7 +466,7 @@ class HpcRuntime(Runtime):
         s = self._settings()
         res = await self._run(slurm.squeue_by_name_argv(s.user, name))
         if res.exit_status != 0:
-            raise RuntimeUnavailable(f"squeue failed on {s.host}: {_tail(res.stderr)}")
+            raise RuntimeUnavailable(f"squeue failed on {self._where()}: {_tail(res.stderr)}")
         rows = [r for r in slurm.parse_squeue(res.stdout) if r.name == name]
         live = [r for r in rows if r.live]
         found = live or rows
@@ -480,21 +475,23 @@ class HpcRuntime(Runtime):
     async def _claim(self, paths: sbatch.AttemptPaths) -> bool:
         """Take the attempt's ``started`` claim: True means its script never ran and never
         will (a job that starts later finds the claim taken and exits)."""
-        link = await self._ready_link()
-        await link.makedirs(paths.dir)
-        return await link.mkdir_exclusive(paths.started)
+        transport = await self._ready_transport()
+        await transport.makedirs(paths.dir)
+        return await transport.mkdir_exclusive(paths.started)
 
     async def _stage(self, transfer: staging.Transfer, *, upload: bool) -> None:
-        s = self._settings()
-        if self._key_file is None:
+        transport = self._require_transport()
+        route = transport.rsync_route()
+        if route is None:
+            prefix = env_prefix(self.config.name)
             raise SubmitError(
                 "staging volumes needs key authentication (rsync cannot use a password): set "
-                f"{self.config.name.upper().replace('-', '_')}_KEY_FILE or _SSHKEYPRIVK"
+                f"{prefix}KEY_FILE or {prefix}SSHKEYPRIVK"
             )
         lock = self._volume_locks.setdefault(transfer.remote, asyncio.Lock())
         async with lock:
             if upload:
-                await (await self._ready_link()).makedirs(transfer.remote)
+                await (await self._ready_transport()).makedirs(transfer.remote)
                 if not os.path.exists(transfer.local):
                     return  # nothing to send yet (an output-only volume)
             else:
@@ -502,14 +499,9 @@ class HpcRuntime(Runtime):
                     transfer.local if transfer.is_dir else os.path.dirname(transfer.local),
                     exist_ok=True,
                 )
-            ssh = staging.ssh_command(
-                port=s.port,
-                user=s.user,
-                key_file=self._key_file,
-                known_hosts=s.known_hosts_path,
-                connect_timeout=s.connect_timeout,
-            )
-            await staging.run_rsync(staging.rsync_argv(ssh, s.host, transfer, upload=upload))
+            if staging.same_place(route, transfer):
+                return  # the engine's side is the cluster's side (TRANSPORT=local)
+            await staging.run_rsync(staging.rsync_argv(route, transfer, upload=upload))
 
     # ------------------------------------------------------------------ monitor
 
@@ -530,7 +522,7 @@ class HpcRuntime(Runtime):
         s = self._settings()
         res = await self._run(slurm.squeue_argv(s.user))
         if res.exit_status != 0:
-            log.debug("squeue failed on %s: %s", s.host, _tail(res.stderr))
+            log.debug("squeue failed on %s: %s", self._where(), _tail(res.stderr))
             return None
         rows: dict[str, slurm.QueueRow] = {}
         for row in slurm.parse_squeue(res.stdout):
@@ -602,12 +594,12 @@ class HpcRuntime(Runtime):
         None). Raises :class:`RuntimeUnavailable` only when the cluster could not be asked."""
         if not job.record_files:
             return outcome
-        link = self._require_link()
+        transport = self._require_transport()
         try:
-            after = _text(await link.read_whole(job.paths.files_after))
+            after = _text(await transport.read_whole(job.paths.files_after))
             if after is None:
                 return outcome
-            before = _text(await link.read_whole(job.paths.files_before))
+            before = _text(await transport.read_whole(job.paths.files_before))
             files = remote_files(self._location(), before, after)
         except RuntimeUnavailable:
             raise
@@ -617,7 +609,7 @@ class HpcRuntime(Runtime):
         return dataclasses.replace(outcome, files=files) if files is not None else outcome
 
     async def _read_exit(self, paths: sbatch.AttemptPaths) -> int | None:
-        data = await self._require_link().read_from(paths.exit, 0, 64)
+        data = await self._require_transport().read_from(paths.exit, 0, 64)
         return slurm.parse_exit_file(data.decode(errors="replace") if data is not None else None)
 
     async def _final_outcomes(self, ended: Sequence[tuple[_Job, str]]) -> list[Outcome]:
@@ -723,7 +715,7 @@ class HpcRuntime(Runtime):
             log.warning("scancel %s: %s", job.name, _tail(res.stderr))
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
-        self._require_link()
+        self._require_transport()
         name, paths = self._paths(job)
         transfers = _transfers_of(handle) or self._transfers(job)
         tracked = _Job(job.key, name, paths, None, transfers, job.record_files)
@@ -805,10 +797,10 @@ class HpcRuntime(Runtime):
             if now - job.last_log < self._settings().poll_interval:
                 return {}
             job.last_log = now
-        link = self._require_link()
+        transport = self._require_transport()
         out: dict[str, bytes] = {}
         for stream in STREAMS:
-            data = await link.read_from(
+            data = await transport.read_from(
                 f"{directory}/{stream}", offsets.get(stream, 0), LOG_READ_MAX
             )
             if data:

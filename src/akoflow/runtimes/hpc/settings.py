@@ -6,8 +6,12 @@ Seed keys: ``USER``, ``HOST_CLUSTER``, ``QUEUE``, ``MOUNT_PATH``, ``GATEWAY``, `
 ``KEY_FILE``, ``KEY_PASSPHRASE``, ``KNOWN_HOSTS``, ``ACCEPT_NEW_HOST_KEY``, ``SINGULARITY``,
 ``POLL_INTERVAL``, ``SUBMIT_RATE``, ``MAX_QUEUED``, ``MAX_SESSIONS``, ``KEEPALIVE``,
 ``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``RECONNECT_MAX``, ``ACCOUNTING``,
-``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``. Secrets stay in this object; they are never
-formatted into a message.
+``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``, ``TRANSPORT``. Secrets stay in this object; they
+are never formatted into a message.
+
+``TRANSPORT`` is ``ssh`` (the default: a login node reached over SSH) or ``local`` (the engine
+runs on the login node itself, as the user whose jobs these are): then ``HOST_CLUSTER`` and the
+SSH keys are neither needed nor read, and ``USER``, when set, must be that user.
 
 Values that end up in ``#SBATCH`` lines or in paths of the job script are restricted to safe
 characters: a newline in a queue name must not become a second directive.
@@ -18,12 +22,14 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from akoflow.config import RuntimeConfig, env_prefix
 from akoflow.errors import SettingError
+from akoflow.runtimes.hpc.transport import TRANSPORTS
 
 _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_.:,/@+=%-]+$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_.@+=%/-]*$")
@@ -68,8 +74,11 @@ class HpcSettings:
     reconnect_max: float = 30.0
     accounting: str = "auto"
     metrics_interval: float = 30.0
+    transport: str = "ssh"
 
     def __repr__(self) -> str:  # never print the key or the password
+        if self.transport == "local":
+            return f"HpcSettings(transport='local', user={self.user!r})"
         return f"HpcSettings(host={self.host!r}, port={self.port}, user={self.user!r})"
 
     @property
@@ -94,34 +103,17 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
             raise config.invalid(key, "may only contain letters, digits and _ . : , / @ + = % -")
         return value
 
-    host = required("HOST_CLUSTER")
-    if not _HOST.match(host):
+    transport = config.get_choice("TRANSPORT", TRANSPORTS, "ssh")
+    local = transport == "local"
+    host = text("HOST_CLUSTER") if local else required("HOST_CLUSTER")
+    if host is not None and not _HOST.match(host):
         raise config.invalid("HOST_CLUSTER", "must be a host name or address")
     mount = required("MOUNT_PATH")
     if not _SAFE_PATH.match(mount) or "/../" in mount + "/":
         raise config.invalid(
             "MOUNT_PATH", "must be an absolute path of letters, digits and _ . @ + = % - /"
         )
-    key_data = None
-    raw_key = text("SSHKEYPRIVK")
-    if raw_key is not None:
-        try:
-            key_data = base64.b64decode(raw_key, validate=True)
-        except (binascii.Error, ValueError):
-            raise config.invalid("SSHKEYPRIVK", "must be base64 (of a private key)") from None
-    key_file = text("KEY_FILE")
-    if key_file is not None:
-        key_file = os.path.expanduser(key_file)
-    password = config.get("PASSWORD") or None
-    if key_data is None and key_file is None and password is None:
-        default_keys = [p for p in ("id_ed25519", "id_ecdsa", "id_rsa") if _home_key(p)]
-        if not default_keys:
-            raise SettingError(
-                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or "
-                f"{prefix}PASSWORD",
-                variable=f"{prefix}KEY_FILE",
-            )
-        key_file = str(_home_key(default_keys[0]))
+    key_data, key_file, password = (None, None, None) if local else _credentials(config)
     template = None
     raw_template = text("SBATCHTEMPLATE")
     template_file = text("SBATCHTEMPLATE_FILE")
@@ -154,11 +146,11 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     singularity = text("SINGULARITY")
     if singularity is not None and not _DIRECTIVE_VALUE.match(singularity):
         raise config.invalid("SINGULARITY", "must be a program name or path")
-    user = text("USER") or os.environ.get("USER") or "root"
+    user = _local_user(config) if local else text("USER") or os.environ.get("USER") or "root"
     if not _DIRECTIVE_VALUE.match(user):
         raise config.invalid("USER", "is not a valid user name")
     return HpcSettings(
-        host=host,
+        host=host or "localhost",
         port=config.get_int("PORT", 22, minimum=1),
         user=user,
         mount_path=mount.rstrip("/") or "/",
@@ -190,7 +182,52 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         reconnect_max=config.get_seconds("RECONNECT_MAX", 30.0, minimum=0.1),
         accounting=config.get_choice("ACCOUNTING", ACCOUNTING_MODES, "auto"),
         metrics_interval=config.get_seconds("METRICS_INTERVAL", 30.0, minimum=0.0),
+        transport=transport,
     )
+
+
+def _credentials(config: RuntimeConfig) -> tuple[bytes | None, str | None, str | None]:
+    """The SSH key (as data or a file) and password; a default key of ``~/.ssh`` when none
+    is set. Raises :class:`SettingError` when there is none at all."""
+    prefix = env_prefix(config.name)
+    text = config.get_text
+    key_data = None
+    raw_key = text("SSHKEYPRIVK")
+    if raw_key is not None:
+        try:
+            key_data = base64.b64decode(raw_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise config.invalid("SSHKEYPRIVK", "must be base64 (of a private key)") from None
+    key_file = text("KEY_FILE")
+    if key_file is not None:
+        key_file = os.path.expanduser(key_file)
+    password = config.get("PASSWORD") or None
+    if key_data is None and key_file is None and password is None:
+        default_keys = [p for p in ("id_ed25519", "id_ecdsa", "id_rsa") if _home_key(p)]
+        if not default_keys:
+            raise SettingError(
+                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or "
+                f"{prefix}PASSWORD",
+                variable=f"{prefix}KEY_FILE",
+            )
+        key_file = str(_home_key(default_keys[0]))
+    return key_data, key_file, password
+
+
+def _local_user(config: RuntimeConfig) -> str:
+    """The user the engine runs as (its jobs are this user's); ``USER`` may only repeat it."""
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers): SLURM takes the number
+        me = str(os.geteuid())
+    wanted = config.get_text("USER")
+    if wanted is not None and wanted != me:
+        raise config.invalid(
+            "USER",
+            f"is {wanted!r}, but with TRANSPORT=local jobs are submitted as the user the "
+            f"engine runs as ({me!r}): unset it or run the engine as {wanted!r}",
+        )
+    return me
 
 
 def _home_key(name: str) -> Path | None:

@@ -8,6 +8,11 @@
 - Host keys are verified against a known_hosts file. ``accept_new`` adds the key of a host that
   has no entry yet (like OpenSSH's ``StrictHostKeyChecking=accept-new``); a *different* key for
   a known host is always refused. Passwords go to asyncssh only, never to a command line.
+- A key given as data (``SSHKEYPRIVK``) is written to a private 0600 file that lives as long as
+  the link (:func:`link_for`); rsync's own ssh uses the same key and known_hosts
+  (:meth:`SshLink.rsync_route`).
+
+This is the :class:`~akoflow.runtimes.hpc.transport.Transport` the HPC runtime uses by default.
 """
 
 from __future__ import annotations
@@ -17,24 +22,32 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 import asyncssh
 
 from akoflow.runtimes.backoff import Backoff
-from akoflow.runtimes.base import RuntimeUnavailable
+from akoflow.runtimes.hpc.settings import HpcSettings
+from akoflow.runtimes.hpc.transport import (
+    Completed,
+    RsyncRoute,
+    TransportAmbiguous,
+    TransportUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 
-class SshUnavailable(RuntimeUnavailable):
+class SshUnavailable(TransportUnavailable):
     """The login node cannot be reached or refused us; nothing was sent."""
 
 
-class SshAmbiguous(RuntimeUnavailable):
+class SshAmbiguous(TransportAmbiguous):
     """The connection broke while a command was running: it may or may not have run."""
 
 
@@ -55,13 +68,6 @@ class SshTarget:
     @property
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    exit_status: int
-    stdout: str
-    stderr: str
 
 
 class _Client(asyncssh.SSHClient):
@@ -87,8 +93,10 @@ class SshLink:
         connect_timeout: float = 10.0,
         command_timeout: float = 60.0,
         reconnect_max: float = 30.0,
+        key_dir: str | None = None,
     ) -> None:
         self.target = target
+        self._key_dir = key_dir  # a private dir holding the key file: removed on close
         self._sessions = asyncio.Semaphore(max_sessions)
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
@@ -113,6 +121,17 @@ class SshLink:
     @property
     def connected(self) -> bool:
         return self._conn is not None
+
+    @property
+    def where(self) -> str:
+        return self.target.where
+
+    @property
+    def key_file(self) -> str | None:
+        return self.target.key_file
+
+    async def open(self) -> None:
+        await self.connection()
 
     async def connection(self) -> asyncssh.SSHClientConnection:
         conn = self._conn
@@ -216,12 +235,13 @@ class SshLink:
             conn.close()
             with contextlib.suppress(Exception):
                 await conn.wait_closed()
+        if self._key_dir is not None:
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+            self._key_dir = None
 
     # ------------------------------------------------------------------ commands
 
-    async def run(
-        self, argv: Sequence[str], *, input: str | None = None, timeout: float | None = None
-    ) -> Completed:
+    async def run(self, argv: Sequence[str], *, timeout: float | None = None) -> Completed:
         """Run ``argv`` on the login node. Raises :class:`SshUnavailable` when nothing was
         sent and :class:`SshAmbiguous` when the command may have run."""
         conn = await self.connection()
@@ -230,7 +250,6 @@ class SshLink:
             try:
                 result = await conn.run(
                     command,
-                    input=input,
                     check=False,
                     timeout=timeout or self.command_timeout,
                     encoding="utf-8",
@@ -269,7 +288,26 @@ class SshLink:
                 raise SshUnavailable(f"sftp {self.target.where}: {_describe(exc)}") from None
         return self._sftp
 
-    async def write_files(self, directory: str, files: dict[str, bytes]) -> None:
+    async def missing_programs(self, programs: Sequence[str]) -> list[str]:
+        """Not checked ahead over SSH: a missing program shows in its command's output."""
+        return []
+
+    def rsync_route(self) -> RsyncRoute | None:
+        """rsync through its own ssh with this link's key and known_hosts; None without a
+        key file (rsync cannot answer a password)."""
+        t = self.target
+        if t.key_file is None:
+            return None
+        rsh = rsync_ssh_command(
+            port=t.port,
+            user=t.user,
+            key_file=t.key_file,
+            known_hosts=t.known_hosts,
+            connect_timeout=self._connect_timeout,
+        )
+        return RsyncRoute(rsh, t.host)
+
+    async def write_files(self, directory: str, files: Mapping[str, bytes]) -> None:
         """Create ``directory`` (and parents) and write the files in it."""
         sftp = await self.sftp()
         try:
@@ -334,6 +372,67 @@ class SshLink:
         except (OSError, asyncssh.Error) as exc:
             self._sftp_failed(exc)
         return data if isinstance(data, bytes) else data.encode()
+
+
+def link_for(s: HpcSettings) -> SshLink:
+    """The link a runtime with settings ``s`` uses; a key given as data is written to a 0600
+    file in a private 0700 directory, removed when the link is closed."""
+    key_file, key_dir = s.key_file, None
+    if s.key_data is not None:
+        key_dir = tempfile.mkdtemp(prefix="akoflow-hpc-")
+        os.chmod(key_dir, 0o700)
+        key_file = os.path.join(key_dir, "id")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(s.key_data if s.key_data.endswith(b"\n") else s.key_data + b"\n")
+    target = SshTarget(
+        host=s.host,
+        port=s.port,
+        user=s.user,
+        known_hosts=s.known_hosts_path,
+        accept_new=s.accept_new_host_key,
+        key_file=key_file,
+        passphrase=s.key_passphrase,
+        password=s.password,
+    )
+    return SshLink(
+        target,
+        max_sessions=s.max_sessions,
+        keepalive=s.keepalive,
+        connect_timeout=s.connect_timeout,
+        command_timeout=s.command_timeout,
+        reconnect_max=s.reconnect_max,
+        key_dir=key_dir,
+    )
+
+
+def rsync_ssh_command(
+    *, port: int, user: str, key_file: str, known_hosts: str, connect_timeout: float
+) -> str:
+    """rsync's ``-e``: OpenSSH with our key and known_hosts only, host keys checked."""
+    return shlex.join(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(port),
+            "-l",
+            user,
+            "-i",
+            key_file,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            f"ConnectTimeout={max(1, int(connect_timeout))}",
+        ]
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,21 +1,24 @@
-"""Staging of ``spec.volumes`` (``local:remote``) with rsync over the runtime's SSH identity.
+"""Staging of ``spec.volumes`` (``local:remote``) with rsync, along the route the runtime's
+transport gives (:class:`~akoflow.runtimes.hpc.transport.RsyncRoute`): over SSH with the
+runtime's identity, or a copy on this host when the engine runs on the login node (nothing at
+all when both sides are the same directory).
 
-rsync runs as an argv list (no local shell); its ``-e`` ssh command is built with
-:func:`shlex.join` and keeps host key checking on against the runtime's known_hosts file.
-``--protect-args`` keeps the remote shell away from the paths, and ``--update`` never
-overwrites a newer file on the receiving side (an activity's fresh output is not clobbered by
-another activity's stage-in).
+rsync runs as an argv list (no local shell); the SSH transport's ``-e`` command keeps host key
+checking on against the runtime's known_hosts file. Both sides are absolute paths (never read
+as ``host:path``); ``--protect-args`` keeps the remote shell away from them, and ``--update``
+never overwrites a newer file on the receiving side (an activity's fresh output is not
+clobbered by another activity's stage-in).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 from dataclasses import dataclass
 
 from akoflow.config import activity_environ
 from akoflow.runtimes.base import RuntimeUnavailable, SubmitError
+from akoflow.runtimes.hpc.transport import RsyncRoute
 
 RSYNC_TIMEOUT = 600.0
 
@@ -36,40 +39,27 @@ def resolve(local: str, remote: str, local_base: str, remote_base: str) -> Trans
     return Transfer(loc, rem, is_dir)
 
 
-def ssh_command(
-    *, port: int, user: str, key_file: str, known_hosts: str, connect_timeout: float
-) -> str:
-    return shlex.join(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            str(port),
-            "-l",
-            user,
-            "-i",
-            key_file,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            f"ConnectTimeout={max(1, int(connect_timeout))}",
-        ]
-    )
-
-
-def rsync_argv(ssh: str, host: str, transfer: Transfer, *, upload: bool) -> list[str]:
+def rsync_argv(route: RsyncRoute, transfer: Transfer, *, upload: bool) -> list[str]:
+    """rsync of one volume in one direction, through ``route`` (a remote shell, or none when
+    the cluster's files are on this host)."""
     slash = "/" if transfer.is_dir else ""
     local = transfer.local + slash
-    remote = f"{host}:{transfer.remote}{slash}"
+    remote = transfer.remote + slash
+    if route.host is not None:
+        remote = f"{route.host}:{remote}"
     src, dst = (local, remote) if upload else (remote, local)
-    return ["rsync", "-a", "--update", "--protect-args", "-e", ssh, "--", src, dst]
+    shell = ["-e", route.rsh] if route.rsh is not None else []
+    return ["rsync", "-a", "--update", "--protect-args", *shell, "--", src, dst]
+
+
+def same_place(route: RsyncRoute, transfer: Transfer) -> bool:
+    """Both sides of a volume are one directory (or file) of this host: nothing to copy."""
+    if not route.is_local:
+        return False
+    try:
+        return os.path.samefile(transfer.local, transfer.remote)
+    except OSError:
+        return os.path.realpath(transfer.local) == os.path.realpath(transfer.remote)
 
 
 async def run_rsync(argv: list[str]) -> None:
@@ -87,9 +77,11 @@ async def run_rsync(argv: list[str]) -> None:
     try:
         _, err = await asyncio.wait_for(proc.communicate(), RSYNC_TIMEOUT)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise RuntimeUnavailable(f"rsync took more than {RSYNC_TIMEOUT:g}s") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: never leave it behind
+            proc.kill()
+            await proc.wait()
     if proc.returncode == 0:
         return
     message = err.decode(errors="replace").strip().splitlines()
