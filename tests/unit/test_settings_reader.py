@@ -130,7 +130,7 @@ def test_a_secret_value_is_never_echoed() -> None:
 
 def test_every_runtime_refuses_a_bad_value_with_the_same_error() -> None:
     """The runtimes read through it: their settings errors are this one error."""
-    from akoflow.runtimes.docker import _read_settings as docker_settings
+    from akoflow.runtimes.docker.settings import read_settings as docker_settings
     from akoflow.runtimes.hpc.settings import read_settings as hpc_settings
     from akoflow.runtimes.kubernetes.settings import read_settings as k8s_settings
     from akoflow.runtimes.singularity import _read_settings as singularity_settings

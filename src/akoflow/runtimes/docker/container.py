@@ -1,0 +1,115 @@
+"""Pure builders of what the daemon is asked for: the container's name, labels, environment,
+mounts and limits for an attempt, and the label filters that find the run's containers.
+
+The script never reaches a command line: it is a file of the attempt, bind-mounted read-only
+at :data:`SCRIPT_PATH` and run by a constant wrapper (:data:`WRAPPER`, ``$0`` being the
+configured shell) whose output goes to files of the attempt under :data:`OUT_DIR`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from docker.types import Mount
+
+from akoflow.runtimes.base import JobSpec
+from akoflow.runtimes.docker.settings import Settings
+from akoflow.runtimes.scope import scope_of
+
+CONTROL_DIR = "/.akoflow"  # reserved in the container: the script and the output dir
+SCRIPT_PATH = f"{CONTROL_DIR}/script.sh"
+OUT_DIR = f"{CONTROL_DIR}/out"
+WRAPPER = f'exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
+DEFAULT_MOUNT = "/data"
+LABEL_KEY = "akoflow.key"
+LABEL_SCOPE = "akoflow.scope"
+LABEL_WORKFLOW = "akoflow.workflow"
+_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+def container_name(job: JobSpec) -> str:
+    """``akoflow-<scope>-<key>``: the run's scope tells apart state dirs (users, test runs, a
+    state dir made again at the same path) that share one daemon: same key, other run. A job
+    without a scope gets its run's (made on first use)."""
+    scope = job.scope or scope_of(job.attempt_dir)
+    return _BAD_NAME_CHARS.sub("-", f"akoflow-{scope}-{job.key}")
+
+
+def labels(job: JobSpec) -> dict[str, str]:
+    """What the container says it is: the key and scope labels decide ownership (adoption,
+    leftovers), the others are for people reading ``docker ps``."""
+    return {
+        LABEL_WORKFLOW: str(job.workflow_id),
+        "akoflow.workflow-name": job.workflow_name,
+        "akoflow.activity": job.activity.name,
+        "akoflow.attempt": str(job.attempt),
+        LABEL_KEY: job.key,
+        LABEL_SCOPE: job.scope,
+    }
+
+
+def mount_path(job: JobSpec) -> str:
+    """Where the workflow's data dir is in the container (also its working dir)."""
+    return job.activity.mount_path or DEFAULT_MOUNT
+
+
+def environment(job: JobSpec) -> dict[str, str]:
+    """AkôFlow's variables, the mount path under both names, then the activity's own (which
+    win)."""
+    mount = mount_path(job)
+    return {**job.env, "ACTIVITY_MOUNT_PATH": mount, "AKOFLOW_DATA_DIR": mount, **job.activity.env}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRequest:
+    """One ``create_container`` call: its keyword arguments (``container``) and those of the
+    ``create_host_config`` that goes with them (``host``), which the SDK checks against the
+    daemon's API version."""
+
+    image: str
+    name: str
+    container: dict[str, Any]
+    host: dict[str, Any]
+
+
+def container_request(job: JobSpec, image: str, name: str, settings: Settings) -> ContainerRequest:
+    """The container of ``job`` (scoped): the data dir, the script (read-only) and the output
+    dir bind-mounted, the activity's limits, no network unless configured, the wrapper as the
+    entrypoint and no command."""
+    act, prefix = job.activity, str(job.attempt_prefix)
+    mount, mem = mount_path(job), act.memory_bytes
+    host = {
+        "mounts": [
+            Mount(mount, os.path.abspath(job.data_dir), type="bind"),
+            Mount(SCRIPT_PATH, os.path.abspath(prefix + ".sh"), type="bind", read_only=True),
+            Mount(OUT_DIR, os.path.abspath(prefix + ".out"), type="bind"),
+        ],
+        "nano_cpus": round(act.cpu_cores * 1e9) if act.cpu_cores else None,
+        "mem_limit": mem,
+        "memswap_limit": mem,  # no swap beyond the limit: over it is out of memory
+        "network_mode": settings.network,
+        "init": settings.init,  # tini as PID 1: SIGTERM reaches the script's shell
+    }
+    container = {
+        "command": [],
+        "entrypoint": [settings.shell, "-c", WRAPPER, settings.shell],
+        "name": name,
+        "labels": labels(job),
+        "environment": environment(job),
+        "working_dir": mount,
+    }
+    return ContainerRequest(image, name, container, host)
+
+
+def die_events_filter() -> dict[str, Any]:
+    """The events that end attempts: ``die`` of containers carrying a key label."""
+    return {"type": "container", "event": ["die"], "label": [LABEL_KEY]}
+
+
+def run_filter(scope: str, workflow_id: int) -> dict[str, Any]:
+    """The containers of one run: its scope and workflow id (another state dir's containers
+    on the same daemon never match)."""
+    return {"label": [f"{LABEL_SCOPE}={scope}", f"{LABEL_WORKFLOW}={workflow_id}"]}

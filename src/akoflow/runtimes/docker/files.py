@@ -1,0 +1,62 @@
+"""The attempt's files on the engine host: ``<prefix>.sh`` (the script), ``<prefix>.out/``
+(stdout and stderr, written only by the container's wrapper) and ``<prefix>.exit`` (how it
+ended, written before an end is reported). The logs are read from them by byte offset, so
+they survive the container's removal and do not depend on the daemon's log driver."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from akoflow.runtimes.docker.status import exit_record, parse_exit_record
+
+STREAMS = ("stdout", "stderr")
+LOG_READ_MAX = 8 << 20  # bytes per stream and call, as the local runtime
+
+
+def ran(prefix: str) -> bool:
+    """Only the container's wrapper creates the output files: they exist iff it has run."""
+    return any(os.path.exists(f"{prefix}.out/{s}") for s in STREAMS)
+
+
+def prepare(prefix: str, script: str) -> None:
+    """The output dir (empty: the wrapper makes its files) and the script, before create."""
+    Path(prefix + ".out").mkdir(exist_ok=True)
+    Path(prefix + ".sh").write_bytes(script.encode())
+
+
+def write_exit_record(prefix: str, code: int | None, oom: bool) -> None:
+    tmp = f"{prefix}.exit.tmp"
+    with open(tmp, "w") as f:
+        f.write(exit_record(code, oom))
+    os.replace(tmp, f"{prefix}.exit")  # never a torn record
+
+
+def read_exit_record(prefix: str) -> tuple[int | None, bool] | None:
+    try:
+        with open(f"{prefix}.exit", "rb") as f:
+            return parse_exit_record(f.read())
+    except OSError:
+        return None
+
+
+def append_stderr(prefix: str, data: bytes) -> None:
+    with open(f"{prefix}.out/stderr", "ab") as f:
+        f.write(data)
+
+
+def read_logs(prefix: str, offsets: Mapping[str, int]) -> dict[str, bytes]:
+    """What each stream has past its offset (at most :data:`LOG_READ_MAX` bytes)."""
+    out: dict[str, bytes] = {}
+    for stream in STREAMS:
+        start = offsets.get(stream, 0)
+        try:
+            with open(f"{prefix}.out/{stream}", "rb") as f:
+                if os.fstat(f.fileno()).st_size <= start:
+                    continue
+                f.seek(start)
+                out[stream] = f.read(LOG_READ_MAX)
+        except FileNotFoundError:
+            continue
+    return out

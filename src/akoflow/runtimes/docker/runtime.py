@@ -1,0 +1,377 @@
+"""The docker runtime: one container per attempt on a Docker daemon, through the official SDK.
+
+The adapter ties the parts together: :mod:`.daemon` (client and thread pool), :mod:`.container`
+(what is created), :mod:`.images` (pull policy), :mod:`.monitor` (ends, pushed by events),
+:mod:`.files` (the attempt's script, output and exit record) and :mod:`.status` (every
+reading of the daemon's answers, pure).
+
+Crash safety: the container name is deterministic and ``create`` is atomic by name; only the
+container's wrapper creates its output files; the exit code is written to ``<prefix>.exit``
+before an end is reported. No container and no output: it never ran, and it never will
+(nothing else creates that name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.utils
+
+from akoflow.errors import SettingError
+from akoflow.runtimes.base import (
+    Adopted,
+    Health,
+    JobSpec,
+    JobStatus,
+    Metrics,
+    NodeInfo,
+    Outcome,
+    Runtime,
+    RuntimeUnavailable,
+    SubmitError,
+)
+from akoflow.runtimes.docker import files
+from akoflow.runtimes.docker import status as st
+from akoflow.runtimes.docker.container import (
+    ContainerRequest,
+    container_name,
+    container_request,
+    run_filter,
+)
+from akoflow.runtimes.docker.daemon import Daemon, NotSent, explain
+from akoflow.runtimes.docker.images import Images
+from akoflow.runtimes.docker.monitor import EndWatcher, Tracked
+from akoflow.runtimes.docker.settings import Settings, read_settings
+from akoflow.runtimes.scope import existing_scope, scoped
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT = 5.0
+
+
+class DockerRuntime(Runtime):
+    kind = "docker"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._config_error: str | None = None
+        try:
+            self._s = read_settings(self.config)
+        except SettingError as exc:
+            self._s, self._config_error = Settings(), str(exc)
+        self._daemon = Daemon(self.name, self._s)
+        self._images = Images(self._daemon, self.config.variable("PULL_POLICY"))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._jobs: dict[str, Tracked] = {}  # key -> running container (changed on the loop only)
+        self._watcher = EndWatcher(self._daemon, self._jobs, self._ended)
+        self._cpu: dict[str, tuple[int, float]] = {}  # key -> (cpu ns, monotonic) last sample
+        self._node: str | None = None
+
+    def _checked(self) -> Settings:
+        if self._config_error:
+            raise SubmitError(self._config_error)
+        return self._s
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._daemon.open()
+        self._watcher.start()
+
+    async def stop(self) -> None:
+        """Containers keep running (a restarted engine adopts them); removals in flight end."""
+        watcher = self._watcher.stop()
+        close = self._daemon.detach()
+        self._jobs.clear()
+
+        def shutdown() -> None:
+            if watcher is not None:
+                watcher.join(timeout=5)
+            close()
+
+        await asyncio.to_thread(shutdown)
+
+    # ------------------------------------------------------------------ ends
+
+    def _ended(self, job: Tracked, end: st.End) -> None:
+        """From the watcher's thread: report the end on the event loop."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: the engine is gone
+                self._loop.call_soon_threadsafe(self._finished, job, end)
+
+    def _finished(self, job: Tracked, end: st.End) -> None:
+        if self._jobs.get(job.key) is not job:
+            return  # already reported (event and sweep both saw it)
+        if job.held is not None:
+            job.held.append(end)
+            return
+        del self._jobs[job.key]
+        self._cpu.pop(job.key, None)
+        outcome = st.outcome(end.code, end.oom, cancelled=job.cancelled, note=end.note)
+        self.events.job_finished(job.key, outcome)
+
+    def _track(self, key: str, cid: str, prefix: str, started: float | None) -> Tracked:
+        job = Tracked(key, cid, prefix, started)
+        self._jobs[key] = job
+        return job
+
+    def _unhold(self, job: Tracked) -> None:
+        held, job.held = job.held or [], None
+        for end in held[:1]:
+            self._finished(job, end)
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, job: JobSpec) -> dict[str, Any]:
+        settings = self._checked()
+        job = scoped(job)
+        image = job.activity.image
+        if not image:
+            raise SubmitError(
+                f"activity {job.activity.name!r} runs on the docker runtime {self.name!r} but "
+                "has no image: set `image` on the activity or `spec.image`"
+            )
+        name, prefix = container_name(job), str(job.attempt_prefix)
+        handle: dict[str, Any] = {"id": "", "name": name, "prefix": prefix}
+        tracked = self._jobs.get(job.key)
+        if tracked is not None:
+            return {**handle, "id": tracked.cid}
+        info = await self._daemon.call(self._daemon.inspect, name)
+        if info is not None:  # idempotent by key: this attempt's container exists
+            return await self._take_over(job, info, handle)
+        if files.ran(prefix):
+            raise SubmitError(f"attempt {job.key} already ran once; not starting it again")
+        await self._images.ensure(image, settings)
+        files.prepare(prefix, job.activity.run)
+        request = container_request(job, image, name, settings)
+        try:
+            cid = await self._daemon.call(self._create, request)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # created meanwhile under this name
+                info = await self._daemon.call(self._daemon.inspect, name)
+                if info is not None:
+                    return await self._take_over(job, info, handle)
+            if exc.status_code == 404:
+                self._images.forget(image)
+            raise SubmitError(f"cannot create the container: {explain(exc)}") from exc
+        self._track(job.key, cid, prefix, time.monotonic())
+        await self._start(job.key, cid)
+        return {**handle, "id": cid}
+
+    def _create(self, request: ContainerRequest) -> str:
+        """Thread: create (not start) the attempt's container."""
+        api = self._daemon.client()
+        host_config = api.create_host_config(**request.host)
+        created = api.create_container(request.image, host_config=host_config, **request.container)
+        return str(created["Id"])
+
+    async def _start(self, key: str, cid: str) -> None:
+        api = self._daemon.client
+        try:
+            await self._daemon.call(lambda: api().start(cid))
+        except Exception as exc:
+            self._jobs.pop(key, None)
+            if isinstance(exc, NotSent):
+                raise  # transient: the created container never starts; a new attempt will
+            if isinstance(exc, docker.errors.APIError):
+                with contextlib.suppress(Exception):
+                    await self._daemon.call(lambda: api().remove_container(cid, force=True))
+                raise SubmitError(f"cannot start the container: {explain(exc)}") from exc
+            # The request may have reached the daemon: fail rather than risk a second run.
+            raise SubmitError(f"the container may not have started: {exc}") from exc
+
+    async def _take_over(
+        self,
+        job: JobSpec,
+        info: dict[str, Any],
+        handle: dict[str, Any],
+        *,
+        hold: bool = False,
+        recorded: str = "",
+    ) -> dict[str, Any]:
+        """Track an existing container as ``job``'s, only if it is (:func:`status.belongs_to`)."""
+        if not st.belongs_to(info, job, recorded):
+            raise SubmitError(
+                f"container {handle['name']} exists but is not attempt {job.key} of this run"
+            )
+        cid = str(info["Id"])
+        tracked = self._track(job.key, cid, str(job.attempt_prefix), None)
+        if hold:
+            tracked.held = []
+        if st.is_created(info):  # the engine died between create and start
+            tracked.started = time.monotonic()
+            await self._start(job.key, cid)
+        else:  # it may have ended before we tracked it: the event could be gone
+            await self._daemon.call(self._watcher.recheck, tracked)
+        return {**handle, "id": cid}
+
+    # ------------------------------------------------------------------ cancel, restart
+
+    async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
+        job = self._jobs.get(key)
+        if job is not None:
+            job.cancelled = True
+        ref = job.cid if job is not None else str(handle.get("id") or handle.get("name") or "")
+        if not ref:
+            return
+        await asyncio.shield(self._daemon.call(self._stop, key, ref))
+
+    def _stop(self, key: str, ref: str) -> None:
+        try:  # SIGTERM, then SIGKILL after the timeout; the end arrives as a die event
+            self._daemon.client().stop(ref, timeout=self._s.stop_timeout)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.warning("cannot stop container of %s: %s", key, explain(exc))
+
+    async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
+        if self._config_error:
+            raise RuntimeUnavailable(self._config_error)
+        job = scoped(job)
+        # The container the submission recorded, else the one it would have made: one made
+        # before the run's scope was a token of its own is found by its id.
+        recorded = str(handle.get("id") or "")
+        name, prefix = str(handle.get("name") or container_name(job)), str(job.attempt_prefix)
+        base: dict[str, Any] = {"id": "", "name": name, "prefix": prefix}
+        info = await self._daemon.call(self._daemon.inspect, recorded or name)
+        if info is None:
+            record = files.read_exit_record(prefix)
+            if record is not None:
+                return Adopted("finished", base, st.outcome(*record))
+            if files.ran(prefix):
+                lost = "the container ran but was removed before it was collected"
+                return Adopted("finished", base, Outcome(False, None, lost))
+            # Never created (create is atomic by name, only this engine creates it): it has
+            # not run, and without a container it never will.
+            return Adopted("never_started")
+        if st.is_live(info):
+            try:
+                new = await self._take_over(job, info, base, hold=True, recorded=recorded)
+            except SubmitError as exc:
+                return Adopted("finished", base, Outcome(False, None, str(exc)))
+            tracked = self._jobs.get(job.key)
+            if tracked is not None:  # runs once the engine has recorded the adoption: the
+                asyncio.get_running_loop().call_soon(self._unhold, tracked)  # caller goes on
+            return Adopted("running", new, node=self._node)  # synchronously after our return
+        code, oom = st.exit_of(info)
+        files.write_exit_record(prefix, code, oom)
+        done = {**base, "id": str(info["Id"])}
+        return Adopted("finished", done, st.outcome(code, oom), self._node)
+
+    # ------------------------------------------------------------------ observe
+
+    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
+        result: dict[str, JobStatus] = {}
+        for key, handle in jobs.items():
+            ref = str(handle.get("id") or handle.get("name") or "")
+            tracked = key in self._jobs
+            info = None
+            if not tracked and ref:
+                info = await self._daemon.call(self._daemon.inspect, ref)
+            record = files.read_exit_record(str(handle.get("prefix", "")))
+            result[key] = st.job_status(tracked, info, record, self._node)
+        return result
+
+    async def logs(
+        self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
+    ) -> dict[str, bytes]:
+        return files.read_logs(str(handle.get("prefix", "")), offsets)
+
+    def _stats(self, cid: str) -> tuple[dict[str, Any], float]:
+        api = self._daemon.client()
+        if docker.utils.version_lt(api.api_version, "1.41"):
+            stats = api.stats(cid, stream=False)  # the daemon waits ~1 s for a second sample
+        else:
+            stats = api.stats(cid, stream=False, one_shot=True)
+        return stats, time.monotonic()
+
+    async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
+        """CPU (% of one core, from the CPU time between two samples) and memory without
+        the page cache, from the stats API, one one-shot call per container."""
+        wanted = [self._jobs[k] for k in jobs if k in self._jobs]
+        if not wanted:
+            return {}
+        samples = await asyncio.gather(
+            *(self._daemon.call(self._stats, j.cid) for j in wanted), return_exceptions=True
+        )
+        result: dict[str, Metrics] = {}
+        for job, sample in zip(wanted, samples, strict=True):
+            if isinstance(sample, BaseException):
+                continue
+            stats, now = sample
+            memory = st.memory_used(stats)
+            if memory is None:
+                continue  # it stopped meanwhile: an empty sample
+            cpu_ns, cpu = st.cpu_time_ns(stats), None
+            if cpu_ns is not None:
+                previous = self._cpu.get(job.key)
+                if previous is None and job.started is not None:
+                    previous = (0, job.started)
+                cpu = st.cpu_percent(previous, cpu_ns, now)
+                self._cpu[job.key] = (cpu_ns, now)
+            result[job.key] = Metrics(cpu, memory)
+        return result
+
+    async def health(self) -> Health:
+        if self._config_error:
+            return Health(False, self._config_error)
+        where, api = self._daemon.where, self._daemon.client
+        try:
+            await asyncio.wait_for(self._daemon.call(lambda: api().ping()), HEALTH_TIMEOUT)
+        except RuntimeUnavailable as exc:
+            return Health(False, str(exc))
+        except TimeoutError:
+            return Health(False, f"docker daemon at {where} did not answer a ping in time")
+        except docker.errors.APIError as exc:
+            return Health(False, f"docker daemon at {where}: {explain(exc)}")
+        return Health(True)
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        api = self._daemon.client
+        info: dict[str, Any] = await self._daemon.call(lambda: api().info())
+        node = st.node_info(info, self._daemon.where)
+        self._node = node.name
+        return [node]
+
+    async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
+        """Cleanup policy. The logs are files of the attempt: removing loses nothing."""
+        self._cpu.pop(key, None)
+        policy = self._s.cleanup
+        ref = str(handle.get("id") or handle.get("name") or "")
+        if not ref or policy == "never" or (policy == "on-success" and not succeeded):
+            return
+        # Shielded: the engine may stop (cancelling this task) right after it asked.
+        await asyncio.shield(self._daemon.call(self._remove, key, ref))
+
+    async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
+        """The run's containers still on the daemon, by attempt key (scope and workflow id
+        labels: another state dir's containers on the same daemon are never listed)."""
+        scope = existing_scope(attempt_dir)
+        if scope is None:  # no object of the run was ever named
+            return {}
+        filters = run_filter(scope, workflow_id)
+
+        def listing() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = self._daemon.client().containers(
+                all=True, filters=filters
+            )
+            return found
+
+        return st.handles_by_key(await self._daemon.call(listing))
+
+    def _remove(self, key: str, ref: str) -> None:
+        try:
+            self._daemon.client().remove_container(ref, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.warning("cannot remove container of %s: %s", key, explain(exc))
