@@ -66,6 +66,21 @@ def runtime_env(
     return env
 
 
+SSH_KEYS = ("HOST_CLUSTER", "PORT", "USER", "KEY_FILE", "KNOWN_HOSTS")
+
+
+def local_env(cluster: SlurmCluster, name: str, mount: str, **extra: str) -> dict[str, str]:
+    """Settings of a runtime whose engine runs on the login node (``TRANSPORT=local``): no
+    host, user or key; SLURM's clients find the cluster through ``SLURM_CONF``, as a login
+    node's do."""
+    prefix = name.upper().replace("-", "_") + "_"
+    env = runtime_env(cluster, name, mount, TRANSPORT="local", **extra)
+    for key in SSH_KEYS:
+        env.pop(prefix + key)
+    env["SLURM_CONF"] = str(cluster.conf)
+    return env
+
+
 @pytest.fixture
 def hpc_env(
     slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest

@@ -1,6 +1,7 @@
 """The engine (the real CLI) is SIGKILLed while SLURM jobs run; resuming adopts them by job
 name and submits nothing twice. SLURM's own job-completion log is the witness: one job per
-attempt, one attempt per activity."""
+attempt, one attempt per activity. Over SSH, and with the engine on the login node
+(``TRANSPORT=local``: then no SSH connection at all)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
-from tests.hpc_runtime.conftest import runtime_env
+from tests.hpc_runtime.conftest import local_env, runtime_env
 from tests.hpc_runtime.test_hpc_engine import jobcomp, slurm_name
 from tests.slurm_support.cluster import SlurmCluster
 
 
+@pytest.mark.parametrize("transport", ["ssh", "local"])
 def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
-    slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+    slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path, transport: str
 ) -> None:
-    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/crash"))
+    settings = runtime_env if transport == "ssh" else local_env
+    env = cli_env(**settings(slurm_cluster, "hpc", f"mount/crash-{transport}"))
+    logins = slurm_cluster.sshd.connections()
     mount = Path(env["HPC_MOUNT_PATH"])
     mount.mkdir(parents=True, exist_ok=True)
     wf = tmp_path / "crash.yaml"
@@ -70,3 +76,5 @@ def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
         records = jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "crashy", name))
         assert [r["JobState"] for r in records] == ["COMPLETED"], name
         assert not jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "crashy", name, attempt=2))
+    if transport == "local":
+        assert slurm_cluster.sshd.connections() == logins  # the login node was never asked
