@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def akoflow(state_dir: Path) -> Akoflow:
         )
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage as each test ends, so an unclosed socket or file is reported (as an
+    error: filterwarnings = error) on the test that leaked it, not on whichever later test
+    the collector happens to run in."""
+    yield
+    gc.collect()
