@@ -82,6 +82,9 @@ def test_runtimes_configured_by_the_environment_are_discovered() -> None:
     }
     assert configured_runtime_names(env) == ["local", "docker-gpu", "hpc-sdumont", "k8s-aws"]
     assert configured_runtime_names({}) == ["local"]
+    # An engine on the login node names no host: its TRANSPORT configures the runtime.
+    login_node = {"HPC_LOGIN_TRANSPORT": "local", "HPC_LOGIN_QUEUE": "debug"}
+    assert configured_runtime_names(login_node) == ["local", "hpc-login"]
 
 
 def test_activities_never_see_the_engines_secrets() -> None:

@@ -27,15 +27,18 @@ class AdapterKind:
     module: str
     cls: str
     by_prefix: bool  # k8s-aws, hpc-sdumont: any continuation; others: exact or "-suffix"
-    discovery_key: str | None = None  # a {NAME}_{KEY} variable that configures such a runtime
+    discovery_keys: tuple[str, ...] = ()  # {NAME}_{KEY} variables that configure one
 
 
 ADAPTERS: tuple[AdapterKind, ...] = (
     AdapterKind("local", "akoflow.runtimes.local", "LocalRuntime", by_prefix=False),
-    AdapterKind("docker", "akoflow.runtimes.docker", "DockerRuntime", False, "HOST"),
+    AdapterKind("docker", "akoflow.runtimes.docker", "DockerRuntime", False, ("HOST",)),
     AdapterKind("singularity", "akoflow.runtimes.singularity", "SingularityRuntime", False),
-    AdapterKind("k8s", "akoflow.runtimes.kubernetes", "KubernetesRuntime", True, "API_SERVER_HOST"),
-    AdapterKind("hpc", "akoflow.runtimes.hpc", "HpcRuntime", True, "HOST_CLUSTER"),
+    AdapterKind(
+        "k8s", "akoflow.runtimes.kubernetes", "KubernetesRuntime", True, ("API_SERVER_HOST",)
+    ),
+    # TRANSPORT: an engine on the login node (TRANSPORT=local) names no host.
+    AdapterKind("hpc", "akoflow.runtimes.hpc", "HpcRuntime", True, ("HOST_CLUSTER", "TRANSPORT")),
 )
 
 
@@ -59,7 +62,7 @@ def adapter_for(name: str) -> AdapterKind | None:
 def configured_runtime_names(environ: Mapping[str, str] | None = None) -> list[str]:
     """``local`` plus every runtime the environment configures (``K8S_AWS_API_SERVER_HOST``
     configures ``k8s-aws``), as upstream registers them at start-up."""
-    rules = [f"{a.kind}:{a.discovery_key}" for a in ADAPTERS if a.discovery_key]
+    rules = [f"{a.kind}:{key}" for a in ADAPTERS for key in a.discovery_keys]
     found = discover_runtime_names(rules, environ)
     return ["local", *sorted(n for n in found if n != "local" and adapter_for(n) is not None)]
 
