@@ -16,7 +16,7 @@ import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.errors import SettingError
-from akoflow.runtimes.base import JobSpec, JobStatus, Outcome
+from akoflow.runtimes.base import JobSpec, JobStatus, Outcome, SubmitError
 from akoflow.runtimes.docker import container_name, files
 from akoflow.runtimes.docker import status as st
 from akoflow.runtimes.docker.container import (
@@ -237,11 +237,19 @@ def test_limits_network_and_init_as_the_daemon_receives_them(tmp_path: Path) -> 
     assert unlimited["network_mode"] == "none" and unlimited["init"] is True
 
 
-def test_a_data_dir_that_is_not_utf8_keeps_its_bytes(tmp_path: Path) -> None:
-    raw = os.fsencode(tmp_path) + b"/d\xffat\xe9 \n$(x)"
+def test_a_data_dir_with_odd_but_utf8_bytes_keeps_them(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + "/dat\u00e9 \n$(x)".encode()
     spec = dataclasses.replace(job(tmp_path), data_dir=Path(os.fsdecode(raw)))
     mounts = container_request(spec, "img", "n", Settings()).host["mounts"]
     assert os.fsencode(mounts[0]["Source"]) == raw
+
+
+def test_a_data_dir_that_is_not_utf8_is_refused_not_bound_elsewhere(tmp_path: Path) -> None:
+    # dockerd's JSON API would receive U+FFFD for the stray byte: another path entirely.
+    raw = os.fsencode(tmp_path) + b"/d\xffat"
+    spec = dataclasses.replace(job(tmp_path), data_dir=Path(os.fsdecode(raw)))
+    with pytest.raises(SubmitError, match="not valid UTF-8"):
+        container_request(spec, "img", "n", Settings())
 
 
 def test_filters_find_die_events_and_one_runs_containers() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from docker.types import Mount
 
-from akoflow.runtimes.base import JobSpec
+from akoflow.runtimes.base import JobSpec, SubmitError
 from akoflow.runtimes.docker.settings import Settings
 from akoflow.runtimes.scope import scope_of
 
@@ -83,9 +83,9 @@ def container_request(job: JobSpec, image: str, name: str, settings: Settings) -
     mount, mem = mount_path(job), act.memory_bytes
     host = {
         "mounts": [
-            Mount(mount, os.path.abspath(job.data_dir), type="bind"),
-            Mount(SCRIPT_PATH, os.path.abspath(prefix + ".sh"), type="bind", read_only=True),
-            Mount(OUT_DIR, os.path.abspath(prefix + ".out"), type="bind"),
+            Mount(mount, host_path(job.data_dir), type="bind"),
+            Mount(SCRIPT_PATH, host_path(prefix + ".sh"), type="bind", read_only=True),
+            Mount(OUT_DIR, host_path(prefix + ".out"), type="bind"),
         ],
         "nano_cpus": round(act.cpu_cores * 1e9) if act.cpu_cores else None,
         "mem_limit": mem,
@@ -102,6 +102,20 @@ def container_request(job: JobSpec, image: str, name: str, settings: Settings) -
         "working_dir": mount,
     }
     return ContainerRequest(image, name, container, host)
+
+
+def host_path(path: str | os.PathLike[str]) -> str:
+    """An absolute host path for the daemon. Its API is JSON: a path whose bytes are not
+    UTF-8 would reach dockerd with U+FFFD in place of those bytes, i.e. bind another path."""
+    absolute = os.path.abspath(path)
+    try:
+        os.fsencode(absolute).decode("utf-8")
+    except UnicodeDecodeError:
+        raise SubmitError(
+            f"the path {os.fsencode(absolute)!r} is not valid UTF-8, so the docker API cannot "
+            "name it: use a state directory whose path is UTF-8"
+        ) from None
+    return absolute
 
 
 def die_events_filter() -> dict[str, Any]:
