@@ -72,5 +72,14 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "test_processes_started_in_a_new_session_die_with_the_activity",
         "test_a_resumed_engine_kills_what_an_adopted_activity_left",
         "test_the_start_up_sweep_removes_only_empty_attempt_cgroups",
+    } | {  # tests/e2e/test_observed_accesses.py: filesystem marks, process events, cgroups
+        "test_two_attempts_in_two_cgroups_writing_at_the_same_time",
+        "test_two_attempts_by_pid_released_together",
+        "test_a_reader_reads_only_the_file_it_reads",
+        "test_a_background_child_writes_after_its_parent_exited",
+        "test_short_lived_writers_are_all_attributed",
+        "test_odd_bytes_in_names_renames_and_deletions",
+        "test_an_unregistered_writer_is_unclaimed_not_attributed",
+        "test_without_privilege_it_says_so",
     }
     assert {directory(i) for i in markers} >= set(by_directory) | {"e2e", "unit", "server"}

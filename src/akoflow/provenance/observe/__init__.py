@@ -1,0 +1,7 @@
+"""Observed provenance: which attempt read and wrote which file of a data dir (fanotify and
+process events, root only). See :mod:`akoflow.provenance.observe.observer`."""
+
+from akoflow.provenance.observe.lineage import Ambiguous
+from akoflow.provenance.observe.observer import Access, ObservationUnavailable, Observer
+
+__all__ = ["Access", "Ambiguous", "ObservationUnavailable", "Observer"]

@@ -1,0 +1,600 @@
+"""Exact per-attempt reads and writes in data dirs on the engine's host (Linux, root).
+
+How (see docs/provenance-observation.md for the experiments behind it):
+
+- **What happened to which file**: one fanotify group per file system holding a data dir,
+  with a *filesystem* mark (every mount of it: a docker bind mount of the data dir too) and
+  ``FAN_REPORT_FID | FAN_REPORT_DFID_NAME``: each event names the directory (a file handle)
+  and the entry's name, also for creations, deletions and renames. A directory handle is
+  resolved to a path with ``open_by_handle_at`` once and cached; a directory's creation or
+  rename event carries its own handle, so files in a directory deleted before its events are
+  read still get their path. Events outside the watched data dirs are dropped.
+- **Which process**: the event's pid (a thread group id), read possibly after that process
+  exited and was reaped. The kernel's process events connector (:mod:`.procevents`) reports
+  every fork and exit in order, and a fork is queued before the child runs, so by draining it
+  before deciding an event, every process's ancestry is known: :mod:`.lineage` follows it to
+  the first process of an attempt (``register(key, pid=...)``), also for a background child
+  whose parent exited long ago. A process that predates the observer (an attempt adopted
+  after a restart) is placed by its cgroup (``register(key, cgroup=...)``) while it lives.
+- **Never a wrong claim**: an event whose process cannot be placed (lost process events, a
+  pid reused before the old process's events were read, a writer that is no attempt's) is
+  :class:`~akoflow.provenance.observe.lineage.Ambiguous` or unclaimed, never guessed; a
+  queue overflow is counted (:attr:`Observer.overflows`) so the recorder can tell which
+  attempts' records may be incomplete.
+
+Without CAP_SYS_ADMIN, :meth:`Observer.watch` raises :class:`ObservationUnavailable` (a
+filesystem mark needs it; an unprivileged group would get no pids of other processes); the
+recorder then falls back to what it does without.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from akoflow.errors import AkoflowError
+from akoflow.provenance.observe import fanotify_abi as abi
+from akoflow.provenance.observe.lineage import Ambiguous, Key, Lineage
+from akoflow.provenance.observe.procevents import Fork, ProcEvents
+from akoflow.provenance.watch import NETWORK_FILE_SYSTEMS, file_system_type
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["read", "write", "create", "delete", "rename"]
+
+# What each event bit means to provenance. Reads are FAN_ACCESS (data was read: an open
+# that reads nothing is no use) and execs; writes are FAN_MODIFY (write, truncate).
+_KINDS: tuple[tuple[int, Kind], ...] = (  # in the order they can happen within one event
+    (abi.FAN_CREATE, "create"),
+    (abi.FAN_ACCESS, "read"),
+    (0x1000, "read"),  # FAN_OPEN_EXEC: a program or script run from the data dir
+    (abi.FAN_MODIFY, "write"),
+    (abi.FAN_RENAME, "rename"),
+    (abi.FAN_DELETE, "delete"),
+)
+FAN_OPEN_EXEC = 0x1000
+MARK_MASK = (
+    abi.FAN_ACCESS
+    | FAN_OPEN_EXEC
+    | abi.FAN_MODIFY
+    | abi.FAN_CREATE
+    | abi.FAN_DELETE
+    | abi.FAN_RENAME
+    | abi.FAN_ONDIR
+)
+INIT_FLAGS = (
+    abi.FAN_CLOEXEC
+    | abi.FAN_NONBLOCK
+    | abi.FAN_REPORT_FID
+    | abi.FAN_REPORT_DFID_NAME
+    | abi.FAN_REPORT_TARGET_FID
+)
+READ_BYTES = 1 << 16
+UNCLAIMED_AFTER = 5.0  # s an access may wait for its attempt to be registered
+NEGATIVE_CACHE = 1 << 16  # directories known to lie outside every data dir (bounded)
+
+
+class ObservationUnavailable(AkoflowError, OSError):
+    """Exact observation cannot run here (no CAP_SYS_ADMIN, a kernel or file system without
+    what it needs); the message says why. The caller falls back to another mechanism."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One observed access: ``path`` (bytes, relative to ``data_dir``) was read, written,
+    created, deleted or renamed (from ``old_path``) by a process of attempt ``key``."""
+
+    key: Key | Ambiguous | None  # None: by no registered attempt
+    kind: Kind
+    data_dir: bytes
+    path: bytes
+    old_path: bytes | None = None
+    is_dir: bool = False
+    pid: int = 0
+    file_id: bytes | None = None  # the object's file handle (same file across renames)
+
+
+# ==================================================================== system calls
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+    libc.fanotify_init.restype = ctypes.c_int
+    libc.fanotify_mark.argtypes = [
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint64,
+        ctypes.c_int,
+        ctypes.c_char_p,
+    ]
+    libc.fanotify_mark.restype = ctypes.c_int
+    libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    libc.open_by_handle_at.restype = ctypes.c_int
+    return libc
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = _libc()
+    return _LIBC
+
+
+def _errno_error(what: str) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def fanotify_init(flags: int, event_flags: int) -> int:
+    fd = int(libc().fanotify_init(flags, event_flags))
+    if fd < 0:
+        raise _errno_error("fanotify_init")
+    return fd
+
+
+def fanotify_mark(group: int, flags: int, mask: int, path: bytes) -> None:
+    if libc().fanotify_mark(group, flags, mask, -100, path) < 0:  # AT_FDCWD
+        raise _errno_error("fanotify_mark")
+
+
+def path_of_handle(mount_fd: int, handle_type: int, handle: bytes) -> bytes | None:
+    """Where the directory with this handle is now; None when it is gone."""
+    buf = ctypes.create_string_buffer(struct.pack("=Ii", len(handle), handle_type) + handle)
+    fd = int(libc().open_by_handle_at(mount_fd, buf, os.O_PATH | os.O_CLOEXEC))
+    if fd < 0:
+        return None  # ESTALE: deleted; anything else: not ours to know
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}".encode())
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def cgroup_of(pid: int) -> bytes | None:
+    """The process's cgroup v2 path (as in /proc/<pid>/cgroup), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            for line in f.read().splitlines():
+                if line.startswith(b"0::"):
+                    return line[3:]
+    except OSError:
+        return None
+    return None
+
+
+def cgroup_relative(directory: str) -> bytes:
+    """``/sys/fs/cgroup/unified/a/b`` -> ``/a/b``: the form /proc/<pid>/cgroup uses."""
+    real = os.path.realpath(directory)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            head, _, tail = line.partition(" - ")
+            fields = head.split()
+            if tail.split()[:1] == ["cgroup2"] and len(fields) >= 5:
+                mount = fields[4]
+                if real == mount or real.startswith(mount.rstrip("/") + "/"):
+                    return os.fsencode(real[len(mount.rstrip("/")) :] or "/")
+    raise ObservationUnavailable(errno.ENOENT, f"{directory} is not in a cgroup v2 hierarchy")
+
+
+# ==================================================================== the observer
+
+
+@dataclass
+class _FileSystem:
+    """One fanotify group with a filesystem mark, and its directory-handle cache."""
+
+    group: int
+    mount_fd: int  # any directory of the file system, for open_by_handle_at
+    data_dirs: list[bytes] = field(default_factory=list)
+    inside: dict[bytes, bytes] = field(default_factory=dict)  # handle -> absolute dir path
+    outside: set[bytes] = field(default_factory=set)  # handles of dirs in no data dir
+
+    def close(self) -> None:
+        os.close(self.group)
+        os.close(self.mount_fd)
+
+
+def _handle_key(fid: abi.FileId) -> bytes:
+    return struct.pack("=i", fid.handle_type) + fid.handle
+
+
+@dataclass
+class _Pending:
+    since: float
+    pid: int
+    access: Access
+
+
+class Observer:
+    """Observes data dirs; tells, per registered attempt, what its processes read and wrote.
+
+    Use: :meth:`start`, :meth:`watch` each data dir, :meth:`register` each attempt as soon as
+    its first process exists, :meth:`take` its accesses when it ended (and whenever wanted
+    before), :meth:`unregister` it after, :meth:`close` at the end. :meth:`attach` keeps the
+    kernel queues drained from an asyncio loop (without it, call :meth:`pump` often enough:
+    the kernel keeps 16384 events per group).
+    """
+
+    def __init__(self, *, unclaimed_after: float = UNCLAIMED_AFTER) -> None:
+        self.unclaimed_after = unclaimed_after
+        self.overflows = 0  # kernel queue overflows: some accesses were lost
+        self._own_pid = os.getpid()
+        self._procs: ProcEvents | None = None
+        self._lineage = Lineage()
+        self._fs: dict[int, _FileSystem] = {}  # st_dev -> its group
+        self._cgroups: dict[bytes, Key] = {}  # relative cgroup path -> attempt
+        self._by_key: dict[Key, list[Access]] = {}
+        self._unclaimed: list[Access] = []
+        self._pending: deque[_Pending] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---------------------------------------------------------------- life
+
+    def start(self) -> None:
+        """Subscribe to process events. Raises :class:`ObservationUnavailable` where they
+        cannot be had or name other pids (a pid namespace other than the initial one)."""
+        try:
+            self._procs = ProcEvents()
+        except OSError as exc:
+            raise ObservationUnavailable(
+                exc.errno or errno.EPERM,
+                f"process events unavailable: {exc.strerror or exc}",
+            ) from exc
+        try:
+            self._probe_process_events()
+        except BaseException:
+            self.close()
+            raise
+
+    def _probe_process_events(self) -> None:
+        """A child's fork must be reported with the pid this process sees."""
+        assert self._procs is not None
+        child = subprocess.Popen(["true"], stdin=subprocess.DEVNULL)
+        child.wait()
+        if not any(isinstance(e, Fork) and e.child == child.pid for e in self._procs.read()):
+            raise ObservationUnavailable(
+                errno.ENOSYS, "process events name other pids (not the initial pid namespace?)"
+            )
+
+    def watch(self, data_dir: Path | str | bytes) -> None:
+        """Observe accesses under ``data_dir`` (an existing directory)."""
+        path = os.fsencode(os.path.realpath(os.fsencode(data_dir)))
+        kind = file_system_type(Path(os.fsdecode(path)))
+        if kind in NETWORK_FILE_SYSTEMS:
+            raise ObservationUnavailable(
+                errno.EOPNOTSUPP, f"{os.fsdecode(path)!r} is on {kind}: other hosts' writes unseen"
+            )
+        try:
+            dev = os.stat(path).st_dev
+        except OSError as exc:
+            raise ObservationUnavailable(
+                exc.errno or errno.EIO, f"cannot observe {os.fsdecode(path)!r}: {exc.strerror}"
+            ) from exc
+        fs = self._fs.get(dev)
+        if fs is None:
+            fs = self._fs[dev] = self._open_group(path)
+        if path not in fs.data_dirs:
+            fs.data_dirs.append(path)
+            fs.outside.clear()  # a directory out of the others may be in this one
+
+    def _open_group(self, path: bytes) -> _FileSystem:
+        try:
+            group = fanotify_init(INIT_FLAGS, os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE)
+        except OSError as exc:
+            raise ObservationUnavailable(exc.errno or errno.EPERM, str(exc)) from exc
+        try:
+            fanotify_mark(group, abi.FAN_MARK_ADD | abi.FAN_MARK_FILESYSTEM, MARK_MASK, path)
+            mount_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            os.close(group)
+            reason = {
+                errno.EPERM: "a filesystem mark needs CAP_SYS_ADMIN",
+                errno.ENODEV: "the file system has no fsid (FUSE?)",
+                errno.EXDEV: "a subvolume (btrfs): file ids are not unique",
+                errno.EOPNOTSUPP: "the file system cannot report file ids",
+                errno.EINVAL: "the kernel lacks FAN_RENAME or name reporting (5.17+ needed)",
+            }.get(exc.errno or 0, str(exc))
+            raise ObservationUnavailable(
+                exc.errno or errno.EPERM, f"cannot observe {os.fsdecode(path)!r}: {reason}"
+            ) from exc
+        fs = _FileSystem(group, mount_fd)
+        if self._loop is not None:
+            self._loop.add_reader(group, self.pump)
+        return fs
+
+    def close(self) -> None:
+        self.detach()
+        for fs in self._fs.values():
+            fs.close()
+        self._fs.clear()
+        if self._procs is not None:
+            self._procs.close()
+            self._procs = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain the kernel queues whenever they have something (from ``loop``)."""
+        self._loop = loop
+        for fs in self._fs.values():
+            loop.add_reader(fs.group, self.pump)
+        if self._procs is not None:
+            loop.add_reader(self._procs.fileno(), self.pump)
+
+    def detach(self) -> None:
+        if self._loop is None:
+            return
+        for fs in self._fs.values():
+            self._loop.remove_reader(fs.group)
+        if self._procs is not None:
+            self._loop.remove_reader(self._procs.fileno())
+        self._loop = None
+
+    # ---------------------------------------------------------------- attempts
+
+    def register(self, key: Key, *, pid: int | None = None, cgroup: str | None = None) -> None:
+        """Attempt ``key`` is process ``pid`` and its descendants (register right after the
+        process is created: what it and its children did before is found by ancestry), and/or
+        every process in ``cgroup`` (a cgroup v2 directory, for processes that predate the
+        observer: an adopted attempt, or a container)."""
+        self._sync_processes()
+        if pid is not None:
+            self._lineage.assign(pid, key)
+        if cgroup is not None:
+            relative = cgroup_relative(cgroup)
+            self._cgroups[relative] = key
+            for member in _members(cgroup):
+                self._lineage.assign(member, key)
+        self._retry_pending(force=False)
+
+    def unregister(self, key: Key) -> None:
+        """The attempt ended and its accesses were taken: forget it."""
+        self._lineage.forget(key)
+        for relative in [c for c, k in self._cgroups.items() if k == key]:
+            del self._cgroups[relative]
+        self._by_key.pop(key, None)
+
+    def take(self, key: Key) -> list[Access]:
+        """The accesses of attempt ``key`` observed since the last call, in order."""
+        self.pump()
+        return self._by_key.pop(key, [])
+
+    def take_unclaimed(self, *, now: bool = False) -> list[Access]:
+        """Accesses no registered attempt made (or :class:`Ambiguous` ones), once they waited
+        ``unclaimed_after`` seconds for a registration (all of them with ``now``)."""
+        self.pump()
+        self._retry_pending(force=now)
+        taken, self._unclaimed = self._unclaimed, []
+        return taken
+
+    # ---------------------------------------------------------------- reading
+
+    def pump(self) -> None:
+        """Read what the kernel has (never blocks) and attribute it."""
+        epoch = self._sync_processes()
+        drained = True
+        for fs in list(self._fs.values()):
+            drained = self._read_group(fs) and drained
+        if drained:  # every event of processes that exited by ``epoch`` is read
+            self._lineage.retire(epoch, keep={item.pid for item in self._pending})
+        self._retry_pending(force=False)
+
+    def _sync_processes(self) -> int:
+        if self._procs is None:
+            return self._lineage.epoch
+        return self._lineage.apply(self._procs.read())
+
+    def _read_group(self, fs: _FileSystem, max_reads: int = 64) -> bool:
+        """Read the group's queue; True when it was emptied."""
+        for _ in range(max_reads):
+            try:
+                data = os.read(fs.group, READ_BYTES)
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            try:
+                events = abi.decode(data)
+            except abi.DecodeError as exc:  # never expected: count it as lost events
+                log.warning("provenance: undecodable fanotify events (%s)", exc)
+                self.overflows += 1
+                continue
+            for event in events:
+                self._event(fs, event)
+        return False
+
+    def _event(self, fs: _FileSystem, event: abi.RawEvent) -> None:
+        if event.fd >= 0:  # not in FID mode; never expected, but never leak it
+            os.close(event.fd)
+        if event.mask & abi.FAN_Q_OVERFLOW:
+            self.overflows += 1
+            return
+        if event.pid == self._own_pid:
+            return  # the engine itself (its checksums read every file)
+        is_dir = bool(event.mask & abi.FAN_ONDIR)
+        for bit, kind in _KINDS:
+            if not event.mask & bit or (is_dir and kind in ("read", "write")):
+                continue
+            access = self._access(fs, event, kind, is_dir)
+            if access is not None:
+                self._attribute(event.pid, access)
+
+    def _access(
+        self, fs: _FileSystem, event: abi.RawEvent, kind: Kind, is_dir: bool
+    ) -> Access | None:
+        obj = event.fid(abi.INFO_FID)
+        file_id = _handle_key(obj) if obj is not None else None
+        if kind == "rename":
+            old = self._place(fs, event.fid(abi.INFO_OLD_DFID_NAME))
+            new = self._place(fs, event.fid(abi.INFO_NEW_DFID_NAME))
+            if is_dir and obj is not None:
+                self._dir_renamed(fs, obj, old, new)
+            if old is None and new is None:
+                return None
+            if old is None:  # moved into a data dir: a creation there
+                assert new is not None
+                return Access(None, "create", new[0], new[1], None, is_dir, event.pid, file_id)
+            if new is None or new[0] != old[0]:  # moved out of its data dir
+                return Access(None, "delete", old[0], old[1], None, is_dir, event.pid, file_id)
+            return Access(None, "rename", new[0], new[1], old[1], is_dir, event.pid, file_id)
+        where = self._place(fs, event.fid(abi.INFO_DFID_NAME))
+        if where is None:
+            return None
+        if is_dir and obj is not None:
+            if kind == "create":  # its handle is here now: its files keep their paths
+                fs.inside[_handle_key(obj)] = _join(where[0], where[1])
+            elif kind == "delete":
+                fs.inside.pop(_handle_key(obj), None)
+        return Access(None, kind, where[0], where[1], None, is_dir, event.pid, file_id)
+
+    def _place(self, fs: _FileSystem, fid: abi.FileId | None) -> tuple[bytes, bytes] | None:
+        """(data dir, path relative to it) of the entry a DFID_NAME record names."""
+        if fid is None or fid.name is None:
+            return None
+        directory = self._directory(fs, fid)
+        if directory is None:
+            return None
+        full = directory if fid.name in (b"", b".") else _join(directory, fid.name)
+        for data_dir in fs.data_dirs:
+            if full.startswith(data_dir + b"/"):
+                return data_dir, full[len(data_dir) + 1 :]
+        return None
+
+    def _directory(self, fs: _FileSystem, fid: abi.FileId) -> bytes | None:
+        key = _handle_key(fid)
+        path = fs.inside.get(key)
+        if path is not None:
+            return path
+        if key in fs.outside:
+            return None
+        path = path_of_handle(fs.mount_fd, fid.handle_type, fid.handle)
+        if path is not None and any(path == d or path.startswith(d + b"/") for d in fs.data_dirs):
+            fs.inside[key] = path
+            return path
+        if path is not None:  # a deleted directory is not remembered: its handle is dead
+            if len(fs.outside) >= NEGATIVE_CACHE:
+                fs.outside.clear()
+            fs.outside.add(key)
+        return None
+
+    @staticmethod
+    def _dir_renamed(
+        fs: _FileSystem,
+        obj: abi.FileId,
+        old: tuple[bytes, bytes] | None,
+        new: tuple[bytes, bytes] | None,
+    ) -> None:
+        """A directory moved: paths cached below its old place are stale; it and what
+        moved in with it from outside are looked up again."""
+        if old is not None:
+            prefix = _join(*old)
+            below = prefix + b"/"
+            for handle in [h for h, p in fs.inside.items() if p == prefix or p.startswith(below)]:
+                del fs.inside[handle]
+        if new is not None:
+            fs.inside[_handle_key(obj)] = _join(*new)
+            fs.outside.clear()
+
+    # ---------------------------------------------------------------- attribution
+
+    def _owner(self, pid: int) -> Key | Ambiguous | None:
+        owner = self._lineage.owner(pid)
+        if owner is not None or not self._cgroups:
+            return owner
+        # Not by ancestry: by cgroup, if the process still exists and is the same one
+        # (no exit of it reported after its cgroup was read).
+        cgroup = cgroup_of(pid)
+        if cgroup is None:
+            return None
+        self._sync_processes()
+        if self._lineage.uncertain(pid):
+            return None
+        key = _cgroup_owner(self._cgroups, cgroup)
+        if key is not None:
+            self._lineage.assign(pid, key)
+        return key
+
+    def _attribute(self, pid: int, access: Access) -> None:
+        owner = self._owner(pid)
+        if owner is None:
+            self._pending.append(_Pending(time.monotonic(), pid, access))
+        else:
+            self._deliver(owner, access)
+
+    def _deliver(self, owner: Key | Ambiguous, access: Access) -> None:
+        placed = Access(
+            owner,
+            access.kind,
+            access.data_dir,
+            access.path,
+            access.old_path,
+            access.is_dir,
+            access.pid,
+            access.file_id,
+        )
+        if isinstance(owner, Ambiguous):
+            self._unclaimed.append(placed)
+        else:
+            self._by_key.setdefault(owner, []).append(placed)
+
+    def _retry_pending(self, *, force: bool) -> None:
+        if not self._pending:
+            return
+        deadline = time.monotonic() - self.unclaimed_after
+        waiting: deque[_Pending] = deque()
+        while self._pending:
+            item = self._pending.popleft()
+            owner = self._lineage.owner(item.pid)
+            if owner is not None:
+                self._deliver(owner, item.access)
+            elif force or item.since <= deadline:
+                self._unclaimed.append(item.access)
+            else:
+                waiting.append(item)
+        self._pending = waiting
+
+
+def _join(directory: bytes, name: bytes) -> bytes:
+    return directory + b"/" + name if name else directory
+
+
+def _cgroup_owner(cgroups: dict[bytes, Key], cgroup: bytes) -> Key | None:
+    """The attempt whose cgroup is ``cgroup`` or one of its ancestors."""
+    node = cgroup
+    while True:
+        key = cgroups.get(node)
+        if key is not None:
+            return key
+        if node in (b"/", b""):
+            return None
+        node = node.rsplit(b"/", 1)[0] or b"/"
+
+
+def _members(cgroup: str) -> list[int]:
+    pids: list[int] = []
+    for directory, _, _ in os.walk(cgroup):
+        try:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                pids.extend(int(line) for line in f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+__all__ = ["Access", "Kind", "ObservationUnavailable", "Observer"]
