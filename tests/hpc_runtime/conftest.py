@@ -62,11 +62,12 @@ def runtime_env(
     env[prefix + "SUBMIT_RATE"] = "50"
     env[prefix + "RECONNECT_MAX"] = "0.5"
     env[prefix + "METRICS_INTERVAL"] = "1"
+    env[prefix + "SSH_CONFIG_FILE"] = "none"  # the machine's ~/.ssh/config is not the test's
     env.update({prefix + k: v for k, v in extra.items()})
     return env
 
 
-SSH_KEYS = ("HOST_CLUSTER", "PORT", "USER", "KEY_FILE", "KNOWN_HOSTS")
+SSH_KEYS = ("HOST_CLUSTER", "PORT", "USER", "KEY_FILE", "KNOWN_HOSTS", "SSH_CONFIG_FILE")
 
 
 def local_env(cluster: SlurmCluster, name: str, mount: str, **extra: str) -> dict[str, str]:

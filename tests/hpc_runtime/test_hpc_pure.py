@@ -11,15 +11,16 @@ import os
 import pwd
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, Outcome
-from akoflow.runtimes.hpc import HpcRuntime, sbatch, slurm, staging
+from akoflow.runtimes.hpc import HpcRuntime, relay, sbatch, slurm, staging
+from akoflow.runtimes.hpc.relay import RELAY_SCRIPT
 from akoflow.runtimes.hpc.settings import SettingsError, read_settings
-from akoflow.runtimes.hpc.ssh import rsync_ssh_command
 from akoflow.runtimes.hpc.transport import RsyncRoute
 from akoflow.spec import Activity
 
@@ -324,21 +325,22 @@ def test_sinfo_sstat_and_sizes() -> None:
     assert slurm.parse_size("1.5G") == 3 << 29
 
 
-def test_rsync_argv_keeps_host_keys_checked_and_paths_out_of_shells() -> None:
-    ssh = rsync_ssh_command(
-        port=2222, user="me", key_file="/k/id x", known_hosts="/k/known", connect_timeout=10
-    )
-    assert shlex.split(ssh)[shlex.split(ssh).index("-i") + 1] == "/k/id x"
-    assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/k/known" in ssh
+def test_rsync_argv_goes_through_the_relay_and_keeps_paths_out_of_shells() -> None:
+    rsh = shlex.join([sys.executable, "-I", "-S", RELAY_SCRIPT, "/run/x y/rsync.sock"])
+    assert shlex.split(rsh)[-1] == "/run/x y/rsync.sock"
     t = staging.resolve("in dir/", "/scratch/$(x)", "/data", "/m")
-    route = RsyncRoute(ssh, "host")
+    route = RsyncRoute(rsh, "cluster")
     argv = staging.rsync_argv(route, t, upload=True)
     assert argv == [
-        "rsync", "-a", "--update", "--protect-args", "-e", ssh, "--",
-        "/data/in dir/", "host:/scratch/$(x)/",
+        "rsync", "-a", "--update", "--protect-args", "-e", rsh, "--",
+        "/data/in dir/", "cluster:/scratch/$(x)/",
     ]  # fmt: skip
     back = staging.rsync_argv(route, t, upload=False)
-    assert back[-2:] == ["host:/scratch/$(x)/", "/data/in dir/"]
+    assert back[-2:] == ["cluster:/scratch/$(x)/", "/data/in dir/"]
+    # The relay runs rsync's server side only, whatever asks it.
+    assert relay.allowed(["rsync", "--server", "-logDtpre.iLsfxCIvu", ".", "/m/x"])
+    for bad in (["sh", "-c", "id"], ["rsync", "-a", "/etc", "x:/"], "rsync --server", [1, 2]):
+        assert not relay.allowed(bad)
 
 
 def test_local_rsync_has_no_remote_shell_and_skips_one_directory(tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ class LocalTransport:
         """One session for the transport's life (nothing to connect, nothing to lose)."""
         return self._opened
 
+    @property
+    def user(self) -> str | None:
+        return None  # the settings name the engine's own user
+
     async def open(self) -> None:
         self._opened = self._opened or 1
 
@@ -90,7 +94,7 @@ class LocalTransport:
         path = activity_environ().get("PATH", os.defpath)
         return [p for p in programs if shutil.which(p, path=path) is None]
 
-    def rsync_route(self) -> RsyncRoute:
+    async def rsync_route(self) -> RsyncRoute:
         return RsyncRoute()
 
     # ------------------------------------------------------------------ files

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from akoflow.config import env_prefix
 from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import (
@@ -54,6 +53,7 @@ from akoflow.runtimes.hpc.local import LocalTransport
 from akoflow.runtimes.hpc.settings import HpcSettings, SettingsError, read_settings
 from akoflow.runtimes.hpc.transport import (
     Completed,
+    HpcMisconfigured,
     Transport,
     TransportAmbiguous,
     TransportUnavailable,
@@ -193,6 +193,7 @@ class HpcRuntime(Runtime):
         self._last_metrics: tuple[float, dict[str, Metrics]] = (0.0, {})
         self._accounting: str | None = None  # resolved mode: sacct, jobcomp or none
         self._scopes: dict[Path, str] = {}
+        self._misconfigured: HpcMisconfigured | None = None
         self.status_queries = 0
         """squeue calls made by the monitor (one per poll with live jobs)."""
         self.submissions = 0
@@ -216,10 +217,20 @@ class HpcRuntime(Runtime):
             raise SubmitError(self._config_error or "invalid settings")
         return self._s
 
+    @property
+    def misconfigured(self) -> HpcMisconfigured | None:
+        """The setup problem the last health check or submission found, when it is one that
+        does not heal while the engine runs (bad settings, no accepted credential, refused
+        host key, unknown alias, no sbatch on the PATH, unknown QUEUE); None otherwise. Work
+        held for this runtime will not start until someone fixes it."""
+        if self._config_error:
+            return HpcMisconfigured(self._config_error, "fix the setting and start again")
+        return self._misconfigured
+
     def _require_transport(self) -> Transport:
         if self._transport is None:
             if self._config_error:
-                raise RuntimeUnavailable(self._config_error)
+                raise HpcMisconfigured(self._config_error)
             raise RuntimeUnavailable(f"runtime {self.name} is not started")
         return self._transport
 
@@ -239,6 +250,22 @@ class HpcRuntime(Runtime):
     async def _run(self, argv: Sequence[str], timeout: float | None = None) -> Completed:
         transport = await self._ready_transport()
         return await transport.run(argv, timeout=timeout)
+
+    async def _user(self) -> str:
+        """The cluster account jobs run as: ``USER``, else the one the ssh config logs in as."""
+        s = self._settings()
+        if s.user is not None:
+            return s.user
+        transport = await self._ready_transport()
+        return transport.user or "root"
+
+    def _not_found(self, program: str) -> HpcMisconfigured:
+        return HpcMisconfigured(
+            f"{program} not found on the PATH of {self._where()}",
+            "install SLURM's client commands there, or make a non-interactive login find them "
+            "(e.g. `module load slurm` or a PATH line in ~/.bashrc before its interactive "
+            "check); `ssh HOST which sbatch` must print its path",
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,24 +293,38 @@ class HpcRuntime(Runtime):
     async def health(self) -> Health:
         if self._s is None:
             return Health(False, self._config_error)
-        s = self._s
+        try:
+            return await self._health(self._s)
+        except HpcMisconfigured as exc:
+            self._misconfigured = exc
+            return Health(False, str(exc))
+
+    async def _health(self, s: HpcSettings) -> Health:
         if s.gateway is not None:
             problem = await self._check_gateway(*s.gateway, s.connect_timeout)
             if problem:
                 return Health(False, problem)
         if self._transport is not None:
-            missing = await self._transport.missing_programs(SLURM_PROGRAMS)
+            try:
+                await self._ready_transport()
+                missing = await self._transport.missing_programs(SLURM_PROGRAMS)
+            except RuntimeUnavailable as exc:
+                return Health(False, str(exc))
             if missing:
-                return Health(
-                    False, f"{', '.join(missing)} not found on the PATH of {self._where()}"
-                )
+                raise self._not_found(", ".join(missing))
         try:
             nodes = await self._sinfo()
         except RuntimeUnavailable as exc:
             return Health(False, str(exc))
         where = f"partition {s.queue}" if s.queue else "the cluster"
         if not nodes:
+            if s.queue and not await self._partition_exists(s.queue):
+                raise HpcMisconfigured(
+                    f"partition {s.queue} does not exist on {self._where()} (sinfo)",
+                    f"set {s.variable_prefix}QUEUE to one of the partitions `sinfo -s` lists",
+                )
             return Health(False, f"{where} has no nodes (sinfo)")
+        self._misconfigured = None
         if not any(n.ready for n in nodes):
             return Health(False, f"no node of {where} is up (sinfo)")
         return Health(True)
@@ -304,6 +345,8 @@ class HpcRuntime(Runtime):
     async def _sinfo(self) -> list[NodeInfo]:
         s = self._settings()
         res = await self._run(slurm.sinfo_argv(s.queue))
+        if res.exit_status == 127:
+            raise self._not_found("sinfo")
         if res.exit_status != 0:
             raise RuntimeUnavailable(
                 f"sinfo -p {s.queue or '(default)'} failed on {self._where()}: {_tail(res.stderr)}"
@@ -311,6 +354,12 @@ class HpcRuntime(Runtime):
         nodes = slurm.parse_sinfo_nodes(res.stdout)
         self._nodes = (time.monotonic(), nodes)
         return nodes
+
+    async def _partition_exists(self, queue: str) -> bool:
+        res = await self._run(["sinfo", "-h", "-o", "%R"])
+        if res.exit_status != 0:
+            return True  # cannot tell: not a verdict
+        return queue in res.stdout.split()
 
     async def nodes(self) -> Sequence[NodeInfo]:
         cached = self._nodes
@@ -403,11 +452,18 @@ class HpcRuntime(Runtime):
         except TransportAmbiguous:
             return await self._after_ambiguous(job, name, paths, transfers)
         self.submissions += 1
+        if res.exit_status == 127:
+            raise self._not_found("sbatch")
         if res.exit_status != 0:
             message = _tail(res.stderr)
             if any(t in res.stderr for t in _CONTROLLER_TROUBLE):
                 # slurmctld is away: squeue would not answer either; the claim decides.
                 return await self._after_ambiguous(job, name, paths, transfers, look_first=False)
+            if "Invalid partition name" in res.stderr:
+                raise HpcMisconfigured(
+                    f"sbatch refused {name}: {message}",
+                    f"set {s.variable_prefix}QUEUE to one of the partitions `sinfo -s` lists",
+                )
             raise SubmitError(f"sbatch refused {name}: {message}")
         job_id = res.stdout.strip().split(";")[0]
         if not job_id.isdigit():
@@ -463,8 +519,7 @@ class HpcRuntime(Runtime):
         return tracked.handle()
 
     async def _lookup(self, name: str) -> slurm.QueueRow | None:
-        s = self._settings()
-        res = await self._run(slurm.squeue_by_name_argv(s.user, name))
+        res = await self._run(slurm.squeue_by_name_argv(await self._user(), name))
         if res.exit_status != 0:
             raise RuntimeUnavailable(f"squeue failed on {self._where()}: {_tail(res.stderr)}")
         rows = [r for r in slurm.parse_squeue(res.stdout) if r.name == name]
@@ -480,14 +535,7 @@ class HpcRuntime(Runtime):
         return await transport.mkdir_exclusive(paths.started)
 
     async def _stage(self, transfer: staging.Transfer, *, upload: bool) -> None:
-        transport = self._require_transport()
-        route = transport.rsync_route()
-        if route is None:
-            prefix = env_prefix(self.config.name)
-            raise SubmitError(
-                "staging volumes needs key authentication (rsync cannot use a password): set "
-                f"{prefix}KEY_FILE or {prefix}SSHKEYPRIVK"
-            )
+        route = await (await self._ready_transport()).rsync_route()
         lock = self._volume_locks.setdefault(transfer.remote, asyncio.Lock())
         async with lock:
             if upload:
@@ -519,8 +567,7 @@ class HpcRuntime(Runtime):
                 log.exception("monitoring %s failed this cycle", self.name)
 
     async def _squeue(self) -> dict[str, slurm.QueueRow] | None:
-        s = self._settings()
-        res = await self._run(slurm.squeue_argv(s.user))
+        res = await self._run(slurm.squeue_argv(await self._user()))
         if res.exit_status != 0:
             log.debug("squeue failed on %s: %s", self._where(), _tail(res.stderr))
             return None
@@ -704,12 +751,12 @@ class HpcRuntime(Runtime):
             log.warning("cannot cancel %s now (%s); will retry", job.name, exc)
 
     async def _scancel(self, job: _Job) -> None:
-        s = self._settings()
+        self._settings()  # bad settings: SubmitError
         job.cancel_pending = False
         if job.job_id:
             argv = ["scancel", job.job_id]
         else:
-            argv = ["scancel", f"--name={job.name}", f"--user={s.user}"]
+            argv = ["scancel", f"--name={job.name}", f"--user={await self._user()}"]
         res = await self._run(argv)
         if res.exit_status != 0:
             log.warning("scancel %s: %s", job.name, _tail(res.stderr))

@@ -6,8 +6,17 @@ Seed keys: ``USER``, ``HOST_CLUSTER``, ``QUEUE``, ``MOUNT_PATH``, ``GATEWAY``, `
 ``KEY_FILE``, ``KEY_PASSPHRASE``, ``KNOWN_HOSTS``, ``ACCEPT_NEW_HOST_KEY``, ``SINGULARITY``,
 ``POLL_INTERVAL``, ``SUBMIT_RATE``, ``MAX_QUEUED``, ``MAX_SESSIONS``, ``KEEPALIVE``,
 ``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``RECONNECT_MAX``, ``ACCOUNTING``,
-``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``, ``TRANSPORT``. Secrets stay in this object; they
-are never formatted into a message.
+``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``, ``TRANSPORT``, ``JUMP_HOST``, ``SSH_CONFIG_FILE``;
+the seed's SSH config injection: ``SSHCONFIG`` (base64 of an ssh_config snippet) and
+``SSHKEYPUBLK`` (base64 public key or certificate of ``SSHKEYPRIVK``). Secrets stay in this
+object; they are never formatted into a message.
+
+Over SSH, ``HOST_CLUSTER`` may be a ``Host`` alias of the user's OpenSSH config
+(``~/.ssh/config``, or ``SSH_CONFIG_FILE``; ``none`` reads no file): what the settings leave
+unset (``PORT``, ``USER``, ``KEY_FILE``, ``KNOWN_HOSTS``, ``JUMP_HOST``) comes from that config,
+then from OpenSSH's defaults (ssh-agent, ``~/.ssh/id_*``, ``~/.ssh/known_hosts``). A setting
+that is set always wins over the config. No credential at all is not an error here: the agent
+or the config may hold one, and the login says so when none works.
 
 ``TRANSPORT`` is ``ssh`` (the default: a login node reached over SSH) or ``local`` (the engine
 runs on the login node itself, as the user whose jobs these are): then ``HOST_CLUSTER`` and the
@@ -34,6 +43,7 @@ from akoflow.runtimes.hpc.transport import TRANSPORTS
 _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_.:,/@+=%-]+$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_.@+=%/-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_JUMP = re.compile(r"^([A-Za-z0-9_.-]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
 ACCOUNTING_MODES = ("auto", "sacct", "jobcomp", "none")
 
 
@@ -43,8 +53,8 @@ SettingsError = SettingError  # the shared settings error, under the name this m
 @dataclass(frozen=True, slots=True)
 class HpcSettings:
     host: str
-    port: int
-    user: str
+    port: int | None  # None: the ssh config's Port, else 22
+    user: str | None  # None: the ssh config's User, else this machine's login name
     mount_path: str
     queue: str | None = None
     group: str | None = None
@@ -54,8 +64,13 @@ class HpcSettings:
     key_data: bytes | None = None  # decoded SSHKEYPRIVK; written 0600 by the runtime
     key_passphrase: str | None = None
     password: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
+    known_hosts: str | None = None  # None: the ssh config's UserKnownHostsFile, else ~/.ssh's
     accept_new_host_key: bool = False
+    public_key: bytes | None = None  # decoded SSHKEYPUBLK: the key's public half or certificate
+    jump_host: str | None = None  # [user@]host[:port][,...], as OpenSSH's ProxyJump
+    ssh_config_file: str | None = "~/.ssh/config"  # None: read no config file
+    ssh_config_snippet: str | None = None  # decoded SSHCONFIG, read before the file
+    variable_prefix: str = "HPC_"  # {NAME}_, to name variables in messages
     time: str | None = None
     ntasks: str | None = None
     nodes: str | None = None
@@ -82,8 +97,8 @@ class HpcSettings:
         return f"HpcSettings(host={self.host!r}, port={self.port}, user={self.user!r})"
 
     @property
-    def known_hosts_path(self) -> str:
-        return os.path.expanduser(self.known_hosts)
+    def known_hosts_path(self) -> str | None:
+        return os.path.expanduser(self.known_hosts) if self.known_hosts is not None else None
 
 
 def read_settings(config: RuntimeConfig) -> HpcSettings:
@@ -146,12 +161,32 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     singularity = text("SINGULARITY")
     if singularity is not None and not _DIRECTIVE_VALUE.match(singularity):
         raise config.invalid("SINGULARITY", "must be a program name or path")
-    user = _local_user(config) if local else text("USER") or os.environ.get("USER") or "root"
-    if not _DIRECTIVE_VALUE.match(user):
+    user = _local_user(config) if local else text("USER")
+    if user is not None and not _DIRECTIVE_VALUE.match(user):
         raise config.invalid("USER", "is not a valid user name")
+    jump = None if local else text("JUMP_HOST")
+    if jump is not None and not all(_JUMP.match(hop) for hop in jump.split(",")):
+        raise config.invalid("JUMP_HOST", "must be [USER@]HOST[:PORT], several joined by commas")
+    config_file = text("SSH_CONFIG_FILE") or "~/.ssh/config"
+    snippet = None
+    raw_snippet = None if local else text("SSHCONFIG")
+    if raw_snippet is not None:
+        try:
+            snippet = base64.b64decode(raw_snippet, validate=True).decode()
+        except (binascii.Error, ValueError):
+            raise config.invalid("SSHCONFIG", "must be base64 (of an ssh_config snippet)") from None
+    public_key = None
+    raw_public = None if local else text("SSHKEYPUBLK")
+    if raw_public is not None:
+        try:
+            public_key = base64.b64decode(raw_public, validate=True)
+        except (binascii.Error, ValueError):
+            raise config.invalid("SSHKEYPUBLK", "must be base64 (of a public key)") from None
+        if key_data is None:
+            raise config.invalid("SSHKEYPUBLK", "needs the private key in SSHKEYPRIVK")
     return HpcSettings(
         host=host or "localhost",
-        port=config.get_int("PORT", 22, minimum=1),
+        port=_port(config),
         user=user,
         mount_path=mount.rstrip("/") or "/",
         queue=directive("QUEUE"),
@@ -162,8 +197,13 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         key_data=key_data,
         key_passphrase=config.get("KEY_PASSPHRASE") or None,
         password=password,
-        known_hosts=text("KNOWN_HOSTS") or "~/.ssh/known_hosts",
+        known_hosts=text("KNOWN_HOSTS"),
         accept_new_host_key=config.get_bool("ACCEPT_NEW_HOST_KEY", False),
+        public_key=public_key,
+        jump_host=jump,
+        ssh_config_file=None if config_file.lower() == "none" else config_file,
+        ssh_config_snippet=snippet,
+        variable_prefix=prefix,
         time=directive("TIME"),
         ntasks=directive("NTASKS"),
         nodes=directive("NODES"),
@@ -186,10 +226,18 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     )
 
 
+def _port(config: RuntimeConfig) -> int | None:
+    if config.get_text("PORT") is None:
+        return None
+    port = config.get_int("PORT", 22, minimum=1)
+    if port > 65535:
+        raise config.invalid("PORT", "must be at most 65535")
+    return port
+
+
 def _credentials(config: RuntimeConfig) -> tuple[bytes | None, str | None, str | None]:
-    """The SSH key (as data or a file) and password; a default key of ``~/.ssh`` when none
-    is set. Raises :class:`SettingError` when there is none at all."""
-    prefix = env_prefix(config.name)
+    """The SSH key (as data or a file) and password, when set. None of them is fine: the
+    login then uses what the ssh config, the agent and ``~/.ssh`` offer."""
     text = config.get_text
     key_data = None
     raw_key = text("SSHKEYPRIVK")
@@ -202,15 +250,6 @@ def _credentials(config: RuntimeConfig) -> tuple[bytes | None, str | None, str |
     if key_file is not None:
         key_file = os.path.expanduser(key_file)
     password = config.get("PASSWORD") or None
-    if key_data is None and key_file is None and password is None:
-        default_keys = [p for p in ("id_ed25519", "id_ecdsa", "id_rsa") if _home_key(p)]
-        if not default_keys:
-            raise SettingError(
-                f"no SSH credentials: set {prefix}KEY_FILE, {prefix}SSHKEYPRIVK or "
-                f"{prefix}PASSWORD",
-                variable=f"{prefix}KEY_FILE",
-            )
-        key_file = str(_home_key(default_keys[0]))
     return key_data, key_file, password
 
 
@@ -228,8 +267,3 @@ def _local_user(config: RuntimeConfig) -> str:
             f"engine runs as ({me!r}): unset it or run the engine as {wanted!r}",
         )
     return me
-
-
-def _home_key(name: str) -> Path | None:
-    path = Path.home() / ".ssh" / name
-    return path if path.exists() else None

@@ -1,16 +1,30 @@
-"""One SSH connection per cluster (asyncssh), shared by every command of the runtime.
+"""One SSH connection per cluster (asyncssh), shared by every command, file and transfer of the
+runtime: one login per cluster per run, so a centre that asks for MFA at each login asks once.
 
+- The login follows the user's OpenSSH setup (:mod:`.sshconfig`): ``HOST_CLUSTER`` may be a
+  ``Host`` alias; HostName, Port, User, IdentityFile, IdentitiesOnly, ProxyJump, ProxyCommand,
+  UserKnownHostsFile and Include come from the config, keys from ssh-agent (``SSH_AUTH_SOCK``)
+  and ``~/.ssh/id_*``, unless a ``{NAME}_*`` setting says otherwise (a setting always wins).
+  Jump hosts (ProxyJump or ``JUMP_HOST``) are connected by this module, hop by hop, with the
+  same credentials and questions as the login node.
 - Commands are argv lists, joined with :func:`shlex.join` for the remote shell: nothing from a
-  workflow is ever parsed by it. Files travel over one SFTP channel of the same connection.
+  workflow is ever parsed by it. Files travel over one SFTP channel of the same connection;
+  rsync's remote side runs on it too (:mod:`.relay`).
 - At most ``max_sessions`` channels are open at once (sshd's ``MaxSessions`` is 10 by default).
 - Keepalives detect a dead peer; a lost connection is replaced on the next use, with an
   exponential back-off between failed attempts so a down login node is not hammered.
-- Host keys are verified against a known_hosts file. ``accept_new`` adds the key of a host that
-  has no entry yet (like OpenSSH's ``StrictHostKeyChecking=accept-new``); a *different* key for
-  a known host is always refused. Passwords go to asyncssh only, never to a command line.
-- A key given as data (``SSHKEYPRIVK``) is written to a private 0600 file that lives as long as
-  the link (:func:`link_for`); rsync's own ssh uses the same key and known_hosts
-  (:meth:`SshLink.rsync_route`).
+- Host keys are verified against known_hosts files (hashed entries and ``@cert-authority``
+  lines included). ``accept_new`` adds the key of a host that has no entry yet (like OpenSSH's
+  ``StrictHostKeyChecking=accept-new``); a *different* key for a known host is always refused.
+  Passwords go to asyncssh only, never to a command line.
+- Keyboard-interactive questions (MFA) are asked through :mod:`.prompt`: on the terminal of
+  ``akoflow run``, once per login; without a terminal the login fails and says why.
+- What cannot heal (no credential accepted, unreadable key, unknown alias, refused host key,
+  questions nobody can answer) raises :class:`HpcMisconfigured`; what can (host unreachable,
+  connection dropped) raises :class:`SshUnavailable`.
+- A key given as data (``SSHKEYPRIVK``, with ``SSHKEYPUBLK``) and an ssh_config snippet
+  (``SSHCONFIG``) are written to a private 0700 directory that lives as long as the link
+  (:func:`link_for`).
 
 This is the :class:`~akoflow.runtimes.hpc.transport.Transport` the HPC runtime uses by default.
 """
@@ -23,18 +37,22 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import asyncssh
 
 from akoflow.runtimes.backoff import Backoff
+from akoflow.runtimes.hpc import prompt, sshconfig
+from akoflow.runtimes.hpc.relay import RsyncRelay
 from akoflow.runtimes.hpc.settings import HpcSettings
 from akoflow.runtimes.hpc.transport import (
     Completed,
+    HpcMisconfigured,
     RsyncRoute,
     TransportAmbiguous,
     TransportUnavailable,
@@ -42,9 +60,11 @@ from akoflow.runtimes.hpc.transport import (
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
 
 class SshUnavailable(TransportUnavailable):
-    """The login node cannot be reached or refused us; nothing was sent."""
+    """The login node cannot be reached now; nothing was sent."""
 
 
 class SshAmbiguous(TransportAmbiguous):
@@ -53,26 +73,39 @@ class SshAmbiguous(TransportAmbiguous):
 
 @dataclass(frozen=True, slots=True)
 class SshTarget:
+    """The login as the settings give it; what they leave unset (None) the ssh config and
+    OpenSSH's defaults fill in."""
+
     host: str
-    port: int
-    user: str
-    known_hosts: str
+    port: int | None = None
+    user: str | None = None
+    known_hosts: str | None = None
     accept_new: bool = False
     key_file: str | None = None
+    cert_file: str | None = None
     passphrase: str | None = None
     password: str | None = None
+    jump: str | None = None
+    config_paths: tuple[str, ...] = ()
+    names: dict[str, str] = field(default_factory=dict)  # setting -> its variable, for hints
 
     def __repr__(self) -> str:
-        return f"SshTarget({self.user}@{self.host}:{self.port})"
+        return f"SshTarget({self.where})"
 
     @property
     def where(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.host}{port}"
+
+    def variable(self, key: str) -> str:
+        return self.names.get(key, key)
 
 
 class _Client(asyncssh.SSHClient):
-    def __init__(self, link: SshLink) -> None:
+    def __init__(self, link: SshLink, where: str) -> None:
         self._link = link
+        self._where = where
         self._conn: asyncssh.SSHClientConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
@@ -81,6 +114,17 @@ class _Client(asyncssh.SSHClient):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._link._conn is self._conn:  # not a connection already replaced
             self._link._lost(exc)
+
+    def kbdint_auth_requested(self) -> str | None:
+        return ""  # let the server ask; the answers decide
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        return await self._link._answer(self._where, name, instructions, prompts)
+
+    def password_auth_requested(self) -> str | None:
+        return self._link.target.password
 
 
 class SshLink:
@@ -94,27 +138,38 @@ class SshLink:
         command_timeout: float = 60.0,
         reconnect_max: float = 30.0,
         key_dir: str | None = None,
+        prompter: prompt.Prompter | None = None,
     ) -> None:
         self.target = target
-        self._key_dir = key_dir  # a private dir holding the key file: removed on close
+        self._key_dir = key_dir  # private: key file, config snippet, socket; removed on close
         self._sessions = asyncio.Semaphore(max_sessions)
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self._prompter = prompter
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._hops: list[asyncssh.SSHClientConnection] = []
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
         self._backoff = Backoff(0.25, max(0.25, reconnect_max))
-        self._last_error = ""
+        self._last_error: Exception | None = None
+        self._prompting = 0  # questions on the terminal now (the login clock stops meanwhile)
+        self._prompt_serial = 0
+        self._unanswerable = False  # the server asked and there is nobody to ask
+        self._relay: RsyncRelay | None = None
+        self._checked_programs: tuple[int, list[str]] | None = None
+        self.resolved: sshconfig.Resolved | None = None
         self.connections_opened = 0
         """SSH connections this link has opened (for benchmarks and tests)."""
+        self.prompts_answered = 0
+        """Keyboard-interactive rounds answered (for tests)."""
 
     # ------------------------------------------------------------------ connection
 
     def _lost(self, exc: Exception | None) -> None:
         if exc is not None:
-            log.info("ssh connection to %s lost: %s", self.target.where, exc)
+            log.info("ssh connection to %s lost: %s", self.where, exc)
         self._conn = None
         self._sftp = None
 
@@ -124,7 +179,11 @@ class SshLink:
 
     @property
     def where(self) -> str:
-        return self.target.where
+        return self.resolved.where if self.resolved is not None else self.where
+
+    @property
+    def user(self) -> str | None:
+        return self.resolved.user if self.resolved is not None else self.target.user
 
     @property
     def key_file(self) -> str | None:
@@ -140,101 +199,274 @@ class SshLink:
         async with self._lock:
             if self._conn is not None:
                 return self._conn
-            now = time.monotonic()
-            if now < self._retry_at:
-                raise SshUnavailable(self._last_error)
+            if time.monotonic() < self._retry_at and self._last_error is not None:
+                raise self._again(self._last_error)
             try:
                 self._conn = await self._open()
-            except SshUnavailable as exc:
-                self._last_error = str(exc)
+            except (SshUnavailable, HpcMisconfigured) as exc:
+                self._last_error = exc
                 self._retry_at = time.monotonic() + self._backoff.next()
                 raise
             self._backoff.reset()
             self._retry_at = 0.0
+            self._last_error = None
             self.connections_opened += 1
             return self._conn
 
-    async def _open(self) -> asyncssh.SSHClientConnection:
-        t = self.target
-        where = t.where
-        try:
-            return await self._connect()
-        except asyncssh.HostKeyNotVerifiable as exc:
-            if t.accept_new and not self._host_known():
-                await self._learn_host_key()
-                try:
-                    return await self._connect()
-                except (OSError, asyncssh.Error, TimeoutError) as again:
-                    raise SshUnavailable(f"ssh {where}: {_describe(again)}") from None
-            raise SshUnavailable(
-                f"ssh {where}: host key verification failed: the key the server presented "
-                f"does not match {t.known_hosts} ({exc.reason}); refusing to connect. If the "
-                "host key really changed, update that file"
-            ) from None
-        except asyncssh.PermissionDenied:
-            raise SshUnavailable(f"ssh {where}: authentication failed") from None
-        except (OSError, asyncssh.Error, TimeoutError) as exc:
-            raise SshUnavailable(f"ssh {where}: {_describe(exc)}") from None
+    @staticmethod
+    def _again(exc: Exception) -> Exception:
+        if isinstance(exc, HpcMisconfigured):
+            return HpcMisconfigured(exc.problem, exc.hint)
+        return SshUnavailable(str(exc))
 
-    async def _connect(self) -> asyncssh.SSHClientConnection:
+    def _resolve(self) -> sshconfig.Resolved:
         t = self.target
-        if not os.path.exists(t.known_hosts):
-            if not t.accept_new:
-                raise SshUnavailable(
-                    f"ssh {t.where}: known hosts file {t.known_hosts} does not exist; add the "
-                    "cluster's host key to it (or allow accepting a new key explicitly)"
+        return sshconfig.resolve(
+            list(t.config_paths),
+            t.host,
+            user=t.user,
+            port=t.port,
+            known_hosts=t.known_hosts,
+            jump=t.jump,
+            key_file=t.key_file,
+        )
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        resolved = self.resolved = await asyncio.to_thread(self._resolve)
+        known = self._known_hosts(resolved)
+        self._unanswerable = False
+        hops: list[asyncssh.SSHClientConnection] = []
+        try:
+            for hop in resolved.jump:
+                hops.append(await self._login(hop.host, hop.port, hop.user, hops, str(hop)))
+            try:
+                conn = await self._login(resolved.alias, None, None, hops, resolved.where, known)
+            except asyncssh.HostKeyNotVerifiable:
+                if not (self.target.accept_new and not self._host_known(resolved, known)):
+                    raise
+                await self._learn_host_key(resolved, known, hops[-1] if hops else None)
+                conn = await self._login(resolved.alias, None, None, hops, resolved.where, known)
+        except BaseException as exc:
+            for opened in reversed(hops):
+                opened.close()
+            if isinstance(exc, (HpcMisconfigured, SshUnavailable)):
+                raise
+            if isinstance(exc, (OSError, asyncssh.Error, TimeoutError, ValueError)):
+                raise self._classify(exc, resolved, known) from None
+            raise
+        self._hops = hops
+        return conn
+
+    def _known_hosts(self, resolved: sshconfig.Resolved) -> list[str]:
+        """The known_hosts files to check against; the first is created empty when new keys
+        may be accepted."""
+        existing = [p for p in resolved.known_hosts if os.path.exists(p)]
+        if existing:
+            return existing
+        first = resolved.known_hosts[0]
+        if not self.target.accept_new:
+            raise HpcMisconfigured(
+                f"ssh {resolved.where}: known hosts file {first} does not exist",
+                f"add the cluster's host key to it (ssh-keyscan, or one `ssh {resolved.alias}` "
+                f"by hand), set {self.target.variable('KNOWN_HOSTS')}, or allow accepting a new "
+                f"key with {self.target.variable('ACCEPT_NEW_HOST_KEY')}=true",
+            )
+        os.makedirs(os.path.dirname(first) or ".", exist_ok=True)
+        with open(first, "a"):
+            pass
+        return [first]
+
+    def _options(self, known: list[str] | None) -> dict[str, Any]:
+        """What the settings set explicitly; the rest is asyncssh's reading of the config."""
+        t = self.target
+        options: dict[str, Any] = {
+            "config": list(t.config_paths),
+            "keepalive_interval": self._keepalive,
+            "keepalive_count_max": 3,
+            "connect_timeout": None,  # the whole login is timed by _login
+            "login_timeout": self._connect_timeout + prompt.ANSWER_TIMEOUT,
+        }
+        if known is not None:
+            options["known_hosts"] = known
+        elif t.known_hosts is not None:
+            options["known_hosts"] = t.known_hosts
+        if t.key_file is not None:
+            options["client_keys"] = [t.key_file]
+            options["agent_path"] = None  # the key that was set, only
+            if t.cert_file is not None:
+                options["client_certs"] = [t.cert_file]
+        if t.passphrase is not None:
+            options["passphrase"] = t.passphrase
+        if t.password is not None:
+            options["password"] = t.password
+        return options
+
+    async def _login(
+        self,
+        host: str,
+        port: int | None,
+        user: str | None,
+        hops: list[asyncssh.SSHClientConnection],
+        where: str,
+        known: list[str] | None = None,
+    ) -> asyncssh.SSHClientConnection:
+        """One SSH login (to a jump host or the login node), through the hops so far. The
+        clock stops while a question waits on the terminal."""
+        options = self._options(known)
+        t = self.target
+        if host == t.host:  # the login node: the settings' port and user
+            port, user = t.port, t.user
+        if port is not None:
+            options["port"] = port
+        if user is not None:
+            options["username"] = user
+        options["tunnel"] = hops[-1] if hops else None
+
+        async def connect() -> asyncssh.SSHClientConnection:
+            conn, _ = await asyncssh.create_connection(
+                lambda: _Client(self, where), host, **options
+            )
+            return conn
+
+        task = asyncio.create_task(connect())
+        try:
+            while True:
+                serial = self._prompt_serial
+                done, _ = await asyncio.wait({task}, timeout=self._connect_timeout)
+                if done:
+                    return task.result()
+                if not self._prompting and serial == self._prompt_serial:
+                    raise TimeoutError
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _answer(
+        self, where: str, name: str, instructions: str, prompts: Sequence[tuple[str, bool]]
+    ) -> list[str] | None:
+        if not prompts:
+            return []
+        password = self.target.password
+        if password is not None and len(prompts) == 1 and not prompts[0][1]:
+            return [password]  # PAM's "Password:" asked through keyboard-interactive
+        if self._prompter is None:
+            self._unanswerable = True
+            return None  # asyncssh moves on to the next method (there is none: denied)
+        self._prompting += 1
+        self._prompt_serial += 1
+        try:
+            answers = await self._prompter(where, name, instructions, prompts)
+        except TimeoutError:
+            self._unanswerable = True
+            return None
+        finally:
+            self._prompting -= 1
+            self._prompt_serial += 1
+        self.prompts_answered += 1
+        return answers
+
+    def _classify(
+        self, exc: BaseException, resolved: sshconfig.Resolved, known: list[str]
+    ) -> Exception:
+        """The error to raise for a failed login: HpcMisconfigured when waiting will not
+        help, SshUnavailable when it may."""
+        where = resolved.where
+        t = self.target
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            return HpcMisconfigured(
+                f"ssh {where}: host key verification failed: the key the server presented "
+                f"does not match {', '.join(known)} ({exc.reason}); refusing to connect",
+                "if the host key really changed, update that file (ssh-keygen -R HOST, then "
+                f"one `ssh {resolved.alias}` by hand to check and record the new key)",
+            )
+        if isinstance(exc, asyncssh.PermissionDenied):
+            if self._unanswerable:
+                return HpcMisconfigured(
+                    f"ssh {where}: the server asks keyboard-interactive questions (MFA or a "
+                    "password) and this process has no terminal to ask them on",
+                    "run `akoflow run` in a terminal to answer them once per run, or use a key "
+                    "(ssh-agent, IdentityFile, or "
+                    f"{t.variable('KEY_FILE')}) the server accepts without questions",
                 )
-            os.makedirs(os.path.dirname(t.known_hosts) or ".", exist_ok=True)
-            with open(t.known_hosts, "a"):
-                pass
-        conn, _ = await asyncio.wait_for(
-            asyncssh.create_connection(
-                lambda: _Client(self),
-                t.host,
-                t.port,
-                username=t.user,
-                known_hosts=t.known_hosts,
-                client_keys=[t.key_file] if t.key_file else None,
-                passphrase=t.passphrase,
-                password=t.password,
-                agent_path=None,
-                config=[],
-                keepalive_interval=self._keepalive,
-                keepalive_count_max=3,
-                login_timeout=self._connect_timeout,
+            tried = ", ".join(resolved.identity_files) or "ssh-agent and ~/.ssh/id_*"
+            return HpcMisconfigured(
+                f"ssh {where}: authentication failed (keys tried: {tried})",
+                f"check that `ssh {resolved.alias}` logs in without a password from this "
+                f"machine as this user, or set {t.variable('KEY_FILE')} / "
+                f"{t.variable('SSHKEYPRIVK')} to a key the cluster accepts",
+            )
+        if isinstance(exc, (asyncssh.KeyImportError, asyncssh.KeyEncryptionError)):
+            return HpcMisconfigured(
+                f"ssh {where}: the private key cannot be used: {exc}",
+                f"check the key file, or set {t.variable('KEY_PASSPHRASE')} for an encrypted "
+                "key (or load it into ssh-agent)",
+            )
+        if isinstance(exc, socket.gaierror) and exc.errno in _UNKNOWN_NAME:
+            return HpcMisconfigured(
+                f"ssh {where}: host {resolved.host} is unknown"
+                + (
+                    f" (it is no Host alias of {', '.join(t.config_paths) or 'any ssh config'})"
+                    if resolved.looks_unknown
+                    else ""
+                ),
+                f"set {t.variable('HOST_CLUSTER')} to the alias `ssh ALIAS` uses (a Host block "
+                f"of ~/.ssh/config or {t.variable('SSH_CONFIG_FILE')}) or to the login node's "
+                "name",
+            )
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError) and (
+            exc.filename is not None
+        ):
+            return HpcMisconfigured(
+                f"ssh {where}: cannot read {exc.filename}: {exc.strerror}",
+                f"fix the path or its permissions ({t.variable('KEY_FILE')}, the config's "
+                "IdentityFile)",
+            )
+        if isinstance(exc, ValueError) and not isinstance(exc, asyncssh.Error):
+            return HpcMisconfigured(f"ssh {where}: {exc}", "fix the ssh settings or config")
+        return SshUnavailable(f"ssh {where}: {_describe(exc)}")
+
+    def _host_known(self, resolved: sshconfig.Resolved, known: list[str]) -> bool:
+        try:
+            hosts = asyncssh.read_known_hosts(known)
+        except (OSError, ValueError):
+            return False
+        trusted, cas = hosts.match(resolved.host, "", resolved.port)[:2]
+        return bool(trusted or cas)
+
+    async def _learn_host_key(
+        self,
+        resolved: sshconfig.Resolved,
+        known: list[str],
+        tunnel: asyncssh.SSHClientConnection | None,
+    ) -> None:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                resolved.host, resolved.port, tunnel=tunnel, config=list(self.target.config_paths)
             ),
             self._connect_timeout,
         )
-        return conn
-
-    def _host_known(self) -> bool:
-        t = self.target
-        try:
-            known = asyncssh.read_known_hosts(t.known_hosts)
-        except (OSError, ValueError):
-            return False
-        trusted = known.match(t.host, "", t.port)[0]
-        return bool(trusted)
-
-    async def _learn_host_key(self) -> None:
-        t = self.target
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(t.host, t.port), self._connect_timeout
-        )
         if key is None:
-            raise SshUnavailable(f"ssh {t.where}: the server presented no host key")
-        pattern = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+            raise SshUnavailable(f"ssh {resolved.where}: the server presented no host key")
+        host = resolved.host
+        pattern = host if resolved.port == sshconfig.DEFAULT_PORT else f"[{host}]:{resolved.port}"
         line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
-        with open(t.known_hosts, "a") as f:
+        with open(known[0], "a") as f:
             f.write(line)
-        log.warning("added the host key of %s to %s", t.where, t.known_hosts)
+        log.warning("added the host key of %s to %s", resolved.where, known[0])
 
     async def close(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            await relay.close()
         conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
+        hops, self._hops = self._hops, []
+        for c in [conn, *reversed(hops)]:
+            if c is not None:
+                c.close()
+                with contextlib.suppress(Exception):
+                    await c.wait_closed()
         if self._key_dir is not None:
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
@@ -257,19 +489,17 @@ class SshLink:
                 )
             except asyncssh.ChannelOpenError as exc:
                 self._maybe_broken(conn)
-                raise SshUnavailable(f"ssh {self.target.where}: {_describe(exc)}") from None
+                raise SshUnavailable(f"ssh {self.where}: {_describe(exc)}") from None
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 self._maybe_broken(conn)
                 raise SshAmbiguous(
-                    f"ssh {self.target.where}: {argv[0]} interrupted: {_describe(exc)}"
+                    f"ssh {self.where}: {argv[0]} interrupted: {_describe(exc)}"
                 ) from None
         status = result.exit_status
         if status is None or (status < 0 and result.exit_signal is None):
             # The channel closed without an exit status: the connection went away mid-command.
             self._maybe_broken(conn)
-            raise SshAmbiguous(
-                f"ssh {self.target.where}: the connection closed while {argv[0]} ran"
-            )
+            raise SshAmbiguous(f"ssh {self.where}: the connection closed while {argv[0]} ran")
         if status < 0:  # killed by a signal on the remote side
             status = 255
         return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
@@ -285,27 +515,56 @@ class SshLink:
                 self._sftp = await conn.start_sftp_client()
             except (OSError, asyncssh.Error) as exc:
                 self._maybe_broken(conn)
-                raise SshUnavailable(f"sftp {self.target.where}: {_describe(exc)}") from None
+                raise SshUnavailable(f"sftp {self.where}: {_describe(exc)}") from None
         return self._sftp
 
     async def missing_programs(self, programs: Sequence[str]) -> list[str]:
-        """Not checked ahead over SSH: a missing program shows in its command's output."""
-        return []
+        """Those of ``programs`` a non-interactive login's PATH lacks: one ``command -v`` per
+        connection (a module system or a ~/.bashrc decides that PATH, not the engine)."""
+        conn_no = self.connections_opened
+        checked = self._checked_programs
+        if checked is not None and checked[0] == conn_no and conn_no > 0:
+            return checked[1]
+        script = 'for p; do command -v "$p" >/dev/null 2>&1 || echo "$p"; done'
+        res = await self.run(["sh", "-c", script, "sh", *programs])
+        if res.exit_status != 0:
+            return []  # no answer: the commands themselves will tell
+        missing = [p for p in res.stdout.split() if p in programs]
+        self._checked_programs = (self.connections_opened, missing)
+        return missing
 
-    def rsync_route(self) -> RsyncRoute | None:
-        """rsync through its own ssh with this link's key and known_hosts; None without a
-        key file (rsync cannot answer a password)."""
-        t = self.target
-        if t.key_file is None:
-            return None
-        rsh = rsync_ssh_command(
-            port=t.port,
-            user=t.user,
-            key_file=t.key_file,
-            known_hosts=t.known_hosts,
-            connect_timeout=self._connect_timeout,
-        )
-        return RsyncRoute(rsh, t.host)
+    async def start_process(self, command: str) -> asyncssh.SSHClientProcess[bytes]:
+        """A remote command with its streams as bytes, for the rsync relay (its channel
+        counts against ``max_sessions`` until it ends)."""
+        conn = await self.connection()
+        await self._sessions.acquire()
+        try:
+            proc = await conn.create_process(command, encoding=None)
+        except (OSError, asyncssh.Error) as exc:
+            self._sessions.release()
+            self._maybe_broken(conn)
+            raise SshUnavailable(f"ssh {self.where}: {_describe(exc)}") from None
+        asyncio.get_running_loop().create_task(self._release_when_closed(proc))
+        return proc
+
+    async def _release_when_closed(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        try:
+            await proc.wait_closed()
+        finally:
+            self._sessions.release()
+
+    async def rsync_route(self) -> RsyncRoute:
+        """rsync through this link's connection (:mod:`.relay`): no second login."""
+        if self._relay is None:
+            if self._key_dir is None:
+                self._key_dir = _private_dir()
+            self._relay = RsyncRelay(self._key_dir, self.start_process)
+        return await self._relay.route()
+
+    @property
+    def rsync_commands(self) -> int:
+        """Remote rsync commands run through the connection so far."""
+        return self._relay.commands if self._relay is not None else 0
 
     async def write_files(self, directory: str, files: Mapping[str, bytes]) -> None:
         """Create ``directory`` (and parents) and write the files in it."""
@@ -345,7 +604,7 @@ class SshLink:
     def _sftp_failed(self, exc: BaseException) -> NoReturn:
         if not isinstance(exc, asyncssh.SFTPError):
             self._lost(None)
-        raise SshUnavailable(f"sftp {self.target.where}: {_describe(exc)}") from None
+        raise SshUnavailable(f"sftp {self.where}: {_describe(exc)}") from None
 
     async def read_from(self, path: str, offset: int, limit: int) -> bytes | None:
         """Bytes of a remote file after ``offset`` (None when the file does not exist)."""
@@ -374,17 +633,39 @@ class SshLink:
         return data if isinstance(data, bytes) else data.encode()
 
 
-def link_for(s: HpcSettings) -> SshLink:
-    """The link a runtime with settings ``s`` uses; a key given as data is written to a 0600
-    file in a private 0700 directory, removed when the link is closed."""
-    key_file, key_dir = s.key_file, None
+def _private_dir() -> str:
+    path = tempfile.mkdtemp(prefix="akoflow-hpc-")
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data if data.endswith(b"\n") else data + b"\n")
+
+
+def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink:
+    """The link a runtime with settings ``s`` uses. A key given as data (with its public half
+    or certificate) and an ssh_config snippet are written to 0600 files in a private 0700
+    directory, removed when the link is closed. ``prompter`` answers keyboard-interactive
+    questions (default: :func:`prompt.default_prompter`)."""
+    key_dir = _private_dir()
+    key_file, cert_file, snippet_file = s.key_file, None, None
     if s.key_data is not None:
-        key_dir = tempfile.mkdtemp(prefix="akoflow-hpc-")
-        os.chmod(key_dir, 0o700)
         key_file = os.path.join(key_dir, "id")
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(s.key_data if s.key_data.endswith(b"\n") else s.key_data + b"\n")
+        _write_private(key_file, s.key_data)
+        if s.public_key is not None:
+            is_cert = b"-cert-v01@openssh.com" in s.public_key.split(b" ", 1)[0]
+            name = "id-cert.pub" if is_cert else "id.pub"
+            _write_private(os.path.join(key_dir, name), s.public_key)
+            cert_file = os.path.join(key_dir, name) if is_cert else None
+    if s.ssh_config_snippet is not None:
+        snippet_file = os.path.join(key_dir, "ssh_config")
+        _write_private(snippet_file, s.ssh_config_snippet.encode())
+    prefix = s.variable_prefix
+    keys = ("KEY_FILE", "SSHKEYPRIVK", "KEY_PASSPHRASE", "KNOWN_HOSTS", "ACCEPT_NEW_HOST_KEY",
+            "HOST_CLUSTER", "SSH_CONFIG_FILE")  # fmt: skip
     target = SshTarget(
         host=s.host,
         port=s.port,
@@ -392,8 +673,12 @@ def link_for(s: HpcSettings) -> SshLink:
         known_hosts=s.known_hosts_path,
         accept_new=s.accept_new_host_key,
         key_file=key_file,
+        cert_file=cert_file,
         passphrase=s.key_passphrase,
         password=s.password,
+        jump=s.jump_host,
+        config_paths=tuple(sshconfig.config_paths(s.ssh_config_file, snippet_file)),
+        names={k: prefix + k for k in keys},
     )
     return SshLink(
         target,
@@ -403,35 +688,7 @@ def link_for(s: HpcSettings) -> SshLink:
         command_timeout=s.command_timeout,
         reconnect_max=s.reconnect_max,
         key_dir=key_dir,
-    )
-
-
-def rsync_ssh_command(
-    *, port: int, user: str, key_file: str, known_hosts: str, connect_timeout: float
-) -> str:
-    """rsync's ``-e``: OpenSSH with our key and known_hosts only, host keys checked."""
-    return shlex.join(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-p",
-            str(port),
-            "-l",
-            user,
-            "-i",
-            key_file,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            f"ConnectTimeout={max(1, int(connect_timeout))}",
-        ]
+        prompter=prompter if prompter is not None else prompt.default_prompter(),
     )
 
 

@@ -9,7 +9,10 @@ engine itself runs on a login node: ``{NAME}_TRANSPORT=local``).
 
 Errors are the runtime's transient kind: :class:`TransportUnavailable` when nothing was done,
 :class:`TransportAmbiguous` when a command may or may not have run (the adapter then looks the
-job up by name before it trusts either answer).
+job up by name before it trusts either answer); and one that is not transient,
+:class:`HpcMisconfigured`: a setup that will not heal while the engine runs (no credential the
+server takes, an unreadable key, an unknown host alias, a refused host key, no sbatch on the
+remote PATH, an unknown QUEUE). Work sent there fails at once with the reason and the fix.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from akoflow.runtimes.base import RuntimeUnavailable
+from akoflow.runtimes.base import RuntimeUnavailable, SubmitError
 
 TRANSPORTS = ("ssh", "local")
 
@@ -29,6 +32,16 @@ class TransportUnavailable(RuntimeUnavailable):
 
 class TransportAmbiguous(RuntimeUnavailable):
     """The command was interrupted: it may or may not have run."""
+
+
+class HpcMisconfigured(SubmitError):
+    """The cluster's setup is wrong and retrying will not fix it: ``problem`` says what is
+    wrong, ``hint`` what to do about it (both free of secrets)."""
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        super().__init__(f"{problem}; {hint}" if hint else problem)
+        self.problem = problem
+        self.hint = hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +80,11 @@ class Transport(Protocol):
         """Sessions opened so far: the adapter prepares MOUNT_PATH once per session."""
         ...
 
+    @property
+    def user(self) -> str | None:
+        """The user SLURM's commands run as (None until known: an SSH login tells)."""
+        ...
+
     async def open(self) -> None:
         """Be ready to run commands (connect if needed). Raises :class:`TransportUnavailable`."""
         ...
@@ -101,6 +119,7 @@ class Transport(Protocol):
         transport may leave to the commands themselves: then none)."""
         ...
 
-    def rsync_route(self) -> RsyncRoute | None:
-        """How rsync reaches the cluster, or None when it cannot (e.g. password-only SSH)."""
+    async def rsync_route(self) -> RsyncRoute:
+        """How rsync reaches the cluster's files (over SSH: through this transport's own
+        connection, so no second login)."""
         ...
