@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,28 @@ def _unreachable(server: str, exc: BaseException) -> RuntimeUnavailable:
     return RuntimeUnavailable(f"Kubernetes API at {server} is not reachable: {text}")
 
 
+@contextlib.asynccontextmanager
+async def _streamed(
+    client: httpx2.AsyncClient, url: str, params: Mapping[str, str], timeout: httpx2.Timeout
+) -> AsyncIterator[httpx2.Response]:
+    """``client.stream("GET", url)``, except that a cancellation while the connection is being
+    made waits until it is made (or failed; the connect timeout bounds it) and closes it:
+    cancelled inside the TLS handshake, httpcore leaks the socket (it closes it on errors
+    only), and a log follower is cancelled whenever its attempt ends or the runtime stops."""
+    request = client.build_request("GET", url, params=params, timeout=timeout)
+    sending = asyncio.ensure_future(client.send(request, stream=True))
+    try:
+        resp = await asyncio.shield(sending)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await sending).aclose()
+        raise
+    try:
+        yield resp
+    finally:
+        await resp.aclose()
+
+
 def _api_message(exc: ApiError) -> str:
     st = exc.status
     return f"{st.code} {st.reason or ''}: {st.message or ''}".strip()
@@ -119,6 +141,9 @@ class _Tracked:
         self.done: Outcome | None = None
         # While adopt() has not returned the engine does not know the key: events wait here.
         self.held: list[tuple[str, Any]] | None = None
+        # What submit or adopt returned: a second submit of the key returns it again (the
+        # node may have changed since, as the pod was scheduled; the engine stored this one).
+        self.handle: dict[str, Any] = {}
 
 
 class KubernetesRuntime(Runtime):
@@ -331,7 +356,7 @@ class KubernetesRuntime(Runtime):
         ns, name, prefix = self._namespace(job), mf.job_name(job), str(job.attempt_prefix)
         handle: dict[str, Any] = {"name": name, "namespace": ns, "prefix": prefix}
         if name in self._jobs:
-            return {**handle, "node": self._jobs[name].node}
+            return dict(self._jobs[name].handle)
         try:
             await self._ensure_namespace(ns)
             pvc, node = await self._storage(job, ns)
@@ -353,6 +378,7 @@ class KubernetesRuntime(Runtime):
         t = _Tracked(job.key, name, ns, prefix)
         t.node = node
         t.location = f"{self.name}:pvc/{pvc}"
+        t.handle = {**handle, "node": node}
         self._jobs[name] = t  # before the create: the watch may report it at once
         try:
             created = await self._create(manifest)
@@ -367,7 +393,7 @@ class KubernetesRuntime(Runtime):
             raise _unreachable(self._s.server, exc) from None
         if not created:  # there already: take it over (never a second copy)
             await self._take_over(t, job.key)
-        return {**handle, "node": node}
+        return dict(t.handle)
 
     async def _take_over(self, t: _Tracked, key: str) -> None:
         obj = _d(await self._api().get(Job, t.name, namespace=t.namespace))
@@ -556,7 +582,7 @@ class KubernetesRuntime(Runtime):
             try:
                 raw = self._raw_api()
                 timeout = httpx2.Timeout(self._s.timeout, read=None)
-                async with raw.stream("GET", url, params=params, timeout=timeout) as resp:
+                async with _streamed(raw, url, params, timeout) as resp:
                     if resp.status_code == 404:
                         return False  # the pod is gone
                     if resp.status_code == 400:  # not started yet
@@ -706,7 +732,8 @@ class KubernetesRuntime(Runtime):
             raise _unreachable(self._s.server, exc) from None
         asyncio.get_running_loop().call_soon(self._unhold, t)
         self._on_job_event("MODIFIED", obj)
-        return Adopted("running", {**base, "node": t.node}, node=t.node)
+        t.handle = {**base, "node": t.node}
+        return Adopted("running", dict(t.handle), node=t.node)
 
     # ------------------------------------------------------------------ observe
 
