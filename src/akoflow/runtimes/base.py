@@ -203,27 +203,36 @@ class Runtime(abc.ABC):
         """Start one attempt and return its handle (JSON-serialisable, stored by the engine).
 
         Must be idempotent by ``job.key``: if the backend already has this key, return its
-        handle instead of starting a second copy. Raises :class:`RuntimeUnavailable` (the
-        activity waits) or :class:`SubmitError` (the attempt fails).
+        handle (the one returned before) instead of starting a second copy. An instance asked
+        for an attempt that another instance launched (an engine that died before it stored
+        the handle) takes it over and reports its end, or, if it cannot, refuses with
+        :class:`SubmitError`; it never runs the attempt twice. Raises
+        :class:`RuntimeUnavailable` (the activity waits) or :class:`SubmitError` (the attempt
+        fails).
         """
 
     @abc.abstractmethod
     async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
-        """Stop the job; its end is still reported through :meth:`RuntimeEvents.job_finished`."""
+        """Stop the job; its end is still reported, once, through
+        :meth:`RuntimeEvents.job_finished`. Cancelling a job that has ended does nothing."""
 
     @abc.abstractmethod
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         """Reconcile an attempt recorded as submitted/running before an engine restart.
 
         ``never_started`` must be a guarantee: the attempt has not run and never will.
-        A ``running`` attempt is tracked again and reports its end through the events.
+        A ``running`` attempt is tracked again and reports its end through the events (only
+        after adopt has returned); a ``finished`` one carries its outcome, and no event follows.
+        Runtimes stopped by :meth:`stop` report nothing more: their jobs are adopted later.
         """
 
     @abc.abstractmethod
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
     ) -> dict[str, bytes]:
-        """New output per stream (``stdout``, ``stderr``) after the given byte offsets."""
+        """New output per stream (``stdout``, ``stderr``) after the given byte offsets: read
+        from the offsets of what was received, successive calls give every byte once. Once
+        the end is reported, the output is complete (a stream with nothing new is absent)."""
 
     async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
         """CPU and memory of running jobs; runtimes without a source return nothing."""
