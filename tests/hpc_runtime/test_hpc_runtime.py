@@ -224,13 +224,7 @@ def test_submit_is_idempotent_by_name_and_adopt_claims_what_never_ran(
             h1 = await first.submit(job)
             h2 = await second.submit(job)
             assert h1["job_id"] == h2["job_id"] and h1["name"] == h2["name"]
-            live = await first.status({job.key: h1})
-            assert live[job.key].phase in ("queued", "running")
             assert ended(await wait_finished(first_events, job.key)) == Outcome(True, 0)
-            done = await first.status({job.key: h1, "wf9-x-a1": {"name": "akf-none"}})
-            assert done[job.key].phase == "finished"
-            assert ended(done[job.key].outcome) == Outcome(True, 0)
-            assert done["wf9-x-a1"].phase == "unknown"
             # The restarted engine adopts the finished attempt from its exit file/record.
             restarted = make(env)
             await restarted.start()

@@ -16,7 +16,7 @@ import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.errors import SettingError
-from akoflow.runtimes.base import JobSpec, JobStatus, Outcome, SubmitError
+from akoflow.runtimes.base import JobSpec, Outcome, SubmitError
 from akoflow.runtimes.docker import container_name, files
 from akoflow.runtimes.docker import status as st
 from akoflow.runtimes.docker.container import (
@@ -350,17 +350,6 @@ def test_outcomes_name_why_an_attempt_failed() -> None:
     assert st.outcome(0, False, cancelled=True) == Outcome(False, 0, "cancelled")
     noted = st.outcome(143, False, cancelled=True, note="it ended while the daemon was down")
     assert noted.reason == "cancelled; it ended while the daemon was down"
-
-
-def test_status_of_an_attempt_from_what_is_known() -> None:
-    assert st.job_status(True, None, None, "vm") == JobStatus("running", node="vm")
-    running = st.job_status(False, inspected("running"), None, "vm")
-    assert running == JobStatus("running", node="vm")
-    assert st.job_status(False, inspected("created"), None, "vm") == JobStatus("queued")
-    exited = st.job_status(False, inspected("exited", 3), (0, False), "vm")
-    assert exited == JobStatus("finished", Outcome(False, 3, "exit code 3"))  # the daemon's word
-    assert st.job_status(False, None, (0, False), None) == JobStatus("finished", Outcome(True, 0))
-    assert st.job_status(False, None, None, None) == JobStatus("unknown")
 
 
 def test_memory_without_the_page_cache_and_cpu_between_samples() -> None:

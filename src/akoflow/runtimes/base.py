@@ -117,16 +117,6 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class JobStatus:
-    """Not part of the contract (the engine never polls a job): kept only while the docker
-    and HPC runtimes still have a ``status`` of their own; it goes with them."""
-
-    phase: Literal["queued", "running", "finished", "unknown"]
-    outcome: Outcome | None = None
-    node: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Adopted:
     """Result of reconciling an attempt after an engine restart."""
 

@@ -30,7 +30,6 @@ from akoflow.runtimes.base import (
     Adopted,
     Health,
     JobSpec,
-    JobStatus,
     Metrics,
     NodeInfo,
     Outcome,
@@ -268,18 +267,6 @@ class DockerRuntime(Runtime):
         return Adopted("finished", done, st.outcome(code, oom), self._node)
 
     # ------------------------------------------------------------------ observe
-
-    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
-        result: dict[str, JobStatus] = {}
-        for key, handle in jobs.items():
-            ref = str(handle.get("id") or handle.get("name") or "")
-            tracked = key in self._jobs
-            info = None
-            if not tracked and ref:
-                info = await self._daemon.call(self._daemon.inspect, ref)
-            record = files.read_exit_record(str(handle.get("prefix", "")))
-            result[key] = st.job_status(tracked, info, record, self._node)
-        return result
 
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]

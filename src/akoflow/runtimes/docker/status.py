@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from akoflow.runtimes.base import JobSpec, JobStatus, NodeInfo, Outcome
+from akoflow.runtimes.base import JobSpec, NodeInfo, Outcome
 from akoflow.runtimes.docker.container import LABEL_KEY, LABEL_SCOPE
 
 # Not running yet or paused, but alive: adopting such a container tracks it.
@@ -137,25 +137,6 @@ def parse_exit_record(text: str | bytes) -> tuple[int | None, bool] | None:
     return (code if isinstance(code, int) and not isinstance(code, bool) else None), bool(
         record.get("oom")
     )
-
-
-def job_status(
-    tracked: bool,
-    info: Mapping[str, Any] | None,
-    record: tuple[int | None, bool] | None,
-    node: str | None,
-) -> JobStatus:
-    """What an attempt is: tracked or running, created, ended (the daemon's word first),
-    else what its exit record says."""
-    if tracked or (info is not None and is_running(info)):
-        return JobStatus("running", node=node)
-    if info is not None and is_created(info):
-        return JobStatus("queued")
-    if info is not None:
-        return JobStatus("finished", outcome(*exit_of(info)))
-    if record is not None:
-        return JobStatus("finished", outcome(*record))
-    return JobStatus("unknown")
 
 
 def memory_used(stats: Mapping[str, Any]) -> int | None:

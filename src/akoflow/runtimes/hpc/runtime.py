@@ -40,7 +40,6 @@ from akoflow.runtimes.base import (
     Adopted,
     Health,
     JobSpec,
-    JobStatus,
     Metrics,
     NodeInfo,
     Outcome,
@@ -806,29 +805,6 @@ class HpcRuntime(Runtime):
         return None
 
     # ------------------------------------------------------------------ observe
-
-    async def status(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, JobStatus]:
-        try:
-            rows = await self._squeue()
-        except RuntimeUnavailable:
-            rows = None
-        result: dict[str, JobStatus] = {}
-        for key, handle in jobs.items():
-            row = rows.get(str(handle.get("name"))) if rows is not None else None
-            if row is None:
-                result[key] = JobStatus("unknown")
-            elif row.state == "PENDING":
-                result[key] = JobStatus("queued")
-            elif row.live:
-                result[key] = JobStatus("running", node=row.node)
-            else:
-                paths = sbatch.AttemptPaths(str(handle.get("dir")))
-                probe = _Job(key, row.name, paths, row.job_id, (), bool(handle.get("files")))
-                probe.cancelled = key in self._jobs and self._jobs[key].cancelled
-                (outcome,) = await self._final_outcomes([(probe, row.state)])
-                outcome = await self._with_files(probe, outcome)
-                result[key] = JobStatus("finished", outcome, row.node)
-        return result
 
     async def logs(
         self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
