@@ -88,6 +88,7 @@ class Engine(RuntimeEvents):
             health_interval=health_interval,
             start_loop=self._start_loop,
             wake=self._wake.set,
+            process_hook=self.job_process,
         )
         self._slots = self.runtimes.slots  # name -> the runtime and its queue of READY work
         self._tasks: list[asyncio.Task[None]] = []
@@ -278,6 +279,13 @@ class Engine(RuntimeEvents):
             act.exited_at = time.time()
             self._events.append(("finished", act, outcome))
             self._wake.set()
+
+    def job_process(self, key: str, pid: int | None, cgroup: str | None) -> None:
+        """An attempt's first process (or cgroup) on this host: its file accesses are
+        observed from now on (see :meth:`Runtime.announce_process`)."""
+        act = self._jobs.get(key)
+        if act is not None:
+            self.provenance.process_started(act, pid=pid, cgroup=cgroup)
 
     def collected(self, act: ActivityRun, outcome: Outcome) -> None:
         """An adopted attempt had already ended: its outcome is processed like an event."""

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from akoflow.config import RuntimeConfig
 from akoflow.engine.model import RuntimeSlot
-from akoflow.runtimes.base import Runtime, RuntimeEvents
+from akoflow.runtimes.base import ProcessHook, Runtime, RuntimeEvents
 from akoflow.runtimes.registry import UnknownRuntime, adapter_for, configured_runtime_names
 from akoflow.store import Repository
 
@@ -35,8 +35,10 @@ class RuntimePool:
         health_interval: float,
         start_loop: LoopStarter,
         wake: Callable[[], None],
+        process_hook: ProcessHook | None = None,
     ) -> None:
         self.repo = repo
+        self._process_hook = process_hook
         self.slots: dict[str, RuntimeSlot] = {}
         self._events = events
         self._factory = factory
@@ -66,6 +68,7 @@ class RuntimePool:
         if slot is not None:
             return slot
         runtime = self._factory(name, self._events, None)
+        runtime.process_hook = self._process_hook
         slot = RuntimeSlot(runtime=runtime, limit=runtime.max_parallel)
         self.slots[name] = slot
         await self._check_and_refresh(name, slot)

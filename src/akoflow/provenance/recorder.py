@@ -84,6 +84,13 @@ class ProvenanceRecorder:
         if self.enabled:
             self._ran_since(act)
 
+    def process_started(
+        self, act: ActivityRun, *, pid: int | None = None, cgroup: str | None = None
+    ) -> None:
+        """The live attempt of ``act`` runs as ``pid`` (and its descendants) or in ``cgroup``
+        on this host. Called in the same event-loop turn as the process's start."""
+        return None
+
     def finished(self, act: ActivityRun, files: RemoteFiles | None) -> None:
         """The live attempt of ``act`` ended (before its state moves on)."""
         if not self.enabled or (act.attempt_started is None and not act.adopted):

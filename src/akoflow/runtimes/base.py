@@ -30,7 +30,7 @@ in-memory runtime of ``tests/contract/fake_runtime.py`` is the smallest one that
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -148,6 +148,10 @@ class NodeInfo:
     memory_usage: int | None = None
 
 
+ProcessHook = Callable[[str, int | None, str | None], None]
+"""(attempt key, pid, cgroup path) of an attempt's process on the engine's host."""
+
+
 class RuntimeEvents(Protocol):
     """Where a runtime reports its jobs' lifecycle. Called on the event loop thread."""
 
@@ -168,6 +172,17 @@ class Runtime(abc.ABC):
         self.name = name
         self.config = config
         self.events = events
+        self.process_hook: ProcessHook | None = None  # set by an engine observing file access
+
+    def announce_process(
+        self, key: str, *, pid: int | None = None, cgroup: str | None = None
+    ) -> None:
+        """Runtimes whose attempts run as processes of the engine's host (local, singularity,
+        docker) call this as soon as an attempt's first process (``pid``) or its cgroup
+        exists, in the same event-loop turn as its start: the engine then attributes the
+        files it reads and writes exactly (see :mod:`akoflow.provenance.observe`)."""
+        if self.process_hook is not None:
+            self.process_hook(key, pid, cgroup)
 
     @property
     def max_parallel(self) -> int:
