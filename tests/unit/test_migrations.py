@@ -199,6 +199,8 @@ def test_each_step_keeps_the_rows_of_the_version_before(tmp_path: Path, target: 
     if target == 6:
         assert "retries" not in columns(conn, "activities")
         assert [r["max_attempts"] for r in after["activities"]] == [1, 3]
+    if target == 7:
+        assert after["ambiguous_files"] == after["provenance_mechanisms"] == []
 
 
 def test_a_first_version_database_opens_with_its_data(tmp_path: Path) -> None:
@@ -226,12 +228,36 @@ def test_a_first_version_database_opens_with_its_data(tmp_path: Path) -> None:
     repo.close()
 
 
+def test_a_version_6_database_records_ambiguous_files_and_the_mechanism(
+    tmp_path: Path,
+) -> None:
+    """Version 7: a file version with its candidate attempts (none of them its generator),
+    and how the run's accesses were known."""
+    path = tmp_path / "s.db"
+    conn = at_version(path, 6)
+    fill(conn, 6)
+    conn.close()
+    repo = Repository(path)
+    assert repo.list_ambiguous_files(7) == [] and repo.provenance_mechanism(7) is None
+    with repo.transaction():
+        repo.add_ambiguous_file(7, ("o\udcff.txt", 3, 4.0, None), "two writers", [(12, 3), (11, 1)])
+        repo.set_provenance_mechanism(7, "inferred from timing")
+        repo.set_provenance_mechanism(7, "observed (fanotify)")
+    (found,) = repo.list_ambiguous_files(7)
+    assert (found.path, found.size, found.reason) == ("o\udcff.txt", 3, "two writers")
+    assert [(c.activity, c.attempt) for c in found.candidates] == [("a", 1), ("b", 3)]
+    assert repo.provenance_mechanism(7) == "observed (fanotify)"
+    assert repo.delete_workflow(7)
+    assert repo.list_ambiguous_files(7) == [] and repo.provenance_mechanism(7) is None
+    repo.close()
+
+
 def test_retry_after_the_drop_gives_the_specs_retries(tmp_path: Path) -> None:
     """activities.retries is gone: a retried activity's new budget comes from the stored
     spec (b: retries 2, 3 attempts used: up to attempt 6)."""
     path = tmp_path / "s.db"
-    conn = at_version(path, SCHEMA_VERSION - 1)
-    fill(conn, SCHEMA_VERSION - 1)
+    conn = at_version(path, 5)  # the version before the drop
+    fill(conn, 5)
     conn.close()
     repo = Repository(path)
     wf = repo.get_workflow(7)

@@ -2,7 +2,9 @@
 
 from akoflow.store.repository import (
     ActivityRecord,
+    AmbiguousFile,
     AttemptRecord,
+    Candidate,
     FileRecord,
     InitialFile,
     LogChunk,
@@ -15,7 +17,9 @@ from akoflow.store.repository import (
 
 __all__ = [
     "ActivityRecord",
+    "AmbiguousFile",
     "AttemptRecord",
+    "Candidate",
     "FileRecord",
     "InitialFile",
     "LogChunk",

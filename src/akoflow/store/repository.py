@@ -165,6 +165,29 @@ class FileRecord(_Located):
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """An attempt that may have generated an ambiguous file version."""
+
+    activity_id: int
+    activity: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class AmbiguousFile(_Located):
+    """A file version no attempt can be said to have generated: ``candidates`` may have
+    (see :mod:`akoflow.provenance`); ``reason`` says why it is not decided."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str | None
+    reason: str
+    candidates: tuple[Candidate, ...]
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogChunk:
     attempt: int
     stream: str
@@ -986,6 +1009,61 @@ class Repository:
             FileRecord(act, name, attempt, role, from_db(path), size, mtime, sha, from_db(loc))
             for act, name, attempt, role, path, size, mtime, sha, loc in rows
         ]
+
+    def add_ambiguous_file(
+        self,
+        workflow_id: int,
+        file: tuple[str, int, float, str | None],
+        reason: str,
+        candidates: Iterable[tuple[int, int]],
+        location: str = "",
+    ) -> None:
+        """A file version (path, size, mtime, sha256) with the attempts (activity id,
+        attempt number) that may have generated it, none of them for sure."""
+        path, size, mtime, sha = file
+        cur = self._exec(
+            "INSERT INTO ambiguous_files (workflow_id, location, path, size, mtime, sha256, "
+            "reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (workflow_id, to_db(location), to_db(path), size, mtime, sha, reason),
+        )
+        self._execmany(
+            "INSERT OR IGNORE INTO ambiguous_candidates (file_id, activity_id, attempt) "
+            "VALUES (?, ?, ?)",
+            ((cur.lastrowid, act, attempt) for act, attempt in candidates),
+        )
+
+    def list_ambiguous_files(self, workflow_id: int) -> list[AmbiguousFile]:
+        rows = self._exec(
+            "SELECT id, path, size, mtime, sha256, reason, location FROM ambiguous_files "
+            "WHERE workflow_id = ? ORDER BY id",
+            (workflow_id,),
+        ).fetchall()
+        found: dict[int, list[Candidate]] = {row[0]: [] for row in rows}
+        for file_id, act, name, attempt in self._exec(
+            "SELECT c.file_id, c.activity_id, a.name, c.attempt FROM ambiguous_candidates c "
+            "JOIN ambiguous_files f ON f.id = c.file_id JOIN activities a ON a.id = c.activity_id "
+            "WHERE f.workflow_id = ? ORDER BY a.position, a.id, c.attempt",
+            (workflow_id,),
+        ).fetchall():
+            found[file_id].append(Candidate(act, name, attempt))
+        return [
+            AmbiguousFile(from_db(path), size, mtime, sha, reason, tuple(found[i]), from_db(loc))
+            for i, path, size, mtime, sha, reason, loc in rows
+        ]
+
+    def set_provenance_mechanism(self, workflow_id: int, mechanism: str) -> None:
+        """How the run's file accesses are known (the latest engine to run it says)."""
+        self._exec(
+            "INSERT INTO provenance_mechanisms (workflow_id, mechanism) VALUES (?, ?) "
+            "ON CONFLICT (workflow_id) DO UPDATE SET mechanism = excluded.mechanism",
+            (workflow_id, mechanism),
+        )
+
+    def provenance_mechanism(self, workflow_id: int) -> str | None:
+        row = self._exec(
+            "SELECT mechanism FROM provenance_mechanisms WHERE workflow_id = ?", (workflow_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def list_nodes(self, runtime: str) -> list[NodeRecord]:
         rows = self._exec(
