@@ -94,3 +94,18 @@ def hpc_env(
     with contextlib.suppress(FileExistsError):
         Path(env["HPC_MOUNT_PATH"]).mkdir(parents=True)
     return env
+
+
+@pytest.fixture
+def bastion(login_node: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The login node behind a bastion (namespace ``akf-bastion``, 198.18.98.2): its second sshd
+    (198.18.97.10) is reachable only through the bastion; removed by name afterwards."""
+    try:
+        login_node.start_bastion()
+    except (ClusterError, OSError, Exception) as exc:
+        login_node.stop_bastion()
+        pytest.fail(f"cannot start the bastion namespace: {exc}", pytrace=False)
+    try:
+        yield login_node
+    finally:
+        login_node.stop_bastion()

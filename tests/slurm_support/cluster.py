@@ -5,7 +5,9 @@ never touches the machine's /run/munge), slurmctld and slurmd on free loopback p
 (accounting off; finished jobs go to a jobcomp/filetxt log that ``sacct -c`` reads), and an
 sshd on 127.0.0.1 whose sessions get ``SLURM_CONF`` through ``SetEnv``. Optionally a second
 sshd runs as a "remote" login node in a network namespace of its own (198.18.99.10, hostname
-``login01``) whose SLURM clients reach slurmctld through the veth (198.18.99.1).
+``login01``) whose SLURM clients reach slurmctld through the veth (198.18.99.1), and behind it
+a bastion (:meth:`SlurmCluster.start_bastion`): a third namespace (198.18.98.2) that is the only
+way to a second sshd of the login node (198.18.97.10), which this host has no route to.
 
     python -m tests.slurm_support.cluster up DIR     # start; prints the settings to use
     python -m tests.slurm_support.cluster down DIR   # stop everything started under DIR
@@ -32,6 +34,13 @@ import psutil
 NETNS = "akf-hpcsim"
 NETNS_HOST_ADDR = "198.18.99.1"
 NETNS_LOGIN_ADDR = "198.18.99.10"
+BASTION_NETNS = "akf-bastion"
+BASTION_HOST_ADDR = "198.18.98.1"  # this host's end of the veth to the bastion
+BASTION_ADDR = "198.18.98.2"
+HIDDEN_BASTION_ADDR = "198.18.97.1"  # the bastion's end of the veth to the login node
+HIDDEN_LOGIN_ADDR = "198.18.97.10"  # the login node as only the bastion reaches it
+PAM_WRAPPER = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so"
+PAM_MATRIX = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
 PARTITION = "debug"
 NODE_CPUS = 32  # more than the machine has (config_overrides): short test jobs run side by side
 REQUIRED = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sacct", "sdiag", "sshd", "rsync")
@@ -124,6 +133,11 @@ class Sshd:
     port: int
     slurm_conf: Path
     netns: str | None = None
+    hostname: str = "login01"
+    extra: str = ""  # sshd_config lines put first (the first value of a keyword wins)
+    environ: dict[str, str] = field(default_factory=dict)  # e.g. pam_wrapper's variables
+    setenv: str = ""  # more NAME=VALUE words for the sessions' SetEnv
+    reachable: bool = True  # this host can connect to it (else its log tells it listens)
 
     @property
     def pidfile(self) -> Path:
@@ -139,7 +153,7 @@ class Sshd:
 
     def write_config(self, host_key: Path, authorized_keys: Path) -> None:
         self.config.write_text(
-            f"Port {self.port}\nListenAddress {self.listen}\nHostKey {host_key}\n"
+            self.extra + f"Port {self.port}\nListenAddress {self.listen}\nHostKey {host_key}\n"
             f"PidFile {self.pidfile}\nAuthorizedKeysFile {authorized_keys}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nUsePAM no\n"
@@ -147,7 +161,7 @@ class Sshd:
             "Subsystem sftp internal-sftp\n"
             # A HOME of its own: the machine's root profile (pyenv init) would cost 0.5 s of
             # CPU per command; a cluster account's shell starts clean.
-            f"SetEnv SLURM_CONF={self.slurm_conf} HOME={self.root / 'home'}\n"
+            f"SetEnv SLURM_CONF={self.slurm_conf} HOME={self.root / 'home'} {self.setenv}\n"
         )
         (self.root / "home").mkdir(exist_ok=True)
 
@@ -157,9 +171,14 @@ class Sshd:
         subprocess.run([*argv[:3], "-t"], check=True, capture_output=True)
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c",
-                    'hostname login01 && exec "$@"', "sh", *argv]  # fmt: skip
-        subprocess.run(argv, check=True, capture_output=True)  # sshd forks, writes its pidfile
-        _wait(self.accepts, 10, f"sshd {self.name} listening", self.log)
+                    'hostname "$0" && exec "$@"', self.hostname, *argv]  # fmt: skip
+        env = {**os.environ, **self.environ}
+        subprocess.run(argv, check=True, capture_output=True, env=env)  # sshd forks
+        _wait(self.accepts if self.reachable else self.listening, 10,
+              f"sshd {self.name} listening", self.log)  # fmt: skip
+
+    def listening(self) -> bool:
+        return self.log.exists() and f"listening on {self.listen} port" in self.log.read_text()
 
     def accepts(self) -> bool:
         try:
@@ -187,7 +206,15 @@ class Sshd:
             text = self.log.read_text(errors="replace")
         except OSError:
             return 0
-        return len(re.findall(r"Accepted publickey for ", text))
+        return len(re.findall(r"Accepted \S+ for ", text))
+
+    def logins(self, method: str) -> int:
+        """Logins completed with ``method`` (``publickey``, ``keyboard-interactive/pam``)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count(f"Accepted {method} for ")
 
 
 @dataclass
@@ -448,7 +475,87 @@ PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 (self.root / "netns.up").unlink()
             self.netns_up = False
 
+    @property
+    def bastion_sshd(self) -> Sshd:
+        return Sshd(self.root, "sshd-bastion", BASTION_ADDR, 22, self.conf, BASTION_NETNS,
+                    hostname="bastion")  # fmt: skip
+
+    @property
+    def hidden_login_sshd(self) -> Sshd:
+        return Sshd(self.root, "sshd-hidden", HIDDEN_LOGIN_ADDR, 22, self.netns_conf, NETNS,
+                    reachable=False)  # fmt: skip
+
+    def start_bastion(self) -> None:
+        """A bastion namespace between this host and the login node's namespace (started
+        first, :meth:`start_netns`): this host reaches the bastion (198.18.98.0/24), the
+        bastion reaches the login node's second sshd (198.18.97.0/24); this host has no route
+        to that one."""
+        routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+        if "198.18.98." in routes or "198.18.97." in routes:
+            raise ClusterError("198.18.97-98.0/24 are already routed here; remove them first")
+        ip = ["ip"]
+        subprocess.run([*ip, "netns", "add", BASTION_NETNS], check=True)
+        (self.root / "bastion.up").write_text(BASTION_NETNS)
+        in_bastion = [*ip, "netns", "exec", BASTION_NETNS, "ip"]
+        in_login = [*ip, "netns", "exec", NETNS, "ip"]
+        for argv in (
+            [*ip, "link", "add", "veth-akfbh", "type", "veth", "peer", "name", "eth-akfbh"],
+            [*ip, "link", "set", "eth-akfbh", "netns", BASTION_NETNS],
+            [*ip, "addr", "add", f"{BASTION_HOST_ADDR}/24", "dev", "veth-akfbh"],
+            [*ip, "link", "set", "veth-akfbh", "up"],
+            [*in_bastion, "addr", "add", f"{BASTION_ADDR}/24", "dev", "eth-akfbh"],
+            [*in_bastion, "link", "set", "eth-akfbh", "up"],
+            [*in_bastion, "link", "set", "lo", "up"],
+            [*in_bastion, "link", "add", "veth-akfbl", "type", "veth", "peer", "name", "eth-akfbl"],
+            [*in_bastion, "link", "set", "eth-akfbl", "netns", NETNS],
+            [*in_bastion, "addr", "add", f"{HIDDEN_BASTION_ADDR}/24", "dev", "veth-akfbl"],
+            [*in_bastion, "link", "set", "veth-akfbl", "up"],
+            [*in_login, "addr", "add", f"{HIDDEN_LOGIN_ADDR}/24", "dev", "eth-akfbl"],
+            [*in_login, "link", "set", "eth-akfbl", "up"],
+            # Not even by way of this host's default gateway (which may answer for anything).
+            [*ip, "route", "add", "unreachable", "198.18.97.0/24"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+        for sshd in (self.bastion_sshd, self.hidden_login_sshd):
+            sshd.write_config(self.host_key, self.root / "authorized_keys")
+            sshd.start()
+
+    def stop_bastion(self) -> None:
+        """Stop both sshds and delete the bastion's namespace (its veths go with it)."""
+        for sshd in (self.bastion_sshd, self.hidden_login_sshd):
+            with contextlib.suppress(Exception):
+                sshd.stop()
+        if (self.root / "bastion.up").exists():
+            subprocess.run(["ip", "netns", "del", BASTION_NETNS], capture_output=True)
+            subprocess.run(["ip", "route", "del", "unreachable", "198.18.97.0/24"],
+                           capture_output=True)  # fmt: skip
+            with contextlib.suppress(OSError):
+                (self.root / "bastion.up").unlink()
+
+    def pam_sshd(self, answer: str) -> Sshd:
+        """An sshd on 127.0.0.1 that asks, after the key, a keyboard-interactive question
+        (PAM through pam_wrapper's private service dir: the machine's PAM is not touched)
+        whose answer is ``answer``, like a centre's MFA code."""
+        pam = self.root / "pam.d"
+        pam.mkdir(exist_ok=True)
+        passdb = self.root / "pam_matrix.passdb"
+        passdb.write_text(f"root:{answer}:sshd\n")
+        os.chmod(passdb, 0o600)
+        module = f"{PAM_MATRIX} passdb={passdb}"
+        (pam / "sshd").write_text(
+            "".join(f"{kind} required {module}\n" for kind in ("auth", "account", "session"))
+        )
+        (self.root / "sshd-mfa.log").unlink(missing_ok=True)  # its logins are counted
+        return Sshd(
+            self.root, "sshd-mfa", "127.0.0.1", free_port(), self.conf,
+            extra="AuthenticationMethods publickey,keyboard-interactive\nPermitRootLogin yes\n"
+            "KbdInteractiveAuthentication yes\nUsePAM yes\n",
+            environ={"LD_PRELOAD": PAM_WRAPPER, "PAM_WRAPPER": "1",
+                     "PAM_WRAPPER_SERVICE_DIR": str(pam)},
+        )  # fmt: skip
+
     def stop(self) -> None:
+        self.stop_bastion()
         if self.conf.exists():  # jobs of this private cluster only: no stray job steps
             with contextlib.suppress(Exception):
                 self._run("scancel", f"--user={os.getuid()}")

@@ -71,13 +71,13 @@ def _write(fd: int, text: str) -> None:
 
 
 def _answer(fd: int, text: str, echo: bool) -> str:
-    _write(fd, text)
     old = termios.tcgetattr(fd)
-    if not echo:
+    if not echo:  # before the question shows: an answer typed at once is not echoed either
         new = list(old)
         new[3] &= ~termios.ECHO
         termios.tcsetattr(fd, termios.TCSANOW, new)
     try:
+        _write(fd, text)
         line = _read_line(fd, ANSWER_TIMEOUT)
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, old)
