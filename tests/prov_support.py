@@ -39,3 +39,37 @@ def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, s
             entity, act = record.formal_attributes[0][1], record.formal_attributes[1][1]
             generated.add((activity(act), paths[str(entity)]))
     return used, generated
+
+
+def ambiguous(doc: ProvDocument) -> dict[str, set[str]]:
+    """Path -> the candidate activities of each file version exported as ambiguous."""
+    found: dict[str, set[str]] = {}
+    for e in doc.get_records():
+        if e.is_element() and "ambiguous" in {
+            str(v) for v in e.get_attribute("akoflow:attribution")
+        }:
+            path = str(next(iter(e.get_attribute("akoflow:path"))))
+            candidates = {
+                str(c).split("activity/")[1].split("/")[0]
+                for c in e.get_attribute("akoflow:candidate")
+            }
+            found.setdefault(path, set()).update(candidates)
+    return found
+
+
+def derivations(doc: ProvDocument) -> set[tuple[str, str]]:
+    """(generated file, file it was derived from) pairs, by path."""
+    from prov.model import ProvDerivation
+
+    paths = paths_of(doc)
+    return {
+        (paths[str(r.formal_attributes[0][1])], paths[str(r.formal_attributes[1][1])])
+        for r in doc.get_records(ProvDerivation)
+    }
+
+
+def mechanism(doc: ProvDocument) -> str:
+    for e in doc.get_records():
+        if e.is_element() and e.get_attribute("akoflow:provenanceMechanism"):
+            return str(next(iter(e.get_attribute("akoflow:provenanceMechanism"))))
+    return ""

@@ -648,8 +648,10 @@ def prov(
     ] = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Export a run's provenance as W3C PROV: attempts, the files they used and generated,
-    runtimes as agents, with times, nodes, images, resources and placement decisions."""
+    """Export a run's provenance as W3C PROV: attempts, the files they read (used) and
+    wrote (generated), runtimes as agents, with times, nodes, images, resources and placement
+    decisions. Says on stderr how the file accesses were known (observed, or inferred from
+    timing where they cannot be observed: ambiguous files then list their candidates)."""
     from akoflow.provenance.prov_export import FORMATS, serialize, workflow_document
 
     if fmt not in FORMATS:
@@ -662,6 +664,9 @@ def prov(
     else:
         _write_output(output, lambda path: path.write_text(text, encoding="utf-8"))
         err.print(f"wrote {escape(str(output))}")
+    # How the file lineage was known (also the plan's akoflow:provenanceMechanism).
+    mechanism = repo.provenance_mechanism(rec.id) or "not recorded (an older AkôFlow ran it)"
+    err.print(f"file accesses of run {rec.id}: {escape(mechanism)}")
 
 
 @command()

@@ -6,6 +6,10 @@ the ``rocrate`` library.
   before the run; result: the files it generated; start, end, status, agent).
 - Each activity's last attempt is a ``CreateAction`` of its own (instrument: the activity as a
   ``SoftwareApplication``; object/result: the files it used/generated; its runtime and node).
+- A file version no attempt can be said to have generated (see :mod:`akoflow.provenance`) is
+  a result of the run but of no activity's action; ``akoflowAttribution`` is ``ambiguous``,
+  ``akoflowCandidates`` names the attempts that may have written it and ``akoflowAmbiguity``
+  says why. The root dataset's ``akoflowProvenanceMechanism`` says how accesses were known.
 - The files are copied into the crate (``include_data``) or referenced by their ``file://``
   URIs when they are too big to copy, copying is turned off, or the path is no longer a
   regular file. A copy keeps its path under ``data/`` where the name is plain text; other
@@ -29,7 +33,7 @@ from rocrate.rocrate import ROCrate
 
 from akoflow import __version__
 from akoflow.provenance.names import display, encoded, portable_name
-from akoflow.store import FileRecord, InitialFile, Repository
+from akoflow.store import AmbiguousFile, FileRecord, InitialFile, Repository
 
 WFRUN_PROFILES = (
     "https://w3id.org/ro/wfrun/process/0.5",
@@ -75,6 +79,9 @@ def write_crate(
     crate.name = f"AkôFlow run {wf.id} of {wf.name}"
     crate.description = f"Workflow Run RO-Crate of the AkôFlow workflow {wf.name!r}, run {wf.id}"
     crate.root_dataset["conformsTo"] = [{"@id": p} for p in WFRUN_PROFILES]
+    mechanism = repo.provenance_mechanism(workflow_id)
+    if mechanism:
+        crate.root_dataset["akoflowProvenanceMechanism"] = mechanism
     for profile in WFRUN_PROFILES:
         crate.add(
             ContextEntity(crate, profile, properties={"@type": "CreativeWork", "version": "0.5"})
@@ -113,7 +120,7 @@ def write_crate(
         )
         files: dict[str, Any] = {}
 
-        def file_entity(record: FileRecord | InitialFile) -> Any:
+        def file_entity(record: FileRecord | InitialFile | AmbiguousFile) -> Any:
             path = record.qualified_path
             if path in files:
                 return files[path]
@@ -122,6 +129,12 @@ def write_crate(
                 "akoflowPathBytes": record.encoded_path,
                 "contentSize": str(record.size),
             }
+            if isinstance(record, AmbiguousFile):
+                properties["akoflowAttribution"] = "ambiguous"
+                properties["akoflowAmbiguity"] = record.reason
+                properties["akoflowCandidates"] = [
+                    f"{c.activity} (attempt {c.attempt})" for c in record.candidates
+                ]
             if record.sha256:
                 properties["sha256"] = record.sha256
             if record.location:  # stays on a remote runtime: described, never copied
@@ -143,6 +156,10 @@ def write_crate(
         # activities generated.
         inputs = [file_entity(found) for found in repo.list_initial_files(workflow_id)]
         outputs: list[Any] = []
+        for unsure in repo.list_ambiguous_files(workflow_id):  # before: they keep their
+            entity = file_entity(unsure)  # candidates however else they are referred to
+            if entity not in outputs:
+                outputs.append(entity)
         by_activity: dict[tuple[int, int], dict[str, list[Any]]] = {}
         for record in repo.list_files(workflow_id):
             entity = file_entity(record)

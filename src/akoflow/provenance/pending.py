@@ -2,8 +2,9 @@
 
 A change (a file's new size and time) is seen by a scan; each attempt that ends nominates
 itself for the changes made while it ran (its run window); a change is decided once no attempt
-that was running at its time is still running: it goes to the nominee that ended soonest after
-it (see :mod:`akoflow.provenance`). With thousands of activities and files, every step here
+that was running at its time is still running: with one nominee, it is that attempt's; with
+several, the caller records it as ambiguous between them (timing cannot tell who wrote it).
+With thousands of activities and files, every step here
 costs per change it touches, never a pass over every pending change or every activity: changes
 are kept in time order, nominations are indexed by activity.
 """
@@ -25,7 +26,7 @@ class Nominee:
     activity: str
 
 
-Decided = tuple[str, FileState, Nominee]  # path, its version, who generated it
+Decided = tuple[str, FileState, list[Nominee]]  # path, its version, who may have made it
 
 
 class PendingChanges:
@@ -37,28 +38,34 @@ class PendingChanges:
         self._first = 0
         self._nominees: dict[str, list[Nominee]] = {}
         self._nominated: dict[str, set[str]] = {}  # activity -> paths it was nominated for
+        self.seq = 0  # counts the changes seen: an attempt started after change N did not
+        self._seen: dict[str, int] = {}  # make it (path -> number of its pending change)
 
     def __bool__(self) -> bool:
         return bool(self.states)
 
     def changed(self, path: str, state: FileState) -> None:
+        self.seq += 1
+        self._seen[path] = self.seq
         self.states[path] = state
         bisect.insort(self._by_time, (state.mtime, path), lo=self._first)
 
     def deleted(self, path: str) -> None:
         """Deleted again before anyone claimed it: nothing to attribute."""
         if self.states.pop(path, None) is not None:
+            del self._seen[path]
             self._forget(path)
 
-    def in_window(self, start: float, end: float) -> Iterator[str]:
-        """Pending paths whose change time lies in [start, end]."""
+    def in_window(self, start: float, end: float, seen_after: int = 0) -> Iterator[str]:
+        """Pending paths whose change time lies in [start, end] and that were seen after
+        change number ``seen_after`` (one seen before an attempt started is not its)."""
         entries = self._by_time
         for i in range(bisect.bisect_left(entries, (start, ""), lo=self._first), len(entries)):
             mtime, path = entries[i]
             if mtime > end:
                 return
             state = self.states.get(path)
-            if state is not None and state.mtime == mtime:
+            if state is not None and state.mtime == mtime and self._seen[path] > seen_after:
                 yield path
 
     def nominate(self, path: str, nominee: Nominee) -> None:
@@ -69,12 +76,10 @@ class PendingChanges:
         """Pending paths ``activity`` may have written (not decided yet)."""
         return self._nominated.get(activity, set())
 
-    def decide(
-        self, before: float | None, slack: float
-    ) -> Iterator[tuple[str, FileState, Nominee]]:
-        """Decide every pending change made before ``before`` (``None``: all of them): the
-        nominee that ended soonest after it wins. A change nobody was nominated for by then
-        (no attempt ran at its time) is dropped: nobody can claim it any more."""
+    def decide(self, before: float | None) -> Iterator[Decided]:
+        """Decide every pending change made before ``before`` (``None``: all of them), with
+        the attempts whose windows hold it. A change nobody was nominated for by then (no
+        attempt ran at its time) is dropped: nobody can claim it any more."""
         entries = self._by_time
         while self._first < len(entries):
             mtime, path = entries[self._first]
@@ -85,10 +90,10 @@ class PendingChanges:
             if state is None or state.mtime != mtime:
                 continue  # superseded by a later change of the same file
             del self.states[path]
+            del self._seen[path]
             nominees = self._forget(path)
             if nominees:
-                winner = min(nominees, key=lambda n: (n.end < mtime - slack, n.end))
-                yield path, state, winner
+                yield path, state, nominees
         if self._first > 1024 and self._first * 2 > len(entries):
             del entries[: self._first]
             self._first = 0

@@ -4,9 +4,15 @@
   exit code, the placement decision when there was one); activities of one DAG edge are linked
   with ``wasInformedBy``.
 - Each version of a file is a ``prov:Entity`` (path, size, SHA-256; a location for files that
-  stay on a remote runtime), ``used`` by or ``wasGeneratedBy`` attempts; a file an activity
-  changed ``wasDerivedFrom`` its former version. The files in place before the run are the
-  members of one ``prov:Collection`` (``run:inputs``) that every attempt ``used``. Whatever
+  stay on a remote runtime), ``used`` by the attempts that read it and ``wasGeneratedBy`` the
+  one that wrote it. A generated version ``wasDerivedFrom`` what its attempt used and from
+  the file's former version. A version no attempt can be said to have written (see
+  :mod:`akoflow.provenance`) has no ``wasGeneratedBy``: ``akoflow:attribution`` is
+  ``"ambiguous"``, each ``akoflow:candidate`` names an attempt that may have written it, and
+  ``akoflow:ambiguity`` says why. The files in place before the run are the members of one
+  ``prov:Collection`` (``run:inputs``); where accesses were observed, an attempt ``used`` the
+  ones it read, else (timing) every attempt ``used`` the collection. The plan carries
+  ``akoflow:provenanceMechanism``: how the run's accesses were known. Whatever
   bytes a file's name holds (see :mod:`akoflow.provenance.names`), its entity's IRI holds them
   percent-encoded (RFC 3986), as ``akoflow:pathBytes`` does; ``akoflow:path`` is the path
   for people.
@@ -29,6 +35,7 @@ from akoflow.provenance.names import display, encoded
 from akoflow.spec import Activity, load_workflow
 from akoflow.store import (
     ActivityRecord,
+    AmbiguousFile,
     AttemptRecord,
     FileRecord,
     InitialFile,
@@ -45,7 +52,7 @@ def _time(ts: float | None) -> datetime.datetime | None:
     return None if ts is None else datetime.datetime.fromtimestamp(ts, datetime.UTC)
 
 
-def _file_id(record: FileRecord | InitialFile) -> str:
+def _file_id(record: FileRecord | InitialFile | AmbiguousFile) -> str:
     """The entity's local name: ``file/<path>@<version>``, the path percent-encoded, so the
     IRI is valid and PROV-N writes it as it is (``@`` is encoded in the path: the last one
     starts the version)."""
@@ -66,6 +73,8 @@ def build_document(
     dependencies: Sequence[tuple[int, int]],
     specs: Mapping[str, Activity],
     initial: Sequence[InitialFile] = (),
+    ambiguous: Sequence[AmbiguousFile] = (),
+    mechanism: str | None = None,
 ) -> ProvDocument:
     doc = ProvDocument()
     doc.add_namespace("akoflow", AKOFLOW_NS)
@@ -74,10 +83,14 @@ def build_document(
         "akoflow:engine",
         {PROV_TYPE: "prov:SoftwareAgent", "akoflow:version": __version__},
     )
-    plan = doc.entity(
-        run_ns["workflow"],
-        {PROV_TYPE: "prov:Plan", "akoflow:name": workflow.name, "akoflow:id": workflow.id},
-    )
+    plan_attributes: dict[Any, Any] = {
+        PROV_TYPE: "prov:Plan",
+        "akoflow:name": workflow.name,
+        "akoflow:id": workflow.id,
+    }
+    if mechanism:
+        plan_attributes["akoflow:provenanceMechanism"] = mechanism
+    plan = doc.entity(run_ns["workflow"], plan_attributes)
     agents: dict[str, Any] = {}
     placement_of = {(p.activity_id, p.attempt): p for p in placements}
     last_attempt: dict[int, str] = {}
@@ -127,22 +140,35 @@ def build_document(
     entities: set[str] = set()
     latest: dict[str, str] = {}  # qualified path -> its latest version's id
 
-    def entity(record: FileRecord | InitialFile) -> str:
+    def entity(record: FileRecord | InitialFile | AmbiguousFile) -> str:
         file_id = _file_id(record)
         if file_id not in entities:
-            attrs: dict[Any, Any] = {
-                PROV_TYPE: "akoflow:File",
-                "akoflow:path": display(record.path),
-                "akoflow:pathBytes": encoded(record.path),
-                "akoflow:size": record.size,
-            }
+            attrs: list[tuple[Any, Any]] = [
+                (PROV_TYPE, "akoflow:File"),
+                ("akoflow:path", display(record.path)),
+                ("akoflow:pathBytes", encoded(record.path)),
+                ("akoflow:size", record.size),
+            ]
             if record.sha256:
-                attrs["akoflow:sha256"] = record.sha256
+                attrs.append(("akoflow:sha256", record.sha256))
             if record.location:
-                attrs["akoflow:location"] = display(record.location)
+                attrs.append(("akoflow:location", display(record.location)))
+            if isinstance(record, AmbiguousFile):
+                attrs.append(("akoflow:attribution", "ambiguous"))
+                attrs.append(("akoflow:ambiguity", record.reason))
+                for c in record.candidates:
+                    attrs.append(
+                        ("akoflow:candidate", run_ns[f"activity/{c.activity}/{c.attempt}"])
+                    )
             doc.entity(run_ns[file_id], attrs)
             entities.add(file_id)
         return file_id
+
+    # Versions no attempt can be said to have written: first, so that their entities carry
+    # the candidates however else they are referred to.
+    for unsure in sorted(ambiguous, key=lambda f: f.mtime):
+        latest[unsure.qualified_path] = entity(unsure)
+    observed = bool(mechanism and mechanism.startswith("observed"))
 
     # What the run found in place: one collection every attempt used (a relation per
     # attempt, not per attempt and file).
@@ -152,9 +178,14 @@ def build_document(
             file_id = entity(found)
             doc.hadMember(inputs, run_ns[file_id])
             latest[found.qualified_path] = file_id
-        for attempt_id in attempt_ids:
-            doc.used(run_ns[attempt_id], inputs)
+        if not observed:  # observed: each attempt used the inputs it read (in ``files``)
+            for attempt_id in attempt_ids:
+                doc.used(run_ns[attempt_id], inputs)
     names = {a.id: a.name for a in activities}
+    read: dict[tuple[int, int], list[str]] = {}  # what each attempt used
+    for record in files:
+        if record.role == "used":
+            read.setdefault((record.activity_id, record.attempt), []).append(entity(record))
     for record in sorted(files, key=lambda f: f.mtime):
         file_id = entity(record)
         activity = run_ns[f"activity/{names[record.activity_id]}/{record.attempt}"]
@@ -162,9 +193,12 @@ def build_document(
             doc.used(activity, run_ns[file_id])
         else:
             doc.wasGeneratedBy(run_ns[file_id], activity, _time(record.mtime))
+            sources = set(read.get((record.activity_id, record.attempt), []))
             former = latest.get(record.qualified_path)
-            if former is not None and former != file_id:
-                doc.wasDerivedFrom(run_ns[file_id], run_ns[former])
+            if former is not None:
+                sources.add(former)
+            for source in sorted(sources - {file_id}):
+                doc.wasDerivedFrom(run_ns[file_id], run_ns[source])
             latest[record.qualified_path] = file_id
     return doc
 
@@ -202,4 +236,6 @@ def workflow_document(repo: Repository, workflow_id: int) -> ProvDocument:
         repo.list_dependencies(workflow_id),
         {a.name: a for a in spec.activities},
         repo.list_initial_files(workflow_id),
+        repo.list_ambiguous_files(workflow_id),
+        repo.provenance_mechanism(workflow_id),
     )

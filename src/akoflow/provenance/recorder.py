@@ -2,10 +2,26 @@
 
 The engine calls its hooks at the moments that matter: an attempt is dispatched
 (:meth:`ProvenanceRecorder.dispatched`) or adopted after a restart
-(:meth:`ProvenanceRecorder.adopted`), an attempt ended (:meth:`ProvenanceRecorder.finished`),
-a run ended or the engine stops (:meth:`ProvenanceRecorder.close`). The recorder owns the
-per-run state (the data dir as last scanned, its inotify watch, the changes not yet
-attributed, who generated what) and writes to the store inside the engine's transaction.
+(:meth:`ProvenanceRecorder.adopted`), its first process exists on this host
+(:meth:`ProvenanceRecorder.process_started`), an attempt ended
+(:meth:`ProvenanceRecorder.finished`), a run ended or the engine stops
+(:meth:`ProvenanceRecorder.close`). The recorder owns the per-run state and writes to the
+store inside the engine's transaction.
+
+Each run gets one of two mechanisms, stored with it (``akoflow prov`` states it):
+
+- **observed (fanotify)**: one :class:`~akoflow.provenance.observe.Observer` per engine,
+  started on the first run that records provenance, watches the run's data dir; each attempt
+  on this host (local, singularity, docker) is registered by its first process or cgroup,
+  and its reads and writes decide exactly what it used and generated
+  (:mod:`akoflow.provenance.observed`);
+- **inferred from timing** where observation cannot run (no CAP_SYS_ADMIN, a network or FUSE
+  file system, ``AKOFLOW_OBSERVE=off``): the data dir is scanned (an inotify watch says
+  where), a change in exactly one activity's run window is that activity's, one in several
+  windows is recorded as ambiguous between them; used = what the dependencies generated.
+
+Either way, a file version that cannot be given to one attempt is recorded as ambiguous with
+its candidates, never given to one of them.
 
 Provenance describes a run without steering it: every hook runs in a savepoint, and a failure
 is undone and logged with its traceback while the run goes on without that record.
@@ -13,16 +29,20 @@ is undone and logged with its traceback while the run goes on without that recor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
+from akoflow.provenance.observed import Decision, Generated, ObservedRun
 from akoflow.provenance.pending import Nominee, PendingChanges
 from akoflow.provenance.remote import Claim, RemoteFiles, attribute
 from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
@@ -35,6 +55,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
+
+OBSERVED = "observed (fanotify)"
+OFF = "off"
+TIMING_AMBIGUOUS = "changed while several activities ran (timing cannot tell which wrote it)"
+
+
+def timing(reason: str) -> str:
+    """The mechanism of a run whose accesses cannot be observed, and why."""
+    return f"inferred from timing ({reason})"
+
+
+def observation_wanted() -> bool:
+    """``AKOFLOW_OBSERVE=off`` forces the fallback (timing) on a host that could observe."""
+    return os.environ.get("AKOFLOW_OBSERVE", "on").lower() not in ("0", "off", "false", "no")
 
 
 @dataclass(eq=False)
@@ -52,6 +86,10 @@ class RunFiles:
     outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
     # Files on remote runtimes: (location, path) -> who generated its current version.
     remote_generated: dict[tuple[str, str], Claim] | None = None
+    mechanism: str = ""
+    observed: ObservedRun | None = None  # None: inferred from timing
+    # (activity id, attempt) -> the pending changes seen when it started (none are its)
+    started_seq: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 class ProvenanceRecorder:
@@ -62,6 +100,12 @@ class ProvenanceRecorder:
         self._runs: dict[int, RunFiles] = {}
         self._scanned: set[int] = set()  # runs whose data dir was looked at in this wake-up
         self._seq = 0  # tie-breaker of RunFiles.live_since
+        self._observer: Observer | None = None  # one per engine, from the first run on
+        self._unobservable: str | None = None  # why no observer can run here (once known)
+        self._losses = 0  # the observer's lost-event count last seen
+        self._off_recorded: set[int] = set()  # runs stored as "off"
+        self._by_dir: dict[bytes, list[ObservedRun]] = {}  # observed runs by real data dir
+        self._run_of_key: dict[tuple[int, int], RunFiles] = {}  # attempts being observed
 
     # ================================================================ hooks
 
@@ -73,27 +117,50 @@ class ProvenanceRecorder:
         """Attempt ``number`` of ``act`` is about to start (its window opens at
         ``act.dispatched_at``): record what it uses."""
         if not self.enabled:
+            self._record_off(act.wf)
             return
         self._ran_since(act)
         with self._guard(f"the files used by {act.name}"):
-            self._record_used(act, number)
+            run = self._run(act.wf)
+            if run.mechanism == OBSERVED:
+                self._scan_files(act.wf)  # the run's inputs, once
+                assert run.observed is not None
+                run.observed.begin((act.id, number))
+                self._run_of_key[act.id, number] = run
+            else:
+                self._record_used(act, number)  # scans: what is pending now is not its
+                run.started_seq[act.id, number] = run.pending.seq
 
     def adopted(self, act: ActivityRun) -> None:
         """The live attempt of ``act`` was taken over after a restart; its writes since its
         submission, also while no engine watched, are attributed to it when it ends."""
         if self.enabled:
             self._ran_since(act)
+            with self._guard(f"the files of {act.name}"):
+                run = self._run(act.wf)
+                if run.mechanism == OBSERVED:
+                    self._scan_files(act.wf)
+                    assert run.observed is not None
+                    run.observed.begin((act.id, act.attempt))
+                    self._run_of_key[act.id, act.attempt] = run
 
     def process_started(
         self, act: ActivityRun, *, pid: int | None = None, cgroup: str | None = None
     ) -> None:
         """The live attempt of ``act`` runs as ``pid`` (and its descendants) or in ``cgroup``
         on this host. Called in the same event-loop turn as the process's start."""
-        return None
+        key = (act.id, act.attempt)
+        if self._observer is None or key not in self._run_of_key:
+            return
+        try:
+            self._observer.register(key, pid=pid, cgroup=cgroup)
+        except (OSError, ObservationUnavailable) as exc:  # its writes turn out unclaimed
+            log.warning("provenance: cannot observe %s's processes: %s", act.name, exc)
 
     def finished(self, act: ActivityRun, files: RemoteFiles | None) -> None:
         """The live attempt of ``act`` ended (before its state moves on)."""
         if not self.enabled or (act.attempt_started is None and not act.adopted):
+            self._forget_attempt(act)
             return  # an attempt that never started wrote nothing
         with self._guard(f"the files written by {act.name}"):
             if act.dispatched_at:
@@ -107,6 +174,29 @@ class ProvenanceRecorder:
         if run is not None and run.watch is not None:
             run.watch.close()
             run.watch = None
+        if run is not None and run.observed is not None:
+            observed = run.observed
+            try:
+                with self.repo.transaction(), self._guard(f"the files of run {wf.id}"):
+                    self._drain()
+                    if not observed.live:  # the run ended: every change is decided now
+                        self._store(wf, run, observed.settle(everything=True))
+            except Exception:  # the store failed: a resumed run looks at the files again
+                log.exception("cannot record the last files of run %s", wf.id)
+            for keys in [k for k, r in self._run_of_key.items() if r is run]:
+                self._run_of_key.pop(keys, None)
+                if self._observer is not None:
+                    self._observer.unregister(keys)
+            runs = self._by_dir.get(observed.real, [])
+            if observed in runs:
+                runs.remove(observed)
+            if not runs:
+                self._by_dir.pop(observed.real, None)
+        if not self._runs and self._observer is not None:
+            self._observer.close()  # started again by the next run
+            self._observer = None
+            self._by_dir.clear()
+            self._run_of_key.clear()
 
     # ================================================================ internals
 
@@ -118,21 +208,165 @@ class ProvenanceRecorder:
         except Exception:
             log.exception("cannot record %s; the run goes on without that record", what)
 
+    def _record_off(self, wf: WorkflowRun) -> None:
+        if wf.id not in self._off_recorded:
+            self._off_recorded.add(wf.id)
+            with self._guard("the provenance mechanism"):
+                self.repo.set_provenance_mechanism(wf.id, OFF)
+
     def _run(self, wf: WorkflowRun) -> RunFiles:
         run = self._runs.get(wf.id)
         if run is None:
             run = self._runs[wf.id] = RunFiles()
+            self._choose_mechanism(wf, run)
         return run
+
+    def _choose_mechanism(self, wf: WorkflowRun, run: RunFiles) -> None:
+        """Observed when this host can watch the run's data dir, else timing (stored)."""
+        reason = self._watch(wf.data_dir)
+        if reason is None:
+            run.mechanism = OBSERVED
+        else:
+            run.mechanism = timing(reason)
+            log.info("provenance of run %s: %s", wf.id, run.mechanism)
+        self.repo.set_provenance_mechanism(wf.id, run.mechanism)
+
+    def _watch(self, data_dir: Path) -> str | None:
+        """Start the observer if needed and watch ``data_dir``; why not, when it cannot."""
+        if not observation_wanted():
+            return "AKOFLOW_OBSERVE=off"
+        if self._unobservable is not None:
+            return self._unobservable
+        if self._observer is None:
+            observer = Observer()
+            try:
+                observer.start()
+            except ObservationUnavailable as exc:
+                self._unobservable = str(exc)
+                return self._unobservable
+            with contextlib.suppress(RuntimeError):  # no loop: taken when needed
+                observer.attach(asyncio.get_running_loop())
+            self._observer = observer
+            self._losses = observer.losses
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._observer.watch(data_dir)
+        except OSError as exc:  # ObservationUnavailable (no CAP_SYS_ADMIN, FUSE, NFS...)
+            reason = exc.strerror or str(exc)
+            if exc.errno == 1:  # EPERM: the same for every run of this engine
+                self._unobservable = reason
+            return reason
+        return None
+
+    def _observed_run(self, wf: WorkflowRun, run: RunFiles, files: Snapshot) -> ObservedRun:
+        observed = ObservedRun(wf.data_dir, self._exclude, dict(files))
+        run.observed = observed
+        self._by_dir.setdefault(observed.real, []).append(observed)
+        return observed
+
+    def _drain(self) -> None:
+        """Everything the observer has read so far, to the runs' attempts."""
+        observer = self._observer
+        if observer is None:
+            return
+        for key, accesses in observer.take_all().items():
+            run = self._run_of_key.get(key) if isinstance(key, tuple) else None
+            if run is not None and run.observed is not None:
+                for access in accesses:
+                    run.observed.add(access)
+        if observer.losses != self._losses:
+            self._losses = observer.losses
+            log.warning("provenance: file events were lost; what ran meanwhile is ambiguous")
+            for runs in self._by_dir.values():
+                for observed in runs:
+                    observed.lost_events()
+        for access in observer.take_unclaimed():
+            self._unclaimed(access)
+
+    def _unclaimed(self, access: Access) -> None:
+        for observed in self._by_dir.get(access.data_dir, []):
+            if isinstance(access.key, Ambiguous):
+                mine = frozenset(k for k in access.key.candidates if k in observed.attempts)
+                if not mine and len(self._by_dir[access.data_dir]) > 1:
+                    continue  # another run's attempts
+                observed.unclaimed(access, mine)
+            else:  # a process of no attempt: any attempt running may be behind it
+                observed.unclaimed(access, frozenset(observed.live))
+
+    def _store(self, wf: WorkflowRun, run: RunFiles, decisions: list[Decision]) -> None:
+        generated: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
+        for decision in decisions:
+            if isinstance(decision, Generated):
+                key = decision.key
+                assert isinstance(key, tuple)
+                generated.setdefault(key, []).append((decision.path, decision.state))
+                name = self._name_of(wf, key[0])
+                if name is not None:
+                    self._set_generator(run, decision.path, name)
+            else:
+                f = decision.state
+                self.repo.add_ambiguous_file(
+                    wf.id,
+                    (decision.path, f.size, f.mtime, f.sha256),
+                    decision.reason,
+                    sorted(k for k in decision.candidates if isinstance(k, tuple)),
+                )
+        for (act_id, attempt), files in generated.items():
+            self.repo.add_files(
+                act_id, attempt, "generated", ((p, f.size, f.mtime, f.sha256) for p, f in files)
+            )
+
+    @staticmethod
+    def _name_of(wf: WorkflowRun, act_id: int) -> str | None:
+        for act in wf.activities.values():
+            if act.id == act_id:
+                return act.name
+        return None
+
+    def _forget_attempt(self, act: ActivityRun) -> None:
+        key = (act.id, act.attempt)
+        run = self._run_of_key.pop(key, None)
+        if run is not None and run.observed is not None:
+            run.observed.ended(key)
+        if self._observer is not None:
+            self._observer.unregister(key)
+
+    def _record_observed(self, act: ActivityRun) -> None:
+        """What the attempt read and the versions now decided (see
+        :mod:`akoflow.provenance.observed`)."""
+        run = self._run(act.wf)
+        observed = run.observed
+        assert observed is not None
+        key = (act.id, act.attempt)
+        self._drain()
+        self._run_of_key.pop(key, None)
+        if self._observer is not None:
+            self._observer.unregister(key)
+        files, decisions = observed.ended(key)
+        if files is not None:
+            used = []
+            for path in sorted(files.read):
+                state = observed.version(path)
+                if state is not None:
+                    used.append((path, state.size, state.mtime, state.sha256))
+            if used:
+                self.repo.add_files(act.id, act.attempt, "used", used)
+            for path in files.touched:  # observed: no timing guess for these
+                run.pending.deleted(path)
+        self._store(act.wf, run, decisions + observed.settle())
 
     def _scan_files(self, wf: WorkflowRun) -> Snapshot:
         """The workflow's data dir now (looked at once per wake-up); new changes await
-        attribution. After the first full scan, an inotify watch says where to look again."""
+        attribution. After the first full scan, an inotify watch says where to look again.
+        An observed run is scanned once (its inputs, and what changed while no engine
+        watched): its accesses say the rest."""
         run = self._run(wf)
-        if wf.id in self._scanned and run.files is not None:
+        if run.files is not None and (wf.id in self._scanned or run.observed is not None):
             return run.files
         exclude = self._exclude
         if run.files is None:
-            self._open_watch(wf, run)  # before the scan: a change in between is seen by both
+            if run.mechanism != OBSERVED:
+                self._open_watch(wf, run)  # before the scan: a change in between is seen by both
             run.files = scan(wf.data_dir, None, exclude=exclude)
             if not run.generated_by:
                 for record in self.repo.list_files(wf.id):
@@ -141,6 +375,7 @@ class ProvenanceRecorder:
             known = set(run.generated_by)
             if "" in self._initial_recorded(wf, run):  # a resumed run
                 known.update(f.path for f in self.repo.list_initial_files(wf.id) if not f.location)
+                known.update(f.path for f in self.repo.list_ambiguous_files(wf.id))
             else:  # what predates the run's start (all of it, unless it is a resumed run)
                 since = (wf.started_at or time.time()) + FILE_TIME_SLACK
                 initial = {p: f for p, f in run.files.items() if p not in known and f.mtime < since}
@@ -151,6 +386,8 @@ class ProvenanceRecorder:
             for path, f in run.files.items():
                 if path not in known:
                     run.pending.changed(path, f)
+            if run.mechanism == OBSERVED:
+                self._observed_run(wf, run, run.files)
         else:
             dirty = run.watch.dirty() if run.watch is not None else None
             if dirty is not None:
@@ -220,30 +457,48 @@ class ProvenanceRecorder:
             self.repo.add_files(act.id, number, "used", used)
 
     def _record_generated(self, act: ActivityRun) -> None:
-        """Attribute the data-dir changes made while ``act`` ran.
+        """Attribute the data-dir changes made while ``act`` ran: observed, or by timing
+        (also in an observed run: what changed while no engine watched)."""
+        wf = act.wf
+        run = self._run(wf)
+        if run.observed is not None:
+            self._record_observed(act)
+        self._record_by_timing(act, run)
 
-        A change that falls in the run windows of several activities goes to the one that
-        ended soonest after it (a writer usually exits right after its last write); it is
-        decided once no activity that was running at that moment is still running.
+    def _record_by_timing(self, act: ActivityRun, run: RunFiles) -> None:
+        """A change seen after ``act`` started whose time lies in its run window is a
+        candidate of ``act``; it is decided once no activity that was running at that moment
+        is still running: with one candidate it is that one's, with several it is ambiguous.
         """
         wf = act.wf
         self._scan_files(wf)
-        run = self._run(wf)
         end = act.exited_at or time.time()
         act.exited_at = None
+        seen_after = run.started_seq.pop((act.id, act.attempt), 0)
         pending = run.pending
         if not pending:
             return
         nominee = Nominee(end, act.id, act.attempt, act.name)
-        window = (act.dispatched_at - FILE_TIME_SLACK, end + FILE_TIME_SLACK)
-        for path in list(pending.in_window(*window)):
+        # A file's time is never later than its write (a coarse clock lags), so the window
+        # ends at the end; it starts a clock tick before the start.
+        window = (act.dispatched_at - FILE_TIME_SLACK, end)
+        for path in list(pending.in_window(*window, seen_after=seen_after)):
             pending.nominate(path, nominee)
         since = self._running_since(run, act)
         before = None if since is None else since - FILE_TIME_SLACK
         chosen: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
-        for path, state, winner in pending.decide(before, FILE_TIME_SLACK):
-            self._set_generator(run, path, winner.activity)
-            chosen.setdefault((winner.activity_id, winner.attempt), []).append((path, state))
+        for path, state, nominees in pending.decide(before):
+            if len({(n.activity_id, n.attempt) for n in nominees}) == 1:
+                winner = nominees[0]
+                self._set_generator(run, path, winner.activity)
+                chosen.setdefault((winner.activity_id, winner.attempt), []).append((path, state))
+            else:
+                self.repo.add_ambiguous_file(
+                    wf.id,
+                    (path, state.size, state.mtime, state.sha256),
+                    TIMING_AMBIGUOUS,
+                    sorted({(n.activity_id, n.attempt) for n in nominees}),
+                )
         for (act_id, attempt), files in chosen.items():
             self.repo.add_files(
                 act_id,

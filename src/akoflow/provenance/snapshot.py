@@ -137,6 +137,17 @@ def scan(
     return snapshot
 
 
+def state_of(root: str, path: str, old: FileState | None = None) -> FileState | None:
+    """The version of the regular file ``path`` (relative to ``root``) now, None when it is
+    not one (gone, a directory, a symlink). ``old`` is kept when size and time are the same."""
+    full = os.path.join(root, path)
+    try:
+        st = os.lstat(full)
+    except OSError:
+        return None
+    return _state(full, st, old) if stat.S_ISREG(st.st_mode) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     created: dict[str, FileState]

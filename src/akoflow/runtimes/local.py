@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -328,6 +329,7 @@ class LocalRuntime(Runtime):
             if cgroup is not None:
                 cgroups.remove(cgroup)
             raise SubmitError(f"cannot watch the process of {job.key}: {exc}") from None
+        self.announce_process(job.key, pid=pid)  # same loop turn: nothing it did is missed
         return {"pid": pid, "prefix": prefix}
 
     def _attempt_cgroup(self, prefix: str) -> str | None:
@@ -467,6 +469,11 @@ class LocalRuntime(Runtime):
             # The cgroup it was given (this engine may run in another cgroup than the last).
             cgroup = env.get("AKOFLOW_CGROUP") or None
             if self._track(job.key, pid, prefix, child=False, cgroup=cgroup) is not None:
+                # Once the engine has recorded the adoption (it goes on synchronously after
+                # our return): processes older than this engine are known by their cgroup.
+                asyncio.get_running_loop().call_soon(
+                    functools.partial(self.announce_process, job.key, pid=pid, cgroup=cgroup)
+                )
                 return Adopted("running", {"pid": pid, "prefix": prefix})
             content = _read_exit_file(prefix)
             derived = cgroup or derived

@@ -2,6 +2,11 @@
 process events, root only). See :mod:`akoflow.provenance.observe.observer`."""
 
 from akoflow.provenance.observe.lineage import Ambiguous
-from akoflow.provenance.observe.observer import Access, ObservationUnavailable, Observer
+from akoflow.provenance.observe.observer import (
+    Access,
+    ObservationUnavailable,
+    Observer,
+    cgroup_dir_of,
+)
 
-__all__ = ["Access", "Ambiguous", "ObservationUnavailable", "Observer"]
+__all__ = ["Access", "Ambiguous", "ObservationUnavailable", "Observer", "cgroup_dir_of"]

@@ -87,6 +87,15 @@ class Lineage:
             return Ambiguous(frozenset(k for k in (old, current) if k is not None))
         return current
 
+    def ancestry(self, pid: int) -> list[int]:
+        """``pid`` and its known ancestors, nearest first."""
+        chain = [pid]
+        node = self._parent.get(pid)
+        while node is not None and len(chain) < MAX_DEPTH:
+            chain.append(node)
+            node = self._parent.get(node)
+        return chain
+
     def uncertain(self, pid: int) -> bool:
         """Whether ``pid`` exited or was reused since it was first seen: what /proc says of
         it now may be another process."""

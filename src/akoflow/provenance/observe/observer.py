@@ -178,6 +178,22 @@ def cgroup_of(pid: int) -> bytes | None:
     return None
 
 
+def cgroup_dir_of(pid: int) -> str | None:
+    """The directory of the process's cgroup v2 (``/sys/fs/cgroup/.../x``), None when the
+    process is gone or no cgroup2 hierarchy is mounted."""
+    relative = cgroup_of(pid)
+    if relative is None:
+        return None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            head, _, tail = line.partition(" - ")
+            fields = head.split()
+            if tail.split()[:1] == ["cgroup2"] and len(fields) >= 5 and fields[3] == "/":
+                directory = fields[4].rstrip("/") + os.fsdecode(relative)
+                return directory if os.path.isdir(directory) else None
+    return None
+
+
 def cgroup_relative(directory: str) -> bytes:
     """``/sys/fs/cgroup/unified/a/b`` -> ``/a/b``: the form /proc/<pid>/cgroup uses."""
     real = os.path.realpath(directory)
@@ -373,6 +389,19 @@ class Observer:
         self.pump()
         return self._by_key.pop(key, [])
 
+    def take_all(self) -> dict[Key, list[Access]]:
+        """The accesses of every registered attempt observed since the last take, in order."""
+        self.pump()
+        taken, self._by_key = self._by_key, {}
+        return taken
+
+    @property
+    def losses(self) -> int:
+        """How many times events were lost (queue overflows, lost process events): an
+        attempt running across a loss may have accesses that were never seen."""
+        lost = self._procs is not None and self._procs.lost
+        return self.overflows + int(lost)
+
     def take_unclaimed(self, *, now: bool = False) -> list[Access]:
         """Accesses no registered attempt made (or :class:`Ambiguous` ones), once they waited
         ``unclaimed_after`` seconds for a registration (all of them with ``now``)."""
@@ -390,7 +419,12 @@ class Observer:
         for fs in list(self._fs.values()):
             drained = self._read_group(fs) and drained
         if drained:  # every event of processes that exited by ``epoch`` is read
-            self._lineage.retire(epoch, keep={item.pid for item in self._pending})
+            # Waiting events keep their process's ancestry: its attempt may be registered
+            # later by an ancestor's pid (a container's first process, known after start).
+            keep: set[int] = set()
+            for item in self._pending:
+                keep.update(self._lineage.ancestry(item.pid))
+            self._lineage.retire(epoch, keep=keep)
         self._retry_pending(force=False)
 
     def _sync_processes(self) -> int:
@@ -597,4 +631,4 @@ def _members(cgroup: str) -> list[int]:
     return pids
 
 
-__all__ = ["Access", "Kind", "ObservationUnavailable", "Observer"]
+__all__ = ["Access", "Kind", "ObservationUnavailable", "Observer", "cgroup_dir_of"]

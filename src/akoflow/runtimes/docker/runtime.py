@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ import docker.errors
 import docker.utils
 
 from akoflow.errors import SettingError
+from akoflow.provenance.observe.observer import cgroup_dir_of
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -164,7 +166,23 @@ class DockerRuntime(Runtime):
             raise SubmitError(f"cannot create the container: {explain(exc)}") from exc
         self._track(job.key, cid, prefix, time.monotonic())
         await self._start(job.key, cid)
+        await self._announce(job.key, cid)
         return {**handle, "id": cid}
+
+    async def _announce(self, key: str, cid: str, *, adopted: bool = False) -> None:
+        """Tell the engine the container's first process (and, for a container older than
+        this engine, its cgroup), whose file accesses are then observed; a container that
+        already ended has none (its writes are then recorded as ambiguous)."""
+        if self.process_hook is None:
+            return
+        try:
+            info = await self._daemon.call(self._daemon.inspect, cid)
+        except Exception as exc:  # provenance only: the attempt goes on
+            log.debug("cannot inspect %s for its process: %s", cid, exc)
+            return
+        pid = int(((info or {}).get("State") or {}).get("Pid") or 0)
+        if pid > 0:
+            self.announce_process(key, pid=pid, cgroup=cgroup_dir_of(pid) if adopted else None)
 
     def _create(self, request: ContainerRequest) -> str:
         """Thread: create (not start) the attempt's container."""
@@ -260,7 +278,14 @@ class DockerRuntime(Runtime):
             tracked = self._jobs.get(job.key)
             if tracked is not None:  # runs once the engine has recorded the adoption: the
                 asyncio.get_running_loop().call_soon(self._unhold, tracked)  # caller goes on
-            return Adopted("running", new, node=self._node)  # synchronously after our return
+                pid = int((info.get("State") or {}).get("Pid") or 0)  # synchronously after
+                if pid > 0:  # our return; its processes are older than us: by cgroup
+                    asyncio.get_running_loop().call_soon(
+                        functools.partial(
+                            self.announce_process, job.key, pid=pid, cgroup=cgroup_dir_of(pid)
+                        )
+                    )
+            return Adopted("running", new, node=self._node)
         code, oom = st.exit_of(info)
         files.write_exit_record(prefix, code, oom)
         done = {**base, "id": str(info["Id"])}
