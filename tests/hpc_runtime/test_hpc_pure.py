@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import pwd
+import re
 import shlex
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from akoflow.runtimes.base import JobSpec, Outcome
 from akoflow.runtimes.hpc import HpcRuntime, relay, sbatch, slurm, staging
 from akoflow.runtimes.hpc.relay import RELAY_SCRIPT
 from akoflow.runtimes.hpc.settings import SettingsError, read_settings
-from akoflow.runtimes.hpc.transport import RsyncRoute
+from akoflow.runtimes.hpc.transport import HpcMisconfigured, RsyncRoute
 from akoflow.spec import Activity
 
 BASE = {
@@ -93,7 +94,7 @@ def test_settings_read_the_seed_and_upstream_keys() -> None:
     ],
 )
 def test_bad_settings_name_the_variable(key: str, value: str, message: str) -> None:
-    with pytest.raises(SettingsError, match=message) as info:
+    with pytest.raises(SettingsError, match=re.escape(message)) as info:
         settings(**{key: value})
     assert f"HPC_X_{key}" in str(info.value) or "HPC_X" in str(info.value)
 
@@ -514,3 +515,54 @@ def test_a_failing_listing_changes_nothing_about_the_job(tmp_path: Path) -> None
     assert sorted(p.name for p in Path(off.paths.dir).iterdir()) == [
         "exit", "script.sh", "started", "stderr", "stdout",
     ]  # fmt: skip
+
+
+def test_the_login_is_resolved_as_openssh_would_and_settings_win(tmp_path: Path) -> None:
+    from akoflow.runtimes.hpc import sshconfig
+
+    config = tmp_path / "config"
+    config.write_text(
+        "Host mycluster\n  HostName login.example.org\n  Port 2200\n  User alice\n"
+        "  ProxyJump bob@gate.example.org:2222,gate2\n  UserKnownHostsFile /k/one /k/two\n"
+        "Host *\n  User fallback\n"
+    )
+    r = sshconfig.resolve([str(config)], "mycluster")
+    assert (r.host, r.port, r.user, r.known_hosts) == (
+        "login.example.org", 2200, "alice", ("/k/one", "/k/two")
+    )  # fmt: skip
+    assert [str(h) for h in r.jump] == ["bob@gate.example.org:2222", "gate2"]
+    assert r.configured and not r.looks_unknown
+    assert r.where == "alice@mycluster (login.example.org):2200 via bob@gate.example.org:2222,gate2"
+    set_ = sshconfig.resolve(
+        [str(config)], "mycluster", user="me", port=22, known_hosts="/mine", jump="none"
+    )
+    assert (set_.port, set_.user, set_.known_hosts, set_.jump) == (22, "me", ("/mine",), ())
+    unknown = sshconfig.resolve([str(config)], "nosuchcluster")
+    assert unknown.user == "fallback" and unknown.looks_unknown
+    assert not sshconfig.resolve([], "10.0.0.5").looks_unknown  # an address is no alias
+    bad = tmp_path / "bad"
+    bad.write_text("Host x\n  Port notaport\n")
+    with pytest.raises(HpcMisconfigured, match="the ssh config for x cannot be read"):
+        sshconfig.resolve([str(bad)], "x")
+
+
+def test_ssh_settings_of_the_seed_and_the_config() -> None:
+    pub = base64.b64encode(b"ssh-ed25519 AAAA me").decode()
+    s = settings(
+        SSHKEYPRIVK=base64.b64encode(b"KEY").decode(), SSHKEYPUBLK=pub,
+        SSHCONFIG=base64.b64encode(b"Host x\n  Port 1\n").decode(),
+        JUMP_HOST="me@gate:2222,[::1]:22", SSH_CONFIG_FILE="none",
+    )  # fmt: skip
+    assert s.public_key == b"ssh-ed25519 AAAA me" and s.ssh_config_snippet == "Host x\n  Port 1\n"
+    assert s.jump_host == "me@gate:2222,[::1]:22" and s.ssh_config_file is None
+    bare = read_settings(RuntimeConfig.from_env("hpc-x", {
+        "HPC_X_HOST_CLUSTER": "mycluster", "HPC_X_MOUNT_PATH": "/m"}))  # fmt: skip
+    assert (bare.port, bare.user, bare.key_file, bare.known_hosts) == (None, None, None, None)
+    assert bare.ssh_config_file == "~/.ssh/config"
+    for key, value, message in (
+        ("JUMP_HOST", "gate;id", "JUMP_HOST must be [USER@]HOST[:PORT]"),
+        ("SSHCONFIG", "not base64!", "SSHCONFIG must be base64"),
+        ("SSHKEYPUBLK", pub, "SSHKEYPUBLK needs the private key in SSHKEYPRIVK"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(message)):
+            settings(**{key: value})

@@ -52,7 +52,7 @@ class Resolved:
     jump: tuple[Hop, ...] = ()
     proxy_command: str | None = None
     identity_files: tuple[str, ...] = ()
-    configured: bool = False  # a Host block of the config set something for the alias
+    configured: bool = False  # the config gives the alias a HostName, ProxyJump or ProxyCommand
 
     @property
     def where(self) -> str:
@@ -164,10 +164,10 @@ def resolve(
     proxy_jump = jump if jump is not None else config.get("ProxyJump")
     proxy_command = config.get("ProxyCommand")
     identities = [key_file] if key_file else config.get("IdentityFile") or []
+    # Only these make the alias something other than a name to look up (``Host *`` giving
+    # every host a User or Port does not make a typo a cluster).
     configured = any(
-        config.get(option) is not None
-        for option in ("Hostname", "Port", "User", "IdentityFile", "ProxyJump", "ProxyCommand")
-        if bare.get(option) is None
+        config.get(option) is not None for option in ("Hostname", "ProxyJump", "ProxyCommand")
     )
     return Resolved(
         alias=alias,
