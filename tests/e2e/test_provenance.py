@@ -1,9 +1,8 @@
 """Provenance of a fan-out/fan-in run that passes files, exported as W3C PROV and read back
 with the ``prov`` library in every format.
 
-work-1 and work-2 run side by side; work-2 writes a little later, as real steps do. (Writes of
-two concurrent activities that both exit within the file clock's resolution, a few ms, cannot
-be told apart without tracing; see akoflow.provenance.)"""
+work-1 and work-2 run side by side; the engine runs as root, so each attempt's reads and
+writes are observed (see akoflow.provenance)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from prov.model import (
 )
 
 from akoflow.provenance.snapshot import changes, scan
-from tests.prov_support import paths_of, relations
+from tests.prov_support import derivations, mechanism, paths_of, relations
 
 WORKFLOW = """\
 name: fan
@@ -86,20 +85,24 @@ def test_prov_relations_of_a_fan_out_fan_in(run_dir: Path, fmt: str) -> None:
         ("work-2", "out-2.txt"),
         ("join", "result.txt"),
     }
-    # Each activity used the run's inputs (the files from before the run, one collection)
-    # and what its dependencies generated.
+    # Each activity used what it read (observed): one input from before the run, one of the
+    # two parts, the two outputs; nothing it merely could have read.
     assert used == {
-        ("split", "<inputs>"),
-        ("work-1", "<inputs>"),
+        ("split", "input.txt"),
         ("work-1", "part-1.txt"),
-        ("work-1", "part-2.txt"),
-        ("work-2", "<inputs>"),
-        ("work-2", "part-1.txt"),
         ("work-2", "part-2.txt"),
-        ("join", "<inputs>"),
         ("join", "out-1.txt"),
         ("join", "out-2.txt"),
     }
+    assert derivations(doc) == {
+        ("part-1.txt", "input.txt"),
+        ("part-2.txt", "input.txt"),
+        ("out-1.txt", "part-1.txt"),
+        ("out-2.txt", "part-2.txt"),
+        ("result.txt", "out-1.txt"),
+        ("result.txt", "out-2.txt"),
+    }
+    assert mechanism(doc) == "observed (fanotify)"
     members = {
         paths_of(doc)[str(m.formal_attributes[1][1])] for m in doc.get_records(ProvMembership)
     }

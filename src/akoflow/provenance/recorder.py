@@ -178,7 +178,7 @@ class ProvenanceRecorder:
             observed = run.observed
             try:
                 with self.repo.transaction(), self._guard(f"the files of run {wf.id}"):
-                    self._drain()
+                    self._drain(everything=not observed.live)
                     if not observed.live:  # the run ended: every change is decided now
                         self._store(wf, run, observed.settle(everything=True))
             except Exception:  # the store failed: a resumed run looks at the files again
@@ -264,8 +264,9 @@ class ProvenanceRecorder:
         self._by_dir.setdefault(observed.real, []).append(observed)
         return observed
 
-    def _drain(self) -> None:
-        """Everything the observer has read so far, to the runs' attempts."""
+    def _drain(self, *, everything: bool = False) -> None:
+        """Everything the observer has read so far, to the runs' attempts (with
+        ``everything``, also the accesses still waiting for their attempt: unclaimed now)."""
         observer = self._observer
         if observer is None:
             return
@@ -280,7 +281,7 @@ class ProvenanceRecorder:
             for runs in self._by_dir.values():
                 for observed in runs:
                     observed.lost_events()
-        for access in observer.take_unclaimed():
+        for access in observer.take_unclaimed(now=everything):
             self._unclaimed(access)
 
     def _unclaimed(self, access: Access) -> None:

@@ -53,11 +53,14 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["read", "write", "create", "delete", "rename"]
 
-# What each event bit means to provenance. Reads are FAN_ACCESS (data was read: an open
-# that reads nothing is no use) and execs; writes are FAN_MODIFY (write, truncate).
+# What each event bit means to provenance. Reads are FAN_ACCESS (data was read), a file
+# opened for reading only and closed (FAN_CLOSE_NOWRITE: `wc -c < f` learns f's size by fstat
+# without reading it, and its output still depends on f) and execs; writes are FAN_MODIFY
+# (write, truncate).
 _KINDS: tuple[tuple[int, Kind], ...] = (  # in the order they can happen within one event
     (abi.FAN_CREATE, "create"),
     (abi.FAN_ACCESS, "read"),
+    (abi.FAN_CLOSE_NOWRITE, "read"),
     (0x1000, "read"),  # FAN_OPEN_EXEC: a program or script run from the data dir
     (abi.FAN_MODIFY, "write"),
     (abi.FAN_RENAME, "rename"),
@@ -66,6 +69,7 @@ _KINDS: tuple[tuple[int, Kind], ...] = (  # in the order they can happen within 
 FAN_OPEN_EXEC = 0x1000
 MARK_MASK = (
     abi.FAN_ACCESS
+    | abi.FAN_CLOSE_NOWRITE
     | FAN_OPEN_EXEC
     | abi.FAN_MODIFY
     | abi.FAN_CREATE
@@ -255,6 +259,7 @@ class Observer:
         self._lineage = Lineage()
         self._fs: dict[int, _FileSystem] = {}  # st_dev -> its group
         self._cgroups: dict[bytes, Key] = {}  # relative cgroup path -> attempt
+        self._cgroup_names: dict[bytes, Key] = {}  # a cgroup's name part -> attempt
         self._by_key: dict[Key, list[Access]] = {}
         self._unclaimed: list[Access] = []
         self._pending: deque[_Pending] = deque()
@@ -370,7 +375,12 @@ class Observer:
         self._sync_processes()
         if pid is not None:
             self._lineage.assign(pid, key)
-        if cgroup is not None:
+        if cgroup is not None and not os.path.isabs(cgroup):
+            # A name (a container's id) the cgroup's path holds, wherever the container
+            # manager puts it (/docker/<id>, /system.slice/docker-<id>.scope): registered
+            # before the container starts, so that no process of it is older than this.
+            self._cgroup_names[os.fsencode(cgroup)] = key
+        elif cgroup is not None:
             relative = cgroup_relative(cgroup)
             self._cgroups[relative] = key
             for member in _members(cgroup):
@@ -382,6 +392,8 @@ class Observer:
         self._lineage.forget(key)
         for relative in [c for c, k in self._cgroups.items() if k == key]:
             del self._cgroups[relative]
+        for name in [c for c, k in self._cgroup_names.items() if k == key]:
+            del self._cgroup_names[name]
         self._by_key.pop(key, None)
 
     def take(self, key: Key) -> list[Access]:
@@ -462,9 +474,14 @@ class Observer:
         if event.pid == self._own_pid:
             return  # the engine itself (its checksums read every file)
         is_dir = bool(event.mask & abi.FAN_ONDIR)
+        read = False  # one read per event, whichever bits say it
         for bit, kind in _KINDS:
             if not event.mask & bit or (is_dir and kind in ("read", "write")):
                 continue
+            if kind == "read":
+                if read:
+                    continue
+                read = True
             access = self._access(fs, event, kind, is_dir)
             if access is not None:
                 self._attribute(event.pid, access)
@@ -549,20 +566,23 @@ class Observer:
 
     def _owner(self, pid: int) -> Key | Ambiguous | None:
         owner = self._lineage.owner(pid)
-        if owner is not None or not self._cgroups:
+        if owner is not None or not (self._cgroups or self._cgroup_names):
             return owner
-        # Not by ancestry: by cgroup, if the process still exists and is the same one
-        # (no exit of it reported after its cgroup was read).
-        cgroup = cgroup_of(pid)
-        if cgroup is None:
-            return None
-        self._sync_processes()
-        if self._lineage.uncertain(pid):
-            return None
-        key = _cgroup_owner(self._cgroups, cgroup)
-        if key is not None:
-            self._lineage.assign(pid, key)
-        return key
+        # Not by ancestry: by the cgroup of the process or of its nearest living ancestor
+        # (a container's init outlives the script it runs), if that process still exists
+        # and is the same one (no exit of it reported after its cgroup was read).
+        for member in self._lineage.ancestry(pid):
+            cgroup = cgroup_of(member)
+            if cgroup is None:
+                continue
+            self._sync_processes()
+            if self._lineage.uncertain(member):
+                continue
+            key = _cgroup_owner(self._cgroups, cgroup) or _named_owner(self._cgroup_names, cgroup)
+            if key is not None:
+                self._lineage.assign(member, key)
+                return self._lineage.owner(pid)
+        return None
 
     def _attribute(self, pid: int, access: Access) -> None:
         owner = self._owner(pid)
@@ -594,7 +614,7 @@ class Observer:
         waiting: deque[_Pending] = deque()
         while self._pending:
             item = self._pending.popleft()
-            owner = self._lineage.owner(item.pid)
+            owner = self._owner(item.pid)
             if owner is not None:
                 self._deliver(owner, item.access)
             elif force or item.since <= deadline:
@@ -618,6 +638,17 @@ def _cgroup_owner(cgroups: dict[bytes, Key], cgroup: bytes) -> Key | None:
         if node in (b"/", b""):
             return None
         node = node.rsplit(b"/", 1)[0] or b"/"
+
+
+def _named_owner(names: dict[bytes, Key], cgroup: bytes) -> Key | None:
+    """The attempt whose registered name a component of ``cgroup`` holds."""
+    if not names:
+        return None
+    for part in cgroup.split(b"/"):
+        for name, key in names.items():
+            if name in part:
+                return key
+    return None
 
 
 def _members(cgroup: str) -> list[int]:

@@ -165,14 +165,18 @@ class DockerRuntime(Runtime):
                 self._images.forget(image)
             raise SubmitError(f"cannot create the container: {explain(exc)}") from exc
         self._track(job.key, cid, prefix, time.monotonic())
+        # Before it starts: its processes are then known by their cgroup, which holds its
+        # id, and their descendants by ancestry (the first process, known after start).
+        self.announce_process(job.key, cgroup=cid)
         await self._start(job.key, cid)
         await self._announce(job.key, cid)
         return {**handle, "id": cid}
 
-    async def _announce(self, key: str, cid: str, *, adopted: bool = False) -> None:
-        """Tell the engine the container's first process (and, for a container older than
-        this engine, its cgroup), whose file accesses are then observed; a container that
-        already ended has none (its writes are then recorded as ambiguous)."""
+    async def _announce(self, key: str, cid: str) -> None:
+        """Tell the engine the container's first process, whose file accesses (and its
+        descendants') are then observed; a container that already ended has none (its
+        processes were found by their cgroup while they lived, else their writes are
+        recorded as ambiguous)."""
         if self.process_hook is None:
             return
         try:
@@ -182,7 +186,7 @@ class DockerRuntime(Runtime):
             return
         pid = int(((info or {}).get("State") or {}).get("Pid") or 0)
         if pid > 0:
-            self.announce_process(key, pid=pid, cgroup=cgroup_dir_of(pid) if adopted else None)
+            self.announce_process(key, pid=pid, cgroup=cid)
 
     def _create(self, request: ContainerRequest) -> str:
         """Thread: create (not start) the attempt's container."""
@@ -226,6 +230,7 @@ class DockerRuntime(Runtime):
             tracked.held = []
         if st.is_created(info):  # the engine died between create and start
             tracked.started = time.monotonic()
+            self.announce_process(job.key, cgroup=cid)
             await self._start(job.key, cid)
         else:  # it may have ended before we tracked it: the event could be gone
             await self._daemon.call(self._watcher.recheck, tracked)
