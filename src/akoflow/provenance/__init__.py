@@ -1,17 +1,19 @@
 """Provenance: which files each activity used and generated, and its export as W3C PROV and
 as a Workflow Run RO-Crate.
 
-AkôFlow does not trace file reads or writes. It looks at the data dir once per engine wake-up
-(a full scan first, then only where an inotify watch saw changes, except on network file
-systems; checksums only for files whose size or time changed) and records:
-
-- the run's inputs: the files in place before the first activity started, once per run (PROV:
-  one collection that every attempt used);
-- used: the files its direct dependencies generated, as they were when the activity started;
-- generated: the files created or changed while it ran (by modification time). A change that
-  falls in the run windows of several concurrent activities goes to the one that ended soonest
-  after it, since a step usually exits right after its last write; two concurrent activities
-  that both write and exit within the file clock's resolution (a few ms) cannot be told apart.
+Where the engine runs as root, every read and write of the attempts on its host (local,
+singularity, docker) is observed with fanotify (:mod:`akoflow.provenance.observe`) and
+lineage is exact (:mod:`akoflow.provenance.observed`): used = what an attempt read (also
+inputs in place before the run), generated = what it wrote. Otherwise (no CAP_SYS_ADMIN,
+network or FUSE file systems, ``AKOFLOW_OBSERVE=off``) it is inferred from timing: the data
+dir is looked at once per engine wake-up (a full scan first, then only where an inotify
+watch saw changes, except on network file systems; checksums only for files whose size or
+time changed); used = what the direct dependencies generated; a change made while exactly one
+activity ran is that activity's. Either way, a file version that cannot be given to one
+attempt (two overlapping writers, a writer of no attempt, lost events, a change in several
+activities' windows) is recorded as ambiguous with its candidates, never given to one. The
+run's inputs (the files in place before the first activity started) are recorded once per
+run; the mechanism is stored per run (see :mod:`akoflow.provenance.recorder`).
 
 Files that stay on a remote runtime (an HPC mount path, a Kubernetes volume) are listed by the
 job itself before and after its command (see :mod:`akoflow.provenance.remote`) and recorded
