@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from akoflow.errors import AkoflowError
+
 # fanotify_init flags (linux/fanotify.h)
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -70,7 +72,7 @@ _FID_HEAD = struct.Struct("=8sIi")  # fsid, handle_bytes, handle_type
 _PIDFD = struct.Struct("=i")
 
 
-class DecodeError(ValueError):
+class DecodeError(AkoflowError, ValueError):
     """The buffer is not a sequence of well-formed fanotify events."""
 
 
