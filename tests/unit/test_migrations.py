@@ -201,6 +201,8 @@ def test_each_step_keeps_the_rows_of_the_version_before(tmp_path: Path, target: 
         assert [r["max_attempts"] for r in after["activities"]] == [1, 3]
     if target == 7:
         assert after["ambiguous_files"] == after["provenance_mechanisms"] == []
+    if target == 8:
+        assert {r["stop_reason"] for r in after["attempts"]} == {None}
 
 
 def test_a_first_version_database_opens_with_its_data(tmp_path: Path) -> None:
@@ -249,6 +251,19 @@ def test_a_version_6_database_records_ambiguous_files_and_the_mechanism(
     assert repo.provenance_mechanism(7) == "observed (fanotify)"
     assert repo.delete_workflow(7)
     assert repo.list_ambiguous_files(7) == [] and repo.provenance_mechanism(7) is None
+    repo.close()
+
+
+def test_a_version_7_database_keeps_why_an_attempt_was_asked_to_stop(tmp_path: Path) -> None:
+    """Version 8: the stop reason of an attempt (timeout, cancel) is stored before the stop."""
+    path = tmp_path / "s.db"
+    conn = at_version(path, 7)
+    fill(conn, 7)
+    conn.close()
+    repo = Repository(path)
+    assert {a.stop_reason for a in repo.list_attempts(11)} == {None}
+    repo.attempt_stop_requested(11, 1, "timeout")
+    assert [a.stop_reason for a in repo.list_attempts(11)][0] == "timeout"
     repo.close()
 
 
@@ -321,7 +336,8 @@ def test_a_version_4_database_of_the_old_code_opens_with_its_data(
     after = rows(migrated)
     for table, old in before.items():
         trimmed = [{k: v for k, v in row.items() if k != "retries"} for row in old]
-        assert after[table][: len(old)] == trimmed, table
+        added = {"attempts": {"stop_reason": None}}.get(table, {})  # columns of later steps
+        assert after[table][: len(old)] == [{**row, **added} for row in trimmed], table
 
 
 def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -118,6 +118,7 @@ class Attempts:
         act.handle = {}
         act.log_offsets = {}
         act.attempt_started = None
+        act.stop_reason = None
         if act.started_at is None:
             act.started_at = time.time()
         self.jobs[key] = act
@@ -147,7 +148,7 @@ class Attempts:
                 self._unrecorded_running.append(act)
                 self.arm_timeout(act)
                 if act.cancel_requested or act.wf.cancelling:
-                    self._spawn(slot.runtime.cancel(act.key, act.handle))
+                    self.stop(act, "cancel")
         if failed:
             self._submit_failed(slot, failed)
 
@@ -165,7 +166,13 @@ class Attempts:
                     slot.running -= 1
                     self._t.attempt_lost(act, act.attempt, str(error))
                     act.key = None
-                    slot.queue.appendleft(act)
+                    if act.cancel_requested or act.wf.cancelling:
+                        # Cancelled while the submit was in flight: it never started and
+                        # will not; waiting in line would hold the run open forever.
+                        self._t.cancel_waiting(act)
+                        touched.add(act.wf)
+                    else:
+                        slot.queue.appendleft(act)
                 else:
                     self.finish(act, Outcome(False, None, f"submit failed: {error}"))
                     touched.add(act.wf)
@@ -189,14 +196,18 @@ class Attempts:
             if act not in self._unrecorded_running and act.attempt_started is not None:
                 self.write_running(act)
 
-    def adopted_running(self, act: ActivityRun, node: str | None) -> None:
-        """An attempt found running after a restart is tracked again."""
-        act.attempt_started = time.time()
+    def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
+        """An attempt found running after a restart is tracked again: its timeout counts from
+        its recorded start, and a stop asked for before the restart is asked again (the
+        engine may have died before the runtime got it)."""
+        act.attempt_started = started_at or time.time()
         if act.state is A.SUBMITTED:
             self._t.move(act, A.RUNNING)
             act.node = node
             self.write_running(act)
         self.arm_timeout(act)
+        if act.stop_reason is not None:
+            self._send_stop(act)
 
     @property
     def running_unrecorded(self) -> bool:
@@ -230,20 +241,31 @@ class Attempts:
 
     def arm_timeout(self, act: ActivityRun) -> None:
         timeout = act.spec.timeout_seconds
-        if timeout is not None and act.timer is None:
+        if timeout is not None and act.timer is None and not act.timed_out:
+            ran = time.time() - act.attempt_started if act.attempt_started else 0.0
             loop = asyncio.get_running_loop()
-            act.timer = loop.call_later(timeout, self._on_timeout, act, act.attempt)
+            delay = max(0.0, timeout - ran)
+            act.timer = loop.call_later(delay, self._on_timeout, act, act.attempt)
 
     def _on_timeout(self, act: ActivityRun, attempt: int) -> None:
         act.timer = None
         if act.attempt == attempt and act.state.is_live and act.key is not None:
             act.timed_out = True
             log.info("activity %s timed out; stopping it", act.name)
-            self.stop(act)
+            self.stop(act, "timeout")
 
-    def stop(self, act: ActivityRun) -> None:
-        """Ask the runtime to stop the live attempt; its end comes as an event."""
-        if act.key is not None and act.handle:
+    def stop(self, act: ActivityRun, reason: str) -> None:
+        """Ask the runtime to stop the live attempt because of ``reason`` ('timeout' or
+        'cancel'), stored first: an attempt that then exits 0 (a TERM trap) is judged as
+        stopped also by an engine that collects its end after a restart. Its end comes as
+        an event."""
+        if act.stop_reason is None:
+            self.repo.attempt_stop_requested(act.id, act.attempt, reason)
+            act.stop_reason = reason
+        self._send_stop(act)
+
+    def _send_stop(self, act: ActivityRun) -> None:
+        if act.key is not None and act.handle:  # no handle yet: submit() sends it
             self._spawn(self._slots[act.runtime].runtime.cancel(act.key, act.handle))
 
     # ------------------------------------------------------------------ end
@@ -275,7 +297,8 @@ class Attempts:
         if act.timed_out:
             reason = f"timed out after {act.spec.timeout_seconds:g}s"
         new, attempt_state = attempt_end(
-            succeeded=outcome.succeeded,
+            # Asked to stop, it did: not a success, whatever its exit code (as runtimes judge).
+            succeeded=outcome.succeeded and act.stop_reason != "cancel",
             timed_out=act.timed_out,
             cancelled=act.cancel_requested or act.wf.cancelling,
             attempts_left=act.attempt < act.max_attempts,

@@ -387,7 +387,7 @@ class Engine(RuntimeEvents):
                     self.transitions.cancel_waiting(act)
                 elif act.state.is_live:
                     act.cancel_requested = True
-                    self.attempts.stop(act)
+                    self.attempts.stop(act, "cancel")
         self.transitions.maybe_finish(wf)
         self._wake.set()
 

@@ -44,6 +44,7 @@ class ActivityRun:
     log_offsets: dict[str, int] = field(default_factory=dict)
     cancel_requested: bool = False
     timed_out: bool = False
+    stop_reason: str | None = None  # why the live attempt was asked to stop (stored first)
     timer: asyncio.TimerHandle | None = None
     level: int = 0  # DAG depth (first-activity-first)
     dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it

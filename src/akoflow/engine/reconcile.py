@@ -67,6 +67,8 @@ class Reconciler:
             self._apply_adopted(act, att, job.key, adopted)
         if later and act.state is A.READY:  # never started: back in line (at attach, the
             slot.queue.append(act)  # caller queues every READY activity)
+        if later and act.state.is_final:  # cancelled before it started
+            engine.transitions.maybe_finish(act.wf)
         engine.wake()
 
     def _apply_adopted(
@@ -78,6 +80,8 @@ class Reconciler:
         if adopted.kind == "never_started":
             reason = "engine stopped before the attempt started"
             engine.transitions.attempt_lost(act, number, reason)
+            if att.stop_reason == "cancel":  # cancelled before it could start: not again
+                engine.transitions.cancel_waiting(act)
             return
         act.key = key
         act.attempt = number
@@ -90,8 +94,11 @@ class Reconciler:
         slot.running += 1
         if act.wf.placement is not None:
             engine.placer.reserve_again(act, slot, number)
+        act.stop_reason = att.stop_reason
+        act.timed_out = att.stop_reason == "timeout"
+        act.cancel_requested = act.cancel_requested or att.stop_reason == "cancel"
         if adopted.kind == "running":
-            engine.attempts.adopted_running(act, adopted.node)
+            engine.attempts.adopted_running(act, adopted.node, att.started_at)
         else:
             assert adopted.outcome is not None
             engine.collected(act, adopted.outcome)

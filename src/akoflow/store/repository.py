@@ -77,6 +77,7 @@ class AttemptRecord:
     reason: str | None
     cpu_seconds: float | None
     max_rss_bytes: int | None
+    stop_reason: str | None = None  # 'timeout' or 'cancel': the engine asked it to stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,7 @@ _ACT_COLS = (
 )
 _ATT_COLS = (
     "id, activity_id, number, state, runtime, handle, node, submitted_at, started_at, "
-    "finished_at, exit_code, reason, cpu_seconds, max_rss_bytes"
+    "finished_at, exit_code, reason, cpu_seconds, max_rss_bytes, stop_reason"
 )
 
 
@@ -264,6 +265,7 @@ def _attempt(row: sqlite3.Row) -> AttemptRecord:
         reason=row[11],
         cpu_seconds=row[12],
         max_rss_bytes=row[13],
+        stop_reason=row[14],
     )
 
 
@@ -760,6 +762,14 @@ class Repository:
             (activity_id,),
         ).fetchall()
         return [_attempt(r) for r in rows]
+
+    def attempt_stop_requested(self, activity_id: int, number: int, reason: str) -> None:
+        """The engine is about to ask the live attempt to stop, because of ``reason``
+        ('timeout' or 'cancel'); kept so that its end is judged the same after a restart."""
+        self._exec(
+            "UPDATE attempts SET stop_reason = ? WHERE activity_id = ? AND number = ?",
+            (reason, activity_id, number),
+        )
 
     def live_attempts(self, wf_id: int) -> list[AttemptRecord]:
         """Attempts of a workflow that were submitted or running when last recorded."""
