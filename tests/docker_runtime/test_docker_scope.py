@@ -5,17 +5,27 @@ container named as ours but labelled another run's is never started or tracked."
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from akoflow import service
 from akoflow.runtimes.base import Outcome, SubmitError
 from akoflow.runtimes.docker import container_name
-from akoflow.runtimes.scope import scoped
+from akoflow.runtimes.scope import SCOPE_FILE, scoped
+from tests.conftest import Akoflow, start_cli, wait_for
+from tests.docker_runtime.pre_token_engine import pre_token_scope
 from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def state_of(dockerd: PrivateDockerd, cid: str) -> dict[str, Any]:
@@ -123,3 +133,97 @@ def test_a_container_the_submission_recorded_is_adopted_under_its_older_name(
         asyncio.run(scenario())
     finally:
         dockerd.api.remove_container(cid, force=True)
+
+
+def attempt_handle(state_dir: Path, activity: str) -> dict[str, Any]:
+    repo = service.open_repository(state_dir)
+    try:
+        act = repo.get_activity(1, activity)
+        assert act is not None
+        (first,) = repo.list_attempts(act.id)
+        return first.handle
+    finally:
+        repo.close()
+
+
+def test_a_run_started_before_scope_tokens_resumes_with_its_containers(
+    akoflow: Akoflow,
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    tmp_path: Path,
+    state_dir: Path,
+) -> None:
+    """Upgrade: an engine of a version that named containers by a hash of the attempt dir's
+    path was killed right after creating them (their handles never recorded). The upgraded
+    `resume` finds them by that name: the one that ended is collected, the one running is
+    adopted, the rest runs under the same scope, and none runs twice or stays behind."""
+    wf = tmp_path / "upgraded.yaml"
+    wf.write_text(
+        f"name: upgraded\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      run: echo run >> count.a\n"
+        "    - name: b\n      run: |\n        echo run >> count.b\n"
+        "        while [ ! -e release ]; do sleep 0.05; done\n"
+        "    - name: c\n      dependsOn: [a, b]\n      run: echo run >> count.c\n"
+    )
+    data = tmp_path / "data"
+    attempts = state_dir.resolve() / "runs" / "1-upgraded" / "attempts"
+    old = pre_token_scope(attempts)
+    ours = {"akoflow.scope": old}
+
+    def listing(**labels: str) -> list[dict[str, Any]]:
+        flt = [f"{k}={v}" for k, v in labels.items()]
+        found: list[dict[str, Any]] = dockerd.api.containers(all=True, filters={"label": flt})
+        return found
+
+    def states() -> dict[str, str]:
+        return {c["Labels"]["akoflow.activity"]: c["State"] for c in listing(**ours)}
+
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.docker_runtime.pre_token_engine",
+            str(state_dir),
+            str(data),
+            str(wf),
+        ],
+        cwd=REPO_ROOT,
+        env=docker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: states() == {"a": "exited", "b": "running"})
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.communicate(timeout=10)
+        assert not (attempts / SCOPE_FILE).exists()  # as those versions left it
+        assert attempt_handle(state_dir, "a") == attempt_handle(state_dir, "b") == {}
+        names = sorted(c["Names"][0] for c in listing(**ours))
+        assert names == [f"/akoflow-{old}-wf1-a-a1", f"/akoflow-{old}-wf1-b-a1"]
+
+        resume = start_cli(["resume", "--state-dir", str(state_dir)], docker_env)
+        try:
+            # b is taken over while it runs, then let go.
+            wait_for(lambda: attempt_handle(state_dir, "b").get("id"))
+            (data / "release").touch()
+            out, err = resume.communicate(timeout=60)
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+                resume.communicate()
+        assert resume.returncode == 0, out + err
+        doc = json.loads(akoflow("status", "1", "--json", env=docker_env).stdout)
+        got = {a["name"]: (a["state"], a["attempts"]) for a in doc["activities"]}
+        assert got == {"a": ("succeeded", 1), "b": ("succeeded", 1), "c": ("succeeded", 1)}
+        for name in "abc":
+            assert (data / f"count.{name}").read_text() == "run\n"  # each ran once
+        assert (attempts / SCOPE_FILE).read_text() == old + "\n"
+        assert attempt_handle(state_dir, "c")["name"] == f"akoflow-{old}-wf1-c-a1"
+        assert listing(**{"akoflow.workflow-name": "upgraded"}) == []  # released
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+        for c in listing(**{"akoflow.workflow-name": "upgraded"}):
+            dockerd.api.remove_container(c["Id"], force=True)

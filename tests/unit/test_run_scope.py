@@ -4,6 +4,8 @@ state dir deleted and made again at the same path) never gets the same names."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -61,6 +63,52 @@ def test_the_hpc_runtimes_earlier_token_is_kept(tmp_path: Path) -> None:
     remote dirs are found under the same names."""
     (tmp_path / ".hpc-scope").write_text("0123456789ab\n")
     assert scope_of(tmp_path) == "0123456789ab"
+
+
+def path_hash(attempt_dir: Path) -> str:
+    """How versions before scope tokens named a run's docker containers."""
+    return hashlib.sha256(os.fsencode(os.path.abspath(attempt_dir))).hexdigest()[:12]
+
+
+def prepared_for_a_container(attempt_dir: Path, prefix: str) -> None:
+    """The files the docker runtime writes before it creates an attempt's container."""
+    attempt_dir.mkdir(parents=True, exist_ok=True)
+    (attempt_dir / f"{prefix}.sh").write_text("true")
+    (attempt_dir / f"{prefix}.out").mkdir()
+
+
+def test_a_run_started_before_tokens_keeps_the_path_hash_its_containers_carry(
+    tmp_path: Path,
+) -> None:
+    attempts = tmp_path / "state" / "runs" / "1-w" / "attempts"
+    prepared_for_a_container(attempts, "a.1")
+    assert existing_scope(attempts) == path_hash(attempts)  # leftovers find them too
+    assert not (attempts / run_scope.SCOPE_FILE).exists()  # looking still makes nothing
+    assert scope_of(attempts) == path_hash(attempts)
+    assert (attempts / run_scope.SCOPE_FILE).read_text() == path_hash(attempts) + "\n"
+    shutil.rmtree(attempts / "a.1.out")  # kept once written: the files may go
+    assert scope_of(attempts) == path_hash(attempts)
+
+
+def test_a_state_dir_made_again_never_takes_the_old_ones_path_hash(tmp_path: Path) -> None:
+    """The same path, a new run: its scope is made before any attempt of a container is
+    prepared, and the other runtimes' attempt files are no proof of an older version."""
+    attempts = tmp_path / "state" / "runs" / "1-w" / "attempts"
+    attempts.mkdir(parents=True)
+    for name in ("a.1.sh", "a.1.stdout", "a.1.stderr", "a.1.exit", "b.1.launch.sh"):
+        (attempts / name).write_text("")  # the local and singularity runtimes' files
+    (attempts / "a.1.sh.out").mkdir()
+    assert existing_scope(attempts) is None
+    made = scope_of(attempts)
+    assert made != path_hash(attempts)
+    prepared_for_a_container(attempts, "c.1")  # after the scope: this version's order
+    assert scope_of(attempts) == existing_scope(attempts) == made
+
+
+def test_a_recorded_scope_wins_over_the_path_hash(tmp_path: Path) -> None:
+    prepared_for_a_container(tmp_path, "a.1")
+    (tmp_path / ".hpc-scope").write_text("0123456789ab\n")
+    assert scope_of(tmp_path) == existing_scope(tmp_path) == "0123456789ab"
 
 
 @pytest.mark.parametrize("damaged", ["", "0123\n", "../../etc\n", "0123456789AB\n"])

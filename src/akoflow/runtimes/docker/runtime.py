@@ -259,8 +259,8 @@ class DockerRuntime(Runtime):
         if self._config_error:
             raise RuntimeUnavailable(self._config_error)
         job = scoped(job)
-        # The container the submission recorded, else the one it would have made: one made
-        # before the run's scope was a token of its own is found by its id.
+        # The container the submission recorded, else the one it would have made (a run an
+        # older version started keeps the path hash it named containers by as its scope).
         recorded = str(handle.get("id") or "")
         name, prefix = str(handle.get("name") or container_name(job)), str(job.attempt_prefix)
         base: dict[str, Any] = {"id": "", "name": name, "prefix": prefix}
