@@ -69,6 +69,10 @@ def activity_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return {k: v for k, v in env.items() if not is_engine_secret(k)}
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_SECONDS = 86_400.0
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """The env-var settings of one runtime, like upstream's GetCurrentRuntimeMetadata."""
@@ -126,18 +130,21 @@ class RuntimeConfig:
             return False
         raise self._bad(key, "true or false (1/0, yes/no, on/off)", raw)
 
-    def get_int(self, key: str, default: int, *, minimum: int | None = None) -> int:
-        """An integer, at least ``minimum``."""
+    def get_int(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        """A decimal integer in ASCII digits, within ``minimum`` and ``maximum``."""
         raw = self.get_text(key)
         if raw is None:
             return default
         expected = "a positive integer" if minimum == 1 else "an integer"
-        try:
-            value = int(raw)
-        except ValueError:
-            raise self._bad(key, expected, raw) from None
+        if not _INTEGER.fullmatch(raw):  # int() would take '١', '1_000' or ' 1 '
+            raise self._bad(key, expected, raw)
+        value = int(raw)
         if minimum is not None and value < minimum:
             raise self._bad(key, expected if minimum == 1 else f"at least {minimum}", raw)
+        if maximum is not None and value > maximum:
+            raise self._bad(key, f"{expected} of at most {maximum}", raw)
         return value
 
     def get_float(self, key: str, default: float, *, minimum: float | None = None) -> float:
@@ -152,8 +159,16 @@ class RuntimeConfig:
             raise self._bad(key, f"at least {minimum:g}", raw)
         return value
 
-    def get_seconds(self, key: str, default: float, *, minimum: float | None = None) -> float:
-        """A finite duration in seconds: above 0, or at least ``minimum`` when given."""
+    def get_seconds(
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float = MAX_SECONDS,
+    ) -> float:
+        """A finite duration in seconds: above 0 (or at least ``minimum`` when given) and at
+        most ``maximum`` (a day by default: larger values overflow timers and mean 'never')."""
         raw = self.get_text(key)
         if raw is None:
             return default
@@ -163,6 +178,8 @@ class RuntimeConfig:
                 raise self._bad(key, "a positive number of seconds", raw)
         elif value is None or value < minimum:
             raise self._bad(key, f"at least {minimum:g} seconds", raw)
+        if value > maximum:
+            raise self._bad(key, f"at most {maximum:g} seconds", raw)
         return value
 
     def redacted(self) -> dict[str, str]:
@@ -171,6 +188,8 @@ class RuntimeConfig:
 
 
 def _finite(raw: str) -> float | None:
+    if not raw.isascii():  # float() would take other scripts' digits
+        return None
     try:
         value = float(raw)
     except ValueError:

@@ -72,6 +72,8 @@ class Attempts:
         batches: list[tuple[RuntimeSlot, Batch]] = []
         self._t.flush()  # READY rows first: begin_attempt below moves them on
         for name, slot in self._slots.items():
+            if slot.failing is not None and slot.queue:
+                self._fail_held(slot, slot.failing)
             if not slot.ready or not slot.queue:
                 continue
             free = slot.limit - slot.running
@@ -107,6 +109,13 @@ class Attempts:
             if batch:
                 batches.append((slot, batch))
         return batches
+
+    def _fail_held(self, slot: RuntimeSlot, reason: str) -> None:
+        """The runtime will not become READY by waiting: what waits for it fails now."""
+        while slot.queue:
+            act = slot.queue.popleft()
+            if act.state is A.READY and not act.wf.cancelling:
+                self._t.fail(act, reason)
 
     def _begin(self, act: ActivityRun, number: int, key: str) -> None:
         act.dispatched_at = time.time()

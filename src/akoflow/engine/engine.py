@@ -301,7 +301,7 @@ class Engine(RuntimeEvents):
         await self._wake.wait()
         self._wake.clear()
         events, self._events = self._events, []
-        if not events and not any(s.ready and s.queue for s in self._slots.values()):
+        if not events and not any((s.ready or s.failing) and s.queue for s in self._slots.values()):
             return
         # Logs first: everything a job wrote is stored before the runtime may delete it.
         logs = [

@@ -86,6 +86,8 @@ class RuntimeSlot:
     queue: deque[ActivityRun] = field(default_factory=deque)
     running: int = 0
     started: bool = False
+    failing: str | None = None  # held work fails with this (misconfigured, READY_TIMEOUT)
+    not_ready_since: float | None = None
     nodes: list[NodeInfo] | None = None  # as last reported (placement)
     reserved: dict[str, Reserved] = field(default_factory=dict)
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from akoflow.config import RuntimeConfig
 from akoflow.engine.model import RuntimeSlot
-from akoflow.runtimes.base import ProcessHook, Runtime, RuntimeEvents
+from akoflow.errors import SettingError
+from akoflow.runtimes.base import (
+    DEFAULT_HEALTH_TIMEOUT,
+    Adopted,
+    Health,
+    JobSpec,
+    ProcessHook,
+    Runtime,
+    RuntimeEvents,
+    RuntimeUnavailable,
+    SubmitError,
+)
 from akoflow.runtimes.registry import UnknownRuntime, adapter_for, configured_runtime_names
 from akoflow.store import Repository
 
@@ -67,9 +81,13 @@ class RuntimePool:
         slot = self.slots.get(name)
         if slot is not None:
             return slot
-        runtime = self._factory(name, self._events, None)
+        try:
+            runtime = self._factory(name, self._events, None)
+            limit = runtime.max_parallel
+        except SettingError as exc:  # settings that cannot even build it: its work fails
+            runtime, limit = Unbuildable(name, RuntimeConfig.from_env(name), self._events, exc), 1
         runtime.process_hook = self._process_hook
-        slot = RuntimeSlot(runtime=runtime, limit=runtime.max_parallel)
+        slot = RuntimeSlot(runtime=runtime, limit=limit)
         self.slots[name] = slot
         await self._check_and_refresh(name, slot)
         # One loop per runtime: a backend that hangs never delays another one's checks.
@@ -77,17 +95,21 @@ class RuntimePool:
         return slot
 
     async def _check_health(self, name: str, slot: RuntimeSlot) -> None:
+        misconfigured, ready_timeout = False, math.inf
         try:
             timeout = slot.runtime.health_timeout
-            if not slot.started:
-                await slot.runtime.start()
-                slot.started = True
             try:
                 async with asyncio.timeout(timeout):
+                    if not slot.started:
+                        await slot.runtime.start()
+                        slot.started = True
                     health = await slot.runtime.health()
             except TimeoutError:
                 raise RuntimeError(f"health check timed out after {timeout:g} s") from None
-            ready, reason = health.ready, health.reason
+            ready, reason, misconfigured = health.ready, health.reason, health.misconfigured
+            ready_timeout = slot.runtime.config.get_seconds("READY_TIMEOUT", math.inf)
+        except SettingError as exc:  # a bad setting never heals while the engine runs
+            ready, reason, misconfigured = False, str(exc), True
         except Exception as exc:  # a broken backend must not stop the engine
             ready, reason = False, str(exc) or type(exc).__name__
         if ready != slot.ready or reason != slot.reason:
@@ -100,6 +122,7 @@ class RuntimePool:
                 f": {reason}" if reason else "",
             )
         slot.ready, slot.reason = ready, reason
+        slot.failing = self._failing(name, slot, misconfigured, ready_timeout)
         self.repo.upsert_runtime(
             name,
             kind=slot.runtime.kind,
@@ -107,8 +130,28 @@ class RuntimePool:
             reason=reason,
             config=slot.runtime.config.redacted(),
         )
-        if ready:
+        if ready or slot.failing:
             self._wake()
+
+    @staticmethod
+    def _failing(name: str, slot: RuntimeSlot, misconfigured: bool, limit: float) -> str | None:
+        """Why the work held for a NOT_READY runtime fails now rather than waits: a setup
+        that will not heal, or NOT_READY for longer than ``{NAME}_READY_TIMEOUT``."""
+        if slot.ready:
+            slot.not_ready_since = None
+            return None
+        if misconfigured:
+            return f"runtime {name} is misconfigured: {slot.reason}"
+        now = time.monotonic()
+        if slot.not_ready_since is None:
+            slot.not_ready_since = now
+        waited = now - slot.not_ready_since
+        if waited < limit:
+            return None
+        return (
+            f"runtime {name} was NOT_READY for {waited:.0f} s "
+            f"({slot.runtime.config.variable('READY_TIMEOUT')}={limit:g}): {slot.reason}"
+        )
 
     async def _health_once(self, name: str, slot: RuntimeSlot) -> None:
         await asyncio.sleep(self._health_interval)
@@ -149,4 +192,38 @@ class RuntimePool:
         return {name: (s.ready, s.reason) for name, s in self.slots.items()}
 
 
-__all__ = ["RuntimeFactory", "RuntimePool"]
+class Unbuildable(Runtime):
+    """Stands in for a runtime whose settings do not even let it be made: NOT_READY and
+    misconfigured with the reason, so the work sent to it fails with that reason."""
+
+    kind = "unknown"
+
+    def __init__(
+        self, name: str, config: RuntimeConfig, events: RuntimeEvents, error: SettingError
+    ) -> None:
+        super().__init__(name, config, events)
+        self.error = str(error)
+
+    async def submit(self, job: JobSpec) -> dict[str, Any]:
+        raise SubmitError(self.error)
+
+    async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
+        return None
+
+    async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
+        raise RuntimeUnavailable(self.error)  # cannot tell: asked again once it is fixed
+
+    async def logs(
+        self, key: str, handle: Mapping[str, Any], offsets: Mapping[str, int]
+    ) -> dict[str, bytes]:
+        return {}
+
+    async def health(self) -> Health:
+        return Health(False, self.error, misconfigured=True)
+
+    @property
+    def health_timeout(self) -> float:
+        return DEFAULT_HEALTH_TIMEOUT
+
+
+__all__ = ["RuntimeFactory", "RuntimePool", "Unbuildable"]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # types only: importing them here would load their packages' 
     from akoflow.spec.workflow import Activity, Volume
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # s
+MAX_PARALLEL_LIMIT = 100_000  # more slots than any backend can hold: a typo
 
 
 class RuntimeFailure(AkoflowError):
@@ -130,6 +131,10 @@ class Adopted:
 class Health:
     ready: bool
     reason: str | None = None
+    misconfigured: bool = False
+    """The setup is wrong and will not heal while the engine runs (a bad setting, a refused
+    credential, an unknown queue): work held for the runtime fails at once with ``reason``
+    instead of waiting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +192,9 @@ class Runtime(abc.ABC):
     @property
     def max_parallel(self) -> int:
         """Activities run at once on this runtime: ``{NAME}_MAX_PARALLEL``."""
-        return max(1, self.config.get_int("MAX_PARALLEL", self.default_max_parallel))
+        return self.config.get_int(
+            "MAX_PARALLEL", self.default_max_parallel, minimum=1, maximum=MAX_PARALLEL_LIMIT
+        )
 
     @property
     def health_timeout(self) -> float:

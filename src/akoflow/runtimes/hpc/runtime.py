@@ -291,12 +291,12 @@ class HpcRuntime(Runtime):
 
     async def health(self) -> Health:
         if self._s is None:
-            return Health(False, self._config_error)
+            return Health(False, self._config_error, misconfigured=True)
         try:
             return await self._health(self._s)
         except HpcMisconfigured as exc:
             self._misconfigured = exc
-            return Health(False, str(exc))
+            return Health(False, str(exc), misconfigured=True)
 
     async def _health(self, s: HpcSettings) -> Health:
         if s.gateway is not None:

@@ -768,7 +768,7 @@ class KubernetesRuntime(Runtime):
 
     async def health(self) -> Health:
         if self._config_error:
-            return Health(False, self._config_error)
+            return Health(False, self._config_error, misconfigured=True)
         try:
             resp = await self._raw_api().get("/healthz")
         except (httpx2.HTTPError, OSError, RuntimeUnavailable) as exc:
