@@ -147,8 +147,15 @@ class RuntimeConfig:
             raise self._bad(key, f"{expected} of at most {maximum}", raw)
         return value
 
-    def get_float(self, key: str, default: float, *, minimum: float | None = None) -> float:
-        """A finite number (``nan`` and ``inf`` are refused), at least ``minimum``."""
+    def get_float(
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
+        """A finite number (``nan`` and ``inf`` are refused) within ``minimum``, ``maximum``."""
         raw = self.get_text(key)
         if raw is None:
             return default
@@ -157,6 +164,8 @@ class RuntimeConfig:
             raise self._bad(key, "a number", raw)
         if minimum is not None and value < minimum:
             raise self._bad(key, f"at least {minimum:g}", raw)
+        if maximum is not None and value > maximum:
+            raise self._bad(key, f"at most {maximum:g}", raw)
         return value
 
     def get_seconds(

@@ -36,6 +36,7 @@ spec:
         ("LOCAL_MAX_PARALLEL", "0", "LOCAL_MAX_PARALLEL must be a positive integer"),
         ("LOCAL_MAX_PARALLEL", "\u0661", "LOCAL_MAX_PARALLEL must be a positive integer"),
         ("LOCAL_READY_TIMEOUT", "-1", "LOCAL_READY_TIMEOUT must be a positive number"),
+        ("LOCAL_CGROUPS", "maybe", "LOCAL_CGROUPS must be one of"),
     ],
 )
 def test_a_bad_setting_fails_the_run_at_once_with_its_reason(
@@ -52,6 +53,21 @@ def test_a_bad_setting_fails_the_run_at_once_with_its_reason(
     assert not (data / "ran.a").exists() and not (data / "ran.b").exists()
     status = akoflow("status", "1", "--json")
     assert '"failed"' in status.stdout and '"skipped"' in status.stdout
+
+
+@pytest.mark.parametrize("alpha", ["nan", "abc", "1.5", "-5"])
+def test_a_bad_alpha_fails_placed_work_with_its_reason(
+    akoflow: Akoflow, tmp_path: Path, alpha: str
+) -> None:
+    """{NAME}_ALPHA weighs AkôScore: a bad one ended the engine (nan) or became 0.5 (abc)."""
+    data = tmp_path / "data"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(TWO.format(data=data).replace("spec:\n", "spec:\n  schedule: akoscore\n"))
+    done = akoflow("run", str(wf), "--data-dir", str(data), env=cli_env(LOCAL_ALPHA=alpha))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "LOCAL_ALPHA must be" in done.stdout.replace("\n", " "), done.stdout
+    assert "internal error" not in done.stdout + done.stderr
+    assert not (data / "ran.a").exists()
 
 
 def test_work_held_longer_than_ready_timeout_fails_with_the_reason(tmp_path: Path) -> None:

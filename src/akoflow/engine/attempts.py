@@ -18,6 +18,7 @@ from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, Work
 from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
 from akoflow.engine.transitions import Transitions
+from akoflow.errors import SettingError
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
 from akoflow.states import ActivityState, attempt_end, check_activity_transition
@@ -88,7 +89,11 @@ class Attempts:
                     continue
                 decision = None
                 if act.wf.placement is not None:
-                    decision = self._placer.decide(act, slot)
+                    try:
+                        decision = self._placer.decide(act, slot)
+                    except SettingError as exc:
+                        self._t.fail(act, f"runtime {name} is misconfigured: {exc}")
+                        continue
                     if decision.node is None:
                         if decision.never_feasible:
                             self._placer.record_unplaceable(act, decision)

@@ -31,11 +31,8 @@ class Placer:
             mean_seconds_by_node={n: sum(v) / len(v) for n, v in by_node.items()},
         )
         alpha = act.wf.workflow.alpha
-        if alpha is None:
-            try:
-                alpha = float(slot.runtime.config.get("ALPHA") or DEFAULT_ALPHA)
-            except ValueError:
-                alpha = DEFAULT_ALPHA
+        if alpha is None:  # a bad {NAME}_ALPHA raises SettingError: the caller fails the work
+            alpha = slot.runtime.config.get_float("ALPHA", DEFAULT_ALPHA, minimum=0, maximum=1)
         return act.wf.placement.place(demand, slot.nodes or [], slot.reserved, alpha)
 
     def record(self, act: ActivityRun, number: int, slot: RuntimeSlot, decision: Decision) -> None:

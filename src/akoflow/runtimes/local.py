@@ -61,6 +61,7 @@ ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (
 CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
 CGROUP_RELEASE_DELAY = 0.02
 _OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
+_ON = ("1", "true", "yes")
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
 # Variables bash acts on at start-up, before the prelude's first line: they would replace the
 # prelude (BASH_ENV; ENV in POSIX mode), make bash skip it (POSIXLY_CORRECT, SHELLOPTS=posix),
@@ -228,7 +229,7 @@ class LocalRuntime(Runtime):
         self._loop = asyncio.get_running_loop()
         self._base_env = without_bash_startup_names(activity_environ())
         self._umask = _process_umask()
-        wanted = (self.config.get("CGROUPS") or "auto").strip().lower()
+        wanted = self.config.get_choice("CGROUPS", ("auto", "on", *_ON, *_OFF), "auto")
         self._cgroup_base = None if wanted in _OFF else cgroups.usable_base()
         if self._cgroup_base is None:
             log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
