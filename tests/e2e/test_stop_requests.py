@@ -223,3 +223,35 @@ def test_a_cancelled_activity_stays_cancelled_when_the_engine_dies_before_it_end
     assert job.state is A.CANCELLED and consumer.state is A.SKIPPED
     assert_stopped_early(lines(data / "log"))
     assert [a.stop_reason for a in repo.list_attempts(job.id)] == ["cancel"]
+
+
+def test_cancelling_a_run_cancels_every_waiting_activity_rather_than_skipping_them(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    text = (
+        "name: chain\nspec:\n  activities:\n"
+        f"    - name: a\n      run: echo start >> {data}/log; sleep 30\n"
+        "    - name: b\n      dependsOn: [a]\n      run: 'true'\n"
+        "    - name: c\n      dependsOn: [b]\n      run: 'true'\n"
+        "    - name: d\n      run: 'true'\n      dependsOn: [a]\n"
+    )
+
+    async def scenario() -> dict[str, tuple[ActivityState, str | None]]:
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        wf_id = service.store(repo, state, service.validate_text(text, "t.yaml"), data)
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            wf = await engine.attach(wf_id)
+            while "start" not in lines(data / "log"):
+                await asyncio.sleep(0.02)
+            engine.cancel(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 30) is WorkflowState.CANCELLED
+            return {a.name: (a.state, a.reason) for a in wf.activities.values()}
+        finally:
+            await engine.stop()
+
+    states = asyncio.run(scenario())
+    assert states == {name: (A.CANCELLED, "cancelled") for name in "abcd"}

@@ -383,7 +383,11 @@ class Engine(RuntimeEvents):
             targets = [wf.activities[activity]]
         with self.transitions.txn():
             for act in targets:
-                if act.state in (A.PENDING, A.READY):
+                if act.state in (A.PENDING, A.READY) and activity is None:
+                    # The whole run: every waiting activity is cancelled (not skipped because
+                    # an upstream one was cancelled first).
+                    self.transitions.set_state(act, A.CANCELLED, "cancelled")
+                elif act.state in (A.PENDING, A.READY):
                     self.transitions.cancel_waiting(act)
                 elif act.state.is_live:
                     act.cancel_requested = True
