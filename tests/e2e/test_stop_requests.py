@@ -110,6 +110,18 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+async def started_job(state: Path, wf: Path, data: Path) -> Engine:
+    """An engine running the stored workflow (id 1) whose script has started."""
+    repo = service.open_repository(state)
+    wf_id = service.store(repo, state, service.validate_text(wf.read_text(), "w"), data)
+    engine = Engine(repo, state)
+    await engine.start()
+    await engine.attach(wf_id)
+    while "start" not in lines(data / "log"):
+        await asyncio.sleep(0.02)
+    return engine
+
+
 def assert_stopped_early(log: list[str]) -> None:
     """The script started, was stopped (a resumed engine asks again: the trap may run twice)
     and never finished; its consumer never ran."""
@@ -152,13 +164,7 @@ def test_a_timeout_counts_from_the_attempts_start_across_a_restart(tmp_path: Pat
     unwatched = 1.0
 
     async def start_then_leave() -> None:
-        repo = service.open_repository(state)
-        wf_id = service.store(repo, state, service.validate_text(wf.read_text(), "w"), data)
-        engine = Engine(repo, state)
-        await engine.start()
-        await engine.attach(wf_id)
-        while "start" not in lines(data / "log"):
-            await asyncio.sleep(0.02)
+        engine = await started_job(state, wf, data)
         await engine.stop()  # the attempt goes on; its start is recorded
         await asyncio.sleep(unwatched)
 
@@ -194,14 +200,8 @@ def test_a_cancelled_activity_stays_cancelled_when_the_engine_dies_before_it_end
     state = tmp_path / "state"
 
     async def cancel_then_leave() -> None:
-        repo = service.open_repository(state)
-        wf_id = service.store(repo, state, service.validate_text(wf.read_text(), "w"), data)
-        engine = Engine(repo, state)
-        await engine.start()
-        await engine.attach(wf_id)
-        while "start" not in lines(data / "log"):
-            await asyncio.sleep(0.02)
-        engine.cancel(wf_id, "job")
+        engine = await started_job(state, wf, data)
+        engine.cancel(1, "job")
         while "stopping" not in lines(data / "log"):
             await asyncio.sleep(0.02)
         await engine.stop()  # the attempt goes on (its trap), no engine watches it

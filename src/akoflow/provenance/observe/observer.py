@@ -48,6 +48,7 @@ from akoflow.provenance.observe import fanotify_abi as abi
 from akoflow.provenance.observe.lineage import Ambiguous, Key, Lineage
 from akoflow.provenance.observe.procevents import Fork, ProcEvents
 from akoflow.provenance.watch import NETWORK_FILE_SYSTEMS, file_system_type
+from akoflow.runtimes import cgroups
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ class Observer:
         elif cgroup is not None:
             relative = cgroup_relative(cgroup)
             self._cgroups[relative] = key
-            for member in _members(cgroup):
+            for member in cgroups.members(cgroup):
                 self._lineage.assign(member, key)
         self._retry_pending(force=False)
 
@@ -649,17 +650,6 @@ def _named_owner(names: dict[bytes, Key], cgroup: bytes) -> Key | None:
             if name in part:
                 return key
     return None
-
-
-def _members(cgroup: str) -> list[int]:
-    pids: list[int] = []
-    for directory, _, _ in os.walk(cgroup):
-        try:
-            with open(os.path.join(directory, "cgroup.procs")) as f:
-                pids.extend(int(line) for line in f.read().split())
-        except OSError:
-            continue
-    return pids
 
 
 __all__ = ["Access", "Kind", "ObservationUnavailable", "Observer", "cgroup_dir_of"]
