@@ -19,6 +19,7 @@ from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
 from akoflow.engine.transitions import Transitions
 from akoflow.errors import SettingError
+from akoflow.provenance.declared import REMOTE_KINDS, checked_outputs, inputs_problem
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
 from akoflow.states import ActivityState, attempt_end, check_activity_transition
@@ -60,7 +61,9 @@ class Attempts:
         self._unrecorded_running: list[ActivityRun] = []
 
     def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
-        return job_spec(act, attempt, node, record_files=self._provenance.enabled)
+        # Declared data is checked against the remote listings even with provenance off.
+        record = self._provenance.enabled or bool(act.spec.outputs or act.spec.inputs)
+        return job_spec(act, attempt, node, record_files=record)
 
     def live(self) -> list[ActivityRun]:
         return [a for a in self.jobs.values() if a.state is A.RUNNING]
@@ -86,6 +89,12 @@ class Attempts:
                     continue
                 if act.wf.levels_left is not None and act.level > act.wf.open_level:
                     act.wf.held.append(act)  # first-activity-first: its level is not open yet
+                    continue
+                missing = None
+                if act.spec.inputs and slot.runtime.kind not in REMOTE_KINDS:
+                    missing = inputs_problem(act.spec, act.wf.data_dir)  # remote: at its end
+                if missing is not None:
+                    self._t.fail(act, missing)
                     continue
                 decision = None
                 if act.wf.placement is not None:
@@ -288,6 +297,8 @@ class Attempts:
         """Record the end of the live attempt (inside a transaction)."""
         key, handle = act.key, act.handle
         slot = self._slots[act.runtime]
+        remote = slot.runtime.kind in REMOTE_KINDS
+        outcome = checked_outputs(act.spec, outcome, act.wf.data_dir, remote=remote)
         self._placer.unreserve(act, slot)
         self._provenance.finished(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from akoflow.provenance.declared import declares
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
-from akoflow.provenance.observed import Decision, Generated, ObservedRun
+from akoflow.provenance.observed import Decision, Generated, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges
 from akoflow.provenance.remote import Claim, RemoteFiles, attribute
 from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
@@ -297,6 +298,8 @@ class ProvenanceRecorder:
     def _store(self, wf: WorkflowRun, run: RunFiles, decisions: list[Decision]) -> None:
         generated: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
         for decision in decisions:
+            if isinstance(decision, Undecided):
+                decision = self._declared_writer(wf, decision)
             if isinstance(decision, Generated):
                 key = decision.key
                 assert isinstance(key, tuple)
@@ -316,6 +319,28 @@ class ProvenanceRecorder:
             self.repo.add_files(
                 act_id, attempt, "generated", ((p, f.size, f.mtime, f.sha256) for p, f in files)
             )
+
+    def _declared_writer(self, wf: WorkflowRun, decision: Undecided) -> Decision:
+        """An undecided version that exactly one of its candidates declared as an output is
+        that candidate's: the declaration decides what observation could not."""
+        declaring = [
+            key
+            for key in decision.candidates
+            if isinstance(key, tuple)
+            and (act := self._activity(wf, key[0])) is not None
+            and act.spec.outputs
+            and declares(act.spec.outputs, decision.path)
+        ]
+        if len(declaring) != 1:
+            return decision
+        return Generated(declaring[0], decision.path, decision.state)
+
+    @staticmethod
+    def _activity(wf: WorkflowRun, act_id: int) -> ActivityRun | None:
+        for act in wf.activities.values():
+            if act.id == act_id:
+                return act
+        return None
 
     @staticmethod
     def _name_of(wf: WorkflowRun, act_id: int) -> str | None:
@@ -449,6 +474,8 @@ class ProvenanceRecorder:
         for dep in {d.name for d in act.deps}:
             wanted |= run.outputs.get(dep, set())
             wanted |= run.pending.nominated(dep)
+        if act.spec.inputs:  # what it declared it reads, wherever it came from
+            wanted.update(p for p in files if declares(act.spec.inputs, p))
         used = [
             (path, f.size, f.mtime, f.sha256)
             for path in sorted(wanted)
@@ -489,6 +516,7 @@ class ProvenanceRecorder:
         before = None if since is None else since - FILE_TIME_SLACK
         chosen: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
         for path, state, nominees in pending.decide(before):
+            nominees = self._declaring(wf, path, nominees)
             if len({(n.activity_id, n.attempt) for n in nominees}) == 1:
                 winner = nominees[0]
                 self._set_generator(run, path, winner.activity)
@@ -507,6 +535,21 @@ class ProvenanceRecorder:
                 "generated",
                 ((p, f.size, f.mtime, f.sha256) for p, f in files),
             )
+
+    @staticmethod
+    def _declaring(wf: WorkflowRun, path: str, nominees: list[Nominee]) -> list[Nominee]:
+        """Of several nominees for a change, those that declared ``path`` as an output when
+        there are any (a declaration decides what timing cannot), else all of them."""
+        if len({(n.activity_id, n.attempt) for n in nominees}) < 2:
+            return nominees
+        declaring = [
+            n
+            for n in nominees
+            if (act := wf.activities.get(n.activity)) is not None
+            and act.spec.outputs
+            and declares(act.spec.outputs, path)
+        ]
+        return declaring or nominees
 
     def _ran_since(self, act: ActivityRun) -> None:
         """``act`` runs from its dispatched_at on (see :meth:`_running_since`)."""
@@ -534,8 +577,15 @@ class ProvenanceRecorder:
             claims = run.remote_generated = {}
             for record in self.repo.list_files(wf.id):
                 if record.location and record.role == "generated":
+                    owner = wf.activities.get(record.activity)
+                    declared = owner is not None and declares(owner.spec.outputs, record.path)
                     claims[record.location, record.path] = Claim(
-                        -math.inf, record.activity_id, record.attempt, record.activity, record.mtime
+                        -math.inf,
+                        record.activity_id,
+                        record.attempt,
+                        record.activity,
+                        record.mtime,
+                        declared,
                     )
         if loc not in self._initial_recorded(wf, run):
             self._record_initial(
@@ -543,11 +593,13 @@ class ProvenanceRecorder:
             )
         end = files.after_time if files.after_time is not None else math.inf
         me = Claim(end, act.id, act.attempt, act.name, 0.0)
-        found = attribute(files, claims, me, {d.name for d in act.deps})
+        outputs = act.spec.outputs
+        found = attribute(files, claims, me, {d.name for d in act.deps}, outputs)
         for path, claim in found.retracted:
             self.repo.remove_generated(claim.activity_id, claim.attempt, loc, path)
         for path, f in found.generated.items():
-            claims[loc, path] = Claim(end, act.id, act.attempt, act.name, f.mtime)
+            mine = bool(outputs) and declares(outputs, path)
+            claims[loc, path] = Claim(end, act.id, act.attempt, act.name, f.mtime, mine)
         for role, chosen in (("used", found.used), ("generated", found.generated)):
             if chosen:
                 rows = [(p, f.size, f.mtime, f.sha256) for p, f in sorted(chosen.items())]

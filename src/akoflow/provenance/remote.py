@@ -13,9 +13,10 @@ remote volume from inside every job would cost more than it tells.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from akoflow.provenance.declared import declares
 from akoflow.provenance.names import from_bytes
 from akoflow.provenance.snapshot import FileState, Snapshot, changes
 
@@ -141,6 +142,8 @@ class Claim:
     attempt: int
     activity: str
     mtime: float
+    declared: bool = False
+    """The file is one of that activity's declared outputs: no other attempt takes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,7 @@ def attribute(
     claims: Mapping[tuple[str, str], Claim],
     me: Claim,
     dependencies: set[str],
+    outputs: Collection[str] = (),
 ) -> Attribution:
     """What one remote attempt (``me``, with ``me.end`` its end) used and generated.
 
@@ -164,7 +168,9 @@ def attribute(
     Generated: what changed between the two listings. A version that shows up in the
     listings of concurrent attempts goes, as in the data dir, to the attempt that ended
     soonest after it was written: the remote clock orders both, whatever order the engine
-    learns of the ends in. The caller stores ``me`` (with each file's mtime) as the new claims.
+    learns of the ends in; but a declared output (``outputs``: ``me``'s declared paths or
+    globs) is the declaring attempt's, whichever ended first. The caller stores ``me`` (with
+    each file's mtime) as the new claims.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -178,7 +184,10 @@ def attribute(
     for path, f in {**change.created, **change.modified}.items():
         claim = claims.get((loc, path))
         if claim is not None and claim.mtime == f.mtime and claim.activity != me.activity:
-            if claim.end <= me.end:
+            mine = bool(outputs) and declares(outputs, path)
+            if claim.declared and not mine:
+                continue  # the other attempt declared it
+            if claim.end <= me.end and (claim.declared or not mine):
                 continue  # the other attempt ended sooner after this write
             retracted.append((path, claim))
         generated[path] = f

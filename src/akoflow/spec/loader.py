@@ -984,6 +984,8 @@ def _resolve(document: WorkflowDocument, default_runtime: str) -> Workflow:
                 retries=activity.retries if activity.retries is not None else spec_retries,
                 timeout_seconds=activity.timeout if activity.timeout is not None else spec.timeout,
                 env={**spec_env, **env} if env else dict(spec_env),
+                inputs=tuple(dict.fromkeys(activity.inputs)) if activity.inputs else (),
+                outputs=tuple(dict.fromkeys(activity.outputs)) if activity.outputs else (),
             )
         )
     policy = spec.storage_policy

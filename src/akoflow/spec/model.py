@@ -339,6 +339,31 @@ def _check_volume(value: str) -> str:
     return value
 
 
+def _check_data_path(value: str) -> str:
+    """A declared input or output: a path or glob relative to the data dir (the runtime's
+    working dir), which must stay inside it: not absolute, no '..', written normalised."""
+    if not value:
+        raise ValueError("a declared path must not be empty")
+    if "\x00" in value:
+        raise ValueError(f"invalid path {_short(value)}: it contains a NUL byte")
+    if value.startswith("/"):
+        raise ValueError(
+            f"invalid path {_short(value)}: declared inputs and outputs are relative to the data "
+            "dir (the runtime's working dir); an absolute path would leave it"
+        )
+    parts = value.split("/")
+    if ".." in parts:
+        raise ValueError(
+            f"invalid path {_short(value)}: '..' would leave the data dir (the runtime's working "
+            "dir); declared inputs and outputs stay inside it"
+        )
+    if "" in parts or "." in parts:
+        normal = "/".join(p for p in parts if p not in ("", "."))
+        hint = f", as {normal!r}" if normal else ""
+        raise ValueError(f"invalid path {_short(value)}: write it normalised{hint}")
+    return value
+
+
 def _check_mount_path(value: str) -> str:
     """Absolute, normalised (a trailing '/' is fine), without '..' and not the root."""
     if "\x00" in value:
@@ -436,6 +461,19 @@ NodeSelector = Annotated[
                 {"type": "object", "additionalProperties": {"type": "string"}},
             ],
             "examples": ["kubernetes.io/hostname=node-1"],
+        }
+    ),
+]
+DataPaths = Annotated[
+    list[Annotated[str, AfterValidator(_check_data_path)]],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "string"},
+            ],
+            "examples": [["counts.csv", "plots/*.png", "out/**/*.json"]],
         }
     ),
 ]
@@ -556,6 +594,22 @@ class ActivitySpec(_Strict):
         default=None,
         description="Environment variables for the script, merged over spec.env "
         "(values become strings).",
+    )
+    inputs: DataPaths = Field(
+        default_factory=list,
+        description=(
+            "Files the activity reads: paths or globs ('*', '?', '[...]' within a name, '**' "
+            "for any depth) relative to the data dir (the runtime's working dir). One that "
+            "matches nothing when the activity is dispatched fails it without running it."
+        ),
+    )
+    outputs: DataPaths = Field(
+        default_factory=list,
+        description=(
+            "Files the activity writes, as paths or globs like inputs. Each is attributed to "
+            "the attempt that wrote it on every runtime; one that matches nothing after a "
+            "successful attempt fails that attempt with the missing paths."
+        ),
     )
 
 

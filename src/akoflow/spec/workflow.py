@@ -39,6 +39,8 @@ class Activity:
     retries: int = 0
     timeout_seconds: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()  # declared paths or globs, relative to the data dir
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
