@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
@@ -197,6 +201,72 @@ def test_runtime_reports_unreachable_daemon_and_bad_settings(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
+class MuteDaemon:
+    """A unix socket that follows the event stream (headers, then nothing) but never
+    answers any other request, as a hung daemon."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(8)
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self._conns.append(conn)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+            if b" /v1.41/events" in request.split(b"\r\n", 1)[0]:
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+
+    def close(self) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        self._thread.join(timeout=5)
+        for conn in self._conns:
+            conn.close()
+
+
+def test_the_ping_waits_as_long_as_the_health_timeout_says(tmp_path: Path) -> None:
+    """A daemon that never answers: NOT_READY after {NAME}_HEALTH_TIMEOUT (not a fixed
+    5 s); a bad value is NOT_READY naming it."""
+    mute = MuteDaemon(tmp_path / "mute.sock")
+    settings = {"API_VERSION": "1.41", "TIMEOUT": "1"}
+
+    async def scenario() -> None:
+        for timeout, expected in (
+            ("0.3", "did not answer a ping in 0.3 s (DOCKER_HEALTH_TIMEOUT)"),
+            ("soon", "DOCKER_HEALTH_TIMEOUT must be a positive number of seconds"),
+        ):
+            rt = runtime(f"unix://{mute.path}", Recorder(), HEALTH_TIMEOUT=timeout, **settings)
+            await rt.start()
+            try:
+                health = await rt.health()
+                assert not health.ready and expected in str(health.reason)
+                assert health.misconfigured == (timeout == "soon")  # held work fails at once
+            finally:
+                await rt.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        mute.close()
+
+
 def test_cancel_reports_a_cancelled_end(dockerd: PrivateDockerd, tmp_path: Path) -> None:
     async def scenario() -> None:
         events = Recorder()
@@ -214,6 +284,54 @@ def test_cancel_reports_a_cancelled_end(dockerd: PrivateDockerd, tmp_path: Path)
             (kept,) = dockerd.containers(**{"akoflow.key": job.key})
             assert kept["State"] == "exited"
             dockerd.api.remove_container(handle["id"])
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
+class FailingStops:
+    """The daemon's client with its stop call failing as it did for a stop timeout out of
+    range (the socket's timeout overflowed), and its first kill failing (daemon away)."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self.kills = 0
+
+    def stop(self, *args: Any, **kwargs: Any) -> None:
+        raise OverflowError("timeout doesn't fit into C timeval")
+
+    def kill(self, *args: Any, **kwargs: Any) -> None:
+        self.kills += 1
+        if self.kills == 1:
+            raise requests.exceptions.ConnectionError("the daemon went away")
+        self._api.kill(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+def test_a_failing_stop_call_still_stops_the_container(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activity's timeout or a cancel is never dropped: a stop call that fails is
+    followed by a kill, tried again while the container runs."""
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = runtime(dockerd.host, events)
+        await rt.start()
+        try:
+            job = job_spec(tmp_path, "stubborn", "trap '' TERM; sleep 60 & wait; sleep 60")
+            handle = await rt.submit(job)
+            client = FailingStops(await asyncio.to_thread(rt._daemon.client))
+            monkeypatch.setattr(rt._daemon, "client", lambda: client)
+            await rt.cancel(job.key, handle)
+            await asyncio.wait_for(events.event.wait(), 20)
+            outcome = events.finished[job.key]
+            assert (outcome.exit_code, outcome.reason) == (128 + signal.SIGKILL, "cancelled")
+            assert client.kills == 2
+            assert not dockerd.api.inspect_container(handle["id"])["State"]["Running"]
         finally:
             await rt.stop()
 

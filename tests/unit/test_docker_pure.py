@@ -469,3 +469,45 @@ def test_every_setting_is_read_and_checked() -> None:
         with pytest.raises(SettingError) as info:
             settings_of({variable: value})
         assert info.value.variable == variable and variable in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "most"),
+    [("DOCKER_STOP_TIMEOUT", 600), ("DOCKER_TIMEOUT", 3600), ("DOCKER_PULL_TIMEOUT", 86400)],
+)
+def test_waits_are_bounded(variable: str, most: int) -> None:
+    """Past the bound a wait is a mistake: the SDK's socket timeout (TIMEOUT + STOP_TIMEOUT)
+    overflowed and a cancel or an activity's timeout waited as long as the script."""
+    key = variable.removeprefix("DOCKER_").lower()
+    assert getattr(settings_of({variable: str(most)}), key) == most
+    for value in (str(most + 1), "2147483648", "99999999999999999999", "1e3", "nan"):
+        with pytest.raises(SettingError) as info:
+            settings_of({variable: value})
+        assert info.value.variable == variable and variable in str(info.value)
+
+
+def test_api_version_is_a_version_or_auto() -> None:
+    assert settings_of({"DOCKER_API_VERSION": "1.41"}).api_version == "1.41"
+    assert settings_of({"DOCKER_API_VERSION": " Auto "}).api_version is None  # negotiated
+    for value in ("banana", "1", "1.41.0", "v1.41", "1.12", "0.99"):
+        with pytest.raises(SettingError) as info:
+            settings_of({"DOCKER_API_VERSION": value})
+        assert info.value.variable == "DOCKER_API_VERSION"
+        assert "must be a Docker API version from 1.24 (e.g. 1.41), or auto" in str(info.value)
+
+
+def test_a_daemon_address_the_sdk_cannot_use_is_refused_naming_its_variable() -> None:
+    for good in ("unix:///run/d.sock", "tcp://h:2376", "ssh://me@h"):
+        assert settings_of({"DOCKER_HOST": good}).host == good
+    for variable, value in (
+        ("DOCKER_HOST", "banana"),  # the standard variable, when {NAME}_HOST is unset
+        ("DOCKER_HOST", "ftp://h:21"),
+        ("DOCKER_HOST", "tcp://h:99999"),
+    ):
+        with pytest.raises(SettingError) as info:
+            settings_of({variable: value})
+        assert info.value.variable == variable
+        assert str(info.value).startswith(f"{variable} must be a Docker daemon address")
+    with pytest.raises(SettingError) as info:
+        settings_of({"DOCKER_GPU_HOST": "banana", "DOCKER_HOST": "tcp://h:2376"}, "docker-gpu")
+    assert info.value.variable == "DOCKER_GPU_HOST"

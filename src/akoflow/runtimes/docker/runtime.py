@@ -28,6 +28,7 @@ import docker.utils
 
 from akoflow.errors import SettingError
 from akoflow.provenance.observe.observer import cgroup_dir_of
+from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -55,7 +56,7 @@ from akoflow.runtimes.scope import existing_scope, scoped
 
 log = logging.getLogger(__name__)
 
-HEALTH_TIMEOUT = 5.0
+STOP_RETRY_FIRST, STOP_RETRY_CAP = 1.0, 30.0  # seconds between tries of a failed stop
 
 
 class DockerRuntime(Runtime):
@@ -245,15 +246,44 @@ class DockerRuntime(Runtime):
         ref = job.cid if job is not None else str(handle.get("id") or handle.get("name") or "")
         if not ref:
             return
-        await asyncio.shield(self._daemon.call(self._stop, key, ref))
+        await asyncio.shield(self._stop(key, ref))
 
-    def _stop(self, key: str, ref: str) -> None:
-        try:  # SIGTERM, then SIGKILL after the timeout; the end arrives as a die event
-            self._daemon.client().stop(ref, timeout=self._s.stop_timeout)
+    async def _stop(self, key: str, ref: str) -> None:
+        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT``; the end arrives as a die event. A
+        failed stop is followed by a kill, and both are tried again (backing off) while the
+        container is tracked: a cancel or an activity's timeout is never dropped."""
+        backoff = Backoff(STOP_RETRY_FIRST, STOP_RETRY_CAP)
+        while True:
+            try:
+                await self._daemon.call(self._stop_or_kill, key, ref)
+                return
+            except Exception as exc:
+                reason = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
+                tracked = self._jobs.get(key)
+                if tracked is None or tracked.cid != ref:
+                    log.warning("cannot stop the container of %s: %s", key, reason)
+                    return  # ended meanwhile, or not ours to follow (not adopted yet)
+                log.warning("cannot stop the container of %s (trying again): %s", key, reason)
+            await asyncio.sleep(backoff.next())
+
+    def _stop_or_kill(self, key: str, ref: str) -> None:
+        """Thread: stop the container; if the stop call fails, kill it."""
+        api = self._daemon.client()
+        try:
+            api.stop(ref, timeout=self._s.stop_timeout)
+            return
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            failed = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
+            log.warning("cannot stop the container of %s (%s): killing it", key, failed)
+        try:
+            api.kill(ref)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            log.warning("cannot stop container of %s: %s", key, explain(exc))
+            if exc.status_code != 409:  # 409: it is not running (ended meanwhile)
+                raise
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         if self._config_error:
@@ -339,15 +369,21 @@ class DockerRuntime(Runtime):
         return result
 
     async def health(self) -> Health:
-        if self._config_error:
-            return Health(False, self._config_error)
+        if self._config_error:  # a bad setting never heals while the engine runs
+            return Health(False, self._config_error, misconfigured=True)
         where, api = self._daemon.where, self._daemon.client
         try:
-            await asyncio.wait_for(self._daemon.call(lambda: api().ping()), HEALTH_TIMEOUT)
+            timeout = self.health_timeout
+        except SettingError as exc:
+            return Health(False, str(exc), misconfigured=True)
+        try:
+            await asyncio.wait_for(self._daemon.call(lambda: api().ping()), timeout)
         except RuntimeUnavailable as exc:
             return Health(False, str(exc))
         except TimeoutError:
-            return Health(False, f"docker daemon at {where} did not answer a ping in time")
+            variable = self.config.variable("HEALTH_TIMEOUT")
+            late = f"did not answer a ping in {timeout:g} s ({variable})"
+            return Health(False, f"docker daemon at {where} {late}")
         except docker.errors.APIError as exc:
             return Health(False, f"docker daemon at {where}: {explain(exc)}")
         return Health(True)

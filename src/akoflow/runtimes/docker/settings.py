@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import docker.constants
+import docker.errors
+import docker.utils
+
 from akoflow.config import RuntimeConfig
+from akoflow.errors import SettingError
 
 PULL_POLICIES = ("never", "if-missing", "always")
 CLEANUPS = ("always", "on-success", "never")
+# Whole seconds, (least, most). Past the most, a wait is a mistake, not a policy: the SDK
+# adds TIMEOUT and STOP_TIMEOUT into a socket timeout that overflowed, and a cancel or an
+# activity's timeout waited as long as the script.
+TIMEOUT_RANGE = (1, 3600)  # one SDK call
+PULL_TIMEOUT_RANGE = (1, 86400)  # one image pull
+STOP_TIMEOUT_RANGE = (0, 600)  # SIGTERM to SIGKILL
+_API_VERSION = re.compile(r"[1-9][0-9]*\.[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +53,55 @@ def read_settings(config: RuntimeConfig, environ: Mapping[str, str] | None = Non
     socket."""
     text = config.get_text
     std: Mapping[str, str] = {}
+    host_variable = config.variable("HOST")
     if text("HOST") is None:
-        std = os.environ if environ is None else environ
+        std, host_variable = (os.environ if environ is None else environ), "DOCKER_HOST"
+    tls_verify = text("TLS_VERIFY", std.get("DOCKER_TLS_VERIFY"))
+    host = text("HOST", std.get("DOCKER_HOST") or None)
+    _check_host(host, bool(tls_verify), host_variable)
     return Settings(
-        host=text("HOST", std.get("DOCKER_HOST") or None),
-        tls_verify=text("TLS_VERIFY", std.get("DOCKER_TLS_VERIFY")),
+        host=host,
+        tls_verify=tls_verify,
         cert_path=text("CERT_PATH", std.get("DOCKER_CERT_PATH")),
-        api_version=text("API_VERSION"),
-        timeout=config.get_int("TIMEOUT", 60, minimum=1),
+        api_version=_api_version(config),
+        timeout=_seconds(config, "TIMEOUT", 60, TIMEOUT_RANGE),
         network=text("NETWORK") or "none",
         shell=text("SHELL") or "sh",
         pull_policy=config.get_choice("PULL_POLICY", PULL_POLICIES, "if-missing"),
-        pull_timeout=config.get_int("PULL_TIMEOUT", 600, minimum=1),
+        pull_timeout=_seconds(config, "PULL_TIMEOUT", 600, PULL_TIMEOUT_RANGE),
         cleanup=config.get_choice("CLEANUP", CLEANUPS, "always"),
-        stop_timeout=config.get_int("STOP_TIMEOUT", 5, minimum=0),
+        stop_timeout=_seconds(config, "STOP_TIMEOUT", 5, STOP_TIMEOUT_RANGE),
         init=config.get_bool("INIT", True),
     )
+
+
+def _seconds(config: RuntimeConfig, key: str, default: int, bounds: tuple[int, int]) -> int:
+    least, most = bounds
+    return config.get_int(key, default, minimum=least, maximum=most)
+
+
+def _api_version(config: RuntimeConfig) -> str | None:
+    """``1.41``-like, at least the oldest this SDK speaks; ``auto`` or unset: negotiated."""
+    raw = config.get_text("API_VERSION")
+    if raw is None or raw.lower() == "auto":
+        return None
+    oldest = docker.constants.MINIMUM_DOCKER_API_VERSION
+    if not _API_VERSION.fullmatch(raw) or docker.utils.version_lt(raw, oldest):
+        raise config.invalid(
+            "API_VERSION",
+            f"must be a Docker API version from {oldest} (e.g. 1.41), or auto to agree on "
+            f"one with the daemon; got {raw!r}",
+        )
+    return raw
+
+
+def _check_host(host: str | None, tls: bool, variable: str) -> None:
+    """The daemon's address as the SDK parses it (unix://, tcp://host:port, ssh://...)."""
+    try:
+        docker.utils.parse_host(host, tls=tls)
+    except (docker.errors.DockerException, ValueError) as exc:
+        raise SettingError(
+            f"{variable} must be a Docker daemon address such as unix:///var/run/docker.sock "
+            f"or tcp://host:2376 ({exc})",
+            variable=variable,
+        ) from None
