@@ -362,6 +362,30 @@ def test_lineage_graph_has_activities_files_and_their_relations(api: httpx.Clien
             assert ("activity:report", f"file:{made}", "used") in edges
 
 
+def test_lineage_shows_an_ambiguous_file_with_its_candidates(api: httpx.Client) -> None:
+    """Two activities append to one file while both run: no activity generated it; the
+    graph says so (type `ambiguous`, its candidates, no `wasGeneratedBy`)."""
+    wf_id = submit(
+        api,
+        workflow_yaml(
+            "overlap",
+            activity("one", "echo 1 >> same.txt\nuntil grep -q 2 same.txt; do sleep 0.01; done"),
+            activity("two", "until [ -s same.txt ]; do sleep 0.01; done\necho 2 >> same.txt"),
+        ),
+    )
+    assert wait_workflow(api, wf_id)["state"] == "succeeded"
+    graph = api.get(f"{API}/workflows/{wf_id}/lineage/").json()["data"]
+    (node,) = [n for n in graph["nodes"] if n["id"] == "file:same.txt"]
+    assert node["type"] == "ambiguous"
+    assert node["candidates"] == ["one", "two"]
+    assert "same time" in node["reason"]
+    edges = {(e["from"], e["to"], e["label"]) for e in graph["edges"]}
+    assert {e for e in edges if e[0] == "file:same.txt"} == {
+        ("file:same.txt", "activity:one", "candidate"),
+        ("file:same.txt", "activity:two", "candidate"),
+    }
+
+
 def test_nodes_of_a_runtime_and_metrics_of_an_activity(api: httpx.Client) -> None:
     def nodes() -> list[dict[str, object]]:
         res = api.get(API + "/runtimes/local/nodes/")

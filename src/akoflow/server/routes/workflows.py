@@ -291,6 +291,29 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
             edges.append(
                 LineageEdge.model_validate({"from": edge[0], "to": edge[1], "label": edge[2]})
             )
+    # Versions no activity can be said to have generated: no `wasGeneratedBy`, but the
+    # activities that may have, as `candidate` edges and on the node.
+    by_id = {n.id: n for n in nodes}
+    for amb in ctx.repo.list_ambiguous_files(wf_id):
+        file_id = f"file:{amb.encoded_path}"
+        names = list(dict.fromkeys(c.activity for c in amb.candidates))
+        node = by_id.get(file_id)
+        if node is None:
+            node = by_id[file_id] = LineageNode(
+                id=file_id, label=amb.display_path, type="ambiguous", state=""
+            )
+            nodes.append(node)
+        elif node.type != "file":  # read, never generated: what is known of it is this
+            node.type = "ambiguous"
+        node.candidates = list(dict.fromkeys([*node.candidates, *names]))
+        node.reason = node.reason or amb.reason
+        for name in names:
+            edge = (file_id, f"activity:{name}", "candidate")
+            if edge not in seen:
+                seen.add(edge)
+                edges.append(
+                    LineageEdge.model_validate({"from": edge[0], "to": edge[1], "label": edge[2]})
+                )
     return Lineage(nodes=nodes, edges=edges)
 
 
@@ -307,8 +330,12 @@ async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
     label the path for people, `\\xNN` where it is not plain text) and, when the data dir
     held files before the run, one `inputs` node for them (`akoflow prov` lists each as a
     member of `run:inputs`).
+    A file version no activity can be said to have generated (two overlapping writers, a
+    writer of no attempt, a change timing cannot place) is a node of type `ambiguous` with
+    its `candidates` and `reason`, and no `wasGeneratedBy`.
     Edges point from the dependent to what it depends on: activity -> activity `dependsOn`,
-    activity -> file `used`, file -> activity `wasGeneratedBy` (PROV's directions)."""
+    activity -> file `used`, file -> activity `wasGeneratedBy` (PROV's directions), and
+    ambiguous file -> each candidate activity `candidate`."""
     find_workflow(ctx, workflow_id)
     return Envelope(data=lineage_of(ctx, workflow_id), timestamp=views.now())
 

@@ -58,5 +58,6 @@ export function percent(v) {
 
 /** Only known states become class names (a state is data: never trust it as markup). */
 export function stateClass(state) {
-  return STATES.includes(state) ? `state-${state}` : "state-unknown";
+  // "ambiguous": a lineage file no activity can be said to have generated.
+  return STATES.includes(state) || state === "ambiguous" ? `state-${state}` : "state-unknown";
 }
