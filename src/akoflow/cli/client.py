@@ -628,3 +628,26 @@ def runtimes(url: str, *, state_dir: Path | None, as_json: bool) -> int:
         )
     out.print(table)
     return EXIT_OK
+
+
+def check_runtime(
+    url: str, name: str, *, state_dir: Path | None, image: str | None, as_json: bool
+) -> int:
+    """``akoflow runtimes check NAME --server URL``: the server checks its runtime (with its
+    settings and its view of the network) and the result shows as the embedded one does."""
+    from akoflow.cli.checks import render
+
+    if not is_text(name):
+        return _report(ClientError(f"no runtime {shown(name)}", EXIT_INVALID, 404))
+    params = {"image": image} if image is not None else {}
+    try:
+        api = _connect(url, state_dir)
+        path = f"/runtimes/{urllib.parse.quote(name, safe='')}/check"
+        report = api.call("GET", path, params=params)["data"]
+    except ClientError as exc:
+        return _report(exc)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        render(report, out)
+    return EXIT_OK if report["ok"] else EXIT_FAILED

@@ -868,18 +868,71 @@ def submit(
     )
 
 
-@command()
+runtimes_app = typer.Typer(
+    help="Runtimes of a server and their health; `runtimes check NAME` checks one's setup.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(runtimes_app, name="runtimes")
+
+
+@runtimes_app.callback()
 def runtimes(
+    ctx: typer.Context,
     server: ServerOpt = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Runtimes of a server and their health (secret settings shown as ***)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from akoflow.cli import client
 
     url = client.server_url(server, required=True)
     assert url is not None
     raise typer.Exit(client.runtimes(url, state_dir=state_dir, as_json=as_json))
+
+
+@runtimes_app.command("check")
+@_clean_errors
+def runtimes_check(
+    name: Annotated[str, typer.Argument(help="Runtime name (local, docker, hpc-x, k8s-y...).")],
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Docker: also check that this image is on the daemon."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each step may take.", min=1, max=600)
+    ] = 20.0,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Check a runtime's setup step by step (settings as they resolve, with secrets ***; then
+    for HPC the ssh config, host key, login, sinfo -p QUEUE, sbatch, MOUNT_PATH and rsync;
+    docker: daemon, API version, --image; Kubernetes: API, TLS, token, namespace,
+    permissions; local: bash, cgroups; singularity: the launcher). Each step shows ✓ or ✗ with
+    the fix. Exit 0 when every step passed, 1 otherwise, 2 for a name that is no runtime."""
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        raise typer.Exit(
+            client.check_runtime(url, name, state_dir=state_dir, image=image, as_json=as_json)
+        )
+    from akoflow.cli.checks import render
+    from akoflow.runtimes.checks import UnknownRuntimeName, check_runtime
+
+    _setup_logging(False)
+    try:
+        report = asyncio.run(check_runtime(name, image=image, timeout=timeout))
+    except UnknownRuntimeName as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        render(report.to_json(), out.console)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 def _version(value: bool) -> None:

@@ -179,7 +179,7 @@ class SshLink:
 
     @property
     def where(self) -> str:
-        return self.resolved.where if self.resolved is not None else self.where
+        return self.resolved.where if self.resolved is not None else self.target.where
 
     @property
     def user(self) -> str | None:
@@ -218,6 +218,20 @@ class SshLink:
         if isinstance(exc, HpcMisconfigured):
             return HpcMisconfigured(exc.problem, exc.hint)
         return SshUnavailable(str(exc))
+
+    def resolve(self) -> sshconfig.Resolved:
+        """The login as it will be made (settings, then the ssh config), without connecting;
+        reads the config files (call it off the event loop). Raises HpcMisconfigured."""
+        self.resolved = self._resolve()
+        return self.resolved
+
+    def known_host_files(self, resolved: sshconfig.Resolved) -> list[str]:
+        """The existing known_hosts files the login checks the host key against."""
+        return [p for p in resolved.known_hosts if os.path.exists(p)]
+
+    def host_key_known(self, resolved: sshconfig.Resolved, files: list[str]) -> bool:
+        """``files`` have an entry (plain, hashed or ``@cert-authority``) for the host."""
+        return self._host_known(resolved, files)
 
     def _resolve(self) -> sshconfig.Resolved:
         t = self.target
