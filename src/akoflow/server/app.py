@@ -73,6 +73,11 @@ class ServerHeader:
 def _lifespan(state_dir: Path) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A server never asks on the terminal it was started from: an SSH login that needs
+        # answers (MFA) fails its runtime with the reason instead of waiting on a prompt.
+        from akoflow.runtimes.hpc import prompt
+
+        prompt.use(None)
         repo = service.open_repository(state_dir)
         ctx = ServerContext(state_dir=state_dir, repo=repo, engine=Engine(repo, state_dir))
         app.state.context = ctx
