@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from prov.model import ProvDocument
+from prov.model import ProvActivity, ProvDocument
 
 from akoflow import service
 from tests.conftest import cli_env
@@ -94,8 +94,15 @@ spec:
     )
     assert done.returncode == 0, done.stderr + done.stdout
     assert outcomes(tmp_path)["plot"][0] == "succeeded"
-    _, generated = relations(prov(tmp_path))
+    doc = prov(tmp_path)
+    _, generated = relations(doc)
     assert generated == {("plot", "plots/2024/one.png"), ("plot", "plots/two.png")}
+    # The declaration is in the export, with the attempt.
+    (attempt,) = [
+        r for r in doc.get_records(ProvActivity) if "activity/plot/1" in str(r.identifier)
+    ]
+    declared = {str(v) for v in attempt.get_attribute("akoflow:declaredOutput")}
+    assert declared == {"plots/**/*.png", "plots/t?o.png"}
 
 
 def test_a_missing_declared_input_fails_without_a_run(tmp_path: Path) -> None:

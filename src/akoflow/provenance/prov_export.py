@@ -130,7 +130,14 @@ def build_document(
                 optional["akoflow:placementAlpha"] = placement.alpha
             attributes.update({k: v for k, v in optional.items() if v is not None})
             identifier = run_ns[f"activity/{act.name}/{att.number}"]
-            doc.activity(identifier, _time(att.started_at), _time(att.finished_at), attributes)
+            declared = [("akoflow:declaredInput", p) for p in spec.inputs] if spec else []
+            declared += [("akoflow:declaredOutput", p) for p in spec.outputs] if spec else []
+            doc.activity(
+                identifier,
+                _time(att.started_at),
+                _time(att.finished_at),
+                [*attributes.items(), *declared],
+            )
             doc.wasAssociatedWith(identifier, agents[runtime], plan)
             last_attempt[act.id] = f"activity/{act.name}/{att.number}"
             attempt_ids.append(last_attempt[act.id])
