@@ -394,7 +394,12 @@ async def _run_attached(
                 engine.cancel(wf_id)
             assert wf.done is not None
             if not quiet and not as_json:
-                await progress.follow(wf, (err if as_json else out).console, wf.done)
+                await progress.follow(
+                    wf,
+                    (err if as_json else out).console,
+                    wf.done,
+                    functools.partial(progress.engine_holds, engine, wf),
+                )
             try:
                 state = await engine.wait(wf_id)
             except EngineFailure as exc:  # logged with its traceback where it happened
@@ -634,6 +639,23 @@ def status(
             escape(a.reason or ""),
         )
     out.print(table)
+    if not rec.state.is_final:
+        _print_holds(repo, acts)
+
+
+def _print_holds(repo: Any, acts: list[Any]) -> None:
+    """The NOT_READY runtimes that hold activities of a run, as the store last recorded them
+    (reason, and since when: the status's last change)."""
+    from akoflow.cli.progress import hold_line, holds_of
+
+    now = time.time()
+    status = {
+        r.name: (r.reason, max(0.0, now - r.updated_at))
+        for r in repo.list_runtimes()
+        if r.status != "READY"
+    }
+    for hold in holds_of(acts, status):
+        out.print(hold_line(hold))
 
 
 @command()

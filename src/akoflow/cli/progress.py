@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from akoflow.engine import WorkflowRun
+from akoflow.engine import Engine, WorkflowRun
 from akoflow.humanize import fmt_duration
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
@@ -174,7 +175,57 @@ def _activity_table(acts: Sequence[ActivityView], now: float, *, final: bool) ->
     return table
 
 
-def live_view(wf: RunView) -> RenderableType:
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A NOT_READY runtime that holds activities of a run (READY, waiting for it)."""
+
+    runtime: str
+    reason: str | None
+    waited: float | None  # seconds NOT_READY, when known
+    activities: int
+
+
+HoldSource = Callable[[], Sequence[Hold]]
+
+
+def holds_of(
+    activities: Iterable[ActivityView], status: Mapping[str, tuple[str | None, float | None]]
+) -> list[Hold]:
+    """The holds of a run's ``activities``, from each NOT_READY runtime's (reason, seconds
+    NOT_READY)."""
+    waiting = Counter(a.runtime for a in activities if a.state is A.READY)
+    return [
+        Hold(name, *status[name], count)
+        for name, count in sorted(waiting.items())
+        if name in status
+    ]
+
+
+def engine_holds(engine: Engine, wf: RunView) -> list[Hold]:
+    """The holds of ``wf`` as ``engine`` sees its runtimes now."""
+    now = time.monotonic()
+    status: dict[str, tuple[str | None, float | None]] = {}
+    for name, slot in engine.runtimes.slots.items():
+        if not slot.ready:
+            since = slot.not_ready_since
+            status[name] = (slot.reason, None if since is None else now - since)
+    return holds_of(wf.activities.values(), status)
+
+
+def hold_line(hold: Hold) -> Text:
+    n = hold.activities
+    text = Text.assemble(
+        ("⏸ runtime ", "yellow"), (hold.runtime, "bold yellow"), (" NOT_READY", "bold yellow")
+    )
+    if hold.waited is not None:
+        text.append(f" for {fmt_duration(hold.waited)}", style="yellow")
+    text.append(f", holding {n} activit{'y' if n == 1 else 'ies'}", style="yellow")
+    if hold.reason:
+        text.append(f": {hold.reason}", style="yellow")
+    return text
+
+
+def live_view(wf: RunView, holds: Sequence[Hold] = ()) -> RenderableType:
     now = time.time()
     started = wf.started_at or now
     header = Text.assemble(
@@ -183,10 +234,11 @@ def live_view(wf: RunView) -> RenderableType:
         f"  {fmt_duration(now - started)}  ",
     )
     acts = list(wf.activities.values())
+    held = [hold_line(h) for h in holds]
     if len(acts) <= ALL_ROWS_UP_TO:
-        return Group(header, counts_line(wf), _activity_table(acts, now, final=False))
+        return Group(header, counts_line(wf), *held, _activity_table(acts, now, final=False))
     running = [a for a in acts if a.state.is_live][:10]
-    parts: list[RenderableType] = [header, counts_line(wf)]
+    parts: list[RenderableType] = [header, counts_line(wf), *held]
     if running:
         parts.append(_activity_table(running, now, final=False))
     return Group(*parts)
@@ -221,18 +273,37 @@ def output_gone(console: Console) -> bool:
     return bool(getattr(console.file, "dead", False))
 
 
-async def follow(wf: RunView, console: Console, done: asyncio.Future[WorkflowState]) -> None:
-    """Live view on a terminal; one line per finished activity elsewhere (CI logs). Returns
-    early, drawing nothing more, when the output went away (the run goes on)."""
+async def follow(
+    wf: RunView,
+    console: Console,
+    done: asyncio.Future[WorkflowState],
+    holds: HoldSource | None = None,
+) -> None:
+    """Live view on a terminal; one line per finished activity elsewhere (CI logs). A NOT_READY
+    runtime that holds work shows with its reason and for how long (elsewhere: one line each
+    time a runtime starts holding work or its reason changes). Returns early, drawing nothing
+    more, when the output went away (the run goes on)."""
+
+    def current() -> Sequence[Hold]:
+        return holds() if holds is not None else ()
+
     if console.is_terminal:
         with Live(live_view(wf), console=console, auto_refresh=False, transient=True) as live:
             while not done.done() and not output_gone(console):
-                live.update(live_view(wf), refresh=True)
+                live.update(live_view(wf, current()), refresh=True)
                 await asyncio.wait({done}, timeout=REFRESH_SECONDS)
         return
     reported: set[str] = set()
+    told: dict[str, str | None] = {}  # runtime -> the reason last shown
     while not output_gone(console):
         finished = done.done()
+        now_held = current()
+        for hold in now_held:
+            if hold.runtime not in told or told[hold.runtime] != hold.reason:
+                told[hold.runtime] = hold.reason
+                console.print(hold_line(hold))
+        for gone in set(told) - {h.runtime for h in now_held}:
+            del told[gone]
         for act in wf.activities.values():
             if act.state.is_final and act.name not in reported:
                 reported.add(act.name)

@@ -860,13 +860,16 @@ class Repository:
     def upsert_runtime(
         self, name: str, *, kind: str, status: str, reason: str | None, config: dict[str, str]
     ) -> None:
-        """Store a runtime's health. `config` must already be redacted: no secrets here."""
+        """Store a runtime's health. `config` must already be redacted: no secrets here.
+        ``checked_at`` is the last check; ``updated_at`` when the status last changed (how long
+        a runtime has been NOT_READY)."""
         now = time.time()
         self._exec(
             "INSERT INTO runtimes (name, kind, status, reason, config, checked_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, "
             "status = excluded.status, reason = excluded.reason, config = excluded.config, "
-            "checked_at = excluded.checked_at, updated_at = excluded.updated_at",
+            "checked_at = excluded.checked_at, updated_at = CASE WHEN runtimes.status = "
+            "excluded.status THEN runtimes.updated_at ELSE excluded.updated_at END",
             (name, kind, status, reason, json.dumps(config), now, now),
         )
 
