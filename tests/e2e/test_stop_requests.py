@@ -8,7 +8,9 @@ the store.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,3 +257,54 @@ def test_cancelling_a_run_cancels_every_waiting_activity_rather_than_skipping_th
 
     states = asyncio.run(scenario())
     assert states == {name: (A.CANCELLED, "cancelled") for name in "abcd"}
+
+
+class SlowToAnswer(LocalRuntime):
+    """A network-like runtime whose submit returns its handle only after the attempt ended
+    (a container that finishes before the daemon's answer to an inspect arrives)."""
+
+    instant_submit = False
+    released: list[tuple[str, dict[str, object]]]
+
+    async def submit(self, job: JobSpec) -> dict[str, object]:
+        handle = await super().submit(job)
+        exit_file = Path(str(job.attempt_prefix) + ".exit")
+        while "exit" not in (exit_file.read_text() if exit_file.exists() else ""):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the end event is processed before this returns
+        return {**handle, "marker": job.key}
+
+    async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
+        self.released.append((key, dict(handle)))
+
+
+def test_an_attempt_that_ends_before_its_submit_returns_is_released_with_its_handle(
+    tmp_path: Path,
+) -> None:
+    released: list[tuple[str, dict[str, object]]] = []
+
+    def factory(name: str, events: RuntimeEvents, config: RuntimeConfig | None) -> LocalRuntime:
+        runtime = SlowToAnswer(name, config or RuntimeConfig.from_env(name), events)
+        runtime.released = released
+        return runtime
+
+    data = tmp_path / "data"
+    text = f"name: quick\nspec:\n  activities:\n    - name: a\n      run: echo ran >> {data}/ran\n"
+
+    async def scenario() -> WorkflowState:
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        wf_id = service.store(repo, state, service.validate_text(text, "t.yaml"), data)
+        engine = Engine(repo, state, runtime_factory=factory)
+        await engine.start()
+        try:
+            await engine.attach(wf_id)
+            return await asyncio.wait_for(engine.wait(wf_id), 30)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(scenario()) is WorkflowState.SUCCEEDED
+    # Released once, with the handle the submit returned (it was released with {}: the
+    # container it names was left behind), and before the run was recorded finished.
+    assert [(key, handle.get("marker")) for key, handle in released] == [("wf1-a-a1", "wf1-a-a1")]
+    assert (data / "ran").read_text() == "ran\n"

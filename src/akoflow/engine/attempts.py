@@ -59,6 +59,9 @@ class Attempts:
         # intent (SUBMITTED) is already durable, and the runtime's reconciliation finds the
         # job by its key if the engine dies before this is written.
         self._unrecorded_running: list[ActivityRun] = []
+        self._submitting: set[str] = set()  # keys whose submit call has not returned
+        # Attempts that ended while their submit was in flight: released once it returns.
+        self._after_submit: dict[str, tuple[WorkflowRun, RuntimeSlot, bool]] = {}
 
     def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
         # Declared data is checked against the remote listings even with provenance off.
@@ -153,16 +156,26 @@ class Attempts:
         started: list[ActivityRun] = []
         failed: list[tuple[ActivityRun, Exception]] = []
         for act, job in batch:
+            self._submitting.add(job.key)
+            handle: dict[str, Any] = {}
+            error: Exception | None = None
             try:
-                act.handle = await slot.runtime.submit(job)
+                handle = await slot.runtime.submit(job)
             except RuntimeFailure as exc:
-                failed.append((act, exc))
-                continue
+                error = exc
             except Exception as exc:  # an adapter bug fails the attempt, not the engine
                 log.exception("runtime %s failed to submit %s", slot.runtime.name, job.key)
-                failed.append((act, exc))
-                continue
-            started.append(act)
+                error = exc
+            finally:
+                self._submitting.discard(job.key)
+            self._release_deferred(job.key, handle)
+            if act.key != job.key:
+                continue  # it ended meanwhile (its end event came first): nothing to add
+            if error is not None:
+                failed.append((act, error))
+            else:
+                act.handle = handle
+                started.append(act)
         now = time.time()
         for act in started:
             if act.state is A.SUBMITTED and act.key is not None:
@@ -174,6 +187,15 @@ class Attempts:
                     self.stop(act, "cancel")
         if failed:
             self._submit_failed(slot, failed)
+
+    def _release_deferred(self, key: str, handle: dict[str, Any]) -> None:
+        """An attempt that ended while its submit was in flight is released now that the
+        handle naming its backend objects is known (with none, a container was left)."""
+        deferred = self._after_submit.pop(key, None)
+        if deferred is not None:
+            wf, slot, succeeded = deferred
+            wf.releasing -= 1
+            self.release(wf, slot, key, handle, succeeded=succeeded)
 
     def _submit_failed(
         self, slot: RuntimeSlot, failed: list[tuple[ActivityRun, Exception]]
@@ -349,7 +371,10 @@ class Attempts:
             cpu_seconds=outcome.cpu_seconds,
             max_rss_bytes=outcome.max_rss_bytes,
         )
-        if key is not None:
+        if key is not None and key in self._submitting:
+            act.wf.releasing += 1  # the run ends only once it is released
+            self._after_submit[key] = (act.wf, slot, new is A.SUCCEEDED)
+        elif key is not None:
             self.release(act.wf, slot, key, handle, succeeded=new is A.SUCCEEDED)
         if new is A.READY:
             delay = min(RETRY_BASE_DELAY * 2 ** (act.attempt - 1), RETRY_MAX_DELAY)

@@ -284,8 +284,12 @@ class Engine(RuntimeEvents):
         """An attempt's first process (or cgroup) on this host: its file accesses are
         observed from now on (see :meth:`Runtime.announce_process`)."""
         act = self._jobs.get(key)
-        if act is not None:
+        if act is None:
+            return
+        try:
             self.provenance.process_started(act, pid=pid, cgroup=cgroup)
+        except Exception:  # provenance describes a run, it never stops one (a submit here)
+            log.exception("provenance: cannot observe the processes of %s", key)
 
     def collected(self, act: ActivityRun, outcome: Outcome) -> None:
         """An adopted attempt had already ended: its outcome is processed like an event."""
