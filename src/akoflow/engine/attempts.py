@@ -19,7 +19,7 @@ from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
 from akoflow.engine.transitions import Transitions
 from akoflow.errors import SettingError
-from akoflow.provenance.declared import REMOTE_KINDS, checked_outputs, inputs_problem
+from akoflow.provenance.declared import checked_outputs, inputs_problem
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
 from akoflow.states import ActivityState, attempt_end, check_activity_transition
@@ -94,7 +94,7 @@ class Attempts:
                     act.wf.held.append(act)  # first-activity-first: its level is not open yet
                     continue
                 missing = None
-                if act.spec.inputs and slot.runtime.kind not in REMOTE_KINDS:
+                if act.spec.inputs and not slot.runtime.files_stay_remote:
                     missing = inputs_problem(act.spec, act.wf.data_dir)  # remote: at its end
                 if missing is not None:
                     self._t.fail(act, missing)
@@ -319,8 +319,9 @@ class Attempts:
         """Record the end of the live attempt (inside a transaction)."""
         key, handle = act.key, act.handle
         slot = self._slots[act.runtime]
-        remote = slot.runtime.kind in REMOTE_KINDS
-        outcome = checked_outputs(act.spec, outcome, act.wf.data_dir, remote=remote)
+        outcome = checked_outputs(
+            act.spec, outcome, act.wf.data_dir, remote=slot.runtime.files_stay_remote
+        )
         self._placer.unreserve(act, slot)
         self._provenance.finished(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.

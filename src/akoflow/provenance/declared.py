@@ -26,9 +26,6 @@ from pathlib import Path
 from akoflow.runtimes.base import Outcome
 from akoflow.spec.workflow import Activity
 
-#: Runtime kinds whose attempts' working directory is not the engine's data dir: their jobs
-#: list it themselves (:mod:`akoflow.provenance.remote`).
-REMOTE_KINDS = frozenset({"hpc", "k8s"})
 _MAGIC = re.compile(r"[*?\[]")
 MAX_SHOWN = 20  # paths named in one failure reason
 
@@ -195,7 +192,6 @@ def checked_outputs(
 
 
 __all__ = [
-    "REMOTE_KINDS",
     "checked_outputs",
     "compile_glob",
     "declares",

@@ -172,6 +172,9 @@ class Runtime(abc.ABC):
     default_max_parallel: ClassVar[int] = 8
     instant_submit: ClassVar[bool] = False
     """True when :meth:`submit` never waits on I/O (the engine then calls it inline)."""
+    files_stay_remote: ClassVar[bool] = False
+    """True when attempts work in a directory of the backend (a cluster's MOUNT_PATH, a
+    PVC), not in the engine's data dir: their files are known from the job's own listings."""
 
     def __init__(self, name: str, config: RuntimeConfig, events: RuntimeEvents) -> None:
         self.name = name

@@ -172,6 +172,7 @@ def _tail(text: str) -> str:
 
 class HpcRuntime(Runtime):
     kind = "hpc"
+    files_stay_remote = True
     default_max_parallel = 100
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

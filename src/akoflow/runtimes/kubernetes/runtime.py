@@ -148,6 +148,7 @@ class _Tracked:
 
 class KubernetesRuntime(Runtime):
     kind = "k8s"
+    files_stay_remote = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
