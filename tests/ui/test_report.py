@@ -84,7 +84,7 @@ def test_report_opens_offline_in_chromium_with_everything_as_text(
         assert dag.count() == 4
         bars = page.locator('svg[aria-label="timeline"] rect')
         assert bars.count() == 3  # after-boom never ran
-        rows = page.locator("table tbody tr")
+        rows = page.locator("table#activities tbody tr")
         assert rows.count() == 4
         make = page.locator("tr", has_text="make").first.inner_text()
         assert "succeeded" in make and "local" in make
