@@ -251,9 +251,9 @@ def render(repo: Repository, workflow_id: int) -> str:
         f"{len(rows)} activities: {_e(summary)}</p>"
         f"<h2>DAG</h2><div class=scroll>{_dag_svg(rows, deps)}</div>"
         f"<h2>Timeline</h2><div class=scroll>{_timeline_svg(rows)}</div>"
-        "<h2>Activities</h2><table id=activities><thead><tr><th>activity</th><th>state</th><th>runtime</th>"
-        "<th>node</th><th>attempts</th><th>duration</th><th>exit</th><th>CPU time</th>"
-        "<th>peak CPU</th><th>peak memory</th><th>image</th></tr></thead>"
+        "<h2>Activities</h2><table id=activities><thead><tr><th>activity</th><th>state</th>"
+        "<th>runtime</th><th>node</th><th>attempts</th><th>duration</th><th>exit</th>"
+        "<th>CPU time</th><th>peak CPU</th><th>peak memory</th><th>image</th></tr></thead>"
         f"<tbody>{''.join(table)}</tbody></table>"
         + _files_section(repo, workflow_id)
         + (f"<h2>Failures</h2>{''.join(failures)}" if failures else "")
