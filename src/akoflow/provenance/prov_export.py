@@ -185,8 +185,12 @@ def build_document(
             file_id = entity(found)
             doc.hadMember(inputs, run_ns[file_id])
             latest[found.qualified_path] = file_id
-        if not observed:  # observed: each attempt used the inputs it read (in ``files``)
-            for attempt_id in attempt_ids:
+        names_of = {a.id: a.name for a in activities}
+        # Observation covers the engine's host only: an attempt whose files stay on a
+        # cluster (its records carry a location) used the inputs collection as before.
+        remote = {f"activity/{names_of[r.activity_id]}/{r.attempt}" for r in files if r.location}
+        for attempt_id in attempt_ids:
+            if not observed or attempt_id in remote:  # observed: it used what it read
                 doc.used(run_ns[attempt_id], inputs)
     names = {a.id: a.name for a in activities}
     read: dict[tuple[int, int], list[str]] = {}  # what each attempt used

@@ -30,7 +30,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -534,7 +534,9 @@ class HpcRuntime(Runtime):
         await transport.makedirs(paths.dir)
         return await transport.mkdir_exclusive(paths.started)
 
-    async def _stage(self, transfer: staging.Transfer, *, upload: bool) -> None:
+    async def _stage(
+        self, transfer: staging.Transfer, *, upload: bool, key: str | None = None
+    ) -> None:
         route = await (await self._ready_transport()).rsync_route()
         lock = self._volume_locks.setdefault(transfer.remote, asyncio.Lock())
         async with lock:
@@ -549,7 +551,13 @@ class HpcRuntime(Runtime):
                 )
             if staging.same_place(route, transfer):
                 return  # the engine's side is the cluster's side (TRANSPORT=local)
-            await staging.run_rsync(staging.rsync_argv(route, transfer, upload=upload))
+            # Staging back writes the attempt's files into the engine's data dir: its rsync
+            # is the attempt's process there (observed provenance).
+            announce = None if upload or key is None else self._announcer(key)
+            await staging.run_rsync(staging.rsync_argv(route, transfer, upload=upload), announce)
+
+    def _announcer(self, key: str) -> Callable[[int], None]:
+        return lambda pid: self.announce_process(key, pid=pid)
 
     # ------------------------------------------------------------------ monitor
 
@@ -728,7 +736,7 @@ class HpcRuntime(Runtime):
     async def _finish(self, job: _Job, outcome: Outcome) -> None:
         for transfer in job.transfers:
             try:
-                await self._stage(transfer, upload=False)
+                await self._stage(transfer, upload=False, key=job.key)
             except RuntimeUnavailable:
                 return  # the cluster is away: try again next poll, the end is not lost
             except SubmitError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from akoflow.config import activity_environ
@@ -62,8 +63,9 @@ def same_place(route: RsyncRoute, transfer: Transfer) -> bool:
         return os.path.realpath(transfer.local) == os.path.realpath(transfer.remote)
 
 
-async def run_rsync(argv: list[str]) -> None:
-    """Run rsync; a connection problem is transient, anything else fails the attempt."""
+async def run_rsync(argv: list[str], on_start: Callable[[int], None] | None = None) -> None:
+    """Run rsync; a connection problem is transient, anything else fails the attempt.
+    ``on_start`` gets its pid as soon as it exists (its writes are the attempt's)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -74,6 +76,8 @@ async def run_rsync(argv: list[str]) -> None:
         )
     except OSError as exc:
         raise SubmitError(f"cannot run rsync: {exc.strerror}") from None
+    if on_start is not None:
+        on_start(proc.pid)
     try:
         _, err = await asyncio.wait_for(proc.communicate(), RSYNC_TIMEOUT)
     except TimeoutError:
