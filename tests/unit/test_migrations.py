@@ -357,6 +357,17 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert version(conn) == SCHEMA_VERSION + 1 and schema_sql(conn) == before
 
 
+def test_a_negative_version_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Repository(path).close()
+    conn = connect(path)
+    conn.execute("PRAGMA user_version = -1")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version -1, which no AkôFlow writes"):
+        Repository(path)
+    assert version(connect(path)) == -1
+
+
 def test_a_failing_step_leaves_the_version_before_it_whole(tmp_path: Path) -> None:
     steps = parse_migrations(
         [

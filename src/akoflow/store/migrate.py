@@ -96,6 +96,11 @@ def migrate(conn: sqlite3.Connection, path: str, steps: tuple[Migration, ...] | 
     found = user_version(conn)
     if found > latest:
         raise newer_than_known(path, found, latest)
+    if found < 0:  # SQLite takes any integer; AkôFlow never writes one below 0
+        raise StoreError(
+            f"state database {path} has schema version {found}, which no AkôFlow writes: "
+            "it was not made by AkôFlow, or it is damaged"
+        )
     for step in steps[found:]:
         conn.execute("BEGIN IMMEDIATE")
         try:
