@@ -365,7 +365,9 @@ def test_a_negative_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="schema version -1, which no AkôFlow writes"):
         Repository(path)
-    assert version(connect(path)) == -1
+    conn = connect(path)
+    assert version(conn) == -1
+    conn.close()
 
 
 def test_a_failing_step_leaves_the_version_before_it_whole(tmp_path: Path) -> None:
