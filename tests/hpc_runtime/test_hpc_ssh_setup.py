@@ -238,10 +238,16 @@ def test_keyboard_interactive_is_asked_once_for_a_workflow_with_volumes(
         sshd.stop()
 
 
-def _run_mfa_workflow(cluster: SlurmCluster, port: int, tmp_path: Path) -> None:
+def known_hosts(cluster: SlurmCluster, port: int, tmp_path: Path) -> Path:
+    """A known_hosts file holding the cluster's host key for an sshd on 127.0.0.1:port."""
     known = tmp_path / "known_hosts"
     kind, key = cluster.host_key.with_suffix(".pub").read_text().split()[:2]
     known.write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
+    return known
+
+
+def _run_mfa_workflow(cluster: SlurmCluster, port: int, tmp_path: Path) -> None:
+    known = known_hosts(cluster, port, tmp_path)
     env = cli_env(**runtime_env(cluster, "hpc", "mount/mfa", PORT=str(port),
                                 KNOWN_HOSTS=str(known)))  # fmt: skip
     env["TERM"] = "dumb"
@@ -399,9 +405,7 @@ def test_missing_sbatch_or_an_unknown_queue_is_a_setup_problem(
     sshd.write_config(slurm_cluster.host_key, slurm_cluster.root / "authorized_keys")
     sshd.start()
     try:
-        known = tmp_path / "known_hosts"
-        kind, key = slurm_cluster.host_key.with_suffix(".pub").read_text().split()[:2]
-        known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+        known = known_hosts(slurm_cluster, sshd.port, tmp_path)
         env = runtime_env(slurm_cluster, "hpc", "mount/nopath", PORT=str(sshd.port),
                           KNOWN_HOSTS=str(known))  # fmt: skip
         health, submit = wrong(env, tmp_path)
@@ -422,9 +426,7 @@ def test_keyboard_interactive_without_a_terminal_fails_with_the_reason(
     sshd.write_config(slurm_cluster.host_key, slurm_cluster.root / "authorized_keys")
     sshd.start()
     try:
-        known = tmp_path / "known_hosts"
-        kind, key = slurm_cluster.host_key.with_suffix(".pub").read_text().split()[:2]
-        known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+        known = known_hosts(slurm_cluster, sshd.port, tmp_path)
         env = runtime_env(slurm_cluster, "hpc", "mount/noterm", PORT=str(sshd.port),
                           KNOWN_HOSTS=str(known))  # fmt: skip
         assert not sys.stdin.isatty()  # pytest's stdin: no terminal to ask on
