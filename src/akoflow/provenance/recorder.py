@@ -240,6 +240,7 @@ class ProvenanceRecorder:
             return self._unobservable
         if self._observer is None:
             observer = Observer()
+            observer.quiet(self._exclude)  # the engine's own files: never a data dir's
             try:
                 observer.start()
             except ObservationUnavailable as exc:

@@ -30,6 +30,7 @@ recorder then falls back to what it does without.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -37,6 +38,7 @@ import logging
 import os
 import struct
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -85,6 +87,22 @@ INIT_FLAGS = (
     | abi.FAN_REPORT_DFID_NAME
     | abi.FAN_REPORT_TARGET_FID
 )
+# Directories every process reads (programs, libraries, locales, configuration) and no
+# workflow moves into its data dir. The filesystem mark reports them too (~45 of the ~50
+# events of a `bash -c true`); once one of them is known to lie outside every data dir, an
+# ignore mark has the kernel drop its events (and its entries' reads and writes) instead of
+# sending each one here. Renames are never ignored: a move out of such a directory into a
+# data dir is still seen.
+SYSTEM_TREES = (b"/usr", b"/etc", b"/lib", b"/lib32", b"/lib64", b"/libx32", b"/bin", b"/sbin")
+QUIET_MASK = (MARK_MASK & ~abi.FAN_RENAME) | abi.FAN_EVENT_ON_CHILD | abi.FAN_ONDIR
+QUIET_FLAGS = (
+    abi.FAN_MARK_ADD
+    | abi.FAN_MARK_IGNORE
+    | abi.FAN_MARK_IGNORED_SURV_MODIFY
+    | abi.FAN_MARK_DONT_FOLLOW
+    | abi.FAN_MARK_ONLYDIR
+)
+MAX_QUIET = 4096  # ignore marks per group (each pins a directory's inode)
 READ_BYTES = 1 << 16
 UNCLAIMED_AFTER = 5.0  # s an access may wait for its attempt to be registered
 NEGATIVE_CACHE = 1 << 16  # directories known to lie outside every data dir (bounded)
@@ -225,6 +243,7 @@ class _FileSystem:
     data_dirs: list[bytes] = field(default_factory=list)
     inside: dict[bytes, bytes] = field(default_factory=dict)  # handle -> absolute dir path
     outside: set[bytes] = field(default_factory=set)  # handles of dirs in no data dir
+    quieted: set[bytes] = field(default_factory=set)  # dirs whose events the kernel drops
 
     def close(self) -> None:
         os.close(self.group)
@@ -265,6 +284,10 @@ class Observer:
         self._unclaimed: list[Access] = []
         self._pending: deque[_Pending] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._quiet_trees: list[bytes] = [*SYSTEM_TREES]
+        for tree in (sys.prefix, sys.base_prefix, Path(__file__).parents[2]):
+            self.quiet(tree)  # the engine's interpreter and its own code (the local prelude)
+        self._can_quiet = True  # False on kernels without FAN_MARK_IGNORE (before 6.0)
 
     # ---------------------------------------------------------------- life
 
@@ -314,6 +337,16 @@ class Observer:
         if path not in fs.data_dirs:
             fs.data_dirs.append(path)
             fs.outside.clear()  # a directory out of the others may be in this one
+            if fs.quieted and _under_any(path, self._quiet_trees):
+                _flush_quiet(fs)  # a quieted directory may hold this data dir or lie in it
+
+    def quiet(self, tree: Path | str | bytes) -> None:
+        """Directories under ``tree`` (outside every data dir) are the engine's or the
+        system's: their events may be dropped by the kernel (the state dir, the
+        interpreter's prefix)."""
+        path = os.fsencode(os.path.realpath(os.fsencode(tree)))
+        if path not in self._quiet_trees:
+            self._quiet_trees.append(path)
 
     def _open_group(self, path: bytes) -> _FileSystem:
         try:
@@ -407,6 +440,11 @@ class Observer:
         self.pump()
         taken, self._by_key = self._by_key, {}
         return taken
+
+    @property
+    def quieted(self) -> frozenset[bytes]:
+        """Directories whose events the kernel drops (see :data:`SYSTEM_TREES`)."""
+        return frozenset(q for fs in self._fs.values() for q in fs.quieted)
 
     @property
     def losses(self) -> int:
@@ -543,7 +581,27 @@ class Observer:
             if len(fs.outside) >= NEGATIVE_CACHE:
                 fs.outside.clear()
             fs.outside.add(key)
+            self._quiet_dir(fs, path)
         return None
+
+    def _quiet_dir(self, fs: _FileSystem, path: bytes) -> None:
+        """Have the kernel drop the events of ``path`` (outside every data dir) if it is in a
+        quiet tree and neither holds nor lies in a data dir."""
+        if (
+            not self._can_quiet
+            or path in fs.quieted
+            or len(fs.quieted) >= MAX_QUIET
+            or not _under_any(path, self._quiet_trees)
+            or any(d.startswith(path + b"/") or d == path for d in fs.data_dirs)
+        ):
+            return
+        try:
+            fanotify_mark(fs.group, QUIET_FLAGS, QUIET_MASK, path)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # no FAN_MARK_IGNORE: events keep coming, fine
+                self._can_quiet = False
+            return  # gone or replaced meanwhile: its events are still dropped here
+        fs.quieted.add(path)
 
     @staticmethod
     def _dir_renamed(
@@ -562,6 +620,12 @@ class Observer:
         if new is not None:
             fs.inside[_handle_key(obj)] = _join(*new)
             fs.outside.clear()
+            if old is None and fs.quieted:
+                # Moved in from outside: it (or a directory in it) may be quieted, and ignore
+                # marks follow inodes, not paths. Events between the move and now were
+                # dropped; what they changed differs from the last recorded version and is
+                # found when the run's files are compared.
+                _flush_quiet(fs)
 
     # ---------------------------------------------------------------- attribution
 
@@ -623,6 +687,17 @@ class Observer:
             else:
                 waiting.append(item)
         self._pending = waiting
+
+
+def _flush_quiet(fs: _FileSystem) -> None:
+    """Remove every ignore mark of the group (its inode marks): all events are heard again."""
+    with contextlib.suppress(OSError):
+        fanotify_mark(fs.group, abi.FAN_MARK_FLUSH, 0, b"/")
+    fs.quieted.clear()
+
+
+def _under_any(path: bytes, trees: list[bytes]) -> bool:
+    return any(path == t or path.startswith(t + b"/") for t in trees)
 
 
 def _join(directory: bytes, name: bytes) -> bytes:
