@@ -9,6 +9,10 @@ OpenAPI schema (``kubernetes-validate``). Every request is counted per route so 
 benchmark can read how many calls an activity cost.
 
 Controllers (the test kubelet) mutate the store directly through :class:`Store`.
+
+``pods/{name}/exec`` is served over WebSocket as the real API server serves it (see
+:mod:`tests.k8s_support.exec_ws`): subprotocols ``v5.channel.k8s.io`` and ``v4.channel.k8s.io``,
+the command run for real in the pod's container by the kubelet.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ import kubernetes_validate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from tests.k8s_support import exec_ws
 
 K8S_VERSION = "1.37"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -296,11 +303,13 @@ class ApiServer:
         self.pod_log: Callable[[str, str], tuple[bytes, bool] | None] | None = None
         self.pod_metrics: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
         self.node_metrics: Callable[[], list[dict[str, Any]]] | None = None
+        self.pod_exec: exec_ws.Starter | None = None
         self.app = Starlette(
             routes=[
+                WebSocketRoute("/api/v1/namespaces/{ns}/pods/{name}/exec", self.exec),
                 Route(
                     "/{path:path}", self.dispatch, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]
-                )
+                ),
             ]
         )
 
@@ -354,6 +363,9 @@ class ApiServer:
             raise ApiProblem(404, "NotFound", f"the server could not find /{path}")
         rkey = kind.rkey
         method = request.method
+        if sub == "exec" and plural == "pods":
+            self.count("exec", "pods", name or "")
+            raise ApiProblem(400, "BadRequest", "Upgrade request required")
         if sub == "log" and plural == "pods" and method == "GET" and ns is not None and name:
             self.count("log", "pods", name)
             return await self._log(ns, name, q.get("follow") == "true")
@@ -407,6 +419,28 @@ class ApiServer:
                 self._collect_pods(key_ns, obj["metadata"]["uid"])
             return JSONResponse(obj)
         raise ApiProblem(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    async def exec(self, ws: WebSocket) -> None:
+        """``GET pods/{name}/exec`` upgraded to WebSocket; errors before the upgrade are a
+        ``Status`` with its HTTP code, as the real server answers them."""
+        ns, name = ws.path_params["ns"], ws.path_params["name"]
+        if ws.headers.get("authorization") != f"Bearer {self.token}":
+            self.count("unauthorized", ws.url.path)
+            await ws.send_denial_response(status_error(401, "Unauthorized", "Unauthorized"))
+            return
+        self.count("exec", "pods", name)
+        assert self.pod_exec is not None
+        try:
+            request = exec_ws.parse_request(ws.query_params, ws.scope.get("subprotocols") or [])
+            pod = self.store.get("v1/pods", ns, name)
+            if pod is None:
+                raise ApiProblem(404, "NotFound", f'pods "{name}" not found')
+            container = exec_ws.container_of(pod, request.container)
+            process = await self.pod_exec(ns, name, container, request)
+        except (ApiProblem, exec_ws.Refused) as exc:
+            await ws.send_denial_response(status_error(exc.code, exc.reason, exc.message))
+            return
+        await exec_ws.serve(ws, process, request, self.closing)
 
     def _collect_pods(self, ns: str, owner_uid: str) -> None:
         """The garbage collector: pods owned by a deleted Job go too."""

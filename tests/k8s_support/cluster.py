@@ -93,6 +93,7 @@ class EmulatedCluster:
             self.api.pod_log = self.kubelet.pod_log
             self.api.pod_metrics = self.kubelet.pod_metrics
             self.api.node_metrics = self.kubelet.node_metrics
+            self.api.pod_exec = self.kubelet.exec_process
 
         self._run(setup())
         self.start_api()
@@ -110,6 +111,7 @@ class EmulatedCluster:
                 log_level="warning",
                 lifespan="off",
                 timeout_graceful_shutdown=1,
+                ws="websockets-sansio",  # pods/exec (websockets is a dependency of the runtime)
                 access_log=False,
             )
             server = uvicorn.Server(config)

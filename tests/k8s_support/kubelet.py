@@ -7,7 +7,9 @@ CPU limits from the pod's limits, each PVC a host directory bind-mounted). An im
 does not have gives ``ErrImagePull`` then ``ImagePullBackOff``. The container's output is
 streamed into a log file served by ``pods/{name}/log``; when it exits, the Pod gets
 ``state.terminated.exitCode`` and the Job the ``Complete`` or ``Failed`` condition, in that
-order, as a real cluster would. Deleting a Pod removes its container.
+order, as a real cluster would. Deleting a Pod removes its container. A Pod created through
+the API on its own (no owning Job: a transfer pod, say) is scheduled and run the same way.
+``pods/exec`` runs ``docker exec`` in a running pod's container (:meth:`Kubelet.exec_process`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ import docker.errors
 
 from akoflow.spec.quantities import parse_cpu, parse_memory
 from tests.k8s_support.apiserver import Event, Store, now_iso
+from tests.k8s_support.exec_ws import ExecRequest, Refused
 
 log = logging.getLogger(__name__)
 LABEL = "akoflow-test.kubelet"
@@ -76,6 +81,7 @@ class _Pod:
     name: str
     log: Path
     container: str | None = None
+    running: bool = False  # its container started and not yet ended
     done: bool = False
     deleted: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -139,6 +145,10 @@ class Kubelet:
     def _on_event(self, ev: Event) -> None:
         if ev.rkey == "batch/v1/jobs" and ev.type == "ADDED":
             self._spawn(self._run_job(ev.namespace, ev.obj["metadata"]["name"]))
+        elif ev.rkey == "v1/pods" and ev.type == "ADDED":
+            owners = ev.obj["metadata"].get("ownerReferences") or []
+            if not any(o.get("kind") == "Job" for o in owners):  # a Job's pod is run by _run_job
+                self._spawn(self._run_bare_pod(ev.namespace, ev.obj["metadata"]["name"]))
         elif ev.rkey == "v1/pods" and ev.type == "DELETED":
             pod = self.pods.get((ev.namespace, ev.obj["metadata"]["name"]))
             if pod is not None:
@@ -219,8 +229,58 @@ class Kubelet:
         }
         self.store.create("v1/pods", pod)
         self._set_job_status(ns, job_name, {"active": 1, "startTime": now_iso()})
+        p = self._track(ns, pod_name)
+
+        def job_ended(code: int) -> None:
+            if code == 0:
+                cond = {"type": "Complete", "status": "True", "lastTransitionTime": now_iso()}
+                self._set_job_status(
+                    ns,
+                    job_name,
+                    {"succeeded": 1, "completionTime": now_iso(), "conditions": [cond]},
+                )
+            else:
+                cond = {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                    "lastTransitionTime": now_iso(),
+                }
+                self._set_job_status(ns, job_name, {"failed": 1, "conditions": [cond]})
+
+        await self._run_pod(p, spec, node, job_ended)
+
+    def _track(self, ns: str, pod_name: str) -> _Pod:
         p = _Pod(ns, pod_name, self.root / "logs" / f"{self.cluster_id}-{ns}-{pod_name}.log")
         self.pods[(ns, pod_name)] = p
+        return p
+
+    async def _run_bare_pod(self, ns: str, pod_name: str) -> None:
+        """A Pod created through the API: the scheduler binds it (``spec.nodeName``), then it
+        runs as a Job's pod does."""
+        pod = self.store.get("v1/pods", ns, pod_name)
+        if pod is None:
+            return
+        p = self._track(ns, pod_name)
+        spec = pod["spec"]
+        node = spec.get("nodeName") or self._schedule(spec)
+        if node and not spec.get("nodeName"):
+            spec["nodeName"] = node
+            pod["status"] = {"phase": "Pending"}
+            self.store.update("v1/pods", pod)
+        await self._run_pod(p, dict(spec), node, lambda code: None)
+
+    async def _run_pod(
+        self,
+        p: _Pod,
+        spec: dict[str, Any],
+        node: str | None,
+        ended: Callable[[int], None],
+    ) -> None:
+        """Runs a created pod's first container; ``ended(exit code)`` once the pod's final
+        status is written (the Job's status goes after it), before the container is removed."""
+        ns, pod_name = p.ns, p.name
         if node is None:
             self._set_pod_status(
                 ns,
@@ -258,6 +318,7 @@ class Kubelet:
             await asyncio.to_thread(self._remove, cid)
             return
         await asyncio.to_thread(self.api.start, cid)
+        p.running = True
         started = now_iso()
         self._set_pod_status(
             ns,
@@ -284,6 +345,7 @@ class Kubelet:
             },
         )
         code, oom = await asyncio.to_thread(self._follow_and_wait, p, cid)
+        p.running = False
         p.done = True
         if p.deleted:
             return
@@ -318,20 +380,7 @@ class Kubelet:
                 ],
             },
         )
-        if code == 0:
-            cond = {"type": "Complete", "status": "True", "lastTransitionTime": now_iso()}
-            self._set_job_status(
-                ns, job_name, {"succeeded": 1, "completionTime": now_iso(), "conditions": [cond]}
-            )
-        else:
-            cond = {
-                "type": "Failed",
-                "status": "True",
-                "reason": "BackoffLimitExceeded",
-                "message": "Job has reached the specified backoff limit",
-                "lastTransitionTime": now_iso(),
-            }
-            self._set_job_status(ns, job_name, {"failed": 1, "conditions": [cond]})
+        ended(code)
         await asyncio.to_thread(self._remove, cid)
 
     def _set_job_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
@@ -436,6 +485,38 @@ class Kubelet:
         return code, oom
 
     # ------------------------------------------------------------------ for the API server
+
+    async def exec_process(
+        self, ns: str, name: str, container: str, request: ExecRequest
+    ) -> asyncio.subprocess.Process:
+        """The command of a ``pods/exec`` started in the pod's running container (``docker
+        exec``, so it sees the pod's volumes where the pod mounts them); refused as the real
+        API server refuses it when the container is not running."""
+        p = self.pods.get((ns, name))
+        if p is None or not p.running or p.container is None or p.deleted:
+            pod = self.store.get("v1/pods", ns, name) or {}
+            phase = (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                message = (
+                    f"cannot exec into a container in a completed pod; current phase is {phase}"
+                )
+            else:
+                message = f'unable to upgrade connection: container not found ("{container}")'
+            raise Refused(400, "BadRequest", message)
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise Refused(500, "InternalError", "the docker CLI is not installed")
+        argv = [docker_cli, "-H", self._docker_host, "exec"]
+        if request.stdin:
+            argv.append("-i")
+        argv += [p.container, *request.command]
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=pipe if request.stdin else devnull,
+            stdout=pipe if request.stdout else devnull,
+            stderr=pipe if request.stderr else devnull,
+        )
 
     def pod_log(self, ns: str, name: str) -> tuple[bytes, bool] | None:
         """(log so far, complete) of a started pod; None before it started."""
