@@ -46,8 +46,13 @@ def env_prefix(runtime_name: str) -> str:
     return runtime_name.upper().replace("-", "_") + "_"
 
 
+# Keys holding a path (KEY_FILE, CA_FILE): where a secret is, not the secret; shown.
+_PATH_KEY = re.compile(r"_FILE$", re.I)
+
+
 def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
+    """A key whose value is never shown (a path to a secret is shown: it is no secret)."""
+    return bool(_SECRET_KEY.search(key)) and not _PATH_KEY.search(key)
 
 
 # Variables AkôFlow itself reads: runtime settings ({NAME}_{KEY}) and its own.
@@ -57,7 +62,8 @@ _ENGINE_VAR = re.compile(r"^(AKOFLOW|LOCAL|DOCKER|SINGULARITY|K8S|HPC)[A-Z0-9_]*
 def is_engine_secret(name: str) -> bool:
     """A variable holding a secret of AkôFlow's own (a runtime's token, key or password, the
     API token), as opposed to the user's own variables."""
-    return bool(_ENGINE_VAR.match(name)) and is_secret_key(name)
+    # Paths to secrets too: activities have no use for the engine's key file.
+    return bool(_ENGINE_VAR.match(name)) and bool(_SECRET_KEY.search(name))
 
 
 def activity_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from akoflow.config import RuntimeConfig
@@ -31,8 +32,19 @@ BASE = {
     "HPC_X_QUEUE": "gpu_long",
     "HPC_X_GROUP": "proj42",
     "HPC_X_MOUNT_PATH": "/scratch/me/akoflow",
-    "HPC_X_KEY_FILE": "/keys/id",
+    "HPC_X_KEY_FILE": "/keys/id",  # a real key file by the fixture below
 }
+PRIVATE_KEY = asyncssh.generate_private_key("ssh-ed25519").export_private_key()
+KEY_B64 = base64.b64encode(PRIVATE_KEY).decode()
+
+
+@pytest.fixture(autouse=True)
+def key_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings check the key offline: KEY_FILE must hold a real private key."""
+    path = tmp_path_factory.getbasetemp() / "hpc_pure_id"
+    if not path.exists():
+        path.write_bytes(PRIVATE_KEY)
+    monkeypatch.setitem(BASE, "HPC_X_KEY_FILE", str(path))
 
 
 def settings(**extra: str):  # type: ignore[no-untyped-def]
@@ -134,8 +146,8 @@ def test_ssh_transport_still_requires_the_host() -> None:
 
 
 def test_secrets_never_appear_in_the_settings_repr() -> None:
-    s = settings(PASSWORD="hunter2", SSHKEYPRIVK=base64.b64encode(b"PRIVATE KEY").decode())
-    assert "hunter2" not in repr(s) and "PRIVATE" not in repr(s)
+    s = settings(PASSWORD="hunter2", SSHKEYPRIVK=KEY_B64)
+    assert "hunter2" not in repr(s) and "PRIVATE" not in repr(s) and KEY_B64 not in repr(s)
 
 
 def test_a_runtime_with_bad_settings_is_not_ready_and_refuses_work(tmp_path: Path) -> None:
@@ -549,7 +561,7 @@ def test_the_login_is_resolved_as_openssh_would_and_settings_win(tmp_path: Path)
 def test_ssh_settings_of_the_seed_and_the_config() -> None:
     pub = base64.b64encode(b"ssh-ed25519 AAAA me").decode()
     s = settings(
-        SSHKEYPRIVK=base64.b64encode(b"KEY").decode(), SSHKEYPUBLK=pub,
+        SSHKEYPRIVK=KEY_B64, SSHKEYPUBLK=pub,
         SSHCONFIG=base64.b64encode(b"Host x\n  Port 1\n").decode(),
         JUMP_HOST="me@gate:2222,[::1]:22", SSH_CONFIG_FILE="none",
     )  # fmt: skip

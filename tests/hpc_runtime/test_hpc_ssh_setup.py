@@ -369,7 +369,7 @@ def test_wrong_setups_fail_at_once_with_the_reason_and_the_fix(
             "cannot read",
             "HPC_KEY_FILE",
         ),
-        "not a key": ({**spec, "HPC_KEY_FILE": str(not_a_key)}, "cannot be used", "PASSPHRASE"),
+        "not a key": ({**spec, "HPC_KEY_FILE": str(not_a_key)}, "is not a private key", "ssh -i"),
         "an unknown host alias": (
             {**spec, "HPC_HOST_CLUSTER": "nosuchcluster"},
             "host nosuchcluster is unknown (it is no Host alias of",

@@ -84,11 +84,11 @@ def test_each_wrong_setup_fails_its_step_with_the_fix(
             "host nosuchcluster is unknown (it is no Host alias of any ssh config)",
             "set HPC_HOST_CLUSTER to the alias",
         ),
-        "a missing key": (
+        "a missing key": (  # read offline with the settings: no login is tried
             {**good, "HPC_KEY_FILE": str(tmp_path / "missing_key")},
-            "connect",
-            f"cannot read {tmp_path / 'missing_key'}",
-            "HPC_KEY_FILE",
+            "settings",
+            f"HPC_KEY_FILE cannot read {tmp_path / 'missing_key'}",
+            "fix the setting the message names",
         ),
     }
     for case, (env, failing, problem, fix) in cases.items():
@@ -100,7 +100,9 @@ def test_each_wrong_setup_fails_its_step_with_the_fix(
         assert problem in by[failing]["detail"], (case, by[failing])
         assert fix in by[failing]["fix"], (case, by[failing])
         after = HPC_STEPS[HPC_STEPS.index(failing) + 1 :]
-        if failing != "sinfo":  # the login failed: nothing on the cluster was tried
+        if failing == "settings":  # nothing else can run without them
+            assert list(by) == ["settings"], (case, report)
+        elif failing != "sinfo":  # the login failed: nothing on the cluster was tried
             assert all(by[name]["status"] == "skipped" for name in after), (case, report)
         else:  # the other cluster steps do not depend on the queue
             assert all(by[name]["status"] == "ok" for name in after), (case, report)

@@ -165,6 +165,9 @@ def transport_for(s: HpcSettings) -> Transport:
     return ssh.link_for(s)
 
 
+_FIX_SETTING = "fix the setting and start again"
+
+
 def _tail(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
@@ -213,8 +216,8 @@ class HpcRuntime(Runtime):
         return self._transport.connections_opened if self._transport is not None else 0
 
     def _settings(self) -> HpcSettings:
-        if self._s is None:
-            raise SubmitError(self._config_error or "invalid settings")
+        if self._s is None:  # the settings' error, with its fix (a SubmitError: not transient)
+            raise HpcMisconfigured(self._config_error or "invalid settings", _FIX_SETTING)
         return self._s
 
     @property
@@ -224,7 +227,7 @@ class HpcRuntime(Runtime):
         host key, unknown alias, no sbatch on the PATH, unknown QUEUE); None otherwise. Work
         held for this runtime will not start until someone fixes it."""
         if self._config_error:
-            return HpcMisconfigured(self._config_error, "fix the setting and start again")
+            return HpcMisconfigured(self._config_error, _FIX_SETTING)
         return self._misconfigured
 
     def _require_transport(self) -> Transport:

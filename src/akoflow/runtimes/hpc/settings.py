@@ -38,6 +38,7 @@ from pathlib import Path
 
 from akoflow.config import RuntimeConfig, env_prefix
 from akoflow.errors import SettingError
+from akoflow.runtimes.hpc import keys
 from akoflow.runtimes.hpc.transport import TRANSPORTS
 
 _DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_.:,/@+=%-]+$")
@@ -45,6 +46,8 @@ _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_.@+=%/-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _JUMP = re.compile(r"^([A-Za-z0-9_.-]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
 ACCOUNTING_MODES = ("auto", "sacct", "jobcomp", "none")
+# A host or user name reaches command lines (a ProxyCommand's %h and %r): never as an option.
+_OPTION_LIKE = "starts with '-' (a host or user name never does: it would be read as an option)"
 
 
 SettingsError = SettingError  # the shared settings error, under the name this module gave it
@@ -123,6 +126,8 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     host = text("HOST_CLUSTER") if local else required("HOST_CLUSTER")
     if host is not None and not _HOST.match(host):
         raise config.invalid("HOST_CLUSTER", "must be a host name or address")
+    if host is not None and host.startswith("-"):
+        raise config.invalid("HOST_CLUSTER", _OPTION_LIKE)
     mount = required("MOUNT_PATH")
     if not _SAFE_PATH.match(mount) or "/../" in mount + "/":
         raise config.invalid(
@@ -164,9 +169,19 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
     user = _local_user(config) if local else text("USER")
     if user is not None and not _DIRECTIVE_VALUE.match(user):
         raise config.invalid("USER", "is not a valid user name")
+    if user is not None and user.startswith("-"):
+        raise config.invalid("USER", _OPTION_LIKE)
     jump = None if local else text("JUMP_HOST")
     if jump is not None and not all(_JUMP.match(hop) for hop in jump.split(",")):
         raise config.invalid("JUMP_HOST", "must be [USER@]HOST[:PORT], several joined by commas")
+    if jump is not None and any(
+        part.startswith("-") for hop in jump.split(",") for part in hop.split("@")
+    ):
+        raise config.invalid(
+            "JUMP_HOST",
+            "has a user or host starting with '-' (it would be read as an option): "
+            "use [USER@]HOST[:PORT]",
+        )
     config_file = text("SSH_CONFIG_FILE") or "~/.ssh/config"
     snippet = None
     raw_snippet = None if local else text("SSHCONFIG")
@@ -249,6 +264,23 @@ def _credentials(config: RuntimeConfig) -> tuple[bytes | None, str | None, str |
     key_file = text("KEY_FILE")
     if key_file is not None:
         key_file = os.path.expanduser(key_file)
+    passphrase = config.get("KEY_PASSPHRASE") or None
+    passphrase_var = config.variable("KEY_PASSPHRASE")
+    if key_data is not None:
+        problem = keys.key_problem(key_data, passphrase, passphrase_var)
+        if problem is not None:
+            raise config.invalid("SSHKEYPRIVK", problem)
+    elif key_file is not None:  # SSHKEYPRIVK wins when both are set: it is the one used
+        try:
+            problem = keys.key_problem(keys.read_key_file(key_file), passphrase, passphrase_var)
+        except keys.KeyProblem as exc:
+            raise config.invalid(
+                "KEY_FILE", f"{exc}: set it to the private key `ssh -i KEY` would use"
+            ) from None
+        if problem is not None:
+            raise config.invalid(
+                "KEY_FILE", f"{key_file} {problem}; it must be the private key `ssh -i KEY` uses"
+            )
     password = config.get("PASSWORD") or None
     return key_data, key_file, password
 

@@ -243,6 +243,7 @@ class SshLink:
             known_hosts=t.known_hosts,
             jump=t.jump,
             key_file=t.key_file,
+            names=t.names,
         )
 
     async def _open(self) -> asyncssh.SSHClientConnection:
@@ -679,7 +680,7 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
         _write_private(snippet_file, s.ssh_config_snippet.encode())
     prefix = s.variable_prefix
     keys = ("KEY_FILE", "SSHKEYPRIVK", "KEY_PASSPHRASE", "KNOWN_HOSTS", "ACCEPT_NEW_HOST_KEY",
-            "HOST_CLUSTER", "SSH_CONFIG_FILE")  # fmt: skip
+            "HOST_CLUSTER", "SSH_CONFIG_FILE", "USER", "JUMP_HOST")  # fmt: skip
     target = SshTarget(
         host=s.host,
         port=s.port,

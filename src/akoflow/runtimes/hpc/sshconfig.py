@@ -73,6 +73,34 @@ class Resolved:
         return False
 
 
+def unsafe_reason(value: str) -> str | None:
+    """Why ``value`` cannot be a host or user name on an ssh or rsync command line (a
+    ProxyCommand's ``%h``/``%r``, rsync's ``-e``): a leading ``-`` would be read as an option,
+    blanks and control characters split or end the word. None when it is safe."""
+    if value.startswith("-"):
+        return "starts with '-' (it would be read as a command-line option)"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "contains blanks or control characters"
+    return None
+
+
+def _refuse_unsafe(resolved: Resolved, sources: dict[str, str]) -> None:
+    """Raise :class:`HpcMisconfigured` when a name of the login (after the settings and the
+    config) could be read as an option: ``sources`` says where each kind of name was set."""
+    names = [("host", resolved.host), ("user", resolved.user)]
+    for hop in resolved.jump:
+        names += [("jump", hop.host)] + ([("jump", hop.user)] if hop.user else [])
+    for kind, value in names:
+        reason = unsafe_reason(value)
+        if reason is not None:
+            raise HpcMisconfigured(
+                f"the ssh {'jump host' if kind == 'jump' else kind} {value!r} of "
+                f"{resolved.alias!r} {reason}",
+                f"fix {sources[kind]} (ssh -G {resolved.alias} shows what OpenSSH makes of it); "
+                "refused so that no option reaches ssh, a ProxyCommand or rsync",
+            )
+
+
 def parse_jump(spec: str | None) -> tuple[Hop, ...]:
     """``[user@]host[:port]`` hops joined by commas; ``none`` (OpenSSH's way to switch an
     inherited ProxyJump off) is no hop."""
@@ -144,8 +172,19 @@ def resolve(
     known_hosts: str | None = None,
     jump: str | None = None,
     key_file: str | None = None,
+    names: dict[str, str] | None = None,
 ) -> Resolved:
-    """The login to ``alias`` with the explicit settings given here winning over the config."""
+    """The login to ``alias`` with the explicit settings given here winning over the config.
+    ``names`` maps setting keys (``HOST_CLUSTER``, ``USER``, ``JUMP_HOST``) to their variables
+    for messages. Raises :class:`HpcMisconfigured` for a name that could be read as an
+    option."""
+    alias_reason = unsafe_reason(alias)
+    if alias_reason is not None:  # before asyncssh matches it against the config's patterns
+        variable = (names or {}).get("HOST_CLUSTER", "HOST_CLUSTER")
+        raise HpcMisconfigured(
+            f"the ssh host {alias!r} {alias_reason}",
+            f"set {variable} to the alias `ssh ALIAS` uses or the login node's name",
+        )
     config = load(paths, alias, user, port)
     bare = load([], alias, user, port)  # what the alias gives without any config file
     host = str(config.get("Hostname", alias))
@@ -169,7 +208,7 @@ def resolve(
     configured = any(
         config.get(option) is not None for option in ("Hostname", "ProxyJump", "ProxyCommand")
     )
-    return Resolved(
+    resolved = Resolved(
         alias=alias,
         host=host,
         port=resolved_port,
@@ -180,3 +219,16 @@ def resolve(
         identity_files=tuple(str(p) for p in identities) if isinstance(identities, list) else (),
         configured=configured,
     )
+    var = (names or {}).get
+    in_config = f"the ssh config ({', '.join(paths) or 'none'})"
+    _refuse_unsafe(
+        resolved,
+        {
+            "host": f"the HostName of {in_config}",
+            "user": var("USER", "USER") if user is not None else f"the User of {in_config}",
+            "jump": var("JUMP_HOST", "JUMP_HOST")
+            if jump is not None
+            else f"the ProxyJump of {in_config}",
+        },
+    )
+    return resolved
