@@ -16,7 +16,7 @@ from akoflow.provenance.declared import (
     matches,
     missing_on_host,
 )
-from akoflow.provenance.remote import Claim, RemoteFiles, attribute
+from akoflow.provenance.remote import RemoteFiles, Writer, attribute
 from akoflow.provenance.snapshot import FileState
 from akoflow.runtimes.base import Outcome
 from akoflow.spec import Activity, WorkflowValidationError, json_schema, load_workflow
@@ -139,20 +139,24 @@ def test_checked_outputs_remote_uses_the_jobs_listings(tmp_path: Path) -> None:
     assert "cannot be checked" in (no_listing.reason or "")
 
 
-def test_a_remote_declared_output_is_the_declarers_whichever_ended_first() -> None:
-    """Two concurrent remote attempts both list a new version of ``out.txt``: by default
-    it goes to the one that ended sooner after it; a declaration overrides that."""
+def test_a_remote_declared_output_is_the_one_declarers() -> None:
+    """Two remote attempts that ran at the same time both list a new version of ``out.txt``:
+    ambiguous between them, unless exactly one of them declared it (in either order)."""
     loc = "hpc:/scratch"
     v = FileState(5, 100.0)
     listing = RemoteFiles(loc, {}, {"out.txt": v})
-    early = Claim(200.0, 1, 1, "early", v.mtime)  # ended first, did not declare it
-    late = Claim(300.0, 2, 1, "late", 0.0)
-    plain = attribute(listing, {(loc, "out.txt"): early}, late, set())
-    assert plain.generated == {} and plain.retracted == []
-    declared = attribute(listing, {(loc, "out.txt"): early}, late, set(), ("out.txt",))
-    assert declared.generated == {"out.txt": v}
-    assert declared.retracted == [("out.txt", early)]
-    # And a declared claim is never taken by an attempt that did not declare it.
-    held = Claim(300.0, 2, 1, "late", v.mtime, declared=True)
-    sooner = Claim(200.0, 1, 1, "early", 0.0)
-    assert attribute(listing, {(loc, "out.txt"): held}, sooner, set()).generated == {}
+    plain, other = Writer(1, 1, "plain"), Writer(2, 1, "other")
+    first = attribute(listing, {}, plain, set()).claims["out.txt"][1]
+    alone = attribute(listing, {(loc, "out.txt"): first}, other, set()).claims["out.txt"][1]
+    assert alone.generator is None
+    declared = attribute(listing, {(loc, "out.txt"): first}, other, set(), ("*.txt",))
+    assert declared.claims["out.txt"][1].generator == Writer(2, 1, "other", declared=True)
+    # The other order: the declarer listed first keeps it.
+    held = attribute(listing, {}, other, set(), ("out.txt",)).claims["out.txt"][1]
+    later = attribute(listing, {(loc, "out.txt"): held}, plain, set()).claims["out.txt"][1]
+    assert later.generator == Writer(2, 1, "other", declared=True)
+    # Two declarers: ambiguous, and the reason says both declared it.
+    third = attribute(listing, {(loc, "out.txt"): later}, Writer(3, 1, "x"), set(), ("out.*",))
+    claim = third.claims["out.txt"][1]
+    assert claim.generator is None
+    assert claim.reason.endswith("declared as an output by other, x")

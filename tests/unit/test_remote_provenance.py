@@ -3,7 +3,6 @@ remote file versions to attempts (akoflow.provenance.remote)."""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from akoflow.provenance.remote import (
     LIST_FUNCTION,
     Claim,
     RemoteFiles,
+    Writer,
     attribute,
     parse_listing,
     remote_files,
@@ -154,56 +154,84 @@ def _files(before: dict[str, float], after: dict[str, float], end: float) -> Rem
     )
 
 
+LOC = "hpc:/scratch"
+
+
+def _claim(mtime: float, *writers: Writer) -> Claim:
+    return Claim(1, mtime, writers)
+
+
+PREPARE = Writer(1, 1, "prepare")
+SIBLING = Writer(2, 1, "sibling")
+
+
 def test_attribute_used_and_generated() -> None:
-    claims = {("hpc:/scratch", "input"): Claim(5.0, 1, 1, "prepare", 4.0)}
-    claims[("hpc:/scratch", "other")] = Claim(5.0, 2, 1, "sibling", 4.0)
+    claims = {(LOC, "input"): _claim(4.0, PREPARE), (LOC, "other"): _claim(4.0, SIBLING)}
     files = _files(
         {"input": 4.0, "other": 4.0, "raw": 1.0}, {"input": 4.0, "raw": 1.0, "out": 9.0}, 10
     )
-    found = attribute(files, claims, Claim(10.0, 3, 1, "step", 0.0), {"prepare"})
+    found = attribute(files, claims, Writer(3, 1, "step"), {"prepare"})
     # Its dependency's output; not the sibling's, nor what was there before the run (the
     # engine records that once, as the run's inputs).
     assert set(found.used) == {"input"}
     assert set(found.generated) == {"out"}
-    assert found.retracted == []
+    assert found.claims == {"out": (None, _claim(9.0, Writer(3, 1, "step")))}
+    assert found.claims["out"][1].generator == Writer(3, 1, "step")
 
 
-def test_a_version_goes_to_the_attempt_that_ended_soonest_after_it() -> None:
-    """Two concurrent attempts both see out.txt change; whoever the engine hears of first,
-    the one whose run ended first after the write keeps it."""
-    early = Claim(20.0, 1, 1, "early", 0.0)
-    late = Claim(30.0, 2, 1, "late", 0.0)
-    for_early = _files({}, {"out.txt": 15.0}, 20)
-    for_late = _files({}, {"out.txt": 15.0}, 30)
+def test_a_version_in_the_listings_of_overlapping_attempts_is_ambiguous() -> None:
+    """Two attempts that ran at the same time both list a new out.txt: a listing cannot tell
+    which wrote it, whichever ended first and whatever order the engine hears of them in."""
+    early, late = Writer(1, 1, "early"), Writer(2, 1, "late")
+    for first, second in ((early, late), (late, early)):
+        found = attribute(_files({}, {"out.txt": 15.0}, 20), {}, first, set())
+        old, claim = found.claims["out.txt"]
+        assert old is None and claim.generator == first
+        claims = {(LOC, "out.txt"): claim}
+        found = attribute(_files({}, {"out.txt": 15.0}, 30), claims, second, set())
+        assert found.claims["out.txt"] == (claim, _claim(15.0, first, second))
+        assert found.claims["out.txt"][1].generator is None
+        assert "listings" in found.claims["out.txt"][1].reason
+    # And a third one that ran with them joins the candidates.
+    both = _claim(15.0, early, late)
+    third = Writer(3, 1, "third")
+    found = attribute(_files({}, {"out.txt": 15.0}, 40), {(LOC, "out.txt"): both}, third, set())
+    assert found.claims["out.txt"][1] == _claim(15.0, early, late, third)
 
-    # The engine hears of the early end first: the late one does not take it.
-    found = attribute(for_early, {}, early, set())
-    claims = {("hpc:/scratch", "out.txt"): Claim(20.0, 1, 1, "early", 15.0)}
-    assert set(found.generated) == {"out.txt"}
-    assert attribute(for_late, claims, late, set()).generated == {}
 
-    # The other order: the early one takes it back from the late one.
-    claims = {("hpc:/scratch", "out.txt"): Claim(30.0, 2, 1, "late", 15.0)}
-    found = attribute(for_early, claims, early, set())
-    assert set(found.generated) == {"out.txt"}
-    assert found.retracted == [("out.txt", claims[("hpc:/scratch", "out.txt")])]
+def test_a_dependency_or_an_earlier_try_is_no_candidate_of_a_later_change() -> None:
+    """Listed again with the same size and time (a copy keeping its time), after the first
+    writer ended: what the later attempt's listings show is its own."""
+    first = _claim(15.0, Writer(1, 1, "first"))
+    for me, deps in ((Writer(2, 1, "second"), {"first"}), (Writer(1, 2, "first"), set())):
+        found = attribute(_files({}, {"out.txt": 15.0}, 30), {(LOC, "out.txt"): first}, me, deps)
+        assert found.claims["out.txt"] == (first, _claim(15.0, me))
 
 
 def test_a_later_rewrite_is_a_new_version() -> None:
-    claims = {("hpc:/scratch", "out.txt"): Claim(20.0, 1, 1, "first", 15.0)}
+    claims = {(LOC, "out.txt"): _claim(15.0, Writer(1, 1, "first"))}
     found = attribute(
-        _files({"out.txt": 15.0}, {"out.txt": 25.0}, 30),
-        claims,
-        Claim(30.0, 2, 1, "second", 0.0),
-        set(),
+        _files({"out.txt": 15.0}, {"out.txt": 25.0}, 30), claims, Writer(2, 1, "second"), set()
     )
-    assert set(found.generated) == {"out.txt"} and found.retracted == []
+    assert found.claims == {"out.txt": (None, _claim(25.0, Writer(2, 1, "second")))}
+    # The same time but another size: another version too.
+    bigger = RemoteFiles(LOC, {}, {"out.txt": FileState(2, 15.0)})
+    found = attribute(bigger, claims, Writer(2, 1, "second"), set())
+    assert found.claims["out.txt"][0] is None
 
 
-def test_claims_read_back_after_a_restart_are_kept() -> None:
-    claims = {("hpc:/scratch", "out.txt"): Claim(-math.inf, 1, 1, "first", 15.0)}
-    found = attribute(_files({}, {"out.txt": 15.0}, 30), claims, Claim(30.0, 2, 1, "b", 0.0), set())
-    assert found.generated == {}
+def test_an_attempts_listings_seen_twice_count_once() -> None:
+    me = Writer(1, 1, "first")
+    claims = {(LOC, "out.txt"): _claim(15.0, me)}
+    found = attribute(_files({}, {"out.txt": 15.0}, 30), claims, me, set())
+    assert found.claims == {}
+
+
+def test_claims_read_back_after_a_restart_take_part() -> None:
+    """A claim stored before a restart is one writer of the version like any other."""
+    claims = {(LOC, "out.txt"): _claim(15.0, Writer(1, 1, "first"))}
+    found = attribute(_files({}, {"out.txt": 15.0}, 30), claims, Writer(2, 1, "b"), set())
+    assert found.claims["out.txt"][1].generator is None
 
 
 @pytest.mark.parametrize("text", [None, "garbage"])

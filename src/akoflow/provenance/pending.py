@@ -2,8 +2,10 @@
 
 A change (a file's new size and time) is seen by a scan; each attempt that ends nominates
 itself for the changes made while it ran (its run window); a change is decided once no attempt
-that was running at its time is still running: with one nominee, it is that attempt's; with
-several, the caller records it as ambiguous between them (timing cannot tell who wrote it).
+that was running at its time is still running, by :func:`by_timing`. Timing says who ran when
+a file changed, never who wrote it: the change is ambiguous between its nominees (one of them,
+another one, or a process of no attempt, such as a shell writing into the data dir, may have
+made it), unless exactly one attempt ran then and it declared the file as an output.
 With thousands of activities and files, every step here
 costs per change it touches, never a pass over every pending change or every activity: changes
 are kept in time order, nominations are indexed by activity.
@@ -27,6 +29,43 @@ class Nominee:
 
 
 Decided = tuple[str, FileState, list[Nominee]]  # path, its version, who may have made it
+
+SEVERAL_RAN = (
+    "inferred from timing: changed while several activities ran, any of them may have written it"
+)
+ONE_RAN = (
+    "inferred from timing: changed while only its candidate ran, which timing cannot tell "
+    "from a write by another process"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Who a change is attributed to by timing: ``generator``, or nobody (ambiguous between
+    ``candidates``, for ``reason``)."""
+
+    generator: Nominee | None
+    candidates: list[tuple[int, int]]  # (activity id, attempt), sorted
+    reason: str
+
+
+def by_timing(nominees: list[Nominee], declaring: set[tuple[int, int]]) -> Verdict:
+    """The verdict on a change whose run windows are those of ``nominees`` (each an attempt
+    that ran when the file changed); ``declaring``: those that declared it as an output.
+
+    A declaration decides only where nothing else could have written the file but a process
+    outside the run: when its activity alone ran then. With several nominees, the others' own
+    writes are not known (timing sees none), so a declaration does not tell them apart."""
+    candidates = sorted({(n.activity_id, n.attempt) for n in nominees})
+    if len(candidates) == 1:
+        if candidates[0] in declaring:
+            return Verdict(nominees[0], candidates, "")
+        return Verdict(None, candidates, ONE_RAN)
+    reason = SEVERAL_RAN
+    names = sorted({n.activity for n in nominees if (n.activity_id, n.attempt) in declaring})
+    if names:
+        reason += f"; declared as an output by {', '.join(names)}"
+    return Verdict(None, candidates, reason)
 
 
 class PendingChanges:

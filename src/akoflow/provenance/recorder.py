@@ -17,8 +17,10 @@ Each run gets one of two mechanisms, stored with it (``akoflow prov`` states it)
   (:mod:`akoflow.provenance.observed`);
 - **inferred from timing** where observation cannot run (no CAP_SYS_ADMIN, a network or FUSE
   file system, ``AKOFLOW_OBSERVE=off``): the data dir is scanned (an inotify watch says
-  where), a change in exactly one activity's run window is that activity's, one in several
-  windows is recorded as ambiguous between them; used = what the dependencies generated.
+  where); timing says who ran when a file changed, never who wrote it, so a change is
+  ambiguous between the activities whose run windows hold it, even when only one does (a
+  process of no activity may have made it), unless exactly one ran then and declared it as an
+  output; used = what the dependencies may have generated (changed while they alone ran).
 
 Either way, a file version that cannot be given to one attempt is recorded as ambiguous with
 its candidates, never given to one of them.
@@ -31,9 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -44,8 +46,8 @@ from typing import TYPE_CHECKING
 from akoflow.provenance.declared import declares
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
 from akoflow.provenance.observed import Decision, Generated, ObservedRun, Undecided
-from akoflow.provenance.pending import Nominee, PendingChanges
-from akoflow.provenance.remote import Claim, RemoteFiles, attribute
+from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
+from akoflow.provenance.remote import Claim, RemoteFiles, Writer, attribute
 from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
 from akoflow.provenance.watch import DirWatch
 from akoflow.store import Repository
@@ -59,7 +61,6 @@ FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 
 OBSERVED = "observed (fanotify)"
 OFF = "off"
-TIMING_AMBIGUOUS = "changed while several activities ran (timing cannot tell which wrote it)"
 
 
 def timing(reason: str) -> str:
@@ -322,19 +323,25 @@ class ProvenanceRecorder:
             )
 
     def _declared_writer(self, wf: WorkflowRun, decision: Undecided) -> Decision:
-        """An undecided version that exactly one of its candidates declared as an output is
-        that candidate's: the declaration decides what observation could not."""
-        declaring = [
-            key
-            for key in decision.candidates
-            if isinstance(key, tuple)
-            and (act := self._activity(wf, key[0])) is not None
-            and act.spec.outputs
-            and declares(act.spec.outputs, decision.path)
-        ]
-        if len(declaring) != 1:
+        """An undecided version stays undecided: a declaration decides only among candidates
+        whose own accesses are known not to include the file, and observation leaves a
+        version undecided only when something besides the declarer may have written it
+        (another attempt did, a process of no attempt or one that cannot be told apart did,
+        or events were lost). Its reason names the candidates that declared it."""
+        declaring = sorted(
+            {
+                act.name
+                for key in decision.candidates
+                if isinstance(key, tuple)
+                and (act := self._activity(wf, key[0])) is not None
+                and act.spec.outputs
+                and declares(act.spec.outputs, decision.path)
+            }
+        )
+        if not declaring:
             return decision
-        return Generated(declaring[0], decision.path, decision.state)
+        note = f"{decision.reason}; declared as an output by {', '.join(declaring)}"
+        return dataclasses.replace(decision, reason=note)
 
     @staticmethod
     def _activity(wf: WorkflowRun, act_id: int) -> ActivityRun | None:
@@ -497,7 +504,9 @@ class ProvenanceRecorder:
     def _record_by_timing(self, act: ActivityRun, run: RunFiles) -> None:
         """A change seen after ``act`` started whose time lies in its run window is a
         candidate of ``act``; it is decided once no activity that was running at that moment
-        is still running: with one candidate it is that one's, with several it is ambiguous.
+        is still running (:func:`akoflow.provenance.pending.by_timing`): timing says only who
+        ran then, so it is ambiguous between them, unless one activity alone ran then and
+        declared it as an output.
         """
         wf = act.wf
         self._scan_files(wf)
@@ -517,17 +526,18 @@ class ProvenanceRecorder:
         before = None if since is None else since - FILE_TIME_SLACK
         chosen: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
         for path, state, nominees in pending.decide(before):
-            nominees = self._declaring(wf, path, nominees)
-            if len({(n.activity_id, n.attempt) for n in nominees}) == 1:
-                winner = nominees[0]
-                self._set_generator(run, path, winner.activity)
+            verdict = by_timing(nominees, self._declaring(wf, path, nominees))
+            if len(verdict.candidates) == 1:  # its dependents use it ("used", by timing)
+                self._set_generator(run, path, nominees[0].activity)
+            if verdict.generator is not None:
+                winner = verdict.generator
                 chosen.setdefault((winner.activity_id, winner.attempt), []).append((path, state))
             else:
                 self.repo.add_ambiguous_file(
                     wf.id,
                     (path, state.size, state.mtime, state.sha256),
-                    TIMING_AMBIGUOUS,
-                    sorted({(n.activity_id, n.attempt) for n in nominees}),
+                    verdict.reason,
+                    verdict.candidates,
                 )
         for (act_id, attempt), files in chosen.items():
             self.repo.add_files(
@@ -538,19 +548,15 @@ class ProvenanceRecorder:
             )
 
     @staticmethod
-    def _declaring(wf: WorkflowRun, path: str, nominees: list[Nominee]) -> list[Nominee]:
-        """Of several nominees for a change, those that declared ``path`` as an output when
-        there are any (a declaration decides what timing cannot), else all of them."""
-        if len({(n.activity_id, n.attempt) for n in nominees}) < 2:
-            return nominees
-        declaring = [
-            n
+    def _declaring(wf: WorkflowRun, path: str, nominees: list[Nominee]) -> set[tuple[int, int]]:
+        """The nominees for a change that declared ``path`` as an output."""
+        return {
+            (n.activity_id, n.attempt)
             for n in nominees
             if (act := wf.activities.get(n.activity)) is not None
             and act.spec.outputs
             and declares(act.spec.outputs, path)
-        ]
-        return declaring or nominees
+        }
 
     def _ran_since(self, act: ActivityRun) -> None:
         """``act`` runs from its dispatched_at on (see :meth:`_running_since`)."""
@@ -570,41 +576,65 @@ class ProvenanceRecorder:
 
     def _record_remote(self, act: ActivityRun, files: RemoteFiles) -> None:
         """Used and generated files of an attempt on a remote runtime, from the job's own
-        listings of its working directory (see :func:`akoflow.provenance.remote.attribute`)."""
+        listings of its working directory (see :func:`akoflow.provenance.remote.attribute`):
+        a version that also changed between the listings of another attempt that ran at the
+        same time is ambiguous between them, unless exactly one of them declared it."""
         wf, loc = act.wf, files.location
         run = self._run(wf)
         claims = run.remote_generated
         if claims is None:
-            claims = run.remote_generated = {}
-            for record in self.repo.list_files(wf.id):
-                if record.location and record.role == "generated":
-                    owner = wf.activities.get(record.activity)
-                    declared = owner is not None and declares(owner.spec.outputs, record.path)
-                    claims[record.location, record.path] = Claim(
-                        -math.inf,
-                        record.activity_id,
-                        record.attempt,
-                        record.activity,
-                        record.mtime,
-                        declared,
-                    )
+            claims = run.remote_generated = self._remote_claims(wf)
         if loc not in self._initial_recorded(wf, run):
             self._record_initial(
                 wf, run, loc, {p: f for p, f in files.before.items() if (loc, p) not in claims}
             )
-        end = files.after_time if files.after_time is not None else math.inf
-        me = Claim(end, act.id, act.attempt, act.name, 0.0)
-        outputs = act.spec.outputs
-        found = attribute(files, claims, me, {d.name for d in act.deps}, outputs)
-        for path, claim in found.retracted:
-            self.repo.remove_generated(claim.activity_id, claim.attempt, loc, path)
-        for path, f in found.generated.items():
-            mine = bool(outputs) and declares(outputs, path)
-            claims[loc, path] = Claim(end, act.id, act.attempt, act.name, f.mtime, mine)
-        for role, chosen in (("used", found.used), ("generated", found.generated)):
-            if chosen:
-                rows = [(p, f.size, f.mtime, f.sha256) for p, f in sorted(chosen.items())]
-                self.repo.add_files(act.id, act.attempt, role, rows, location=loc)
+        me = Writer(act.id, act.attempt, act.name)
+        found = attribute(files, claims, me, {d.name for d in act.deps}, act.spec.outputs)
+        if found.used:
+            rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
+            self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
+        for path, (old, new) in sorted(found.claims.items()):
+            claims[loc, path] = new
+            if old is not None and new.generator is not None and old.generator == new.generator:
+                continue  # still the same attempt's
+            if old is not None:  # recorded again with its new writers
+                if old.generator is not None:
+                    writer = old.generator
+                    self.repo.remove_generated(writer.activity_id, writer.attempt, loc, path)
+                else:
+                    self.repo.remove_ambiguous_file(wf.id, loc, path, old.mtime)
+            row = (path, new.size, new.mtime, None)
+            if new.generator is not None:
+                writer = new.generator
+                self.repo.add_files(
+                    writer.activity_id, writer.attempt, "generated", [row], location=loc
+                )
+            else:
+                candidates = sorted({w.key for w in new.writers})
+                self.repo.add_ambiguous_file(wf.id, row, new.reason, candidates, location=loc)
+
+    def _remote_claims(self, wf: WorkflowRun) -> dict[tuple[str, str], Claim]:
+        """The remote versions recorded so far (a resumed run): who generated each, or its
+        candidates."""
+        claims: dict[tuple[str, str], Claim] = {}
+
+        def writer(act_id: int, attempt: int, name: str, path: str) -> Writer:
+            owner = wf.activities.get(name)
+            declared = owner is not None and declares(owner.spec.outputs, path)
+            return Writer(act_id, attempt, name, declared)
+
+        for record in self.repo.list_files(wf.id):
+            if record.location and record.role == "generated":
+                only = writer(record.activity_id, record.attempt, record.activity, record.path)
+                claims[record.location, record.path] = Claim(record.size, record.mtime, (only,))
+        for unsure in self.repo.list_ambiguous_files(wf.id):
+            if unsure.location:
+                writers = tuple(
+                    writer(c.activity_id, c.attempt, c.activity, unsure.path)
+                    for c in unsure.candidates
+                )
+                claims[unsure.location, unsure.path] = Claim(unsure.size, unsure.mtime, writers)
+        return claims
 
 
 __all__ = ["FILE_TIME_SLACK", "ProvenanceRecorder", "RunFiles"]

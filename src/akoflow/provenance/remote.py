@@ -6,6 +6,9 @@ or BusyBox ``find``). The runtime brings both listings back (a file fetched over
 of the pod's log) and hands them to the engine in :class:`RemoteFiles`; the engine records what
 the attempt used and generated from the difference of the two listings, under the location the
 runtime names. Times in a listing are the remote machine's clock, compared only with each other.
+A listing cannot observe who wrote: a version that shows up between the listings of attempts
+that ran at the same time is ambiguous between them, unless exactly one of them declared it as
+an output (:class:`Claim`).
 
 Remote files carry no checksum (size and modification time identify a version): hashing a
 remote volume from inside every job would cost more than it tells.
@@ -133,62 +136,113 @@ def remote_files(
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    """The attempt a version of a remote file is attributed to, and when (remote clock) that
-    attempt's run ended (``-inf`` when unknown: a claim read back after a restart is kept)."""
+class Writer:
+    """An attempt whose two listings show a version of a remote file appear between them."""
 
-    end: float
     activity_id: int
     attempt: int
     activity: str
-    mtime: float
     declared: bool = False
-    """The file is one of that activity's declared outputs: no other attempt takes it."""
+    """The file is one of that activity's declared outputs."""
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.activity_id, self.attempt
+
+
+OVERLAPPING = (
+    "changed between the listings of attempts that ran at the same time (the job's listings "
+    "cannot tell which wrote it)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One version of a remote file (its size and time) and the attempts that may have
+    written it: every attempt whose listings show it appear. A listing cannot observe who
+    wrote, so the version is an attempt's only when that attempt is its one possible writer,
+    or the only one of them that declared it as an output; else it is ambiguous."""
+
+    size: int
+    mtime: float
+    writers: tuple[Writer, ...]
+
+    @property
+    def generator(self) -> Writer | None:
+        """The attempt that generated this version, or ``None``: ambiguous."""
+        declared = [w for w in self.writers if w.declared]
+        if len(declared) == 1:
+            return declared[0]
+        if len(self.writers) == 1:
+            return self.writers[0]
+        return None
+
+    @property
+    def reason(self) -> str:
+        """Why the version is ambiguous (when it is)."""
+        declared = [w.activity for w in self.writers if w.declared]
+        if len(declared) > 1:
+            return f"{OVERLAPPING}; declared as an output by {', '.join(sorted(declared))}"
+        return OVERLAPPING
+
+    def same_version(self, f: FileState) -> bool:
+        return self.mtime == f.mtime and self.size == f.size
 
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
     used: dict[str, FileState]
     generated: dict[str, FileState]
-    retracted: list[tuple[str, Claim]]
-    """Versions first attributed to another attempt that ended later than this one."""
+    """The versions that changed between the attempt's listings (decided or not)."""
+    claims: dict[str, tuple[Claim | None, Claim]]
+    """For each of those: what was recorded for that same version before (``None``:
+    nothing, it is new) and what is now, with this attempt among its writers."""
 
 
 def attribute(
     files: RemoteFiles,
     claims: Mapping[tuple[str, str], Claim],
-    me: Claim,
+    me: Writer,
     dependencies: set[str],
     outputs: Collection[str] = (),
 ) -> Attribution:
-    """What one remote attempt (``me``, with ``me.end`` its end) used and generated.
+    """What one remote attempt (``me``) used and which versions it may have generated.
 
-    Used: the versions its dependencies generated that were there before it ran (what the
-    run found in place is recorded once for all activities, as the run's inputs).
-    Generated: what changed between the two listings. A version that shows up in the
-    listings of concurrent attempts goes, as in the data dir, to the attempt that ended
-    soonest after it was written: the remote clock orders both, whatever order the engine
-    learns of the ends in; but a declared output (``outputs``: ``me``'s declared paths or
-    globs) is the declaring attempt's, whichever ended first. The caller stores ``me`` (with
-    each file's mtime) as the new claims.
+    Used: the versions its dependencies generated, or may have (among their writers), that
+    were there before it ran (what the run found in place is recorded once for all
+    activities, as the run's inputs). Generated: what changed between the two listings. A
+    version that also shows up between the listings of another attempt (which ran at the same
+    time) is decided between them (:attr:`Claim.generator`), whatever order the engine learns
+    of their ends in: ambiguous, unless exactly one of them declared it (``outputs``: ``me``'s
+    declared paths or globs). The caller records each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
     for path, f in files.before.items():
         claim = claims.get((loc, path))
-        if claim is not None and claim.activity in dependencies:
+        if (
+            claim is not None
+            and claim.same_version(f)
+            and any(w.activity in dependencies for w in claim.writers)
+        ):
             used[path] = f
     generated: dict[str, FileState] = {}
-    retracted: list[tuple[str, Claim]] = []
+    decided: dict[str, tuple[Claim | None, Claim]] = {}
     change = changes(files.before, files.after)
     for path, f in {**change.created, **change.modified}.items():
-        claim = claims.get((loc, path))
-        if claim is not None and claim.mtime == f.mtime and claim.activity != me.activity:
-            mine = bool(outputs) and declares(outputs, path)
-            if claim.declared and not mine:
-                continue  # the other attempt declared it
-            if claim.end <= me.end and (claim.declared or not mine):
-                continue  # the other attempt ended sooner after this write
-            retracted.append((path, claim))
+        declared = bool(outputs) and declares(outputs, path)
+        mine = Writer(me.activity_id, me.attempt, me.activity, declared)
+        old = claims.get((loc, path))
+        if old is None or not old.same_version(f):
+            decided[path] = (None, Claim(f.size, f.mtime, (mine,)))
+        elif any(w.key == mine.key for w in old.writers):
+            continue  # already counted (an attempt's listings seen twice)
+        else:
+            # An attempt that ended before this one started (a dependency, an earlier try
+            # of the same activity) did not write what changed while this one ran.
+            ran_with = tuple(
+                w for w in old.writers if w.activity not in dependencies | {me.activity}
+            )
+            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine)))
         generated[path] = f
-    return Attribution(used, generated, retracted)
+    return Attribution(used, generated, decided)

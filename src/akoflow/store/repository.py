@@ -1011,6 +1011,16 @@ class Repository:
             (activity_id, attempt, to_db(location), to_db(path)),
         )
 
+    def remove_ambiguous_file(
+        self, workflow_id: int, location: str, path: str, mtime: float
+    ) -> None:
+        """Take back an ambiguous version (its candidates changed: recorded again)."""
+        self._exec(
+            "DELETE FROM ambiguous_files WHERE workflow_id = ? AND location = ? AND path = ? "
+            "AND mtime = ?",
+            (workflow_id, to_db(location), to_db(path), mtime),
+        )
+
     def list_files(self, workflow_id: int) -> list[FileRecord]:
         rows = self._exec(
             "SELECT f.activity_id, a.name, f.attempt, f.role, f.path, f.size, f.mtime, f.sha256, "
