@@ -253,7 +253,7 @@ class SshLink:
         hops: list[asyncssh.SSHClientConnection] = []
         try:
             for hop in resolved.jump:
-                hops.append(await self._login(hop.host, hop.port, hop.user, hops, str(hop)))
+                hops.append(await self._hop(hop, hops, resolved))
             try:
                 conn = await self._login(resolved.alias, None, None, hops, resolved.where, known)
             except asyncssh.HostKeyNotVerifiable:
@@ -271,6 +271,25 @@ class SshLink:
             raise
         self._hops = hops
         return conn
+
+    async def _hop(
+        self,
+        hop: sshconfig.Hop,
+        hops: list[asyncssh.SSHClientConnection],
+        resolved: sshconfig.Resolved,
+    ) -> asyncssh.SSHClientConnection:
+        """The login to jump host ``hop``; its host key must be known (ACCEPT_NEW_HOST_KEY
+        covers the login node only: a new bastion is a decision for its user)."""
+        try:
+            return await self._login(hop.host, hop.port, hop.user, hops, str(hop))
+        except asyncssh.HostKeyNotVerifiable as exc:
+            files = self.target.known_hosts or "the config's UserKnownHostsFile or ~/.ssh"
+            raise HpcMisconfigured(
+                f"ssh jump host {hop} (on the way to {resolved.where}): host key verification "
+                f"failed ({exc.reason}); refusing to connect",
+                f"record the jump host's key in {files} with one `ssh {hop}` by hand "
+                f"({self.target.variable('ACCEPT_NEW_HOST_KEY')} covers the login node only)",
+            ) from None
 
     def _known_hosts(self, resolved: sshconfig.Resolved) -> list[str]:
         """The known_hosts files to check against; the first is created empty when new keys
