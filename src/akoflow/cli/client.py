@@ -434,6 +434,10 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
     w = api.call("GET", f"/workflows/{wf_id}/", params={"activities": "false"})["data"]
     acts = [_activity(a) for a in api.activities(wf_id)]
     t = w["times"]
+    holds = [  # a server older than this client sends none
+        progress.Hold(h["runtime"], h["reason"], h["notReadyFor"], h["activities"])
+        for h in w.get("holds", [])
+    ]
     if as_json:
         doc = progress.run_json(
             id=w["id"],
@@ -443,6 +447,7 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
             started_at=t["startedAt"],
             finished_at=t["finishedAt"],
             activities=acts,
+            holds=holds,
         )
         out.print_json(json.dumps(doc))
         return
@@ -466,6 +471,8 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
             escape(a.reason or ""),
         )
     out.print(table)
+    for hold in holds:
+        out.print(progress.hold_line(hold))
 
 
 def logs(

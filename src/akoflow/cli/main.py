@@ -428,6 +428,7 @@ def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
     from akoflow.cli.progress import run_json
 
     rec = repo.get_workflow(wf_id)
+    acts = repo.list_activities(wf_id)
     return run_json(
         id=rec.id,
         name=rec.name,
@@ -435,7 +436,8 @@ def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
         data_dir=rec.data_dir,
         started_at=rec.started_at,
         finished_at=rec.finished_at,
-        activities=repo.list_activities(wf_id),
+        activities=acts,
+        holds=() if rec.state.is_final else _holds(repo, acts),
     )
 
 
@@ -643,10 +645,10 @@ def status(
         _print_holds(repo, acts)
 
 
-def _print_holds(repo: Any, acts: list[Any]) -> None:
+def _holds(repo: Any, acts: list[Any]) -> list[Any]:
     """The NOT_READY runtimes that hold activities of a run, as the store last recorded them
     (reason, and since when: the status's last change)."""
-    from akoflow.cli.progress import hold_line, holds_of
+    from akoflow.cli.progress import holds_of
 
     now = time.time()
     status = {
@@ -654,7 +656,13 @@ def _print_holds(repo: Any, acts: list[Any]) -> None:
         for r in repo.list_runtimes()
         if r.status != "READY"
     }
-    for hold in holds_of(acts, status):
+    return holds_of(acts, status)
+
+
+def _print_holds(repo: Any, acts: list[Any]) -> None:
+    from akoflow.cli.progress import hold_line
+
+    for hold in _holds(repo, acts):
         out.print(hold_line(hold))
 
 

@@ -76,8 +76,10 @@ def run_json(
     started_at: float | None,
     finished_at: float | None,
     activities: Iterable[ActivityView],
+    holds: Sequence[Hold] = (),
 ) -> dict[str, Any]:
-    """The one JSON shape of a run (``run --json``, ``status ID --json``, the client's)."""
+    """The one JSON shape of a run (``run --json``, ``status ID --json``, the client's);
+    ``holds``: the NOT_READY runtimes holding its work."""
     return {
         "workflow": {
             "id": id,
@@ -103,6 +105,15 @@ def run_json(
                 else None,
             }
             for a in activities
+        ],
+        "holds": [
+            {
+                "runtime": h.runtime,
+                "reason": h.reason,
+                "not_ready_for": h.waited,
+                "activities": h.activities,
+            }
+            for h in holds
         ],
     }
 

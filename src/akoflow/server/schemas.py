@@ -143,6 +143,13 @@ class Times(BaseModel):
     finishedAt: float | None
 
 
+class HoldOut(BaseModel):
+    runtime: str
+    reason: str | None = Field(description="Why the runtime is NOT_READY.")
+    notReadyFor: float | None = Field(description="Seconds it has been NOT_READY, when known.")
+    activities: int = Field(description="Activities of this run that wait for it (READY).")
+
+
 class UpstreamWorkflow(BaseModel):
     name: str
     status: int = Field(description="Upstream's code: 0 created, 1 running, 2 finished.")
@@ -155,6 +162,11 @@ class UpstreamWorkflow(BaseModel):
     cancelRequested: bool
     dataDir: str
     times: Times = Field(description="The same moments as UNIX seconds.")
+    holds: list[HoldOut] = Field(
+        default_factory=list,
+        description="NOT_READY runtimes holding activities of this unfinished run, with the "
+        "reason and for how long (`akoflow status`).",
+    )
 
 
 class UpstreamRuntime(BaseModel):

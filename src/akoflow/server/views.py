@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from akoflow.server.schemas import (
     ActivityDetail,
     ActivityOut,
     AttemptOut,
+    HoldOut,
     NodeOut,
     StoragePolicyOut,
     Times,
@@ -212,7 +214,37 @@ def upstream_workflow(
         cancelRequested=rec.cancel_requested or bool(run and run.cancelling),
         dataDir=rec.data_dir,
         times=Times(createdAt=rec.created_at, startedAt=started, finishedAt=finished),
+        holds=workflow_holds(ctx, rec, run),
     )
+
+
+def workflow_holds(
+    ctx: ServerContext, rec: WorkflowRecord, run: WorkflowRun | None
+) -> list[HoldOut]:
+    """The NOT_READY runtimes that hold READY activities of an unfinished run: the engine's
+    view of its runtimes, else the store's (status changed at ``updated_at``)."""
+    state = run.state if run is not None else rec.state
+    if state.is_final:
+        return []
+    acts = run.activities.values() if run is not None else ctx.repo.list_activities(rec.id)
+    waiting = Counter(a.runtime for a in acts if a.state is ActivityState.READY)
+    if not waiting:
+        return []
+    down: dict[str, tuple[str | None, float | None]] = {}
+    slots = ctx.engine.runtimes.slots
+    now = time.monotonic()
+    for name, slot in slots.items():
+        if not slot.ready:
+            since = slot.not_ready_since
+            down[name] = (slot.reason, None if since is None else max(0.0, now - since))
+    for r in ctx.repo.list_runtimes():
+        if r.status != "READY" and r.name not in slots:
+            down[r.name] = (r.reason, max(0.0, time.time() - r.updated_at))
+    return [
+        HoldOut(runtime=name, reason=down[name][0], notReadyFor=down[name][1], activities=n)
+        for name, n in sorted(waiting.items())
+        if name in down
+    ]
 
 
 def activity_out(rec: ActivityRecord, run: WorkflowRun | None) -> ActivityOut:
