@@ -436,3 +436,45 @@ def test_keyboard_interactive_without_a_terminal_fails_with_the_reason(
         assert sshd.logins("keyboard-interactive/pam") == 0
     finally:
         sshd.stop()
+
+
+def test_each_wrong_setup_ends_akoflow_run_with_the_reason(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Through the CLI, without a terminal: ``akoflow run`` exits 1 with the reason on screen
+    (a run that hangs is cut at BOUND seconds and fails the test)."""
+    good = runtime_env(slurm_cluster, "hpc", "mount/cli-wrong")
+    Path(good["HPC_MOUNT_PATH"]).mkdir(parents=True, exist_ok=True)
+    empty_known = tmp_path / "empty_known_hosts"
+    empty_known.write_text("")
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    cases = {
+        "an unknown alias": (
+            {"HPC_HOST_CLUSTER": "nosuchcluster"},
+            "host nosuchcluster is unknown",
+        ),
+        "an unknown host key": ({"HPC_KNOWN_HOSTS": str(empty_known)}, "host key verification"),
+        "a key the server refuses": ({"HPC_KEY_FILE": str(other)}, "authentication failed"),
+        "a partition sinfo does not know": (
+            {"HPC_QUEUE": "nosuchqueue"},
+            "partition nosuchqueue does not exist",
+        ),
+    }
+    wf = tmp_path / "one.yaml"
+    wf.write_text(
+        "name: one\nspec:\n  runtime: hpc\n  activities:\n    - name: a\n      run: 'true'\n"
+    )
+    for n, (case, (extra, reason)) in enumerate(cases.items()):
+        argv = [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir",
+                str(tmp_path / f"state{n}"), "--data-dir", str(tmp_path / f"data{n}")]  # fmt: skip
+        started = time.monotonic()
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=BOUND, stdin=subprocess.DEVNULL,
+            env=cli_env(**{**good, **extra}),
+        )  # fmt: skip
+        print(f"{case}: akoflow run ended in {time.monotonic() - started:.1f}s")
+        shown = proc.stdout + proc.stderr
+        assert proc.returncode == 1, (case, shown[-2000:])
+        assert reason in shown, (case, shown[-2000:])
+        assert "Traceback" not in shown, case
