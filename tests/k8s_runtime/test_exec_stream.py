@@ -362,6 +362,29 @@ def test_names_are_bytes_end_to_end(shared: EmulatedCluster, tmp_path: Path) -> 
         assert f.read() == b"inner\n"
 
 
+def test_copies_over_v4(shared: EmulatedCluster, tmp_path: Path) -> None:
+    """An API server that speaks only v4 (stdin cannot be closed) still gets whole copies."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "one.txt").write_bytes(b"one\n" * 1000)
+    (src / "two\xe9.txt".encode("latin-1").decode("utf-8", "surrogateescape")).write_bytes(b"2")
+    base = target_of(shared)
+    v4 = PodTarget(base.cluster, NS, "p1", "main", BOUND, protocols=("v4.channel.k8s.io",))
+
+    async def main() -> None:
+        result = await exec_in_pod(
+            v4.cluster, NS, "p1", ["true"], protocols=v4.protocols, check=False
+        )
+        assert result.protocol == "v4.channel.k8s.io"
+        sent = await copy_to_pod(v4, src, ["."], f"{MOUNT}/v4")
+        got = await copy_from_pod(v4, f"{MOUNT}/v4", ["."], tmp_path / "back")
+        assert got.files == sent.files
+        assert set(sent.files) == {b"d/one.txt", b"two\xe9.txt"}
+
+    asyncio.run(asyncio.wait_for(main(), 60))  # a guard: waiting for an EOF would hang
+    assert (tmp_path / "back" / "d" / "one.txt").read_bytes() == b"one\n" * 1000
+
+
 def test_a_failed_copy_out_leaves_nothing(shared: EmulatedCluster, tmp_path: Path) -> None:
     (pvc(shared) / "bad").mkdir(exist_ok=True)
     (pvc(shared) / "bad" / "a.txt").write_bytes(b"a\n")

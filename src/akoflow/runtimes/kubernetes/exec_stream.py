@@ -5,8 +5,9 @@ upgraded to WebSocket with the subprotocol ``v5.channel.k8s.io`` (else ``v4.chan
 Each message is binary, its first byte the channel: 0 stdin, 1 stdout, 2 stderr, 3 the final
 ``metav1.Status`` (JSON: ``Success``, or ``Failure`` with reason ``NonZeroExitCode`` and the
 exit code in ``details.causes[reason=ExitCode]``), 4 terminal resize. v5 adds 255, "close
-channel N": ``[255, 0]`` is stdin's end of file. With v4 stdin cannot be closed, so a command
-must not wait for the end of its input (``tar -x`` stops at the end of the archive).
+channel N": ``[255, 0]`` is stdin's end of file. With v4 (API servers before 1.30) stdin
+cannot be closed, so a command must not wait for the end of its input: it must know where
+its input ends (:mod:`.pod_copy` gives ``tar -x`` the archive's length).
 
 The connection is made as the runtime's lightkube client makes its requests: the cluster's CA
 (TLS verified unless the runtime's settings say otherwise), client certificates, and the
@@ -137,7 +138,7 @@ def _unreachable(server: str, exc: BaseException) -> ExecTransportError:
 
 
 async def _open(
-    cluster: SingleConfig, url: str, timeouts: ExecTimeouts
+    cluster: SingleConfig, url: str, timeouts: ExecTimeouts, protocols: Sequence[str]
 ) -> tuple[ClientConnection, str]:
     server = cluster.cluster.server
     assert cluster.user is not None
@@ -161,7 +162,7 @@ async def _open(
                     url,
                     ssl=tls if url.startswith("wss://") else None,
                     additional_headers=headers,
-                    subprotocols=[V5, V4],
+                    subprotocols=[Subprotocol(p) for p in protocols],
                     compression=None,
                     proxy=None,  # as the runtime's client (trust_env=False)
                     open_timeout=timeouts.connect,
@@ -255,12 +256,13 @@ async def exec_in_pod(
     stdout: Sink | None = None,
     check: bool = True,
     timeouts: ExecTimeouts = ExecTimeouts(),
+    protocols: Sequence[str] = (V5, V4),
 ) -> ExecResult:
     """Runs ``command`` (an argv, no shell) in the pod's container, stdin read from ``stdin``
     (an async iterable of chunks; None: no stdin) and stdout given to ``stdout`` chunk by chunk
-    (None: not requested). Returns the exit code and stderr; with ``check`` a non-zero exit
-    raises :class:`ExecFailed`. An exception of the source or the sink ends the exec and is
-    raised as it is."""
+    (None: not requested); ``protocols`` are offered in that order. Returns the exit code and
+    stderr; with ``check`` a non-zero exit raises :class:`ExecFailed`. An exception of the
+    source or the sink ends the exec and is raised as it is."""
     if not command:
         raise ValueError("exec needs a command")
     params = [("command", arg) for arg in command]
@@ -273,7 +275,7 @@ async def exec_in_pod(
     ]
     server = cluster.cluster.server
     url = exec_url(server, namespace, pod, params)
-    ws, protocol = await _open(cluster, url, timeouts)
+    ws, protocol = await _open(cluster, url, timeouts, protocols)
     stderr = bytearray()
     reading = asyncio.ensure_future(_receive(ws, stdout, stderr, server))
     sending = asyncio.ensure_future(_send_stdin(ws, stdin, protocol)) if stdin else None

@@ -8,8 +8,11 @@ with :class:`CopyError`, and a copy out of the pod only moves its files to their
 they match. Names are bytes end to end: never part of a URL or a command line as text, they
 travel inside the archive or, escaped to ASCII (``\\0ooo`` for any other byte, decoded in the
 pod by ``printf %b``), on the command's stdin, so any name the file system allows survives.
-The scripts run by ``sh`` in the pod are constants (the image needs ``sh``, ``tar``,
-``printf``, ``wc`` and ``sha256sum``: busybox has them); values reach them only as data.
+The scripts run by ``sh`` in the pod are constants (the image needs ``sh``, ``tar``, ``head``,
+``printf``, ``wc`` and ``sha256sum``: busybox has them); values reach them only as data. No
+command waits for the end of its stdin, so the copies work over v4 too (whose stdin cannot
+be closed): name lists end with an empty line, and ``tar -x`` reads the archive's length,
+known before it is sent.
 
 Errors: :class:`~.exec_stream.ExecTransportError` (the API server went away: retry later),
 :class:`~.exec_stream.ExecRefused` (no such pod, not running, forbidden), :class:`CopyError`
@@ -18,6 +21,7 @@ Errors: :class:`~.exec_stream.ExecTransportError` (the API server went away: ret
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -27,6 +31,8 @@ from pathlib import Path
 from lightkube.config.kubeconfig import SingleConfig
 
 from akoflow.runtimes.kubernetes.exec_stream import (
+    V4,
+    V5,
     ExecFailed,
     ExecTimeouts,
     exec_in_pod,
@@ -36,6 +42,7 @@ from akoflow.runtimes.kubernetes.tarstream import (
     Digest,
     TarReceiver,
     clean_name,
+    plan_tar,
     tar_chunks,
 )
 
@@ -45,7 +52,8 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 # $1: the directory, escaped. Reads escaped names (one a line, an empty line ends the list).
 _DECODE = 'd() { printf "%bx" "$1"; }\ndir=$(d "$1"); dir=${dir%x}\n'
-RECEIVE = _DECODE + 'mkdir -p -- "$dir" && cd -- "$dir" && exec tar -x -o -f -\n'
+# $2: the archive's length; tar reads exactly that (with v4, stdin never ends).
+RECEIVE = _DECODE + 'mkdir -p -- "$dir" && cd -- "$dir" && head -c "$2" | tar -x -o -f -\n'
 SEND = (
     _DECODE
     + 'cd -- "$dir" || exit\nset --\n'
@@ -83,6 +91,7 @@ class PodTarget:
     pod: str
     container: str | None = None
     timeouts: ExecTimeouts = field(default_factory=ExecTimeouts)
+    protocols: Sequence[str] = (V5, V4)  # offered, in order of preference
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ async def _run(
     *,
     stdin: AsyncIterator[bytes] | None = None,
     stdout: list[bytes] | TarReceiver | None = None,
+    args: Sequence[str] = (),
 ) -> None:
     async def collect(data: bytes) -> None:
         assert isinstance(stdout, list)
@@ -131,11 +141,12 @@ async def _run(
             target.cluster,
             target.namespace,
             target.pod,
-            ["sh", "-c", script, "sh", escape(remote_dir)],
+            ["sh", "-c", script, "sh", escape(remote_dir), *args],
             container=target.container,
             stdin=stdin,
             stdout=sink,
             timeouts=target.timeouts,
+            protocols=target.protocols,
         )
     except ExecFailed as exc:
         raise CopyError(f"{what} in pod {target.namespace}/{target.pod} failed: {exc}") from None
@@ -179,9 +190,10 @@ async def copy_to_pod(
     everything in it; ``.``: all of ``local_dir``), then checked there file by file."""
     rdir = _as_bytes(remote_dir)
     digests: dict[bytes, Digest] = {}
-    archive = tar_chunks(local_dir, [_as_bytes(n) for n in names], digests)
+    plan = await asyncio.to_thread(plan_tar, local_dir, [_as_bytes(n) for n in names])
+    archive = tar_chunks(plan, digests)
     try:
-        await _run(target, RECEIVE, rdir, "tar -x", stdin=archive)
+        await _run(target, RECEIVE, rdir, "tar -x", stdin=archive, args=[str(plan.length)])
     finally:
         await archive.aclose()
     if digests:

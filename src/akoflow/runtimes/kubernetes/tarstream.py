@@ -1,14 +1,14 @@
 """Tar streams of a copy into or out of a pod, made and read chunk by chunk.
 
-:func:`tar_chunks` writes the archive of local files (GNU format: names are the file system's
-bytes, whatever their encoding; long names as ``././@LongLink``), hashing each file as it is
-read. :class:`TarReceiver` reads an archive as it arrives and extracts it under a directory:
-only regular files and directories, names relative and inside what was asked for (the pod is
-not trusted: no absolute names, no ``..``, no links), each file written to a temporary name
-beside its place and moved there by :meth:`TarReceiver.commit` once the caller has verified
-it, so a copy that fails leaves no half file under a real name. Neither holds a whole file in
-memory; both record the size and SHA-256 of every regular file.
-"""
+:func:`plan_tar` and :func:`tar_chunks` write the archive of local files (GNU format: names are
+the file system's bytes, whatever their encoding; long names as ``././@LongLink``), its length
+known before it is written, hashing each file as it is read. :class:`TarReceiver` reads an
+archive as it arrives and extracts it under a directory: only regular files and directories,
+names relative and inside what was asked for (the pod is not trusted: no absolute names, no
+``..``, no links), each file written to a temporary name beside its place and moved there by
+:meth:`TarReceiver.commit` once the caller has verified it, so a copy that fails leaves no half
+file under a real name. Neither holds a whole file in memory; both record the size and SHA-256
+of every regular file."""
 
 from __future__ import annotations
 
@@ -61,48 +61,87 @@ def _header(name: bytes, kind: bytes, size: int, mode: int, mtime: float) -> byt
     return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
 
 
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
+@dataclass(frozen=True)
+class _Entry:
+    name: bytes  # in the archive
+    path: bytes  # on this host
+    header: bytes
+    size: int  # of a regular file; -1 for a directory
 
 
-async def tar_chunks(
-    base: Path, names: Sequence[bytes], digests: dict[bytes, Digest]
-) -> AsyncGenerator[bytes, None]:
+@dataclass(frozen=True)
+class TarPlan:
+    """What an archive will hold, planned before it is written: its exact length is known
+    up front (a pod whose stdin cannot be closed, v4, reads exactly that many bytes)."""
+
+    entries: tuple[_Entry, ...]
+
+    @property
+    def length(self) -> int:
+        return (
+            sum(
+                len(e.header) + max(e.size, 0) + (-e.size % BLOCK if e.size > 0 else 0)
+                for e in self.entries
+            )
+            + 2 * BLOCK
+        )
+
+
+def plan_tar(base: Path, names: Sequence[bytes]) -> TarPlan:
     """The archive of ``base/name`` for each name (a directory with all it holds; ``.``:
-    everything in ``base``), names in the archive relative to ``base``; ``digests`` gets each
-    regular file's size and SHA-256. A file whose size changes while it is read fails the
-    copy."""
+    everything in ``base``), names in the archive relative to ``base``. Only regular files and
+    directories: anything else fails the copy. Walks the file system (blocking)."""
     root = os.fsencode(base)
     pending = [clean_name(n) for n in names]
+    entries: list[_Entry] = []
     while pending:
         name = pending.pop(0)
         path = os.path.join(root, name) if name else root
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
             if name:  # "" (or "."): what base holds, not base itself
-                yield _header(name, tarfile.DIRTYPE, 0, st.st_mode, st.st_mtime)
+                header = _header(name, tarfile.DIRTYPE, 0, st.st_mode, st.st_mtime)
+                entries.append(_Entry(name, path, header, -1))
             children = sorted(os.listdir(path))
             pending[0:0] = [name + b"/" + child if name else child for child in children]
         elif stat.S_ISREG(st.st_mode):
-            yield _header(name, tarfile.REGTYPE, st.st_size, st.st_mode, st.st_mtime)
-            digest = hashlib.sha256()
-            left = st.st_size
-            with open(path, "rb") as f:
-                while left > 0:
-                    data = await asyncio.to_thread(f.read, min(CHUNK, left))
-                    if not data:
-                        break
-                    left -= len(data)
-                    digest.update(data)
-                    yield data
-                grown: bytes = await asyncio.to_thread(f.read, 1)
-                if left != 0 or grown:
-                    raise CopyError(f"{os.fsdecode(path)} changed size while it was copied")
-            yield _padding(st.st_size)
-            digests[name] = Digest(st.st_size, digest.hexdigest())
+            header = _header(name, tarfile.REGTYPE, st.st_size, st.st_mode, st.st_mtime)
+            entries.append(_Entry(name, path, header, st.st_size))
         else:
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise CopyError(f"{os.fsdecode(path)} is {kind}: only files and directories move")
+    return TarPlan(tuple(entries))
+
+
+async def tar_chunks(plan: TarPlan, digests: dict[bytes, Digest]) -> AsyncGenerator[bytes, None]:
+    """The planned archive, chunk by chunk; ``digests`` gets each regular file's size and
+    SHA-256 as it is read. A file that changed size (or kind) since the plan fails the copy."""
+    for entry in plan.entries:
+        yield entry.header
+        if entry.size < 0:
+            continue
+        digest = hashlib.sha256()
+        left = entry.size
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(entry.path, flags)
+        except OSError as exc:
+            raise CopyError(f"{os.fsdecode(entry.path)}: {exc.strerror}") from None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CopyError(f"{os.fsdecode(entry.path)} is no longer a regular file")
+            while left > 0:
+                data = await asyncio.to_thread(f.read, min(CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                digest.update(data)
+                yield data
+            grown: bytes = await asyncio.to_thread(f.read, 1)
+            if left != 0 or grown:
+                raise CopyError(f"{os.fsdecode(entry.path)} changed size while it was copied")
+        yield b"\0" * (-entry.size % BLOCK)
+        digests[entry.name] = Digest(entry.size, digest.hexdigest())
     yield b"\0" * (2 * BLOCK)
 
 
