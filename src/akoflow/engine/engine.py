@@ -280,16 +280,17 @@ class Engine(RuntimeEvents):
             self._events.append(("finished", act, outcome))
             self._wake.set()
 
-    def job_process(self, key: str, pid: int | None, cgroup: str | None) -> None:
+    def job_process(self, key: str, pid: int | None, cgroup: str | None) -> bool:
         """An attempt's first process (or cgroup) on this host: its file accesses are
-        observed from now on (see :meth:`Runtime.announce_process`)."""
+        observed from now on (see :meth:`Runtime.announce_process`); True if they are."""
         act = self._jobs.get(key)
         if act is None:
-            return
+            return False
         try:
-            self.provenance.process_started(act, pid=pid, cgroup=cgroup)
+            return self.provenance.process_started(act, pid=pid, cgroup=cgroup)
         except Exception:  # provenance describes a run, it never stops one (a submit here)
             log.exception("provenance: cannot observe the processes of %s", key)
+            return False
 
     def collected(self, act: ActivityRun, outcome: Outcome) -> None:
         """An adopted attempt had already ended: its outcome is processed like an event."""

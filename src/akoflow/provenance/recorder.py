@@ -148,16 +148,19 @@ class ProvenanceRecorder:
 
     def process_started(
         self, act: ActivityRun, *, pid: int | None = None, cgroup: str | None = None
-    ) -> None:
+    ) -> bool:
         """The live attempt of ``act`` runs as ``pid`` (and its descendants) or in ``cgroup``
-        on this host. Called in the same event-loop turn as the process's start."""
+        on this host. Called in the same event-loop turn as the process's start. True when
+        its accesses are observed."""
         key = (act.id, act.attempt)
         if self._observer is None or key not in self._run_of_key:
-            return
+            return False
         try:
             self._observer.register(key, pid=pid, cgroup=cgroup)
         except (OSError, ObservationUnavailable) as exc:  # its writes turn out unclaimed
             log.warning("provenance: cannot observe %s's processes: %s", act.name, exc)
+            return False
+        return True
 
     def finished(self, act: ActivityRun, files: RemoteFiles | None) -> None:
         """The live attempt of ``act`` ended (before its state moves on)."""

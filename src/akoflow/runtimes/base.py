@@ -153,8 +153,9 @@ class NodeInfo:
     memory_usage: int | None = None
 
 
-ProcessHook = Callable[[str, int | None, str | None], None]
-"""(attempt key, pid, cgroup path) of an attempt's process on the engine's host."""
+ProcessHook = Callable[[str, int | None, str | None], bool]
+"""(attempt key, pid, cgroup path) of an attempt's process on the engine's host; True when
+the engine observes that attempt's file accesses."""
 
 
 class RuntimeEvents(Protocol):
@@ -184,13 +185,16 @@ class Runtime(abc.ABC):
 
     def announce_process(
         self, key: str, *, pid: int | None = None, cgroup: str | None = None
-    ) -> None:
+    ) -> bool:
         """Runtimes whose attempts run as processes of the engine's host (local, singularity,
         docker) call this as soon as an attempt's first process (``pid``) or its cgroup
         exists, in the same event-loop turn as its start: the engine then attributes the
-        files it reads and writes exactly (see :mod:`akoflow.provenance.observe`)."""
-        if self.process_hook is not None:
-            self.process_hook(key, pid, cgroup)
+        files it reads and writes exactly (see :mod:`akoflow.provenance.observe`). True when
+        the engine observes the attempt (docker then holds a container's command until its
+        first process is announced)."""
+        if self.process_hook is None:
+            return False
+        return self.process_hook(key, pid, cgroup)
 
     @property
     def max_parallel(self) -> int:

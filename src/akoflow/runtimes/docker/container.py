@@ -3,7 +3,9 @@ mounts and limits for an attempt, and the label filters that find the run's cont
 
 The script never reaches a command line: it is a file of the attempt, bind-mounted read-only
 at :data:`SCRIPT_PATH` and run by a constant wrapper (:data:`WRAPPER`, ``$0`` being the
-configured shell) whose output goes to files of the attempt under :data:`OUT_DIR`.
+configured shell, ``$1`` the go timeout) whose output goes to files of the attempt under
+:data:`OUT_DIR`. When the attempt's control dir holds a gate (:mod:`.gate`), the wrapper
+first waits for the engine's go.
 """
 
 from __future__ import annotations
@@ -16,13 +18,29 @@ from typing import Any
 from docker.types import Mount
 
 from akoflow.runtimes.base import JobSpec, SubmitError
+from akoflow.runtimes.docker.gate import NOT_RELEASED
 from akoflow.runtimes.docker.settings import Settings
 from akoflow.runtimes.scope import scope_of
 
-CONTROL_DIR = "/.akoflow"  # reserved in the container: the script and the output dir
+CONTROL_DIR = "/.akoflow"  # reserved in the container: the script, output and gate dirs
 SCRIPT_PATH = f"{CONTROL_DIR}/script.sh"
 OUT_DIR = f"{CONTROL_DIR}/out"
-WRAPPER = f'exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
+GATE_DIR = f"{CONTROL_DIR}/ctl"
+GATE = f"{GATE_DIR}/gate"
+# With a gate: a `sleep $1` holds its write end (when it ends with no go written, `read` gets
+# end-of-file), the go is read, the sleep is stopped. Shell variables, not exported: the
+# command never sees them.
+WRAPPER = (
+    f"if [ -p {GATE} ]; then"
+    f' w=; if command -v sleep >/dev/null; then sleep "$1" >{GATE} & w=$!; fi;'
+    f" go=; read -r go <{GATE};"
+    ' if [ -n "$w" ]; then kill "$w" 2>/dev/null; wait "$w" 2>/dev/null; fi;'
+    ' if [ "$go" != go ]; then'
+    ' echo "akoflow: no go from the engine within $1 s: the command did not run" >&2;'
+    f" exit {NOT_RELEASED}; fi;"
+    " fi;"
+    f' exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
+)
 DEFAULT_MOUNT = "/data"
 LABEL_KEY = "akoflow.key"
 LABEL_SCOPE = "akoflow.scope"
@@ -76,9 +94,9 @@ class ContainerRequest:
 
 
 def container_request(job: JobSpec, image: str, name: str, settings: Settings) -> ContainerRequest:
-    """The container of ``job`` (scoped): the data dir, the script (read-only) and the output
-    dir bind-mounted, the activity's limits, no network unless configured, the wrapper as the
-    entrypoint and no command."""
+    """The container of ``job`` (scoped): the data dir, the script and the control dir
+    (read-only) and the output dir bind-mounted, the activity's limits, no network unless
+    configured, the wrapper as the entrypoint and no command."""
     act, prefix = job.activity, str(job.attempt_prefix)
     mount, mem = mount_path(job), act.memory_bytes
     host = {
@@ -86,6 +104,7 @@ def container_request(job: JobSpec, image: str, name: str, settings: Settings) -
             Mount(mount, host_path(job.data_dir), type="bind"),
             Mount(SCRIPT_PATH, host_path(prefix + ".sh"), type="bind", read_only=True),
             Mount(OUT_DIR, host_path(prefix + ".out"), type="bind"),
+            Mount(GATE_DIR, host_path(prefix + ".ctl"), type="bind", read_only=True),
         ],
         "nano_cpus": round(act.cpu_cores * 1e9) if act.cpu_cores else None,
         "mem_limit": mem,
@@ -95,7 +114,7 @@ def container_request(job: JobSpec, image: str, name: str, settings: Settings) -
     }
     container = {
         "command": [],
-        "entrypoint": [settings.shell, "-c", WRAPPER, settings.shell],
+        "entrypoint": [settings.shell, "-c", WRAPPER, settings.shell, str(settings.go_timeout)],
         "name": name,
         "labels": labels(job),
         "environment": environment(job),

@@ -1,7 +1,8 @@
 """The attempt's files on the engine host: ``<prefix>.sh`` (the script), ``<prefix>.out/``
-(stdout and stderr, written only by the container's wrapper) and ``<prefix>.exit`` (how it
-ended, written before an end is reported). The logs are read from them by byte offset, so
-they survive the container's removal and do not depend on the daemon's log driver."""
+(stdout and stderr, written only by the container's wrapper), ``<prefix>.ctl/`` (the gate,
+see :mod:`.gate`) and ``<prefix>.exit`` (how it ended, written before an end is reported).
+The logs are read from them by byte offset, so they survive the container's removal and do
+not depend on the daemon's log driver."""
 
 from __future__ import annotations
 
@@ -20,9 +21,17 @@ def ran(prefix: str) -> bool:
     return any(os.path.exists(f"{prefix}.out/{s}") for s in STREAMS)
 
 
+def command_ran(prefix: str) -> bool:
+    """Whether the wrapper ran the command: its redirection creates stdout right before
+    (stderr may also be the wrapper's own messages, appended after a failure)."""
+    return os.path.exists(f"{prefix}.out/stdout")
+
+
 def prepare(prefix: str, script: str) -> None:
-    """The output dir (empty: the wrapper makes its files) and the script, before create."""
+    """The output dir (empty: the wrapper makes its files), the control dir and the script,
+    before create."""
     Path(prefix + ".out").mkdir(exist_ok=True)
+    Path(prefix + ".ctl").mkdir(exist_ok=True)
     Path(prefix + ".sh").write_bytes(script.encode())
 
 

@@ -29,7 +29,7 @@ UNREACHABLE = "it ended while the docker daemon was unreachable"
 class Tracked:
     """A container the runtime follows until it ends."""
 
-    __slots__ = ("cancelled", "cid", "held", "key", "prefix", "started")
+    __slots__ = ("cancelled", "cid", "gate", "held", "key", "prefix", "started")
 
     def __init__(self, key: str, cid: str, prefix: str, started: float | None) -> None:
         self.key = key
@@ -40,6 +40,7 @@ class Tracked:
         # While adopt() has not returned, the engine does not know the key yet: an end seen
         # meanwhile waits here and is reported right after.
         self.held: list[End] | None = None
+        self.gate: int | None = None  # holds the go until the wrapper reads it (see .gate)
 
 
 class EndWatcher:

@@ -2,21 +2,24 @@
 
 The adapter ties the parts together: :mod:`.daemon` (client and thread pool), :mod:`.container`
 (what is created), :mod:`.images` (pull policy), :mod:`.monitor` (ends, pushed by events),
-:mod:`.files` (the attempt's script, output and exit record) and :mod:`.status` (every
-reading of the daemon's answers, pure).
+:mod:`.files` (the attempt's script, output and exit record), :mod:`.gate` (an observed
+container's command waits until the engine knows its first process) and :mod:`.status`
+(every reading of the daemon's answers, pure).
 
 Crash safety: the container name is deterministic and ``create`` is atomic by name; only the
 container's wrapper creates its output files; the exit code is written to ``<prefix>.exit``
 before an end is reported. No container and no output: it never ran, and it never will
-(nothing else creates that name).
+(nothing else creates that name). A container waiting for its go when the engine died is
+let go by the engine that adopts it, once it has announced its processes; with no engine
+for ``GO_TIMEOUT``, it ends without running the command (:mod:`.gate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +43,7 @@ from akoflow.runtimes.base import (
     RuntimeUnavailable,
     SubmitError,
 )
-from akoflow.runtimes.docker import files
+from akoflow.runtimes.docker import files, gate
 from akoflow.runtimes.docker import status as st
 from akoflow.runtimes.docker.container import (
     ContainerRequest,
@@ -57,6 +60,7 @@ from akoflow.runtimes.scope import existing_scope, scoped
 log = logging.getLogger(__name__)
 
 STOP_RETRY_FIRST, STOP_RETRY_CAP = 1.0, 30.0  # seconds between tries of a failed stop
+GATE_CHECK_FIRST, GATE_CHECK_CAP = 0.005, 1.0  # seconds between looks at a held go
 
 
 class DockerRuntime(Runtime):
@@ -93,6 +97,8 @@ class DockerRuntime(Runtime):
         """Containers keep running (a restarted engine adopts them); removals in flight end."""
         watcher = self._watcher.stop()
         close = self._daemon.detach()
+        for job in self._jobs.values():
+            self._close_gate(job)
         self._jobs.clear()
 
         def shutdown() -> None:
@@ -118,8 +124,19 @@ class DockerRuntime(Runtime):
             return
         del self._jobs[job.key]
         self._cpu.pop(job.key, None)
-        outcome = st.outcome(end.code, end.oom, cancelled=job.cancelled, note=end.note)
+        self._close_gate(job)
+        gate.remove(job.prefix)
+        outcome = self._outcome(job.prefix, end.code, end.oom, job.cancelled, end.note)
         self.events.job_finished(job.key, outcome)
+
+    def _outcome(
+        self, prefix: str, code: int | None, oom: bool, cancelled: bool, note: str | None
+    ) -> Outcome:
+        waited = code == gate.NOT_RELEASED and not files.command_ran(prefix)
+        variable = self.config.variable("GO_TIMEOUT")
+        return st.outcome(
+            code, oom, cancelled=cancelled, note=note, command_ran=not waited, go_timeout=variable
+        )
 
     def _track(self, key: str, cid: str, prefix: str, started: float | None) -> Tracked:
         job = Tracked(key, cid, prefix, started)
@@ -165,29 +182,81 @@ class DockerRuntime(Runtime):
             if exc.status_code == 404:
                 self._images.forget(image)
             raise SubmitError(f"cannot create the container: {explain(exc)}") from exc
-        self._track(job.key, cid, prefix, time.monotonic())
+        tracked = self._track(job.key, cid, prefix, time.monotonic())
         # Before it starts: its processes are then known by their cgroup, which holds its
-        # id, and their descendants by ancestry (the first process, known after start).
-        self.announce_process(job.key, cgroup=cid)
+        # id. Observed, its command waits for the go, given once its first process (known
+        # after start) is announced: every process of the command is then placed by its
+        # ancestry, also one that ends before its accesses are read.
+        gated = self.announce_process(job.key, cgroup=cid) and self._make_gate(tracked)
         await self._start(job.key, cid)
-        await self._announce(job.key, cid)
+        if gated:
+            await self._let_go(tracked)
         return {**handle, "id": cid}
 
-    async def _announce(self, key: str, cid: str) -> None:
-        """Tell the engine the container's first process, whose file accesses (and its
-        descendants') are then observed; a container that already ended has none (its
-        processes were found by their cgroup while they lived, else their writes are
-        recorded as ambiguous)."""
-        if self.process_hook is None:
+    def _make_gate(self, job: Tracked) -> bool:
+        try:
+            gate.make(job.prefix)
+        except OSError as exc:  # provenance only: the command runs at once
+            log.warning("cannot make the gate of %s: %s", job.key, exc)
+            return False
+        return True
+
+    async def _let_go(self, job: Tracked) -> None:
+        """Announce the container's first process (from ``inspect``), then let its command
+        run; also when the inspect fails or is cancelled (its accesses may then be
+        ambiguous, never the container left waiting)."""
+        try:
+            info = await self._daemon.call(self._daemon.inspect, job.cid)
+            pid = st.pid_of(info)
+            if pid > 0 and self._jobs.get(job.key) is job:
+                self.announce_process(job.key, pid=pid, cgroup=job.cid)
+        except Exception as exc:  # provenance only: the attempt goes on
+            log.debug("cannot inspect %s for its process: %s", job.cid, exc)
+        finally:
+            self._open_gate(job)
+
+    def _adopted_go(self, job: Tracked, pid: int) -> None:
+        """A taken-over container: its processes are older than this engine's observer,
+        placed by their cgroup; one still waiting for its go is let go after that."""
+        if self._jobs.get(job.key) is not job:
+            return  # ended meanwhile
+        if pid > 0:
+            self.announce_process(job.key, pid=pid, cgroup=cgroup_dir_of(pid))
+        if not files.command_ran(job.prefix):
+            self._open_gate(job)
+
+    def _open_gate(self, job: Tracked) -> None:
+        """Write the container's go (no gate: nothing to do)."""
+        if self._jobs.get(job.key) is not job or job.gate is not None:
+            return  # ended meanwhile, or its go is written and held already
+        try:
+            job.gate = gate.release(job.prefix)
+        except OSError as exc:  # it ends after GO_TIMEOUT with the reason, or is adopted
+            log.warning("cannot let the container of %s go: %s", job.key, exc)
+            return
+        if job.gate is not None:  # until the wrapper has read it
+            asyncio.get_running_loop().call_later(
+                GATE_CHECK_FIRST, self._check_gate, job, GATE_CHECK_FIRST
+            )
+
+    def _check_gate(self, job: Tracked, delay: float) -> None:
+        if job.gate is None:
             return
         try:
-            info = await self._daemon.call(self._daemon.inspect, cid)
-        except Exception as exc:  # provenance only: the attempt goes on
-            log.debug("cannot inspect %s for its process: %s", cid, exc)
-            return
-        pid = int(((info or {}).get("State") or {}).get("Pid") or 0)
-        if pid > 0:
-            self.announce_process(key, pid=pid, cgroup=cid)
+            done = gate.consumed(job.gate)
+        except OSError:
+            done = True
+        if done:
+            self._close_gate(job)
+        else:
+            delay = min(delay * 2, GATE_CHECK_CAP)
+            asyncio.get_running_loop().call_later(delay, self._check_gate, job, delay)
+
+    @staticmethod
+    def _close_gate(job: Tracked) -> None:
+        fd, job.gate = job.gate, None
+        if fd is not None:
+            os.close(fd)
 
     def _create(self, request: ContainerRequest) -> str:
         """Thread: create (not start) the attempt's container."""
@@ -231,10 +300,19 @@ class DockerRuntime(Runtime):
             tracked.held = []
         if st.is_created(info):  # the engine died between create and start
             tracked.started = time.monotonic()
-            self.announce_process(job.key, cgroup=cid)
+            if self.announce_process(job.key, cgroup=cid):  # (not yet known when adopting)
+                self._make_gate(tracked)
             await self._start(job.key, cid)
+            running: dict[str, Any] | None = await self._daemon.call(self._daemon.inspect, cid)
+            info = running or info  # its first pid
         else:  # it may have ended before we tracked it: the event could be gone
             await self._daemon.call(self._watcher.recheck, tracked)
+        if hold:  # runs once the engine has recorded the adoption: the caller goes on
+            loop = asyncio.get_running_loop()  # synchronously after adopt() returns
+            loop.call_soon(self._unhold, tracked)
+            loop.call_soon(self._adopted_go, tracked, st.pid_of(info))
+        else:
+            self._adopted_go(tracked, st.pid_of(info))
         return {**handle, "id": cid}
 
     # ------------------------------------------------------------------ cancel, restart
@@ -298,7 +376,7 @@ class DockerRuntime(Runtime):
         if info is None:
             record = files.read_exit_record(prefix)
             if record is not None:
-                return Adopted("finished", base, st.outcome(*record))
+                return Adopted("finished", base, self._outcome(prefix, *record, False, None))
             if files.ran(prefix):
                 lost = "the container ran but was removed before it was collected"
                 return Adopted("finished", base, Outcome(False, None, lost))
@@ -310,21 +388,11 @@ class DockerRuntime(Runtime):
                 new = await self._take_over(job, info, base, hold=True, recorded=recorded)
             except SubmitError as exc:
                 return Adopted("finished", base, Outcome(False, None, str(exc)))
-            tracked = self._jobs.get(job.key)
-            if tracked is not None:  # runs once the engine has recorded the adoption: the
-                asyncio.get_running_loop().call_soon(self._unhold, tracked)  # caller goes on
-                pid = int((info.get("State") or {}).get("Pid") or 0)  # synchronously after
-                if pid > 0:  # our return; its processes are older than us: by cgroup
-                    asyncio.get_running_loop().call_soon(
-                        functools.partial(
-                            self.announce_process, job.key, pid=pid, cgroup=cgroup_dir_of(pid)
-                        )
-                    )
             return Adopted("running", new, node=self._node)
         code, oom = st.exit_of(info)
         files.write_exit_record(prefix, code, oom)
         done = {**base, "id": str(info["Id"])}
-        return Adopted("finished", done, st.outcome(code, oom), self._node)
+        return Adopted("finished", done, self._outcome(prefix, code, oom, False, None), self._node)
 
     # ------------------------------------------------------------------ observe
 

@@ -22,6 +22,7 @@ CLEANUPS = ("always", "on-success", "never")
 TIMEOUT_RANGE = (1, 3600)  # one SDK call
 PULL_TIMEOUT_RANGE = (1, 86400)  # one image pull
 STOP_TIMEOUT_RANGE = (0, 600)  # SIGTERM to SIGKILL
+GO_TIMEOUT_RANGE = (1, 86400)  # a container waiting for the engine's go (see .gate)
 _API_VERSION = re.compile(r"[1-9][0-9]*\.[0-9]+")
 
 
@@ -39,6 +40,7 @@ class Settings:
     cleanup: str = "always"
     stop_timeout: int = 5
     init: bool = True
+    go_timeout: int = 600
 
     @property
     def where(self) -> str:
@@ -72,6 +74,7 @@ def read_settings(config: RuntimeConfig, environ: Mapping[str, str] | None = Non
         cleanup=config.get_choice("CLEANUP", CLEANUPS, "always"),
         stop_timeout=_seconds(config, "STOP_TIMEOUT", 5, STOP_TIMEOUT_RANGE),
         init=config.get_bool("INIT", True),
+        go_timeout=_seconds(config, "GO_TIMEOUT", 600, GO_TIMEOUT_RANGE),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from akoflow.runtimes.base import JobSpec, NodeInfo, Outcome
 from akoflow.runtimes.docker.container import LABEL_KEY, LABEL_SCOPE
+from akoflow.runtimes.docker.gate import NOT_RELEASED
 
 # Not running yet or paused, but alive: adopting such a container tracks it.
 _LIVE_STATES = ("created", "paused", "restarting")
@@ -55,6 +56,12 @@ def is_created(info: Mapping[str, Any]) -> bool:
 def is_live(info: Mapping[str, Any]) -> bool:
     """Running, or about to (created, paused, restarting): not ended."""
     return is_running(info) or _state(info).get("Status") in _LIVE_STATES
+
+
+def pid_of(info: Mapping[str, Any] | None) -> int:
+    """The host pid of the container's first process; 0 when it has none (not running)."""
+    raw = ((info or {}).get("State") or {}).get("Pid")
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
 
 
 def exit_of(info: Mapping[str, Any]) -> tuple[int, bool]:
@@ -102,12 +109,26 @@ def ended(info: Mapping[str, Any] | None, event: DieEvent | None, note: str | No
 
 
 def outcome(
-    code: int | None, oom: bool, *, cancelled: bool = False, note: str | None = None
+    code: int | None,
+    oom: bool,
+    *,
+    cancelled: bool = False,
+    note: str | None = None,
+    command_ran: bool = True,
+    go_timeout: str = "GO_TIMEOUT",
 ) -> Outcome:
+    """How an attempt ended; ``command_ran``: the wrapper ran the activity's command (else it
+    waited in vain for the engine's go, :mod:`.gate`, for the ``go_timeout`` setting)."""
     if code == 0 and not cancelled:
         return Outcome(True, 0)  # a child OOM-killed while the script went on is not a failure
     if cancelled:
         reason = "cancelled"
+    elif code == NOT_RELEASED and not command_ran:
+        reason = (
+            "the container waited for the engine's go and none came (the engine was gone "
+            f"longer than {go_timeout}): the command did not run"
+        )
+        return Outcome(False, None, f"{reason}; {note}" if note else reason)
     elif code is None:
         reason = "the container ended but its exit code was lost"
     elif oom:
