@@ -20,7 +20,7 @@ import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.base import JobSpec, Outcome
-from akoflow.runtimes.hpc import HpcRuntime, relay, sbatch, slurm, staging
+from akoflow.runtimes.hpc import HpcRuntime, relay, sbatch, slurm, sshconfig, staging
 from akoflow.runtimes.hpc.relay import RELAY_SCRIPT
 from akoflow.runtimes.hpc.settings import SettingsError, read_settings
 from akoflow.runtimes.hpc.transport import HpcMisconfigured, RsyncRoute
@@ -578,3 +578,15 @@ def test_ssh_settings_of_the_seed_and_the_config() -> None:
     ):
         with pytest.raises(SettingsError, match=re.escape(message)):
             settings(**{key: value})
+
+
+def test_match_exec_runs_through_the_shell_without_percent_tokens(tmp_path: Path) -> None:
+    """What the docs say of ``Match exec``: asyncssh runs it with /bin/sh when the config is
+    read, and does not expand OpenSSH's %h/%p tokens in it (the command sees them as text)."""
+    seen = tmp_path / "seen"
+    config = tmp_path / "config"
+    config.write_text(f'Match exec "echo %h >> {seen}; true"\n  Port 2202\n')
+    assert sshconfig.resolve([str(config)], "somehost").port == 2202
+    assert seen.read_text() == "%h\n"
+    config.write_text('Match exec "false"\n  Port 2202\n')
+    assert sshconfig.resolve([str(config)], "somehost").port == 22
