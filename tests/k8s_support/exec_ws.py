@@ -179,7 +179,7 @@ async def serve(
         status = json.dumps(exit_status(code, request.command)).encode()
         await ws.send_bytes(bytes([ERROR]) + status)
         await ws.close(1000)
-    except OSError:
+    except (OSError, RuntimeError):  # uvicorn's ClientDisconnected, starlette's "closed"
         return  # the connection broke while sending
     finally:
         for task in tasks:
