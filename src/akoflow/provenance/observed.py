@@ -45,6 +45,8 @@ class AttemptFiles:
     written: set[str] = field(default_factory=set)  # paths holding what it wrote
     touched: set[str] = field(default_factory=set)  # every path it ever wrote
     live: bool = True
+    # The versions of files it read and then wrote itself: those before its own writes.
+    read_before_writing: dict[str, FileState] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,10 @@ class ObservedRun:
         if files is None:
             return None, []
         files.live = False  # kept while an undecided path names it (a candidate)
+        for path in files.read & files.touched:  # it read what was there before its write
+            former = self.known.get(path)
+            if former is not None:
+                files.read_before_writing[path] = former
         decided = list(self._decide(files.touched))
         self._forget_done()
         return files, decided
@@ -216,6 +222,15 @@ class ObservedRun:
         for key in [k for k, a in self.attempts.items() if not a.live and k not in named]:
             del self.attempts[key]
             self._tainted.discard(key)
+
+    def versions_read(self, files: AttemptFiles) -> dict[str, FileState]:
+        """The version of each file the ended attempt read."""
+        found = {}
+        for path in sorted(files.read):
+            state = files.read_before_writing.get(path) or self.version(path)
+            if state is not None:
+                found[path] = state
+        return found
 
     def version(self, path: str) -> FileState | None:
         """The version of ``path`` an attempt found there: the last one recorded, else what

@@ -5,8 +5,10 @@
   with ``wasInformedBy``.
 - Each version of a file is a ``prov:Entity`` (path, size, SHA-256; a location for files that
   stay on a remote runtime), ``used`` by the attempts that read it and ``wasGeneratedBy`` the
-  one that wrote it. A generated version ``wasDerivedFrom`` what its attempt used and from
-  the file's former version. A version no attempt can be said to have written (see
+  one that wrote it. A generated version ``wasDerivedFrom`` what its attempt used, and
+  nothing else (a rewrite that read nothing derives from nothing, not from the version it
+  replaced); where that is the path's former version (``sed -i``, an append after a read)
+  the derivation is a ``prov:Revision``. A version no attempt can be said to have written (see
   :mod:`akoflow.provenance`) has no ``wasGeneratedBy``: ``akoflow:attribution`` is
   ``"ambiguous"``, each ``akoflow:candidate`` names an attempt that may have written it, and
   ``akoflow:ambiguity`` says why. The files in place before the run are the members of one
@@ -28,7 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prov.model import PROV_TYPE, ProvDocument
+from prov.model import PROV, PROV_TYPE, ProvDocument
 
 from akoflow import __version__
 from akoflow.provenance.names import display, encoded
@@ -204,12 +206,13 @@ def build_document(
             doc.used(activity, run_ns[file_id])
         else:
             doc.wasGeneratedBy(run_ns[file_id], activity, _time(record.mtime))
-            sources = set(read.get((record.activity_id, record.attempt), []))
             former = latest.get(record.qualified_path)
-            if former is not None:
-                sources.add(former)
+            sources = set(read.get((record.activity_id, record.attempt), []))
             for source in sorted(sources - {file_id}):
-                doc.wasDerivedFrom(run_ns[file_id], run_ns[source])
+                revision = {PROV_TYPE: PROV["Revision"]} if source == former else None
+                doc.wasDerivedFrom(
+                    run_ns[file_id], run_ns[source], activity, None, None, None, revision
+                )
             latest[record.qualified_path] = file_id
     return doc
 

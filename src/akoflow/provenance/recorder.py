@@ -381,11 +381,10 @@ class ProvenanceRecorder:
             self._observer.unregister(key)
         files, decisions = observed.ended(key)
         if files is not None:
-            used = []
-            for path in sorted(files.read):
-                state = observed.version(path)
-                if state is not None:
-                    used.append((path, state.size, state.mtime, state.sha256))
+            used = [
+                (path, state.size, state.mtime, state.sha256)
+                for path, state in observed.versions_read(files).items()
+            ]
             if used:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
