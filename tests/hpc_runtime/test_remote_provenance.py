@@ -26,7 +26,9 @@ from tests.slurm_support.cluster import SlurmCluster
 
 # params.txt is on the cluster before the run. The steps read input.txt and each writes its
 # own output as its last action; step-b starts its work a little later, as real steps do (see
-# tests/e2e/test_provenance.py).
+# tests/e2e/test_provenance.py). step-a and step-b run at the same time: step-b's listings may
+# show out-a.txt appear, which no listing tells from its own write; their declared outputs
+# decide (tests/k8s_runtime/test_remote_attribution.py: without them, ambiguous).
 FAN = """\
 name: fan
 spec:
@@ -37,8 +39,10 @@ spec:
     - name: step-a
       dependsOn: [prepare]
       run: wc -c < input.txt > out-a.txt
+      outputs: [out-a.txt]
     - name: step-b
       dependsOn: [prepare]
+      outputs: [out-b.txt]
       run: |
         sleep 1
         cat input.txt input.txt > out-b.txt

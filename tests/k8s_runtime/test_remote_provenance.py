@@ -30,6 +30,9 @@ from tests.k8s_support.cluster import EmulatedCluster
 from tests.prov_support import relations
 from tests.scenarios import direct_job
 
+# left and right run at the same time: each one's listings may show the other's file appear
+# (when its first listing came before that write), which no listing can tell from its own write;
+# their declared outputs decide (tests/k8s_runtime/test_remote_attribution.py: without them).
 FAN = f"""\
 name: fan
 spec:
@@ -44,11 +47,13 @@ spec:
         printf 'prepared'
     - name: left
       dependsOn: [prepare]
+      outputs: [left.txt]
       run: |
         tr a-z A-Z < input.txt > left.txt
         echo "left's \\"done\\""
     - name: right
       dependsOn: [prepare]
+      outputs: [right.txt]
       run: |
         sleep 2
         wc -c < input.txt > right.txt
