@@ -92,5 +92,10 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "test_without_privilege_lineage_is_inferred_and_never_wrong",
         "test_two_observed_writers_of_a_declared_output",
         "test_report_shows_generators_users_and_ambiguous_files",  # test_report_lineage.py
+    } | {  # tests/e2e/test_lineage_hostile.py: observed with fanotify
+        "test_a_file_written_through_a_hard_link_is_a_new_version_under_both_names",
+        "test_a_file_two_activities_wrote_under_two_names_is_ambiguous_under_both",
+        "test_a_rename_over_a_linked_name_or_a_copy_changes_only_that_name",
+        "test_a_version_is_derived_only_from_what_its_writer_read",
     }
     assert {directory(i) for i in markers} >= set(by_directory) | {"e2e", "unit", "server"}

@@ -10,6 +10,10 @@ here raises for what a data dir may hold: a FIFO, socket or device is never open
 block the engine), a file that vanishes or turns into something else between two system calls
 is left out, symlinks are not followed (no loops), and a directory that cannot be read keeps
 the files the previous snapshot knew there (unknown is not deleted), with a warning.
+
+A version also carries where it lies on this host (device, inode, time in ns, link count):
+a file whose stat still matches keeps its checksum, and the names of one file (hard links)
+are known to change together.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from akoflow.provenance.names import display
@@ -35,6 +39,19 @@ class FileState:
     size: int
     mtime: float
     sha256: str | None = None
+    # How the version is recognised on this host, not part of it (0: not known, e.g. a
+    # version read back from the store or a remote listing).
+    dev: int = field(default=0, compare=False)
+    ino: int = field(default=0, compare=False)
+    mtime_ns: int = field(default=0, compare=False)
+    links: int = field(default=0, compare=False)  # names of the file (hard links)
+
+    def same_content(self, other: FileState) -> bool:
+        """Whether ``other`` holds what this version holds (by checksum; by size and time
+        when a file too big to checksum)."""
+        if self.sha256 is not None and other.sha256 is not None:
+            return self.size == other.size and self.sha256 == other.sha256
+        return (self.size, self.mtime, self.sha256) == (other.size, other.mtime, other.sha256)
 
 
 Snapshot = dict[str, FileState]
@@ -84,11 +101,23 @@ def _unreadable(directory: str, exc: OSError) -> None:
     )
 
 
+def _unchanged(old: FileState, st: os.stat_result) -> bool:
+    if old.size != st.st_size:
+        return False
+    if old.mtime_ns:  # the same file (not one renamed over it), not written since
+        return (old.mtime_ns, old.ino, old.dev) == (st.st_mtime_ns, st.st_ino, st.st_dev)
+    return old.mtime == st.st_mtime
+
+
 def _state(path: str, st: os.stat_result, old: FileState | None) -> FileState:
-    if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
-        return old
+    """The version ``st`` describes (``path`` is read for its checksum), ``old`` when its stat
+    still matches."""
+    if old is not None and _unchanged(old, st):
+        return old if old.links == st.st_nlink else replace(old, links=st.st_nlink)
     digest = _sha256(path) if st.st_size <= CHECKSUM_LIMIT else None
-    return FileState(st.st_size, st.st_mtime, digest)
+    return FileState(
+        st.st_size, st.st_mtime, digest, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_nlink
+    )
 
 
 def scan(
@@ -139,13 +168,23 @@ def scan(
 
 def state_of(root: str, path: str, old: FileState | None = None) -> FileState | None:
     """The version of the regular file ``path`` (relative to ``root``) now, None when it is
-    not one (gone, a directory, a symlink). ``old`` is kept when size and time are the same."""
+    not one (gone, a directory, a symlink). ``old`` is kept while its stat matches."""
     full = os.path.join(root, path)
     try:
         st = os.lstat(full)
     except OSError:
         return None
     return _state(full, st, old) if stat.S_ISREG(st.st_mode) else None
+
+
+def identity(root: str, path: str) -> tuple[int, int] | None:
+    """(device, inode) of the regular file ``path`` names now (stat only), None when it
+    names none."""
+    try:
+        st = os.lstat(os.path.join(root, path))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 @dataclass(frozen=True, slots=True)
