@@ -15,10 +15,12 @@ import stat
 
 import asyncssh
 
+from akoflow.errors import AkoflowError
+
 MAX_KEY_BYTES = 1 << 20  # the largest RSA key in OpenSSH's format is a few KiB
 
 
-class KeyProblem(ValueError):
+class KeyProblem(AkoflowError, ValueError):
     """Why the key cannot be used (no content of the key or file in it)."""
 
 

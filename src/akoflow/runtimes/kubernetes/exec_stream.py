@@ -44,6 +44,8 @@ from websockets.exceptions import (
 )
 from websockets.typing import Subprotocol
 
+from akoflow.errors import AkoflowError
+
 V5 = Subprotocol("v5.channel.k8s.io")
 V4 = Subprotocol("v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
@@ -52,7 +54,7 @@ STDERR_KEEP = 64 * 1024
 MAX_MESSAGE = 4 << 20  # the API server sends output in messages of tens of KiB
 
 
-class ExecError(Exception):
+class ExecError(AkoflowError):
     """Any failure of :func:`exec_in_pod`."""
 
 

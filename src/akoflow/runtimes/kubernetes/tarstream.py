@@ -22,13 +22,15 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from akoflow.errors import AkoflowError
+
 BLOCK = 512
 CHUNK = 256 * 1024
 MAX_NAME = 64 * 1024  # a GNU long name or a PAX header larger than this is refused
 PART = b".akoflow-part-"
 
 
-class CopyError(Exception):
+class CopyError(AkoflowError):
     """A copy that cannot be made as asked (unsafe name, unsupported file type, content that
     changed or differs after the copy). Not a transport problem: retrying will not help."""
 
