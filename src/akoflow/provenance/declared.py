@@ -4,8 +4,11 @@ data dir, or to the runtime's working dir where files stay remote).
 A declaration is a promise the engine holds the activity to, as Snakemake and Nextflow do: a
 declared input that matches no file when the activity is dispatched fails it without a run;
 a declared output that matches no file after a successful attempt fails that attempt with the
-list. And it decides attribution: a declared output that an attempt's run changed is that
-attempt's, on every runtime (see :mod:`akoflow.provenance.recorder`).
+list. And it decides attribution where nothing else can and no other attempt is known to
+have written the file: by timing, when its activity alone ran while the file changed; on
+remote runtimes, when it is the one declarer among the attempts whose listings show the
+version (:mod:`akoflow.provenance.pending`, :mod:`akoflow.provenance.remote`). It never
+overrides an observation (:mod:`akoflow.provenance.recorder`).
 
 Globs: ``*`` and ``?`` match within one name (never ``/``), ``[...]`` one character of a set
 (``[!...]`` not of it), ``**`` as a whole part any number of directories; anything else is
