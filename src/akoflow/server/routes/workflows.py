@@ -20,6 +20,7 @@ from akoflow import service
 from akoflow.engine import WorkflowBusy
 from akoflow.engine.model import run_dir
 from akoflow.engine.ownership import owner_alive
+from akoflow.provenance import lineage as file_lineage
 from akoflow.server import views
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext, get_context
@@ -254,66 +255,23 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
         )
         for act, dep in ctx.repo.dependency_names(wf_id)
     ]
-    # File provenance, with PROV's directions: an activity `used` a file; a file
-    # `wasGeneratedBy` an activity. Files no activity generated are `preExisting`; the files
-    # in place before the run are one `inputs` node (it may hold many), used by every activity.
-    initial = ctx.repo.list_initial_files(wf_id)
-    if initial:
-        nodes.append(
-            LineageNode(
-                id="inputs",
-                label=f"{len(initial)} file{'s' if len(initial) != 1 else ''} before the run",
-                type="inputs",
-                state="",
-            )
+    # The files: the graph the report's Files section shows too (PROV's edges).
+    files = file_lineage.of_run(ctx.repo, wf_id)
+    nodes += [
+        LineageNode(
+            id=n.id,
+            label=n.label,
+            type=n.type,
+            state="",
+            candidates=n.candidates,
+            reason=n.reason,
         )
-        edges.extend(
-            LineageEdge.model_validate({"from": n.id, "to": "inputs", "label": "used"})
-            for n in list(nodes)
-            if n.type == "activity"
-        )
-    files = ctx.repo.list_files(wf_id)
-    generated = {f.qualified_path for f in files if f.role == "generated"}
-    seen: set[tuple[str, str, str]] = set()
-    for f in files:
-        where = f.qualified_path  # remote files: "<runtime>:<dir>/<path>"
-        file_id = f"file:{f.encoded_path}"  # lossless; the label is for people (any bytes)
-        if (file_id, "", "") not in seen:
-            seen.add((file_id, "", ""))
-            kind = "file" if where in generated else "preExisting"
-            nodes.append(LineageNode(id=file_id, label=f.display_path, type=kind, state=""))
-        if f.role == "used":
-            edge = (f"activity:{f.activity}", file_id, "used")
-        else:
-            edge = (file_id, f"activity:{f.activity}", "wasGeneratedBy")
-        if edge not in seen:
-            seen.add(edge)
-            edges.append(
-                LineageEdge.model_validate({"from": edge[0], "to": edge[1], "label": edge[2]})
-            )
-    # Versions no activity can be said to have generated: no `wasGeneratedBy`, but the
-    # activities that may have, as `candidate` edges and on the node.
-    by_id = {n.id: n for n in nodes}
-    for amb in ctx.repo.list_ambiguous_files(wf_id):
-        file_id = f"file:{amb.encoded_path}"
-        names = list(dict.fromkeys(c.activity for c in amb.candidates))
-        node = by_id.get(file_id)
-        if node is None:
-            node = by_id[file_id] = LineageNode(
-                id=file_id, label=amb.display_path, type="ambiguous", state=""
-            )
-            nodes.append(node)
-        elif node.type != "file":  # read, never generated: what is known of it is this
-            node.type = "ambiguous"
-        node.candidates = list(dict.fromkeys([*node.candidates, *names]))
-        node.reason = node.reason or amb.reason
-        for name in names:
-            edge = (file_id, f"activity:{name}", "candidate")
-            if edge not in seen:
-                seen.add(edge)
-                edges.append(
-                    LineageEdge.model_validate({"from": edge[0], "to": edge[1], "label": edge[2]})
-                )
+        for n in files.nodes
+    ]
+    edges += [
+        LineageEdge.model_validate({"from": e.source, "to": e.target, "label": e.label})
+        for e in files.edges
+    ]
     return Lineage(nodes=nodes, edges=edges)
 
 
@@ -329,7 +287,10 @@ async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
     as `file:<runtime>:<dir>/<path>`; the path's bytes percent-encoded as in RFC 3986, the
     label the path for people, `\\xNN` where it is not plain text) and, when the data dir
     held files before the run, one `inputs` node for them (`akoflow prov` lists each as a
-    member of `run:inputs`).
+    member of `run:inputs`): `used` by every activity that ran when the accesses were
+    inferred from timing; where they were observed, each activity `used` the input files it
+    read (nodes of type `preExisting`), and only one whose files stay on a cluster `used`
+    the `inputs` node. These are the edges of the PROV export and of `akoflow report`.
     A file version no activity can be said to have generated (two overlapping writers, a
     writer of no attempt, a change timing cannot place) is a node of type `ambiguous` with
     its `candidates` and `reason`, and no `wasGeneratedBy`.

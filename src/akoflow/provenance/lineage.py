@@ -1,0 +1,148 @@
+"""The files' lineage of a run as a graph: what the lineage API route (and the UI's lineage
+panel, drawn from it) and the HTML report's Files section show, built once here so that they
+show the same edges, which are those of the PROV export (:mod:`.prov_export`).
+
+Nodes: each file an activity used or generated, ``file:<path>`` (the path's bytes
+percent-encoded, see :mod:`.names`; the label the path for people), of type ``file`` when an
+activity generated it, ``preExisting`` when it was only read, ``ambiguous`` when no activity
+can be said to have generated it (with its candidates and why); and, when the data dir held
+files before the run, one ``inputs`` node for them all. Edges, in PROV's directions: activity
+-> file ``used``, file -> activity ``wasGeneratedBy``, ambiguous file -> each candidate
+activity ``candidate`` (never ``wasGeneratedBy``), and activity -> ``inputs`` ``used`` for
+the activities the export says used the inputs collection (:func:`users_of_inputs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from akoflow.store import AmbiguousFile, FileRecord, InitialFile, Repository
+
+INPUTS = "inputs"  # the node of the files in place before the run
+
+
+@dataclass(slots=True)
+class FileNode:
+    id: str
+    label: str
+    type: str  # "file" | "preExisting" | "ambiguous" | "inputs"
+    candidates: list[str] = field(default_factory=list)  # ambiguous: activity names
+    reason: str = ""  # ambiguous: why it is not decided
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    target: str
+    label: str  # "used" | "wasGeneratedBy" | "candidate"
+
+
+@dataclass(frozen=True, slots=True)
+class FileLineage:
+    nodes: list[FileNode]
+    edges: list[Edge]
+
+
+def activity_node(name: str) -> str:
+    return f"activity:{name}"
+
+
+def file_node(record: FileRecord | AmbiguousFile) -> str:
+    return f"file:{record.encoded_path}"  # lossless; the label is for people (any bytes)
+
+
+def observed(mechanism: str | None) -> bool:
+    return bool(mechanism and mechanism.startswith("observed"))
+
+
+def users_of_inputs(
+    mechanism: str | None, ran: Iterable[str], files: Iterable[FileRecord]
+) -> list[str]:
+    """Of the activities that ``ran`` (an attempt started or ended), those that used the
+    inputs collection, as the PROV export says: every one when the accesses were inferred
+    from timing (it cannot tell who read what); where they were observed, only those whose
+    files stay on a cluster (observation covers the engine's host), the others having used
+    the input files they read, each its own edge."""
+    if not observed(mechanism):
+        return list(ran)
+    remote = {f.activity for f in files if f.location}
+    return [name for name in ran if name in remote]
+
+
+def build(
+    initial: Sequence[InitialFile],
+    input_users: Sequence[str],
+    files: Sequence[FileRecord],
+    ambiguous: Sequence[AmbiguousFile],
+) -> FileLineage:
+    """The graph of a run's file records (pure)."""
+    nodes: list[FileNode] = []
+    edges: list[Edge] = []
+    if initial:
+        count = len(initial)
+        nodes.append(
+            FileNode(INPUTS, f"{count} file{'s' if count != 1 else ''} before the run", "inputs")
+        )
+        edges += [Edge(activity_node(name), INPUTS, "used") for name in input_users]
+    generated = {f.qualified_path for f in files if f.role == "generated"}
+    by_id: dict[str, FileNode] = {}
+    seen: set[Edge] = set(edges)
+    for f in files:
+        file_id = file_node(f)
+        if file_id not in by_id:
+            kind = "file" if f.qualified_path in generated else "preExisting"
+            by_id[file_id] = FileNode(file_id, f.display_path, kind)
+            nodes.append(by_id[file_id])
+        if f.role == "used":
+            edge = Edge(activity_node(f.activity), file_id, "used")
+        else:
+            edge = Edge(file_id, activity_node(f.activity), "wasGeneratedBy")
+        if edge not in seen:
+            seen.add(edge)
+            edges.append(edge)
+    # Versions no activity can be said to have generated: no `wasGeneratedBy`, but the
+    # activities that may have, as `candidate` edges and on the node.
+    for amb in ambiguous:
+        file_id = file_node(amb)
+        names = list(dict.fromkeys(c.activity for c in amb.candidates))
+        node = by_id.get(file_id)
+        if node is None:
+            node = by_id[file_id] = FileNode(file_id, amb.display_path, "ambiguous")
+            nodes.append(node)
+        elif node.type != "file":  # read, never generated: what is known of it is this
+            node.type = "ambiguous"
+        node.candidates = list(dict.fromkeys([*node.candidates, *names]))
+        node.reason = node.reason or amb.reason
+        for name in names:
+            edge = Edge(file_id, activity_node(name), "candidate")
+            if edge not in seen:
+                seen.add(edge)
+                edges.append(edge)
+    return FileLineage(nodes, edges)
+
+
+def of_run(repo: Repository, workflow_id: int) -> FileLineage:
+    """The graph of a stored run."""
+    initial = repo.list_initial_files(workflow_id)
+    files = repo.list_files(workflow_id)
+    users: list[str] = []
+    if initial:
+        mechanism = repo.provenance_mechanism(workflow_id)
+        remote = {f.activity for f in files if f.location}
+        # Only the activities that may be users are asked whether they ran (a query each).
+        maybe = [
+            a
+            for a in repo.list_activities(workflow_id)
+            if not observed(mechanism) or a.name in remote
+        ]
+        ran = [
+            a.name
+            for a in maybe
+            if any(
+                t.started_at is not None or t.finished_at is not None
+                for t in repo.list_attempts(a.id)
+            )
+        ]
+        users = users_of_inputs(mechanism, ran, files)
+    return build(initial, users, files, repo.list_ambiguous_files(workflow_id))
