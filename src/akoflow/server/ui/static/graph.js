@@ -53,9 +53,17 @@ function clip(text, max) {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
-/** Draw a graph. nodes: [{id, label, sub, state}]; deps: Map id -> [ids].
+/** The edges of `deps` ({from: dependent, to: dependency}) when none are given. */
+function edgesOf(ids, deps) {
+  return ids.flatMap((id) => (deps.get(id) || []).map((dep) => ({ from: id, to: dep, label: "" })));
+}
+
+/** Draw a graph. nodes: [{id, label, sub, state, tip?}]; deps: Map id -> [ids] (the layout).
+ * `edges` ([{from, to, label}], `from` depending on `to`) are drawn instead of `deps` when
+ * given: each carries its label as a class (`edge-<label>`, styled), as data-from/-to/-label
+ * and in its tooltip ("<from> <label> <to>").
  * Returns {svg, update(nodes)} where update recolours and relabels nodes in place. */
-export function drawGraph(nodes, deps, { onSelect, title = "dependency graph" } = {}) {
+export function drawGraph(nodes, deps, { onSelect, title = "dependency graph", edges: drawn } = {}) {
   const ids = nodes.map((n) => n.id);
   const { pos, width, height } = layout(ids, deps);
   const edges = s("g", { class: "edges" });
@@ -76,24 +84,30 @@ export function drawGraph(nodes, deps, { onSelect, title = "dependency graph" } 
     edges,
     layer,
   );
-  for (const id of ids) {
-    const to = pos.get(id);
-    for (const dep of deps.get(id) || []) {
-      const from = pos.get(dep);
-      if (!from) continue;
-      const x1 = from.x + NODE_W;
-      const y1 = from.y + NODE_H / 2;
-      const x2 = to.x;
-      const y2 = to.y + NODE_H / 2;
-      const mid = (x1 + x2) / 2;
-      edges.append(
-        s("path", {
-          class: "edge",
+  const labelOf = new Map(nodes.map((n) => [n.id, n.label]));
+  for (const edge of drawn || edgesOf(ids, deps)) {
+    // Drawn from what is depended on (left) to the dependent (right).
+    const from = pos.get(edge.to);
+    const to = pos.get(edge.from);
+    if (!from || !to) continue;
+    const x1 = from.x + NODE_W;
+    const y1 = from.y + NODE_H / 2;
+    const x2 = to.x;
+    const y2 = to.y + NODE_H / 2;
+    const mid = (x1 + x2) / 2;
+    const kind = edge.label ? `edge-${edge.label.replace(/[^A-Za-z0-9-]/g, "_")}` : null;
+    edges.append(
+      s(
+        "path",
+        {
+          class: ["edge", kind],
           d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`,
           "marker-end": "url(#arrow)",
-        }),
-      );
-    }
+          dataset: edge.label ? { from: edge.from, to: edge.to, label: edge.label } : null,
+        },
+        edge.label ? s("title", { text: `${labelOf.get(edge.from)} ${edge.label} ${labelOf.get(edge.to)}` }) : null,
+      ),
+    );
   }
   const elements = new Map();
   for (const node of nodes) {
@@ -131,7 +145,7 @@ export function drawGraph(nodes, deps, { onSelect, title = "dependency graph" } 
       el.g.setAttribute("class", `node ${stateClass(node.state)}${node.selected ? " selected" : ""}`);
       fill(el.label, clip(node.label, 20));
       fill(el.sub, clip(node.sub || "", 24));
-      fill(el.tip, `${node.label} — ${node.state}${node.sub ? ` — ${node.sub}` : ""}`);
+      fill(el.tip, node.tip || [node.label, node.state, node.sub].filter(Boolean).join(" — "));
     }
   };
   update(nodes);
