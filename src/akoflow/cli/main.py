@@ -697,6 +697,12 @@ def prov(
     # How the file lineage was known (also the plan's akoflow:provenanceMechanism).
     mechanism = repo.provenance_mechanism(rec.id) or "not recorded (an older AkôFlow ran it)"
     err.print(f"file accesses of run {rec.id}: {escape(mechanism)}")
+    unsure = len(repo.list_ambiguous_files(rec.id))
+    if unsure:  # no wasGeneratedBy for these: say so where people look
+        err.print(
+            f"{unsure} file version{'s' if unsure > 1 else ''} ambiguous: candidates but no "
+            "generator (akoflow:candidate, akoflow:ambiguity says why)"
+        )
 
 
 @command()
