@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +22,9 @@ from pathlib import Path
 import pytest
 from prov.model import ProvDocument
 
+from akoflow import service
 from akoflow.states import WorkflowState
-from tests.conftest import cli_env
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
 from tests.prov_support import ambiguous, relations
@@ -159,3 +162,70 @@ def test_declared_outputs_are_checked_in_the_pods_listing(
         at = f"{pvc_location(cluster)}/"
         _, generated = relations(export_prov(tmp_path / "state", "declared"))
         assert generated == {("maker", at + "out/r.txt"), ("partial", at + "p.txt")}
+
+
+# `right` is up before `left` writes a.txt, and holds until the test releases it.
+ACROSS_A_RESTART = f"""\
+name: restart
+spec:
+  runtime: k8s-aws
+  image: {IMAGE}
+  activities:
+    - name: left
+      run: |
+        wait_for() {{ {WAIT}; }}
+        wait_for right-up
+        echo a > a.txt
+    - name: right
+      run: |
+        wait_for() {{ {WAIT}; }}
+        mkdir -p .akoflow/sync && touch .akoflow/sync/right-up
+        wait_for release
+        echo b > b.txt
+"""
+
+
+def test_a_version_recorded_before_a_restart_becomes_ambiguous_when_an_overlapping_pod_ends(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, cluster: EmulatedCluster
+) -> None:
+    """The engine records a.txt as `left`'s (the only listings that show it so far) and is
+    killed; the resumed engine hears of `right`, whose listings show a.txt too: the stored
+    record is taken back and a.txt is ambiguous between them."""
+    (tmp_path / "wf.yaml").write_text(ACROSS_A_RESTART)
+    env = cli_env(**cluster.env("k8s-aws"))
+    argv = ["run", str(tmp_path / "wf.yaml"), "--quiet", "--state-dir", str(state_dir)]
+    engine = start_cli([*argv, "--data-dir", str(tmp_path / "data")], env)
+
+    def recorded() -> set[tuple[str, str]]:
+        if engine.poll() is not None:
+            raise AssertionError(engine.communicate())
+        if not (state_dir / "akoflow.db").exists():
+            return set()
+        repo = service.open_repository(state_dir)
+        try:
+            return {(f.activity, f.path) for f in repo.list_files(1) if f.role == "generated"}
+        finally:
+            repo.close()
+
+    try:
+        wait_for(lambda: ("left", "a.txt") in recorded(), timeout=60)
+    finally:
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.communicate(timeout=10)
+    (pvc,) = cluster.objects("v1/persistentvolumeclaims", "akoflow")
+    volume = cluster.kubelet.pvc_dir("akoflow", pvc["metadata"]["name"])
+    (volume / ".akoflow" / "sync" / "release").touch()
+
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    repo = service.open_repository(state_dir)
+    try:
+        generated = {(f.activity, f.path) for f in repo.list_files(1) if f.role == "generated"}
+        unsure = {f.path: {c.activity for c in f.candidates} for f in repo.list_ambiguous_files(1)}
+    finally:
+        repo.close()
+    assert generated == {("right", "b.txt")}
+    assert unsure == {"a.txt": {"left", "right"}}
+    doc = export_prov(state_dir, "restart")
+    assert relations(doc)[1] == {("right", f"{pvc_location(cluster)}/b.txt")}
+    assert ambiguous(doc) == {"a.txt": {"left", "right"}}
