@@ -1,0 +1,282 @@
+"""An observed container's command waits for the engine's go (issue 15): it runs only once
+the container's first process is announced; an engine killed before the go leaves a
+container that a resumed engine lets go (exact lineage), or that ends without running its
+command after GO_TIMEOUT and is retried with the reason, never a false success."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prov.model import ProvDocument
+
+from akoflow import service
+from akoflow.runtimes.base import Outcome
+from akoflow.runtimes.docker import gate
+from tests.conftest import Akoflow, start_cli, wait_for
+from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
+from tests.docker_support.dockerd import IMAGE, PrivateDockerd
+from tests.prov_support import ambiguous, mechanism, relations
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# ---------------------------------------------------------------------- the gate's FIFO
+
+
+def test_a_go_written_before_the_wrapper_opens_the_gate_waits_for_it(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "a.1")
+    os.mkdir(gate.control_dir(prefix))
+    assert gate.release(prefix) is None  # no gate: nothing to do
+    gate.make(prefix)
+    gate.make(prefix)  # kept: a created container taken over after a crash
+    held = gate.release(prefix)  # no reader yet: the go is held in the FIFO
+    assert held is not None
+    try:
+        assert not gate.consumed(held)
+        with open(gate.gate_path(prefix), "rb") as wrapper:
+            assert wrapper.readline() == gate.GO
+        assert gate.consumed(held)
+    finally:
+        os.close(held)
+    # A reader already there (the wrapper waiting): written through and closed at once.
+    waiting = os.open(gate.gate_path(prefix), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert gate.release(prefix) is None
+        assert os.read(waiting, 64) == gate.GO
+    finally:
+        os.close(waiting)
+    gate.remove(prefix)
+    assert not os.path.lexists(gate.gate_path(prefix))
+
+
+# ---------------------------------------------------------------------- the runtime alone
+
+
+def test_an_observed_command_runs_only_after_its_first_process_is_announced(
+    dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    calls: list[tuple[str, int | None, str | None, bool]] = []
+
+    def observed(key: str, pid: int | None, cgroup: str | None) -> bool:
+        ran = (data / "out.txt").exists() or os.path.exists(f"{job.attempt_prefix}.out/stdout")
+        calls.append((key, pid, cgroup, ran))
+        return True
+
+    job = job_spec(tmp_path, "gated", "echo x > out.txt")
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = runtime(dockerd.host, events)
+        rt.process_hook = observed
+        await rt.start()
+        try:
+            handle = await rt.submit(job)
+            await asyncio.wait_for(events.event.wait(), 20)
+            assert events.finished[job.key] == Outcome(True, 0)
+            cid = handle["id"]
+            # Its cgroup before start, its first pid after, and the command had not run
+            # when the pid was announced: nothing it did can be missed.
+            assert [(k, p is not None, c, r) for k, p, c, r in calls] == [
+                (job.key, False, cid, False),
+                (job.key, True, cid, False),
+            ]
+            assert (calls[1][1] or 0) > 0
+            assert (data / "out.txt").read_text() == "x\n"
+            assert not os.path.lexists(gate.gate_path(str(job.attempt_prefix)))  # ended
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_unobserved_command_runs_at_once_without_a_gate(
+    dockerd: PrivateDockerd, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    calls: list[tuple[int | None, str | None]] = []
+
+    def unobserved(key: str, pid: int | None, cgroup: str | None) -> bool:
+        calls.append((pid, cgroup))
+        return False
+
+    job = job_spec(tmp_path, "free", "echo x > out.txt; until [ -e done ]; do sleep 0.05; done")
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = runtime(dockerd.host, events)
+        rt.process_hook = unobserved
+        await rt.start()
+        try:
+            handle = await rt.submit(job)
+            # Running, and it never had a gate; nothing asked for its pid.
+            await asyncio.to_thread(wait_for, lambda: (data / "out.txt").exists())
+            assert not os.path.lexists(gate.gate_path(str(job.attempt_prefix)))
+            assert calls == [(None, handle["id"])]
+            (data / "done").touch()
+            await asyncio.wait_for(events.event.wait(), 20)
+            assert events.finished[job.key] == Outcome(True, 0)
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------- engine killed
+
+
+def held_engine(
+    state_dir: Path, data: Path, wf: Path, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """An engine that starts the container and is to be killed before its go."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.docker_runtime.held_engine",
+            str(state_dir),
+            str(data),
+            str(wf),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def waiting_container(dockerd: PrivateDockerd, workflow: str) -> dict[str, Any]:
+    """The run's one container, once its wrapper waits for the go (its sleep holds the
+    gate), else {}."""
+    found = dockerd.api.containers(filters={"label": f"akoflow.workflow-name={workflow}"})
+    if len(found) != 1:
+        return {}
+    processes = dockerd.api.top(found[0]["Id"]).get("Processes") or []
+    waiting = any("sleep" in " ".join(p) for p in processes)
+    return dict(found[0]) if waiting else {}
+
+
+def attempts_of(state_dir: Path, activity: str) -> list[Any]:
+    repo = service.open_repository(state_dir)
+    try:
+        act = repo.get_activity(1, activity)
+        assert act is not None
+        return list(repo.list_attempts(act.id))
+    finally:
+        repo.close()
+
+
+def kill_then_resume(
+    engine: subprocess.Popen[str], state_dir: Path, env: dict[str, str]
+) -> tuple[int, str]:
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    resume = start_cli(["resume", "--state-dir", str(state_dir)], env)
+    try:
+        out, err = resume.communicate(timeout=60)
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+            resume.communicate()
+    return resume.returncode, out + err
+
+
+def test_a_container_waiting_for_its_go_when_the_engine_died_is_let_go_on_resume(
+    akoflow: Akoflow,
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    wf = tmp_path / "held.yaml"
+    wf.write_text(
+        f"name: held\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      run: |\n        echo run >> count.a\n        echo x > out.txt\n"
+    )
+    data = tmp_path / "data"
+    engine = held_engine(state_dir, data, wf, docker_env)
+    try:
+        wait_for(lambda: waiting_container(dockerd, "held"))
+        # Its command has not run: it waits for a go that this engine never gives.
+        prefix = state_dir.resolve() / "runs" / "1-held" / "attempts" / "a.1"
+        assert not (data / "count.a").exists()
+        assert not Path(f"{prefix}.out/stdout").exists()
+        code, output = kill_then_resume(engine, state_dir, docker_env)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+        for c in dockerd.containers(**{"akoflow.workflow-name": "held"}):
+            dockerd.api.remove_container(c["Id"], force=True)
+    assert code == 0, output
+    (attempt,) = attempts_of(state_dir, "a")  # adopted, let go, not run again
+    assert (attempt.state, attempt.exit_code) == ("succeeded", 0)
+    assert (data / "count.a").read_text() == "run\n"
+    prov = akoflow("prov", "1", env=docker_env)
+    assert prov.returncode == 0, prov.stderr
+    doc = ProvDocument.deserialize(io.StringIO(prov.stdout), format="json")
+    assert mechanism(doc) == "observed (fanotify)"
+    _, generated = relations(doc)
+    unsure = ambiguous(doc)
+    assert unsure == {}, (unsure, generated)
+    assert generated == {("a", "count.a"), ("a", "out.txt")}, prov.stdout
+
+
+def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
+    akoflow: Akoflow,
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    wf = tmp_path / "late.yaml"
+    wf.write_text(
+        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      retries: 1\n      run: echo run >> count.a\n"
+    )
+    data = tmp_path / "data"
+    env = {**docker_env, "DOCKER_GO_TIMEOUT": "1"}
+    engine = held_engine(state_dir, data, wf, env)
+    try:
+        wait_for(lambda: waiting_container(dockerd, "late"))
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.communicate(timeout=10)
+
+        def exited() -> dict[str, Any]:
+            (c,) = dockerd.api.containers(all=True, filters={"label": "akoflow.workflow-name=late"})
+            state: dict[str, Any] = dockerd.api.inspect_container(c["Id"])["State"]
+            return state if state["Status"] == "exited" else {}
+
+        wait_for(exited)  # no engine to give the go: it ends once its sleep does
+        assert exited()["ExitCode"] == gate.NOT_RELEASED
+        assert not (data / "count.a").exists()  # the command never ran
+        resume = start_cli(["resume", "--state-dir", str(state_dir)], env)
+        try:
+            out, err = resume.communicate(timeout=60)
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+                resume.communicate()
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+        for c in dockerd.containers(**{"akoflow.workflow-name": "late"}):
+            dockerd.api.remove_container(c["Id"], force=True)
+    assert resume.returncode == 0, out + err
+    first, second = attempts_of(state_dir, "a")
+    assert (first.state, first.exit_code) == ("failed", None), first
+    assert "waited for the engine's go" in (first.reason or "")
+    assert "DOCKER_GO_TIMEOUT" in (first.reason or "")
+    assert (second.state, second.exit_code) == ("succeeded", 0)
+    assert (data / "count.a").read_text() == "run\n"  # once: the retry
+    doc = json.loads(akoflow("status", "1", "--json", env=env).stdout)
+    assert {a["name"]: a["state"] for a in doc["activities"]} == {"a": "succeeded"}
