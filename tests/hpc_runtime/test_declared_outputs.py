@@ -50,9 +50,10 @@ def test_declared_outputs_are_checked_in_the_jobs_listing(
 ) -> None:
     monkeypatch.setenv("AKOFLOW_PROVENANCE", provenance)
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
-    # On the engine's side only: it must not satisfy the cluster job's declaration.
+    # On the engine's side, under another name: it is copied to the cluster (the data plane)
+    # and does not satisfy the declaration of report.txt.
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "report.txt").write_text("local\n")
+    (tmp_path / "data" / "report.text").write_text("local\n")
 
     found = run(tmp_path)
     assert found["maker"] == ("succeeded", None)

@@ -86,9 +86,12 @@ def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
             return repo.list_files(wf_id), repo.list_initial_files(wf_id)
 
     records, initial = asyncio.run(scenario())
-    # Everything stayed on the cluster: nothing was staged back to the engine's data dir.
+    # Everything stayed on the cluster but the last activity's file, which came back to the
+    # engine's data dir (spec.collect's default: the data plane, tests/hpc_runtime/
+    # test_data_plane.py).
     assert (mount / "result.txt").read_text() == "5\nseed\nseed\n"
-    assert not (tmp_path / "data" / "result.txt").exists()
+    assert (tmp_path / "data" / "result.txt").read_text() == "5\nseed\nseed\n"
+    assert not (tmp_path / "data" / "out-a.txt").exists()
     assert {f.location for f in records} == {location}
     assert rows(records) == {
         ("prepare", "generated", "input.txt"),
@@ -131,6 +134,11 @@ def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
     ]
     assert members == [at + "params.txt"]
     entities = [e for e in doc.get_records() if e.is_element() and e.get_attribute("akoflow:path")]
+    # The collected copy of result.txt on the engine host is an entity of its own (with no
+    # generator: the copy is not a generation; issue 17 will relate it to the cluster's).
+    on_host = [e for e in entities if "remote/" not in str(e.identifier)]
+    assert [str(e.identifier).split("@")[0] for e in on_host] == ["run:file/result.txt"]
+    entities = [e for e in entities if e not in on_host]
     assert len(entities) == 5
     for entity in entities:
         assert {str(v) for v in entity.get_attribute("akoflow:location")} == {location}
@@ -147,7 +155,8 @@ def test_provenance_off_adds_no_listing_to_the_job(
     monkeypatch.setenv("AKOFLOW_PROVENANCE", "off")
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
     text = (
-        "name: quiet\nspec:\n  runtime: hpc\n  activities:\n"
+        # Nothing is brought back (collect: none): the data plane needs no listing either.
+        "name: quiet\nspec:\n  runtime: hpc\n  collect: none\n  activities:\n"
         "    - name: one\n      run: echo 1 > one.txt\n"
     )
 

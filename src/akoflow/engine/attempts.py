@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from akoflow.dataplane import DataPlane
 from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, WorkflowRun
 from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
@@ -43,6 +44,7 @@ class Attempts:
         transitions: Transitions,
         placer: Placer,
         provenance: ProvenanceRecorder,
+        data: DataPlane,
         *,
         spawn: Spawn,
         wake: Callable[[], None],
@@ -52,6 +54,7 @@ class Attempts:
         self._t = transitions
         self._placer = placer
         self._provenance = provenance
+        self._data = data
         self._spawn = spawn
         self._wake = wake
         self.jobs: dict[str, ActivityRun] = {}  # key of a live attempt -> its activity
@@ -64,8 +67,11 @@ class Attempts:
         self._after_submit: dict[str, tuple[WorkflowRun, RuntimeSlot, bool]] = {}
 
     def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
-        # Declared data is checked against the remote listings even with provenance off.
-        record = self._provenance.enabled or bool(act.spec.outputs or act.spec.inputs)
+        # Declared data is checked against the remote listings even with provenance off, and
+        # what a remote attempt writes is known from them (the data plane brings it back).
+        slot = self._slots.get(act.runtime)
+        moves = slot is not None and self._data.needs_listing(act, slot.runtime)
+        record = self._provenance.enabled or moves or bool(act.spec.outputs or act.spec.inputs)
         return job_spec(act, attempt, node, record_files=record)
 
     def live(self) -> list[ActivityRun]:
@@ -94,7 +100,11 @@ class Attempts:
                     act.wf.held.append(act)  # first-activity-first: its level is not open yet
                     continue
                 missing = None
-                if act.spec.inputs and not slot.runtime.files_stay_remote:
+                if (
+                    act.spec.inputs
+                    and not slot.runtime.files_stay_remote
+                    and not self._data.holds_remote(act.wf.id)  # else: once fetched
+                ):
                     missing = inputs_problem(act.spec, act.wf.data_dir)  # remote: at its end
                 if missing is not None:
                     self._t.fail(act, missing)
@@ -160,6 +170,7 @@ class Attempts:
             handle: dict[str, Any] = {}
             error: Exception | None = None
             try:
+                await self._data.stage_in(act, slot.runtime)
                 handle = await slot.runtime.submit(job)
             except RuntimeFailure as exc:
                 error = exc
@@ -323,6 +334,8 @@ class Attempts:
             act.spec, outcome, act.wf.data_dir, remote=slot.runtime.files_stay_remote
         )
         self._placer.unreserve(act, slot)
+        if slot.runtime.files_stay_remote:
+            self._data.record_outputs(act, slot.runtime, outcome.files)
         self._provenance.finished(act, outcome.files)
         # The durations AkôScore learns from: not those an engine restart cut into.
         if (

@@ -15,6 +15,7 @@ prove never started), so no activity runs twice because of the engine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
 from akoflow.engine.model import ActivityRun, WorkflowRun
@@ -35,7 +37,10 @@ from akoflow.engine.transitions import Transitions
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
     Outcome,
+    Runtime,
     RuntimeEvents,
+    RuntimeFailure,
+    RuntimeUnavailable,
 )
 from akoflow.runtimes.registry import (
     create_runtime,
@@ -98,12 +103,14 @@ class Engine(RuntimeEvents):
         self.transitions = Transitions(
             repo, self._slots, self.provenance, wake=self._wake.set, owner_pid=self._pid
         )
+        self.data = DataPlane(repo, self._runtime_named)
         self.attempts = Attempts(
             repo,
             self._slots,
             self.transitions,
             self.placer,
             self.provenance,
+            self.data,
             spawn=self.spawn,
             wake=self._wake.set,
         )
@@ -277,8 +284,48 @@ class Engine(RuntimeEvents):
         act = self._jobs.get(key)
         if act is not None:
             act.exited_at = time.time()
+            self._finished(act, outcome)
+
+    def _finished(self, act: ActivityRun, outcome: Outcome) -> None:
+        slot = self._slots.get(act.runtime)
+        if slot is not None and self.data.wants_collect(act, slot.runtime, outcome):
+            self.spawn(self._collect_then_finish(act, outcome))  # its end waits for its files
+            return
+        self._events.append(("finished", act, outcome))
+        self._wake.set()
+
+    async def _collect_then_finish(self, act: ActivityRun, outcome: Outcome) -> None:
+        """Bring what a remote attempt wrote back to the host before its end is recorded (an
+        engine killed meanwhile collects it again from the adopted attempt): a location out
+        of reach is waited for, a copy that fails fails the attempt with the reason."""
+        key, delay = act.key, 1.0
+        runtime = self._slots[act.runtime].runtime
+        while act.key == key and act.state.is_live:
+            try:
+                await self.data.collect(act, runtime, outcome)
+                break
+            except RuntimeUnavailable as exc:
+                log.warning("collecting the files of %s: %s; trying again", act.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except RuntimeFailure as exc:
+                outcome = dataclasses.replace(
+                    outcome, succeeded=False, reason=f"collecting its files failed: {exc}"
+                )
+                break
+            except Exception as exc:  # a bug here fails the attempt, never the engine
+                log.exception("collecting the files of %s failed", act.name)
+                outcome = dataclasses.replace(
+                    outcome, succeeded=False, reason=f"collecting its files failed: {exc}"
+                )
+                break
+        if act.key == key:
             self._events.append(("finished", act, outcome))
             self._wake.set()
+
+    def _runtime_named(self, name: str) -> Runtime | None:
+        slot = self._slots.get(name)
+        return slot.runtime if slot is not None else None
 
     def job_process(self, key: str, pid: int | None, cgroup: str | None) -> bool:
         """An attempt's first process (or cgroup) on this host: its file accesses are
@@ -294,7 +341,7 @@ class Engine(RuntimeEvents):
 
     def collected(self, act: ActivityRun, outcome: Outcome) -> None:
         """An adopted attempt had already ended: its outcome is processed like an event."""
-        self._events.append(("finished", act, outcome))
+        self._finished(act, outcome)
 
     def wake(self) -> None:
         self._wake.set()

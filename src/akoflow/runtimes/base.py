@@ -40,6 +40,7 @@ from akoflow.spec.workflow import StoragePolicy
 
 if TYPE_CHECKING:  # types only: importing them here would load their packages' heavier parts
     from akoflow.config import RuntimeConfig
+    from akoflow.dataplane.mover import DataMover
     from akoflow.provenance.remote import RemoteFiles
     from akoflow.spec.workflow import Activity, Volume
 
@@ -267,6 +268,12 @@ class Runtime(abc.ABC):
 
     async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
         """The engine has stored everything of a finished job: backend objects may go."""
+        return None
+
+    def data_mover(self, data_dir: Path) -> DataMover | None:
+        """How files reach this runtime's location from the run's data dir ``data_dir`` and
+        come back (:mod:`akoflow.dataplane`), for runtimes whose files stay remote; None
+        when attempts work in the data dir itself (or it is the same directory)."""
         return None
 
     async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:

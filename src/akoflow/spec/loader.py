@@ -1009,6 +1009,7 @@ def _resolve(document: WorkflowDocument, default_runtime: str) -> Workflow:
         strategy={"FDF": "first-data-first", "FAF": "first-activity-first"}.get(
             spec.strategy, spec.strategy
         ),
+        collect=spec.collect,
     )
 
 

@@ -668,6 +668,15 @@ class WorkflowSpec(_Strict):
             "ready. 'first-activity-first' (FAF): each DAG level finishes before the next starts."
         ),
     )
+    collect: Literal["outputs", "all", "none"] = Field(
+        default="outputs",
+        description=(
+            "Which files written on remote runtimes (HPC, Kubernetes) come back to the engine "
+            "host's data dir when their activity ends: 'outputs' (default) those of the "
+            "workflow's last activities, 'all' every one, 'none' none. Files a later activity "
+            "on another runtime needs always follow it."
+        ),
+    )
     retries: Retries | None = Field(
         default=None,
         description="Default number of retries after a failure (0..100) for every activity.",

@@ -56,3 +56,4 @@ class Workflow:
     schedule: str | None = None  # placement policy name
     alpha: float | None = None
     strategy: str = "first-data-first"  # or "first-activity-first"
+    collect: str = "outputs"  # remote files brought back at their end: "outputs", "all", "none"

@@ -189,6 +189,32 @@ class AmbiguousFile(_Located):
 
 
 @dataclass(frozen=True, slots=True)
+class Replica:
+    """What a remote location holds of a run's file (see migration 0009)."""
+
+    location: str
+    path: str
+    size: int
+    sha256: str | None  # None: written there by an activity, not yet hashed
+    fresh: bool  # newer than the engine host's copy
+    activity_id: int | None  # the activity that wrote it there (fresh ones)
+
+
+@dataclass(frozen=True, slots=True)
+class DataCopy:
+    """A verified copy of a file from one location to another ('' = the engine host)."""
+
+    activity_id: int | None
+    path: str
+    source: str
+    destination: str
+    bytes: int
+    sha256: str
+    started_at: float
+    ended_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LogChunk:
     attempt: int
     stream: str
@@ -1112,6 +1138,71 @@ class Repository:
             "updated_at = excluded.updated_at",
             ((runtime, *n, now) for n in nodes),
         )
+
+    # ----------------------------------------------------------------- data plane
+
+    def data_replicas(self, workflow_id: int) -> dict[tuple[str, str], Replica]:
+        """What each remote location holds of the run's files, by (location, path)."""
+        rows = self._exec(
+            "SELECT location, path, size, sha256, fresh, activity_id FROM data_replicas "
+            "WHERE workflow_id = ?",
+            (workflow_id,),
+        ).fetchall()
+        found: dict[tuple[str, str], Replica] = {}
+        for location, path, size, sha256, fresh, activity_id in rows:
+            name = from_db(path)
+            found[(location, name)] = Replica(
+                location, name, int(size), sha256, bool(fresh), activity_id
+            )
+        return found
+
+    def put_replica(self, workflow_id: int, replica: Replica) -> None:
+        self._exec(
+            "INSERT OR REPLACE INTO data_replicas "
+            "(workflow_id, location, path, size, sha256, fresh, activity_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                workflow_id,
+                replica.location,
+                to_db(replica.path),
+                replica.size,
+                replica.sha256,
+                int(replica.fresh),
+                replica.activity_id,
+            ),
+        )
+
+    def drop_replica(self, workflow_id: int, location: str, path: str) -> None:
+        """``location`` no longer holds ``path`` (an activity deleted it there)."""
+        self._exec(
+            "DELETE FROM data_replicas WHERE workflow_id = ? AND location = ? AND path = ?",
+            (workflow_id, location, to_db(path)),
+        )
+
+    def add_data_copy(self, workflow_id: int, copy: DataCopy) -> None:
+        self._exec(
+            "INSERT INTO data_copies (workflow_id, activity_id, path, source, destination, "
+            "bytes, sha256, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                workflow_id,
+                copy.activity_id,
+                to_db(copy.path),
+                copy.source,
+                copy.destination,
+                copy.bytes,
+                copy.sha256,
+                copy.started_at,
+                copy.ended_at,
+            ),
+        )
+
+    def list_data_copies(self, workflow_id: int) -> list[DataCopy]:
+        rows = self._exec(
+            "SELECT activity_id, path, source, destination, bytes, sha256, started_at, "
+            "ended_at FROM data_copies WHERE workflow_id = ? ORDER BY id",
+            (workflow_id,),
+        ).fetchall()
+        return [DataCopy(r[0], from_db(r[1]), *r[2:]) for r in rows]
 
     @staticmethod
     def _make_private(path: str) -> None:

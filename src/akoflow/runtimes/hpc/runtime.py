@@ -49,10 +49,12 @@ from akoflow.runtimes.base import (
 )
 from akoflow.runtimes.hpc import sbatch, slurm, ssh, staging
 from akoflow.runtimes.hpc.local import LocalTransport
+from akoflow.runtimes.hpc.mover import HpcMover
 from akoflow.runtimes.hpc.settings import HpcSettings, SettingsError, read_settings
 from akoflow.runtimes.hpc.transport import (
     Completed,
     HpcMisconfigured,
+    RsyncRoute,
     Transport,
     TransportAmbiguous,
     TransportUnavailable,
@@ -560,7 +562,10 @@ class HpcRuntime(Runtime):
             await staging.run_rsync(staging.rsync_argv(route, transfer, upload=upload), announce)
 
     def _announcer(self, key: str) -> Callable[[int], None]:
-        return lambda pid: self.announce_process(key, pid=pid)
+        def announce(pid: int) -> None:
+            self.announce_process(key, pid=pid)
+
+        return announce
 
     # ------------------------------------------------------------------ monitor
 
@@ -645,6 +650,14 @@ class HpcRuntime(Runtime):
     def _location(self) -> str:
         """Where an attempt's listed files live, as shown to users."""
         return f"{self.name}:{self._settings().mount_path}"
+
+    def data_mover(self, data_dir: Path) -> HpcMover | None:
+        s = self._settings()
+        if s.transport == "local" and staging.same_place(
+            RsyncRoute(), staging.Transfer(str(data_dir), s.mount_path, True)
+        ):
+            return None  # the engine on the login node, its data dir MOUNT_PATH itself
+        return HpcMover(self._location(), s.mount_path, self._ready_transport)
 
     async def _with_files(self, job: _Job, outcome: Outcome) -> Outcome:
         """``outcome`` with the attempt's two listings when the job asked for them and made

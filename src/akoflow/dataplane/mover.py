@@ -1,0 +1,116 @@
+"""How files reach a location and come back: :class:`DataMover`, one per remote runtime,
+through the connection that runtime already holds (no new login per copy), and the engine
+host's side of it (hashing, listing, atomic replacement)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from akoflow.provenance.names import from_bytes, to_bytes
+from akoflow.runtimes.base import SubmitError
+
+PART_SUFFIX = ".akoflow-part"  # a copy being made: never a file of the run
+CHUNK = 1 << 20
+
+
+class TransferFailed(SubmitError):
+    """A copy could not be made or did not arrive intact (its size or SHA-256 differ): the
+    attempt that needed it fails with this reason. A location that cannot be reached at all
+    raises :class:`~akoflow.runtimes.base.RuntimeUnavailable` instead (held, retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    size: int
+    sha256: str
+
+
+class DataMover(Protocol):
+    """Copies between the engine host's data dir and one location. Each method checks what
+    arrived (size and SHA-256) before it returns, and places a file under its final name only
+    then (written under a temporary name beside it, renamed into place)."""
+
+    @property
+    def location(self) -> str:
+        """``<runtime>:<directory>``, as the runtime names where its attempts' files live."""
+        ...
+
+    async def put(self, source: Path, path: str, expected: Digest) -> None:
+        """Copy the host file ``source`` (whose content is ``expected``) to ``path`` (relative
+        to the location's directory)."""
+        ...
+
+    async def get(self, path: str, destination: Path) -> Digest:
+        """Copy ``path`` of the location to the host file ``destination``; its digest."""
+        ...
+
+
+def part_name(destination: bytes) -> bytes:
+    """The temporary name a copy to ``destination`` is written under (the same one every
+    time: a copy redone after a crash overwrites what the first one left)."""
+    head, _, tail = destination.rpartition(b"/")
+    return (head + b"/" if head else b"") + b"." + tail + PART_SUFFIX.encode()
+
+
+def hash_file(path: bytes) -> Digest:
+    """Size and SHA-256 of a host file (blocking: run it in a thread)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return Digest(size, digest.hexdigest())
+
+
+class HostFiles:
+    """The engine host's data dirs: what they hold, each file's digest (cached while its
+    size, times and inode stay the same)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, tuple[tuple[int, int, int, int, int], Digest]] = {}
+
+    async def digest(self, path: Path) -> Digest:
+        raw = os.fsencode(path)
+        st = os.stat(raw)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._cache.get(raw)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = await asyncio.to_thread(hash_file, raw)
+        self._cache[raw] = (stamp, found)
+        return found
+
+    def forget(self, path: Path) -> None:
+        self._cache.pop(os.fsencode(path), None)
+
+
+def list_files(data_dir: Path) -> Iterator[str]:
+    """Every regular file under ``data_dir`` (relative, in memory form), copies in progress
+    left out; symbolic links are not followed."""
+    root = os.fsencode(data_dir)
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(root + b"/" + rel if rel else root))
+        except OSError:
+            continue
+        for entry in entries:
+            name = rel + b"/" + entry.name if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(name)
+            elif entry.is_file(follow_symlinks=False) and not entry.name.endswith(
+                PART_SUFFIX.encode()
+            ):
+                yield from_bytes(name)
+
+
+def host_path(data_dir: Path, path: str) -> Path:
+    return Path(os.fsdecode(os.fsencode(data_dir) + b"/" + to_bytes(path)))

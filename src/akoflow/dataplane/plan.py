@@ -1,0 +1,71 @@
+"""What to copy where (pure): the files an activity needs that its location lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from akoflow.dataplane.mover import Digest
+from akoflow.provenance.declared import declares
+from akoflow.provenance.remote import RemoteFiles
+from akoflow.store.repository import Replica
+
+HOST = ""  # the engine host's data dir, as a location
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Bring ``path`` from ``location`` (where an activity wrote it) to the engine host."""
+
+    location: str
+    path: str
+
+
+def wanted(inputs: Collection[str], path: str) -> bool:
+    """Declared inputs narrow what an activity needs; none declared: every file of the run."""
+    return not inputs or declares(inputs, path)
+
+
+def fetches(
+    replicas: Mapping[tuple[str, str], Replica],
+    *,
+    target: str,
+    writers: Collection[int],
+    inputs: Collection[str],
+) -> list[Fetch]:
+    """Files newer at another location than on the host, written there by one of ``writers``
+    (the activity's ancestors), that an activity at ``target`` needs."""
+    return sorted(
+        (
+            Fetch(r.location, r.path)
+            for r in replicas.values()
+            if r.fresh
+            and r.location != target
+            and r.activity_id in writers
+            and wanted(inputs, r.path)
+        ),
+        key=lambda f: (f.location, f.path),
+    )
+
+
+def puts(
+    host: Mapping[str, Digest], replicas: Mapping[tuple[str, str], Replica], *, target: str
+) -> list[str]:
+    """Host files ``target`` does not hold at that content. Never over a file an activity
+    wrote there since (fresh): that one is newer than the host's."""
+    needed = []
+    for path, digest in host.items():
+        held = replicas.get((target, path))
+        if held is not None and (held.fresh or held.sha256 == digest.sha256):
+            continue
+        needed.append(path)
+    return sorted(needed)
+
+
+def changed(files: RemoteFiles) -> tuple[dict[str, int], list[str]]:
+    """What an attempt's listings say it changed: ``({path: size} written, [deleted])``."""
+    written = {
+        path: state.size for path, state in files.after.items() if files.before.get(path) != state
+    }
+    deleted = sorted(path for path in files.before if path not in files.after)
+    return written, deleted

@@ -1,0 +1,219 @@
+"""The engine's side of the data plane (see :mod:`akoflow.dataplane`): before an attempt is
+submitted, :meth:`DataPlane.stage_in` brings what it needs to its location; when a remote
+attempt ended, :meth:`DataPlane.record_outputs` notes what it wrote there and
+:meth:`DataPlane.collect` brings it back to the host when the workflow's ``collect`` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from akoflow.dataplane import plan
+from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed, host_path
+from akoflow.dataplane.mover import list_files as host_files
+from akoflow.dataplane.plan import HOST
+from akoflow.provenance.declared import inputs_problem
+from akoflow.provenance.names import display
+from akoflow.provenance.remote import RemoteFiles
+from akoflow.runtimes.base import Outcome, Runtime
+from akoflow.store import Repository
+from akoflow.store.repository import DataCopy, Replica
+
+if TYPE_CHECKING:
+    from akoflow.engine.model import ActivityRun
+
+log = logging.getLogger(__name__)
+
+
+def ancestors(act: ActivityRun) -> set[int]:
+    seen: set[int] = set()
+    stack = list(act.deps)
+    while stack:
+        dep = stack.pop()
+        if dep.id not in seen:
+            seen.add(dep.id)
+            stack.extend(dep.deps)
+    return seen
+
+
+class DataPlane:
+    def __init__(self, repo: Repository, runtime_of: Callable[[str], Runtime | None]) -> None:
+        self.repo = repo
+        self._runtime_of = runtime_of
+        self.host = HostFiles()
+        # Copies in flight by (run, destination, path): attempts that need the same file at
+        # the same place at the same time wait for one copy.
+        self._in_flight: dict[tuple[int, str, str], asyncio.Future[None]] = {}
+        self._recorded: set[tuple[int, int]] = set()  # (activity, attempt) outputs noted
+        self._remote_runs: dict[int, bool] = {}  # run -> whether a remote location holds files
+
+    def holds_remote(self, workflow_id: int) -> bool:
+        """Whether a location other than the engine host holds files of the run (else an
+        activity on the host has nothing to wait for: the common case costs no query)."""
+        known = self._remote_runs.get(workflow_id)
+        if known is None:
+            known = self._remote_runs[workflow_id] = bool(self.repo.data_replicas(workflow_id))
+        return known
+
+    def _put_replica(self, workflow_id: int, replica: Replica) -> None:
+        self.repo.put_replica(workflow_id, replica)
+        self._remote_runs[workflow_id] = True
+
+    # ---------------------------------------------------------------- before
+
+    async def stage_in(self, act: ActivityRun, runtime: Runtime) -> None:
+        """Bring what ``act`` needs to ``runtime``'s location. Raises
+        :class:`TransferFailed` (the attempt fails with the reason) or
+        :class:`~akoflow.runtimes.base.RuntimeUnavailable` (a location is unreachable)."""
+        wf = act.wf
+        mover = runtime.data_mover(wf.data_dir) if runtime.files_stay_remote else None
+        if runtime.files_stay_remote and mover is None:
+            return  # files do not move to or from this runtime (yet): its own volume only
+        if mover is None and not self.holds_remote(wf.id):
+            return
+        target = mover.location if mover is not None else HOST
+        replicas = self.repo.data_replicas(wf.id)
+        inputs = act.spec.inputs
+        for item in plan.fetches(replicas, target=target, writers=ancestors(act), inputs=inputs):
+            await self._once(
+                (wf.id, HOST, item.path), partial(self._fetch, act, item.location, item.path)
+            )
+        if mover is None:
+            missing = inputs_problem(act.spec, wf.data_dir) if inputs else None
+            if missing is not None:
+                raise TransferFailed(missing)
+            return
+        host: dict[str, Digest] = {}
+        for path in host_files(wf.data_dir):
+            if plan.wanted(inputs, path):
+                with contextlib.suppress(FileNotFoundError):  # gone meanwhile: not needed
+                    host[path] = await self.host.digest(host_path(wf.data_dir, path))
+        replicas = self.repo.data_replicas(wf.id)
+        for path in plan.puts(host, replicas, target=target):
+            await self._once(
+                (wf.id, target, path), partial(self._put, act, mover, path, host[path])
+            )
+
+    async def _once(self, key: tuple[int, str, str], copy: Callable[[], Awaitable[None]]) -> None:
+        running = self._in_flight.get(key)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            await copy()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(None)
+        finally:
+            del self._in_flight[key]
+
+    async def _put(self, act: ActivityRun, mover: DataMover, path: str, digest: Digest) -> None:
+        wf = act.wf
+        started = time.time()
+        await mover.put(host_path(wf.data_dir, path), path, digest)
+        replica = Replica(mover.location, path, digest.size, digest.sha256, False, None)
+        self._put_replica(wf.id, replica)
+        self.repo.add_data_copy(
+            wf.id,
+            DataCopy(
+                act.id, path, HOST, mover.location, digest.size, digest.sha256, started, time.time()
+            ),
+        )
+
+    async def _fetch(self, act: ActivityRun, location: str, path: str) -> None:
+        wf = act.wf
+        mover = self._mover_at(location, wf.data_dir)
+        destination = host_path(wf.data_dir, path)
+        try:
+            os.makedirs(destination.parent, exist_ok=True)
+        except OSError as exc:
+            raise TransferFailed(
+                f"cannot bring {display(path)} from {location}: {exc.strerror}"
+            ) from None
+        started = time.time()
+        digest = await mover.get(path, destination)
+        self.host.forget(destination)
+        held = self.repo.data_replicas(wf.id).get((location, path))
+        writer = held.activity_id if held is not None else None
+        self._put_replica(wf.id, Replica(location, path, digest.size, digest.sha256, False, writer))
+        self.repo.add_data_copy(
+            wf.id,
+            DataCopy(
+                act.id, path, location, HOST, digest.size, digest.sha256, started, time.time()
+            ),
+        )
+
+    def _mover_at(self, location: str, data_dir: Path) -> DataMover:
+        runtime = self._runtime_of(location.split(":", 1)[0])
+        mover = runtime.data_mover(data_dir) if runtime is not None else None
+        if mover is None or mover.location != location:
+            raise TransferFailed(
+                f"files written at {location} are needed, but no configured runtime reaches "
+                "that location any more"
+            )
+        return mover
+
+    # ---------------------------------------------------------------- after
+
+    def record_outputs(self, act: ActivityRun, runtime: Runtime, files: RemoteFiles | None) -> None:
+        """What attempt ``act.attempt`` wrote at its location (from its listings), where files
+        can be brought from."""
+        if files is None or (act.id, act.attempt) in self._recorded:
+            return
+        if runtime.data_mover(act.wf.data_dir) is None:
+            return
+        self._recorded.add((act.id, act.attempt))
+        written, deleted = plan.changed(files)
+        for path, size in written.items():
+            self._put_replica(act.wf.id, Replica(files.location, path, size, None, True, act.id))
+        for path in deleted:
+            self.repo.drop_replica(act.wf.id, files.location, path)
+
+    def needs_listing(self, act: ActivityRun, runtime: Runtime) -> bool:
+        """Whether what an attempt of ``act`` writes on ``runtime`` may have to move: it is
+        collected at its end, or an activity on another runtime depends on it."""
+        if not runtime.files_stay_remote or runtime.data_mover(act.wf.data_dir) is None:
+            return False
+        policy = act.wf.workflow.collect
+        return (
+            policy == "all"
+            or (policy == "outputs" and not act.dependents)
+            or any(d.runtime != act.runtime for d in act.dependents)
+        )
+
+    def wants_collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> bool:
+        """Whether what the ended attempt wrote comes back to the host before its end is
+        recorded: the workflow's ``collect`` policy, for a success on a remote runtime."""
+        policy = act.wf.workflow.collect
+        return (
+            outcome.succeeded
+            and outcome.files is not None
+            and runtime.files_stay_remote
+            and (policy == "all" or (policy == "outputs" and not act.dependents))
+            and runtime.data_mover(act.wf.data_dir) is not None
+        )
+
+    async def collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> None:
+        """Bring what the attempt wrote back to the engine host (see :meth:`wants_collect`)."""
+        files = outcome.files
+        if files is None:
+            return
+        self.record_outputs(act, runtime, files)
+        written, _ = plan.changed(files)
+        for path in sorted(written):
+            await self._once(
+                (act.wf.id, HOST, path), partial(self._fetch, act, files.location, path)
+            )

@@ -1,0 +1,131 @@
+"""Files between the engine host's data dir and MOUNT_PATH on the cluster, through the
+runtime's one SSH connection (SFTP on it: no new login per copy, which sites with MFA depend
+on), or with plain copies when the engine runs on the login node.
+
+A file's path under MOUNT_PATH is its path under the run's data dir (activities run in
+MOUNT_PATH and name their files relative to it). Each copy is written under a temporary name,
+checked (size and SHA-256, computed on the cluster by ``wc -c`` and ``sha256sum``), then
+renamed into place. No user value enters a shell command: the remote path travels as an
+argument of octal escapes that ``printf`` turns back into its bytes (any name, also one that
+is not UTF-8 or ends with a newline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncssh
+
+from akoflow.dataplane.mover import Digest, TransferFailed, hash_file, part_name
+from akoflow.provenance.names import display, to_bytes
+from akoflow.runtimes.base import RuntimeUnavailable
+from akoflow.runtimes.hpc.ssh import SshLink, SshUnavailable
+from akoflow.runtimes.hpc.transport import Transport
+
+# Size and SHA-256 of the file named (in octal escapes) by $1; the trailing x keeps a name's
+# final newlines through the command substitution.
+_DIGEST = 'f=$(printf "$1"; printf x); f=${f%x}; wc -c < "$f" && sha256sum < "$f"'
+_RENAME = 'a=$(printf "$1"; printf x); b=$(printf "$2"; printf x); mv -f -- "${a%x}" "${b%x}"'
+_MKDIR = 'd=$(printf "$1"; printf x); mkdir -p -- "${d%x}"'
+
+
+def octal(raw: bytes) -> str:
+    """``raw`` as printf escapes: ASCII only, no character the shell or printf would read."""
+    return "".join(f"\\{b:03o}" for b in raw)
+
+
+def parse_digest(stdout: str) -> Digest | None:
+    lines = stdout.split()
+    if len(lines) < 2 or not lines[0].isdigit() or len(lines[1]) != 64:
+        return None
+    return Digest(int(lines[0]), lines[1].lower())
+
+
+class HpcMover:
+    def __init__(
+        self, location: str, mount_path: str, transport: Callable[[], Awaitable[Transport]]
+    ) -> None:
+        self._location = location
+        self._mount = os.fsencode(mount_path.rstrip("/") or "/")
+        self._transport = transport
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def _remote(self, path: str) -> bytes:
+        return self._mount + b"/" + to_bytes(path)
+
+    async def _sh(self, script: str, *args: bytes) -> str:
+        transport = await self._transport()
+        result = await transport.run(["sh", "-c", script, "sh", *(octal(a) for a in args)])
+        if result.exit_status != 0:
+            said = result.stderr.strip()[-300:] or f"exit {result.exit_status}"
+            raise TransferFailed(f"on {self._location}: {said}")
+        return result.stdout
+
+    async def _digest(self, remote: bytes) -> Digest:
+        found = parse_digest(await self._sh(_DIGEST, remote))
+        if found is None:
+            raise TransferFailed(f"cannot hash {display(os.fsdecode(remote))} on {self._location}")
+        return found
+
+    async def put(self, source: Path, path: str, expected: Digest) -> None:
+        remote = self._remote(path)
+        part = part_name(remote)
+        await self._sh(_MKDIR, remote.rpartition(b"/")[0] or b"/")
+        transport = await self._transport()
+        await self._copy(transport, os.fsencode(source), part, upload=True)
+        arrived = await self._digest(part)
+        if arrived != expected:
+            raise TransferFailed(
+                f"{display(path)} arrived at {self._location} as {arrived.size} bytes "
+                f"(sha256 {arrived.sha256[:12]}), sent {expected.size} "
+                f"(sha256 {expected.sha256[:12]})"
+            )
+        await self._sh(_RENAME, part, remote)
+
+    async def get(self, path: str, destination: Path) -> Digest:
+        remote = self._remote(path)
+        expected = await self._digest(remote)
+        local = os.fsencode(destination)
+        part = part_name(local)
+        transport = await self._transport()
+        await self._copy(transport, remote, part, upload=False)
+        arrived = await asyncio.to_thread(hash_file, part)
+        if arrived != expected:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise TransferFailed(
+                f"{display(path)} came from {self._location} as {arrived.size} bytes, "
+                f"{expected.size} there (or it changed while being copied)"
+            )
+        os.replace(part, local)
+        return arrived
+
+    async def _copy(self, transport: Transport, src: bytes, dst: bytes, *, upload: bool) -> None:
+        if not isinstance(transport, SshLink):  # the engine is on the login node
+            try:
+                await asyncio.to_thread(shutil.copyfile, src, dst)
+            except OSError as exc:
+                raise TransferFailed(f"copy on {self._location}: {exc.strerror}") from None
+            return
+        sftp = await transport.sftp()
+        try:
+            if upload:
+                await sftp.put(src, dst)
+            else:
+                await sftp.get(src, dst)
+        except asyncssh.SFTPError as exc:
+            raise TransferFailed(f"sftp {self._location}: {exc.reason}") from None
+        except OSError as exc:
+            if isinstance(exc, RuntimeUnavailable):
+                raise
+            raise TransferFailed(f"copy with {self._location}: {exc.strerror or exc}") from None
+        except (asyncssh.Error, ConnectionError) as exc:
+            raise SshUnavailable(f"sftp {self._location}: {exc}") from None

@@ -1,0 +1,127 @@
+"""The data plane between the engine host and a SLURM cluster (issue 17), through the engine
+against the private cluster over SSH: a file a local activity wrote reaches the cluster before
+the HPC activity that needs it runs, what that one wrote there comes back before a later local
+activity runs, unchanged files are not copied twice, the workflow's last activities' files
+come back by themselves (``spec.collect``), every copy is recorded with its digest, odd bytes
+in names survive, and all of it goes through the one SSH login of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from akoflow.states import WorkflowState
+from akoflow.store import Repository
+from tests.e2e.test_engine_inprocess import engine_with
+from tests.hpc_runtime.test_hpc_engine import runtime_of, states
+
+ODD = "odd\udcffname"  # the bytes b"odd\xffname": not UTF-8
+
+PIPELINE = """\
+name: plane
+spec:
+  activities:
+    - name: prepare
+      runtime: local
+      run: |
+        mkdir -p in
+        seq 1 100 > in/numbers.txt
+        printf 'x\\n' > "$(printf 'odd\\377name')"
+    - name: total
+      runtime: hpc
+      dependsOn: [prepare]
+      run: |
+        awk '{ s += $1 } END { print s }' in/numbers.txt > sum.txt
+        cat "$(printf 'odd\\377name')" > odd-copy.txt
+    - name: again
+      runtime: hpc
+      dependsOn: [total]
+      run: wc -l < in/numbers.txt > lines.txt
+    - name: report
+      runtime: local
+      dependsOn: [again]
+      run: cat sum.txt lines.txt odd-copy.txt > report.txt
+"""
+
+
+def copies(repo: Repository, wf_id: int) -> list[tuple[str, str, str]]:
+    return [(c.path, c.source, c.destination) for c in repo.list_data_copies(wf_id)]
+
+
+def test_files_follow_the_work_to_the_cluster_and_back(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, PIPELINE) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            assert (data / "report.txt").read_text() == "5050\n100\nx\n"
+            # The inputs reached the cluster, byte for byte, odd names too.
+            assert (mount / "in" / "numbers.txt").read_bytes() == (
+                data / "in" / "numbers.txt"
+            ).read_bytes()
+            assert (mount / ODD).read_bytes() == b"x\n"
+            at = f"hpc:{mount}"
+            made = copies(repo, wf_id)
+            # Each needed file crossed once, whatever number of activities needed it.
+            assert made.count(("in/numbers.txt", "", at)) == 1
+            assert made.count((ODD, "", at)) == 1
+            assert ("sum.txt", at, "") in made and ("lines.txt", at, "") in made
+            assert ("odd-copy.txt", at, "") in made
+            assert len(made) == len(set(made))
+            for c in repo.list_data_copies(wf_id):
+                local = data / c.path
+                assert hashlib.sha256(local.read_bytes()).hexdigest() == c.sha256
+                assert local.stat().st_size == c.bytes
+            assert runtime_of(engine).connections_opened == 1
+
+    asyncio.run(scenario())
+
+
+SINK = """\
+name: sink
+spec:
+  collect: {collect}
+  activities:
+    - name: make
+      runtime: local
+      run: echo seed > seed.txt
+    - name: grow
+      runtime: hpc
+      dependsOn: [make]
+      run: |
+        mkdir -p out
+        cat seed.txt seed.txt > out/result.txt
+"""
+
+
+def run_sink(tmp_path: Path, collect: str) -> tuple[Path, list[tuple[str, str, str]]]:
+    async def scenario() -> list[tuple[str, str, str]]:
+        text = SINK.format(collect=collect)
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            return copies(repo, wf_id)
+
+    return tmp_path / "data", asyncio.run(scenario())
+
+
+def test_the_last_activitys_files_come_back_by_default(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    data, made = run_sink(tmp_path, "outputs")
+    assert (data / "out" / "result.txt").read_text() == "seed\nseed\n"
+    assert ("out/result.txt", f"hpc:{hpc_env['HPC_MOUNT_PATH']}", "") in made
+
+
+def test_collect_none_leaves_them_on_the_cluster(hpc_env: dict[str, str], tmp_path: Path) -> None:
+    data, made = run_sink(tmp_path, "none")
+    assert not (data / "out" / "result.txt").exists()
+    assert (Path(hpc_env["HPC_MOUNT_PATH"]) / "out" / "result.txt").read_text() == "seed\nseed\n"
+    assert [m for m in made if m[2] == ""] == []
