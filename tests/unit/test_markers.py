@@ -60,8 +60,12 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "singularity_runtime": ["needs_root"],
         "ui": ["browser"],
     }
+    # The lineage panel's browser test in its observed mode needs fanotify too.
+    observed_ui = "tests/ui/test_lineage_panel.py::test_lineage_panel_shows_exact_and_ambiguous"
     for node_id, found in markers.items():
-        if directory(node_id) in by_directory:
+        if node_id.startswith(observed_ui) and node_id.endswith("[observed]"):
+            assert found == ["browser", "needs_root"], node_id
+        elif directory(node_id) in by_directory:
             assert found == by_directory[directory(node_id)], node_id
     trusted = {
         i.split("::")[1].partition("[")[0]
@@ -92,6 +96,10 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "test_without_privilege_lineage_is_inferred_and_never_wrong",
         "test_two_observed_writers_of_a_declared_output",
         "test_report_shows_generators_users_and_ambiguous_files",  # test_report_lineage.py
+    } | {  # tests/e2e/test_observer_quiet.py: fanotify ignore marks
+        "test_reads_in_system_directories_are_dropped_by_the_kernel",
+        "test_a_quieted_directory_moved_into_the_data_dir_is_heard_again",
+        "test_a_data_dir_in_a_quieted_directory_is_heard",
     } | {  # tests/unit/test_lost_events.py: a real overflow of a fanotify queue
         "test_a_real_queue_overflow_leaves_the_running_attempts_writes_ambiguous",
     } | {  # tests/e2e/test_lineage_hostile.py: observed with fanotify
