@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from akoflow.dataplane import plan
@@ -23,7 +22,7 @@ from akoflow.dataplane.plan import HOST
 from akoflow.provenance.declared import inputs_problem
 from akoflow.provenance.names import display
 from akoflow.provenance.remote import RemoteFiles
-from akoflow.runtimes.base import Outcome, Runtime
+from akoflow.runtimes.base import JobSpec, Outcome, Runtime
 from akoflow.store import Repository
 from akoflow.store.repository import DataCopy, Replica
 
@@ -45,9 +44,15 @@ def ancestors(act: ActivityRun) -> set[int]:
 
 
 class DataPlane:
-    def __init__(self, repo: Repository, runtime_of: Callable[[str], Runtime | None]) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        runtime_of: Callable[[str], Runtime | None],
+        job_of: Callable[[ActivityRun], JobSpec],
+    ) -> None:
         self.repo = repo
         self._runtime_of = runtime_of
+        self._job_of = job_of  # what a runtime needs to name the run's location
         self.host = HostFiles()
         # Copies in flight by (run, destination, path): attempts that need the same file at
         # the same place at the same time wait for one copy.
@@ -74,7 +79,7 @@ class DataPlane:
         :class:`TransferFailed` (the attempt fails with the reason) or
         :class:`~akoflow.runtimes.base.RuntimeUnavailable` (a location is unreachable)."""
         wf = act.wf
-        mover = runtime.data_mover(wf.data_dir) if runtime.files_stay_remote else None
+        mover = self._mover(act, runtime)
         if runtime.files_stay_remote and mover is None:
             return  # files do not move to or from this runtime (yet): its own volume only
         if mover is None and not self.holds_remote(wf.id):
@@ -135,7 +140,7 @@ class DataPlane:
 
     async def _fetch(self, act: ActivityRun, location: str, path: str) -> None:
         wf = act.wf
-        mover = self._mover_at(location, wf.data_dir)
+        mover = self._mover_at(location, act)
         destination = host_path(wf.data_dir, path)
         try:
             os.makedirs(destination.parent, exist_ok=True)
@@ -156,9 +161,15 @@ class DataPlane:
             ),
         )
 
-    def _mover_at(self, location: str, data_dir: Path) -> DataMover:
+    def _mover(self, act: ActivityRun, runtime: Runtime) -> DataMover | None:
+        if not runtime.files_stay_remote:
+            return None
+        return runtime.data_mover(self._job_of(act))
+
+    def _mover_at(self, location: str, act: ActivityRun) -> DataMover:
+        """The mover of ``location`` (where another activity of ``act``'s run wrote)."""
         runtime = self._runtime_of(location.split(":", 1)[0])
-        mover = runtime.data_mover(data_dir) if runtime is not None else None
+        mover = self._mover(act, runtime) if runtime is not None else None
         if mover is None or mover.location != location:
             raise TransferFailed(
                 f"files written at {location} are needed, but no configured runtime reaches "
@@ -173,7 +184,7 @@ class DataPlane:
         can be brought from."""
         if files is None or (act.id, act.attempt) in self._recorded:
             return
-        if runtime.data_mover(act.wf.data_dir) is None:
+        if self._mover(act, runtime) is None:
             return
         self._recorded.add((act.id, act.attempt))
         written, deleted = plan.changed(files)
@@ -185,7 +196,7 @@ class DataPlane:
     def needs_listing(self, act: ActivityRun, runtime: Runtime) -> bool:
         """Whether what an attempt of ``act`` writes on ``runtime`` may have to move: it is
         collected at its end, or an activity on another runtime depends on it."""
-        if not runtime.files_stay_remote or runtime.data_mover(act.wf.data_dir) is None:
+        if self._mover(act, runtime) is None:
             return False
         policy = act.wf.workflow.collect
         return (
@@ -203,7 +214,7 @@ class DataPlane:
             and outcome.files is not None
             and runtime.files_stay_remote
             and (policy == "all" or (policy == "outputs" and not act.dependents))
-            and runtime.data_mover(act.wf.data_dir) is not None
+            and self._mover(act, runtime) is not None
         )
 
     async def collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> None:

@@ -31,11 +31,12 @@ from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.placing import Placer
 from akoflow.engine.reconcile import Reconciler
-from akoflow.engine.runs import build_run
+from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.engine.transitions import Transitions
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
+    JobSpec,
     Outcome,
     Runtime,
     RuntimeEvents,
@@ -103,7 +104,7 @@ class Engine(RuntimeEvents):
         self.transitions = Transitions(
             repo, self._slots, self.provenance, wake=self._wake.set, owner_pid=self._pid
         )
-        self.data = DataPlane(repo, self._runtime_named)
+        self.data = DataPlane(repo, self._runtime_named, self._job_of)
         self.attempts = Attempts(
             repo,
             self._slots,
@@ -322,6 +323,11 @@ class Engine(RuntimeEvents):
         if act.key == key:
             self._events.append(("finished", act, outcome))
             self._wake.set()
+
+    @staticmethod
+    def _job_of(act: ActivityRun) -> JobSpec:
+        """What names ``act``'s run to a runtime (its data dir, scope, workflow id)."""
+        return job_spec(act, max(act.attempt, 1), act.node, record_files=False)
 
     def _runtime_named(self, name: str) -> Runtime | None:
         slot = self._slots.get(name)

@@ -270,10 +270,11 @@ class Runtime(abc.ABC):
         """The engine has stored everything of a finished job: backend objects may go."""
         return None
 
-    def data_mover(self, data_dir: Path) -> DataMover | None:
-        """How files reach this runtime's location from the run's data dir ``data_dir`` and
-        come back (:mod:`akoflow.dataplane`), for runtimes whose files stay remote; None
-        when attempts work in the data dir itself (or it is the same directory)."""
+    def data_mover(self, job: JobSpec) -> DataMover | None:
+        """How files reach the location where ``job`` (or any attempt of its run) works from
+        the run's data dir and come back (:mod:`akoflow.dataplane`), for runtimes whose files
+        stay remote; None when attempts work in the data dir itself (or the same directory),
+        or files cannot move to that location."""
         return None
 
     async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:

@@ -651,10 +651,10 @@ class HpcRuntime(Runtime):
         """Where an attempt's listed files live, as shown to users."""
         return f"{self.name}:{self._settings().mount_path}"
 
-    def data_mover(self, data_dir: Path) -> HpcMover | None:
+    def data_mover(self, job: JobSpec) -> HpcMover | None:
         s = self._settings()
         if s.transport == "local" and staging.same_place(
-            RsyncRoute(), staging.Transfer(str(data_dir), s.mount_path, True)
+            RsyncRoute(), staging.Transfer(str(job.data_dir), s.mount_path, True)
         ):
             return None  # the engine on the login node, its data dir MOUNT_PATH itself
         return HpcMover(self._location(), s.mount_path, self._ready_transport)
