@@ -6,6 +6,8 @@ through the CLI and checks the store and the exported PROV read back with ``prov
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -230,4 +232,58 @@ def test_a_version_is_derived_only_from_what_its_writer_read(tmp_path: Path) -> 
         ("copy.txt", t, "f.txt", v2, False),
         ("copy.txt", t, "out.txt", t, False),
         ("f.txt", v4, "f.txt", v3, True),
+    }
+
+
+# ==================================================================== 3: changes no event reports
+
+MMAP_WRITE = (
+    "import mmap; f = open('m.bin', 'r+b'); m = mmap.mmap(f.fileno(), 0); m[0:4] = b'MMAP'; "
+    "m.flush(); m.close(); f.close()"
+)
+
+
+def test_changes_that_bypass_the_data_dirs_names_are_recorded_as_ambiguous(
+    tmp_path: Path,
+) -> None:
+    """link.txt is a hard link of a file outside the data dir, written there under its outside
+    name; sym.txt a symlink to a file outside, written through; m.bin is written through a
+    shared memory mapping (no write event). None is lost: each is a new version, ambiguous
+    (nothing observed says who wrote it) with the activity that ran then as its candidate, and
+    `reader` used the new versions."""
+    outside, data = tmp_path / "outside", tmp_path / "data"
+    outside.mkdir()
+    data.mkdir()
+    (outside / "ext.txt").write_text("e\n")
+    (outside / "target.txt").write_text("s\n")
+    os.link(outside / "ext.txt", data / "link.txt")
+    (data / "sym.txt").symlink_to(outside / "target.txt")
+    (data / "m.bin").write_bytes(b"0000\n")
+    doc = run_workflow(
+        tmp_path,
+        workflow(
+            ("outside", f"echo more >> {outside / 'ext.txt'}", []),
+            ("through", "echo sym >> sym.txt", ["outside"]),
+            ("mapper", f'{sys.executable} -c "{MMAP_WRITE}"', ["through"]),
+            ("reader", "cat link.txt m.bin > all.txt", ["mapper"]),
+        ),
+    )
+    link, sym, mapped = sha("e\nmore\n"), sha("s\nsym\n"), sha("MMAP\n")
+    assert (data / "m.bin").read_bytes() == b"MMAP\n"
+    records, unsure = stored(tmp_path)
+    candidates = {(f.path, f.sha256): {c.activity for c in f.candidates} for f in unsure}
+    assert set(candidates) == {("link.txt", link), ("sym.txt", sym), ("m.bin", mapped)}
+    assert candidates["link.txt", link] == {"outside"}
+    assert candidates["sym.txt", sym] == {"through"}
+    # Seen when every file is looked at (at the mapper's end in a data dir this small) or
+    # when the reader's reads are: its candidates ran since m.bin was last seen unchanged.
+    assert "mapper" in candidates["m.bin", mapped]
+    assert versions(records, "used") == {("reader", "link.txt", link), ("reader", "m.bin", mapped)}
+    assert versions(records, "generated") == {("reader", "all.txt", sha("e\nmore\nMMAP\n"))}
+    used, generated = prov_versions(doc)
+    assert (used, generated) == (versions(records, "used"), versions(records, "generated"))
+    assert prov_ambiguous(doc) == {
+        ("link.txt", link): {"outside"},
+        ("sym.txt", sym): {"through"},
+        ("m.bin", mapped): candidates["m.bin", mapped],
     }

@@ -107,5 +107,6 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "test_a_file_two_activities_wrote_under_two_names_is_ambiguous_under_both",
         "test_a_rename_over_a_linked_name_or_a_copy_changes_only_that_name",
         "test_a_version_is_derived_only_from_what_its_writer_read",
+        "test_changes_that_bypass_the_data_dirs_names_are_recorded_as_ambiguous",
     }
     assert {directory(i) for i in markers} >= set(by_directory) | {"e2e", "unit", "server"}

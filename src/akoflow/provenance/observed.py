@@ -22,18 +22,31 @@ under the name it was made through, so when a file with hard links is decided, e
 recorded names whose content changed gets the new version too, decided alike (the same
 writer, or ambiguous between the same candidates). A name a rename replaced is another file:
 its former links keep what they held.
+
+No change is lost. Some reach a data dir's file without an event under its name: a write
+through a name outside the data dir (a hard link, or the target of a symlink in it), a store
+into a shared memory mapping, a write while events were lost. When the recorder decides (an
+attempt's end, the run's end) it looks at the disk (:meth:`ObservedRun.rescan`): a stat per
+file and a checksum only where the stat changed. A version no observed access explains is
+**ambiguous** between the attempts that ran since the path's former version was confirmed
+(none: no candidate), never given to one of them. Looking at every file is paced to cost a
+bounded share of the engine's time (:data:`FULL_LOOK_SHARE`); in between, only the names
+that can change unseen (hard links, symlinks to outside) and the files the ending attempt
+read are looked at, and every file is at the run's end.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Hashable, Iterator
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from akoflow.provenance.names import from_bytes
 from akoflow.provenance.observe import Access, Ambiguous
-from akoflow.provenance.snapshot import FileState, Snapshot, identity, state_of
+from akoflow.provenance.snapshot import FileState, Snapshot, identity, scan, state_of
 
 Key = Hashable  # (activity id, attempt number)
 FileId = tuple[int, int]  # (device, inode)
@@ -41,6 +54,12 @@ FileId = tuple[int, int]  # (device, inode)
 TWO_WRITERS = "written by attempts that ran at the same time"
 UNCLAIMED = "written by a process of no attempt (or one that could not be told apart)"
 LOST = "file events were lost while its writers ran"
+UNOBSERVED = (
+    "changed with no observed write under its name (through a hard link or symlink from "
+    "outside the data dir, a memory-mapped write, or lost events)"
+)
+FULL_LOOK_SHARE = 0.02  # of the engine's time, at most, spent looking at every file
+FULL_LOOK_FREE = 0.001  # s: a look at every file that costs less is made at every decision
 
 
 @dataclass(eq=False)
@@ -86,13 +105,23 @@ class ObservedRun:
             if real_exclude.startswith(self.root + os.sep):
                 skip = real_exclude[len(self.root) + 1 :]
         self._skip = skip  # AkôFlow's state dir inside the data dir: not provenance
+        self._exclude = None if skip is None else Path(self.root, skip)
         self.attempts: dict[Key, AttemptFiles] = {}
         self._writers: dict[str, set[Key]] = {}  # undecided paths -> the attempts that wrote
         self._unclaimed: dict[str, set[Key]] = {}  # undecided paths written by no attempt
         self._tainted: set[Key] = set()  # attempts that ran while events were lost
-        # The versions last recorded (or found before the run), and the names of each file.
+        # The versions last recorded (or found before the run), with when each was last
+        # confirmed on disk (the clock counts attempt ends: an attempt that ended at or
+        # before that moment did not change it since), and the names of each file.
         self.known: Snapshot = {}
+        self._clock = 0
+        self._seen: dict[str, int] = {}
         self._by_file: dict[FileId, str | set[str]] = {}
+        self._unseen: set[str] = set()  # names that may change with no event under them
+        self._ended: list[tuple[int, Key]] = []  # (clock at its end, attempt) since a full look
+        self._full_at = -math.inf  # monotonic time of the last look at every file
+        self._full_cost = 0.0  # how long it took
+        self._lost = False  # events were lost since: look at every file next time
         for path, state in known.items():
             self._know(path, state)
 
@@ -108,6 +137,7 @@ class ObservedRun:
     def lost_events(self) -> None:
         """Events were lost: whatever the running attempts wrote is not known for sure."""
         self._tainted |= self.live
+        self._lost = True
 
     def _path(self, raw: bytes) -> str | None:
         path = from_bytes(raw)
@@ -186,6 +216,8 @@ class ObservedRun:
         if files is None:
             return None, []
         files.live = False  # kept while an undecided path names it (a candidate)
+        self._clock += 1  # what is on disk from now on is after its end
+        self._ended.append((self._clock, key))
         for path in files.read & files.touched:  # it read what was there before its write
             former = self.known.get(path)
             if former is not None:
@@ -209,7 +241,7 @@ class ObservedRun:
                 continue  # decided with another name of its file, or nothing written since
             if not everything and self._writing(path):
                 continue  # another writer still runs: decided at its end
-            state = state_of(self.root, path, self.known.get(path))
+            state = state_of(self.root, path, self.known.get(path), outside_links=True)
             names = {path} if state is None else self._names_of(path, state)
             if not everything and any(self._writing(name) for name in names):
                 continue  # written under another name too: decided with that one
@@ -235,7 +267,7 @@ class ObservedRun:
             for name in sorted(names):
                 found: FileState | None = state
                 if name != path:
-                    found = state_of(self.root, name, self.known.get(name))
+                    found = state_of(self.root, name, self.known.get(name), outside_links=True)
                 if found is None:
                     self._forget(name)
                     continue
@@ -253,23 +285,106 @@ class ObservedRun:
     def _names_of(self, path: str, state: FileState) -> set[str]:
         """``path`` and the other names of its file, when it has others: those recorded and
         those being written, each checked on disk."""
-        if state.links < 2 or not state.ino:
+        if not state.changes_unseen or not state.ino:
             return {path}
         file = (state.dev, state.ino)
         recorded = self._by_file.get(file, set())
         maybe = {recorded} if isinstance(recorded, str) else set(recorded)
         maybe |= self._writers.keys() | self._unclaimed.keys()
         maybe.discard(path)
-        return {path} | {n for n in maybe if identity(self.root, n) == file}
+        return {path} | {n for n in maybe if identity(self.root, n, outside_links=True) == file}
+
+    # ---------------------------------------------------------------- what is on disk
+
+    def full_look_due(self) -> bool:
+        """Whether the next :meth:`rescan` looks at every file: events were lost, or enough
+        time passed since the last one for its cost to stay within :data:`FULL_LOOK_SHARE`
+        (a small data dir: always)."""
+        if self._lost or self._full_cost < FULL_LOOK_FREE:
+            return True
+        return time.monotonic() - self._full_at >= self._full_cost / FULL_LOOK_SHARE
+
+    def rescan(
+        self,
+        drain: Callable[[], Iterable[bytes]],
+        paths: Iterable[str] = (),
+        *,
+        full: bool | None = None,
+    ) -> list[Decision]:
+        """Compare what is on disk with the versions recorded: a change no observed access
+        explains is a new version, ambiguous between the attempts that ran since the former
+        one was confirmed. Looks at every file when ``full`` (default: when
+        :meth:`full_look_due`), else at ``paths`` and the names that can change unseen.
+
+        ``drain`` is called after the look: it must add every access read from the kernel
+        until then (each write made before the look is then known) and return the paths
+        (bytes, relative to the data dir) of accesses still waiting for their attempt."""
+        if full is None:
+            full = self.full_look_due()
+        clock = self._clock
+        began = time.monotonic()
+        if full:
+            on_disk = scan(Path(self.root), self.known, self._exclude, outside_links=True)
+            looked = self.known.keys() | on_disk.keys()
+        else:
+            looked = set(paths) | self._unseen
+            on_disk = {}
+            for path in looked:
+                state = state_of(self.root, path, self.known.get(path), outside_links=True)
+                if state is not None:
+                    on_disk[path] = state
+        looking = time.monotonic() - began
+        waiting = {p for raw in drain() if (p := self._path(raw)) is not None}
+        began = time.monotonic()
+        pending = self._writers.keys() | self._unclaimed.keys() | waiting
+        busy: set[FileId] | None = None  # the files being written under some name
+        ran: set[Key] | None = None  # the attempts running now
+        decided: list[Decision] = []
+        for path in looked:
+            if path in pending:
+                continue  # its accesses decide it
+            former, state = self.known.get(path), on_disk.get(path)
+            if state is former and state is not None:  # the same stat: confirmed now
+                self._seen[path] = clock
+                continue
+            if state is None:
+                if former is not None:
+                    self._forget(path)  # deleted: no version
+                continue
+            if former is not None and former.same_content(state):
+                self._know(path, state, clock)
+                continue
+            if state.changes_unseen:
+                if busy is None:
+                    busy = {
+                        f
+                        for p in pending
+                        if (f := identity(self.root, p, outside_links=True)) is not None
+                    }
+                if (state.dev, state.ino) in busy:
+                    continue  # written under another name: decided with it
+            if ran is None:
+                ran = self.live
+            since = self._seen.get(path, 0)
+            candidates = ran | {key for end, key in self._ended if end > since}
+            self._know(path, state, clock)
+            decided.append(Undecided(path, state, frozenset(candidates), UNOBSERVED))
+        if full:  # every version is confirmed at ``clock`` now (or decided later)
+            self._ended = [(end, key) for end, key in self._ended if end > clock]
+            self._full_at = time.monotonic()
+            self._full_cost = looking + self._full_at - began
+            self._lost = False
+        return sorted(decided, key=lambda d: d.path)
 
     # ---------------------------------------------------------------- versions by file
 
-    def _know(self, path: str, state: FileState) -> None:
-        """``state`` is the version of ``path``."""
+    def _know(self, path: str, state: FileState, seen: int | None = None) -> None:
+        """``state`` is the version of ``path``, confirmed at ``seen`` (default: now)."""
         former = self.known.get(path)
         if former is not None:
             self._unindex(path, former)
         self.known[path] = state
+        self._seen[path] = self._clock if seen is None else seen
         if state.ino:
             file = (state.dev, state.ino)
             names = self._by_file.get(file)
@@ -280,14 +395,18 @@ class ObservedRun:
                     self._by_file[file] = {names, path}
             else:
                 names.add(path)
+        if state.changes_unseen:
+            self._unseen.add(path)
 
     def _forget(self, path: str) -> FileState | None:
         state = self.known.pop(path, None)
+        self._seen.pop(path, None)
         if state is not None:
             self._unindex(path, state)
         return state
 
     def _unindex(self, path: str, state: FileState) -> None:
+        self._unseen.discard(path)
         file = (state.dev, state.ino)
         names = self._by_file.get(file)
         if names == path:
@@ -311,7 +430,7 @@ class ObservedRun:
             self._tainted.discard(key)
 
     def versions_read(self, files: AttemptFiles) -> dict[str, FileState]:
-        """The version of each file the ended attempt read."""
+        """The version of each file the ended attempt read (call after :meth:`rescan`)."""
         found = {}
         for path in sorted(files.read):
             state = files.read_before_writing.get(path) or self.version(path)
@@ -325,16 +444,19 @@ class ObservedRun:
         known = self.known.get(path)
         if known is not None and path not in self._writers:
             return known
-        state = state_of(self.root, path, known)
+        state = state_of(self.root, path, known, outside_links=True)
         if state is not None and path not in self._writers:
             self._know(path, state)
         return state
 
 
 __all__ = [
+    "FULL_LOOK_FREE",
+    "FULL_LOOK_SHARE",
     "LOST",
     "TWO_WRITERS",
     "UNCLAIMED",
+    "UNOBSERVED",
     "AttemptFiles",
     "Decision",
     "Generated",

@@ -38,7 +38,7 @@ import heapq
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,7 +185,8 @@ class ProvenanceRecorder:
                 with self.repo.transaction(), self._guard(f"the files of run {wf.id}"):
                     self._drain(everything=not observed.live)
                     if not observed.live:  # the run ended: every change is decided now
-                        self._store(wf, run, observed.settle(everything=True))
+                        decided = observed.settle(everything=True)
+                        self._store(wf, run, decided + self._rescan(observed, full=True))
             except Exception:  # the store failed: a resumed run looks at the files again
                 log.exception("cannot record the last files of run %s", wf.id)
             for keys in [k for k, r in self._run_of_key.items() if r is run]:
@@ -380,6 +381,9 @@ class ProvenanceRecorder:
         if self._observer is not None:
             self._observer.unregister(key)
         files, decisions = observed.ended(key)
+        decisions += observed.settle()
+        # Changes no event explains, and the versions it read as they are on disk now.
+        decisions += self._rescan(observed, files.read if files is not None else ())
         if files is not None:
             used = [
                 (path, state.size, state.mtime, state.sha256)
@@ -389,7 +393,30 @@ class ProvenanceRecorder:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
                 run.pending.deleted(path)
-        self._store(act.wf, run, decisions + observed.settle())
+        self._store(act.wf, run, decisions)
+
+    def _rescan(
+        self, observed: ObservedRun, paths: Iterable[str] = (), *, full: bool | None = None
+    ) -> list[Decision]:
+        """What changed on disk with no observed access (:meth:`ObservedRun.rescan`)."""
+
+        def drain() -> list[bytes]:
+            observer = self._observer
+            if observer is None:
+                return []
+            for _ in range(64):  # until each queue was emptied once after the look
+                if observer.pump():
+                    break
+            self._drain()
+            return [
+                path
+                for access in observer.waiting()
+                if access.data_dir == observed.real
+                for path in (access.path, access.old_path)
+                if path is not None
+            ]
+
+        return observed.rescan(drain, paths, full=full)
 
     def _scan_files(self, wf: WorkflowRun) -> Snapshot:
         """The workflow's data dir now (looked at once per wake-up); new changes await
@@ -403,7 +430,9 @@ class ProvenanceRecorder:
         if run.files is None:
             if run.mechanism != OBSERVED:
                 self._open_watch(wf, run)  # before the scan: a change in between is seen by both
-            run.files = scan(wf.data_dir, None, exclude=exclude)
+            # Observed: a symlink to a file outside is a file whose writes go unseen.
+            outside = run.mechanism == OBSERVED
+            run.files = scan(wf.data_dir, None, exclude=exclude, outside_links=outside)
             if not run.generated_by:
                 for record in self.repo.list_files(wf.id):
                     if record.role == "generated" and not record.location:

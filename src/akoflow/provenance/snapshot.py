@@ -11,6 +11,11 @@ block the engine), a file that vanishes or turns into something else between two
 is left out, symlinks are not followed (no loops), and a directory that cannot be read keeps
 the files the previous snapshot knew there (unknown is not deleted), with a warning.
 
+Observed runs (:mod:`akoflow.provenance.observed`) also ask for the symlinks that name a
+regular file outside the data dir (``outside_links``): that file is a file of the data dir
+whose writes no event in the data dir reports, so its version is the target's, looked at
+through the link. A symlink into the data dir is not a version of its own (its target is).
+
 A version also carries where it lies on this host (device, inode, time in ns, link count):
 a file whose stat still matches keeps its checksum, and the names of one file (hard links)
 are known to change together.
@@ -23,6 +28,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +38,9 @@ from akoflow.provenance.names import display
 log = logging.getLogger(__name__)
 
 CHECKSUM_LIMIT = 4 << 20  # bytes; bigger files are identified by size and mtime only
+# A file written this recently may be written again within the same tick of the kernel's
+# file clock, with the same size, and look unchanged: its checksum is read again (ns).
+RECENT = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,7 @@ class FileState:
     ino: int = field(default=0, compare=False)
     mtime_ns: int = field(default=0, compare=False)
     links: int = field(default=0, compare=False)  # names of the file (hard links)
+    symlink: bool = field(default=False, compare=False)  # seen through a symlink to outside
 
     def same_content(self, other: FileState) -> bool:
         """Whether ``other`` holds what this version holds (by checksum; by size and time
@@ -52,6 +62,12 @@ class FileState:
         if self.sha256 is not None and other.sha256 is not None:
             return self.size == other.size and self.sha256 == other.sha256
         return (self.size, self.mtime, self.sha256) == (other.size, other.mtime, other.sha256)
+
+    @property
+    def changes_unseen(self) -> bool:
+        """Whether another name (a hard link, or the target of the symlink it is seen
+        through) may change it without an event under its own name."""
+        return self.links > 1 or self.symlink
 
 
 Snapshot = dict[str, FileState]
@@ -105,19 +121,45 @@ def _unchanged(old: FileState, st: os.stat_result) -> bool:
     if old.size != st.st_size:
         return False
     if old.mtime_ns:  # the same file (not one renamed over it), not written since
-        return (old.mtime_ns, old.ino, old.dev) == (st.st_mtime_ns, st.st_ino, st.st_dev)
+        same = (old.mtime_ns, old.ino, old.dev) == (st.st_mtime_ns, st.st_ino, st.st_dev)
+        return same and st.st_mtime_ns < time.time_ns() - RECENT
     return old.mtime == st.st_mtime
 
 
-def _state(path: str, st: os.stat_result, old: FileState | None) -> FileState:
+def _state(
+    path: str, st: os.stat_result, old: FileState | None, *, symlink: bool = False
+) -> FileState:
     """The version ``st`` describes (``path`` is read for its checksum), ``old`` when its stat
     still matches."""
     if old is not None and _unchanged(old, st):
-        return old if old.links == st.st_nlink else replace(old, links=st.st_nlink)
+        if old.links == st.st_nlink and old.symlink == symlink:
+            return old
+        return replace(old, links=st.st_nlink, symlink=symlink)
     digest = _sha256(path) if st.st_size <= CHECKSUM_LIMIT else None
     return FileState(
-        st.st_size, st.st_mtime, digest, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_nlink
+        st.st_size,
+        st.st_mtime,
+        digest,
+        st.st_dev,
+        st.st_ino,
+        st.st_mtime_ns,
+        st.st_nlink,
+        symlink,
     )
+
+
+def _outside_target(path: str, real_root: str) -> tuple[str, os.stat_result] | None:
+    """Where the symlink ``path`` leads, and its stat, when that is a regular file outside
+    the data dir ``real_root`` (a resolved path); None otherwise (inside, dangling, a loop,
+    a directory or a special file)."""
+    try:
+        real = os.path.realpath(path, strict=True)
+        st = os.lstat(real)
+    except (OSError, RuntimeError):  # dangling, a loop, unreadable
+        return None
+    if real == real_root or real.startswith(real_root + os.sep):
+        return None  # its target is a file of the data dir: that one is the version
+    return (real, st) if stat.S_ISREG(st.st_mode) else None
 
 
 def scan(
@@ -126,11 +168,14 @@ def scan(
     exclude: Path | None = None,
     *,
     under: str = "",
+    outside_links: bool = False,
 ) -> Snapshot:
     """Every regular file under ``root`` (symlinks are not followed), except under ``exclude``
     (AkôFlow's own state dir, when a user puts it inside the data dir); only the subtree
-    ``under`` (a relative directory) when given."""
+    ``under`` (a relative directory) when given. With ``outside_links``, a symlink to a
+    regular file outside ``root`` is a file too, with its target's version."""
     skip = str(exclude) if exclude is not None else None
+    real_root = os.path.realpath(root) if outside_links else ""
     snapshot: Snapshot = {}
     start = os.path.join(str(root.absolute()), under) if under else str(root.absolute())
     if start == skip:
@@ -156,6 +201,10 @@ def scan(
                         stack.append((entry.path, name + "/"))
                     continue
                 if not entry.is_file(follow_symlinks=False):
+                    if outside_links and entry.is_symlink():
+                        target = _outside_target(entry.path, real_root)
+                        if target is not None:
+                            snapshot[name] = _state(target[0], target[1], old, symlink=True)
                     continue  # symlink, FIFO, socket, device: not a file version
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
@@ -166,25 +215,41 @@ def scan(
     return snapshot
 
 
-def state_of(root: str, path: str, old: FileState | None = None) -> FileState | None:
+def state_of(
+    root: str, path: str, old: FileState | None = None, *, outside_links: bool = False
+) -> FileState | None:
     """The version of the regular file ``path`` (relative to ``root``) now, None when it is
-    not one (gone, a directory, a symlink). ``old`` is kept while its stat matches."""
+    not one (gone, a directory, a symlink: with ``outside_links``, a symlink to a regular file
+    outside ``root``, a resolved path, is one). ``old`` is kept while its stat matches."""
     full = os.path.join(root, path)
     try:
         st = os.lstat(full)
     except OSError:
         return None
-    return _state(full, st, old) if stat.S_ISREG(st.st_mode) else None
+    if stat.S_ISREG(st.st_mode):
+        return _state(full, st, old)
+    if outside_links and stat.S_ISLNK(st.st_mode):
+        target = _outside_target(full, root)
+        if target is not None:
+            return _state(target[0], target[1], old, symlink=True)
+    return None
 
 
-def identity(root: str, path: str) -> tuple[int, int] | None:
-    """(device, inode) of the regular file ``path`` names now (stat only), None when it
-    names none."""
+def identity(root: str, path: str, *, outside_links: bool = False) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names now (stat only), as :func:`state_of` sees
+    it; None when it names no file."""
+    full = os.path.join(root, path)
     try:
-        st = os.lstat(os.path.join(root, path))
+        st = os.lstat(full)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+    if stat.S_ISREG(st.st_mode):
+        return st.st_dev, st.st_ino
+    if outside_links and stat.S_ISLNK(st.st_mode):
+        target = _outside_target(full, root)
+        if target is not None:
+            return target[1].st_dev, target[1].st_ino
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -463,8 +463,14 @@ class Observer:
 
     # ---------------------------------------------------------------- reading
 
-    def pump(self) -> None:
-        """Read what the kernel has (never blocks) and attribute it."""
+    def waiting(self) -> list[Access]:
+        """Accesses read but still waiting for their attempt to be registered (they are
+        delivered, or unclaimed, later)."""
+        return [item.access for item in self._pending]
+
+    def pump(self) -> bool:
+        """Read what the kernel has (never blocks) and attribute it; True when every queue
+        was emptied (each event queued before the call is read)."""
         epoch = self._sync_processes()
         drained = True
         for fs in list(self._fs.values()):
@@ -477,6 +483,7 @@ class Observer:
                 keep.update(self._lineage.ancestry(item.pid))
             self._lineage.retire(epoch, keep=keep)
         self._retry_pending(force=False)
+        return drained
 
     def _sync_processes(self) -> int:
         if self._procs is None:
