@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from akoflow.provenance.pending import Nominee, PendingChanges
+from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
 from akoflow.provenance.snapshot import FileState
 
 
@@ -59,3 +59,17 @@ def test_many_changes_stay_cheap() -> None:
     assert decided == [f"f{i}" for i in range(2500)]
     assert list(pending.in_window(2499.0, 2501.0)) == ["f2500", "f2501"]
     assert len(list(pending.decide(None))) == 2500
+
+
+def test_timing_decides_by_the_one_declaration_among_the_nominees() -> None:
+    maker, bystander, other = (
+        Nominee(1.0, i, 1, n) for i, n in ((1, "maker"), (2, "by"), (3, "o"))
+    )
+    verdict = by_timing([maker, bystander], {(1, 1)})
+    assert verdict.generator == maker and verdict.reason == ""
+    verdict = by_timing([maker, bystander, other], {(1, 1), (3, 1)})
+    assert verdict.generator is None
+    assert verdict.candidates == [(1, 1), (2, 1), (3, 1)]
+    assert verdict.reason.endswith("declared as an output by maker, o")
+    alone = by_timing([bystander], set())
+    assert alone.generator is None and alone.candidates == [(2, 1)]

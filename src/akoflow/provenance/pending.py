@@ -5,7 +5,8 @@ itself for the changes made while it ran (its run window); a change is decided o
 that was running at its time is still running, by :func:`by_timing`. Timing says who ran when
 a file changed, never who wrote it: the change is ambiguous between its nominees (one of them,
 another one, or a process of no attempt, such as a shell writing into the data dir, may have
-made it), unless exactly one attempt ran then and it declared the file as an output.
+made it), unless exactly one of them declared the file as an output: the declaration is the
+workflow's word on who writes it, as on HPC and Kubernetes (several declarers: ambiguous).
 With thousands of activities and files, every step here
 costs per change it touches, never a pass over every pending change or every activity: changes
 are kept in time order, nominations are indexed by activity.
@@ -53,16 +54,17 @@ def by_timing(nominees: list[Nominee], declaring: set[tuple[int, int]]) -> Verdi
     """The verdict on a change whose run windows are those of ``nominees`` (each an attempt
     that ran when the file changed); ``declaring``: those that declared it as an output.
 
-    A declaration decides only where nothing else could have written the file but a process
-    outside the run: when its activity alone ran then. With several nominees, the others' own
-    writes are not known (timing sees none), so a declaration does not tell them apart."""
+    Timing sees no writes, so where it alone speaks the workflow's declarations decide, as
+    remote listings do (:mod:`akoflow.provenance.remote`): the one nominee that declared the
+    file generated it; none or several: ambiguous between the nominees."""
     candidates = sorted({(n.activity_id, n.attempt) for n in nominees})
+    declarers = [n for n in nominees if (n.activity_id, n.attempt) in declaring]
+    if len({(n.activity_id, n.attempt) for n in declarers}) == 1:
+        return Verdict(declarers[0], candidates, "")
     if len(candidates) == 1:
-        if candidates[0] in declaring:
-            return Verdict(nominees[0], candidates, "")
         return Verdict(None, candidates, ONE_RAN)
     reason = SEVERAL_RAN
-    names = sorted({n.activity for n in nominees if (n.activity_id, n.attempt) in declaring})
+    names = sorted({n.activity for n in declarers})
     if names:
         reason += f"; declared as an output by {', '.join(names)}"
     return Verdict(None, candidates, reason)
