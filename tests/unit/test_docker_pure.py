@@ -20,6 +20,7 @@ from akoflow.runtimes.base import JobSpec, Outcome, SubmitError
 from akoflow.runtimes.docker import container_name, files
 from akoflow.runtimes.docker import status as st
 from akoflow.runtimes.docker.container import (
+    GATE_DIR,
     OUT_DIR,
     SCRIPT_PATH,
     WRAPPER,
@@ -207,13 +208,14 @@ def test_the_script_is_a_mounted_file_never_an_argument(tmp_path: Path) -> None:
     request = container_request(spec, "img:1", "the-name", Settings(shell="bash"))
     assert request.image == "img:1" and request.name == "the-name"
     assert request.container["command"] == []
-    assert request.container["entrypoint"] == ["bash", "-c", WRAPPER, "bash"]
-    assert WRAPPER == f'exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
+    assert request.container["entrypoint"] == ["bash", "-c", WRAPPER, "bash", "600"]
+    assert WRAPPER.endswith(f' exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr')
     assert spec.activity.run not in repr(request)
     mounts = {m["Target"]: m for m in request.host["mounts"]}
     prefix = str(spec.attempt_prefix)
     assert mounts[SCRIPT_PATH]["Source"] == prefix + ".sh" and mounts[SCRIPT_PATH]["ReadOnly"]
     assert mounts[OUT_DIR]["Source"] == prefix + ".out" and not mounts[OUT_DIR]["ReadOnly"]
+    assert mounts[GATE_DIR]["Source"] == prefix + ".ctl" and mounts[GATE_DIR]["ReadOnly"]
     assert mounts["/data"]["Source"] == str(tmp_path / "data")
     assert {m["Type"] for m in mounts.values()} == {"bind"}
     assert request.container["working_dir"] == "/data"
@@ -231,7 +233,7 @@ def test_limits_network_and_init_as_the_daemon_receives_them(tmp_path: Path) -> 
     assert host["NanoCpus"] == 500_000_000
     assert host["Memory"] == host["MemorySwap"] == 64 << 20  # no swap beyond the limit
     assert host["NetworkMode"] == "host" and host["Init"] is False
-    assert [m["Target"] for m in host["Mounts"]] == ["/work", SCRIPT_PATH, OUT_DIR]
+    assert [m["Target"] for m in host["Mounts"]] == ["/work", SCRIPT_PATH, OUT_DIR, GATE_DIR]
     unlimited = container_request(job(tmp_path), "img:1", "n", Settings()).host
     assert unlimited["nano_cpus"] is None and unlimited["mem_limit"] is None
     assert unlimited["network_mode"] == "none" and unlimited["init"] is True
@@ -348,6 +350,12 @@ def test_outcomes_name_why_an_attempt_failed() -> None:
     assert st.outcome(128 + 35, False).reason == "exit code 163"  # a real-time signal
     assert st.outcome(None, False).reason == "the container ended but its exit code was lost"
     assert st.outcome(0, False, cancelled=True) == Outcome(False, 0, "cancelled")
+    # The wrapper's own exit when no go came: the command never ran (no exit code of it).
+    late = st.outcome(125, False, command_ran=False, go_timeout="DOCKER_GO_TIMEOUT")
+    assert (late.succeeded, late.exit_code) == (False, None)
+    assert late.reason is not None and "did not run" in late.reason
+    assert "DOCKER_GO_TIMEOUT" in late.reason
+    assert st.outcome(125, False) == Outcome(False, 125, "exit code 125")  # the command's
     noted = st.outcome(143, False, cancelled=True, note="it ended while the daemon was down")
     assert noted.reason == "cancelled; it ended while the daemon was down"
 
@@ -464,6 +472,7 @@ def test_every_setting_is_read_and_checked() -> None:
         ("DOCKER_CLEANUP", "later"),
         ("DOCKER_TIMEOUT", "0"),
         ("DOCKER_STOP_TIMEOUT", "-1"),
+        ("DOCKER_GO_TIMEOUT", "0"),
         ("DOCKER_INIT", "perhaps"),
     ):
         with pytest.raises(SettingError) as info:
@@ -473,7 +482,12 @@ def test_every_setting_is_read_and_checked() -> None:
 
 @pytest.mark.parametrize(
     ("variable", "most"),
-    [("DOCKER_STOP_TIMEOUT", 600), ("DOCKER_TIMEOUT", 3600), ("DOCKER_PULL_TIMEOUT", 86400)],
+    [
+        ("DOCKER_STOP_TIMEOUT", 600),
+        ("DOCKER_TIMEOUT", 3600),
+        ("DOCKER_PULL_TIMEOUT", 86400),
+        ("DOCKER_GO_TIMEOUT", 86400),
+    ],
 )
 def test_waits_are_bounded(variable: str, most: int) -> None:
     """Past the bound a wait is a mistake: the SDK's socket timeout (TIMEOUT + STOP_TIMEOUT)
