@@ -20,6 +20,8 @@ from prov.model import ProvDocument
 from akoflow import service
 from akoflow.runtimes.base import Outcome
 from akoflow.runtimes.docker import gate
+from akoflow.runtimes.docker.runtime import in_container
+from akoflow.runtimes.docker.settings import Settings
 from tests.conftest import Akoflow, start_cli, wait_for
 from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
@@ -54,6 +56,15 @@ def test_a_go_written_before_the_wrapper_opens_the_gate_waits_for_it(tmp_path: P
         os.close(waiting)
     gate.remove(prefix)
     assert not os.path.lexists(gate.gate_path(prefix))
+
+
+def test_only_a_process_of_the_container_on_this_host_is_announced() -> None:
+    assert Settings().on_this_host and Settings(host="unix:///run/d.sock").on_this_host
+    # Elsewhere: its pids are another host's, and no FIFO of ours reaches its containers.
+    assert not Settings(host="tcp://h:2376").on_this_host
+    assert not Settings(host="ssh://me@h").on_this_host
+    assert not in_container(os.getpid(), "0123456789ab" * 5)  # not a container's
+    assert not in_container(0, "0123456789ab") and not in_container(os.getpid(), "")
 
 
 # ---------------------------------------------------------------------- the runtime alone

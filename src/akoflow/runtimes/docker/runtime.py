@@ -63,6 +63,20 @@ STOP_RETRY_FIRST, STOP_RETRY_CAP = 1.0, 30.0  # seconds between tries of a faile
 GATE_CHECK_FIRST, GATE_CHECK_CAP = 0.005, 1.0  # seconds between looks at a held go
 
 
+def in_container(pid: int, cid: str) -> bool:
+    """Whether ``pid`` is a process of container ``cid`` on this host (its cgroup path holds
+    the id): a daemon elsewhere names pids of its own host, and a pid read earlier may
+    have been reused since; announcing such a pid would give another process's files to
+    the attempt."""
+    if pid <= 0 or not cid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as f:
+            return cid.encode() in f.read()
+    except OSError:
+        return False
+
+
 class DockerRuntime(Runtime):
     kind = "docker"
 
@@ -187,7 +201,8 @@ class DockerRuntime(Runtime):
         # id. Observed, its command waits for the go, given once its first process (known
         # after start) is announced: every process of the command is then placed by its
         # ancestry, also one that ends before its accesses are read.
-        gated = self.announce_process(job.key, cgroup=cid) and self._make_gate(tracked)
+        observed = self.announce_process(job.key, cgroup=cid)
+        gated = observed and self._s.on_this_host and self._make_gate(tracked)
         await self._start(job.key, cid)
         if gated:
             await self._let_go(tracked)
@@ -208,7 +223,7 @@ class DockerRuntime(Runtime):
         try:
             info = await self._daemon.call(self._daemon.inspect, job.cid)
             pid = st.pid_of(info)
-            if pid > 0 and self._jobs.get(job.key) is job:
+            if self._jobs.get(job.key) is job and in_container(pid, job.cid):
                 self.announce_process(job.key, pid=pid, cgroup=job.cid)
         except Exception as exc:  # provenance only: the attempt goes on
             log.debug("cannot inspect %s for its process: %s", job.cid, exc)
@@ -220,7 +235,7 @@ class DockerRuntime(Runtime):
         placed by their cgroup; one still waiting for its go is let go after that."""
         if self._jobs.get(job.key) is not job:
             return  # ended meanwhile
-        if pid > 0:
+        if in_container(pid, job.cid):
             self.announce_process(job.key, pid=pid, cgroup=cgroup_dir_of(pid))
         if not files.command_ran(job.prefix):
             self._open_gate(job)

@@ -47,6 +47,12 @@ class Settings:
         """The daemon, as messages name it."""
         return self.host or "unix:///var/run/docker.sock"
 
+    @property
+    def on_this_host(self) -> bool:
+        """The daemon is reached by a unix socket: its containers are processes of this host
+        (tcp:// and ssh:// daemons run them elsewhere, where the engine sees no process)."""
+        return self.host is None or self.host.startswith("unix://")
+
 
 def read_settings(config: RuntimeConfig, environ: Mapping[str, str] | None = None) -> Settings:
     """``{NAME}_*`` settings; raises :class:`akoflow.errors.SettingError`. Without
