@@ -37,7 +37,6 @@ read are looked at, and every file is at the run's end.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -96,7 +95,11 @@ Decision = Generated | Undecided
 class ObservedRun:
     """The observed lineage of one run whose data dir is ``data_dir``."""
 
-    def __init__(self, data_dir: Path, exclude: Path | None, known: Snapshot) -> None:
+    def __init__(
+        self, data_dir: Path, exclude: Path | None, known: Snapshot, scanned_in: float = 0.0
+    ) -> None:
+        """``known``: the data dir's files as a look at every file found them just now, in
+        ``scanned_in`` seconds."""
         self.root = os.path.realpath(data_dir)
         self.real = os.fsencode(self.root)
         skip = None
@@ -119,8 +122,8 @@ class ObservedRun:
         self._by_file: dict[FileId, str | set[str]] = {}
         self._unseen: set[str] = set()  # names that may change with no event under them
         self._ended: list[tuple[int, Key]] = []  # (clock at its end, attempt) since a full look
-        self._full_at = -math.inf  # monotonic time of the last look at every file
-        self._full_cost = 0.0  # how long it took
+        self._full_at = time.monotonic()  # the last look at every file
+        self._full_cost = scanned_in  # how long it took
         self._lost = False  # events were lost since: look at every file next time
         for path, state in known.items():
             self._know(path, state)

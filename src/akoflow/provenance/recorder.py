@@ -265,8 +265,10 @@ class ProvenanceRecorder:
             return reason
         return None
 
-    def _observed_run(self, wf: WorkflowRun, run: RunFiles, files: Snapshot) -> ObservedRun:
-        observed = ObservedRun(wf.data_dir, self._exclude, dict(files))
+    def _observed_run(
+        self, wf: WorkflowRun, run: RunFiles, files: Snapshot, scanned_in: float
+    ) -> ObservedRun:
+        observed = ObservedRun(wf.data_dir, self._exclude, dict(files), scanned_in)
         run.observed = observed
         self._by_dir.setdefault(observed.real, []).append(observed)
         return observed
@@ -432,7 +434,9 @@ class ProvenanceRecorder:
                 self._open_watch(wf, run)  # before the scan: a change in between is seen by both
             # Observed: a symlink to a file outside is a file whose writes go unseen.
             outside = run.mechanism == OBSERVED
+            began = time.monotonic()
             run.files = scan(wf.data_dir, None, exclude=exclude, outside_links=outside)
+            scanned_in = time.monotonic() - began
             if not run.generated_by:
                 for record in self.repo.list_files(wf.id):
                     if record.role == "generated" and not record.location:
@@ -452,7 +456,7 @@ class ProvenanceRecorder:
                 if path not in known:
                     run.pending.changed(path, f)
             if run.mechanism == OBSERVED:
-                self._observed_run(wf, run, run.files)
+                self._observed_run(wf, run, run.files, scanned_in)
         else:
             dirty = run.watch.dirty() if run.watch is not None else None
             if dirty is not None:
