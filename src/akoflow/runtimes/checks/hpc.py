@@ -62,7 +62,7 @@ async def _ssh_steps(s: HpcSettings, link: SshLink, checks: Checklist) -> None:
     prefix = s.variable_prefix
 
     async def ssh_config() -> str:
-        r = await asyncio.to_thread(link.resolve)
+        r = await link.read_config()
         shown = checks.report.resolved
         shown["login"] = r.where
         shown["host"], shown["port"], shown["user"] = r.host, str(r.port), r.user

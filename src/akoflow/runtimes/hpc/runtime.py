@@ -577,7 +577,9 @@ class HpcRuntime(Runtime):
                 continue
             try:
                 await self._poll()
-            except RuntimeUnavailable as exc:
+            except (RuntimeUnavailable, HpcMisconfigured) as exc:
+                # A setup broken mid-run (a changed host key, a revoked key) is told once, by
+                # health() as NOT_READY with its reason: not a traceback at every poll.
                 log.debug("status of %s unknown this cycle: %s", self.name, exc)
             except Exception:
                 log.exception("monitoring %s failed this cycle", self.name)
@@ -770,7 +772,7 @@ class HpcRuntime(Runtime):
         job.cancelled = True
         try:
             await self._scancel(job)
-        except RuntimeUnavailable as exc:
+        except (RuntimeUnavailable, HpcMisconfigured) as exc:
             job.cancel_pending = True  # sent by the monitor once the cluster answers again
             log.warning("cannot cancel %s now (%s); will retry", job.name, exc)
 

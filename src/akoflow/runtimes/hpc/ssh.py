@@ -39,6 +39,7 @@ import shlex
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class SshLink:
         self._relay: RsyncRelay | None = None
         self._checked_programs: tuple[int, list[str]] | None = None
         self.resolved: sshconfig.Resolved | None = None
+        self._reading: asyncio.Future[sshconfig.Resolved] | None = None  # the config, read now
         self.connections_opened = 0
         """SSH connections this link has opened (for benchmarks and tests)."""
         self.prompts_answered = 0
@@ -225,6 +227,53 @@ class SshLink:
         self.resolved = self._resolve()
         return self.resolved
 
+    async def read_config(self) -> sshconfig.Resolved:
+        """:meth:`resolve` in a thread of its own, bounded by the connect timeout: a ``Match
+        exec`` command that does not end (asyncssh runs it without a limit) makes the login
+        unavailable with that reason instead of a hang. A read still running is waited for
+        again by the next call, never started twice; a daemon thread, so that it does not keep
+        the process alive either. Raises HpcMisconfigured or SshUnavailable."""
+        if self._reading is None:
+            self._reading = self._read_in_thread()
+        reading = self._reading
+        try:
+            resolved = await asyncio.wait_for(asyncio.shield(reading), self._connect_timeout)
+        except TimeoutError:
+            files = ", ".join(self.target.config_paths) or "none"
+            raise SshUnavailable(
+                f"ssh {self.target.where}: reading the ssh config ({files}) took more than "
+                f"{self._connect_timeout:g} s: does a Match exec command there not end?"
+            ) from None
+        finally:
+            if reading.done():
+                self._reading = None
+        self.resolved = resolved
+        return resolved
+
+    def _read_in_thread(self) -> asyncio.Future[sshconfig.Resolved]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[sshconfig.Resolved] = loop.create_future()
+        future.add_done_callback(_retrieve)  # nobody may wait for it any more (closed link)
+
+        def settle(result: sshconfig.Resolved | None, exc: BaseException | None) -> None:
+            if future.done():
+                return
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def read() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (self._resolve(), None)
+            except BaseException as exc:  # handed to the waiting task
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        threading.Thread(target=read, name="akoflow-ssh-config", daemon=True).start()
+        return future
+
     def known_host_files(self, resolved: sshconfig.Resolved) -> list[str]:
         """The existing known_hosts files the login checks the host key against."""
         return [p for p in resolved.known_hosts if os.path.exists(p)]
@@ -247,7 +296,7 @@ class SshLink:
         )
 
     async def _open(self) -> asyncssh.SSHClientConnection:
-        resolved = self.resolved = await asyncio.to_thread(self._resolve)
+        resolved = await self.read_config()
         known = self._known_hosts(resolved)
         self._unanswerable = False
         hops: list[asyncssh.SSHClientConnection] = []
@@ -382,9 +431,8 @@ class SshLink:
     ) -> list[str] | None:
         if not prompts:
             return []
-        password = self.target.password
-        if password is not None and len(prompts) == 1 and not prompts[0][1]:
-            return [password]  # PAM's "Password:" asked through keyboard-interactive
+        if self._asks_password(prompts):
+            return [self.target.password or ""]  # PAM's "Password:" through kbdint
         if self._prompter is None:
             self._unanswerable = True
             return None  # asyncssh moves on to the next method (there is none: denied)
@@ -400,6 +448,15 @@ class SshLink:
             self._prompt_serial += 1
         self.prompts_answered += 1
         return answers
+
+    def _asks_password(self, prompts: Sequence[tuple[str, bool]]) -> bool:
+        """One hidden question that asks for a password, and PASSWORD is set: answered with
+        it. Any other question (an MFA code asked after the password) goes to the terminal:
+        sending the password there would fail the login without ever asking the code."""
+        if self.target.password is None or len(prompts) != 1:
+            return False
+        text, echo = prompts[0]
+        return not echo and "password" in text.lower()
 
     def _classify(
         self, exc: BaseException, resolved: sshconfig.Resolved, known: list[str]
@@ -491,6 +548,9 @@ class SshLink:
         log.warning("added the host key of %s to %s", resolved.where, known[0])
 
     async def close(self) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.cancel()
         relay, self._relay = self._relay, None
         if relay is not None:
             await relay.close()
@@ -724,6 +784,11 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
         key_dir=key_dir,
         prompter=prompter if prompter is not None else prompt.default_prompter(),
     )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _describe(exc: BaseException) -> str:

@@ -159,6 +159,14 @@ def load(paths: list[str], alias: str, user: str | None, port: int | None) -> SS
             f"the ssh config for {alias} cannot be read: {exc}",
             "fix the file (ssh -G " + alias + " shows what OpenSSH makes of it)",
         ) from None
+    except RecursionError:  # asyncssh follows Include without a depth limit
+        raise HpcMisconfigured(
+            f"the ssh config for {alias} cannot be read: its Include lines include "
+            f"each other without end ({', '.join(paths)})",
+            "remove the Include that leads back to a file already included (ssh -G "
+            + alias
+            + " refuses it too: 'Too many recursive configuration includes')",
+        ) from None
     assert isinstance(config, SSHClientConfig)
     return config
 
