@@ -14,6 +14,9 @@
                                              # the runtimes' own benchmarks (bench/<name>.py):
                                              # overhead per activity, API requests per
                                              # activity, slurmctld RPCs per job
+    .venv/bin/python bench/run.py dataplane  # files between the engine and a SLURM cluster
+                                             # (bench/dataplane.py): bytes moved vs needed
+                                             # in a fan-out, 1 GiB copies vs scp and sftp
 
 Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
 state dir, the way a user runs it. Budgets (2-core machine) from the design brief:
@@ -196,7 +199,8 @@ def main() -> None:
         "which",
         nargs="*",
         default=default,
-        help="startup wide chain plan provenance docker server singularity k8s hpc, or all "
+        help="startup wide chain plan provenance docker server singularity k8s hpc dataplane, "
+        "or all "
         f"(default: {' '.join(default)})",
     )
     parser.add_argument("--wide", type=int, default=1000)
@@ -259,7 +263,7 @@ def main() -> None:
         # The remote and container runtimes (each starts its own daemons or stand-ins, a
         # minute or more) and server mode: their own scripts, run from here by name;
         # `all` runs every benchmark.
-        for name in ("server", "singularity", "k8s", "hpc"):
+        for name in ("server", "singularity", "k8s", "hpc", "dataplane"):
             if name in args.which or "all" in args.which:
                 sys.stdout.flush()
                 print(f"== {name}", flush=True)

@@ -1,0 +1,317 @@
+"""Data plane benchmark (issue 17): bytes moved against bytes needed, and copy throughput.
+
+    .venv/bin/python bench/dataplane.py                     # fan-out of 20, a 1 GiB file
+    .venv/bin/python bench/dataplane.py --fan-out 50 --file-mib 1 --big-mib 256
+    .venv/bin/python bench/dataplane.py fanout              # one part only (or: throughput)
+
+Starts a private SLURM cluster with an SSH login node (tests/slurm_support/cluster.py) in a
+temp dir, as bench/hpc.py does.
+
+fanout: a local activity writes N files; N HPC activities each read one of them, once
+declaring it (``inputs:``) and once not. The bytes the data plane copied to the cluster (its
+own records, ``data_copies``) are compared with the bytes the activities need (the distinct
+files they read): equal, not N times, either way, since one location holds each file once;
+without declarations every file of the run goes before the first HPC activity starts.
+
+throughput: a file of --big-mib engine -> cluster and back through the HPC runtime's data
+mover (SFTP over the runtime's one SSH connection, then size + SHA-256 on both sides and a
+rename), the same file through that connection's plain SFTP (no checks), and OpenSSH's `scp`
+and `sftp` to the same sshd, all on this machine in the same run. MiB/s and ratios to scp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from akoflow import service  # noqa: E402
+from akoflow.config import RuntimeConfig  # noqa: E402
+from akoflow.dataplane.mover import Digest, hash_file  # noqa: E402
+from akoflow.engine import Engine  # noqa: E402
+from akoflow.runtimes.base import JobSpec, Outcome  # noqa: E402
+from akoflow.runtimes.hpc import HpcRuntime  # noqa: E402
+from akoflow.runtimes.hpc.ssh import SshLink  # noqa: E402
+from akoflow.spec import Activity  # noqa: E402
+from tests.slurm_support.cluster import SlurmCluster  # noqa: E402
+
+MiB = 2**20
+
+# ---------------------------------------------------------------------- fan-out
+
+
+def fan_out_yaml(n: int, file_mib: int, *, declared: bool) -> str:
+    lines = [
+        f"name: fan{'-declared' if declared else ''}",
+        "spec:",
+        "  activities:",
+        "    - name: make",
+        "      runtime: local",
+        "      run: |",
+        "        mkdir -p in",
+        f"        for i in $(seq 0 {n - 1}); do",
+        f"          head -c {file_mib}M /dev/urandom > in/f$i.bin",
+        "        done",
+    ]
+    for i in range(n):
+        lines += [f"    - name: use{i}", "      runtime: hpc", "      dependsOn: [make]"]
+        if declared:
+            lines.append(f"      inputs: [in/f{i}.bin]")
+        lines.append(f"      run: sha256sum < in/f{i}.bin > use{i}.sha")
+    return "\n".join(lines) + "\n"
+
+
+async def run_fan_out(work: Path, n: int, file_mib: int, *, declared: bool) -> dict[str, float]:
+    tag = "declared" if declared else "undeclared"
+    state, data = work / f"state-{tag}", work / f"data-{tag}"
+    os.environ["HPC_MOUNT_PATH"] = str(work / f"mount-{tag}")
+    repo = service.open_repository(state)
+    prepared = service.validate_text(fan_out_yaml(n, file_mib, declared=declared), f"{tag}.yaml")
+    wf_id = service.store(repo, state, prepared, data)
+    engine = Engine(repo, state, log_interval=5.0)
+    await engine.start()
+    t0 = time.perf_counter()
+    try:
+        await engine.attach(wf_id)
+        final = await engine.wait(wf_id)
+        elapsed = time.perf_counter() - t0
+        rt = engine._slots["hpc"].runtime
+        assert isinstance(rt, HpcRuntime)
+        logins = rt.connections_opened
+    finally:
+        await engine.stop()
+    copies = repo.list_data_copies(wf_id)
+    repo.close()
+    needed = sum((data / "in" / f"f{i}.bin").stat().st_size for i in range(n))
+    sent = [c for c in copies if c.source == "" and c.path.startswith("in/")]
+    back = [c for c in copies if c.destination == ""]
+    return {
+        "ok": float(final.value == "succeeded"),
+        "seconds": elapsed,
+        "needed": needed,
+        "moved": sum(c.bytes for c in sent),
+        "copies": len(sent),
+        "back": sum(c.bytes for c in back),
+        "back_copies": len(back),
+        "back_files": len({c.path for c in back}),
+        "logins": logins,
+    }
+
+
+def bench_fan_out(work: Path, n: int, file_mib: int) -> None:
+    print(f"fan-out: 1 local activity writes {n} files of {file_mib} MiB; {n} HPC activities")
+    for declared in (True, False):
+        r = asyncio.run(run_fan_out(work, n, file_mib, declared=declared))
+        how = "each declares inputs: [its file]" if declared else "no inputs: declared     "
+        print(
+            f"  {how}  {'ok' if r['ok'] else 'FAILED'} in {r['seconds']:5.1f}s; "
+            f"needed {r['needed'] / MiB:6.1f} MiB, moved to the cluster "
+            f"{r['moved'] / MiB:6.1f} MiB in {r['copies']:.0f} copies "
+            f"(ratio {r['moved'] / max(1, r['needed']):.2f}; N x would be {n:.0f}.00); "
+            f"back {r['back'] / 2**10:.1f} KiB in {r['back_copies']:.0f} copies of "
+            f"{r['back_files']:.0f} files; "
+            f"SSH logins {r['logins']:.0f}"
+        )
+    print(
+        f"  (a copy of the needed files per activity, as staging around every activity did, "
+        f"would move {n} x {n * file_mib} MiB = {n * n * file_mib} MiB undeclared, "
+        f"{n * file_mib} MiB declared: arithmetic, not measured)"
+    )
+
+
+# ---------------------------------------------------------------------- throughput
+
+
+class Quiet:
+    """Where the runtime reports jobs: this benchmark submits none."""
+
+    def job_running(self, key: str, node: str | None) -> None:
+        pass
+
+    def job_finished(self, key: str, outcome: Outcome) -> None:
+        pass
+
+
+def write_random(path: Path, size: int) -> None:
+    """``size`` bytes that do not compress (fast: the kernel's random source is slow here)."""
+    rng = random.Random(17)
+    with path.open("wb") as f:
+        left = size
+        while left:
+            chunk = min(left, 8 * MiB)
+            f.write(rng.randbytes(chunk))
+            left -= chunk
+
+
+def ssh_options(cluster: SlurmCluster) -> list[str]:
+    return [
+        "-F", "/dev/null",
+        "-o", f"Port={cluster.ssh_port}",
+        "-o", "User=root",
+        "-o", f"IdentityFile={cluster.client_key}",
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={cluster.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+    ]  # fmt: skip
+
+
+def openssh_cipher(cluster: SlurmCluster) -> str:
+    res = subprocess.run(
+        ["ssh", "-v", *ssh_options(cluster), "127.0.0.1", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"kex: client->server cipher: (\S+)", res.stderr)
+    return found.group(1) if found else "?"
+
+
+def command(argv: list[str], stdin: str | None = None) -> Callable[[], Awaitable[object]]:
+    """An OpenSSH client run (in a thread: the runtime's connection stays served)."""
+    return lambda: asyncio.to_thread(
+        subprocess.run, argv, input=stdin, text=True, check=True, capture_output=True
+    )
+
+
+async def timed(step: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await step()
+    return time.perf_counter() - start
+
+
+async def run_throughput(cluster: SlurmCluster, work: Path, size: int, rounds: int) -> None:
+    """Each way of copying, ``rounds`` times in turn (so a busy moment of the machine hits them
+    alike); the best time of each is reported."""
+    mount = work / "mount-big"
+    os.environ["HPC_MOUNT_PATH"] = str(mount)
+    data = work / "data-big"
+    data.mkdir()
+    back = work / "back"
+    back.mkdir()
+    source = data / "big.bin"
+    write_random(source, size)
+    opts = ssh_options(cluster)
+    remote = f"127.0.0.1:{mount}"
+    sftp_cmd = ["sftp", "-q", "-b", "-", *opts, "127.0.0.1"]
+    rt = HpcRuntime("hpc", RuntimeConfig.from_env("hpc", dict(os.environ)), Quiet())
+    await rt.start()
+    try:
+        job = JobSpec(
+            key="wf1-big-a1",
+            workflow_id=1,
+            workflow_name="big",
+            activity_id=1,
+            activity=Activity(name="big", run="true", runtime="hpc"),
+            attempt=1,
+            data_dir=data,
+            attempt_dir=work,
+        )
+        mover = rt.data_mover(job)
+        assert mover is not None
+        link = await rt._ready_transport()
+        assert isinstance(link, SshLink)
+        conn = await link.connection()
+        sftp = await link.sftp()
+        cipher = conn.get_extra_info("send_cipher")
+        raw_source, raw_mount = os.fsencode(source), os.fsencode(mount)
+        digest: list[Digest] = []
+
+        async def host_hash() -> None:
+            digest.append(await asyncio.to_thread(hash_file, raw_source))
+
+        async def remote_hash() -> None:
+            await link.run(["sha256sum", str(mount / "raw.bin")])
+
+        ways: dict[str, dict[str, Callable[[], Awaitable[object]]]] = {
+            "engine -> HPC": {
+                "data mover (verified)": lambda: mover.put(source, "big.bin", digest[0]),
+                "its SFTP alone": lambda: sftp.put(raw_source, raw_mount + b"/raw.bin"),
+                "scp": command(["scp", "-q", *opts, str(source), f"{remote}/scp.bin"]),
+                "sftp": command(sftp_cmd, f"put {source} {mount}/sftp.bin\n"),
+            },
+            "HPC -> engine": {
+                "data mover (verified)": lambda: mover.get("big.bin", back / "big.bin"),
+                "its SFTP alone": lambda: sftp.get(raw_mount + b"/raw.bin", back / "raw"),
+                "scp": command(["scp", "-q", *opts, f"{remote}/scp.bin", str(back / "scp.bin")]),
+                "sftp": command(sftp_cmd, f"get {mount}/sftp.bin {back}/sftp.bin\n"),
+            },
+        }
+        best: dict[str, dict[str, float]] = {d: {} for d in ways}
+        t_hash = t_remote = float("inf")
+        for _ in range(rounds):
+            t_hash = min(t_hash, await timed(host_hash))
+            for direction, steps in ways.items():
+                for name, step in steps.items():
+                    took = await timed(step)
+                    best[direction][name] = min(best[direction].get(name, took), took)
+            t_remote = min(t_remote, await timed(remote_hash))
+        logins = rt.connections_opened
+    finally:
+        await rt.stop()
+    for path in (back / "big.bin", back / "raw", back / "scp.bin", back / "sftp.bin"):
+        assert path.stat().st_size == size, path
+    print(
+        f"throughput: {size / MiB:.0f} MiB, one machine, best of {rounds} rounds; cipher "
+        f"{cipher} (asyncssh), {openssh_cipher(cluster)} (OpenSSH); the mover's SSH logins "
+        f"{logins}; SHA-256 of the file: {t_hash:.2f}s on the engine host (before a put, "
+        f"cached after), {t_remote:.2f}s on the cluster (sha256sum through the connection)"
+    )
+    for direction, times in best.items():
+        base = times["scp"]
+        for name, seconds in times.items():
+            print(
+                f"  {direction}  {name:<22} {seconds:6.2f}s  {size / MiB / seconds:7.1f} MiB/s"
+                f"  x{seconds / base:5.2f} the time of scp"
+            )
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="*", default=["fanout", "throughput"])
+    parser.add_argument("--fan-out", type=int, default=20)
+    parser.add_argument("--file-mib", type=int, default=2, help="size of each fan-out file")
+    parser.add_argument("--big-mib", type=int, default=1024, help="size of the throughput file")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: best of this many")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="akf-bench-dataplane-"))
+    cluster = SlurmCluster(root / "cluster")
+    cluster.root.mkdir()
+    try:
+        cluster.start()
+        env = cluster.settings("hpc")
+        env.update(
+            HPC_POLL_INTERVAL="0.5",
+            HPC_SUBMIT_RATE="1000",
+            HPC_METRICS_INTERVAL="0",
+            HPC_SSH_CONFIG_FILE="none",
+        )
+        os.environ.update(env)
+        print(f"slurm + sshd up under {root}")
+        if "fanout" in args.which:
+            bench_fan_out(root, args.fan_out, args.file_mib)
+        if "throughput" in args.which:
+            asyncio.run(run_throughput(cluster, root, args.big_mib * MiB, args.rounds))
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
