@@ -393,19 +393,27 @@ async def _run_attached(
             if cancelling:
                 engine.cancel(wf_id)
             assert wf.done is not None
+            ended = asyncio.ensure_future(_ended_or_stranded(engine, wf_id))
             if not quiet and not as_json:
                 await progress.follow(
                     wf,
                     (err if as_json else out).console,
-                    wf.done,
+                    ended,
                     functools.partial(progress.engine_holds, engine, wf),
                 )
             try:
-                state = await engine.wait(wf_id)
+                state = await ended
             except EngineFailure as exc:  # logged with its traceback where it happened
                 err.print(
                     f"[bold red]error:[/] {escape(str(exc))}; run {wf_id} is interrupted, not "
                     f"lost: `akoflow resume {wf_id}` continues it"
+                )
+                return EXIT_FAILED
+            except _Stranded as exc:
+                err.print(
+                    f"[bold red]error:[/] run {wf_id} cannot go on: {escape(str(exc))}. What "
+                    "runs there was neither stopped nor recorded as ended: fix it, then "
+                    f"`akoflow resume {wf_id}` follows it"
                 )
                 return EXIT_FAILED
             if as_json:
@@ -421,6 +429,31 @@ async def _run_attached(
         await engine.stop()  # a late second hangup must not cut this short
         loop.remove_signal_handler(signal.SIGHUP)
     return code
+
+
+class _Stranded(Exception):
+    """The run's live work is on runtimes waiting cannot fix (:meth:`Engine.stranded`)."""
+
+
+STRANDED_CHECK = 1.0  # s between looks at whether a run can still go on
+
+
+async def _ended_or_stranded(engine: Any, wf_id: int) -> WorkflowState:
+    """The run's end, or :class:`_Stranded` when it cannot come while this command waits (a
+    silent wait would be a hang)."""
+    wait = asyncio.ensure_future(engine.wait(wf_id))
+    try:
+        while True:
+            done, _ = await asyncio.wait({wait}, timeout=STRANDED_CHECK)
+            if done:
+                state: WorkflowState = wait.result()
+                return state
+            reason = engine.stranded(wf_id)
+            if reason is not None:
+                raise _Stranded(reason)
+    finally:
+        if not wait.done():
+            wait.cancel()
 
 
 def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:

@@ -287,7 +287,7 @@ def output_gone(console: Console) -> bool:
 async def follow(
     wf: RunView,
     console: Console,
-    done: asyncio.Future[WorkflowState],
+    done: asyncio.Future[Any],
     holds: HoldSource | None = None,
 ) -> None:
     """Live view on a terminal; one line per finished activity elsewhere (CI logs). A NOT_READY

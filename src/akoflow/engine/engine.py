@@ -453,6 +453,30 @@ class Engine(RuntimeEvents):
         self.transitions.maybe_finish(wf)
         self._wake.set()
 
+    def stranded(self, wf_id: int) -> str | None:
+        """Why the run cannot go on while this engine waits, or None: every attempt still
+        live is on a runtime whose trouble waiting cannot fix (misconfigured: a host key that
+        changed, a login refused; or NOT_READY past its READY_TIMEOUT), and nothing is ready
+        to run elsewhere. Their outcome cannot be known until that is fixed; they are neither
+        stopped nor recorded as ended (``akoflow resume`` follows them once it is)."""
+        wf = self.workflows.get(wf_id)
+        if wf is None:
+            return None
+        live = [a for a in wf.activities.values() if a.state.is_live]
+        if not live:
+            return None
+        failing: dict[str, str] = {}
+        for act in live:
+            slot = self._slots.get(act.runtime)
+            if slot is None or slot.failing is None:
+                return None
+            failing[act.runtime] = slot.failing
+        for act in wf.activities.values():
+            slot = self._slots.get(act.runtime)
+            if act.state is ActivityState.READY and (slot is None or slot.failing is None):
+                return None
+        return "; ".join(failing[name] for name in sorted(failing))
+
     async def wait(self, wf_id: int) -> WorkflowState:
         wf = self.workflows[wf_id]
         assert wf.done is not None

@@ -40,6 +40,7 @@ class OutputSampler:
         self._jobs = jobs  # attempt key -> activity, for metrics that arrive by key
         self._metrics_interval = metrics_interval
         self._last_metrics = 0.0  # monotonic
+        self._log_failing: set[str] = set()  # attempts whose last log read failed (warned)
 
     async def fetch_logs(self, act: ActivityRun, *, final: bool = False) -> Fetched:
         """New output of an attempt since what is stored; when ``final``, all of it (up to
@@ -62,7 +63,15 @@ class OutputSampler:
                 if not final or not new:
                     break
         except Exception as exc:
-            log.warning("cannot read logs of %s: %s", act.key, exc or type(exc).__name__)
+            # Once per outage of an attempt (its runtime's NOT_READY says the rest), not at
+            # every cycle while a cluster is out of reach.
+            level = logging.DEBUG if act.key in self._log_failing else logging.WARNING
+            self._log_failing.add(act.key)
+            log.log(level, "cannot read logs of %s: %s", act.key, exc or type(exc).__name__)
+        else:
+            self._log_failing.discard(act.key)
+        if final:
+            self._log_failing.discard(act.key)  # its last read: nothing more to warn about
         return base, chunks
 
     def store_logs(self, act: ActivityRun, fetched: Fetched) -> None:
