@@ -139,10 +139,12 @@ class SshLink:
         command_timeout: float = 60.0,
         reconnect_max: float = 30.0,
         key_dir: str | None = None,
+        memory_fds: tuple[int, ...] = (),
         prompter: prompt.Prompter | None = None,
     ) -> None:
         self.target = target
-        self._key_dir = key_dir  # private: key file, config snippet, socket; removed on close
+        self._key_dir = key_dir  # private: config snippet, public key, socket; removed on close
+        self._memory_fds = memory_fds  # a private key given as data: closed on close
         self._sessions = asyncio.Semaphore(max_sessions)
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
@@ -564,6 +566,10 @@ class SshLink:
         if self._key_dir is not None:
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
+        fds, self._memory_fds = self._memory_fds, ()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     # ------------------------------------------------------------------ commands
 
@@ -727,10 +733,47 @@ class SshLink:
         return data if isinstance(data, bytes) else data.encode()
 
 
+PRIVATE_PREFIX = "akoflow-hpc-"
+
+
 def _private_dir() -> str:
-    path = tempfile.mkdtemp(prefix="akoflow-hpc-")
+    """A 0700 directory for this link's files, named after this process so that the ones a
+    killed engine left are removed by the next one (:func:`_sweep_private_dirs`)."""
+    _sweep_private_dirs()
+    path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")
     os.chmod(path, 0o700)
     return path
+
+
+def _sweep_private_dirs() -> None:
+    """Remove this user's private dirs whose engine process is gone (killed: never closed)."""
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(PRIVATE_PREFIX) :].partition("-")[0]
+        if not name.startswith(PRIVATE_PREFIX) or not pid_text.isdigit():
+            continue
+        path = os.path.join(root, name)
+        try:
+            if os.lstat(path).st_uid != os.geteuid() or os.path.exists(f"/proc/{pid_text}"):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _memory_file(data: bytes) -> tuple[int, str]:
+    """``data`` in an anonymous in-memory file and the path this process opens it by: a
+    private key given as data never touches a disk, and nothing of it outlives the engine,
+    even one killed with SIGKILL."""
+    fd = os.memfd_create("akoflow-key", os.MFD_CLOEXEC)
+    view = memoryview(data if data.endswith(b"\n") else data + b"\n")
+    while view:
+        view = view[os.write(fd, view) :]
+    return fd, f"/proc/{os.getpid()}/fd/{fd}"
 
 
 def _write_private(path: str, data: bytes) -> None:
@@ -746,9 +789,10 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
     questions (default: :func:`prompt.default_prompter`)."""
     key_dir = _private_dir()
     key_file, cert_file, snippet_file = s.key_file, None, None
+    memory_fds: list[int] = []
     if s.key_data is not None:
-        key_file = os.path.join(key_dir, "id")
-        _write_private(key_file, s.key_data)
+        fd, key_file = _memory_file(s.key_data)
+        memory_fds.append(fd)
         if s.public_key is not None:
             is_cert = b"-cert-v01@openssh.com" in s.public_key.split(b" ", 1)[0]
             name = "id-cert.pub" if is_cert else "id.pub"
@@ -782,6 +826,7 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
         command_timeout=s.command_timeout,
         reconnect_max=s.reconnect_max,
         key_dir=key_dir,
+        memory_fds=tuple(memory_fds),
         prompter=prompter if prompter is not None else prompt.default_prompter(),
     )
 
