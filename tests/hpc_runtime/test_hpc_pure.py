@@ -354,6 +354,9 @@ def test_rsync_argv_goes_through_the_relay_and_keeps_paths_out_of_shells() -> No
     assert relay.allowed(["rsync", "--server", "-logDtpre.iLsfxCIvu", ".", "/m/x"])
     for bad in (["sh", "-c", "id"], ["rsync", "-a", "/etc", "x:/"], "rsync --server", [1, 2]):
         assert not relay.allowed(bad)
+    # Nor a daemon, a config, or other programs run by it.
+    for option in ("--daemon", "--config=/tmp/x", "--rsh=sh", "--rsync-path=sh -c id", "-M--x"):
+        assert not relay.allowed(["rsync", "--server", option, ".", "/m/x"])
 
 
 def test_local_rsync_has_no_remote_shell_and_skips_one_directory(tmp_path: Path) -> None:

@@ -36,6 +36,12 @@ def frame(kind: int, data: bytes) -> bytes:
     return bytes([kind]) + struct.pack(">I", len(data)) + data
 
 
+# Options that would make the remote rsync a daemon, read a config, or run other programs:
+# never what the engine's own staging asks for.
+_REFUSED = ("--daemon", "--config", "--dparam", "--rsh", "--rsync-path", "--remote-option", "-M")
+REQUEST_TIMEOUT = 30.0  # s for a client to say what it wants
+
+
 def allowed(argv: object) -> bool:
     """Only rsync's server side, as rsync's client asks for it."""
     return (
@@ -44,6 +50,7 @@ def allowed(argv: object) -> bool:
         and all(isinstance(a, str) for a in argv)
         and argv[0] == "rsync"
         and argv[1] == "--server"
+        and not any(a.startswith(_REFUSED) for a in argv[2:])
     )
 
 
@@ -86,8 +93,10 @@ class RsyncRelay:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            argv = json.loads(await reader.readline())
-        except ValueError:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                line = await reader.readline()
+            argv = json.loads(line)
+        except (ValueError, TimeoutError):
             argv = None
         if not allowed(argv):
             writer.write(frame(STDERR, b"akoflow: only rsync --server runs here\n"))
