@@ -1,16 +1,21 @@
 """A private key given as data (``{NAME}_SSHKEYPRIVK``) never touches a disk: the login reads
 it from an anonymous in-memory file, gone with the engine even after SIGKILL; and the private
-directories killed engines left in the temporary directory are removed by the next one."""
+directories killed engines left in the temporary directory are removed by the next one; an
+ssh-agent that accepts and never answers does not hold the login: the default keys are used."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 from akoflow.config import RuntimeConfig
 from akoflow.runtimes.hpc.settings import read_settings
@@ -80,3 +85,33 @@ def test_a_killed_engines_private_dir_is_removed_by_the_next(tmp_path: Path) -> 
         assert os.path.isdir(mine)
     finally:
         os.rmdir(mine)
+
+
+def test_an_agent_that_never_answers_falls_back_to_the_default_keys(
+    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(slurm_cluster.client_key, home / ".ssh" / "id_ed25519")
+    os.chmod(home / ".ssh" / "id_ed25519", 0o600)
+    sock_path = str(tmp_path / "agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen()  # accepts (the kernel's backlog) and never answers
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SSH_AUTH_SOCK", sock_path)
+    env = runtime_env(slurm_cluster, "hpc", "mount/agent")
+    del env["HPC_KEY_FILE"]
+    link = link_for(read_settings(RuntimeConfig.from_env("hpc", env)))
+
+    async def scenario() -> str:
+        try:
+            await link.open()
+            return (await link.run(["echo", "in"])).stdout
+        finally:
+            await link.close()
+
+    try:
+        assert asyncio.run(scenario()) == "in\n"
+    finally:
+        listener.close()

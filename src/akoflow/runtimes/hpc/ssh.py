@@ -398,6 +398,8 @@ class SshLink:
         """One SSH login (to a jump host or the login node), through the hops so far. The
         clock stops while a question waits on the terminal."""
         options = self._options(known)
+        if "agent_path" not in options and not await agent_answers():
+            options["agent_path"] = None  # asyncssh would wait on it: the default keys then
         t = self.target
         if host == t.host:  # the login node: the settings' port and user
             port, user = t.port, t.user
@@ -829,6 +831,34 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
         memory_fds=tuple(memory_fds),
         prompter=prompter if prompter is not None else prompt.default_prompter(),
     )
+
+
+AGENT_TIMEOUT = 3.0  # s for ssh-agent to list its keys
+
+
+async def agent_answers() -> bool:
+    """Whether the ssh-agent of ``SSH_AUTH_SOCK`` (if any) lists its keys in time. One that
+    accepts and never answers would hold the login until it times out, the default keys
+    never tried; a missing or dead one asyncssh already skips."""
+    path = os.environ.get("SSH_AUTH_SOCK")
+    if not path:
+        return True
+    agent: asyncssh.SSHAgentClient | None = None
+    try:
+        async with asyncio.timeout(AGENT_TIMEOUT):
+            agent = await asyncssh.connect_agent(path)
+            await agent.get_keys()
+    except TimeoutError:
+        log.warning("ssh-agent at %s does not answer: using the default keys", path)
+        return False
+    except (OSError, asyncssh.Error, ValueError):
+        return True  # unusable at once: asyncssh goes on without it
+    finally:
+        if agent is not None:
+            agent.close()
+            with contextlib.suppress(Exception):
+                await agent.wait_closed()
+    return True
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
