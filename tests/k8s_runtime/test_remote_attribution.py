@@ -41,6 +41,7 @@ OVERLAP = f"""\
 name: overlap
 spec:
   runtime: k8s-aws
+  collect: none  # the lineage of the volume alone (the data plane: test_k8s_data_plane.py)
   image: {IMAGE}
   storagePolicy:
     type: standalone
@@ -145,9 +146,10 @@ def test_declared_outputs_are_checked_in_the_pods_listing(
     tmp_path: Path, cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch, provenance: str
 ) -> None:
     monkeypatch.setenv("AKOFLOW_PROVENANCE", provenance)
-    # On the engine's side only: it must not satisfy the pod's declaration.
+    # On the engine's side, under another name: it is copied to the volume (the data plane)
+    # and does not satisfy the declaration of report.txt.
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "report.txt").write_text("local\n")
+    (tmp_path / "data" / "report.text").write_text("local\n")
 
     async def scenario() -> dict[str, tuple[str, str | None]]:
         async with engine_with(tmp_path, DECLARED, cluster.env("k8s-aws")) as (repo, engine, wf):
@@ -169,6 +171,7 @@ ACROSS_A_RESTART = f"""\
 name: restart
 spec:
   runtime: k8s-aws
+  collect: none  # the lineage of the volume alone
   image: {IMAGE}
   activities:
     - name: left

@@ -143,12 +143,20 @@ def test_fan_out_fan_in_on_the_shared_volume_has_remote_provenance(
         ("join", f"{loc}/left.txt"),
         ("join", f"{loc}/right.txt"),
     }
-    # No request was added: per activity, its Job create, its log stream, its Job delete.
+    # The last activity's file came back to the engine's data dir (spec.collect's default:
+    # the data plane, tests/k8s_runtime/test_k8s_data_plane.py), nothing else.
+    assert (tmp_path / "data" / "result.txt").read_text() == "SEED\n5\n"
+    assert not (tmp_path / "data" / "left.txt").exists()
+    # Provenance added no request: per activity, its Job create, its log stream, its Job
+    # delete; the copy back was one exec in a transfer pod made and deleted for it.
     delta = cluster.counts() - before
     per_activity = Counter(
         {k: v for k, v in delta.items() if not k.startswith(PERIODIC + PER_WORKFLOW)}
     )
-    assert per_activity == Counter({"create jobs": 4, "log pods": 4, "delete jobs": 4})
+    assert per_activity == Counter(
+        {"create jobs": 4, "log pods": 4, "delete jobs": 4}
+        | {"create pods": 1, "exec pods": 1, "delete pods": 1}
+    )
 
 
 def test_a_failing_script_keeps_its_exit_code_and_records_what_it_wrote(
@@ -181,7 +189,9 @@ def test_provenance_off_leaves_the_command_as_before_and_records_nothing(
     monkeypatch.setenv("AKOFLOW_PROVENANCE", "off")
     script = "echo x > plain.txt\necho plain"
     text = (
-        f"name: noprov\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n"
+        # Nothing is brought back (collect: none): the data plane needs no listing either.
+        f"name: noprov\nspec:\n  runtime: k8s-aws\n  collect: none\n  image: {IMAGE}\n"
+        "  activities:\n"
         "    - name: plain\n      run: |\n        echo x > plain.txt\n        echo plain\n"
     )
 

@@ -304,6 +304,7 @@ class ApiServer:
         self.pod_metrics: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None
         self.node_metrics: Callable[[], list[dict[str, Any]]] | None = None
         self.pod_exec: exec_ws.Starter | None = None
+        self.stdin_gate: exec_ws.StdinGate | None = None  # sessions started from now on
         self.app = Starlette(
             routes=[
                 WebSocketRoute("/api/v1/namespaces/{ns}/pods/{name}/exec", self.exec),
@@ -440,7 +441,7 @@ class ApiServer:
         except (ApiProblem, exec_ws.Refused) as exc:
             await ws.send_denial_response(status_error(exc.code, exc.reason, exc.message))
             return
-        await exec_ws.serve(ws, process, request, self.closing)
+        await exec_ws.serve(ws, process, request, self.closing, self.stdin_gate)
 
     def _collect_pods(self, ns: str, owner_uid: str) -> None:
         """The garbage collector: pods owned by a deleted Job go too."""

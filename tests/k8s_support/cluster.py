@@ -24,6 +24,7 @@ import trustme
 import uvicorn
 
 from tests.k8s_support.apiserver import ApiServer, Store
+from tests.k8s_support.exec_ws import StdinGate
 from tests.k8s_support.kubelet import Kubelet, NodeSpec
 
 T = TypeVar("T")
@@ -157,6 +158,23 @@ class EmulatedCluster:
         self._loop.close()
 
     # -------------------------------------------------------------- for tests
+
+    def hold_exec_stdin(self, after: int) -> None:
+        """Exec sessions started from now on pass their first ``after`` bytes of stdin to
+        the command, then hold the rest until :meth:`release_exec_stdin`."""
+
+        def hold() -> None:
+            self.api.stdin_gate = StdinGate(after, asyncio.Event())
+
+        self.call(hold)
+
+    def release_exec_stdin(self) -> None:
+        def release() -> None:
+            gate, self.api.stdin_gate = self.api.stdin_gate, None
+            if gate is not None:
+                gate.released.set()
+
+        self.call(release)
 
     def counts(self) -> Counter[str]:
         return self.call(lambda: Counter(self.api.counts))

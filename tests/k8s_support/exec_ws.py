@@ -55,6 +55,15 @@ class ExecRequest:
     protocol: str
 
 
+@dataclass
+class StdinGate:
+    """For tests that must act in the middle of a copy: every session passes its first
+    ``after`` bytes of stdin to the command, then holds the rest until ``released``."""
+
+    after: int
+    released: asyncio.Event
+
+
 # (namespace, pod, container, request) -> the started process (raises Refused)
 Starter = Callable[[str, str, str, ExecRequest], Awaitable[asyncio.subprocess.Process]]
 
@@ -123,10 +132,14 @@ async def _to_client(ws: WebSocket, stream: asyncio.StreamReader, channel: int) 
 
 
 async def _from_client(
-    ws: WebSocket, process: asyncio.subprocess.Process, request: ExecRequest
+    ws: WebSocket,
+    process: asyncio.subprocess.Process,
+    request: ExecRequest,
+    gate: StdinGate | None = None,
 ) -> None:
     """Client messages until it disconnects: stdin data, v5's close of stdin."""
     stdin = process.stdin
+    passed = 0
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -137,6 +150,14 @@ async def _from_client(
         channel, payload = data[0], data[1:]
         if channel == STDIN and stdin is not None and payload:
             try:
+                if gate is not None and passed + len(payload) > gate.after:
+                    head = payload[: max(gate.after - passed, 0)]
+                    stdin.write(head)
+                    await stdin.drain()
+                    passed += len(head)
+                    payload = payload[len(head) :]
+                    await gate.released.wait()
+                passed += len(payload)
                 stdin.write(payload)
                 await stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
@@ -152,6 +173,7 @@ async def serve(
     process: asyncio.subprocess.Process,
     request: ExecRequest,
     closing: asyncio.Event,
+    gate: StdinGate | None = None,
 ) -> None:
     """One exec session: streams until the command ended and its output was sent, then the
     status and a close frame. A client that goes away ends the command."""
@@ -166,7 +188,7 @@ async def serve(
             if stream is not None
         ]
         ended = asyncio.gather(process.wait(), *outputs)
-        client = asyncio.create_task(_from_client(ws, process, request))
+        client = asyncio.create_task(_from_client(ws, process, request, gate))
         stop = asyncio.create_task(closing.wait())
         tasks = [*outputs, client, stop]
         await asyncio.wait([ended, client, stop], return_when=asyncio.FIRST_COMPLETED)

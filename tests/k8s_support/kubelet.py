@@ -35,6 +35,9 @@ from tests.k8s_support.exec_ws import ExecRequest, Refused
 
 log = logging.getLogger(__name__)
 LABEL = "akoflow-test.kubelet"
+# Images every node has as if pulled (the private dockerd cannot pull): the runtime's default
+# image, which its transfer pods use unless {NAME}_TRANSFER_IMAGE says otherwise.
+PRELOADED = {"busybox:stable": "akoflow-test/busybox:1"}
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -109,6 +112,10 @@ class Kubelet:
         store.listeners.append(self._on_event)
         for n in nodes:
             self._add_node(n)
+        for name, source in PRELOADED.items():
+            if not self._has_image(name) and self._has_image(source):
+                repository, _, tag = name.rpartition(":")
+                self.api.tag(source, repository, tag)
 
     @property
     def api(self) -> docker.APIClient:

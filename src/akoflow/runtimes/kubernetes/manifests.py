@@ -27,10 +27,15 @@ L_SCOPE = f"{GROUP}/scope"
 L_WORKFLOW = f"{GROUP}/workflow"
 L_ACTIVITY = f"{GROUP}/activity"
 L_ATTEMPT = f"{GROUP}/attempt"
+L_ROLE = f"{GROUP}/role"
 L_MANAGED = "app.kubernetes.io/managed-by"
 A_KEY = f"{GROUP}/key"
 A_WORKFLOW_NAME = f"{GROUP}/workflow-name"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+TRANSFER_ROLE = "transfer"
+TRANSFER_CONTAINER = "transfer"
+TRANSFER_MOUNT = "/data"  # where the transfer pod mounts the run's PVC
+TRANSFER_LIFETIME = 86400  # seconds: a transfer pod nobody deleted ends by itself
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
@@ -65,6 +70,67 @@ def standalone_pvc_name(job: JobSpec) -> str:
 
 def node_pvc_name(job: JobSpec, node: str) -> str:
     return dns_name("akoflow", f"wf{job.workflow_id}", node, _scope(job))
+
+
+def transfer_pod_name(job: JobSpec) -> str:
+    """The run's transfer pod (one per run and namespace: see :mod:`.transfer`)."""
+    return dns_name("akoflow-transfer", f"wf{job.workflow_id}", _scope(job))
+
+
+def transfer_labels(job: JobSpec) -> dict[str, str]:
+    """What finds a run's transfer pods again (after an engine restart): no activity label,
+    so no Job's pod is ever taken for one."""
+    return {
+        L_MANAGED: "akoflow",
+        L_SCOPE: _scope(job),
+        L_WORKFLOW: str(job.workflow_id),
+        L_ROLE: TRANSFER_ROLE,
+    }
+
+
+def is_transfer_pod(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(L_ROLE) == TRANSFER_ROLE
+
+
+def transfer_pod_manifest(
+    job: JobSpec, *, namespace: str, pvc: str, image: str, service_account: str
+) -> dict[str, Any]:
+    """A bare Pod that mounts the run's PVC at :data:`TRANSFER_MOUNT` and waits, so files can
+    be copied in and out through ``pods/exec``. It ends by itself after
+    :data:`TRANSFER_LIFETIME` seconds even if nobody deletes it, and stops at once when
+    deleted (its shell traps TERM)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": transfer_pod_name(job),
+            "namespace": namespace,
+            "labels": transfer_labels(job),
+            "annotations": {A_WORKFLOW_NAME: job.workflow_name},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": TRANSFER_CONTAINER,
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"trap 'exit 0' TERM; sleep {TRANSFER_LIFETIME} & wait",
+                    ],
+                    "workingDir": TRANSFER_MOUNT,
+                    "volumeMounts": [{"name": DATA_VOLUME, "mountPath": TRANSFER_MOUNT}],
+                }
+            ],
+            "volumes": [{"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": pvc}}],
+        },
+    }
 
 
 def labels_of(job: JobSpec) -> dict[str, str]:

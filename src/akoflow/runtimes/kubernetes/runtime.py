@@ -11,6 +11,9 @@
   script into its own log (:mod:`.listing`); the log is filtered as it is stored (the file
   holds the script's output only) and the listings become :attr:`Outcome.files`, under
   ``<runtime>:pvc/<claim>``. No request is added.
+- Data plane (:meth:`KubernetesRuntime.data_mover`): files reach the run's PVC and come back
+  through ``pods/exec`` in a short-lived transfer pod that mounts it (:mod:`.transfer`,
+  :mod:`.mover`): one request per copy, plus the pod's create and delete per run.
 - Crash safety: Job names are deterministic (:func:`manifests.job_name`) and create is atomic
   by name: a 409 means "already there" and the Job is taken over, never created twice. After
   an engine restart :meth:`adopt` finds the Job by name and its pod by label.
@@ -59,11 +62,13 @@ from akoflow.runtimes.base import (
 )
 from akoflow.runtimes.kubernetes import manifests as mf
 from akoflow.runtimes.kubernetes.listing import LogCopy, files_token
+from akoflow.runtimes.kubernetes.mover import KubernetesMover
 from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
 from akoflow.runtimes.kubernetes.settings import ConfigError, Settings, read_settings
 from akoflow.runtimes.kubernetes.status import PodView, job_view, outcome_of, pod_view
+from akoflow.runtimes.kubernetes.transfer import PodKey, TransferPods, TransferRun
 from akoflow.runtimes.kubernetes.watch import ResourceWatch
-from akoflow.runtimes.scope import scoped
+from akoflow.runtimes.scope import existing_scope, scope_of, scoped
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +125,14 @@ def _api_message(exc: ApiError) -> str:
 class _Tracked:
     """One attempt's Job as this runtime follows it."""
 
-    def __init__(self, key: str, name: str, namespace: str, prefix: str) -> None:
+    def __init__(
+        self, key: str, name: str, namespace: str, prefix: str, transfer: PodKey | None = None
+    ) -> None:
         self.key = key
         self.name = name
         self.namespace = namespace
         self.prefix = prefix
+        self.transfer = transfer  # the run's transfer pod, deleted once no attempt is followed
         self.token = files_token(name)  # of the listing blocks in the pod's log
         self.location: str | None = None  # "<runtime>:pvc/<claim>" of Outcome.files
         self.listings: dict[str, str] = {}  # "before"/"after", once the whole log is read
@@ -170,6 +178,18 @@ class KubernetesRuntime(Runtime):
         self._rr = itertools.count()
         self._metrics: dict[str, tuple[float, dict[str, Metrics]]] = {}  # ns -> (time, by pod)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._scopes: dict[Path, str] = {}  # attempt dir -> the run's scope
+        self._transfers = TransferPods(
+            api=self._api,
+            cluster=self._cluster_config,
+            prepare=self._prepare_transfer,
+            manifest=self._transfer_manifest,
+            followed=self._follows_run,
+            spawn=self._spawn,
+            server=self._s.server,
+            grace=self._s.fail_fast_grace,
+            timeout=self._s.timeout,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,7 +203,10 @@ class KubernetesRuntime(Runtime):
         self._raw = raw_client(self._cluster, ConnectionParams(timeout=timeout, trust_env=False))
 
     async def stop(self) -> None:
-        """Jobs keep running in the cluster; a restarted engine adopts them."""
+        """Jobs keep running in the cluster; a restarted engine adopts them. Transfer pods
+        are deleted."""
+        with contextlib.suppress(RuntimeUnavailable, SubmitError):
+            await self._transfers.stop()
         for a, b in self._watches.values():
             await a.stop()
             await b.stop()
@@ -376,7 +399,7 @@ class KubernetesRuntime(Runtime):
         except (httpx2.HTTPError, OSError) as exc:
             raise _unreachable(self._s.server, exc) from None
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
-        t = _Tracked(job.key, name, ns, prefix)
+        t = _Tracked(job.key, name, ns, prefix, (ns, mf.transfer_pod_name(job)))
         t.node = node
         t.location = f"{self.name}:pvc/{pvc}"
         t.handle = {**handle, "node": node}
@@ -449,7 +472,11 @@ class KubernetesRuntime(Runtime):
             t.finalizer = self._spawn(self._finalize(t, view.complete, view.reason))
 
     def _on_pod_event(self, kind: str, obj: Any) -> None:
-        view = pod_view(_d(obj))
+        data = _d(obj)
+        if mf.is_transfer_pod(data):
+            self._transfers.on_pod(kind, data)
+            return
+        view = pod_view(data)
         t = self._jobs.get(view.job or "")
         if t is None or t.done is not None or kind == "DELETED":
             return
@@ -706,7 +733,7 @@ class KubernetesRuntime(Runtime):
         if view.key != job.key:
             return Adopted("finished", base, Outcome(False, None, f"Job {name} is not {job.key}"))
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
-        t = _Tracked(job.key, name, ns, prefix)
+        t = _Tracked(job.key, name, ns, prefix, (ns, mf.transfer_pod_name(job)))
         t.location = self._location(obj)
         t.held = []
         t.running_reported = True  # the engine records it running itself
@@ -822,9 +849,78 @@ class KubernetesRuntime(Runtime):
     async def release(self, key: str, handle: Mapping[str, Any], *, succeeded: bool) -> None:
         """Cleanup policy. The log is already whole in the attempt's file."""
         name, ns = str(handle.get("name", "")), str(handle.get("namespace", ""))
-        self._jobs.pop(name, None)
+        t = self._jobs.pop(name, None)
+        if t is not None and t.transfer is not None and not self._follows_run(t.transfer):
+            # The run's last attempt here: its transfer pod goes (made again if needed).
+            await asyncio.shield(self._transfers.retire(t.transfer))
         policy = self._s.cleanup
         if not name or policy == "never" or (policy == "on-success" and not succeeded):
             return
         with contextlib.suppress(ApiError, httpx2.HTTPError, OSError, RuntimeUnavailable):
             await asyncio.shield(self._delete(name, ns))
+
+    # ------------------------------------------------------------------ data plane
+
+    def data_mover(self, job: JobSpec) -> KubernetesMover | None:
+        """Copies to and from the run's standalone PVC (``<runtime>:pvc/<claim>``, where its
+        Jobs' files are listed) through a transfer pod that mounts it (:mod:`.transfer`).
+        None with ``storagePolicy: distributed``: each node has a PVC of its own, chosen
+        when an attempt is placed (``spec.schedule``, its dependencies' node), so no one
+        volume is where the run's files are."""
+        if job.storage_policy.type == "distributed":
+            return None
+        scope = self._scopes.get(job.attempt_dir)
+        if scope is None:
+            scope = self._scopes[job.attempt_dir] = scope_of(job.attempt_dir)
+        job = dataclasses.replace(job, scope=scope)
+        ns, pvc = self._namespace(job), mf.standalone_pvc_name(job)
+        return KubernetesMover(f"{self.name}:pvc/{pvc}", TransferRun(job, ns, pvc), self._transfers)
+
+    def _cluster_config(self) -> SingleConfig:
+        self._api()
+        assert self._cluster is not None
+        return self._cluster
+
+    async def _prepare_transfer(self, job: JobSpec, ns: str, pvc: str) -> None:
+        """The namespace (and its watch) and the PVC, as the run's first Job makes them: a
+        copy may come first."""
+        try:
+            await self._ensure_namespace(ns)
+            await self._ensure_pvc(job, ns, pvc, self._s.access_mode)
+        except (httpx2.HTTPError, OSError) as exc:
+            raise _unreachable(self._s.server, exc) from None
+
+    def _transfer_manifest(self, run: TransferRun) -> dict[str, Any]:
+        return mf.transfer_pod_manifest(
+            run.job,
+            namespace=run.namespace,
+            pvc=run.pvc,
+            image=self._s.transfer_image,
+            service_account=self._s.service_account,
+        )
+
+    def _follows_run(self, key: PodKey) -> bool:
+        return any(t.transfer == key for t in self._jobs.values())
+
+    async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
+        """Transfer pods of the run that an engine which died left, found by label (scope and
+        workflow: another state dir's never) and deleted; no attempt's Job is listed."""
+        scope = existing_scope(attempt_dir)
+        if scope is None:
+            return {}
+        labels: dict[str, Any] = {
+            mf.L_ROLE: mf.TRANSFER_ROLE,
+            mf.L_SCOPE: scope,
+            mf.L_WORKFLOW: str(workflow_id),
+        }
+        where = self._s.namespace or "*"  # the workflow's namespace is not known here
+        try:
+            async for pod in self._api().list(Pod, namespace=where, labels=labels):
+                meta = _d(pod).get("metadata") or {}
+                key = (str(meta.get("namespace")), str(meta.get("name")))
+                await self._transfers.remove(key)
+        except ApiError as exc:
+            log.warning("cannot list or delete transfer pods of run %s: %s", workflow_id, exc)
+        except (httpx2.HTTPError, OSError) as exc:
+            raise _unreachable(self._s.server, exc) from None
+        return {}

@@ -43,6 +43,7 @@ class Settings:
     metrics_interval: float = 15.0  # metrics-server's own resolution
     timeout: float = 10.0
     watch_timeout: int = 300  # server-side timeout of one watch request
+    transfer_image: str = "busybox:stable"  # of transfer pods: sh, head, cat, wc, sha256sum
 
 
 def read_settings(config: RuntimeConfig) -> tuple[Settings, SingleConfig]:
@@ -64,6 +65,7 @@ def read_settings(config: RuntimeConfig) -> tuple[Settings, SingleConfig]:
         metrics_interval=config.get_seconds("METRICS_INTERVAL", 15.0, minimum=1),
         timeout=config.get_seconds("TIMEOUT", 10.0, minimum=1),
         watch_timeout=config.get_int("WATCH_TIMEOUT", 300, minimum=5),
+        transfer_image=text("TRANSFER_IMAGE") or "busybox:stable",
     )
     return settings, cluster_config
 
