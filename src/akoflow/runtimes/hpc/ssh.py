@@ -306,12 +306,16 @@ class SshLink:
             for hop in resolved.jump:
                 hops.append(await self._hop(hop, hops, resolved))
             try:
-                conn = await self._login(resolved.alias, None, None, hops, resolved.where, known)
+                conn = await self._login(
+                    resolved.alias, None, None, hops, resolved.where, known, node=True
+                )
             except asyncssh.HostKeyNotVerifiable:
                 if not (self.target.accept_new and not self._host_known(resolved, known)):
                     raise
                 await self._learn_host_key(resolved, known, hops[-1] if hops else None)
-                conn = await self._login(resolved.alias, None, None, hops, resolved.where, known)
+                conn = await self._login(
+                    resolved.alias, None, None, hops, resolved.where, known, node=True
+                )
         except BaseException as exc:
             for opened in reversed(hops):
                 opened.close()
@@ -333,6 +337,17 @@ class SshLink:
         covers the login node only: a new bastion is a decision for its user)."""
         try:
             return await self._login(hop.host, hop.port, hop.user, hops, str(hop))
+        except (asyncssh.ConnectionLost, asyncssh.ProtocolError, OSError, TimeoutError) as exc:
+            # Say which hop: "... via B: timed out" reads as if the login node did.
+            if isinstance(exc, socket.gaierror) and exc.errno in _UNKNOWN_NAME:
+                raise HpcMisconfigured(
+                    f"ssh jump host {hop} (on the way to {resolved.where}): host {hop.host} "
+                    "is unknown",
+                    f"fix {self.target.variable('JUMP_HOST')} or the config's ProxyJump",
+                ) from None
+            raise SshUnavailable(
+                f"ssh jump host {hop} (on the way to {resolved.where}): {_describe(exc)}"
+            ) from None
         except asyncssh.HostKeyNotVerifiable as exc:
             files = self.target.known_hosts or "the config's UserKnownHostsFile or ~/.ssh"
             raise HpcMisconfigured(
@@ -394,14 +409,16 @@ class SshLink:
         hops: list[asyncssh.SSHClientConnection],
         where: str,
         known: list[str] | None = None,
+        *,
+        node: bool = False,
     ) -> asyncssh.SSHClientConnection:
-        """One SSH login (to a jump host or the login node), through the hops so far. The
-        clock stops while a question waits on the terminal."""
+        """One SSH login (to a jump host, or the login node with ``node``), through the hops
+        so far. The clock stops while a question waits on the terminal."""
         options = self._options(known)
         if "agent_path" not in options and not await agent_answers():
             options["agent_path"] = None  # asyncssh would wait on it: the default keys then
         t = self.target
-        if host == t.host:  # the login node: the settings' port and user
+        if node:  # the settings' port and user (a jump host on the same name has its own)
             port, user = t.port, t.user
         if port is not None:
             options["port"] = port
@@ -520,6 +537,14 @@ class SshLink:
             )
         if isinstance(exc, ValueError) and not isinstance(exc, asyncssh.Error):
             return HpcMisconfigured(f"ssh {where}: {exc}", "fix the ssh settings or config")
+        if resolved.proxy_command and isinstance(
+            exc, (asyncssh.ConnectionLost, asyncssh.ProtocolError, TimeoutError, ConnectionError)
+        ):
+            # The bytes came from the config's ProxyCommand: it failed, or is no SSH path.
+            return SshUnavailable(
+                f"ssh {where}: {_describe(exc)} (through the config's ProxyCommand "
+                f"`{resolved.proxy_command}`: does it run and reach an SSH server?)"
+            )
         return SshUnavailable(f"ssh {where}: {_describe(exc)}")
 
     def _host_known(self, resolved: sshconfig.Resolved, known: list[str]) -> bool:
