@@ -17,6 +17,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from akoflow.runtimes.kubernetes import transfer
+from akoflow.runtimes.kubernetes.exec_stream import V4, ExecResult, exec_in_pod
 from akoflow.states import WorkflowState
 from akoflow.store import Repository
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
@@ -157,6 +161,25 @@ def test_the_last_activitys_files_come_back_by_default(
     assert ("out/result.txt", f"{RT}:pvc/{pvc['metadata']['name']}", "") in made
     # One transfer pod for the run: made for the first copy, used for the last, deleted.
     assert cluster.counts()["create pods"] == 1 and cluster.counts()["delete pods"] == 1
+
+
+def test_copies_work_over_v4_whose_stdin_cannot_be_closed(
+    tmp_path: Path, cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API servers before 1.30 speak v4 only: the pod reads exactly the file's length."""
+    used: list[str] = []
+
+    async def v4_only(*args: Any, **kwargs: Any) -> ExecResult:
+        result = await exec_in_pod(*args, **{**kwargs, "protocols": (V4,)})
+        used.append(result.protocol)
+        return result
+
+    monkeypatch.setattr(transfer, "exec_in_pod", v4_only)
+    made = run_sink(tmp_path, cluster, "outputs")
+    assert (tmp_path / "data" / "out" / "result.txt").read_text() == "seed\nseed\n"
+    assert (pvc_dir(cluster) / "seed.txt").read_text() == "seed\n"
+    assert [m[0] for m in made] == ["seed.txt", "out/result.txt"]
+    assert used == [V4, V4]
 
 
 def test_collect_none_leaves_them_on_the_cluster(tmp_path: Path, cluster: EmulatedCluster) -> None:
@@ -338,3 +361,45 @@ def test_an_api_outage_during_a_copy_holds_the_work_then_copies_again(
 
     run(scenario())
     assert transfer_pods(cluster) == []
+
+
+def fan_out(width: int) -> str:
+    """``split`` writes part0..part<width-1> (1000, 2000, ... bytes); reader i declares and
+    reads part<i> only."""
+    readers = "".join(
+        f"    - name: read{i}\n      runtime: {RT}\n      image: {IMAGE}\n"
+        f"      dependsOn: [split]\n      inputs: [part{i}.txt]\n"
+        f"      run: wc -c < part{i}.txt > size{i}.txt\n"
+        for i in range(width)
+    )
+    split = (
+        "    - name: split\n      runtime: local\n      run: |\n"
+        f"        for i in $(seq 0 {width - 1}); do\n"
+        "          head -c $((1000 * (i + 1))) /dev/zero > part$i.txt\n"
+        "        done\n"
+    )
+    return "name: fan\nspec:\n  collect: none\n  activities:\n" + split + readers
+
+
+def test_a_fan_out_moves_each_file_once_to_the_reader_that_declared_it(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    width = 6
+
+    async def scenario() -> list[tuple[str, int]]:
+        text = fan_out(width)
+        async with engine_with(tmp_path, text, env_of(cluster)) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            return [(c.path, c.bytes) for c in repo.list_data_copies(wf_id)]
+
+    made = run(scenario())
+    # Bytes moved are the bytes needed: each reader's one file, once, not every file to all.
+    assert sorted(made) == sorted((f"part{i}.txt", 1000 * (i + 1)) for i in range(width))
+    volume = pvc_dir(cluster)
+    assert {(volume / f"size{i}.txt").read_text().strip() for i in range(width)} == {
+        str(1000 * (i + 1)) for i in range(width)
+    }
+    # The readers' copies, run at the same time, shared the run's one transfer pod.
+    assert cluster.counts()["create pods"] == 1 and transfer_pods(cluster) == []

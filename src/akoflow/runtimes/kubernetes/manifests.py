@@ -17,6 +17,7 @@ from akoflow.runtimes.base import JobSpec
 from akoflow.runtimes.kubernetes.listing import WRAPPER, files_token
 
 DEFAULT_MOUNT = "/data"
+DEFAULT_NAMESPACE = "akoflow"  # a workflow's spec.namespace when it names none
 MAX_NAME = 63  # DNS-1123 label: Job names also become a pod label value
 CONTAINER = "activity"
 DATA_VOLUME = "data"

@@ -913,11 +913,21 @@ class KubernetesRuntime(Runtime):
             mf.L_SCOPE: scope,
             mf.L_WORKFLOW: str(workflow_id),
         }
-        where = self._s.namespace or "*"  # the workflow's namespace is not known here
+        # The workflow's namespace is not known here: every namespace, or, where listing
+        # them all is forbidden, those this runtime works in (adopted attempts' among them).
+        places = [self._s.namespace] if self._s.namespace else ["*"]
+        found: list[PodKey] = []
         try:
-            async for pod in self._api().list(Pod, namespace=where, labels=labels):
-                meta = _d(pod).get("metadata") or {}
-                key = (str(meta.get("namespace")), str(meta.get("name")))
+            for where in places:
+                try:
+                    async for pod in self._api().list(Pod, namespace=where, labels=labels):
+                        meta = _d(pod).get("metadata") or {}
+                        found.append((str(meta.get("namespace")), str(meta.get("name"))))
+                except ApiError as exc:
+                    if exc.status.code != 403 or where != "*":
+                        raise
+                    places += sorted(set(self._watches) | {mf.DEFAULT_NAMESPACE})
+            for key in found:
                 await self._transfers.remove(key)
         except ApiError as exc:
             log.warning("cannot list or delete transfer pods of run %s: %s", workflow_id, exc)
