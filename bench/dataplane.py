@@ -7,11 +7,13 @@
 Starts a private SLURM cluster with an SSH login node (tests/slurm_support/cluster.py) in a
 temp dir, as bench/hpc.py does.
 
-fanout: a local activity writes N files; N HPC activities each read one of them, once
-declaring it (``inputs:``) and once not. The bytes the data plane copied to the cluster (its
-own records, ``data_copies``) are compared with the bytes the activities need (the distinct
-files they read): equal, not N times, either way, since one location holds each file once;
-without declarations every file of the run goes before the first HPC activity starts.
+fanout: a local activity writes N files; N HPC activities each read one of them (once
+declaring it, ``inputs:``, once not) and write a copy of it, which comes back as the output of
+a last activity. The bytes the data plane copied (its own records, ``data_copies``) are
+compared with the bytes needed: to the cluster, the distinct files read (equal, not N times,
+either way, since one location holds each file once; undeclared, every file of the run goes
+before the first HPC activity starts); back, the N outputs (each sink's listings also show
+the files the sinks running beside it wrote: those may come back more than once).
 
 throughput: a file of --big-mib engine -> cluster and back through the HPC runtime's data
 mover (SFTP over the runtime's one SSH connection, then size + SHA-256 on both sides and a
@@ -69,7 +71,7 @@ def fan_out_yaml(n: int, file_mib: int, *, declared: bool) -> str:
         lines += [f"    - name: use{i}", "      runtime: hpc", "      dependsOn: [make]"]
         if declared:
             lines.append(f"      inputs: [in/f{i}.bin]")
-        lines.append(f"      run: sha256sum < in/f{i}.bin > use{i}.sha")
+        lines.append(f"      run: cp in/f{i}.bin out{i}.bin")  # a sink's output: comes back
     return "\n".join(lines) + "\n"
 
 
@@ -95,6 +97,7 @@ async def run_fan_out(work: Path, n: int, file_mib: int, *, declared: bool) -> d
     copies = repo.list_data_copies(wf_id)
     repo.close()
     needed = sum((data / "in" / f"f{i}.bin").stat().st_size for i in range(n))
+    needed_back = sum((data / f"out{i}.bin").stat().st_size for i in range(n))
     sent = [c for c in copies if c.source == "" and c.path.startswith("in/")]
     back = [c for c in copies if c.destination == ""]
     return {
@@ -104,6 +107,7 @@ async def run_fan_out(work: Path, n: int, file_mib: int, *, declared: bool) -> d
         "moved": sum(c.bytes for c in sent),
         "copies": len(sent),
         "back": sum(c.bytes for c in back),
+        "needed_back": needed_back,
         "back_copies": len(back),
         "back_files": len({c.path for c in back}),
         "logins": logins,
@@ -120,8 +124,9 @@ def bench_fan_out(work: Path, n: int, file_mib: int) -> None:
             f"needed {r['needed'] / MiB:6.1f} MiB, moved to the cluster "
             f"{r['moved'] / MiB:6.1f} MiB in {r['copies']:.0f} copies "
             f"(ratio {r['moved'] / max(1, r['needed']):.2f}; N x would be {n:.0f}.00); "
-            f"back {r['back'] / 2**10:.1f} KiB in {r['back_copies']:.0f} copies of "
-            f"{r['back_files']:.0f} files; "
+            f"back: needed {r['needed_back'] / MiB:.1f} MiB, moved {r['back'] / MiB:.1f} MiB "
+            f"(ratio {r['back'] / max(1, r['needed_back']):.2f}) in {r['back_copies']:.0f} "
+            f"copies of {r['back_files']:.0f} files; "
             f"SSH logins {r['logins']:.0f}"
         )
     print(
