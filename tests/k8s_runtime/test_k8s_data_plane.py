@@ -217,7 +217,7 @@ def test_engine_killed_during_a_copy_makes_it_again_on_resume(
     wf.write_text(CRASH)
     data = tmp_path / "data"
     env = cli_env(**env_of(cluster))
-    cluster.hold_exec_stdin(after=1 << 20)  # copies pass 1 MiB, then wait
+    cluster.hold_exec_stdin(after=1 << 20)  # copies pass 1 MiB, then wait (cut there once released)
     args = ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)]
     engine = start_cli(args, env)
     part: list[Path] = []

@@ -161,7 +161,8 @@ class EmulatedCluster:
 
     def hold_exec_stdin(self, after: int) -> None:
         """Exec sessions started from now on pass their first ``after`` bytes of stdin to
-        the command, then hold the rest until :meth:`release_exec_stdin`."""
+        the command and hold the rest; after :meth:`release_exec_stdin` their stdin ends
+        there (a stream cut at that byte)."""
 
         def hold() -> None:
             self.api.stdin_gate = StdinGate(after, asyncio.Event())

@@ -58,7 +58,9 @@ class ExecRequest:
 @dataclass
 class StdinGate:
     """For tests that must act in the middle of a copy: every session passes its first
-    ``after`` bytes of stdin to the command, then holds the rest until ``released``."""
+    ``after`` bytes of stdin to the command and holds the rest; once ``released``, the
+    command's stdin ends there and the rest is dropped (a stream cut at that byte: the
+    bytes a dead client left in the kernel's buffers would otherwise still arrive)."""
 
     after: int
     released: asyncio.Event
@@ -151,12 +153,12 @@ async def _from_client(
         if channel == STDIN and stdin is not None and payload:
             try:
                 if gate is not None and passed + len(payload) > gate.after:
-                    head = payload[: max(gate.after - passed, 0)]
-                    stdin.write(head)
+                    stdin.write(payload[: max(gate.after - passed, 0)])
                     await stdin.drain()
-                    passed += len(head)
-                    payload = payload[len(head) :]
                     await gate.released.wait()
+                    stdin.close()
+                    stdin = None
+                    continue
                 passed += len(payload)
                 stdin.write(payload)
                 await stdin.drain()

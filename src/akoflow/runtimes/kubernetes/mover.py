@@ -110,6 +110,7 @@ class _Receiver:
         self.expected: Digest | None = None
         self.size = 0
         self.hash = hashlib.sha256()
+        self.pending = bytearray()  # written in batches: one thread hop per CHUNK, not message
 
     async def feed(self, data: bytes) -> None:
         if self.expected is None:
@@ -127,7 +128,14 @@ class _Receiver:
         if data:
             self.size += len(data)
             self.hash.update(data)
-            await asyncio.to_thread(_write_all, self.fd, data)
+            self.pending += data
+            if len(self.pending) >= CHUNK:
+                await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = bytes(self.pending), bytearray()
+            await asyncio.to_thread(_write_all, self.fd, batch)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -191,6 +199,7 @@ class KubernetesMover:
             result = await self._pods.run(
                 self._run, ["sh", "-c", GET, "sh", escape(name)], stdout=receiver.feed
             )
+            await receiver.flush()
             os.close(fd)
             fd = -1
             if result.exit_code != 0:
