@@ -27,7 +27,7 @@ from akoflow.store import Repository
 from akoflow.store.repository import DataCopy, Replica
 
 if TYPE_CHECKING:
-    from akoflow.engine.model import ActivityRun
+    from akoflow.engine.model import ActivityRun, WorkflowRun
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class DataPlane:
         self._in_flight: dict[tuple[int, str, str], asyncio.Future[None]] = {}
         self._recorded: set[tuple[int, int]] = set()  # (activity, attempt) outputs noted
         self._remote_runs: dict[int, bool] = {}  # run -> whether a remote location holds files
+        # Told of each file fetched into a data dir (the engine sets the provenance recorder's
+        # copied_in): a copy the engine made, no activity's change on the host.
+        self.fetched: Callable[[WorkflowRun, str, str], None] = lambda wf, path, location: None
 
     def holds_remote(self, workflow_id: int) -> bool:
         """Whether a location other than the engine host holds files of the run (else an
@@ -151,6 +154,7 @@ class DataPlane:
         started = time.time()
         digest = await mover.get(path, destination)
         self.host.forget(destination)
+        self.fetched(wf, path, location)
         held = self.repo.data_replicas(wf.id).get((location, path))
         writer = held.activity_id if held is not None else None
         self._put_replica(wf.id, Replica(location, path, digest.size, digest.sha256, False, writer))

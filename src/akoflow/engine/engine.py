@@ -105,6 +105,7 @@ class Engine(RuntimeEvents):
             repo, self._slots, self.provenance, wake=self._wake.set, owner_pid=self._pid
         )
         self.data = DataPlane(repo, self._runtime_named, self._job_of)
+        self.data.fetched = self.provenance.copied_in
         self.attempts = Attempts(
             repo,
             self._slots,

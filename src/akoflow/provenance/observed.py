@@ -72,6 +72,16 @@ class AttemptFiles:
     live: bool = True
     # The versions of files it read and then wrote itself: those before its own writes.
     read_before_writing: dict[str, FileState] = field(default_factory=dict)
+    # When (Access.epoch) it first read each file it used, and last wrote each path: a
+    # version derives from what was read before its last write, or may have been (the
+    # same epoch: the order is not known).
+    first_read: dict[str, int] = field(default_factory=dict)
+    last_write: dict[str, int] = field(default_factory=dict)
+
+    def read_before(self, names: Iterable[str]) -> frozenset[str]:
+        """The files it read before (or perhaps before) its last write under ``names``."""
+        last = max((self.last_write.get(n, -1) for n in names), default=-1)
+        return frozenset(p for p, at in self.first_read.items() if at <= last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class Generated:
     key: Key
     path: str
     state: FileState
+    sources: frozenset[str] = frozenset()  # what its writer read before its last write
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,15 @@ class ObservedRun:
         self._full_at = time.monotonic()  # the last look at every file
         self._full_cost = scanned_in  # how long it took
         self._lost = False  # events were lost since: look at every file next time
+        # Writes (observed or unclaimed) counted per undecided path: a decision whose look at
+        # the disk was followed by another write to the path is not made on that look.
+        self._stamp: dict[str, int] = {}
+        self._writes = 0
+        self._deferred: set[str] = set()  # paths waiting for accesses not yet placed
+        # Reads the kernel's queues to their end and adds what they held (see rescan); the
+        # recorder sets it. Returns the paths written by accesses still waiting for their
+        # attempt (bytes, relative to the data dir).
+        self.drain: Callable[[], Iterable[bytes]] = tuple
         for path, state in known.items():
             self._know(path, state)
 
@@ -162,13 +182,17 @@ class ObservedRun:
             if kind == "rename" and access.old_path is not None:
                 old = self._path(access.old_path)
                 if old is not None:
-                    self._dir_moved(files, old, path)
+                    self._dir_moved(files, old, path, access.epoch)
             return
         if kind == "read":
             if path not in files.written:
                 files.read.add(path)
+                at = files.first_read.get(path)
+                files.first_read[path] = access.epoch if at is None else min(at, access.epoch)
         elif kind in ("create", "write"):
-            self._wrote(files, path)
+            self._wrote(files, path, access.epoch)
+        elif kind == "closed":  # its writes were seen, or it wrote through a mapping
+            self._wrote(files, path, access.epoch, moved=path not in files.last_write)
         elif kind == "delete":
             files.written.discard(path)
         elif kind == "rename":
@@ -178,14 +202,21 @@ class ObservedRun:
                 moved = self._forget(old)
                 if moved is not None:
                     self._know(path, moved)
-            self._wrote(files, path)
+            self._wrote(files, path, access.epoch)
 
-    def _wrote(self, files: AttemptFiles, path: str) -> None:
+    def _wrote(self, files: AttemptFiles, path: str, epoch: int = 0, *, moved: bool = True) -> None:
         files.written.add(path)
         files.touched.add(path)
+        if moved:  # ``moved``: this is its last write (a close after writes is not)
+            files.last_write[path] = epoch
         self._writers.setdefault(path, set()).add(files.key)
+        self._count_write(path)
 
-    def _dir_moved(self, files: AttemptFiles, old: str, new: str) -> None:
+    def _count_write(self, path: str) -> None:
+        self._writes += 1
+        self._stamp[path] = self._writes
+
+    def _dir_moved(self, files: AttemptFiles, old: str, new: str, epoch: int) -> None:
         """A directory moved: the files below it are at new paths, put there by the mover."""
         prefix = old + "/"
         for path in [p for p in self.known if p.startswith(prefix)]:
@@ -193,15 +224,15 @@ class ObservedRun:
             state = self._forget(path)
             if state is not None:
                 self._know(moved, state)
-            self._wrote(files, moved)
+            self._wrote(files, moved, epoch)
         for path in [p for p in files.written if p.startswith(prefix)]:
             files.written.discard(path)
-            self._wrote(files, new + path[len(old) :])
+            self._wrote(files, new + path[len(old) :], epoch)
 
     def unclaimed(self, access: Access, candidates: frozenset[Key]) -> None:
         """A change by a process of no attempt of this run (``access.key`` None) or by one
         that may be any of several (:class:`Ambiguous`): its version stays undecided."""
-        if access.kind not in ("create", "write", "rename") or access.is_dir:
+        if access.kind not in ("create", "write", "closed", "rename") or access.is_dir:
             return
         path = self._path(access.path)
         if path is None:
@@ -209,6 +240,19 @@ class ObservedRun:
         if isinstance(access.key, Ambiguous):
             candidates = candidates | access.key.candidates
         self._unclaimed.setdefault(path, set()).update(candidates)
+        self._count_write(path)
+
+    def copied_in(self, path: str) -> None:
+        """The engine put ``path`` there (a copy of a version kept elsewhere): what it holds
+        now is known, and no access of the engine's is observed, so it is confirmed as the
+        path's version, a change to no one (an attempt writing it too still decides it)."""
+        if path in self._writers or path in self._unclaimed:
+            return
+        state = state_of(self.root, path, self.known.get(path), outside_links=True)
+        if state is None:
+            self._forget(path)
+        else:
+            self._know(path, state)
 
     # ---------------------------------------------------------------- decisions
 
@@ -232,15 +276,26 @@ class ObservedRun:
     def settle(self, *, everything: bool = False) -> list[Decision]:
         """Decide what can be now: unclaimed changes no running attempt also wrote (all of
         them with ``everything``: the run ended)."""
-        paths = set(self._unclaimed) | (set(self._writers) if everything else set())
+        paths = set(self._unclaimed) | self._deferred
+        if everything:
+            paths |= set(self._writers)
         decided = list(self._decide(paths, everything=everything))
         self._forget_done()
         return decided
 
     def _decide(self, paths: set[str], *, everything: bool = False) -> Iterator[Decision]:
+        """Decide ``paths`` written by attempts that all ended (all of them: ``everything``).
+
+        The disk is looked at first, then the kernel's queues are read to their end
+        (:attr:`drain`): a write made before the look is then known, so a version that a
+        write by another process (still unread, or waiting for its attempt to be known)
+        may have shaped is never given to the first writer; it is decided once that write
+        is placed (another writer: ambiguous)."""
+        ready: list[tuple[str, set[str], dict[str, FileState | None]]] = []
         done: set[str] = set()
         for path in sorted(paths):
             if path in done or not (path in self._writers or path in self._unclaimed):
+                self._deferred.discard(path)
                 continue  # decided with another name of its file, or nothing written since
             if not everything and self._writing(path):
                 continue  # another writer still runs: decided at its end
@@ -249,38 +304,69 @@ class ObservedRun:
             if not everything and any(self._writing(name) for name in names):
                 continue  # written under another name too: decided with that one
             done |= names
-            written = {n for n in names if n in self._writers or n in self._unclaimed}
-            writers: set[Key] = set()
-            strangers: set[Key] | None = None
-            for name in written:
-                writers |= self._writers.pop(name, set())
-                others = self._unclaimed.pop(name, None)
-                if others is not None:
-                    strangers = (strangers or set()) | others
-            if state is None:  # gone again: no version to attribute
-                self._forget(path)
+            states = {
+                n: state
+                if n == path
+                else state_of(self.root, n, self.known.get(n), outside_links=True)
+                for n in names
+            }
+            ready.append((path, names, states))
+        if not ready:
+            return
+        waiting: set[str] = set()
+        stamps = {n: self._stamp.get(n, 0) for _, names, _ in ready for n in names}
+        if not everything:
+            waiting = {p for raw in self.drain() if (p := self._path(raw)) is not None}
+        for path, names, states in ready:
+            if not everything and (
+                names & waiting or any(self._stamp.get(n, 0) != stamps[n] for n in names)
+            ):
+                self._deferred |= names  # written again since the look, or by someone unknown
                 continue
-            writer: Key | None = None
-            if strangers is None and len(writers) == 1 and not writers & self._tainted:
-                (writer,) = writers
-            reason = UNCLAIMED if strangers is not None else TWO_WRITERS
-            if writers & self._tainted:
-                reason = LOST
-            candidates = frozenset(writers | (strangers or set()))
-            for name in sorted(names):
-                found: FileState | None = state
-                if name != path:
-                    found = state_of(self.root, name, self.known.get(name), outside_links=True)
-                if found is None:
-                    self._forget(name)
-                    continue
-                former = self.known.get(name)
-                self._know(name, found)
-                if name in written or former is None or not former.same_content(found):
-                    if writer is not None:
-                        yield Generated(writer, name, found)
-                    else:
-                        yield Undecided(name, found, candidates, reason)
+            self._deferred -= names
+            yield from self._verdict(path, names, states)
+
+    def _verdict(
+        self, path: str, names: set[str], states: dict[str, FileState | None]
+    ) -> Iterator[Decision]:
+        """The version each of ``names`` (one file) holds: one writer's, or ambiguous."""
+        written = {n for n in names if n in self._writers or n in self._unclaimed}
+        writers: set[Key] = set()
+        strangers: set[Key] | None = None
+        for name in written:
+            writers |= self._writers.pop(name, set())
+            self._stamp.pop(name, None)
+            others = self._unclaimed.pop(name, None)
+            if others is not None:
+                strangers = (strangers or set()) | others
+        if states[path] is None:  # gone again: no version to attribute
+            self._forget(path)
+            return
+        writer: Key | None = None
+        if strangers is None and len(writers) == 1 and not writers & self._tainted:
+            (writer,) = writers
+        reason = UNCLAIMED if strangers is not None else TWO_WRITERS
+        if writers & self._tainted:
+            reason = LOST
+        candidates = frozenset(writers | (strangers or set()))
+        sources: frozenset[str] = frozenset()
+        if writer is not None:
+            files = self.attempts.get(writer)
+            if files is not None:
+                sources = files.read_before(written)
+        for name in sorted(names):
+            found = states[name]
+            if found is None:
+                self._forget(name)
+                continue
+            former = self.known.get(name)
+            self._know(name, found)
+            if former is not None and former.same_content(found):
+                continue  # what it held already: no new version (one generator per version)
+            if writer is not None:
+                yield Generated(writer, name, found, sources)
+            else:
+                yield Undecided(name, found, candidates, reason)
 
     def _writing(self, path: str) -> bool:
         return any(self._is_live(k) for k in self._writers.get(path, ()))
@@ -443,14 +529,13 @@ class ObservedRun:
 
     def version(self, path: str) -> FileState | None:
         """The version of ``path`` an attempt found there: the last one recorded, else what
-        is on disk now."""
+        is on disk now (while its writes wait for a decision)."""
         known = self.known.get(path)
         if known is not None and path not in self._writers:
             return known
-        state = state_of(self.root, path, known, outside_links=True)
-        if state is not None and path not in self._writers:
-            self._know(path, state)
-        return state
+        # Not recorded as the path's version here: a decision, or a look at the disk, does
+        # that (a change no write explains yet is still a version to record).
+        return state_of(self.root, path, known, outside_links=True)
 
 
 __all__ = [

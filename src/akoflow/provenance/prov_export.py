@@ -7,17 +7,22 @@
   stay on a remote runtime), ``used`` by the attempts that read it and ``wasGeneratedBy`` the
   one that wrote it. A generated version ``wasDerivedFrom`` what its attempt used, and
   nothing else (a rewrite that read nothing derives from nothing, not from the version it
-  replaced); where that is the path's former version (``sed -i``, an append after a read)
-  the derivation is a ``prov:Revision``. A version no attempt can be said to have written (see
-  :mod:`akoflow.provenance`) has no ``wasGeneratedBy``: ``akoflow:attribution`` is
-  ``"ambiguous"``, each ``akoflow:candidate`` names an attempt that may have written it, and
-  ``akoflow:ambiguity`` says why. The files in place before the run are the members of one
-  ``prov:Collection`` (``run:inputs``); where accesses were observed, an attempt ``used`` the
-  ones it read, else (timing) every attempt ``used`` the collection. The plan carries
-  ``akoflow:provenanceMechanism``: how the run's accesses were known. Whatever
-  bytes a file's name holds (see :mod:`akoflow.provenance.names`), its entity's IRI holds them
-  percent-encoded (RFC 3986), as ``akoflow:pathBytes`` does; ``akoflow:path`` is the path
-  for people.
+  replaced); where accesses were observed, only what the attempt read before its last write
+  to it (a file read after the output was written is no source of it; migration 0010);
+  where that is the path's former version (``sed -i``, an append after a read)
+  the derivation is a ``prov:Revision``. A ``used`` that no observed read backs carries
+  ``akoflow:inferred``: ``"timing"`` (no observation: what the dependencies generated),
+  ``"declaration"`` (the activity declared it as an input), ``"remote listing"`` (a file
+  that stays on a cluster, listed there when the attempt started). A version no attempt
+  can be said to have written (see :mod:`akoflow.provenance`) has no ``wasGeneratedBy``:
+  ``akoflow:attribution`` is ``"ambiguous"``, each ``akoflow:candidate`` names an attempt
+  that may have written it, and ``akoflow:ambiguity`` says why. The files in place before
+  the run are the members of one ``prov:Collection`` (``run:inputs``); where accesses were
+  observed, an attempt ``used`` the ones it read, else (timing) every attempt ``used`` the
+  collection. The plan carries ``akoflow:provenanceMechanism``: how the run's accesses were
+  known. Whatever bytes a file's name holds (see :mod:`akoflow.provenance.names`), its
+  entity's IRI holds them percent-encoded (RFC 3986), as ``akoflow:pathBytes`` does;
+  ``akoflow:path`` is the path for people.
 - The runtimes and AkôFlow itself are ``prov:SoftwareAgent``; every attempt ``wasAssociatedWith``
   its runtime, which ``actedOnBehalfOf`` AkôFlow.
 """
@@ -33,7 +38,9 @@ from typing import Any
 from prov.model import PROV, PROV_TYPE, ProvDocument
 
 from akoflow import __version__
+from akoflow.provenance.declared import declares
 from akoflow.provenance.names import display, encoded
+from akoflow.provenance.snapshot import content_id
 from akoflow.spec import Activity, load_workflow
 from akoflow.store import (
     ActivityRecord,
@@ -57,13 +64,14 @@ def _time(ts: float | None) -> datetime.datetime | None:
 def _file_id(record: FileRecord | InitialFile | AmbiguousFile) -> str:
     """The entity's local name: ``file/<path>@<version>``, the path percent-encoded, so the
     IRI is valid and PROV-N writes it as it is (``@`` is encoded in the path: the last one
-    starts the version)."""
-    version = record.sha256 or f"{record.size}-{record.mtime:.6f}"
+    starts the version: the checksum's first 16 hex digits, else size and time in full, the
+    time to the microsecond)."""
+    version = record.sha256[:16] if record.sha256 else content_id(record)
     path = encoded(record.path)
     if record.location:  # e.g. "hpc:/scratch/x" -> "remote/hpc_scratch_x/<path>"
         where = re.sub(r"[^A-Za-z0-9._-]+", "_", record.location).strip("_")
-        return f"remote/{where}/{path}@{version[:16]}"
-    return f"file/{path}@{version[:16]}"
+        return f"remote/{where}/{path}@{version}"
+    return f"file/{path}@{version}"
 
 
 def build_document(
@@ -77,6 +85,7 @@ def build_document(
     initial: Sequence[InitialFile] = (),
     ambiguous: Sequence[AmbiguousFile] = (),
     mechanism: str | None = None,
+    derivations: Sequence[tuple[FileRecord, FileRecord | None]] = (),
 ) -> ProvDocument:
     doc = ProvDocument()
     doc.add_namespace("akoflow", AKOFLOW_NS)
@@ -199,15 +208,26 @@ def build_document(
     for record in files:
         if record.role == "used":
             read.setdefault((record.activity_id, record.attempt), []).append(entity(record))
+    # Generated versions whose sources are known exactly -> those sources' entities.
+    exact: dict[tuple[int, int, str], set[str]] = {}
+    for made, origin in derivations:
+        sources_of = exact.setdefault((made.activity_id, made.attempt, _file_id(made)), set())
+        if origin is not None:
+            sources_of.add(entity(origin))
     for record in sorted(files, key=lambda f: f.mtime):
         file_id = entity(record)
         activity = run_ns[f"activity/{names[record.activity_id]}/{record.attempt}"]
         if record.role == "used":
-            doc.used(activity, run_ns[file_id])
+            how = _inferred(record, observed, specs.get(names[record.activity_id]))
+            doc.used(
+                activity, run_ns[file_id], None, None, {"akoflow:inferred": how} if how else None
+            )
         else:
             doc.wasGeneratedBy(run_ns[file_id], activity, _time(record.mtime))
             former = latest.get(record.qualified_path)
-            sources = set(read.get((record.activity_id, record.attempt), []))
+            sources = exact.get((record.activity_id, record.attempt, file_id))
+            if sources is None:  # not known exactly: everything its attempt used
+                sources = set(read.get((record.activity_id, record.attempt), []))
             for source in sorted(sources - {file_id}):
                 revision = {PROV_TYPE: PROV["Revision"]} if source == former else None
                 doc.wasDerivedFrom(
@@ -215,6 +235,17 @@ def build_document(
                 )
             latest[record.qualified_path] = file_id
     return doc
+
+
+def _inferred(record: FileRecord, observed: bool, spec: Activity | None) -> str:
+    """How a use was known when no observed read backs it ("" when one does)."""
+    if record.location:
+        return "remote listing"
+    if observed:
+        return ""
+    if spec is not None and spec.inputs and declares(spec.inputs, record.path):
+        return "declaration"
+    return "timing"
 
 
 def serialize(doc: ProvDocument, fmt: str) -> str:
@@ -252,4 +283,5 @@ def workflow_document(repo: Repository, workflow_id: int) -> ProvDocument:
         repo.list_initial_files(workflow_id),
         repo.list_ambiguous_files(workflow_id),
         repo.provenance_mechanism(workflow_id),
+        repo.list_derivations(workflow_id),
     )

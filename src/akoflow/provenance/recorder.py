@@ -48,7 +48,15 @@ from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable
 from akoflow.provenance.observed import Decision, Generated, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
 from akoflow.provenance.remote import Claim, RemoteFiles, Writer, attribute
-from akoflow.provenance.snapshot import FileState, Snapshot, changes, scan, update
+from akoflow.provenance.snapshot import (
+    FileState,
+    Snapshot,
+    changes,
+    content_id,
+    scan,
+    state_of,
+    update,
+)
 from akoflow.provenance.watch import DirWatch
 from akoflow.store import Repository
 
@@ -60,6 +68,7 @@ log = logging.getLogger(__name__)
 FILE_TIME_SLACK = 0.05  # s; file times come from a coarse kernel clock
 
 OBSERVED = "observed (fanotify)"
+WRITES = ("create", "write", "closed", "rename")
 OFF = "off"
 
 
@@ -92,6 +101,8 @@ class RunFiles:
     observed: ObservedRun | None = None  # None: inferred from timing
     # (activity id, attempt) -> the pending changes seen when it started (none are its)
     started_seq: dict[tuple[int, int], int] = field(default_factory=dict)
+    # Observed: the versions recorded, (path, content) -> "generated" | "ambiguous"
+    recorded: dict[tuple[str, object], str] | None = None
 
 
 class ProvenanceRecorder:
@@ -172,6 +183,27 @@ class ProvenanceRecorder:
                 self._record_generated(act)
             if files is not None:
                 self._record_remote(act, files)
+
+    def copied_in(self, wf: WorkflowRun, path: str, location: str) -> None:
+        """The engine (its data plane) just put ``path`` into the run's data dir on this host:
+        a copy of the version at ``location``, written by no attempt here. What the file holds
+        now is known, not a change to attribute: no generator on the host and no ambiguity
+        (the version at ``location`` has its own record)."""
+        if not self.enabled:
+            return
+        run = self._runs.get(wf.id)
+        if run is None:
+            return  # not looked at yet: its first look takes the file as it is
+        with self._guard(f"the copy of {path} from {location}"):
+            if run.observed is not None:
+                run.observed.copied_in(path)
+            if run.files is not None:
+                state = state_of(str(wf.data_dir), path, run.files.get(path))
+                if state is None:
+                    run.files.pop(path, None)
+                else:
+                    run.files[path] = state
+            run.pending.deleted(path)
 
     def close(self, wf: WorkflowRun) -> None:
         """The run ended, or the engine lets it go: stop watching its data dir."""
@@ -269,6 +301,7 @@ class ProvenanceRecorder:
         self, wf: WorkflowRun, run: RunFiles, files: Snapshot, scanned_in: float
     ) -> ObservedRun:
         observed = ObservedRun(wf.data_dir, self._exclude, dict(files), scanned_in)
+        observed.drain = lambda: self._read_to_end(observed)
         run.observed = observed
         self._by_dir.setdefault(observed.real, []).append(observed)
         return observed
@@ -284,6 +317,8 @@ class ProvenanceRecorder:
             if run is not None and run.observed is not None:
                 for access in accesses:
                     run.observed.add(access)
+                    if access.kind in WRITES:
+                        self._foreign_write(run.observed, access)
         if observer.losses != self._losses:
             self._losses = observer.losses
             log.warning("provenance: file events were lost; what ran meanwhile is ambiguous")
@@ -292,6 +327,15 @@ class ProvenanceRecorder:
                     observed.lost_events()
         for access in observer.take_unclaimed(now=everything):
             self._unclaimed(access)
+
+    def _foreign_write(self, mine: ObservedRun, access: Access) -> None:
+        """A write by an attempt of ``mine`` into a data dir other runs share: to them, a
+        process of none of their attempts."""
+        runs = self._by_dir.get(access.data_dir, [])
+        if len(runs) > 1:
+            for other in runs:
+                if other is not mine:
+                    other.unclaimed(access, frozenset())
 
     def _unclaimed(self, access: Access) -> None:
         for observed in self._by_dir.get(access.data_dir, []):
@@ -305,17 +349,29 @@ class ProvenanceRecorder:
 
     def _store(self, wf: WorkflowRun, run: RunFiles, decisions: list[Decision]) -> None:
         generated: dict[tuple[int, int], list[tuple[str, FileState]]] = {}
+        sources: dict[tuple[int, int], list[tuple[str, str | None]]] = {}
+        recorded = self._recorded(wf, run)
         for decision in decisions:
+            version = (decision.path, content_id(decision.state))
+            if version in recorded:  # one generator or ambiguous, never both, never two
+                log.debug("provenance: %s already recorded", decision.path)
+                continue
             if isinstance(decision, Undecided):
                 decision = self._declared_writer(wf, decision)
             if isinstance(decision, Generated):
                 key = decision.key
                 assert isinstance(key, tuple)
+                recorded[version] = "generated"
                 generated.setdefault(key, []).append((decision.path, decision.state))
+                from_ = sources.setdefault(key, [])
+                from_ += [(decision.path, s) for s in sorted(decision.sources)] or [
+                    (decision.path, None)
+                ]
                 name = self._name_of(wf, key[0])
                 if name is not None:
                     self._set_generator(run, decision.path, name)
             else:
+                recorded[version] = "ambiguous"
                 f = decision.state
                 self.repo.add_ambiguous_file(
                     wf.id,
@@ -327,6 +383,19 @@ class ProvenanceRecorder:
             self.repo.add_files(
                 act_id, attempt, "generated", ((p, f.size, f.mtime, f.sha256) for p, f in files)
             )
+            self.repo.add_derivations(act_id, attempt, sources[act_id, attempt])
+
+    def _recorded(self, wf: WorkflowRun, run: RunFiles) -> dict[tuple[str, object], str]:
+        """The run's versions in the data dir recorded so far (path, content) -> how."""
+        if run.recorded is None:
+            run.recorded = {}
+            for record in self.repo.list_files(wf.id):
+                if record.role == "generated" and not record.location:
+                    run.recorded[record.path, content_id(record)] = "generated"
+            for unsure in self.repo.list_ambiguous_files(wf.id):
+                if not unsure.location:
+                    run.recorded[unsure.path, content_id(unsure)] = "ambiguous"
+        return run.recorded
 
     def _declared_writer(self, wf: WorkflowRun, decision: Undecided) -> Decision:
         """An undecided version stays undecided: a declaration decides only among candidates
@@ -402,23 +471,25 @@ class ProvenanceRecorder:
     ) -> list[Decision]:
         """What changed on disk with no observed access (:meth:`ObservedRun.rescan`)."""
 
-        def drain() -> list[bytes]:
-            observer = self._observer
-            if observer is None:
-                return []
-            for _ in range(64):  # until each queue was emptied once after the look
-                if observer.pump():
-                    break
-            self._drain()
-            return [
-                path
-                for access in observer.waiting()
-                if access.data_dir == observed.real
-                for path in (access.path, access.old_path)
-                if path is not None
-            ]
+        return observed.rescan(observed.drain, paths, full=full)
 
-        return observed.rescan(drain, paths, full=full)
+    def _read_to_end(self, observed: ObservedRun) -> list[bytes]:
+        """Every access queued by the kernel until now, added to its run; the paths written by
+        those still waiting for their attempt (see :attr:`ObservedRun.drain`)."""
+        observer = self._observer
+        if observer is None:
+            return []
+        for _ in range(64):  # until each queue was emptied once after the look
+            if observer.pump():
+                break
+        self._drain()
+        return [
+            path
+            for access in observer.waiting()
+            if access.data_dir == observed.real and access.kind in WRITES
+            for path in (access.path, access.old_path)
+            if path is not None
+        ]
 
     def _scan_files(self, wf: WorkflowRun) -> Snapshot:
         """The workflow's data dir now (looked at once per wake-up); new changes await

@@ -16,9 +16,13 @@ regular file outside the data dir (``outside_links``): that file is a file of th
 whose writes no event in the data dir reports, so its version is the target's, looked at
 through the link. A symlink into the data dir is not a version of its own (its target is).
 
-A version also carries where it lies on this host (device, inode, time in ns, link count):
+A version also carries where it lies on this host (device, inode, times in ns, link count):
 a file whose stat still matches keeps its checksum, and the names of one file (hard links)
-are known to change together.
+are known to change together. The stat that matches includes the change time (ctime), which
+no user can set: a rewrite of the same size with its modification time put back (``touch
+-d``, ``tar x``, ``cp -p``) is read again. A file too big to checksum is identified by its
+size and its **change time**, recorded as its time (``mtime`` of the version): two contents
+whose modification times were pinned to one value are two versions.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from akoflow.provenance.names import display
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_LIMIT = 4 << 20  # bytes; bigger files are identified by size and mtime only
+CHECKSUM_LIMIT = 4 << 20  # bytes; bigger files are identified by size and change time
 # A file written this recently may be written again within the same tick of the kernel's
 # file clock, with the same size, and look unchanged: its checksum is read again (ns).
 RECENT = 100_000_000
@@ -46,7 +51,7 @@ RECENT = 100_000_000
 @dataclass(frozen=True, slots=True)
 class FileState:
     size: int
-    mtime: float
+    mtime: float  # the modification time; the change time (ctime) for a file not checksummed
     sha256: str | None = None
     # How the version is recognised on this host, not part of it (0: not known, e.g. a
     # version read back from the store or a remote listing).
@@ -55,12 +60,15 @@ class FileState:
     mtime_ns: int = field(default=0, compare=False)
     links: int = field(default=0, compare=False)  # names of the file (hard links)
     symlink: bool = field(default=False, compare=False)  # seen through a symlink to outside
+    ctime_ns: int = field(default=0, compare=False)
 
     def same_content(self, other: FileState) -> bool:
         """Whether ``other`` holds what this version holds (by checksum; by size and time
         when a file too big to checksum)."""
         if self.sha256 is not None and other.sha256 is not None:
             return self.size == other.size and self.sha256 == other.sha256
+        if self.ino and other.ino and (self.dev, self.ino) != (other.dev, other.ino):
+            return False  # not checksummed: another file is another version
         return (self.size, self.mtime, self.sha256) == (other.size, other.mtime, other.sha256)
 
     @property
@@ -71,6 +79,21 @@ class FileState:
 
 
 Snapshot = dict[str, FileState]
+
+
+class _Version(Protocol):
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def sha256(self) -> str | None: ...
+
+
+def content_id(version: _Version) -> str:
+    """What tells a version of a path from another one (its PROV entity's version part): its
+    checksum, else its size and time (for a file not checksummed: its change time)."""
+    return version.sha256 or f"{version.size}-{version.mtime:.6f}"
 
 
 # Opened without blocking (a FIFO put in place of the file after its stat would otherwise wait
@@ -122,7 +145,11 @@ def _unchanged(old: FileState, st: os.stat_result) -> bool:
         return False
     if old.mtime_ns:  # the same file (not one renamed over it), not written since
         same = (old.mtime_ns, old.ino, old.dev) == (st.st_mtime_ns, st.st_ino, st.st_dev)
-        return same and st.st_mtime_ns < time.time_ns() - RECENT
+        # ctime: a write whose modification time was set back (touch -d) changes it
+        same = same and (not old.ctime_ns or old.ctime_ns == st.st_ctime_ns)
+        return same and max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - RECENT
+    if old.sha256 is None and st.st_size > CHECKSUM_LIMIT:
+        return old.mtime == st.st_ctime  # its time is its change time
     return old.mtime == st.st_mtime
 
 
@@ -138,13 +165,14 @@ def _state(
     digest = _sha256(path) if st.st_size <= CHECKSUM_LIMIT else None
     return FileState(
         st.st_size,
-        st.st_mtime,
+        st.st_mtime if digest is not None else st.st_ctime,
         digest,
         st.st_dev,
         st.st_ino,
         st.st_mtime_ns,
         st.st_nlink,
         symlink,
+        st.st_ctime_ns,
     )
 
 

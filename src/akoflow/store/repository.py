@@ -1029,6 +1029,55 @@ class Repository:
             for path, size, mtime, sha, loc in rows
         ]
 
+    def add_derivations(
+        self, activity_id: int, attempt: int, pairs: Iterable[tuple[str, str | None]]
+    ) -> None:
+        """(generated path, used path or None) of an attempt in the data dir: its latest
+        generated version of the path derives from its used version of the other (None: from
+        nothing it read). See migration 0010."""
+        latest = (
+            "(SELECT MAX(id) FROM files WHERE activity_id = ? AND attempt = ? AND role = ? "
+            "AND location = '' AND path = ?)"
+        )
+        for generated, used in pairs:
+            row = [activity_id, attempt, "generated", to_db(generated)]
+            if used is None:
+                self._exec(
+                    f"INSERT INTO file_derivations (generated_id, used_id) SELECT {latest}, NULL "
+                    f"WHERE {latest} IS NOT NULL",
+                    row + row,
+                )
+            else:
+                source = [activity_id, attempt, "used", to_db(used)]
+                self._exec(
+                    f"INSERT INTO file_derivations (generated_id, used_id) "
+                    f"SELECT {latest}, {latest} WHERE {latest} IS NOT NULL "
+                    f"AND {latest} IS NOT NULL",
+                    row + source + row + source,
+                )
+
+    def list_derivations(self, workflow_id: int) -> list[tuple[FileRecord, FileRecord | None]]:
+        """(generated version, the used version it derives from or None) recorded exactly."""
+        columns = (
+            "{x}.activity_id, a.name, {x}.attempt, {x}.role, {x}.path, {x}.size, {x}.mtime, "
+            "{x}.sha256, {x}.location"
+        )
+        rows = self._exec(
+            f"SELECT {columns.format(x='g')}, u.id, {columns.format(x='u')} "
+            "FROM file_derivations d JOIN files g ON g.id = d.generated_id "
+            "JOIN activities a ON a.id = g.activity_id LEFT JOIN files u ON u.id = d.used_id "
+            "WHERE a.workflow_id = ? ORDER BY d.rowid",
+            (workflow_id,),
+        ).fetchall()
+
+        def record(values: Sequence[Any]) -> FileRecord:
+            act, name, attempt, role, path, size, mtime, sha, loc = values
+            return FileRecord(
+                act, name, attempt, role, from_db(path), size, mtime, sha, from_db(loc)
+            )
+
+        return [(record(r[:9]), None if r[9] is None else record(r[10:])) for r in rows]
+
     def remove_generated(self, activity_id: int, attempt: int, location: str, path: str) -> None:
         """Take back a file an attempt was said to generate (another one turned out to)."""
         self._exec(

@@ -54,18 +54,23 @@ from akoflow.runtimes import cgroups
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["read", "write", "create", "delete", "rename"]
+# "closed": closed after being open for writing (written or not, perhaps through a mapping)
+Kind = Literal["read", "write", "closed", "create", "delete", "rename"]
 
 # What each event bit means to provenance. Reads are FAN_ACCESS (data was read), a file
 # opened for reading only and closed (FAN_CLOSE_NOWRITE: `wc -c < f` learns f's size by fstat
 # without reading it, and its output still depends on f) and execs; writes are FAN_MODIFY
-# (write, truncate).
+# (write, truncate) and FAN_CLOSE_WRITE: a file opened for writing and closed (its last
+# reference: for a shared memory mapping, when it is unmapped). A store into a mapping
+# reports no FAN_MODIFY; the close does, so a process that had the file open for writing is
+# one of its writers, whether or not it wrote.
 _KINDS: tuple[tuple[int, Kind], ...] = (  # in the order they can happen within one event
     (abi.FAN_CREATE, "create"),
     (abi.FAN_ACCESS, "read"),
     (abi.FAN_CLOSE_NOWRITE, "read"),
     (0x1000, "read"),  # FAN_OPEN_EXEC: a program or script run from the data dir
     (abi.FAN_MODIFY, "write"),
+    (abi.FAN_CLOSE_WRITE, "closed"),
     (abi.FAN_RENAME, "rename"),
     (abi.FAN_DELETE, "delete"),
 )
@@ -75,6 +80,7 @@ MARK_MASK = (
     | abi.FAN_CLOSE_NOWRITE
     | FAN_OPEN_EXEC
     | abi.FAN_MODIFY
+    | abi.FAN_CLOSE_WRITE
     | abi.FAN_CREATE
     | abi.FAN_DELETE
     | abi.FAN_RENAME
@@ -126,6 +132,12 @@ class Access:
     is_dir: bool = False
     pid: int = 0
     file_id: bytes | None = None  # the object's file handle (same file across renames)
+    # How many times every queue had been read to its end before this access was read. The
+    # kernel merges an unread event with a later one of the same process on the same file,
+    # so of two accesses the one of a higher epoch surely came after the other; of one epoch,
+    # the order is not known. -1: a read known only by its close (the file was opened for
+    # reading at some time before: `wc -c < f` reads f's size by fstat, no read event).
+    epoch: int = 0
 
 
 # ==================================================================== system calls
@@ -288,6 +300,7 @@ class Observer:
         for tree in (sys.prefix, sys.base_prefix, Path(__file__).parents[2]):
             self.quiet(tree)  # the engine's interpreter and its own code (the local prelude)
         self._can_quiet = True  # False on kernels without FAN_MARK_IGNORE (before 6.0)
+        self._epoch = 0  # times every queue was read to its end (see Access.epoch)
 
     # ---------------------------------------------------------------- life
 
@@ -476,6 +489,7 @@ class Observer:
         for fs in list(self._fs.values()):
             drained = self._read_group(fs) and drained
         if drained:  # every event of processes that exited by ``epoch`` is read
+            self._epoch += 1
             # Waiting events keep their process's ancestry: its attempt may be registered
             # later by an ancestor's pid (a container's first process, known after start).
             keep: set[int] = set()
@@ -520,23 +534,27 @@ class Observer:
         if event.pid == self._own_pid:
             return  # the engine itself (its checksums read every file)
         is_dir = bool(event.mask & abi.FAN_ONDIR)
-        read = False  # one read per event, whichever bits say it
+        said: set[Kind] = set()  # one read per event, whichever bits say it
         for bit, kind in _KINDS:
-            if not event.mask & bit or (is_dir and kind in ("read", "write")):
+            if not event.mask & bit or (is_dir and kind in ("read", "write", "closed")):
                 continue
             if kind == "read":
-                if read:
+                if kind in said:
                     continue
-                read = True
-            access = self._access(fs, event, kind, is_dir)
+                said.add(kind)
+            # A read known only by its close happened at its open or later: at some time up
+            # to now (an earlier epoch than any).
+            early = bit == abi.FAN_CLOSE_NOWRITE
+            access = self._access(fs, event, kind, is_dir, early=early)
             if access is not None:
                 self._attribute(event.pid, access)
 
     def _access(
-        self, fs: _FileSystem, event: abi.RawEvent, kind: Kind, is_dir: bool
+        self, fs: _FileSystem, event: abi.RawEvent, kind: Kind, is_dir: bool, *, early: bool
     ) -> Access | None:
         obj = event.fid(abi.INFO_FID)
         file_id = _handle_key(obj) if obj is not None else None
+        epoch = -1 if early else self._epoch
         if kind == "rename":
             old = self._place(fs, event.fid(abi.INFO_OLD_DFID_NAME))
             new = self._place(fs, event.fid(abi.INFO_NEW_DFID_NAME))
@@ -546,10 +564,10 @@ class Observer:
                 return None
             if old is None:  # moved into a data dir: a creation there
                 assert new is not None
-                return Access(None, "create", new[0], new[1], None, is_dir, event.pid, file_id)
+                return Access(None, "create", *new, None, is_dir, event.pid, file_id, epoch)
             if new is None or new[0] != old[0]:  # moved out of its data dir
-                return Access(None, "delete", old[0], old[1], None, is_dir, event.pid, file_id)
-            return Access(None, "rename", new[0], new[1], old[1], is_dir, event.pid, file_id)
+                return Access(None, "delete", *old, None, is_dir, event.pid, file_id, epoch)
+            return Access(None, "rename", *new, old[1], is_dir, event.pid, file_id, epoch)
         where = self._place(fs, event.fid(abi.INFO_DFID_NAME))
         if where is None:
             return None
@@ -558,7 +576,7 @@ class Observer:
                 fs.inside[_handle_key(obj)] = _join(where[0], where[1])
             elif kind == "delete":
                 fs.inside.pop(_handle_key(obj), None)
-        return Access(None, kind, where[0], where[1], None, is_dir, event.pid, file_id)
+        return Access(None, kind, where[0], where[1], None, is_dir, event.pid, file_id, self._epoch)
 
     def _place(self, fs: _FileSystem, fid: abi.FileId | None) -> tuple[bytes, bytes] | None:
         """(data dir, path relative to it) of the entry a DFID_NAME record names."""
@@ -673,6 +691,7 @@ class Observer:
             access.is_dir,
             access.pid,
             access.file_id,
+            access.epoch,
         )
         if isinstance(owner, Ambiguous):
             self._unclaimed.append(placed)
