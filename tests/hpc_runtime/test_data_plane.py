@@ -79,6 +79,9 @@ def test_files_follow_the_work_to_the_cluster_and_back(
                 assert hashlib.sha256(local.read_bytes()).hexdigest() == c.sha256
                 assert local.stat().st_size == c.bytes
             assert runtime_of(engine).connections_opened == 1
+            # The files fetched back were written on the host by the engine (a copy of the
+            # cluster's version), not a change to attribute: nothing ambiguous (issue 15).
+            assert repo.list_ambiguous_files(wf_id) == []
 
     asyncio.run(scenario())
 
