@@ -19,8 +19,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from akoflow import service
 from akoflow.dataplane.mover import PART_SUFFIX
 from akoflow.states import WorkflowState
@@ -207,12 +205,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data plane (not fixed yet): DataPlane.collect fetches every file an attempt's "
-    "listings show changed, also those another attempt wrote and that were already brought "
-    "back unchanged, and record_outputs makes the listing attempt their writer",
-)
 def test_a_file_collected_at_one_sinks_end_is_not_copied_again_at_an_overlapping_sinks_end(
     hpc_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -134,11 +134,9 @@ def test_fan_out_fan_in_on_the_cluster_is_in_the_provenance(
     ]
     assert members == [at + "params.txt"]
     entities = [e for e in doc.get_records() if e.is_element() and e.get_attribute("akoflow:path")]
-    # The collected copy of result.txt on the engine host is an entity of its own (with no
-    # generator: the copy is not a generation; issue 17 will relate it to the cluster's).
-    on_host = [e for e in entities if "remote/" not in str(e.identifier)]
-    assert [str(e.identifier).split("@")[0] for e in on_host] == ["run:file/result.txt"]
-    entities = [e for e in entities if e not in on_host]
+    # The collected copy of result.txt on the engine host is the engine's copy of the
+    # cluster's version, not a version of its own (no entity, no ambiguity).
+    assert [e for e in entities if "remote/" not in str(e.identifier)] == []
     assert len(entities) == 5
     for entity in entities:
         assert {str(v) for v in entity.get_attribute("akoflow:location")} == {location}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from akoflow.dataplane.mover import Digest
 from akoflow.provenance.declared import declares
 from akoflow.provenance.remote import RemoteFiles
+from akoflow.provenance.snapshot import FileState
 from akoflow.store.repository import Replica
 
 HOST = ""  # the engine host's data dir, as a location
@@ -19,6 +20,12 @@ class Fetch:
 
     location: str
     path: str
+
+
+def recorded(held: Replica | None, state: FileState) -> bool:
+    """Whether ``held`` is already this listed version (recorded when the attempt that wrote
+    it ended, or fetched since): not a new version to record or bring back."""
+    return held is not None and held.size == state.size and held.mtime == state.mtime
 
 
 def wanted(inputs: Collection[str], path: str) -> bool:
@@ -62,10 +69,11 @@ def puts(
     return sorted(needed)
 
 
-def changed(files: RemoteFiles) -> tuple[dict[str, int], list[str]]:
-    """What an attempt's listings say it changed: ``({path: size} written, [deleted])``."""
+def changed(files: RemoteFiles) -> tuple[dict[str, FileState], list[str]]:
+    """What an attempt's listings say changed while it ran (by it, or by another attempt at
+    the same location): ``({path: version} written, [deleted])``."""
     written = {
-        path: state.size for path, state in files.after.items() if files.before.get(path) != state
+        path: state for path, state in files.after.items() if files.before.get(path) != state
     }
     deleted = sorted(path for path in files.before if path not in files.after)
     return written, deleted

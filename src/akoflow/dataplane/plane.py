@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from akoflow.dataplane import plan
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
 
 log = logging.getLogger(__name__)
+
+FETCH_TRIES = 3
+FETCH_RETRY_DELAY = 1.0  # s, growing with each try
 
 
 def ancestors(act: ActivityRun) -> set[int]:
@@ -152,18 +156,33 @@ class DataPlane:
                 f"cannot bring {display(path)} from {location}: {exc.strerror}"
             ) from None
         started = time.time()
-        digest = await mover.get(path, destination)
+        digest = await self._get(mover, path, destination)
         self.host.forget(destination)
         self.fetched(wf, path, location)
         held = self.repo.data_replicas(wf.id).get((location, path))
         writer = held.activity_id if held is not None else None
-        self._put_replica(wf.id, Replica(location, path, digest.size, digest.sha256, False, writer))
+        mtime = held.mtime if held is not None else None
+        replica = Replica(location, path, digest.size, digest.sha256, False, writer, mtime)
+        self._put_replica(wf.id, replica)
         self.repo.add_data_copy(
             wf.id,
             DataCopy(
                 act.id, path, location, HOST, digest.size, digest.sha256, started, time.time()
             ),
         )
+
+    @staticmethod
+    async def _get(mover: DataMover, path: str, destination: Path) -> Digest:
+        """A fetch, made again when what arrived does not match what was there (a file still
+        being written there by another attempt changes under the copy)."""
+        for attempt in range(FETCH_TRIES):
+            try:
+                return await mover.get(path, destination)
+            except TransferFailed:
+                if attempt + 1 == FETCH_TRIES:
+                    raise
+                await asyncio.sleep(FETCH_RETRY_DELAY * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _mover(self, act: ActivityRun, runtime: Runtime) -> DataMover | None:
         if not runtime.files_stay_remote:
@@ -192,8 +211,12 @@ class DataPlane:
             return
         self._recorded.add((act.id, act.attempt))
         written, deleted = plan.changed(files)
-        for path, size in written.items():
-            self._put_replica(act.wf.id, Replica(files.location, path, size, None, True, act.id))
+        held = self.repo.data_replicas(act.wf.id)
+        for path, state in written.items():
+            if plan.recorded(held.get((files.location, path)), state):
+                continue  # another attempt's, recorded at its end (or fetched): unchanged
+            replica = Replica(files.location, path, state.size, None, True, act.id, state.mtime)
+            self._put_replica(act.wf.id, replica)
         for path in deleted:
             self.repo.drop_replica(act.wf.id, files.location, path)
 
@@ -227,8 +250,13 @@ class DataPlane:
         if files is None:
             return
         self.record_outputs(act, runtime, files)
-        written, _ = plan.changed(files)
-        for path in sorted(written):
+        held = self.repo.data_replicas(act.wf.id)
+        mine = sorted(
+            r.path
+            for r in held.values()
+            if r.location == files.location and r.fresh and r.activity_id == act.id
+        )
+        for path in mine:  # not what another attempt there wrote meanwhile: its own end
             await self._once(
                 (act.wf.id, HOST, path), partial(self._fetch, act, files.location, path)
             )

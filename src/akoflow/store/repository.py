@@ -198,6 +198,7 @@ class Replica:
     sha256: str | None  # None: written there by an activity, not yet hashed
     fresh: bool  # newer than the engine host's copy
     activity_id: int | None  # the activity that wrote it there (fresh ones)
+    mtime: float | None = None  # the remote listing's time of this version, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -1193,23 +1194,23 @@ class Repository:
     def data_replicas(self, workflow_id: int) -> dict[tuple[str, str], Replica]:
         """What each remote location holds of the run's files, by (location, path)."""
         rows = self._exec(
-            "SELECT location, path, size, sha256, fresh, activity_id FROM data_replicas "
+            "SELECT location, path, size, sha256, fresh, activity_id, mtime FROM data_replicas "
             "WHERE workflow_id = ?",
             (workflow_id,),
         ).fetchall()
         found: dict[tuple[str, str], Replica] = {}
-        for location, path, size, sha256, fresh, activity_id in rows:
+        for location, path, size, sha256, fresh, activity_id, mtime in rows:
             name = from_db(path)
             found[(location, name)] = Replica(
-                location, name, int(size), sha256, bool(fresh), activity_id
+                location, name, int(size), sha256, bool(fresh), activity_id, mtime
             )
         return found
 
     def put_replica(self, workflow_id: int, replica: Replica) -> None:
         self._exec(
             "INSERT OR REPLACE INTO data_replicas "
-            "(workflow_id, location, path, size, sha256, fresh, activity_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "(workflow_id, location, path, size, sha256, fresh, activity_id, mtime) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 workflow_id,
                 replica.location,
@@ -1218,6 +1219,7 @@ class Repository:
                 replica.sha256,
                 int(replica.fresh),
                 replica.activity_id,
+                replica.mtime,
             ),
         )
 

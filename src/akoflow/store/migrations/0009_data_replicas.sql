@@ -10,6 +10,7 @@ CREATE TABLE data_replicas (
     path            TEXT    NOT NULL,
     size            INTEGER NOT NULL,
     sha256          TEXT,
+    mtime           REAL,     -- the remote listing's time of this version, when known
     fresh           INTEGER NOT NULL DEFAULT 0,
     activity_id     INTEGER REFERENCES activities(id) ON DELETE SET NULL,
     PRIMARY KEY (workflow_id, location, path)
