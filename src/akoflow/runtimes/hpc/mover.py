@@ -92,11 +92,14 @@ class HpcMover:
 
     async def get(self, path: str, destination: Path) -> Digest:
         remote = self._remote(path)
-        expected = await self._digest(remote)
         local = os.fsencode(destination)
         part = part_name(local)
         transport = await self._transport()
-        await self._copy(transport, remote, part, upload=False)
+        # The cluster hashes its file while it is copied (both read it once, from its cache):
+        # a file that changed meanwhile differs from one side or the other.
+        expected, _ = await asyncio.gather(
+            self._digest(remote), self._copy(transport, remote, part, upload=False)
+        )
         arrived = await asyncio.to_thread(hash_file, part)
         if arrived != expected:
             with contextlib.suppress(OSError):
