@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 MARKERS = {"needs_root", "slurm", "docker", "k8s", "browser"}
-BACKENDS = ("hpc_runtime", "docker_runtime", "k8s_runtime", "ui")
+BACKENDS = ("hpc_runtime", "docker_runtime", "k8s_runtime", "cross_runtime", "ui")
 
 # pytest --collect-only in a child, writing each collected test's markers of MARKERS.
 DUMP = """
@@ -57,6 +57,7 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "hpc_runtime": ["needs_root", "slurm"],
         "docker_runtime": ["docker", "needs_root"],
         "k8s_runtime": ["docker", "k8s", "needs_root"],
+        "cross_runtime": ["docker", "k8s", "needs_root", "slurm"],  # pytestmark: all at once
         "singularity_runtime": ["needs_root"],
         "ui": ["browser"],
     }
