@@ -128,3 +128,34 @@ def test_collect_none_leaves_them_on_the_cluster(hpc_env: dict[str, str], tmp_pa
     assert not (data / "out" / "result.txt").exists()
     assert (Path(hpc_env["HPC_MOUNT_PATH"]) / "out" / "result.txt").read_text() == "seed\nseed\n"
     assert [m for m in made if m[2] == ""] == []
+
+
+def test_volumes_are_staged_once_each_way_for_a_chain_on_the_cluster(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """spec.volumes (upstream's rsync staging) around a chain of three HPC activities: up
+    before the first (it depends on nothing there), back after the last (nothing there
+    depends on it), not around each activity."""
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    data = tmp_path / "data"
+    (data / "vol").mkdir(parents=True)
+    (data / "vol" / "in.txt").write_text("1\n")
+    text = (
+        f"name: chain\nspec:\n  runtime: hpc\n  collect: none\n"
+        f"  volumes: ['vol:{mount}/vol']\n  activities:\n"
+        "    - name: a\n      run: cat vol/in.txt vol/in.txt > vol/a.txt\n"
+        "    - name: b\n      dependsOn: [a]\n      run: cat vol/a.txt vol/a.txt > vol/b.txt\n"
+        "    - name: c\n      dependsOn: [b]\n      run: cat vol/b.txt vol/b.txt > vol/c.txt\n"
+    )
+
+    async def scenario() -> int:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            link = runtime_of(engine)._transport
+            return int(link.rsync_commands)
+
+    rsyncs = asyncio.run(scenario())
+    assert (data / "vol" / "c.txt").read_text() == "1\n" * 8  # staged back at the end
+    assert rsyncs == 2  # once up, once back (it was 6: both ways around each activity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from akoflow.engine.model import ActivityRun, WorkflowRun, attempt_key, run_dir
@@ -9,6 +10,7 @@ from akoflow.placement import load_policy
 from akoflow.runtimes.base import JobSpec
 from akoflow.spec import load_workflow
 from akoflow.spec.dag import levels
+from akoflow.spec.workflow import Volume
 from akoflow.states import ActivityState
 from akoflow.store import ActivityRecord, Repository, WorkflowRecord
 
@@ -71,6 +73,12 @@ def build_run(repo: Repository, state_dir: Path, rec: WorkflowRecord) -> Workflo
     return wf
 
 
+def in_volumes(declared: Sequence[str], volumes: Sequence[Volume]) -> bool:
+    """Whether a declared path (relative to the data dir) lies in a volume's local side."""
+    roots = [v.local.rstrip("/") for v in volumes if not v.local.startswith("/")]
+    return any(p == r or p.startswith(r + "/") for p in declared for r in roots if r)
+
+
 def job_spec(
     act: ActivityRun, attempt: int, node: str | None = None, *, record_files: bool
 ) -> JobSpec:
@@ -103,6 +111,12 @@ def job_spec(
         env=env,
         namespace=wf.workflow.namespace,
         volumes=wf.workflow.volumes,
+        volumes_in=not act.deps
+        or any(d.runtime != act.runtime for d in act.deps)
+        or in_volumes(act.spec.inputs, wf.workflow.volumes),
+        volumes_out=not act.dependents
+        or any(d.runtime != act.runtime for d in act.dependents)
+        or in_volumes(act.spec.outputs, wf.workflow.volumes),
         storage_policy=wf.workflow.storage_policy,
         node=node,
         record_files=record_files,

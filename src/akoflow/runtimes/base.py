@@ -86,6 +86,12 @@ class JobSpec:
     """The workflow's ``spec.namespace`` (Kubernetes namespace; a label elsewhere)."""
     volumes: tuple[Volume, ...] = ()
     """The workflow's ``spec.volumes`` (``local:remote``), staged by remote runtimes."""
+    volumes_in: bool = True
+    """Stage :attr:`volumes` to the backend before this attempt: what it reads may have
+    changed elsewhere (it depends on no activity of its runtime, or declares inputs in one)."""
+    volumes_out: bool = True
+    """Stage them back after it: what it wrote is needed elsewhere (no activity of its runtime
+    depends on it, or it declares outputs in one). A chain on one runtime stages once each way."""
     storage_policy: StoragePolicy = field(default_factory=StoragePolicy)
     """The workflow's ``spec.storagePolicy`` (Kubernetes volumes)."""
     node: str | None = None

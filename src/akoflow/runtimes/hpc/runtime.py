@@ -437,14 +437,15 @@ class HpcRuntime(Runtime):
         if tracked is not None:
             return tracked.handle()
         name, paths = self._paths(job)
-        transfers = self._transfers(job)
+        staged = self._transfers(job)
+        transfers = staged if job.volumes_out else []  # staged back after it (the handle's)
         try:
             req = self.request(job)
             script = sbatch.render(req, s.template)
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
         transport = await self._ready_transport()
-        for transfer in transfers:
+        for transfer in staged if job.volumes_in else ():
             await self._stage(transfer, upload=True)
         await transport.write_files(
             paths.dir, {"script.sh": job.activity.run.encode(), "job.sbatch": script.encode()}
@@ -790,7 +791,7 @@ class HpcRuntime(Runtime):
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         self._require_transport()
         name, paths = self._paths(job)
-        transfers = _transfers_of(handle) or self._transfers(job)
+        transfers = _transfers_of(handle) if "volumes" in handle else self._transfers(job)
         tracked = _Job(job.key, name, paths, None, transfers, job.record_files)
 
         async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
