@@ -161,8 +161,9 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
     for edge in graph.edges:
         if edge.label == "wasGeneratedBy":
             by_node.setdefault(edge.source, (set(), set()))[0].add(edge.target)
-        elif edge.label == "used":
-            by_node.setdefault(edge.target, (set(), set()))[1].add(edge.source)
+        elif edge.label == "used":  # a use not observed is marked (PROV: akoflow:inferred)
+            mark = " (inferred)" if edge.inferred else ""
+            by_node.setdefault(edge.target, (set(), set()))[1].add(edge.source + mark)
     inputs = by_node.pop(lineage.INPUTS, None)
     ambiguous = repo.list_ambiguous_files(workflow_id)
     if not by_node and not ambiguous and inputs is None:

@@ -36,6 +36,9 @@ class Edge:
     source: str
     target: str
     label: str  # "used" | "wasGeneratedBy" | "candidate"
+    # A use no observed read backs, how it was guessed (PROV's akoflow:inferred): "timing",
+    # "remote listing"; "" when observed.
+    inferred: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,10 @@ def build(
     input_users: Sequence[str],
     files: Sequence[FileRecord],
     ambiguous: Sequence[AmbiguousFile],
+    mechanism: str | None = "observed",
 ) -> FileLineage:
-    """The graph of a run's file records (pure)."""
+    """The graph of a run's file records (pure); ``mechanism``: how its accesses were known
+    (uses not observed are marked as inferred)."""
     nodes: list[FileNode] = []
     edges: list[Edge] = []
     if initial:
@@ -84,7 +89,8 @@ def build(
         nodes.append(
             FileNode(INPUTS, f"{count} file{'s' if count != 1 else ''} before the run", "inputs")
         )
-        edges += [Edge(activity_node(name), INPUTS, "used") for name in input_users]
+        how = "remote listing" if observed(mechanism) else "timing"
+        edges += [Edge(activity_node(name), INPUTS, "used", how) for name in input_users]
     generated = {f.qualified_path for f in files if f.role == "generated"}
     by_id: dict[str, FileNode] = {}
     seen: set[Edge] = set(edges)
@@ -95,7 +101,8 @@ def build(
             by_id[file_id] = FileNode(file_id, f.display_path, kind)
             nodes.append(by_id[file_id])
         if f.role == "used":
-            edge = Edge(activity_node(f.activity), file_id, "used")
+            how = "remote listing" if f.location else "" if observed(mechanism) else "timing"
+            edge = Edge(activity_node(f.activity), file_id, "used", how)
         else:
             edge = Edge(file_id, activity_node(f.activity), "wasGeneratedBy")
         if edge not in seen:
@@ -127,8 +134,8 @@ def of_run(repo: Repository, workflow_id: int) -> FileLineage:
     initial = repo.list_initial_files(workflow_id)
     files = repo.list_files(workflow_id)
     users: list[str] = []
+    mechanism = repo.provenance_mechanism(workflow_id)
     if initial:
-        mechanism = repo.provenance_mechanism(workflow_id)
         remote = {f.activity for f in files if f.location}
         # Only the activities that may be users are asked whether they ran (a query each).
         maybe = [
@@ -145,4 +152,4 @@ def of_run(repo: Repository, workflow_id: int) -> FileLineage:
             )
         ]
         users = users_of_inputs(mechanism, ran, files)
-    return build(initial, users, files, repo.list_ambiguous_files(workflow_id))
+    return build(initial, users, files, repo.list_ambiguous_files(workflow_id), mechanism)

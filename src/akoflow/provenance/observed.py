@@ -103,6 +103,10 @@ class Undecided:
 Decision = Generated | Undecided
 
 
+def _nobody(path: str, state: FileState) -> frozenset[Key | None] | None:
+    return None
+
+
 class ObservedRun:
     """The observed lineage of one run whose data dir is ``data_dir``."""
 
@@ -145,6 +149,10 @@ class ObservedRun:
         # recorder sets it. Returns the paths written by accesses still waiting for their
         # attempt (bytes, relative to the data dir).
         self.drain: Callable[[], Iterable[bytes]] = tuple
+        # The attempts whose processes still hold a path's file open for writing (None for
+        # one of no attempt), or None when no process does; the recorder sets it (see
+        # Observer.holders): a writer whose stores through a mapping are not reported yet.
+        self.holders: Callable[[str, FileState], frozenset[Key | None] | None] = _nobody
         for path, state in known.items():
             self._know(path, state)
 
@@ -345,6 +353,15 @@ class ObservedRun:
         writer: Key | None = None
         if strangers is None and len(writers) == 1 and not writers & self._tainted:
             (writer,) = writers
+            state = states[path]
+            holding = self.holders(path, state) if state is not None else None
+            if holding is not None and holding - {writer}:  # another may still be writing
+                writer = None
+                others = {k for k in holding if k is not None}
+                if None in holding:  # a process of no attempt
+                    strangers = others
+                else:  # another attempt's process: a writer too
+                    writers = writers | others
         reason = UNCLAIMED if strangers is not None else TWO_WRITERS
         if writers & self._tainted:
             reason = LOST

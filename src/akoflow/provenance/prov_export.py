@@ -202,7 +202,8 @@ def build_document(
         remote = {f"activity/{names_of[r.activity_id]}/{r.attempt}" for r in files if r.location}
         for attempt_id in attempt_ids:
             if not observed or attempt_id in remote:  # observed: it used what it read
-                doc.used(run_ns[attempt_id], inputs)
+                how = "remote listing" if observed else "timing"  # a guess either way
+                doc.used(run_ns[attempt_id], inputs, None, None, {"akoflow:inferred": how})
     names = {a.id: a.name for a in activities}
     read: dict[tuple[int, int], list[str]] = {}  # what each attempt used
     for record in files:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from akoflow.provenance.declared import declares
+from akoflow.provenance.names import to_bytes
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
 from akoflow.provenance.observed import Decision, Generated, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
@@ -302,6 +303,7 @@ class ProvenanceRecorder:
     ) -> ObservedRun:
         observed = ObservedRun(wf.data_dir, self._exclude, dict(files), scanned_in)
         observed.drain = lambda: self._read_to_end(observed)
+        observed.holders = lambda path, state: self._holders(observed, path, state)
         run.observed = observed
         self._by_dir.setdefault(observed.real, []).append(observed)
         return observed
@@ -472,6 +474,27 @@ class ProvenanceRecorder:
         """What changed on disk with no observed access (:meth:`ObservedRun.rescan`)."""
 
         return observed.rescan(observed.drain, paths, full=full)
+
+    def _holders(
+        self, observed: ObservedRun, path: str, state: FileState
+    ) -> frozenset[tuple[int, int] | None] | None:
+        """The attempts of this run (None: a process of none of them) whose processes hold
+        ``path`` open for writing now (:meth:`Observer.holders`)."""
+        observer = self._observer
+        if observer is None or not state.ino:
+            return None
+        found: set[tuple[int, int] | None] = set()
+        for owner in observer.holders(observed.real, to_bytes(path), state.dev, state.ino):
+            if isinstance(owner, tuple) and owner in observed.attempts:
+                found.add(owner)
+            elif isinstance(owner, Ambiguous):
+                mine = {
+                    k for k in owner.candidates if isinstance(k, tuple) and k in observed.attempts
+                }
+                found |= mine or {None}
+            else:
+                found.add(None)
+        return frozenset(found) or None
 
     def _read_to_end(self, observed: ObservedRun) -> list[bytes]:
         """Every access queued by the kernel until now, added to its run; the paths written by

@@ -75,8 +75,10 @@ _KINDS: tuple[tuple[int, Kind], ...] = (  # in the order they can happen within 
     (abi.FAN_DELETE, "delete"),
 )
 FAN_OPEN_EXEC = 0x1000
+# FAN_OPEN is no access: it says which processes may still hold a file open (see holders()).
 MARK_MASK = (
-    abi.FAN_ACCESS
+    abi.FAN_OPEN
+    | abi.FAN_ACCESS
     | abi.FAN_CLOSE_NOWRITE
     | FAN_OPEN_EXEC
     | abi.FAN_MODIFY
@@ -301,6 +303,7 @@ class Observer:
             self.quiet(tree)  # the engine's interpreter and its own code (the local prelude)
         self._can_quiet = True  # False on kernels without FAN_MARK_IGNORE (before 6.0)
         self._epoch = 0  # times every queue was read to its end (see Access.epoch)
+        self._open: dict[tuple[bytes, bytes], set[int]] = {}  # (data dir, path) -> pids
 
     # ---------------------------------------------------------------- life
 
@@ -534,6 +537,8 @@ class Observer:
         if event.pid == self._own_pid:
             return  # the engine itself (its checksums read every file)
         is_dir = bool(event.mask & abi.FAN_ONDIR)
+        if not is_dir and event.mask & (abi.FAN_OPEN | _CLOSES):
+            self._opened(fs, event)
         said: set[Kind] = set()  # one read per event, whichever bits say it
         for bit, kind in _KINDS:
             if not event.mask & bit or (is_dir and kind in ("read", "write", "closed")):
@@ -548,6 +553,42 @@ class Observer:
             access = self._access(fs, event, kind, is_dir, early=early)
             if access is not None:
                 self._attribute(event.pid, access)
+
+    def _opened(self, fs: _FileSystem, event: abi.RawEvent) -> None:
+        """Which processes opened a data dir's file and have not closed it (as far as the
+        events say: an open and a close merged into one event count as closed)."""
+        where = self._place(fs, event.fid(abi.INFO_DFID_NAME))
+        if where is None:
+            return
+        if event.mask & _CLOSES:
+            pids = self._open.get(where)
+            if pids is not None:
+                pids.discard(event.pid)
+                if not pids:
+                    del self._open[where]
+        else:
+            self._open.setdefault(where, set()).add(event.pid)
+
+    def holders(
+        self, data_dir: bytes, path: bytes, dev: int, ino: int
+    ) -> list[Key | Ambiguous | None]:
+        """The attempts (None: a process of none) of the processes that opened ``path`` and
+        still hold the file (``dev``, ``ino``) open for writing, by a descriptor or a shared
+        writable mapping: writers whose stores may not have been reported yet (a store into
+        a mapping is reported only by the mapping's last close)."""
+        pids = self._open.get((data_dir, path))
+        if not pids:
+            return []
+        found: list[Key | Ambiguous | None] = []
+        for pid in sorted(pids):
+            held = _holds_for_writing(pid, dev, ino)
+            if held is None:  # gone, or no longer holding it
+                pids.discard(pid)
+            elif held:
+                found.append(self._owner(pid))
+        if not pids:
+            self._open.pop((data_dir, path), None)
+        return found
 
     def _access(
         self, fs: _FileSystem, event: abi.RawEvent, kind: Kind, is_dir: bool, *, early: bool
@@ -576,7 +617,7 @@ class Observer:
                 fs.inside[_handle_key(obj)] = _join(where[0], where[1])
             elif kind == "delete":
                 fs.inside.pop(_handle_key(obj), None)
-        return Access(None, kind, where[0], where[1], None, is_dir, event.pid, file_id, self._epoch)
+        return Access(None, kind, *where, None, is_dir, event.pid, file_id, epoch)
 
     def _place(self, fs: _FileSystem, fid: abi.FileId | None) -> tuple[bytes, bytes] | None:
         """(data dir, path relative to it) of the entry a DFID_NAME record names."""
@@ -713,6 +754,40 @@ class Observer:
             else:
                 waiting.append(item)
         self._pending = waiting
+
+
+_CLOSES = abi.FAN_CLOSE_WRITE | abi.FAN_CLOSE_NOWRITE
+
+
+def _holds_for_writing(pid: int, dev: int, ino: int) -> bool | None:
+    """Whether process ``pid`` has the file open for writing (a descriptor whose flags allow
+    writing, or a shared writable mapping); None when it holds the file no more (or is
+    gone)."""
+    holds = False
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                continue
+            holds = True
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("flags:") and int(line.split()[1], 8) & os.O_ACCMODE:
+                        return True
+        device = f"{os.major(dev):02x}:{os.minor(dev):02x}"
+        with open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) >= 5 and fields[4] == str(ino) and fields[3] == device:
+                    holds = True
+                    if fields[1][1] == "w" and fields[1][3] == "s":
+                        return True
+    except OSError:
+        return None
+    return False if holds else None
 
 
 def _flush_quiet(fs: _FileSystem) -> None:
