@@ -578,4 +578,5 @@ def test_uses_inferred_from_timing_are_marked_as_such(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     page = out.read_text()
-    assert "<tr><td><code>m.txt</code></td><td>-</td><td>read (inferred)</td></tr>" in page
+    inferred = "<i title='inferred, not an observed read'>read</i>"
+    assert f"<tr><td><code>m.txt</code></td><td>-</td><td>{inferred}</td></tr>" in page
