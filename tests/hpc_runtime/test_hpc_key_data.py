@@ -115,3 +115,27 @@ def test_an_agent_that_never_answers_falls_back_to_the_default_keys(
         assert asyncio.run(scenario()) == "in\n"
     finally:
         listener.close()
+
+
+def test_a_key_encrypted_in_openssh_format_logs_in_with_its_passphrase(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """ssh-keygen's own format with a passphrase (its default): asyncssh needs bcrypt."""
+    key = tmp_path / "id_encrypted"
+    shutil.copy(slurm_cluster.client_key, key)
+    os.chmod(key, 0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-f", str(key), "-N", "pp-word"], check=True)
+    assert b"BEGIN OPENSSH PRIVATE KEY" in key.read_bytes()
+    env = runtime_env(
+        slurm_cluster, "hpc", "mount/encrypted", KEY_FILE=str(key), KEY_PASSPHRASE="pp-word"
+    )
+    link = link_for(read_settings(RuntimeConfig.from_env("hpc", env)))
+
+    async def scenario() -> str:
+        try:
+            await link.open()
+            return (await link.run(["echo", "in"])).stdout
+        finally:
+            await link.close()
+
+    assert asyncio.run(scenario()) == "in\n"
