@@ -21,7 +21,8 @@ def paths_of(doc: ProvDocument) -> dict[str, str]:
 
 
 def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(activity, file) pairs for used and for wasGeneratedBy."""
+    """(activity, file) pairs for used and for wasGeneratedBy, of the attempts (the data
+    plane's copies, ``akoflow:Copy`` activities, are left out)."""
     paths = paths_of(doc)
     for e in doc.get_records():
         if e.is_element() and str(e.identifier).endswith("inputs"):
@@ -34,10 +35,12 @@ def relations(doc: ProvDocument) -> tuple[set[tuple[str, str]], set[tuple[str, s
     for record in doc.get_records():
         if isinstance(record, ProvUsage):
             act, entity = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            used.add((activity(act), paths[str(entity)]))
+            if "activity/" in str(act):  # an attempt's (not one of the data plane's copies)
+                used.add((activity(act), paths[str(entity)]))
         elif isinstance(record, ProvGeneration):
             entity, act = record.formal_attributes[0][1], record.formal_attributes[1][1]
-            generated.add((activity(act), paths[str(entity)]))
+            if "activity/" in str(act):
+                generated.add((activity(act), paths[str(entity)]))
     return used, generated
 
 

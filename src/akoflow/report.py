@@ -1,7 +1,8 @@
 """A self-contained HTML report of one run: summary, DAG, timeline, resources, failures, and
 the files' lineage (the edges of ``akoflow prov`` and the UI's lineage graph: who generated
-each file and who used it, and the file versions no activity can be said to have generated,
-shown as ambiguous with their candidates).
+each file and who used it, what the engine copied between locations (each copy with its
+source, destination, size and duration), and the file versions no activity can be said to
+have generated, shown as ambiguous with their candidates).
 
 One file with inline CSS and SVG and no script, so it opens anywhere, offline, and nothing in a
 workflow or a log can run in it: every value goes through :func:`html.escape`.
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from akoflow.humanize import fmt_bytes, fmt_duration
-from akoflow.provenance import lineage
+from akoflow.provenance import copies, lineage
+from akoflow.provenance.names import display
 from akoflow.spec.dag import levels
 from akoflow.store import ActivityRecord, AttemptRecord, Repository
 
@@ -159,8 +161,12 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
     # node id -> (the activities that generated it, those that used it)
     by_node: dict[str, tuple[set[str], set[str]]] = {}
     guessed: set[tuple[str, str]] = set()  # (file, activity): a use no observed read backs
+    copied: dict[str, set[str]] = {}  # node id -> the nodes it is a copy of
     for edge in graph.edges:
-        if edge.label == "wasGeneratedBy":
+        if edge.label == "copiedFrom":
+            by_node.setdefault(edge.source, (set(), set()))
+            copied.setdefault(edge.source, set()).add(label[edge.target])
+        elif edge.label == "wasGeneratedBy":
             by_node.setdefault(edge.source, (set(), set()))[0].add(edge.target)
         elif edge.label == "used":
             by_node.setdefault(edge.target, (set(), set()))[1].add(edge.source)
@@ -178,6 +184,12 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
     def names(ids: set[str]) -> str:
         return ", ".join(sorted(i.removeprefix("activity:") for i in ids)) or "-"
 
+    def makers(node: str, ids: set[str]) -> str:
+        """Escaped: the activities that generated it, and what it is a copy of."""
+        made = [_e(n) for n in sorted(i.removeprefix("activity:") for i in ids)]
+        made += [f"<i>copy of</i> <code>{_e(s)}</code>" for s in sorted(copied.get(node, ()))]
+        return ", ".join(made) or "-"
+
     def users(node: str, ids: set[str]) -> str:
         """Escaped; the uses that are guesses in italics."""
         shown = [
@@ -191,7 +203,7 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
     if by_node or inputs is not None:
         files = sorted(by_node.items(), key=lambda item: label[item[0]])
         rows = [
-            f"<tr><td><code>{_e(label[node])}</code></td><td>{_e(names(gen))}</td>"
+            f"<tr><td><code>{_e(label[node])}</code></td><td>{makers(node, gen)}</td>"
             f"<td>{users(node, used)}</td></tr>"
             for node, (gen, used) in files[:MAX_DRAWN]
         ]
@@ -213,6 +225,7 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
                 else ""
             )
         )
+    parts.append(_copies_table(repo, workflow_id))
     if ambiguous:
         rows = []
         for amb in ambiguous[:MAX_DRAWN]:
@@ -228,6 +241,38 @@ def _files_section(repo: Repository, workflow_id: int) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
     return "".join(parts)
+
+
+def _copies_table(repo: Repository, workflow_id: int) -> str:
+    """Each copy the data plane made (PROV's ``akoflow:Copy`` activities): the file, where
+    from and where to, its size and duration, and the activity it was made for."""
+    made = repo.list_data_copies(workflow_id)
+    if not made:
+        return ""
+    activity = {a.id: a.name for a in repo.list_activities(workflow_id)}
+    rows = [
+        f"<tr class=copy><td><code>{_e(display(c.path))}</code></td>"
+        f"<td>{_e(copies.place_name(c.source))}</td>"
+        f"<td>{_e(copies.place_name(c.destination))}</td>"
+        f"<td class=num>{_e(fmt_bytes(c.bytes))}</td>"
+        f"<td class=num>{_e(_duration(c.started_at, c.ended_at))}</td>"
+        f"<td>{_e(activity.get(c.activity_id or 0, '-'))}</td>"
+        f"<td><code title='{_e(c.sha256)}'>{_e(c.sha256[:16])}</code></td></tr>"
+        for c in made[:MAX_DRAWN]
+    ]
+    more = len(made) - MAX_DRAWN
+    total = sum(c.bytes for c in made)
+    return (
+        f"<h3>Copies ({len(made)}, {_e(fmt_bytes(total))})</h3><p class=muted>Files the engine "
+        "moved between the engine host's data dir and the runtimes' locations, each verified "
+        "(size and SHA-256) on arrival; a file at a runtime's location is shown as "
+        "<code>&lt;runtime&gt;:&lt;dir&gt;/&lt;path&gt;</code>, one on the engine host as its "
+        "path in the data dir.</p>"
+        "<table><thead><tr><th>file</th><th>from</th><th>to</th><th>bytes</th>"
+        "<th>duration</th><th>for</th><th>SHA-256</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        + (f"<p class=muted>and {more} more copies</p>" if more > 0 else "")
+    )
 
 
 def render(repo: Repository, workflow_id: int) -> str:

@@ -10,6 +10,13 @@ the ``rocrate`` library.
   a result of the run but of no activity's action; ``akoflowAttribution`` is ``ambiguous``,
   ``akoflowCandidates`` names the attempts that may have written it and ``akoflowAmbiguity``
   says why. The root dataset's ``akoflowProvenanceMechanism`` says how accesses were known.
+- Each copy the data plane made between two locations (:mod:`.copies`) is a ``CreateAction``
+  of its own (instrument: AkôFlow; object: the file at its source; result: the file at its
+  destination; start and end; ``akoflowSource``/``akoflowDestination``: the locations,
+  ``contentSize``, ``sha256``; ``akoflowForActivity``: the activity's action it was made
+  for, when that is its last attempt). A file's ``akoflowLocation`` says where it lives:
+  ``engine host`` or the cluster's location (one entity per path and location, as for
+  every file of the crate: not per version).
 - The files are copied into the crate (``include_data``) or referenced by their ``file://``
   URIs when they are too big to copy, copying is turned off, or the path is no longer a
   regular file. A copy keeps its path under ``data/`` where the name is plain text; other
@@ -24,6 +31,7 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +40,10 @@ from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from akoflow import __version__
+from akoflow.provenance import copies
 from akoflow.provenance.names import display, encoded, portable_name
 from akoflow.store import AmbiguousFile, FileRecord, InitialFile, Repository
+from akoflow.store.repository import DataCopy
 
 WFRUN_PROFILES = (
     "https://w3id.org/ro/wfrun/process/0.5",
@@ -137,6 +147,7 @@ def write_crate(
                 ]
             if record.sha256:
                 properties["sha256"] = record.sha256
+            properties["akoflowLocation"] = copies.place_name(record.location)
             if record.location:  # stays on a remote runtime: described, never copied
                 properties.update({"@type": "File", "akoflowLocation": display(record.location)})
                 entity = crate.add(ContextEntity(crate, f"#remote:{encoded(path)}", properties))
@@ -154,7 +165,13 @@ def write_crate(
 
         # The run's inputs: what was in place before it started. Its results: what its
         # activities generated.
-        inputs = [file_entity(found) for found in repo.list_initial_files(workflow_id)]
+        initial = repo.list_initial_files(workflow_id)
+        known = copies.places(
+            [*initial, *repo.list_ambiguous_files(workflow_id), *repo.list_files(workflow_id)]
+        )
+        data_copies = repo.list_data_copies(workflow_id)
+        found = copies.found_in_place(initial, data_copies, known)  # not what copies put
+        inputs = [file_entity(f) for f in found]
         outputs: list[Any] = []
         for unsure in repo.list_ambiguous_files(workflow_id):  # before: they keep their
             entity = file_entity(unsure)  # candidates however else they are referred to
@@ -181,6 +198,7 @@ def write_crate(
             },
         )
         steps = []
+        step_of: dict[tuple[str, int], Any] = {}  # (activity, attempt) -> its action
         for act in repo.list_activities(workflow_id):
             attempts = [a for a in repo.list_attempts(act.id) if a.started_at is not None]
             tool = crate.add(
@@ -207,17 +225,66 @@ def write_crate(
                 properties["akoflowImage"] = act.image
             if last.exit_code is not None:
                 properties["exitCode"] = last.exit_code
-            steps.append(
-                crate.add_action(
-                    tool,
-                    identifier=f"#activity-{act.name}-attempt-{last.number}",
-                    object=used["o"],
-                    result=used["r"],
-                    properties=properties,
-                )
+            step_of[(act.name, last.number)] = crate.add_action(
+                tool,
+                identifier=f"#activity-{act.name}-attempt-{last.number}",
+                object=used["o"],
+                result=used["r"],
+                properties=properties,
             )
-        crate.root_dataset["mentions"] = [run_action, *steps]
+            steps.append(step_of[(act.name, last.number)])
+        moves = _copy_actions(
+            repo, workflow_id, (crate, engine), file_entity, step_of, data_copies, known
+        )
+        crate.root_dataset["mentions"] = [run_action, *steps, *moves]
         crate.write(dest)
     finally:
         workflow_file.unlink(missing_ok=True)
     return dest
+
+
+def _copy_actions(
+    repo: Repository,
+    workflow_id: int,
+    crate_and_engine: tuple[ROCrate, Any],
+    file_entity: Callable[[copies.Version], Any],
+    step_of: dict[tuple[str, int], Any],
+    data_copies: list[DataCopy],
+    known: copies.Places,
+) -> list[Any]:
+    """Each data-plane copy as a ``CreateAction`` (see the module doc)."""
+    crate, engine = crate_and_engine
+    files = [v for place in known.values() for v in place if isinstance(v, FileRecord)]
+    activities = {a.id: a.name for a in repo.list_activities(workflow_id)}
+    actions = []
+    for number, copy in enumerate(data_copies, 1):
+        source = file_entity(copies.source_of(copy, known))
+        result = file_entity(copies.destination_of(copy, known))
+        properties: dict[str, Any] = {
+            "name": f"copy of {display(copy.path)} from {copies.place_name(copy.source)} "
+            f"to {copies.place_name(copy.destination)}",
+            "startTime": _iso(copy.started_at),
+            "endTime": _iso(copy.ended_at),
+            "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"},
+            "akoflowSource": copies.place_name(copy.source),
+            "akoflowDestination": copies.place_name(copy.destination),
+            "contentSize": str(copy.bytes),
+            "sha256": copy.sha256,
+        }
+        name = activities.get(copy.activity_id or 0)
+        if name is not None:
+            properties["akoflowForActivityName"] = name
+            ran = [a for a in repo.list_attempts(copy.activity_id or 0) if a.started_at is not None]
+            attempt, _ = copies.made_for(copy, ran, files)
+            step = step_of.get((name, attempt.number)) if attempt is not None else None
+            if step is not None:
+                properties["akoflowForActivity"] = {"@id": step.id}
+        action = crate.add_action(
+            engine,
+            identifier=f"#copy-{number}",
+            object=[source],
+            result=[result],
+            properties=properties,
+        )
+        actions.append(action)
+    return actions

@@ -10,6 +10,12 @@ files before the run, one ``inputs`` node for them all. Edges, in PROV's directi
 -> file ``used``, file -> activity ``wasGeneratedBy``, ambiguous file -> each candidate
 activity ``candidate`` (never ``wasGeneratedBy``), and activity -> ``inputs`` ``used`` for
 the activities the export says used the inputs collection (:func:`users_of_inputs`).
+
+Each copy the data plane made between two locations (:mod:`.copies`) is a ``copiedFrom``
+edge from the file at its destination to the file at its source (the two nodes' labels say
+where each lives: a cluster's files carry their location, the engine host's are plain paths);
+a file no activity generated at a place, only copied there, is a node of type ``copy`` (the
+engine's copy of a version elsewhere, not one found in place nor a version of its own).
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from akoflow.provenance import copies
+from akoflow.provenance.names import display, encoded
 from akoflow.store import AmbiguousFile, FileRecord, InitialFile, Repository
+from akoflow.store.repository import DataCopy
 
 INPUTS = "inputs"  # the node of the files in place before the run
 
@@ -26,7 +35,7 @@ INPUTS = "inputs"  # the node of the files in place before the run
 class FileNode:
     id: str
     label: str
-    type: str  # "file" | "preExisting" | "ambiguous" | "inputs"
+    type: str  # "file" | "preExisting" | "ambiguous" | "inputs" | "copy"
     candidates: list[str] = field(default_factory=list)  # ambiguous: activity names
     reason: str = ""  # ambiguous: why it is not decided
 
@@ -35,7 +44,7 @@ class FileNode:
 class Edge:
     source: str
     target: str
-    label: str  # "used" | "wasGeneratedBy" | "candidate"
+    label: str  # "used" | "wasGeneratedBy" | "candidate" | "copiedFrom"
     # A use no observed read backs, how it was guessed (PROV's akoflow:inferred): "timing",
     # "remote listing"; "" when observed.
     inferred: str = field(default="", compare=False)
@@ -53,6 +62,12 @@ def activity_node(name: str) -> str:
 
 def file_node(record: FileRecord | AmbiguousFile) -> str:
     return f"file:{record.encoded_path}"  # lossless; the label is for people (any bytes)
+
+
+def place_node(location: str, path: str) -> tuple[str, str]:
+    """The id and label of the node of ``path`` at ``location`` ('': the engine host)."""
+    qualified = f"{location}/{path}" if location else path
+    return f"file:{encoded(qualified)}", display(qualified)
 
 
 def observed(mechanism: str | None) -> bool:
@@ -79,9 +94,10 @@ def build(
     files: Sequence[FileRecord],
     ambiguous: Sequence[AmbiguousFile],
     mechanism: str | None = "observed",
+    data_copies: Sequence[DataCopy] = (),
 ) -> FileLineage:
     """The graph of a run's file records (pure); ``mechanism``: how its accesses were known
-    (uses not observed are marked as inferred)."""
+    (uses not observed are marked as inferred); ``data_copies``: the data plane's."""
     nodes: list[FileNode] = []
     edges: list[Edge] = []
     if initial:
@@ -126,13 +142,34 @@ def build(
             if edge not in seen:
                 seen.add(edge)
                 edges.append(edge)
+    # Copies: destination -> source, as a derivation points; what was only copied to a
+    # place is the copy of the source's version there.
+    for copy in data_copies:
+        ends = []
+        for location, kind in ((copy.destination, "copy"), (copy.source, "preExisting")):
+            node_id, label = place_node(location, copy.path)
+            node = by_id.get(node_id)
+            if node is None:  # no activity's record there (a source: found in place)
+                node = by_id[node_id] = FileNode(node_id, label, kind)
+                nodes.append(node)
+            ends.append(node)
+        if ends[0].type == "preExisting":  # read there, never generated: the copy made it
+            ends[0].type = "copy"
+        edge = Edge(ends[0].id, ends[1].id, "copiedFrom")
+        if edge not in seen:
+            seen.add(edge)
+            edges.append(edge)
     return FileLineage(nodes, edges)
 
 
 def of_run(repo: Repository, workflow_id: int) -> FileLineage:
     """The graph of a stored run."""
-    initial = repo.list_initial_files(workflow_id)
     files = repo.list_files(workflow_id)
+    data_copies = repo.list_data_copies(workflow_id)
+    ambiguous = repo.list_ambiguous_files(workflow_id)
+    initial = repo.list_initial_files(workflow_id)
+    known = copies.places([*initial, *ambiguous, *files])
+    initial = copies.found_in_place(initial, data_copies, known)  # as the PROV export
     users: list[str] = []
     mechanism = repo.provenance_mechanism(workflow_id)
     if initial:
@@ -152,4 +189,11 @@ def of_run(repo: Repository, workflow_id: int) -> FileLineage:
             )
         ]
         users = users_of_inputs(mechanism, ran, files)
-    return build(initial, users, files, repo.list_ambiguous_files(workflow_id), mechanism)
+    return build(
+        initial,
+        users,
+        files,
+        ambiguous,
+        mechanism,
+        data_copies,
+    )
