@@ -580,3 +580,52 @@ def test_uses_inferred_from_timing_are_marked_as_such(tmp_path: Path) -> None:
     page = out.read_text()
     inferred = "<i title='inferred, not an observed read'>read</i>"
     assert f"<tr><td><code>m.txt</code></td><td>-</td><td>{inferred}</td></tr>" in page
+
+
+# ==================================================================== 3: third pass
+
+
+def test_a_read_after_a_change_by_a_process_of_no_attempt_never_names_the_stale_version(
+    tmp_path: Path,
+) -> None:
+    """`w` writes log.txt; `r` (after it) lets a process of no attempt (this test) append to
+    it, then copies it. The append still waits for its process to be placed when `r` ends:
+    `r` used the version on disk (the copy's content), recorded as ambiguous with no
+    generator, never `w`'s version that it did not read; the copy derives from it."""
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def append() -> None:
+        with open(data / "log.txt", "a") as f:
+            f.write("b\n")
+
+    writer = outside_writer(data / "go.txt", append)
+    doc = run_workflow(
+        tmp_path,
+        workflow(
+            ("w", "echo a > log.txt", []),
+            (
+                "r",
+                "echo go > go.txt\n"
+                "until grep -q b log.txt; do sleep 0.01; done\n"
+                "cat log.txt > snap.txt",
+                ["w"],
+            ),
+        ),
+    )
+    writer.join()
+    first, both = sha("a\n"), sha("a\nb\n")
+    records, unsure = stored(tmp_path)
+    assert ("w", "log.txt", first) in versions(records, "generated")
+    assert ("r", "snap.txt", both) in versions(records, "generated")
+    assert {p for _, p, _ in versions(records, "used")} == {"log.txt"}
+    assert versions(records, "used") == {("r", "log.txt", both)}
+    assert ("log.txt", both) in {(f.path, f.sha256) for f in unsure}
+    one_version_one_record(records, unsure)
+    used, generated = prov_versions(doc)
+    assert used == {("r", "log.txt", both)}
+    assert ("w", "log.txt", first) in generated
+    assert not any(path == "log.txt" and digest == both for _, path, digest in generated)
+    assert ("log.txt", both) in prov_ambiguous(doc)
+    assert ("snap.txt", both, "log.txt", both, False) in prov_derivations(doc)
+    assert not any(d[2:4] == ("log.txt", first) for d in prov_derivations(doc))

@@ -53,6 +53,10 @@ FileId = tuple[int, int]  # (device, inode)
 TWO_WRITERS = "written by attempts that ran at the same time"
 UNCLAIMED = "written by a process of no attempt (or one that could not be told apart)"
 LOST = "file events were lost while its writers ran"
+READ_UNKNOWN = (
+    "changed by a process of no attempt (or by a write not placed yet) around a read: "
+    "which version the reader found is not known"
+)
 UNOBSERVED = (
     "changed with no observed write under its name (through a hard link or symlink from "
     "outside the data dir, a memory-mapped write, or lost events)"
@@ -77,6 +81,12 @@ class AttemptFiles:
     # same epoch: the order is not known).
     first_read: dict[str, int] = field(default_factory=dict)
     last_write: dict[str, int] = field(default_factory=dict)
+    # The version recorded when its first read of each file was added (None: none known,
+    # or another attempt's write to it waited for a decision), and the count of changes
+    # by strangers then (ObservedRun._strangers); the files whose version read is unknown:
+    # a process of no attempt had written them, undecided, before the read was added.
+    found: dict[str, tuple[FileState | None, int]] = field(default_factory=dict)
+    unsure: set[str] = field(default_factory=set)
 
     def read_before(self, names: Iterable[str]) -> frozenset[str]:
         """The files it read before (or perhaps before) its last write under ``names``."""
@@ -145,6 +155,13 @@ class ObservedRun:
         self._stamp: dict[str, int] = {}
         self._writes = 0
         self._deferred: set[str] = set()  # paths waiting for accesses not yet placed
+        # Changes by strangers (a process of no attempt, a change no event explains),
+        # counted: path -> (the count at its last one, the candidates of its writer). A read
+        # added before such a change may have found the version before or after it.
+        self._strangers = 0
+        self._strange: dict[str, tuple[int, frozenset[Key]]] = {}
+        self._waiting: set[str] = set()  # paths of writes waiting for their attempt, at the
+        # last reading of the kernel's queues
         # Reads the kernel's queues to their end and adds what they held (see rescan); the
         # recorder sets it. Returns the paths written by accesses still waiting for their
         # attempt (bytes, relative to the data dir).
@@ -195,6 +212,8 @@ class ObservedRun:
         if kind == "read":
             if path not in files.written:
                 files.read.add(path)
+                if path not in files.found:
+                    self._found(files, path)
                 at = files.first_read.get(path)
                 files.first_read[path] = access.epoch if at is None else min(at, access.epoch)
         elif kind in ("create", "write"):
@@ -211,6 +230,22 @@ class ObservedRun:
                 if moved is not None:
                     self._know(path, moved)
             self._wrote(files, path, access.epoch)
+
+    def _found(self, files: AttemptFiles, path: str) -> None:
+        """Its first read of ``path``: the version recorded now is what it found, unless a
+        write to it waits for a decision (a stranger's: the version read is unknown; another
+        attempt's: the version that write makes is)."""
+        others = self._writers.get(path, set()) - {files.key}
+        known = None if others else self.known.get(path)
+        files.found[path] = (known, self._strangers)
+        if path in self._unclaimed or path in self._waiting:
+            files.unsure.add(path)
+
+    def _strange_change(self, path: str, candidates: Iterable[Key]) -> None:
+        self._strangers += 1
+        former = self._strange.get(path)
+        kept = former[1] if former is not None else frozenset()
+        self._strange[path] = (self._strangers, kept | frozenset(candidates))
 
     def _wrote(self, files: AttemptFiles, path: str, epoch: int = 0, *, moved: bool = True) -> None:
         files.written.add(path)
@@ -248,6 +283,7 @@ class ObservedRun:
         if isinstance(access.key, Ambiguous):
             candidates = candidates | access.key.candidates
         self._unclaimed.setdefault(path, set()).update(candidates)
+        self._strange_change(path, candidates)
         self._count_write(path)
 
     def copied_in(self, path: str) -> None:
@@ -325,6 +361,7 @@ class ObservedRun:
         stamps = {n: self._stamp.get(n, 0) for _, names, _ in ready for n in names}
         if not everything:
             waiting = {p for raw in self.drain() if (p := self._path(raw)) is not None}
+            self._waiting = waiting
         for path, names, states in ready:
             if not everything and (
                 names & waiting or any(self._stamp.get(n, 0) != stamps[n] for n in names)
@@ -441,6 +478,7 @@ class ObservedRun:
                     on_disk[path] = state
         looking = time.monotonic() - began
         waiting = {p for raw in drain() if (p := self._path(raw)) is not None}
+        self._waiting = waiting
         began = time.monotonic()
         pending = self._writers.keys() | self._unclaimed.keys() | waiting
         busy: set[FileId] | None = None  # the files being written under some name
@@ -474,6 +512,7 @@ class ObservedRun:
             since = self._seen.get(path, 0)
             candidates = ran | {key for end, key in self._ended if end > since}
             self._know(path, state, clock)
+            self._strange_change(path, candidates)
             decided.append(Undecided(path, state, frozenset(candidates), UNOBSERVED))
         if full:  # every version is confirmed at ``clock`` now (or decided later)
             self._ended = [(end, key) for end, key in self._ended if end > clock]
@@ -535,14 +574,57 @@ class ObservedRun:
             del self.attempts[key]
             self._tainted.discard(key)
 
-    def versions_read(self, files: AttemptFiles) -> dict[str, FileState]:
-        """The version of each file the ended attempt read (call after :meth:`rescan`)."""
-        found = {}
+    def versions_read(self, files: AttemptFiles) -> tuple[dict[str, FileState], list[Decision]]:
+        """The version of each file the ended attempt read (call after :meth:`rescan`), and
+        the versions that recording them decided.
+
+        A use names the version the attempt found: the one recorded when its read was added
+        (a later decision is another version, not what it read). Where that is not known (a
+        process of no attempt, or a write not placed yet, changed the file before the read,
+        or perhaps before it: the file differs from that version now), the use names what
+        is on disk now, recorded as an ambiguous version (:data:`READ_UNKNOWN`) unless it
+        already is a recorded version; never the stale one."""
+        found: dict[str, FileState] = {}
+        decided: list[Decision] = []
         for path in sorted(files.read):
-            state = files.read_before_writing.get(path) or self.version(path)
+            state = files.read_before_writing.get(path)
+            if state is None and path not in self._writers:
+                state = self._found_version(files, path, decided)
+            if state is None:
+                state = self.version(path)
             if state is not None:
                 found[path] = state
-        return found
+        return found, decided
+
+    def _found_version(
+        self, files: AttemptFiles, path: str, decided: list[Decision]
+    ) -> FileState | None:
+        """The version of ``path`` (written by no attempt undecided) ``files`` read, when a
+        stranger may have changed it; None: the last one recorded (see :meth:`version`)."""
+        captured, count = files.found.get(path, (None, self._strangers))
+        strange = self._strange.get(path)
+        unsure = (
+            path in files.unsure
+            or path in self._unclaimed
+            or path in self._waiting
+            or (strange is not None and strange[0] > count)
+        )
+        if not unsure:
+            return captured
+        known = self.known.get(path)
+        now = state_of(self.root, path, known, outside_links=True)
+        if now is None:  # gone: no version to name, and the one recorded may be stale
+            return None
+        if captured is not None and captured.same_content(now):
+            return captured  # what it held before and still holds
+        if known is not None and known is not captured and known.same_content(now):
+            return known  # decided since its read: already recorded
+        candidates = set(self._unclaimed.get(path, set())) | self.live
+        if strange is not None:
+            candidates |= strange[1]
+        self._know(path, now)
+        decided.append(Undecided(path, now, frozenset(candidates), READ_UNKNOWN))
+        return now
 
     def version(self, path: str) -> FileState | None:
         """The version of ``path`` an attempt found there: the last one recorded, else what
@@ -559,6 +641,7 @@ __all__ = [
     "FULL_LOOK_FREE",
     "FULL_LOOK_SHARE",
     "LOST",
+    "READ_UNKNOWN",
     "TWO_WRITERS",
     "UNCLAIMED",
     "UNOBSERVED",

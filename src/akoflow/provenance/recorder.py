@@ -458,10 +458,9 @@ class ProvenanceRecorder:
         # Changes no event explains, and the versions it read as they are on disk now.
         decisions += self._rescan(observed, files.read if files is not None else ())
         if files is not None:
-            used = [
-                (path, state.size, state.mtime, state.sha256)
-                for path, state in observed.versions_read(files).items()
-            ]
+            read, unknown = observed.versions_read(files)
+            decisions += unknown  # versions read whose writer is not known: recorded too
+            used = [(path, state.size, state.mtime, state.sha256) for path, state in read.items()]
             if used:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
