@@ -629,3 +629,43 @@ def test_a_read_after_a_change_by_a_process_of_no_attempt_never_names_the_stale_
     assert ("log.txt", both) in prov_ambiguous(doc)
     assert ("snap.txt", both, "log.txt", both, False) in prov_derivations(doc)
     assert not any(d[2:4] == ("log.txt", first) for d in prov_derivations(doc))
+
+
+def test_a_data_dir_of_many_files_loses_no_events_to_the_engines_own_first_look(
+    tmp_path: Path,
+) -> None:
+    """30,000 files in the data dir before the run: the engine's first look opens each (more
+    events than the kernel's default queue of 16,384 holds before it drops some); the
+    group's queue has no bound, so no event is lost and a chain of 20 writers is exact."""
+    data = tmp_path / "data"
+    (data / "pre").mkdir(parents=True)
+    for i in range(30_000):
+        (data / "pre" / f"p{i}").write_bytes(b"x")
+    chain = [(f"a{i}", f"echo {i} > f{i}.txt", [f"a{i - 1}"] if i else []) for i in range(20)]
+    (tmp_path / "wf.yaml").write_text(workflow(*chain))
+    state = ["--state-dir", str(tmp_path / "state")]
+    done = subprocess.run(
+        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml"), *state]
+        + ["--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "events were lost" not in done.stdout + done.stderr
+    records, unsure = stored(tmp_path)
+    assert unsure == []
+    expected = {(f"a{i}", f"f{i}.txt", sha(f"{i}\n")) for i in range(20)}
+    assert versions(records, "generated") == expected
+    prov = subprocess.run(
+        [sys.executable, "-m", "akoflow", "prov", "1", *state],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert prov.returncode == 0, prov.stderr
+    doc = ProvDocument.deserialize(content=prov.stdout, format="json")
+    _, generated = prov_versions(doc)
+    assert generated == expected
+    assert prov_ambiguous(doc) == {}

@@ -20,6 +20,7 @@ from akoflow.errors import AkoflowError
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
 FAN_CLASS_NOTIF = 0x0
+FAN_UNLIMITED_QUEUE = 0x10  # no 16,384-event bound on the queue (CAP_SYS_ADMIN)
 FAN_REPORT_PIDFD = 0x80
 FAN_REPORT_TID = 0x100
 FAN_REPORT_FID = 0x200

@@ -95,6 +95,23 @@ INIT_FLAGS = (
     | abi.FAN_REPORT_DFID_NAME
     | abi.FAN_REPORT_TARGET_FID
 )
+EVENT_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE
+
+
+def open_group() -> int:
+    """A fanotify group whose queue has no bound where the kernel allows it: the engine's
+    own first look at a data dir opens every file in it (tens of thousands of events, more
+    than the default 16,384 the kernel queues before it drops events and sends an overflow),
+    read and dropped as the engine's only after that look. Without the privilege (needed
+    for a filesystem mark anyway), the bounded queue."""
+    try:
+        return fanotify_init(INIT_FLAGS | abi.FAN_UNLIMITED_QUEUE, EVENT_FLAGS)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EINVAL):
+            raise
+    return fanotify_init(INIT_FLAGS, EVENT_FLAGS)
+
+
 # Directories every process reads (programs, libraries, locales, configuration) and no
 # workflow moves into its data dir. The filesystem mark reports them too (~45 of the ~50
 # events of a `bash -c true`); once one of them is known to lie outside every data dir, an
@@ -366,7 +383,7 @@ class Observer:
 
     def _open_group(self, path: bytes) -> _FileSystem:
         try:
-            group = fanotify_init(INIT_FLAGS, os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE)
+            group = open_group()
         except OSError as exc:
             raise ObservationUnavailable(exc.errno or errno.EPERM, str(exc)) from exc
         try:
