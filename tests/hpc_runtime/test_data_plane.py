@@ -159,3 +159,64 @@ def test_volumes_are_staged_once_each_way_for_a_chain_on_the_cluster(
     rsyncs = asyncio.run(scenario())
     assert (data / "vol" / "c.txt").read_text() == "1\n" * 8  # staged back at the end
     assert rsyncs == 2  # once up, once back (it was 6: both ways around each activity)
+
+
+def run_plane(tmp_path: Path, text: str) -> tuple[WorkflowState, dict[str, tuple[str, str | None]]]:
+    async def scenario() -> tuple[WorkflowState, dict[str, tuple[str, str | None]]]:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            acts = {a.name: (str(a.state), a.reason) for a in repo.list_activities(wf_id)}
+            return state, acts
+
+    return asyncio.run(scenario())
+
+
+def test_a_file_that_ends_in_a_hole_arrives_whole(hpc_env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "sparse.bin", "wb") as f:
+        f.write(b"head" * 1000)
+        f.truncate(8 << 20)  # 8 MiB, the rest a hole
+    text = (
+        "name: sparse\nspec:\n  collect: none\n  activities:\n"
+        "    - name: size\n      runtime: hpc\n      run: wc -c < sparse.bin > size.txt\n"
+    )
+    state, acts = run_plane(tmp_path, text)
+    assert state is WorkflowState.SUCCEEDED, acts
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    assert (mount / "size.txt").read_text().strip() == str(8 << 20)
+
+
+def test_a_symbolic_link_in_the_data_dir_is_never_written_through(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A fetched file whose directory is a link to elsewhere (on the host), or a copy to the
+    cluster whose directory is (there), is refused with the reason: nothing outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    text = (
+        "name: links\nspec:\n  activities:\n"
+        f"    - name: link\n      runtime: local\n      run: ln -s {outside} out\n"
+        "    - name: remote\n      runtime: hpc\n      dependsOn: [link]\n"
+        "      run: rm -f out && mkdir -p out && echo escaped > out/x.txt\n"
+    )
+    state, acts = run_plane(tmp_path, text)
+    assert state is WorkflowState.FAILED, acts
+    reason = acts["remote"][1] or ""
+    assert "symbolic link" in reason and "never written" in reason, reason
+    assert list(outside.iterdir()) == []
+
+    cluster_outside = tmp_path / "cluster-outside"
+    cluster_outside.mkdir()
+    text = (
+        "name: links2\nspec:\n  collect: none\n  activities:\n"
+        f"    - name: link\n      runtime: hpc\n      run: ln -sfn {cluster_outside} sub\n"
+        "    - name: host\n      runtime: local\n      dependsOn: [link]\n"
+        "      run: rm -f sub && mkdir -p sub && echo fromhost > sub/f.txt\n"
+        "    - name: read\n      runtime: hpc\n      dependsOn: [host]\n      run: cat sub/f.txt\n"
+    )
+    state, acts = run_plane(tmp_path / "second", text)
+    assert state is WorkflowState.FAILED, acts
+    assert "symbolic link" in (acts["read"][1] or ""), acts
+    assert list(cluster_outside.iterdir()) == []

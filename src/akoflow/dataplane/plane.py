@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,7 +22,7 @@ from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed
 from akoflow.dataplane.mover import list_files as host_files
 from akoflow.dataplane.plan import HOST
 from akoflow.provenance.declared import inputs_problem
-from akoflow.provenance.names import display
+from akoflow.provenance.names import display, to_bytes
 from akoflow.provenance.remote import RemoteFiles
 from akoflow.runtimes.base import JobSpec, Outcome, Runtime
 from akoflow.store import Repository
@@ -34,6 +35,37 @@ log = logging.getLogger(__name__)
 
 FETCH_TRIES = 3
 FETCH_RETRY_DELAY = 1.0  # s, growing with each try
+
+
+def make_parents(data_dir: Path, path: str, location: str) -> None:
+    """The directories of ``path`` under ``data_dir``, made one by one; a symbolic link on the
+    way (an activity's ``ln -s /elsewhere out``) is refused: a fetched file is never written
+    outside the data dir."""
+    current = os.fsencode(data_dir)
+    for part in to_bytes(path).split(b"/")[:-1]:
+        if not part:
+            continue
+        current += b"/" + part
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                info = os.lstat(current)
+            except OSError as exc:
+                raise TransferFailed(
+                    f"cannot bring {display(path)} from {location}: {exc.strerror}"
+                ) from None
+            else:
+                continue
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+            raise TransferFailed(
+                f"cannot bring {display(path)} from {location}: "
+                f"{display(os.fsdecode(current))} is {what} in the data dir (never written "
+                "through)"
+            )
 
 
 def ancestors(act: ActivityRun) -> set[int]:
@@ -135,7 +167,21 @@ class DataPlane:
     async def _put(self, act: ActivityRun, mover: DataMover, path: str, digest: Digest) -> None:
         wf = act.wf
         started = time.time()
-        await mover.put(host_path(wf.data_dir, path), path, digest)
+        source = host_path(wf.data_dir, path)
+        for attempt in range(FETCH_TRIES):
+            try:
+                await mover.put(source, path, digest)
+                break
+            except TransferFailed:
+                # Another branch may be rewriting the file: what arrived is not what was
+                # hashed. Hash it again and copy what is there now.
+                if attempt + 1 == FETCH_TRIES:
+                    raise
+                await asyncio.sleep(FETCH_RETRY_DELAY * (attempt + 1))
+                try:
+                    digest = await self.host.digest(source)
+                except FileNotFoundError:
+                    return  # gone meanwhile: nothing of it to bring
         replica = Replica(mover.location, path, digest.size, digest.sha256, False, None)
         self._put_replica(wf.id, replica)
         self.repo.add_data_copy(
@@ -149,12 +195,7 @@ class DataPlane:
         wf = act.wf
         mover = self._mover_at(location, act)
         destination = host_path(wf.data_dir, path)
-        try:
-            os.makedirs(destination.parent, exist_ok=True)
-        except OSError as exc:
-            raise TransferFailed(
-                f"cannot bring {display(path)} from {location}: {exc.strerror}"
-            ) from None
+        make_parents(wf.data_dir, path, location)
         started = time.time()
         digest = await self._get(mover, path, destination)
         self.host.forget(destination)

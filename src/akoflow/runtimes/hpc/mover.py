@@ -31,7 +31,17 @@ from akoflow.runtimes.hpc.transport import Transport
 # final newlines through the command substitution.
 _DIGEST = 'f=$(printf "$1"; printf x); f=${f%x}; wc -c < "$f" && sha256sum < "$f"'
 _RENAME = 'a=$(printf "$1"; printf x); b=$(printf "$2"; printf x); mv -f -- "${a%x}" "${b%x}"'
-_MKDIR = 'd=$(printf "$1"; printf x); mkdir -p -- "${d%x}"'
+# The directories of $2 (relative) under MOUNT_PATH ($1), made one by one: a symbolic link on
+# the way (an activity's `ln -s /elsewhere dir`) is refused, never written through.
+_MKDIR = """m=$(printf "$1"; printf x); m=${m%x}; r=$(printf "$2"; printf x); r=${r%x}
+p=$m; IFS=/; set -f
+for c in $r; do
+  [ -n "$c" ] || continue
+  p=$p/$c
+  if [ -L "$p" ]; then echo "a symbolic link on the way: never written through" >&2; exit 3; fi
+  [ -d "$p" ] || mkdir -- "$p" || exit 1
+done"""
+_REMOVE = 'f=$(printf "$1"; printf x); rm -f -- "${f%x}"'
 
 
 def octal(raw: bytes) -> str:
@@ -78,17 +88,23 @@ class HpcMover:
     async def put(self, source: Path, path: str, expected: Digest) -> None:
         remote = self._remote(path)
         part = part_name(remote)
-        await self._sh(_MKDIR, remote.rpartition(b"/")[0] or b"/")
+        await self._sh(_MKDIR, self._mount, to_bytes(path).rpartition(b"/")[0])
         transport = await self._transport()
-        await self._copy(transport, os.fsencode(source), part, upload=True)
-        arrived = await self._digest(part)
-        if arrived != expected:
-            raise TransferFailed(
-                f"{display(path)} arrived at {self._location} as {arrived.size} bytes "
-                f"(sha256 {arrived.sha256[:12]}), sent {expected.size} "
-                f"(sha256 {expected.sha256[:12]})"
-            )
-        await self._sh(_RENAME, part, remote)
+        try:
+            await self._copy(transport, os.fsencode(source), part, upload=True)
+            arrived = await self._digest(part)
+            if arrived != expected:
+                raise TransferFailed(
+                    f"{display(path)} arrived at {self._location} as {arrived.size} bytes "
+                    f"(sha256 {arrived.sha256[:12]}), sent {expected.size} "
+                    f"(sha256 {expected.sha256[:12]})"
+                )
+            await self._sh(_RENAME, part, remote)
+        except BaseException:
+            # A copy cut short leaves no partial file filling the cluster's disk.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._sh(_REMOVE, part))
+            raise
 
     async def get(self, path: str, destination: Path) -> Digest:
         remote = self._remote(path)
@@ -120,15 +136,21 @@ class HpcMover:
             return
         sftp = await transport.sftp()
         try:
+            # sparse=False: a file that ends in a hole is copied to its full length.
             if upload:
-                await sftp.put(src, dst)
+                await sftp.put(src, dst, sparse=False)
             else:
-                await sftp.get(src, dst)
+                await sftp.get(src, dst, sparse=False)
+        except (asyncssh.SFTPConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
+            # The login went away under the copy (sshd restarted, the network): wait and
+            # copy again, as for any command; not the file's fault.
+            transport.broken()
+            raise SshUnavailable(f"sftp {self._location}: {exc}") from None
         except asyncssh.SFTPError as exc:
             raise TransferFailed(f"sftp {self._location}: {exc.reason}") from None
         except OSError as exc:
             if isinstance(exc, RuntimeUnavailable):
                 raise
             raise TransferFailed(f"copy with {self._location}: {exc.strerror or exc}") from None
-        except (asyncssh.Error, ConnectionError) as exc:
+        except asyncssh.Error as exc:
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None

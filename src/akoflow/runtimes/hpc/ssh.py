@@ -631,6 +631,11 @@ class SshLink:
             status = 255
         return Completed(status, str(result.stdout or ""), str(result.stderr or ""))
 
+    def broken(self) -> None:
+        """A caller saw the connection fail (an SFTP copy cut by a restarted sshd): the next
+        call logs in again."""
+        self._lost(None)
+
     def _maybe_broken(self, conn: asyncssh.SSHClientConnection) -> None:
         if self._conn is conn and conn.is_closed():
             self._lost(None)

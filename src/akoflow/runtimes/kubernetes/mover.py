@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 from akoflow.dataplane.mover import Digest, TransferFailed, part_name
 from akoflow.provenance.names import display, to_bytes
+from akoflow.runtimes.base import RuntimeUnavailable
 from akoflow.runtimes.kubernetes.manifests import TRANSFER_MOUNT
 from akoflow.runtimes.kubernetes.pod_copy import escape
 from akoflow.runtimes.kubernetes.tarstream import CopyError, clean_name
@@ -67,6 +68,8 @@ GET = _DECODE + (
     'echo "$((s)) ${h%% *}"\n'
     'exec cat < "$f"\n'
 )
+
+KILLED = (137, 143)  # the copy's shell was killed (the transfer pod deleted, evicted)
 
 
 def parse_digest(line: bytes) -> Digest | None:
@@ -176,6 +179,11 @@ class KubernetesMover:
                 ["sh", "-c", PUT, "sh", *args],
                 stdin=lambda: _file_chunks(f, expected.size, display(path)),
             )
+        if result.exit_code in KILLED:
+            raise RuntimeUnavailable(
+                f"copying {display(path)} to {self._location}: the transfer pod was stopped "
+                f"during the copy (exit {result.exit_code}); it is made again"
+            )
         if result.exit_code != 0:
             raise TransferFailed(
                 f"{display(path)} to {self._location}: {_said(result.stderr, result.exit_code)}; "
@@ -202,6 +210,11 @@ class KubernetesMover:
             await receiver.flush()
             os.close(fd)
             fd = -1
+            if result.exit_code in KILLED:
+                raise RuntimeUnavailable(
+                    f"copying {display(path)} from {self._location}: the transfer pod was "
+                    f"stopped during the copy (exit {result.exit_code}); it is made again"
+                )
             if result.exit_code != 0:
                 raise TransferFailed(
                     f"{display(path)} from {self._location}: "
@@ -225,4 +238,4 @@ class KubernetesMover:
                     os.unlink(part)
 
 
-__all__ = ["GET", "PUT", "KubernetesMover", "parse_digest"]
+__all__ = ["GET", "KILLED", "PUT", "KubernetesMover", "parse_digest"]
