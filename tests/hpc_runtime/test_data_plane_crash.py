@@ -11,6 +11,7 @@ temporary file appears, so the test can see that the copy really is partial, the
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
 import json
 import os
@@ -41,18 +42,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def part_of(path: Path) -> Path:
-    return path.with_name("." + path.name + PART_SUFFIX)
+def parts_of(path: Path) -> list[Path]:
+    """The temporary files of copies to ``path`` (``.<name>[.<run>].akoflow-part``)."""
+    return sorted(path.parent.glob("." + glob.escape(path.name) + "*" + PART_SUFFIX))
 
 
-def freeze_when_copying(engine: subprocess.Popen[str], part: Path, timeout: float = 90) -> int:
-    """Stop ``engine`` (SIGSTOP) as soon as ``part`` holds some bytes; its size then."""
+def freeze_when_copying(engine: subprocess.Popen[str], target: Path, timeout: float = 90) -> int:
+    """Stop ``engine`` (SIGSTOP) as soon as a copy to ``target`` holds some bytes; its size
+    then."""
     deadline = time.monotonic() + timeout
+    part = target
     while time.monotonic() < deadline:
-        try:
-            size = part.stat().st_size
-        except FileNotFoundError:
-            size = 0
+        found = parts_of(target)
+        size = 0
+        if found:
+            part = found[0]
+            try:
+                size = part.stat().st_size
+            except FileNotFoundError:
+                size = 0
         if size > 0:
             os.kill(engine.pid, signal.SIGSTOP)
             time.sleep(0.3)  # what was already in flight lands; nothing more is sent
@@ -63,7 +71,7 @@ def freeze_when_copying(engine: subprocess.Popen[str], part: Path, timeout: floa
         time.sleep(0.002)
     os.kill(engine.pid, signal.SIGKILL)
     engine.communicate(timeout=10)
-    raise AssertionError(f"{part} never appeared")
+    raise AssertionError(f"no copy to {target} ever appeared")
 
 
 def kill(engine: subprocess.Popen[str]) -> None:
@@ -106,8 +114,7 @@ def test_sigkill_while_a_file_is_copied_to_the_cluster_then_resume(
         "        sha256sum < big.bin > big.sha256\n"
     )
     engine = run_cli(wf, state_dir, data, env)
-    part = part_of(mount / "big.bin")
-    partial = freeze_when_copying(engine, part)
+    partial = freeze_when_copying(engine, mount / "big.bin")
     assert 0 < partial < BIG  # really cut short
     assert not (mount / "big.bin").exists()
     kill(engine)
@@ -121,7 +128,7 @@ def test_sigkill_while_a_file_is_copied_to_the_cluster_then_resume(
     # The copy was made again, whole, and renamed into place; the half one is gone.
     assert (mount / "big.bin").stat().st_size == BIG
     assert sha256_of(mount / "big.bin") == want
-    assert not part.exists()
+    assert parts_of(mount / "big.bin") == []
     # The activity ran once, on the whole file.
     assert (mount / "count.consume").read_text() == "run\n"
     assert (mount / "big.sha256").read_text().split()[0] == want
@@ -154,8 +161,7 @@ def test_sigkill_while_a_sinks_file_is_fetched_back_then_resume(
         f"        head -c {BIG} /dev/urandom > out/big.bin\n"
     )
     engine = run_cli(wf, state_dir, data, env)
-    part = part_of(data / "out" / "big.bin")
-    partial = freeze_when_copying(engine, part)
+    partial = freeze_when_copying(engine, data / "out" / "big.bin")
     assert 0 < partial < BIG
     assert not (data / "out" / "big.bin").exists()
     kill(engine)
@@ -171,7 +177,7 @@ def test_sigkill_while_a_sinks_file_is_fetched_back_then_resume(
     got = data / "out" / "big.bin"
     assert got.stat().st_size == BIG
     assert sha256_of(got) == want
-    assert not part.exists()
+    assert parts_of(got) == []
     assert not [p for p in data.rglob("*") if p.name.endswith(PART_SUFFIX)]
     # The activity ran once: its file is the one it wrote, not a second run's.
     assert (mount / "count.produce").read_text() == "run\n"

@@ -16,6 +16,7 @@ from akoflow.provenance.names import from_bytes, to_bytes
 from akoflow.runtimes.base import SubmitError
 
 PART_SUFFIX = ".akoflow-part"  # a copy being made: never a file of the run
+NAME_MAX = 255  # bytes in one file name (Linux file systems)
 CHUNK = 1 << 20
 
 
@@ -51,11 +52,17 @@ class DataMover(Protocol):
         ...
 
 
-def part_name(destination: bytes) -> bytes:
-    """The temporary name a copy to ``destination`` is written under (the same one every
-    time: a copy redone after a crash overwrites what the first one left)."""
+def part_name(destination: bytes, tag: str = "") -> bytes:
+    """The temporary name a copy to ``destination`` is written under: the same one every time
+    (a copy redone after a crash overwrites what the first one left), ``tag`` telling apart
+    runs that share a directory (an HPC MOUNT_PATH), and within a name's 255 bytes (a long
+    name's temporary one is its hash)."""
     head, _, tail = destination.rpartition(b"/")
-    return (head + b"/" if head else b"") + b"." + tail + PART_SUFFIX.encode()
+    suffix = (b"." + tag.encode() if tag else b"") + PART_SUFFIX.encode()
+    name = b"." + tail + suffix
+    if len(name) > NAME_MAX:
+        name = b"." + hashlib.sha256(tail).hexdigest()[:32].encode() + suffix
+    return (head + b"/" if head else b"") + name
 
 
 def hash_file(path: bytes) -> Digest:

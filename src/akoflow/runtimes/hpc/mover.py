@@ -58,9 +58,15 @@ def parse_digest(stdout: str) -> Digest | None:
 
 class HpcMover:
     def __init__(
-        self, location: str, mount_path: str, transport: Callable[[], Awaitable[Transport]]
+        self,
+        location: str,
+        mount_path: str,
+        transport: Callable[[], Awaitable[Transport]],
+        *,
+        run_tag: str = "",
     ) -> None:
         self._location = location
+        self._run_tag = run_tag  # runs sharing MOUNT_PATH never write the same temporary file
         self._mount = os.fsencode(mount_path.rstrip("/") or "/")
         self._transport = transport
 
@@ -87,7 +93,7 @@ class HpcMover:
 
     async def put(self, source: Path, path: str, expected: Digest) -> None:
         remote = self._remote(path)
-        part = part_name(remote)
+        part = part_name(remote, self._run_tag)
         await self._sh(_MKDIR, self._mount, to_bytes(path).rpartition(b"/")[0])
         transport = await self._transport()
         try:

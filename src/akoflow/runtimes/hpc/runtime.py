@@ -660,7 +660,8 @@ class HpcRuntime(Runtime):
             RsyncRoute(), staging.Transfer(str(job.data_dir), s.mount_path, True)
         ):
             return None  # the engine on the login node, its data dir MOUNT_PATH itself
-        return HpcMover(self._location(), s.mount_path, self._ready_transport)
+        tag = f"{job.scope or scope_of(job.attempt_dir)}-wf{job.workflow_id}"  # this run
+        return HpcMover(self._location(), s.mount_path, self._ready_transport, run_tag=tag)
 
     async def _with_files(self, job: _Job, outcome: Outcome) -> Outcome:
         """``outcome`` with the attempt's two listings when the job asked for them and made
