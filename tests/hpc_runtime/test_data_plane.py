@@ -220,3 +220,34 @@ def test_a_symbolic_link_in_the_data_dir_is_never_written_through(
     assert state is WorkflowState.FAILED, acts
     assert "symbolic link" in (acts["read"][1] or ""), acts
     assert list(cluster_outside.iterdir()) == []
+
+
+def test_a_copy_replaced_on_the_cluster_by_someone_else_is_copied_again(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """MOUNT_PATH is shared (other runs, the user): a file the run copied there and that was
+    replaced since (same size, another inode) is not trusted from the run's record."""
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    text = (
+        "name: shared\nspec:\n  collect: none\n  activities:\n"
+        "    - name: prep\n      runtime: local\n      run: echo X > in.txt\n"
+        "    - name: h1\n      runtime: hpc\n      dependsOn: [prep]\n"
+        "      run: cat in.txt > seen1.txt\n"
+        # Another run sharing MOUNT_PATH (here: a local process) replaces the file there.
+        "    - name: meddle\n      runtime: local\n      dependsOn: [h1]\n"
+        f"      run: printf 'Y\\n' > {mount}/.meddle && mv {mount}/.meddle {mount}/in.txt\n"
+        "    - name: h2\n      runtime: hpc\n      dependsOn: [meddle]\n"
+        "      run: cat in.txt > seen2.txt\n"
+    )
+
+    async def scenario() -> list[tuple[str, str, str]]:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            return copies(repo, wf_id)
+
+    made = asyncio.run(scenario())
+    assert (mount / "seen1.txt").read_text() == "X\n"
+    assert (mount / "seen2.txt").read_text() == "X\n"  # copied again, not the stranger's Y
+    assert made.count(("in.txt", "", f"hpc:{mount}")) == 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +49,13 @@ class DataMover(Protocol):
 
     async def get(self, path: str, destination: Path) -> Digest:
         """Copy ``path`` of the location to the host file ``destination``; its digest."""
+        ...
+
+    async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:
+        """``(size, stamp)`` of those of ``paths`` the location has (absent: not there), the
+        stamp changing whenever the file is replaced (copies are renamed into place: a new
+        inode); None when the location cannot tell cheaply (its records are then trusted: a
+        location no other run writes to)."""
         ...
 
 

@@ -56,17 +56,31 @@ def fetches(
 
 
 def puts(
-    host: Mapping[str, Digest], replicas: Mapping[tuple[str, str], Replica], *, target: str
+    host: Mapping[str, Digest],
+    replicas: Mapping[tuple[str, str], Replica],
+    *,
+    target: str,
+    current: Mapping[str, tuple[int, int]] | None = None,
 ) -> list[str]:
     """Host files ``target`` does not hold at that content. Never over a file an activity
-    wrote there since (fresh): that one is newer than the host's."""
+    wrote there since (fresh): that one is newer than the host's. ``current``: what the
+    location has now (size, stamp), when it can tell: a copy recorded there that was replaced
+    since (another run sharing the directory) is copied again."""
     needed = []
     for path, digest in host.items():
         held = replicas.get((target, path))
-        if held is not None and (held.fresh or held.sha256 == digest.sha256):
+        if held is not None and held.fresh:
+            continue
+        if held is not None and held.sha256 == digest.sha256 and still_there(held, current):
             continue
         needed.append(path)
     return sorted(needed)
+
+
+def still_there(held: Replica, current: Mapping[str, tuple[int, int]] | None) -> bool:
+    if current is None or held.stamp is None:
+        return True  # the location cannot tell, or no copy of ours put it there: trusted
+    return current.get(held.path) == (held.size, held.stamp)
 
 
 def changed(files: RemoteFiles) -> tuple[dict[str, FileState], list[str]]:

@@ -7,7 +7,6 @@ attempt ended, :meth:`DataPlane.record_outputs` notes what it wrote there and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import stat
@@ -138,10 +137,19 @@ class DataPlane:
         host: dict[str, Digest] = {}
         for path in host_files(wf.data_dir):
             if plan.wanted(inputs, path):
-                with contextlib.suppress(FileNotFoundError):  # gone meanwhile: not needed
+                try:
                     host[path] = await self.host.digest(host_path(wf.data_dir, path))
+                except FileNotFoundError:
+                    continue  # gone meanwhile: not needed
+                except OSError as exc:
+                    raise TransferFailed(
+                        f"cannot read {display(path)} in the data dir to copy it to "
+                        f"{target}: {exc.strerror}"
+                    ) from None
         replicas = self.repo.data_replicas(wf.id)
-        for path in plan.puts(host, replicas, target=target):
+        recorded = [p for p in host if (target, p) in replicas]
+        current = await mover.stats(recorded) if recorded else None
+        for path in plan.puts(host, replicas, target=target, current=current):
             await self._once(
                 (wf.id, target, path), partial(self._put, act, mover, path, host[path])
             )
@@ -182,7 +190,11 @@ class DataPlane:
                     digest = await self.host.digest(source)
                 except FileNotFoundError:
                     return  # gone meanwhile: nothing of it to bring
-        replica = Replica(mover.location, path, digest.size, digest.sha256, False, None)
+        now = await mover.stats([path])  # its stamp there, to tell if it is replaced later
+        stamp = now[path][1] if now and path in now else None
+        replica = Replica(
+            mover.location, path, digest.size, digest.sha256, False, None, None, stamp
+        )
         self._put_replica(wf.id, replica)
         self.repo.add_data_copy(
             wf.id,

@@ -199,6 +199,7 @@ class Replica:
     fresh: bool  # newer than the engine host's copy
     activity_id: int | None  # the activity that wrote it there (fresh ones)
     mtime: float | None = None  # the remote listing's time of this version, when known
+    stamp: int | None = None  # the location's stamp of the file right after a copy (inode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1194,23 +1195,23 @@ class Repository:
     def data_replicas(self, workflow_id: int) -> dict[tuple[str, str], Replica]:
         """What each remote location holds of the run's files, by (location, path)."""
         rows = self._exec(
-            "SELECT location, path, size, sha256, fresh, activity_id, mtime FROM data_replicas "
-            "WHERE workflow_id = ?",
+            "SELECT location, path, size, sha256, fresh, activity_id, mtime, stamp "
+            "FROM data_replicas WHERE workflow_id = ?",
             (workflow_id,),
         ).fetchall()
         found: dict[tuple[str, str], Replica] = {}
-        for location, path, size, sha256, fresh, activity_id, mtime in rows:
+        for location, path, size, sha256, fresh, activity_id, mtime, stamp in rows:
             name = from_db(path)
             found[(location, name)] = Replica(
-                location, name, int(size), sha256, bool(fresh), activity_id, mtime
+                location, name, int(size), sha256, bool(fresh), activity_id, mtime, stamp
             )
         return found
 
     def put_replica(self, workflow_id: int, replica: Replica) -> None:
         self._exec(
             "INSERT OR REPLACE INTO data_replicas "
-            "(workflow_id, location, path, size, sha256, fresh, activity_id, mtime) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "(workflow_id, location, path, size, sha256, fresh, activity_id, mtime, stamp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 workflow_id,
                 replica.location,
@@ -1220,6 +1221,7 @@ class Repository:
                 int(replica.fresh),
                 replica.activity_id,
                 replica.mtime,
+                replica.stamp,
             ),
         )
 

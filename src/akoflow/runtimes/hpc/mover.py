@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -41,7 +41,16 @@ for c in $r; do
   if [ -L "$p" ]; then echo "a symbolic link on the way: never written through" >&2; exit 3; fi
   [ -d "$p" ] || mkdir -- "$p" || exit 1
 done"""
+# Size and inode of each file named (in octal escapes) by the arguments, one line each ("-"
+# when missing).
+_STATS = (
+    'for a; do f=$(printf "$a"; printf x); f=${f%x}; '
+    'stat -c "%s %i" -- "$f" 2>/dev/null || echo -; done'
+)
 _REMOVE = 'f=$(printf "$1"; printf x); rm -f -- "${f%x}"'
+
+
+STAT_BATCH = 200  # paths per `stat` command (argv stays far below its limit)
 
 
 def octal(raw: bytes) -> str:
@@ -132,6 +141,21 @@ class HpcMover:
             )
         os.replace(part, local)
         return arrived
+
+    async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:
+        """Checked before trusting a record: MOUNT_PATH is shared with other runs (and the
+        user), so a file copied there earlier may have been replaced since. One command per
+        :data:`STAT_BATCH` paths: ``stat`` prints each one's size and inode."""
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(paths), STAT_BATCH):
+            batch = list(paths[start : start + STAT_BATCH])
+            out = await self._sh(_STATS, *(self._remote(p) for p in batch))
+            lines = out.split("\n")
+            for path, line in zip(batch, lines, strict=False):
+                size, _, inode = line.partition(" ")
+                if size.isdigit() and inode.isdigit():
+                    found[path] = (int(size), int(inode))
+        return found
 
     async def _copy(self, transport: Transport, src: bytes, dst: bytes, *, upload: bool) -> None:
         if not isinstance(transport, SshLink):  # the engine is on the login node

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -163,6 +163,10 @@ class KubernetesMover:
     @property
     def location(self) -> str:
         return self._location
+
+    async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:
+        """None: the run's volume is its own (no other run writes there), records hold."""
+        return None
 
     async def put(self, source: Path, path: str, expected: Digest) -> None:
         name = _relative(path)

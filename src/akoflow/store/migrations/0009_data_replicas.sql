@@ -11,6 +11,8 @@ CREATE TABLE data_replicas (
     size            INTEGER NOT NULL,
     sha256          TEXT,
     mtime           REAL,     -- the remote listing's time of this version, when known
+    stamp           INTEGER,  -- what the location said of the file right after a copy put it
+                              -- there (HPC: its inode): a file replaced since is copied again
     fresh           INTEGER NOT NULL DEFAULT 0,
     activity_id     INTEGER REFERENCES activities(id) ON DELETE SET NULL,
     PRIMARY KEY (workflow_id, location, path)
