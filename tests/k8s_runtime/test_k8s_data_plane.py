@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from akoflow.runtimes.kubernetes import transfer
@@ -403,3 +405,66 @@ def test_a_fan_out_moves_each_file_once_to_the_reader_that_declared_it(
     }
     # The readers' copies, run at the same time, shared the run's one transfer pod.
     assert cluster.counts()["create pods"] == 1 and transfer_pods(cluster) == []
+
+
+def test_a_transfer_pod_deleted_during_a_copy_is_made_again_and_the_copy_too(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """Someone deletes the run's transfer pod (``kubectl delete pod``) while a file is copied
+    into it: the copy's shell is killed (exit 137), which is no fault of the file nor of the
+    activity; the runtime holds the work, a new transfer pod is made and the copy made again
+    in it, whole (before cf6333c the attempt failed with exit 137)."""
+    data = tmp_path / "data"
+
+    def part_files() -> list[Path]:
+        claims = cluster.objects("v1/persistentvolumeclaims", NS)
+        if not claims:
+            return []
+        volume = cluster.kubelet.pvc_dir(NS, claims[0]["metadata"]["name"])
+        return [p for p in volume.glob(".big.bin*") if p.name.endswith(".akoflow-part")]
+
+    def half_copied() -> bool:
+        return any(p.stat().st_size >= 1 << 19 for p in part_files() if p.exists())
+
+    def forget_the_gate() -> None:
+        # Sessions started from now on pass whole; the held one stays held until killed.
+        cluster.call(lambda: setattr(cluster.api, "stdin_gate", None))
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, CRASH, env_of(cluster)) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            cluster.hold_exec_stdin(after=1 << 20)
+            await asyncio.to_thread(wait_for, half_copied, 60)
+            forget_the_gate()
+            (pod,) = transfer_pods(cluster)
+            name = pod["metadata"]["name"]
+            async with httpx.AsyncClient(
+                verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+                headers={"Authorization": f"Bearer {cluster.token}"},
+            ) as client:
+                r = await client.delete(f"{cluster.url}/api/v1/namespaces/{NS}/pods/{name}")
+                assert r.status_code == 200, r.text
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            sent = [(c.path, c.bytes, c.sha256) for c in repo.list_data_copies(wf_id)]
+            want = hashlib.sha256((data / "big.bin").read_bytes()).hexdigest()
+            # Recorded once: the copy that arrived whole, not the one the kill cut.
+            assert [s for s in sent if s[0] == "big.bin"] == [("big.bin", BIG, want)]
+            use = wf.activities["use"]
+            tried = repo.list_attempts(use.id)
+            assert [a.state for a in tried] == ["lost", "succeeded"], [
+                (a.state, a.reason) for a in tried
+            ]
+            assert "transfer pod was stopped" in (tried[0].reason or ""), tried[0].reason
+
+    run(scenario())
+    volume = pvc_dir(cluster)
+    assert (volume / "big.bin").read_bytes() == (data / "big.bin").read_bytes()
+    want = hashlib.sha256((data / "big.bin").read_bytes()).hexdigest()
+    assert (data / "digest.txt").read_text().split()[0] == want  # the pod read it whole
+    assert (volume / "count.use").read_text() == "run\n"
+    assert len([r for r in cluster.requests() if r[:2] == ("create", "jobs")]) == 1
+    # The deleted transfer pod was made again (a second one), and that one deleted at the end.
+    assert cluster.counts()["create pods"] == 2
+    assert transfer_pods(cluster) == []
+    assert not list(volume.rglob("*.akoflow-part"))
