@@ -58,6 +58,9 @@ def test_declared_outputs_are_checked_in_the_jobs_listing(
     found = run(tmp_path)
     assert found["maker"] == ("succeeded", None)
     assert found["partial"] == ("failed", "declared outputs missing: report.txt")
+    # A failed attempt's files stay on the cluster (nothing of it is collected).
+    assert not (tmp_path / "data" / "p.txt").exists()
+    assert (tmp_path / "data" / "out" / "r.txt").read_text() == "r\n"  # the sink that passed
     assert (mount / "out" / "r.txt").read_text() == "r\n"
     if provenance == "on":
         _, generated = relations(export_prov(tmp_path / "state", "declared"))

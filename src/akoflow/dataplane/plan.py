@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from akoflow.dataplane.mover import Digest
@@ -26,6 +26,16 @@ def recorded(held: Replica | None, state: FileState) -> bool:
     """Whether ``held`` is already this listed version (recorded when the attempt that wrote
     it ended, or fetched since): not a new version to record or bring back."""
     return held is not None and held.size == state.size and held.mtime == state.mtime
+
+
+def claims(declared: Collection[str], others: Iterable[Collection[str]], path: str) -> bool:
+    """Whether a file an attempt's listings show written is its to bring back: one of its
+    declared outputs when it declares any (what it says it makes), else any file no other
+    activity declares as its output (a listing also shows what others at that location
+    wrote while it ran)."""
+    if declared:
+        return declares(declared, path)
+    return not any(o and declares(o, path) for o in others)
 
 
 def wanted(inputs: Collection[str], path: str) -> bool:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+COPIES_PER_LOCATION = 4  # copies to one destination at once (a cluster, the engine host)
 FETCH_TRIES = 3
 FETCH_RETRY_DELAY = 1.0  # s, growing with each try
 
@@ -93,6 +94,7 @@ class DataPlane:
         # the same place at the same time wait for one copy.
         self._in_flight: dict[tuple[int, str, str], asyncio.Future[None]] = {}
         self._recorded: set[tuple[int, int]] = set()  # (activity, attempt) outputs noted
+        self._gates: dict[str, asyncio.Semaphore] = {}  # destination -> copies at once
         self._remote_runs: dict[int, bool] = {}  # run -> whether a remote location holds files
         # Told of each file fetched into a data dir (the engine sets the provenance recorder's
         # copied_in): a copy the engine made, no activity's change on the host.
@@ -161,8 +163,10 @@ class DataPlane:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
+        gate = self._gates.setdefault(key[1], asyncio.Semaphore(COPIES_PER_LOCATION))
         try:
-            await copy()
+            async with gate:  # bounded per destination: a fan-out does not open 1,000 copies
+                await copy()
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must
@@ -265,9 +269,12 @@ class DataPlane:
         self._recorded.add((act.id, act.attempt))
         written, deleted = plan.changed(files)
         held = self.repo.data_replicas(act.wf.id)
+        others = [a.spec.outputs for a in act.wf.activities.values() if a is not act]
         for path, state in written.items():
             if plan.recorded(held.get((files.location, path)), state):
                 continue  # another attempt's, recorded at its end (or fetched): unchanged
+            if not plan.claims(act.spec.outputs, others, path):
+                continue  # another activity's declared output, seen in this one's listing
             replica = Replica(files.location, path, state.size, None, True, act.id, state.mtime)
             self._put_replica(act.wf.id, replica)
         for path in deleted:

@@ -34,6 +34,7 @@ from akoflow.engine.reconcile import Reconciler
 from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.engine.transitions import Transitions
+from akoflow.provenance.declared import checked_outputs
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
     JobSpec,
@@ -290,6 +291,9 @@ class Engine(RuntimeEvents):
 
     def _finished(self, act: ActivityRun, outcome: Outcome) -> None:
         slot = self._slots.get(act.runtime)
+        if slot is not None and slot.runtime.files_stay_remote:
+            # A declared file missing fails the attempt: nothing of it is brought back then.
+            outcome = checked_outputs(act.spec, outcome, act.wf.data_dir, remote=True)
         if slot is not None and self.data.wants_collect(act, slot.runtime, outcome):
             self.spawn(self._collect_then_finish(act, outcome))  # its end waits for its files
             return
