@@ -1,8 +1,9 @@
 """The login node's sshd restarted (every session killed) while the data plane uploads a large
 file to the SLURM cluster (issue 17, hostile pass): the copy cut short is not the attempt's
-failure ("Broken pipe" before cf6333c); the runtime is held (NOT_READY), the copy is made again
-once sshd is back, whole, and the HPC activity runs once on it. The temporary
-``.<name>.akoflow-part`` never stays on the cluster and only the copy that arrived is recorded.
+failure (before cf6333c it was: "Broken pipe" or "Connection reset by peer"); the runtime is
+held (NOT_READY), the copy is made again once sshd is back, whole, and the HPC activity runs
+once on it. The temporary ``.<name>.akoflow-part`` never stays on the cluster and only the copy
+that arrived is recorded.
 
 The engine runs in-process, so the test's event loop watches the part file and cuts the
 connection as soon as it holds bytes: the cut lands mid-copy without a race on timing."""
@@ -111,7 +112,7 @@ def test_sshd_restarted_during_an_upload_holds_the_copy_and_makes_it_again(
             tried = repo.list_attempts(act.id)
             # The cut copy held the activity: its first attempt is recorded lost, never
             # submitted (no job), and costs no retry; the next one ran. Before the fix it
-            # failed with "Broken pipe" and so did the workflow.
+            # failed ("Broken pipe", "Connection reset by peer") and so did the run.
             assert [(a.number, a.state, bool(a.handle)) for a in tried] == [
                 (1, "lost", False),
                 (2, "succeeded", True),
