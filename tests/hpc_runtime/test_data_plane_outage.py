@@ -97,13 +97,13 @@ def test_sshd_restarted_during_an_upload_holds_the_copy_and_makes_it_again(
     async def scenario() -> None:
         async with engine_with(tmp_path, OUTAGE, health_interval=0.2) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
+            cut_at = await when_copying(mount, engine, wf_id)
+            await asyncio.to_thread(sshd.stop, sessions=True)
             try:
-                cut_at = await when_copying(mount, engine, wf_id)
-                await asyncio.to_thread(sshd.stop, sessions=True)
                 await until(lambda: not engine.runtime_status()["hpc"][0], what="NOT_READY")
             finally:
                 await asyncio.sleep(2)
-                await asyncio.to_thread(sshd.start)
+                await asyncio.to_thread(sshd.start)  # the session's cluster stays usable
             assert 0 < cut_at < BIG  # the copy really was under way, not done
             state = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
             assert state is WorkflowState.SUCCEEDED, states(wf)
