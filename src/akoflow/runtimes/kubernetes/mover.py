@@ -183,11 +183,7 @@ class KubernetesMover:
                 ["sh", "-c", PUT, "sh", *args],
                 stdin=lambda: _file_chunks(f, expected.size, display(path)),
             )
-        if result.exit_code in KILLED:
-            raise RuntimeUnavailable(
-                f"copying {display(path)} to {self._location}: the transfer pod was stopped "
-                f"during the copy (exit {result.exit_code}); it is made again"
-            )
+        _stopped(result.exit_code, f"copying {display(path)} to {self._location}")
         if result.exit_code != 0:
             raise TransferFailed(
                 f"{display(path)} to {self._location}: {_said(result.stderr, result.exit_code)}; "
@@ -214,11 +210,7 @@ class KubernetesMover:
             await receiver.flush()
             os.close(fd)
             fd = -1
-            if result.exit_code in KILLED:
-                raise RuntimeUnavailable(
-                    f"copying {display(path)} from {self._location}: the transfer pod was "
-                    f"stopped during the copy (exit {result.exit_code}); it is made again"
-                )
+            _stopped(result.exit_code, f"copying {display(path)} from {self._location}")
             if result.exit_code != 0:
                 raise TransferFailed(
                     f"{display(path)} from {self._location}: "
@@ -240,6 +232,16 @@ class KubernetesMover:
             if not kept:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
+
+
+def _stopped(exit_code: int | None, what: str) -> None:
+    """A copy whose shell was killed (the transfer pod deleted or evicted) is an outage of
+    the location, not the file's fault: NOT_READY, and the copy is made again."""
+    if exit_code in KILLED:
+        raise RuntimeUnavailable(
+            f"{what}: the transfer pod was stopped during the copy (exit {exit_code}); it is "
+            "made again"
+        )
 
 
 __all__ = ["GET", "KILLED", "PUT", "KubernetesMover", "parse_digest"]
