@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from akoflow.states import WorkflowState
 from akoflow.store import Repository
 from tests.e2e.test_engine_inprocess import engine_with
@@ -251,3 +253,63 @@ def test_a_copy_replaced_on_the_cluster_by_someone_else_is_copied_again(
     assert (mount / "seen1.txt").read_text() == "X\n"
     assert (mount / "seen2.txt").read_text() == "X\n"  # copied again, not the stranger's Y
     assert made.count(("in.txt", "", f"hpc:{mount}")) == 2
+
+
+RUN = """\
+name: run-{name}
+spec:
+  collect: all
+  activities:
+    - name: prep
+      runtime: local
+      run: sleep {delay}; echo {tag} > in.txt
+    - name: h
+      runtime: hpc
+      dependsOn: [prep]
+      run: sleep 1; cat in.txt > seen.txt; echo {tag} > out.txt
+    - name: h2
+      runtime: hpc
+      dependsOn: [h]
+      run: sleep {other}; cat in.txt > seen2.txt; cat out.txt > out2.txt
+"""
+
+
+def test_run_dirs_keep_two_runs_on_one_mount_path_apart(
+    hpc_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HPC_RUN_DIRS each run works in a directory of its own under MOUNT_PATH: two runs
+    at once, with the same file names, never read or bring home each other's files."""
+    monkeypatch.setenv("HPC_RUN_DIRS", "true")
+    from akoflow import service
+    from akoflow.engine import Engine
+
+    state = tmp_path / "state"
+
+    async def scenario() -> None:
+        repo = service.open_repository(state)
+        ids = []
+        for tag, delay, other in (("X", 0, 1), ("Y", 1, 0)):
+            text = RUN.format(tag=tag, name=tag.lower(), delay=delay, other=other)
+            prepared = service.validate_text(text, f"{tag}.yaml")
+            ids.append(service.store(repo, state, prepared, tmp_path / f"data-{tag}"))
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            for wf_id in ids:
+                await engine.attach(wf_id)
+            for wf_id in ids:
+                state_of = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
+                assert state_of is WorkflowState.SUCCEEDED
+        finally:
+            await engine.stop()
+            repo.close()
+
+    asyncio.run(scenario())
+    for tag in ("X", "Y"):
+        data = tmp_path / f"data-{tag}"
+        for name in ("seen.txt", "seen2.txt", "out.txt", "out2.txt"):
+            assert (data / name).read_text() == f"{tag}\n", (tag, name)
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    dirs = sorted(p.name.rpartition("-")[2] for p in (mount / "runs").iterdir())
+    assert dirs == ["wf1", "wf2"], dirs
+    assert not (mount / "in.txt").exists()  # nothing in the shared MOUNT_PATH itself

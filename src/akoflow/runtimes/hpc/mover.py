@@ -34,6 +34,7 @@ _RENAME = 'a=$(printf "$1"; printf x); b=$(printf "$2"; printf x); mv -f -- "${a
 # The directories of $2 (relative) under MOUNT_PATH ($1), made one by one: a symbolic link on
 # the way (an activity's `ln -s /elsewhere dir`) is refused, never written through.
 _MKDIR = """m=$(printf "$1"; printf x); m=${m%x}; r=$(printf "$2"; printf x); r=${r%x}
+mkdir -p -- "$m" || exit 1
 p=$m; IFS=/; set -f
 for c in $r; do
   [ -n "$c" ] || continue

@@ -104,6 +104,7 @@ class _Job:
         "running_reported",
         "state",
         "transfers",
+        "workdir",
     )
 
     def __init__(
@@ -114,8 +115,10 @@ class _Job:
         job_id: str | None,
         transfers: Sequence[staging.Transfer],
         record_files: bool = False,
+        workdir: str | None = None,
     ) -> None:
         self.key = key
+        self.workdir = workdir  # where it works (None: MOUNT_PATH)
         self.record_files = record_files  # the job lists its working dir (provenance)
         self.name = name
         self.paths = paths
@@ -393,10 +396,11 @@ class HpcRuntime(Runtime):
         name, paths = self._paths(job)
         act = job.activity
         env = {**job.env, **act.env}
-        workdir = s.mount_path
-        inner = act.mount_path or s.mount_path
-        env["AKOFLOW_DATA_DIR"] = inner
-        env["ACTIVITY_MOUNT_PATH"] = inner
+        workdir = self._workdir(job)
+        inner = act.mount_path or s.mount_path  # MOUNT_PATH as the command sees it
+        here = inner + workdir[len(s.mount_path) :]  # its working dir, seen the same way
+        env["AKOFLOW_DATA_DIR"] = here
+        env["ACTIVITY_MOUNT_PATH"] = here
         command: list[str] = ["bash", paths.script]
         if act.image and s.singularity:
             script = inner + paths.script[len(s.mount_path) :]
@@ -405,7 +409,7 @@ class HpcRuntime(Runtime):
                 act.image,
                 script,
                 binds=[(s.mount_path, inner)],
-                pwd=inner,
+                pwd=here,
                 shell=CONTAINER_SHELL,
                 env=env,
             )
@@ -445,6 +449,8 @@ class HpcRuntime(Runtime):
         except ValueError as exc:
             raise SubmitError(str(exc)) from None
         transport = await self._ready_transport()
+        if s.run_dirs:
+            await transport.makedirs(self._workdir(job))
         for transfer in staged if job.volumes_in else ():
             await self._stage(transfer, upload=True)
         await transport.write_files(
@@ -474,7 +480,9 @@ class HpcRuntime(Runtime):
         job_id = res.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise SubmitError(f"sbatch printed no job id for {name}: {res.stdout.strip()!r}")
-        tracked = _Job(job.key, name, paths, job_id, transfers, job.record_files)
+        tracked = _Job(
+            job.key, name, paths, job_id, transfers, job.record_files, self._workdir(job)
+        )
         self._jobs[job.key] = tracked
         return tracked.handle()
 
@@ -520,7 +528,9 @@ class HpcRuntime(Runtime):
         except RuntimeUnavailable:
             row = None  # the login node is away: the monitor finds the job by name later
         job_id = row.job_id if row else None
-        tracked = _Job(job.key, name, paths, job_id, transfers, job.record_files)
+        tracked = _Job(
+            job.key, name, paths, job_id, transfers, job.record_files, self._workdir(job)
+        )
         self._jobs[job.key] = tracked
         return tracked.handle()
 
@@ -650,9 +660,18 @@ class HpcRuntime(Runtime):
         for job, outcome in ready:
             await self._finish(job, outcome)
 
-    def _location(self) -> str:
+    def _workdir(self, job: JobSpec) -> str:
+        """Where the run's activities work: MOUNT_PATH (upstream's way: shared by every run
+        that uses it), or with {NAME}_RUN_DIRS a directory of the run's own under it."""
+        s = self._settings()
+        if not s.run_dirs:
+            return s.mount_path
+        scope = job.scope or scope_of(job.attempt_dir)
+        return f"{s.mount_path.rstrip('/')}/runs/{scope}-wf{job.workflow_id}"
+
+    def _location(self, workdir: str | None = None) -> str:
         """Where an attempt's listed files live, as shown to users."""
-        return f"{self.name}:{self._settings().mount_path}"
+        return f"{self.name}:{workdir or self._settings().mount_path}"
 
     def data_mover(self, job: JobSpec) -> HpcMover | None:
         s = self._settings()
@@ -661,7 +680,8 @@ class HpcRuntime(Runtime):
         ):
             return None  # the engine on the login node, its data dir MOUNT_PATH itself
         tag = f"{job.scope or scope_of(job.attempt_dir)}-wf{job.workflow_id}"  # this run
-        return HpcMover(self._location(), s.mount_path, self._ready_transport, run_tag=tag)
+        workdir = self._workdir(job)
+        return HpcMover(self._location(workdir), workdir, self._ready_transport, run_tag=tag)
 
     async def _with_files(self, job: _Job, outcome: Outcome) -> Outcome:
         """``outcome`` with the attempt's two listings when the job asked for them and made
@@ -675,7 +695,7 @@ class HpcRuntime(Runtime):
             if after is None:
                 return outcome
             before = _text(await transport.read_whole(job.paths.files_before))
-            files = remote_files(self._location(), before, after)
+            files = remote_files(self._location(job.workdir), before, after)
         except RuntimeUnavailable:
             raise
         except Exception:  # provenance never holds back or fails an end
@@ -793,7 +813,7 @@ class HpcRuntime(Runtime):
         self._require_transport()
         name, paths = self._paths(job)
         transfers = _transfers_of(handle) if "volumes" in handle else self._transfers(job)
-        tracked = _Job(job.key, name, paths, None, transfers, job.record_files)
+        tracked = _Job(job.key, name, paths, None, transfers, job.record_files, self._workdir(job))
 
         async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
             outcome = await self._with_files(tracked, outcome)

@@ -93,6 +93,7 @@ class HpcSettings:
     accounting: str = "auto"
     metrics_interval: float = 30.0
     transport: str = "ssh"
+    run_dirs: bool = False  # each run works in MOUNT_PATH/runs/<scope>-wf<id>, not MOUNT_PATH
 
     def __repr__(self) -> str:  # never print the key or the password
         if self.transport == "local":
@@ -214,6 +215,7 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         password=password,
         known_hosts=text("KNOWN_HOSTS"),
         accept_new_host_key=config.get_bool("ACCEPT_NEW_HOST_KEY", False),
+        run_dirs=config.get_bool("RUN_DIRS", False),
         public_key=public_key,
         jump_host=jump,
         ssh_config_file=None if config_file.lower() == "none" else config_file,
