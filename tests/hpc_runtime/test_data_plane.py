@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,26 @@ def test_run_dirs_keep_two_runs_on_one_mount_path_apart(
     dirs = sorted(p.name.rpartition("-")[2] for p in (mount / "runs").iterdir())
     assert dirs == ["wf1", "wf2"], dirs
     assert not (mount / "in.txt").exists()  # nothing in the shared MOUNT_PATH itself
+
+
+def test_a_full_mount_path_fails_the_copy_with_the_file_and_why(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "big.bin").write_bytes(b"\1" * (1 << 20))
+        text = (
+            "name: full\nspec:\n  collect: none\n  activities:\n"
+            "    - name: use\n      runtime: hpc\n      run: wc -c < big.bin\n"
+        )
+        state, acts = run_plane(tmp_path, text)
+        leftovers = [p.name for p in mount.iterdir() if p.name.endswith(".akoflow-part")]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert state is WorkflowState.FAILED, acts
+    reason = acts["use"][1] or ""
+    assert "copying big.bin to hpc:" in reason and "full or read-only" in reason, reason
+    assert leftovers == []  # the partial copy was removed: the disk is not left full

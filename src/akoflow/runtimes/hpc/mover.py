@@ -107,7 +107,7 @@ class HpcMover:
         await self._sh(_MKDIR, self._mount, to_bytes(path).rpartition(b"/")[0])
         transport = await self._transport()
         try:
-            await self._copy(transport, os.fsencode(source), part, upload=True)
+            await self._copy(transport, os.fsencode(source), part, upload=True, name=path)
             arrived = await self._digest(part)
             if arrived != expected:
                 raise TransferFailed(
@@ -130,7 +130,7 @@ class HpcMover:
         # The cluster hashes its file while it is copied (both read it once, from its cache):
         # a file that changed meanwhile differs from one side or the other.
         expected, _ = await asyncio.gather(
-            self._digest(remote), self._copy(transport, remote, part, upload=False)
+            self._digest(remote), self._copy(transport, remote, part, upload=False, name=path)
         )
         arrived = await asyncio.to_thread(hash_file, part)
         if arrived != expected:
@@ -158,7 +158,9 @@ class HpcMover:
                     found[path] = (int(size), int(inode))
         return found
 
-    async def _copy(self, transport: Transport, src: bytes, dst: bytes, *, upload: bool) -> None:
+    async def _copy(
+        self, transport: Transport, src: bytes, dst: bytes, *, upload: bool, name: str
+    ) -> None:
         if not isinstance(transport, SshLink):  # the engine is on the login node
             try:
                 await asyncio.to_thread(shutil.copyfile, src, dst)
@@ -178,10 +180,19 @@ class HpcMover:
             transport.broken()
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None
         except asyncssh.SFTPError as exc:
-            raise TransferFailed(f"sftp {self._location}: {exc.reason}") from None
+            hint = ""
+            if isinstance(exc, asyncssh.SFTPFailure) and upload:
+                hint = " (SFTP says no more when the file system there is full or read-only)"
+            raise TransferFailed(
+                f"copying {display(name)} {'to' if upload else 'from'} {self._location}: "
+                f"{exc.reason}{hint}"
+            ) from None
         except OSError as exc:
             if isinstance(exc, RuntimeUnavailable):
                 raise
-            raise TransferFailed(f"copy with {self._location}: {exc.strerror or exc}") from None
+            raise TransferFailed(
+                f"copying {display(name)} {'to' if upload else 'from'} {self._location}: "
+                f"{exc.strerror or exc}"
+            ) from None
         except asyncssh.Error as exc:
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None
