@@ -337,3 +337,63 @@ def test_a_full_mount_path_fails_the_copy_with_the_file_and_why(
     reason = acts["use"][1] or ""
     assert "copying big.bin to hpc:" in reason and "full or read-only" in reason, reason
     assert leftovers == []  # the partial copy was removed: the disk is not left full
+
+
+def test_a_host_file_rewritten_after_the_cluster_wrote_it_is_the_newer_one(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """h1 writes x.txt on the cluster; a later local activity (that did not need it) writes
+    x.txt on the host: the host's is newer. It is neither overwritten by the cluster's older
+    one for the next local activity, nor left stale on the cluster for the next HPC one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "seed.txt").write_text("s\n")
+    text = (
+        "name: fresh\nspec:\n  collect: none\n  activities:\n"
+        "    - name: h1\n      runtime: hpc\n      run: echo H1 > x.txt\n"
+        "    - name: l\n      runtime: local\n      dependsOn: [h1]\n      inputs: [seed.txt]\n"
+        "      run: echo LOCAL > x.txt\n"
+        "    - name: l2\n      runtime: local\n      dependsOn: [l]\n"
+        "      run: cat x.txt > got.txt\n"
+        "    - name: h2\n      runtime: hpc\n      dependsOn: [l]\n"
+        "      run: cat x.txt > seen.txt\n"
+    )
+    state, acts = run_plane(tmp_path, text)
+    assert state is WorkflowState.SUCCEEDED, acts
+    assert (data / "got.txt").read_text() == "LOCAL\n"
+    assert (data / "x.txt").read_text() == "LOCAL\n"
+    assert (Path(hpc_env["HPC_MOUNT_PATH"]) / "seen.txt").read_text() == "LOCAL\n"
+
+
+def test_what_an_activity_wrote_besides_its_declared_outputs_still_follows_the_work(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    text = (
+        "name: extra\nspec:\n  collect: none\n  activities:\n"
+        "    - name: h1\n      runtime: hpc\n      outputs: [a.txt]\n"
+        "      run: echo a > a.txt; echo b > b.txt\n"
+        "    - name: l1\n      runtime: local\n      dependsOn: [h1]\n"
+        "      run: cat a.txt b.txt > both.txt\n"
+    )
+    state, acts = run_plane(tmp_path, text)
+    assert state is WorkflowState.SUCCEEDED, acts
+    assert (tmp_path / "data" / "both.txt").read_text() == "a\nb\n"
+
+
+def test_a_directory_where_a_copy_goes_fails_it_with_the_reason(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """On the cluster a directory d stays where the host now has a file d: never a copy
+    moved into the directory and recorded as done."""
+    text = (
+        "name: dirfile\nspec:\n  collect: none\n  activities:\n"
+        "    - name: h1\n      runtime: hpc\n      run: mkdir -p d && echo a > d/x\n"
+        "    - name: l\n      runtime: local\n      dependsOn: [h1]\n"
+        "      run: cat d/x && rm -rf d && echo FILE > d\n"
+        "    - name: h2\n      runtime: hpc\n      dependsOn: [l]\n      run: cat d > seen.txt\n"
+    )
+    state, acts = run_plane(tmp_path, text)
+    assert state is WorkflowState.FAILED, acts
+    assert "a directory has that name there" in (acts["h2"][1] or ""), acts
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    assert sorted(p.name for p in (mount / "d").iterdir()) == ["x"]  # nothing moved into it

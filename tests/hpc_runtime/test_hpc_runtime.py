@@ -170,7 +170,7 @@ def test_gateway_unreachable_means_not_ready(slurm_cluster: SlurmCluster) -> Non
     asyncio.run(scenario())
 
 
-def test_base64_key_is_written_0600_never_logged_and_removed(
+def test_base64_key_stays_in_memory_is_0600_and_never_logged(
     slurm_cluster: SlurmCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key_text = slurm_cluster.client_key.read_text()
@@ -180,7 +180,7 @@ def test_base64_key_is_written_0600_never_logged_and_removed(
     env["HPC_SSHKEYPRIVK"] = encoded
     caplog.set_level(logging.DEBUG)
 
-    async def scenario() -> str:
+    async def scenario() -> None:
         rt = make(env)
         await rt.start()
         try:
@@ -188,17 +188,16 @@ def test_base64_key_is_written_0600_never_logged_and_removed(
             assert isinstance(rt._transport, SshLink)
             key_file = rt._transport.key_file
             assert key_file is not None
-            mode = stat.S_IMODE(os.stat(key_file).st_mode)
-            assert mode == 0o600
-            assert stat.S_IMODE(os.stat(os.path.dirname(key_file)).st_mode) == 0o700
+            # An anonymous in-memory file of this process: on no disk, gone with it.
+            assert key_file.startswith(f"/proc/{os.getpid()}/fd/")
+            assert os.readlink(key_file).startswith("/memfd:akoflow-key")
+            assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
             assert Path(key_file).read_text().strip() == key_text.strip()
             assert "SSHKEYPRIVK" not in repr(rt._s) and encoded not in repr(rt._s)
-            return key_file
         finally:
             await rt.stop()
 
-    key_file = asyncio.run(scenario())
-    assert not os.path.exists(key_file)
+    asyncio.run(scenario())
     body = key_text.strip().splitlines()[1]
     assert body not in caplog.text and encoded not in caplog.text
     assert RuntimeConfig.from_env("hpc", env).redacted()["HPC_SSHKEYPRIVK"] == "***"

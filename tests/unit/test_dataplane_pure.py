@@ -61,10 +61,11 @@ def test_a_listing_says_what_changed_and_what_is_recorded_already() -> None:
     assert not plan.recorded(None, FileState(3, 3.0))
 
 
-def test_an_attempt_claims_its_declared_outputs_or_what_no_other_activity_declares() -> None:
+def test_an_attempt_claims_its_declared_outputs_and_what_no_other_activity_declares() -> None:
     others = [("p.txt",), ("out/*.txt",), ()]
     assert plan.claims((), others, "r.txt")
     assert not plan.claims((), others, "p.txt")  # another activity's declared output
     assert not plan.claims((), others, "out/a.txt")
     assert plan.claims(("p.txt",), others, "p.txt")  # it says it makes it
-    assert not plan.claims(("p.txt",), others, "r.txt")  # it declared, and not this
+    assert plan.claims(("q.txt",), others, "r.txt")  # undeclared, but nobody else's either
+    assert not plan.claims(("q.txt",), others, "out/b.txt")

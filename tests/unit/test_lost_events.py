@@ -78,7 +78,7 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def observer(data: Path) -> Iterator[Observer]:
-    obs = Observer()
+    obs = Observer(bounded_queue=True)  # the engine's queue has no bound: this one overflows
     obs.start()
     obs.watch(data)
     try:

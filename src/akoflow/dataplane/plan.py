@@ -30,11 +30,10 @@ def recorded(held: Replica | None, state: FileState) -> bool:
 
 def claims(declared: Collection[str], others: Iterable[Collection[str]], path: str) -> bool:
     """Whether a file an attempt's listings show written is its to bring back: one of its
-    declared outputs when it declares any (what it says it makes), else any file no other
-    activity declares as its output (a listing also shows what others at that location
-    wrote while it ran)."""
-    if declared:
-        return declares(declared, path)
+    declared outputs, or any file no other activity declares as its output (a listing also
+    shows what others at that location wrote while it ran)."""
+    if declared and declares(declared, path):
+        return True
     return not any(o and declares(o, path) for o in others)
 
 
@@ -49,9 +48,12 @@ def fetches(
     target: str,
     writers: Collection[int],
     inputs: Collection[str],
+    host_changed: Mapping[str, float] | None = None,
 ) -> list[Fetch]:
     """Files newer at another location than on the host, written there by one of ``writers``
-    (the activity's ancestors), that an activity at ``target`` needs."""
+    (the activity's ancestors), that an activity at ``target`` needs. ``host_changed``: when
+    each host file last changed (engine clock): one an activity rewrote on the host after the
+    remote write was recorded is newer there, and is not overwritten."""
     return sorted(
         (
             Fetch(r.location, r.path)
@@ -60,9 +62,18 @@ def fetches(
             and r.location != target
             and r.activity_id in writers
             and wanted(inputs, r.path)
+            and not host_newer(r, host_changed)
         ),
         key=lambda f: (f.location, f.path),
     )
+
+
+def host_newer(held: Replica, host_changed: Mapping[str, float] | None) -> bool:
+    """Whether the host's file changed after ``held`` (a fresh remote version) was recorded."""
+    if host_changed is None or held.recorded_at is None:
+        return False
+    changed = host_changed.get(held.path)
+    return changed is not None and changed > held.recorded_at
 
 
 def puts(
@@ -71,6 +82,7 @@ def puts(
     *,
     target: str,
     current: Mapping[str, tuple[int, int]] | None = None,
+    host_changed: Mapping[str, float] | None = None,
 ) -> list[str]:
     """Host files ``target`` does not hold at that content. Never over a file an activity
     wrote there since (fresh): that one is newer than the host's. ``current``: what the
@@ -79,8 +91,8 @@ def puts(
     needed = []
     for path, digest in host.items():
         held = replicas.get((target, path))
-        if held is not None and held.fresh:
-            continue
+        if held is not None and held.fresh and not host_newer(held, host_changed):
+            continue  # an activity wrote it there since the host's version: keep it
         if held is not None and held.sha256 == digest.sha256 and still_there(held, current):
             continue
         needed.append(path)

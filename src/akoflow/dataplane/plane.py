@@ -68,6 +68,17 @@ def make_parents(data_dir: Path, path: str, location: str) -> None:
             )
 
 
+def host_changes(data_dir: Path, paths: list[str]) -> dict[str, float]:
+    """When each of ``paths`` last changed in the data dir (its mtime; absent: no file)."""
+    found: dict[str, float] = {}
+    for path in paths:
+        try:
+            found[path] = os.stat(host_path(data_dir, path), follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+    return found
+
+
 def ancestors(act: ActivityRun) -> set[int]:
     seen: set[int] = set()
     stack = list(act.deps)
@@ -127,10 +138,12 @@ class DataPlane:
         target = mover.location if mover is not None else HOST
         replicas = self.repo.data_replicas(wf.id)
         inputs = act.spec.inputs
-        for item in plan.fetches(replicas, target=target, writers=ancestors(act), inputs=inputs):
-            await self._once(
-                (wf.id, HOST, item.path), partial(self._fetch, act, item.location, item.path)
-            )
+        changed = host_changes(wf.data_dir, [r.path for r in replicas.values() if r.fresh])
+        wanted = plan.fetches(
+            replicas, target=target, writers=ancestors(act), inputs=inputs, host_changed=changed
+        )
+        for i in wanted:
+            await self._once((wf.id, HOST, i.path), partial(self._fetch, act, i.location, i.path))
         if mover is None:
             missing = inputs_problem(act.spec, wf.data_dir) if inputs else None
             if missing is not None:
@@ -151,10 +164,12 @@ class DataPlane:
         replicas = self.repo.data_replicas(wf.id)
         recorded = [p for p in host if (target, p) in replicas]
         current = await mover.stats(recorded) if recorded else None
-        for path in plan.puts(host, replicas, target=target, current=current):
-            await self._once(
-                (wf.id, target, path), partial(self._put, act, mover, path, host[path])
-            )
+        changed = host_changes(wf.data_dir, recorded)
+        needed = plan.puts(host, replicas, target=target, current=current, host_changed=changed)
+        # One after another within an attempt (attempts of a fan-out copy at the same time,
+        # bounded per destination); copying one attempt's files at once is still to come.
+        for p in needed:
+            await self._once((wf.id, target, p), partial(self._put, act, mover, p, host[p]))
 
     async def _once(self, key: tuple[int, str, str], copy: Callable[[], Awaitable[None]]) -> None:
         running = self._in_flight.get(key)
@@ -275,7 +290,9 @@ class DataPlane:
                 continue  # another attempt's, recorded at its end (or fetched): unchanged
             if not plan.claims(act.spec.outputs, others, path):
                 continue  # another activity's declared output, seen in this one's listing
-            replica = Replica(files.location, path, state.size, None, True, act.id, state.mtime)
+            replica = Replica(
+                files.location, path, state.size, None, True, act.id, state.mtime, None, time.time()
+            )
             self._put_replica(act.wf.id, replica)
         for path in deleted:
             self.repo.drop_replica(act.wf.id, files.location, path)

@@ -200,6 +200,7 @@ class Replica:
     activity_id: int | None  # the activity that wrote it there (fresh ones)
     mtime: float | None = None  # the remote listing's time of this version, when known
     stamp: int | None = None  # the location's stamp of the file right after a copy (inode)
+    recorded_at: float | None = None  # when an activity's write there was recorded (fresh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1195,23 +1196,23 @@ class Repository:
     def data_replicas(self, workflow_id: int) -> dict[tuple[str, str], Replica]:
         """What each remote location holds of the run's files, by (location, path)."""
         rows = self._exec(
-            "SELECT location, path, size, sha256, fresh, activity_id, mtime, stamp "
-            "FROM data_replicas WHERE workflow_id = ?",
+            "SELECT location, path, size, sha256, fresh, activity_id, mtime, stamp, "
+            "recorded_at FROM data_replicas WHERE workflow_id = ?",
             (workflow_id,),
         ).fetchall()
         found: dict[tuple[str, str], Replica] = {}
-        for location, path, size, sha256, fresh, activity_id, mtime, stamp in rows:
+        for location, path, size, sha256, fresh, activity_id, mtime, stamp, at in rows:
             name = from_db(path)
             found[(location, name)] = Replica(
-                location, name, int(size), sha256, bool(fresh), activity_id, mtime, stamp
+                location, name, int(size), sha256, bool(fresh), activity_id, mtime, stamp, at
             )
         return found
 
     def put_replica(self, workflow_id: int, replica: Replica) -> None:
         self._exec(
             "INSERT OR REPLACE INTO data_replicas "
-            "(workflow_id, location, path, size, sha256, fresh, activity_id, mtime, stamp) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(workflow_id, location, path, size, sha256, fresh, activity_id, mtime, stamp, "
+            "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 workflow_id,
                 replica.location,
@@ -1222,6 +1223,7 @@ class Repository:
                 replica.activity_id,
                 replica.mtime,
                 replica.stamp,
+                replica.recorded_at,
             ),
         )
 

@@ -98,17 +98,18 @@ INIT_FLAGS = (
 EVENT_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE
 
 
-def open_group() -> int:
+def open_group(*, bounded: bool = False) -> int:
     """A fanotify group whose queue has no bound where the kernel allows it: the engine's
     own first look at a data dir opens every file in it (tens of thousands of events, more
     than the default 16,384 the kernel queues before it drops events and sends an overflow),
     read and dropped as the engine's only after that look. Without the privilege (needed
     for a filesystem mark anyway), the bounded queue."""
-    try:
-        return fanotify_init(INIT_FLAGS | abi.FAN_UNLIMITED_QUEUE, EVENT_FLAGS)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EINVAL):
-            raise
+    if not bounded:
+        try:
+            return fanotify_init(INIT_FLAGS | abi.FAN_UNLIMITED_QUEUE, EVENT_FLAGS)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
     return fanotify_init(INIT_FLAGS, EVENT_FLAGS)
 
 
@@ -302,8 +303,11 @@ class Observer:
     the kernel keeps 16384 events per group).
     """
 
-    def __init__(self, *, unclaimed_after: float = UNCLAIMED_AFTER) -> None:
+    def __init__(
+        self, *, unclaimed_after: float = UNCLAIMED_AFTER, bounded_queue: bool = False
+    ) -> None:
         self.unclaimed_after = unclaimed_after
+        self._bounded_queue = bounded_queue  # the kernel's 16,384-event queue (tests of it)
         self.overflows = 0  # kernel queue overflows: some accesses were lost
         self._own_pid = os.getpid()
         self._procs: ProcEvents | None = None
@@ -383,7 +387,7 @@ class Observer:
 
     def _open_group(self, path: bytes) -> _FileSystem:
         try:
-            group = open_group()
+            group = open_group(bounded=self._bounded_queue)
         except OSError as exc:
             raise ObservationUnavailable(exc.errno or errno.EPERM, str(exc)) from exc
         try:

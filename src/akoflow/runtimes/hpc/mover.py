@@ -30,7 +30,12 @@ from akoflow.runtimes.hpc.transport import Transport
 # Size and SHA-256 of the file named (in octal escapes) by $1; the trailing x keeps a name's
 # final newlines through the command substitution.
 _DIGEST = 'f=$(printf "$1"; printf x); f=${f%x}; wc -c < "$f" && sha256sum < "$f"'
-_RENAME = 'a=$(printf "$1"; printf x); b=$(printf "$2"; printf x); mv -f -- "${a%x}" "${b%x}"'
+_RENAME = (
+    'a=$(printf "$1"; printf x); a=${a%x}; b=$(printf "$2"; printf x); b=${b%x}; '
+    'if [ -d "$b" ] && [ ! -L "$b" ]; then '
+    'echo "a directory has that name there" >&2; rm -f -- "$a"; exit 3; fi; '
+    'mv -f -- "$a" "$b"'
+)
 # The directories of $2 (relative) under MOUNT_PATH ($1), made one by one: a symbolic link on
 # the way (an activity's `ln -s /elsewhere dir`) is refused, never written through.
 _MKDIR = """m=$(printf "$1"; printf x); m=${m%x}; r=$(printf "$2"; printf x); r=${r%x}
@@ -140,7 +145,15 @@ class HpcMover:
                 f"{display(path)} came from {self._location} as {arrived.size} bytes, "
                 f"{expected.size} there (or it changed while being copied)"
             )
-        os.replace(part, local)
+        try:
+            os.replace(part, local)
+        except OSError as exc:  # a directory has that name on the host now, ...
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise TransferFailed(
+                f"cannot put {display(path)} from {self._location} in place in the data dir: "
+                f"{exc.strerror}"
+            ) from None
         return arrived
 
     async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:

@@ -802,6 +802,7 @@ def _memory_file(data: bytes) -> tuple[int, str]:
     private key given as data never touches a disk, and nothing of it outlives the engine,
     even one killed with SIGKILL."""
     fd = os.memfd_create("akoflow-key", os.MFD_CLOEXEC)
+    os.fchmod(fd, 0o600)
     view = memoryview(data if data.endswith(b"\n") else data + b"\n")
     while view:
         view = view[os.write(fd, view) :]

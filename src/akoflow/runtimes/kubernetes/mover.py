@@ -223,7 +223,13 @@ class KubernetesMover:
                     f"{display(path)} came from {self._location} as {arrived.size} bytes, "
                     f"{there} there (or it changed while being copied)"
                 )
-            os.replace(part, local)
+            try:
+                os.replace(part, local)
+            except OSError as exc:  # a directory has that name on the host now, ...
+                raise TransferFailed(
+                    f"cannot put {display(path)} from {self._location} in place in the data "
+                    f"dir: {exc.strerror}"
+                ) from None
             kept = True
             return arrived
         finally:

@@ -14,6 +14,8 @@ CREATE TABLE data_replicas (
     stamp           INTEGER,  -- what the location said of the file right after a copy put it
                               -- there (HPC: its inode): a file replaced since is copied again
     fresh           INTEGER NOT NULL DEFAULT 0,
+    recorded_at     REAL,     -- when an activity's write there was recorded (engine clock): a
+                              -- host file changed after that is newer than this one
     activity_id     INTEGER REFERENCES activities(id) ON DELETE SET NULL,
     PRIMARY KEY (workflow_id, location, path)
 );
