@@ -17,7 +17,6 @@ from akoflow.runtimes.base import SubmitError
 
 PART_SUFFIX = ".akoflow-part"  # a copy being made: never a file of the run
 NAME_MAX = 255  # bytes in one file name (Linux file systems)
-CHUNK = 1 << 20
 
 
 class TransferFailed(SubmitError):
@@ -74,13 +73,9 @@ def part_name(destination: bytes, tag: str = "") -> bytes:
 
 def hash_file(path: bytes) -> Digest:
     """Size and SHA-256 of a host file (blocking: run it in a thread)."""
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return Digest(size, digest.hexdigest())
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return Digest(os.fstat(f.fileno()).st_size, digest)
 
 
 class HostFiles:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from akoflow.dataplane import plan
 from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed, host_path
@@ -31,10 +31,11 @@ if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COPIES_PER_LOCATION = 4  # copies to one destination at once (a cluster, the engine host)
-FETCH_TRIES = 3
-FETCH_RETRY_DELAY = 1.0  # s, growing with each try
+COPY_TRIES = 3
+RETRY_DELAY = 1.0  # s, growing with each try
 
 
 def make_parents(data_dir: Path, path: str, location: str) -> None:
@@ -66,6 +67,20 @@ def make_parents(data_dir: Path, path: str, location: str) -> None:
                 f"{display(os.fsdecode(current))} is {what} in the data dir (never written "
                 "through)"
             )
+
+
+async def retried(copy: Callable[[int], Awaitable[T]]) -> T:
+    """``copy(try number)``, made again when what arrived does not match what was sent (a
+    file still being written on either side changes under the copy), up to
+    :data:`COPY_TRIES` times."""
+    for attempt in range(COPY_TRIES):
+        try:
+            return await copy(attempt)
+        except TransferFailed:
+            if attempt + 1 == COPY_TRIES:
+                raise
+            await asyncio.sleep(RETRY_DELAY * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def host_changes(data_dir: Path, paths: list[str]) -> dict[str, float]:
@@ -195,20 +210,17 @@ class DataPlane:
         wf = act.wf
         started = time.time()
         source = host_path(wf.data_dir, path)
-        for attempt in range(FETCH_TRIES):
-            try:
-                await mover.put(source, path, digest)
-                break
-            except TransferFailed:
-                # Another branch may be rewriting the file: what arrived is not what was
-                # hashed. Hash it again and copy what is there now.
-                if attempt + 1 == FETCH_TRIES:
-                    raise
-                await asyncio.sleep(FETCH_RETRY_DELAY * (attempt + 1))
-                try:
-                    digest = await self.host.digest(source)
-                except FileNotFoundError:
-                    return  # gone meanwhile: nothing of it to bring
+
+        async def put(attempt: int) -> Digest:
+            # Tried again, the file may be another branch's rewrite: hash what is there now.
+            current = digest if attempt == 0 else await self.host.digest(source)
+            await mover.put(source, path, current)
+            return current
+
+        try:
+            digest = await retried(put)
+        except FileNotFoundError:
+            return  # gone meanwhile: nothing of it to bring
         now = await mover.stats([path])  # its stamp there, to tell if it is replaced later
         stamp = now[path][1] if now and path in now else None
         replica = Replica(
@@ -228,7 +240,7 @@ class DataPlane:
         destination = host_path(wf.data_dir, path)
         make_parents(wf.data_dir, path, location)
         started = time.time()
-        digest = await self._get(mover, path, destination)
+        digest = await retried(lambda _: mover.get(path, destination))
         self.host.forget(destination)
         self.fetched(wf, path, location)
         held = self.repo.data_replicas(wf.id).get((location, path))
@@ -242,19 +254,6 @@ class DataPlane:
                 act.id, path, location, HOST, digest.size, digest.sha256, started, time.time()
             ),
         )
-
-    @staticmethod
-    async def _get(mover: DataMover, path: str, destination: Path) -> Digest:
-        """A fetch, made again when what arrived does not match what was there (a file still
-        being written there by another attempt changes under the copy)."""
-        for attempt in range(FETCH_TRIES):
-            try:
-                return await mover.get(path, destination)
-            except TransferFailed:
-                if attempt + 1 == FETCH_TRIES:
-                    raise
-                await asyncio.sleep(FETCH_RETRY_DELAY * (attempt + 1))
-        raise AssertionError("unreachable")
 
     def _mover(self, act: ActivityRun, runtime: Runtime) -> DataMover | None:
         if not runtime.files_stay_remote:
