@@ -123,6 +123,27 @@ def test_the_state_dir_inside_the_data_dir_is_left_out(tmp_path: Path) -> None:
         watch.close()
 
 
+def test_copies_being_made_are_no_files_of_the_run(tmp_path: Path) -> None:
+    """The data plane writes a fetched file under a temporary name and renames it into place
+    when it is complete: that name is never a version to attribute (it was, seen mid-copy)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    watch = DirWatch(root, tmp_path / "state")
+    snapshot = scan(root)
+    try:
+        part = root / ".result.txt.akoflow-part"
+        part.write_bytes(b"half")
+        (root / b"\xff.akoflow-part".decode("utf-8", "surrogateescape")).write_bytes(b"x")
+        assert scan(root) == {}
+        _look(watch, root, snapshot)
+        assert snapshot == {}
+        part.rename(root / "result.txt")
+        _look(watch, root, snapshot)
+        assert set(snapshot) == {"result.txt"}
+    finally:
+        watch.close()
+
+
 def test_lost_events_ask_for_a_full_scan(tmp_path: Path) -> None:
     """More changes than the kernel's event queue holds: the watch says so (None) instead of
     a partial answer, and keeps working afterwards."""

@@ -33,6 +33,7 @@ def _tree(root: Path) -> None:
     (root / "x").write_text("a")
     (root / "tab\there").write_text("ttt")
     (root / "akoflow_finished_1_2.txt").write_text("AKOFLOW_JOB_FINISHED\n")
+    (root / "sub dir" / ".x.s1-wf2.akoflow-part").write_text("half a cop")  # a copy being made
     os.utime(root / "x", (1_700_000_000.25, 1_700_000_000.25))
 
 
@@ -58,7 +59,7 @@ def test_listing_with_gnu_find(tmp_path: Path) -> None:
     assert parsed is not None
     taken, files = parsed
     assert taken is not None and abs(taken - time.time()) < 5 and taken != int(taken)  # ns
-    assert set(files) == {"x", "sub dir/b c.txt", "tab\there"}  # control dir, sentinel left out
+    assert set(files) == {"x", "sub dir/b c.txt", "tab\there"}  # control dir, sentinel, copy left out
     assert files["x"] == FileState(1, 1_700_000_000.25)
     assert files["sub dir/b c.txt"].size == 2
 

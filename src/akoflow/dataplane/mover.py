@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from akoflow.provenance.names import from_bytes, to_bytes
+from akoflow.provenance.names import COPY_SUFFIX, from_bytes, to_bytes
 from akoflow.runtimes.base import SubmitError
 
-PART_SUFFIX = ".akoflow-part"  # a copy being made: never a file of the run
+PART_SUFFIX = COPY_SUFFIX  # a copy being made: never a file of the run
 NAME_MAX = 255  # bytes in one file name (Linux file systems)
 
 

@@ -30,11 +30,19 @@ import re
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 NAME_MAX = 255  # bytes in one file name (Linux, and most file systems)
+# The end of the name a copy is written under until it is complete and renamed into place
+# (the data plane's, a Kubernetes copy's): never a file of the run, wherever it is listed.
+COPY_SUFFIX = ".akoflow-part"
 
 # What display() escapes besides undecodable bytes and the backslash: C0 and C1 controls and
 # DEL, the line and paragraph separators, and the bidirectional formatting characters.
 _HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_copy_in_progress(name: str) -> bool:
+    """Whether ``name`` (a path or a file name) is a copy being made (:data:`COPY_SUFFIX`)."""
+    return name.endswith(COPY_SUFFIX)
 
 
 def to_bytes(name: str) -> bytes:

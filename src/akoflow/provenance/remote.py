@@ -27,7 +27,8 @@ HEADER = "# akoflow-files 1"
 
 # Lists the current directory: a header with the remote clock (ns where `date` has %N, which
 # orders the ends of concurrent attempts), then one line per regular file,
-# "size<TAB>mtime<TAB>path". AkôFlow's own control dir and sentinels are left out. GNU find
+# "size<TAB>mtime<TAB>path". AkôFlow's own control dir, sentinels and copies being made
+# (renamed into place when complete) are left out. GNU find
 # prints sub-second times with -printf; BusyBox find has no -printf and goes through stat -c.
 #
 # A name may hold any byte but '/' and NUL, a newline too, which would end its line early and
@@ -45,17 +46,21 @@ LIST_FUNCTION = r"""akf_list_files() {
   akf_odd='*[! -~]*'
   if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then akf_gnu=1; else akf_gnu=; fi
   if [ -n "$akf_gnu" ]; then
-    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune \
+      -o -name '*.akoflow-part' -prune -o -type f \
       ! -path "$akf_odd" -printf '%s\t%T@\t%P\n' 2>/dev/null
   else
-    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune \
+      -o -name '*.akoflow-part' -prune -o -type f \
       ! -path "$akf_odd" -exec stat -c '%s	%Y	%n' {} + 2>/dev/null
   fi
   if [ -n "$akf_gnu" ]; then
-    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune \
+      -o -name '*.akoflow-part' -prune -o -type f \
       -path "$akf_odd" -printf '%s\t%T@\t%P\0' 2>/dev/null
   else
-    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune -o -type f \
+    LC_ALL=C find . -path ./.akoflow -prune -o -name 'akoflow_finished_*' -prune \
+      -o -name '*.akoflow-part' -prune -o -type f \
       -path "$akf_odd" -exec sh -c 'for f; do
         s=$(stat -c "%s	%Y" "$f") && printf "%s\t%s\000" "$s" "${f#./}"; done' sh {} + 2>/dev/null
   fi | od -An -tx1 -v | awk '

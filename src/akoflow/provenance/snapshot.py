@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from akoflow.provenance.names import display
+from akoflow.provenance.names import display, is_copy_in_progress
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,8 @@ def scan(
                     if entry.path != skip:
                         stack.append((entry.path, name + "/"))
                     continue
+                if is_copy_in_progress(entry.name):
+                    continue  # a copy being made (renamed into place when complete)
                 if not entry.is_file(follow_symlinks=False):
                     if outside_links and entry.is_symlink():
                         target = _outside_target(entry.path, real_root)
@@ -308,7 +310,7 @@ def update(
             after.setdefault(name, None)
         after.update(scan(root, snapshot, exclude, under=tree))
     for name in files:
-        if name in after:
+        if name in after or is_copy_in_progress(name):
             continue
         path = os.path.join(base, name)
         try:

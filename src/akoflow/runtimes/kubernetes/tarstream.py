@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoflow.errors import AkoflowError
+from akoflow.provenance.names import COPY_SUFFIX
 
 BLOCK = 512
 CHUNK = 256 * 1024
 MAX_NAME = 64 * 1024  # a GNU long name or a PAX header larger than this is refused
-PART = b".akoflow-part-"
 
 
 class CopyError(AkoflowError):
@@ -287,7 +287,9 @@ class TarReceiver:
         final = os.path.join(self.dest, name)
         if os.path.isdir(final) and not os.path.islink(final):
             raise CopyError(f"{os.fsdecode(final)} is a directory")
-        temp = os.path.join(os.path.dirname(final), PART + secrets.token_hex(6).encode())
+        temp = os.path.join(
+            os.path.dirname(final), b"." + secrets.token_hex(6).encode() + COPY_SUFFIX.encode()
+        )
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         self._file = os.open(temp, flags, 0o644)
         self.parts.append((temp, final))
