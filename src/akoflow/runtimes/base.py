@@ -30,7 +30,9 @@ in-memory runtime of ``tests/contract/fake_runtime.py`` is the smallest one that
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -45,6 +47,11 @@ if TYPE_CHECKING:  # types only: importing them here would load their packages' 
     from akoflow.spec.workflow import Activity, Volume
 
 DEFAULT_HEALTH_TIMEOUT = 10.0  # s
+# The methods that reach the backend, counted per runtime (see Runtime.backend_calls).
+BACKEND_CALLS = (
+    "start", "stop", "submit", "cancel", "adopt", "logs", "metrics", "health", "nodes",
+    "release", "leftovers",
+)  # fmt: skip
 MAX_PARALLEL_LIMIT = 100_000  # more slots than any backend can hold: a typo
 
 
@@ -173,6 +180,21 @@ class RuntimeEvents(Protocol):
     def job_finished(self, key: str, outcome: Outcome) -> None: ...
 
 
+def _counted(
+    call: str, method: Callable[..., Awaitable[Any]], runtime: Runtime
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        runtime.backend_calls[call] += 1
+        try:
+            return await method(*args, **kwargs)
+        except Exception:  # a cancellation is no backend error
+            runtime.backend_errors[call] += 1
+            raise
+
+    return counted
+
+
 class Runtime(abc.ABC):
     """One configured runtime (e.g. ``hpc-sdumont``) of one adapter kind (``hpc``)."""
 
@@ -189,6 +211,12 @@ class Runtime(abc.ABC):
         self.config = config
         self.events = events
         self.process_hook: ProcessHook | None = None  # set by an engine observing file access
+        # Calls to the backend and those that raised, by method (read by GET /metrics): the
+        # instance's methods are wrapped once, so a subclass's super() call counts once.
+        self.backend_calls: Counter[str] = Counter()
+        self.backend_errors: Counter[str] = Counter()
+        for call in BACKEND_CALLS:
+            setattr(self, call, _counted(call, getattr(self, call), self))
 
     def announce_process(
         self, key: str, *, pid: int | None = None, cgroup: str | None = None
