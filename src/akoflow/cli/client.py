@@ -94,8 +94,6 @@ def _check(resp: httpx.Response) -> Any:
         detail, errors = resp.text or resp.reason_phrase, []
     if resp.status_code == 422:
         raise InvalidWorkflow(detail, errors)
-    if resp.status_code == 401:
-        detail += f" (the server refused the token: check {TOKEN_ENV} or --state-dir)"
     code = EXIT_INVALID if resp.status_code in (400, 401, 403, 404) else EXIT_FAILED
     raise ClientError(detail, code, resp.status_code)
 
@@ -155,11 +153,14 @@ def _report(exc: ClientError, source: str = "workflow") -> int:
         if not exc.errors:
             err.print(f"  {escape(str(exc))}")
     else:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        hint = ""  # the server's detail stays the error's message (the Python API's too)
+        if exc.status == 401:
+            hint = f" (the server refused the token: check {TOKEN_ENV} or --state-dir)"
+        err.print(f"[bold red]error:[/] {escape(str(exc) + hint)}")
     return exc.code
 
 
-def _connect(url: str, state_dir: Path | None) -> Api:
+def _connect(url: str, state_dir: Path | None, token: str | None = None) -> Api:
     try:
         scheme = httpx.URL(url).scheme
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -168,7 +169,7 @@ def _connect(url: str, state_dir: Path | None) -> Api:
         raise ClientError(
             f"invalid server URL {url!r}: it starts with http:// or https://", EXIT_INVALID
         )
-    return Api(url, resolve_token(state_dir))
+    return Api(url, token or resolve_token(state_dir))
 
 
 # --------------------------------------------------------------------- snapshot of a run
