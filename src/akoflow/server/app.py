@@ -27,7 +27,7 @@ from akoflow.engine import Engine
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext
 from akoflow.server.errors import install_error_handlers
-from akoflow.server.routes import activities, metrics, runtimes, upstream, workflows
+from akoflow.server.routes import activities, files, metrics, runtimes, upstream, workflows
 from akoflow.server.slow_clients import DEFAULT_BODY_TIMEOUT, BodyDeadline
 from akoflow.server.supervisor import start_engine
 from akoflow.server.ui import router as ui_router
@@ -156,6 +156,7 @@ def create_app(
     app.include_router(activities.router)
     app.include_router(runtimes.router)
     app.include_router(metrics.router)  # GET /metrics (Prometheus)
+    app.include_router(files.router)  # a run's files: list, download, tar
     app.include_router(ui_router)  # the web UI: public pages, data only through the API
     _protect_openapi(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
