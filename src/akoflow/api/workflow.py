@@ -54,6 +54,8 @@ class Activity:
     env: dict[str, Scalar] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    cache: bool | None = None
+    """False: always run it, never reuse an earlier run's result (default: reuse)."""
 
 
 @dataclass(eq=False)
@@ -107,6 +109,7 @@ class Workflow:
         env: Mapping[str, Scalar] | None = None,
         inputs: Paths = (),
         outputs: Paths = (),
+        cache: bool | None = None,
     ) -> Activity:
         """Add an activity (after the others) and return it.
 
@@ -132,6 +135,7 @@ class Workflow:
             env=dict(env or {}),
             inputs=_paths(inputs),
             outputs=_paths(outputs),
+            cache=cache,
         )
         self.activities.append(act)
         return act
@@ -231,7 +235,7 @@ def _document(wf: Workflow) -> tuple[dict[str, Any], list[SpecError]]:
     for f in fields(Workflow):
         if f.name in ("name", "activities") or f.name.startswith("_"):
             continue
-        _put(spec, spec_keys[f.name], getattr(wf, f.name), "spec", problems)
+        _put(spec, spec_keys.get(f.name, f.name), getattr(wf, f.name), "spec", problems)
     activities: list[dict[str, Any]] = []
     for i, act in enumerate(wf.activities):
         entry: dict[str, Any] = {}
@@ -240,7 +244,8 @@ def _document(wf: Workflow) -> tuple[dict[str, Any], list[SpecError]]:
             if f.name == "depends_on":
                 value = _names(value)
             required = f.name in ("name", "run")
-            _put(entry, act_keys[f.name], value, f"spec.activities[{i}]", problems, always=required)
+            key = act_keys.get(f.name, f.name)
+            _put(entry, key, value, f"spec.activities[{i}]", problems, always=required)
         activities.append(entry)
     spec["activities"] = activities
     name = _plain(wf.name, "name", problems)
