@@ -30,10 +30,18 @@ class ActivityState(StrEnum):
     """Stopped by a user (or Ctrl-C) before it could finish."""
     SKIPPED = "skipped"
     """Never run because a dependency failed, was cancelled or was skipped."""
+    CACHED = "cached"
+    """Not run: the result of an earlier run with the same fingerprint was reused (its outputs
+    restored into this run's data dir; see :mod:`akoflow.cache`). A success."""
 
     @property
     def is_final(self) -> bool:
         return self in _FINAL_ACTIVITY
+
+    @property
+    def is_success(self) -> bool:
+        """Succeeded, or its earlier result reused: its dependents may start."""
+        return self in (ActivityState.SUCCEEDED, ActivityState.CACHED)
 
     @property
     def is_live(self) -> bool:
@@ -52,6 +60,8 @@ class AttemptState(StrEnum):
     LOST = "lost"
     """Provably never started (the engine stopped first, or the backend refused it as
     unavailable): it does not count against the activity's retries."""
+    CACHED = "cached"
+    """Never run: an earlier run's attempt with the same fingerprint was reused."""
 
 
 class WorkflowState(StrEnum):
@@ -67,14 +77,21 @@ class WorkflowState(StrEnum):
 
 
 _FINAL_ACTIVITY = frozenset(
-    {ActivityState.SUCCEEDED, ActivityState.FAILED, ActivityState.CANCELLED, ActivityState.SKIPPED}
+    {
+        ActivityState.SUCCEEDED,
+        ActivityState.FAILED,
+        ActivityState.CANCELLED,
+        ActivityState.SKIPPED,
+        ActivityState.CACHED,
+    }
 )
 
 _A = ActivityState
 ACTIVITY_TRANSITIONS: dict[ActivityState, frozenset[ActivityState]] = {
     _A.PENDING: frozenset({_A.READY, _A.SKIPPED, _A.CANCELLED}),
     # READY -> FAILED: no node of its runtime could ever hold it (placement).
-    _A.READY: frozenset({_A.SUBMITTED, _A.CANCELLED, _A.SKIPPED, _A.FAILED}),
+    # READY -> CACHED: an earlier run's result was reused instead of running it.
+    _A.READY: frozenset({_A.SUBMITTED, _A.CANCELLED, _A.SKIPPED, _A.FAILED, _A.CACHED}),
     # SUBMITTED -> READY: the attempt provably never started (lost before launch) or a retry.
     _A.SUBMITTED: frozenset({_A.RUNNING, _A.SUCCEEDED, _A.FAILED, _A.CANCELLED, _A.READY}),
     # RUNNING -> READY: the attempt failed and a retry is left.
@@ -84,6 +101,7 @@ ACTIVITY_TRANSITIONS: dict[ActivityState, frozenset[ActivityState]] = {
     _A.CANCELLED: frozenset({_A.PENDING, _A.READY}),
     _A.SKIPPED: frozenset({_A.PENDING, _A.READY}),
     _A.SUCCEEDED: frozenset(),
+    _A.CACHED: frozenset(),
 }
 
 _W = WorkflowState
@@ -146,4 +164,5 @@ UPSTREAM_ACTIVITY_STATUS: dict[ActivityState, int] = {
     _A.FAILED: 2,
     _A.CANCELLED: 2,
     _A.SKIPPED: 2,
+    _A.CACHED: 2,
 }

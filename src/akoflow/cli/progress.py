@@ -127,6 +127,7 @@ STATE_STYLE: dict[str, str] = {
     A.FAILED: "bold red",
     A.CANCELLED: "yellow",
     A.SKIPPED: "magenta",
+    A.CACHED: "dim green",
     WorkflowState.SUCCEEDED: "bold green",
     WorkflowState.FAILED: "bold red",
     WorkflowState.CANCELLED: "bold yellow",
@@ -269,7 +270,7 @@ def summary(wf: RunView, console: Console, *, max_rows: int = 50) -> None:
     )
     console.print(counts_line(wf))
     if len(acts) > max_rows:
-        problems = [a for a in acts if a.state is not A.SUCCEEDED]
+        problems = [a for a in acts if not a.state.is_success]
         if problems:
             console.print(_activity_table(problems[:max_rows], now, final=True))
             if len(problems) > max_rows:

@@ -65,6 +65,8 @@ class Attempts:
         self._submitting: set[str] = set()  # keys whose submit call has not returned
         # Attempts that ended while their submit was in flight: released once it returns.
         self._after_submit: dict[str, tuple[WorkflowRun, RuntimeSlot, bool]] = {}
+        # Told of each success before its transaction commits (the cache records it).
+        self.succeeded: Callable[[ActivityRun], None] = lambda act: None
 
     def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
         # Declared data is checked against the remote listings even with provenance off, and
@@ -147,6 +149,7 @@ class Attempts:
     def _begin(self, act: ActivityRun, number: int, key: str) -> None:
         act.dispatched_at = time.time()
         act.adopted = False
+        act.observed = False
         self._provenance.dispatched(act, number)
         self._t.move(act, A.SUBMITTED)
         act.attempt = number
@@ -390,6 +393,8 @@ class Attempts:
             self._after_submit[key] = (act.wf, slot, new is A.SUCCEEDED)
         elif key is not None:
             self.release(act.wf, slot, key, handle, succeeded=new is A.SUCCEEDED)
+        if new is A.SUCCEEDED:
+            self.succeeded(act)
         if new is A.READY:
             delay = min(RETRY_BASE_DELAY * 2 ** (act.attempt - 1), RETRY_MAX_DELAY)
             asyncio.get_running_loop().call_later(delay, self._t.requeue, act)

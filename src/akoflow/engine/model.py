@@ -51,6 +51,7 @@ class ActivityRun:
     adopted: bool = False  # the live attempt was taken over after a restart
     exited_at: float | None = None  # when the runtime reported the end (before batching)
     placed: tuple[str, Reserved] | None = None  # node and resources reserved there
+    observed: bool = False  # the live attempt's processes are observed (provenance)
 
 
 @dataclass(eq=False)

@@ -41,7 +41,7 @@ class Reconciler:
         with transitions.txn():
             for act in wf.activities.values():
                 if act.state is A.READY:
-                    engine.runtimes.slots[act.runtime].queue.append(act)
+                    transitions.enqueue(act)
                 elif act.state is A.PENDING:
                     if any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
                         transitions.skip_downstream(act)

@@ -58,7 +58,7 @@ def build_run(repo: Repository, state_dir: Path, rec: WorkflowRecord) -> Workflo
         act, dep = by_id[act_id], by_id[dep_id]
         act.deps.append(dep)
         dep.dependents.append(act)
-        if dep.state is not A.SUCCEEDED:
+        if not dep.state.is_success:
             act.deps_left += 1
     if workflow.schedule:
         wf.placement = load_policy(workflow.schedule)

@@ -43,6 +43,11 @@ class Transitions:
         self._owner_pid = owner_pid
         self._state_writes: dict[tuple[ActivityState, str | None, float | None], list[int]] = {}
         self.unfinished: set[WorkflowRun] = set()  # ended outside an attempt, check the end
+        # Where a READY activity goes: its runtime's line, or first the cache stage's.
+        self.enqueue: Callable[[ActivityRun], None] = self._to_runtime
+
+    def _to_runtime(self, act: ActivityRun) -> None:
+        self._slots[act.runtime].queue.append(act)
 
     # ------------------------------------------------------------------ activities
 
@@ -67,7 +72,7 @@ class Transitions:
 
     def make_ready(self, act: ActivityRun) -> None:
         self.set_state(act, A.READY)
-        self._slots[act.runtime].queue.append(act)
+        self.enqueue(act)
 
     def fail(self, act: ActivityRun, reason: str) -> None:
         """Fail an activity that never got an attempt (e.g. no node could ever hold it)."""
@@ -89,7 +94,7 @@ class Transitions:
         act.finished_at = at
         act.wf.remaining -= 1
         self.level_done(act)
-        if new is A.SUCCEEDED:
+        if new.is_success:
             for child in act.dependents:
                 child.deps_left -= 1
                 if child.deps_left == 0 and child.state is A.PENDING and not act.wf.cancelling:
@@ -106,7 +111,7 @@ class Transitions:
             if act.state not in (A.PENDING, A.READY):
                 continue
             failed = next(
-                (d.name for d in act.deps if d.state is not A.SUCCEEDED and d.state.is_final), None
+                (d.name for d in act.deps if not d.state.is_success and d.state.is_final), None
             )
             self.set_state(
                 act,

@@ -986,6 +986,7 @@ def _resolve(document: WorkflowDocument, default_runtime: str) -> Workflow:
                 env={**spec_env, **env} if env else dict(spec_env),
                 inputs=tuple(dict.fromkeys(activity.inputs)) if activity.inputs else (),
                 outputs=tuple(dict.fromkeys(activity.outputs)) if activity.outputs else (),
+                cache=activity.cache,
             )
         )
     policy = spec.storage_policy

@@ -611,6 +611,13 @@ class ActivitySpec(_Strict):
             "successful attempt fails that attempt with the missing paths."
         ),
     )
+    cache: bool = Field(
+        default=True,
+        strict=True,
+        description="Reuse the result of an earlier run of the same state dir whose "
+        "fingerprint matches (script, image, settings, inputs' contents; see docs/caching.md); "
+        "false always runs it (default true).",
+    )
 
 
 class WorkflowSpec(_Strict):

@@ -41,6 +41,7 @@ class Activity:
     env: dict[str, str] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()  # declared paths or globs, relative to the data dir
     outputs: tuple[str, ...] = ()
+    cache: bool = True  # extension: False never reuses an earlier run's result (akoflow.cache)
 
 
 @dataclass(frozen=True, slots=True)

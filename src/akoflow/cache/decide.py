@@ -1,0 +1,219 @@
+"""Whether an activity's earlier result can be reused, and the files that reuse restores.
+
+Decided as Nextflow and Snakemake do, at dispatch time, once its upstream activities ran or
+were reused: the entries of earlier ended runs with the same key (:mod:`.fingerprint`) are
+tried newest first; one is reused when it may be (its lineage was exact, its outputs are on
+the engine host) and every file it read holds the same content (SHA-256, not times) in the
+new run's data dir now, and each of its outputs is there already or can be copied from its
+run's data dir with the recorded content. Anything else is a miss, with the reason.
+
+This module does the file work (hashing, staging copies) and reads the store; it never
+changes a state. It runs off the event loop (a thread), or for ``akoflow run --dry-run``
+without staging anything (:attr:`Request.plan_only`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from akoflow.cache.files import Hasher, NotThere, Staged, Version, stage_copy
+from akoflow.cache.fingerprint import changed, sentence
+from akoflow.cache.store import CacheStore, Entry, Output
+from akoflow.provenance.declared import compile_glob, is_glob
+from akoflow.provenance.names import display
+
+FILE_TIME_SLACK = 0.05  # s: file times come from a coarse kernel clock
+
+
+@dataclass(frozen=True)
+class Request:
+    workflow_id: int | None  # None: a dry run (no run stored)
+    workflow_name: str
+    activity: str
+    key: str
+    components: dict[str, str]
+    data_dir: Path
+    declared_inputs: tuple[str, ...] = ()
+    plan_only: bool = False
+    # A dry run's view of files upstream reuses would restore: path -> sha256.
+    planned: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    entry: Entry
+    reads: list[tuple[str, Version]]  # what it read, as found now
+    outputs: list[tuple[str, Version]]
+    staged: Staged
+
+    @property
+    def reason(self) -> str:
+        return f"cached: reused attempt {self.entry.attempt} of run #{self.entry.workflow_id}"
+
+
+@dataclass
+class Miss:
+    reason: str
+    declared_reads: list[tuple[str, str, float]] | None = None  # None: not all readable
+
+
+Decision = Hit | Miss
+
+
+def declared_files(patterns: tuple[str, ...], data_dir: Path) -> list[str]:
+    """The regular files the declared ``patterns`` match in ``data_dir`` now (directories
+    reached by a symbolic link are not walked)."""
+    found: set[str] = set()
+    for pattern in dict.fromkeys(patterns):
+        if not is_glob(pattern):
+            found.add(pattern)
+            continue
+        regex = compile_glob(pattern)
+        for here, _dirs, names in os.walk(data_dir):
+            rel = os.path.relpath(here, data_dir)
+            prefix = "" if rel == "." else rel + "/"
+            found.update(prefix + n for n in names if regex.fullmatch(prefix + n))
+    return sorted(found)
+
+
+class Decider:
+    def __init__(self, store: CacheStore, hasher: Hasher) -> None:
+        self.store = store
+        self.hasher = hasher
+
+    # ------------------------------------------------------------------ reads
+
+    def _now(self, request: Request, path: str) -> Version | None:
+        planned = request.planned.get(path)
+        if planned is not None:
+            return Version(0, planned, 0.0)
+        try:
+            return self.hasher.version(request.data_dir, path)
+        except NotThere:
+            return None
+
+    def declared_reads(self, request: Request) -> list[tuple[str, str, float]] | None:
+        """The declared inputs' files and contents now (None: one cannot be read)."""
+        reads: list[tuple[str, str, float]] = []
+        for path in declared_files(request.declared_inputs, request.data_dir):
+            version = self._now(request, path)
+            if version is None:
+                return None
+            reads.append((path, version.sha256, version.mtime))
+        return reads
+
+    # ------------------------------------------------------------------ decision
+
+    def decide(self, request: Request) -> Decision:
+        reasons: list[str] = []
+        for entry in self.store.candidates(request.key, not_in=request.workflow_id):
+            found = self._try(request, entry)
+            if isinstance(found, Hit):
+                return found
+            reasons.append(found)
+        return self._miss(request, reasons)
+
+    def _miss(self, request: Request, reasons: list[str]) -> Miss:
+        if reasons:
+            reason = reasons[0]
+        else:
+            latest = self.store.latest_of(request.workflow_name, request.activity)
+            if latest is None:
+                reason = "no earlier run of it"
+            else:
+                what = changed(latest.components, request.components)
+                reason = (
+                    f"{sentence(what)} changed since run #{latest.workflow_id}"
+                    if what
+                    else f"run #{latest.workflow_id}'s result cannot be reused"
+                )
+        reads = self.declared_reads(request) if request.declared_inputs else None
+        return Miss(reason, reads)
+
+    def _try(self, request: Request, entry: Entry) -> Hit | str:
+        """A hit on ``entry``, or why not."""
+        run = f"run #{entry.workflow_id}"
+        if entry.not_reusable is not None:
+            return f"{run}'s result is not reusable: {entry.not_reusable}"
+        outputs = entry.outputs
+        reads = list(entry.reads)
+        if outputs is None:  # it ran: its outputs and exactness are in its run's lineage
+            if self.store.ambiguous(entry.activity_id, entry.attempt):
+                return f"{run}'s lineage of it is ambiguous (`akoflow prov {entry.workflow_id}`)"
+            generated, remote = self.store.generated(entry.activity_id, entry.attempt)
+            if remote:
+                return f"{run}'s outputs of it stay on a remote runtime"
+            outputs = tuple(generated)
+            reads = self._not_its_own(entry, reads, generated)
+        for path, sha, _ in reads:
+            now = self._now(request, path)
+            if now is None:
+                return f"input {display(path)} is not in the data dir (read by {run})"
+            if now.sha256 != sha:
+                return f"input {display(path)} changed since {run}"
+        found = [(p, v) for p, _, _ in reads if (v := self._now(request, p)) is not None]
+        staged = Staged(request.data_dir)
+        restored: list[tuple[str, Version]] = []
+        for output in outputs:
+            version = self._restore(request, entry, output, staged)
+            if version is None:
+                staged.discard()
+                return (
+                    f"its output {display(output.path)} is no longer in {run}'s data dir "
+                    "as it made it"
+                )
+            restored.append((output.path, version))
+        return Hit(entry, found, restored, staged)
+
+    def _not_its_own(
+        self, entry: Entry, reads: list[tuple[str, str, float]], generated: list[Output]
+    ) -> list[tuple[str, str, float]]:
+        """``reads`` but what the attempt read of its own writes (a file it generated, in a
+        version made after it started): not an input a new run must hold beforehand."""
+        own = {o.path for o in generated}
+        if not own:
+            return reads
+        began = self.store.attempt_began(entry.activity_id, entry.attempt)
+        if began is None:
+            return reads
+        return [r for r in reads if not (r[0] in own and r[2] >= began - FILE_TIME_SLACK)]
+
+    def _restore(
+        self, request: Request, entry: Entry, output: Output, staged: Staged
+    ) -> Version | None:
+        sha = output.sha256
+        if sha is None:  # too big to be checksummed when recorded: by size and change time
+            sha = self.store_sha_of_unhashed(entry, output)
+            if sha is None:
+                return None
+        now = self._now(request, output.path)
+        if now is not None and now.sha256 == sha:
+            return now  # already there (the same data dir, or restored before a crash)
+        source = Path(entry.data_dir)
+        if request.plan_only:
+            try:
+                there = self.hasher.version(source, output.path)
+            except NotThere:
+                return None
+            return there if there.sha256 == sha else None
+        try:
+            return stage_copy(staged, source, output.path, sha)
+        except NotThere:
+            return None
+
+    def store_sha_of_unhashed(self, entry: Entry, output: Output) -> str | None:
+        """The content of a generated version recorded without a checksum (a big file), if
+        the file in its run's data dir is still that version (same size and change time)."""
+        try:
+            info = os.stat(Path(entry.data_dir) / output.path, follow_symlinks=False)
+        except OSError:
+            return None
+        if info.st_size != output.size or abs(info.st_ctime - output.mtime) > 1e-6:
+            return None
+        return self.hasher.sha256(Path(entry.data_dir), output.path)
+
+
+__all__ = ["Decider", "Decision", "Hit", "Miss", "Request", "declared_files"]

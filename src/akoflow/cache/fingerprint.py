@@ -1,0 +1,175 @@
+"""Fingerprints of activities: pure functions, no I/O.
+
+An activity's **key** hashes what it runs and how: the recipe version, the workflow's and the
+activity's names, its script, image, runtime kind and the runtime settings that can change a
+result, its environment, limits, placement settings, declared inputs and outputs, and the
+fingerprints of its upstream activities. Its **fingerprint** adds what it read: the path and
+SHA-256 of every file. Each part is kept as a digest of its own (:func:`components`), so a
+miss can say what changed; nothing is kept in clear (a setting's value, a secret, an env
+value), only SHA-256 digests.
+
+:data:`RECIPE` is part of every key: a change of what goes into a key raises it, and every
+entry made before no longer matches (nothing is reused on a recipe it was not made with).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from akoflow.config import is_secret_key
+from akoflow.spec.workflow import Activity, Workflow
+
+RECIPE = "akoflow-cache/1"
+
+# Runtime settings ({NAME}_{KEY}) that change how a run is operated, never what it computes:
+# left out of keys (a new MAX_PARALLEL must not rerun a workflow). Every other setting of the
+# activity's runtime counts, except secrets, which change who may do something, not what it
+# computes (a rotated token must not rerun everything); they are never stored either way.
+OPERATIONAL_SETTINGS = frozenset(
+    {
+        "ACCEPT_NEW_HOST_KEY",
+        "ACCOUNTING",
+        "API_VERSION",
+        "CGROUPS",
+        "CLEANUP",
+        "COMMAND_TIMEOUT",
+        "CONNECT_TIMEOUT",
+        "FAIL_FAST_GRACE",
+        "GO_TIMEOUT",
+        "HEALTH_TIMEOUT",
+        "KEEPALIVE",
+        "KNOWN_HOSTS",
+        "MAX_PARALLEL",
+        "MAX_QUEUED",
+        "MAX_SESSIONS",
+        "METRICS_INTERVAL",
+        "POLL_INTERVAL",
+        "PULL_POLICY",
+        "PULL_TIMEOUT",
+        "READY_TIMEOUT",
+        "RECONNECT_MAX",
+        "STOP_TIMEOUT",
+        "SUBMIT_RATE",
+        "TIMEOUT",
+        "TTL_SECONDS_AFTER_FINISHED",
+        "WATCH_TIMEOUT",
+    }
+)
+
+# What each component means to a person (a miss names the ones that changed).
+COMPONENT_NAMES = {
+    "recipe": "the cache recipe (a newer AkôFlow)",
+    "workflow": "the workflow name",
+    "activity": "the activity name",
+    "script": "the script",
+    "image": "the image",
+    "runtime": "the runtime kind or its settings",
+    "env": "the environment",
+    "limits": "the CPU or memory limits",
+    "placement": "the placement settings (nodeSelector, mountPath, namespace, volumes, storage)",
+    "declared": "the declared inputs or outputs",
+}
+UPSTREAM = "upstream:"  # + an upstream activity's name: its fingerprint
+
+
+def digest(*parts: object) -> str:
+    """SHA-256 of ``parts`` as canonical JSON (lists, dicts with sorted keys, strings)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def runtime_settings(kind: str, values: Mapping[str, str], prefix: str) -> str:
+    """Digest of the runtime kind and the settings (``{prefix}{KEY}`` variables) that can
+    change a result: every one but :data:`OPERATIONAL_SETTINGS` and secrets."""
+    kept = sorted(
+        (name[len(prefix) :], value)
+        for name, value in values.items()
+        if name.startswith(prefix)
+        and name[len(prefix) :] not in OPERATIONAL_SETTINGS
+        and not is_secret_key(name[len(prefix) :])
+    )
+    return digest(kind, kept)
+
+
+def components(
+    workflow: Workflow,
+    activity: Activity,
+    *,
+    runtime: str,
+    upstream: Mapping[str, str],
+) -> dict[str, str]:
+    """The digests making up ``activity``'s key. ``runtime`` is :func:`runtime_settings`'s
+    digest; ``upstream`` maps each direct dependency's name to its fingerprint."""
+    parts = {
+        "recipe": digest(RECIPE),
+        "workflow": digest(workflow.name),
+        "activity": digest(activity.name),
+        "script": digest(activity.run),
+        "image": digest(activity.image),
+        "runtime": runtime,
+        "env": digest(sorted(activity.env.items())),
+        "limits": digest(activity.memory_bytes, activity.cpu_cores),
+        "placement": digest(
+            sorted(activity.node_selector.items()),
+            activity.mount_path,
+            workflow.namespace,
+            [(v.local, v.remote) for v in workflow.volumes],
+            [
+                workflow.storage_policy.type,
+                workflow.storage_policy.storage_class_name,
+                workflow.storage_policy.storage_size,
+            ],
+        ),
+        "declared": digest(list(activity.inputs), list(activity.outputs)),
+    }
+    for name in activity.depends_on:
+        parts[UPSTREAM + name] = upstream[name]
+    return parts
+
+
+def key_of(parts: Mapping[str, str]) -> str:
+    return digest(sorted(parts.items()))
+
+
+def fingerprint(key: str, reads: Iterable[tuple[str, str]]) -> str:
+    """The key and what was read: (path as percent-encoded bytes, SHA-256) pairs."""
+    return digest(key, sorted(set(reads)))
+
+
+def changed(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """What differs between two components of one activity, for people (upstream activities
+    by name), in a stable order."""
+    found: list[str] = []
+    for name in COMPONENT_NAMES:
+        if before.get(name) != now.get(name):
+            found.append(COMPONENT_NAMES[name])
+    ups = sorted({k for k in (*before, *now) if k.startswith(UPSTREAM)})
+    added = [k[len(UPSTREAM) :] for k in ups if k not in before]
+    gone = [k[len(UPSTREAM) :] for k in ups if k not in now]
+    differ = [k[len(UPSTREAM) :] for k in ups if k in before and k in now and before[k] != now[k]]
+    if added or gone:
+        found.append("its dependencies")
+    found += [f"upstream {name}'s fingerprint" for name in differ]
+    return found
+
+
+def sentence(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+__all__ = [
+    "COMPONENT_NAMES",
+    "OPERATIONAL_SETTINGS",
+    "RECIPE",
+    "changed",
+    "components",
+    "digest",
+    "fingerprint",
+    "key_of",
+    "runtime_settings",
+    "sentence",
+]

@@ -1,0 +1,387 @@
+"""The engine's cache stage: READY activities pass here before their runtime's line.
+
+- An activity that becomes READY and may be reused (caching on for its run and for it, its
+  files on the engine host, every upstream fingerprint known) waits in the stage's queue
+  instead of its runtime's. The stage's loop decides (:mod:`.decide`, in a thread: hashing
+  and copying are file work), then in one transaction records each reuse (a ``cached``
+  attempt, the activity CACHED, its lineage, its entry) and releases its dependents, or puts
+  the activity in its runtime's line with the reason it runs.
+- A succeeded attempt gets its entry (key, what it read, fingerprint) once its transaction is
+  committed; its dependents' decisions wait for it (both are queued in the same turn of the
+  engine, and the stage handles finished attempts first).
+- Restored files are renamed into place on the event loop, just before they are recorded and
+  the provenance recorder is told (:meth:`ProvenanceRecorder.copied_in`): no scan sees them
+  as anyone's change. The engine's own writes are never observed as an attempt's.
+
+Crash safety: a reuse is recorded after its files are in place, in one transaction; an engine
+killed in between leaves the activity READY, and the resumed run decides again (the files
+already there with the right content are kept, nothing is copied twice, nothing runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from akoflow.cache.decide import Decider, Decision, Hit, Miss, Request
+from akoflow.cache.files import Hasher
+from akoflow.cache.fingerprint import components, fingerprint, key_of, runtime_settings
+from akoflow.cache.store import CacheStore, Output
+from akoflow.config import env_prefix
+from akoflow.provenance.names import display, encoded
+from akoflow.runtimes.registry import adapter_for
+from akoflow.states import ActivityState
+from akoflow.store import Repository
+
+if TYPE_CHECKING:
+    from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun
+    from akoflow.engine.transitions import Transitions
+    from akoflow.provenance.recorder import ProvenanceRecorder
+
+log = logging.getLogger(__name__)
+
+A = ActivityState
+OBSERVED = "observed"
+
+
+def cache_wanted() -> bool:
+    """``AKOFLOW_CACHE=off`` turns result caching off for every run of this engine."""
+    return os.environ.get("AKOFLOW_CACHE", "on").lower() not in ("0", "off", "false", "no")
+
+
+class CacheFailure(Exception):
+    """Recording a reuse failed half-way: memory and store may differ (fatal to the engine,
+    as any failed transaction of the processor is)."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    act: ActivityRun
+    number: int
+    observed: bool  # its processes' accesses were observed (registered at their start)
+    declared: list[tuple[str, str, float]] | None  # its declared inputs, hashed before it ran
+
+
+class CacheStage:
+    def __init__(
+        self,
+        repo: Repository,
+        slots: Mapping[str, RuntimeSlot],
+        transitions: Transitions,
+        provenance: ProvenanceRecorder,
+        *,
+        wake: Callable[[], None],
+    ) -> None:
+        self.repo = repo
+        self.store = CacheStore(repo)
+        self.hasher = Hasher()
+        self.decider = Decider(self.store, self.hasher)
+        self.enabled = cache_wanted()
+        self._slots = slots
+        self._t = transitions
+        self._provenance = provenance
+        self._wake_processor = wake
+        self._wake = asyncio.Event()
+        self._queue: list[ActivityRun] = []
+        self._finished: list[Finished] = []
+        self._fp: dict[int, str] = {}  # activity id -> fingerprint of its latest success
+        self._disabled: set[int] = set()  # runs started with --no-cache
+        self._declared: dict[int, list[tuple[str, str, float]]] = {}  # activity id -> inputs
+        self._settings: dict[str, str] = {}  # runtime name -> digest of its settings
+        self._mechanisms: dict[int, str] = {}
+
+    # ================================================================ engine hooks
+
+    def attach(self, wf: WorkflowRun) -> None:
+        """A run is taken over (new or resumed): its fingerprints so far; a success whose
+        entry a crash kept from being written gets one now (its reads from the lineage)."""
+        if self.store.disabled(wf.id):
+            self._disabled.add(wf.id)
+        known = self.store.fingerprints(wf.id)
+        self._fp.update(known)
+        for act in wf.activities.values():
+            if act.state is A.SUCCEEDED and act.id not in known and act.attempt > 0:
+                self._hold(Finished(act, act.attempt, False, None))
+
+    def enqueue(self, act: ActivityRun) -> None:
+        """Where a READY activity goes: the stage, or its runtime's line."""
+        if self._wants(act):
+            self._queue.append(act)
+            self._wake.set()
+        else:
+            self._slots[act.runtime].queue.append(act)
+
+    def attempt_succeeded(self, act: ActivityRun) -> None:
+        """The live attempt of ``act`` succeeded (its transaction is not committed yet)."""
+        declared = self._declared.pop(act.id, None)
+        self._hold(Finished(act, act.attempt, act.observed, declared))
+
+    def _hold(self, finished: Finished) -> None:
+        """The run is recorded ended only once this entry is (its end waits, as for a
+        release): a next run must find every result of an ended one."""
+        finished.act.wf.releasing += 1
+        self._finished.append(finished)
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """The engine stops: record the entries still waiting (decisions wait for a next
+        engine)."""
+        if self._finished:
+            await self._record(list(self._finished))
+
+    def _wants(self, act: ActivityRun) -> bool:
+        slot = self._slots.get(act.runtime)
+        return (
+            self.enabled
+            and act.spec.cache
+            and act.wf.id not in self._disabled
+            and slot is not None
+            and not slot.runtime.files_stay_remote
+            and all(dep.id in self._fp for dep in act.deps)
+        )
+
+    # ================================================================ the loop
+
+    async def step(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()
+        finished = list(self._finished)  # left there until recorded (see drain)
+        queue, self._queue = self._queue, []
+        if finished:
+            await self._record(finished)
+        if queue:
+            await self._resolve(queue)
+
+    # ------------------------------------------------------------------ keys
+
+    def _runtime_digest(self, name: str) -> str:
+        digest = self._settings.get(name)
+        if digest is None:
+            adapter = adapter_for(name)
+            kind = adapter.kind if adapter is not None else name
+            digest = self._settings[name] = runtime_settings(kind, os.environ, env_prefix(name))
+        return digest
+
+    def _key(self, act: ActivityRun) -> tuple[dict[str, str], str, str | None]:
+        """The components and key of ``act``, and an upstream whose fingerprint is unknown."""
+        upstream: dict[str, str] = {}
+        unknown = None
+        for dep in act.deps:
+            fp = self._fp.get(dep.id)
+            if fp is None:
+                unknown = dep.name
+                fp = f"unknown:{act.wf.id}:{dep.id}"  # never any other run's
+            upstream[dep.name] = fp
+        parts = components(
+            act.wf.workflow,
+            act.spec,
+            runtime=self._runtime_digest(act.runtime),
+            upstream=upstream,
+        )
+        return parts, key_of(parts), unknown
+
+    def _mechanism(self, wf: WorkflowRun) -> str:
+        found = self._mechanisms.get(wf.id)
+        if found is None:
+            found = self.store.mechanism(wf.id) or "off"
+            if found.startswith(OBSERVED):  # decided for the run's life
+                self._mechanisms[wf.id] = found
+        return found
+
+    # ------------------------------------------------------------------ entries of successes
+
+    async def _record(self, finished: list[Finished]) -> None:
+        """Entries of ``finished`` (the first ones of :attr:`_finished`), then their runs may
+        end."""
+        try:
+            jobs = [(f, self._mechanism(f.act.wf)) for f in finished]
+            gathered = await asyncio.to_thread(lambda: [self._reads_of(f, m) for f, m in jobs])
+            with self.repo.transaction():
+                for (f, _), (reads, why) in zip(jobs, gathered, strict=True):
+                    try:
+                        with self.repo.savepoint():
+                            self._add_entry(f, reads, why)
+                    except Exception:  # the run goes on; this result is just not reusable
+                        log.exception("cache: cannot record the result of %s", f.act.name)
+        except Exception:
+            log.exception("cache: cannot record the results of %d attempts", len(finished))
+        finally:
+            if not (current := asyncio.current_task()) or not current.cancelling():
+                del self._finished[: len(finished)]
+                for f in finished:
+                    f.act.wf.releasing -= 1
+                    self._t.maybe_finish(f.act.wf)
+
+    def _reads_of(
+        self, f: Finished, mechanism: str
+    ) -> tuple[list[tuple[str, str, float]], str | None]:
+        """(path, sha256, mtime) the attempt read, and why it cannot be reused (None: it
+        may). Runs in a thread."""
+        act = f.act
+        if mechanism.startswith(OBSERVED) and f.observed:
+            reads: list[tuple[str, str, float]] = []
+            for path, size, mtime, sha in self.store.used(act.id, f.number):
+                if sha is None:  # too big to be checksummed by the lineage: hashed here
+                    sha = self._hash_unchanged(act.wf, path, size, mtime)
+                if sha is None:
+                    return reads, f"the file {display(path)} it read changed before it ended"
+                reads.append((path, sha, mtime))
+            return reads, None
+        if act.spec.inputs and f.declared is not None:
+            return f.declared, None
+        # Its reads are a guess (timing) or unknown: known only for the fingerprint.
+        guessed = [
+            (path, sha or f"{size}:{mtime}", mtime)
+            for path, size, mtime, sha in self.store.used(act.id, f.number)
+        ]
+        if mechanism.startswith(OBSERVED):
+            why = "its processes were not observed (an engine restart adopted it)"
+        else:
+            why = f"what it read was not observed (provenance: {mechanism})"
+        if act.spec.inputs:
+            return guessed, f"{why}, and its declared inputs could not all be read"
+        return guessed, f"{why}, and it declares no inputs"
+
+    def _hash_unchanged(self, wf: WorkflowRun, path: str, size: int, mtime: float) -> str | None:
+        try:
+            info = os.stat(wf.data_dir / path, follow_symlinks=False)
+        except OSError:
+            return None
+        if info.st_size != size or abs(info.st_ctime - mtime) > 1e-6:
+            return None
+        return self.hasher.sha256(wf.data_dir, path)
+
+    def _add_entry(self, f: Finished, reads: list[tuple[str, str, float]], why: str | None) -> None:
+        act = f.act
+        parts, key, unknown = self._key(act)
+        if unknown is not None:
+            why = f"the fingerprint of upstream {unknown} is unknown"
+        slot = self._slots.get(act.runtime)
+        if slot is not None and slot.runtime.files_stay_remote:
+            why = f"its files stay on runtime {act.runtime} (remote results are not reused)"
+        if not act.spec.cache:
+            why = "cache: false"
+        fp = fingerprint(key, ((encoded(p), sha) for p, sha, _ in reads))
+        self.store.add_entry(
+            workflow_id=act.wf.id,
+            activity_id=act.id,
+            attempt=f.number,
+            workflow_name=act.wf.name,
+            activity_name=act.name,
+            key=key,
+            fingerprint=fp,
+            components=parts,
+            reads=reads,
+            not_reusable=why,
+        )
+        self._fp[act.id] = fp
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _resolve(self, queue: list[ActivityRun]) -> None:
+        acts = [a for a in queue if a.state is A.READY and not a.wf.cancelling]
+        requests = []
+        for act in acts:
+            parts, key, _ = self._key(act)
+            requests.append(
+                Request(
+                    act.wf.id,
+                    act.wf.name,
+                    act.name,
+                    key,
+                    parts,
+                    act.wf.data_dir,
+                    act.spec.inputs,
+                )
+            )
+        decisions = await asyncio.to_thread(self._decide_all, requests)
+        try:
+            self._apply(acts, decisions)
+        except Exception as exc:
+            raise CacheFailure(f"recording reused results failed: {exc}") from exc
+
+    def _decide_all(self, requests: list[Request]) -> list[Decision]:
+        decisions: list[Decision] = []
+        for request in requests:
+            try:
+                decisions.append(self.decider.decide(request))
+            except Exception as exc:  # a bug or an unreadable file: it runs, as without cache
+                log.exception("cache: cannot decide whether %s may be reused", request.activity)
+                decisions.append(Miss(f"the cache could not decide: {exc}"))
+        return decisions
+
+    def _apply(self, acts: list[ActivityRun], decisions: list[Decision]) -> None:
+        touched: set[WorkflowRun] = set()
+        with self._t.txn():
+            for act, decision in zip(acts, decisions, strict=True):
+                if act.state is not A.READY or act.wf.cancelling:  # cancelled meanwhile
+                    if isinstance(decision, Hit):
+                        decision.staged.discard()
+                    continue
+                if isinstance(decision, Hit):
+                    try:
+                        decision.staged.commit(self.hasher)
+                    except OSError as exc:
+                        decision.staged.discard()
+                        decision = Miss(f"its outputs could not be put in place: {exc}")
+                if isinstance(decision, Hit):
+                    self._reuse(act, decision)
+                    touched.add(act.wf)
+                    continue
+                if decision.declared_reads is not None:
+                    self._declared[act.id] = decision.declared_reads
+                log.info("%s runs: %s", act.name, decision.reason)
+                self._slots[act.runtime].queue.append(act)
+        for wf in touched:
+            self._t.maybe_finish(wf)
+        self._wake_processor()
+
+    def _reuse(self, act: ActivityRun, hit: Hit) -> None:
+        now = time.time()
+        number = act.attempt + 1
+        self._t.move(act, A.CACHED)
+        act.attempt = number
+        act.exit_code = 0
+        act.reason = hit.reason
+        if act.started_at is None:
+            act.started_at = now
+        self.store.record_hit(
+            activity_id=act.id, number=number, runtime=act.runtime, reason=hit.reason, at=now
+        )
+        if self._provenance.enabled:
+            # Its lineage in this run: it used what it read, it generated what was restored
+            # (PROV adds the reuse: akoflow:cachedFrom, wasDerivedFrom the earlier versions).
+            self.store.add_files(
+                act.id, number, "used", [(p, v.size, v.mtime, v.sha256) for p, v in hit.reads]
+            )
+            self.store.add_files(
+                act.id,
+                number,
+                "generated",
+                [(p, v.size, v.mtime, v.sha256) for p, v in hit.outputs],
+            )
+            for path, _ in hit.outputs:
+                self._provenance.copied_in(act.wf, path, "")
+        self.store.add_entry(
+            workflow_id=act.wf.id,
+            activity_id=act.id,
+            attempt=number,
+            workflow_name=act.wf.name,
+            activity_name=act.name,
+            key=hit.entry.key,
+            fingerprint=hit.entry.fingerprint,
+            components=hit.entry.components,
+            reads=[(p, v.sha256, v.mtime) for p, v in hit.reads],
+            outputs=[Output(p, v.size, v.sha256, v.mtime) for p, v in hit.outputs],
+            cached_from=hit.entry.id,
+        )
+        self._fp[act.id] = hit.entry.fingerprint
+        self._t.ended(act, A.CACHED, now)
+
+
+__all__ = ["CacheFailure", "CacheStage", "cache_wanted"]
