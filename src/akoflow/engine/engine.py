@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from akoflow.cache.stage import CacheFailure, CacheStage
 from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
@@ -118,6 +119,12 @@ class Engine(RuntimeEvents):
             wake=self._wake.set,
         )
         self._jobs = self.attempts.jobs  # attempt key -> activity
+        # Result caching: READY activities pass through its stage (see akoflow.cache).
+        self.cache = CacheStage(
+            repo, self._slots, self.transitions, self.provenance, wake=self._wake.set
+        )
+        self.transitions.enqueue = self.cache.enqueue
+        self.attempts.succeeded = self.cache.attempt_succeeded
         self.reconciler = Reconciler(self)
         self.output = OutputSampler(
             repo, self._slots, self._jobs, metrics_interval=metrics_interval
@@ -133,6 +140,9 @@ class Engine(RuntimeEvents):
         # rolled back): nothing it would do next could be trusted, so any error is fatal.
         self._start_loop("processor", self._process_once, fatal=lambda exc: True)
         self._start_loop("observe", self._observe_once)
+        self._start_loop(
+            "cache", self.cache.step, fatal=lambda exc: isinstance(exc, EngineFailure | CacheFailure)
+        )
         # Each runtime's health loop starts with the runtime (see RuntimePool.ensure).
 
     def _start_loop(
@@ -182,6 +192,10 @@ class Engine(RuntimeEvents):
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
         await cancel_and_wait(self._tasks)
+        try:  # the entries of successes not recorded yet (the cache's loop was stopped)
+            await self.cache.drain()
+        except Exception:
+            log.exception("cannot record the last results in the cache")
         # Let in-flight runtime calls (a release that removes a container, a cancel) finish
         # rather than cut them half-way; a backend that hangs gets a bounded wait.
         if self._background:
@@ -252,6 +266,7 @@ class Engine(RuntimeEvents):
             # Before reconciling: an outcome collected meanwhile (a runtime's adopt may await
             # between attempts) must already count as cancelled, not as a failure.
             wf.cancelling = True
+        self.cache.attach(wf)
         await self.reconciler.reconcile(wf, rec)
         await self.reconciler.release_leftovers(wf)
         if rec.cancel_requested:
@@ -345,10 +360,11 @@ class Engine(RuntimeEvents):
         if act is None:
             return False
         try:
-            return self.provenance.process_started(act, pid=pid, cgroup=cgroup)
+            act.observed = self.provenance.process_started(act, pid=pid, cgroup=cgroup)
         except Exception:  # provenance describes a run, it never stops one (a submit here)
             log.exception("provenance: cannot observe the processes of %s", key)
-            return False
+            act.observed = False
+        return act.observed
 
     def collected(self, act: ActivityRun, outcome: Outcome) -> None:
         """An adopted attempt had already ended: its outcome is processed like an event."""
