@@ -52,6 +52,23 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   return data;
 }
 
+/** Save a file the API serves. A plain link cannot send the token (it goes in a header,
+ * never in a URL), so the file is fetched with it, then handed to the browser as a download
+ * (held in memory meanwhile: for very large files use the CLI or curl). */
+export async function download(path, name, { signal } = {}) {
+  const res = await fetch(API + path, { headers: headers(), signal, cache: "no-store", credentials: "omit" });
+  if (res.status === 401) signedOut();
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 /** Check a token without keeping it: true when the server accepts it. */
 export async function tokenWorks(token) {
   const res = await fetch(`${API}/runtimes/`, {
