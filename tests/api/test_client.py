@@ -10,18 +10,8 @@ import pytest
 import akoflow
 from akoflow import ActivityState as A
 from akoflow import WorkflowState as W
-from tests.conftest import EXAMPLES, cli_env
+from tests.conftest import EXAMPLES
 from tests.server.conftest import Server, free_port
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(
-        state_dir=tmp_path_factory.mktemp("api-server") / "state", port=free_port(), env=cli_env()
-    )
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
