@@ -56,3 +56,19 @@ def test_every_python_block_of_the_doc_runs(tmp_path: Path, server: Server) -> N
     assert "ALPHA\nBETA\nGAMMA\n" in out  # the report's output, locally and from the server
     assert "invalid workflow: 4 errors" in out and "401 invalid bearer token" in out
     assert server.token not in out + done.stderr
+
+
+def test_the_docs_code_is_clean_for_mypy_strict(tmp_path: Path) -> None:
+    """What users write against the API type-checks strictly (py.typed, lazy exports)."""
+    code = "\n".join(block.partition("\n")[2] for block in python_blocks(DOC.read_text()))
+    user = tmp_path / "user_code.py"
+    user.write_text(code + "\nwrong: int = akoflow.load('x').name\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), user],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    # Exactly the one planted error: the API's names and types are seen.
+    assert done.stdout.count("error:") == 1, done.stdout
+    assert 'expression has type "str", variable has type "int"' in done.stdout
