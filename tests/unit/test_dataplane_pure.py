@@ -50,6 +50,64 @@ def test_fetches_bring_only_fresh_files_of_ancestors_from_elsewhere() -> None:
     ]
 
 
+AT = "hpc:/m"
+
+
+def _recorded(path: str, writer: int, at: float, *, fresh: bool = True) -> Replica:
+    return Replica(AT, path, 1, None, fresh, writer, 1.0, None, at)
+
+
+def test_a_version_recorded_while_others_ran_there_may_be_theirs() -> None:
+    """Without declarations, the attempt whose end recorded a version is one possible writer
+    of it; every activity running at that location then is another."""
+    windows = [
+        plan.Window(1, 0.0, 10.0, False),  # recorded it at 10
+        plan.Window(2, 5.0, None, True),  # still running
+        plan.Window(3, 11.0, None, True),  # started after: not a writer of it
+        plan.Window(4, 0.0, 4.0, False),  # ended before
+    ]
+    held = _recorded("f", 1, 10.0)
+    assert plan.candidates(held, windows) == {1, 2}
+    assert plan.unsettled(held, windows)  # 2 may still be writing it
+    assert not plan.unsettled(held, windows, ending=2)  # 2's end: complete now
+    assert not plan.unsettled(held, windows, declared=True)  # 1 said it makes it
+    # Its dependents need it whichever of the two wrote it.
+    replicas = {(AT, "f"): held}
+    assert plan.fetches(replicas, target="", writers={2}, inputs=(), windows={AT: windows})
+    assert not plan.fetches(replicas, target="", writers={3, 4}, inputs=(), windows={AT: windows})
+    # No windows known: the recorder alone.
+    assert not plan.fetches(replicas, target="", writers={2}, inputs=())
+
+
+def test_a_version_comes_back_at_the_end_of_the_last_attempt_that_may_be_writing_it() -> None:
+    windows = [plan.Window(1, 0.0, None, True), plan.Window(2, 5.0, None, True)]
+    replicas = {(AT, "f"): _recorded("f", 1, 10.0), (AT, "g"): _recorded("g", 2, 12.0)}
+    everyone = {1, 2}.__contains__
+    # 1 ends first: f may be 2's half-written file; g was recorded by 2, while 1 ran.
+    assert (
+        plan.collectable(replicas, location=AT, ending=1, windows=windows, collected=everyone) == []
+    )
+    ended = [plan.Window(1, 0.0, 11.0, False), plan.Window(2, 5.0, None, True)]
+    found = plan.collectable(replicas, location=AT, ending=2, windows=ended, collected=everyone)
+    assert found == ["f", "g"]
+    # f is 1's, declared: complete at 1's end.
+    declared = plan.collectable(
+        replicas,
+        location=AT,
+        ending=1,
+        windows=windows,
+        collected=everyone,
+        declared=lambda r: r.path == "f",
+    )
+    assert declared == ["f"]
+    # Only what one of its possible writers brings back (the collect policy); never twice.
+    assert not plan.collectable(
+        replicas, location=AT, ending=2, windows=ended, collected={3}.__contains__
+    )
+    fetched = {(AT, "f"): _recorded("f", 1, 10.0, fresh=False)}
+    assert not plan.collectable(fetched, location=AT, ending=2, windows=ended, collected=everyone)
+
+
 def test_a_listing_says_what_changed_and_what_is_recorded_already() -> None:
     before = {"same": FileState(1, 1.0), "gone": FileState(1, 1.0), "grew": FileState(1, 1.0)}
     after = {"same": FileState(1, 1.0), "grew": FileState(2, 2.0), "new": FileState(3, 3.0)}

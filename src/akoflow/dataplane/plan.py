@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from akoflow.dataplane.mover import Digest
@@ -42,30 +42,99 @@ def wanted(inputs: Collection[str], path: str) -> bool:
     return not inputs or declares(inputs, path)
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When an activity ran at a location, on the engine's clock: from its (last) attempt's
+    dispatch to its end (``None``: not ended, or not known after a restart)."""
+
+    activity_id: int
+    start: float
+    end: float | None
+    live: bool  # an attempt of it runs now (submitted to the runtime)
+
+
+def candidates(held: Replica, windows: Iterable[Window]) -> set[int]:
+    """The activities that may have written ``held`` (a version an attempt's listings show):
+    the one that recorded it and every one running at that location when it was recorded.
+    A listing cannot tell which of them wrote it (without a declaration)."""
+    found = {held.activity_id} if held.activity_id is not None else set()
+    at = held.recorded_at
+    if at is None:
+        return found
+    return found | {
+        w.activity_id for w in windows if w.start <= at and (w.end is None or w.end >= at)
+    }
+
+
+def unsettled(
+    held: Replica, windows: Iterable[Window], ending: int | None = None, *, declared: bool = False
+) -> bool:
+    """Whether an attempt that may still be writing ``held`` runs at its location (one that
+    was running when it was recorded; ``ending``: the activity whose end is being handled).
+    Such a version may be a half-written file: it is brought back once they all ended. One
+    its recorder ``declared`` as an output is that activity's, complete at its end."""
+    at = held.recorded_at
+    if at is None or not held.fresh or declared:
+        return False
+    return any(w.live and w.activity_id != ending and w.start <= at for w in windows)
+
+
 def fetches(
     replicas: Mapping[tuple[str, str], Replica],
     *,
     target: str,
     writers: Collection[int],
     inputs: Collection[str],
+    windows: Mapping[str, Sequence[Window]] | None = None,
     host_changed: Mapping[str, float] | None = None,
 ) -> list[Fetch]:
-    """Files newer at another location than on the host, written there by one of ``writers``
-    (the activity's ancestors), that an activity at ``target`` needs. ``host_changed``: when
-    each host file last changed (engine clock): one an activity rewrote on the host after the
-    remote write was recorded is newer there, and is not overwritten."""
+    """Files newer at another location than on the host, that one of ``writers`` (the
+    activity's ancestors) may have written there (:func:`candidates`, from the ``windows`` of
+    the activities of each location), that an activity at ``target`` needs. The one that
+    recorded a version is not always its writer: another that ran there at the same time may
+    be, and its dependents need the file too. ``host_changed``: when each host file last
+    changed (engine clock): one an activity rewrote on the host after the remote write was
+    recorded is newer there, and is not overwritten."""
+    near = windows or {}
     return sorted(
         (
             Fetch(r.location, r.path)
             for r in replicas.values()
             if r.fresh
             and r.location != target
-            and r.activity_id in writers
             and wanted(inputs, r.path)
+            and not candidates(r, near.get(r.location, ())).isdisjoint(writers)
             and not host_newer(r, host_changed)
         ),
         key=lambda f: (f.location, f.path),
     )
+
+
+def collectable(
+    replicas: Mapping[tuple[str, str], Replica],
+    *,
+    location: str,
+    ending: int,
+    windows: Sequence[Window],
+    collected: Callable[[int], bool],
+    declared: Callable[[Replica], bool] = lambda r: False,
+) -> list[str]:
+    """What comes back to the host at the end of an attempt of ``ending`` at ``location``:
+    each version there not brought back yet that it may have written, that no other attempt
+    still running there may be writing, and that one of its possible writers has to bring
+    back (``collected``: the workflow's ``collect`` policy for that activity). A version
+    recorded at the end of one attempt while another ran there comes back at the end of the
+    last of them, whichever order they end in."""
+    found = []
+    for r in replicas.values():
+        if not r.fresh or r.location != location:
+            continue
+        who = candidates(r, windows)
+        if ending not in who or unsettled(r, windows, ending, declared=declared(r)):
+            continue
+        if any(collected(c) for c in who):
+            found.append(r.path)
+    return sorted(found)
 
 
 def host_newer(held: Replica, host_changed: Mapping[str, float] | None) -> bool:

@@ -20,10 +20,11 @@ from akoflow.dataplane import plan
 from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed, host_path
 from akoflow.dataplane.mover import list_files as host_files
 from akoflow.dataplane.plan import HOST
-from akoflow.provenance.declared import inputs_problem
+from akoflow.provenance.declared import declares, inputs_problem
 from akoflow.provenance.names import display, to_bytes
 from akoflow.provenance.remote import RemoteFiles
 from akoflow.runtimes.base import JobSpec, Outcome, Runtime
+from akoflow.states import ActivityState
 from akoflow.store import Repository
 from akoflow.store.repository import DataCopy, Replica
 
@@ -122,6 +123,10 @@ class DataPlane:
         self._recorded: set[tuple[int, int]] = set()  # (activity, attempt) outputs noted
         self._gates: dict[str, asyncio.Semaphore] = {}  # destination -> copies at once
         self._remote_runs: dict[int, bool] = {}  # run -> whether a remote location holds files
+        self._staging: set[int] = set()  # activities whose attempt is copying what it needs
+        # Attempts whose end the runtime reported (their state moves on a moment later):
+        # they write nothing more.
+        self._ended: set[tuple[int, int]] = set()
         # Told of each file fetched into a data dir (the engine sets the provenance recorder's
         # copied_in): a copy the engine made, no activity's change on the host.
         self.fetched: Callable[[WorkflowRun, str, str], None] = lambda wf, path, location: None
@@ -151,19 +156,50 @@ class DataPlane:
         if mover is None and not self.holds_remote(wf.id):
             return
         target = mover.location if mover is not None else HOST
+        self._staging.add(act.id)
+        try:
+            await self._stage_in(act, mover, target)
+        finally:
+            self._staging.discard(act.id)
+
+    async def _stage_in(self, act: ActivityRun, mover: DataMover | None, target: str) -> None:
+        wf = act.wf
         replicas = self.repo.data_replicas(wf.id)
         inputs = act.spec.inputs
         changed = host_changes(wf.data_dir, [r.path for r in replicas.values() if r.fresh])
+        windows = {loc: self._windows(wf, loc) for loc in {r.location for r in replicas.values()}}
         wanted = plan.fetches(
-            replicas, target=target, writers=ancestors(act), inputs=inputs, host_changed=changed
+            replicas,
+            target=target,
+            writers=ancestors(act),
+            inputs=inputs,
+            windows=windows,
+            host_changed=changed,
         )
         for i in wanted:
-            await self._once((wf.id, HOST, i.path), partial(self._fetch, act, i.location, i.path))
+            try:
+                await self._once(
+                    (wf.id, HOST, i.path), partial(self._fetch, act, i.location, i.path)
+                )
+            except TransferFailed as exc:
+                held = replicas[i.location, i.path]
+                if not plan.unsettled(held, windows[i.location], declared=self._declared(wf, held)):
+                    raise
+                # Being written by a job still running there, which this one does not depend
+                # on (as on a shared data dir, it is not this activity's to wait for).
+                log.warning(
+                    "%s: %s from %s not brought: %s (a job running there may be writing it)",
+                    act.name,
+                    display(i.path),
+                    i.location,
+                    exc,
+                )
         if mover is None:
             missing = inputs_problem(act.spec, wf.data_dir) if inputs else None
             if missing is not None:
                 raise TransferFailed(missing)
             return
+        assert mover is not None
         host: dict[str, Digest] = {}
         for path in host_files(wf.data_dir):
             if plan.wanted(inputs, path):
@@ -255,6 +291,28 @@ class DataPlane:
             ),
         )
 
+    def _windows(self, wf: WorkflowRun, location: str) -> list[plan.Window]:
+        """When each activity of ``wf`` ran at ``location`` (its runtime's): who may have
+        written what a listing there shows. An attempt still copying what it needs writes
+        nothing yet."""
+        runtime = location.split(":", 1)[0]
+        found = []
+        for a in wf.activities.values():
+            if a.runtime != runtime or (a.attempt < 1 and not a.state.is_live):
+                continue
+            live = a.state.is_live
+            end = None if live else a.finished_at
+            writing = live and a.id not in self._staging and (a.id, a.attempt) not in self._ended
+            found.append(plan.Window(a.id, a.dispatched_at, end, writing))
+        return found
+
+    @staticmethod
+    def _declared(wf: WorkflowRun, held: Replica) -> bool:
+        """Whether the activity that recorded ``held`` declared it as an output."""
+        writer = next((a for a in wf.activities.values() if a.id == held.activity_id), None)
+        outputs = writer.spec.outputs if writer is not None else ()
+        return bool(outputs) and declares(outputs, held.path)
+
     def _mover(self, act: ActivityRun, runtime: Runtime) -> DataMover | None:
         if not runtime.files_stay_remote:
             return None
@@ -309,30 +367,51 @@ class DataPlane:
         )
 
     def wants_collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> bool:
-        """Whether what the ended attempt wrote comes back to the host before its end is
-        recorded: the workflow's ``collect`` policy, for a success on a remote runtime."""
-        policy = act.wf.workflow.collect
-        return (
-            outcome.succeeded
-            and outcome.files is not None
-            and runtime.files_stay_remote
-            and (policy == "all" or (policy == "outputs" and not act.dependents))
-            and self._mover(act, runtime) is not None
-        )
+        """Whether files come back to the host before the end of the attempt is recorded (its
+        listings noted first): what it may have written that the workflow's ``collect``
+        brings back, and what another attempt there wrote while it ran, now complete."""
+        self._ended.add((act.id, act.attempt))
+        if (
+            outcome.files is None
+            or not runtime.files_stay_remote
+            or act.wf.workflow.collect == "none"
+            or self._mover(act, runtime) is None
+        ):
+            return False
+        self.record_outputs(act, runtime, outcome.files)
+        return bool(self._collectable(act, outcome))
 
     async def collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> None:
-        """Bring what the attempt wrote back to the engine host (see :meth:`wants_collect`)."""
+        """Bring back to the engine host what :meth:`wants_collect` said."""
         files = outcome.files
         if files is None:
             return
         self.record_outputs(act, runtime, files)
-        held = self.repo.data_replicas(act.wf.id)
-        mine = sorted(
-            r.path
-            for r in held.values()
-            if r.location == files.location and r.fresh and r.activity_id == act.id
-        )
-        for path in mine:  # not what another attempt there wrote meanwhile: its own end
+        for path in self._collectable(act, outcome):
             await self._once(
                 (act.wf.id, HOST, path), partial(self._fetch, act, files.location, path)
             )
+
+    def _collectable(self, act: ActivityRun, outcome: Outcome) -> list[str]:
+        assert outcome.files is not None
+        wf = act.wf
+        policy = wf.workflow.collect
+        by_id = {a.id: a for a in wf.activities.values()}
+
+        def collected(activity_id: int) -> bool:
+            other = by_id.get(activity_id)
+            if other is None or (policy == "outputs" and other.dependents):
+                return False
+            if other is act:
+                return outcome.succeeded
+            return other.state is ActivityState.SUCCEEDED
+
+        location = outcome.files.location
+        return plan.collectable(
+            self.repo.data_replicas(wf.id),
+            location=location,
+            ending=act.id,
+            windows=self._windows(wf, location),
+            collected=collected,
+            declared=partial(self._declared, wf),
+        )

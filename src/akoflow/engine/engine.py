@@ -330,15 +330,11 @@ class Engine(RuntimeEvents):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             except RuntimeFailure as exc:
-                outcome = dataclasses.replace(
-                    outcome, succeeded=False, reason=f"collecting its files failed: {exc}"
-                )
+                outcome = _collect_failed(act, outcome, exc)
                 break
             except Exception as exc:  # a bug here fails the attempt, never the engine
                 log.exception("collecting the files of %s failed", act.name)
-                outcome = dataclasses.replace(
-                    outcome, succeeded=False, reason=f"collecting its files failed: {exc}"
-                )
+                outcome = _collect_failed(act, outcome, exc)
                 break
         if act.key == key:
             self._events.append(("finished", act, outcome))
@@ -519,3 +515,14 @@ class Engine(RuntimeEvents):
 def _log_task_error(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed", exc_info=task.exception())
+
+
+def _collect_failed(act: ActivityRun, outcome: Outcome, exc: Exception) -> Outcome:
+    """A copy back failed: the attempt fails with the reason (one that failed already keeps
+    its own reason; the files it was bringing were another attempt's, now complete)."""
+    if not outcome.succeeded:
+        log.error("%s: collecting files it did not write failed: %s", act.name, exc)
+        return outcome
+    return dataclasses.replace(
+        outcome, succeeded=False, reason=f"collecting its files failed: {exc}"
+    )
