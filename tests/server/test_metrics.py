@@ -72,7 +72,7 @@ def test_metrics_match_what_ran(start_server: Callable[..., Server]) -> None:
                 states[act["state"]] = states.get(act["state"], 0) + 1
         assert states == {"succeeded": 3, "failed": 2, "skipped": 1}
         for state in ("pending", "ready", "submitted", "running", "succeeded", "failed",
-                      "cancelled", "skipped"):  # fmt: skip
+                      "cancelled", "skipped", "cached"):  # fmt: skip
             assert value(samples, "akoflow_activities", state=state) == states.get(state, 0)
 
         attempts = attempts_of(api, mixed, ["ok", "flaky", "after", "boxed"])
@@ -120,8 +120,9 @@ def test_metrics_match_what_ran(start_server: Callable[..., Server]) -> None:
         assert value(samples, "akoflow_store_latency_seconds", reader="engine") > 0
         assert value(samples, "akoflow_store_latency_seconds", reader="scrape") > 0
 
-        # A third run: the numbers move with it (read at scrape time, nothing cached).
-        wait_workflow(api, submit(api, PLAIN))
+        # A third run (new commands: no earlier result to reuse): the numbers move with it.
+        third = workflow_yaml("third", activity("one", "echo 3"), activity("two", "echo 4"))
+        wait_workflow(api, submit(api, third))
         again, _ = scrape(api)
         assert value(again, "akoflow_workflows", state="succeeded") == 2
         assert value(again, calls, runtime="local", kind="local", call="submit") == 7
