@@ -225,11 +225,19 @@ def test_a_symbolic_link_in_the_data_dir_is_never_written_through(
     assert list(cluster_outside.iterdir()) == []
 
 
+MEDDLE = {
+    "replaced": "printf 'Y\\n' > {m}/.meddle && mv {m}/.meddle {m}/in.txt",
+    "rewritten in place": "printf 'Y\\n' > {m}/in.txt",  # same size, same inode
+}
+
+
+@pytest.mark.parametrize("how", sorted(MEDDLE))
 def test_a_copy_replaced_on_the_cluster_by_someone_else_is_copied_again(
-    hpc_env: dict[str, str], tmp_path: Path
+    hpc_env: dict[str, str], tmp_path: Path, how: str
 ) -> None:
     """MOUNT_PATH is shared (other runs, the user): a file the run copied there and that was
-    replaced since (same size, another inode) is not trusted from the run's record."""
+    replaced since (same size, another inode) or rewritten in place (same size, same inode:
+    a new change time) is not trusted from the run's record."""
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
     text = (
         "name: shared\nspec:\n  collect: none\n  activities:\n"
@@ -238,7 +246,7 @@ def test_a_copy_replaced_on_the_cluster_by_someone_else_is_copied_again(
         "      run: cat in.txt > seen1.txt\n"
         # Another run sharing MOUNT_PATH (here: a local process) replaces the file there.
         "    - name: meddle\n      runtime: local\n      dependsOn: [h1]\n"
-        f"      run: printf 'Y\\n' > {mount}/.meddle && mv {mount}/.meddle {mount}/in.txt\n"
+        f"      run: {MEDDLE[how].format(m=mount)}\n"
         "    - name: h2\n      runtime: hpc\n      dependsOn: [meddle]\n"
         "      run: cat in.txt > seen2.txt\n"
     )

@@ -52,8 +52,8 @@ class DataMover(Protocol):
 
     async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:
         """``(size, stamp)`` of those of ``paths`` the location has (absent: not there), the
-        stamp changing whenever the file is replaced (copies are renamed into place: a new
-        inode); None when the location cannot tell cheaply (its records are then trusted: a
+        stamp changing whenever the file is replaced or rewritten (a new inode or change
+        time); None when the location cannot tell cheaply (its records are then trusted: a
         location no other run writes to)."""
         ...
 

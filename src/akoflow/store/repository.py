@@ -199,7 +199,7 @@ class Replica:
     fresh: bool  # newer than the engine host's copy
     activity_id: int | None  # the activity that wrote it there (fresh ones)
     mtime: float | None = None  # the remote listing's time of this version, when known
-    stamp: int | None = None  # the location's stamp of the file right after a copy (inode)
+    stamp: int | None = None  # the location's stamp of the file right after a copy (inode, ctime)
     recorded_at: float | None = None  # when an activity's write there was recorded (fresh)
 
 

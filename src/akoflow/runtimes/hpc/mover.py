@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,16 +48,23 @@ for c in $r; do
   if [ -L "$p" ]; then echo "a symbolic link on the way: never written through" >&2; exit 3; fi
   [ -d "$p" ] || mkdir -- "$p" || exit 1
 done"""
-# Size and inode of each file named (in octal escapes) by the arguments, one line each ("-"
-# when missing).
+# Size, inode and change time of each file named (in octal escapes) by the arguments, one line
+# each ("-" when missing).
 _STATS = (
     'for a; do f=$(printf "$a"; printf x); f=${f%x}; '
-    'stat -c "%s %i" -- "$f" 2>/dev/null || echo -; done'
+    'stat -c "%s %i %.9Z" -- "$f" 2>/dev/null || echo -; done'
 )
 _REMOVE = 'f=$(printf "$1"; printf x); rm -f -- "${f%x}"'
 
 
 STAT_BATCH = 200  # paths per `stat` command (argv stays far below its limit)
+
+
+def stamp_of(identity: str) -> int:
+    """A file's stamp from its inode and change time (ns where ``stat`` prints them): a copy
+    renamed into place by someone else has a new inode, a rewrite in place (same size, same
+    inode: ``cat other > file``) a new change time, which no user can set back."""
+    return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:7], "big")
 
 
 def octal(raw: bytes) -> str:
@@ -159,16 +167,16 @@ class HpcMover:
     async def stats(self, paths: Sequence[str]) -> dict[str, tuple[int, int]] | None:
         """Checked before trusting a record: MOUNT_PATH is shared with other runs (and the
         user), so a file copied there earlier may have been replaced since. One command per
-        :data:`STAT_BATCH` paths: ``stat`` prints each one's size and inode."""
+        :data:`STAT_BATCH` paths: ``stat`` prints each one's size, inode and change time."""
         found: dict[str, tuple[int, int]] = {}
         for start in range(0, len(paths), STAT_BATCH):
             batch = list(paths[start : start + STAT_BATCH])
             out = await self._sh(_STATS, *(self._remote(p) for p in batch))
             lines = out.split("\n")
             for path, line in zip(batch, lines, strict=False):
-                size, _, inode = line.partition(" ")
-                if size.isdigit() and inode.isdigit():
-                    found[path] = (int(size), int(inode))
+                size, _, identity = line.partition(" ")
+                if size.isdigit() and identity:
+                    found[path] = (int(size), stamp_of(identity))
         return found
 
     async def _copy(
