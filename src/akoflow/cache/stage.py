@@ -142,7 +142,6 @@ class CacheStage:
             and act.wf.id not in self._disabled
             and slot is not None
             and not slot.runtime.files_stay_remote
-            and all(dep.id in self._fp for dep in act.deps)
         )
 
     # ================================================================ the loop
@@ -284,10 +283,18 @@ class CacheStage:
     # ------------------------------------------------------------------ decisions
 
     async def _resolve(self, queue: list[ActivityRun]) -> None:
-        acts = [a for a in queue if a.state is A.READY and not a.wf.cancelling]
+        acts = []
         requests = []
-        for act in acts:
-            parts, key, _ = self._key(act)
+        for act in queue:
+            if act.state is not A.READY or act.wf.cancelling:
+                continue
+            parts, key, unknown = self._key(act)
+            if unknown is not None:  # its entry could not be recorded: nothing can match
+                log.info("%s runs: the fingerprint of upstream %s is unknown", act.name, unknown)
+                self._slots[act.runtime].queue.append(act)
+                self._wake_processor()
+                continue
+            acts.append(act)
             requests.append(
                 Request(
                     act.wf.id,

@@ -93,7 +93,10 @@ class CacheStore:
 
     def disable(self, workflow_id: int) -> None:
         """No activity of this run reuses an earlier result (``--no-cache``)."""
-        self._exec("INSERT OR IGNORE INTO cache_disabled (workflow_id) VALUES (?)", (workflow_id,))
+        self._exec(
+            "INSERT OR IGNORE INTO cache_disabled (workflow_id, disabled_at) VALUES (?, ?)",
+            (workflow_id, time.time()),
+        )
 
     def disabled(self, workflow_id: int) -> bool:
         row = self._exec(

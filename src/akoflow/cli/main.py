@@ -177,11 +177,26 @@ def run(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Run every activity: reuse no earlier run's result."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Say which activities would run and why (which input or script changed); "
+            "run and store nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Validate FILE and run it to completion with the embedded engine.
 
     Re-running the same file after an interruption (Ctrl-C twice, a crash, SIGKILL) resumes that
-    run: finished activities are not run again and running ones are adopted.
+    run: finished activities are not run again and running ones are adopted. An activity whose
+    fingerprint (script, image, settings, the contents of what it read) matches a succeeded
+    one of an earlier run of the state dir is not run again: its outputs are restored and it
+    ends `cached` (docs/caching.md).
     """
     from akoflow import service
     from akoflow.spec import WorkflowValidationError
@@ -191,6 +206,9 @@ def run(
         prepared = service.validate_text(service.read_workflow_file(file), service.shown_path(file))
     except WorkflowValidationError as exc:
         raise _fail_invalid(exc) from None
+    if dry_run:
+        code = _dry_run(prepared, state_dir, data_dir, no_cache=no_cache, as_json=as_json)
+        raise typer.Exit(code)
     data = _make_data_dir(data_dir) if data_dir else None
     sdir = _state_dir(state_dir)
     repo = _open_repository(sdir)
@@ -204,6 +222,10 @@ def run(
             f"{claim.busy_pid}"
         )
         raise typer.Exit(EXIT_FAILED)
+    if no_cache:
+        from akoflow import cache
+
+        cache.disable(repo, claim.wf_id)
     if not quiet and not as_json:
         if claim.resumed:
             err.print(f"resuming interrupted run #{claim.wf_id} of {name}")
@@ -214,6 +236,52 @@ def run(
             )
     code = asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
     raise typer.Exit(code)
+
+
+def _dry_run(
+    prepared: Any, state_dir: Path | None, data_dir: Path | None, *, no_cache: bool, as_json: bool
+) -> int:
+    """``run --dry-run``: what a new run would run and why; nothing is run, created or
+    stored (a state dir that does not exist stays so)."""
+    from akoflow.cache.plan import plan
+
+    sdir, repo = _existing_store(state_dir)
+    # A new run's own data dir does not exist yet: only what reuses would restore is there.
+    where = data_dir.absolute() if data_dir else sdir / "runs" / "(new)" / "data"
+    try:
+        planned = plan(repo, prepared.workflow, where, no_cache=no_cache)
+    finally:
+        if repo is not None:
+            repo.close()
+    runs = [p for p in planned if p.runs]
+    if as_json:
+        doc = {
+            "workflow": prepared.workflow.name,
+            "run": len(runs),
+            "cached": len(planned) - len(runs),
+            "activities": [
+                {"name": p.activity, "would": "run" if p.runs else "cached", "reason": p.reason}
+                | ({"cachedFrom": p.reused_from} if p.reused_from is not None else {})
+                for p in planned
+            ],
+        }
+        out.print_json(json.dumps(doc))
+        return EXIT_OK
+    from rich.table import Table
+
+    name = escape(prepared.workflow.name)
+    out.print(
+        f"dry run of {name}: {len(runs)} of {len(planned)} activities would run, "
+        f"{len(planned) - len(runs)} cached (nothing was run or stored)"
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("activity", "would", "why"):
+        table.add_column(column)
+    for p in planned:
+        would = "[bold]run[/]" if p.runs else "[green]cached[/]"
+        table.add_row(escape(p.activity), would, escape(p.reason))
+    out.print(table)
+    return EXIT_OK
 
 
 def _make_data_dir(given: Path) -> Path:

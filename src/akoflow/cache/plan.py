@@ -1,0 +1,110 @@
+"""``akoflow run --dry-run``: which activities a new run of a workflow would run, and why,
+without running or storing anything.
+
+Decided as the engine would (:mod:`.decide`, without copying): in dependency order, an
+activity would be reused when an ended run's entry of its key holds for the data dir the run
+would get, seen with the outputs its reused upstream activities would restore there. An
+activity downstream of one that would run is said to run: its upstream fingerprint is not
+known before that one ran.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from akoflow.cache.decide import Decider, Hit, Request
+from akoflow.cache.files import Hasher
+from akoflow.cache.fingerprint import components, key_of, runtime_settings
+from akoflow.cache.stage import cache_wanted
+from akoflow.cache.store import CacheStore
+from akoflow.config import env_prefix
+from akoflow.runtimes.registry import adapter_for
+from akoflow.spec.dag import levels
+from akoflow.spec.workflow import Workflow
+from akoflow.store import Repository
+
+REMOTE_KINDS = ("hpc", "k8s")  # runtimes whose files stay remote: never reused
+
+
+@dataclass(frozen=True)
+class Planned:
+    activity: str
+    reused_from: int | None  # the run whose result would be reused; None: it would run
+    reason: str
+
+    @property
+    def runs(self) -> bool:
+        return self.reused_from is None
+
+
+def plan(
+    repo: Repository | None,
+    workflow: Workflow,
+    data_dir: Path,
+    *,
+    no_cache: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> list[Planned]:
+    """What a new run of ``workflow`` in ``data_dir`` would do, activity by activity (in
+    dependency order)."""
+    env = os.environ if environ is None else environ
+    depth = levels({a.name: a.depends_on for a in workflow.activities})
+    order = sorted(workflow.activities, key=lambda a: depth[a.name])
+    decider = Decider(CacheStore(repo), Hasher()) if repo is not None else None
+    fps: dict[str, str] = {}
+    restored: dict[str, str] = {}  # what reused activities would put in the data dir
+    found: dict[str, Planned] = {}
+    for act in order:
+        adapter = adapter_for(act.runtime)
+        kind = adapter.kind if adapter is not None else act.runtime
+        running = [d for d in act.depends_on if found[d].runs]
+        reason = None
+        if no_cache or not cache_wanted():
+            reason = "caching is off (--no-cache or AKOFLOW_CACHE=off)"
+        elif not act.cache:
+            reason = "cache: false"
+        elif kind in REMOTE_KINDS:
+            reason = f"its files stay on runtime {act.runtime} (remote results are not reused)"
+        elif running:
+            reason = f"upstream {running[0]} runs"
+        elif decider is None:
+            reason = "no earlier run of it (no state dir yet)"
+        if reason is not None:
+            found[act.name] = Planned(act.name, None, reason)
+            continue
+        assert decider is not None
+        parts = components(
+            workflow,
+            act,
+            runtime=runtime_settings(kind, env, env_prefix(act.runtime)),
+            upstream={d: fps[d] for d in act.depends_on},
+        )
+        request = Request(
+            None,
+            workflow.name,
+            act.name,
+            key_of(parts),
+            parts,
+            data_dir,
+            act.inputs,
+            plan_only=True,
+            planned=restored,
+        )
+        decision = decider.decide(request)
+        if isinstance(decision, Hit):
+            fps[act.name] = decision.entry.fingerprint
+            restored.update((path, version.sha256) for path, version in decision.outputs)
+            found[act.name] = Planned(
+                act.name,
+                decision.entry.workflow_id,
+                f"reuses attempt {decision.entry.attempt} of run #{decision.entry.workflow_id}",
+            )
+        else:
+            found[act.name] = Planned(act.name, None, decision.reason)
+    return [found[a.name] for a in workflow.activities]
+
+
+__all__ = ["Planned", "plan"]

@@ -1,0 +1,265 @@
+"""Result caching through the real CLI: real engine processes, real local activities, side
+effects counted in files outside the data dir (an activity that runs appends a line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
+
+ODD_NAME = b"caf\xe9 \xff.dat"  # not UTF-8
+
+
+def tree_workflow(counters: Path, *, edit: str | None = None, no_cache_on: str = "") -> str:
+    """20 activities a00..a19, a binary tree: a_i depends on a_(i-1)//2, reads its parent's
+    file and writes its own. a00 also writes a file whose name is not UTF-8."""
+    lines = [
+        "name: tree",
+        "spec:",
+        "  runtime: local",
+        f"  env: {{COUNT: {json.dumps(str(counters))}}}",
+        "  activities:",
+    ]
+    for i in range(20):
+        name = f"a{i:02d}"
+        lines.append(f"    - name: {name}")
+        if name == no_cache_on:
+            lines.append("      cache: false")
+        if i:
+            parent = f"a{(i - 1) // 2:02d}"
+            lines.append(f"      dependsOn: [{parent}]")
+            body = f"{{ cat {parent}.txt; echo {name}; }} > {name}.txt"
+        else:
+            odd = "\"$(printf 'caf\\351 \\377.dat')\""
+            body = f"echo root > a00.txt; printf 'bytes \\351\\377\\n' > {odd}"
+        if name == edit:
+            body += f"; echo edited >> {name}.txt"
+        lines.append("      run: |")
+        lines.append(f'        echo ran >> "$COUNT/{name}"')
+        lines.append(f"        {body}")
+    return "\n".join(lines) + "\n"
+
+
+def counts(counters: Path) -> dict[str, int]:
+    return {p.name: len(p.read_text().splitlines()) for p in counters.iterdir()}
+
+
+def states(akoflow: Akoflow, run: int) -> dict[str, str]:
+    res = akoflow("status", str(run), "--json")
+    assert res.returncode == 0, res.stderr
+    return {a["name"]: a["state"] for a in json.loads(res.stdout)["activities"]}
+
+
+def files_of(data: Path) -> dict[bytes, bytes]:
+    """Every regular file of a data dir by its name's bytes."""
+    found = {}
+    for here, _dirs, names in os.walk(os.fsencode(data)):
+        for name in names:
+            path = os.path.join(here, name)
+            found[os.path.relpath(path, os.fsencode(data))] = Path(os.fsdecode(path)).read_bytes()
+    return found
+
+
+def test_a_second_run_of_an_unchanged_workflow_runs_nothing(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "tree.yaml"
+    wf.write_text(tree_workflow(counters))
+    first = akoflow("run", str(wf), "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert counts(counters) == {f"a{i:02d}": 1 for i in range(20)}
+    second = akoflow("run", str(wf))
+    assert second.returncode == 0, second.stderr
+    assert counts(counters) == {f"a{i:02d}": 1 for i in range(20)}  # nothing ran
+    assert set(states(akoflow, 2).values()) == {"cached"}
+    assert "cached 20" in second.stdout
+    # The outputs are in the new run's data dir, byte for byte (also a name not UTF-8).
+    before = files_of(state_dir / "runs" / "1-tree" / "data")
+    after = files_of(state_dir / "runs" / "2-tree" / "data")
+    assert after == before and ODD_NAME in after and len(after) == 21
+    listed = akoflow("status", "--json")
+    assert [w["state"] for w in json.loads(listed.stdout)][:2] == [
+        "succeeded",
+        "succeeded",
+    ]
+
+
+def test_an_edited_script_reruns_it_and_its_downstream_only(
+    akoflow: Akoflow, tmp_path: Path
+) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "tree.yaml"
+    wf.write_text(tree_workflow(counters))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    wf.write_text(tree_workflow(counters, edit="a02"))
+    planned = akoflow("run", str(wf), "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = {a["name"]: a for a in json.loads(planned.stdout)["activities"]}
+    subtree = {"a02", "a05", "a06", "a11", "a12", "a13", "a14"}
+    assert {n for n, a in plan.items() if a["would"] == "run"} == subtree
+    assert plan["a02"]["reason"] == "the script changed since run #1"
+    assert plan["a05"]["reason"] == "upstream a02 runs"
+    assert plan["a01"]["cachedFrom"] == 1
+    assert counts(counters) == {f"a{i:02d}": 1 for i in range(20)}  # the dry run ran nothing
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    ran = {name for name, n in counts(counters).items() if n == 2}
+    assert ran == subtree
+    st = states(akoflow, 2)
+    assert {n for n, s in st.items() if s == "succeeded"} == subtree
+    assert {n for n, s in st.items() if s == "cached"} == set(st) - subtree
+    # A third run of the edited file reuses the second run's results, all of them.
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert set(states(akoflow, 3).values()) == {"cached"}
+    assert max(counts(counters).values()) == 2
+
+
+def test_no_cache_and_cache_false_run_again(akoflow: Akoflow, tmp_path: Path) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "tree.yaml"
+    wf.write_text(tree_workflow(counters, no_cache_on="a01"))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert akoflow("run", str(wf), "--quiet", "--no-cache").returncode == 0
+    assert set(counts(counters).values()) == {2}
+    assert set(states(akoflow, 2).values()) == {"succeeded"}
+    # cache: false runs it every time; what it wrote is the same, so its dependents
+    # (which read it) are reused.
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    st = states(akoflow, 3)
+    assert st["a01"] == "succeeded" and counts(counters)["a01"] == 3
+    assert {n for n, s in st.items() if s != "cached"} == {"a01"}
+
+
+READER = """\
+name: readers
+spec:
+  runtime: local
+  env: {{COUNT: "{counters}"}}
+  activities:
+    - name: reader
+      run: |
+        echo ran >> "$COUNT/reader"
+        tr a-z A-Z < input.txt > upper.txt
+    - name: after
+      dependsOn: [reader]
+      run: |
+        echo ran >> "$COUNT/after"
+        wc -c < upper.txt > size.txt
+    - name: other
+      run: |
+        echo ran >> "$COUNT/other"
+        echo independent > other.txt
+"""
+
+
+def test_input_content_not_its_time_decides(akoflow: Akoflow, tmp_path: Path) -> None:
+    counters, data = tmp_path / "counters", tmp_path / "data"
+    counters.mkdir()
+    data.mkdir()
+    (data / "input.txt").write_text("hello\n")
+    wf = tmp_path / "readers.yaml"
+    wf.write_text(READER.format(counters=counters))
+    run = ("run", str(wf), "--quiet", "--data-dir", str(data))
+    assert akoflow(*run).returncode == 0
+    # touch: a new time, the same content: nothing runs.
+    later = time.time() + 100
+    os.utime(data / "input.txt", (later, later))
+    assert akoflow(*run).returncode == 0
+    assert counts(counters) == {"reader": 1, "after": 1, "other": 1}
+    assert set(states(akoflow, 2).values()) == {"cached"}
+    # New content: its reader and what depends on it run; the other one does not.
+    (data / "input.txt").write_text("world!\n")
+    planned = akoflow(*run, "--dry-run")
+    assert planned.returncode == 0
+    assert "input input.txt changed since run #" in planned.stdout
+    assert "2 of 3 activities would run" in planned.stdout
+    assert akoflow(*run).returncode == 0
+    assert counts(counters) == {"reader": 2, "after": 2, "other": 1}
+    assert (data / "upper.txt").read_text() == "WORLD!\n"
+    assert (data / "size.txt").read_text().strip() == "7"
+
+
+def test_a_deleted_cached_output_reruns_its_producer(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "tree.yaml"
+    wf.write_text(tree_workflow(counters))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    (state_dir / "runs" / "1-tree" / "data" / "a03.txt").unlink()
+    planned = akoflow("run", str(wf), "--dry-run")
+    assert "its output a03.txt is no longer in run #1's data dir" in planned.stdout
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    st = states(akoflow, 2)
+    assert st["a03"] == "succeeded" and counts(counters)["a03"] == 2
+    # It wrote the same bytes again: what reads it (a07, a08, ...) is reused.
+    assert {n for n, s in st.items() if s != "cached"} == {"a03"}
+    assert (state_dir / "runs" / "2-tree" / "data" / "a07.txt").read_text() == (
+        "root\na01\na03\na07\n"
+    )
+
+
+def test_sigkill_during_a_cached_run_then_resume(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """The engine is killed while a cached run restores results and runs the one changed
+    activity; `akoflow resume` reuses what is left, adopts what runs, runs nothing twice."""
+    counters, gate = tmp_path / "counters", tmp_path / "gate"
+    counters.mkdir()
+    wide = ["name: wide", "spec:", "  runtime: local", "  activities:"]
+    for i in range(120):
+        wide += [
+            f"    - name: w{i:03d}",
+            "      run: |",
+            f'        echo ran >> "{counters}/w{i:03d}"',
+            f"        head -c 200000 /dev/zero | tr '\\0' '{i % 10}' > w{i:03d}.bin",
+        ]
+    first = tmp_path / "wide.yaml"
+    first.write_text("\n".join(wide) + "\n")
+    assert akoflow("run", str(first), "--quiet").returncode == 0
+    # The same, plus one changed activity that waits for the gate.
+    gated = [
+        "    - name: gated",
+        "      run: |",
+        f'        echo ran >> "{counters}/gated"',
+        f"        while [ ! -e {gate} ]; do sleep 0.05; done",
+        "        echo done > gated.txt",
+    ]
+    second = tmp_path / "wide2.yaml"
+    second.write_text("\n".join(wide + gated) + "\n")
+    engine = start_cli(["run", str(second), "--quiet", "--state-dir", str(state_dir)], cli_env())
+    db = state_dir / "akoflow.db"
+
+    def some_cached() -> bool:
+        with sqlite3.connect(db) as conn:
+            n = conn.execute("SELECT COUNT(*) FROM activities WHERE state = 'cached'")
+            return int(n.fetchone()[0]) > 0
+
+    try:
+        wait_for(some_cached)
+        engine.send_signal(signal.SIGKILL)
+        engine.communicate(timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+    gate.touch()
+    resumed = akoflow("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    st = states(akoflow, 2)
+    assert st.pop("gated") == "succeeded"
+    assert set(st.values()) == {"cached"}
+    assert counts(counters) == {**{f"w{i:03d}": 1 for i in range(120)}, "gated": 1}
+    assert files_of(state_dir / "runs" / "2-wide" / "data") == {
+        **files_of(state_dir / "runs" / "1-wide" / "data"),
+        b"gated.txt": b"done\n",
+    }
