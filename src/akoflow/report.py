@@ -23,6 +23,7 @@ from akoflow.store import ActivityRecord, AttemptRecord, Repository
 
 STATE_COLOURS = {
     "succeeded": "#2e9d5b",
+    "cached": "#7cbf96",
     "failed": "#d64545",
     "cancelled": "#8a6d3b",
     "skipped": "#9aa3ad",
@@ -65,6 +66,27 @@ def _when(ts: float | None) -> str:
 
 def _duration(start: float | None, end: float | None) -> str:
     return "-" if start is None or end is None else fmt_duration(end - start)
+
+
+def _reused_section(repo: Repository, workflow_id: int) -> str:
+    """The activities whose earlier result was reused (state ``cached``) and where from."""
+    from akoflow.cache.store import CacheStore
+
+    hits = CacheStore(repo).hits(workflow_id)
+    if not hits:
+        return ""
+    names = {a.id: a.name for a in repo.list_activities(workflow_id)}
+    rows = "".join(
+        f"<tr><td>{_e(names.get(act_id, act_id))}</td><td>run #{_e(run)}</td>"
+        f"<td>{_e(name)}</td><td class=num>{_e(attempt)}</td></tr>"
+        for act_id, (run, name, attempt) in sorted(hits.items())
+    )
+    return (
+        "<h2>Reused results</h2><p class=muted>Not run: the result of an earlier run with the "
+        "same fingerprint (script, settings, the contents of what it read) was restored.</p>"
+        "<table id=reused><thead><tr><th>activity</th><th>from</th><th>its activity</th>"
+        f"<th>attempt</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _badge(state: str) -> str:
@@ -324,6 +346,7 @@ def render(repo: Repository, workflow_id: int) -> str:
             f"<pre>{_e(''.join(tail)[-4000:] or '(no stderr)')}</pre>"
         )
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    reused = _reused_section(repo, workflow_id)
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{_e(wf.name)} #{wf.id} · AkôFlow report</title>"
@@ -338,6 +361,7 @@ def render(repo: Repository, workflow_id: int) -> str:
         "<th>runtime</th><th>node</th><th>attempts</th><th>duration</th><th>exit</th>"
         "<th>CPU time</th><th>peak CPU</th><th>peak memory</th><th>image</th></tr></thead>"
         f"<tbody>{''.join(table)}</tbody></table>"
+        + reused
         + _files_section(repo, workflow_id)
         + (f"<h2>Failures</h2>{''.join(failures)}" if failures else "")
         + f"<p class=muted>AkôFlow report generated {_e(_when(wf.finished_at or wf.started_at))}"

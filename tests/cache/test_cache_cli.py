@@ -263,3 +263,63 @@ def test_sigkill_during_a_cached_run_then_resume(
         **files_of(state_dir / "runs" / "1-wide" / "data"),
         b"gated.txt": b"done\n",
     }
+
+
+DECLARED = """\
+name: declared
+spec:
+  runtime: local
+  env: {{COUNT: "{counters}"}}
+  activities:
+    - name: declares
+      inputs: [input.txt]
+      outputs: [upper.txt]
+      run: |
+        echo ran >> "$COUNT/declares"
+        tr a-z A-Z < input.txt > upper.txt
+    - name: silent
+      run: |
+        echo ran >> "$COUNT/silent"
+        cat input.txt > copy.txt
+"""
+
+
+def test_unobserved_reads_are_reused_only_when_declared(akoflow: Akoflow, tmp_path: Path) -> None:
+    """Without observation (timing), what an activity read is a guess: only an activity that
+    declares its inputs (and so its outputs) is reused, checked against their contents."""
+    counters, data = tmp_path / "counters", tmp_path / "data"
+    counters.mkdir()
+    data.mkdir()
+    (data / "input.txt").write_text("abc\n")
+    wf = tmp_path / "declared.yaml"
+    wf.write_text(DECLARED.format(counters=counters))
+    env = cli_env(AKOFLOW_OBSERVE="off")
+    run = ("run", str(wf), "--quiet", "--data-dir", str(data))
+    assert akoflow(*run, env=env).returncode == 0
+    planned = akoflow(*run, "--dry-run", env=env)
+    assert "what it read was not observed (provenance: inferred from timing" in planned.stdout
+    assert akoflow(*run, env=env).returncode == 0
+    assert counts(counters) == {"declares": 1, "silent": 2}
+    assert states(akoflow, 2) == {"declares": "cached", "silent": "succeeded"}
+    (data / "input.txt").write_text("xyz\n")
+    assert akoflow(*run, env=env).returncode == 0
+    assert counts(counters) == {"declares": 2, "silent": 3}
+    assert (data / "upper.txt").read_text() == "XYZ\n"
+
+
+def test_a_reused_result_is_in_the_runs_provenance(akoflow: Akoflow, tmp_path: Path) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "tree.yaml"
+    wf.write_text(tree_workflow(counters))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    prov = akoflow("prov", "2", "--format", "provn")
+    assert prov.returncode == 0, prov.stderr
+    assert "akoflow:cachedFrom='run1:activity/a01/1'" in prov.stdout
+    assert "wasDerivedFrom(run:file/a01.txt@" in prov.stdout
+    assert ", run1:file/a01.txt@" in prov.stdout
+    report = tmp_path / "report.html"
+    assert akoflow("report", "2", "-o", str(report)).returncode == 0
+    html = report.read_text()
+    assert "Reused results" in html and "cached" in html

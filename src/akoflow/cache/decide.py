@@ -22,10 +22,12 @@ from pathlib import Path
 from akoflow.cache.files import Hasher, NotThere, Staged, Version, stage_copy
 from akoflow.cache.fingerprint import changed, sentence
 from akoflow.cache.store import CacheStore, Entry, Output
-from akoflow.provenance.declared import compile_glob, is_glob
+from akoflow.provenance.declared import compile_glob, declares, is_glob
 from akoflow.provenance.names import display
 
 FILE_TIME_SLACK = 0.05  # s: file times come from a coarse kernel clock
+READS = "reads"  # an entry's components say how its reads were known: observed or declared
+OBSERVED, DECLARED = "observed", "declared"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Request:
     components: dict[str, str]
     data_dir: Path
     declared_inputs: tuple[str, ...] = ()
+    declared_outputs: tuple[str, ...] = ()
     plan_only: bool = False
     # A dry run's view of files upstream reuses would restore: path -> sha256.
     planned: Mapping[str, str] = field(default_factory=dict)
@@ -141,7 +144,12 @@ class Decider:
         outputs = entry.outputs
         reads = list(entry.reads)
         if outputs is None:  # it ran: its outputs and exactness are in its run's lineage
-            if self.store.ambiguous(entry.activity_id, entry.attempt):
+            unsure = self.store.ambiguous(entry.activity_id, entry.attempt)
+            if entry.components.get(READS) == DECLARED:
+                # Unobserved: its declarations are its data; what else changed while it ran
+                # is another activity's as much as its own, and not restored.
+                unsure = [p for p in unsure if declares(request.declared_outputs, p)]
+            if unsure:
                 return f"{run}'s lineage of it is ambiguous (`akoflow prov {entry.workflow_id}`)"
             generated, remote = self.store.generated(entry.activity_id, entry.attempt)
             if remote:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from akoflow.cache.decide import Decider, Decision, Hit, Miss, Request
+from akoflow.cache.decide import DECLARED, OBSERVED, READS, Decider, Decision, Hit, Miss, Request
 from akoflow.cache.files import Hasher
 from akoflow.cache.fingerprint import components, fingerprint, key_of, runtime_settings
 from akoflow.cache.store import CacheStore, Output
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 A = ActivityState
-OBSERVED = "observed"
 
 
 def cache_wanted() -> bool:
@@ -216,11 +215,9 @@ class CacheStage:
                     f.act.wf.releasing -= 1
                     self._t.maybe_finish(f.act.wf)
 
-    def _reads_of(
-        self, f: Finished, mechanism: str
-    ) -> tuple[list[tuple[str, str, float]], str | None]:
-        """(path, sha256, mtime) the attempt read, and why it cannot be reused (None: it
-        may). Runs in a thread."""
+    def _reads_of(self, f: Finished, mechanism: str) -> tuple[list[tuple[str, str, float]], str]:
+        """(path, sha256, mtime) the attempt read, and how they are known (observed or
+        declared), else why it cannot be reused. Runs in a thread."""
         act = f.act
         if mechanism.startswith(OBSERVED) and f.observed:
             reads: list[tuple[str, str, float]] = []
@@ -230,9 +227,9 @@ class CacheStage:
                 if sha is None:
                     return reads, f"the file {display(path)} it read changed before it ended"
                 reads.append((path, sha, mtime))
-            return reads, None
+            return reads, OBSERVED
         if act.spec.inputs and f.declared is not None:
-            return f.declared, None
+            return f.declared, DECLARED
         # Its reads are a guess (timing) or unknown: known only for the fingerprint.
         guessed = [
             (path, sha or f"{size}:{mtime}", mtime)
@@ -255,9 +252,10 @@ class CacheStage:
             return None
         return self.hasher.sha256(wf.data_dir, path)
 
-    def _add_entry(self, f: Finished, reads: list[tuple[str, str, float]], why: str | None) -> None:
+    def _add_entry(self, f: Finished, reads: list[tuple[str, str, float]], how: str) -> None:
         act = f.act
         parts, key, unknown = self._key(act)
+        why = None if how in (OBSERVED, DECLARED) else how
         if unknown is not None:
             why = f"the fingerprint of upstream {unknown} is unknown"
         slot = self._slots.get(act.runtime)
@@ -274,7 +272,7 @@ class CacheStage:
             activity_name=act.name,
             key=key,
             fingerprint=fp,
-            components=parts,
+            components={**parts, READS: how if why is None else ""},
             reads=reads,
             not_reusable=why,
         )
@@ -304,6 +302,7 @@ class CacheStage:
                     parts,
                     act.wf.data_dir,
                     act.spec.inputs,
+                    act.spec.outputs,
                 )
             )
         decisions = await asyncio.to_thread(self._decide_all, requests)

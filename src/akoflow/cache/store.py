@@ -207,13 +207,14 @@ class CacheStore:
         here = [Output(from_db(p), int(s), sha, float(m)) for p, s, m, sha, loc in rows if not loc]
         return here, any(loc for *_, loc in rows)
 
-    def ambiguous(self, activity_id: int, attempt: int) -> bool:
-        """Whether the attempt is a candidate writer of a version no one can be given."""
-        row = self._exec(
-            "SELECT 1 FROM ambiguous_candidates WHERE activity_id = ? AND attempt = ? LIMIT 1",
+    def ambiguous(self, activity_id: int, attempt: int) -> list[str]:
+        """The paths of the versions no one can be given that the attempt may have written."""
+        rows = self._exec(
+            "SELECT f.path FROM ambiguous_candidates c JOIN ambiguous_files f ON f.id = c.file_id "
+            "WHERE c.activity_id = ? AND c.attempt = ?",
             (activity_id, attempt),
-        ).fetchone()
-        return row is not None
+        ).fetchall()
+        return [from_db(r[0]) for r in rows]
 
     def attempt_began(self, activity_id: int, attempt: int) -> float | None:
         """When the attempt's intent was recorded (its window opens)."""

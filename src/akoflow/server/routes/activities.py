@@ -49,7 +49,7 @@ Ctx = Annotated[ServerContext, Depends(get_context)]
 FOLLOW_POLL = 0.25  # seconds between store reads while following (the engine stores ~1/s)
 HEARTBEAT = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 FOLLOW_BATCH = 500
-FINISHED_ATTEMPT = frozenset({"succeeded", "failed", "cancelled", "lost"})
+FINISHED_ATTEMPT = frozenset({"succeeded", "failed", "cancelled", "lost", "cached"})
 
 router = APIRouter(
     prefix="/akoflow-api/workflows/{workflow_id}/activities",

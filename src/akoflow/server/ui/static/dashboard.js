@@ -31,7 +31,7 @@ export function progress(counts, total) {
 }
 
 function countsText(counts, total) {
-  const done = (counts.succeeded || 0) + (counts.failed || 0) + (counts.cancelled || 0) + (counts.skipped || 0);
+  const done = (counts.succeeded || 0) + (counts.cached || 0) + (counts.failed || 0) + (counts.cancelled || 0) + (counts.skipped || 0);
   const extra = ["running", "failed"].filter((st) => counts[st]).map((st) => `${counts[st]} ${st}`);
   return `${done}/${total} done${extra.length ? ` · ${extra.join(" · ")}` : ""}`;
 }

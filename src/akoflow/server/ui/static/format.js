@@ -1,8 +1,9 @@
 // Pure formatting helpers: numbers and times as short, readable text.
 
-export const FINAL = new Set(["succeeded", "failed", "cancelled", "skipped"]);
+export const FINAL = new Set(["succeeded", "cached", "failed", "cancelled", "skipped"]);
 export const STATES = [
-  "pending", "ready", "submitted", "running", "succeeded", "failed", "cancelled", "skipped",
+  "pending", "ready", "submitted", "running", "succeeded", "cached", "failed", "cancelled",
+  "skipped",
 ];
 
 export function duration(seconds) {
