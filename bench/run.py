@@ -17,6 +17,8 @@
     .venv/bin/python bench/run.py dataplane  # files between the engine and a SLURM cluster
                                              # (bench/dataplane.py): bytes moved vs needed
                                              # in a fan-out, 1 GiB copies vs scp and sftp
+    .venv/bin/python bench/run.py cache      # result caching (bench/cache.py): wide-1000
+                                             # re-run uncached vs fully cached, and the ratio
 
 Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
 state dir, the way a user runs it. Budgets (2-core machine) from the design brief:
@@ -199,7 +201,8 @@ def main() -> None:
         "which",
         nargs="*",
         default=default,
-        help="startup wide chain plan provenance docker server singularity k8s hpc dataplane, "
+        help="startup wide chain plan provenance docker server singularity k8s hpc dataplane "
+        "cache, "
         "or all "
         f"(default: {' '.join(default)})",
     )
@@ -234,6 +237,7 @@ def main() -> None:
                     str(tmp / "wide.yaml"),
                     "--quiet",
                     "--new",
+                    "--no-cache",  # runs every activity again (bench/cache.py: reuses)
                     "--state-dir",
                     str(tmp / "state-wide"),
                 )
@@ -263,7 +267,7 @@ def main() -> None:
         # The remote and container runtimes (each starts its own daemons or stand-ins, a
         # minute or more) and server mode: their own scripts, run from here by name;
         # `all` runs every benchmark.
-        for name in ("server", "singularity", "k8s", "hpc", "dataplane"):
+        for name in ("server", "singularity", "k8s", "hpc", "dataplane", "cache"):
             if name in args.which or "all" in args.which:
                 sys.stdout.flush()
                 print(f"== {name}", flush=True)
