@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -23,7 +23,7 @@ from akoflow.dataplane.plan import HOST
 from akoflow.provenance.declared import declares, inputs_problem
 from akoflow.provenance.names import display, to_bytes
 from akoflow.provenance.remote import RemoteFiles
-from akoflow.runtimes.base import JobSpec, Outcome, Runtime
+from akoflow.runtimes.base import JobSpec, Outcome, Runtime, RuntimeUnavailable
 from akoflow.states import ActivityState
 from akoflow.store import Repository
 from akoflow.store.repository import DataCopy, Replica
@@ -82,6 +82,21 @@ async def retried(copy: Callable[[int], Awaitable[T]]) -> T:
                 raise
             await asyncio.sleep(RETRY_DELAY * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+async def all_of(copies: Iterable[Awaitable[None]]) -> None:
+    """Run ``copies`` at once (each waits for its destination's gate); every one ends before
+    the first failure is raised: none is cut off half way, none is left running."""
+    errors = [
+        e
+        for e in await asyncio.gather(*copies, return_exceptions=True)
+        if isinstance(e, BaseException)
+    ]
+    for e in errors:  # a location out of reach first: the attempt is held, not failed
+        if isinstance(e, RuntimeUnavailable):
+            raise e
+    if errors:
+        raise errors[0]
 
 
 def host_changes(data_dir: Path, paths: list[str]) -> dict[str, float]:
@@ -176,7 +191,8 @@ class DataPlane:
             windows=windows,
             host_changed=changed,
         )
-        for i in wanted:
+
+        async def fetch(i: plan.Fetch) -> None:
             try:
                 await self._once(
                     (wf.id, HOST, i.path), partial(self._fetch, act, i.location, i.path)
@@ -194,6 +210,8 @@ class DataPlane:
                     i.location,
                     exc,
                 )
+
+        await all_of(fetch(i) for i in wanted)
         if mover is None:
             missing = inputs_problem(act.spec, wf.data_dir) if inputs else None
             if missing is not None:
@@ -217,10 +235,10 @@ class DataPlane:
         current = await mover.stats(recorded) if recorded else None
         changed = host_changes(wf.data_dir, recorded)
         needed = plan.puts(host, replicas, target=target, current=current, host_changed=changed)
-        # One after another within an attempt (attempts of a fan-out copy at the same time,
-        # bounded per destination); copying one attempt's files at once is still to come.
-        for p in needed:
-            await self._once((wf.id, target, p), partial(self._put, act, mover, p, host[p]))
+        await all_of(
+            self._once((wf.id, target, p), partial(self._put, act, mover, p, host[p]))
+            for p in needed
+        )
 
     async def _once(self, key: tuple[int, str, str], copy: Callable[[], Awaitable[None]]) -> None:
         running = self._in_flight.get(key)

@@ -27,7 +27,7 @@ from akoflow.cache.stage import CacheFailure, CacheStage
 from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
-from akoflow.engine.model import ActivityRun, WorkflowRun
+from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.placing import Placer
@@ -107,6 +107,7 @@ class Engine(RuntimeEvents):
             repo, self._slots, self.provenance, wake=self._wake.set, owner_pid=self._pid
         )
         self.data = DataPlane(repo, self._runtime_named, self._job_of)
+        self.transitions.before_end = self._tell_run_ended
         self.data.fetched = self.provenance.copied_in
         self.attempts = Attempts(
             repo,
@@ -339,6 +340,37 @@ class Engine(RuntimeEvents):
         if act.key == key:
             self._events.append(("finished", act, outcome))
             self._wake.set()
+
+    def _tell_run_ended(self, wf: WorkflowRun) -> bool:
+        """Before a run's end is recorded, each runtime with files of its own it used lets
+        go of what it kept for the run (a transfer pod); the end waits for that (bounded)."""
+        if wf.runtimes_told:
+            return False
+        wf.runtimes_told = True
+        used = {a.runtime: a for a in wf.activities.values() if a.attempt >= 1}
+        told = [
+            (slot.runtime, act)
+            for name, act in used.items()
+            if (slot := self._slots.get(name)) is not None and slot.runtime.files_stay_remote
+        ]
+        if not told:
+            return False
+        wf.releasing += 1
+
+        async def tell() -> None:
+            try:
+                for runtime, act in told:
+                    try:
+                        async with asyncio.timeout(RELEASE_TIMEOUT):
+                            await runtime.run_ended(self._job_of(act))
+                    except Exception as exc:
+                        log.warning("%s: cannot end run %s there: %s", runtime.name, wf.id, exc)
+            finally:
+                wf.releasing -= 1
+                self.transitions.maybe_finish(wf)
+
+        self.spawn(tell())
+        return True
 
     @staticmethod
     def _job_of(act: ActivityRun) -> JobSpec:

@@ -74,6 +74,7 @@ class WorkflowRun:
     open_level: int = 0
     held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
     releasing: int = 0  # ended attempts whose backend objects are being removed
+    runtimes_told: bool = False  # of its end, before it is recorded (Runtime.run_ended)
 
 
 @dataclass(eq=False)

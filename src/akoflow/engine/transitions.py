@@ -45,6 +45,9 @@ class Transitions:
         self.unfinished: set[WorkflowRun] = set()  # ended outside an attempt, check the end
         # Where a READY activity goes: its runtime's line, or first the cache stage's.
         self.enqueue: Callable[[ActivityRun], None] = self._to_runtime
+        # Called once every activity is final and released, before the run's end is
+        # recorded; True: the end waits (maybe_finish is called again when it may go on).
+        self.before_end: Callable[[WorkflowRun], bool] = lambda wf: False
 
     def _to_runtime(self, act: ActivityRun) -> None:
         self._slots[act.runtime].queue.append(act)
@@ -187,7 +190,7 @@ class Transitions:
     def maybe_finish(self, wf: WorkflowRun) -> None:
         """Record the workflow's end once every activity is final and every ended attempt's
         backend objects are released."""
-        if wf.remaining > 0 or wf.state.is_final or wf.releasing:
+        if wf.remaining > 0 or wf.state.is_final or wf.releasing or self.before_end(wf):
             return
         outcome = workflow_outcome([a.state for a in wf.activities.values()])
         if wf.cancelling and outcome is not WorkflowState.FAILED:

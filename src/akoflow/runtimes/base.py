@@ -304,6 +304,12 @@ class Runtime(abc.ABC):
         """The engine has stored everything of a finished job: backend objects may go."""
         return None
 
+    async def run_ended(self, job: JobSpec) -> None:
+        """Every activity of ``job``'s run is final and every attempt here released: what
+        the runtime keeps for the run as a whole (a transfer pod) may go. The run is recorded
+        finished only after this returns."""
+        return None
+
     def data_mover(self, job: JobSpec) -> DataMover | None:
         """How files reach the location where ``job`` (or any attempt of its run) works from
         the run's data dir and come back (:mod:`akoflow.dataplane`), for runtimes whose files

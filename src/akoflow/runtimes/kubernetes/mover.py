@@ -40,7 +40,7 @@ from akoflow.runtimes.base import RuntimeUnavailable
 from akoflow.runtimes.kubernetes.manifests import TRANSFER_MOUNT
 from akoflow.runtimes.kubernetes.pod_copy import escape
 from akoflow.runtimes.kubernetes.tarstream import CopyError, clean_name
-from akoflow.runtimes.kubernetes.transfer import TransferPods, TransferRun
+from akoflow.runtimes.kubernetes.transfer import PodKey, TransferPods, TransferRun
 
 CHUNK = 256 * 1024
 REFUSED = 3  # the scripts' exit code for a copy they refuse (its reason on stderr)
@@ -159,6 +159,11 @@ class KubernetesMover:
         self._location = location
         self._run = run
         self._pods = pods
+
+    @property
+    def transfer_pod(self) -> PodKey:
+        """The run's transfer pod (namespace, name)."""
+        return self._run.key
 
     @property
     def location(self) -> str:

@@ -851,8 +851,9 @@ class KubernetesRuntime(Runtime):
         name, ns = str(handle.get("name", "")), str(handle.get("namespace", ""))
         t = self._jobs.pop(name, None)
         if t is not None and t.transfer is not None and not self._follows_run(t.transfer):
-            # The run's last attempt here: its transfer pod goes (made again if needed).
-            await asyncio.shield(self._transfers.retire(t.transfer))
+            # The run's last attempt here: its transfer pod goes unless a copy uses it soon
+            # (a fetch for the next activity elsewhere), at the latest when the run ends.
+            self._transfers.idle(t.transfer)
         policy = self._s.cleanup
         if not name or policy == "never" or (policy == "on-success" and not succeeded):
             return
@@ -860,6 +861,11 @@ class KubernetesRuntime(Runtime):
             await asyncio.shield(self._delete(name, ns))
 
     # ------------------------------------------------------------------ data plane
+
+    async def run_ended(self, job: JobSpec) -> None:
+        mover = self.data_mover(job)
+        if mover is not None:
+            await asyncio.shield(self._transfers.retire(mover.transfer_pod))
 
     def data_mover(self, job: JobSpec) -> KubernetesMover | None:
         """Copies to and from the run's standalone PVC (``<runtime>:pvc/<claim>``, where its

@@ -194,6 +194,17 @@ class TransferPods:
                 loop = asyncio.get_running_loop()
                 pod.linger = loop.call_later(LINGER, self._lingered, key)
 
+    def idle(self, key: PodKey) -> None:
+        """No attempt of the pod's run is followed here any more: the pod goes after
+        :data:`LINGER` seconds unless a copy uses it meanwhile (the run's next activity
+        elsewhere may fetch what the last one here wrote: one pod serves that fetch too)."""
+        pod = self._pods.get(key)
+        if pod is None or pod.users:
+            return
+        if pod.linger is not None:
+            pod.linger.cancel()
+        pod.linger = asyncio.get_running_loop().call_later(LINGER, self._lingered, key)
+
     def _lingered(self, key: PodKey) -> None:
         pod = self._pods.get(key)
         if pod is not None:
