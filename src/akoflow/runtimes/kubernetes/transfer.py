@@ -5,11 +5,11 @@ One bare Pod per run and namespace (:func:`~.manifests.transfer_pod_manifest`: i
 run's PVC and waits), created when the run's first copy needs it, reused by every copy of
 the run, and deleted
 
-- when the runtime releases the run's last attempt it follows and no copy is using the pod
-  (:meth:`TransferPods.retire`, from ``release``: the run is recorded finished only after its
-  releases, so a run's end leaves no transfer pod behind);
-- :data:`LINGER` seconds after its last copy when no attempt of the run is followed (files
-  fetched for an activity elsewhere after the run's attempts here ended);
+- when the run ends (:meth:`TransferPods.retire`, from the runtime's ``run_ended``: the run
+  is recorded finished only after it returns, so a run's end leaves no transfer pod behind);
+- :data:`LINGER` seconds after its last copy when no attempt of the run is followed (the
+  run's last attempt here was released: the next activity elsewhere may still fetch what it
+  wrote, through the same pod, :meth:`TransferPods.idle`);
 - when the runtime stops (:meth:`TransferPods.stop`);
 - after an engine crash, by the resumed engine, found by label (:meth:`TransferPods.remove`,
   from the runtime's ``leftovers``). Its own command also ends after a day
