@@ -59,7 +59,8 @@ def test_listing_with_gnu_find(tmp_path: Path) -> None:
     assert parsed is not None
     taken, files = parsed
     assert taken is not None and abs(taken - time.time()) < 5 and taken != int(taken)  # ns
-    assert set(files) == {"x", "sub dir/b c.txt", "tab\there"}  # control dir, sentinel, copy left out
+    # The control dir, the sentinel and a copy being made are left out.
+    assert set(files) == {"x", "sub dir/b c.txt", "tab\there"}
     assert files["x"] == FileState(1, 1_700_000_000.25)
     assert files["sub dir/b c.txt"].size == 2
 

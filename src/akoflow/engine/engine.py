@@ -142,7 +142,9 @@ class Engine(RuntimeEvents):
         self._start_loop("processor", self._process_once, fatal=lambda exc: True)
         self._start_loop("observe", self._observe_once)
         self._start_loop(
-            "cache", self.cache.step, fatal=lambda exc: isinstance(exc, EngineFailure | CacheFailure)
+            "cache",
+            self.cache.step,
+            fatal=lambda exc: isinstance(exc, EngineFailure | CacheFailure),
         )
         # Each runtime's health loop starts with the runtime (see RuntimePool.ensure).
 
