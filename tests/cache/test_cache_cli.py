@@ -323,3 +323,26 @@ def test_a_reused_result_is_in_the_runs_provenance(akoflow: Akoflow, tmp_path: P
     assert akoflow("report", "2", "-o", str(report)).returncode == 0
     html = report.read_text()
     assert "Reused results" in html and "cached" in html
+
+
+def test_the_server_reuses_results_too(tmp_path: Path) -> None:
+    """Workflows submitted through the API run on the same engine: a second submission of
+    an unchanged workflow runs nothing and shows its activities `cached`."""
+    from tests.server.conftest import Server, activity_states, free_port, submit, wait_workflow
+
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    text = tree_workflow(counters).replace("a19", "x19")  # any workflow
+    server = Server(state_dir=tmp_path / "state", port=free_port(), env=cli_env())
+    server.start()
+    try:
+        with server.client() as api:
+            first = submit(api, text)
+            assert wait_workflow(api, first)["state"] == "succeeded"
+            second = submit(api, text)
+            doc = wait_workflow(api, second)
+            assert doc["state"] == "succeeded"
+            assert set(activity_states(doc).values()) == {"cached"}
+    finally:
+        server.stop()
+    assert set(counts(counters).values()) == {1} and len(counts(counters)) == 20

@@ -132,9 +132,13 @@ def server(start_server: Callable[..., Server]) -> Server:
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for a whole test module (starting one costs about a second)."""
+    """One server for a whole test module (starting one costs about a second). Its tests
+    submit the same workflows again and again and look at what ran: result caching (tested
+    in tests/cache) would reuse them, so it is off here."""
     server = Server(
-        state_dir=tmp_path_factory.mktemp("server") / "state", port=free_port(), env=cli_env()
+        state_dir=tmp_path_factory.mktemp("server") / "state",
+        port=free_port(),
+        env=cli_env(AKOFLOW_CACHE="off"),
     )
     server.start()
     yield server

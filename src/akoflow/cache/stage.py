@@ -1,7 +1,7 @@
 """The engine's cache stage: READY activities pass here before their runtime's line.
 
-- An activity that becomes READY and may be reused (caching on for its run and for it, its
-  files on the engine host, every upstream fingerprint known) waits in the stage's queue
+- An activity that becomes READY and may be reused (caching on for the engine, its run and
+  itself; its files on the engine host) waits in the stage's queue
   instead of its runtime's. The stage's loop decides (:mod:`.decide`, in a thread: hashing
   and copying are file work), then in one transaction records each reuse (a ``cached``
   attempt, the activity CACHED, its lineage, its entry) and releases its dependents, or puts

@@ -1,0 +1,79 @@
+"""The fingerprint's pure parts: what changes a key, what never does, what a miss names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from akoflow.cache import fingerprint as fpr
+from akoflow.spec import load_workflow
+
+WF = """\
+name: wf
+spec:
+  runtime: local
+  env: {A: "1"}
+  activities:
+    - name: prep
+      run: echo hi > a.txt
+    - name: use
+      dependsOn: [prep]
+      memoryLimit: 1Gi
+      run: cat a.txt
+"""
+
+
+def key(wf_text: str = WF, *, settings: str = "s", upstream: str = "u") -> dict[str, str]:
+    wf = load_workflow(wf_text, source="wf.yaml")
+    act = wf.activities[1]
+    return fpr.components(wf, act, runtime=settings, upstream={"prep": upstream})
+
+
+def test_each_part_changes_the_key_and_is_named() -> None:
+    base = key()
+    cases = {
+        "the script": key(WF.replace("cat a.txt", "cat a.txt | wc")),
+        "the environment": key(WF.replace('A: "1"', 'A: "2"')),
+        "the CPU or memory limits": key(WF.replace("1Gi", "2Gi")),
+        "the runtime kind or its settings": key(settings="t"),
+        "upstream prep's fingerprint": key(upstream="v"),
+    }
+    for what, parts in cases.items():
+        assert fpr.key_of(parts) != fpr.key_of(base)
+        assert fpr.changed(base, parts) == [what]
+    # Not part of it: retries and timeouts change how it is run, not what it computes.
+    same = key(WF.replace("      memoryLimit: 1Gi", "      memoryLimit: 1Gi\n      retries: 3"))
+    assert fpr.key_of(same) == fpr.key_of(base)
+
+
+def test_the_recipe_version_is_in_every_key() -> None:
+    base = key()
+    assert base["recipe"] == fpr.digest(fpr.RECIPE)
+    newer = dict(base, recipe=fpr.digest("akoflow-cache/2"))
+    assert fpr.key_of(newer) != fpr.key_of(base)
+
+
+def test_runtime_settings_leave_out_secrets_and_operational_ones() -> None:
+    base = {"HPC_A_HOST_CLUSTER": "c1", "HPC_A_MAX_PARALLEL": "4", "HPC_A_PASSWORD": "x"}
+    digest = fpr.runtime_settings("hpc", base, "HPC_A_")
+    assert fpr.runtime_settings("hpc", {**base, "HPC_A_MAX_PARALLEL": "64"}, "HPC_A_") == digest
+    assert fpr.runtime_settings("hpc", {**base, "HPC_A_PASSWORD": "rotated"}, "HPC_A_") == digest
+    assert fpr.runtime_settings("hpc", {**base, "HPC_A_HOST_CLUSTER": "c2"}, "HPC_A_") != digest
+    assert fpr.runtime_settings("docker", base, "HPC_A_") != digest  # the kind counts
+    assert "x" not in digest and len(digest) == 64  # only a digest is kept
+
+
+def test_the_fingerprint_is_the_key_and_the_contents_read() -> None:
+    k = fpr.key_of(key())
+    read = [("a.txt", "1" * 64)]
+    assert fpr.fingerprint(k, read) == fpr.fingerprint(k, list(reversed(read + read)))
+    assert fpr.fingerprint(k, [("a.txt", "2" * 64)]) != fpr.fingerprint(k, read)
+    wf = load_workflow(WF, source="wf.yaml")
+    assert not dataclasses.replace(wf.activities[0], cache=False).cache
+    assert (
+        load_workflow(
+            WF.replace("      run: cat", "      cache: false\n      run: cat"), source="w"
+        )
+        .activities[1]
+        .cache
+        is False
+    )
