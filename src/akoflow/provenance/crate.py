@@ -61,6 +61,7 @@ def _iso(ts: float | None) -> str | None:
 def _status(state: str) -> str:
     return {
         "succeeded": "CompletedActionStatus",
+        "cached": "CompletedActionStatus",  # an earlier run's result, reused (akoflow.cache)
         "failed": "FailedActionStatus",
         "cancelled": "FailedActionStatus",
         "skipped": "PotentialActionStatus",
