@@ -329,6 +329,9 @@ class Repository:
     def _prepare(self) -> None:
         c = self._conn
         c.execute("PRAGMA busy_timeout = 30000")
+        # Before WAL, which writes a new file's header: a new database gives deleted runs'
+        # pages back in small steps (akoflow.gc.vacuum); an older one needs `gc --compact`.
+        c.execute("PRAGMA auto_vacuum = INCREMENTAL")
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = NORMAL")
         c.execute("PRAGMA foreign_keys = ON")
