@@ -1,0 +1,69 @@
+"""Hostile pass on the data plane (issue 17), Kubernetes side: the run's transfer pod deleted
+by someone (``kubectl delete pod``) after the last attempt there was released and before the
+next activity elsewhere fetches what it wrote through it (the pod lingers for that fetch)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from akoflow.states import ActivityState, WorkflowState
+from tests.hpc_runtime.test_hpc_engine import states, until
+from tests.k8s_runtime.conftest import IMAGE, engine_with, run
+from tests.k8s_runtime.test_k8s_data_plane import NS, RT, env_of, transfer_pods
+from tests.k8s_support.cluster import EmulatedCluster
+
+pytestmark = [pytest.mark.k8s, pytest.mark.docker, pytest.mark.needs_root]
+
+GAP = f"""\
+name: gap
+spec:
+  activities:
+    - name: produce
+      runtime: {RT}
+      image: {IMAGE}
+      run: cat seed.txt seed.txt > made.txt
+    - name: gate
+      runtime: local
+      run: i=0; until [ -f GO ] || [ $i -ge 1200 ]; do sleep 0.05; i=$((i+1)); done
+    - name: consume
+      runtime: local
+      dependsOn: [produce, gate]
+      run: cat made.txt > got.txt
+"""
+
+
+async def delete_pod(cluster: EmulatedCluster, name: str) -> None:
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=str(cluster.ca_file)),
+        headers={"Authorization": f"Bearer {cluster.token}"},
+    ) as client:
+        r = await client.delete(f"{cluster.url}/api/v1/namespaces/{NS}/pods/{name}")
+        assert r.status_code == 200, r.text
+
+
+def test_a_transfer_pod_deleted_between_a_release_and_the_next_fetch(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "seed.txt").write_text("seed\n")  # copied in first: the run's transfer pod is made
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, GAP, env_of(cluster)) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            produce = wf.activities["produce"]
+            await until(lambda: produce.state is ActivityState.SUCCEEDED, 60, "produce's end")
+            (pod,) = transfer_pods(cluster)  # lingering for the next fetch
+            await delete_pod(cluster, pod["metadata"]["name"])
+            (data / "GO").touch()
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+
+    run(scenario())
+    assert (data / "got.txt").read_text() == "seed\nseed\n"
+    assert transfer_pods(cluster) == []
