@@ -167,9 +167,13 @@ def test_a_runtime_with_bad_settings_is_not_ready_and_refuses_work(tmp_path: Pat
 
 
 def test_max_queued_caps_the_jobs_in_the_queue() -> None:
-    assert runtime().max_parallel == 100
-    assert runtime(MAX_QUEUED="7").max_parallel == 7
+    assert runtime(ARRAYS="off").max_parallel == 100
+    assert runtime(ARRAYS="off", MAX_QUEUED="7").max_parallel == 7
     assert runtime(MAX_QUEUED="7", MAX_PARALLEL="3").max_parallel == 3
+    # With job arrays (the default) a fan-out of ARRAY_MAX is handed over at once: MAX_QUEUED
+    # is then each array's %N (tests/hpc_runtime/test_job_arrays.py).
+    assert runtime().max_parallel == 1000
+    assert runtime(MAX_QUEUED="7", ARRAY_MAX="50").max_parallel == 50
 
 
 # ------------------------------------------------------------------ sbatch script

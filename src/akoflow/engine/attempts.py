@@ -168,20 +168,36 @@ class Attempts:
         """Start the attempts of ``batch`` (their intents are committed)."""
         started: list[ActivityRun] = []
         failed: list[tuple[ActivityRun, Exception]] = []
+        results: dict[str, dict[str, Any] | Exception] = {}
+        staged: list[JobSpec] = []
+        self._submitting.update(job.key for _, job in batch)
+        try:
+            for act, job in batch:  # data first, per attempt; then the runtime, once
+                try:
+                    await self._data.stage_in(act, slot.runtime)
+                    staged.append(job)
+                except Exception as exc:
+                    results[job.key] = exc
+            try:
+                answers = await slot.runtime.submit_many(staged) if staged else []
+            except Exception as exc:
+                answers = [exc] * len(staged)
+        except BaseException:  # cancelled: the engine stops
+            self._submitting.difference_update(job.key for _, job in batch)
+            raise
+        results.update(zip((job.key for job in staged), answers, strict=True))
         for act, job in batch:
-            self._submitting.add(job.key)
+            self._submitting.discard(job.key)
+            result = results[job.key]
             handle: dict[str, Any] = {}
             error: Exception | None = None
-            try:
-                await self._data.stage_in(act, slot.runtime)
-                handle = await slot.runtime.submit(job)
-            except RuntimeFailure as exc:
-                error = exc
-            except Exception as exc:  # an adapter bug fails the attempt, not the engine
-                log.exception("runtime %s failed to submit %s", slot.runtime.name, job.key)
-                error = exc
-            finally:
-                self._submitting.discard(job.key)
+            if isinstance(result, Exception):
+                error = result
+                if not isinstance(result, RuntimeFailure):  # an adapter bug fails the attempt
+                    name = slot.runtime.name
+                    log.error("runtime %s failed to submit %s", name, job.key, exc_info=result)
+            else:
+                handle = result
             self._release_deferred(job.key, handle)
             if act.key != job.key:
                 continue  # it ended meanwhile (its end event came first): nothing to add

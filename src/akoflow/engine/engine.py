@@ -430,6 +430,8 @@ class Engine(RuntimeEvents):
         for slot, batch in batches:
             if slot.runtime.instant_submit:
                 await self.attempts.submit(slot, batch)
+            elif slot.runtime.submits_batches:  # one request for the batch (job arrays)
+                self.spawn(self.attempts.submit(slot, batch))
             else:  # network round trips: in parallel, bounded by the runtime's slots
                 for item in batch:
                     self.spawn(self.attempts.submit(slot, [item]))

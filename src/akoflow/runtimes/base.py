@@ -202,6 +202,9 @@ class Runtime(abc.ABC):
     default_max_parallel: ClassVar[int] = 8
     instant_submit: ClassVar[bool] = False
     """True when :meth:`submit` never waits on I/O (the engine then calls it inline)."""
+    submits_batches: ClassVar[bool] = False
+    """True when :meth:`submit_many` starts a batch in fewer requests than one per attempt:
+    the engine then hands it each batch whole instead of one attempt per call."""
     files_stay_remote: ClassVar[bool] = False
     """True when attempts work in a directory of the backend (a cluster's MOUNT_PATH, a
     PVC), not in the engine's data dir: their files are known from the job's own listings."""
@@ -291,6 +294,19 @@ class Runtime(abc.ABC):
     async def metrics(self, jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Metrics]:
         """CPU and memory of running jobs; runtimes without a source return nothing."""
         return {}
+
+    async def submit_many(self, jobs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
+        """Start several attempts at once: per job, in order, its handle or the error
+        :meth:`submit` would have raised (same idempotence and guarantees). By default one
+        :meth:`submit` after the other; a runtime that can start many in one request (SLURM
+        job arrays) overrides it and sets :attr:`submits_batches`."""
+        results: list[dict[str, Any] | Exception] = []
+        for job in jobs:
+            try:
+                results.append(await self.submit(job))
+            except Exception as exc:  # the caller judges each error as submit's
+                results.append(exc)
+        return results
 
     @abc.abstractmethod
     async def health(self) -> Health:

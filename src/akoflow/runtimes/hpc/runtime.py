@@ -69,6 +69,7 @@ MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it coun
 NODES_CACHE_SECONDS = 2.0
 CONTAINER_SHELL = "/bin/sh"
 LISTING_READS = 8  # attempts whose listings are read (and held in memory) at once
+FILE_OPS = 32  # remote file operations at once while an array's elements are prepared
 SLURM_PROGRAMS = ("sbatch", "squeue", "sinfo", "scancel")  # without them nothing can run
 # sbatch messages that mean "could not talk to slurmctld" (the job may or may not exist).
 _CONTROLLER_TROUBLE = (
@@ -93,6 +94,7 @@ class _Job:
         "cancel_pending",
         "cancelled",
         "cpu",
+        "index",
         "job_id",
         "key",
         "last_log",
@@ -116,8 +118,10 @@ class _Job:
         transfers: Sequence[staging.Transfer],
         record_files: bool = False,
         workdir: str | None = None,
+        index: int | None = None,
     ) -> None:
         self.key = key
+        self.index = index  # its index in the array ``name``; None: a plain job
         self.workdir = workdir  # where it works (None: MOUNT_PATH)
         self.record_files = record_files  # the job lists its working dir (provenance)
         self.name = name
@@ -133,14 +137,23 @@ class _Job:
         self.last_log = 0.0
         self.cpu: tuple[float, float] | None = None  # (cpu seconds, monotonic) last sample
 
+    @property
+    def row_key(self) -> tuple[str, int | None]:
+        """How squeue lists it: by job name, and index for an array's element."""
+        return (self.name, self.index)
+
     def handle(self) -> dict[str, Any]:
-        return {
+        handle: dict[str, Any] = {
             "name": self.name,
             "job_id": self.job_id,
             "dir": self.paths.dir,
             "volumes": [[t.local, t.remote, t.is_dir] for t in self.transfers],
             "files": self.record_files,
         }
+        if self.index is not None:  # an element: array job id + index (job_id: "ID_INDEX")
+            handle["array"] = self.name
+            handle["index"] = self.index
+        return handle
 
 
 def _transfers_of(handle: Mapping[str, Any]) -> list[staging.Transfer]:
@@ -181,6 +194,7 @@ def _tail(text: str) -> str:
 class HpcRuntime(Runtime):
     kind = "hpc"
     files_stay_remote = True
+    submits_batches = True  # a fan-out becomes job arrays (submit_many)
     default_max_parallel = 100
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -205,6 +219,9 @@ class HpcRuntime(Runtime):
         self.status_queries = 0
         """squeue calls made by the monitor (one per poll with live jobs)."""
         self.submissions = 0
+        """Attempts given to SLURM (an array's elements each count)."""
+        self.sbatch_calls = 0
+        """``sbatch`` commands that created jobs (an array is one)."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -214,7 +231,11 @@ class HpcRuntime(Runtime):
         else ``{NAME}_MAX_QUEUED`` (default 100)."""
         if self.config.get("MAX_PARALLEL"):
             return super().max_parallel
-        return self._s.max_queued if self._s is not None else 1
+        if self._s is None:
+            return 1
+        if self._s.arrays:  # a fan-out of ARRAY_MAX is one array, MAX_QUEUED of it at once
+            return max(self._s.max_queued, self._s.array_max)
+        return self._s.max_queued
 
     @property
     def connections_opened(self) -> int:
@@ -377,11 +398,15 @@ class HpcRuntime(Runtime):
 
     # ------------------------------------------------------------------ submit
 
-    def _paths(self, job: JobSpec) -> tuple[str, sbatch.AttemptPaths]:
-        s = self._settings()
+    def _scope(self, job: JobSpec) -> str:
         scope = job.scope or self._scopes.get(job.attempt_dir)
         if not scope:
             scope = self._scopes[job.attempt_dir] = scope_of(job.attempt_dir)
+        return scope
+
+    def _paths(self, job: JobSpec) -> tuple[str, sbatch.AttemptPaths]:
+        s = self._settings()
+        scope = self._scope(job)
         return sbatch.job_name(scope, job.key), sbatch.AttemptPaths.of(s.mount_path, scope, job.key)
 
     def _transfers(self, job: JobSpec) -> list[staging.Transfer]:
@@ -486,6 +511,200 @@ class HpcRuntime(Runtime):
         self._jobs[job.key] = tracked
         return tracked.handle()
 
+    # ------------------------------------------------------------------ job arrays
+
+    async def submit_many(self, jobs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
+        """Attempts whose sbatch options are the same (resources, partition, template) go as
+        one ``sbatch --array`` (:mod:`.sbatch`), ``ARRAY_MAX`` elements at most, at most
+        ``MAX_QUEUED`` of them running at once (``%N``); a group of one is a plain job.
+        With ``ARRAYS=off``, every attempt is a plain job (submitted side by side)."""
+        s = self._s
+        if s is None or not s.arrays or len(jobs) < 2:
+            return await self._submit_each(jobs)
+        results: dict[str, dict[str, Any] | Exception] = {}
+        groups: dict[tuple[str, ...], list[tuple[JobSpec, sbatch.JobRequest]]] = {}
+        for job in jobs:
+            tracked = self._jobs.get(job.key)
+            if tracked is not None:
+                results[job.key] = tracked.handle()
+                continue
+            try:
+                req = self.request(job)
+                sbatch.render(req, s.template)  # a template this attempt cannot use: its error
+            except ValueError as exc:
+                results[job.key] = SubmitError(str(exc))
+                continue
+            groups.setdefault(sbatch.options_key(req), []).append((job, req))
+        singles: list[JobSpec] = []
+        for members in groups.values():
+            for start in range(0, len(members), s.array_max):
+                chunk = members[start : start + s.array_max]
+                if len(chunk) == 1:
+                    singles.append(chunk[0][0])
+                    continue
+                try:
+                    await self._submit_array(chunk, results)
+                except Exception as exc:  # what the array's sbatch said is every element's
+                    for job, _ in chunk:
+                        results.setdefault(job.key, exc)
+        for job, result in zip(singles, await self._submit_each(singles), strict=True):
+            results[job.key] = result
+        return [results[job.key] for job in jobs]
+
+    async def _submit_each(self, jobs: Sequence[JobSpec]) -> list[dict[str, Any] | Exception]:
+        """Plain jobs, side by side (their sbatch calls paced by ``SUBMIT_RATE``)."""
+        answers = await asyncio.gather(*(self.submit(job) for job in jobs), return_exceptions=True)
+        results: list[dict[str, Any] | Exception] = []
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # cancelled
+            results.append(answer)
+        return results
+
+    async def _submit_array(
+        self,
+        members: Sequence[tuple[JobSpec, sbatch.JobRequest]],
+        results: dict[str, dict[str, Any] | Exception],
+    ) -> None:
+        """One ``sbatch --array`` for ``members`` (same options); each one's handle or error
+        goes to ``results``. Every element's files and ``submitted`` claim first, as a plain
+        job's; one sent before is looked for, not sent again."""
+        s = self._settings()
+        transport = await self._ready_transport()
+        first = members[0][0]
+        scope = self._scope(first)
+        array = sbatch.array_name(scope, first.key)
+        apaths = sbatch.ArrayPaths.of(s.mount_path, scope, first.key)
+        if s.run_dirs:
+            for workdir in dict.fromkeys(self._workdir(job) for job, _ in members):
+                await transport.makedirs(workdir)
+        ins = [t for job, _ in members if job.volumes_in for t in self._transfers(job)]
+        for transfer in dict.fromkeys(ins):  # a volume every element reads: sent once
+            await self._stage(transfer, upload=True)
+        gate = asyncio.Semaphore(FILE_OPS)
+
+        async def prepare(job: JobSpec, req: sbatch.JobRequest) -> bool:
+            files = {"script.sh": job.activity.run.encode(),
+                     "element.sh": sbatch.element_body(req).encode()}  # fmt: skip
+            async with gate:
+                await transport.write_files(req.paths.dir, files)
+                return await transport.mkdir_exclusive(req.paths.submitted)
+
+        claimed = await asyncio.gather(*(prepare(job, req) for job, req in members))
+        fresh = [m for m, ok in zip(members, claimed, strict=True) if ok]
+        for (job, req), ok in zip(members, claimed, strict=True):
+            if not ok:  # sent before (another engine's submit): found, never sent twice
+                try:
+                    results[job.key] = await self._sent_before(job, req.paths)
+                except Exception as exc:
+                    results[job.key] = exc
+        if not fresh:
+            return
+
+        async def refer(i: int, req: sbatch.JobRequest) -> None:
+            async with gate:  # before the sbatch: a restarted engine finds the element by it
+                await transport.write_files(
+                    req.paths.dir, {"array": sbatch.array_ref_text(array, i)}
+                )
+
+        await asyncio.gather(*(refer(i, req) for i, (_, req) in enumerate(fresh)))
+        shared = dataclasses.replace(fresh[0][1], name=array, output=apaths.output)
+        script = sbatch.render_array(shared, [req.paths.dir for _, req in fresh], s.template)
+        await transport.write_files(apaths.dir, {"job.sbatch": script.encode()})
+        await self._pace(s.submit_rate)
+        argv = sbatch.array_argv(apaths, array, len(fresh), s.max_queued)
+        try:
+            res = await transport.run(argv)
+        except TransportAmbiguous:
+            await self._array_ambiguous(fresh, array, results)
+            return
+        self.sbatch_calls += 1
+        if res.exit_status == 127:
+            raise self._not_found("sbatch")
+        if res.exit_status != 0:
+            message = _tail(res.stderr)
+            if any(t in res.stderr for t in _CONTROLLER_TROUBLE):
+                await self._array_ambiguous(fresh, array, results, look_first=False)
+                return
+            if "Invalid partition name" in res.stderr:
+                raise HpcMisconfigured(
+                    f"sbatch refused {array}: {message}",
+                    f"set {s.variable_prefix}QUEUE to one of the partitions `sinfo -s` lists",
+                )
+            if "array" in res.stderr.lower():
+                raise HpcMisconfigured(
+                    f"sbatch refused the job array {array} of {len(fresh)}: {message}",
+                    f"set {s.variable_prefix}ARRAY_MAX below the cluster's MaxArraySize "
+                    f"(`scontrol show config`), or {s.variable_prefix}ARRAYS=off",
+                )
+            raise SubmitError(f"sbatch refused {array}: {message}")
+        array_id = res.stdout.strip().split(";")[0]
+        if not array_id.isdigit():
+            raise SubmitError(f"sbatch printed no job id for {array}: {res.stdout.strip()!r}")
+        self.submissions += len(fresh)
+        for i, (job, req) in enumerate(fresh):
+            results[job.key] = self._track_element(job, req, array, i, f"{array_id}_{i}")
+
+    def _track_element(
+        self, job: JobSpec, req: sbatch.JobRequest, array: str, index: int, job_id: str | None
+    ) -> dict[str, Any]:
+        transfers = self._transfers(job) if job.volumes_out else []
+        tracked = _Job(job.key, array, req.paths, job_id, transfers, job.record_files,
+                       self._workdir(job), index)  # fmt: skip
+        self._jobs[job.key] = tracked
+        return tracked.handle()
+
+    async def _sent_before(self, job: JobSpec, paths: sbatch.AttemptPaths) -> dict[str, Any]:
+        """An attempt whose ``submitted`` claim was taken already: as a plain job, or as the
+        element its ``array`` file names."""
+        name, _ = self._paths(job)
+        element = sbatch.parse_array_ref(await self._require_transport().read_from(
+            paths.array_ref, 0, 4096))  # fmt: skip
+        index = None
+        if element is not None:
+            name, index = element
+        transfers = self._transfers(job) if job.volumes_out else []
+        return await self._after_ambiguous(job, name, paths, transfers, index=index)
+
+    async def _array_ambiguous(
+        self,
+        fresh: Sequence[tuple[JobSpec, sbatch.JobRequest]],
+        array: str,
+        results: dict[str, dict[str, Any] | Exception],
+        *,
+        look_first: bool = True,
+    ) -> None:
+        """The array's sbatch may or may not have created it: found by name, its elements
+        are tracked; not found, each element's ``started`` claim is taken (one that runs
+        later exits at once): those are reported never sent, those whose claim was taken
+        (they started: the array exists) are tracked."""
+        rows: dict[int | None, slurm.QueueRow] = {}
+        claim = True
+        try:
+            if look_first:
+                rows = await self._named_rows(array)
+        except (TransportUnavailable, TransportAmbiguous):
+            claim = False  # the login node is away: the monitor finds them by name later
+        except RuntimeUnavailable:
+            pass  # SLURM cannot tell now: the claims decide
+        if rows:
+            claim = False  # the array exists: every element is SLURM's
+        for i, (job, req) in enumerate(fresh):
+            if claim:
+                try:
+                    if await self._claim(req.paths):
+                        results[job.key] = _NeverRan(
+                            f"the submission of {array} did not reach SLURM (or its element "
+                            f"{i} can no longer run); it will be sent again as a new attempt"
+                        )
+                        continue
+                except RuntimeUnavailable:
+                    claim = False  # away now: the rest are looked for by the monitor
+            row = rows.get(i)
+            results[job.key] = self._track_element(
+                job, req, array, i, row.job_id if row is not None else None
+            )
+
     async def _pace(self, rate: float) -> None:
         """At most ``rate`` sbatch calls per second from this runtime."""
         async with self._gate:
@@ -503,14 +722,16 @@ class HpcRuntime(Runtime):
         transfers: list[staging.Transfer],
         *,
         look_first: bool = True,
+        index: int | None = None,
     ) -> dict[str, Any]:
-        """sbatch may or may not have created the job: find it by name, or make sure that it
-        can never run before reporting the submission as not done."""
+        """sbatch may or may not have created the job (the element ``index`` of the array
+        ``name``): find it by name, or make sure that it can never run before reporting the
+        submission as not done."""
         row: slurm.QueueRow | None = None
         try:
             try:
                 if look_first:
-                    row = await self._lookup(name)
+                    row = await self._lookup(name, index)
             except (TransportUnavailable, TransportAmbiguous):
                 raise
             except RuntimeUnavailable:
@@ -522,26 +743,33 @@ class HpcRuntime(Runtime):
                         "longer run); it will be sent again as a new attempt"
                     )
                 with contextlib.suppress(RuntimeUnavailable):  # it started: visible by now
-                    row = await self._lookup(name)
+                    row = await self._lookup(name, index)
         except _NeverRan:
             raise
         except RuntimeUnavailable:
             row = None  # the login node is away: the monitor finds the job by name later
         job_id = row.job_id if row else None
         tracked = _Job(
-            job.key, name, paths, job_id, transfers, job.record_files, self._workdir(job)
+            job.key, name, paths, job_id, transfers, job.record_files, self._workdir(job), index
         )
         self._jobs[job.key] = tracked
         return tracked.handle()
 
-    async def _lookup(self, name: str) -> slurm.QueueRow | None:
+    async def _lookup(self, name: str, index: int | None = None) -> slurm.QueueRow | None:
+        """The job named ``name`` (the element ``index`` of the array of that name)."""
+        return (await self._named_rows(name)).get(index)
+
+    async def _named_rows(self, name: str) -> dict[int | None, slurm.QueueRow]:
+        """squeue's rows of the job (or every element of the array) named ``name``, by
+        index; a live row wins over an ended one of the same index."""
         res = await self._run(slurm.squeue_by_name_argv(await self._user(), name))
         if res.exit_status != 0:
             raise RuntimeUnavailable(f"squeue failed on {self._where()}: {_tail(res.stderr)}")
-        rows = [r for r in slurm.parse_squeue(res.stdout) if r.name == name]
-        live = [r for r in rows if r.live]
-        found = live or rows
-        return found[-1] if found else None
+        found: dict[int | None, slurm.QueueRow] = {}
+        for row in slurm.parse_squeue(res.stdout):
+            if row.name == name and (row.index not in found or row.live):
+                found[row.index] = row
+        return found
 
     async def _claim(self, paths: sbatch.AttemptPaths) -> bool:
         """Take the attempt's ``started`` claim: True means its script never ran and never
@@ -595,15 +823,16 @@ class HpcRuntime(Runtime):
             except Exception:
                 log.exception("monitoring %s failed this cycle", self.name)
 
-    async def _squeue(self) -> dict[str, slurm.QueueRow] | None:
+    async def _squeue(self) -> dict[tuple[str, int | None], slurm.QueueRow] | None:
         res = await self._run(slurm.squeue_argv(await self._user()))
         if res.exit_status != 0:
             log.debug("squeue failed on %s: %s", self._where(), _tail(res.stderr))
             return None
-        rows: dict[str, slurm.QueueRow] = {}
+        rows: dict[tuple[str, int | None], slurm.QueueRow] = {}
         for row in slurm.parse_squeue(res.stdout):
-            if row.name.startswith("akf-") and (row.name not in rows or row.live):
-                rows[row.name] = row
+            key = (row.name, row.index)
+            if row.name.startswith("akf-") and (key not in rows or row.live):
+                rows[key] = row
         return rows
 
     async def _poll(self) -> None:
@@ -614,7 +843,7 @@ class HpcRuntime(Runtime):
         ended: list[tuple[_Job, slurm.QueueRow]] = []
         missing: list[_Job] = []
         for job in list(self._jobs.values()):
-            row = rows.get(job.name)
+            row = rows.get(job.row_key)
             if row is None:
                 job.misses += 1
                 if job.misses >= MISSES_BEFORE_LOST:
@@ -715,7 +944,7 @@ class HpcRuntime(Runtime):
         acct = await self._accounting_rows(unknown) if unknown else {}
         outcomes = []
         for (job, state), code in zip(ended, codes, strict=True):
-            row = acct.get(job.name)
+            row = acct.get(job.key)
             slurm_code, sig = (row.exit_code, row.signal) if row is not None else (None, None)
             outcomes.append(self._outcome(job, state, code, slurm_code, sig))
         return outcomes
@@ -736,11 +965,36 @@ class HpcRuntime(Runtime):
         return self._outcome(job, state, await self._read_exit(job.paths), slurm_code, sig)
 
     async def _accounting_rows(self, jobs: Sequence[_Job]) -> dict[str, slurm.AcctRow]:
-        """Final states of jobs that left the queue, in one sacct call."""
+        """Final states of jobs that left the queue, in one sacct call, by attempt key.
+        Plain jobs are matched by name; array elements (one name for all) by their own job
+        id, recorded in their dir when they started (``sacct -c`` knows no ``ID_INDEX``),
+        else by ``ID_INDEX`` (slurmdbd's sacct shows either as ``ID_INDEX``)."""
         s = self._settings()
-        ids = [j.job_id for j in jobs if j.job_id]
+        ids: list[str] = []
+        by_id: dict[str, _Job] = {}
+        for j in jobs:
+            if not j.job_id:
+                continue
+            if j.index is None:
+                ids.append(j.job_id)
+                continue
+            own = await self._element_job_id(j)
+            ids.append(own or j.job_id)
+            by_id[j.job_id] = j
+            if own is not None:
+                by_id[own] = j
         if not ids or s.accounting == "none":
             return {}
+        plain = {j.name: j for j in jobs if j.index is None}
+
+        def matched(rows: list[slurm.AcctRow]) -> dict[str, slurm.AcctRow]:
+            found: dict[str, slurm.AcctRow] = {}
+            for r in rows:
+                job = by_id.get(r.job_id) or plain.get(r.name)
+                if job is not None:
+                    found[job.key] = r
+            return found
+
         modes = [s.accounting] if s.accounting != "auto" else [self._accounting or "sacct"]
         if s.accounting == "auto" and self._accounting is None:
             modes.append("jobcomp")
@@ -749,14 +1003,19 @@ class HpcRuntime(Runtime):
             if res.exit_status == 0 and "accounting storage is disabled" not in res.stderr:
                 if s.accounting == "auto":
                     self._accounting = mode
-                return {r.name: r for r in slurm.parse_sacct(res.stdout)}
+                return matched(slurm.parse_sacct(res.stdout))
         return {}
+
+    async def _element_job_id(self, job: _Job) -> str | None:
+        data = await self._require_transport().read_from(job.paths.slurm_job_id, 0, 64)
+        text = data.decode(errors="replace").strip() if data is not None else ""
+        return text if text.isdigit() else None
 
     async def _resolve_missing(self, jobs: Sequence[_Job]) -> list[tuple[_Job, Outcome]]:
         acct = await self._accounting_rows(jobs)
         result: list[tuple[_Job, Outcome]] = []
         for job in jobs:
-            row = acct.get(job.name)
+            row = acct.get(job.key)
             if row is not None and row.state not in slurm.LIVE_STATES:
                 result.append(
                     (job, await self._final_outcome(job, row.state, row.exit_code, row.signal))
@@ -802,7 +1061,10 @@ class HpcRuntime(Runtime):
         self._settings()  # bad settings: SubmitError
         job.cancel_pending = False
         if job.job_id:
-            argv = ["scancel", job.job_id]
+            argv = ["scancel", job.job_id]  # an element: ID_INDEX, that element only
+        elif job.index is not None:
+            job.cancel_pending = True  # by name it would be the whole array: wait for its id
+            return
         else:
             argv = ["scancel", f"--name={job.name}", f"--user={await self._user()}"]
         res = await self._run(argv)
@@ -812,14 +1074,19 @@ class HpcRuntime(Runtime):
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         self._require_transport()
         name, paths = self._paths(job)
+        index = None
+        element = await self._element_of(paths, handle)
+        if element is not None:  # given to an array: found by its name and index
+            name, index = element
         transfers = _transfers_of(handle) if "volumes" in handle else self._transfers(job)
-        tracked = _Job(job.key, name, paths, None, transfers, job.record_files, self._workdir(job))
+        tracked = _Job(job.key, name, paths, None, transfers, job.record_files,
+                       self._workdir(job), index)  # fmt: skip
 
         async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
             outcome = await self._with_files(tracked, outcome)
             return Adopted("finished", tracked.handle(), outcome, node)
 
-        row = await self._lookup(name)
+        row = await self._lookup(name, index)
         if row is not None:
             tracked.job_id, tracked.state, tracked.node = row.job_id, row.state, row.node
             if row.live:
@@ -828,7 +1095,7 @@ class HpcRuntime(Runtime):
             (outcome,) = await self._final_outcomes([(tracked, row.state)])
             return await finished(outcome, row.node)
         tracked.job_id = str(handle.get("job_id") or "") or None
-        if tracked.job_id is None:
+        if tracked.job_id is None and index is None:  # (an array's name is no element's)
             tracked.job_id = await self._job_id_from_accounting(name)
         resolved = await self._resolve_missing([tracked]) if tracked.job_id else []
         if resolved:
@@ -841,6 +1108,19 @@ class HpcRuntime(Runtime):
             return Adopted("never_started")
         lost = "the job ran but left neither a SLURM record nor an exit code"
         return await finished(Outcome(False, None, lost))
+
+    async def _element_of(
+        self, paths: sbatch.AttemptPaths, handle: Mapping[str, Any]
+    ) -> tuple[str, int] | None:
+        """(array name, index) when the attempt was given to a job array: from its handle,
+        else (an engine that died before storing it) from the reference in its dir."""
+        if "name" in handle:
+            array, index = handle.get("array"), handle.get("index")
+            if isinstance(array, str) and isinstance(index, int) and not isinstance(index, bool):
+                return array, index
+            return None  # a plain job's handle
+        data = await self._require_transport().read_from(paths.array_ref, 0, 4096)
+        return sbatch.parse_array_ref(data)
 
     async def _job_id_from_accounting(self, name: str) -> str | None:
         s = self._settings()

@@ -28,14 +28,16 @@ half-written one is never read.
 from __future__ import annotations
 
 import math
+import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from akoflow.provenance.remote import LIST_FUNCTION
 
 CLAIM_LOST_EXIT = 213
 WORKDIR_MISSING_EXIT = 214
+ELEMENT_MISSING_EXIT = 215  # an array element without an attempt (or its element.sh)
 FINISHED_TEXT = "AKOFLOW_JOB_FINISHED"
 CONTROL_DIR = ".akoflow"
 
@@ -91,6 +93,23 @@ class AttemptPaths:
         return f"{self.dir}/submitted"
 
     @property
+    def element(self) -> str:
+        """The attempt's body when it runs as an element of a job array (sourced)."""
+        return f"{self.dir}/element.sh"
+
+    @property
+    def array_ref(self) -> str:
+        """``<array job name>\\n<index>\\n``: the array this attempt was given to, written
+        before that array's sbatch (a restarted engine finds the element by it)."""
+        return f"{self.dir}/array"
+
+    @property
+    def slurm_job_id(self) -> str:
+        """The element's own SLURM job id, written by the element when it starts (accounting
+        without slurmdbd knows array elements only by it)."""
+        return f"{self.dir}/slurm_job_id"
+
+    @property
     def files_before(self) -> str:
         """Listing of the working directory right before the command (provenance)."""
         return f"{self.dir}/files.before"
@@ -131,6 +150,8 @@ class JobRequest:
     record_files: bool = False
     """List the working directory before and after the command (``files.before``,
     ``files.after``): provenance of the files that stay on the cluster."""
+    output: str | None = None
+    """SLURM's output file when it is not the attempt's ``slurm.out`` (an array's)."""
 
 
 def time_limit(setting: str | None, timeout_seconds: float | None) -> str | None:
@@ -166,8 +187,8 @@ def directives(req: JobRequest) -> list[str]:
         ("gpus", req.gpus),
         ("cpus-per-gpu", req.cpus_per_gpu),
         ("nodelist", req.nodelist),
-        ("output", f"{req.paths.dir}/slurm.out"),
-        ("error", f"{req.paths.dir}/slurm.out"),
+        ("output", req.output or f"{req.paths.dir}/slurm.out"),
+        ("error", req.output or f"{req.paths.dir}/slurm.out"),
     ]
     return [f"#SBATCH --{k}={v}" for k, v in options if v is not None]
 
@@ -218,11 +239,15 @@ def body(req: JobRequest, *, final_exit: bool = True) -> str:
 def render(req: JobRequest, template: str | None = None) -> str:
     """The sbatch script: ``template`` (upstream's placeholders, plus ``#DIRECTIVES#``) or the
     default one, with AkôFlow's body in place of ``#COMMAND#``."""
+    return _fill(req, template, lambda final_exit: body(req, final_exit=final_exit))
+
+
+def _fill(req: JobRequest, template: str | None, command: Callable[[bool], str]) -> str:
     values = {
         "#DIRECTIVES#": "\n".join(directives(req)),
         "#JOB_NAME#": req.name,
-        "#OUTPUT#": f"{req.paths.dir}/slurm.out",
-        "#ERROR#": f"{req.paths.dir}/slurm.out",
+        "#OUTPUT#": req.output or f"{req.paths.dir}/slurm.out",
+        "#ERROR#": req.output or f"{req.paths.dir}/slurm.out",
         "#TIME#": req.time or "",
         "#PARTITION#": req.partition or "",
         "#ACCOUNT#": req.account or "",
@@ -239,4 +264,112 @@ def render(req: JobRequest, template: str | None = None) -> str:
     for placeholder, value in values.items():  # never inside the body or the user's script
         head = head.replace(placeholder, value)
         tail = tail.replace(placeholder, value)
-    return head + body(req, final_exit=not tail.strip()) + tail
+    return head + command(not tail.strip()) + tail
+
+
+# ---------------------------------------------------------------------- job arrays
+#
+# Attempts whose sbatch options are identical (same resources, partition, template) go to
+# SLURM as one ``sbatch --array=0-(n-1)%N``. Each attempt keeps its own remote dir, script,
+# claims, exit file, logs and listings: its body (the same lines as a plain job's) is written
+# there as ``element.sh``, and the array's script only picks the element's dir by
+# ``$SLURM_ARRAY_TASK_ID`` from a case statement of quoted paths, then sources it.
+
+
+def array_name(scope: str, first_key: str) -> str:
+    """Deterministic SLURM job name of the array whose first element is ``first_key``; never
+    the name of a plain job (those are ``akf-<scope>-<key>``, keys start with ``wf``)."""
+    return f"akf-{scope}-arr-{first_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayPaths:
+    """Remote files of one array, under ``MOUNT_PATH/.akoflow/<scope>/arrays/<first key>``."""
+
+    dir: str
+
+    @classmethod
+    def of(cls, mount_path: str, scope: str, first_key: str) -> ArrayPaths:
+        return cls(f"{mount_path}/{CONTROL_DIR}/{scope}/arrays/{first_key}")
+
+    @property
+    def sbatch(self) -> str:
+        return f"{self.dir}/job.sbatch"
+
+    @property
+    def output(self) -> str:
+        """SLURM's own output of each element (``%a``: its index)."""
+        return f"{self.dir}/slurm.%a.out"
+
+
+def options_key(req: JobRequest) -> tuple[str, ...]:
+    """What must be equal for attempts to share an array: their ``#SBATCH`` lines, less the
+    name and output that are the array's own."""
+    own = ("#SBATCH --job-name=", "#SBATCH --output=", "#SBATCH --error=")
+    return tuple(line for line in directives(req) if not line.startswith(own))
+
+
+def array_argv(paths: ArrayPaths, name: str, size: int, throttle: int) -> list[str]:
+    """``--job-name`` and ``--array`` on the command line: a user template cannot lose them.
+    ``%throttle``: at most that many elements run at once."""
+    return [
+        "sbatch",
+        "--parsable",
+        f"--job-name={name}",
+        f"--array=0-{size - 1}%{max(1, throttle)}",
+        paths.sbatch,
+    ]
+
+
+def element_body(req: JobRequest) -> str:
+    """``element.sh``: the attempt's body, sourced by the array's script (which then ends
+    the job with ``$akf_code``, or runs a template's lines after ``#COMMAND#``)."""
+    return body(req, final_exit=False) + "\n"
+
+
+def dispatcher(element_dirs: Sequence[str], *, final_exit: bool = True) -> str:
+    """The array's command: the element's attempt dir by index (indexes are ours, paths
+    quoted), its SLURM job id recorded there, then its ``element.sh`` sourced."""
+    q = shlex.quote
+    cases = "".join(f"  {i}) akf_dir={q(d)} ;;\n" for i, d in enumerate(element_dirs))
+    lines = [
+        "# AkôFlow: each element of this array runs its own attempt.",
+        'case "${SLURM_ARRAY_TASK_ID:-}" in',
+        cases + f"  *) exit {ELEMENT_MISSING_EXIT} ;;",
+        "esac",
+        f'[ -r "$akf_dir/element.sh" ] || exit {ELEMENT_MISSING_EXIT}',
+        'printf \'%s\\n\' "${SLURM_JOB_ID:-}" >"$akf_dir/slurm_job_id" 2>/dev/null || :',
+        '. "$akf_dir/element.sh"',
+    ]
+    if final_exit:
+        lines.append('exit "$akf_code"')
+    return "\n".join(lines)
+
+
+def render_array(
+    shared: JobRequest, element_dirs: Sequence[str], template: str | None = None
+) -> str:
+    """The array's sbatch script: ``shared`` gives the options every element has (its name
+    and output are the array's), ``element_dirs[i]`` the attempt element ``i`` runs."""
+    return _fill(
+        shared, template, lambda final_exit: dispatcher(element_dirs, final_exit=final_exit)
+    )
+
+
+_ARRAY_NAME = re.compile(r"^akf-[A-Za-z0-9_.-]+-arr-[A-Za-z0-9_.-]+$")
+
+
+def array_ref_text(name: str, index: int) -> bytes:
+    """The content of an element's ``array`` file (:attr:`AttemptPaths.array_ref`)."""
+    return f"{name}\n{index}\n".encode()
+
+
+def parse_array_ref(data: bytes | None) -> tuple[str, int] | None:
+    """(array name, index) from an ``array`` file; None when missing or not one of ours."""
+    if data is None:
+        return None
+    parts = data.decode(errors="replace").split("\n")
+    if len(parts) != 3 or parts[2] or not parts[1].isdigit():
+        return None
+    name = parts[0]
+    return (name, int(parts[1])) if _ARRAY_NAME.match(name) else None

@@ -4,8 +4,8 @@ Seed keys: ``USER``, ``HOST_CLUSTER``, ``QUEUE``, ``MOUNT_PATH``, ``GATEWAY``, `
 ``PROJECT``. Upstream's: ``TIME``, ``NTASKS``, ``NODES``, ``GPUS``, ``CPUS_PER_GPU``, ``MEM``,
 ``SBATCHTEMPLATE`` (base64), ``SSHKEYPRIVK`` (base64 private key), ``PASSWORD``. Ours: ``PORT``,
 ``KEY_FILE``, ``KEY_PASSPHRASE``, ``KNOWN_HOSTS``, ``ACCEPT_NEW_HOST_KEY``, ``SINGULARITY``,
-``POLL_INTERVAL``, ``SUBMIT_RATE``, ``MAX_QUEUED``, ``MAX_SESSIONS``, ``KEEPALIVE``,
-``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``RECONNECT_MAX``, ``ACCOUNTING``,
+``POLL_INTERVAL``, ``SUBMIT_RATE``, ``MAX_QUEUED``, ``ARRAYS``, ``ARRAY_MAX``, ``MAX_SESSIONS``,
+``KEEPALIVE``, ``CONNECT_TIMEOUT``, ``COMMAND_TIMEOUT``, ``RECONNECT_MAX``, ``ACCOUNTING``,
 ``METRICS_INTERVAL``, ``SBATCHTEMPLATE_FILE``, ``TRANSPORT``, ``JUMP_HOST``, ``SSH_CONFIG_FILE``;
 the seed's SSH config injection: ``SSHCONFIG`` (base64 of an ssh_config snippet) and
 ``SSHKEYPUBLK`` (base64 public key or certificate of ``SSHKEYPRIVK``). Secrets stay in this
@@ -85,6 +85,8 @@ class HpcSettings:
     poll_interval: float = 5.0
     submit_rate: float = 1.0
     max_queued: int = 100
+    arrays: bool = True  # attempts with the same sbatch options go as one job array
+    array_max: int = 1000  # elements per array (SLURM's MaxArraySize is 1001 by default)
     max_sessions: int = 8
     keepalive: float = 15.0
     connect_timeout: float = 10.0
@@ -232,6 +234,8 @@ def read_settings(config: RuntimeConfig) -> HpcSettings:
         poll_interval=config.get_seconds("POLL_INTERVAL", 5.0, minimum=0.1),
         submit_rate=config.get_float("SUBMIT_RATE", 1.0, minimum=0.001),
         max_queued=config.get_int("MAX_QUEUED", 100, minimum=1),
+        arrays=config.get_bool("ARRAYS", True),
+        array_max=config.get_int("ARRAY_MAX", 1000, minimum=2, maximum=1_000_000),
         max_sessions=config.get_int("MAX_SESSIONS", 8, minimum=1),
         keepalive=config.get_seconds("KEEPALIVE", 15.0, minimum=1.0),
         connect_timeout=config.get_seconds("CONNECT_TIMEOUT", 10.0, minimum=0.1),

@@ -61,6 +61,16 @@ class QueueRow:
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
+    @property
+    def index(self) -> int | None:
+        """The array index of an element (``123_4``: 4); None for a plain job."""
+        return array_index(self.job_id)
+
+
+def array_index(job_id: str) -> int | None:
+    base, sep, index = job_id.partition("_")
+    return int(index) if sep and base.isdigit() and index.isdigit() else None
+
 
 @dataclass(frozen=True, slots=True)
 class AcctRow:
@@ -72,7 +82,15 @@ class AcctRow:
 
 
 def squeue_argv(user: str) -> list[str]:
-    return ["squeue", "--noheader", "--states=all", f"--user={user}", f"--format={SQUEUE_FORMAT}"]
+    """``--array``: one line per array element, pending ones too (``123_4``)."""
+    return [
+        "squeue",
+        "--noheader",
+        "--array",
+        "--states=all",
+        f"--user={user}",
+        f"--format={SQUEUE_FORMAT}",
+    ]
 
 
 def squeue_by_name_argv(user: str, name: str) -> list[str]:
