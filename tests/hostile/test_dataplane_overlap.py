@@ -15,14 +15,9 @@ from tests.hpc_runtime.test_hpc_engine import states, until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.needs_root]
 
-# Bug found by this pass (src/akoflow/dataplane/plane.py, DataPlane.wants_collect): an attempt
-# that ends without listings (cancelled, or killed by its timeout before its command ended)
-# returns False before anything is collected, so a version another job recorded while it ran,
-# deferred to its end (it may have been writing it), never comes back to the host.
-NO_LISTINGS = (
-    "a deferred version waits for the end of an attempt that ends without listings "
-    "(cancelled, timed out): it is never collected"
-)
+# Found by this pass (fixed): an attempt that ends without listings (cancelled, or killed by
+# its timeout before its command ended) collected nothing, so a version another job recorded
+# while it ran, deferred to its end (it may have been writing it), never came back.
 WAIT = "i=0; until ls $1 >/dev/null 2>&1 || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done"
 
 # `slow` starts first and never ends by itself; `fast` writes fast.txt while it runs and ends:
@@ -44,7 +39,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=NO_LISTINGS)
 def test_a_run_cancelled_while_a_sinks_file_waits_for_another_job(
     hpc_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -146,7 +140,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason=NO_LISTINGS)
 def test_a_sinks_file_deferred_to_an_attempt_killed_by_its_timeout(
     hpc_env: dict[str, str], tmp_path: Path
 ) -> None:

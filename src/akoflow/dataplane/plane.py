@@ -387,31 +387,29 @@ class DataPlane:
     def wants_collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> bool:
         """Whether files come back to the host before the end of the attempt is recorded (its
         listings noted first): what it may have written that the workflow's ``collect``
-        brings back, and what another attempt there wrote while it ran, now complete."""
+        brings back, and what another attempt there wrote while it ran, now complete (also
+        at the end of an attempt that left no listing: cancelled, timed out, lost)."""
         self._ended.add((act.id, act.attempt))
-        if (
-            outcome.files is None
-            or not runtime.files_stay_remote
-            or act.wf.workflow.collect == "none"
-            or self._mover(act, runtime) is None
-        ):
+        mover = self._mover(act, runtime)
+        if mover is None or act.wf.workflow.collect == "none":
             return False
-        self.record_outputs(act, runtime, outcome.files)
-        return bool(self._collectable(act, outcome))
+        if outcome.files is not None:
+            self.record_outputs(act, runtime, outcome.files)
+        return bool(self._collectable(act, outcome, mover.location))
 
     async def collect(self, act: ActivityRun, runtime: Runtime, outcome: Outcome) -> None:
         """Bring back to the engine host what :meth:`wants_collect` said."""
-        files = outcome.files
-        if files is None:
+        mover = self._mover(act, runtime)
+        if mover is None:
             return
-        self.record_outputs(act, runtime, files)
-        for path in self._collectable(act, outcome):
+        if outcome.files is not None:
+            self.record_outputs(act, runtime, outcome.files)
+        for path in self._collectable(act, outcome, mover.location):
             await self._once(
-                (act.wf.id, HOST, path), partial(self._fetch, act, files.location, path)
+                (act.wf.id, HOST, path), partial(self._fetch, act, mover.location, path)
             )
 
-    def _collectable(self, act: ActivityRun, outcome: Outcome) -> list[str]:
-        assert outcome.files is not None
+    def _collectable(self, act: ActivityRun, outcome: Outcome, location: str) -> list[str]:
         wf = act.wf
         policy = wf.workflow.collect
         by_id = {a.id: a for a in wf.activities.values()}
@@ -424,7 +422,6 @@ class DataPlane:
                 return outcome.succeeded
             return other.state is ActivityState.SUCCEEDED
 
-        location = outcome.files.location
         return plan.collectable(
             self.repo.data_replicas(wf.id),
             location=location,
