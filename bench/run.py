@@ -17,6 +17,10 @@
     .venv/bin/python bench/run.py dataplane  # files between the engine and a SLURM cluster
                                              # (bench/dataplane.py): bytes moved vs needed
                                              # in a fan-out, 1 GiB copies vs scp and sftp
+    .venv/bin/python bench/run.py slurm-array
+                                             # a 1,000-activity SLURM fan-out as single jobs
+                                             # vs job arrays (bench/slurm_array.py): submit
+                                             # RPCs (sdiag) and wall time, side by side
     .venv/bin/python bench/run.py cache      # result caching (bench/cache.py): wide-1000
                                              # re-run uncached vs fully cached, and the ratio
 
@@ -201,8 +205,8 @@ def main() -> None:
         "which",
         nargs="*",
         default=default,
-        help="startup wide chain plan provenance docker server singularity k8s hpc dataplane "
-        "cache, "
+        help="startup wide chain plan provenance docker server singularity k8s hpc slurm-array "
+        "dataplane cache, "
         "or all "
         f"(default: {' '.join(default)})",
     )
@@ -267,11 +271,12 @@ def main() -> None:
         # The remote and container runtimes (each starts its own daemons or stand-ins, a
         # minute or more) and server mode: their own scripts, run from here by name;
         # `all` runs every benchmark.
-        for name in ("server", "singularity", "k8s", "hpc", "dataplane", "cache"):
+        for name in ("server", "singularity", "k8s", "hpc", "slurm-array", "dataplane", "cache"):
             if name in args.which or "all" in args.which:
                 sys.stdout.flush()
                 print(f"== {name}", flush=True)
-                subprocess.run([PY, str(Path(__file__).with_name(f"{name}.py"))], check=False)
+                script = Path(__file__).with_name(f"{name.replace('-', '_')}.py")
+                subprocess.run([PY, str(script)], check=False)
 
 
 if __name__ == "__main__":

@@ -489,6 +489,7 @@ class HpcRuntime(Runtime):
         except TransportAmbiguous:
             return await self._after_ambiguous(job, name, paths, transfers)
         self.submissions += 1
+        self.sbatch_calls += 1
         if res.exit_status == 127:
             raise self._not_found("sbatch")
         if res.exit_status != 0:
