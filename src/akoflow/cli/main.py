@@ -960,6 +960,13 @@ def server_cmd(
     # Created private (before the token file goes in), and a database it cannot use is a
     # clear error here rather than a failed start inside the web server.
     _open_repository(sdir).close()
+    from akoflow.gc.retention import RetentionError, settings
+
+    try:
+        settings()  # AKOFLOW_RETENTION: a value that is no duration stops the start here
+    except RetentionError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
 
     def announce(token: Token) -> None:
         if token.created:  # the only time the token is ever shown
@@ -1117,3 +1124,233 @@ def main() -> None:
         store.close_all()
     logging.shutdown()
     os._exit(code or 0)
+
+
+# ------------------------------------------------------------------- delete, gc, files
+
+
+def _housekeeping_result(doc: dict[str, Any], as_json: bool) -> int:
+    from akoflow.cli import housekeeping
+
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        housekeeping.render(doc, out.console)
+    return int(housekeeping.exit_code(doc))
+
+
+def _client_failed(exc: Exception) -> typer.Exit:
+    from akoflow.cli import client
+
+    assert isinstance(exc, client.ClientError)
+    return typer.Exit(client._report(exc))
+
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Say what would be deleted; remove nothing.")
+]
+
+
+@command()
+def delete(
+    workflow_ids: Annotated[
+        list[int], typer.Argument(help="Ids of finished runs.", min=1, max=MAX_ID)
+    ],
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Delete finished runs: their records, logs, attempt files and data dir (one given with
+    --data-dir outside the state dir is left alone), and what they left on their runtimes
+    (HPC attempt and run dirs, Kubernetes volumes, Jobs and pods, containers). Says how many
+    bytes were freed. A run that is still running is refused (exit 1); a runtime out of
+    reach keeps its part for the next `akoflow gc`."""
+    from akoflow.cli import housekeeping
+
+    ids = list(dict.fromkeys(workflow_ids))
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        if dry_run:
+            err.print("[bold red]error:[/] --dry-run is not available with --server")
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            doc = housekeeping.delete_remote(url, ids, state_dir=state_dir)
+        except client.ClientError as exc:
+            raise _client_failed(exc) from None
+        raise typer.Exit(_housekeeping_result(doc, as_json))
+    sdir, repo = _existing_store(state_dir)
+    if repo is None:
+        err.print(f"no runs yet in {escape(str(sdir))}")
+        raise typer.Exit(EXIT_INVALID)
+    for wf_id in ids:  # an unknown id: exit 2 before anything is deleted
+        _find_workflow(repo, str(wf_id))
+    _setup_logging(False)
+    doc = housekeeping.delete_local(repo, sdir, ids, dry_run=dry_run)
+    raise typer.Exit(_housekeeping_result(doc, as_json))
+
+
+@command()
+def gc(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Delete finished runs that ended longer ago than this (30d, 12h, 1d12h, 90m).",
+            show_default=False,
+        ),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-last",
+            help="Keep the N newest finished runs of each workflow name.",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: DryRunOpt = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Once, for a database an older AkôFlow made: VACUUM it so that later gcs "
+            "give space back in small steps (stop the server first: it holds writes).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Delete finished runs by age (--older-than) and/or count (--keep-last), as `delete`
+    does; remove run dirs a killed deletion left; try again what earlier deletions left on
+    runtimes that were out of reach; give the database's free pages back. With neither
+    option no run is deleted. Unfinished runs are never touched."""
+    from akoflow.cli import housekeeping
+    from akoflow.gc import GcOptions
+
+    try:
+        options = GcOptions.parse(older_than, keep_last, dry_run)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] --older-than: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        if compact:
+            err.print("[bold red]error:[/] --compact works on a local state dir only")
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            doc = housekeeping.gc_remote(url, options, older_than, state_dir=state_dir)
+        except client.ClientError as exc:
+            raise _client_failed(exc) from None
+        raise typer.Exit(_housekeeping_result(doc, as_json))
+    sdir, repo = _existing_store(state_dir)
+    if repo is None:
+        err.print(f"no runs yet in {escape(str(sdir))}: nothing to delete")
+        raise typer.Exit(EXIT_OK)
+    _setup_logging(False)
+    if compact:
+        _compact(repo)
+    doc = housekeeping.gc_local(repo, sdir, options)
+    raise typer.Exit(_housekeeping_result(doc, as_json))
+
+
+def _compact(repo: Any) -> None:
+    from akoflow.gc import records, vacuum
+
+    busy = records.live_owners(repo)
+    if busy:
+        wf_id, pid = busy[0]
+        err.print(
+            f"[bold red]error:[/] process {pid} is running workflow {wf_id}: a VACUUM would "
+            "hold its writes; run --compact while no engine runs"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    freed = vacuum.compact(repo)
+    err.print(f"compacted the database: {freed:,} bytes given back; later gcs give back in steps")
+
+
+@command()
+def files(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """List a run's data-dir files: path, the activity that generated it, size, and the
+    recorded SHA-256 of the version on disk (--json: every field, with each path's
+    percent-encoded form, which `akoflow download --encoded` takes)."""
+    from akoflow.cli import housekeeping
+
+    if url := _server_url(server):
+        from akoflow.cli import client
+
+        try:
+            rows = housekeeping.files_remote(url, workflow, state_dir=state_dir)
+        except client.ClientError as exc:
+            raise _client_failed(exc) from None
+    else:
+        repo, rec = _open_run(state_dir, workflow)
+        rows = housekeeping.files_local(repo, rec)
+    housekeeping.show_files(rows, as_json=as_json)
+
+
+@command()
+def download(
+    workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
+    path: Annotated[
+        str, typer.Argument(help="A file of its data dir (as listed by `akoflow files`).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Where to write it ('-': stdout) [default: its name, here]."
+        ),
+    ] = None,
+    encoded: Annotated[
+        bool,
+        typer.Option(
+            "--encoded", help="PATH is percent-encoded (pathEncoded of `akoflow files --json`)."
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    state_dir: StateDirOpt = None,
+    server: ServerOpt = None,
+) -> None:
+    """Download one file of a run's data dir (streamed; links are never followed, nothing
+    outside the data dir is served). A name that is not UTF-8 is given as the shell passes
+    it, or percent-encoded with --encoded."""
+    from akoflow.cli import client, housekeeping
+
+    target = output or housekeeping.default_output(path, encoded=encoded)
+    to_stdout = str(target) == "-"
+    if not to_stdout:
+        if target.is_dir():
+            target = target / housekeeping.default_output(path, encoded=encoded)
+        if os.path.lexists(target) and not force:
+            err.print(
+                f"[bold red]error:[/] {escape(shown(str(target)))} exists; --force replaces it"
+            )
+            raise typer.Exit(EXIT_INVALID)
+    url = _server_url(server)
+    rec = None if url else _open_run(state_dir, workflow)[1]
+    try:
+        with housekeeping.Output(None if to_stdout else target) as sink:
+            if url:
+                housekeeping.download_remote(
+                    url, workflow, path, sink, state_dir=state_dir, encoded=encoded
+                )
+            else:
+                housekeeping.download_local(rec, path, sink, encoded=encoded)
+    except client.ClientError as exc:
+        raise _client_failed(exc) from None
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] workflow {rec.id if rec else workflow}: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] cannot write {escape(str(target))}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_INVALID) from None
+    if not to_stdout:
+        err.print(f"wrote {escape(shown(str(target)))}")

@@ -50,7 +50,7 @@ DEFAULT_HEALTH_TIMEOUT = 10.0  # s
 # The methods that reach the backend, counted per runtime (see Runtime.backend_calls).
 BACKEND_CALLS = (
     "start", "stop", "submit", "cancel", "adopt", "logs", "metrics", "health", "nodes",
-    "release", "leftovers",
+    "release", "leftovers", "forget_run",
 )  # fmt: skip
 MAX_PARALLEL_LIMIT = 100_000  # more slots than any backend can hold: a typo
 
@@ -165,6 +165,30 @@ class NodeInfo:
     memory_capacity: int | None
     cpu_usage: float | None = None
     memory_usage: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrace:
+    """What names a deleted run's objects on a backend (see :meth:`Runtime.forget_run`): its
+    workflow id and scope (:mod:`akoflow.runtimes.scope`) together, never one alone (every
+    state dir has a workflow 1)."""
+
+    workflow_id: int
+    scope: str
+    namespace: str = "akoflow"
+    """The workflow's ``spec.namespace`` (Kubernetes)."""
+    nodes: tuple[str, ...] = ()
+    """The nodes its attempts ran on (Kubernetes: one volume per node, distributed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What :meth:`Runtime.forget_run` removed from the backend."""
+
+    removed: tuple[str, ...] = ()
+    """Each object or path removed, as people name it (``Job akoflow/wf3-x-a1-...``)."""
+    bytes: int | None = None
+    """What the removed files took there, when the backend says (HPC)."""
 
 
 ProcessHook = Callable[[str, int | None, str | None], bool]
@@ -332,6 +356,14 @@ class Runtime(abc.ABC):
         stay remote; None when attempts work in the data dir itself (or the same directory),
         or files cannot move to that location."""
         return None
+
+    async def forget_run(self, run: RunTrace) -> Forgotten:
+        """The run is deleted (``akoflow delete``, ``gc``): remove whatever it left here
+        (attempt dirs, volumes, leftover jobs and containers), found by its scope and workflow
+        id together, never another run's or state dir's. Raises :class:`RuntimeUnavailable`
+        when the backend cannot be reached (the deletion is tried again by the next gc).
+        Runtimes whose runs leave nothing outside the state dir keep this default."""
+        return Forgotten()
 
     async def leftovers(self, workflow_id: int, attempt_dir: Path) -> dict[str, dict[str, Any]]:
         """Backend objects this runtime still holds for a run's attempts (attempt key ->

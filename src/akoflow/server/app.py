@@ -27,7 +27,15 @@ from akoflow.engine import Engine
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext
 from akoflow.server.errors import install_error_handlers
-from akoflow.server.routes import activities, files, metrics, runtimes, upstream, workflows
+from akoflow.server.routes import (
+    activities,
+    files,
+    housekeeping,
+    metrics,
+    runtimes,
+    upstream,
+    workflows,
+)
 from akoflow.server.slow_clients import DEFAULT_BODY_TIMEOUT, BodyDeadline
 from akoflow.server.supervisor import start_engine
 from akoflow.server.ui import router as ui_router
@@ -86,10 +94,16 @@ def _lifespan(state_dir: Path) -> Callable[[FastAPI], AbstractAsyncContextManage
         # SIGUSR1 to the owning engine process: this one.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGUSR1, lambda: ctx.engine.apply_cancel_requests())
+        retention: asyncio.Task[None] | None = None
         try:
             await start_engine(ctx)
+            retention = housekeeping.start_retention(ctx)  # AKOFLOW_RETENTION
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGUSR1)
             if ctx.restarting is not None:
@@ -157,6 +171,7 @@ def create_app(
     app.include_router(runtimes.router)
     app.include_router(metrics.router)  # GET /metrics (Prometheus)
     app.include_router(files.router)  # a run's files: list, download, tar
+    app.include_router(housekeeping.router)  # POST /akoflow-api/gc
     app.include_router(ui_router)  # the web UI: public pages, data only through the API
     _protect_openapi(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

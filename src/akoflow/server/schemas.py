@@ -8,7 +8,7 @@ shapes use camelCase like upstream, with times as UNIX seconds.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -193,6 +193,13 @@ class WorkflowStateOut(BaseModel):
     state: str
     status: int
     cancelRequested: bool
+
+
+class DeletedWorkflowOut(WorkflowStateOut):
+    report: dict[str, Any] = Field(
+        description="What the deletion did: the `deleted` run's `freedBytes` on the server's "
+        "host, what each runtime `removed` or why it was `left` (see POST /akoflow-api/gc)."
+    )
 
 
 class ActivityOut(BaseModel):

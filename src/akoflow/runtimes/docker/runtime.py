@@ -34,6 +34,7 @@ from akoflow.provenance.observe.observer import cgroup_dir_of
 from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
+    Forgotten,
     Health,
     JobSpec,
     Metrics,
@@ -41,6 +42,7 @@ from akoflow.runtimes.base import (
     Outcome,
     Runtime,
     RuntimeUnavailable,
+    RunTrace,
     SubmitError,
 )
 from akoflow.runtimes.docker import files, gate
@@ -511,3 +513,8 @@ class DockerRuntime(Runtime):
             pass
         except docker.errors.APIError as exc:
             log.warning("cannot remove container of %s: %s", key, explain(exc))
+
+    async def forget_run(self, run: RunTrace) -> Forgotten:  # a deleted run's containers
+        from akoflow.runtimes.docker.forget import forget_remote
+
+        return await forget_remote(self._daemon, run)

@@ -38,6 +38,7 @@ from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.apptainer import exec_command
 from akoflow.runtimes.base import (
     Adopted,
+    Forgotten,
     Health,
     JobSpec,
     Metrics,
@@ -45,6 +46,7 @@ from akoflow.runtimes.base import (
     Outcome,
     Runtime,
     RuntimeUnavailable,
+    RunTrace,
     SubmitError,
 )
 from akoflow.runtimes.hpc import sbatch, slurm, ssh, staging
@@ -1192,6 +1194,11 @@ class HpcRuntime(Runtime):
                 job.cpu = (cpu_s, now)
             result[job.key] = Metrics(cpu_pct, mem)
         return result
+
+    async def forget_run(self, run: RunTrace) -> Forgotten:  # a deleted run's dirs: .forget
+        from akoflow.runtimes.hpc.forget import forget_remote
+
+        return await forget_remote(self._settings().mount_path, run, self._ready_transport)
 
 
 __all__ = ["HpcRuntime", "scope_of"]

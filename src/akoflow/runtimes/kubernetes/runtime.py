@@ -51,6 +51,7 @@ from akoflow.provenance.remote import RemoteFiles, remote_files
 from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.base import (
     Adopted,
+    Forgotten,
     Health,
     JobSpec,
     Metrics,
@@ -58,6 +59,7 @@ from akoflow.runtimes.base import (
     Outcome,
     Runtime,
     RuntimeUnavailable,
+    RunTrace,
     SubmitError,
 )
 from akoflow.runtimes.kubernetes import manifests as mf
@@ -940,3 +942,9 @@ class KubernetesRuntime(Runtime):
         except (httpx2.HTTPError, OSError) as exc:
             raise _unreachable(self._s.server, exc) from None
         return {}
+
+    async def forget_run(self, run: RunTrace) -> Forgotten:  # a deleted run's objects: .forget
+        from akoflow.runtimes.kubernetes.forget import forget_remote
+
+        ns, server = self._s.namespace or run.namespace, self._s.server
+        return await forget_remote(self._api(), ns, run, lambda exc: _unreachable(server, exc))

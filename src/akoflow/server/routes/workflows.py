@@ -9,7 +9,6 @@ import binascii
 import json
 import logging
 import os
-import shutil
 import signal
 from typing import Annotated, Any
 
@@ -18,13 +17,13 @@ from pydantic import ValidationError
 
 from akoflow import service
 from akoflow.engine import WorkflowBusy
-from akoflow.engine.model import run_dir
 from akoflow.engine.ownership import owner_alive
 from akoflow.provenance import lineage as file_lineage
 from akoflow.server import views
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext, get_context
 from akoflow.server.errors import ApiError
+from akoflow.server.routes import housekeeping
 from akoflow.server.routes.common import (
     E400,
     E401,
@@ -38,6 +37,7 @@ from akoflow.server.routes.common import (
     paging,
 )
 from akoflow.server.schemas import (
+    DeletedWorkflowOut,
     Envelope,
     ErrorBody,
     ErrorItem,
@@ -366,22 +366,25 @@ async def retry_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Workflow
 
 @router.delete(
     "/workflows/{workflow_id}/",
-    response_model=Envelope[WorkflowStateOut],
+    response_model=Envelope[DeletedWorkflowOut],
     responses={**E404, **E409},
-    summary="Delete a finished workflow: its records, logs, metrics and run directory",
+    summary="Delete a finished workflow: its records, logs, files, and its objects on backends",
 )
-async def delete_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[WorkflowStateOut]:
-    """Refused (409) while the workflow is pending or running: cancel it first. A data dir
-    given with `akoflow run --data-dir` outside the state dir is left alone."""
+async def delete_workflow(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[DeletedWorkflowOut]:
+    """Refused (409) while the workflow is pending or running: cancel it first. Its rows go
+    in one transaction, then its run dir (attempt files, the data dir unless `--data-dir`
+    put it outside the state dir: that one is left alone), then what it left on its
+    runtimes (HPC attempt and run dirs, Kubernetes volumes, Jobs and pods, containers).
+    `report` says what was freed here and removed there; a runtime out of reach is `left`
+    and tried again by the next gc (as `akoflow gc` does)."""
     rec = find_workflow(ctx, workflow_id)
     state = views.workflow_state(ctx, rec)
     if not state.is_final:
         raise ApiError(409, f"workflow {workflow_id} is {state}; cancel it before deleting it")
     out = views.workflow_state_out(ctx, rec)
-    ctx.repo.delete_workflow(workflow_id)
-    ctx.forget(workflow_id)
-    runs = (ctx.state_dir / "runs").resolve()
-    directory = run_dir(ctx.state_dir, rec.id, rec.name).resolve()
-    if directory.parent == runs:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
-    return Envelope(data=out, timestamp=views.now())
+    report = await housekeeping.delete_runs(ctx, [workflow_id])
+    if report["refused"]:
+        raise ApiError(409, f"workflow {workflow_id}: {report['refused'][0]['reason']}")
+    return Envelope(
+        data=DeletedWorkflowOut(**out.model_dump(), report=report), timestamp=views.now()
+    )

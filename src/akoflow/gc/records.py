@@ -1,0 +1,191 @@
+"""The store's side of deleting runs: what a run is made of, its deletion in one
+transaction with the record of what it left on backends, and those records.
+
+Every table that holds a run's rows references ``workflows`` (or its activities) with ON
+DELETE CASCADE, so deleting the workflow's row deletes them all in the same transaction:
+activities, dependencies, attempts, logs, metrics, placements, files and their derivations,
+initial and ambiguous files, replicas and copies, cache entries, notification events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from akoflow.engine.model import run_dir
+from akoflow.engine.ownership import owner_alive
+from akoflow.gc.select import RunSummary
+from akoflow.states import WorkflowState
+from akoflow.store import Repository
+
+FINAL = tuple(s.value for s in WorkflowState if s.is_final)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a run's deletion needs to know, read before anything is removed."""
+
+    id: int
+    name: str
+    state: WorkflowState
+    namespace: str
+    data_dir: Path
+    run_dir: Path
+    runtimes: tuple[str, ...]  # the runtimes its attempts went to
+    nodes: tuple[str, ...]  # the nodes they ran on
+    owner_pid: int | None
+    owner_started: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What a deleted run left on a runtime (a gc_remote row)."""
+
+    id: int
+    workflow_id: int
+    workflow_name: str
+    runtime: str
+    scope: str
+    namespace: str
+    nodes: tuple[str, ...]
+    tries: int
+    last_error: str | None
+
+
+def summaries(repo: Repository) -> list[RunSummary]:
+    rows = repo._exec(
+        "SELECT id, name, state, COALESCE(finished_at, created_at) FROM workflows"
+    ).fetchall()
+    return [RunSummary(int(r[0]), str(r[1]), r[2] in FINAL, r[3]) for r in rows]
+
+
+def facts(repo: Repository, state_dir: Path, wf_id: int) -> RunFacts | None:
+    rec = repo.get_workflow(wf_id)
+    if rec is None:
+        return None
+    runtimes = repo._exec(
+        "SELECT DISTINCT t.runtime FROM attempts t JOIN activities a ON a.id = t.activity_id "
+        "WHERE a.workflow_id = ? ORDER BY 1",
+        (wf_id,),
+    ).fetchall()
+    nodes = repo._exec(
+        "SELECT DISTINCT t.node FROM attempts t JOIN activities a ON a.id = t.activity_id "
+        "WHERE a.workflow_id = ? AND t.node IS NOT NULL ORDER BY 1",
+        (wf_id,),
+    ).fetchall()
+    return RunFacts(
+        id=rec.id,
+        name=rec.name,
+        state=rec.state,
+        namespace=rec.namespace,
+        data_dir=Path(rec.data_dir),
+        run_dir=run_dir(state_dir, rec.id, rec.name),
+        runtimes=tuple(str(r[0]) for r in runtimes),
+        nodes=tuple(str(r[0]) for r in nodes),
+        owner_pid=rec.owner_pid,
+        owner_started=rec.owner_started,
+    )
+
+
+def why_not(state: str, owner_pid: int | None, owner_started: float | None) -> str | None:
+    """Why a run may not be deleted now, or None."""
+    if state not in FINAL:
+        return f"it is {state}; cancel it first (akoflow cancel), then delete it"
+    if owner_pid is not None and owner_pid != os.getpid() and owner_alive(owner_pid, owner_started):
+        return f"process {owner_pid} is working on it"
+    return None
+
+
+def delete_run(
+    repo: Repository, wf_id: int, left: Iterable[tuple[str, str, str, Sequence[str]]]
+) -> str | None:
+    """Delete the run's rows and record what it ``left`` on runtimes ((runtime, scope,
+    namespace, nodes) each), in one transaction that first checks again that it may go (a
+    retry may have reopened it since it was looked at). None, or why it was not deleted."""
+    with repo.transaction():
+        row = repo._exec(
+            "SELECT name, state, owner_pid, owner_started FROM workflows WHERE id = ?", (wf_id,)
+        ).fetchone()
+        if row is None:
+            return "it no longer exists"
+        refused = why_not(row[1], row[2], row[3])
+        if refused is not None:
+            return refused
+        now = time.time()
+        for runtime, scope, namespace, nodes in left:
+            repo._exec(
+                "INSERT INTO gc_remote (workflow_id, workflow_name, runtime, scope, namespace, "
+                "nodes, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (runtime, scope, workflow_id) DO NOTHING",
+                (wf_id, row[0], runtime, scope, namespace, json.dumps(list(nodes)), now),
+            )
+        # Sent notifications of the run go with it; pending ones are sent still.
+        repo._exec(
+            "DELETE FROM notify_deliveries WHERE workflow_id = ? "
+            "AND (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)",
+            (wf_id,),
+        )
+        repo._exec("DELETE FROM workflows WHERE id = ?", (wf_id,))
+    return None
+
+
+def pending(repo: Repository, ids: Iterable[int] | None = None) -> list[Pending]:
+    rows = repo._exec(
+        "SELECT id, workflow_id, workflow_name, runtime, scope, namespace, nodes, tries, "
+        "last_error FROM gc_remote ORDER BY id"
+    ).fetchall()
+    wanted = None if ids is None else set(ids)
+    return [
+        Pending(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8])
+        for r in rows
+        if wanted is None or r[1] in wanted
+    ]
+
+
+def forgotten(repo: Repository, record: Pending) -> None:
+    repo._exec("DELETE FROM gc_remote WHERE id = ?", (record.id,))
+
+
+def still_left(repo: Repository, record: Pending, error: str) -> None:
+    repo._exec(
+        "UPDATE gc_remote SET tries = tries + 1, last_error = ? WHERE id = ?", (error, record.id)
+    )
+
+
+def last_sequence(repo: Repository) -> int:
+    """The largest workflow id ever given (ids are never reused: AUTOINCREMENT)."""
+    row = repo._exec("SELECT seq FROM sqlite_sequence WHERE name = 'workflows'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def existing_ids(repo: Repository) -> set[int]:
+    return {int(r[0]) for r in repo._exec("SELECT id FROM workflows").fetchall()}
+
+
+def live_owners(repo: Repository) -> list[tuple[int, int]]:
+    """(workflow id, pid) of the runs a live engine process works on now."""
+    rows: list[Any] = repo._exec(
+        "SELECT id, owner_pid, owner_started FROM workflows WHERE owner_pid IS NOT NULL"
+    ).fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows if owner_alive(r[1], r[2])]
+
+
+__all__ = [
+    "Pending",
+    "RunFacts",
+    "delete_run",
+    "existing_ids",
+    "facts",
+    "forgotten",
+    "last_sequence",
+    "live_owners",
+    "pending",
+    "still_left",
+    "summaries",
+    "why_not",
+]
