@@ -23,6 +23,13 @@
                                              # RPCs (sdiag) and wall time, side by side
     .venv/bin/python bench/run.py cache      # result caching (bench/cache.py): wide-1000
                                              # re-run uncached vs fully cached, and the ratio
+    .venv/bin/python bench/run.py peers      # wide-1000 and chain-100 vs Parsl's
+                                             # ThreadPoolExecutor and the serial bash floor,
+                                             # interleaved, with ratios (bench/peers.py;
+                                             # `pip install -e '.[bench]'` for Parsl)
+    .venv/bin/python bench/run.py scale      # 100,000 activities end to end (wide, and 1,000
+                                             # fan-outs of 100): time, peak RSS, status and
+                                             # API page latency during the run (bench/scale.py)
 
 Every workflow runs through the real CLI in a fresh process (start-up included) with a fresh
 state dir, the way a user runs it. Budgets (2-core machine) from the design brief:

@@ -1,0 +1,163 @@
+"""AkôFlow against its fastest Python peer (Parsl's ThreadPoolExecutor with bash apps) and
+against the serial `bash -c true` floor, in the same run, interleaved (the machine's speed
+drifts within minutes: only side-by-side numbers compare).
+
+    .venv/bin/pip install -e '.[bench]'          # Parsl, for the benchmark only
+    .venv/bin/python bench/peers.py              # wide-1000 and chain-100, 3 rounds
+    .venv/bin/python bench/peers.py --rounds 5 --wide 500 --chain 50
+    .venv/bin/python bench/run.py peers          # the same, from the benchmark runner
+
+Each measurement is a fresh process, start-up included, as a user runs it:
+
+- akoflow: ``akoflow run wf.yaml --quiet`` with a fresh state dir (durable state: every
+  intent and end committed to SQLite before and after each process, logs captured);
+- parsl: ``python bench/peers.py --parsl-child wide N`` (import, load a ThreadPoolExecutor
+  config with as many threads as akoflow's local slots, N bash apps, wait, clean up), with
+  its run dir in a fresh temporary directory; it keeps no durable state;
+- floor: N x ``bash -c true`` one after the other, started from Python.
+
+wide-N is N activities running ``true`` then a join depending on all of them; chain-N is N
+activities each depending on the one before. Each round runs every contestant once, in
+turn; the medians and their ratios are printed (goals of issue 20: wide akoflow/parsl <= 0.5,
+akoflow/floor <= 1.3; chain akoflow/parsl <= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+SLOTS = max(2, (os.cpu_count() or 1) * 2)  # akoflow's local default MAX_PARALLEL
+
+
+def wide_yaml(n: int) -> str:
+    lines = ["name: wide", "spec:", "  activities:"]
+    for i in range(n):
+        lines += [f"    - name: t{i}", "      run: 'true'"]
+    lines += [
+        "    - name: join",
+        "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
+        "      run: 'true'",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chain_yaml(n: int) -> str:
+    lines = ["name: chain", "spec:", "  activities:"]
+    for i in range(n):
+        lines += [f"    - name: c{i}", "      run: 'true'"]
+        if i:
+            lines.append(f"      dependsOn: [c{i - 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def parsl_child(shape: str, n: int, run_dir: str) -> None:
+    """The Parsl side: runs in its own process (start-up, imports and config included)."""
+    import parsl
+    from parsl.app.app import bash_app
+    from parsl.config import Config
+    from parsl.executors.threads import ThreadPoolExecutor
+
+    @bash_app  # type: ignore[misc]
+    def true(inputs: list[object] = ()) -> str:
+        return "true"
+
+    config = Config(
+        executors=[ThreadPoolExecutor(max_threads=SLOTS, label="threads")],
+        run_dir=run_dir,
+        usage_tracking=0,
+    )
+    with parsl.load(config):
+        if shape == "wide":
+            futures = [true() for _ in range(n)]
+            true(inputs=futures).result()
+        else:
+            fut = true()
+            for _ in range(n - 1):
+                fut = true(inputs=[fut])
+            fut.result()
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.decode(errors="replace"))
+        raise SystemExit(f"{argv[:4]} failed with exit code {proc.returncode}")
+    return wall
+
+
+def run_akoflow(wf: Path, tmp: Path, tag: str) -> float:
+    state = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=tmp))
+    return timed([PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)])
+
+
+def run_parsl(shape: str, n: int, tmp: Path) -> float:
+    run_dir = tempfile.mkdtemp(prefix=f"parsl-{shape}-", dir=tmp)
+    return timed([PY, __file__, "--parsl-child", shape, str(n), run_dir])
+
+
+def run_floor(n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(["bash", "-c", "true"], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--wide", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parsl-child", nargs=3, metavar=("SHAPE", "N", "RUN_DIR"))
+    args = parser.parse_args()
+    if args.parsl_child:
+        shape, n, run_dir = args.parsl_child
+        parsl_child(shape, int(n), run_dir)
+        return
+    try:
+        import parsl  # noqa: F401
+    except ImportError:
+        raise SystemExit("Parsl is missing: .venv/bin/pip install -e '.[bench]'") from None
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="akoflow-peers-") as d:
+        tmp = Path(d)
+        wide, chain = tmp / "wide.yaml", tmp / "chain.yaml"
+        wide.write_text(wide_yaml(args.wide))
+        chain.write_text(chain_yaml(args.chain))
+        contestants = {
+            "wide akoflow": lambda: run_akoflow(wide, tmp, "wide"),
+            "wide parsl": lambda: run_parsl("wide", args.wide, tmp),
+            "wide floor": lambda: run_floor(args.wide + 1),
+            "chain akoflow": lambda: run_akoflow(chain, tmp, "chain"),
+            "chain parsl": lambda: run_parsl("chain", args.chain, tmp),
+            "chain floor": lambda: run_floor(args.chain),
+        }
+        for r in range(args.rounds):
+            line = []
+            for name, run in contestants.items():
+                wall = run()
+                times.setdefault(name, []).append(wall)
+                line.append(f"{name} {wall:6.3f}")
+            print(f"round {r + 1}: " + "  ".join(line), flush=True)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"medians of {args.rounds} rounds ({os.cpu_count()} CPUs, {SLOTS} slots/threads):")
+    for shape, n in (("wide", args.wide + 1), ("chain", args.chain)):
+        ako, parsl_, floor = med[f"{shape} akoflow"], med[f"{shape} parsl"], med[f"{shape} floor"]
+        print(
+            f"{shape + '-' + str(n):<11} akoflow {ako:7.3f} s  parsl {parsl_:7.3f} s  "
+            f"floor {floor:7.3f} s  akoflow/parsl {ako / parsl_:5.2f}x  "
+            f"akoflow/floor {ako / floor:5.2f}x  [{ako / n * 1000:.2f} ms/act]"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Scale (issue 20, item 2): 100,000 activities on local, end to end, while the state stays
+readable.
+
+    .venv/bin/python bench/scale.py                  # wide-100000 and fanouts-1000x100
+    .venv/bin/python bench/scale.py wide --n 20000   # smaller, or one shape
+    .venv/bin/python bench/run.py scale              # the same, from the benchmark runner
+
+Each shape is submitted to a real ``akoflow server`` on a fresh state dir (the engine runs in
+the server process, with the API and UI on its event loop: the busier case) and followed to
+its end. Printed per shape: the time from the POST (validation and store included) to the
+run's end, the server's peak RSS (wait4 of the process, its whole life), and, sampled every
+``--every`` seconds while it runs, the latency of ``akoflow status ID`` (a fresh CLI process
+on the same state dir, start-up included) and of the API's page of 100 activities (keyset,
+at the rows the engine is busy with). Goals: < 150 s, < 500 MB, a page < 100 ms.
+
+Shapes: **wide** is N activities running ``true`` and a join depending on all of them;
+**fanouts** is LEVELS levels of WIDTH activities, each activity of a level depending on the
+first activity of the level before (1,000 fan-outs of 100, one after the other: a critical
+path of LEVELS activities with WIDTH-wide parallelism at every level).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server import API, free_port
+
+PY = sys.executable
+
+
+def wide_yaml(n: int) -> str:
+    parts = ["name: wide\nspec:\n  activities:\n"]
+    parts += [f"    - name: t{i}\n      run: 'true'\n" for i in range(n)]
+    parts.append("    - name: join\n      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)))
+    parts.append("]\n      run: 'true'\n")
+    return "".join(parts)
+
+
+def fanouts_yaml(levels: int, width: int) -> str:
+    parts = ["name: fanouts\nspec:\n  activities:\n"]
+    for lv in range(levels):
+        dep = f"      dependsOn: [l{lv - 1}-0]\n" if lv else ""
+        parts += [f"    - name: l{lv}-{i}\n      run: 'true'\n{dep}" for i in range(width)]
+    return "".join(parts)
+
+
+def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AKOFLOW_")}
+    proc = subprocess.Popen(
+        [PY, "-m", "akoflow", "server", "--port", str(port), "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(1200):
+        try:
+            if httpx.get(url + "/akoflow-server/check-service/", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return proc, url, (state / "api-token").read_text().strip()
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> int:
+    """Stop the server; its peak RSS in bytes (wait4: the whole life of the process)."""
+    proc.terminate()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_maxrss * 1024
+        time.sleep(0.1)
+    proc.kill()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * 1024
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
+    state = tmp / f"state-{name}"
+    proc, url, token = start_server(state)
+    status_ms: list[float] = []
+    page_ms: list[float] = []
+    done = threading.Event()
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as api:
+            t0 = time.perf_counter()
+            res = api.post(
+                API + "/workflows/",
+                json={"workflow": base64.b64encode(text.encode()).decode()},
+            )
+            res.raise_for_status()
+            submitted = time.perf_counter() - t0
+            wf = int(res.json()["workflow_id"])
+            detail = f"{API}/workflows/{wf}/"
+
+            def sample() -> None:
+                status_argv = [PY, "-m", "akoflow", "status", str(wf), "--state-dir", str(state)]
+                with httpx.Client(base_url=url, headers=headers, timeout=600) as probe:
+                    after = -1
+                    while not done.wait(every):
+                        t = time.perf_counter()
+                        subprocess.run(status_argv, stdout=subprocess.DEVNULL, check=True)
+                        status_ms.append((time.perf_counter() - t) * 1000)
+                        t = time.perf_counter()
+                        page = probe.get(
+                            detail + "activities/", params={"limit": 100, "after": after}
+                        )
+                        page.raise_for_status()
+                        page_ms.append((time.perf_counter() - t) * 1000)
+                        nxt = page.json()["nextAfter"]
+                        after = -1 if nxt is None else int(nxt)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            while True:
+                doc = api.get(detail, params={"activities": "false"}).json()["data"]
+                if doc["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                time.sleep(0.5)
+            wall = time.perf_counter() - t0
+            done.set()
+            sampler.join()
+    finally:
+        done.set()
+        rss = stop_server(proc)
+    print(
+        f"{name:<16} {n:>7} activities  {wall:7.1f} s end to end ({n / wall:6.0f} act/s, "
+        f"submit {submitted:5.1f} s)  peak RSS {rss / 2**20:6.1f} MiB  {doc['state']}  "
+        "[< 150 s, < 500 MB]"
+    )
+    if status_ms:
+        print(
+            f"{'':<16} during the run: `akoflow status {wf}` median "
+            f"{statistics.median(status_ms):6.0f} ms max {max(status_ms):6.0f} ms; "
+            "API page of 100 median "
+            f"{statistics.median(page_ms):5.1f} ms p90 {pct(page_ms, 0.9):5.1f} ms "
+            f"max {max(page_ms):5.1f} ms ({len(page_ms)} samples)  [page < 100 ms]",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("which", nargs="*", default=["wide", "fanouts"])
+    parser.add_argument("--n", type=int, default=100_000, help="activities of wide")
+    parser.add_argument("--levels", type=int, default=1000)
+    parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="akoflow-scale-") as d:
+        tmp = Path(d)
+        if "wide" in args.which:
+            one("wide", wide_yaml(args.n), args.n + 1, tmp, args.every)
+        if "fanouts" in args.which:
+            name = f"fanouts-{args.levels}x{args.width}"
+            text = fanouts_yaml(args.levels, args.width)
+            one(name, text, args.levels * args.width, tmp, args.every)
+
+
+if __name__ == "__main__":
+    main()
