@@ -18,12 +18,11 @@ from typing import Any
 from prov.model import ProvDocument
 
 from akoflow import service
-from akoflow.runtimes.base import Outcome
 from akoflow.runtimes.docker import gate
 from akoflow.runtimes.docker.runtime import in_container
 from akoflow.runtimes.docker.settings import Settings
 from tests.conftest import Akoflow, start_cli, wait_for
-from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
+from tests.docker_runtime.test_docker_engine import Recorder, ended, job_spec, runtime
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.prov_support import ambiguous, mechanism, relations
 
@@ -91,7 +90,7 @@ def test_an_observed_command_runs_only_after_its_first_process_is_announced(
         try:
             handle = await rt.submit(job)
             await asyncio.wait_for(events.event.wait(), 20)
-            assert events.finished[job.key] == Outcome(True, 0)
+            assert ended(events.finished[job.key]) == (True, 0)
             cid = handle["id"]
             # Its cgroup before start, its first pid after, and the command had not run
             # when the pid was announced: nothing it did can be missed.
@@ -133,7 +132,7 @@ def test_an_unobserved_command_runs_at_once_without_a_gate(
             assert calls == [(None, handle["id"])]
             (data / "done").touch()
             await asyncio.wait_for(events.event.wait(), 20)
-            assert events.finished[job.key] == Outcome(True, 0)
+            assert ended(events.finished[job.key]) == (True, 0)
         finally:
             await rt.stop()
 

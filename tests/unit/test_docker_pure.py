@@ -23,6 +23,7 @@ from akoflow.runtimes.docker.container import (
     GATE_DIR,
     OUT_DIR,
     SCRIPT_PATH,
+    USAGE,
     WRAPPER,
     container_request,
     die_events_filter,
@@ -209,7 +210,8 @@ def test_the_script_is_a_mounted_file_never_an_argument(tmp_path: Path) -> None:
     assert request.image == "img:1" and request.name == "the-name"
     assert request.container["command"] == []
     assert request.container["entrypoint"] == ["bash", "-c", WRAPPER, "bash", "600"]
-    assert WRAPPER.endswith(f' exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr')
+    assert f' "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr & c=$!;' in WRAPPER
+    assert WRAPPER.endswith(f" done >{USAGE} 2>/dev/null; exit $r")
     assert spec.activity.run not in repr(request)
     mounts = {m["Target"]: m for m in request.host["mounts"]}
     prefix = str(spec.attempt_prefix)
@@ -373,6 +375,41 @@ def test_memory_without_the_page_cache_and_cpu_between_samples() -> None:
     assert st.cpu_percent((0, 4.0), 10**9, 6.0) == pytest.approx(50.0)  # 1 s of CPU in 2 s
     assert st.cpu_percent((2 * 10**9, 4.0), 10**9, 6.0) == 0.0  # a counter reset
     assert st.cpu_percent((0, 6.0), 10**9, 6.0) is None  # no time between the samples
+
+
+# What the wrapper copies from its cgroup (the first as this machine's dockerd 20.10 mounts
+# cgroup v1; the second a cgroup v2 namespace, kernel 6.1).
+USAGE_V1 = b"""/proc/self/cgroup 9:name=systemd:/docker/4ea44ce7d2a2
+/proc/self/cgroup 4:cpu,cpuacct:/docker/4ea44ce7d2a2
+/sys/fs/cgroup/cpuacct/cpuacct.usage 529395214
+/sys/fs/cgroup/memory/memory.max_usage_in_bytes 51310592
+"""
+USAGE_V2 = b"""/proc/self/cgroup 0::/
+/sys/fs/cgroup/cpu.stat usage_usec 1529989
+/sys/fs/cgroup/cpu.stat user_usec 1200000
+/sys/fs/cgroup/cpu.stat system_usec 329989
+/sys/fs/cgroup/memory.peak 7340032
+"""
+
+
+def test_cpu_time_and_peak_memory_from_the_cgroup_files_the_wrapper_copied() -> None:
+    assert st.usage_of(USAGE_V1) == st.Usage(0.529395214, 51310592)
+    assert st.usage_of(USAGE_V2) == st.Usage(1.529989, 7340032)
+    # cgroup v2 without a namespace of its own: the files are the host's root's, not its own.
+    hosts = USAGE_V2.replace(b"0::/\n", b"0::/system.slice/docker-4ea4.scope\n")
+    assert st.usage_of(hosts) == st.Usage()
+    # An old kernel (no memory.peak), a torn or foreign file: what is there, else nothing.
+    assert st.usage_of(USAGE_V2.split(b"/sys/fs/cgroup/memory.peak")[0]).max_bytes is None
+    assert st.usage_of(b"") == st.Usage()
+    assert st.usage_of(b"/sys/fs/cgroup/cpuacct/cpuacct.usage 12x\n\xff\xfe") == st.Usage()
+
+
+def test_usage_is_read_from_the_attempts_output_dir(tmp_path: Path) -> None:
+    prefix = str(tmp_path / "a.1")
+    assert files.read_usage(prefix) == st.Usage()  # an older container: none written
+    os.mkdir(prefix + ".out")
+    Path(prefix + ".out/usage").write_bytes(USAGE_V1)
+    assert files.read_usage(prefix) == st.Usage(0.529395214, 51310592)
 
 
 def test_the_daemons_host_is_the_one_node() -> None:

@@ -27,9 +27,23 @@ SCRIPT_PATH = f"{CONTROL_DIR}/script.sh"
 OUT_DIR = f"{CONTROL_DIR}/out"
 GATE_DIR = f"{CONTROL_DIR}/ctl"
 GATE = f"{GATE_DIR}/gate"
+USAGE = f"{OUT_DIR}/usage"
+# The container's own cgroup files (cgroup v1 as docker mounts them, v2 in a cgroup namespace)
+# and which cgroup the wrapper is in (v2: "0::/" when namespaced), copied to USAGE once the
+# command has ended: the daemon removes the cgroup before it reports the end.
+USAGE_SOURCES = (
+    "/proc/self/cgroup",
+    "/sys/fs/cgroup/cpuacct/cpuacct.usage",
+    "/sys/fs/cgroup/memory/memory.max_usage_in_bytes",
+    "/sys/fs/cgroup/cpu.stat",
+    "/sys/fs/cgroup/memory.peak",
+)
 # With a gate: a `sleep $1` holds its write end (when it ends with no go written, `read` gets
-# end-of-file), the go is read, the sleep is stopped. Shell variables, not exported: the
-# command never sees them.
+# end-of-file), the go is read, the sleep is stopped. Then the command runs as the wrapper's
+# child: the wrapper passes on the signals a stop sends (`i` tells an interrupted `wait` from
+# the command's end; a second `wait` of an ended child may say 127, the status is the first's),
+# copies the cgroup's CPU and memory counters (builtins only), and exits with the command's
+# status. Shell variables, not exported: the command never sees them.
 WRAPPER = (
     f"if [ -p {GATE} ]; then"
     f' w=; if command -v sleep >/dev/null; then sleep "$1" >{GATE} & w=$!; fi;'
@@ -39,7 +53,14 @@ WRAPPER = (
     ' echo "akoflow: no go from the engine within $1 s: the command did not run" >&2;'
     f" exit {NOT_RELEASED}; fi;"
     " fi;"
-    f' exec "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr'
+    f' "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr & c=$!;'
+    ' for s in TERM INT HUP USR1 USR2; do trap "i=1; kill -$s $c 2>/dev/null" $s; done;'
+    " i=1; r=; while [ $i = 1 ]; do i=0; wait $c; x=$?;"
+    ' if [ $x != 127 ] || [ -z "$r" ]; then r=$x; fi; done;'
+    f" for f in {' '.join(USAGE_SOURCES)}; do"
+    ' if [ -r "$f" ]; then while read -r l; do echo "$f $l"; done <"$f"; fi;'
+    f" done >{USAGE} 2>/dev/null;"
+    " exit $r"
 )
 DEFAULT_MOUNT = "/data"
 LABEL_KEY = "akoflow.key"

@@ -1,6 +1,7 @@
 """The attempt's files on the engine host: ``<prefix>.sh`` (the script), ``<prefix>.out/``
-(stdout and stderr, written only by the container's wrapper), ``<prefix>.ctl/`` (the gate,
-see :mod:`.gate`) and ``<prefix>.exit`` (how it ended, written before an end is reported).
+(stdout and stderr, then its cgroup's counters once the command has ended: written only by
+the container's wrapper), ``<prefix>.ctl/`` (the gate, see :mod:`.gate`) and
+``<prefix>.exit`` (how it ended, written before an end is reported).
 The logs are read from them by byte offset, so they survive the container's removal and do
 not depend on the daemon's log driver."""
 
@@ -10,10 +11,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from akoflow.runtimes.docker.status import exit_record, parse_exit_record
+from akoflow.runtimes.docker.status import Usage, exit_record, parse_exit_record, usage_of
 
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call, as the local runtime
+USAGE_READ_MAX = 64 << 10  # a few lines of cgroup counters; the rest is not the wrapper's
 
 
 def ran(prefix: str) -> bool:
@@ -48,6 +50,15 @@ def read_exit_record(prefix: str) -> tuple[int | None, bool] | None:
             return parse_exit_record(f.read())
     except OSError:
         return None
+
+
+def read_usage(prefix: str) -> Usage:
+    """The CPU and memory the attempt's container used (none recorded: unknown)."""
+    try:
+        with open(f"{prefix}.out/usage", "rb") as f:
+            return usage_of(f.read(USAGE_READ_MAX))
+    except OSError:
+        return Usage()
 
 
 def append_stderr(prefix: str, data: bytes) -> None:

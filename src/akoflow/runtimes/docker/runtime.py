@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -150,8 +151,12 @@ class DockerRuntime(Runtime):
     ) -> Outcome:
         waited = code == gate.NOT_RELEASED and not files.command_ran(prefix)
         variable = self.config.variable("GO_TIMEOUT")
-        return st.outcome(
+        outcome = st.outcome(
             code, oom, cancelled=cancelled, note=note, command_ran=not waited, go_timeout=variable
+        )
+        used = files.read_usage(prefix)
+        return dataclasses.replace(
+            outcome, cpu_seconds=used.cpu_seconds, max_rss_bytes=used.max_bytes
         )
 
     def _track(self, key: str, cid: str, prefix: str, started: float | None) -> Tracked:

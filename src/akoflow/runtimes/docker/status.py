@@ -185,6 +185,44 @@ def cpu_percent(previous: tuple[int, float] | None, cpu_ns: int, now: float) -> 
     return max(0.0, (cpu_ns - previous[0]) / 1e9 / (now - previous[1]) * 100)
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What an attempt's container used, from its cgroup's counters at the command's end:
+    CPU time of all its processes, and its peak memory as its memory limit counts it (page
+    cache included; the local runtime's peak RSS counts one process's pages)."""
+
+    cpu_seconds: float | None = None
+    max_bytes: int | None = None
+
+
+def usage_of(text: bytes) -> Usage:
+    """The wrapper's copy of its cgroup files (``<path> <line>`` per line, see
+    :data:`akoflow.runtimes.docker.container.USAGE_SOURCES`). cgroup v1 files are the
+    container's own as docker mounts them; v2 files count only when the container has its
+    own cgroup namespace (``0::/``): else they are the host's root's."""
+    lines: dict[str, list[str]] = {}
+    for raw in text.decode("ascii", "replace").splitlines():
+        path, _, line = raw.partition(" ")
+        lines.setdefault(path, []).append(line.strip())
+
+    def number(path: str, key: str | None = None) -> int | None:
+        for line in lines.get(path, []):
+            name, _, value = line.rpartition(" ") if key else ("", "", line)
+            if name == (key or "") and value.isdigit():
+                return int(value)
+        return None
+
+    own_v2 = "0::/" in lines.get("/proc/self/cgroup", [])
+    cpu_ns = number("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+    if cpu_ns is None and own_v2:
+        usec = number("/sys/fs/cgroup/cpu.stat", "usage_usec")
+        cpu_ns = usec * 1000 if usec is not None else None
+    peak = number("/sys/fs/cgroup/memory/memory.max_usage_in_bytes")
+    if peak is None and own_v2:
+        peak = number("/sys/fs/cgroup/memory.peak")
+    return Usage(cpu_ns / 1e9 if cpu_ns is not None else None, peak)
+
+
 def node_info(info: Mapping[str, Any], where: str) -> NodeInfo:
     """The daemon's host as the one node (``docker info``)."""
     ncpu, mem = info.get("NCPU"), info.get("MemTotal")
