@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from akoflow import service
-from akoflow.runtimes.base import Outcome, SubmitError
+from akoflow.runtimes.base import SubmitError
 from akoflow.runtimes.docker import container_name
 from akoflow.runtimes.scope import SCOPE_FILE, scoped
 from tests.conftest import Akoflow, start_cli, wait_for
 from tests.docker_runtime.pre_token_engine import pre_token_scope
-from tests.docker_runtime.test_docker_engine import Recorder, job_spec, runtime
+from tests.docker_runtime.test_docker_engine import Recorder, ended, job_spec, runtime
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_a_state_dir_made_again_at_the_same_path_never_adopts_the_old_containers
             new = await rt.submit(job)
             assert new["id"] != old["id"]
             await asyncio.wait_for(events.event.wait(), 10)
-            assert events.finished == {job.key: Outcome(True, 0)}
+            assert {k: ended(o) for k, o in events.finished.items()} == {job.key: (True, 0)}
             assert (data / "runs").read_text() == "old\nnew\n"
             assert state_of(dockerd, old["id"])["Running"]  # the old one: left alone
         finally:

@@ -18,7 +18,7 @@ from akoflow.runtimes.backoff import Backoff
 from akoflow.runtimes.docker import files
 from akoflow.runtimes.docker.container import die_events_filter
 from akoflow.runtimes.docker.daemon import Daemon, explain
-from akoflow.runtimes.docker.status import DieEvent, End, die_event, ended
+from akoflow.runtimes.docker.status import DieEvent, End, die_event, ended, succeeded_at_die
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,11 @@ class EndWatcher:
                         since = max(since, event.time)
                     job = self._tracked.get(event.key) if event.key is not None else None
                     if job is not None and job.cid == event.cid:
-                        self._collect(job, self._daemon.inspect(job.cid), event)
+                        success = succeeded_at_die(event)
+                        if success is not None:  # nothing more to learn: no inspect
+                            self._record(job, success)
+                        else:
+                            self._collect(job, self._daemon.inspect(job.cid), event)
             except Exception as exc:
                 log.debug("docker event stream of %s ended: %s", self._daemon.name, exc)
             finally:
@@ -145,6 +149,10 @@ class EndWatcher:
             return
         if info is not None and end.code:
             self._keep_wrapper_output(job)
+        self._record(job, end)
+
+    def _record(self, job: Tracked, end: End) -> None:
+        """Write the end to the attempt's exit record, then report it."""
         try:
             files.write_exit_record(job.prefix, end.code, end.oom)
         except OSError as exc:  # e.g. the run dir was deleted: still report the end

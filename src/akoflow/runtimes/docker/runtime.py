@@ -185,11 +185,13 @@ class DockerRuntime(Runtime):
         tracked = self._jobs.get(job.key)
         if tracked is not None:
             return {**handle, "id": tracked.cid}
-        info = await self._daemon.call(self._daemon.inspect, name)
-        if info is not None:  # idempotent by key: this attempt's container exists
-            return await self._take_over(job, info, handle)
-        if files.ran(prefix):
+        if files.ran(prefix):  # idempotent by key: its container ran, it may be there still
+            info = await self._daemon.call(self._daemon.inspect, name)
+            if info is not None:
+                return await self._take_over(job, info, handle)
             raise SubmitError(f"attempt {job.key} already ran once; not starting it again")
+        # Not run yet: a container made for it and not started (the engine died in between)
+        # makes create fail with 409 and is taken over below; no inspect first.
         await self._images.ensure(image, settings)
         files.prepare(prefix, job.activity.run)
         request = container_request(job, image, name, settings)

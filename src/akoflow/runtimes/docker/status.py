@@ -108,6 +108,13 @@ def ended(info: Mapping[str, Any] | None, event: DieEvent | None, note: str | No
     return End(event.exit_code if event is not None else None, False, note or REMOVED)
 
 
+def succeeded_at_die(event: DieEvent) -> End | None:
+    """The end of a container whose die event says exit code 0: a success whatever else
+    an inspect would tell (an OOM-killed child the command outlived does not fail it), so
+    none is needed; None otherwise."""
+    return End(0, False) if event.exit_code == 0 else None
+
+
 def outcome(
     code: int | None,
     oom: bool,
