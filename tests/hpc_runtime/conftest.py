@@ -63,6 +63,9 @@ def runtime_env(
     env[prefix + "RECONNECT_MAX"] = "0.5"
     env[prefix + "METRICS_INTERVAL"] = "1"
     env[prefix + "SSH_CONFIG_FILE"] = "none"  # the machine's ~/.ssh/config is not the test's
+    # One sbatch per attempt, the jobs these tests name and count; job arrays (the default)
+    # are tested with ARRAYS=on in test_job_arrays.py.
+    env[prefix + "ARRAYS"] = "off"
     env.update({prefix + k: v for k, v in extra.items()})
     return env
 

@@ -86,7 +86,7 @@ def test_only_identical_sbatch_options_share_an_array(tmp_path: Path) -> None:
 
 
 def test_an_array_element_is_cancelled_alone(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    env = runtime_env(slurm_cluster, "hpc", "mount/array-cancel")
+    env = runtime_env(slurm_cluster, "hpc", "mount/array-cancel", ARRAYS="on")
     mount = Path(env["HPC_MOUNT_PATH"])
     mount.mkdir(parents=True, exist_ok=True)
     events = Recorder()
@@ -140,7 +140,9 @@ def fan_out(n: int, body: str, extra: str = "") -> str:
 def test_a_fan_out_of_50_is_one_array_and_a_failed_element_is_retried_alone(
     slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
-    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/array-50", MAX_QUEUED="16"))
+    env = cli_env(
+        **runtime_env(slurm_cluster, "hpc", "mount/array-50", MAX_QUEUED="16", ARRAYS="on")
+    )
     mount = Path(env["HPC_MOUNT_PATH"])
     mount.mkdir(parents=True, exist_ok=True)
     body = (
@@ -188,7 +190,9 @@ def test_a_fan_out_of_50_is_one_array_and_a_failed_element_is_retried_alone(
 def test_sigkill_mid_array_then_resume_runs_nothing_twice_and_no_false_success(
     slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
-    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/array-crash", MAX_QUEUED="6"))
+    env = cli_env(
+        **runtime_env(slurm_cluster, "hpc", "mount/array-crash", MAX_QUEUED="6", ARRAYS="on")
+    )
     mount = Path(env["HPC_MOUNT_PATH"])
     mount.mkdir(parents=True, exist_ok=True)
     body = (
@@ -220,3 +224,56 @@ def test_sigkill_mid_array_then_resume_runs_nothing_twice_and_no_false_success(
     assert {a["name"]: a["exit_code"] for a in doc["activities"]}["e3"] == 5
     array = sbatch.array_name(scope_of(run_dir(state_dir, 1, "fan") / "attempts"), "wf1-e0-a1")
     assert sorted(array_records(slurm_cluster, array)) == list(range(20))
+
+
+def test_elements_are_adopted_by_array_name_and_index_without_a_stored_handle(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """An engine that died before storing the handles: a new runtime finds each element from
+    the ``array`` file in its dir, running or ended; an element whose array never reached
+    SLURM is claimed (never runs) and says so."""
+    env = runtime_env(slurm_cluster, "hpc", "mount/array-adopt", MAX_QUEUED="2", ARRAYS="on")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    wait = "while [ ! -e go ]; do sleep 0.1; done\n"
+    jobs = [
+        job_spec(tmp_path, f"d{i}", f"echo d{i} >> side.d{i}\n{wait}exit {i}") for i in range(3)
+    ]
+    ghost = job_spec(tmp_path, "ghost", "echo ghost >> side.ghost")
+
+    async def scenario() -> None:
+        first = make(env)
+        await first.start()
+        try:
+            handles = await first.submit_many(jobs)
+            assert [h["index"] for h in handles if isinstance(h, dict)] == [0, 1, 2]
+            # An attempt given to an array whose sbatch never happened (the engine died
+            # between the array file and the sbatch).
+            paths = first._paths(ghost)[1]
+            ref = sbatch.array_ref_text(sbatch.array_name(first._scope(ghost), "wf1-x-a1"), 0)
+            Path(paths.dir).mkdir(parents=True)
+            Path(paths.array_ref).write_bytes(ref)
+            await asyncio.to_thread(
+                wait_for, lambda: all((mount / f"side.d{i}").exists() for i in (0, 1)), 30
+            )
+        finally:
+            await first.stop()  # its jobs keep running in SLURM
+        events = Recorder()
+        second = make(env, events)
+        await second.start()
+        try:
+            adopted = [await second.adopt(job, {}) for job in jobs]
+            assert [a.kind for a in adopted] == ["running"] * 3  # two run, one waits (%2)
+            assert [a.handle["index"] for a in adopted] == [0, 1, 2]
+            assert (await second.adopt(ghost, {})).kind == "never_started"
+            (mount / "go").touch()
+            for i, job in enumerate(jobs):
+                outcome = await wait_finished(events, job.key)
+                assert outcome.exit_code == i and outcome.succeeded == (i == 0)
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())
+    for i in range(3):
+        assert (mount / f"side.d{i}").read_text() == f"d{i}\n"
+    assert not (mount / "side.ghost").exists()
