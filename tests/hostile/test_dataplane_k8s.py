@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from akoflow.states import ActivityState, WorkflowState
+from tests.hostile.test_dataplane_links import FIFO_REASON, free_fifo_later, longest_stall
 from tests.hpc_runtime.test_hpc_engine import states, until
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_runtime.test_k8s_data_plane import NS, RT, env_of, transfer_pods
@@ -67,3 +69,36 @@ def test_a_transfer_pod_deleted_between_a_release_and_the_next_fetch(
     run(scenario())
     assert (data / "got.txt").read_text() == "seed\nseed\n"
     assert transfer_pods(cluster) == []
+
+
+@pytest.mark.xfail(strict=True, reason=FIFO_REASON)
+def test_a_fifo_planted_at_a_copys_temporary_name_does_not_freeze_the_engine(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    flow = f"""\
+name: fifo
+spec:
+  activities:
+    - name: plant
+      runtime: local
+      run: mkfifo .out.txt.akoflow-part
+    - name: make
+      runtime: {RT}
+      image: {IMAGE}
+      dependsOn: [plant]
+      run: echo written in the cluster > out.txt
+"""
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, flow, env_of(cluster)) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+
+    done = threading.Event()
+    guard = free_fifo_later(tmp_path / "data" / ".out.txt.akoflow-part", 6, done)
+    try:
+        frozen = run(longest_stall(scenario()))
+    finally:
+        done.set()
+        guard.join()
+    assert frozen < 3, f"the engine's event loop stood still for {frozen:.1f} s"
