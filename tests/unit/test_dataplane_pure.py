@@ -68,6 +68,7 @@ def test_a_version_recorded_while_others_ran_there_may_be_theirs() -> None:
     ]
     held = _recorded("f", 1, 10.0)
     assert plan.candidates(held, windows) == {1, 2}
+    assert plan.candidates(held, windows, declared=True) == {1}  # its declared output
     assert plan.unsettled(held, windows)  # 2 may still be writing it
     assert not plan.unsettled(held, windows, ending=2)  # 2's end: complete now
     assert not plan.unsettled(held, windows, declared=True)  # 1 said it makes it

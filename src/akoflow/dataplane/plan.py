@@ -53,13 +53,14 @@ class Window:
     live: bool  # an attempt of it runs now (submitted to the runtime)
 
 
-def candidates(held: Replica, windows: Iterable[Window]) -> set[int]:
+def candidates(held: Replica, windows: Iterable[Window], *, declared: bool = False) -> set[int]:
     """The activities that may have written ``held`` (a version an attempt's listings show):
     the one that recorded it and every one running at that location when it was recorded.
-    A listing cannot tell which of them wrote it (without a declaration)."""
+    A listing cannot tell which of them wrote it, unless the recorder ``declared`` it as an
+    output: then it is the recorder's."""
     found = {held.activity_id} if held.activity_id is not None else set()
     at = held.recorded_at
-    if at is None:
+    if at is None or declared:
         return found
     return found | {
         w.activity_id for w in windows if w.start <= at and (w.end is None or w.end >= at)
@@ -87,6 +88,7 @@ def fetches(
     inputs: Collection[str],
     windows: Mapping[str, Sequence[Window]] | None = None,
     host_changed: Mapping[str, float] | None = None,
+    declared: Callable[[Replica], bool] = lambda r: False,
 ) -> list[Fetch]:
     """Files newer at another location than on the host, that one of ``writers`` (the
     activity's ancestors) may have written there (:func:`candidates`, from the ``windows`` of
@@ -103,7 +105,9 @@ def fetches(
             if r.fresh
             and r.location != target
             and wanted(inputs, r.path)
-            and not candidates(r, near.get(r.location, ())).isdisjoint(writers)
+            and not candidates(r, near.get(r.location, ()), declared=declared(r)).isdisjoint(
+                writers
+            )
             and not host_newer(r, host_changed)
         ),
         key=lambda f: (f.location, f.path),
@@ -129,8 +133,9 @@ def collectable(
     for r in replicas.values():
         if not r.fresh or r.location != location:
             continue
-        who = candidates(r, windows)
-        if ending not in who or unsettled(r, windows, ending, declared=declared(r)):
+        mine = declared(r)
+        who = candidates(r, windows, declared=mine)
+        if ending not in who or unsettled(r, windows, ending, declared=mine):
             continue
         if any(collected(c) for c in who):
             found.append(r.path)

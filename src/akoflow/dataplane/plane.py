@@ -190,6 +190,7 @@ class DataPlane:
             inputs=inputs,
             windows=windows,
             host_changed=changed,
+            declared=partial(self._declared, wf),
         )
 
         async def fetch(i: plan.Fetch) -> None:
