@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from akoflow import service
+from akoflow.runtimes.kubernetes.manifests import A_WORKFLOW_NAME
 from akoflow.states import ActivityState, WorkflowState
 from tests.hostile.test_dataplane_links import FIFO_REASON, free_fifo_later, longest_stall
 from tests.hpc_runtime.test_hpc_engine import states, until
@@ -102,3 +104,56 @@ spec:
         done.set()
         guard.join()
     assert frozen < 3, f"the engine's event loop stood still for {frozen:.1f} s"
+
+
+def two_runs(tag: str, sleep: int) -> str:
+    return f"""\
+name: {tag}
+spec:
+  activities:
+    - name: remote
+      runtime: {RT}
+      image: {IMAGE}
+      run: sleep {sleep}; cat seed.txt > {tag}.txt
+    - name: back
+      runtime: local
+      dependsOn: [remote]
+      run: cat {tag}.txt {tag}.txt > {tag}-twice.txt
+"""
+
+
+def test_two_runs_on_one_runtime_each_ends_with_its_transfer_pod_only(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """As in server mode: one engine, one Kubernetes runtime, two runs at once. The first run
+    ends while its transfer pod lingers (its last fetch just used it); its end deletes its own
+    pod, never the other run's, which goes on copying through its own."""
+    data2 = tmp_path / "data2"
+    data2.mkdir()
+    (data2 / "seed.txt").write_text("second\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "seed.txt").write_text("first\n")
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, two_runs("one", 0), env_of(cluster)) as (
+            repo,
+            engine,
+            first,
+        ):
+            prepared = service.validate_text(two_runs("two", 4), "two.yaml")
+            second = service.store(repo, tmp_path / "state", prepared, data2)
+            wf1 = await engine.attach(first)
+            wf2 = await engine.attach(second)
+            state = await asyncio.wait_for(engine.wait(first), timeout=60)
+            assert state is WorkflowState.SUCCEEDED, states(wf1)
+            assert wf2.state is WorkflowState.RUNNING
+            left = [p["metadata"]["annotations"] for p in transfer_pods(cluster)]
+            assert [a.get(A_WORKFLOW_NAME) for a in left] == ["two"]  # not the first's
+            state = await asyncio.wait_for(engine.wait(second), timeout=60)
+            assert state is WorkflowState.SUCCEEDED, states(wf2)
+            assert transfer_pods(cluster) == []  # gone with its run, before the engine stops
+
+    run(scenario())
+    assert (data / "one-twice.txt").read_text() == "first\nfirst\n"
+    assert (data2 / "two-twice.txt").read_text() == "second\nsecond\n"
