@@ -86,6 +86,7 @@ class Workflow:
     retries: int | None = None
     timeout: str | float | None = None
     env: dict[str, Scalar] = field(default_factory=dict)
+    notify: list[dict[str, Any]] = field(default_factory=list)  # spec.notify's webhooks
     activities: list[Activity] = field(default_factory=list)
     # What it was loaded from (text, source, document then): run as that same text while
     # unchanged, so it resumes and is recorded exactly as `akoflow run FILE` would.

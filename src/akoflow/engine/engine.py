@@ -35,6 +35,7 @@ from akoflow.engine.reconcile import Reconciler
 from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.engine.transitions import Transitions
+from akoflow.notify import Notifier
 from akoflow.provenance.declared import checked_outputs
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import (
@@ -48,7 +49,7 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.registry import (
     create_runtime,
 )
-from akoflow.spec import load_workflow
+from akoflow.spec import Workflow, load_workflow
 from akoflow.states import (
     ActivityState,
     WorkflowState,
@@ -131,6 +132,8 @@ class Engine(RuntimeEvents):
             repo, self._slots, self._jobs, metrics_interval=metrics_interval
         )
         self._pid_started = process_start_time()
+        # Webhooks told of runs' ends and activities' failures (akoflow.notify; its own loop).
+        self.notifier = Notifier(repo, workflow_of=self._attached_workflow)
         self.failure: EngineFailure | None = None  # set once the engine cannot go on
         self._failure_listeners: list[Callable[[EngineFailure], None]] = []
 
@@ -146,6 +149,7 @@ class Engine(RuntimeEvents):
             self.cache.step,
             fatal=lambda exc: isinstance(exc, EngineFailure | CacheFailure),
         )
+        self._start_loop("notify", self.notifier.step)
         # Each runtime's health loop starts with the runtime (see RuntimePool.ensure).
 
     def _start_loop(
@@ -194,7 +198,17 @@ class Engine(RuntimeEvents):
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
+        if self.failure is None:  # a bounded wait for the ended runs' notifications
+            ended = [wf.id for wf in self.workflows.values() if wf.state.is_final]
+            try:
+                await self.notifier.drain(ended)
+            except Exception:
+                log.exception("cannot wait for the runs' notifications")
         await cancel_and_wait(self._tasks)
+        try:
+            await self.notifier.close()
+        except Exception:
+            log.exception("cannot stop the notification sender cleanly")
         try:  # the entries of successes not recorded yet (the cache's loop was stopped)
             await self.cache.drain()
         except Exception:
@@ -220,6 +234,10 @@ class Engine(RuntimeEvents):
                     self.repo.release_workflow(wf.id, pid=self._pid)
         except Exception:  # the store failed: what it holds is what a crash leaves
             log.exception("cannot record the engine's stop in the store")
+
+    def _attached_workflow(self, wf_id: int) -> Workflow | None:
+        wf = self.workflows.get(wf_id)
+        return None if wf is None else wf.workflow
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from akoflow.spec.workflow import Activity, StoragePolicy, Volume, Workflow
+from akoflow.spec.workflow import Activity, StoragePolicy, Volume, Webhook, Workflow
 
 if TYPE_CHECKING:
     from akoflow.spec.loader import (
@@ -45,6 +45,7 @@ __all__ = [
     "SpecError",
     "StoragePolicy",
     "Volume",
+    "Webhook",
     "Workflow",
     "WorkflowValidationError",
     "json_schema",

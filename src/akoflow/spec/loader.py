@@ -49,14 +49,16 @@ from akoflow.spec import dag
 from akoflow.spec.model import (
     MAX_ENV_ENTRY_BYTES,
     MAX_ENV_TOTAL_BYTES,
+    NOTIFY_EVENTS,
     ActivitySpec,
     StoragePolicySpec,
+    WebhookSpec,
     WorkflowDocument,
     WorkflowSpec,
     constraint_message,
 )
 from akoflow.spec.quantities import parse_cpu, parse_memory
-from akoflow.spec.workflow import Activity, StoragePolicy, Volume, Workflow
+from akoflow.spec.workflow import Activity, StoragePolicy, Volume, Webhook, Workflow
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -606,6 +608,7 @@ _TOP_FIELDS = _aliases(WorkflowDocument)
 _SPEC_FIELDS = _aliases(WorkflowSpec)
 _ACTIVITY_FIELDS = _aliases(ActivitySpec)
 _POLICY_FIELDS = _aliases(StoragePolicySpec)
+_WEBHOOK_FIELDS = _aliases(WebhookSpec)
 _ENGINE_FIELDS = {"id", "status", "procId", "createdAt", "startedAt", "finishedAt"}
 _QUANTITY_FIELDS = {"memoryLimit", "cpuLimit", "storageSize", "timeout"}
 
@@ -636,6 +639,8 @@ def _unknown_field(loc: Loc) -> str:
         allowed, where = _SPEC_FIELDS, "in spec"
     elif parent == ("spec", "storagePolicy"):
         allowed, where = _POLICY_FIELDS, "in spec.storagePolicy"
+    elif len(parent) == 3 and parent[:2] == ("spec", "notify"):
+        allowed, where = _WEBHOOK_FIELDS, "in a webhook of spec.notify"
     elif len(parent) == 3 and parent[:2] == ("spec", "activities"):
         if key in _ENGINE_FIELDS:
             return f"{key!r} is set by the engine and cannot be given in the workflow file"
@@ -1011,6 +1016,14 @@ def _resolve(document: WorkflowDocument, default_runtime: str) -> Workflow:
             spec.strategy, spec.strategy
         ),
         collect=spec.collect,
+        notify=tuple(
+            Webhook(
+                hook.url,
+                tuple(dict.fromkeys(hook.events)) if hook.events else NOTIFY_EVENTS,
+                hook.secret,
+            )
+            for hook in spec.notify
+        ),
     )
 
 

@@ -33,11 +33,14 @@ __all__ = [
     "RESERVED_ENV_NAMES",
     "RESERVED_ENV_PREFIXES",
     "ActivitySpec",
+    "NOTIFY_EVENTS",
     "StoragePolicySpec",
+    "WebhookSpec",
     "WorkflowDocument",
     "WorkflowSpec",
     "constraint_message",
     "json_schema",
+    "webhook_url_problem",
 ]
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -484,6 +487,80 @@ VolumeEntry = Annotated[
 ]
 
 
+#: What a webhook of ``spec.notify`` can be told of (all of them by default).
+NOTIFY_EVENTS = ("workflow.succeeded", "workflow.failed", "workflow.cancelled", "activity.failed")
+NotifyEvent = Literal[
+    "workflow.succeeded", "workflow.failed", "workflow.cancelled", "activity.failed"
+]
+MAX_WEBHOOKS = 16
+MAX_WEBHOOK_URL_CHARS = 2048
+#: The one engine variable a webhook's ``secret`` may name (the server default's secret, or
+#: AKOFLOW_NOTIFY_SECRET_<NAME>: activities never see these, see akoflow.config).
+NOTIFY_SECRET_VARIABLE = "AKOFLOW_NOTIFY_SECRET"
+_ENGINE_VARIABLE = re.compile(r"^(AKOFLOW|LOCAL|DOCKER|SINGULARITY|K8S|HPC)[A-Z0-9_]*$")
+
+
+def webhook_url_problem(url: str) -> str:
+    """Why ``url`` cannot be a webhook (empty string when it can): http or https with a host,
+    no blanks or control characters. Messages never repeat the URL (it may hold a token)."""
+    if not url:
+        return "the webhook URL is empty"
+    if len(url) > MAX_WEBHOOK_URL_CHARS:
+        return f"the webhook URL is {len(url)} characters long (at most {MAX_WEBHOOK_URL_CHARS})"
+    if any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return "the webhook URL contains blanks or control characters"
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        shown = f" (it starts with {scheme[:12]!r})" if sep else ""
+        return f"the webhook URL must start with http:// or https://{shown}"
+    try:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return "the webhook URL's host or port is not valid"
+    if not host:
+        return "the webhook URL has no host"
+    return ""
+
+
+def _check_webhook_url(value: str) -> str:
+    problem = webhook_url_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_secret_variable(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        # Not echoed: it may be the secret itself, written where its variable's name goes.
+        raise ValueError(
+            "must be the name of the environment variable that holds the secret (letters, "
+            "digits and '_', not starting with a digit), not the secret itself"
+        )
+    own = value == NOTIFY_SECRET_VARIABLE or value.startswith(NOTIFY_SECRET_VARIABLE + "_")
+    if _ENGINE_VARIABLE.match(value) and not own:
+        raise ValueError(
+            f"{value!r} is one of AkôFlow's own variables; name {NOTIFY_SECRET_VARIABLE} or "
+            f"{NOTIFY_SECRET_VARIABLE}_<NAME>, or a variable of your own"
+        )
+    return value
+
+
+WebhookUrl = Annotated[
+    str,
+    AfterValidator(_check_webhook_url),
+    WithJsonSchema({"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "format": "uri"}),
+]
+SecretVariable = Annotated[
+    str,
+    AfterValidator(_check_secret_variable),
+    WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+]
+
+
 class _Strict(BaseModel):
     """Shared config: unknown keys are errors, keys are matched by their YAML (camelCase) name."""
 
@@ -513,6 +590,30 @@ class StoragePolicySpec(_Strict):
         default=None,
         alias="storageSize",
         description="Size of each volume as a Kubernetes quantity, e.g. 64Mi or 1Gi.",
+    )
+
+
+class WebhookSpec(_Strict):
+    """A webhook told of the run's end and of failed activities (an AkôFlow extension)."""
+
+    url: WebhookUrl = Field(
+        description="Where the JSON body is POSTed: an http:// or https:// URL.",
+    )
+    events: list[NotifyEvent] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "What it is told of: any of 'workflow.succeeded', 'workflow.failed', "
+            "'workflow.cancelled', 'activity.failed' (default: all of them)."
+        ),
+    )
+    secret: SecretVariable | None = Field(
+        default=None,
+        description=(
+            "Name of an environment variable of the engine that holds the HMAC-SHA256 key: "
+            "the body is signed with it (X-AkoFlow-Signature). The value is read when sending "
+            "and never stored or shown."
+        ),
     )
 
 
@@ -695,6 +796,15 @@ class WorkflowSpec(_Strict):
     env: Env | None = Field(
         default=None,
         description="Environment variables given to every activity (activity env wins).",
+    )
+    notify: list[WebhookSpec] = Field(
+        default_factory=list,
+        max_length=MAX_WEBHOOKS,
+        description=(
+            "Webhooks POSTed a signed JSON body when the run ends and when an activity fails "
+            f"(at most {MAX_WEBHOOKS}; the server's AKOFLOW_NOTIFY_URL is told too). See "
+            "docs/operating.md."
+        ),
     )
     activities: list[ActivitySpec] = Field(
         min_length=1,

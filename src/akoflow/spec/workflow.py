@@ -23,6 +23,16 @@ class Volume:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """spec.notify's entry (akoflow.notify): the secret is the name of a variable, never its
+    value."""
+
+    url: str
+    events: tuple[str, ...]
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Activity:
     name: str
     run: str
@@ -58,3 +68,4 @@ class Workflow:
     alpha: float | None = None
     strategy: str = "first-data-first"  # or "first-activity-first"
     collect: str = "outputs"  # remote files brought back at their end: "outputs", "all", "none"
+    notify: tuple[Webhook, ...] = ()  # extension: webhooks told of its end (akoflow.notify)
