@@ -101,6 +101,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
     proc, url, token = start_server(state)
     status_ms: list[float] = []
     page_ms: list[float] = []
+    status_failed: list[int] = []  # exit codes of `akoflow status` calls that failed
     done = threading.Event()
     try:
         headers = {"Authorization": f"Bearer {token}"}
@@ -121,8 +122,12 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
                     after = -1
                     while not done.wait(every):
                         t = time.perf_counter()
-                        subprocess.run(status_argv, stdout=subprocess.DEVNULL, check=True)
+                        code = subprocess.run(
+                            status_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                        ).returncode
                         status_ms.append((time.perf_counter() - t) * 1000)
+                        if code:
+                            status_failed.append(code)
                         t = time.perf_counter()
                         page = probe.get(
                             detail + "activities/", params={"limit": 100, "after": after}
@@ -156,7 +161,8 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
             f"{statistics.median(status_ms):6.0f} ms max {max(status_ms):6.0f} ms; "
             "API page of 100 median "
             f"{statistics.median(page_ms):5.1f} ms p90 {pct(page_ms, 0.9):5.1f} ms "
-            f"max {max(page_ms):5.1f} ms ({len(page_ms)} samples)  [page < 100 ms]",
+            f"max {max(page_ms):5.1f} ms ({len(page_ms)} samples)  [page < 100 ms]; "
+            f"status failed {len(status_failed)} times {sorted(set(status_failed))}",
             flush=True,
         )
 
