@@ -95,9 +95,11 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return wall
 
 
-def run_akoflow(wf: Path, tmp: Path, tag: str) -> float:
+def run_akoflow(wf: Path, tmp: Path, tag: str, src: str | None = None) -> float:
     state = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=tmp))
-    return timed([PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)])
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    argv = [PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)]
+    return timed(argv, env=env)
 
 
 def run_parsl(shape: str, n: int, tmp: Path) -> float:
@@ -117,6 +119,12 @@ def main() -> None:
     parser.add_argument("--wide", type=int, default=1000)
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also run akoflow from this source tree (its src/ dir, e.g. of `git archive "
+        "REV src | tar -x -C DIR`): before/after in the same run",
+    )
     parser.add_argument("--parsl-child", nargs=3, metavar=("SHAPE", "N", "RUN_DIR"))
     args = parser.parse_args()
     if args.parsl_child:
@@ -135,12 +143,16 @@ def main() -> None:
         chain.write_text(chain_yaml(args.chain))
         contestants = {
             "wide akoflow": lambda: run_akoflow(wide, tmp, "wide"),
+            "wide baseline": lambda: run_akoflow(wide, tmp, "wide", args.baseline),
             "wide parsl": lambda: run_parsl("wide", args.wide, tmp),
             "wide floor": lambda: run_floor(args.wide + 1),
             "chain akoflow": lambda: run_akoflow(chain, tmp, "chain"),
+            "chain baseline": lambda: run_akoflow(chain, tmp, "chain", args.baseline),
             "chain parsl": lambda: run_parsl("chain", args.chain, tmp),
             "chain floor": lambda: run_floor(args.chain),
         }
+        if not args.baseline:
+            del contestants["wide baseline"], contestants["chain baseline"]
         for r in range(args.rounds):
             line = []
             for name, run in contestants.items():
@@ -157,6 +169,12 @@ def main() -> None:
             f"floor {floor:7.3f} s  akoflow/parsl {ako / parsl_:5.2f}x  "
             f"akoflow/floor {ako / floor:5.2f}x  [{ako / n * 1000:.2f} ms/act]"
         )
+        if args.baseline:
+            base = med[f"{shape} baseline"]
+            print(
+                f"{'':<11} baseline {base:7.3f} s  baseline/parsl {base / parsl_:5.2f}x  "
+                f"baseline/floor {base / floor:5.2f}x  akoflow/baseline {ako / base:5.2f}x"
+            )
 
 
 if __name__ == "__main__":
