@@ -960,11 +960,14 @@ def server_cmd(
     # Created private (before the token file goes in), and a database it cannot use is a
     # clear error here rather than a failed start inside the web server.
     _open_repository(sdir).close()
+    from akoflow.errors import SettingError
     from akoflow.gc.retention import RetentionError, settings
+    from akoflow.notify import settings as notify_settings
 
     try:
         settings()  # AKOFLOW_RETENTION: a value that is no duration stops the start here
-    except RetentionError as exc:
+        notify_settings.load()  # AKOFLOW_NOTIFY_*, AKOFLOW_PUBLIC_URL: the same
+    except (RetentionError, SettingError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_INVALID) from None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from akoflow import __version__
+from akoflow.errors import SettingError
 from akoflow.notify import payload, store
 from akoflow.notify.settings import NotifySettings, load, webhooks_of
 from akoflow.spec.workflow import Webhook, Workflow
@@ -39,6 +41,22 @@ POLL = 0.5  # s between looks at the store when nothing is due sooner
 MIN_PAUSE = 0.02  # s: never a busy loop
 _CACHED_SPECS = 256
 
+# httpx logs each request with its full URL (at INFO, which a server shows): a webhook's
+# user info, path and query often hold the receiver's token. Its lines about our requests
+# are dropped (ours say the outcome, naming the webhook by scheme, host and port only).
+_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("akoflow_notify", default=False)
+
+
+class _QuietAboutWebhooks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _SENDING.get()
+
+
+def _quiet_httpx() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _QuietAboutWebhooks) for f in logger.filters):
+        logger.addFilter(_QuietAboutWebhooks())
+
 
 class Notifier:
     def __init__(
@@ -49,9 +67,23 @@ class Notifier:
         settings: NotifySettings | None = None,
     ) -> None:
         """``workflow_of(id)``: an attached run's workflow (its webhooks without reading its
-        stored text again). Raises SettingError for a bad ``AKOFLOW_NOTIFY_*`` value."""
+        stored text again). A bad ``AKOFLOW_NOTIFY_*`` value turns sending off in this engine
+        (said in the log; `akoflow server` refuses to start with it): the runs go on and their
+        notifications wait in the store for an engine whose settings are valid."""
         self.repo = repo
-        self.settings = settings if settings is not None else load()
+        self.problem: str | None = None
+        if settings is None:
+            try:
+                settings = load()
+            except SettingError as exc:
+                self.problem = str(exc)
+                settings = NotifySettings()
+                log.error(
+                    "notifications are off in this engine: %s; they wait in the state dir for "
+                    "an engine whose settings are valid",
+                    exc,
+                )
+        self.settings = settings
         self._workflow_of = workflow_of
         self._hooks: dict[tuple[int, str], tuple[Webhook, ...]] = {}
         self._wake = asyncio.Event()
@@ -66,6 +98,8 @@ class Notifier:
 
     async def step(self) -> None:
         """One pass of the loop: expand, send what is due, wait for the next thing to do."""
+        if self.problem is not None:
+            await asyncio.Event().wait()  # off (see __init__): until the engine stops
         self.running = True
         more = await self.expand()
         self.send_due()
@@ -228,6 +262,7 @@ class Notifier:
                 return f"the variable holding its secret ({d.secret_env}) is not set here"
             headers[payload.SIGNATURE_HEADER] = payload.signature(d.body, secret)
         timeout = self.settings.timeout
+        _SENDING.set(True)  # this task's own context: its requests only
         try:
             async with asyncio.timeout(timeout):
                 client = self._http()
@@ -244,6 +279,7 @@ class Notifier:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            _quiet_httpx()
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
                 follow_redirects=False,  # a redirect is an answer: the body goes where named
