@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import cli_env
 from tests.notify.receiver import Receiver
+from tests.server.conftest import server, start_server  # noqa: F401  (fixtures)
 
 SECRET = "n0t-in-any-log-7f3a9c"
 # Short waits so a test takes seconds: the first back-off, one request, the end-of-run wait.
