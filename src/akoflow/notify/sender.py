@@ -23,8 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-
-import httpx
+from typing import TYPE_CHECKING
 
 from akoflow import __version__
 from akoflow.errors import SettingError
@@ -32,6 +31,9 @@ from akoflow.notify import payload, store
 from akoflow.notify.settings import NotifySettings, load, webhooks_of
 from akoflow.spec.workflow import Webhook, Workflow
 from akoflow.store import Repository
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +263,8 @@ class Notifier:
             if not secret:
                 return f"the variable holding its secret ({d.secret_env}) is not set here"
             headers[payload.SIGNATURE_HEADER] = payload.signature(d.body, secret)
+        import httpx  # here: an engine that never sends does not pay for its import
+
         timeout = self.settings.timeout
         _SENDING.set(True)  # this task's own context: its requests only
         try:
@@ -279,6 +283,8 @@ class Notifier:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             _quiet_httpx()
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
@@ -296,6 +302,10 @@ class Notifier:
         if not wf_ids or wait <= 0 or not self.running:
             return
         deadline = time.monotonic() + wait
+        # Expanded here rather than on the loop's next pass: a run without webhooks (the
+        # usual case) is then known to have nothing pending at once.
+        while await self.expand():
+            pass
         self.wake()
         while True:
             events, deliveries, due = store.pending_for(self.repo, wf_ids)
