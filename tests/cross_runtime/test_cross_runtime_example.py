@@ -40,7 +40,8 @@ def per_run(before: Counter[str], after: Counter[str]) -> Counter[str]:
 def requests_for(copies: int) -> Counter[str]:
     """A run's requests to a cluster where one Job ran and ``copies`` files crossed: its
     namespace, service account and PVC set up once, the Job made, its log read and the Job
-    deleted, one transfer pod made and deleted, one exec in it per copy."""
+    deleted (by one request for all the run's, when it ends), one transfer pod made and
+    deleted, one exec in it per copy."""
     return Counter(
         {
             "create namespaces": 1,
@@ -48,7 +49,7 @@ def requests_for(copies: int) -> Counter[str]:
             "create persistentvolumeclaims": 1,
             "create jobs": 1,
             "log pods": 1,
-            "delete jobs": 1,
+            "deletecollection jobs": 1,
             "create pods": 1,
             "delete pods": 1,
             "exec pods": copies,

@@ -178,7 +178,8 @@ def test_api_outage_mid_run_is_not_ready_then_completes(
     run(scenario())
     counts = cluster.counts()
     assert counts["create jobs"] == 2
-    assert counts["list jobs"] >= 2 and counts["list pods"] >= 2  # re-listed after the 410
+    # The first watches list nothing (they start from no version); the 410 made them list.
+    assert counts["list jobs"] >= 1 and counts["list pods"] >= 1
 
 
 def flood(cluster: EmulatedCluster) -> None:

@@ -103,6 +103,21 @@ def test_every_manifest_is_valid_against_the_schema() -> None:
     assert j["metadata"]["labels"][mf.L_ATTEMPT] == "2"
     assert j["metadata"]["labels"][mf.L_ACTIVITY] == "align"
     assert j["metadata"]["annotations"][mf.A_KEY] == "wf7-align-a2"
+    # Its name as a label: the Jobs to delete are selected by name, in one request.
+    assert j["metadata"]["labels"][mf.L_JOB] == j["metadata"]["name"] and mf.is_named(j)
+    assert mf.L_JOB not in j["spec"]["template"]["metadata"]["labels"]  # the Job's only
+    older = {"metadata": {"name": "wf7-a-a1-s", "labels": {mf.L_ATTEMPT: "1"}}}
+    assert not mf.is_named(older)
+
+
+def test_one_label_selector_names_the_jobs_to_delete() -> None:
+    from tests.k8s_support.apiserver import parse_label_selector
+
+    selector = mf.jobs_named(["wf1-b-a1-s", "wf1-a-a1-s", "wf1-b-a1-s"])
+    assert selector == "akoflow.io/job in (wf1-a-a1-s,wf1-b-a1-s)"
+    chosen = parse_label_selector(selector)
+    assert chosen({mf.L_JOB: "wf1-a-a1-s"}) and chosen({mf.L_JOB: "wf1-b-a1-s"})
+    assert not chosen({mf.L_JOB: "wf1-c-a1-s"}) and not chosen({})
 
 
 def test_an_upstream_style_manifest_is_rejected_by_the_schema() -> None:

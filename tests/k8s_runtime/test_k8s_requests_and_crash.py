@@ -1,8 +1,12 @@
-"""API requests per activity do not grow with run time; an engine SIGKILL is survived.
+"""API requests per activity do not grow with run time, and are at most 4 (watches, log
+streams and a run's namespace, account and claim included) from 4 activities on; Jobs are
+created at once; an engine SIGKILL is survived.
 
-Per-activity requests are those that name one attempt's objects (Job create/get/delete, its
-pod's log stream); cluster-wide ones (watch streams, /healthz, node and metrics lists) are
-counted apart: they depend on wall time and namespaces, not on the number of jobs.
+Per-activity requests are those that name one attempt's objects (Job create, its pod's log
+stream; the Jobs' deletion, shared); cluster-wide ones (watch streams, /healthz, node and
+metrics lists) are counted apart: they depend on wall time and namespaces, not on the number
+of jobs. Of those, /healthz and the node and metrics lists are sampled in time (the engine's
+health and metrics loops): never counted per activity.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
 
 PERIODIC = ("watch", "get healthz", "list nodes", "list metrics/", "list jobs", "list pods")
+SAMPLED = ("get healthz", "list nodes", "list metrics/")
 
 
 def per_activity(before: Counter[str], after: Counter[str]) -> Counter[str]:
@@ -62,12 +67,56 @@ def test_requests_per_activity_do_not_grow_with_run_time(
     short = run(one_run(1))
     long = run(one_run(6))
     assert short == long, (short, long)
-    assert short["create jobs"] == 1 and short["log pods"] == 1 and short["delete jobs"] == 1
+    assert short["create jobs"] == 1 and short["log pods"] == 1
+    assert short["deletecollection jobs"] == 1 and short["delete jobs"] == 0
     # The long run sampled metrics many times: one list per namespace each time, no per-job
     # metrics call and no per-job status poll.
     assert not any(k.startswith(("get jobs", "get pods")) for k in long)
     # Pod metrics came from metrics.k8s.io (memory of the running container).
     assert samples[6] and all((m[3] or 0) > 0 for m in samples[6])
+
+
+def test_four_activities_cost_at_most_four_requests_each_and_jobs_are_created_at_once(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """A wide run of 4: every request but the sampled ones, counted exactly. Its Jobs are
+    created together: the API server answers none of their creates before all 4 are in
+    flight (it would let them go one by one after a few seconds, and the peak would say 1)."""
+    acts = "".join(f"    - name: a{i}\n      run: echo {i}\n" for i in range(4))
+    text = f"name: wide\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n{acts}"
+    cluster.hold_creates("jobs", 4)
+    before = cluster.counts()
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text, cluster.env("k8s-aws")) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.SUCCEEDED
+            for i in range(4):
+                logs = "".join(c.data for _, c in repo.read_logs(wf.activities[f"a{i}"].id))
+                assert logs == f"{i}\n"
+
+    run(scenario())
+    assert cluster.peak_creates("jobs") == 4
+    delta = cluster.counts() - before
+    counted = Counter({k: v for k, v in delta.items() if not k.startswith(SAMPLED)})
+    assert counted == Counter(
+        {
+            # the run's: its namespace, service account and claim, one watch of Jobs and
+            # one of pods (from no version: no list first)
+            "create namespaces": 1,
+            "create serviceaccounts": 1,
+            "create persistentvolumeclaims": 1,
+            "watch jobs": 1,
+            "watch pods": 1,
+            # each activity's: its Job and its log stream; the Jobs deleted in one request
+            "create jobs": 4,
+            "log pods": 4,
+            "deletecollection jobs": 1,
+        }
+    )
+    assert sum(counted.values()) / 4 <= 4  # 3.5
+    assert cluster.objects("batch/v1/jobs", "akoflow") == []
+    assert cluster.objects("v1/pods", "akoflow") == []
 
 
 def test_engine_sigkill_mid_run_then_resume_adopts_by_label(

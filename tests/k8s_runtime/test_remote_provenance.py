@@ -147,14 +147,15 @@ def test_fan_out_fan_in_on_the_shared_volume_has_remote_provenance(
     # the data plane, tests/k8s_runtime/test_k8s_data_plane.py), nothing else.
     assert (tmp_path / "data" / "result.txt").read_text() == "SEED\n5\n"
     assert not (tmp_path / "data" / "left.txt").exists()
-    # Provenance added no request: per activity, its Job create, its log stream, its Job
-    # delete; the copy back was one exec in a transfer pod made and deleted for it.
+    # Provenance added no request: per activity, its Job create and its log stream, the
+    # Jobs deleted together at the end; the copy back was one exec in a transfer pod made
+    # and deleted for it.
     delta = cluster.counts() - before
     per_activity = Counter(
         {k: v for k, v in delta.items() if not k.startswith(PERIODIC + PER_WORKFLOW)}
     )
     assert per_activity == Counter(
-        {"create jobs": 4, "log pods": 4, "delete jobs": 4}
+        {"create jobs": 4, "log pods": 4, "deletecollection jobs": 1}
         | {"create pods": 1, "exec pods": 1, "delete pods": 1}
     )
 

@@ -18,6 +18,7 @@ the command run for real in the pod's container by the kubelet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -38,6 +39,7 @@ from starlette.websockets import WebSocket
 from tests.k8s_support import exec_ws
 
 K8S_VERSION = "1.37"
+HOLD_MAX = 5.0  # seconds a held create waits for the others (see ApiServer.together)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -305,6 +307,12 @@ class ApiServer:
         self.node_metrics: Callable[[], list[dict[str, Any]]] | None = None
         self.pod_exec: exec_ws.Starter | None = None
         self.stdin_gate: exec_ws.StdinGate | None = None  # sessions started from now on
+        # Creates of a resource (plural) held until that many are in flight (at most
+        # HOLD_MAX seconds), and the most seen in flight at once: were they sent together?
+        self.together: dict[str, int] = {}
+        self.creating: Counter[str] = Counter()
+        self.peak_creating: Counter[str] = Counter()
+        self._arrivals: asyncio.Condition | None = None
         self.app = Starlette(
             routes=[
                 WebSocketRoute("/api/v1/namespaces/{ns}/pods/{name}/exec", self.exec),
@@ -399,6 +407,11 @@ class ApiServer:
             return JSONResponse(obj)
         if method == "POST" and name is None:
             self.count("create", plural)
+            self.creating[plural] += 1
+            try:
+                await self._held(plural)
+            finally:
+                self.creating[plural] -= 1
             body = await request.json()
             validate(body)
             if kind.namespaced:
@@ -409,6 +422,24 @@ class ApiServer:
                     )
             created = self.store.create(rkey, body)
             return JSONResponse(created, status_code=201)
+        if method == "DELETE" and name is None and ns is not None:  # deletecollection
+            self.count("deletecollection", plural)
+            lmatch = parse_label_selector(q.get("labelSelector"))
+            policy = q.get("propagationPolicy")
+            gone = []
+            for obj in self.store.list(rkey, ns):
+                if lmatch(obj["metadata"].get("labels") or {}):
+                    gone.append(self.store.delete(rkey, ns, obj["metadata"]["name"]))
+                    if kind.kind == "Job" and policy in ("Background", "Foreground"):
+                        self._collect_pods(ns, obj["metadata"]["uid"])
+            return JSONResponse(
+                {
+                    "apiVersion": kind.api_version,
+                    "kind": f"{kind.kind}List",
+                    "metadata": {"resourceVersion": str(self.store.rv)},
+                    "items": gone,
+                }
+            )
         if method == "DELETE" and name:
             self.count("delete", plural, name)
             policy = q.get("propagationPolicy")
@@ -420,6 +451,23 @@ class ApiServer:
                 self._collect_pods(key_ns, obj["metadata"]["uid"])
             return JSONResponse(obj)
         raise ApiProblem(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    async def _held(self, plural: str) -> None:
+        """Note how many creates of ``plural`` are in flight; hold this one until
+        ``together[plural]`` are (the first group only), or HOLD_MAX passed."""
+        self.peak_creating[plural] = max(self.peak_creating[plural], self.creating[plural])
+        want = self.together.get(plural)
+        if not want:
+            return
+        if self._arrivals is None:
+            self._arrivals = asyncio.Condition()
+        async with self._arrivals:
+            self._arrivals.notify_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._arrivals.wait_for(lambda: self.creating[plural] >= want), HOLD_MAX
+                )
+            self.together.pop(plural, None)
 
     async def exec(self, ws: WebSocket) -> None:
         """``GET pods/{name}/exec`` upgraded to WebSocket; errors before the upgrade are a

@@ -177,6 +177,16 @@ class EmulatedCluster:
 
         self.call(release)
 
+    def hold_creates(self, plural: str, together: int) -> None:
+        """The next creates of ``plural`` (``jobs``) are answered only once ``together`` of
+        them are in flight (or after a few seconds): :meth:`peak_creates` then tells whether
+        the client sent them at once."""
+        self.call(lambda: self.api.together.__setitem__(plural, together))
+
+    def peak_creates(self, plural: str) -> int:
+        """The most creates of ``plural`` that were in flight at once."""
+        return self.call(lambda: self.api.peak_creating[plural])
+
     def counts(self) -> Counter[str]:
         return self.call(lambda: Counter(self.api.counts))
 

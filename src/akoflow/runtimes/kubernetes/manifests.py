@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ L_WORKFLOW = f"{GROUP}/workflow"
 L_ACTIVITY = f"{GROUP}/activity"
 L_ATTEMPT = f"{GROUP}/attempt"
 L_ROLE = f"{GROUP}/role"
+L_JOB = f"{GROUP}/job"  # on Jobs only: its own name, so that many are deleted in one request
 L_MANAGED = "app.kubernetes.io/managed-by"
 A_KEY = f"{GROUP}/key"
 A_WORKFLOW_NAME = f"{GROUP}/workflow-name"
@@ -142,6 +143,18 @@ def labels_of(job: JobSpec) -> dict[str, str]:
         L_ACTIVITY: job.activity.name,
         L_ATTEMPT: str(job.attempt),
     }
+
+
+def jobs_named(names: Iterable[str]) -> str:
+    """The label selector of the Jobs with these names (:data:`L_JOB`), for one request
+    that deletes them all."""
+    return f"{L_JOB} in ({','.join(sorted(set(names)))})"
+
+
+def is_named(job: Mapping[str, Any]) -> bool:
+    """Whether a Job (as the API sent it) carries its name as :data:`L_JOB`."""
+    meta = job.get("metadata") or {}
+    return bool(meta.get("name")) and (meta.get("labels") or {}).get(L_JOB) == meta.get("name")
 
 
 def namespace_manifest(name: str) -> dict[str, Any]:
@@ -292,7 +305,7 @@ def job_manifest(
         "metadata": {
             "name": job_name(job),
             "namespace": opts.namespace,
-            "labels": labels,
+            "labels": {**labels, L_JOB: job_name(job)},
             "annotations": {A_KEY: job.key, A_WORKFLOW_NAME: job.workflow_name},
         },
         "spec": {

@@ -3,8 +3,10 @@
 - Client: lightkube (async). Per runtime: one API client, one watch of Jobs and one of Pods
   per namespace (label ``app.kubernetes.io/managed-by=akoflow``), resumed by resourceVersion
   and re-listed on 410. Nothing is polled per job.
-- Per attempt the API sees: the Job create, one log stream (``follow``) into the attempt's
-  file ``<prefix>.out/stdout``, and the Job delete of the cleanup policy. So the requests per
+- Per attempt the API sees: the Job create and one log stream (``follow``) into the attempt's
+  file ``<prefix>.out/stdout``. The Jobs the cleanup policy removes go together, in one
+  request per namespace (a label selector of their names), when the run ends or
+  :data:`DELETE_BATCH` of them are waiting, whichever comes first. So the requests per
   activity do not grow with its run time; the stored log is complete (the stream ends when the
   container ends) before the end is reported, hence before any deletion.
 - Remote provenance: with ``record_files`` the pod lists its volume before and after the
@@ -80,6 +82,7 @@ NodeMetrics = create_global_resource("metrics.k8s.io", "v1beta1", "NodeMetrics",
 MANAGED: dict[str, Any] = {mf.L_MANAGED: "akoflow"}
 STREAMS = ("stdout",)  # a pod's log interleaves stdout and stderr
 LOG_READ_MAX = 8 << 20
+DELETE_BATCH = 50  # finished Jobs deleted by one request (their names in its URL: ~3 KiB)
 EXIT_WAIT = 5.0  # after the Job ended, how long the pod's final status may lag behind
 LOG_WAIT = 30.0  # after the Job ended, how long the log stream may take to drain
 
@@ -135,6 +138,7 @@ class _Tracked:
         self.namespace = namespace
         self.prefix = prefix
         self.transfer = transfer  # the run's transfer pod, deleted once no attempt is followed
+        self.named = True  # the Job carries its name as a label (older versions' do not)
         self.token = files_token(name)  # of the listing blocks in the pod's log
         self.location: str | None = None  # "<runtime>:pvc/<claim>" of Outcome.files
         self.listings: dict[str, str] = {}  # "before"/"after", once the whole log is read
@@ -172,6 +176,7 @@ class KubernetesRuntime(Runtime):
         self._client: AsyncClient | None = None
         self._raw: httpx2.AsyncClient | None = None
         self._jobs: dict[str, _Tracked] = {}  # Job name -> attempt
+        self._released: dict[str, list[str]] = {}  # namespace -> Jobs to delete together
         self._namespaces: dict[str, asyncio.Future[None]] = {}  # ensured (or being ensured)
         self._pvcs: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._watches: dict[str, tuple[ResourceWatch, ResourceWatch]] = {}
@@ -209,6 +214,8 @@ class KubernetesRuntime(Runtime):
         are deleted."""
         with contextlib.suppress(RuntimeUnavailable, SubmitError):
             await self._transfers.stop()
+        for ns in list(self._released):  # released: they may go now
+            await self._delete_released(ns)
         for a, b in self._watches.values():
             await a.stop()
             await b.stop()
@@ -427,6 +434,7 @@ class KubernetesRuntime(Runtime):
         if view.key != key:
             self._jobs.pop(t.name, None)
             raise SubmitError(f"Job {t.name} exists but is not attempt {key}")
+        t.named = mf.is_named(obj)
         t.location = self._location(obj)
         await self._sync_pods(t)
         self._on_job_event("MODIFIED", obj)
@@ -736,6 +744,7 @@ class KubernetesRuntime(Runtime):
             return Adopted("finished", base, Outcome(False, None, f"Job {name} is not {job.key}"))
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
         t = _Tracked(job.key, name, ns, prefix, (ns, mf.transfer_pod_name(job)))
+        t.named = mf.is_named(obj)
         t.location = self._location(obj)
         t.held = []
         t.running_reported = True  # the engine records it running itself
@@ -859,12 +868,37 @@ class KubernetesRuntime(Runtime):
         policy = self._s.cleanup
         if not name or policy == "never" or (policy == "on-success" and not succeeded):
             return
+        if t is not None and t.named:  # with others: when the run ends, or a batch is full
+            released = self._released.setdefault(ns, [])
+            released.append(name)
+            if len(released) >= DELETE_BATCH:
+                await asyncio.shield(self._delete_released(ns))
+            return
         with contextlib.suppress(ApiError, httpx2.HTTPError, OSError, RuntimeUnavailable):
             await asyncio.shield(self._delete(name, ns))
+
+    async def _delete_released(self, ns: str) -> None:
+        """Delete the released Jobs of ``ns`` (and their pods) in one request. Not reached:
+        they wait for the next time (their ``ttlSecondsAfterFinished`` bounds it)."""
+        names = self._released.pop(ns, [])
+        if not names:
+            return
+        url = f"/apis/batch/v1/namespaces/{ns}/jobs"
+        params = {"labelSelector": mf.jobs_named(names), "propagationPolicy": "Background"}
+        try:
+            resp = await self._raw_api().request("DELETE", url, params=params)
+            if resp.status_code >= 500:
+                raise RuntimeUnavailable(f"{resp.status_code} {resp.text[:200]}")
+            if resp.status_code >= 400:  # refused: trying again would not help
+                log.warning("cannot delete %d Jobs in %s: %s", len(names), ns, resp.text[:200])
+        except (httpx2.HTTPError, OSError, RuntimeUnavailable) as exc:
+            log.warning("cannot delete %d Jobs in %s now: %s", len(names), ns, exc)
+            self._released.setdefault(ns, [])[:0] = names
 
     # ------------------------------------------------------------------ data plane
 
     async def run_ended(self, job: JobSpec) -> None:
+        await asyncio.shield(self._delete_released(self._namespace(job)))
         mover = self.data_mover(job)
         if mover is not None:
             await asyncio.shield(self._transfers.retire(mover.transfer_pod))

@@ -1,10 +1,11 @@
-"""One list-then-watch loop per resource kind and namespace (Jobs, Pods), label-selected.
+"""One watch loop per resource kind and namespace (Jobs, Pods), label-selected.
 
-A watch resumes from the last resourceVersion it saw after a disconnection (API server
-restarted, network cut, server-side timeout); when that version has expired (410 Gone) it
-lists again, and the list is reported as a whole so the owner can notice objects that went
-away meanwhile. The number of requests depends on the time the watch is open, never on the
-number of jobs it covers.
+The first watch starts from no resourceVersion: the API server sends what exists as ADDED
+events, then the changes. A watch resumes from the last resourceVersion it saw after a
+disconnection (API server restarted, network cut, server-side timeout); when that version has
+expired (410 Gone), or none was seen, it lists, and the list is reported as a whole so the
+owner can notice objects that went away meanwhile. The number of requests depends on the time
+the watch is open, never on the number of jobs it covers.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class ResourceWatch:
         self._server_timeout = server_timeout
         self._task: asyncio.Task[None] | None = None
         self.version: str | None = None
+        # Nothing was watched before: a watch from no version starts with an ADDED event per
+        # object there (the API server's "get state and start at most recent"), which is what
+        # the first list would have said. One request instead of two.
+        self._first = True
 
     def start(self) -> None:
         if self._task is None:
@@ -65,8 +70,9 @@ class ResourceWatch:
         backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         while True:
             try:
-                if self.version is None:
+                if self.version is None and not self._first:
                     await self._list()
+                self._first = False
                 await self._watch()
                 backoff.reset()
             except asyncio.CancelledError:
