@@ -39,12 +39,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancel during stage_in is applied after the submit (Attempts.submit stages, "
-    "then submits, then the deferred stop cancels the job): SLURM gets a job for a "
-    "cancelled run",
-)
 def test_a_run_cancelled_while_its_next_activitys_file_is_copied_submits_nothing(
     slurm_cluster: SlurmCluster, hpc_env: dict[str, str], tmp_path: Path
 ) -> None:

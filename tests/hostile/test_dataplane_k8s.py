@@ -15,7 +15,7 @@ import pytest
 from akoflow import service
 from akoflow.runtimes.kubernetes.manifests import A_WORKFLOW_NAME
 from akoflow.states import ActivityState, WorkflowState
-from tests.hostile.test_dataplane_links import FIFO_REASON, free_fifo_later, longest_stall
+from tests.hostile.test_dataplane_links import free_fifo_later, longest_stall
 from tests.hpc_runtime.test_hpc_engine import states, until
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_runtime.test_k8s_data_plane import NS, RT, env_of, transfer_pods
@@ -73,7 +73,6 @@ def test_a_transfer_pod_deleted_between_a_release_and_the_next_fetch(
     assert transfer_pods(cluster) == []
 
 
-@pytest.mark.xfail(strict=True, reason=FIFO_REASON)
 def test_a_fifo_planted_at_a_copys_temporary_name_does_not_freeze_the_engine(
     tmp_path: Path, cluster: EmulatedCluster
 ) -> None:

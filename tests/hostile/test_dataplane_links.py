@@ -21,11 +21,6 @@ from tests.e2e.test_engine_inprocess import engine_with
 pytestmark = [pytest.mark.slurm, pytest.mark.needs_root]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HpcMover.get (src/akoflow/runtimes/hpc/mover.py) lets sftp.get open the temporary "
-    "name with open(..., 'wb'), which follows a link planted there (the victim is overwritten)",
-)
 def test_a_link_planted_at_a_copys_temporary_name_is_never_written_through(
     hpc_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -58,11 +53,8 @@ spec:
         assert not (data / "out.txt").is_symlink()
 
 
-FIFO_REASON = (
-    "the copy back opens its temporary name in the event loop (HpcMover.get: sftp.get's "
-    "open(); KubernetesMover.get: os.open without O_NONBLOCK): a FIFO planted there stops "
-    "the whole engine until someone reads it"
-)
+# Found by the hostile pass (fixed): the copy back opened its temporary name in the event
+# loop, so a FIFO planted there stopped the whole engine until someone read it.
 
 
 def free_fifo_later(fifo: Path, after: float, done: threading.Event) -> threading.Thread:
@@ -106,7 +98,6 @@ async def longest_stall(work: Awaitable[object]) -> float:
     return gaps[0]
 
 
-@pytest.mark.xfail(strict=True, reason=FIFO_REASON)
 def test_a_fifo_planted_at_a_copys_temporary_name_does_not_freeze_the_engine(
     hpc_env: dict[str, str], tmp_path: Path
 ) -> None:

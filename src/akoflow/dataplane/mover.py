@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from akoflow.provenance.names import COPY_SUFFIX, from_bytes, to_bytes
+from akoflow.provenance.names import COPY_SUFFIX, display, from_bytes, to_bytes
 from akoflow.runtimes.base import SubmitError
 
 PART_SUFFIX = COPY_SUFFIX  # a copy being made: never a file of the run
@@ -69,6 +69,36 @@ def part_name(destination: bytes, tag: str = "") -> bytes:
     if len(name) > NAME_MAX:
         name = b"." + hashlib.sha256(tail).hexdigest()[:32].encode() + suffix
     return (head + b"/" if head else b"") + name
+
+
+def open_part(part: bytes) -> int:
+    """A new regular file at ``part`` (a copy's temporary name in a data dir), open for
+    writing (blocking: run it in a thread). Whatever an activity left at that name goes first,
+    and the file is created, never opened: a symbolic link planted there is not written
+    through, a FIFO does not block the engine. Raises :class:`TransferFailed`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _ in range(3):
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a directory has that name
+            raise TransferFailed(
+                f"cannot write {display(os.fsdecode(part))}: {exc.strerror}"
+            ) from None
+        try:
+            fd = os.open(part, flags, 0o644)
+        except FileExistsError:
+            continue  # made again meanwhile: removed again
+        except OSError as exc:
+            raise TransferFailed(
+                f"cannot write {display(os.fsdecode(part))}: {exc.strerror}"
+            ) from None
+        os.set_blocking(fd, True)
+        return fd
+    raise TransferFailed(
+        f"cannot write {display(os.fsdecode(part))}: something keeps making that name"
+    )
 
 
 def hash_file(path: bytes) -> Digest:

@@ -36,6 +36,10 @@ Batch = list[tuple[ActivityRun, JobSpec]]
 Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
+class StoppedBeforeSubmit(Exception):
+    """An attempt whose run was cancelled before the runtime was asked to start it."""
+
+
 class Attempts:
     def __init__(
         self,
@@ -171,13 +175,23 @@ class Attempts:
         results: dict[str, dict[str, Any] | Exception] = {}
         staged: list[JobSpec] = []
         self._submitting.update(job.key for _, job in batch)
+
+        async def stage(act: ActivityRun, job: JobSpec) -> None:
+            try:
+                await self._data.stage_in(act, slot.runtime)
+            except Exception as exc:
+                results[job.key] = exc
+                return
+            if act.cancel_requested or act.wf.cancelling:
+                # Cancelled while its files were copied: it is not started at all.
+                results[job.key] = StoppedBeforeSubmit("cancelled before it was submitted")
+            else:
+                staged.append(job)
+
         try:
-            for act, job in batch:  # data first, per attempt; then the runtime, once
-                try:
-                    await self._data.stage_in(act, slot.runtime)
-                    staged.append(job)
-                except Exception as exc:
-                    results[job.key] = exc
+            # Data first, the attempts' copies at once (bounded per destination by the data
+            # plane); then the runtime, once.
+            await asyncio.gather(*(stage(act, job) for act, job in batch))
             try:
                 answers = await slot.runtime.submit_many(staged) if staged else []
             except Exception as exc:
@@ -233,9 +247,11 @@ class Attempts:
         touched: set[WorkflowRun] = set()
         with self._t.txn():
             for act, error in failed:
-                if getattr(error, "transient", False):
+                stopped = isinstance(error, StoppedBeforeSubmit)
+                if stopped or getattr(error, "transient", False):
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
-                    slot.ready, slot.reason = False, str(error)
+                    if not stopped:
+                        slot.ready, slot.reason = False, str(error)
                     self.jobs.pop(act.key or "", None)
                     self._placer.unreserve(act, slot)
                     slot.running -= 1

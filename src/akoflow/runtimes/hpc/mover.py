@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import asyncssh
 
-from akoflow.dataplane.mover import Digest, TransferFailed, hash_file, part_name
+from akoflow.dataplane.mover import Digest, TransferFailed, open_part, part_name
 from akoflow.provenance.names import display, to_bytes
 from akoflow.runtimes.base import RuntimeUnavailable
 from akoflow.runtimes.hpc.ssh import SshLink, SshUnavailable
@@ -65,6 +65,25 @@ def stamp_of(identity: str) -> int:
     renamed into place by someone else has a new inode, a rewrite in place (same size, same
     inode: ``cat other > file``) a new change time, which no user can set back."""
     return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:7], "big")
+
+
+READ_CHUNK = 4 << 20  # bytes per SFTP read of a fetch (asyncssh splits it into parallel requests)
+
+
+def _write_hashed(out: BinaryIO, digest: Any, chunk: bytes) -> None:
+    out.write(chunk)
+    digest.update(chunk)
+
+
+def _copy_from(src: bytes, out: BinaryIO) -> Digest:
+    """A local copy (the engine on the login node), hashed as it is written."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            _write_hashed(out, digest, chunk)
+            size += len(chunk)
+    return Digest(size, digest.hexdigest())
 
 
 def octal(raw: bytes) -> str:
@@ -120,7 +139,7 @@ class HpcMover:
         await self._sh(_MKDIR, self._mount, to_bytes(path).rpartition(b"/")[0])
         transport = await self._transport()
         try:
-            await self._copy(transport, os.fsencode(source), part, upload=True, name=path)
+            await self._upload(transport, os.fsencode(source), part, path)
             arrived = await self._digest(part)
             if arrived != expected:
                 raise TransferFailed(
@@ -142,10 +161,9 @@ class HpcMover:
         transport = await self._transport()
         # The cluster hashes its file while it is copied (both read it once, from its cache):
         # a file that changed meanwhile differs from one side or the other.
-        expected, _ = await asyncio.gather(
-            self._digest(remote), self._copy(transport, remote, part, upload=False, name=path)
+        expected, arrived = await asyncio.gather(
+            self._digest(remote), self._download(transport, remote, part, path)
         )
-        arrived = await asyncio.to_thread(hash_file, part)
         if arrived != expected:
             with contextlib.suppress(OSError):
                 os.unlink(part)
@@ -179,22 +197,67 @@ class HpcMover:
                     found[path] = (int(size), stamp_of(identity))
         return found
 
-    async def _copy(
-        self, transport: Transport, src: bytes, dst: bytes, *, upload: bool, name: str
-    ) -> None:
+    async def _download(self, transport: Transport, src: bytes, part: bytes, name: str) -> Digest:
+        """``src`` on the cluster into a new file ``part`` on the host (:func:`open_part`: a
+        link or a FIFO an activity left at that name is removed, never written through or
+        waited on), hashed while it is written."""
+        fd = await asyncio.to_thread(open_part, part)
+        try:
+            with os.fdopen(fd, "wb", closefd=True) as out:
+                if isinstance(transport, SshLink):
+                    return await self._sftp_read(transport, src, out, name)
+                try:  # the engine is on the login node
+                    return await asyncio.to_thread(_copy_from, src, out)
+                except OSError as exc:
+                    raise TransferFailed(f"copy on {self._location}: {exc.strerror}") from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+
+    async def _sftp_read(self, link: SshLink, src: bytes, out: BinaryIO, name: str) -> Digest:
+        sftp = await link.sftp()
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with sftp.open(src, "rb", encoding=None) as remote:
+                while chunk := await remote.read(READ_CHUNK):  # parallel requests within it
+                    data = cast(bytes, chunk)  # opened without an encoding
+                    await asyncio.to_thread(_write_hashed, out, digest, data)
+                    size += len(data)
+        except (asyncssh.SFTPConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
+            link.broken()  # the login went away under the copy: wait and copy again
+            raise SshUnavailable(f"sftp {self._location}: {exc}") from None
+        except asyncssh.SFTPError as exc:
+            raise TransferFailed(
+                f"copying {display(name)} from {self._location}: {exc.reason}"
+            ) from None
+        except OSError as exc:
+            if isinstance(exc, RuntimeUnavailable):
+                raise
+            raise TransferFailed(
+                f"copying {display(name)} from {self._location}: {exc.strerror or exc}"
+            ) from None
+        except asyncssh.Error as exc:
+            raise SshUnavailable(f"sftp {self._location}: {exc}") from None
+        return Digest(size, digest.hexdigest())
+
+    async def _upload(self, transport: Transport, src: bytes, dst: bytes, name: str) -> None:
         if not isinstance(transport, SshLink):  # the engine is on the login node
+            fd = await asyncio.to_thread(open_part, dst)  # never through a link left there
             try:
-                await asyncio.to_thread(shutil.copyfile, src, dst)
+                with os.fdopen(fd, "wb") as out:
+                    await asyncio.to_thread(_copy_from, src, out)
             except OSError as exc:
                 raise TransferFailed(f"copy on {self._location}: {exc.strerror}") from None
             return
         sftp = await transport.sftp()
         try:
+            # A link a job left at the temporary name goes first (SFTP opens what is there).
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await sftp.remove(dst)
             # sparse=False: a file that ends in a hole is copied to its full length.
-            if upload:
-                await sftp.put(src, dst, sparse=False)
-            else:
-                await sftp.get(src, dst, sparse=False)
+            await sftp.put(src, dst, sparse=False)
         except (asyncssh.SFTPConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
             # The login went away under the copy (sshd restarted, the network): wait and
             # copy again, as for any command; not the file's fault.
@@ -202,18 +265,16 @@ class HpcMover:
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None
         except asyncssh.SFTPError as exc:
             hint = ""
-            if isinstance(exc, asyncssh.SFTPFailure) and upload:
+            if isinstance(exc, asyncssh.SFTPFailure):
                 hint = " (SFTP says no more when the file system there is full or read-only)"
             raise TransferFailed(
-                f"copying {display(name)} {'to' if upload else 'from'} {self._location}: "
-                f"{exc.reason}{hint}"
+                f"copying {display(name)} to {self._location}: {exc.reason}{hint}"
             ) from None
         except OSError as exc:
             if isinstance(exc, RuntimeUnavailable):
                 raise
             raise TransferFailed(
-                f"copying {display(name)} {'to' if upload else 'from'} {self._location}: "
-                f"{exc.strerror or exc}"
+                f"copying {display(name)} to {self._location}: {exc.strerror or exc}"
             ) from None
         except asyncssh.Error as exc:
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None

@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from akoflow.dataplane.mover import Digest, TransferFailed, part_name
+from akoflow.dataplane.mover import Digest, TransferFailed, open_part, part_name
 from akoflow.provenance.names import display, to_bytes
 from akoflow.runtimes.base import RuntimeUnavailable
 from akoflow.runtimes.kubernetes.manifests import TRANSFER_MOUNT
@@ -199,13 +199,7 @@ class KubernetesMover:
         name = _relative(path)
         local = os.fsencode(destination)
         part = part_name(local)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(part, flags, 0o644)
-        except OSError as exc:
-            raise TransferFailed(
-                f"cannot write {display(os.fsdecode(part))}: {exc.strerror}"
-            ) from None
+        fd = await asyncio.to_thread(open_part, part)
         kept = False
         try:
             receiver = _Receiver(fd)

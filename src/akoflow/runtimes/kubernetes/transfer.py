@@ -362,6 +362,7 @@ class TransferPods:
         async with pod.lock:
             if pod.users or self._pods.get(key) is not pod:
                 return
+            pod.ready = False  # a copy that waits for the lock meanwhile makes it again
             if pod.uid is not None:
                 try:
                     await self._delete(*key)
