@@ -1,8 +1,7 @@
 """Hostile pass on result caching (issue 18): false cache hits. Each test runs a workflow
 through the real CLI, changes something its activity's result depends on, runs it again and
 checks the activity ran (a side-effect counter outside the data dir) and its output is what a
-real run gives. Those marked xfail are reported to the lead: the activity is shown `cached`
-and its stale output is restored."""
+real run gives (a false hit would show it `cached` and restore its stale output)."""
 
 from __future__ import annotations
 
@@ -56,10 +55,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a directory listing (glob) is no read: a new file in a globbed dir is not seen",
-)
 def test_a_new_file_in_a_directory_it_globbed_reruns_it(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, counters: Path
 ) -> None:
@@ -94,9 +89,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="`ls` of a data dir's directory is not a read: a new sample is not seen"
-)
 def test_a_listing_of_a_directory_sees_a_new_file(
     akoflow: Akoflow, tmp_path: Path, counters: Path
 ) -> None:
@@ -125,11 +117,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unobserved runs: a declared glob's new match is not compared (only the entry's "
-    "reads are): the activity is reused",
-)
 def test_declared_glob_inputs_see_a_new_match(
     akoflow: Akoflow, tmp_path: Path, counters: Path
 ) -> None:
@@ -162,11 +149,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a read through a link in the data dir lands outside it: not seen, the changed "
-    "target is not noticed",
-)
 def test_a_link_in_the_data_dir_whose_target_changed(
     akoflow: Akoflow, tmp_path: Path, counters: Path
 ) -> None:
@@ -198,11 +180,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a link made by an upstream activity to a file outside: its reader is reused "
-    "after the target changed",
-)
 def test_a_link_made_upstream_whose_target_changed(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, counters: Path
 ) -> None:
@@ -235,12 +212,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decide._not_its_own drops a read whose version's mtime is not older than the "
-    "attempt's start (minus 50 ms), though upstream wrote that version: the changed input "
-    "is missed and the stale result restored over it",
-)
 def test_an_upstream_version_it_rewrote_in_place_is_its_input(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, counters: Path
 ) -> None:

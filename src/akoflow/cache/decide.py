@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from akoflow.cache.files import Hasher, NotThere, Staged, Version, stage_copy
+from akoflow.cache.files import LISTING, Hasher, NotThere, Staged, Version, listing, stage_copy
 from akoflow.cache.fingerprint import changed, sentence
 from akoflow.cache.store import CacheStore, Entry, Output
 from akoflow.provenance.declared import compile_glob, declares, is_glob
 from akoflow.provenance.names import display
 
-FILE_TIME_SLACK = 0.05  # s: file times come from a coarse kernel clock
 READS = "reads"  # an entry's components say how its reads were known: observed or declared
 OBSERVED, DECLARED = "observed", "declared"
 
@@ -51,6 +50,7 @@ class Hit:
     reads: list[tuple[str, Version]]  # what it read, as found now
     outputs: list[tuple[str, Version]]
     staged: Staged
+    listings: list[tuple[str, str]] = field(default_factory=list)  # directories it listed
 
     @property
     def reason(self) -> str:
@@ -98,10 +98,16 @@ class Decider:
         except NotThere:
             return None
 
+    def _declared_now(self, request: Request) -> list[str]:
+        """The files the declared inputs match now (with a dry run's planned restores)."""
+        found = set(declared_files(request.declared_inputs, request.data_dir))
+        found.update(p for p in request.planned if declares(request.declared_inputs, p))
+        return sorted(found)
+
     def declared_reads(self, request: Request) -> list[tuple[str, str, float]] | None:
         """The declared inputs' files and contents now (None: one cannot be read)."""
         reads: list[tuple[str, str, float]] = []
-        for path in declared_files(request.declared_inputs, request.data_dir):
+        for path in self._declared_now(request):
             version = self._now(request, path)
             if version is None:
                 return None
@@ -143,6 +149,13 @@ class Decider:
             return f"{run}'s result is not reusable: {entry.not_reusable}"
         outputs = entry.outputs
         reads = list(entry.reads)
+        if entry.components.get(READS) == DECLARED:
+            # Unobserved, its declarations say what it reads: a file they match now that it
+            # did not read (a glob's new match) is an input that changed.
+            before = {p for p, sha, _ in reads if not sha.startswith(LISTING)}
+            new = [p for p in self._declared_now(request) if p not in before]
+            if new:
+                return f"{display(new[0])} matches its declared inputs now, not in {run}"
         if outputs is None:  # it ran: its outputs and exactness are in its run's lineage
             unsure = self.store.ambiguous(entry.activity_id, entry.attempt)
             if entry.components.get(READS) == DECLARED:
@@ -155,7 +168,14 @@ class Decider:
             if remote:
                 return f"{run}'s outputs of it stay on a remote runtime"
             outputs = tuple(generated)
-            reads = self._not_its_own(entry, reads, generated)
+            if entry.components.get(READS) != DECLARED:  # declared: hashed before it ran
+                reads = self._not_its_own(reads, generated)
+        listings = [(p, sha) for p, sha, _ in reads if sha.startswith(LISTING)]
+        reads = [r for r in reads if not r[1].startswith(LISTING)]
+        for path, sha in listings:
+            if self._listing(request, path) != sha:
+                where = "the data dir" if path == "." else f"directory {display(path)}"
+                return f"the names in {where} (listed by {run}) changed"
         for path, sha, _ in reads:
             now = self._now(request, path)
             if now is None:
@@ -174,20 +194,24 @@ class Decider:
                     "as it made it"
                 )
             restored.append((output.path, version))
-        return Hit(entry, found, restored, staged)
+        return Hit(entry, found, restored, staged, listings)
 
+    def _listing(self, request: Request, path: str) -> str:
+        try:
+            return listing(request.data_dir, path, planned=request.planned)
+        except NotThere:  # a name no directory can have (".." in it)
+            return LISTING + "absent"
+
+    @staticmethod
     def _not_its_own(
-        self, entry: Entry, reads: list[tuple[str, str, float]], generated: list[Output]
+        reads: list[tuple[str, str, float]], generated: list[Output]
     ) -> list[tuple[str, str, float]]:
-        """``reads`` but what the attempt read of its own writes (a file it generated, in a
-        version made after it started): not an input a new run must hold beforehand."""
-        own = {o.path for o in generated}
-        if not own:
-            return reads
-        began = self.store.attempt_began(entry.activity_id, entry.attempt)
-        if began is None:
-            return reads
-        return [r for r in reads if not (r[0] in own and r[2] >= began - FILE_TIME_SLACK)]
+        """``reads`` but the versions the attempt generated itself (by the lineage: a
+        version is recorded generated by one attempt at most, and never when it was there
+        before, as another attempt's or the run's input): not an input a new run must hold
+        beforehand. Any other version it read is an input, whenever it was written."""
+        own = {(o.path, o.sha256) for o in generated if o.sha256 is not None}
+        return [r for r in reads if (r[0], r[1]) not in own]
 
     def _restore(
         self, request: Request, entry: Entry, output: Output, staged: Staged

@@ -23,7 +23,7 @@ import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +127,44 @@ class Hasher:
             return self.version(root, path).sha256
         except NotThere:
             return None
+
+
+LISTING = "listing:"  # the "content" of a directory an activity listed: its names' digest
+
+
+def listing(
+    root: Path,
+    path: str,
+    *,
+    leave_out: Iterable[str] = (),
+    planned: Iterable[str] = (),
+) -> str:
+    """:data:`LISTING` and the SHA-256 of the sorted names in the directory ``root/path``
+    (``"."``: ``root``), reached without following a link; names in ``leave_out`` (paths
+    relative to ``root``) are not counted, those under ``planned`` paths are (a dry run's
+    restores). A restore's temporary names are never counted."""
+    parts = [] if path == "." else _parts(path)
+    prefix = "" if path == "." else path + "/"
+    names: set[bytes] = set()
+    present = True
+    try:
+        with _directory(root, parts) as fd:
+            names.update(os.fsencode(n) for n in os.listdir(fd))
+    except OSError:
+        present = False
+    for p in planned:
+        if p.startswith(prefix):
+            names.add(to_bytes(p[len(prefix) :].split("/", 1)[0]))
+            present = True
+    for p in leave_out:
+        if p.startswith(prefix) and "/" not in p[len(prefix) :]:
+            names.discard(to_bytes(p[len(prefix) :]))
+    if not present:
+        return LISTING + "absent"
+    h = hashlib.sha256()
+    for name in sorted(n for n in names if not n.endswith(COPY_SUFFIX.encode())):
+        h.update(name + b"\0")
+    return LISTING + h.hexdigest()
 
 
 def _clone(src: int, dst: int, size: int) -> None:
@@ -237,4 +275,4 @@ def _umask() -> int:
     return _UMASK
 
 
-__all__ = ["Hasher", "NotThere", "Staged", "Version", "stage_copy"]
+__all__ = ["LISTING", "Hasher", "NotThere", "Staged", "Version", "listing", "stage_copy"]

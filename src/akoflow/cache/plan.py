@@ -4,8 +4,9 @@ without running or storing anything.
 Decided as the engine would (:mod:`.decide`, without copying): in dependency order, an
 activity would be reused when an ended run's entry of its key holds for the data dir the run
 would get, seen with the outputs its reused upstream activities would restore there. An
-activity downstream of one that would run is said to run: its upstream fingerprint is not
-known before that one ran.
+activity downstream of one that would run is *undecided*: its upstream's fingerprint and
+outputs are known only once that one ran (the run may still reuse it, when what it reads is
+the same).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from akoflow.cache.decide import Decider, Hit, Request
 from akoflow.cache.files import Hasher
-from akoflow.cache.fingerprint import components, key_of, runtime_settings
+from akoflow.cache.fingerprint import components, key_of, runtime_settings, sentence
 from akoflow.cache.stage import cache_wanted
 from akoflow.cache.store import CacheStore
 from akoflow.config import env_prefix
@@ -34,10 +35,19 @@ class Planned:
     activity: str
     reused_from: int | None  # the run whose result would be reused; None: it would run
     reason: str
+    undecided: bool = False  # decided only once an upstream activity ran
 
     @property
     def runs(self) -> bool:
+        """It would run (for sure, or perhaps: :attr:`undecided`)."""
         return self.reused_from is None
+
+    @property
+    def would(self) -> str:
+        """``"run"``, ``"cached"`` or ``"undecided"`` (after an upstream activity runs)."""
+        if self.undecided:
+            return "undecided"
+        return "run" if self.runs else "cached"
 
 
 def plan(
@@ -62,18 +72,24 @@ def plan(
         kind = adapter.kind if adapter is not None else act.runtime
         running = [d for d in act.depends_on if found[d].runs]
         reason = None
+        undecided = False
         if no_cache or not cache_wanted():
             reason = "caching is off (--no-cache or AKOFLOW_CACHE=off)"
         elif not act.cache:
             reason = "cache: false"
         elif kind in REMOTE_KINDS:
             reason = f"its files stay on runtime {act.runtime} (remote results are not reused)"
-        elif running:
-            reason = f"upstream {running[0]} runs"
+        elif running:  # its upstream's fingerprint and files are known once it ran
+            sure = [d for d in running if not found[d].undecided]
+            if sure:
+                reason = f"decided after {sentence(sure)} {'runs' if len(sure) == 1 else 'run'}"
+            else:
+                reason = f"decided after {sentence(running)}"
+            undecided = True
         elif decider is None:
             reason = "no earlier run of it (no state dir yet)"
         if reason is not None:
-            found[act.name] = Planned(act.name, None, reason)
+            found[act.name] = Planned(act.name, None, reason, undecided)
             continue
         assert decider is not None
         parts = components(
@@ -90,6 +106,7 @@ def plan(
             parts,
             data_dir,
             act.inputs,
+            act.outputs,
             plan_only=True,
             planned=restored,
         )

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from akoflow.cache.decide import DECLARED, OBSERVED, READS, Decider, Decision, Hit, Miss, Request
-from akoflow.cache.files import Hasher
+from akoflow.cache.files import Hasher, NotThere, listing
 from akoflow.cache.fingerprint import components, fingerprint, key_of, runtime_settings
 from akoflow.cache.store import CacheStore, Output
 from akoflow.config import env_prefix
@@ -64,6 +64,9 @@ class Finished:
     number: int
     observed: bool  # its processes' accesses were observed (registered at their start)
     declared: list[tuple[str, str, float]] | None  # its declared inputs, hashed before it ran
+    # Observed: the directories it listed, the names it made, the data dir's links to
+    # outside (None: not known).
+    listing: tuple[set[str], set[str], list[str]] | None = None
 
 
 class CacheStage:
@@ -118,7 +121,8 @@ class CacheStage:
     def attempt_succeeded(self, act: ActivityRun) -> None:
         """The live attempt of ``act`` succeeded (its transaction is not committed yet)."""
         declared = self._declared.pop(act.id, None)
-        self._hold(Finished(act, act.attempt, act.observed, declared))
+        listing = self._provenance.listings.pop((act.id, act.attempt), None)
+        self._hold(Finished(act, act.attempt, act.observed, declared, listing))
 
     def _hold(self, finished: Finished) -> None:
         """The run is recorded ended only once this entry is (its end waits, as for a
@@ -227,6 +231,19 @@ class CacheStage:
                 if sha is None:
                     return reads, f"the file {display(path)} it read changed before it ended"
                 reads.append((path, sha, mtime))
+            if f.listing is None:
+                return reads, "what it listed was not recorded"
+            listed, made, links = f.listing
+            if links:  # a read through one lands outside the data dir: never observed
+                return reads, (
+                    f"{display(links[0])} links to outside the data dir: what it read "
+                    "through such a link is not observed"
+                )
+            for path in sorted(listed):  # as it found them: without the names it made
+                try:
+                    reads.append((path, listing(act.wf.data_dir, path, leave_out=made), 0.0))
+                except NotThere:
+                    return reads, f"it listed {display(path)}, which no directory can be"
             return reads, OBSERVED
         if act.spec.inputs and f.declared is not None:
             return f.declared, DECLARED
@@ -382,7 +399,8 @@ class CacheStage:
             key=hit.entry.key,
             fingerprint=hit.entry.fingerprint,
             components=hit.entry.components,
-            reads=[(p, v.sha256, v.mtime) for p, v in hit.reads],
+            reads=[(p, v.sha256, v.mtime) for p, v in hit.reads]
+            + [(p, digest, 0.0) for p, digest in hit.listings],
             outputs=[Output(p, v.size, v.sha256, v.mtime) for p, v in hit.outputs],
             cached_from=hit.entry.id,
         )

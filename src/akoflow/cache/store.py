@@ -216,14 +216,6 @@ class CacheStore:
         ).fetchall()
         return [from_db(r[0]) for r in rows]
 
-    def attempt_began(self, activity_id: int, attempt: int) -> float | None:
-        """When the attempt's intent was recorded (its window opens)."""
-        row = self._exec(
-            "SELECT submitted_at FROM attempts WHERE activity_id = ? AND number = ?",
-            (activity_id, attempt),
-        ).fetchone()
-        return None if row is None else float(row[0])
-
     def mechanism(self, workflow_id: int) -> str | None:
         return self.repo.provenance_mechanism(workflow_id)
 

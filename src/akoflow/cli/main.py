@@ -254,13 +254,15 @@ def _dry_run(
         if repo is not None:
             repo.close()
     runs = [p for p in planned if p.runs]
+    undecided = sum(p.undecided for p in planned)
     if as_json:
         doc = {
             "workflow": prepared.workflow.name,
             "run": len(runs),
             "cached": len(planned) - len(runs),
+            "undecided": undecided,
             "activities": [
-                {"name": p.activity, "would": "run" if p.runs else "cached", "reason": p.reason}
+                {"name": p.activity, "would": p.would, "reason": p.reason}
                 | ({"cachedFrom": p.reused_from} if p.reused_from is not None else {})
                 for p in planned
             ],
@@ -273,12 +275,13 @@ def _dry_run(
     out.print(
         f"dry run of {name}: {len(runs)} of {len(planned)} activities would run, "
         f"{len(planned) - len(runs)} cached (nothing was run or stored)"
+        + (f"; {undecided} of those are decided once an upstream activity ran" if undecided else "")
     )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("activity", "would", "why"):
         table.add_column(column)
     for p in planned:
-        would = "[bold]run[/]" if p.runs else "[green]cached[/]"
+        would = {"run": "[bold]run[/]", "cached": "[green]cached[/]"}.get(p.would, p.would)
         table.add_row(escape(p.activity), would, escape(p.reason))
     out.print(table)
     return EXIT_OK

@@ -87,6 +87,10 @@ class AttemptFiles:
     # a process of no attempt had written them, undecided, before the read was added.
     found: dict[str, tuple[FileState | None, int]] = field(default_factory=dict)
     unsure: set[str] = field(default_factory=set)
+    # Directories it listed ("." the data dir), and the names it made (files, directories;
+    # a rename onto a name not recorded before): a listing's names before its own.
+    listed: set[str] = field(default_factory=set)
+    made: set[str] = field(default_factory=set)
 
     def read_before(self, names: Iterable[str]) -> frozenset[str]:
         """The files it read before (or perhaps before) its last write under ``names``."""
@@ -203,7 +207,11 @@ class ObservedRun:
         if path is None:
             return
         kind = access.kind
+        if kind == "create" or (kind == "rename" and path not in self.known):
+            files.made.add(path)
         if access.is_dir:
+            if kind == "read" and path not in files.made:
+                files.listed.add(path)
             if kind == "rename" and access.old_path is not None:
                 old = self._path(access.old_path)
                 if old is not None:
@@ -625,6 +633,11 @@ class ObservedRun:
         self._know(path, now)
         decided.append(Undecided(path, now, frozenset(candidates), READ_UNKNOWN))
         return now
+
+    def outside_links(self) -> list[str]:
+        """The names in the data dir seen through a symbolic link to outside it: a read
+        through one is not observed (its event names the target's directory)."""
+        return sorted(p for p in self._unseen if (s := self.known.get(p)) and s.symlink)
 
     def version(self, path: str) -> FileState | None:
         """The version of ``path`` an attempt found there: the last one recorded, else what

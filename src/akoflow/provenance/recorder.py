@@ -120,6 +120,9 @@ class ProvenanceRecorder:
         self._off_recorded: set[int] = set()  # runs stored as "off"
         self._by_dir: dict[bytes, list[ObservedRun]] = {}  # observed runs by real data dir
         self._run_of_key: dict[tuple[int, int], RunFiles] = {}  # attempts being observed
+        # Observed, for the result cache (taken by it at the attempt's success): per
+        # attempt, the directories it listed, the names it made, the links to outside.
+        self.listings: dict[tuple[int, int], tuple[set[str], set[str], list[str]]] = {}
 
     # ================================================================ hooks
 
@@ -222,6 +225,8 @@ class ProvenanceRecorder:
                         self._store(wf, run, decided + self._rescan(observed, full=True))
             except Exception:  # the store failed: a resumed run looks at the files again
                 log.exception("cannot record the last files of run %s", wf.id)
+            for keys in observed.attempts:
+                self.listings.pop(keys, None)  # type: ignore[call-overload]
             for keys in [k for k, r in self._run_of_key.items() if r is run]:
                 self._run_of_key.pop(keys, None)
                 if self._observer is not None:
@@ -465,6 +470,7 @@ class ProvenanceRecorder:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
                 run.pending.deleted(path)
+            self.listings[key] = (files.listed, files.made, observed.outside_links())
         self._store(act.wf, run, decisions)
 
     def _rescan(

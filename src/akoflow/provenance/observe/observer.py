@@ -562,7 +562,8 @@ class Observer:
             self._opened(fs, event)
         said: set[Kind] = set()  # one read per event, whichever bits say it
         for bit, kind in _KINDS:
-            if not event.mask & bit or (is_dir and kind in ("read", "write", "closed")):
+            # A directory's read is a listing (readdir: a glob, `ls`): its names are input.
+            if not event.mask & bit or (is_dir and kind in ("write", "closed")):
                 continue
             if kind == "read":
                 if kind in said:
@@ -630,7 +631,8 @@ class Observer:
             if new is None or new[0] != old[0]:  # moved out of its data dir
                 return Access(None, "delete", *old, None, is_dir, event.pid, file_id, epoch)
             return Access(None, "rename", *new, old[1], is_dir, event.pid, file_id, epoch)
-        where = self._place(fs, event.fid(abi.INFO_DFID_NAME))
+        listing = is_dir and kind == "read"
+        where = self._place(fs, event.fid(abi.INFO_DFID_NAME), root=listing)
         if where is None:
             return None
         if is_dir and obj is not None:
@@ -640,8 +642,11 @@ class Observer:
                 fs.inside.pop(_handle_key(obj), None)
         return Access(None, kind, *where, None, is_dir, event.pid, file_id, epoch)
 
-    def _place(self, fs: _FileSystem, fid: abi.FileId | None) -> tuple[bytes, bytes] | None:
-        """(data dir, path relative to it) of the entry a DFID_NAME record names."""
+    def _place(
+        self, fs: _FileSystem, fid: abi.FileId | None, *, root: bool = False
+    ) -> tuple[bytes, bytes] | None:
+        """(data dir, path relative to it) of the entry a DFID_NAME record names (with
+        ``root``, a data dir itself is ``b"."`` in it: a listing of it)."""
         if fid is None or fid.name is None:
             return None
         directory = self._directory(fs, fid)
@@ -651,6 +656,8 @@ class Observer:
         for data_dir in fs.data_dirs:
             if full.startswith(data_dir + b"/"):
                 return data_dir, full[len(data_dir) + 1 :]
+            if root and full == data_dir:
+                return data_dir, b"."
         return None
 
     def _directory(self, fs: _FileSystem, fid: abi.FileId) -> bytes | None:
