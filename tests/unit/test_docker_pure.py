@@ -341,6 +341,11 @@ def test_how_a_tracked_container_ended() -> None:
     assert st.ended(None, die, None) == st.End(3, False, st.REMOVED)
     assert st.ended(None, None, None) == st.End(None, False, st.REMOVED)
     assert st.ended(None, None, "while down") == st.End(None, False, "while down")
+    # A die event that says exit code 0 is the end (no inspect); any other needs one.
+    zero = dataclasses.replace(die, exit_code=0)
+    assert st.succeeded_at_die(zero) == st.End(0, False)
+    assert st.succeeded_at_die(die) is None  # exit code 3: OOM or not, the inspect says
+    assert st.succeeded_at_die(dataclasses.replace(die, exit_code=None)) is None
 
 
 def test_outcomes_name_why_an_attempt_failed() -> None:
