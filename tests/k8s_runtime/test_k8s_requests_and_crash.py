@@ -19,6 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from akoflow.runtimes.kubernetes import runtime as k8s_runtime
 from akoflow.states import WorkflowState
 from tests.conftest import Akoflow, cli_env, start_cli
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
@@ -117,6 +120,30 @@ def test_four_activities_cost_at_most_four_requests_each_and_jobs_are_created_at
     assert sum(counted.values()) / 4 <= 4  # 3.5
     assert cluster.objects("batch/v1/jobs", "akoflow") == []
     assert cluster.objects("v1/pods", "akoflow") == []
+
+
+def test_released_jobs_go_by_the_batch_and_a_failed_one_stays_on_success_cleanup(
+    tmp_path: Path, cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLEANUP=on-success: the 4 succeeded Jobs go, 2 per request once 2 wait (a batch of
+    2 here), before the run ends; the failed one stays for people to look at."""
+    monkeypatch.setattr(k8s_runtime, "DELETE_BATCH", 2)
+    acts = "".join(f"    - name: a{i}\n      run: echo {i}\n" for i in range(4))
+    acts += "    - name: bad\n      run: exit 3\n"
+    text = f"name: wide\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n{acts}"
+    before = cluster.counts()
+
+    async def scenario() -> None:
+        env = cluster.env("k8s-aws", CLEANUP="on-success")
+        async with engine_with(tmp_path, text, env) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            assert await asyncio.wait_for(engine.wait(wf_id), 60) is WorkflowState.FAILED
+
+    run(scenario())
+    delta = cluster.counts() - before
+    assert delta["deletecollection jobs"] == 2 and delta["delete jobs"] == 0
+    (kept,) = cluster.objects("batch/v1/jobs", "akoflow")
+    assert kept["metadata"]["labels"]["akoflow.io/activity"] == "bad"
 
 
 def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
