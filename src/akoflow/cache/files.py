@@ -159,7 +159,7 @@ def listing(
     for p in leave_out:
         if p.startswith(prefix) and "/" not in p[len(prefix) :]:
             names.discard(to_bytes(p[len(prefix) :]))
-    if not present:
+    if not present and path != ".":  # a run's data dir is there when it runs
         return LISTING + "absent"
     h = hashlib.sha256()
     for name in sorted(n for n in names if not n.endswith(COPY_SUFFIX.encode())):

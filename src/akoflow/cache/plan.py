@@ -65,9 +65,17 @@ def plan(
     order = sorted(workflow.activities, key=lambda a: depth[a.name])
     decider = Decider(CacheStore(repo), Hasher()) if repo is not None else None
     fps: dict[str, str] = {}
-    restored: dict[str, str] = {}  # what reused activities would put in the data dir
+    # What reused activities would put in the data dir: seen by the next levels (the engine
+    # decides the activities that become ready together at once, each without the others').
+    restored: dict[str, str] = {}
+    level_restores: dict[str, str] = {}
+    level = 0
     found: dict[str, Planned] = {}
     for act in order:
+        if depth[act.name] != level:
+            level = depth[act.name]
+            restored.update(level_restores)
+            level_restores = {}
         adapter = adapter_for(act.runtime)
         kind = adapter.kind if adapter is not None else act.runtime
         running = [d for d in act.depends_on if found[d].runs]
@@ -113,7 +121,7 @@ def plan(
         decision = decider.decide(request)
         if isinstance(decision, Hit):
             fps[act.name] = decision.entry.fingerprint
-            restored.update((path, version.sha256) for path, version in decision.outputs)
+            level_restores.update((p, version.sha256) for p, version in decision.outputs)
             found[act.name] = Planned(
                 act.name,
                 decision.entry.workflow_id,

@@ -37,6 +37,7 @@ read are looked at, and every file is at the run's end.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -91,6 +92,7 @@ class AttemptFiles:
     # a rename onto a name not recorded before): a listing's names before its own.
     listed: set[str] = field(default_factory=set)
     made: set[str] = field(default_factory=set)
+    began: int = 0  # ObservedRun's count of attempts begun, its own included
 
     def read_before(self, names: Iterable[str]) -> frozenset[str]:
         """The files it read before (or perhaps before) its last write under ``names``."""
@@ -163,6 +165,10 @@ class ObservedRun:
         # counted: path -> (the count at its last one, the candidates of its writer). A read
         # added before such a change may have found the version before or after it.
         self._strangers = 0
+        # Names created, by directory, in order: (attempts begun by then, name). What an
+        # attempt listed is told without what was made after it began (by anyone).
+        self._begun = 0
+        self._created: dict[str, list[tuple[int, str]]] = {}
         self._strange: dict[str, tuple[int, frozenset[Key]]] = {}
         self._waiting: set[str] = set()  # paths of writes waiting for their attempt, at the
         # last reading of the kernel's queues
@@ -180,7 +186,24 @@ class ObservedRun:
     # ---------------------------------------------------------------- input
 
     def begin(self, key: Key) -> None:
-        self.attempts.setdefault(key, AttemptFiles(key))
+        if key not in self.attempts:
+            self._begun += 1
+            self.attempts[key] = AttemptFiles(key, began=self._begun)
+
+    def _created_now(self, path: str) -> None:
+        parent, _, name = path.rpartition("/")
+        self._created.setdefault(parent or ".", []).append((self._begun, name))
+
+    def made_since_began(self, files: AttemptFiles) -> set[str]:
+        """The names made in the directories ``files`` listed since it began (by any
+        process): a listing without them is what it could find at its start."""
+        found: set[str] = set()
+        for directory in files.listed:
+            made = self._created.get(directory, [])
+            at = bisect.bisect_left(made, (files.began, ""))
+            prefix = "" if directory == "." else directory + "/"
+            found.update(prefix + name for _, name in made[at:])
+        return found
 
     @property
     def live(self) -> set[Key]:
@@ -209,6 +232,8 @@ class ObservedRun:
         kind = access.kind
         if kind == "create" or (kind == "rename" and path not in self.known):
             files.made.add(path)
+        if kind in ("create", "rename"):
+            self._created_now(path)
         if access.is_dir:
             if kind == "read" and path not in files.made:
                 files.listed.add(path)
@@ -288,6 +313,8 @@ class ObservedRun:
         path = self._path(access.path)
         if path is None:
             return
+        if access.kind in ("create", "rename"):
+            self._created_now(path)
         if isinstance(access.key, Ambiguous):
             candidates = candidates | access.key.candidates
         self._unclaimed.setdefault(path, set()).update(candidates)

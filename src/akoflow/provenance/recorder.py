@@ -470,7 +470,8 @@ class ProvenanceRecorder:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
                 run.pending.deleted(path)
-            self.listings[key] = (files.listed, files.made, observed.outside_links())
+            made = observed.made_since_began(files) if files.listed else set()
+            self.listings[key] = (files.listed, made, observed.outside_links())
         self._store(act.wf, run, decisions)
 
     def _rescan(

@@ -1,0 +1,106 @@
+"""Directories an activity listed (a glob, `ls`, Python's import path) are read by it: the
+names it found are compared, not only the files it opened. What other activities made there
+while it ran is not what it found (never a miss for that alone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Akoflow
+
+
+def states(akoflow: Akoflow, run: int) -> dict[str, str]:
+    res = akoflow("status", str(run), "--json")
+    assert res.returncode == 0, res.stderr
+    return {a["name"]: a["state"] for a in json.loads(res.stdout)["activities"]}
+
+
+def ran(counters: Path) -> dict[str, int]:
+    return {p.name: len(p.read_text().splitlines()) for p in counters.iterdir()}
+
+
+SIBLINGS = """\
+name: siblings
+spec:
+  runtime: local
+  activities:
+    - name: seed
+      run: echo seed > seed.txt
+{siblings}
+    - name: join
+      dependsOn: [{names}]
+      run: |
+        echo ran >> {counters}/join
+        ls > /dev/null
+        cat s*.txt > joined.txt
+"""
+SIBLING = """\
+    - name: {name}
+      dependsOn: [seed]
+      run: |
+        echo ran >> {counters}/{name}
+        ls > /dev/null
+        {{ cat seed.txt; echo {name}; }} > {name}.txt
+"""
+
+
+def test_activities_listing_the_data_dir_side_by_side_are_reused(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """Four siblings list the data dir while the others write their files there: each is
+    reused by the next run (what it found at its start is what the next run holds)."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    names = [f"s{i}" for i in range(4)]
+    wf = tmp_path / "siblings.yaml"
+    wf.write_text(
+        SIBLINGS.format(
+            siblings="".join(SIBLING.format(name=n, counters=counters) for n in names).rstrip(),
+            names=", ".join(names),
+            counters=counters,
+        )
+    )
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    planned = akoflow("run", str(wf), "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["run"] == 0, planned.stdout
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert set(states(akoflow, 2).values()) == {"cached"}
+    assert set(ran(counters).values()) == {1}
+    joined = (state_dir / "runs" / "2-siblings" / "data" / "joined.txt").read_text()
+    assert joined == "".join(f"seed\ns{i}\n" for i in range(4)) + "seed\n"
+
+
+LISTER = """\
+name: lister
+spec:
+  runtime: local
+  activities:
+    - name: count
+      run: |
+        echo ran >> {counters}/count
+        ls | wc -l > ../count.txt
+"""
+
+
+def test_a_new_file_in_a_listed_data_dir_reruns_its_lister(
+    akoflow: Akoflow, tmp_path: Path
+) -> None:
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "one").write_text("1\n")
+    wf = tmp_path / "lister.yaml"
+    wf.write_text(LISTER.format(counters=counters))
+    for _ in range(2):
+        assert akoflow("run", str(wf), "--quiet", "--data-dir", str(data)).returncode == 0
+    assert ran(counters) == {"count": 1}  # the same names: reused
+    (data / "two").write_text("2\n")
+    planned = akoflow("run", str(wf), "--dry-run", "--json", "--data-dir", str(data))
+    reason = json.loads(planned.stdout)["activities"][0]["reason"]
+    assert reason == "the names in the data dir (listed by run #2) changed"
+    assert akoflow("run", str(wf), "--quiet", "--data-dir", str(data)).returncode == 0
+    assert ran(counters) == {"count": 2}
+    assert (tmp_path / "count.txt").read_text().strip() == "2"
