@@ -58,7 +58,7 @@ from akoflow.runtimes.kubernetes.status import PodView, pod_view
 log = logging.getLogger(__name__)
 
 PARALLEL = 4  # copies at once per runtime: each holds a stream through the API server
-LINGER = 10.0  # s a transfer pod waits for another copy once no attempt of its run is followed
+LINGER = 120.0  # s an unused transfer pod stays once no attempt of its run is followed here
 START_TIMEOUT = 120.0  # s a transfer pod may take to run (pull, schedule, attach the volume)
 GONE_TIMEOUT = 60.0  # s a deleted transfer pod may take to go before one of its name is made
 
