@@ -118,6 +118,12 @@ def test_one_label_selector_names_the_jobs_to_delete() -> None:
     chosen = parse_label_selector(selector)
     assert chosen({mf.L_JOB: "wf1-a-a1-s"}) and chosen({mf.L_JOB: "wf1-b-a1-s"})
     assert not chosen({mf.L_JOB: "wf1-c-a1-s"}) and not chosen({})
+    # A whole run's: its scope and workflow id together.
+    job = mf.job_manifest(spec(), OPTS, pvc="p")
+    run = parse_label_selector(mf.run_jobs("5c0be5c0be5c", "7"))
+    assert run(job["metadata"]["labels"])
+    assert not run({**job["metadata"]["labels"], mf.L_SCOPE: "other"})
+    assert not run({**job["metadata"]["labels"], mf.L_WORKFLOW: "8"})
 
 
 def test_an_upstream_style_manifest_is_rejected_by_the_schema() -> None:

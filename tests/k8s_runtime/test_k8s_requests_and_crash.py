@@ -199,5 +199,8 @@ def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
     # Each attempt's Job was created once; an attempt found again was never re-created.
     creates = [r for r in cluster.requests() if r[:2] == ("create", "jobs")]
     assert len(creates) == 3
+    # The run's end deleted its Jobs by its labels: also those the killed engine had
+    # released and not deleted yet (it deletes them together, at the end).
+    assert cluster.objects("batch/v1/jobs", "akoflow") == []
     after = [a for a in doc["activities"] if a["name"] == "after"][0]
     assert after["state"] == "succeeded"

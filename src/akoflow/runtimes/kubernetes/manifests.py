@@ -151,6 +151,12 @@ def jobs_named(names: Iterable[str]) -> str:
     return f"{L_JOB} in ({','.join(sorted(set(names)))})"
 
 
+def run_jobs(scope: str, workflow_id: str) -> str:
+    """The label selector of one run's Jobs (its scope and workflow id together: another
+    state dir's workflow of the same id is never chosen)."""
+    return f"{L_MANAGED}=akoflow,{L_SCOPE}={scope},{L_WORKFLOW}={workflow_id}"
+
+
 def is_named(job: Mapping[str, Any]) -> bool:
     """Whether a Job (as the API sent it) carries its name as :data:`L_JOB`."""
     meta = job.get("metadata") or {}

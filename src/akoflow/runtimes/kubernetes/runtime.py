@@ -5,8 +5,8 @@
   and re-listed on 410. Nothing is polled per job.
 - Per attempt the API sees: the Job create and one log stream (``follow``) into the attempt's
   file ``<prefix>.out/stdout``. The Jobs the cleanup policy removes go together, in one
-  request per namespace (a label selector of their names), when the run ends or
-  :data:`DELETE_BATCH` of them are waiting, whichever comes first. So the requests per
+  request (a label selector: the run's, or their names) when the run ends or once
+  :data:`DELETE_BATCH` of them are waiting. So the requests per
   activity do not grow with its run time; the stored log is complete (the stream ends when the
   container ends) before the end is reported, hence before any deletion.
 - Remote provenance: with ``record_files`` the pod lists its volume before and after the
@@ -83,6 +83,8 @@ MANAGED: dict[str, Any] = {mf.L_MANAGED: "akoflow"}
 STREAMS = ("stdout",)  # a pod's log interleaves stdout and stderr
 LOG_READ_MAX = 8 << 20
 DELETE_BATCH = 50  # finished Jobs deleted by one request (their names in its URL: ~3 KiB)
+
+RunKey = tuple[str, str, str]  # namespace, scope, workflow id: one run's Jobs there
 EXIT_WAIT = 5.0  # after the Job ended, how long the pod's final status may lag behind
 LOG_WAIT = 30.0  # after the Job ended, how long the log stream may take to drain
 
@@ -139,6 +141,7 @@ class _Tracked:
         self.prefix = prefix
         self.transfer = transfer  # the run's transfer pod, deleted once no attempt is followed
         self.named = True  # the Job carries its name as a label (older versions' do not)
+        self.run: RunKey | None = None  # whose Job it is, where
         self.token = files_token(name)  # of the listing blocks in the pod's log
         self.location: str | None = None  # "<runtime>:pvc/<claim>" of Outcome.files
         self.listings: dict[str, str] = {}  # "before"/"after", once the whole log is read
@@ -176,7 +179,7 @@ class KubernetesRuntime(Runtime):
         self._client: AsyncClient | None = None
         self._raw: httpx2.AsyncClient | None = None
         self._jobs: dict[str, _Tracked] = {}  # Job name -> attempt
-        self._released: dict[str, list[str]] = {}  # namespace -> Jobs to delete together
+        self._released: dict[RunKey, list[str]] = {}  # Jobs to delete together, by run
         self._namespaces: dict[str, asyncio.Future[None]] = {}  # ensured (or being ensured)
         self._pvcs: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._watches: dict[str, tuple[ResourceWatch, ResourceWatch]] = {}
@@ -214,8 +217,8 @@ class KubernetesRuntime(Runtime):
         are deleted."""
         with contextlib.suppress(RuntimeUnavailable, SubmitError):
             await self._transfers.stop()
-        for ns in list(self._released):  # released: they may go now
-            await self._delete_released(ns)
+        for run in list(self._released):  # released: they may go now
+            await self._delete_released(run)
         for a, b in self._watches.values():
             await a.stop()
             await b.stop()
@@ -409,6 +412,7 @@ class KubernetesRuntime(Runtime):
             raise _unreachable(self._s.server, exc) from None
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
         t = _Tracked(job.key, name, ns, prefix, (ns, mf.transfer_pod_name(job)))
+        t.run = (ns, job.scope, str(job.workflow_id))
         t.node = node
         t.location = f"{self.name}:pvc/{pvc}"
         t.handle = {**handle, "node": node}
@@ -744,6 +748,7 @@ class KubernetesRuntime(Runtime):
             return Adopted("finished", base, Outcome(False, None, f"Job {name} is not {job.key}"))
         Path(prefix + ".out").mkdir(parents=True, exist_ok=True)
         t = _Tracked(job.key, name, ns, prefix, (ns, mf.transfer_pod_name(job)))
+        t.run = (ns, job.scope, str(job.workflow_id))
         t.named = mf.is_named(obj)
         t.location = self._location(obj)
         t.held = []
@@ -868,23 +873,27 @@ class KubernetesRuntime(Runtime):
         policy = self._s.cleanup
         if not name or policy == "never" or (policy == "on-success" and not succeeded):
             return
-        if t is not None and t.named:  # with others: when the run ends, or a batch is full
-            released = self._released.setdefault(ns, [])
+        if t is not None and t.named and t.run:  # with others: at the run's end, or 50
+            released = self._released.setdefault(t.run, [])
             released.append(name)
             if len(released) >= DELETE_BATCH:
-                await asyncio.shield(self._delete_released(ns))
+                await asyncio.shield(self._delete_released(t.run))
             return
         with contextlib.suppress(ApiError, httpx2.HTTPError, OSError, RuntimeUnavailable):
             await asyncio.shield(self._delete(name, ns))
 
-    async def _delete_released(self, ns: str) -> None:
-        """Delete the released Jobs of ``ns`` (and their pods) in one request. Not reached:
-        they wait for the next time (their ``ttlSecondsAfterFinished`` bounds it)."""
-        names = self._released.pop(ns, [])
-        if not names:
+    async def _delete_released(self, run: RunKey, *, whole_run: bool = False) -> None:
+        """Delete the released Jobs of ``run`` (and their pods) in one request: those named,
+        or (``whole_run``, once every attempt of the run is released) every Job of the run
+        there, also those an engine that died before deleting them left. Not reached: they
+        wait for the next time (their ``ttlSecondsAfterFinished`` bounds it)."""
+        names = self._released.pop(run, [])
+        if not names and not whole_run:
             return
+        ns, scope, workflow_id = run
+        selector = mf.run_jobs(scope, workflow_id) if whole_run else mf.jobs_named(names)
         url = f"/apis/batch/v1/namespaces/{ns}/jobs"
-        params = {"labelSelector": mf.jobs_named(names), "propagationPolicy": "Background"}
+        params = {"labelSelector": selector, "propagationPolicy": "Background"}
         try:
             resp = await self._raw_api().request("DELETE", url, params=params)
             if resp.status_code >= 500:
@@ -893,12 +902,15 @@ class KubernetesRuntime(Runtime):
                 log.warning("cannot delete %d Jobs in %s: %s", len(names), ns, resp.text[:200])
         except (httpx2.HTTPError, OSError, RuntimeUnavailable) as exc:
             log.warning("cannot delete %d Jobs in %s now: %s", len(names), ns, exc)
-            self._released.setdefault(ns, [])[:0] = names
+            self._released.setdefault(run, [])[:0] = names
 
     # ------------------------------------------------------------------ data plane
 
     async def run_ended(self, job: JobSpec) -> None:
-        await asyncio.shield(self._delete_released(self._namespace(job)))
+        job = scoped(job)
+        run = (self._namespace(job), job.scope, str(job.workflow_id))
+        whole_run = self._s.cleanup == "always"  # else only those released for deletion
+        await asyncio.shield(self._delete_released(run, whole_run=whole_run))
         mover = self.data_mover(job)
         if mover is not None:
             await asyncio.shield(self._transfers.retire(mover.transfer_pod))
