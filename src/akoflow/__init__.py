@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from akoflow.api.client import AsyncClient, Client
     from akoflow.api.errors import (
         Conflict,
+        InvalidToken,
         NotFound,
         RunBusy,
         RunInterrupted,
@@ -70,6 +71,7 @@ _LAZY = {
     "NotFound": "akoflow.api.errors",
     "Conflict": "akoflow.api.errors",
     "ValidationRejected": "akoflow.api.errors",
+    "InvalidToken": "akoflow.api.errors",
 }
 
 
@@ -96,6 +98,7 @@ __all__ = [
     "Attempt",
     "Client",
     "Conflict",
+    "InvalidToken",
     "LogChunk",
     "NotFound",
     "Run",

@@ -98,6 +98,24 @@ def test_values_no_file_can_hold() -> None:
     assert "image: img.sif" in wf.to_yaml()  # a path is its text
 
 
+def test_something_else_put_among_the_activities_is_a_validation_error() -> None:
+    """`wf.activities.append("x")` (not wf.activity): every problem, no AttributeError."""
+    wf = akoflow.Workflow("w", runtime="local")
+    wf.activity("a", run="true")
+    wf.activities.append("x")  # type: ignore[arg-type]
+    with pytest.raises(akoflow.WorkflowValidationError) as caught:
+        wf.validate()
+    assert [(e.path, e.message) for e in caught.value.errors] == [
+        ("spec.activities[1]", "is a str, not an Activity (use wf.activity)")
+    ]
+    with pytest.raises(akoflow.WorkflowValidationError):
+        wf.to_yaml()
+    wf.activities = "a"  # type: ignore[assignment]
+    with pytest.raises(akoflow.WorkflowValidationError) as caught:
+        wf.validate()
+    assert caught.value.errors[0].path == "spec.activities"
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_yaml_round_trip_keeps_the_meaning_of_every_example(path: Path) -> None:
     text = path.read_text()

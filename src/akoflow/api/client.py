@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from akoflow.api.errors import (
     Conflict,
+    InvalidToken,
     NotFound,
     ServerError,
     ServerUnreachable,
@@ -42,13 +43,59 @@ RunRef = int | str
 """A run's id, or a workflow name (its newest run)."""
 Submittable = Workflow | str | bytes | os.PathLike[str]
 FOLLOW_RECONNECTS = 30  # a dropped log stream is picked up again this many times in a row
+# s without a byte on a followed log stream before it is taken as lost and picked up again:
+# the server sends a keep-alive comment every 15 s on an idle one.
+FOLLOW_READ_TIMEOUT = 60.0
 
 
-def _typed(exc: ClientError) -> ServerError:
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown: without a user name or password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _checked_token(token: str) -> str:
+    """The token as a header can carry it, else :class:`InvalidToken` (never showing it):
+    a token read from a file keeps its line break, which httpx would refuse with the whole
+    header in its message."""
+    token = token.strip()
+    if not token:
+        raise InvalidToken("the API token is empty")
+    if not all(" " < c < "\x7f" for c in token):
+        raise InvalidToken(
+            "the API token holds a line break, a control character, a space or a character "
+            "that is not ASCII: a header cannot carry it (the token is not shown)"
+        )
+    return token
+
+
+class _Secrets:
+    """What an error's text must never hold: the token, the URL's user information."""
+
+    def __init__(self, url: str, token: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        # A word of a few letters is in ordinary text too (a test's token "t"): not scrubbed.
+        words = [w for w in (token, parts.password) if w and len(w) >= 6]
+        self.words = [userinfo, *words] if userinfo else words
+
+    def scrub(self, text: str) -> str:
+        for word in self.words:
+            text = text.replace(word, "***")
+        return text
+
+
+def _typed(exc: ClientError, secrets: _Secrets | None = None) -> ServerError:
     from akoflow.cli.client import EXIT_FAILED, InvalidWorkflow
     from akoflow.spec.loader import SpecError
 
-    detail = str(exc)
+    detail = str(exc) if secrets is None else secrets.scrub(str(exc))
     if isinstance(exc, InvalidWorkflow):
         errors = [
             SpecError(str(e.get("path") or ""), str(e.get("message") or ""), e.get("line"))
@@ -62,17 +109,27 @@ def _typed(exc: ClientError) -> ServerError:
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
+def _errors(secrets: _Secrets | None = None) -> Iterator[None]:
     from akoflow.cli.client import ClientError
 
     try:
         yield
     except ClientError as exc:
-        raise _typed(exc) from None
+        raise _typed(exc, secrets) from None
 
 
 def _raise(exc: ClientError) -> NoReturn:
     raise _typed(exc) from None
+
+
+def _transport(exc: Exception, secrets: _Secrets) -> str:
+    """A transport error as it may be shown: httpx's text of a request it could not even
+    write (LocalProtocolError) holds the headers, so only its kind is."""
+    import httpx
+
+    if isinstance(exc, httpx.LocalProtocolError):
+        return "the request could not be sent (a header value a server would refuse)"
+    return secrets.scrub(str(exc))
 
 
 def _submission(workflow: Submittable) -> bytes:
@@ -146,13 +203,45 @@ def _chunk(data: str) -> tuple[int, LogChunk]:
     return int(c["id"]), LogChunk(int(c["attempt"]), str(c["stream"]), str(c["data"]))
 
 
-def _connect(url: str | None, token: str | None, state_dir: str | os.PathLike[str] | None) -> Api:
+def _connect(
+    url: str | None, token: str | None, state_dir: str | os.PathLike[str] | None
+) -> tuple[Api, _Secrets]:
+    """The CLI client's connection, with the token checked (wherever it came from) and the
+    URL shown without its user information (in messages too)."""
     from akoflow.cli import client as cli
 
     address = cli.server_url(url, required=True)
     assert address is not None
-    with _errors():
-        return cli._connect(address, None if state_dir is None else Path(state_dir), token)
+    if token is not None:
+        token = _checked_token(token)
+    secrets = _Secrets(address, token or "")
+    with _errors(secrets):
+        api = cli._connect(address, None if state_dir is None else Path(state_dir), token)
+    if token is None:  # from $AKOFLOW_API_TOKEN or the state dir's file
+        try:
+            token = _checked_token(api.headers["Authorization"].removeprefix("Bearer "))
+        except InvalidToken:
+            api.http.close()
+            raise
+        secrets = _Secrets(address, token)
+    api.url = shown_url(address)
+    return api, secrets
+
+
+def _limited(left: float | None) -> Any:
+    """A request's timeouts, none longer than ``left`` seconds (None: the defaults)."""
+    if left is None:
+        return None
+    import httpx
+
+    from akoflow.cli.client import TIMEOUT
+
+    left = max(left, 0.001)
+    return httpx.Timeout(
+        min(TIMEOUT.read or left, left),
+        connect=min(TIMEOUT.connect or left, left),
+        pool=min(TIMEOUT.pool or left, left),
+    )
 
 
 class Client:
@@ -170,8 +259,8 @@ class Client:
         *,
         state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._api = _connect(url, token, state_dir)
-        self.url: str = self._api.url
+        self._api, self._secrets = _connect(url, token, state_dir)
+        self.url: str = self._api.url  # without user information
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -190,14 +279,16 @@ class Client:
     ) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        with _errors():
+    def _call(self, method: str, path: str, *, left: float | None = None, **kwargs: Any) -> Any:
+        if left is not None:
+            kwargs["timeout"] = _limited(left)
+        with _errors(self._secrets):
             return self._api.call(method, path, **kwargs)
 
     def _id(self, run: RunRef) -> int:
         if isinstance(run, int):
             return run
-        with _errors():
+        with _errors(self._secrets):
             return self._api.workflow_id(run)
 
     def submit(self, workflow: Submittable) -> int:
@@ -208,25 +299,51 @@ class Client:
 
     def status(self, run: RunRef) -> RunStatus:
         """The run's state and each activity's."""
-        wf_id = self._id(run)
-        doc = self._call("GET", f"/workflows/{wf_id}/", params={"activities": "false"})["data"]
-        with _errors():
-            acts = self._api.activities(wf_id)
-        return _run_status(doc, acts)
+        return self._status(self._id(run), None)
+
+    def _status(self, wf_id: int, deadline: float | None) -> RunStatus:
+        """Each request's timeouts end by ``deadline`` (monotonic; None: the defaults)."""
+        from akoflow.cli.client import PAGE
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        params: dict[str, Any] = {"activities": "false"}
+        doc = self._call("GET", f"/workflows/{wf_id}/", params=params, left=left())["data"]
+        acts: list[Mapping[str, Any]] = []
+        after = -1
+        while True:
+            page = self._call(
+                "GET",
+                f"/workflows/{wf_id}/activities/",
+                params={"limit": PAGE, "after": after},
+                left=left(),
+            )
+            acts += page["data"]
+            if page["nextAfter"] is None:
+                return _run_status(doc, acts)
+            after = page["nextAfter"]
 
     def wait(
         self, run: RunRef, *, timeout: float | None = None, interval: float = 0.5
     ) -> RunStatus:
-        """The run's status once it ended; :class:`TimeoutError` after ``timeout`` seconds."""
+        """The run's status once it ended; :class:`TimeoutError` after ``timeout`` seconds
+        (no request waits longer than the time left)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         wf_id = self._id(run)
         while True:
-            status = self.status(wf_id)
+            try:
+                status = self._status(wf_id, deadline)
+            except ServerUnreachable as exc:
+                if deadline is None or time.monotonic() < deadline:
+                    raise
+                raise TimeoutError(f"run {wf_id}: no answer within {timeout} s") from exc
             if status.done:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {wf_id} is still {status.state} after {timeout} s")
-            time.sleep(interval)
+            pause = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(pause, 0.0))
 
     def logs(
         self, run: RunRef, activity: str, *, attempt: int | None = None, stream: str | None = None
@@ -260,7 +377,7 @@ class Client:
         path = API + _activity_path(wf_id, activity) + "logs/stream/"
         params = _log_params(attempt, stream)
         last, failures = 0, 0
-        timeout = httpx.Timeout(TIMEOUT.connect, read=None)
+        timeout = httpx.Timeout(TIMEOUT.connect, read=FOLLOW_READ_TIMEOUT)
         while True:
             try:
                 with self._api.http.stream(
@@ -279,7 +396,9 @@ class Client:
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > FOLLOW_RECONNECTS:
-                    raise ServerUnreachable(f"lost the server at {self.url}: {exc}") from None
+                    raise ServerUnreachable(
+                        f"lost the server at {self.url}: {_transport(exc, self._secrets)}"
+                    ) from None
                 time.sleep(1.0)
 
     @staticmethod
@@ -321,10 +440,12 @@ class AsyncClient:
     ) -> None:
         from akoflow.cli.client import AsyncApi
 
-        api = _connect(url, token, state_dir)
+        api, self._secrets = _connect(url, token, state_dir)
         api.http.close()  # only its address and headers are used
+        shown = api.url
+        api.url = str(api.http.base_url).rstrip("/")  # the address itself, to connect
         self._api: AsyncApi = AsyncApi(api)
-        self.url: str = api.url
+        self._api.url = self.url = shown  # without user information
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r})"
@@ -344,7 +465,7 @@ class AsyncClient:
         await self.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        with _errors():
+        with _errors(self._secrets):
             return await self._api.call(method, path, **kwargs)
 
     async def _id(self, run: RunRef) -> int:
@@ -422,7 +543,7 @@ class AsyncClient:
         path = API + _activity_path(wf_id, activity) + "logs/stream/"
         params = _log_params(attempt, stream)
         last, failures = 0, 0
-        timeout = httpx.Timeout(TIMEOUT.connect, read=None)
+        timeout = httpx.Timeout(TIMEOUT.connect, read=FOLLOW_READ_TIMEOUT)
         while True:
             try:
                 async with self._api.http.stream(
@@ -448,7 +569,9 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > FOLLOW_RECONNECTS:
-                    raise ServerUnreachable(f"lost the server at {self.url}: {exc}") from None
+                    raise ServerUnreachable(
+                        f"lost the server at {self.url}: {_transport(exc, self._secrets)}"
+                    ) from None
                 await asyncio.sleep(1.0)
 
     async def cancel(self, run: RunRef) -> WorkflowState:

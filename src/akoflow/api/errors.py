@@ -8,6 +8,7 @@ from akoflow.spec.loader import SpecError
 
 __all__ = [
     "Conflict",
+    "InvalidToken",
     "NotFound",
     "RunBusy",
     "RunInterrupted",
@@ -16,6 +17,12 @@ __all__ = [
     "Unauthorized",
     "ValidationRejected",
 ]
+
+
+class InvalidToken(AkoflowError, ValueError):
+    """The API token cannot be sent: empty, or holding a line break, a control character or
+    a character that is not ASCII (surrounding whitespace is dropped). The message never
+    shows it."""
 
 
 class RunBusy(AkoflowError):

@@ -227,6 +227,7 @@ def _yaml_keys(model: type[Any]) -> dict[str, str]:
 
 def _document(wf: Workflow) -> tuple[dict[str, Any], list[SpecError]]:
     """The file's mapping, and the values no file can hold (each with its path)."""
+    from akoflow.spec.loader import SpecError
     from akoflow.spec.model import ActivitySpec, WorkflowSpec
 
     problems: list[SpecError] = []
@@ -238,8 +239,16 @@ def _document(wf: Workflow) -> tuple[dict[str, Any], list[SpecError]]:
             continue
         _put(spec, spec_keys.get(f.name, f.name), getattr(wf, f.name), "spec", problems)
     activities: list[dict[str, Any]] = []
-    for i, act in enumerate(wf.activities):
+    acts = wf.activities
+    if not isinstance(acts, list | tuple):  # replaced by a careless assignment
+        problems.append(SpecError("spec.activities", "must be a list of activities"))
+        acts = []
+    for i, act in enumerate(acts):
         entry: dict[str, Any] = {}
+        if not isinstance(act, Activity):  # appended by hand: wf.activity() makes them
+            what = f"is a {type(act).__name__}, not an Activity (use wf.activity)"
+            problems.append(SpecError(f"spec.activities[{i}]", what))
+            continue
         for f in fields(Activity):
             value = getattr(act, f.name)
             if f.name == "depends_on":
