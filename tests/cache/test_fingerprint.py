@@ -77,3 +77,25 @@ def test_the_fingerprint_is_the_key_and_the_contents_read() -> None:
         .cache
         is False
     )
+
+
+def test_inherited_variables_a_local_script_names_are_in_its_key() -> None:
+    text = WF.replace("run: cat a.txt", 'run: echo "$HOME ${REF_DIR}/x $A $PWD $AKOFLOW_WORKDIR"')
+    wf = load_workflow(text, source="wf.yaml")
+    act = wf.activities[1]
+    env = {"HOME": "/h", "REF_DIR": "/r", "A": "engine", "PWD": "/p", "AKOFLOW_WORKDIR": "/w"}
+    # A is the workflow's own (in the env part already); PWD and AKOFLOW_* are set per run.
+    assert fpr.inherited(act, "local", env) == [("HOME", "/h"), ("REF_DIR", "/r")]
+    assert fpr.inherited(act, "docker", env) == []  # a container does not inherit them
+
+    def parts(environ: dict[str, str]) -> dict[str, str]:
+        found = fpr.inherited(act, "local", environ)
+        return fpr.components(wf, act, runtime="s", upstream={"prep": "u"}, environ=found)
+
+    changed = parts({**env, "REF_DIR": "/other"})
+    assert fpr.changed(parts(env), changed) == [
+        "an environment variable it names, inherited from the engine"
+    ]
+    assert fpr.key_of(parts({**env, "PWD": "/q", "UNNAMED": "x"})) == fpr.key_of(parts(env))
+    # None named: the key is as it was before inherited variables were keyed.
+    assert "inherited" not in key()

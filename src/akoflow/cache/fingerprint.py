@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from akoflow.config import is_secret_key
@@ -70,6 +71,7 @@ COMPONENT_NAMES = {
     "limits": "the CPU or memory limits",
     "placement": "the placement settings (nodeSelector, mountPath, namespace, volumes, storage)",
     "declared": "the declared inputs or outputs",
+    "inherited": "an environment variable it names, inherited from the engine",
 }
 UPSTREAM = "upstream:"  # + an upstream activity's name: its fingerprint
 
@@ -93,15 +95,43 @@ def runtime_settings(kind: str, values: Mapping[str, str], prefix: str) -> str:
     return digest(kind, kept)
 
 
+# Variables a script's shell sets itself, or the engine sets per attempt (never the same in
+# two runs): their inherited values are not what the script sees.
+SHELL_SET = frozenset(
+    {"PWD", "OLDPWD", "RANDOM", "SECONDS", "LINENO", "PPID", "SHLVL", "UID", "EUID", "IFS"}
+)
+SHELL_SET_PREFIXES = ("BASH", "AKOFLOW_")
+_NAMED = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+LOCAL_KINDS = ("local",)  # runtimes whose activities inherit the engine's environment
+
+
+def inherited(activity: Activity, kind: str, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The variables of the engine's environment ``activity``'s script names (``$NAME``,
+    ``${NAME}``) that it inherits (a local runtime; not set by the workflow): their values
+    change what it computes. Only their digest is kept. A variable read another way (a
+    program's own ``getenv``) is not seen (docs/caching.md)."""
+    if kind not in LOCAL_KINDS:
+        return []
+    names = set(_NAMED.findall(activity.run)) - set(activity.env) - SHELL_SET
+    return sorted(
+        (name, environ[name])
+        for name in names
+        if name in environ and not name.startswith(SHELL_SET_PREFIXES)
+    )
+
+
 def components(
     workflow: Workflow,
     activity: Activity,
     *,
     runtime: str,
     upstream: Mapping[str, str],
+    environ: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The digests making up ``activity``'s key. ``runtime`` is :func:`runtime_settings`'s
-    digest; ``upstream`` maps each direct dependency's name to its fingerprint."""
+    digest; ``upstream`` maps each direct dependency's name to its fingerprint; ``environ``
+    is what :func:`inherited` found (a part of the key only when there is some: the keys of
+    other activities stay as they were)."""
     parts = {
         "recipe": digest(RECIPE),
         "workflow": digest(workflow.name),
@@ -124,6 +154,8 @@ def components(
         ),
         "declared": digest(list(activity.inputs), list(activity.outputs)),
     }
+    if environ:
+        parts["inherited"] = digest(list(environ))
     for name in activity.depends_on:
         parts[UPSTREAM + name] = upstream[name]
     return parts
@@ -169,6 +201,7 @@ __all__ = [
     "components",
     "digest",
     "fingerprint",
+    "inherited",
     "key_of",
     "runtime_settings",
     "sentence",

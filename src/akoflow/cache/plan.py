@@ -18,10 +18,16 @@ from pathlib import Path
 
 from akoflow.cache.decide import Decider, Hit, Request
 from akoflow.cache.files import Hasher
-from akoflow.cache.fingerprint import components, key_of, runtime_settings, sentence
+from akoflow.cache.fingerprint import (
+    components,
+    inherited,
+    key_of,
+    runtime_settings,
+    sentence,
+)
 from akoflow.cache.stage import cache_wanted
 from akoflow.cache.store import CacheStore
-from akoflow.config import env_prefix
+from akoflow.config import activity_environ, env_prefix
 from akoflow.runtimes.registry import adapter_for
 from akoflow.spec.dag import levels
 from akoflow.spec.workflow import Workflow
@@ -61,6 +67,7 @@ def plan(
     """What a new run of ``workflow`` in ``data_dir`` would do, activity by activity (in
     dependency order)."""
     env = os.environ if environ is None else environ
+    inheritable = activity_environ(env)  # what a local activity's processes inherit
     depth = levels({a.name: a.depends_on for a in workflow.activities})
     order = sorted(workflow.activities, key=lambda a: depth[a.name])
     decider = Decider(CacheStore(repo), Hasher()) if repo is not None else None
@@ -105,6 +112,7 @@ def plan(
             act,
             runtime=runtime_settings(kind, env, env_prefix(act.runtime)),
             upstream={d: fps[d] for d in act.depends_on},
+            environ=inherited(act, kind, inheritable),
         )
         request = Request(
             None,

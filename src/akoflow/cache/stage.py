@@ -30,9 +30,15 @@ from typing import TYPE_CHECKING
 
 from akoflow.cache.decide import DECLARED, OBSERVED, READS, Decider, Decision, Hit, Miss, Request
 from akoflow.cache.files import Hasher, NotThere, listing
-from akoflow.cache.fingerprint import components, fingerprint, key_of, runtime_settings
+from akoflow.cache.fingerprint import (
+    components,
+    fingerprint,
+    inherited,
+    key_of,
+    runtime_settings,
+)
 from akoflow.cache.store import CacheStore, Output
-from akoflow.config import env_prefix
+from akoflow.config import activity_environ, env_prefix
 from akoflow.provenance.names import display, encoded
 from akoflow.runtimes.registry import adapter_for
 from akoflow.states import ActivityState
@@ -96,6 +102,7 @@ class CacheStage:
         self._declared: dict[int, list[tuple[str, str, float]]] = {}  # activity id -> inputs
         self._settings: dict[str, str] = {}  # runtime name -> digest of its settings
         self._mechanisms: dict[int, str] = {}
+        self._environ: dict[str, str] | None = None
 
     # ================================================================ engine hooks
 
@@ -161,13 +168,14 @@ class CacheStage:
 
     # ------------------------------------------------------------------ keys
 
-    def _runtime_digest(self, name: str) -> str:
+    def _runtime_digest(self, name: str) -> tuple[str, str]:
+        """The runtime's kind and the digest of its settings."""
+        adapter = adapter_for(name)
+        kind = adapter.kind if adapter is not None else name
         digest = self._settings.get(name)
         if digest is None:
-            adapter = adapter_for(name)
-            kind = adapter.kind if adapter is not None else name
             digest = self._settings[name] = runtime_settings(kind, os.environ, env_prefix(name))
-        return digest
+        return kind, digest
 
     def _key(self, act: ActivityRun) -> tuple[dict[str, str], str, str | None]:
         """The components and key of ``act``, and an upstream whose fingerprint is unknown."""
@@ -179,11 +187,15 @@ class CacheStage:
                 unknown = dep.name
                 fp = f"unknown:{act.wf.id}:{dep.id}"  # never any other run's
             upstream[dep.name] = fp
+        kind, settings = self._runtime_digest(act.runtime)
+        if self._environ is None:
+            self._environ = activity_environ()  # what its processes inherit, secrets not
         parts = components(
             act.wf.workflow,
             act.spec,
-            runtime=self._runtime_digest(act.runtime),
+            runtime=settings,
             upstream=upstream,
+            environ=inherited(act.spec, kind, self._environ),
         )
         return parts, key_of(parts), unknown
 
