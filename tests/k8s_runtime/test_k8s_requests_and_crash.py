@@ -146,6 +146,35 @@ def test_released_jobs_go_by_the_batch_and_a_failed_one_stays_on_success_cleanup
     assert kept["metadata"]["labels"]["akoflow.io/activity"] == "bad"
 
 
+def test_an_engine_that_stops_mid_run_deletes_the_jobs_it_released(
+    tmp_path: Path, cluster: EmulatedCluster
+) -> None:
+    """Released Jobs wait for the run's end: an engine stopped before it deletes them then
+    (the running Job stays, for the next engine to adopt)."""
+    text = (
+        f"name: halfway\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n"
+        "    - name: quick\n      run: echo quick\n"
+        "    - name: long\n      run: sleep 60\n"
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text, cluster.env("k8s-aws")) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            runtime = engine.runtimes.slots["k8s-aws"].runtime
+            for _ in range(600):  # quick's release was asked for (its Job waits): 60 s at most
+                if runtime.backend_calls["release"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert runtime.backend_calls["release"] == 1
+            jobs = cluster.objects("batch/v1/jobs", "akoflow")
+            assert "quick" in {j["metadata"]["labels"]["akoflow.io/activity"] for j in jobs}
+
+    run(scenario())
+    (left,) = cluster.objects("batch/v1/jobs", "akoflow")
+    assert left["metadata"]["labels"]["akoflow.io/activity"] == "long"
+    assert cluster.counts()["deletecollection jobs"] == 1
+
+
 def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, cluster: EmulatedCluster
 ) -> None:
