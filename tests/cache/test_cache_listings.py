@@ -1,6 +1,5 @@
 """Directories an activity listed (a glob, `ls`, Python's import path) are read by it: the
-names it found are compared, not only the files it opened. What other activities made there
-while it ran is not what it found (never a miss for that alone)."""
+names it found are compared, not only the files it opened, without those it made itself."""
 
 from __future__ import annotations
 
@@ -26,13 +25,12 @@ spec:
   runtime: local
   activities:
     - name: seed
-      run: echo seed > seed.txt
+      run: mkdir in && echo seed > in/seed.txt
 {siblings}
     - name: join
       dependsOn: [{names}]
       run: |
         echo ran >> {counters}/join
-        ls > /dev/null
         cat s*.txt > joined.txt
 """
 SIBLING = """\
@@ -40,27 +38,32 @@ SIBLING = """\
       dependsOn: [seed]
       run: |
         echo ran >> {counters}/{name}
-        ls > /dev/null
-        {{ cat seed.txt; echo {name}; }} > {name}.txt
+        for f in in/*; do cat "$f"; done > {name}.txt
+        echo {name} >> {name}.txt
 """
 
 
-def test_activities_listing_the_data_dir_side_by_side_are_reused(
+def test_activities_listing_directories_side_by_side_are_reused(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
-    """Four siblings list the data dir while the others write their files there: each is
-    reused by the next run (what it found at its start is what the next run holds)."""
+    """Four siblings list the directory their upstream made, the last one lists the data
+    dir the siblings wrote to: a second run reuses each (the names are the same), and a
+    third one whose upstream adds an empty file there runs them again."""
     counters = tmp_path / "counters"
     counters.mkdir()
     names = [f"s{i}" for i in range(4)]
     wf = tmp_path / "siblings.yaml"
-    wf.write_text(
-        SIBLINGS.format(
-            siblings="".join(SIBLING.format(name=n, counters=counters) for n in names).rstrip(),
-            names=", ".join(names),
-            counters=counters,
+
+    def write(seed: str = "mkdir in && echo seed > in/seed.txt") -> None:
+        wf.write_text(
+            SIBLINGS.format(
+                siblings="".join(SIBLING.format(name=n, counters=counters) for n in names).rstrip(),
+                names=", ".join(names),
+                counters=counters,
+            ).replace("mkdir in && echo seed > in/seed.txt", seed)
         )
-    )
+
+    write()
     assert akoflow("run", str(wf), "--quiet").returncode == 0
     planned = akoflow("run", str(wf), "--dry-run", "--json")
     assert planned.returncode == 0, planned.stderr
@@ -69,7 +72,12 @@ def test_activities_listing_the_data_dir_side_by_side_are_reused(
     assert set(states(akoflow, 2).values()) == {"cached"}
     assert set(ran(counters).values()) == {1}
     joined = (state_dir / "runs" / "2-siblings" / "data" / "joined.txt").read_text()
-    assert joined == "".join(f"seed\ns{i}\n" for i in range(4)) + "seed\n"
+    assert joined == "".join(f"seed\ns{i}\n" for i in range(4))
+    write("mkdir in && echo seed > in/seed.txt && touch in/empty")  # one more name, no bytes
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    # Their fingerprints changed (what they read), so did their dependent's key.
+    assert ran(counters) == {**{n: 2 for n in names}, "join": 2}
+    assert set(states(akoflow, 3).values()) == {"succeeded"}
 
 
 LISTER = """\

@@ -194,6 +194,13 @@ class ObservedRun:
         parent, _, name = path.rpartition("/")
         self._created.setdefault(parent or ".", []).append((self._begun, name))
 
+    def made_by_someone(self, raw: bytes) -> None:
+        """A creation read from the kernel whose process is not placed yet (an attempt
+        that just started): made since every attempt running began."""
+        path = self._path(raw)
+        if path is not None:
+            self._created_now(path)
+
     def made_since_began(self, files: AttemptFiles) -> set[str]:
         """The names made in the directories ``files`` listed since it began (by any
         process): a listing without them is what it could find at its start."""

@@ -470,7 +470,12 @@ class ProvenanceRecorder:
                 self.repo.add_files(act.id, act.attempt, "used", used)
             for path in files.touched:  # observed: no timing guess for these
                 run.pending.deleted(path)
-            made = observed.made_since_began(files) if files.listed else set()
+            made: set[str] = set()
+            if files.listed:
+                for waiting in self._observer.waiting() if self._observer else ():
+                    if waiting.kind in ("create", "rename") and waiting.data_dir == observed.real:
+                        observed.made_by_someone(waiting.path)
+                made = observed.made_since_began(files)
             self.listings[key] = (files.listed, made, observed.outside_links())
         self._store(act.wf, run, decisions)
 
