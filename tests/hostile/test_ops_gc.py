@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import cli_env, wait_for
 
 
@@ -109,17 +107,6 @@ def _start(state: Path, path: Path, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-XFAIL_DATA_DIR_INSIDE = (
-    "gc/collector.py _delete_one removes the whole run dir (remove_tree(run_dir)) without "
-    "asking whether another run's data dir (--data-dir) lies inside it: deleting a finished "
-    "run removes the files of a run that is RUNNING on its data dir (which then fails), and "
-    "counts them as freed. Fix: before the removal, look for runs whose data_dir is inside "
-    "run_dir (SELECT id, state, data_dir FROM workflows); refuse while one is unfinished, "
-    "else leave that subtree and say so in `left`"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=XFAIL_DATA_DIR_INSIDE)
 def test_a_running_runs_data_dir_inside_a_deleted_runs_dir_is_never_removed(
     tmp_path: Path,
 ) -> None:
@@ -144,9 +131,12 @@ def test_a_running_runs_data_dir_inside_a_deleted_runs_dir_is_never_removed(
             engine.wait(10)
     assert not removed, f"run 2's data dir was removed while it ran: {res.stdout}"
     assert engine.returncode == 0
+    assert res.returncode == 1, res.stdout + res.stderr
+    (refused,) = json.loads(res.stdout)["refused"]
+    assert refused["id"] == 1 and "run 2 works in it" in refused["reason"]
+    assert workflow_rows(state) == {1, 2}, "a refused run's rows were deleted"
 
 
-@pytest.mark.xfail(strict=True, reason=XFAIL_DATA_DIR_INSIDE)
 def test_a_finished_runs_data_dir_inside_a_deleted_runs_dir_is_left_and_said(
     tmp_path: Path,
 ) -> None:
@@ -155,5 +145,34 @@ def test_a_finished_runs_data_dir_inside_a_deleted_runs_dir_is_left_and_said(
     data = state / "runs" / "1-a" / "data"
     run(state, tmp_path, "b", "cat result.txt > copy.txt", "--data-dir", str(data))
     res = cli(state, "delete", "1", "--json")
-    assert res.returncode in (0, 1), res.stdout + res.stderr
+    assert res.returncode == 0, res.stdout + res.stderr
     assert (data / "copy.txt").read_text() == "result\n", "run 2's results were deleted"
+    (deleted,) = json.loads(res.stdout)["deleted"]
+    assert any("data dir of run 2" in note for note in deleted["left"]), deleted
+    assert not (state / "runs" / "1-a" / "attempts").exists()
+    # Run 1's dir now matches no run: the orphan sweep leaves run 2's data dir in it too.
+    res = cli(state, "gc", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (data / "copy.txt").read_text() == "result\n", "the orphan sweep removed it"
+    assert any("data dir of run 2" in note for note in json.loads(res.stdout)["left"])
+    # Once run 2 is deleted (its --data-dir left alone), the next gc removes the dir.
+    assert cli(state, "delete", "2").returncode == 0
+    assert (data / "copy.txt").exists()
+    res = cli(state, "gc", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (state / "runs" / "1-a").exists()
+
+
+def test_a_data_dir_named_like_a_gone_runs_dir_is_never_swept(tmp_path: Path) -> None:
+    """`--data-dir <state>/runs/1-x` once run 1 is gone: the orphan sweep's pattern matches
+    it; a run working there is never removed, a finished one's data dir is kept."""
+    state = tmp_path / "state"
+    run(state, tmp_path, "gone", "true")
+    assert cli(state, "delete", "1").returncode == 0
+    data = state / "runs" / "1-x"
+    run(state, tmp_path, "user", "echo mine > mine.txt", "--data-dir", str(data))
+    res = cli(state, "gc", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (data / "mine.txt").read_text() == "mine\n"
+    report = json.loads(res.stdout)
+    assert report["orphans"] == [] and any("run 2" in note for note in report["left"])

@@ -56,6 +56,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
         console.print(
             f"{what} {escape(orphan['path'])} (no run has it): {_bytes(orphan['freedBytes'])}"
         )
+    for note in doc.get("left", []):
+        console.print(f"  [yellow]left here:[/] {escape(note)}")
     if not (doc["deleted"] or doc["refused"] or doc["remote"] or doc["orphans"]):
         console.print("nothing to delete")
     total = f"{_bytes(doc['freedBytes'])} {'would be ' if doc['dryRun'] else ''}freed here"

@@ -109,6 +109,7 @@ class Report:
     refused: list[tuple[int, str]] = field(default_factory=list)
     remote: list[RemoteOutcome] = field(default_factory=list)  # earlier deletions', retried
     orphans: list[tuple[str, int]] = field(default_factory=list)  # run dirs without rows
+    left: list[str] = field(default_factory=list)  # what the orphan sweep left, and why
     database_bytes: int = 0
 
     @property
@@ -127,6 +128,7 @@ class Report:
             "refused": [{"id": i, "reason": why} for i, why in self.refused],
             "remote": [r.to_json() for r in self.remote],
             "orphans": [{"path": p, "freedBytes": n} for p, n in self.orphans],
+            "left": self.left,
             "freedBytes": self.freed_bytes,
             "databaseBytes": self.database_bytes,
         }
@@ -201,15 +203,21 @@ class Collector:
         if refused is not None:
             report.refused.append((wf_id, refused))
             return
-        done = DeletedRun(found.id, found.name, found.state.value, 0)
-        left = self._remote_left(found, done)
         run_dir = found.run_dir
         ours = inside(run_dir, self.runs_dir)
+        nested = records.nested_runs(self.repo, run_dir, other_than=wf_id) if ours else []
+        if busy := _busy(nested):
+            report.refused.append((wf_id, busy))
+            return
+        done = DeletedRun(found.id, found.name, found.state.value, 0)
+        left = self._remote_left(found, done)
         if not inside(found.data_dir, run_dir):
             done.left.append(
                 f"data dir {found.data_dir} (given with --data-dir, outside the state dir)"
             )
-        done.freed_bytes = await asyncio.to_thread(freed_bytes, run_dir) if ours else 0
+        keep = [n.kept for n in nested]
+        done.left.extend(_kept_note(n) for n in nested)
+        done.freed_bytes = await asyncio.to_thread(freed_bytes, run_dir, keep) if ours else 0
         if report.dry_run:
             done.remote = [RemoteOutcome(wf_id, r[0], left="(dry run)") for r in left]
             report.deleted.append(done)
@@ -220,10 +228,7 @@ class Collector:
             return
         self.forget(wf_id)
         if ours:
-            problem = await asyncio.to_thread(remove_tree, run_dir)
-            if problem is not None:
-                done.left.append(f"part of {run_dir}: {problem}")
-                done.freed_bytes -= await asyncio.to_thread(freed_bytes, run_dir)
+            await self._remove_run_dir(run_dir, wf_id, keep, done)
         for record in records.pending(self.repo, [wf_id]):
             done.remote.append(await self._forget(record))
         report.deleted.append(done)
@@ -234,6 +239,25 @@ class Collector:
             done.freed_bytes,
             "".join(f"; {r.runtime}: {len(r.removed)} removed" for r in done.remote),
         )
+
+    async def _remove_run_dir(
+        self, run_dir: Path, wf_id: int, keep: list[Path], done: DeletedRun
+    ) -> None:
+        """Remove the run dir but the data dirs of other runs in it, looked for again: a run
+        started there with --data-dir since the first look stops the removal (the next gc
+        removes the dir as an orphan once that run has ended)."""
+        nested = records.nested_runs(self.repo, run_dir, other_than=wf_id)
+        if busy := _busy(nested):
+            done.left.append(f"{run_dir}: {busy}; the next gc removes it")
+            done.freed_bytes = 0
+            return
+        for more in (n for n in nested if n.kept not in keep):
+            keep.append(more.kept)
+            done.left.append(_kept_note(more))
+        problem = await asyncio.to_thread(remove_tree, run_dir, keep)
+        if problem is not None:
+            done.left.append(f"part of {run_dir}: {problem}")
+            done.freed_bytes -= await asyncio.to_thread(freed_bytes, run_dir, keep)
 
     def _remote_left(
         self, found: records.RunFacts, done: DeletedRun
@@ -287,10 +311,28 @@ class Collector:
             if match is None or int(match[1]) > last or int(match[1]) in present:
                 continue
             path = self.runs_dir / name
-            size = await asyncio.to_thread(freed_bytes, path)
+            nested = records.nested_runs(self.repo, path)
+            if busy := _busy(nested):  # a user's --data-dir named like a run dir
+                report.left.append(f"{path} (no run has it): {busy}")
+                continue
+            keep = [n.kept for n in nested]
+            if any(k == Path(os.path.abspath(path)) for k in keep):
+                report.left.append(f"{path} (no run has it): {_kept_note(nested[0])}")
+                continue
+            report.left.extend(f"in {path} (no run has it): {_kept_note(n)}" for n in nested)
+            size = await asyncio.to_thread(freed_bytes, path, keep)
             if not report.dry_run:
-                await asyncio.to_thread(remove_tree, path)
+                await asyncio.to_thread(remove_tree, path, keep)
             report.orphans.append((str(path), size))
+
+
+def _busy(nested: list[records.Nested]) -> str | None:
+    """Why a dir holding these runs' data dirs may not be removed now, or None."""
+    return next((why for n in nested if (why := n.busy) is not None), None)
+
+
+def _kept_note(run: records.Nested) -> str:
+    return f"the data dir of run {run.id}, {run.data_dir} (given with --data-dir): kept"
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

@@ -3,6 +3,9 @@
 Bytes are counted as a deletion frees them: each regular file's size once per inode, and
 only when every one of its names is inside what is removed (a file hard-linked from
 elsewhere, a cached result's copy, frees nothing). Links are never followed.
+
+Both take ``keep``: paths inside the tree that stay (another run's data dir that lies in the
+deleted run's dir): neither counted nor removed, nor are the directories that lead to them.
 """
 
 from __future__ import annotations
@@ -11,13 +14,18 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def freed_bytes(root: Path) -> int:
-    """The bytes removing ``root`` (a directory tree) frees; 0 when it does not exist."""
+def freed_bytes(root: Path, keep: Iterable[Path] = ()) -> int:
+    """The bytes removing ``root`` (a directory tree) but ``keep`` frees; 0 when it does not
+    exist."""
+    kept = {os.fsencode(os.path.abspath(k)) for k in keep}
+    if os.fsencode(os.path.abspath(root)) in kept:
+        return 0
     seen: dict[tuple[int, int], list[int]] = {}  # (dev, ino) -> [size, nlink, names seen]
-    stack = [os.fsencode(root)]
+    stack = [os.fsencode(os.path.abspath(root))]
     while stack:
         top = stack.pop()
         try:
@@ -25,6 +33,8 @@ def freed_bytes(root: Path) -> int:
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         for entry in entries:
+            if entry.path in kept:
+                continue
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -39,9 +49,42 @@ def freed_bytes(root: Path) -> int:
     return sum(size for size, nlink, names in seen.values() if names >= nlink)
 
 
-def remove_tree(root: Path) -> str | None:
-    """Remove ``root`` (links inside are removed, never followed); None, or why some of it
-    could not be removed."""
+def remove_tree(root: Path, keep: Iterable[Path] = ()) -> str | None:
+    """Remove ``root`` (links inside are removed, never followed) but the paths ``keep`` and
+    the directories that hold them; None, or why some of it could not be removed."""
+    kept = [Path(os.path.abspath(k)) for k in keep]
+    base = Path(os.path.abspath(root))
+    if any(k == base for k in kept):
+        return None
+    if any(k.is_relative_to(base) for k in kept):
+        return _remove_around(base, kept)
+    return _remove_whole(base)
+
+
+def _remove_around(root: Path, kept: list[Path]) -> str | None:
+    """Remove what ``root`` holds but the ``kept`` paths (each inside it) and their parents."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{root}: {exc.strerror or exc}"
+    problems = []
+    for name in names:
+        path = root / name
+        inner = [k for k in kept if k == path or k.is_relative_to(path)]
+        if path in inner:
+            continue
+        if inner and path.is_dir() and not path.is_symlink():
+            problem = _remove_around(path, inner)
+        else:  # a link on the way to a kept path is removed: what it points to is not kept
+            problem = _remove_whole(path)
+        if problem is not None:
+            problems.append(problem)
+    return "; ".join(problems[:3]) or None
+
+
+def _remove_whole(root: Path) -> str | None:
     problems: list[str] = []
 
     def failed(_func: object, path: str, exc: BaseException) -> None:
@@ -63,6 +106,12 @@ def remove_tree(root: Path) -> str | None:
     return "; ".join(problems[:3]) or None
 
 
+def within(path: Path | str, parent: Path | str) -> bool:
+    """``path`` is ``parent`` or beneath it (strings compared as given, made absolute)."""
+    child, base = Path(os.path.abspath(path)), Path(os.path.abspath(parent))
+    return child.is_relative_to(base)
+
+
 def inside(path: Path, parent: Path) -> bool:
     """``path`` is strictly beneath ``parent`` (both as given, made absolute: no link is
     resolved, so a link named like a run dir is removed, never what it points to)."""
@@ -70,4 +119,4 @@ def inside(path: Path, parent: Path) -> bool:
     return child != base and child.is_relative_to(base)
 
 
-__all__ = ["freed_bytes", "inside", "remove_tree"]
+__all__ = ["freed_bytes", "inside", "remove_tree", "within"]

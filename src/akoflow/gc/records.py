@@ -92,6 +92,61 @@ def facts(repo: Repository, state_dir: Path, wf_id: int) -> RunFacts | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """Another run whose data dir (``akoflow run --data-dir``) lies in a dir being removed."""
+
+    id: int
+    state: str
+    owner_pid: int | None
+    owner_started: float | None
+    data_dir: str
+    kept: Path
+    """Its data dir as a path beneath the removed dir: what the removal leaves."""
+
+    @property
+    def busy(self) -> str | None:
+        """Why this run forbids the removal, or None (it ended: its data dir is left)."""
+        refused = why_not(self.state, self.owner_pid, self.owner_started)
+        if refused is None:
+            return None
+        return (
+            f"run {self.id} works in it (its data dir {self.data_dir}, given with --data-dir, "
+            f"lies inside), and {refused.split(';')[0]}: wait for its end, or cancel it first"
+        )
+
+
+def beneath(data_dir: str, root: Path) -> Path | None:
+    """Where ``data_dir`` lies in ``root`` as a path beneath ``root`` (compared as written,
+    then with every link resolved), or None when it lies elsewhere."""
+    base, data = os.path.abspath(root), os.path.abspath(data_dir)
+    if Path(data).is_relative_to(base):
+        return Path(data)
+    real_base, real_data = os.path.realpath(base), os.path.realpath(data)
+    if Path(real_data).is_relative_to(real_base):
+        return Path(base) / os.path.relpath(real_data, real_base)
+    return None
+
+
+def nested_runs(repo: Repository, root: Path, *, other_than: int | None = None) -> list[Nested]:
+    """The runs (but ``other_than``) whose data dir lies in ``root``, a dir to be removed. A
+    run's own data dir (``runs/<id>-<name>/data``) lies in its own run dir only, so only
+    those given with --data-dir are looked at (resolved, in case a link leads in)."""
+    rows = repo._exec(
+        "SELECT id, name, state, owner_pid, owner_started, data_dir FROM workflows"
+    ).fetchall()
+    found = []
+    for wf_id, name, state, pid, started, data_dir in rows:
+        where = Path(data_dir)
+        own = where.name == "data" and where.parent.name == f"{wf_id}-{name}"
+        if wf_id == other_than or own or not data_dir:
+            continue
+        kept = beneath(data_dir, root)
+        if kept is not None:
+            found.append(Nested(int(wf_id), str(state), pid, started, str(data_dir), kept))
+    return found
+
+
 def why_not(state: str, owner_pid: int | None, owner_started: float | None) -> str | None:
     """Why a run may not be deleted now, or None."""
     if state not in FINAL:
@@ -176,14 +231,17 @@ def live_owners(repo: Repository) -> list[tuple[int, int]]:
 
 
 __all__ = [
+    "Nested",
     "Pending",
     "RunFacts",
+    "beneath",
     "delete_run",
     "existing_ids",
     "facts",
     "forgotten",
     "last_sequence",
     "live_owners",
+    "nested_runs",
     "pending",
     "still_left",
     "summaries",
