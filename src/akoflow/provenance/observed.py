@@ -152,6 +152,9 @@ class ObservedRun:
         self._seen: dict[str, int] = {}
         self._by_file: dict[FileId, str | set[str]] = {}
         self._unseen: set[str] = set()  # names that may change with no event under them
+        # Changes a look found that no event explained while attempts ran, and those
+        # attempts: looked at again, decided once they all ended (see rescan).
+        self._suspect: dict[str, frozenset[Key]] = {}
         self._ended: list[tuple[int, Key]] = []  # (clock at its end, attempt) since a full look
         self._full_at = time.monotonic()  # the last look at every file
         self._full_cost = scanned_in  # how long it took
@@ -512,7 +515,7 @@ class ObservedRun:
             on_disk = scan(Path(self.root), self.known, self._exclude, outside_links=True)
             looked = self.known.keys() | on_disk.keys()
         else:
-            looked = set(paths) | self._unseen
+            looked = set(paths) | self._unseen | self._suspect.keys()
             on_disk = {}
             for path in looked:
                 state = state_of(self.root, path, self.known.get(path), outside_links=True)
@@ -527,6 +530,7 @@ class ObservedRun:
         ran: set[Key] | None = None  # the attempts running now
         decided: list[Decision] = []
         for path in looked:
+            suspect = self._suspect.pop(path, None)
             if path in pending:
                 continue  # its accesses decide it
             former, state = self.known.get(path), on_disk.get(path)
@@ -551,6 +555,16 @@ class ObservedRun:
                     continue  # written under another name: decided with it
             if ran is None:
                 ran = self.live
+            running = ran if suspect is None else suspect & ran
+            if running:
+                # A file a running attempt truncates (`echo x > f` over an old f) changes
+                # before the kernel queues its event (notify_change queues it after the
+                # inode changed; a process preempted in between, on a busy host, holds it
+                # back for milliseconds): a look then finds a change no event explains yet.
+                # Decided once the attempts running then ended (their events are read by
+                # their ends), or at the run's end; explained meanwhile, by its writer.
+                self._suspect[path] = frozenset(running)
+                continue
             since = self._seen.get(path, 0)
             candidates = ran | {key for end, key in self._ended if end > since}
             self._know(path, state, clock)
