@@ -563,6 +563,9 @@ class ObservedRun:
                 # back for milliseconds): a look then finds a change no event explains yet.
                 # Decided once the attempts running then ended (their events are read by
                 # their ends), or at the run's end; explained meanwhile, by its writer.
+                # Meanwhile a reader of it does not know which version it found.
+                if suspect is None:
+                    self._strange_change(path, running)
                 self._suspect[path] = frozenset(running)
                 continue
             since = self._seen.get(path, 0)
