@@ -112,3 +112,43 @@ def test_a_new_file_in_a_listed_data_dir_reruns_its_lister(
     assert akoflow("run", str(wf), "--quiet", "--data-dir", str(data)).returncode == 0
     assert ran(counters) == {"count": 2}
     assert (tmp_path / "count.txt").read_text().strip() == "2"
+
+
+ROOT_LISTERS = """\
+name: listers
+spec:
+  runtime: local
+  activities:
+    - name: seed
+      run: echo seed > seed.txt
+{siblings}
+"""
+ROOT_LISTER = """\
+    - name: {name}
+      dependsOn: [seed]
+      run: |
+        echo ran >> {counters}/{name}
+        ls > /dev/null
+        {{ cat seed.txt; echo {name}; }} > {name}.txt
+"""
+
+
+def test_siblings_listing_the_data_dir_they_all_write_to_are_reused(
+    akoflow: Akoflow, tmp_path: Path
+) -> None:
+    """Eight siblings (more than run at once) list the data dir while the others write
+    their files there, as Python does when it imports (`python -c`): what a sibling made is
+    not what a lister depends on, so each is reused by the next run, whichever order they
+    ran in."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    names = [f"s{i}" for i in range(8)]
+    wf = tmp_path / "listers.yaml"
+    siblings = "".join(ROOT_LISTER.format(name=n, counters=counters) for n in names)
+    wf.write_text(ROOT_LISTERS.format(siblings=siblings.rstrip()))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    planned = akoflow("run", str(wf), "--dry-run", "--json")
+    assert json.loads(planned.stdout)["run"] == 0, planned.stdout
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert set(states(akoflow, 2).values()) == {"cached"}
+    assert set(ran(counters).values()) == {1}

@@ -15,7 +15,7 @@ without staging anything (:attr:`Request.plan_only`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,9 @@ class Request:
     plan_only: bool = False
     # A dry run's view of files upstream reuses would restore: path -> sha256.
     planned: Mapping[str, str] = field(default_factory=dict)
+    # The paths of the data dir activities it does not depend on made in this run (asked
+    # only for a listing): not what it could find at its start (see stage._reads_of).
+    unrelated: Callable[[], set[str]] | None = None
 
 
 @dataclass
@@ -197,8 +200,14 @@ class Decider:
         return Hit(entry, found, restored, staged, listings)
 
     def _listing(self, request: Request, path: str) -> str:
+        unrelated = request.unrelated() if request.unrelated is not None else set()
         try:
-            return listing(request.data_dir, path, planned=request.planned)
+            return listing(
+                request.data_dir,
+                path,
+                leave_out=unrelated,
+                planned=[p for p in request.planned if p not in unrelated],
+            )
         except NotThere:  # a name no directory can have (".." in it)
             return LISTING + "absent"
 

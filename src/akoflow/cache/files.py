@@ -156,13 +156,24 @@ def listing(
         if p.startswith(prefix):
             names.add(to_bytes(p[len(prefix) :].split("/", 1)[0]))
             present = True
-    for p in leave_out:
-        if p.startswith(prefix) and "/" not in p[len(prefix) :]:
-            names.discard(to_bytes(p[len(prefix) :]))
     if not present and path != ".":  # a run's data dir is there when it runs
         return LISTING + "absent"
+    return names_digest(path, names, leave_out)
+
+
+def names_digest(path: str, names: Iterable[bytes] | None, leave_out: Iterable[str] = ()) -> str:
+    """:data:`LISTING` and the digest of the ``names`` found in directory ``path`` (None:
+    no directory there) without those of ``leave_out`` (paths relative to the data dir) and
+    a restore's temporary names."""
+    if names is None:
+        return LISTING + "absent"
+    prefix = "" if path == "." else path + "/"
+    kept = set(names)
+    for p in leave_out:
+        if p.startswith(prefix) and "/" not in p[len(prefix) :]:
+            kept.discard(to_bytes(p[len(prefix) :]))
     h = hashlib.sha256()
-    for name in sorted(n for n in names if not n.endswith(COPY_SUFFIX.encode())):
+    for name in sorted(n for n in kept if not n.endswith(COPY_SUFFIX.encode())):
         h.update(name + b"\0")
     return LISTING + h.hexdigest()
 
@@ -275,4 +286,13 @@ def _umask() -> int:
     return _UMASK
 
 
-__all__ = ["LISTING", "Hasher", "NotThere", "Staged", "Version", "listing", "stage_copy"]
+__all__ = [
+    "LISTING",
+    "Hasher",
+    "NotThere",
+    "Staged",
+    "Version",
+    "listing",
+    "names_digest",
+    "stage_copy",
+]

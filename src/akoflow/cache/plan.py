@@ -11,8 +11,9 @@ the same).
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def plan(
     restored: dict[str, str] = {}
     level_restores: dict[str, str] = {}
     level = 0
+    producers: dict[str, set[str]] = {}  # path -> the activities that would restore it
+    deps = {a.name: a.depends_on for a in workflow.activities}
     found: dict[str, Planned] = {}
     for act in order:
         if depth[act.name] != level:
@@ -125,11 +128,14 @@ def plan(
             act.outputs,
             plan_only=True,
             planned=restored,
+            unrelated=functools.partial(_unrelated, act.name, deps, producers),
         )
         decision = decider.decide(request)
         if isinstance(decision, Hit):
             fps[act.name] = decision.entry.fingerprint
             level_restores.update((p, version.sha256) for p, version in decision.outputs)
+            for path, _ in decision.outputs:
+                producers.setdefault(path, set()).add(act.name)
             found[act.name] = Planned(
                 act.name,
                 decision.entry.workflow_id,
@@ -138,6 +144,21 @@ def plan(
         else:
             found[act.name] = Planned(act.name, None, decision.reason)
     return [found[a.name] for a in workflow.activities]
+
+
+def _unrelated(
+    name: str, deps: Mapping[str, Sequence[str]], producers: Mapping[str, set[str]]
+) -> set[str]:
+    """The paths restored by activities ``name`` does not depend on (see
+    :attr:`Request.unrelated`)."""
+    upstream: set[str] = set()
+    todo = list(deps[name])
+    while todo:
+        dep = todo.pop()
+        if dep not in upstream:
+            upstream.add(dep)
+            todo.extend(deps[dep])
+    return {path for path, names in producers.items() if not names & upstream}
 
 
 __all__ = ["Planned", "plan"]

@@ -21,6 +21,7 @@ already there with the right content are kept, nothing is copied twice, nothing 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from akoflow.cache.decide import DECLARED, OBSERVED, READS, Decider, Decision, Hit, Miss, Request
-from akoflow.cache.files import Hasher, NotThere, listing
+from akoflow.cache.files import Hasher, names_digest
 from akoflow.cache.fingerprint import (
     components,
     fingerprint,
@@ -47,6 +48,7 @@ from akoflow.store import Repository
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun
     from akoflow.engine.transitions import Transitions
+    from akoflow.provenance.observed import Listings
     from akoflow.provenance.recorder import ProvenanceRecorder
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,7 @@ class Finished:
     number: int
     observed: bool  # its processes' accesses were observed (registered at their start)
     declared: list[tuple[str, str, float]] | None  # its declared inputs, hashed before it ran
-    # Observed: the directories it listed, the names it made, the data dir's links to
-    # outside (None: not known).
-    listing: tuple[set[str], set[str], list[str]] | None = None
+    listing: Listings | None = None  # observed: what it listed (None: not known)
 
 
 class CacheStage:
@@ -245,17 +245,22 @@ class CacheStage:
                 reads.append((path, sha, mtime))
             if f.listing is None:
                 return reads, "what it listed was not recorded"
-            listed, made, links = f.listing
+            listed, made, links, makers = f.listing
             if links:  # a read through one lands outside the data dir: never observed
                 return reads, (
                     f"{display(links[0])} links to outside the data dir: what it read "
                     "through such a link is not observed"
                 )
-            for path in sorted(listed):  # as it found them: without the names it made
-                try:
-                    reads.append((path, listing(act.wf.data_dir, path, leave_out=made), 0.0))
-                except NotThere:
-                    return reads, f"it listed {display(path)}, which no directory can be"
+            # The names it listed as it could find them at its start, and as a next run can
+            # hold them when it decides: without what was made there since it began, nor
+            # what activities it does not depend on made (a sibling's file is there or not,
+            # as they race).
+            if listed:
+                upstream = self._upstream(act)
+                made = made | self._unrelated(act, upstream)
+                made.update(p for p, keys in makers.items() if not _by_any(keys, upstream))
+            for path, names in sorted(listed.items()):
+                reads.append((path, names_digest(path, names, made), 0.0))
             return reads, OBSERVED
         if act.spec.inputs and f.declared is not None:
             return f.declared, DECLARED
@@ -271,6 +276,26 @@ class CacheStage:
         if act.spec.inputs:
             return guessed, f"{why}, and its declared inputs could not all be read"
         return guessed, f"{why}, and it declares no inputs"
+
+    @staticmethod
+    def _upstream(act: ActivityRun) -> set[int]:
+        """The ids of the activities ``act`` depends on, directly or not."""
+        upstream: set[int] = set()
+        todo = list(act.deps)
+        while todo:
+            dep = todo.pop()
+            if dep.id not in upstream:
+                upstream.add(dep.id)
+                todo.extend(dep.deps)
+        return upstream
+
+    def _unrelated(self, act: ActivityRun, upstream: set[int] | None = None) -> set[str]:
+        """The paths generated in ``act``'s run so far by activities it does not depend on
+        (itself included). Runs in a thread."""
+        if upstream is None:
+            upstream = self._upstream(act)
+        generators = self.store.generators(act.wf.id)
+        return {path for path, ids in generators.items() if not ids & upstream}
 
     def _hash_unchanged(self, wf: WorkflowRun, path: str, size: int, mtime: float) -> str | None:
         try:
@@ -332,6 +357,7 @@ class CacheStage:
                     act.wf.data_dir,
                     act.spec.inputs,
                     act.spec.outputs,
+                    unrelated=functools.cache(functools.partial(self._unrelated, act)),
                 )
             )
         decisions = await asyncio.to_thread(self._decide_all, requests)
@@ -418,6 +444,11 @@ class CacheStage:
         )
         self._fp[act.id] = hit.entry.fingerprint
         self._t.ended(act, A.CACHED, now)
+
+
+def _by_any(keys: set[object], upstream: set[int]) -> bool:
+    """Whether an attempt of an activity of ``upstream`` is among ``keys``."""
+    return any(isinstance(k, tuple) and k[0] in upstream for k in keys)
 
 
 __all__ = ["CacheFailure", "CacheStage", "cache_wanted"]

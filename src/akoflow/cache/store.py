@@ -207,6 +207,19 @@ class CacheStore:
         here = [Output(from_db(p), int(s), sha, float(m)) for p, s, m, sha, loc in rows if not loc]
         return here, any(loc for *_, loc in rows)
 
+    def generators(self, workflow_id: int) -> dict[str, set[int]]:
+        """Each path generated in the run on the engine host so far: the activities (ids)
+        that generated a version of it (by running, or by a reuse that restored it)."""
+        rows = self._exec(
+            "SELECT f.path, f.activity_id FROM files f JOIN activities a ON a.id = f.activity_id "
+            "WHERE a.workflow_id = ? AND f.role = 'generated' AND f.location = ''",
+            (workflow_id,),
+        ).fetchall()
+        found: dict[str, set[int]] = {}
+        for path, activity_id in rows:
+            found.setdefault(from_db(path), set()).add(int(activity_id))
+        return found
+
     def ambiguous(self, activity_id: int, attempt: int) -> list[str]:
         """The paths of the versions no one can be given that the attempt may have written."""
         rows = self._exec(

@@ -44,12 +44,16 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from akoflow.provenance.names import from_bytes
+from akoflow.provenance.names import from_bytes, to_bytes
 from akoflow.provenance.observe import Access, Ambiguous
 from akoflow.provenance.snapshot import FileState, Snapshot, identity, scan, state_of
 
 Key = Hashable  # (activity id, attempt number)
 FileId = tuple[int, int]  # (device, inode)
+# For the result cache, per attempt: the directories it listed with the names in them at its
+# end (None: gone), the names made there since it began, the data dir's links to outside,
+# the attempts that made each name there.
+Listings = tuple[dict[str, set[bytes] | None], set[str], list[str], dict[str, set[Key]]]
 
 TWO_WRITERS = "written by attempts that ran at the same time"
 UNCLAIMED = "written by a process of no attempt (or one that could not be told apart)"
@@ -168,10 +172,11 @@ class ObservedRun:
         # counted: path -> (the count at its last one, the candidates of its writer). A read
         # added before such a change may have found the version before or after it.
         self._strangers = 0
-        # Names created, by directory, in order: (attempts begun by then, name). What an
-        # attempt listed is told without what was made after it began (by anyone).
+        # Names created, by directory, in order: (attempts begun by then, name, the attempt
+        # that made it or None). What an attempt listed is told without what was made after
+        # it began (by anyone), nor by an attempt it does not depend on (the cache's part).
         self._begun = 0
-        self._created: dict[str, list[tuple[int, str]]] = {}
+        self._created: dict[str, list[tuple[int, str, Key | None]]] = {}
         self._strange: dict[str, tuple[int, frozenset[Key]]] = {}
         self._waiting: set[str] = set()  # paths of writes waiting for their attempt, at the
         # last reading of the kernel's queues
@@ -193,9 +198,9 @@ class ObservedRun:
             self._begun += 1
             self.attempts[key] = AttemptFiles(key, began=self._begun)
 
-    def _created_now(self, path: str) -> None:
+    def _created_now(self, path: str, key: Key | None = None) -> None:
         parent, _, name = path.rpartition("/")
-        self._created.setdefault(parent or ".", []).append((self._begun, name))
+        self._created.setdefault(parent or ".", []).append((self._begun, name, key))
 
     def made_by_someone(self, raw: bytes) -> None:
         """A creation read from the kernel whose process is not placed yet (an attempt
@@ -210,9 +215,30 @@ class ObservedRun:
         found: set[str] = set()
         for directory in files.listed:
             made = self._created.get(directory, [])
-            at = bisect.bisect_left(made, (files.began, ""))
+            at = bisect.bisect_left(made, files.began, key=lambda m: m[0])
             prefix = "" if directory == "." else directory + "/"
-            found.update(prefix + name for _, name in made[at:])
+            found.update(prefix + name for _, name, _ in made[at:])
+        return found
+
+    def names_listed(self, files: AttemptFiles) -> dict[str, set[bytes] | None]:
+        """The names in each directory ``files`` listed, now (None: not a directory now)."""
+        found: dict[str, set[bytes] | None] = {}
+        for directory in files.listed:
+            where = self.real if directory == "." else os.path.join(self.real, to_bytes(directory))
+            try:
+                found[directory] = set(os.listdir(where))
+            except OSError:
+                found[directory] = None
+        return found
+
+    def makers(self, files: AttemptFiles) -> dict[str, set[Key]]:
+        """The attempts that made each name in the directories ``files`` listed."""
+        found: dict[str, set[Key]] = {}
+        for directory in files.listed:
+            prefix = "" if directory == "." else directory + "/"
+            for _, name, key in self._created.get(directory, []):
+                if key is not None:
+                    found.setdefault(prefix + name, set()).add(key)
         return found
 
     @property
@@ -243,7 +269,7 @@ class ObservedRun:
         if kind == "create" or (kind == "rename" and path not in self.known):
             files.made.add(path)
         if kind in ("create", "rename"):
-            self._created_now(path)
+            self._created_now(path, files.key)
         if access.is_dir:
             if kind == "read" and path not in files.made:
                 files.listed.add(path)
@@ -703,6 +729,7 @@ class ObservedRun:
 
 __all__ = [
     "FULL_LOOK_FREE",
+    "Listings",
     "FULL_LOOK_SHARE",
     "LOST",
     "READ_UNKNOWN",

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from akoflow.provenance.declared import declares
 from akoflow.provenance.names import to_bytes
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
-from akoflow.provenance.observed import Decision, Generated, ObservedRun, Undecided
+from akoflow.provenance.observed import Decision, Generated, Listings, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
 from akoflow.provenance.remote import Claim, RemoteFiles, Writer, attribute
 from akoflow.provenance.snapshot import (
@@ -120,9 +120,8 @@ class ProvenanceRecorder:
         self._off_recorded: set[int] = set()  # runs stored as "off"
         self._by_dir: dict[bytes, list[ObservedRun]] = {}  # observed runs by real data dir
         self._run_of_key: dict[tuple[int, int], RunFiles] = {}  # attempts being observed
-        # Observed, for the result cache (taken by it at the attempt's success): per
-        # attempt, the directories it listed, the names it made, the links to outside.
-        self.listings: dict[tuple[int, int], tuple[set[str], set[str], list[str]]] = {}
+        # Observed, for the result cache (taken by it at the attempt's success).
+        self.listings: dict[tuple[int, int], Listings] = {}
 
     # ================================================================ hooks
 
@@ -471,12 +470,19 @@ class ProvenanceRecorder:
             for path in files.touched:  # observed: no timing guess for these
                 run.pending.deleted(path)
             made: set[str] = set()
+            makers: dict[str, set[object]] = {}
+            names: dict[str, set[bytes] | None] = {}
             if files.listed:
+                # The names there now, then every creation queued before that look read:
+                # each name seen is one whose maker is known (or waits to be placed).
+                names = observed.names_listed(files)
+                observed.drain()
                 for waiting in self._observer.waiting() if self._observer else ():
                     if waiting.kind in ("create", "rename") and waiting.data_dir == observed.real:
                         observed.made_by_someone(waiting.path)
                 made = observed.made_since_began(files)
-            self.listings[key] = (files.listed, made, observed.outside_links())
+                makers = observed.makers(files)
+            self.listings[key] = (names, made, observed.outside_links(), makers)
         self._store(act.wf, run, decisions)
 
     def _rescan(
