@@ -9,10 +9,21 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import cli_env, wait_for
+from tests.server.conftest import (  # noqa: F401
+    API,
+    Server,
+    activity,
+    start_server,
+    submit,
+    wait_workflow,
+    workflow_yaml,
+)
 
 
 def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -176,3 +187,86 @@ def test_a_data_dir_named_like_a_gone_runs_dir_is_never_swept(tmp_path: Path) ->
     assert (data / "mine.txt").read_text() == "mine\n"
     report = json.loads(res.stdout)
     assert report["orphans"] == [] and any("run 2" in note for note in report["left"])
+
+
+def _add_log_rows(state: Path, wf_id: int, count: int) -> None:
+    """``count`` log lines for the run's activity, written straight into the store (an
+    activity printing them would take minutes)."""
+    with sqlite3.connect(state / "akoflow.db", timeout=30) as db:
+        (act,) = db.execute("SELECT id FROM activities WHERE workflow_id = ?", (wf_id,)).fetchone()
+        db.executemany(
+            "INSERT INTO logs (activity_id, attempt, stream, offset, data, created_at) "
+            "VALUES (?, 1, 'stdout', ?, ?, 0)",
+            ((act, i * 61, "x" * 60) for i in range(count)),
+        )
+
+
+def _deleting(state: Path) -> set[int]:
+    with sqlite3.connect(state / "akoflow.db", timeout=30) as db:
+        return {int(r[0]) for r in db.execute("SELECT workflow_id FROM gc_deleting")}
+
+
+def test_a_deletion_killed_between_batches_is_finished_by_the_next_gc(tmp_path: Path) -> None:
+    """The rows go in batches, the workflow's row last: SIGKILL once the deletion began
+    leaves the run marked, and a plain gc finishes it (rows, then its dir)."""
+    state = tmp_path / "state"
+    run(state, tmp_path, "big", "echo out > out.txt")
+    run(state, tmp_path, "other", "echo keep | tee keep.txt")
+    _add_log_rows(state, 1, 300_000)
+    argv = [sys.executable, "-m", "akoflow", "delete", "1", "--state-dir", str(state)]
+    proc = subprocess.Popen(
+        argv, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: 1 in _deleting(state) or proc.poll() is not None)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the deletion ended before it was killed"
+    assert workflow_rows(state) == {1, 2} and _deleting(state) == {1}
+    res = cli(state, "gc", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [d["id"] for d in json.loads(res.stdout)["deleted"]] == [1]
+    assert workflow_rows(state) == {2} and _deleting(state) == set()
+    assert not (state / "runs" / "1-big").exists()
+    with sqlite3.connect(state / "akoflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM logs").fetchone()[0] > 0  # run 2's
+        assert (
+            db.execute(
+                "SELECT COUNT(*) FROM logs WHERE activity_id NOT IN (SELECT id FROM activities)"
+            ).fetchone()[0]
+            == 0
+        )
+    assert cli(state, "logs", "2", "step").returncode == 0
+
+
+def test_the_server_answers_while_it_deletes_a_run_of_many_rows(
+    start_server: Any,  # noqa: F811
+) -> None:
+    """A DELETE of a run with 300,000 log rows: the health check and the API answer while
+    it is under way (they waited for the whole deletion, on the server's event loop)."""
+    server: Server = start_server()
+    with server.client() as api:
+        wf_id = submit(api, workflow_yaml("many", activity("step", "echo hi")))
+        assert wait_workflow(api, wf_id)["state"] == "succeeded"
+    _add_log_rows(server.state_dir, wf_id, 300_000)
+    answer: dict[str, Any] = {}
+
+    def delete() -> None:
+        with server.client() as api:
+            answer["delete"] = api.delete(f"{API}/workflows/{wf_id}/", timeout=120)
+
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    try:
+        wait_for(lambda: wf_id in _deleting(server.state_dir) or not deleting.is_alive())
+        with server.client() as api:
+            health = api.get("/akoflow-server/check-service/", timeout=60)
+            listed = api.get(f"{API}/workflows/", timeout=60)
+        # The mark goes with the workflow's row, the last of the run's rows to go.
+        answered_during = wf_id in _deleting(server.state_dir)
+    finally:
+        deleting.join(120)
+    assert health.status_code == 200 and listed.status_code == 200
+    assert answer["delete"].status_code == 200, answer["delete"].text
+    assert answered_during, "the server answered only once the run's rows were deleted"

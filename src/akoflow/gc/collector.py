@@ -2,8 +2,9 @@
 ``DELETE /akoflow-api/workflows/{id}/``, ``POST /akoflow-api/gc`` and the server's retention.
 
 A run goes in this order: what it is made of is read (its runtimes, nodes, and its scope,
-from its attempt dir); its rows are deleted in one transaction that also records, per
-runtime that holds objects of it, what is left there (``gc_remote``); its run dir (attempt
+from its attempt dir); its rows are deleted in batches in a worker thread (:mod:`rows`), the
+workflow's row last, in a transaction that also records, per runtime that holds objects of
+it, what is left there (``gc_remote``); its run dir (attempt
 files, logs, the data dir unless ``--data-dir`` put that elsewhere) is removed; then each
 runtime removes its objects (:meth:`Runtime.forget_run`). A runtime out of reach keeps its
 record, with the reason, and every later gc tries again: a process killed at any point
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from akoflow.gc import records, vacuum
+from akoflow.gc import records, rows, vacuum
 from akoflow.gc.disk import freed_bytes, inside, remove_tree
 from akoflow.gc.select import chosen
 from akoflow.runtimes.base import Outcome, Runtime, RuntimeFailure, RunTrace
@@ -174,6 +175,8 @@ class Collector:
             older_than=older_than,
             keep_last=keep_last,
         )
+        # Deletions killed half way (their rows partly gone) are finished first.
+        ids = list(dict.fromkeys([*records.marked(self.repo), *ids]))
         report = Report(dry_run)
         for wf_id in ids:
             await self._delete_one(wf_id, report)
@@ -222,7 +225,7 @@ class Collector:
             done.remote = [RemoteOutcome(wf_id, r[0], left="(dry run)") for r in left]
             report.deleted.append(done)
             return
-        refused = records.delete_run(self.repo, wf_id, left)
+        refused = await asyncio.to_thread(rows.delete_run, self.repo.path, wf_id, left)
         if refused is not None:
             report.refused.append((wf_id, refused))
             return

@@ -1,18 +1,13 @@
-"""The store's side of deleting runs: what a run is made of, its deletion in one
-transaction with the record of what it left on backends, and those records.
-
-Every table that holds a run's rows references ``workflows`` (or its activities) with ON
-DELETE CASCADE, so deleting the workflow's row deletes them all in the same transaction:
-activities, dependencies, attempts, logs, metrics, placements, files and their derivations,
-initial and ambiguous files, replicas and copies, cache entries, notification events.
+"""The store's side of deleting runs: what a run is made of, whether it may go, the runs
+whose data dir lies in a dir to be removed, and the records of what deletions left on
+backends. The rows themselves are deleted by :mod:`akoflow.gc.rows`, in batches.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,37 +151,10 @@ def why_not(state: str, owner_pid: int | None, owner_started: float | None) -> s
     return None
 
 
-def delete_run(
-    repo: Repository, wf_id: int, left: Iterable[tuple[str, str, str, Sequence[str]]]
-) -> str | None:
-    """Delete the run's rows and record what it ``left`` on runtimes ((runtime, scope,
-    namespace, nodes) each), in one transaction that first checks again that it may go (a
-    retry may have reopened it since it was looked at). None, or why it was not deleted."""
-    with repo.transaction():
-        row = repo._exec(
-            "SELECT name, state, owner_pid, owner_started FROM workflows WHERE id = ?", (wf_id,)
-        ).fetchone()
-        if row is None:
-            return "it no longer exists"
-        refused = why_not(row[1], row[2], row[3])
-        if refused is not None:
-            return refused
-        now = time.time()
-        for runtime, scope, namespace, nodes in left:
-            repo._exec(
-                "INSERT INTO gc_remote (workflow_id, workflow_name, runtime, scope, namespace, "
-                "nodes, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (runtime, scope, workflow_id) DO NOTHING",
-                (wf_id, row[0], runtime, scope, namespace, json.dumps(list(nodes)), now),
-            )
-        # Sent notifications of the run go with it; pending ones are sent still.
-        repo._exec(
-            "DELETE FROM notify_deliveries WHERE workflow_id = ? "
-            "AND (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)",
-            (wf_id,),
-        )
-        repo._exec("DELETE FROM workflows WHERE id = ?", (wf_id,))
-    return None
+def marked(repo: Repository) -> list[int]:
+    """The runs whose deletion began and did not end (killed half way: see gc.rows)."""
+    rows = repo._exec("SELECT workflow_id FROM gc_deleting ORDER BY 1").fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def pending(repo: Repository, ids: Iterable[int] | None = None) -> list[Pending]:
@@ -235,12 +203,12 @@ __all__ = [
     "Pending",
     "RunFacts",
     "beneath",
-    "delete_run",
     "existing_ids",
     "facts",
     "forgotten",
     "last_sequence",
     "live_owners",
+    "marked",
     "nested_runs",
     "pending",
     "still_left",

@@ -1,8 +1,9 @@
 """Deleting runs through the server: ``POST /akoflow-api/gc`` (``akoflow gc --server``), the
 collector behind ``DELETE /akoflow-api/workflows/{id}/``, and the retention loop
-(``AKOFLOW_RETENTION``). Each deletion runs on the server's event loop: its store writes are
-short transactions (one per run, then free pages a step at a time), its file removal runs on
-a thread, and a runtime the engine has started is reused (its one SSH login, its client)."""
+(``AKOFLOW_RETENTION``). A deletion never holds the server's event loop: a run's rows go in
+short batches and the free pages a step at a time, in worker threads on a database
+connection of their own (:mod:`akoflow.gc.rows`), its files are removed in a thread, and a
+runtime the engine has started is reused (its one SSH login, its client)."""
 
 from __future__ import annotations
 
