@@ -208,12 +208,15 @@ class CacheStore:
         return here, any(loc for *_, loc in rows)
 
     def generators(self, workflow_id: int) -> dict[str, set[int]]:
-        """Each path generated in the run on the engine host so far: the activities (ids)
-        that generated a version of it (by running, or by a reuse that restored it)."""
+        """Each path the run's activities made on the engine host so far (not one of its
+        data dir's files at its start): the activities (ids) that generated a version of it
+        (by running, or by a reuse that restored it)."""
         rows = self._exec(
             "SELECT f.path, f.activity_id FROM files f JOIN activities a ON a.id = f.activity_id "
-            "WHERE a.workflow_id = ? AND f.role = 'generated' AND f.location = ''",
-            (workflow_id,),
+            "WHERE a.workflow_id = ? AND f.role = 'generated' AND f.location = '' "
+            "AND f.path NOT IN (SELECT path FROM initial_files WHERE workflow_id = ? "
+            "AND location = '')",
+            (workflow_id, workflow_id),
         ).fetchall()
         found: dict[str, set[int]] = {}
         for path, activity_id in rows:

@@ -206,7 +206,7 @@ class ObservedRun:
         """A creation read from the kernel whose process is not placed yet (an attempt
         that just started): made since every attempt running began."""
         path = self._path(raw)
-        if path is not None:
+        if path is not None and path not in self.known:
             self._created_now(path)
 
     def made_since_began(self, files: AttemptFiles) -> set[str]:
@@ -267,8 +267,7 @@ class ObservedRun:
             return
         kind = access.kind
         if kind == "create" or (kind == "rename" and path not in self.known):
-            files.made.add(path)
-        if kind in ("create", "rename"):
+            files.made.add(path)  # a new name (a rename over a known file is not)
             self._created_now(path, files.key)
         if access.is_dir:
             if kind == "read" and path not in files.made:
@@ -349,7 +348,7 @@ class ObservedRun:
         path = self._path(access.path)
         if path is None:
             return
-        if access.kind in ("create", "rename"):
+        if access.kind == "create" or (access.kind == "rename" and path not in self.known):
             self._created_now(path)
         if isinstance(access.key, Ambiguous):
             candidates = candidates | access.key.candidates
