@@ -3,8 +3,10 @@
 Decided as Nextflow and Snakemake do, at dispatch time, once its upstream activities ran or
 were reused: the entries of earlier ended runs with the same key (:mod:`.fingerprint`) are
 tried newest first; one is reused when it may be (its lineage was exact, its outputs are on
-the engine host) and every file it read holds the same content (SHA-256, not times) in the
-new run's data dir now, and each of its outputs is there already or can be copied from its
+the engine host), every file it read holds the same content (SHA-256, not times) in the
+new run's data dir now, every directory it listed the same names (:func:`~.files.listing`,
+without what activities it does not depend on made: :attr:`Request.unrelated`), a declared
+glob matches no new file, and each of its outputs is there already or can be copied from its
 run's data dir with the recorded content. Anything else is a miss, with the reason.
 
 This module does the file work (hashing, staging copies) and reads the store; it never
