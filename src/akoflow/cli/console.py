@@ -114,5 +114,10 @@ def is_text(value: str) -> bool:
 
 
 def shown(value: str) -> str:
-    """An argument as it can be printed: undecodable bytes as ``\\xNN``."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """An argument or a path as it can be printed, as ``akoflow files`` shows names
+    (:func:`akoflow.provenance.names.display`): undecodable bytes and control characters as
+    ``\\xNN`` (an escape sequence in a name an activity chose never drives the terminal),
+    bidirectional controls as ``\\uNNNN``, a backslash doubled."""
+    from akoflow.provenance.names import display
+
+    return display(value)

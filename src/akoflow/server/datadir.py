@@ -81,36 +81,52 @@ def shown(parts: list[str]) -> str:
 # ------------------------------------------------------------------------------ opening
 
 
+# No link followed, no wait on a FIFO, no terminal made the server's controlling one.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
 def open_beneath(root: str, parts: list[str], *, directory: bool = False) -> int:
     """A descriptor of ``root/parts...``, every name opened from its parent's descriptor
     without following a link. ``directory``: the last one must be a directory, else a regular
-    file. Raises :class:`NotServed` with the reason."""
+    file. Each name is looked at first (lstat): a FIFO, socket or device is never opened, and
+    what is opened must be the inode looked at (one swapped in meanwhile is refused). Raises
+    :class:`NotServed` with the reason."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise NotServed(f"the run's data dir cannot be read: {exc.strerror}") from None
     try:
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO: no wait
-            if not last or directory:
-                flags |= os.O_DIRECTORY
+            want_dir = i < len(parts) - 1 or directory
             try:
-                child = os.open(part, flags, dir_fd=fd)
+                seen = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                raise NotServed(_why(fd, parts[: i + 1], exc)) from None
+            _check_kind(seen.st_mode, parts[: i + 1], want_dir=want_dir)
+            try:
+                child = os.open(part, _OPEN_FLAGS | (os.O_DIRECTORY if want_dir else 0), dir_fd=fd)
             except OSError as exc:
                 raise NotServed(_why(fd, parts[: i + 1], exc)) from None
             os.close(fd)
             fd = child
-        info = os.fstat(fd)
-        if directory and not stat.S_ISDIR(info.st_mode):
-            raise NotServed(f"{shown(parts)} is not a directory")
-        if not directory and not stat.S_ISREG(info.st_mode):
-            kind = "a directory: add ?archive=tar" if stat.S_ISDIR(info.st_mode) else "special"
-            raise NotServed(f"{shown(parts)} is not a regular file ({kind})")
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):
+                raise NotServed(f"{shown(parts[: i + 1])} changed while it was opened")
+            _check_kind(opened.st_mode, parts[: i + 1], want_dir=want_dir)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_kind(mode: int, parts: list[str], *, want_dir: bool) -> None:
+    if stat.S_ISLNK(mode):
+        raise NotServed(f"{shown(parts)} is a symbolic link: links in a data dir are not followed")
+    if want_dir and not stat.S_ISDIR(mode):
+        raise NotServed(f"{shown(parts)} is not a directory")
+    if not want_dir and not stat.S_ISREG(mode):
+        kind = "a directory: add ?archive=tar" if stat.S_ISDIR(mode) else "special"
+        raise NotServed(f"{shown(parts)} is not a regular file ({kind})")
 
 
 def _why(parent: int, parts: list[str], exc: OSError) -> str:
@@ -170,30 +186,42 @@ def url_path(path: str) -> str:
 
 # ------------------------------------------------------------------------------- ranges
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"(\d*)-(\d*)")
+# A bound of more digits than this is past any file's end (and int() refuses a string of more
+# than 4300 digits): it stands for "beyond the end", never converted.
+_MAX_DIGITS = 19
+_BEYOND = 1 << 64
 
 
-def parse_range(header: str, size: int) -> tuple[int, int]:
+def _bound(digits: str) -> int:
+    return _BEYOND if len(digits) > _MAX_DIGITS else int(digits)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """The first and last byte of a ``Range: bytes=...`` header's one range in a file of
-    ``size`` bytes (RFC 9110 14.1.2: ``a-b``, ``a-``, ``-n`` for the last n bytes)."""
+    ``size`` bytes (RFC 9110 14.1.2: ``a-b``, ``a-``, ``-n`` for the last n bytes); None for a
+    range of another unit, which a server must ignore (14.2: the whole file is sent)."""
+    unit, equals, ranges = header.strip().partition("=")
+    if not equals or unit.strip().lower() != "bytes":
+        return None
     spec = header.strip()
-    if "," in spec:
+    if "," in ranges:
         raise RangeNotSatisfiable("one range per request is served")
-    match = _RANGE.fullmatch(spec.replace(" ", ""))
+    match = _RANGE.fullmatch(ranges.replace(" ", ""))
     if match is None or match.groups() == ("", ""):
         raise RangeNotSatisfiable(f"malformed Range header {spec[:80]!r}: expected bytes=a-b")
     first, last = match.groups()
     if not first:  # the last n bytes
-        n = int(last)
+        n = _bound(last)
         if n == 0 or size == 0:
-            raise RangeNotSatisfiable(f"range {spec} of a {size}-byte file holds no byte")
+            raise RangeNotSatisfiable(f"range {spec[:80]} of a {size}-byte file holds no byte")
         return max(0, size - n), size - 1
-    start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if last and int(last) < start:
-        raise RangeNotSatisfiable(f"range {spec} ends before it starts")
+    start = _bound(first)
+    end = size - 1 if not last else min(_bound(last), size - 1)
+    if last and _bound(last) < start:
+        raise RangeNotSatisfiable(f"range {spec[:80]} ends before it starts")
     if start >= size:
-        raise RangeNotSatisfiable(f"range {spec} starts past the end of a {size}-byte file")
+        raise RangeNotSatisfiable(f"range {spec[:80]} starts past the end of a {size}-byte file")
     return start, end
 
 
@@ -233,15 +261,19 @@ def _entries(top: int, base: str) -> Generator[tuple[str, int | None, os.stat_re
         if here:
             yield here + "/", None, os.fstat(dirfd)
         for name in sorted(filenames, key=os.fsencode):
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            try:
-                fd = os.open(name, flags, dir_fd=dirfd)
+            try:  # looked at first: a FIFO, socket, device or link is never opened
+                seen = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if not stat.S_ISREG(seen.st_mode):
+                    continue
+                fd = os.open(name, _OPEN_FLAGS, dir_fd=dirfd)
             except OSError:
-                continue  # a link (ELOOP), or gone meanwhile
+                continue  # gone meanwhile, or swapped for a link (ELOOP)
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+            if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) or not stat.S_ISREG(
+                info.st_mode
+            ):
                 os.close(fd)
-                continue
+                continue  # swapped meanwhile
             yield "/".join(p for p in (here, name) if p), fd, info
 
 

@@ -297,11 +297,14 @@ def _file_response(fd: int, parts: list[str], headers: Any) -> StreamingResponse
     }
     wanted = headers.get("range")
     if_range = headers.get("if-range")
+    span = None
     if wanted is not None and (if_range is None or if_range.strip() == etag):
         try:
-            first, last = parse_range(wanted, size)
+            span = parse_range(wanted, size)
         except RangeNotSatisfiable as exc:
             raise ApiError(416, str(exc), headers={"Content-Range": f"bytes */{size}"}) from None
+    if span is not None:
+        first, last = span
         length = last - first + 1
         out |= {"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(length)}
         return FileStream(fd, read_span(fd, first, length), 206, out)
