@@ -520,14 +520,15 @@ def test_a_rewrite_with_the_time_put_back_is_a_new_version(tmp_path: Path) -> No
 
 def test_a_version_derives_only_from_what_was_read_before_its_last_write(tmp_path: Path) -> None:
     """`act` reads a.txt, writes early.txt, and, once the engine has surely read those
-    events (half a second later), reads b.txt and writes late.txt: early.txt derives from
-    a.txt only, never from b.txt, read after it; late.txt from both."""
+    events (two seconds later: half a second was not always enough on a loaded machine),
+    reads b.txt and writes late.txt: early.txt derives from a.txt only, never from b.txt,
+    read after it; late.txt from both."""
     doc = run_workflow(
         tmp_path,
         workflow(
             (
                 "act",
-                "echo fixed > out.txt\ncat a.txt > /dev/null; echo 1 > early.txt\nsleep 0.5\n"
+                "echo fixed > out.txt\ncat a.txt > /dev/null; echo 1 > early.txt\nsleep 2\n"
                 "cat b.txt > /dev/null; echo 2 > late.txt",
                 [],
             )
