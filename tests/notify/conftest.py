@@ -20,7 +20,7 @@ FAST = {
     "AKOFLOW_NOTIFY_BACKOFF": "0.2",
     "AKOFLOW_NOTIFY_TIMEOUT": "1",
     "AKOFLOW_NOTIFY_WAIT": "10",
-    "HOOK_SECRET": SECRET,
+    "AKOFLOW_NOTIFY_SECRET_HOOK": SECRET,
 }
 
 
@@ -44,7 +44,9 @@ def workflow(path: Path, notify: str, *activities: tuple[str, str]) -> Path:
     return path
 
 
-def hook(url: str, *, events: list[str] | None = None, secret: str | None = "HOOK_SECRET") -> str:
+def hook(
+    url: str, *, events: list[str] | None = None, secret: str | None = "AKOFLOW_NOTIFY_SECRET_HOOK"
+) -> str:
     text = f"    - url: {url!r}\n"
     if events is not None:
         text += f"      events: [{', '.join(events)}]\n"

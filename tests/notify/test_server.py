@@ -30,7 +30,7 @@ def test_default_webhook_and_the_runs_own(
     )
     text = (
         "name: told\nspec:\n  notify:\n"
-        f"    - url: {receiver.url('/own')}\n      secret: HOOK_SECRET\n"
+        f"    - url: {receiver.url('/own')}\n      secret: AKOFLOW_NOTIFY_SECRET_HOOK\n"
         "  activities:\n    - name: bad\n      run: exit 4\n      cache: false\n"
     )
     with server.client() as api:

@@ -494,10 +494,13 @@ NotifyEvent = Literal[
 ]
 MAX_WEBHOOKS = 16
 MAX_WEBHOOK_URL_CHARS = 2048
-#: The one engine variable a webhook's ``secret`` may name (the server default's secret, or
-#: AKOFLOW_NOTIFY_SECRET_<NAME>: activities never see these, see akoflow.config).
+#: The server default webhook's secret. A workflow's webhook names AKOFLOW_NOTIFY_SECRET_<NAME>
+#: only (activities never see these, see akoflow.config): naming any variable of the engine
+#: (HOME, a cloud key, the server's own secret) would sign bodies with it for whoever wrote the
+#: workflow, and a receiver of theirs could then test guesses of its value.
 NOTIFY_SECRET_VARIABLE = "AKOFLOW_NOTIFY_SECRET"
-_ENGINE_VARIABLE = re.compile(r"^(AKOFLOW|LOCAL|DOCKER|SINGULARITY|K8S|HPC)[A-Z0-9_]*$")
+_WORKFLOW_SECRET = re.compile(rf"^{NOTIFY_SECRET_VARIABLE}_[A-Za-z0-9_]+$")
+WORKFLOW_SECRET_PATTERN = _WORKFLOW_SECRET.pattern
 
 
 def webhook_url_problem(url: str) -> str:
@@ -540,11 +543,13 @@ def _check_secret_variable(value: str) -> str:
             "must be the name of the environment variable that holds the secret (letters, "
             "digits and '_', not starting with a digit), not the secret itself"
         )
-    own = value == NOTIFY_SECRET_VARIABLE or value.startswith(NOTIFY_SECRET_VARIABLE + "_")
-    if _ENGINE_VARIABLE.match(value) and not own:
+    if not _WORKFLOW_SECRET.match(value):
+        # Not echoed either: a secret can look like a variable's name.
         raise ValueError(
-            f"{value!r} is one of AkôFlow's own variables; name {NOTIFY_SECRET_VARIABLE} or "
-            f"{NOTIFY_SECRET_VARIABLE}_<NAME>, or a variable of your own"
+            f"must name a variable {NOTIFY_SECRET_VARIABLE}_<NAME> (e.g. "
+            f"{NOTIFY_SECRET_VARIABLE}_TEAM) set in the engine's environment: a workflow's "
+            f"webhook is signed with no other variable of the engine ({NOTIFY_SECRET_VARIABLE} "
+            "itself is the key of the server's default webhook)"
         )
     return value
 
@@ -557,7 +562,7 @@ WebhookUrl = Annotated[
 SecretVariable = Annotated[
     str,
     AfterValidator(_check_secret_variable),
-    WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": WORKFLOW_SECRET_PATTERN}),
 ]
 
 
@@ -610,9 +615,9 @@ class WebhookSpec(_Strict):
     secret: SecretVariable | None = Field(
         default=None,
         description=(
-            "Name of an environment variable of the engine that holds the HMAC-SHA256 key: "
-            "the body is signed with it (X-AkoFlow-Signature). The value is read when sending "
-            "and never stored or shown."
+            "Name of the engine's environment variable that holds the HMAC-SHA256 key, "
+            "AKOFLOW_NOTIFY_SECRET_<NAME>: the body is signed with it (X-AkoFlow-Signature). "
+            "The value is read when sending and never stored or shown."
         ),
     )
 
