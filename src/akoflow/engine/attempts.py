@@ -226,7 +226,8 @@ class Attempts:
                 self._t.move(act, A.RUNNING)
                 act.attempt_started = now
                 self._unrecorded_running.append(act)
-                self.arm_timeout(act)
+                if not slot.runtime.starts_when_reported:
+                    self.arm_timeout(act)  # else once the job is reported started
                 if act.cancel_requested or act.wf.cancelling:
                     self.stop(act, "cancel")
         if failed:
@@ -282,8 +283,17 @@ class Attempts:
             self.write_running(act)
             self.arm_timeout(act)
         elif act.state is A.RUNNING and node and act.node != node:
-            # A network runtime is RUNNING from its submit's return; the node comes later.
+            # A network runtime is RUNNING from its submit's return; the node comes later,
+            # when the job really starts: its timeout counts from then, not from its wait in
+            # the backend's queue (a job array's own throttle holds elements there).
+            first = act.node is None
             act.node = node
+            if first and act.attempt_started is not None:
+                act.attempt_started = time.time()
+                if act.timer is not None:
+                    act.timer.cancel()
+                    act.timer = None
+                self.arm_timeout(act)
             if act not in self._unrecorded_running and act.attempt_started is not None:
                 self.write_running(act)
 

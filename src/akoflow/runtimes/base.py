@@ -229,6 +229,10 @@ class Runtime(abc.ABC):
     submits_batches: ClassVar[bool] = False
     """True when :meth:`submit_many` starts a batch in fewer requests than one per attempt:
     the engine then hands it each batch whole instead of one attempt per call."""
+    starts_when_reported: ClassVar[bool] = False
+    """True when jobs may wait in the backend's queue after submit (a batch system, a job
+    array's throttle): their start is reported (``job_running`` with the node), and a timeout
+    counts from then."""
     files_stay_remote: ClassVar[bool] = False
     """True when attempts work in a directory of the backend (a cluster's MOUNT_PATH, a
     PVC), not in the engine's data dir: their files are known from the job's own listings."""

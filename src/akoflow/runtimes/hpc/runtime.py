@@ -197,6 +197,7 @@ class HpcRuntime(Runtime):
     kind = "hpc"
     files_stay_remote = True
     submits_batches = True  # a fan-out becomes job arrays (submit_many)
+    starts_when_reported = True  # jobs wait in SLURM's queue: a timeout counts from their start
     default_max_parallel = 100
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
