@@ -33,29 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import chain_yaml, wide_yaml  # the same workflows as bench/run.py's
+
 PY = sys.executable
 SLOTS = max(2, (os.cpu_count() or 1) * 2)  # akoflow's local default MAX_PARALLEL
-
-
-def wide_yaml(n: int) -> str:
-    lines = ["name: wide", "spec:", "  activities:"]
-    for i in range(n):
-        lines += [f"    - name: t{i}", "      run: 'true'"]
-    lines += [
-        "    - name: join",
-        "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
-        "      run: 'true'",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def chain_yaml(n: int) -> str:
-    lines = ["name: chain", "spec:", "  activities:"]
-    for i in range(n):
-        lines += [f"    - name: c{i}", "      run: 'true'"]
-        if i:
-            lines.append(f"      dependsOn: [c{i - 1}]")
-    return "\n".join(lines) + "\n"
 
 
 def parsl_child(shape: str, n: int, run_dir: str) -> None:
