@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from akoflow.errors import AkoflowError
 from akoflow.provenance.names import COPY_SUFFIX, to_bytes
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -34,7 +35,7 @@ CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class NotThere(Exception):
+class NotThere(AkoflowError):
     """A path that is not a regular file beneath its data dir (missing, a link, a FIFO...)."""
 
 

@@ -40,6 +40,7 @@ from akoflow.cache.fingerprint import (
 )
 from akoflow.cache.store import CacheStore, Output
 from akoflow.config import activity_environ, env_prefix
+from akoflow.errors import AkoflowError
 from akoflow.provenance.names import display, encoded
 from akoflow.runtimes.registry import adapter_for
 from akoflow.states import ActivityState
@@ -61,7 +62,7 @@ def cache_wanted() -> bool:
     return os.environ.get("AKOFLOW_CACHE", "on").lower() not in ("0", "off", "false", "no")
 
 
-class CacheFailure(Exception):
+class CacheFailure(AkoflowError):
     """Recording a reuse failed half-way: memory and store may differ (fatal to the engine,
     as any failed transaction of the processor is)."""
 

@@ -19,7 +19,7 @@ from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, Work
 from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
 from akoflow.engine.transitions import Transitions
-from akoflow.errors import SettingError
+from akoflow.errors import AkoflowError, SettingError
 from akoflow.provenance.declared import checked_outputs, inputs_problem
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
@@ -36,7 +36,7 @@ Batch = list[tuple[ActivityRun, JobSpec]]
 Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
-class StoppedBeforeSubmit(Exception):
+class StoppedBeforeSubmit(AkoflowError):
     """An attempt whose run was cancelled before the runtime was asked to start it."""
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 
+from akoflow.errors import AkoflowError
 from akoflow.gc.collector import Report
 from akoflow.gc.options import parse_age
 
@@ -21,7 +22,7 @@ DEFAULT_INTERVAL = 86400.0
 FIRST_DELAY = 5.0  # s after start: the engine resumes its runs first
 
 
-class RetentionError(ValueError):
+class RetentionError(AkoflowError, ValueError):
     pass
 
 

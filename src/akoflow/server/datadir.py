@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
+from akoflow.errors import AkoflowError
 from akoflow.provenance.names import NAME_MAX, display, from_bytes
 
 CHUNK = 256 << 10  # bytes read and sent at a time: what one download holds in memory
@@ -29,15 +30,15 @@ BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 
 
-class PathRefused(ValueError):
+class PathRefused(AkoflowError, ValueError):
     """A requested path that can name nothing in the data dir (400)."""
 
 
-class NotServed(LookupError):
+class NotServed(AkoflowError, LookupError):
     """Nothing to serve there (404): missing, a link, not a regular file or directory."""
 
 
-class RangeNotSatisfiable(ValueError):
+class RangeNotSatisfiable(AkoflowError, ValueError):
     """A Range header this server does not serve for this file (416)."""
 
 
