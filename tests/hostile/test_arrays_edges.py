@@ -197,11 +197,6 @@ def test_cancelling_a_run_whose_array_is_pending_cancels_every_element_none_runs
     assert recs and {r["JobState"] for r in recs} == {"CANCELLED"}, recs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancelling a fan-out sends one scancel per element (one SSH channel and one "
-    "REQUEST_KILL_JOB each): a cancelled 1,000-element array costs 1,000 RPCs",
-)
 def test_cancelling_an_array_costs_one_scancel_not_one_per_element(
     slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
@@ -247,12 +242,6 @@ def test_an_element_cancels_itself_and_a_pending_sibling(
         assert (mount / f"side.e{i}").read_text() == f"e{i}\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pending element cancelled in SLURM (scancel ID_INDEX) leaves the array's "
-    "bitmap without a record of its own: it is reported 'the job left the SLURM queue "
-    "without recording an exit code' instead of cancelled / never ran",
-)
 def test_a_pending_element_cancelled_in_slurm_says_so(
     slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path
 ) -> None:
@@ -265,12 +254,6 @@ def test_a_pending_element_cancelled_in_slurm_says_so(
 # ---------------------------------------------------------------------- metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics() runs sstat on ID_INDEX.batch (1_1.batch): sstat answers with the "
-    "element's own job id (or the array's), which matches no tracked element: running "
-    "array elements never get CPU or memory samples",
-)
 def test_running_array_elements_have_cpu_and_memory_samples(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:

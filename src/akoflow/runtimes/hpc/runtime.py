@@ -70,6 +70,7 @@ LOG_READ_MAX = 8 << 20
 MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it counts as gone
 NODES_CACHE_SECONDS = 2.0
 CONTAINER_SHELL = "/bin/sh"
+ADOPT_ROWS_SECONDS = 10.0  # an array's squeue rows serve the adoption of all its elements
 LISTING_READS = 8  # attempts whose listings are read (and held in memory) at once
 FILE_OPS = 32  # remote file operations at once while an array's elements are prepared
 SLURM_PROGRAMS = ("sbatch", "squeue", "sinfo", "scancel")  # without them nothing can run
@@ -103,6 +104,7 @@ class _Job:
         "misses",
         "name",
         "node",
+        "own_id",
         "paths",
         "record_files",
         "running_reported",
@@ -129,6 +131,7 @@ class _Job:
         self.name = name
         self.paths = paths
         self.job_id = job_id
+        self.own_id: str | None = None  # an element's own SLURM job id once it runs (sstat's)
         self.transfers = tuple(transfers)
         self.state: str | None = None
         self.node: str | None = None
@@ -189,8 +192,11 @@ _FIX_SETTING = "fix the setting and start again"
 
 
 def _tail(text: str) -> str:
+    """The last line of a command's message that says something (SLURM's clients end a
+    refused option with a `Try "sbatch --help"` hint after the line that says what)."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
+    said = [line for line in lines if not (line.startswith("Try ") and "--help" in line)]
+    return (said or lines or ["(no message)"])[-1]
 
 
 class HpcRuntime(Runtime):
@@ -217,6 +223,10 @@ class HpcRuntime(Runtime):
         self._nodes: tuple[float, list[NodeInfo]] | None = None
         self._last_metrics: tuple[float, dict[str, Metrics]] = (0.0, {})
         self._accounting: str | None = None  # resolved mode: sacct, jobcomp or none
+        # Cancels asked for in one wake-up, not sent yet, and the task that sends them.
+        self._cancels: tuple[dict[str, _Job], asyncio.Task[None]] | None = None
+        # squeue's rows of arrays whose elements are being adopted: (when, rows by index).
+        self._adopt_rows: dict[str, tuple[float, dict[int | None, slurm.QueueRow]]] = {}
         self._scopes: dict[Path, str] = {}
         self._misconfigured: HpcMisconfigured | None = None
         self.status_queries = 0
@@ -225,6 +235,10 @@ class HpcRuntime(Runtime):
         """Attempts given to SLURM (an array's elements each count)."""
         self.sbatch_calls = 0
         """``sbatch`` commands that created jobs (an array is one)."""
+        self.lookups = 0
+        """``squeue --name`` calls (adoption, ambiguous submissions)."""
+        self.scancel_calls = 0
+        """``scancel`` commands sent (one names every job cancelled in one wake-up)."""
 
     # ------------------------------------------------------------------ plumbing
 
@@ -315,6 +329,10 @@ class HpcRuntime(Runtime):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._cancels is not None:  # cancels asked for just now: sent before the close
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._cancels[1])
+        self._adopt_rows.clear()
         transport, self._transport = self._transport, None
         if transport is not None:
             await transport.close()
@@ -635,7 +653,7 @@ class HpcRuntime(Runtime):
                     f"sbatch refused {array}: {message}",
                     f"set {s.variable_prefix}QUEUE to one of the partitions `sinfo -s` lists",
                 )
-            if "array" in res.stderr.lower():
+            if slurm.array_refused(res.stderr):
                 raise HpcMisconfigured(
                     f"sbatch refused the job array {array} of {len(fresh)}: {message}",
                     f"set {s.variable_prefix}ARRAY_MAX below the cluster's MaxArraySize "
@@ -766,6 +784,7 @@ class HpcRuntime(Runtime):
     async def _named_rows(self, name: str) -> dict[int | None, slurm.QueueRow]:
         """squeue's rows of the job (or every element of the array) named ``name``, by
         index; a live row wins over an ended one of the same index."""
+        self.lookups += 1
         res = await self._run(slurm.squeue_by_name_argv(await self._user(), name))
         if res.exit_status != 0:
             raise RuntimeUnavailable(f"squeue failed on {self._where()}: {_tail(res.stderr)}")
@@ -846,6 +865,7 @@ class HpcRuntime(Runtime):
             return  # unknown: nothing changes
         ended: list[tuple[_Job, slurm.QueueRow]] = []
         missing: list[_Job] = []
+        unsent: list[_Job] = []  # cancels the cluster could not take before
         for job in list(self._jobs.values()):
             row = rows.get(job.row_key)
             if row is None:
@@ -856,13 +876,17 @@ class HpcRuntime(Runtime):
             job.misses = 0
             job.job_id = row.job_id
             job.state, job.node = row.state, row.node or job.node
+            if row.state != "PENDING":  # pending elements show their array's id
+                job.own_id = row.own_id or job.own_id
             if job.cancel_pending:
-                await self._scancel(job)
+                unsent.append(job)
             if not row.live:
                 ended.append((job, row))
             elif row.state == "RUNNING" and not job.running_reported:
                 job.running_reported = True
                 self.events.job_running(job.key, row.node)
+        if unsent:
+            await self._send_cancels(unsent)
         outcomes = await self._final_outcomes([(job, row.state) for job, row in ended])
         finished = [(job, out) for (job, _), out in zip(ended, outcomes, strict=True)]
         if missing:
@@ -1031,10 +1055,23 @@ class HpcRuntime(Runtime):
                 result.append((job, await self._final_outcome(job, state)))
             elif job.job_id is None and await self._claim(job.paths):
                 result.append((job, Outcome(False, None, "the submission never reached SLURM")))
+            elif job.index is not None and await self._claim(job.paths):
+                # A pending element cancelled in SLURM leaves its array without a record of
+                # its own; its claim taken now, it never ran and never will.
+                result.append((job, Outcome(False, None, self._removed_reason(job))))
             else:
                 reason = "the job left the SLURM queue without recording an exit code"
                 result.append((job, Outcome(False, None, reason)))
         return result
+
+    @staticmethod
+    def _removed_reason(job: _Job) -> str:
+        if job.cancelled:
+            return "cancelled"
+        return (
+            f"cancelled in SLURM before it started: element {job.index} was removed from its "
+            "job array while it waited (scancel); it never ran"
+        )
 
     async def _finish(self, job: _Job, outcome: Outcome) -> None:
         for transfer in job.transfers:
@@ -1051,29 +1088,58 @@ class HpcRuntime(Runtime):
     # ------------------------------------------------------------------ cancel, adopt
 
     async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
+        """Cancels asked for in the same wake-up (a run's whole fan-out) go as one scancel,
+        an array's elements named as one ``ARRAYID_[0-99]`` (one RPC)."""
         job = self._jobs.get(key)
         if job is None:
             return
         job.cancelled = True
-        try:
-            await self._scancel(job)
-        except (RuntimeUnavailable, HpcMisconfigured) as exc:
-            job.cancel_pending = True  # sent by the monitor once the cluster answers again
-            log.warning("cannot cancel %s now (%s); will retry", job.name, exc)
+        if self._cancels is None:
+            batch: dict[str, _Job] = {}
+            task = asyncio.create_task(
+                self._cancel_batch(batch), name=f"akoflow-{self.name}-scancel"
+            )
+            self._cancels = (batch, task)
+        batch, task = self._cancels
+        batch[key] = job
+        await asyncio.shield(task)
 
-    async def _scancel(self, job: _Job) -> None:
+    async def _cancel_batch(self, batch: dict[str, _Job]) -> None:
+        await asyncio.sleep(0)  # the other cancels of this wake-up join the batch
+        self._cancels = None
+        await self._send_cancels(list(batch.values()))
+
+    async def _send_cancels(self, jobs: Sequence[_Job]) -> None:
+        try:
+            await self._scancel(jobs)
+        except (RuntimeUnavailable, HpcMisconfigured) as exc:
+            for job in jobs:
+                job.cancel_pending = True  # sent by the monitor once the cluster answers again
+            log.warning("cannot cancel %d job(s) of %s now (%s); will retry", len(jobs),
+                        self.name, exc)  # fmt: skip
+
+    async def _scancel(self, jobs: Sequence[_Job]) -> None:
+        """One scancel for every job with a known id (plain ids, and each array's elements as
+        one ``ARRAYID_[...]``); a plain job without one by its name."""
         self._settings()  # bad settings: SubmitError
-        job.cancel_pending = False
-        if job.job_id:
-            argv = ["scancel", job.job_id]  # an element: ID_INDEX, that element only
-        elif job.index is not None:
-            job.cancel_pending = True  # by name it would be the whole array: wait for its id
-            return
-        else:
-            argv = ["scancel", f"--name={job.name}", f"--user={await self._user()}"]
-        res = await self._run(argv)
-        if res.exit_status != 0:
-            log.warning("scancel %s: %s", job.name, _tail(res.stderr))
+        ids: list[str] = []
+        by_name: list[_Job] = []
+        for job in jobs:
+            job.cancel_pending = False
+            if job.job_id:
+                ids.append(job.job_id)  # an element: ID_INDEX, that element only
+            elif job.index is not None:
+                job.cancel_pending = True  # by name it would be the whole array: wait for its id
+            else:
+                by_name.append(job)
+        commands = [["scancel", *slurm.scancel_targets(ids)]] if ids else []
+        for job in by_name:
+            commands.append(["scancel", f"--name={job.name}", f"--user={await self._user()}"])
+        for argv in commands:
+            self.scancel_calls += 1
+            res = await self._run(argv)
+            if res.exit_status != 0:
+                log.warning("scancel of %d job(s): %s", len(argv) - 1, _tail(res.stderr))
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         self._require_transport()
@@ -1090,9 +1156,10 @@ class HpcRuntime(Runtime):
             outcome = await self._with_files(tracked, outcome)
             return Adopted("finished", tracked.handle(), outcome, node)
 
-        row = await self._lookup(name, index)
+        row = await (self._lookup(name) if index is None else self._element_row(name, index))
         if row is not None:
             tracked.job_id, tracked.state, tracked.node = row.job_id, row.state, row.node
+            tracked.own_id = row.own_id if row.state != "PENDING" else None
             if row.live:
                 self._jobs[job.key] = tracked
                 return Adopted("running", tracked.handle(), node=row.node)
@@ -1112,6 +1179,21 @@ class HpcRuntime(Runtime):
             return Adopted("never_started")
         lost = "the job ran but left neither a SLURM record nor an exit code"
         return await finished(Outcome(False, None, lost))
+
+    async def _element_row(self, array: str, index: int) -> slurm.QueueRow | None:
+        """The element's squeue row, from one squeue for the whole array while its elements
+        are adopted one by one (reused for ``ADOPT_ROWS_SECONDS``): an array of N costs one
+        call, not N. A stale row only delays what the monitor sees next; an element missing
+        from it is proven never to run by its ``started`` claim, as without the cache."""
+        now = time.monotonic()
+        cached = self._adopt_rows.get(array)
+        if cached is None or now - cached[0] > ADOPT_ROWS_SECONDS:
+            for old in [
+                k for k, (at, _) in self._adopt_rows.items() if now - at > ADOPT_ROWS_SECONDS
+            ]:
+                del self._adopt_rows[old]
+            cached = self._adopt_rows[array] = (now, await self._named_rows(array))
+        return cached[1].get(index)
 
     async def _element_of(
         self, paths: sbatch.AttemptPaths, handle: Mapping[str, Any]
@@ -1172,11 +1254,14 @@ class HpcRuntime(Runtime):
         now = time.monotonic()
         if now - self._last_metrics[0] < s.metrics_interval:
             return {}
-        running = {
-            j.job_id: j
-            for k in jobs
-            if (j := self._jobs.get(k)) is not None and j.job_id and j.state == "RUNNING"
-        }
+        running: dict[str, _Job] = {}
+        for key in jobs:
+            j = self._jobs.get(key)
+            if j is None or j.state != "RUNNING":
+                continue
+            step = j.own_id if j.index is not None else j.job_id  # sstat takes no ID_INDEX
+            if step:
+                running[step] = j
         if not running:
             return {}
         self._last_metrics = (now, {})

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from akoflow.runtimes.base import NodeInfo, Outcome
 
 SEP = "|"
-SQUEUE_FORMAT = "%i|%j|%T|%N|%r"
+# %A last: each array element's own job id (``%i`` is ``ARRAYID_INDEX``, which sstat and
+# sacct -c do not take); pending elements share the array's.
+SQUEUE_FORMAT = "%i|%j|%T|%N|%r|%A"
 SACCT_FIELDS = "JobID,JobName,State,ExitCode"
 SINFO_NODE_FORMAT = "%N|%c|%m|%e|%t|%C"
 
@@ -56,6 +58,9 @@ class QueueRow:
     state: str  # long form: PENDING, RUNNING, COMPLETED, ...
     node: str | None
     reason: str | None
+    own_id: str | None = None
+    """The job's own SLURM job id (``%A``): an element's differs from ``ARRAYID_INDEX``
+    once it runs."""
 
     @property
     def live(self) -> bool:
@@ -97,6 +102,44 @@ def squeue_by_name_argv(user: str, name: str) -> list[str]:
     return [*squeue_argv(user), f"--name={name}"]
 
 
+def scancel_targets(job_ids: Iterable[str]) -> list[str]:
+    """What one ``scancel`` is given to cancel ``job_ids``: plain ids as they are, elements
+    (``ARRAYID_INDEX``) grouped by array as ``ARRAYID_[0-3,7]``. scancel sends one RPC per
+    argument: a cancelled array of any size costs one."""
+    plain: list[str] = []
+    arrays: dict[str, set[int]] = {}
+    for job_id in job_ids:
+        index = array_index(job_id)
+        if index is None:
+            plain.append(job_id)
+        else:
+            arrays.setdefault(job_id.partition("_")[0], set()).add(index)
+    targets = list(dict.fromkeys(plain))
+    for base, indexes in arrays.items():
+        targets.append(f"{base}_[{_ranges(sorted(indexes))}]")
+    return targets
+
+
+def _ranges(indexes: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2,5``."""
+    parts: list[str] = []
+    start = prev = indexes[0]
+    for i in (*indexes[1:], None):
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def array_refused(stderr: str) -> bool:
+    """sbatch's own refusal of the ``--array`` request (more elements than MaxArraySize, or
+    a range it cannot take): not any message that merely says "array"."""
+    return "Invalid job array specification" in stderr or "MaxArraySize" in stderr
+
+
 def sacct_argv(
     job_ids: Sequence[str] = (), name: str | None = None, jobcomp: bool = False
 ) -> list[str]:
@@ -132,9 +175,10 @@ def parse_squeue(text: str) -> list[QueueRow]:
     rows = []
     for line in text.splitlines():
         parts = line.strip().split(SEP)
-        if len(parts) != 5 or not parts[0]:
+        if len(parts) not in (5, 6) or not parts[0]:
             continue
-        job_id, name, state, node, reason = parts
+        job_id, name, state, node, reason = parts[:5]
+        own_id = parts[5] if len(parts) == 6 and parts[5].isdigit() else None
         rows.append(
             QueueRow(
                 job_id=job_id,
@@ -142,6 +186,7 @@ def parse_squeue(text: str) -> list[QueueRow]:
                 state=state.split()[0].rstrip("+") if state else "UNKNOWN",
                 node=node if node and node != "(null)" else None,
                 reason=reason if reason and reason not in ("None", "(null)") else None,
+                own_id=own_id,
             )
         )
     return rows
