@@ -7,15 +7,22 @@ private SLURM cluster; SLURM's job-completion log is the witness of what ran."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from akoflow.engine.model import run_dir
-from akoflow.runtimes.hpc import sbatch
+from akoflow.runtimes.base import SubmitError
+from akoflow.runtimes.hpc import runtime as hpc_runtime
+from akoflow.runtimes.hpc import sbatch, slurm
+from akoflow.runtimes.hpc.transport import HpcMisconfigured
 from akoflow.runtimes.scope import scope_of
 from akoflow.spec import Activity
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
@@ -82,6 +89,31 @@ def test_only_identical_sbatch_options_share_an_array(tmp_path: Path) -> None:
         assert sbatch.parse_array_ref(bad) is None
 
 
+def test_one_scancel_argument_per_array_and_only_slurms_array_refusal_is_one() -> None:
+    assert slurm.scancel_targets(["9_0", "9_1", "9_2", "9_5", "12", "9_7", "10_3", "12"]) == [
+        "12",
+        "9_[0-2,5,7]",
+        "10_[3]",
+    ]
+    assert slurm.scancel_targets([]) == []
+    # sbatch's own words for an array larger than MaxArraySize (seen on the test cluster)
+    assert slurm.array_refused(
+        "sbatch: error: Batch job submission failed: Invalid job array specification\n"
+    )
+    assert not slurm.array_refused("sbatch: unrecognized option '--arrays=2'\n")
+    assert not slurm.array_refused("sbatch: error: invalid partition for array-jobs\n")
+
+
+def test_squeue_rows_carry_each_elements_own_job_id() -> None:
+    running, pending, plain = slurm.parse_squeue(
+        "7_0|akf-s-arr-x|RUNNING|n1|None|8\n7_3|akf-s-arr-x|PENDING||None|7\n"
+        "12|akf-s-wf1-y-a1|RUNNING|n1|None|12\n"
+    )
+    assert (running.job_id, running.index, running.own_id) == ("7_0", 0, "8")
+    assert (pending.index, pending.own_id) == (3, "7")
+    assert (plain.index, plain.own_id) == (None, "12")
+
+
 # ---------------------------------------------------------------------- the runtime alone
 
 
@@ -127,6 +159,121 @@ def test_an_array_element_is_cancelled_alone(slurm_cluster: SlurmCluster, tmp_pa
     asyncio.run(scenario())
     for i in range(4):
         assert (mount / f"side.c{i}").read_text() == f"c{i}\n"
+
+
+def test_a_whole_array_cancelled_at_once_costs_one_scancel_and_one_rpc(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """30 elements, 2 running and 28 waiting in the array (%2), all cancelled in the same
+    wake-up (as a cancelled run does): one scancel naming ``ARRAYID_[0-29]``, one
+    REQUEST_KILL_JOB; each element ends cancelled, the waiting ones never ran."""
+    env = runtime_env(slurm_cluster, "hpc", "mount/array-cancel-all", ARRAYS="on", MAX_QUEUED="2")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    events = Recorder()
+    rt = make(env, events)
+    wait = "i=0; until [ -e go ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+    jobs = [job_spec(tmp_path, f"k{i}", f"echo k{i} >> side.k{i}\n{wait}") for i in range(30)]
+
+    async def scenario() -> None:
+        await rt.start()
+        try:
+            handles = await rt.submit_many(jobs)
+            assert all(isinstance(h, dict) for h in handles)
+            await asyncio.to_thread(wait_for, lambda: len(list(mount.glob("side.k*"))) == 2, 30)
+            await asyncio.to_thread(slurm_cluster.sdiag_reset)
+            await asyncio.gather(
+                *(rt.cancel(job.key, h) for job, h in zip(jobs, handles, strict=True)
+                  if isinstance(h, dict))
+            )  # fmt: skip
+            assert rt.scancel_calls == 1
+            rpcs = await asyncio.to_thread(slurm_cluster.sdiag_rpcs)
+            assert rpcs.get("REQUEST_KILL_JOB", 0) == 1, rpcs
+            for job in jobs:
+                outcome = await wait_finished(events, job.key)
+                assert not outcome.succeeded and outcome.reason == "cancelled", outcome
+        finally:
+            (mount / "go").touch()
+            await rt.stop()
+
+    asyncio.run(scenario())
+    assert len(list(mount.glob("side.k*"))) == 2  # the waiting ones never ran
+
+
+def test_adopting_an_arrays_elements_costs_one_squeue(
+    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted engine adopts the 8 elements of an array one by one (as reconcile does):
+    one ``squeue --name`` for the array, not one per element; each is found (two run, six
+    wait: %2) and ends with its own exit code."""
+    # Rows reused for the whole pass whatever the machine's load (by default 10 s of it).
+    monkeypatch.setattr(hpc_runtime, "ADOPT_ROWS_SECONDS", math.inf)
+    env = runtime_env(slurm_cluster, "hpc", "mount/array-adopt-rows", MAX_QUEUED="2", ARRAYS="on")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    wait = "i=0; until [ -e go ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+    jobs = [
+        job_spec(tmp_path, f"r{i}", f"echo r{i} >> side.r{i}\n{wait}exit {i}") for i in range(8)
+    ]
+
+    async def scenario() -> None:
+        first = make(env)
+        await first.start()
+        try:
+            handles = await first.submit_many(jobs)
+            await asyncio.to_thread(wait_for, lambda: len(list(mount.glob("side.r*"))) == 2, 30)
+        finally:
+            await first.stop()
+        events = Recorder()
+        second = make(env, events)
+        await second.start()
+        try:
+            adopted = [
+                await second.adopt(job, h)
+                for job, h in zip(jobs, handles, strict=True)
+                if isinstance(h, dict)
+            ]
+            assert [a.kind for a in adopted] == ["running"] * 8
+            assert second.lookups == 1
+            (mount / "go").touch()
+            for i, job in enumerate(jobs):
+                outcome = await wait_finished(events, job.key)
+                assert outcome.exit_code == i and outcome.succeeded == (i == 0)
+        finally:
+            (mount / "go").touch()
+            await second.stop()
+
+    asyncio.run(scenario())
+    for i in range(8):
+        assert (mount / f"side.r{i}").read_text() == f"r{i}\n"
+
+
+def test_an_sbatch_failure_that_says_array_is_not_taken_for_array_max(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A template line sbatch does not know (``--arrays``) fails the array's sbatch with a
+    message that says "array": the elements get sbatch's own message, not advice about
+    ARRAY_MAX and MaxArraySize."""
+    template = "#!/bin/bash\n#DIRECTIVES#\n#SBATCH --arrays=2\n\n#COMMAND#\n"
+    env = runtime_env(slurm_cluster, "hpc", "mount/array-not-max", ARRAYS="on",
+                      SBATCHTEMPLATE=base64.b64encode(template.encode()).decode())  # fmt: skip
+    Path(env["HPC_MOUNT_PATH"]).mkdir(parents=True, exist_ok=True)
+    rt = make(env)
+    jobs = [job_spec(tmp_path, f"t{i}", "true") for i in range(2)]
+
+    async def scenario() -> list[object]:
+        await rt.start()
+        try:
+            return list(await rt.submit_many(jobs))
+        finally:
+            await rt.stop()
+
+    results = asyncio.run(scenario())
+    for result in results:
+        assert isinstance(result, SubmitError) and not isinstance(result, HpcMisconfigured)
+        assert "unrecognized option '--arrays=2'" in str(result), result
+        assert "ARRAY_MAX" not in str(result) and "MaxArraySize" not in str(result)
+    assert rt.sbatch_calls == 1
 
 
 # ---------------------------------------------------------------------- through the engine
