@@ -108,6 +108,7 @@ class _Client(asyncssh.SSHClient):
         self._link = link
         self._where = where
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._password_answered = False
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         self._conn = conn
@@ -122,10 +123,19 @@ class _Client(asyncssh.SSHClient):
     async def kbdint_challenge_received(
         self, name: str, instructions: str, lang: str, prompts: Sequence[tuple[str, bool]]
     ) -> list[str] | None:
+        if self._link._asks_password(prompts):
+            # PASSWORD once per login: a refused one sent again until the server's
+            # MaxAuthTries disconnects looks like a lost connection (held forever, not a
+            # wrong setting) and counts failures that can lock the account.
+            if self._password_answered:
+                return None
+            self._password_answered = True
         return await self._link._answer(self._where, name, instructions, prompts)
 
     def password_auth_requested(self) -> str | None:
-        return self._link.target.password
+        # asyncssh has sent the ``password`` option once already: a refused one is not
+        # sent again (see kbdint_challenge_received).
+        return None
 
 
 class SshLink:
@@ -503,6 +513,8 @@ class SshLink:
                     f"{t.variable('KEY_FILE')}) the server accepts without questions",
                 )
             tried = ", ".join(resolved.identity_files) or "ssh-agent and ~/.ssh/id_*"
+            if t.password is not None:
+                tried += f"; the password of {t.variable('PASSWORD')} was refused"
             return HpcMisconfigured(
                 f"ssh {where}: authentication failed (keys tried: {tried})",
                 f"check that `ssh {resolved.alias}` logs in without a password from this "
@@ -836,7 +848,7 @@ def link_for(s: HpcSettings, prompter: prompt.Prompter | None = None) -> SshLink
         _write_private(snippet_file, s.ssh_config_snippet.encode())
     prefix = s.variable_prefix
     keys = ("KEY_FILE", "SSHKEYPRIVK", "KEY_PASSPHRASE", "KNOWN_HOSTS", "ACCEPT_NEW_HOST_KEY",
-            "HOST_CLUSTER", "SSH_CONFIG_FILE", "USER", "JUMP_HOST")  # fmt: skip
+            "HOST_CLUSTER", "SSH_CONFIG_FILE", "USER", "JUMP_HOST", "PASSWORD")  # fmt: skip
     target = SshTarget(
         host=s.host,
         port=s.port,
