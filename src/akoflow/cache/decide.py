@@ -188,7 +188,7 @@ class Decider:
             if now.sha256 != sha:
                 return f"input {display(path)} changed since {run}"
         found = [(p, v) for p, _, _ in reads if (v := self._now(request, p)) is not None]
-        staged = Staged(request.data_dir)
+        staged = Staged(request.data_dir, request.activity)
         restored: list[tuple[str, Version]] = []
         for output in outputs:
             version = self._restore(request, entry, output, staged)

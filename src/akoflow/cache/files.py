@@ -202,10 +202,12 @@ def _clone(src: int, dst: int, size: int) -> None:
         offset += len(chunk)
 
 
-def _temporary(name: bytes) -> bytes:
-    """The temporary name of a restore of ``name``: fixed per name, so what a crash left is
-    replaced by the next restore; within NAME_MAX."""
-    return b"." + hashlib.sha256(name).hexdigest()[:24].encode() + COPY_SUFFIX.encode()
+def _temporary(name: bytes, owner: str) -> bytes:
+    """The temporary name of ``owner``'s restore of ``name``: fixed per name and owner, so
+    what a crash left is replaced by the next restore, and two activities restoring one
+    name in one batch never take (or remove) each other's copy; within NAME_MAX."""
+    digest = hashlib.sha256(owner.encode(errors="surrogateescape") + b"\0" + name).hexdigest()
+    return b"." + digest[:24].encode() + COPY_SUFFIX.encode()
 
 
 @dataclass
@@ -213,6 +215,7 @@ class Staged:
     """Restored files written whole under temporary names, not yet in place."""
 
     root: Path
+    owner: str = ""  # the activity restoring them (its temporary names are its own)
     files: list[tuple[str, bytes, str]] = field(default_factory=list)  # path, temporary, sha
 
     def commit(self, hasher: Hasher) -> None:
@@ -240,7 +243,7 @@ def stage_copy(staged: Staged, source_root: Path, path: str, sha256: str) -> Ver
     anything else (nothing is left behind then)."""
     src = _open_file(source_root, path)
     parts = _parts(path)
-    temporary = _temporary(parts[-1])
+    temporary = _temporary(parts[-1], staged.owner)
     try:
         info = os.fstat(src)
         try:
