@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
+import socket
 import time
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from akoflow import service
-from akoflow.runtimes.local import PRELUDE
+from akoflow.runtimes.local_spawner import Frames, Spawner
 from akoflow.states import ActivityState, WorkflowState
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 
@@ -111,17 +111,28 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     assert doc["activities"][0]["attempts"] == 2  # attempt 1 lost before launch, 2 ran
     attempt1 = state_dir / "runs" / f"{wf_id}-one" / "attempts" / "only.1"
     assert Path(f"{attempt1}.exit").read_text() == "engine\n"
-    # A straggler launch of attempt 1 (the process the crash interrupted) must not run.
-    script = tmp_path / "script.sh"
-    script.write_text("echo run >> count.only\n")
-    proc = subprocess.run(
-        ["bash", str(script)],
-        env=cli_env(
-            BASH_ENV=str(PRELUDE), AKOFLOW_ATTEMPT_FILES=str(attempt1), AKOFLOW_WORKDIR=str(data)
-        ),
-        cwd=data,
-    )
-    assert proc.returncode == 213
+    # A straggler launch of attempt 1 (a request the crash left in the spawner's way) must
+    # not run: the spawner's claim finds the engine's.
+    engine_end, spawner_end = socket.socketpair()
+    with engine_end, spawner_end:
+        spawner = Spawner(spawner_end.fileno())
+        spawner.spawn(
+            "only.1",
+            str(attempt1),
+            b"echo run >> count.only\n",
+            f"{attempt1}.sh",
+            "/bin/bash",
+            ["bash", f"{attempt1}.sh"],
+            {"AKOFLOW_ATTEMPT_FILES": str(attempt1)},
+            str(data),
+            0o022,
+            None,
+        )
+        os.close(spawner.devnull)
+        (answer,) = Frames().feed(engine_end.recv(4096))
+    assert answer[:2] == ("failed", "only.1") and "already launched once" in answer[2]
+    assert not spawner.children
+    assert Path(f"{attempt1}.exit").read_text() == "engine\n"
     assert (data / "count.only").read_text() == "run\n"
 
 
@@ -210,6 +221,13 @@ def test_files_written_while_no_engine_watched_keep_their_provenance(
     assert [f.path for f in repo.list_initial_files(1)] == ["input.txt"]
 
 
+def ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.mark.parametrize(
     "sig",
     [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU, signal.SIGVTALRM]
@@ -248,15 +266,17 @@ def test_attempt_ended_by_a_signal_while_no_engine_watched_is_not_a_success(
         return None
 
     wait_for(lambda: sleeper() is not None)
-    script = psutil.Process(pid).children()[0].pid  # the subshell that runs the script
+    script = pid  # the script's own shell (its `sleep` is its child)
     os.kill(engine.pid, signal.SIGKILL)
     engine.communicate(timeout=10)
     if target == "group":
         os.killpg(pid, sig)
     else:
         os.kill(script, sig)  # its `sleep` lives on; the resumed run's cleanup ends it
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
-    assert exit_file.read_text() in (f"exit {128 + sig}\n", f"pid {pid}\n", "exit 137\n")
+    wait_for(lambda: ended(pid))
+    # Its spawner, alive, records how it ended.
+    wait_for(lambda: exit_file.read_text().startswith("exit "))
+    assert exit_file.read_text() in (f"exit {128 + sig}\n", "exit 137\n")
 
     res = akoflow("resume", "--json")
     assert res.returncode == 1, res.stderr + res.stdout
@@ -270,9 +290,10 @@ def test_attempt_ended_by_a_signal_while_no_engine_watched_is_not_a_success(
 def test_a_script_orphaned_while_no_engine_watched_is_stopped_before_its_retry(
     cgroups: str, akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
-    # The engine is SIGKILLed, then the attempt's prelude shell (not its script) is killed: the
-    # script runs on, orphaned. The resumed engine must stop it before the retry starts, with
-    # or without cgroups, so that two attempts never run at once.
+    # The engine is SIGKILLed, then the attempt's spawner (which would record its end) is
+    # killed: the script runs on, orphaned, and its end can no longer be known. The resumed
+    # engine must stop it before the retry starts, with or without cgroups, so that two
+    # attempts never run at once.
     wf = tmp_path / "orphan.yaml"
     wf.write_text(
         "name: orphan\nspec:\n  activities:\n    - name: long\n      retries: 1\n      run: |\n"
@@ -285,10 +306,10 @@ def test_a_script_orphaned_while_no_engine_watched_is_stopped_before_its_retry(
     run = state_dir / "runs" / "1-orphan"
     exit_file = run / "attempts" / "long.1.exit"
     wait_for(lambda: (run / "started").exists())
-    pid = int(exit_file.read_text().split()[1])
+    spawner = int(exit_file.read_text().split()[3])  # "pid C by SPAWNER"
     os.kill(engine.pid, signal.SIGKILL)
     engine.communicate(timeout=10)
-    os.kill(pid, signal.SIGKILL)  # the prelude's shell only: its script is orphaned
+    os.kill(spawner, signal.SIGKILL)  # the script is orphaned, its end unrecorded
     res = akoflow("resume", "--json", env=env)
     assert res.returncode == 0, res.stderr + res.stdout
     assert (run / "started").read_text() == "start 1\nstart 2\n"

@@ -84,14 +84,14 @@ from akoflow.runtimes.base import JobSpec
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.spec import Activity
 
-real_spawn = os.posix_spawn
+real_spawned = LocalRuntime._spawned
 
-def spawn_then_die(*args, **kwargs):
-    pid = real_spawn(*args, **kwargs)
+def spawned_then_die(self, key, pid):
+    real_spawned(self, key, pid)
     print(pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # the engine dies the instant bash exists
 
-os.posix_spawn = spawn_then_die
+LocalRuntime._spawned = spawned_then_die
 tmp = Path(sys.argv[1])
 (tmp / "attempts").mkdir()
 (tmp / "data").mkdir()
@@ -103,6 +103,7 @@ async def main():
     rt = LocalRuntime("local", RuntimeConfig.from_env("local"), None)
     await rt.start()
     await rt.submit(spec)
+    await asyncio.sleep(30)  # killed when the spawner says bash started
 
 asyncio.run(main())
 """
@@ -112,8 +113,9 @@ asyncio.run(main())
 def test_engine_killed_right_after_spawning_bash_leaves_it_its_whole_script(
     tmp_path: Path, size: str
 ) -> None:
-    """The engine is SIGKILLed at the instant posix_spawn returns: the bash it started still
-    runs the complete script (its file was whole before bash existed)."""
+    """The engine is SIGKILLed at the instant it hears that bash started: that bash still runs
+    the complete script (its file was whole before bash existed) and its spawner records its
+    end."""
     padding = "#" + "x" * (1 << 20) + "\n" if size == "big" else ""
     script = tmp_path / "script.sh"
     script.write_text(f"{padding}echo first >> marker\nsleep 0.2\necho last >> marker\n")

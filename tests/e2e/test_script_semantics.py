@@ -78,7 +78,7 @@ def test_a_signal_of_any_number_ends_the_attempt_as_failed(tmp_path: Path, numbe
     async def scenario() -> Outcome:
         rt, events = await started_runtime()
         try:
-            handle = await rt.submit(spec)
+            await rt.submit(spec)
             exit_file = tmp_path / "attempts" / "sig.1.exit"
             for _ in range(200):
                 if exit_file.exists() and exit_file.read_text().startswith("pid "):
@@ -86,7 +86,7 @@ def test_a_signal_of_any_number_ends_the_attempt_as_failed(tmp_path: Path, numbe
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)  # the script's bash is in its `sleep`
 
-            os.killpg(int(handle["pid"]), number)
+            os.killpg(int(exit_file.read_text().split()[1]), number)
             for _ in range(600):
                 if spec.key in events.finished:
                     return events.finished[spec.key]

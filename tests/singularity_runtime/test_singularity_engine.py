@@ -28,6 +28,11 @@ from tests.singularity_runtime.conftest import LAUNCHER, Images
 A = ActivityState
 
 
+def attempt_pid(job: JobSpec) -> int:
+    """The pid of the attempt's launcher, as its spawner recorded it ("pid C by S")."""
+    return int(Path(f"{job.attempt_prefix}.exit").read_text().split()[1])
+
+
 def runtime(events: Recorder, tmp_path: Path, **settings: str) -> SingularityRuntime:
     env = {
         "SINGULARITY_BINARY": str(LAUNCHER),
@@ -66,8 +71,8 @@ def test_cancel_kills_the_whole_tree(images: Images, tmp_path: Path) -> None:
                 str(images.sif),
             )
             handle = await rt.submit(job)
-            pgid = handle["pid"]
             await until(lambda: (tmp_path / "data" / "started").exists(), what="started")
+            pgid = attempt_pid(job)
             names = {psutil.Process(p).name() for p in group_members(pgid)}
             # The launcher, the image mount, bwrap and the container's shell and sleeps.
             assert {"squashfuse", "bwrap", "sleep"} <= names, names
@@ -303,9 +308,9 @@ def test_default_binary_is_found_on_path_and_singularity_gets_its_env_prefix(
                 str(images.sif),
             )
             job = dataclasses.replace(job, env={"AKOFLOW_ATTEMPT": "1"})
-            handle = await rt.submit(job)
+            await rt.submit(job)
             await until(lambda: (tmp_path / "data" / "a").exists(), what="started")
-            launcher_env = psutil.Process(handle["pid"]).environ()
+            launcher_env = psutil.Process(attempt_pid(job)).environ()
             assert launcher_env.get("SINGULARITYENV_AKOFLOW_ATTEMPT") == "1"
             assert not any(k.startswith("APPTAINERENV_") for k in launcher_env)
             (tmp_path / "data" / "go").touch()

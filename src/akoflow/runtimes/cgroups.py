@@ -50,6 +50,18 @@ def engine_cgroup_dir(mountinfo: str, proc_cgroup: str) -> str | None:
     return None
 
 
+def process_cgroup_dir(pid: int) -> str | None:
+    """The directory of process ``pid``'s cgroup v2; None when unknown (gone, no v2)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+        with open(f"/proc/{pid}/cgroup") as f:
+            proc_cgroup = f.read()
+    except OSError:
+        return None
+    return engine_cgroup_dir(mountinfo, proc_cgroup)
+
+
 def usable_base() -> str | None:
     """The engine's own cgroup directory when attempts can get cgroups under it: a probe
     child can be created there, has ``cgroup.kill``, and processes may move into it."""

@@ -1,20 +1,20 @@
 """Local runtime: each activity is a detached process group running bash on its script.
 
+- The attempts are started by the runtime's spawner (:mod:`akoflow.runtimes.local_spawner`), a
+  small process of its own with a clean environment: activities are never children of the
+  engine (whose environment may hold secrets), and the fork and exec run off its event loop.
 - The script is a file of the attempt (``<attempt>.sh``, 0600), written whole under a temporary
-  name and renamed before bash is started, so an engine killed at any instant can never leave
-  a bash that reads a partial or empty script and "succeeds"; nothing from the workflow is ever
-  put on a command line.
-- ``bash <attempt>.sh`` reads the prelude (``local_prelude.sh``, through ``BASH_ENV``) first:
-  it claims the attempt, sends output to the attempt's files, then runs the script in a fresh
-  bash of its own (as ``bash script.sh`` would) and records how it ended. The names bash acts
-  on before the prelude's first line (:data:`BASH_STARTUP_NAMES`, ``BASH_FUNC_*``) are removed
+  name and renamed before bash is started, so a bash never reads a partial or empty script and
+  "succeeds"; nothing from the workflow is ever put on a command line. It runs as
+  ``bash <attempt>.sh`` would, in one process: its own ``$$``, ``$0``, traps and options. The
+  names bash acts on at start-up (:data:`BASH_STARTUP_NAMES`, ``BASH_FUNC_*``) are removed
   from its environment, whatever the workflow or the engine's environment says.
 - Each attempt runs in its own cgroup v2 where the engine may create one
   (:mod:`akoflow.runtimes.cgroups`): what it starts in a new session dies with it too.
-- Exit is event-driven: a pidfd per process wakes the event loop when it ends; no polling.
-- Crash safety: the process claims its attempt dir (exclusive create) before running and writes
-  its exit code there, so an engine restarted after SIGKILL can adopt a process still running,
-  collect the exit code of one that ended, or prove that one never started.
+- Crash safety: the spawner claims the attempt (exclusive create of its ``.exit`` file) before
+  the script starts and records its exit code there; it outlives an engine killed with
+  SIGKILL, so a restarted engine adopts a process still running, collects the exit code of one
+  that ended, or proves that one never started (by claiming the file first).
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import errno
 import functools
 import logging
 import os
-import resource
 import shutil
 import signal
 import socket
+import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -47,34 +46,33 @@ from akoflow.runtimes.base import (
     Runtime,
     SubmitError,
 )
+from akoflow.runtimes.local_spawner import ENV_ENTRY_MAX, spawn_error, write_private_file
+from akoflow.runtimes.spawner_link import SPAWNER, SpawnerLink
 
 log = logging.getLogger(__name__)
 
-PRELUDE = Path(__file__).with_name("local_prelude.sh")
-CLAIM_LOST_EXIT = 213  # the prelude's exit code when the engine had claimed the attempt
 ENGINE_CLAIM = "engine\n"
 TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
-_DEFAULT_DISPOSITIONS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes to be gone
 CGROUP_RELEASE_DELAY = 0.02
+RECORD_WAIT = 10.0  # s: how long a living spawner may take to record an end it saw
+RECORD_POLL = 0.01
 _OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
 _ON = ("1", "true", "yes")
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
-# Variables bash acts on at start-up, before the prelude's first line: they would replace the
-# prelude (BASH_ENV; ENV in POSIX mode), make bash skip it (POSIXLY_CORRECT, SHELLOPTS=posix),
-# run code before it (SHELLOPTS=xtrace with a PS4 of $(...)) or change its options
-# (BASHOPTS). With these gone, PS4 and BASH_XTRACEFD are inert until the script's own set -x.
+# Variables bash acts on at start-up, before the script's first line: they would run other
+# code first (BASH_ENV; ENV in POSIX mode), change how it runs (POSIXLY_CORRECT, SHELLOPTS:
+# posix, noexec, xtrace with a PS4 of $(...)) or its options (BASHOPTS). With these gone, PS4
+# and BASH_XTRACEFD are inert until the script's own set -x.
 BASH_STARTUP_NAMES = frozenset({"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "POSIXLY_CORRECT"})
-# Exported functions (BASH_FUNC_name%%=...) would replace the prelude's builtins (printf,
-# trap, exec, cd, ...).
+# Exported functions (BASH_FUNC_name%%=...) would replace the script's builtins.
 BASH_FUNCTION_PREFIX = "BASH_FUNC_"
 
 
 def without_bash_startup_names(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the variables that act on bash before the prelude runs."""
+    """``env`` without the variables that act on bash before the script runs."""
     return {
         k: v
         for k, v in env.items()
@@ -82,93 +80,123 @@ def without_bash_startup_names(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _process_umask() -> str:
-    """This process's umask in octal, read without changing it (os.umask would, for a moment,
-    for every thread)."""
+def _process_umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, for
+    every thread)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("Umask:"):
-                    return line.split()[1]
-    except OSError:
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
         pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return f"{mask:04o}"
+    return mask
 
 
-def write_private_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) so that ``path`` never exists partly written:
-    a temporary name, completely written, then renamed."""
-    partial = path + ".part"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
-
-
-def _spawn_error(exc: OSError | ValueError, env: Mapping[str, str]) -> str:
-    """Why a process could not be started, in the user's terms."""
-    if isinstance(exc, ValueError) or exc.errno == errno.E2BIG:
-        unfit = sorted(k for k, v in env.items() if "\0" in k or "\0" in v or "=" in k or not k)
-        if unfit:
-            return (
-                f"environment variable(s) {', '.join(map(repr, unfit))} contain a NUL byte "
-                "or an invalid name, which no process environment can hold"
-            )
-        if isinstance(exc, ValueError):
-            return str(exc)
-        big = sorted(
-            k for k, v in env.items() if len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
-        )
-        detail = f" ({', '.join(big)}: over 128 KiB each)" if big else ""
-        return f"the environment is too big for the kernel to start a process{detail}"
-    return exc.strerror or str(exc)
+def unfit_environment(env: Mapping[str, str]) -> str | None:
+    """Why no process could be started with ``env`` (checked before anything is claimed),
+    or None."""
+    for k, v in env.items():
+        if not k or "=" in k or "\0" in k or "\0" in v:
+            return spawn_error(ValueError("embedded null byte"), dict(env))
+        if len(k) + len(v) > ENV_ENTRY_MAX // 4 and (
+            len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
+        ):
+            return spawn_error(OSError(errno.E2BIG, "Argument list too long"), dict(env))
+    return None
 
 
 class _Tracked:
-    __slots__ = ("cancelled", "cgroup", "child", "key", "pid", "pidfd", "prefix")
+    __slots__ = ("cancelled", "cgroup", "key", "pid", "pidfd", "prefix", "tries")
 
-    def __init__(
-        self, key: str, pid: int, pidfd: int, prefix: str, child: bool, cgroup: str | None
-    ) -> None:
+    def __init__(self, key: str, pid: int, pidfd: int, prefix: str, cgroup: str | None) -> None:
         self.key = key
         self.pid = pid
-        self.pidfd = pidfd
+        self.pidfd = pidfd  # -1: the spawner's child, whose end the spawner reports
         self.prefix = prefix  # attempt files are prefix + ".stdout", ".stderr", ".exit"
-        self.child = child  # our own child (reaped with wait4) or adopted after a restart
         self.cgroup = cgroup  # the attempt's cgroup directory, None: its session only
         self.cancelled = False
+        self.tries = 0  # waits for a living spawner to record an end (adopted attempts)
 
 
-def _read_exit_file(prefix: str) -> str | None:
-    """Content of the attempt's exit file: ``pid N`` (claimed, running), ``exit N``, or
-    ``engine`` (claimed by the engine); None when absent."""
+class _Record:
+    """What an attempt's ``.exit`` file says: ``engine`` (claimed by an engine: never ran),
+    ``spawning by R`` (claimed by spawner R, not started yet), ``pid C by R`` (started; R
+    records its end), ``pid C`` (an older engine's prelude), ``exit N``; None when absent."""
+
+    __slots__ = ("code", "engine", "pid", "recorder", "text")
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self.engine = text == ENGINE_CLAIM
+        self.code: int | None = None
+        self.pid: int | None = None
+        self.recorder: int | None = None
+        words = (text or "").split()
+        if len(words) == 2 and words[0] == "exit" and words[1].lstrip("-").isdigit():
+            self.code = int(words[1])
+        elif len(words) in (2, 4) and words[0] == "pid" and words[1].isdigit():
+            self.pid = int(words[1])
+        if len(words) in (3, 4) and words[-2] == "by" and words[-1].isdigit():
+            self.recorder = int(words[-1])
+
+    @property
+    def spawning(self) -> bool:
+        return self.text is not None and self.text.startswith("spawning by ")
+
+
+def _read_record(prefix: str) -> _Record:
     try:
         with open(prefix + ".exit", "rb") as f:
             raw = f.read(256)
     except FileNotFoundError:
-        return None
+        return _Record(None)
     except OSError:  # made a directory, say, by a hostile script: unreadable, not absent
-        return "unreadable\n"
-    # Anything but the prelude's own ASCII lines reads as no exit code at all (lost).
-    return raw.decode("ascii", "replace")
+        return _Record("unreadable\n")
+    # Anything but the spawner's own ASCII lines reads as no exit code at all (lost).
+    return _Record(raw.decode("ascii", "replace"))
+
+
+def _spawner_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a living local spawner (it then records what its children do)."""
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and str(SPAWNER) in proc.cmdline()
+    except (psutil.Error, OSError):
+        return False
 
 
 def _kill_attempt_processes(prefix: str) -> None:
     """SIGKILL every process still carrying this attempt in its start-up environment (an
     attempt's processes inherit ``AKOFLOW_ATTEMPT_FILES``): found by the attempt, not by a
     PID that may have been reused since."""
+    for proc in _attempt_processes(prefix):
+        with contextlib.suppress(psutil.Error, OSError):
+            proc.kill()
+
+
+def _attempt_processes(prefix: str) -> list[psutil.Process]:
+    found = []
     for proc in psutil.process_iter():
         try:
             if proc.environ().get("AKOFLOW_ATTEMPT_FILES") == prefix:
-                proc.kill()
+                found.append(proc)
         except (psutil.Error, OSError):
             continue
+    return found
+
+
+def _cgroup_of(pid: int) -> str | None:
+    """The attempt cgroup process ``pid`` is in (this engine may run in another cgroup than
+    the one that started it); None when it is in none of the runtime's."""
+    path = cgroups.process_cgroup_dir(pid)
+    if path is None or not os.path.basename(path).startswith(cgroups.NAME_PREFIX):
+        return None
+    return path
 
 
 def _signal_name(number: int) -> str:
@@ -180,22 +208,6 @@ def _signal_name(number: int) -> str:
         if signal.SIGRTMIN < number < signal.SIGRTMAX:
             return f"SIGRTMIN+{number - signal.SIGRTMIN}"
         return f"signal {number}"
-
-
-def _exit_code(content: str | None) -> int | None:
-    if content and content.startswith("exit "):
-        value = content[5:].strip()
-        if value.lstrip("-").isdigit():
-            return int(value)
-    return None
-
-
-def _claimed_pid(content: str | None) -> int | None:
-    if content and content.startswith("pid "):
-        value = content[4:].strip()
-        if value.isdigit():
-            return int(value)
-    return None
 
 
 def _attempt_environ(pid: int, prefix: str) -> dict[str, str] | None:
@@ -210,12 +222,13 @@ def _attempt_environ(pid: int, prefix: str) -> dict[str, str] | None:
 
 class LocalRuntime(Runtime):
     kind = "local"
-    instant_submit = True  # posix_spawn returns at once; no network round trip
+    instant_submit = True  # a request to the spawner on this host; no network round trip
     default_max_parallel = max(2, (os.cpu_count() or 1) * 2)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._jobs: dict[str, _Tracked] = {}
+        self._starting: dict[str, tuple[str, str | None]] = {}  # key -> (prefix, cgroup)
         self._bash = shutil.which("bash")
         self._loop: asyncio.AbstractEventLoop | None = None
         # psutil needs the same Process object between samples to compute CPU percent.
@@ -223,7 +236,8 @@ class LocalRuntime(Runtime):
         self._base_env: dict[str, str] = {}
         self._cgroup_base: str | None = None
         self._releasing: set[str] = set()  # ended attempts' cgroups, killed, not yet empty
-        self._umask = "0022"
+        self._umask = 0o022
+        self._link: SpawnerLink | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -235,15 +249,30 @@ class LocalRuntime(Runtime):
             log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
         else:
             cgroups.sweep(self._cgroup_base, CGROUP_SWEEP_AGE)
+        # The spawner's own environment is empty: it is the parent of every attempt.
+        self._link = SpawnerLink(
+            self.name,
+            {},
+            self._spawned,
+            self._spawn_failed,
+            self._spawner_ended,
+            self._spawner_lost,
+        )
 
     async def stop(self) -> None:
-        # Running processes stay alive on purpose: a restarted engine adopts them.
+        # Running processes stay alive on purpose: a restarted engine adopts them (the
+        # spawner records the ends of its own meanwhile).
         loop = self._loop
+        busy = any(job.pidfd < 0 for job in self._jobs.values()) or bool(self._starting)
         for job in list(self._jobs.values()):
-            if loop is not None:
-                loop.remove_reader(job.pidfd)
-            os.close(job.pidfd)
+            if job.pidfd >= 0:
+                if loop is not None:
+                    loop.remove_reader(job.pidfd)
+                os.close(job.pidfd)
         self._jobs.clear()
+        self._starting.clear()
+        if self._link is not None:
+            await self._link.close(busy=busy)
         # Ended attempts' cgroups go with this engine: their killed processes are gone soon.
         for _ in range(CGROUP_RELEASE_TRIES):
             if not self._releasing:
@@ -254,9 +283,9 @@ class LocalRuntime(Runtime):
     # ------------------------------------------------------------------ submit
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
-        return self._spawn(job, {**job.env, **job.activity.env}, job.activity.run.encode())
+        return await self._spawn(job, {**job.env, **job.activity.env}, job.activity.run.encode())
 
-    def _spawn(
+    async def _spawn(
         self,
         job: JobSpec,
         env_vars: Mapping[str, str],
@@ -268,7 +297,7 @@ class LocalRuntime(Runtime):
 
         The local runtime's script is the activity's; another adapter (singularity) passes a
         fixed script such as ``"$@"`` and its launcher's argv as ``args``, and so gets the
-        same exit-claim, adoption, pidfd end events, metrics and log files.
+        same exit-claim, adoption, end events, metrics and log files.
         """
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
@@ -276,77 +305,95 @@ class LocalRuntime(Runtime):
         existing = self._jobs.get(job.key)
         if existing is not None:
             return {"pid": existing.pid, "prefix": prefix}
+        if job.key in self._starting:
+            return {"prefix": prefix}
         if os.path.lexists(prefix + ".exit"):
             # Idempotent by key: the attempt was launched once (or claimed by the engine).
-            # The process's exclusive claim of this file is what really guards it.
+            # The spawner's exclusive claim of this file is what really guards it.
             raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
         env = {**self._base_env, **without_bash_startup_names(env_vars)}
-        env["BASH_ENV"] = str(PRELUDE)
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
-        env["AKOFLOW_WORKDIR"] = os.path.abspath(job.data_dir)  # absolute: CDPATH is moot
-        env["AKOFLOW_UMASK"] = self._umask
+        env["AKOFLOW_WORKDIR"] = workdir = os.path.abspath(job.data_dir)
+        env.pop("AKOFLOW_CGROUP", None)
+        env.pop("AKOFLOW_UMASK", None)
+        unfit = unfit_environment(env)
+        if unfit is not None:
+            raise SubmitError(f"cannot start bash for {job.key}: {unfit}")
         cgroup = self._attempt_cgroup(prefix)
+        assert self._link is not None, "LocalRuntime.start() was not awaited"
+        request = (
+            job.key,
+            prefix,
+            script,
+            prefix + script_suffix,
+            self._bash,
+            ["bash", prefix + script_suffix, *args],
+            env,
+            workdir,
+            self._umask,
+            cgroup,
+        )
+        self._starting[job.key] = (prefix, cgroup)
+        self._link.spawn(request)
+        return {"prefix": prefix}
+
+    def launched(self, key: str) -> bool:
+        """Whether this runtime started (or is starting) the attempt ``key``."""
+        return key in self._jobs or key in self._starting
+
+    def _spawned(self, key: str, pid: int) -> None:
+        """The spawner started the attempt (called in the turn its answer is read)."""
+        starting = self._starting.pop(key, None)
+        if starting is None:
+            return  # stopped meanwhile: the spawner records it, a resumed engine adopts it
+        prefix, cgroup = starting
+        self._jobs[key] = _Tracked(key, pid, -1, prefix, cgroup)
+        self.announce_process(key, pid=pid)
+
+    def _spawn_failed(self, key: str, reason: str) -> None:
+        """The spawner could not start the attempt: it never ran (its claim was undone)."""
+        starting = self._starting.pop(key, None)
+        if starting is None:
+            return
+        _, cgroup = starting
         if cgroup is not None:
-            env["AKOFLOW_CGROUP"] = cgroup
-        else:
-            env.pop("AKOFLOW_CGROUP", None)
-        # The prelude sends stdout and stderr to the attempt's files; until then (bash's own
-        # errors before it, if any) stderr is the engine's.
-        actions: list[tuple[Any, ...]] = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        ]
-        try:
-            # The whole script is in place before bash exists (written whole, then renamed):
-            # an engine killed at any instant leaves either no bash or a bash with its complete
-            # script. A file, not a pipe: `$0` is then a script the script itself can read or
-            # run again (`exec bash "$0"` re-read an exhausted pipe: an empty script, exit 0).
-            script_path = prefix + script_suffix
-            write_private_file(script_path, script)
-            pid = os.posix_spawn(
-                self._bash,
-                ["bash", script_path, *args],
-                env,
-                file_actions=actions,
-                setsid=True,
-                # Default dispositions, as any shell's child gets: the engine's interpreter
-                # ignores SIGPIPE and SIGXFSZ, which bash could not undo.
-                setsigdef=_DEFAULT_DISPOSITIONS,
-                setsigmask=(),
-            )
-        except (OSError, ValueError) as exc:
-            # ValueError: a NUL byte or "=" where the environment cannot hold it.
-            if cgroup is not None:
-                cgroups.remove(cgroup)
-            raise SubmitError(
-                f"cannot start bash for {job.key}: {_spawn_error(exc, env)}"
-            ) from None
-        try:
-            self._track(job.key, pid, prefix, child=True, cgroup=cgroup)
-        except OSError as exc:
-            # Not watchable (e.g. no fd left for its pidfd): better not run than run unseen.
-            self._kill(pid, cgroup)
-            os.waitpid(pid, 0)
-            if cgroup is not None:
-                cgroups.remove(cgroup)
-            raise SubmitError(f"cannot watch the process of {job.key}: {exc}") from None
-        self.announce_process(job.key, pid=pid)  # same loop turn: nothing it did is missed
-        return {"pid": pid, "prefix": prefix}
+            cgroups.remove(cgroup)
+        self.events.job_finished(key, Outcome(False, None, reason))
+
+    def _spawner_ended(self, key: str, code: int, cpu: float, rss: int | None) -> None:
+        job = self._jobs.get(key)
+        if job is None or job.pidfd >= 0:
+            return
+        del self._jobs[key]
+        if job.cgroup is not None:
+            self._release_cgroup(job.cgroup)
+        self.events.job_finished(key, self._outcome(code, job.cancelled, cpu, rss))
+
+    def _spawner_lost(self) -> None:
+        """The spawner died: the ends of its children can no longer be recorded, and what it
+        was asked to start may or may not run. Each is stopped now and counts as ended with
+        its exit code lost (a failure: its retry, if any, never runs beside it). New
+        attempts get a new spawner."""
+        for job in [j for j in self._jobs.values() if j.pidfd < 0]:
+            del self._jobs[job.key]
+            self._finish_unwatched(job.key, job.prefix, job.cgroup)
+        starting, self._starting = self._starting, {}
+        for key, (prefix, cgroup) in starting.items():
+            self._finish_unwatched(key, prefix, cgroup)
+
+    def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
+        if cgroup is not None:
+            self._release_cgroup(cgroup)
+        _kill_attempt_processes(prefix)
+        code = _read_record(prefix).code
+        assert self._loop is not None
+        self._loop.call_soon(self.events.job_finished, key, self._outcome(code, False, None, None))
 
     def _attempt_cgroup(self, prefix: str) -> str | None:
-        """The attempt's new cgroup, or None (no cgroups here, or this one failed)."""
+        """The attempt's cgroup (the spawner makes it), or None (no cgroups here)."""
         if self._cgroup_base is None:
             return None
-        path = cgroups.attempt_cgroup(self._cgroup_base, prefix)
-        return path if cgroups.create(path) else None
-
-    @staticmethod
-    def _kill(pid: int, cgroup: str | None) -> None:
-        """SIGKILL the attempt's session, and its cgroup (what left the session too)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if cgroup is not None:
-            cgroups.kill(cgroup)
+        return cgroups.attempt_cgroup(self._cgroup_base, prefix)
 
     def _release_cgroup(self, path: str, tries: int = 0) -> None:
         """Kill what is left in an ended attempt's cgroup and remove it once empty."""
@@ -361,14 +408,13 @@ class LocalRuntime(Runtime):
         self._releasing.add(path)
         self._loop.call_later(CGROUP_RELEASE_DELAY, self._release_cgroup, path, tries + 1)
 
-    def _track(
-        self, key: str, pid: int, prefix: str, *, child: bool, cgroup: str | None
-    ) -> _Tracked | None:
+    def _track(self, key: str, pid: int, prefix: str, *, cgroup: str | None) -> _Tracked | None:
+        """Follow a process that is not the spawner's (adopted after a restart) by its pidfd."""
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return None
-        tracked = _Tracked(key, pid, pidfd, prefix, child, cgroup)
+        tracked = _Tracked(key, pid, pidfd, prefix, cgroup)
         self._jobs[key] = tracked
         assert self._loop is not None, "LocalRuntime.start() was not awaited"
         self._loop.add_reader(pidfd, self._on_exit, tracked)
@@ -378,38 +424,33 @@ class LocalRuntime(Runtime):
         assert self._loop is not None
         self._loop.remove_reader(job.pidfd)
         os.close(job.pidfd)
-        self._jobs.pop(job.key, None)
+        job.pidfd = -2  # ended; not the spawner's either
+        self._collect_adopted(job)
+
+    def _collect_adopted(self, job: _Tracked) -> None:
+        assert self._loop is not None
+        if self._jobs.get(job.key) is not job:
+            return  # stopped meanwhile
         try:
-            outcome = self._collect(job)
+            record = _read_record(job.prefix)
+            if record.code is None and job.tries * RECORD_POLL < RECORD_WAIT:
+                if _spawner_alive(record.recorder):
+                    # Its spawner saw the end and is writing it down: read it once written.
+                    job.tries += 1
+                    self._loop.call_later(RECORD_POLL, self._collect_adopted, job)
+                    return
+            del self._jobs[job.key]
+            # Whatever the script left in the background goes with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(job.pid, signal.SIGKILL)
+            if job.cgroup is not None:
+                self._release_cgroup(job.cgroup)
+            outcome = self._outcome(record.code, job.cancelled, None, None)
         except Exception as exc:  # the end must reach the engine whatever went wrong here
+            self._jobs.pop(job.key, None)
             log.exception("cannot collect the end of %s", job.key)
             outcome = Outcome(False, None, f"its end could not be collected: {exc}")
         self.events.job_finished(job.key, outcome)
-
-    def _collect(self, job: _Tracked) -> Outcome:
-        cpu: float | None = None
-        rss: int | None = None
-        if job.child:
-            _, status, usage = os.wait4(job.pid, 0)
-            code: int | None = os.waitstatus_to_exitcode(status)
-            cpu = usage.ru_utime + usage.ru_stime
-            # Linux counts the spawning process's pages in a child's max RSS (exec records
-            # the old, shared mm's high-water mark), so a peak below the engine's own is ours,
-            # not the activity's: unknown then (the sampled metrics still show its memory).
-            if usage.ru_maxrss > resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:
-                rss = usage.ru_maxrss * 1024
-        else:
-            code = _exit_code(_read_exit_file(job.prefix))
-        # Whatever the script left in the background goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.pid, signal.SIGKILL)
-        if job.cgroup is not None:
-            self._release_cgroup(job.cgroup)
-        if code == CLAIM_LOST_EXIT and _read_exit_file(job.prefix) == ENGINE_CLAIM:
-            # The prelude's refusal to run: the engine had claimed the attempt first. (A
-            # script's own `exit 213` leaves its "exit 213" record instead.)
-            return Outcome(False, None, "attempt was claimed by the engine; it did not run")
-        return self._outcome(code, job.cancelled, cpu, rss)
 
     @staticmethod
     def _outcome(code: int | None, cancelled: bool, cpu: float | None, rss: int | None) -> Outcome:
@@ -420,8 +461,8 @@ class LocalRuntime(Runtime):
         if code < 0:
             return Outcome(False, 128 - code, f"killed by {_signal_name(-code)}", cpu, rss)
         if 128 < code < 128 + signal.NSIG:
-            # What a shell reports for a command killed by signal N (the script's bash, under
-            # the prelude's shell), or the script's own `exit` with that number.
+            # What a shell reports for a command killed by signal N (how the spawner records
+            # it too), or the script's own `exit` with that number.
             name = _signal_name(code - 128)
             return Outcome(False, code, f"exit code {code} (a shell's code for {name})", cpu, rss)
         return Outcome(False, code, f"exit code {code}", cpu, rss)
@@ -433,14 +474,23 @@ class LocalRuntime(Runtime):
         if job is None:
             return
         job.cancelled = True
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.pid, signal.SIGTERM)
+        self._signal(job, signal.SIGTERM)
         assert self._loop is not None
         self._loop.call_later(TERM_GRACE_SECONDS, self._force_kill, job)
 
+    def _signal(self, job: _Tracked, number: int) -> None:
+        # The spawner's children are signalled by the spawner: it alone knows whether the
+        # pid is still the attempt's (not reaped, not reused).
+        if job.pidfd == -1 and self._link is not None and self._link.signal(job.key, number):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.pid, number)
+
     def _force_kill(self, job: _Tracked) -> None:
         if self._jobs.get(job.key) is job:
-            self._kill(job.pid, job.cgroup)
+            self._signal(job, signal.SIGKILL)
+            if job.cgroup is not None:
+                cgroups.kill(job.cgroup)
 
     # ------------------------------------------------------------------ restart
 
@@ -461,31 +511,46 @@ class LocalRuntime(Runtime):
             if derived is not None:
                 self._release_cgroup(derived)
             return Adopted("never_started")
-        content = _read_exit_file(prefix)
-        if content == ENGINE_CLAIM:
+        record = _read_record(prefix)
+        deadline = time.monotonic() + RECORD_WAIT
+        while record.spawning and _spawner_alive(record.recorder) and time.monotonic() < deadline:
+            # A spawner (of an engine that died) is starting it right now: wait for its word.
+            await asyncio.sleep(RECORD_POLL)
+            record = _read_record(prefix)
+        if record.text is None:
+            return await self.adopt(job, handle)  # its spawner could not start it: unclaimed
+        if record.engine:
             return Adopted("never_started")
-        pid = _claimed_pid(content)
-        env = None if pid is None else _attempt_environ(pid, prefix)
+        pid = record.pid
+        # Followed only while something can record its end: its spawner (an older engine's
+        # prelude recorded its own, "pid C" alone). Else it is stopped below and counts as
+        # lost: its retry never runs beside it.
+        recorded = record.recorder is None or _spawner_alive(record.recorder)
+        env = None if pid is None or not recorded else _attempt_environ(pid, prefix)
         if pid is not None and env is not None:
-            # The cgroup it was given (this engine may run in another cgroup than the last).
-            cgroup = env.get("AKOFLOW_CGROUP") or None
-            if self._track(job.key, pid, prefix, child=False, cgroup=cgroup) is not None:
+            cgroup = _cgroup_of(pid) or derived
+            if self._track(job.key, pid, prefix, cgroup=cgroup) is not None:
                 # Once the engine has recorded the adoption (it goes on synchronously after
                 # our return): processes older than this engine are known by their cgroup.
                 asyncio.get_running_loop().call_soon(
                     functools.partial(self.announce_process, job.key, pid=pid, cgroup=cgroup)
                 )
                 return Adopted("running", {"pid": pid, "prefix": prefix})
-            content = _read_exit_file(prefix)
-            derived = cgroup or derived
-        # Ended while no engine watched: what it left in the background goes now (its cgroup,
-        # and anything still carrying its attempt: the script itself if only the prelude's
-        # shell died, which a cgroup-less host or a move to another cgroup would miss).
+            derived = cgroup
+        elif pid is not None:
+            derived = _cgroup_of(pid) or derived
+        # Ended while no engine watched: its spawner may still be writing its end down.
+        while record.code is None and _spawner_alive(record.recorder):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(RECORD_POLL)
+            record = _read_record(prefix)
+        # What it left in the background goes now (its cgroup, and anything still carrying
+        # its attempt, which a cgroup-less host or a move to another cgroup would miss).
         if derived is not None:
             self._release_cgroup(derived)
         _kill_attempt_processes(prefix)
-        code = _exit_code(content)
-        return Adopted("finished", outcome=self._outcome(code, False, None, None))
+        return Adopted("finished", outcome=self._outcome(record.code, False, None, None))
 
     # ------------------------------------------------------------------ observe
 
@@ -563,4 +628,4 @@ class LocalRuntime(Runtime):
         ]
 
 
-__all__ = ["LocalRuntime"]
+__all__ = ["LocalRuntime", "write_private_file"]

@@ -151,8 +151,8 @@ class SingularityRuntime(LocalRuntime):
             binary = self._binary = find_binary(self._s.binary)
             if binary is None:
                 raise RuntimeUnavailable(self._missing())
-        if job.key in self._jobs:  # asked twice: the running attempt's handle, nothing launched
-            return self._spawn(job, {}, LAUNCH_SCRIPT, script_suffix=".launch.sh")
+        if self.launched(job.key):  # asked twice: the running attempt's handle, nothing launched
+            return await self._spawn(job, {}, LAUNCH_SCRIPT, script_suffix=".launch.sh")
         act = job.activity
         if not act.image:
             raise SubmitError(
@@ -192,7 +192,7 @@ class SingularityRuntime(LocalRuntime):
         except OSError as exc:
             raise SubmitError(f"cannot write the script of {job.key}: {exc}") from None
         # The launcher's own constant script beside the activity's (which the container runs).
-        return self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv, script_suffix=".launch.sh")
+        return await self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv, script_suffix=".launch.sh")
 
     async def _pulled(self, binary: str, ref: str) -> str:
         """The cached SIF of ``ref``: one pull at a time per reference in this runtime (and,

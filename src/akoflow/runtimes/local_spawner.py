@@ -1,0 +1,398 @@
+"""The local runtime's spawner: the process that starts each local attempt and records its end.
+
+The engine starts one spawner per local runtime (``python -I -S local_spawner.py``: the
+standard library only, nothing of the engine's, a clean environment) and sends it requests
+over a socket. For each attempt the spawner
+
+1. writes the script (whole, then renamed: a started bash never reads a partial script);
+2. claims the attempt with an exclusive create of its ``.exit`` file (``spawning by R``): an
+   engine restarted after a crash claims it first (``engine``) if it never started, and then
+   it never will;
+3. forks; the child enters a new session and the attempt's cgroup, sends its output to the
+   attempt's files, takes the engine's umask, enters the data dir, resets signal
+   dispositions, and execs ``bash SCRIPT ARGS`` (exactly ``bash script.sh``: one process, its
+   own ``$$``, traps and options);
+4. records ``pid C by R`` once the exec succeeded, then ``exit N`` when the child ends
+   (``128+N`` for a signal, as shells report it), each written whole and renamed;
+5. tells the engine (``started``, ``ended`` with exit status, CPU time and peak memory).
+
+Why a process of its own: activities are no longer children of the engine, whose environment
+may hold secrets (an activity can read its parent's ``/proc/PPID/environ``); the fork and exec
+run off the engine's event loop; and an attempt's end is recorded by a process that outlives
+an engine killed with SIGKILL. The spawner stays until its last child has ended and been
+recorded, then leaves. If the spawner itself is killed, the ``.exit`` file keeps ``pid C``:
+the attempt counts as ended with its exit code lost (a failure, never a success).
+
+Messages are ``marshal`` tuples behind a 4-byte length, between two processes of the same
+program and user (see :func:`frame` and :class:`Frames`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import marshal
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+from typing import Any
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 512 << 20  # bytes: a request carries a script (1 Mi chars) and an environment
+READ_SIZE = 1 << 16
+EXEC_FAILED = 127
+WORKDIR_FAILED = 214
+ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
+# What this interpreter ignores (and an exec would keep ignored); handlers reset at exec.
+_IGNORED_HERE = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    data = marshal.dumps(message)
+    return HEADER.pack(len(data)) + data
+
+
+class Frames:
+    """Splits a byte stream into the messages :func:`frame` made."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        self._buffer += data
+        messages: list[tuple[Any, ...]] = []
+        while len(self._buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer)
+            if size > MAX_FRAME:
+                raise ValueError(f"message of {size} bytes")
+            end = HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            messages.append(marshal.loads(bytes(self._buffer[HEADER.size : end])))
+            del self._buffer[:end]
+        return messages
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Write ``data`` to a new file ``path`` (mode 0600; an existing one is replaced)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) so that ``path`` never exists partly written:
+    a temporary name, completely written, then renamed."""
+    partial = path + ".part"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+
+
+def spawn_error(exc: BaseException, env: dict[str, str]) -> str:
+    """Why a process could not be started, in the user's terms."""
+    if isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno == errno.E2BIG):
+        unfit = sorted(k for k, v in env.items() if "\0" in k or "\0" in v or "=" in k or not k)
+        if unfit:
+            return (
+                f"environment variable(s) {', '.join(map(repr, unfit))} contain a NUL byte "
+                "or an invalid name, which no process environment can hold"
+            )
+        if isinstance(exc, ValueError):
+            return str(exc)
+        big = sorted(
+            k for k, v in env.items() if len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
+        )
+        detail = f" ({', '.join(big)}: over 128 KiB each)" if big else ""
+        return f"the environment is too big for the kernel to start a process{detail}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def shell_code(status_code: int) -> int:
+    """The exit code a shell reports: ``128+N`` for a process killed by signal N."""
+    return 128 - status_code if status_code < 0 else status_code
+
+
+class _Child:
+    __slots__ = ("key", "prefix")
+
+    def __init__(self, key: str, prefix: str) -> None:
+        self.key = key
+        self.prefix = prefix
+
+
+class Spawner:
+    def __init__(self, link: int) -> None:
+        self.link = link
+        self.me = os.getpid()
+        self.children: dict[int, _Child] = {}
+        self.by_key: dict[str, int] = {}
+        self.engine_gone = False
+        self.frames = Frames()
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self.umask = os.umask(0o077)
+        os.umask(self.umask)
+        self.home: int | None = None  # this process's own cgroup.procs, to come back to
+
+    # ---------------------------------------------------------------- to the engine
+
+    def send(self, *message: Any) -> None:
+        if self.engine_gone:
+            return
+        data = frame(message)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.link, view) :]
+        except OSError:  # the engine is gone; the record in the files is what counts
+            self.engine_gone = True
+
+    # ---------------------------------------------------------------- requests
+
+    def handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "spawn":
+            self.spawn(*message[1:])
+        elif kind == "signal":
+            _, key, number = message
+            pid = self.by_key.get(key)
+            if pid is not None:  # not reaped yet: the pid and its group are still its own
+                try:
+                    os.killpg(pid, number)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def spawn(
+        self,
+        key: str,
+        prefix: str,
+        script: bytes,
+        script_path: str,
+        bash: str,
+        argv: list[str],
+        env: dict[str, str],
+        workdir: str,
+        umask: int,
+        cgroup: str | None,
+    ) -> None:
+        try:
+            # Written whole before any bash exists (only this process starts one for it).
+            _write_new(script_path, script)
+            claim = os.open(
+                prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except FileExistsError:
+            self.send("failed", key, f"attempt {key} was already launched once; not started again")
+            return
+        except OSError as exc:
+            self.send("failed", key, f"cannot write the script of {key}: {spawn_error(exc, env)}")
+            return
+        try:
+            os.write(claim, f"spawning by {self.me}\n".encode())
+            try:
+                pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
+            except Exception as exc:
+                os.unlink(prefix + ".exit")  # it never ran: a retry may claim it again
+                self.send("failed", key, f"cannot start bash for {key}: {spawn_error(exc, env)}")
+                return
+            # Never shorter than the claim it replaces (the pid is padded): no stale bytes.
+            os.pwrite(claim, f"pid {pid:>8} by {self.me}\n".encode(), 0)
+        finally:
+            os.close(claim)
+        self.children[pid] = _Child(key, prefix)
+        self.by_key[key] = pid
+        self.send("started", key, pid)
+
+    def _start(
+        self,
+        prefix: str,
+        bash: str,
+        argv: list[str],
+        env: dict[str, str],
+        workdir: str,
+        umask: int,
+        cgroup: str | None,
+    ) -> int:
+        """``bash`` started (posix_spawn: it has exec'd on return) in a new session, in the
+        attempt's cgroup when there is one, with the attempt's files as its output: its
+        pid."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        out = os.open(prefix + ".stdout", flags, 0o600)
+        try:
+            err = os.open(prefix + ".stderr", flags, 0o600)
+        except OSError:
+            os.close(out)
+            raise
+        try:
+            os.chdir(workdir)
+            if umask != self.umask:
+                os.umask(umask)
+                self.umask = umask
+            # The child is created in this process's cgroup: for that instant this process
+            # is in the attempt's, so the script is in it before its first command, and so
+            # is whatever it starts, even in a new session (then killed with it).
+            home = self._enter(cgroup) if cgroup is not None else None
+            if cgroup is not None and home is None:
+                os.write(
+                    err,
+                    f"akoflow: could not join cgroup {cgroup}; processes this script moves "
+                    "to a new session may outlive it\n".encode(errors="surrogateescape"),
+                )
+            try:
+                pid = os.posix_spawn(
+                    bash,
+                    argv,
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                        (os.POSIX_SPAWN_DUP2, out, 1),
+                        (os.POSIX_SPAWN_DUP2, err, 2),
+                    ],
+                    setsid=True,
+                    setsigdef=_IGNORED_HERE,
+                    setsigmask=(),
+                )
+            finally:
+                if home is not None:
+                    os.write(home, b"0")
+        finally:
+            os.close(out)
+            os.close(err)
+            os.chdir("/")
+        return pid
+
+    def _enter(self, cgroup: str) -> int | None:
+        """Move this process into ``cgroup`` (made if missing); the fd that moves it back
+        home, or None when it could not."""
+        if self.home is None:
+            try:
+                self.home = os.open(
+                    os.path.join(os.path.dirname(cgroup), "cgroup.procs"),
+                    os.O_WRONLY | os.O_CLOEXEC,
+                )
+            except OSError:
+                return None
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(cgroup)
+            procs = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(procs, b"0")
+            finally:
+                os.close(procs)
+        except OSError:
+            return None
+        return self.home
+
+    # ---------------------------------------------------------------- ends
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            # Still a zombie: its pid and group cannot be reused yet, so what it left in
+            # its group goes first, then it is reaped.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            _, status, usage = os.wait4(pid, 0)
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self.by_key.pop(child.key, None)
+            code = os.waitstatus_to_exitcode(status)
+            try:
+                write_private_file(child.prefix + ".exit", f"exit {shell_code(code)}\n".encode())
+            except OSError as exc:  # the engine is told; a restarted one would see "pid"
+                self.send("warning", child.key, f"cannot record the end of {child.key}: {exc}")
+            peak = usage.ru_maxrss
+            # The child's peak counts this process's pages (exec keeps the old high-water
+            # mark): a peak not above ours is not the activity's own.
+            own = _own_peak()
+            rss = peak * 1024 if peak > own else None
+            self.send("ended", child.key, code, usage.ru_utime + usage.ru_stime, rss)
+
+    # ---------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        poller = select.poll()
+        poller.register(self.link, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        while not (self.engine_gone and not self.children):
+            try:
+                ready = poller.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in ready:
+                if fd == wake_r:
+                    _drain(wake_r)
+                    self.reap()
+                elif fd == self.link:
+                    self._read_link(poller)
+            self.reap()
+
+    def _read_link(self, poller: select.poll) -> None:
+        try:
+            data = os.read(self.link, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.engine_gone = True
+            poller.unregister(self.link)
+            return
+        for message in self.frames.feed(data):
+            self.handle(message)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass
+
+
+def _own_peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main() -> None:
+    link = int(sys.argv[1])
+    os.set_inheritable(link, False)  # the attempts never hold the engine's link
+    spawner = Spawner(link)
+    try:
+        spawner.run()
+    except BaseException as exc:  # said to the engine (this process has no stderr)
+        import traceback
+
+        spawner.send("warning", "", "".join(traceback.format_exception(exc)))
+        raise
+
+
+if __name__ == "__main__":
+    main()

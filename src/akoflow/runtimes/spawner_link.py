@@ -1,0 +1,212 @@
+"""The engine's side of the local spawner (:mod:`akoflow.runtimes.local_spawner`).
+
+One :class:`SpawnerLink` per local runtime: it starts the spawner with a clean environment
+(in a session of its own, so a terminal's signals never reach it), sends it requests without
+blocking the event loop, and routes its answers (``started``, ``failed``, ``ended``) to the
+runtime's callbacks. If the spawner dies, ``on_lost`` is called once (the runtime then ends
+what it had asked for, none of which can be recorded any more) and the next spawn starts a
+new spawner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from akoflow.runtimes.local_spawner import Frames, frame
+
+log = logging.getLogger(__name__)
+
+SPAWNER = Path(__file__).with_name("local_spawner.py")
+LINK_FD = 3
+EXIT_WAIT = 2.0  # s: an idle spawner leaves at once when its link closes
+_DEFAULTS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+# Spawners this process started that were left with attempts still running: reaped once they
+# have recorded the last one and left (no zombie in a long-lived process such as the server).
+_left: set[int] = set()
+
+Ended = Callable[[str, int, float, "int | None"], None]
+Started = Callable[[str, int], None]
+Failed = Callable[[str, str], None]
+
+
+def reap_left() -> None:
+    for pid in list(_left):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _left.discard(pid)
+
+
+class SpawnerLink:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        on_started: Started,
+        on_failed: Failed,
+        on_ended: Ended,
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self._env = env
+        self._on_started = on_started
+        self._on_failed = on_failed
+        self._on_ended = on_ended
+        self._on_lost = on_lost
+        self._out = bytearray()  # what the socket did not take yet (sent in order)
+        self._sock: socket.socket | None = None
+        self._pid: int | None = None
+        self._frames = Frames()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def _start(self) -> socket.socket:
+        reap_left()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-I", "-S", str(SPAWNER), str(LINK_FD)],
+                self._env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    # Never the engine's own stdout/stderr: whoever waits for their end
+                    # (a terminal, a pipe) must not wait for the spawner. It reports
+                    # through the link.
+                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, theirs.fileno(), LINK_FD),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULTS,
+                setsigmask=(),
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(ours.fileno(), self._readable)
+        self._sock = ours
+        return ours
+
+    def spawn(self, request: tuple[Any, ...]) -> None:
+        """Send one spawn request (its first item is the attempt's key); the answer comes to
+        ``on_started`` or ``on_failed`` (or ``on_lost``), in a later turn of the loop. Not
+        awaited: the engine goes on while the spawner forks and bash starts."""
+        if self._sock is None:
+            self._start()
+        self._send(frame(("spawn", *request)))
+
+    def signal(self, key: str, number: int) -> bool:
+        """Ask the spawner to signal the attempt's process group (it knows whether the pid
+        is still the attempt's); False when there is no spawner to ask."""
+        if self._sock is None:
+            return False
+        self._send(frame(("signal", key, int(number))))
+        return True
+
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` after what waits: messages are never interleaved."""
+        assert self._sock is not None and self._loop is not None
+        if self._out:
+            self._out += data
+            return
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._loop.call_soon(self._lost)
+            return
+        if sent < len(data):
+            self._out += data[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        try:
+            sent = self._sock.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost()
+            return
+        del self._out[:sent]
+        if not self._out:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        for message in self._frames.feed(data):
+            kind, key = message[0], message[1]
+            if kind == "ended":
+                self._on_ended(key, message[2], message[3], message[4])
+            elif kind == "started":
+                self._on_started(key, message[2])
+            elif kind == "failed":
+                self._on_failed(key, message[2])
+            elif kind == "warning":
+                log.warning("%s: local spawner: %s", self.name, message[2])
+
+    def _lost(self) -> None:
+        """The spawner died (or its link broke): what it was asked is unknown."""
+        if self._sock is None:
+            return
+        log.error("%s: the local spawner (pid %s) is gone", self.name, self._pid)
+        self._close()
+        self._on_lost()
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+                if self._out:
+                    self._loop.remove_writer(self._sock.fileno())
+            self._out.clear()
+            self._sock.close()
+            self._sock = None
+        pid, self._pid = self._pid, None
+        if pid is not None:
+            _left.add(pid)
+            reap_left()
+
+    async def close(self, *, busy: bool) -> None:
+        """Close the link: the spawner records what still runs, then leaves. When it has
+        nothing running it leaves at once, and is reaped here."""
+        pid = self._pid
+        self._close()
+        if pid is None or busy:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_WAIT
+        while pid in _left and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            reap_left()
+
+
+__all__ = ["SpawnerLink", "reap_left"]
