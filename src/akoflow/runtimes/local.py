@@ -59,6 +59,7 @@ CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes 
 CGROUP_RELEASE_DELAY = 0.02
 RECORD_WAIT = 10.0  # s: how long a living spawner may take to record an end it saw
 RECORD_POLL = 0.01
+DEFAULT_SPAWNERS = 2  # {NAME}_SPAWNERS
 _OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
 _ON = ("1", "true", "yes")
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
@@ -109,10 +110,13 @@ def unfit_environment(env: Mapping[str, str]) -> str | None:
 
 
 class _Tracked:
-    __slots__ = ("cancelled", "cgroup", "key", "pid", "pidfd", "prefix", "tries")
+    __slots__ = ("cancelled", "cgroup", "key", "link", "pid", "pidfd", "prefix", "tries")
 
-    def __init__(self, key: str, pid: int, pidfd: int, prefix: str, cgroup: str | None) -> None:
+    def __init__(
+        self, key: str, pid: int, pidfd: int, prefix: str, cgroup: str | None, link: int = -1
+    ) -> None:
         self.key = key
+        self.link = link  # the spawner (index) whose child it is; -1: adopted
         self.pid = pid
         self.pidfd = pidfd  # -1: the spawner's child, whose end the spawner reports
         self.prefix = prefix  # attempt files are prefix + ".stdout", ".stderr", ".exit"
@@ -228,7 +232,8 @@ class LocalRuntime(Runtime):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._jobs: dict[str, _Tracked] = {}
-        self._starting: dict[str, tuple[str, str | None]] = {}  # key -> (prefix, cgroup)
+        # key -> (prefix, cgroup, spawner index): asked, not started yet
+        self._starting: dict[str, tuple[str, str | None, int]] = {}
         self._bash = shutil.which("bash")
         self._loop: asyncio.AbstractEventLoop | None = None
         # psutil needs the same Process object between samples to compute CPU percent.
@@ -237,7 +242,8 @@ class LocalRuntime(Runtime):
         self._cgroup_base: str | None = None
         self._releasing: set[str] = set()  # ended attempts' cgroups, killed, not yet empty
         self._umask = 0o022
-        self._link: SpawnerLink | None = None
+        self._links: list[SpawnerLink] = []
+        self._next_link = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -249,21 +255,27 @@ class LocalRuntime(Runtime):
             log.debug("%s: no writable cgroup v2 here; attempts are killed by session", self.name)
         else:
             cgroups.sweep(self._cgroup_base, CGROUP_SWEEP_AGE)
-        # The spawner's own environment is empty: it is the parent of every attempt.
-        self._link = SpawnerLink(
-            self.name,
-            {},
-            self._spawned,
-            self._spawn_failed,
-            self._spawner_ended,
-            self._spawner_lost,
-        )
+        # Spawners' own environment is empty: they are the parents of every attempt. More
+        # than one: a start waits for bash's exec, and they start attempts side by side.
+        count = self.config.get_int("SPAWNERS", DEFAULT_SPAWNERS, minimum=1, maximum=64)
+        self._links = [
+            SpawnerLink(
+                self.name,
+                {},
+                self._spawned,
+                self._spawn_failed,
+                self._spawner_ended,
+                functools.partial(self._spawner_lost, index),
+            )
+            for index in range(count)
+        ]
 
     async def stop(self) -> None:
         # Running processes stay alive on purpose: a restarted engine adopts them (the
         # spawner records the ends of its own meanwhile).
         loop = self._loop
-        busy = any(job.pidfd < 0 for job in self._jobs.values()) or bool(self._starting)
+        busy = {job.link for job in self._jobs.values() if job.pidfd < 0}
+        busy.update(link for _, _, link in self._starting.values())
         for job in list(self._jobs.values()):
             if job.pidfd >= 0:
                 if loop is not None:
@@ -271,8 +283,9 @@ class LocalRuntime(Runtime):
                 os.close(job.pidfd)
         self._jobs.clear()
         self._starting.clear()
-        if self._link is not None:
-            await self._link.close(busy=busy)
+        await asyncio.gather(
+            *(link.close(busy=index in busy) for index, link in enumerate(self._links))
+        )
         # Ended attempts' cgroups go with this engine: their killed processes are gone soon.
         for _ in range(CGROUP_RELEASE_TRIES):
             if not self._releasing:
@@ -302,11 +315,8 @@ class LocalRuntime(Runtime):
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
         prefix = str(job.attempt_prefix)
-        existing = self._jobs.get(job.key)
-        if existing is not None:
-            return {"pid": existing.pid, "prefix": prefix}
-        if job.key in self._starting:
-            return {"prefix": prefix}
+        if job.key in self._jobs or job.key in self._starting:
+            return {"prefix": prefix}  # asked again: the same attempt, nothing started
         if os.path.lexists(prefix + ".exit"):
             # Idempotent by key: the attempt was launched once (or claimed by the engine).
             # The spawner's exclusive claim of this file is what really guards it.
@@ -320,7 +330,7 @@ class LocalRuntime(Runtime):
         if unfit is not None:
             raise SubmitError(f"cannot start bash for {job.key}: {unfit}")
         cgroup = self._attempt_cgroup(prefix)
-        assert self._link is not None, "LocalRuntime.start() was not awaited"
+        assert self._links, "LocalRuntime.start() was not awaited"
         request = (
             job.key,
             prefix,
@@ -333,8 +343,10 @@ class LocalRuntime(Runtime):
             self._umask,
             cgroup,
         )
-        self._starting[job.key] = (prefix, cgroup)
-        self._link.spawn(request)
+        link = self._next_link
+        self._next_link = (link + 1) % len(self._links)
+        self._starting[job.key] = (prefix, cgroup, link)
+        self._links[link].spawn(request)
         return {"prefix": prefix}
 
     def launched(self, key: str) -> bool:
@@ -346,8 +358,8 @@ class LocalRuntime(Runtime):
         starting = self._starting.pop(key, None)
         if starting is None:
             return  # stopped meanwhile: the spawner records it, a resumed engine adopts it
-        prefix, cgroup = starting
-        self._jobs[key] = _Tracked(key, pid, -1, prefix, cgroup)
+        prefix, cgroup, link = starting
+        self._jobs[key] = _Tracked(key, pid, -1, prefix, cgroup, link)
         self.announce_process(key, pid=pid)
 
     def _spawn_failed(self, key: str, reason: str) -> None:
@@ -355,7 +367,7 @@ class LocalRuntime(Runtime):
         starting = self._starting.pop(key, None)
         if starting is None:
             return
-        _, cgroup = starting
+        _, cgroup, _ = starting
         if cgroup is not None:
             cgroups.remove(cgroup)
         self.events.job_finished(key, Outcome(False, None, reason))
@@ -369,17 +381,18 @@ class LocalRuntime(Runtime):
             self._release_cgroup(job.cgroup)
         self.events.job_finished(key, self._outcome(code, job.cancelled, cpu, rss))
 
-    def _spawner_lost(self) -> None:
-        """The spawner died: the ends of its children can no longer be recorded, and what it
+    def _spawner_lost(self, link: int) -> None:
+        """A spawner died: the ends of its children can no longer be recorded, and what it
         was asked to start may or may not run. Each is stopped now and counts as ended with
         its exit code lost (a failure: its retry, if any, never runs beside it). New
         attempts get a new spawner."""
-        for job in [j for j in self._jobs.values() if j.pidfd < 0]:
+        for job in [j for j in self._jobs.values() if j.pidfd < 0 and j.link == link]:
             del self._jobs[job.key]
             self._finish_unwatched(job.key, job.prefix, job.cgroup)
-        starting, self._starting = self._starting, {}
-        for key, (prefix, cgroup) in starting.items():
-            self._finish_unwatched(key, prefix, cgroup)
+        for key, (prefix, cgroup, owner) in list(self._starting.items()):
+            if owner == link:
+                del self._starting[key]
+                self._finish_unwatched(key, prefix, cgroup)
 
     def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
         if cgroup is not None:
@@ -481,7 +494,7 @@ class LocalRuntime(Runtime):
     def _signal(self, job: _Tracked, number: int) -> None:
         # The spawner's children are signalled by the spawner: it alone knows whether the
         # pid is still the attempt's (not reaped, not reused).
-        if job.pidfd == -1 and self._link is not None and self._link.signal(job.key, number):
+        if job.pidfd == -1 and self._links and self._links[job.link].signal(job.key, number):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, number)

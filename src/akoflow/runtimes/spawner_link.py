@@ -78,7 +78,9 @@ class SpawnerLink:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._pid = os.posix_spawn(
-                sys.executable,
+                # This very interpreter, through the magic link: its path may not be
+                # searchable for this user (an engine started by setpriv or sudo -u).
+                "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable,
                 [sys.executable, "-I", "-S", str(SPAWNER), str(LINK_FD)],
                 self._env,
                 file_actions=[

@@ -321,7 +321,7 @@ class Observer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quiet_trees: list[bytes] = [*SYSTEM_TREES]
         for tree in (sys.prefix, sys.base_prefix, Path(__file__).parents[2]):
-            self.quiet(tree)  # the engine's interpreter and its own code (the local prelude)
+            self.quiet(tree)  # the engine's interpreter and its own code (the spawner)
         self._can_quiet = True  # False on kernels without FAN_MARK_IGNORE (before 6.0)
         self._epoch = 0  # times every queue was read to its end (see Access.epoch)
         self._open: dict[tuple[bytes, bytes], set[int]] = {}  # (data dir, path) -> pids
