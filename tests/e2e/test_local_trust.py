@@ -415,3 +415,32 @@ def test_the_start_up_sweep_removes_only_empty_attempt_cgroups(tmp_path: Path) -
         cgroups.kill(busy)
         proc.wait()
         wait_for(lambda: cgroups.remove(private))
+
+
+# ---------------------------------------------------------------- cancel before the start
+
+
+def test_a_cancel_sent_before_the_spawner_answered_stops_the_attempt(tmp_path: Path) -> None:
+    """The engine may cancel an attempt in the same turn it submitted it, before the spawner
+    has said it started: the cancel reaches the process once it exists (in order, through
+    the spawner), and the attempt ends as cancelled without running its script to its end."""
+    spec = job(tmp_path, "early", "sleep 30\necho end > end.txt\n")
+
+    async def scenario() -> Outcome:
+        rt, events = await started_runtime()
+        try:
+            handle = await rt.submit(spec)
+            await rt.cancel(spec.key, handle)  # same turn: not started yet
+            for _ in range(400):
+                if spec.key in events.finished:
+                    return events.finished[spec.key]
+                await asyncio.sleep(0.05)
+            raise AssertionError("the cancelled attempt did not end")
+        finally:
+            await rt.stop()
+
+    outcome = asyncio.run(scenario())
+    assert not outcome.succeeded
+    assert outcome.exit_code == 128 + signal.SIGTERM, outcome
+    assert not (tmp_path / "data" / "end.txt").exists()
+    assert (tmp_path / "attempts" / "early.1.exit").read_text() == f"exit {128 + signal.SIGTERM}\n"

@@ -1,9 +1,10 @@
 """Activities cannot read the engine's secrets through its start-up environment.
 
-An activity is a child of the engine, and any process of the same user may read
-``/proc/PID/environ``. The engine execs itself again without its secrets at start (handing
-them over through a memfd), so neither the activity's own environment nor its parent's holds
-them, while the engine itself still has them (the runtime config shows the redacted key).
+Any process of the same user may read ``/proc/PID/environ``. A local activity is a child of
+its runtime's spawner, whose environment is empty, and a grandchild of the engine; the engine
+execs itself again without its secrets at start (handing them over through a memfd), so
+neither the activity's own environment nor its ancestors' hold them, while the engine itself
+still has them (the runtime config shows the redacted key).
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ SECRETS = {
     "K8S_Y_TOKEN": SECRET + "-k8s",
     "LOCAL_PASSWORD": SECRET + "-pw",
 }
-# Prints the parent's (the engine's) start-up environment, then its own, NUL-separated, and
-# the parent's open memfd (none may remain: the handed-over secrets are read and closed).
+# Prints the engine's start-up environment (the parent of its parent, the spawner), the
+# spawner's, then its own, NUL-separated, and the engine's open memfds (none may remain: the
+# handed-over secrets are read and closed).
 PROBE = (
     "name: probe\nspec:\n  activities:\n    - name: peek\n      run: |\n"
+    "        engine=$(awk '/^PPid:/ {print $2}' /proc/$PPID/status)\n"
+    "        tr '\\0' '\\n' < /proc/$engine/environ\n"
+    "        echo ---\n"
     "        tr '\\0' '\\n' < /proc/$PPID/environ\n"
     "        echo ---\n"
     "        env\n"
     "        echo ---\n"
-    "        ls -l /proc/$PPID/fd | grep -c memfd || true\n"
+    "        ls -l /proc/$engine/fd | grep -c memfd || true\n"
 )
 
 
@@ -45,10 +50,12 @@ def test_cli_engine_environment_holds_no_secrets(
     assert res.returncode == 0, res.stderr
     res = akoflow("logs", "1", "peek", env=cli_env())
     assert res.returncode == 0, res.stderr
-    parent, own, memfds = res.stdout.split("---\n")
-    # The probe read real environments: the user's own variable is in both.
-    assert "MARKER_VISIBLE=yes-visible" in parent
+    engine, spawner, own, memfds = res.stdout.split("---\n")
+    # The probe read real environments: the user's own variable is in the engine's and the
+    # activity's; the spawner's is empty.
+    assert "MARKER_VISIBLE=yes-visible" in engine
     assert "MARKER_VISIBLE=yes-visible" in own
+    assert spawner == ""
     assert SECRET not in res.stdout
     assert "AKOFLOW_SECRETS_FD" not in own  # only a descriptor number, and not passed on
     assert memfds.strip() == "0"

@@ -234,6 +234,7 @@ class LocalRuntime(Runtime):
         self._jobs: dict[str, _Tracked] = {}
         # key -> (prefix, cgroup, spawner index): asked, not started yet
         self._starting: dict[str, tuple[str, str | None, int]] = {}
+        self._cancelled_early: set[str] = set()  # cancelled while in _starting
         self._bash = shutil.which("bash")
         self._loop: asyncio.AbstractEventLoop | None = None
         # psutil needs the same Process object between samples to compute CPU percent.
@@ -359,7 +360,10 @@ class LocalRuntime(Runtime):
         if starting is None:
             return  # stopped meanwhile: the spawner records it, a resumed engine adopts it
         prefix, cgroup, link = starting
-        self._jobs[key] = _Tracked(key, pid, -1, prefix, cgroup, link)
+        tracked = self._jobs[key] = _Tracked(key, pid, -1, prefix, cgroup, link)
+        if key in self._cancelled_early:
+            self._cancelled_early.discard(key)
+            tracked.cancelled = True
         self.announce_process(key, pid=pid)
 
     def _spawn_failed(self, key: str, reason: str) -> None:
@@ -368,6 +372,7 @@ class LocalRuntime(Runtime):
         if starting is None:
             return
         _, cgroup, _ = starting
+        self._cancelled_early.discard(key)
         if cgroup is not None:
             cgroups.remove(cgroup)
         self.events.job_finished(key, Outcome(False, None, reason))
@@ -392,6 +397,7 @@ class LocalRuntime(Runtime):
         for key, (prefix, cgroup, owner) in list(self._starting.items()):
             if owner == link:
                 del self._starting[key]
+                self._cancelled_early.discard(key)
                 self._finish_unwatched(key, prefix, cgroup)
 
     def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
@@ -484,7 +490,15 @@ class LocalRuntime(Runtime):
 
     async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
         job = self._jobs.get(key)
+        assert self._loop is not None
         if job is None:
+            starting = self._starting.get(key)
+            if starting is None:
+                return
+            # Asked, not started yet: the spawner reads this after the start (in order).
+            self._cancelled_early.add(key)
+            self._links[starting[2]].signal(key, signal.SIGTERM)
+            self._loop.call_later(TERM_GRACE_SECONDS, self._force_kill_key, key)
             return
         job.cancelled = True
         self._signal(job, signal.SIGTERM)
@@ -498,6 +512,11 @@ class LocalRuntime(Runtime):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, number)
+
+    def _force_kill_key(self, key: str) -> None:
+        job = self._jobs.get(key)
+        if job is not None:
+            self._force_kill(job)
 
     def _force_kill(self, job: _Tracked) -> None:
         if self._jobs.get(job.key) is job:
