@@ -80,10 +80,26 @@ def _state_dir(option: Path | None) -> Path:
     from akoflow import service
 
     try:
-        return config.state_dir(option)
+        found = config.state_dir(option)
     except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise service.StateError(f"cannot use the state dir {option}: {reason}") from None
+    if not _is_utf8(found):
+        raise service.StateError(f"cannot use the state dir {shown(str(found))}: {NOT_UTF8}")
+    return found
+
+
+# The database keeps the state and data dirs as text: a path whose bytes are not UTF-8 could
+# not be stored (a UnicodeEncodeError traceback, half a run made on disk).
+NOT_UTF8 = "its path is not valid UTF-8 (runs record it as text): choose one that is"
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        str(path).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _warn(message: str) -> None:
@@ -305,6 +321,8 @@ def _data_dir_problem(given: Path) -> str | None:
         path = given.resolve()
     except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
         return str(exc)
+    if not _is_utf8(path):
+        return NOT_UTF8
     if os.path.lexists(path) and not os.path.isdir(path):
         return "it exists and is not a directory"
     try:
