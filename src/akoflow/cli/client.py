@@ -379,13 +379,21 @@ def submit(
         return _report(exc, shown_path(file))
 
 
-def status(url: str, ref: str | None, *, state_dir: Path | None, as_json: bool, limit: int) -> int:
+def status(
+    url: str,
+    ref: str | None,
+    *,
+    state_dir: Path | None,
+    as_json: bool,
+    limit: int,
+    show_all: bool = False,
+) -> int:
     try:
         api = _connect(url, state_dir)
         if ref is None:
             _status_list(api, as_json, limit)
         else:
-            _status_one(api, api.workflow_id(ref), as_json)
+            _status_one(api, api.workflow_id(ref), as_json, show_all)
         return EXIT_OK
     except ClientError as exc:
         return _report(exc)
@@ -431,7 +439,7 @@ def _status_list(api: Api, as_json: bool, limit: int) -> None:
     out.print(table)
 
 
-def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
+def _status_one(api: Api, wf_id: int, as_json: bool, show_all: bool) -> None:
     w = api.call("GET", f"/workflows/{wf_id}/", params={"activities": "false"})["data"]
     acts = [_activity(a) for a in api.activities(wf_id)]
     t = w["times"]
@@ -457,21 +465,7 @@ def _status_one(api: Api, wf_id: int, as_json: bool) -> None:
         progress.styled(w["state"]),
     )
     out.print(f"[dim]data: {escape(w['dataDir'])}[/]")
-    table = Table(box=None, header_style="bold")
-    for col in ("activity", "runtime", "state", "attempt", "time", "exit", "reason"):
-        table.add_column(col)
-    now = time.time()
-    for a in acts:
-        table.add_row(
-            escape(a.name),
-            escape(a.runtime),
-            progress.styled(a.state),
-            str(a.attempt or "-"),
-            fmt_duration(progress.elapsed(a, now)),
-            "-" if a.exit_code is None else str(a.exit_code),
-            escape(a.reason or ""),
-        )
-    out.print(table)
+    progress.print_status(out, acts, show_all=show_all)
     for hold in holds:
         out.print(progress.hold_line(hold))
 

@@ -679,6 +679,12 @@ def status(
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="How many runs to list.", min=0)] = 20,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every activity of the run (else 100: those not succeeded first)."
+        ),
+    ] = False,
     server: ServerOpt = None,
 ) -> None:
     """List recent runs, or show one run's activities."""
@@ -689,7 +695,9 @@ def status(
         from akoflow.cli import client
 
         raise typer.Exit(
-            client.status(url, workflow, state_dir=state_dir, as_json=as_json, limit=limit)
+            client.status(
+                url, workflow, state_dir=state_dir, as_json=as_json, limit=limit, show_all=show_all
+            )
         )
     sdir, repo = _existing_store(state_dir)
     if repo is None:
@@ -745,24 +753,9 @@ def status(
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
-    from rich.table import Table
+    from akoflow.cli.progress import print_status
 
-    table = Table(box=None, header_style="bold")
-    for col in ("activity", "runtime", "state", "attempt", "time", "exit", "reason"):
-        table.add_column(col)
-    now = time.time()
-    for a in acts:
-        dur = ((a.finished_at or now) - a.started_at) if a.started_at else None
-        table.add_row(
-            escape(a.name),
-            escape(a.runtime),
-            styled(a.state),
-            str(a.attempt or "-"),
-            fmt_duration(dur),
-            "-" if a.exit_code is None else str(a.exit_code),
-            escape(a.reason or ""),
-        )
-    out.print(table)
+    print_status(out, acts, show_all=show_all)
     if not rec.state.is_final:
         _print_holds(repo, acts)
 

@@ -150,7 +150,12 @@ def styled(state: str) -> Text:
 
 
 def counts_line(wf: RunView) -> Text:
-    counts = Counter(a.state for a in wf.activities.values())
+    return state_counts(wf.activities.values())
+
+
+def state_counts(acts: Iterable[ActivityView]) -> Text:
+    """``succeeded 998  running 2``: how many activities are in each state."""
+    counts = Counter(a.state for a in acts)
     text = Text()
     for state in ActivityState:
         if counts.get(state):
@@ -185,6 +190,64 @@ def _activity_table(acts: Sequence[ActivityView], now: float, *, final: bool) ->
             ]
         table.add_row(*row)
     return table
+
+
+STATUS_ROWS = 100  # `akoflow status ID` rows before it picks (``--all`` shows every one)
+
+
+def status_rows(
+    acts: Sequence[ActivityView], limit: int | None = STATUS_ROWS
+) -> tuple[list[ActivityView], int]:
+    """The rows `akoflow status ID` shows (in the run's order) and how many it leaves out:
+    all of them up to ``limit``; beyond it, those not succeeded first (running, failed,
+    waiting...), then the others, ``limit`` in all. A table of 100,000 rows helps no one and
+    takes a terminal half a minute."""
+    if limit is None or len(acts) <= limit:
+        return list(acts), 0
+    first = [i for i, a in enumerate(acts) if not a.state.is_success][:limit]
+    if len(first) < limit:
+        chosen = set(first)
+        rest = (i for i, a in enumerate(acts) if i not in chosen)
+        first += [i for _, i in zip(range(limit - len(first)), rest, strict=False)]
+    return [acts[i] for i in sorted(first)], len(acts) - len(first)
+
+
+def status_table(acts: Sequence[ActivityView], now: float) -> Table:
+    """The activities table of `akoflow status ID` (local store or server)."""
+    table = Table(box=None, header_style="bold")
+    for col in ("activity", "runtime", "state", "attempt", "time", "exit", "reason"):
+        table.add_column(col)
+    for a in acts:
+        table.add_row(
+            escape(a.name),
+            escape(a.runtime),
+            styled(a.state),
+            str(a.attempt or "-"),
+            fmt_duration(elapsed(a, now)),
+            "-" if a.exit_code is None else str(a.exit_code),
+            escape(a.reason or ""),
+        )
+    return table
+
+
+class Printer(Protocol):
+    def print(self, *objects: Any) -> None: ...
+
+
+def print_status(console: Printer, acts: Sequence[ActivityView], *, show_all: bool) -> None:
+    """Counts by state, then the table (picked, see :func:`status_rows`)."""
+    rows, hidden = status_rows(acts, None if show_all else STATUS_ROWS)
+    if hidden:
+        console.print(state_counts(acts))
+    console.print(status_table(rows, time.time()))
+    if hidden:
+        console.print(
+            Text(
+                f"... {hidden} more activities not shown (succeeded ones first): "
+                "--all for every row, --json for everything",
+                style="dim",
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
