@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun
     from akoflow.engine.transitions import Transitions
     from akoflow.provenance.observed import Listings
-    from akoflow.provenance.recorder import ProvenanceRecorder
+    from akoflow.provenance.recorder import ProvenanceRecorder, WritesAtEnd
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Finished:
     observed: bool  # its processes' accesses were observed (registered at their start)
     declared: list[tuple[str, str, float]] | None  # its declared inputs, hashed before it ran
     listing: Listings | None = None  # observed: what it listed (None: not known)
+    writes: WritesAtEnd | None = None  # observed: what its writes leave a reuse depending on
 
 
 class CacheStage:
@@ -129,8 +130,13 @@ class CacheStage:
     def attempt_succeeded(self, act: ActivityRun) -> None:
         """The live attempt of ``act`` succeeded (its transaction is not committed yet)."""
         declared = self._declared.pop(act.id, None)
-        listing = self._provenance.listings.pop((act.id, act.attempt), None)
-        self._hold(Finished(act, act.attempt, act.observed, declared, listing))
+        key = (act.id, act.attempt)
+        listing = self._provenance.listings.pop(key, None)
+        writes = self._provenance.writes_at_end.pop(key, None)
+        # An attempt adopted after a restart was observed from then on only: what it did
+        # before is not known, so neither is what a reuse would have to restore.
+        observed = act.observed and not act.adopted
+        self._hold(Finished(act, act.attempt, observed, declared, listing, writes))
 
     def _hold(self, finished: Finished) -> None:
         """The run is recorded ended only once this entry is (its end waits, as for a
@@ -252,6 +258,24 @@ class CacheStage:
                     f"{display(links[0])} links to outside the data dir: what it read "
                     "through such a link is not observed"
                 )
+            if f.writes is None:
+                return reads, "what it wrote was not recorded"
+            if f.writes.unsettled:
+                # Another activity wrote there while it ran: what it made may never be
+                # attributed (a crash loses the wait), and a reuse would restore nothing.
+                return reads, (
+                    f"what it wrote to {display(f.writes.unsettled[0])} was not attributed "
+                    "when it ended (another activity wrote it at the same time)"
+                )
+            for path, sha, mtime in f.writes.prior:
+                # Changed in place without being read (an append): its result is that
+                # version and its own bytes, so that version is an input.
+                if sha is None:
+                    return reads, (
+                        f"it changed {display(path)} in place without reading it, and the "
+                        "version it changed was too big to checksum"
+                    )
+                reads.append((path, sha, mtime))
             # The names it listed as it could find them at its start, and as a next run can
             # hold them when it decides: without what was made there since it began, nor
             # what activities it does not depend on made (a sibling's file is there or not,

@@ -97,6 +97,9 @@ class AttemptFiles:
     listed: set[str] = field(default_factory=set)
     made: set[str] = field(default_factory=set)
     began: int = 0  # ObservedRun's count of attempts begun, its own included
+    # The version each path held at its first write to it, when one was known there (an
+    # append, `>>`, changes a file without reading it: what it made depends on that version).
+    before_write: dict[str, FileState] = field(default_factory=dict)
 
     def read_before(self, names: Iterable[str]) -> frozenset[str]:
         """The files it read before (or perhaps before) its last write under ``names``."""
@@ -285,8 +288,11 @@ class ObservedRun:
                 at = files.first_read.get(path)
                 files.first_read[path] = access.epoch if at is None else min(at, access.epoch)
         elif kind in ("create", "write"):
+            if kind == "write":
+                self._first_write(files, path)
             self._wrote(files, path, access.epoch)
         elif kind == "closed":  # its writes were seen, or it wrote through a mapping
+            self._first_write(files, path)
             self._wrote(files, path, access.epoch, moved=path not in files.last_write)
         elif kind == "delete":
             files.written.discard(path)
@@ -314,6 +320,24 @@ class ObservedRun:
         former = self._strange.get(path)
         kept = former[1] if former is not None else frozenset()
         self._strange[path] = (self._strangers, kept | frozenset(candidates))
+
+    def _first_write(self, files: AttemptFiles, path: str) -> None:
+        """Its first write to ``path`` in place (not a create, not a rename onto it): the
+        version known there then is one its result may depend on."""
+        if path in files.touched:
+            return
+        before = self.known.get(path)
+        if before is not None:
+            files.before_write[path] = before
+
+    def unsettled(self, files: AttemptFiles) -> set[str]:
+        """The paths it wrote whose version is not decided yet (another writer ran, or a
+        write waits to be placed): what it made there is not known."""
+        return {
+            path
+            for path in files.touched
+            if files.key in self._writers.get(path, ()) or path in self._deferred
+        }
 
     def _wrote(self, files: AttemptFiles, path: str, epoch: int = 0, *, moved: bool = True) -> None:
         files.written.add(path)

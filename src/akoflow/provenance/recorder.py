@@ -106,6 +106,19 @@ class RunFiles:
     recorded: dict[tuple[str, object], str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class WritesAtEnd:
+    """What an observed attempt's writes mean for reusing its result.
+
+    ``prior``: (path, sha256, mtime) of the versions it changed in place without reading
+    them (an append: its result is the old content plus its own); ``unsettled``: the paths
+    whose new version was not decided when it ended (another writer ran at the same time):
+    what it made there may never be known."""
+
+    prior: list[tuple[str, str | None, float]]
+    unsettled: list[str]
+
+
 class ProvenanceRecorder:
     def __init__(self, repo: Repository, state_dir: Path, *, enabled: bool = True) -> None:
         self.repo = repo
@@ -122,6 +135,9 @@ class ProvenanceRecorder:
         self._run_of_key: dict[tuple[int, int], RunFiles] = {}  # attempts being observed
         # Observed, for the result cache (taken by it at the attempt's success).
         self.listings: dict[tuple[int, int], Listings] = {}
+        # What an observed attempt's writes leave a reuse of its result depending on (the
+        # cache reads these once it succeeded; see WritesAtEnd).
+        self.writes_at_end: dict[tuple[int, int], WritesAtEnd] = {}
 
     # ================================================================ hooks
 
@@ -226,6 +242,7 @@ class ProvenanceRecorder:
                 log.exception("cannot record the last files of run %s", wf.id)
             for keys in observed.attempts:
                 self.listings.pop(keys, None)  # type: ignore[call-overload]
+                self.writes_at_end.pop(keys, None)  # type: ignore[call-overload]
             for keys in [k for k, r in self._run_of_key.items() if r is run]:
                 self._run_of_key.pop(keys, None)
                 if self._observer is not None:
@@ -483,6 +500,16 @@ class ProvenanceRecorder:
                 made = observed.made_since_began(files)
                 makers = observed.makers(files)
             self.listings[key] = (names, made, observed.outside_links(), makers)
+            self._store(act.wf, run, decisions)
+            self.writes_at_end[key] = WritesAtEnd(
+                prior=[
+                    (path, state.sha256, state.mtime)
+                    for path, state in sorted(files.before_write.items())
+                    if path not in files.read
+                ],
+                unsettled=sorted(observed.unsettled(files)),
+            )
+            return
         self._store(act.wf, run, decisions)
 
     def _rescan(
