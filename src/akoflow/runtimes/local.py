@@ -194,11 +194,15 @@ def _attempt_processes(prefix: str) -> list[psutil.Process]:
     return found
 
 
-def _cgroup_of(pid: int) -> str | None:
-    """The attempt cgroup process ``pid`` is in (this engine may run in another cgroup than
-    the one that started it); None when it is in none of the runtime's."""
+def _cgroup_of(pid: int, prefix: str) -> str | None:
+    """The cgroup of the attempt ``prefix`` that process ``pid`` is in (this engine may run
+    in another cgroup than the one that started it); None when it is in no cgroup of that
+    attempt (a pid reused since by another attempt's process names that attempt's cgroup,
+    which is not this one's to kill)."""
     path = cgroups.process_cgroup_dir(pid)
-    if path is None or not os.path.basename(path).startswith(cgroups.NAME_PREFIX):
+    if path is None or os.path.basename(path) != os.path.basename(
+        cgroups.attempt_cgroup("/", prefix)
+    ):
         return None
     return path
 
@@ -214,14 +218,34 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _attempt_environ(pid: int, prefix: str) -> dict[str, str] | None:
-    """The initial environment of the attempt's process; None when ``pid`` is not it (guards
-    against PID reuse: the process must carry this attempt in its environment)."""
+def _is_attempt_process(pid: int, prefix: str, recorder: int | None) -> bool:
+    """Whether ``pid`` is still the attempt's process (guards against PID reuse): a child of
+    the spawner that recorded it (whose pid cannot be reused before that spawner reaps it),
+    or a process carrying this attempt in its environment. The parent counts first: a script
+    that ran ``exec env -i prog`` carries nothing in its environment and is still the
+    attempt, running (it was taken for ended, stopped or left running beside its retry)."""
     try:
-        env: dict[str, str] = psutil.Process(pid).environ()
+        proc = psutil.Process(pid)
+        if recorder is not None and proc.ppid() == recorder:
+            return True
+        return bool(proc.environ().get("AKOFLOW_ATTEMPT_FILES") == prefix)
     except (psutil.Error, OSError):
-        return None
-    return env if env.get("AKOFLOW_ATTEMPT_FILES") == prefix else None
+        return False
+
+
+async def _stop_stalled_spawner(pid: int) -> None:
+    """SIGKILL a spawner (an earlier engine's) that holds an attempt's claim without starting
+    it, and wait until it is gone: alive, it could start the attempt at any later instant,
+    after this engine counted it lost and beside its retry."""
+    log.warning(
+        "local spawner %s claimed an attempt and did not start it in %gs: killed", pid, RECORD_WAIT
+    )
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(int(RECORD_WAIT / RECORD_POLL)):
+        if not _spawner_alive(pid):
+            return
+        await asyncio.sleep(RECORD_POLL)
 
 
 class LocalRuntime(Runtime):
@@ -549,6 +573,9 @@ class LocalRuntime(Runtime):
             # A spawner (of an engine that died) is starting it right now: wait for its word.
             await asyncio.sleep(RECORD_POLL)
             record = _read_record(prefix)
+        if record.spawning and record.recorder is not None and _spawner_alive(record.recorder):
+            await _stop_stalled_spawner(record.recorder)  # stopped, hung: it never starts it now
+            record = _read_record(prefix)
         if record.text is None:
             return await self.adopt(job, handle)  # its spawner could not start it: unclaimed
         if record.engine:
@@ -558,9 +585,8 @@ class LocalRuntime(Runtime):
         # prelude recorded its own, "pid C" alone). Else it is stopped below and counts as
         # lost: its retry never runs beside it.
         recorded = record.recorder is None or _spawner_alive(record.recorder)
-        env = None if pid is None or not recorded else _attempt_environ(pid, prefix)
-        if pid is not None and env is not None:
-            cgroup = _cgroup_of(pid) or derived
+        if pid is not None and recorded and _is_attempt_process(pid, prefix, record.recorder):
+            cgroup = _cgroup_of(pid, prefix) or derived
             if self._track(job.key, pid, prefix, cgroup=cgroup) is not None:
                 # Once the engine has recorded the adoption (it goes on synchronously after
                 # our return): processes older than this engine are known by their cgroup.
@@ -570,7 +596,7 @@ class LocalRuntime(Runtime):
                 return Adopted("running", {"pid": pid, "prefix": prefix})
             derived = cgroup
         elif pid is not None:
-            derived = _cgroup_of(pid) or derived
+            derived = _cgroup_of(pid, prefix) or derived
         # Ended while no engine watched: its spawner may still be writing its end down.
         while record.code is None and _spawner_alive(record.recorder):
             if time.monotonic() >= deadline:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from akoflow.runtimes.local_spawner import Frames, frame
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 SPAWNER = Path(__file__).with_name("local_spawner.py")
 LINK_FD = 3
 EXIT_WAIT = 2.0  # s: an idle spawner leaves at once when its link closes
+STALL_WARN = 10.0  # s: a spawner silent this long with starts asked of it is logged
 _DEFAULTS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 # Spawners this process started that were left with attempts still running: reaped once they
 # have recorded the last one and left (no zombie in a long-lived process such as the server).
@@ -45,6 +48,14 @@ def reap_left() -> None:
             done = pid
         if done:
             _left.discard(pid)
+
+
+def _state_of(pid: int | None) -> str:
+    """A process's state as ps says it ("stopped", "sleeping"...), for a log line."""
+    try:
+        return str(psutil.Process(pid).status()) if pid is not None else "not started"
+    except psutil.Error:
+        return "gone"
 
 
 class SpawnerLink:
@@ -68,6 +79,12 @@ class SpawnerLink:
         self._pid: int | None = None
         self._frames = Frames()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Starts asked and not answered; when the spawner last said anything; the watch that
+        # logs a spawner that stays silent (stopped, hung): waited for, never silently.
+        self._unanswered = 0
+        self._heard = 0.0
+        self._watch: asyncio.TimerHandle | None = None
+        self._stall_logged = False
 
     @property
     def pid(self) -> int | None:
@@ -113,7 +130,31 @@ class SpawnerLink:
         awaited: the engine goes on while the spawner forks and bash starts."""
         if self._sock is None:
             self._start()
+        assert self._loop is not None
+        if not self._unanswered:
+            self._heard = self._loop.time()
+        self._unanswered += 1
+        if self._watch is None:
+            self._watch = self._loop.call_later(STALL_WARN, self._watch_stall)
         self._send(frame(("spawn", *request)))
+
+    def _watch_stall(self) -> None:
+        self._watch = None
+        if self._sock is None or self._loop is None or not self._unanswered:
+            return
+        silent = self._loop.time() - self._heard
+        if silent >= STALL_WARN and not self._stall_logged:
+            self._stall_logged = True
+            log.warning(
+                "%s: the local spawner (pid %s, %s) has not answered for %.0fs; %d attempt(s) "
+                "wait for it to start them",
+                self.name,
+                self._pid,
+                _state_of(self._pid),
+                silent,
+                self._unanswered,
+            )
+        self._watch = self._loop.call_later(max(0.1, STALL_WARN - silent), self._watch_stall)
 
     def signal(self, key: str, number: int) -> bool:
         """Ask the spawner to signal the attempt's process group (it knows whether the pid
@@ -164,13 +205,20 @@ class SpawnerLink:
         if not data:
             self._lost()
             return
+        assert self._loop is not None
+        self._heard = self._loop.time()
+        if self._stall_logged:
+            self._stall_logged = False
+            log.warning("%s: the local spawner (pid %s) answers again", self.name, self._pid)
         for message in self._frames.feed(data):
             kind, key = message[0], message[1]
             if kind == "ended":
                 self._on_ended(key, message[2], message[3], message[4])
             elif kind == "started":
+                self._unanswered = max(0, self._unanswered - 1)
                 self._on_started(key, message[2])
             elif kind == "failed":
+                self._unanswered = max(0, self._unanswered - 1)
                 self._on_failed(key, message[2])
             elif kind == "warning":
                 log.warning("%s: local spawner: %s", self.name, message[2])
@@ -184,6 +232,11 @@ class SpawnerLink:
         self._on_lost()
 
     def _close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._unanswered = 0
+        self._stall_logged = False
         if self._sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._sock.fileno())

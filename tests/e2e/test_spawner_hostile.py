@@ -1,0 +1,182 @@
+"""The local spawner under hostile conditions (hostile pass on issue 20's spawner).
+
+An engine that goes away is played by a runtime stopped while its attempts run (its spawners
+stay and record, as after a SIGKILL); a second runtime is the resumed engine and adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from akoflow.config import RuntimeConfig
+from akoflow.runtimes import local as local_module
+from akoflow.runtimes import spawner_link
+from akoflow.runtimes.base import Adopted, JobSpec, Outcome
+from akoflow.runtimes.local import LocalRuntime
+from tests.conftest import wait_for
+from tests.scenarios import direct_job
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.finished: dict[str, Outcome] = {}
+
+    def job_running(self, key: str, node: str | None) -> None:
+        pass
+
+    def job_finished(self, key: str, outcome: Outcome) -> None:
+        self.finished[key] = outcome
+
+
+async def started_runtime() -> tuple[LocalRuntime, Collected]:
+    events = Collected()
+    rt = LocalRuntime("local", RuntimeConfig.from_env("local"), events)
+    await rt.start()
+    return rt, events
+
+
+async def wait_async(predicate: object, what: str) -> None:
+    for _ in range(600):
+        if callable(predicate) and predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not reached in time")
+
+
+def record(spec: JobSpec) -> str:
+    try:
+        return Path(f"{spec.attempt_prefix}.exit").read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("cgroups", ["auto", "off"])
+def test_a_script_that_clears_its_environment_is_adopted_running(
+    tmp_path: Path, cgroups: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `exec env -i prog` leaves nothing of the attempt in the process's environment; it is
+    # still the spawner's child. The resumed engine took it for ended: it waited for a
+    # record, then killed it (cgroups) or left it running beside its retry (no cgroups),
+    # and counted it lost either way.
+    monkeypatch.setenv("LOCAL_CGROUPS", cgroups)
+    monkeypatch.setattr(local_module, "RECORD_WAIT", 0.3)  # what it took for an end: brief
+    spec = direct_job(
+        tmp_path,
+        "cleared",
+        "exec env -i /bin/sh -c 'touch started; while [ ! -e go ]; do sleep 0.05; done;"
+        " echo end > ended'",
+        "local",
+        None,
+    )
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[Adopted, Outcome]:
+        first, _ = await started_runtime()
+        await first.submit(spec)
+        await wait_async(lambda: (data / "started").exists(), "started")
+        await first.stop()  # the engine is gone; its spawner stays and records
+        second, events = await started_runtime()
+        try:
+            adopted = await second.adopt(spec, {"prefix": str(spec.attempt_prefix)})
+            (data / "go").touch()
+            if adopted.kind == "running":
+                await wait_async(lambda: spec.key in events.finished, "end")
+                return adopted, events.finished[spec.key]
+            assert adopted.outcome is not None
+            return adopted, adopted.outcome
+        finally:
+            await second.stop()
+
+    adopted, outcome = asyncio.run(scenario())
+    assert adopted.kind == "running"
+    assert outcome.succeeded, outcome
+    assert (data / "ended").read_text() == "end\n"
+    wait_for(lambda: record(spec) == "exit 0\n")
+    spawner_link.reap_left()
+
+
+def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawner claimed the attempt ("spawning by S") and then stalls (here: opening the
+    # attempt's stdout, a FIFO nobody reads; as well SIGSTOP, a hung disk). The resumed engine
+    # waits RECORD_WAIT, then counts the attempt lost and may retry it; the spawner, alive,
+    # started it later, beside its retry. It must be stopped before the attempt is given up.
+    monkeypatch.setattr(local_module, "RECORD_WAIT", 0.3)
+    spec = direct_job(tmp_path, "stalled", "echo ran >> ran", "local", None)
+    stdout = Path(f"{spec.attempt_prefix}.stdout")
+    os.mkfifo(stdout)
+
+    async def scenario() -> tuple[int, Adopted]:
+        first, _ = await started_runtime()
+        await first.submit(spec)
+        await wait_async(lambda: record(spec).startswith("spawning by "), "claimed")
+        stalled = int(record(spec).split()[2])
+        await first.stop()
+        second, _ = await started_runtime()
+        try:
+            return stalled, await second.adopt(spec, {"prefix": str(spec.attempt_prefix)})
+        finally:
+            await second.stop()
+
+    stalled, adopted = asyncio.run(scenario())
+    assert adopted.kind == "finished" and adopted.outcome is not None
+    assert not adopted.outcome.succeeded
+    assert not alive(stalled)  # stopped before the attempt was given up
+    # Its stall ends: nothing is left to start the attempt.
+    reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
+    os.close(reader)
+    spawner_link.reap_left()
+    assert record(spec).startswith("spawning by ")
+    assert not (tmp_path / "data" / "ran").exists()
+
+
+def test_a_silent_spawner_is_logged_and_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A stopped spawner (SIGSTOP, Ctrl-Z of its group by hand) answers nothing: the engine
+    # waited for it without a word, for ever if it stayed stopped.
+    monkeypatch.setenv("LOCAL_SPAWNERS", "1")
+    monkeypatch.setattr(spawner_link, "STALL_WARN", 0.2)
+    first = direct_job(tmp_path, "first", "true", "local", None)
+    second = direct_job(tmp_path, "second", "echo ran > ran", "local", None)
+
+    async def scenario() -> Outcome:
+        rt, events = await started_runtime()
+        try:
+            await rt.submit(first)
+            await wait_async(lambda: first.key in events.finished, "first")
+            pid = rt._links[0].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await rt.submit(second)
+                await wait_async(lambda: "has not answered" in caplog.text, "the warning")
+                assert second.key not in events.finished  # waited for, never given up
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await wait_async(lambda: second.key in events.finished, "second")
+            return events.finished[second.key]
+        finally:
+            await rt.stop()
+
+    with caplog.at_level(logging.WARNING, logger="akoflow.runtimes.spawner_link"):
+        outcome = asyncio.run(scenario())
+    assert outcome.succeeded, outcome
+    assert "stopped" in caplog.text  # its state is said
+    assert "answers again" in caplog.text
+    assert (tmp_path / "data" / "ran").read_text() == "ran\n"
