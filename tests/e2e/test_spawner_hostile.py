@@ -180,3 +180,37 @@ def test_a_silent_spawner_is_logged_and_waited_for(
     assert "stopped" in caplog.text  # its state is said
     assert "answers again" in caplog.text
     assert (tmp_path / "data" / "ran").read_text() == "ran\n"
+
+
+def test_descriptors_the_engine_inherited_reach_no_activity(tmp_path: Path) -> None:
+    # A pipe the engine's caller left open in it (a CI runner's, `exec 9>file` in a shell)
+    # was held by the spawners and by every activity: its reader waited for them, also after
+    # the engine was gone.
+    spec = direct_job(
+        tmp_path, "fds", "ls /proc/$$/fd > fds; ls /proc/$PPID/fd > parent", "local", None
+    )
+    reader, writer = os.pipe()
+    os.set_inheritable(writer, True)
+
+    async def scenario() -> Outcome:
+        rt, events = await started_runtime()
+        try:
+            await rt.submit(spec)
+            await wait_async(lambda: spec.key in events.finished, "end")
+            return events.finished[spec.key]
+        finally:
+            await rt.stop()
+
+    try:
+        outcome = asyncio.run(scenario())
+    finally:
+        os.close(writer)
+    try:
+        assert outcome.succeeded, outcome
+        data = tmp_path / "data"
+        assert str(writer) not in (data / "fds").read_text().split()
+        assert str(writer) not in (data / "parent").read_text().split()
+        os.set_blocking(reader, False)
+        assert os.read(reader, 1) == b""  # no process holds the write end: end of file
+    finally:
+        os.close(reader)

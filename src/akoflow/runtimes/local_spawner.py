@@ -384,6 +384,13 @@ def _own_peak() -> int:
 def main() -> None:
     link = int(sys.argv[1])
     os.set_inheritable(link, False)  # the attempts never hold the engine's link
+    # Descriptors the engine inherited from whoever started it (a CI runner's pipe, a make
+    # jobserver, a shell's `exec 9>file`) are not the activities' to hold: a pipe kept open
+    # by a spawner or an activity that outlives the engine keeps its reader waiting.
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > link:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, gone already
+                os.close(int(name))
     spawner = Spawner(link)
     try:
         spawner.run()
