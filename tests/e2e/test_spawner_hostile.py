@@ -214,3 +214,24 @@ def test_descriptors_the_engine_inherited_reach_no_activity(tmp_path: Path) -> N
         assert os.read(reader, 1) == b""  # no process holds the write end: end of file
     finally:
         os.close(reader)
+
+
+def test_a_data_dir_removed_before_the_start_is_named_in_the_failure(tmp_path: Path) -> None:
+    # The data dir was removed before the spawner entered it: "No such file or directory"
+    # alone did not say which.
+    spec = direct_job(tmp_path, "gone", "echo ran > ran", "local", None)
+    (tmp_path / "data").rmdir()
+
+    async def scenario() -> Outcome:
+        rt, events = await started_runtime()
+        try:
+            await rt.submit(spec)
+            await wait_async(lambda: spec.key in events.finished, "end")
+            return events.finished[spec.key]
+        finally:
+            await rt.stop()
+
+    outcome = asyncio.run(scenario())
+    assert not outcome.succeeded
+    assert outcome.reason is not None and str(tmp_path / "data") in outcome.reason
+    assert not Path(f"{spec.attempt_prefix}.exit").exists()  # the claim was undone: never ran

@@ -118,7 +118,11 @@ def spawn_error(exc: BaseException, env: dict[str, str]) -> str:
         detail = f" ({', '.join(big)}: over 128 KiB each)" if big else ""
         return f"the environment is too big for the kernel to start a process{detail}"
     if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
+        reason = exc.strerror or str(exc)
+        if isinstance(exc.filename, str):  # which one: the data dir gone, bash missing...
+            shown = exc.filename.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            reason += f": {shown}"
+        return reason
     return str(exc)
 
 
