@@ -235,3 +235,25 @@ def test_a_data_dir_removed_before_the_start_is_named_in_the_failure(tmp_path: P
     assert not outcome.succeeded
     assert outcome.reason is not None and str(tmp_path / "data") in outcome.reason
     assert not Path(f"{spec.attempt_prefix}.exit").exists()  # the claim was undone: never ran
+
+
+def test_bytes_that_are_not_utf8_count_once_against_the_kernel_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 60,000 bytes of 0xff in the engine's environment (decoded with surrogateescape) were
+    # counted as 180,000: every local activity failed, "over 128 KiB".
+    monkeypatch.setenv("HIGH_BYTES", os.fsdecode(b"\xff" * 60_000))
+    spec = direct_job(tmp_path, "high", 'printf %s "$HIGH_BYTES" | wc -c > count', "local", None)
+
+    async def scenario() -> Outcome:
+        rt, events = await started_runtime()
+        try:
+            await rt.submit(spec)
+            await wait_async(lambda: spec.key in events.finished, "end")
+            return events.finished[spec.key]
+        finally:
+            await rt.stop()
+
+    outcome = asyncio.run(scenario())
+    assert outcome.succeeded, outcome
+    assert (tmp_path / "data" / "count").read_text().strip() == "60000"

@@ -46,7 +46,12 @@ from akoflow.runtimes.base import (
     Runtime,
     SubmitError,
 )
-from akoflow.runtimes.local_spawner import ENV_ENTRY_MAX, spawn_error, write_private_file
+from akoflow.runtimes.local_spawner import (
+    ENV_ENTRY_MAX,
+    env_entry_size,
+    spawn_error,
+    write_private_file,
+)
 from akoflow.runtimes.spawner_link import SPAWNER, SpawnerLink
 
 log = logging.getLogger(__name__)
@@ -102,9 +107,7 @@ def unfit_environment(env: Mapping[str, str]) -> str | None:
     for k, v in env.items():
         if not k or "=" in k or "\0" in k or "\0" in v:
             return spawn_error(ValueError("embedded null byte"), dict(env))
-        if len(k) + len(v) > ENV_ENTRY_MAX // 4 and (
-            len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
-        ):
+        if len(k) + len(v) > ENV_ENTRY_MAX // 4 and (env_entry_size(k, v) > ENV_ENTRY_MAX):
             return spawn_error(OSError(errno.E2BIG, "Argument list too long"), dict(env))
     return None
 

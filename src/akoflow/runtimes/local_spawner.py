@@ -101,6 +101,16 @@ def write_private_file(path: str, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def env_entry_size(name: str, value: str) -> int:
+    """Bytes of ``NAME`` and ``value`` in exec's environment: a byte that is not UTF-8 (from
+    the engine's own environment, decoded with surrogateescape) is one byte there, not the
+    three of its surrogate's UTF-8 (a 60,000-byte such value was refused as over 128 KiB)."""
+    try:
+        return len((name + value).encode(errors="surrogateescape"))
+    except UnicodeEncodeError:  # a surrogate no byte decodes to: refused by exec anyway
+        return len((name + value).encode(errors="surrogatepass"))
+
+
 def spawn_error(exc: BaseException, env: dict[str, str]) -> str:
     """Why a process could not be started, in the user's terms."""
     if isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno == errno.E2BIG):
@@ -112,9 +122,7 @@ def spawn_error(exc: BaseException, env: dict[str, str]) -> str:
             )
         if isinstance(exc, ValueError):
             return str(exc)
-        big = sorted(
-            k for k, v in env.items() if len((k + v).encode(errors="surrogatepass")) > ENV_ENTRY_MAX
-        )
+        big = sorted(k for k, v in env.items() if env_entry_size(k, v) > ENV_ENTRY_MAX)
         detail = f" ({', '.join(big)}: over 128 KiB each)" if big else ""
         return f"the environment is too big for the kernel to start a process{detail}"
     if isinstance(exc, OSError):
