@@ -134,15 +134,20 @@ def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
             await second.stop()
 
     stalled, adopted = asyncio.run(scenario())
-    assert adopted.kind == "finished" and adopted.outcome is not None
-    assert not adopted.outcome.succeeded
-    assert not alive(stalled)  # stopped before the attempt was given up
-    # Its stall ends: nothing is left to start the attempt.
-    reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
-    os.close(reader)
-    spawner_link.reap_left()
-    assert record(spec).startswith("spawning by ")
-    assert not (tmp_path / "data" / "ran").exists()
+    try:
+        assert adopted.kind == "finished" and adopted.outcome is not None
+        assert not adopted.outcome.succeeded
+        assert not alive(stalled)  # stopped before the attempt was given up
+        # Its stall ends: nothing is left to start the attempt.
+        reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
+        os.close(reader)
+        spawner_link.reap_left()
+        assert record(spec).startswith("spawning by ")
+        assert not (tmp_path / "data" / "ran").exists()
+    finally:
+        if alive(stalled):  # this test failing: no spawner left waiting on the FIFO
+            os.kill(stalled, signal.SIGKILL)
+            spawner_link.reap_left()
 
 
 def test_a_silent_spawner_is_logged_and_waited_for(
