@@ -102,6 +102,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
     status_ms: list[float] = []
     page_ms: list[float] = []
     status_failed: list[int] = []  # exit codes of `akoflow status` calls that failed
+    slow: list[tuple[float, str, float]] = []  # (seconds since the POST, what, ms)
     done = threading.Event()
     try:
         headers = {"Authorization": f"Bearer {token}"}
@@ -126,6 +127,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
                             status_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                         ).returncode
                         status_ms.append((time.perf_counter() - t) * 1000)
+                        slow.append((t - t0, "status", status_ms[-1]))
                         if code:
                             status_failed.append(code)
                         t = time.perf_counter()
@@ -134,6 +136,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
                         )
                         page.raise_for_status()
                         page_ms.append((time.perf_counter() - t) * 1000)
+                        slow.append((t - t0, "page", page_ms[-1]))
                         nxt = page.json()["nextAfter"]
                         after = -1 if nxt is None else int(nxt)
 
@@ -163,6 +166,12 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
             f"{statistics.median(page_ms):5.1f} ms p90 {pct(page_ms, 0.9):5.1f} ms "
             f"max {max(page_ms):5.1f} ms ({len(page_ms)} samples)  [page < 100 ms]; "
             f"status failed {len(status_failed)} times {sorted(set(status_failed))}",
+            flush=True,
+        )
+        worst = sorted(slow, key=lambda s: -s[2])[:4]
+        print(
+            f"{'':<16} slowest samples: "
+            + ", ".join(f"{what} {ms:.0f} ms at {at:.0f} s" for at, what, ms in worst),
             flush=True,
         )
 

@@ -486,9 +486,11 @@ class LocalRuntime(Runtime):
                     self._loop.call_later(RECORD_POLL, self._collect_adopted, job)
                     return
             del self._jobs[job.key]
-            # Whatever the script left in the background goes with it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(job.pid, signal.SIGKILL)
+            # Whatever the script left in the background goes with it: its living spawner
+            # killed its group before reaping it; else the group's leader is gone and its
+            # pid may be another's now: by its cgroup, and by the attempt in environments.
+            if not _spawner_alive(record.recorder):
+                _kill_attempt_processes(job.prefix)
             if job.cgroup is not None:
                 self._release_cgroup(job.cgroup)
             outcome = self._outcome(record.code, job.cancelled, None, None)

@@ -4,16 +4,17 @@ The engine starts one spawner per local runtime (``python -I -S local_spawner.py
 standard library only, nothing of the engine's, a clean environment) and sends it requests
 over a socket. For each attempt the spawner
 
-1. writes the script (whole, then renamed: a started bash never reads a partial script);
-2. claims the attempt with an exclusive create of its ``.exit`` file (``spawning by R``): an
+1. claims the attempt with an exclusive create of its ``.exit`` file (``spawning by R``): an
    engine restarted after a crash claims it first (``engine``) if it never started, and then
    it never will;
-3. forks; the child enters a new session and the attempt's cgroup, sends its output to the
-   attempt's files, takes the engine's umask, enters the data dir, resets signal
-   dispositions, and execs ``bash SCRIPT ARGS`` (exactly ``bash script.sh``: one process, its
-   own ``$$``, traps and options);
-4. records ``pid C by R`` once the exec succeeded, then ``exit N`` when the child ends
-   (``128+N`` for a signal, as shells report it), each written whole and renamed;
+2. writes the script whole before any bash exists (a started bash never reads a partial
+   script);
+3. posix_spawns ``bash SCRIPT ARGS`` (exactly ``bash script.sh``: one process, its own
+   ``$$``, traps and options) in a new session, with the attempt's files as its output, the
+   engine's umask, the data dir as its working directory, default signal dispositions, and
+   inside the attempt's cgroup (this process enters it for the instant of the spawn);
+4. records ``pid C by R`` over the claim once bash runs, then ``exit N`` when it ends
+   (``128+N`` for a signal, as shells report it), written whole and renamed;
 5. tells the engine (``started``, ``ended`` with exit status, CPU time and peak memory).
 
 Why a process of its own: activities are no longer children of the engine, whose environment
@@ -202,8 +203,6 @@ class Spawner:
         cgroup: str | None,
     ) -> None:
         try:
-            # Written whole before any bash exists (only this process starts one for it).
-            _write_new(script_path, script)
             claim = os.open(
                 prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
             )
@@ -211,10 +210,20 @@ class Spawner:
             self.send("failed", key, f"attempt {key} was already launched once; not started again")
             return
         except OSError as exc:
-            self.send("failed", key, f"cannot write the script of {key}: {spawn_error(exc, env)}")
+            self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
             return
         try:
             os.write(claim, f"spawning by {self.me}\n".encode())
+            try:
+                # The script only once the attempt is its own (a late request never touches
+                # another's), written whole before any bash exists.
+                _write_new(script_path, script)
+            except OSError as exc:
+                os.unlink(prefix + ".exit")  # it never ran: a retry may claim it again
+                self.send(
+                    "failed", key, f"cannot write the script of {key}: {spawn_error(exc, env)}"
+                )
+                return
             try:
                 pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
             except Exception as exc:
