@@ -276,6 +276,8 @@ class LocalRuntime(Runtime):
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._base_env = without_bash_startup_names(activity_environ())
+        for name in ("AKOFLOW_CGROUP", "AKOFLOW_UMASK"):  # older engines' names: never passed
+            self._base_env.pop(name, None)
         self._umask = _process_umask()
         wanted = self.config.get_choice("CGROUPS", ("auto", "on", *_ON, *_OFF), "auto")
         self._cgroup_base = None if wanted in _OFF else cgroups.usable_base()
@@ -294,6 +296,7 @@ class LocalRuntime(Runtime):
                 self._spawn_failed,
                 self._spawner_ended,
                 functools.partial(self._spawner_lost, index),
+                self._base_env,
             )
             for index in range(count)
         ]
@@ -349,7 +352,8 @@ class LocalRuntime(Runtime):
             # Idempotent by key: the attempt was launched once (or claimed by the engine).
             # The spawner's exclusive claim of this file is what really guards it.
             raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
-        env = {**self._base_env, **without_bash_startup_names(env_vars)}
+        # What differs from the base environment (the spawner holds that one).
+        env = without_bash_startup_names(env_vars)
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
         env["AKOFLOW_WORKDIR"] = workdir = os.path.abspath(job.data_dir)
         env.pop("AKOFLOW_CGROUP", None)

@@ -156,6 +156,7 @@ class Spawner:
         self.by_key: dict[str, int] = {}
         self.engine_gone = False
         self.frames = Frames()
+        self.base: dict[str, str] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.umask = os.umask(0o077)
         os.umask(self.umask)
@@ -180,6 +181,8 @@ class Spawner:
         kind = message[0]
         if kind == "spawn":
             self.spawn(*message[1:])
+        elif kind == "base":  # what every attempt's environment starts from
+            self.base = message[1]
         elif kind == "signal":
             _, key, number = message
             pid = self.by_key.get(key)
@@ -202,6 +205,7 @@ class Spawner:
         umask: int,
         cgroup: str | None,
     ) -> None:
+        env = {**self.base, **env}  # the request carries what differs from the base
         try:
             claim = os.open(
                 prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600

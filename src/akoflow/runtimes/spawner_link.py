@@ -67,9 +67,13 @@ class SpawnerLink:
         on_failed: Failed,
         on_ended: Ended,
         on_lost: Callable[[], None],
+        base: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self._env = env
+        # What every attempt's environment starts from: sent once per spawner, so that a
+        # request carries only what differs (an engine's environment is kilobytes).
+        self._base = base or {}
         self._on_started = on_started
         self._on_failed = on_failed
         self._on_ended = on_ended
@@ -122,6 +126,7 @@ class SpawnerLink:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(ours.fileno(), self._readable)
         self._sock = ours
+        self._send(frame(("base", self._base)))
         return ours
 
     def spawn(self, request: tuple[Any, ...]) -> None:
