@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHUNK = 256  # activities decided, or results recorded, per step of the stage
+
 A = ActivityState
 
 
@@ -166,8 +168,13 @@ class CacheStage:
     async def step(self) -> None:
         await self._wake.wait()
         self._wake.clear()
-        finished = list(self._finished)  # left there until recorded (see drain)
-        queue, self._queue = self._queue, []
+        # A few hundred at a time: a 100,000-wide run makes every activity READY at once,
+        # and deciding them all in one go held the event loop (the API, the engine) for
+        # seconds; in chunks, the first ones are dispatched while the rest are decided.
+        finished = self._finished[:CHUNK]  # left there until recorded (see drain)
+        queue, self._queue = self._queue[:CHUNK], self._queue[CHUNK:]
+        if len(self._finished) > CHUNK or self._queue:
+            self._wake.set()
         if finished:
             await self._record(finished)
         if queue:
