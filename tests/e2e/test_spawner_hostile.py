@@ -15,31 +15,23 @@ from pathlib import Path
 import psutil
 import pytest
 
-from akoflow.config import RuntimeConfig
 from akoflow.runtimes import local as local_module
 from akoflow.runtimes import spawner_link
 from akoflow.runtimes.base import Adopted, JobSpec, Outcome
-from akoflow.runtimes.local import LocalRuntime
 from tests.conftest import wait_for
+from tests.e2e.test_local_trust import started_runtime
 from tests.scenarios import direct_job
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.finished: dict[str, Outcome] = {}
-
-    def job_running(self, key: str, node: str | None) -> None:
-        pass
-
-    def job_finished(self, key: str, outcome: Outcome) -> None:
-        self.finished[key] = outcome
-
-
-async def started_runtime() -> tuple[LocalRuntime, Collected]:
-    events = Collected()
-    rt = LocalRuntime("local", RuntimeConfig.from_env("local"), events)
-    await rt.start()
-    return rt, events
+async def one_attempt(spec: JobSpec) -> Outcome:
+    """Run ``spec`` on a fresh runtime to its end."""
+    rt, events = await started_runtime()
+    try:
+        await rt.submit(spec)
+        await wait_async(lambda: spec.key in events.finished, "end")
+        return events.finished[spec.key]
+    finally:
+        await rt.stop()
 
 
 async def wait_async(predicate: object, what: str) -> None:
@@ -197,17 +189,8 @@ def test_descriptors_the_engine_inherited_reach_no_activity(tmp_path: Path) -> N
     reader, writer = os.pipe()
     os.set_inheritable(writer, True)
 
-    async def scenario() -> Outcome:
-        rt, events = await started_runtime()
-        try:
-            await rt.submit(spec)
-            await wait_async(lambda: spec.key in events.finished, "end")
-            return events.finished[spec.key]
-        finally:
-            await rt.stop()
-
     try:
-        outcome = asyncio.run(scenario())
+        outcome = asyncio.run(one_attempt(spec))
     finally:
         os.close(writer)
     try:
@@ -227,16 +210,7 @@ def test_a_data_dir_removed_before_the_start_is_named_in_the_failure(tmp_path: P
     spec = direct_job(tmp_path, "gone", "echo ran > ran", "local", None)
     (tmp_path / "data").rmdir()
 
-    async def scenario() -> Outcome:
-        rt, events = await started_runtime()
-        try:
-            await rt.submit(spec)
-            await wait_async(lambda: spec.key in events.finished, "end")
-            return events.finished[spec.key]
-        finally:
-            await rt.stop()
-
-    outcome = asyncio.run(scenario())
+    outcome = asyncio.run(one_attempt(spec))
     assert not outcome.succeeded
     assert outcome.reason is not None and str(tmp_path / "data") in outcome.reason
     assert not Path(f"{spec.attempt_prefix}.exit").exists()  # the claim was undone: never ran
@@ -250,15 +224,6 @@ def test_bytes_that_are_not_utf8_count_once_against_the_kernel_limit(
     monkeypatch.setenv("HIGH_BYTES", os.fsdecode(b"\xff" * 60_000))
     spec = direct_job(tmp_path, "high", 'printf %s "$HIGH_BYTES" | wc -c > count', "local", None)
 
-    async def scenario() -> Outcome:
-        rt, events = await started_runtime()
-        try:
-            await rt.submit(spec)
-            await wait_async(lambda: spec.key in events.finished, "end")
-            return events.finished[spec.key]
-        finally:
-            await rt.stop()
-
-    outcome = asyncio.run(scenario())
+    outcome = asyncio.run(one_attempt(spec))
     assert outcome.succeeded, outcome
     assert (tmp_path / "data" / "count").read_text().strip() == "60000"

@@ -77,9 +77,9 @@ class Frames:
         return messages
 
 
-def _write_new(path: str, data: bytes) -> None:
-    """Write ``data`` to a new file ``path`` (mode 0600; an existing one is replaced)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+def _write_new(path: str, data: bytes, flags: int = os.O_NOFOLLOW) -> None:
+    """Write ``data`` to file ``path`` (mode 0600; an existing one is replaced in place)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flags, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -92,13 +92,7 @@ def write_private_file(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) so that ``path`` never exists partly written:
     a temporary name, completely written, then renamed."""
     partial = path + ".part"
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+    _write_new(partial, data, flags=0)
     os.replace(partial, path)
 
 
