@@ -171,8 +171,14 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
 def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
+    # The activity runs until the test lets it end (a fixed `sleep 3` ended first when a
+    # loaded machine took the resume longer to start: it then found the run finished).
+    go = tmp_path / "go"
     wf = tmp_path / "w.yaml"
-    wf.write_text("name: w\nspec:\n  activities:\n    - name: s\n      run: sleep 3\n")
+    wf.write_text(
+        "name: w\nspec:\n  activities:\n    - name: s\n      run: |\n"
+        f"        for i in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\n"
+    )
     engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
     try:
         wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
@@ -180,7 +186,8 @@ def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
         assert res.returncode == 1
         assert "is being run by process" in res.stderr
     finally:
-        engine.communicate(timeout=30)
+        go.touch()
+        engine.communicate(timeout=60)
     assert engine.returncode == 0
 
 
