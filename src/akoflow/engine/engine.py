@@ -281,7 +281,12 @@ class Engine(RuntimeEvents):
         wf.done = loop.create_future()
         wf.data_dir.mkdir(parents=True, exist_ok=True)
         (wf.run_dir / "attempts").mkdir(parents=True, exist_ok=True)
-        for name in {a.runtime for a in wf.activities.values() if not a.state.is_final}:
+        # The runtimes of what is left to run, and of every attempt made: a crash between
+        # storing an end (a cancel) and releasing its backend objects left them there, and
+        # only a started runtime can list and release them (release_leftovers).
+        for name in {
+            a.runtime for a in wf.activities.values() if not a.state.is_final or a.attempt
+        }:
             await self.runtimes.ensure(name)
         if rec.cancel_requested:
             # Before reconciling: an outcome collected meanwhile (a runtime's adopt may await
