@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from akoflow.runtimes.base import Outcome
-from tests.e2e.test_local_trust import job, run_to_end, started_runtime
+from tests.e2e.test_local_trust import end_of, job, run_to_end, started_runtime
 
 CASES = {
     # kill $$ ends the script's own shell at once: nothing after it runs.
@@ -87,11 +87,7 @@ def test_a_signal_of_any_number_ends_the_attempt_as_failed(tmp_path: Path, numbe
             await asyncio.sleep(0.2)  # the script's bash is in its `sleep`
 
             os.killpg(int(exit_file.read_text().split()[1]), number)
-            for _ in range(600):
-                if spec.key in events.finished:
-                    return events.finished[spec.key]
-                await asyncio.sleep(0.05)
-            raise AssertionError("the attempt's end was never reported")
+            return await end_of(events, spec)
         finally:
             await rt.stop()
 
