@@ -14,6 +14,7 @@ entry made before no longer matches (nothing is reused on a recipe it was not ma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -82,6 +83,12 @@ def digest(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The same as digest (JSON writes a tuple as a list), remembered: most components are the
+# same for every activity of a run (image, limits, placement...), and a 100,000-activity run
+# computed each twice per activity. ``typed``: 1 and 1.0 are two JSON texts.
+_shared_digest = functools.lru_cache(maxsize=1024, typed=True)(digest)
+
+
 def runtime_settings(kind: str, values: Mapping[str, str], prefix: str) -> str:
     """Digest of the runtime kind and the settings (``{prefix}{KEY}`` variables) that can
     change a result: every one but :data:`OPERATIONAL_SETTINGS` and secrets."""
@@ -133,26 +140,26 @@ def components(
     is what :func:`inherited` found (a part of the key only when there is some: the keys of
     other activities stay as they were)."""
     parts = {
-        "recipe": digest(RECIPE),
-        "workflow": digest(workflow.name),
+        "recipe": _shared_digest(RECIPE),
+        "workflow": _shared_digest(workflow.name),
         "activity": digest(activity.name),
         "script": digest(activity.run),
-        "image": digest(activity.image),
+        "image": _shared_digest(activity.image),
         "runtime": runtime,
-        "env": digest(sorted(activity.env.items())),
-        "limits": digest(activity.memory_bytes, activity.cpu_cores),
-        "placement": digest(
-            sorted(activity.node_selector.items()),
+        "env": _shared_digest(tuple(sorted(activity.env.items()))),
+        "limits": _shared_digest(activity.memory_bytes, activity.cpu_cores),
+        "placement": _shared_digest(
+            tuple(sorted(activity.node_selector.items())),
             activity.mount_path,
             workflow.namespace,
-            [(v.local, v.remote) for v in workflow.volumes],
-            [
+            tuple((v.local, v.remote) for v in workflow.volumes),
+            (
                 workflow.storage_policy.type,
                 workflow.storage_policy.storage_class_name,
                 workflow.storage_policy.storage_size,
-            ],
+            ),
         ),
-        "declared": digest(list(activity.inputs), list(activity.outputs)),
+        "declared": _shared_digest(tuple(activity.inputs), tuple(activity.outputs)),
     }
     if environ:
         parts["inherited"] = digest(list(environ))

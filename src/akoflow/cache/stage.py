@@ -228,7 +228,17 @@ class CacheStage:
         end."""
         try:
             jobs = [(f, self._mechanism(f.act.wf)) for f in finished]
-            gathered = await asyncio.to_thread(lambda: [self._reads_of(f, m) for f, m in jobs])
+            # What the store says is read here; an attempt that needs file work (hashing a
+            # big file it read, what a listing depends on) is looked at in a thread: a hop
+            # per chunk cost more than the reads of a run of `true`s.
+            found = [self._reads_of(f, m, file_work=False) for f, m in jobs]
+            slow = [jobs[i] for i, reads in enumerate(found) if reads is None]
+            if slow:
+                done = iter(
+                    await asyncio.to_thread(lambda: [self._reads_of(f, m) for f, m in slow])
+                )
+                found = [reads if reads is not None else next(done) for reads in found]
+            gathered = [reads for reads in found if reads is not None]
             with self.repo.transaction():
                 for (f, _), (reads, why) in zip(jobs, gathered, strict=True):
                     try:
@@ -245,13 +255,21 @@ class CacheStage:
                     f.act.wf.releasing -= 1
                     self._t.maybe_finish(f.act.wf)
 
-    def _reads_of(self, f: Finished, mechanism: str) -> tuple[list[tuple[str, str, float]], str]:
+    def _reads_of(
+        self, f: Finished, mechanism: str, *, file_work: bool = True
+    ) -> tuple[list[tuple[str, str, float]], str] | None:
         """(path, sha256, mtime) the attempt read, and how they are known (observed or
-        declared), else why it cannot be reused. Runs in a thread."""
+        declared), else why it cannot be reused. Without ``file_work`` (on the event loop):
+        None when finding them needs more than the store (then called again in a thread)."""
         act = f.act
         if mechanism.startswith(OBSERVED) and f.observed:
             reads: list[tuple[str, str, float]] = []
-            for path, size, mtime, sha in self.store.used(act.id, f.number):
+            used = self.store.used(act.id, f.number)
+            if not file_work and (
+                any(sha is None for *_, sha in used) or (f.listing is not None and f.listing[0])
+            ):
+                return None
+            for path, size, mtime, sha in used:
                 if sha is None:  # too big to be checksummed by the lineage: hashed here
                     sha = self._hash_unchanged(act.wf, path, size, mtime)
                 if sha is None:
