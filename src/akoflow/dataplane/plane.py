@@ -317,9 +317,11 @@ class DataPlane:
         runtime = location.split(":", 1)[0]
         found = []
         for a in wf.activities.values():
-            if a.runtime != runtime or (a.attempt < 1 and not a.state.is_live):
-                continue
             live = a.state.is_live
+            if not live:
+                self._ended.discard((a.id, a.attempt))  # its end is recorded: noted no more
+            if a.runtime != runtime or (a.attempt < 1 and not live):
+                continue
             end = None if live else a.finished_at
             writing = live and a.id not in self._staging and (a.id, a.attempt) not in self._ended
             found.append(plan.Window(a.id, a.dispatched_at, end, writing))
@@ -390,9 +392,11 @@ class DataPlane:
         listings noted first): what it may have written that the workflow's ``collect``
         brings back, and what another attempt there wrote while it ran, now complete (also
         at the end of an attempt that left no listing: cancelled, timed out, lost)."""
-        self._ended.add((act.id, act.attempt))
         mover = self._mover(act, runtime)
-        if mover is None or act.wf.workflow.collect == "none":
+        if mover is None:
+            return False  # its files are in the data dir: no location lists them
+        self._ended.add((act.id, act.attempt))
+        if act.wf.workflow.collect == "none":
             return False
         if outcome.files is not None:
             self.record_outputs(act, runtime, outcome.files)

@@ -18,7 +18,7 @@ from akoflow.spec import Activity, Workflow
 from akoflow.states import ActivityState, WorkflowState
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ActivityRun:
     """In-memory state of one activity of an attached workflow (mirrors its DB row)."""
 
@@ -54,7 +54,7 @@ class ActivityRun:
     observed: bool = False  # the live attempt's processes are observed (provenance)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WorkflowRun:
     id: int
     name: str
@@ -77,7 +77,7 @@ class WorkflowRun:
     runtimes_told: bool = False  # of its end, before it is recorded (Runtime.run_ended)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RuntimeSlot:
     """A runtime in use and the queue of its READY activities."""
 
