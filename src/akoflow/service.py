@@ -10,12 +10,14 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from akoflow import config
 from akoflow.errors import AkoflowError, StoreError
-from akoflow.runtimes.registry import check_runtime_name
-from akoflow.spec import SpecError, Workflow, WorkflowValidationError, load_workflow
 from akoflow.store import Repository
+
+if TYPE_CHECKING:  # the loader (pydantic) only where a workflow file is read: not for `status`
+    from akoflow.spec import Workflow, WorkflowValidationError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class Prepared:
 
 def validate_text(text: str, source: str) -> Prepared:
     """Parse and validate; raises WorkflowValidationError listing every problem."""
+    from akoflow.runtimes.registry import check_runtime_name
+    from akoflow.spec import load_workflow
+
     default = config.default_runtime()
     workflow = load_workflow(
         text, source=source, runtime_check=check_runtime_name, default_runtime=default
@@ -51,6 +56,8 @@ def validate_text(text: str, source: str) -> Prepared:
 
 
 def _unreadable(source: str, reason: str) -> WorkflowValidationError:
+    from akoflow.spec import SpecError, WorkflowValidationError
+
     error = SpecError("", f"cannot read the workflow file: {reason}")
     return WorkflowValidationError([error], source)
 
@@ -102,6 +109,8 @@ def read_workflow_file(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        from akoflow.spec import SpecError, WorkflowValidationError
+
         line = raw[: exc.start].count(b"\n") + 1
         raise WorkflowValidationError(
             [SpecError("", f"the workflow file is not valid UTF-8 (byte {exc.start})", line)],

@@ -6,7 +6,6 @@ Exit codes: 0 every activity succeeded, 1 something failed or was cancelled, 2 i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -15,12 +14,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.main import get_command_name
+from typer.models import CommandInfo
 
 from akoflow import __version__, config
 from akoflow.cli.console import LazyConsole, LazyRichHandler, escape, is_text, shown
@@ -29,14 +30,19 @@ from akoflow.states import WorkflowState
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no id or attempt number is larger
 
-app = typer.Typer(
-    name="akoflow",
-    help="Run YAML workflows of containerized activities on local, docker, singularity, "
-    "HPC (SLURM) and Kubernetes runtimes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="akoflow",
+        help="Run YAML workflows of containerized activities on local, docker, singularity, "
+        "HPC (SLURM) and Kubernetes runtimes.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+
+app = _new_app()
 out = LazyConsole()
 err = LazyConsole(stderr=True)
 
@@ -214,6 +220,8 @@ def run(
     one of an earlier run of the state dir is not run again: its outputs are restored and it
     ends `cached` (docs/caching.md).
     """
+    import asyncio
+
     from akoflow import service
     from akoflow.spec import WorkflowValidationError
 
@@ -228,13 +236,14 @@ def run(
     data = _make_data_dir(data_dir) if data_dir else None
     sdir = _state_dir(state_dir)
     repo = _open_repository(sdir)
-    name = escape(prepared.workflow.name)
     # Decided and claimed in one transaction: of several `run` of this file started at once,
     # exactly one runs it.
     claim = service.claim_run(repo, sdir, prepared, data_dir=data, new=new)
+    # Escaped (rich's markup, imported for it) only where it is shown: not by `run --quiet`.
+    name = functools.partial(escape, prepared.workflow.name)
     if claim.busy_pid is not None:
         err.print(
-            f"[bold red]error:[/] workflow {claim.wf_id} ({name}) is being run by process "
+            f"[bold red]error:[/] workflow {claim.wf_id} ({name()}) is being run by process "
             f"{claim.busy_pid}"
         )
         raise typer.Exit(EXIT_FAILED)
@@ -244,10 +253,10 @@ def run(
         cache.disable(repo, claim.wf_id)
     if not quiet and not as_json:
         if claim.resumed:
-            err.print(f"resuming interrupted run #{claim.wf_id} of {name}")
+            err.print(f"resuming interrupted run #{claim.wf_id} of {name()}")
         elif claim.other_version is not None:
             err.print(
-                f"[dim]note: run #{claim.other_version} of {name} (another version of this "
+                f"[dim]note: run #{claim.other_version} of {name()} (another version of this "
                 f"file) is unfinished; `akoflow resume {claim.other_version}` continues it[/]"
             )
     code = asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
@@ -346,6 +355,8 @@ def resume(
     verbose: VerboseOpt = False,
 ) -> None:
     """Resume interrupted workflows of a state dir: adopt running activities, finish the rest."""
+    import asyncio
+
     _setup_logging(verbose)
     sdir, repo = _existing_store(state_dir)
     if repo is None:
@@ -373,6 +384,8 @@ def retry_cmd(
 ) -> None:
     """Run a failed or cancelled workflow again from where it stopped (succeeded activities
     are kept)."""
+    import asyncio
+
     if url := _server_url(server):
         from akoflow.cli import client
 
@@ -395,6 +408,8 @@ def cancel(
 ) -> None:
     """Cancel a run: the engine running it stops its activities. An interrupted run (no
     engine) is cancelled here, stopping what it left running."""
+    import asyncio
+
     if url := _server_url(server):
         from akoflow.cli import client
 
@@ -419,6 +434,8 @@ def cancel(
 async def _run_attached(
     repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
 ) -> int:
+    import asyncio
+
     from akoflow.engine import Engine, WorkflowBusy
     from akoflow.engine.loops import EngineFailure
 
@@ -530,6 +547,8 @@ STRANDED_CHECK = 1.0  # s between looks at whether a run can still go on
 async def _ended_or_stranded(engine: Any, wf_id: int) -> WorkflowState:
     """The run's end, or :class:`_Stranded` when it cannot come while this command waits (a
     silent wait would be a hang)."""
+    import asyncio
+
     wait = asyncio.ensure_future(engine.wait(wf_id))
     try:
         while True:
@@ -1080,6 +1099,8 @@ def runtimes_check(
         raise typer.Exit(
             client.check_runtime(url, name, state_dir=state_dir, image=image, as_json=as_json)
         )
+    import asyncio
+
     from akoflow.cli.checks import render
     from akoflow.runtimes.checks import UnknownRuntimeName, check_runtime
 
@@ -1098,8 +1119,13 @@ def runtimes_check(
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"akoflow {__version__}")
+        _print_version()
         raise typer.Exit()
+
+
+def _print_version() -> None:
+    with contextlib.suppress(OSError):  # a reader that went away (`| true`): nobody to tell
+        sys.stdout.write(f"akoflow {__version__}\n")
 
 
 @app.callback()
@@ -1109,6 +1135,30 @@ def _root(
     ] = False,
 ) -> None:
     pass
+
+
+def _app_for(args: Sequence[str]) -> typer.Typer:
+    """``app`` with only the command that ``args`` start with (its exact name), else ``app``:
+    typer builds the parameters of every command (a pydantic adapter each) before it runs one,
+    a tenth of `akoflow status`. Nothing else differs: the root's options must come before a
+    command, and a name that is none (a typo) still meets the whole list."""
+    if not args:
+        return app
+    commands = [c for c in app.registered_commands if _command_name(c) == args[0]]
+    groups = [g for g in app.registered_groups if g.name == args[0]]
+    if not commands and not groups:
+        return app
+    only = _new_app()
+    only.registered_callback = app.registered_callback
+    only.registered_commands = commands
+    only.registered_groups = groups
+    return only
+
+
+def _command_name(info: CommandInfo) -> str | None:
+    if info.name:
+        return info.name
+    return None if info.callback is None else get_command_name(info.callback.__name__)
 
 
 def main() -> None:
@@ -1125,8 +1175,12 @@ def main() -> None:
     except secret_handoff.HandoffError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         os._exit(EXIT_INVALID)
+    args = sys.argv[1:]
     try:
-        app()
+        if args == ["--version"]:  # all typer would do for it, without building the commands
+            _print_version()
+        else:
+            _app_for(args)()
         code: int | str | None = 0
     except SystemExit as done:
         code = done.code

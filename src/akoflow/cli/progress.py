@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -16,10 +15,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from akoflow.engine import Engine, WorkflowRun
 from akoflow.humanize import fmt_duration
 from akoflow.states import ActivityState, WorkflowState
-from akoflow.store import Repository
+
+if TYPE_CHECKING:  # `akoflow status` reads the store: it must not pay for the engine's import
+    import asyncio
+
+    from akoflow.engine import Engine, WorkflowRun
+    from akoflow.store import Repository
 
 A = ActivityState
 
@@ -358,6 +361,7 @@ async def follow(
     runtime that holds work shows with its reason and for how long (elsewhere: one line each
     time a runtime starts holding work or its reason changes). Returns early, drawing nothing
     more, when the output went away (the run goes on)."""
+    import asyncio
 
     def current() -> Sequence[Hold]:
         return holds() if holds is not None else ()
