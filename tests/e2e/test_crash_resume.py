@@ -128,6 +128,7 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
             0o022,
             None,
         )
+        spawner.flush()  # what the spawner's loop does after each turn
         os.close(spawner.devnull)
         (answer,) = Frames().feed(engine_end.recv(4096))
     assert answer[:2] == ("failed", "only.1") and "already launched once" in answer[2]

@@ -150,6 +150,7 @@ class Spawner:
         self.by_key: dict[str, int] = {}
         self.engine_gone = False
         self.frames = Frames()
+        self.outbox = bytearray()
         self.base: dict[str, str] = {}
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.umask = os.umask(0o077)
@@ -159,9 +160,15 @@ class Spawner:
     # ---------------------------------------------------------------- to the engine
 
     def send(self, *message: Any) -> None:
-        if self.engine_gone:
+        """Queue a message; :meth:`flush` writes what one turn of the loop queued in one go
+        (the engine reads a start and an end of a short attempt in one wake-up)."""
+        if not self.engine_gone:
+            self.outbox += frame(message)
+
+    def flush(self) -> None:
+        data, self.outbox = self.outbox, bytearray()
+        if self.engine_gone or not data:
             return
-        data = frame(message)
         try:
             view = memoryview(data)
             while view:
@@ -372,6 +379,7 @@ class Spawner:
                 elif fd == self.link:
                     self._read_link(poller)
             self.reap()
+            self.flush()
 
     def _read_link(self, poller: select.poll) -> None:
         try:
@@ -417,6 +425,7 @@ def main() -> None:
         import traceback
 
         spawner.send("warning", "", "".join(traceback.format_exception(exc)))
+        spawner.flush()
         raise
 
 

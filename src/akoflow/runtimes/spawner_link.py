@@ -11,6 +11,7 @@ new spawner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -79,6 +80,8 @@ class SpawnerLink:
         self._on_ended = on_ended
         self._on_lost = on_lost
         self._out = bytearray()  # what the socket did not take yet (sent in order)
+        self._flushing = False  # a write of _out is due in this turn of the loop
+        self._waiting_writable = False  # ... or once the socket takes more
         self._sock: socket.socket | None = None
         self._pid: int | None = None
         self._frames = Frames()
@@ -170,33 +173,33 @@ class SpawnerLink:
         return True
 
     def _send(self, data: bytes) -> None:
-        """Queue ``data`` after what waits: messages are never interleaved."""
+        """Queue ``data`` after what waits (messages are never interleaved); what one turn of
+        the event loop queued goes in one write (a wide run's batch of starts: one wake-up
+        of the spawner, not one each)."""
         assert self._sock is not None and self._loop is not None
-        if self._out:
-            self._out += data
-            return
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._loop.call_soon(self._lost)
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._loop.add_writer(self._sock.fileno(), self._writable)
+        self._out += data
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._writable)
 
     def _writable(self) -> None:
-        assert self._sock is not None and self._loop is not None
+        """Write what waits; the rest when the socket takes more."""
+        self._flushing = False
+        if self._sock is None or self._loop is None or not self._out:
+            return
         try:
             sent = self._sock.send(self._out)
         except BlockingIOError:
-            return
+            sent = 0
         except OSError:
             self._lost()
             return
         del self._out[:sent]
-        if not self._out:
+        if self._out and not self._waiting_writable:
+            self._waiting_writable = True
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+        elif not self._out and self._waiting_writable:
+            self._waiting_writable = False
             self._loop.remove_writer(self._sock.fileno())
 
     def _readable(self) -> None:
@@ -243,10 +246,14 @@ class SpawnerLink:
         self._unanswered = 0
         self._stall_logged = False
         if self._sock is not None:
+            if self._out:  # a request or signal of this very turn: not dropped
+                with contextlib.suppress(OSError):
+                    del self._out[: self._sock.send(self._out)]
             if self._loop is not None:
                 self._loop.remove_reader(self._sock.fileno())
-                if self._out:
+                if self._waiting_writable:
                     self._loop.remove_writer(self._sock.fileno())
+            self._waiting_writable = self._flushing = False
             self._out.clear()
             self._sock.close()
             self._sock = None
