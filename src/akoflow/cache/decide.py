@@ -121,6 +121,15 @@ class Decider:
 
     # ------------------------------------------------------------------ decision
 
+    def without_files(self, request: Request) -> Miss | None:
+        """The decision when the store alone makes it (no earlier result of this key, no
+        declared inputs to hash): a miss; else None (:meth:`decide` does the file work)."""
+        if request.declared_inputs or self.store.candidates(
+            request.key, not_in=request.workflow_id
+        ):
+            return None
+        return self._miss(request, [])
+
     def decide(self, request: Request) -> Decision:
         reasons: list[str] = []
         for entry in self.store.candidates(request.key, not_in=request.workflow_id):

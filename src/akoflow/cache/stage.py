@@ -410,11 +410,22 @@ class CacheStage:
                     unrelated=functools.cache(functools.partial(self._unrelated, act)),
                 )
             )
-        decisions = await asyncio.to_thread(self._decide_all, requests)
+        # A key never seen is a miss the store tells at once; a thread (file work: hashing,
+        # copies) only for the others: a hop per decision was most of a chain's link.
+        quick: list[Decision | None] = [self._quick(r) for r in requests]
+        slow = [r for r, d in zip(requests, quick, strict=True) if d is None]
+        done = iter(await asyncio.to_thread(self._decide_all, slow) if slow else ())
+        decisions = [d if d is not None else next(done) for d in quick]
         try:
             self._apply(acts, decisions)
         except Exception as exc:
             raise CacheFailure(f"recording reused results failed: {exc}") from exc
+
+    def _quick(self, request: Request) -> Decision | None:
+        try:
+            return self.decider.without_files(request)
+        except Exception:  # decided again in the thread, which says why it cannot
+            return None
 
     def _decide_all(self, requests: list[Request]) -> list[Decision]:
         decisions: list[Decision] = []
