@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from akoflow.config import RuntimeConfig
 from akoflow.dataplane import DataPlane
 from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun
 from akoflow.runtimes.base import Outcome
 from akoflow.runtimes.local import LocalRuntime
-from akoflow.spec import load_workflow
+from akoflow.spec import WorkflowValidationError, load_workflow
 from akoflow.states import ActivityState, WorkflowState
 
 WORKFLOW = load_workflow("name: w\nspec:\n  activities:\n    - name: a\n      run: 'true'\n")
@@ -38,3 +40,31 @@ def test_an_attempt_ended_in_the_data_dir_leaves_nothing_in_the_data_plane() -> 
     runtime = LocalRuntime("local", RuntimeConfig("local"), None)  # type: ignore[arg-type]
     assert not plane.wants_collect(act, runtime, Outcome(succeeded=True, exit_code=0))
     assert not plane._ended  # what a 100,000-activity run would accumulate
+
+
+WIDE = "name: w\nspec:\n  runtime: local\n  activities:\n" + "".join(
+    f"    - name: t{i}\n      run: 'true'\n" for i in range(50)
+)
+
+
+def test_a_workflow_loaded_again_while_held_is_the_same_object() -> None:
+    # The server validates a submission, then its engine loads it again from the store.
+    held = load_workflow(WIDE)
+    assert load_workflow("".join(list(WIDE))) is held
+    assert load_workflow(WIDE, default_runtime="docker") is not held
+    # A repeated script is one string across the activities.
+    assert len({id(a.run) for a in held.activities}) == 1
+
+
+def test_a_runtime_check_is_never_skipped_for_a_loaded_workflow() -> None:
+    held = load_workflow(WIDE)
+    asked: list[str] = []
+
+    def refuse(name: str) -> str:
+        asked.append(name)
+        return "no such runtime"
+
+    with pytest.raises(WorkflowValidationError, match="no such runtime"):
+        load_workflow(WIDE, runtime_check=refuse)
+    assert asked == ["local"]
+    assert load_workflow(WIDE) is held

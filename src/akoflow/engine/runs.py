@@ -34,12 +34,14 @@ def build_run(repo: Repository, state_dir: Path, rec: WorkflowRecord) -> Workflo
     )
     by_id: dict[int, ActivityRun] = {}
     records: list[ActivityRecord] = repo.list_activities(rec.id)
+    runtimes: dict[str, str] = {}
     for r in records:
+        spec = specs[r.name]
         act = ActivityRun(
             id=r.id,
-            name=r.name,
-            spec=specs[r.name],
-            runtime=r.runtime,
+            name=spec.name,  # the spec's string (and one of each runtime name), not the row's
+            spec=spec,
+            runtime=runtimes.setdefault(r.runtime, r.runtime),
             state=r.state,
             attempt=r.attempt,
             max_attempts=r.max_attempts,

@@ -54,7 +54,7 @@ class Activity:
     cache: bool = True  # extension: False never reuses an earlier run's result (akoflow.cache)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly cached by the loader
 class Workflow:
     name: str
     activities: tuple[Activity, ...]
