@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,33 +68,41 @@ def parsl_child(shape: str, n: int, run_dir: str) -> None:
             fut.result()
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+def children_cpu() -> float:
+    """CPU seconds of every ended descendant this process has reaped (each reaped its own)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall time and CPU time of the whole process tree (spawners, bash: all reaped)."""
+    cpu = children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr.decode(errors="replace"))
         raise SystemExit(f"{argv[:4]} failed with exit code {proc.returncode}")
-    return wall
+    return wall, children_cpu() - cpu
 
 
-def run_akoflow(wf: Path, tmp: Path, tag: str, src: str | None = None) -> float:
+def run_akoflow(wf: Path, tmp: Path, tag: str, src: str | None = None) -> tuple[float, float]:
     state = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=tmp))
     env = None if src is None else {**os.environ, "PYTHONPATH": src}
     argv = [PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)]
     return timed(argv, env=env)
 
 
-def run_parsl(shape: str, n: int, tmp: Path) -> float:
+def run_parsl(shape: str, n: int, tmp: Path) -> tuple[float, float]:
     run_dir = tempfile.mkdtemp(prefix=f"parsl-{shape}-", dir=tmp)
     return timed([PY, __file__, "--parsl-child", shape, str(n), run_dir])
 
 
-def run_floor(n: int) -> float:
-    start = time.perf_counter()
+def run_floor(n: int) -> tuple[float, float]:
+    cpu, start = children_cpu(), time.perf_counter()
     for _ in range(n):
         subprocess.run(["bash", "-c", "true"], check=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
 def main() -> None:
@@ -118,6 +127,7 @@ def main() -> None:
     except ImportError:
         raise SystemExit("Parsl is missing: .venv/bin/pip install -e '.[bench]'") from None
     times: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="akoflow-peers-") as d:
         tmp = Path(d)
         wide, chain = tmp / "wide.yaml", tmp / "chain.yaml"
@@ -138,8 +148,9 @@ def main() -> None:
         for r in range(args.rounds):
             line = []
             for name, run in contestants.items():
-                wall = run()
+                wall, cpu = run()
                 times.setdefault(name, []).append(wall)
+                cpus.setdefault(name, []).append(cpu)
                 line.append(f"{name} {wall:6.3f}")
             print(f"round {r + 1}: " + "  ".join(line), flush=True)
     med = {name: statistics.median(v) for name, v in times.items()}
@@ -150,6 +161,14 @@ def main() -> None:
             f"{shape + '-' + str(n):<11} akoflow {ako:7.3f} s  parsl {parsl_:7.3f} s  "
             f"floor {floor:7.3f} s  akoflow/parsl {ako / parsl_:5.2f}x  "
             f"akoflow/floor {ako / floor:5.2f}x  [{ako / n * 1000:.2f} ms/act]"
+        )
+        # The tree's CPU (the floor's: bash alone, and the loop starting it): what the
+        # machine's cores bound; a run can not take less than its CPU / the cores.
+        cpu = {k: statistics.median(cpus[f"{shape} {k}"]) for k in ("akoflow", "parsl", "floor")}
+        print(
+            f"{'':<11} CPU s: akoflow {cpu['akoflow']:.3f} [{cpu['akoflow'] / n * 1000:.2f} "
+            f"ms/act]  parsl {cpu['parsl']:.3f}  floor {cpu['floor']:.3f} "
+            f"[{cpu['floor'] / n * 1000:.2f} ms/act, the bash processes alone]"
         )
         if args.baseline:
             base = med[f"{shape} baseline"]
