@@ -1,0 +1,166 @@
+"""What the `akoflow` command imports for its short commands (issue 20: start-up is a large
+part of a short run). Each command runs for real in a fresh interpreter; the modules loaded
+when it leaves (os._exit, which main() always ends with) are checked, so a heavy import that
+creeps back onto a path fails here, with its name, without any timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import akoflow
+from tests.conftest import cli_env
+
+# Runs the real entry point; records sys.modules at the os._exit that ends every command.
+DRIVER = """
+import json, os, sys
+out, sys.argv = sys.argv[1], ["akoflow", *sys.argv[2:]]
+leave = os._exit
+def record_then_leave(code):
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+    leave(code)
+os._exit = record_then_leave
+from akoflow.cli.main import main
+main()
+"""
+
+# Never needed by a local run, a status or --version: servers, clients of other runtimes,
+# exports and reports.
+NEVER = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "asyncssh",
+    "lightkube",
+    "kubernetes",
+    "docker",
+    "requests",
+    "websockets",
+    "prov",
+    "rocrate",
+    "rdflib",
+    "prometheus_client",
+    "smtplib",
+    "akoflow.server",
+    "akoflow.api",
+    "akoflow.report",
+    "akoflow.gc",
+    "akoflow.provenance.prov_export",
+    "akoflow.provenance.crate",
+    "akoflow.runtimes.docker",
+    "akoflow.runtimes.hpc",
+    "akoflow.runtimes.kubernetes",
+    "akoflow.runtimes.singularity",
+    "akoflow.cli.client",
+)
+ONE = 'name: one\nspec:\n  activities:\n    - name: a\n      run: "true"\n'
+
+
+def loaded(
+    tmp_path: Path, state: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    record = tmp_path / "modules.json"
+    record.unlink(missing_ok=True)
+    res = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(record), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(AKOFLOW_HOME=str(state)),
+    )
+    names: list[str] = json.loads(record.read_text())
+    return res, set(names)
+
+
+def among(names: set[str], *packages: str) -> list[str]:
+    """The names in ``names`` that are one of ``packages`` or inside one."""
+    return sorted(n for n in names if any(n == p or n.startswith(p + ".") for p in packages))
+
+
+def test_run_quiet_loads_the_engine_and_nothing_it_does_not_use(tmp_path: Path) -> None:
+    wf = tmp_path / "one.yaml"
+    wf.write_text(ONE)
+    res, names = loaded(tmp_path, tmp_path / "state", "run", str(wf), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == res.stderr == ""
+    # It did run: the loader, the engine and the local runtime are there.
+    assert {"akoflow.spec.model", "akoflow.engine.engine", "akoflow.runtimes.local"} <= names
+    # Nothing is shown, so rich is never imported (nor the live views that use it).
+    assert among(names, "rich", "akoflow.cli.progress", *NEVER) == []
+
+
+def test_status_of_a_run_reads_the_store_without_the_engine_or_the_loader(
+    tmp_path: Path,
+) -> None:
+    wf = tmp_path / "one.yaml"
+    wf.write_text(ONE)
+    state = tmp_path / "state"
+    assert loaded(tmp_path, state, "run", str(wf), "-q")[0].returncode == 0
+    res, names = loaded(tmp_path, state, "status", "1")
+    assert res.returncode == 0, res.stderr
+    assert "succeeded" in res.stdout and "one #1" in res.stdout
+    assert {"akoflow.store.repository", "rich.table"} <= names
+    heavy = among(
+        names,
+        "akoflow.engine",
+        "akoflow.runtimes",
+        "akoflow.spec.loader",
+        "akoflow.spec.model",
+        "akoflow.provenance.recorder",
+        "akoflow.cache",
+        "yaml",
+        "asyncio",
+        *NEVER,
+    )
+    assert heavy == []
+
+
+def test_version_loads_neither_pydantic_nor_rich_nor_the_store(tmp_path: Path) -> None:
+    res, names = loaded(tmp_path, tmp_path / "state", "--version")
+    assert (res.returncode, res.stdout, res.stderr) == (0, f"akoflow {akoflow.__version__}\n", "")
+    heavy = among(
+        names, "pydantic", "rich", "asyncio", "sqlite3", "akoflow.service", "akoflow.store", *NEVER
+    )
+    assert heavy == []
+    assert not (tmp_path / "state").exists()
+
+
+ENTRY = """
+import sys
+sys.argv[0] = "akoflow"
+from akoflow.cli.main import {}
+{}()
+"""
+
+
+def test_a_command_parses_and_helps_as_with_every_command_built(tmp_path: Path) -> None:
+    """main() builds only the command named (typer builds every command's parameters before
+    running one): usage, help and errors are those of the whole app, typos included."""
+    env = cli_env(AKOFLOW_HOME=str(tmp_path / "state"))
+    for args in (
+        ["run", "--help"],
+        ["run"],
+        ["run", "x.yaml", "--bogus"],
+        ["status", "--limit", "many"],
+        ["runtimes", "check", "--help"],
+        ["runtimes", "bogus"],
+        ["statu"],
+        ["--help"],
+        ["run", "--version"],
+    ):
+        ours, whole = (
+            subprocess.run(
+                [sys.executable, *how, *args], capture_output=True, text=True, env=env, timeout=60
+            )
+            for how in (["-c", ENTRY.format("main", "main")], ["-c", ENTRY.format("app", "app")])
+        )
+        assert (ours.returncode, ours.stdout, ours.stderr) == (
+            whole.returncode,
+            whole.stdout,
+            whole.stderr,
+        ), args
+        assert ours.stdout or ours.stderr, args
