@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import akoflow
 from tests.conftest import cli_env
@@ -19,8 +20,13 @@ import json, os, sys
 out, sys.argv = sys.argv[1], ["akoflow", *sys.argv[2:]]
 leave = os._exit
 def record_then_leave(code):
+    plugins = sys.modules.get("pydantic.plugin._loader")
     with open(out, "w") as f:
-        json.dump(sorted(sys.modules), f)
+        json.dump({
+            "modules": sorted(sys.modules),
+            # None until pydantic looked for plugins (in every installed distribution)
+            "plugins_looked_up": plugins is not None and plugins._plugins is not None,
+        }, f)
     leave(code)
 os._exit = record_then_leave
 from akoflow.cli.main import main
@@ -60,9 +66,9 @@ NEVER = (
 ONE = 'name: one\nspec:\n  activities:\n    - name: a\n      run: "true"\n'
 
 
-def loaded(
-    tmp_path: Path, state: Path, *args: str
-) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def recorded(
+    tmp_path: Path, state: Path, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     record = tmp_path / "modules.json"
     record.unlink(missing_ok=True)
     res = subprocess.run(
@@ -70,10 +76,17 @@ def loaded(
         capture_output=True,
         text=True,
         timeout=120,
-        env=cli_env(AKOFLOW_HOME=str(state)),
+        env=cli_env(AKOFLOW_HOME=str(state), **env),
     )
-    names: list[str] = json.loads(record.read_text())
-    return res, set(names)
+    found: dict[str, Any] = json.loads(record.read_text())
+    return res, found
+
+
+def loaded(
+    tmp_path: Path, state: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    res, found = recorded(tmp_path, state, *args)
+    return res, set(found["modules"])
 
 
 def among(names: set[str], *packages: str) -> list[str]:
@@ -91,6 +104,36 @@ def test_run_quiet_loads_the_engine_and_nothing_it_does_not_use(tmp_path: Path) 
     assert {"akoflow.spec.model", "akoflow.engine.engine", "akoflow.runtimes.local"} <= names
     # Nothing is shown, so rich is never imported (nor the live views that use it).
     assert among(names, "rich", "akoflow.cli.progress", *NEVER) == []
+
+
+def test_run_validates_without_pydantic_plugins_and_activities_keep_the_users_setting(
+    tmp_path: Path,
+) -> None:
+    """pydantic's plugin look-up reads every installed distribution's entry points; the CLI
+    builds the workflow model with PYDANTIC_DISABLE_PLUGINS set for that moment only."""
+    wf = tmp_path / "env.yaml"
+    wf.write_text("name: env\nspec:\n  activities:\n    - name: a\n      run: env > env.txt\n")
+    state = tmp_path / "state"
+    res, found = recorded(tmp_path, state, "run", str(wf), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "akoflow.spec.model" in found["modules"]
+    assert found["plugins_looked_up"] is False
+    seen = (state / "runs" / "1-env" / "data" / "env.txt").read_text()
+    assert "PYDANTIC_DISABLE_PLUGINS" not in seen and "AKOFLOW_WORKFLOW_ID=1" in seen
+    # A user's own value is theirs again once the model is built.
+    res, _ = recorded(
+        tmp_path,
+        state,
+        "run",
+        str(wf),
+        "-q",
+        "--new",
+        "--no-cache",
+        PYDANTIC_DISABLE_PLUGINS="logfire",
+    )
+    assert res.returncode == 0, res.stderr
+    seen = (state / "runs" / "2-env" / "data" / "env.txt").read_text()
+    assert "PYDANTIC_DISABLE_PLUGINS=logfire\n" in seen
 
 
 def test_status_of_a_run_reads_the_store_without_the_engine_or_the_loader(
