@@ -62,10 +62,10 @@ class Attempts:
         self._spawn = spawn
         self._wake = wake
         self.jobs: dict[str, ActivityRun] = {}  # key of a live attempt -> its activity
-        # RUNNING records wait for the next transaction: one commit fewer per activity. The
-        # intent (SUBMITTED) is already durable, and the runtime's reconciliation finds the
-        # job by its key if the engine dies before this is written.
-        self._unrecorded_running: list[ActivityRun] = []
+        # RUNNING records wait (see :meth:`record_running`): the intent (SUBMITTED) is
+        # already durable, and the runtime's reconciliation finds the job by its key if the
+        # engine dies before this is written. (activity, attempt number) pairs.
+        self._unrecorded_running: list[tuple[ActivityRun, int]] = []
         self._submitting: set[str] = set()  # keys whose submit call has not returned
         # Attempts that ended while their submit was in flight: released once it returns.
         self._after_submit: dict[str, tuple[WorkflowRun, RuntimeSlot, bool]] = {}
@@ -225,7 +225,7 @@ class Attempts:
             if act.state is A.SUBMITTED and act.key is not None:
                 self._t.move(act, A.RUNNING)
                 act.attempt_started = now
-                self._unrecorded_running.append(act)
+                self._unrecorded_running.append((act, act.attempt))
                 if not slot.runtime.starts_when_reported:
                     self.arm_timeout(act)  # else once the job is reported started
                 if act.cancel_requested or act.wf.cancelling:
@@ -294,7 +294,7 @@ class Attempts:
                     act.timer.cancel()
                     act.timer = None
                 self.arm_timeout(act)
-            if act not in self._unrecorded_running and act.attempt_started is not None:
+            if (act, act.attempt) not in self._unrecorded_running and act.attempt_started:
                 self.write_running(act)
 
     def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
@@ -314,17 +314,29 @@ class Attempts:
     def running_unrecorded(self) -> bool:
         return bool(self._unrecorded_running)
 
-    def record_running(self, skip: set[ActivityRun] | frozenset[ActivityRun] = frozenset()) -> None:
-        """Write the RUNNING records deferred by :meth:`submit` (inside a transaction).
+    def record_running(
+        self,
+        skip: set[ActivityRun] | frozenset[ActivityRun] = frozenset(),
+        *,
+        started_before: float | None = None,
+    ) -> None:
+        """Write the RUNNING records deferred by :meth:`submit` (inside a transaction): those
+        of attempts started before ``started_before`` (default: all).
 
         Attempts in ``skip`` finish in this same transaction: their final record carries the
-        handle and start time instead.
+        handle and start time instead, as it does for those that end before their RUNNING
+        record was due (most of a run of short activities: two writes fewer each).
         """
         pending, self._unrecorded_running = self._unrecorded_running, []
-        for act in pending:
-            if act in skip:
+        for act, number in pending:
+            if act in skip or act.attempt != number or act.state is not A.RUNNING:
                 continue
-            if act.attempt_started is not None and act.state.is_live:
+            started = act.attempt_started
+            if started is None:
+                continue
+            if started_before is not None and started >= started_before:
+                self._unrecorded_running.append((act, number))
+            else:
                 self.write_running(act)
 
     def write_running(self, act: ActivityRun) -> None:

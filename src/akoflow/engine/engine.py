@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 A = ActivityState
 HEALTH_INTERVAL = 5.0
 LOG_INTERVAL = 1.0
+# An attempt's RUNNING record is written once it has run this long (s), at the latest at the
+# next LOG_INTERVAL tick; one that ends first has it in its final record.
+RUNNING_RECORD_AFTER = 0.25
 METRICS_INTERVAL = 2.0
 STOP_GRACE_SECONDS = 10.0
 
@@ -465,7 +468,9 @@ class Engine(RuntimeEvents):
         logs: list[tuple[ActivityRun, Fetched]],
     ) -> set[WorkflowRun]:
         finishing = {act for kind, act, _ in events if kind == "finished"}
-        self.attempts.record_running(skip=finishing)
+        self.attempts.record_running(
+            skip=finishing, started_before=time.time() - RUNNING_RECORD_AFTER
+        )
         for kind, act, payload in events:
             if kind == "running":
                 self.attempts.running(act, payload)
