@@ -162,11 +162,21 @@ def test_status_of_a_run_reads_the_store_without_the_engine_or_the_loader(
     assert heavy == []
 
 
-def test_version_loads_neither_pydantic_nor_rich_nor_the_store(tmp_path: Path) -> None:
+def test_version_loads_neither_typer_nor_pydantic_nor_rich_nor_the_store(tmp_path: Path) -> None:
     res, names = loaded(tmp_path, tmp_path / "state", "--version")
     assert (res.returncode, res.stdout, res.stderr) == (0, f"akoflow {akoflow.__version__}\n", "")
     heavy = among(
-        names, "pydantic", "rich", "asyncio", "sqlite3", "akoflow.service", "akoflow.store", *NEVER
+        names,
+        "typer",
+        "click",
+        "akoflow.cli.commands",
+        "pydantic",
+        "rich",
+        "asyncio",
+        "sqlite3",
+        "akoflow.service",
+        "akoflow.store",
+        *NEVER,
     )
     assert heavy == []
     assert not (tmp_path / "state").exists()
@@ -175,7 +185,7 @@ def test_version_loads_neither_pydantic_nor_rich_nor_the_store(tmp_path: Path) -
 ENTRY = """
 import sys
 sys.argv[0] = "akoflow"
-from akoflow.cli.main import {}
+from akoflow.cli.{} import {}
 {}()
 """
 
@@ -199,7 +209,10 @@ def test_a_command_parses_and_helps_as_with_every_command_built(tmp_path: Path) 
             subprocess.run(
                 [sys.executable, *how, *args], capture_output=True, text=True, env=env, timeout=60
             )
-            for how in (["-c", ENTRY.format("main", "main")], ["-c", ENTRY.format("app", "app")])
+            for how in (
+                ["-c", ENTRY.format("main", "main", "main")],
+                ["-c", ENTRY.format("commands", "app", "app")],
+            )
         )
         assert (ours.returncode, ours.stdout, ours.stderr) == (
             whole.returncode,

@@ -78,6 +78,10 @@ class LazyConsole:
         return getattr(self.console, name)
 
 
+out = LazyConsole()
+err = LazyConsole(stderr=True)
+
+
 def escape(text: str) -> str:
     """Text shown as written in rich markup (``rich.markup.escape``)."""
     from rich.markup import escape as markup_escape
