@@ -29,6 +29,7 @@ from akoflow.provenance.names import display
 
 READS = "reads"  # an entry's components say how its reads were known: observed or declared
 OBSERVED, DECLARED = "observed", "declared"
+NO_EARLIER_RUN = "no earlier run of it"  # a miss with nothing to explain
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Decider:
         else:
             latest = self.store.latest_of(request.workflow_name, request.activity)
             if latest is None:
-                reason = "no earlier run of it"
+                reason = NO_EARLIER_RUN
             else:
                 what = changed(latest.components, request.components)
                 reason = (
@@ -268,4 +269,4 @@ class Decider:
         return self.hasher.sha256(Path(entry.data_dir), output.path)
 
 
-__all__ = ["Decider", "Decision", "Hit", "Miss", "Request", "declared_files"]
+__all__ = ["NO_EARLIER_RUN", "Decider", "Decision", "Hit", "Miss", "Request", "declared_files"]

@@ -6,9 +6,10 @@
   and copying are file work), then in one transaction records each reuse (a ``cached``
   attempt, the activity CACHED, its lineage, its entry) and releases its dependents, or puts
   the activity in its runtime's line with the reason it runs.
-- A succeeded attempt gets its entry (key, what it read, fingerprint) once its transaction is
-  committed; its dependents' decisions wait for it (both are queued in the same turn of the
-  engine, and the stage handles finished attempts first).
+- A succeeded attempt gets its entry (key, what it read, fingerprint) in the transaction of
+  its end when the store tells all it needs; else (a big file to hash, a listing) once that
+  transaction is committed, and its dependents' decisions wait for it (both are queued in
+  the same turn of the engine, and the stage handles finished attempts first).
 - Restored files are renamed into place on the event loop, just before they are recorded and
   the provenance recorder is told (:meth:`ProvenanceRecorder.copied_in`): no scan sees them
   as anyone's change. The engine's own writes are never observed as an attempt's.
@@ -29,7 +30,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from akoflow.cache.decide import DECLARED, OBSERVED, READS, Decider, Decision, Hit, Miss, Request
+from akoflow.cache.decide import (
+    DECLARED,
+    NO_EARLIER_RUN,
+    OBSERVED,
+    READS,
+    Decider,
+    Decision,
+    Hit,
+    Miss,
+    Request,
+)
 from akoflow.cache.files import Hasher, names_digest
 from akoflow.cache.fingerprint import (
     components,
@@ -138,7 +149,27 @@ class CacheStage:
         # An attempt adopted after a restart was observed from then on only: what it did
         # before is not known, so neither is what a reuse would have to restore.
         observed = act.observed and not act.adopted
-        self._hold(Finished(act, act.attempt, observed, declared, listing, writes))
+        finished = Finished(act, act.attempt, observed, declared, listing, writes)
+        if not self._finished and self._record_now(finished):
+            return
+        self._hold(finished)
+
+    def _record_now(self, finished: Finished) -> bool:
+        """Record the entry in the transaction of the attempt's end when the store tells all
+        it needs (no file to hash): no turn of the stage, no commit of its own. False: it
+        waits for the stage (in order behind any that wait already)."""
+        try:
+            found = self._reads_of(finished, self._mechanism(finished.act.wf), file_work=False)
+        except Exception:  # the stage tries again, and says why it cannot
+            return False
+        if found is None:
+            return False
+        try:
+            with self.repo.savepoint():
+                self._add_entry(finished, *found)
+        except Exception:  # the run goes on; this result is just not reusable
+            log.exception("cache: cannot record the result of %s", finished.act.name)
+        return True
 
     def _hold(self, finished: Finished) -> None:
         """The run is recorded ended only once this entry is (its end waits, as for a
@@ -462,7 +493,10 @@ class CacheStage:
                     continue
                 if decision.declared_reads is not None:
                     self._declared[act.id] = decision.declared_reads
-                log.info("%s runs: %s", act.name, decision.reason)
+                # Why a result was not reused is worth a line; that a first run runs is not
+                # (100,000 such lines held a server's loop, rendered by its log handler).
+                level = logging.DEBUG if decision.reason == NO_EARLIER_RUN else logging.INFO
+                log.log(level, "%s runs: %s", act.name, decision.reason)
                 self._slots[act.runtime].queue.append(act)
         for wf in touched:
             self._t.maybe_finish(wf)
