@@ -5,13 +5,19 @@ creeps back onto a path fails here, with its name, without any timing."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import typer
+
 import akoflow
+from akoflow.cli import local_run
+from akoflow.cli.main import plain_run
 from tests.conftest import cli_env
 
 # Runs the real entry point; records sys.modules at the os._exit that ends every command.
@@ -220,3 +226,96 @@ def test_a_command_parses_and_helps_as_with_every_command_built(tmp_path: Path) 
             whole.stderr,
         ), args
         assert ours.stdout or ours.stderr, args
+
+
+def typer_parameters(args: list[str]) -> dict[str, Any] | None:
+    """What typer gives the `run` command for ``args`` (None when it refuses them)."""
+    from typer.testing import CliRunner
+
+    from akoflow.cli import commands
+
+    seen: dict[str, Any] = {}
+
+    def record(**parameters: Any) -> None:
+        seen.update(parameters)
+
+    functools.update_wrapper(record, inspect.unwrap(commands.run))  # run's own parameters
+    only = typer.Typer(add_completion=False)
+    only.callback()(lambda: None)  # a group, as the real app: `run` is a command in it
+    only.command("run")(record)
+    res = CliRunner().invoke(only, args)
+    return seen if res.exit_code == 0 else None
+
+
+def test_a_plain_run_command_line_is_read_as_typer_reads_it() -> None:
+    """main() runs `run FILE [options]` without typer when plain_run reads it; what it reads
+    is what typer would pass, and whatever it does not read goes to typer."""
+    defaults = {
+        name: p.default for name, p in inspect.signature(local_run.run_file).parameters.items()
+    }
+    read = [
+        ["run", "wf.yaml"],
+        ["run", "wf.yaml", "--quiet"],
+        ["run", "-q", "wf.yaml", "--new", "--no-cache", "--json", "-v", "--dry-run"],
+        ["run", "--state-dir", "s", "wf.yaml", "--data-dir=d d", "--verbose"],
+        ["run", "--state-dir=s", "./-x.yaml"],
+        ["run", "wf \udcff.yaml"],
+    ]
+    for args in read:
+        plain = plain_run(args)
+        assert plain is not None, args
+        assert {**defaults, **plain} == typer_parameters(args), args
+    left_to_typer = [
+        ["run"],
+        ["run", "--help"],
+        ["run", "wf.yaml", "-q", "-q"],
+        ["run", "wf.yaml", "-qv"],
+        ["run", "wf.yaml", "--quiet=1"],
+        ["run", "wf.yaml", "--bogus"],
+        ["run", "a.yaml", "b.yaml"],
+        ["run", "--state-dir", "-s", "wf.yaml"],
+        ["run", "--state-dir=", "wf.yaml"],
+        ["run", "wf.yaml", "--state-dir"],
+        ["run", "--", "wf.yaml"],
+        ["run", "-"],
+        ["run", ""],
+        ["--version", "run", "wf.yaml"],
+        ["status", "wf.yaml"],
+    ]
+    for args in left_to_typer:
+        assert plain_run(args) is None, args
+
+
+def test_run_without_typer_says_and_exits_as_through_typer(tmp_path: Path) -> None:
+    """The same command lines through main() (no typer) and through the typer app (`-q -q`
+    is left to typer by main() and means `-q`)."""
+    good = tmp_path / "one.yaml"
+    good.write_text(ONE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nspec:\n  activities:\n    - name: a\n      rn: x\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for args, home in (
+        (["run", str(good), "-q"], tmp_path / "s1"),
+        (["run", str(bad), "-q"], tmp_path / "s2"),
+        (["run", str(tmp_path / "missing.yaml"), "-q"], tmp_path / "s3"),
+        (["run", str(good), "-q", "--data-dir", str(a_file)], tmp_path / "s4"),
+        (["run", str(good), "-q"], a_file),  # the state dir is a file
+        (["run", str(good), "-q", "--dry-run", "--json"], tmp_path / "s5"),
+    ):
+        said = []
+        for how in (
+            ["-c", ENTRY.format("main", "main", "main")],
+            ["-c", ENTRY.format("commands", "app", "app")],
+        ):
+            res = subprocess.run(
+                [sys.executable, *how, *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=cli_env(AKOFLOW_HOME=str(home)),
+            )
+            said.append((res.returncode, res.stdout, res.stderr.replace(str(tmp_path), "T")))
+            home = home.with_name(home.name + "-typer") if home != a_file else home
+        assert said[0] == said[1], args
+    assert said[0][0] == 0 and '"run": 1' in said[0][1]

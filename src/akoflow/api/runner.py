@@ -245,10 +245,10 @@ async def _drive(
     console: Console | None,
     control: _Control,
 ) -> Run:
-    """``akoflow run``'s steps (cli.commands.run and _run_attached), showing nothing unless a
+    """``akoflow run``'s steps (cli.local_run.run_file and _run_attached), showing nothing unless a
     ``console`` is given."""
     from akoflow import service
-    from akoflow.cli.commands import _data_dir_problem, _ended_or_stranded, _Stranded
+    from akoflow.cli.local_run import _data_dir_problem, _ended_or_stranded, _Stranded
     from akoflow.engine import Engine, WorkflowBusy
     from akoflow.engine.loops import EngineFailure
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,12 +23,25 @@ import typer
 from typer.main import get_command_name
 from typer.models import CommandInfo
 
-from akoflow import config
-from akoflow.cli.console import LazyRichHandler, err, escape, is_text, out, shown
+from akoflow.cli.console import err, escape, is_text, out, shown
+from akoflow.cli.local_run import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    _existing_store,
+    _fail_invalid,
+    _holds,
+    _open_repository,
+    _pydantic_plugins_off,
+    _run_attached,
+    _run_json,
+    _setup_logging,
+    _state_dir,
+    clean_exit,
+    run_file,
+)
 from akoflow.cli.main import print_version
-from akoflow.states import WorkflowState
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no id or attempt number is larger
 
 
@@ -63,59 +75,12 @@ def _clean_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except Exception as exc:
-            # Neither module is imported just for this: if it is not loaded, it raised nothing.
-            service = sys.modules.get("akoflow.service")
-            sqlite3 = sys.modules.get("sqlite3")
-            if service is not None and isinstance(exc, service.StateError):
-                message = str(exc)
-            elif service is not None and sqlite3 is not None and isinstance(exc, sqlite3.Error):
-                message = service.database_error(
-                    config.state_dir(kwargs.get("state_dir")) / service.DB_NAME, exc
-                )
-            else:
+            done = clean_exit(exc, kwargs.get("state_dir"))
+            if done is None:
                 raise
-            err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-            raise typer.Exit(EXIT_INVALID) from None
+            raise done from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _state_dir(option: Path | None) -> Path:
-    """``--state-dir`` (else ``$AKOFLOW_HOME``, else ``~/.akoflow``) resolved; StateError for a
-    path that cannot be one (a symlink loop, a name too long)."""
-    from akoflow import service
-
-    try:
-        found = config.state_dir(option)
-    except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise service.StateError(f"cannot use the state dir {option}: {reason}") from None
-    if not _is_utf8(found):
-        raise service.StateError(f"cannot use the state dir {shown(str(found))}: {NOT_UTF8}")
-    return found
-
-
-# The database keeps the state and data dirs as text: a path whose bytes are not UTF-8 could
-# not be stored (a UnicodeEncodeError traceback, half a run made on disk).
-NOT_UTF8 = "its path is not valid UTF-8 (runs record it as text): choose one that is"
-
-
-def _is_utf8(path: Path) -> bool:
-    try:
-        str(path).encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
-
-
-def _open_repository(sdir: Path) -> Any:
-    from akoflow import service
-
-    return service.open_repository(sdir, warn=_warn)
 
 
 def command(name: str | None = None) -> Callable[[F], F]:
@@ -158,50 +123,6 @@ def _server_url(option: str | None) -> str | None:
     return url.rstrip("/") if url else None
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[LazyRichHandler(err)],
-    )
-
-
-PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"  # pydantic's documented switch
-
-
-@contextlib.contextmanager
-def _pydantic_plugins_off() -> Iterator[None]:
-    """Build the workflow loader's pydantic models (at its import) without looking for
-    pydantic plugins: the look-up reads the entry points of every installed distribution
-    (5-15 ms of a start) for plugins that would only watch akoflow check its own file; typer
-    does the same for its parameters. In this block only: the spawners and activities start
-    later, with the user's environment as it was (their own plugins still work there)."""
-    before = os.environ.get(PLUGINS_OFF)
-    os.environ[PLUGINS_OFF] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[PLUGINS_OFF]
-        else:
-            os.environ[PLUGINS_OFF] = before
-
-
-def _fail_invalid(exc: Exception) -> typer.Exit:
-    from akoflow.spec import WorkflowValidationError
-
-    if isinstance(exc, WorkflowValidationError):
-        n = len(exc.errors)
-        err.print(f"[bold red]invalid workflow[/] {escape(exc.source)}: {n} error{'s' * (n != 1)}")
-        for e in exc.errors:
-            where = f"{exc.source}:{e.line}" if e.line else exc.source
-            path = f"[bold]{escape(e.path)}[/]: " if e.path else ""
-            err.print(f"  {escape(where)}: {path}{escape(e.message)}")
-    else:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-    return typer.Exit(EXIT_INVALID)
-
-
 # ---------------------------------------------------------------------------------- run
 
 
@@ -241,130 +162,19 @@ def run(
     one of an earlier run of the state dir is not run again: its outputs are restored and it
     ends `cached` (docs/caching.md).
     """
-    import asyncio
-
-    from akoflow import service
-
-    _setup_logging(verbose)
-    with _pydantic_plugins_off():
-        from akoflow.spec import WorkflowValidationError
-
-        try:
-            text = service.read_workflow_file(file)
-            prepared = service.validate_text(text, service.shown_path(file))
-        except WorkflowValidationError as exc:
-            raise _fail_invalid(exc) from None
-    if dry_run:
-        code = _dry_run(prepared, state_dir, data_dir, no_cache=no_cache, as_json=as_json)
-        raise typer.Exit(code)
-    data = _make_data_dir(data_dir) if data_dir else None
-    sdir = _state_dir(state_dir)
-    repo = _open_repository(sdir)
-    # Decided and claimed in one transaction: of several `run` of this file started at once,
-    # exactly one runs it.
-    claim = service.claim_run(repo, sdir, prepared, data_dir=data, new=new)
-    # Escaped (rich's markup, imported for it) only where it is shown: not by `run --quiet`.
-    name = functools.partial(escape, prepared.workflow.name)
-    if claim.busy_pid is not None:
-        err.print(
-            f"[bold red]error:[/] workflow {claim.wf_id} ({name()}) is being run by process "
-            f"{claim.busy_pid}"
+    raise typer.Exit(
+        run_file(
+            file,
+            state_dir,
+            data_dir,
+            new=new,
+            quiet=quiet,
+            as_json=as_json,
+            verbose=verbose,
+            no_cache=no_cache,
+            dry_run=dry_run,
         )
-        raise typer.Exit(EXIT_FAILED)
-    if no_cache:
-        from akoflow import cache
-
-        cache.disable(repo, claim.wf_id)
-    if not quiet and not as_json:
-        if claim.resumed:
-            err.print(f"resuming interrupted run #{claim.wf_id} of {name()}")
-        elif claim.other_version is not None:
-            err.print(
-                f"[dim]note: run #{claim.other_version} of {name()} (another version of this "
-                f"file) is unfinished; `akoflow resume {claim.other_version}` continues it[/]"
-            )
-    code = asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
-    raise typer.Exit(code)
-
-
-def _dry_run(
-    prepared: Any, state_dir: Path | None, data_dir: Path | None, *, no_cache: bool, as_json: bool
-) -> int:
-    """``run --dry-run``: what a new run would run and why; nothing is run, created or
-    stored (a state dir that does not exist stays so)."""
-    from akoflow.cache.plan import plan
-
-    sdir, repo = _existing_store(state_dir)
-    # A new run's own data dir does not exist yet: only what reuses would restore is there.
-    where = data_dir.absolute() if data_dir else sdir / "runs" / "(new)" / "data"
-    try:
-        planned = plan(repo, prepared.workflow, where, no_cache=no_cache)
-    finally:
-        if repo is not None:
-            repo.close()
-    runs = [p for p in planned if p.runs]
-    undecided = sum(p.undecided for p in planned)
-    if as_json:
-        doc = {
-            "workflow": prepared.workflow.name,
-            "run": len(runs),
-            "cached": len(planned) - len(runs),
-            "undecided": undecided,
-            "activities": [
-                {"name": p.activity, "would": p.would, "reason": p.reason}
-                | ({"cachedFrom": p.reused_from} if p.reused_from is not None else {})
-                for p in planned
-            ],
-        }
-        out.print_json(json.dumps(doc))
-        return EXIT_OK
-    from rich.table import Table
-
-    name = escape(prepared.workflow.name)
-    out.print(
-        f"dry run of {name}: {len(runs)} of {len(planned)} activities would run, "
-        f"{len(planned) - len(runs)} cached (nothing was run or stored)"
-        + (f"; {undecided} of those are decided once an upstream activity ran" if undecided else "")
     )
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("activity", "would", "why"):
-        table.add_column(column)
-    for p in planned:
-        would = {"run": "[bold]run[/]", "cached": "[green]cached[/]"}.get(p.would, p.would)
-        table.add_row(escape(p.activity), would, escape(p.reason))
-    out.print(table)
-    return EXIT_OK
-
-
-def _make_data_dir(given: Path) -> Path:
-    """``--data-dir`` as the run will use it (absolute, created), or a clear error before
-    anything is stored: a file, a device, a place where no directory can be made."""
-    problem = _data_dir_problem(given)
-    if problem is not None:
-        err.print(
-            f"[bold red]error:[/] cannot use --data-dir {escape(shown(str(given)))}: {problem}",
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_INVALID)
-    return given.resolve()
-
-
-def _data_dir_problem(given: Path) -> str | None:
-    try:
-        path = given.resolve()
-    except (RuntimeError, OSError) as exc:  # pathlib reports a symlink loop as RuntimeError
-        return str(exc)
-    if not _is_utf8(path):
-        return NOT_UTF8
-    if os.path.lexists(path) and not os.path.isdir(path):
-        return "it exists and is not a directory"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    if not os.access(path, os.W_OK | os.X_OK):
-        return "it is not writable"
-    return None
 
 
 @command()
@@ -455,157 +265,6 @@ def cancel(
     raise typer.Exit(EXIT_OK if code in (EXIT_OK, EXIT_FAILED) else code)
 
 
-async def _run_attached(
-    repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
-) -> int:
-    import asyncio
-
-    from akoflow.engine import Engine, WorkflowBusy
-    from akoflow.engine.loops import EngineFailure
-
-    if not quiet and not as_json:
-        from akoflow.cli import progress  # rich's live views: only when shown
-
-    engine = Engine(repo, sdir)
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-    cancelling = False
-
-    def cancel_all() -> None:
-        nonlocal cancelling
-        cancelling = True
-        for wf_id in ids:
-            engine.cancel(wf_id)  # those not attached yet are cancelled when they are
-
-    def on_interrupt() -> None:  # Ctrl-C, SIGTERM
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            cancel_all()  # first: printing cannot get in its way
-            err.print(
-                "[yellow]cancelling: stopping running activities (Ctrl-C again to leave "
-                "them running and exit)[/]"
-            )
-        else:
-            # Leave immediately; a later `akoflow resume` adopts what still runs.
-            os._exit(EXIT_FAILED)
-
-    def on_hangup() -> None:
-        # The terminal closed: cancel as the first Ctrl-C does, but never leave at once (the
-        # kernel and the shell may each send one); the output is gone, the run is recorded.
-        if not cancelling:
-            cancel_all()
-            err.print("[yellow]terminal closed (SIGHUP): cancelling the run[/]")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_interrupt)
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    # `akoflow cancel` from another terminal records the request, then pokes us.
-    loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
-    code = EXIT_OK
-    try:
-        await engine.start()
-        for wf_id in ids:
-            try:
-                wf = await (engine.retry(wf_id) if retry else engine.attach(wf_id))
-            except (WorkflowBusy, KeyError, ValueError) as exc:
-                err.print(f"[bold red]error:[/] {escape(str(exc))}")
-                code = EXIT_FAILED
-                continue
-            except OSError as exc:  # its data dir or run dir cannot be made (now a file, ...)
-                where = shown(str(exc.filename)) if exc.filename else ""
-                err.print(
-                    f"[bold red]error:[/] cannot run workflow {wf_id}: {escape(where)}: "
-                    f"{exc.strerror or exc}"
-                )
-                code = EXIT_FAILED
-                continue
-            if cancelling:
-                engine.cancel(wf_id)
-            assert wf.done is not None
-            ended = asyncio.ensure_future(_ended_or_stranded(engine, wf_id))
-            if not quiet and not as_json:
-                await progress.follow(
-                    wf,
-                    (err if as_json else out).console,
-                    ended,
-                    functools.partial(progress.engine_holds, engine, wf),
-                )
-            try:
-                state = await ended
-            except EngineFailure as exc:  # logged with its traceback where it happened
-                err.print(
-                    f"[bold red]error:[/] {escape(str(exc))}; run {wf_id} is interrupted, not "
-                    f"lost: `akoflow resume {wf_id}` continues it"
-                )
-                return EXIT_FAILED
-            except _Stranded as exc:
-                err.print(
-                    f"[bold red]error:[/] run {wf_id} cannot go on: {escape(str(exc))}. What "
-                    "runs there was neither stopped nor recorded as ended: fix it, then "
-                    f"`akoflow resume {wf_id}` follows it"
-                )
-                return EXIT_FAILED
-            if as_json:
-                out.print_json(json.dumps(_run_json(repo, wf_id)))
-            elif not quiet:
-                progress.summary(wf, out.console)
-                progress.failure_details(wf, repo, out.console)
-            if state is not WorkflowState.SUCCEEDED:
-                code = EXIT_FAILED
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-            loop.remove_signal_handler(sig)
-        await engine.stop()  # a late second hangup must not cut this short
-        loop.remove_signal_handler(signal.SIGHUP)
-    return code
-
-
-class _Stranded(Exception):
-    """The run's live work is on runtimes waiting cannot fix (:meth:`Engine.stranded`)."""
-
-
-STRANDED_CHECK = 1.0  # s between looks at whether a run can still go on
-
-
-async def _ended_or_stranded(engine: Any, wf_id: int) -> WorkflowState:
-    """The run's end, or :class:`_Stranded` when it cannot come while this command waits (a
-    silent wait would be a hang)."""
-    import asyncio
-
-    wait = asyncio.ensure_future(engine.wait(wf_id))
-    try:
-        while True:
-            done, _ = await asyncio.wait({wait}, timeout=STRANDED_CHECK)
-            if done:
-                state: WorkflowState = wait.result()
-                return state
-            reason = engine.stranded(wf_id)
-            if reason is not None:
-                raise _Stranded(reason)
-    finally:
-        if not wait.done():
-            wait.cancel()
-
-
-def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
-    """One run as JSON (``run --json``, ``status ID --json``), from the store."""
-    from akoflow.cli.progress import run_json
-
-    rec = repo.get_workflow(wf_id)
-    acts = repo.list_activities(wf_id)
-    return run_json(
-        id=rec.id,
-        name=rec.name,
-        state=rec.state,
-        data_dir=rec.data_dir,
-        started_at=rec.started_at,
-        finished_at=rec.finished_at,
-        activities=acts,
-        holds=() if rec.state.is_final else _holds(repo, acts),
-    )
-
-
 # --------------------------------------------------------------------------- validate, schema
 
 
@@ -661,19 +320,6 @@ def _find_workflow(repo: Any, ref: str) -> Any:
         err.print(f"[bold red]error:[/] no workflow {escape(shown(ref))}")
         raise typer.Exit(EXIT_INVALID)
     return rec
-
-
-def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
-    """The state dir and its repository, or None for a state dir without runs (a command
-    that only looks does not create a database)."""
-    from akoflow import service
-
-    sdir = _state_dir(state_dir)
-    if os.path.lexists(sdir) and not os.path.isdir(sdir):
-        raise service.StateError(f"the state dir {sdir} exists and is not a directory")
-    if not os.path.exists(sdir / service.DB_NAME):
-        return sdir, None
-    return sdir, _open_repository(sdir)
 
 
 def _open_run(state_dir: Path | None, ref: str) -> tuple[Any, Any]:
@@ -802,20 +448,6 @@ def status(
     print_status(out, acts, show_all=show_all)
     if not rec.state.is_final:
         _print_holds(repo, acts)
-
-
-def _holds(repo: Any, acts: list[Any]) -> list[Any]:
-    """The NOT_READY runtimes that hold activities of a run, as the store last recorded them
-    (reason, and since when: the status's last change)."""
-    from akoflow.cli.progress import holds_of
-
-    now = time.time()
-    status = {
-        r.name: (r.reason, max(0.0, now - r.updated_at))
-        for r in repo.list_runtimes()
-        if r.status != "READY"
-    }
-    return holds_of(acts, status)
 
 
 def _print_holds(repo: Any, acts: list[Any]) -> None:

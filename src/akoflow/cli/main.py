@@ -4,15 +4,20 @@ Exit codes: 0 every activity succeeded, 1 something failed or was cancelled, 2 i
 (nothing stored, nothing run).
 
 The commands are typer's (:mod:`akoflow.cli.commands`), imported only when one is run:
-``akoflow --version`` answers without typer's import (a third of its start).
+``akoflow --version`` answers without typer's import (a third of its start), and a plain
+``akoflow run FILE [options]`` (:func:`plain_run`) runs without typer at all (its import and
+the building of the command were a tenth of a short run; issue 20).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from akoflow import __version__
@@ -23,6 +28,80 @@ EXIT_FAILED, EXIT_INVALID = 1, 2
 def print_version() -> None:
     with contextlib.suppress(OSError):  # a reader that went away (`| true`): nobody to tell
         sys.stdout.write(f"akoflow {__version__}\n")
+
+
+# `run`'s options, by the name of the parameter each sets: flags, and those taking a path.
+RUN_FLAGS = {
+    "--quiet": "quiet",
+    "-q": "quiet",
+    "--json": "as_json",
+    "--verbose": "verbose",
+    "-v": "verbose",
+    "--new": "new",
+    "--no-cache": "no_cache",
+    "--dry-run": "dry_run",
+}
+RUN_PATHS = {"--state-dir": "state_dir", "--data-dir": "data_dir"}
+
+
+def plain_run(args: Sequence[str]) -> dict[str, Any] | None:
+    """The parameters typer would give `run` for ``args``, when they are `run`, one FILE and
+    options of :data:`RUN_FLAGS` and :data:`RUN_PATHS` (``--opt PATH`` or ``--opt=PATH``),
+    each at most once, in any order; None for anything else (help, a repeated or unknown
+    option, a value that is empty or starts with '-', combined short flags, ``--``...), which
+    typer reads as it always has."""
+    if not args or args[0] != "run":
+        return None
+    given: dict[str, Any] = {}
+    rest = list(args[1:])
+    while rest:
+        arg = rest.pop(0)
+        option, has_value, value = arg.partition("=")
+        found: bool | Path
+        if arg in RUN_FLAGS:
+            name, found = RUN_FLAGS[arg], True
+        elif option in RUN_PATHS:
+            if not has_value:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            if not value or value.startswith("-"):
+                return None
+            name, found = RUN_PATHS[option], Path(value)
+        elif not arg or arg.startswith("-"):
+            return None
+        else:
+            name, found = "file", Path(arg)
+        if name in given:
+            return None
+        given[name] = found
+    return given if "file" in given else None
+
+
+def _typer_completion_asked() -> bool:
+    """typer answers shell completion requests (``_{PROG}_COMPLETE`` set) before any command."""
+    return any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+
+
+def _run_plain(given: dict[str, Any]) -> int:
+    """`run` as typer runs it: the same work, errors and exits (KeyboardInterrupt 130, a
+    closed pipe 1, a state dir that cannot be used 2)."""
+    from akoflow.cli import local_run
+
+    try:
+        try:
+            return local_run.run_file(**given)
+        except Exception as exc:
+            done = local_run.clean_exit(exc, given.get("state_dir"))
+            if done is None:
+                raise
+            raise done from None
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            return EXIT_FAILED
+        raise
 
 
 def main() -> None:
@@ -44,6 +123,8 @@ def main() -> None:
     try:
         if args == ["--version"]:  # all typer would do for it
             print_version()
+        elif (given := plain_run(args)) is not None and not _typer_completion_asked():
+            raise SystemExit(_run_plain(given))
         else:
             from akoflow.cli.commands import app_for
 
