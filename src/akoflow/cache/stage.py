@@ -22,6 +22,7 @@ already there with the right content are kept, nothing is copied twice, nothing 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -110,7 +111,7 @@ class CacheStage:
         self._provenance = provenance
         self._wake_processor = wake
         self._wake = asyncio.Event()
-        self._queue: list[ActivityRun] = []
+        self._queue: collections.deque[ActivityRun] = collections.deque()
         self._finished: list[Finished] = []
         self._fp: dict[int, str] = {}  # activity id -> fingerprint of its latest success
         self._disabled: set[int] = set()  # runs started with --no-cache
@@ -203,7 +204,7 @@ class CacheStage:
         # and deciding them all in one go held the event loop (the API, the engine) for
         # seconds; in chunks, the first ones are dispatched while the rest are decided.
         finished = self._finished[:CHUNK]  # left there until recorded (see drain)
-        queue, self._queue = self._queue[:CHUNK], self._queue[CHUNK:]
+        queue = [self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))]
         if len(self._finished) > CHUNK or self._queue:
             self._wake.set()
         if finished:

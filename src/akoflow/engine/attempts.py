@@ -22,7 +22,7 @@ from akoflow.engine.transitions import Transitions
 from akoflow.errors import AkoflowError, SettingError
 from akoflow.provenance.declared import checked_outputs, inputs_problem
 from akoflow.provenance.recorder import ProvenanceRecorder
-from akoflow.runtimes.base import JobSpec, Outcome, RuntimeFailure
+from akoflow.runtimes.base import JobSpec, Outcome, Runtime, RuntimeFailure
 from akoflow.states import ActivityState, attempt_end, check_activity_transition
 from akoflow.store import Repository
 
@@ -467,6 +467,10 @@ class Attempts:
         """Let the runtime remove an ended attempt's backend objects (a container, a Job).
         The run is recorded finished only once these are done: an engine that dies before
         that leaves the run unfinished, and its resume removes what was left."""
+        if type(slot.runtime).release is Runtime.release:
+            # Nothing to remove (local, SLURM...): no task per attempt.
+            self._t.maybe_finish(wf)
+            return
         wf.releasing += 1
 
         async def release() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,9 +114,11 @@ class JobSpec:
     :func:`akoflow.runtimes.scope.scoped`; pure name builders require it."""
 
     @property
-    def attempt_prefix(self) -> Path:
-        """``<attempt_dir>/<activity>.<attempt>``; activity names never contain dots."""
-        return self.attempt_dir / f"{self.activity.name}.{self.attempt}"
+    def attempt_prefix(self) -> str:
+        """``<attempt_dir>/<activity>.<attempt>``; activity names never contain dots. A
+        string: a Path interns each of its parts (one per attempt of a 100,000-activity run,
+        kept as long as the Path)."""
+        return os.path.join(self.attempt_dir, f"{self.activity.name}.{self.attempt}")
 
 
 @dataclass(frozen=True, slots=True)
