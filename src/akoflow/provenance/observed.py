@@ -67,7 +67,6 @@ UNOBSERVED = (
     "outside the data dir, a memory-mapped write, or lost events)"
 )
 FULL_LOOK_SHARE = 0.02  # of the engine's time, at most, spent looking at every file
-FULL_LOOK_FREE = 0.001  # s: a look at every file that costs less is made at every decision
 
 
 @dataclass(eq=False)
@@ -536,8 +535,9 @@ class ObservedRun:
     def full_look_due(self) -> bool:
         """Whether the next :meth:`rescan` looks at every file: events were lost, or enough
         time passed since the last one for its cost to stay within :data:`FULL_LOOK_SHARE`
-        (a small data dir: always)."""
-        if self._lost or self._full_cost < FULL_LOOK_FREE:
+        (a small data dir: every few milliseconds; at every end, such looks were a tenth of
+        the engine's time in a run of a thousand short activities)."""
+        if self._lost:
             return True
         return time.monotonic() - self._full_at >= self._full_cost / FULL_LOOK_SHARE
 
@@ -751,7 +751,6 @@ class ObservedRun:
 
 
 __all__ = [
-    "FULL_LOOK_FREE",
     "Listings",
     "FULL_LOOK_SHARE",
     "LOST",
