@@ -410,7 +410,7 @@ def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
         started_at=rec.started_at,
         finished_at=rec.finished_at,
         activities=acts,
-        holds=() if rec.state.is_final else _holds(repo, acts),
+        holds=() if rec.state.is_final else _holds(repo, wf_id),
     )
 
 
@@ -427,10 +427,10 @@ def _existing_store(state_dir: Path | None) -> tuple[Path, Any]:
     return sdir, _open_repository(sdir)
 
 
-def _holds(repo: Any, acts: list[Any]) -> list[Any]:
+def _holds(repo: Any, wf_id: int) -> list[Any]:
     """The NOT_READY runtimes that hold activities of a run, as the store last recorded them
     (reason, and since when: the status's last change)."""
-    from akoflow.cli.progress import holds_of
+    from akoflow.cli.progress import holds_from
 
     now = time.time()
     status = {
@@ -438,4 +438,4 @@ def _holds(repo: Any, acts: list[Any]) -> list[Any]:
         for r in repo.list_runtimes()
         if r.status != "READY"
     }
-    return holds_of(acts, status)
+    return holds_from(repo.ready_by_runtime(wf_id), status)

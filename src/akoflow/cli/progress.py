@@ -156,9 +156,10 @@ def counts_line(wf: RunView) -> Text:
     return state_counts(wf.activities.values())
 
 
-def state_counts(acts: Iterable[ActivityView]) -> Text:
-    """``succeeded 998  running 2``: how many activities are in each state."""
-    counts = Counter(a.state for a in acts)
+def state_counts(acts: Iterable[ActivityView] | Mapping[ActivityState, int]) -> Text:
+    """``succeeded 998  running 2``: how many activities are in each state (of ``acts``, or
+    counted already)."""
+    counts = acts if isinstance(acts, Mapping) else Counter(a.state for a in acts)
     text = Text()
     for state in ActivityState:
         if counts.get(state):
@@ -240,8 +241,19 @@ class Printer(Protocol):
 def print_status(console: Printer, acts: Sequence[ActivityView], *, show_all: bool) -> None:
     """Counts by state, then the table (picked, see :func:`status_rows`)."""
     rows, hidden = status_rows(acts, None if show_all else STATUS_ROWS)
+    print_picked(console, rows, hidden, acts)
+
+
+def print_picked(
+    console: Printer,
+    rows: Sequence[ActivityView],
+    hidden: int,
+    counts: Iterable[ActivityView] | Mapping[ActivityState, int],
+) -> None:
+    """The status of a run whose ``rows`` were picked already (``hidden`` left out), with
+    its ``counts`` by state."""
     if hidden:
-        console.print(state_counts(acts))
+        console.print(state_counts(counts))
     console.print(status_table(rows, time.time()))
     if hidden:
         console.print(
@@ -271,7 +283,13 @@ def holds_of(
 ) -> list[Hold]:
     """The holds of a run's ``activities``, from each NOT_READY runtime's (reason, seconds
     NOT_READY)."""
-    waiting = Counter(a.runtime for a in activities if a.state is A.READY)
+    return holds_from(Counter(a.runtime for a in activities if a.state is A.READY), status)
+
+
+def holds_from(
+    waiting: Mapping[str, int], status: Mapping[str, tuple[str | None, float | None]]
+) -> list[Hold]:
+    """The holds of a run with ``waiting`` READY activities per runtime."""
     return [
         Hold(name, *status[name], count)
         for name, count in sorted(waiting.items())

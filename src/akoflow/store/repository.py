@@ -640,6 +640,33 @@ class Repository:
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def status_picks(self, wf_id: int, limit: int) -> list[ActivityRecord]:
+        """Up to ``limit`` activities in position order: those not succeeded first, then
+        succeeded ones (what `akoflow status ID` shows of a big run, read without loading
+        the other rows)."""
+        succeeded = ActivityState.SUCCEEDED.value
+        rows = self._exec(
+            f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ? AND state != ? "
+            "ORDER BY position LIMIT ?",
+            (wf_id, succeeded, limit),
+        ).fetchall()
+        if len(rows) < limit:
+            rows += self._exec(
+                f"SELECT {_ACT_COLS} FROM activities WHERE workflow_id = ? AND state = ? "
+                "ORDER BY position LIMIT ?",
+                (wf_id, succeeded, limit - len(rows)),
+            ).fetchall()
+        return sorted((_activity(r) for r in rows), key=lambda a: a.position)
+
+    def ready_by_runtime(self, wf_id: int) -> dict[str, int]:
+        """How many READY activities of the run wait for each runtime."""
+        rows = self._exec(
+            "SELECT runtime, COUNT(*) FROM activities WHERE workflow_id = ? AND state = ? "
+            "GROUP BY runtime",
+            (wf_id, ActivityState.READY.value),
+        ).fetchall()
+        return {str(r): int(n) for r, n in rows}
+
     def activity_counts(self, wf_id: int) -> dict[ActivityState, int]:
         rows = self._exec(
             "SELECT state, COUNT(*) FROM activities WHERE workflow_id = ? GROUP BY state",
