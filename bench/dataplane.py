@@ -19,6 +19,17 @@ throughput: a file of --big-mib engine -> cluster and back through the HPC runti
 mover (SFTP over the runtime's one SSH connection, then size + SHA-256 on both sides and a
 rename), the same file through that connection's plain SFTP (no checks), and OpenSSH's `scp`
 and `sftp` to the same sshd, all on this machine in the same run. MiB/s and ratios to scp.
+
+scale (issue 20; no cluster: ``bench/dataplane.py scale --sizes 5000 10000 20000``): the data
+plane's own work at each end of a remote attempt (:meth:`DataPlane.wants_collect`, its
+``collect`` and the ``record_outputs`` of the end's record, as the engine calls them), for runs
+of N activities with --live attempts at once at one location, against a real store; the
+runtime and its mover are stand-ins that copy nothing. Each attempt's listings show its own
+file and what the attempts that ended while it ran wrote (a real listing is the whole working
+directory: the runtime's cost, not measured here). Two shapes: ``wide`` (each declares its
+output, every output comes back) and ``pairs`` (a_i -> b_i, undeclared: a_i's file stays
+there, fresh, for b_i; b_i's comes back). Time per end, over the run and over its last ends:
+the same at every N when an end costs what it touched, growing with N when it scans the run.
 """
 
 from __future__ import annotations
@@ -33,20 +44,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from akoflow import service  # noqa: E402
 from akoflow.config import RuntimeConfig  # noqa: E402
+from akoflow.dataplane import DataPlane  # noqa: E402
 from akoflow.dataplane.mover import Digest, hash_file  # noqa: E402
 from akoflow.engine import Engine  # noqa: E402
+from akoflow.engine.model import ActivityRun, WorkflowRun  # noqa: E402
+from akoflow.provenance.remote import RemoteFiles  # noqa: E402
+from akoflow.provenance.snapshot import FileState  # noqa: E402
 from akoflow.runtimes.base import JobSpec, Outcome  # noqa: E402
 from akoflow.runtimes.hpc import HpcRuntime  # noqa: E402
 from akoflow.runtimes.hpc.ssh import SshLink  # noqa: E402
-from akoflow.spec import Activity  # noqa: E402
+from akoflow.spec import Activity, load_workflow  # noqa: E402
+from akoflow.states import ActivityState, WorkflowState  # noqa: E402
 from tests.slurm_support.cluster import SlurmCluster  # noqa: E402
 
 MiB = 2**20
@@ -283,6 +301,126 @@ async def run_throughput(cluster: SlurmCluster, work: Path, size: int, rounds: i
             )
 
 
+# ---------------------------------------------------------------------- scale
+
+SCALE_LOCATION = "hpc:/scale"
+
+
+class ScaleMover:
+    """A location that copies nothing (the bench measures the data plane's bookkeeping)."""
+
+    location = SCALE_LOCATION
+
+    async def put(self, source: Path, path: str, expected: Digest) -> None:
+        pass
+
+    async def get(self, path: str, destination: Path) -> Digest:
+        return Digest(1, "0" * 64)
+
+    async def stats(self, paths: object) -> None:
+        return None
+
+
+class ScaleRuntime:
+    """What the data plane asks of a runtime whose files stay remote."""
+
+    files_stay_remote = True
+
+    def __init__(self) -> None:
+        self.mover = ScaleMover()
+
+    def data_mover(self, job: object) -> ScaleMover:
+        return self.mover
+
+
+def scale_yaml(n: int, shape: str) -> str:
+    lines = ["name: scale", "spec:", "  runtime: hpc", "  activities:"]
+    if shape == "wide":
+        for i in range(n):
+            lines += [f"    - name: t{i}", "      run: 'true'", f"      outputs: [out/{i}.txt]"]
+    else:
+        for i in range(n // 2):
+            lines += [f"    - name: a{i}", "      run: 'true'"]
+            lines += [f"    - name: b{i}", "      run: 'true'", f"      dependsOn: [a{i}]"]
+    return "\n".join(lines) + "\n"
+
+
+async def run_scale(work: Path, n: int, shape: str, live: int, tail: int) -> tuple[float, float]:
+    """Seconds per attempt end: over the whole run, over its last ``tail`` ends."""
+    state = work / f"state-{shape}-{n}"
+    repo = service.open_repository(state)
+    text = scale_yaml(n, shape)
+    workflow = load_workflow(text)
+    wf_id = repo.create_workflow(
+        workflow, spec_yaml=text, spec_hash="x", source=None, runs_root=state / "runs"
+    )
+    wf = WorkflowRun(
+        wf_id, "scale", workflow, work / f"data-{shape}-{n}", state, WorkflowState.RUNNING
+    )
+    specs = {a.name: a for a in workflow.activities}
+    for rec in repo.list_activities(wf_id):
+        wf.activities[rec.name] = ActivityRun(
+            rec.id, rec.name, specs[rec.name], "hpc", ActivityState.PENDING, 0, 1, wf
+        )
+    for act in wf.activities.values():
+        act.deps = [wf.activities[d] for d in act.spec.depends_on]
+        for dep in act.deps:
+            dep.dependents.append(act)
+    wf.data_dir.mkdir()
+    runtime = ScaleRuntime()
+    plane = DataPlane(repo, lambda name: runtime, lambda act: None)  # type: ignore[arg-type,return-value]
+    rt: Any = runtime
+    ready = deque(a for a in wf.activities.values() if not a.deps)
+    running: deque[ActivityRun] = deque()
+    ended_files: deque[tuple[float, str]] = deque(maxlen=4 * live)  # (when, path) written
+    times: list[float] = []
+
+    def dispatch() -> None:
+        while ready and len(running) < live:
+            act = ready.popleft()
+            plane.needs_listing(act, rt)  # as the engine's job_spec asks it at each dispatch
+            act.attempt, act.state = 1, ActivityState.RUNNING
+            act.dispatched_at = time.time()
+            running.append(act)
+
+    dispatch()
+    while running:
+        act = running.popleft()
+        own = f"{'out' if act.name[0] in 'tb' else 'mid'}/{act.name[1:]}.txt"
+        after = {p: FileState(1, when) for when, p in ended_files if when >= act.dispatched_at}
+        now = time.time()
+        after[own] = FileState(1, now)
+        outcome = Outcome(True, 0, files=RemoteFiles(SCALE_LOCATION, {}, after))
+        start = time.perf_counter()
+        with repo.transaction():
+            if plane.wants_collect(act, rt, outcome):
+                await plane.collect(act, rt, outcome)
+            plane.record_outputs(act, rt, outcome.files)  # the end's record (engine: finish)
+            act.state, act.finished_at = ActivityState.SUCCEEDED, time.time()
+        times.append(time.perf_counter() - start)
+        ended_files.append((now, own))
+        ready.extend(act.dependents)
+        dispatch()
+    repo.close()
+    assert len(times) == n
+    return sum(times) / n, sum(times[-tail:]) / min(tail, n)
+
+
+def bench_scale(work: Path, sizes: list[int], live: int) -> None:
+    tail = 1000
+    print(
+        f"scale: the data plane's work per end of a remote attempt, {live} attempts at once "
+        f"at one location (mean over the run / over its last {tail} ends)"
+    )
+    for shape in ("wide", "pairs"):
+        for n in sizes:
+            whole, last = asyncio.run(run_scale(work, n, shape, live, tail))
+            print(
+                f"  {shape:<5} N={n:>6}  {whole * 1e3:8.3f} ms per end over the run, "
+                f"{last * 1e3:8.3f} ms over the last {tail}"
+            )
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -293,8 +431,18 @@ def main() -> int:
     parser.add_argument("--file-mib", type=int, default=2, help="size of each fan-out file")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the throughput file")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: best of this many")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000])
+    parser.add_argument("--live", type=int, default=100, help="scale: attempts at once")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="akf-bench-dataplane-"))
+    if "scale" in args.which:
+        try:
+            bench_scale(root, args.sizes, args.live)
+        finally:
+            if set(args.which) == {"scale"}:
+                shutil.rmtree(root, ignore_errors=True)
+        if set(args.which) == {"scale"}:
+            return 0
     cluster = SlurmCluster(root / "cluster")
     cluster.root.mkdir()
     try:
