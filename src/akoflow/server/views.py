@@ -24,6 +24,7 @@ from akoflow.server.schemas import (
     UpstreamWorkflowSpec,
     WorkflowStateOut,
 )
+from akoflow.server.summary import live_ready_by_runtime, ready_by_runtime
 from akoflow.spec import Activity, Workflow
 from akoflow.spec.quantities import parse_memory
 from akoflow.states import UPSTREAM_ACTIVITY_STATUS, ActivityState, WorkflowState
@@ -160,28 +161,26 @@ def _disk_usage(workflow: Workflow | None, n_activities: int) -> str:
 
 
 def upstream_workflow(
-    ctx: ServerContext, rec: WorkflowRecord, *, with_activities: bool
+    ctx: ServerContext, rec: WorkflowRecord, workflow: Workflow | None, *, with_activities: bool
 ) -> UpstreamWorkflow:
-    """Upstream's ApiWorkflowType, with its computed metrics."""
+    """Upstream's ApiWorkflowType, with its computed metrics. ``workflow`` is its parsed spec
+    (``ctx.spec``); without activities, no pass over them is made: counts from the engine's
+    states in one counting pass (live) or one GROUP BY (stored)."""
     repo = ctx.repo
     run = _live(ctx, rec.id)
-    workflow = ctx.spec(rec)
-    counts = repo.activity_counts(rec.id)
-    n = sum(counts.values())
     state = run.state if run is not None else rec.state
     if run is not None:  # live counts, consistent with the live states shown
-        live_counts: dict[str, int] = {}
-        for act in run.activities.values():
-            live_counts[act.state.value] = live_counts.get(act.state.value, 0) + 1
-        states = live_counts
+        by_state = Counter(a.state for a in run.activities.values())
     else:
-        states = {s.value: c for s, c in counts.items()}
+        by_state = Counter(repo.activity_counts(rec.id))
+    states = {s.value: c for s, c in by_state.items()}
+    n = sum(by_state.values())
     activities: list[UpstreamActivity] = []
     if with_activities:
         activities = [
             upstream_activity(a, _spec_at(workflow, a), run) for a in repo.list_activities(rec.id)
         ]
-    longest = repo.longest_activity(rec.id)
+    longest = ctx.longest(repo, rec)
     started = rec.started_at if run is None else run.started_at or rec.started_at
     finished = rec.finished_at if run is None else run.finished_at
     span = None
@@ -214,21 +213,18 @@ def upstream_workflow(
         cancelRequested=rec.cancel_requested or bool(run and run.cancelling),
         dataDir=rec.data_dir,
         times=Times(createdAt=rec.created_at, startedAt=started, finishedAt=finished),
-        holds=workflow_holds(ctx, rec, run),
+        holds=workflow_holds(ctx, rec, run, by_state[ActivityState.READY]),
     )
 
 
 def workflow_holds(
-    ctx: ServerContext, rec: WorkflowRecord, run: WorkflowRun | None
+    ctx: ServerContext, rec: WorkflowRecord, run: WorkflowRun | None, ready: int
 ) -> list[HoldOut]:
     """The NOT_READY runtimes that hold READY activities of an unfinished run: the engine's
-    view of its runtimes, else the store's (status changed at ``updated_at``)."""
+    view of its runtimes, else the store's (status changed at ``updated_at``). ``ready``:
+    its READY activities; they are counted per runtime only when some runtime is down."""
     state = run.state if run is not None else rec.state
-    if state.is_final:
-        return []
-    acts = run.activities.values() if run is not None else ctx.repo.list_activities(rec.id)
-    waiting = Counter(a.runtime for a in acts if a.state is ActivityState.READY)
-    if not waiting:
+    if state.is_final or not ready:
         return []
     down: dict[str, tuple[str | None, float | None]] = {}
     slots = ctx.engine.runtimes.slots
@@ -240,6 +236,13 @@ def workflow_holds(
     for r in ctx.repo.list_runtimes():
         if r.status != "READY" and r.name not in slots:
             down[r.name] = (r.reason, max(0.0, time.time() - r.updated_at))
+    if not down:
+        return []
+    waiting = (
+        live_ready_by_runtime(run.activities.values())
+        if run is not None
+        else ready_by_runtime(ctx.repo, rec.id)
+    )
     return [
         HoldOut(runtime=name, reason=down[name][0], notReadyFor=down[name][1], activities=n)
         for name, n in sorted(waiting.items())
@@ -292,9 +295,11 @@ def attempt_out(a: AttemptRecord) -> AttemptOut:
     )
 
 
-def activity_detail(ctx: ServerContext, wf: WorkflowRecord, rec: ActivityRecord) -> ActivityDetail:
+def activity_detail(
+    ctx: ServerContext, wf: WorkflowRecord, workflow: Workflow | None, rec: ActivityRecord
+) -> ActivityDetail:
     base = activity_out(rec, _live(ctx, wf.id))
-    spec = _spec_at(ctx.spec(wf), rec)
+    spec = _spec_at(workflow, rec)
     return ActivityDetail(
         **base.model_dump(),
         run=spec.run if spec else "",

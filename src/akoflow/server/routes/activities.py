@@ -111,7 +111,8 @@ async def get_activity(
     ctx: Ctx, workflow_id: WorkflowId, name: ActivityName
 ) -> Envelope[ActivityDetail]:
     wf, act = find_activity(ctx, workflow_id, name)
-    return Envelope(data=views.activity_detail(ctx, wf, act), timestamp=views.now())
+    workflow = await ctx.spec(wf)
+    return Envelope(data=views.activity_detail(ctx, wf, workflow, act), timestamp=views.now())
 
 
 @router.post(

@@ -13,7 +13,7 @@ from akoflow.server import views
 from akoflow.server.auth import require_token
 from akoflow.server.context import ServerContext, get_context
 from akoflow.server.routes.common import E400, E401, E404, E422, WorkflowId, find_workflow
-from akoflow.server.routes.workflows import E413, SUBMISSION_BODY, lineage_of, submit_workflow
+from akoflow.server.routes.workflows import E413, SUBMISSION_BODY, read_lineage, submit_workflow
 from akoflow.server.schemas import Envelope, Lineage, SubmitResult
 
 Ctx = Annotated[ServerContext, Depends(get_context)]
@@ -61,4 +61,4 @@ async def list_files(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
     """Same graph as `/lineage/`: activities and files with `dependsOn`, `used` and
     `wasGeneratedBy` edges (PROV's directions; upstream drew `wasGeneratedBy` backwards)."""
     find_workflow(ctx, workflow_id)
-    return Envelope(data=lineage_of(ctx, workflow_id), timestamp=views.now())
+    return Envelope(data=await read_lineage(ctx, workflow_id), timestamp=views.now())

@@ -52,7 +52,8 @@ from akoflow.server.schemas import (
     WorkflowSubmission,
 )
 from akoflow.spec import WorkflowValidationError
-from akoflow.states import InvalidTransition, WorkflowState
+from akoflow.states import ActivityState, InvalidTransition, WorkflowState
+from akoflow.store import Repository
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,14 @@ async def list_workflows(
     rows = repo.list_workflows(
         limit=page.limit, offset=page.offset, unfinished_only=unfinished, name=name
     )
+    data = [
+        views.upstream_workflow(
+            ctx, r, await ctx.spec(r, activities=activities), with_activities=activities
+        )
+        for r in rows
+    ]
     return Page(
-        data=[views.upstream_workflow(ctx, r, with_activities=activities) for r in rows],
+        data=data,
         timestamp=views.now(),
         total=repo.count_workflows(unfinished_only=unfinished, name=name),
         limit=page.limit,
@@ -232,31 +239,40 @@ async def get_workflow(
     ctx: Ctx, workflow_id: WorkflowId, activities: WithActivities = True
 ) -> Envelope[UpstreamWorkflow]:
     rec = find_workflow(ctx, workflow_id)
+    workflow = await ctx.spec(rec, activities=activities)
     return Envelope(
-        data=views.upstream_workflow(ctx, rec, with_activities=activities),
+        data=views.upstream_workflow(ctx, rec, workflow, with_activities=activities),
         timestamp=views.now(),
     )
 
 
-def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
-    run = ctx.engine.workflows.get(wf_id)
-    nodes = [
-        LineageNode(
-            id=f"activity:{a.name}",
-            label=a.name,
-            type="activity",
-            state=views.live_state(run, a)[0].value,
-        )
-        for a in ctx.repo.list_activities(wf_id)
-    ]
-    edges = [
-        LineageEdge.model_validate(
-            {"from": f"activity:{act}", "to": f"activity:{dep}", "label": "dependsOn"}
-        )
-        for act, dep in ctx.repo.dependency_names(wf_id)
-    ]
+def lineage_of(
+    repo: Repository,
+    wf_id: int,
+    live: dict[str, ActivityState] | None,
+    *,
+    activities: bool = True,
+) -> Lineage:
+    """Runs in a worker thread (a 100,000-activity graph is seconds of work): it reads the
+    store only; ``live`` holds the engine's states, read on the event loop beforehand."""
+    nodes: list[LineageNode] = []
+    edges: list[LineageEdge] = []
+    if activities:
+        for a in repo.list_activities(wf_id):
+            state = live.get(a.name, a.state) if live is not None else a.state
+            nodes.append(
+                LineageNode(
+                    id=f"activity:{a.name}", label=a.name, type="activity", state=state.value
+                )
+            )
+        edges += [
+            LineageEdge.model_validate(
+                {"from": f"activity:{act}", "to": f"activity:{dep}", "label": "dependsOn"}
+            )
+            for act, dep in repo.dependency_names(wf_id)
+        ]
     # The files: the graph the report's Files section shows too (PROV's edges).
-    files = file_lineage.of_run(ctx.repo, wf_id)
+    files = file_lineage.of_run(repo, wf_id)
     nodes += [
         LineageNode(
             id=n.id,
@@ -281,7 +297,17 @@ def lineage_of(ctx: ServerContext, wf_id: int) -> Lineage:
     responses=E404,
     summary="Lineage graph: activities, files, dependsOn/used/wasGeneratedBy edges",
 )
-async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
+async def get_lineage(
+    ctx: Ctx,
+    workflow_id: WorkflowId,
+    activities: Annotated[
+        bool,
+        Query(
+            description="Include the activities' nodes and dependsOn edges; false: only the "
+            "files' nodes and their edges (a light answer for a big run)."
+        ),
+    ] = True,
+) -> Envelope[Lineage]:
     """Nodes are the activities (`activity:<name>`), the files they used or generated
     (`file:<path>`, type `file`, or `preExisting` when no activity generated it; remote files
     as `file:<runtime>:<dir>/<path>`; the path's bytes percent-encoded as in RFC 3986, the
@@ -298,7 +324,16 @@ async def get_lineage(ctx: Ctx, workflow_id: WorkflowId) -> Envelope[Lineage]:
     activity -> file `used`, file -> activity `wasGeneratedBy` (PROV's directions), and
     ambiguous file -> each candidate activity `candidate`."""
     find_workflow(ctx, workflow_id)
-    return Envelope(data=lineage_of(ctx, workflow_id), timestamp=views.now())
+    lineage = await read_lineage(ctx, workflow_id, activities=activities)
+    return Envelope(data=lineage, timestamp=views.now())
+
+
+async def read_lineage(ctx: ServerContext, wf_id: int, *, activities: bool = True) -> Lineage:
+    run = ctx.engine.workflows.get(wf_id)
+    live = None
+    if run is not None and activities:  # the engine is read on its own thread only
+        live = {name: a.state for name, a in run.activities.items()}
+    return await asyncio.to_thread(lineage_of, ctx.repo, wf_id, live, activities=activities)
 
 
 # ------------------------------------------------------------------------------- actions

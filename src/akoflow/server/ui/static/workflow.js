@@ -214,12 +214,15 @@ export function mount(root, { id }) {
     lineageAt = Date.now();
     try {
       // The data dir's files, each linked to its download (the graph's file nodes too).
+      // A run too big to draw: only its files' nodes (the ambiguous ones are listed), not a
+      // node and an edge per activity read again every few seconds while it runs.
+      const big = wf.activityCount > MAX_NODES;
       const [doc, files] = await Promise.all([
-        api(`/workflows/${wfId}/lineage/`, { signal: alive.signal }),
+        api(`/workflows/${wfId}/lineage/${big ? "?activities=false" : ""}`, { signal: alive.signal }),
         api(`/workflows/${wfId}/files/?limit=1000`, { signal: alive.signal }),
       ]);
       const { nodes, edges } = doc.data;
-      const drawable = nodes.some((n) => n.type !== "activity") && nodes.length <= MAX_NODES;
+      const drawable = !big && nodes.some((n) => n.type !== "activity") && nodes.length <= MAX_NODES;
       if (!drawable && !files.data.length) return;
       const byNode = new Map(files.data.map((f) => [`file:${f.pathEncoded}`, f]));
       const save = (f) => download(`/workflows/${wfId}/files/${f.pathEncoded}`, f.path.split("/").pop(), { signal: alive.signal }).catch((err) => err.name === "AbortError" || showError(err.message));
