@@ -62,9 +62,7 @@ def candidates(held: Replica, windows: Iterable[Window], *, declared: bool = Fal
     at = held.recorded_at
     if at is None or declared:
         return found
-    return found | {
-        w.activity_id for w in windows if w.start <= at and (w.end is None or w.end >= at)
-    }
+    return found | {w.activity_id for w in windows if covers(w, at)}
 
 
 def unsettled(
@@ -129,17 +127,34 @@ def collectable(
     back (``collected``: the workflow's ``collect`` policy for that activity). A version
     recorded at the end of one attempt while another ran there comes back at the end of the
     last of them, whichever order they end in."""
+    mine = [w for w in windows if w.activity_id == ending]
+    # A version recorded once another attempt there was writing may be half-written by it
+    # (:func:`unsettled`, for every version at once).
+    busy_since = min((w.start for w in windows if w.live and w.activity_id != ending), default=None)
+    ending_collected = collected(ending)
     found = []
     for r in replicas.values():
         if not r.fresh or r.location != location:
             continue
-        mine = declared(r)
-        who = candidates(r, windows, declared=mine)
-        if ending not in who or unsettled(r, windows, ending, declared=mine):
+        # When it was recorded tells who else may have written it (:func:`candidates`),
+        # unless its recorder declared it (or that moment is not known): then it alone.
+        at = r.recorded_at if r.recorded_at is not None and not declared(r) else None
+        if r.activity_id != ending and not any(covers(w, at) for w in mine):
+            continue  # not ``ending``'s to bring back
+        if at is not None and busy_since is not None and busy_since <= at:
             continue
-        if any(collected(c) for c in who):
+        if (
+            ending_collected
+            or (r.activity_id is not None and collected(r.activity_id))
+            or (at is not None and any(collected(w.activity_id) for w in windows if covers(w, at)))
+        ):
             found.append(r.path)
     return sorted(found)
+
+
+def covers(window: Window, at: float | None) -> bool:
+    """Whether the activity of ``window`` ran at that location at ``at``."""
+    return at is not None and window.start <= at and (window.end is None or window.end >= at)
 
 
 def host_newer(held: Replica, host_changed: Mapping[str, float] | None) -> bool:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from akoflow.dataplane import plan
+from akoflow.dataplane.index import RunIndex
 from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed, host_path
 from akoflow.dataplane.mover import list_files as host_files
 from akoflow.dataplane.plan import HOST
@@ -142,6 +143,9 @@ class DataPlane:
         # Attempts whose end the runtime reported (their state moves on a moment later):
         # they write nothing more.
         self._ended: set[tuple[int, int]] = set()
+        # What the data plane knows of each attached run, kept up to date as it changes: the
+        # end of an attempt looks at what it may have touched, not at the whole run.
+        self._runs: dict[int, RunIndex] = {}
         # Told of each file fetched into a data dir (the engine sets the provenance recorder's
         # copied_in): a copy the engine made, no activity's change on the host.
         self.fetched: Callable[[WorkflowRun, str, str], None] = lambda wf, path, location: None
@@ -154,9 +158,24 @@ class DataPlane:
             known = self._remote_runs[workflow_id] = bool(self.repo.data_replicas(workflow_id))
         return known
 
-    def _put_replica(self, workflow_id: int, replica: Replica) -> None:
-        self.repo.put_replica(workflow_id, replica)
-        self._remote_runs[workflow_id] = True
+    def _index(self, wf: WorkflowRun) -> RunIndex:
+        """The index of ``wf``, made from the store the first time (or for a run attached
+        again); those of runs that ended are let go then."""
+        index = self._runs.get(wf.id)
+        if index is None or index.wf is not wf:
+            for done in [k for k, i in self._runs.items() if i.wf.state.is_final]:
+                del self._runs[done]
+            index = self._runs[wf.id] = RunIndex(wf, self.repo.data_replicas(wf.id))
+        return index
+
+    def _put_replica(self, wf: WorkflowRun, replica: Replica) -> None:
+        self.repo.put_replica(wf.id, replica)
+        self._index(wf).replicas.put(replica)
+        self._remote_runs[wf.id] = True
+
+    def _drop_replica(self, wf: WorkflowRun, location: str, path: str) -> None:
+        self.repo.drop_replica(wf.id, location, path)
+        self._index(wf).replicas.drop(location, path)
 
     # ---------------------------------------------------------------- before
 
@@ -177,21 +196,53 @@ class DataPlane:
         finally:
             self._staging.discard(act.id)
 
-    async def _stage_in(self, act: ActivityRun, mover: DataMover | None, target: str) -> None:
+    def _planned_fetches(
+        self, act: ActivityRun, target: str
+    ) -> tuple[list[plan.Fetch], dict[tuple[str, str], Replica]]:
+        """What :func:`plan.fetches` brings to the host for ``act`` (at ``target``), from the
+        versions it can pick: a fresh one that one of its ancestors recorded, or recorded
+        while one of them ran at its location (their windows decide the rest)."""
         wf = act.wf
-        replicas = self.repo.data_replicas(wf.id)
-        inputs = act.spec.inputs
-        changed = host_changes(wf.data_dir, [r.path for r in replicas.values() if r.fresh])
-        windows = {loc: self._windows(wf, loc) for loc in {r.location for r in replicas.values()}}
+        index = self._index(wf)
+        index.windows.sight(act)
+        if not index.replicas.fresh_elsewhere(target):
+            return [], {}  # nothing newer elsewhere (a run at one location): nothing to bring
+        writers = ancestors(act)
+        replicas: dict[tuple[str, str], Replica] = {}
+        windows: dict[str, list[plan.Window]] = {}
+        locations = index.replicas.locations()
+        for writer in writers:
+            dep = index.by_id.get(writer)
+            if dep is None:
+                continue
+            for r in index.replicas.fresh_by(writer):
+                replicas[r.location, r.path] = r
+            window = index.windows.of(dep, staging=self._staging, ended=self._ended)
+            if window is None:
+                continue
+            for loc in locations.get(dep.runtime, ()):
+                windows.setdefault(loc, []).append(window)
+                for r in index.replicas.fresh_since(loc, window.start, window.end):
+                    replicas[r.location, r.path] = r
+        changed = host_changes(wf.data_dir, sorted({r.path for r in replicas.values()}))
         wanted = plan.fetches(
             replicas,
             target=target,
-            writers=ancestors(act),
-            inputs=inputs,
+            writers=writers,
+            inputs=act.spec.inputs,
             windows=windows,
             host_changed=changed,
             declared=partial(self._declared, wf),
         )
+        return wanted, replicas
+
+    async def _stage_in(self, act: ActivityRun, mover: DataMover | None, target: str) -> None:
+        wf = act.wf
+        inputs = act.spec.inputs
+        wanted, replicas = self._planned_fetches(act, target)
+        # Who runs at each of those locations now (a failed copy of a version one of them
+        # may be writing is not this activity's failure).
+        running = {f.location: self._windows(wf, f.location, None) for f in wanted}
 
         async def fetch(i: plan.Fetch) -> None:
             try:
@@ -200,7 +251,7 @@ class DataPlane:
                 )
             except TransferFailed as exc:
                 held = replicas[i.location, i.path]
-                if not plan.unsettled(held, windows[i.location], declared=self._declared(wf, held)):
+                if not plan.unsettled(held, running[i.location], declared=self._declared(wf, held)):
                     raise
                 # Being written by a job still running there, which this one does not depend
                 # on (as on a shared data dir, it is not this activity's to wait for).
@@ -231,8 +282,9 @@ class DataPlane:
                         f"cannot read {display(path)} in the data dir to copy it to "
                         f"{target}: {exc.strerror}"
                     ) from None
-        replicas = self.repo.data_replicas(wf.id)
-        recorded = [p for p in host if (target, p) in replicas]
+        held = self._index(wf).replicas
+        replicas = {(target, p): r for p in host if (r := held.get(target, p)) is not None}
+        recorded = [p for _, p in replicas]
         current = await mover.stats(recorded) if recorded else None
         changed = host_changes(wf.data_dir, recorded)
         needed = plan.puts(host, replicas, target=target, current=current, host_changed=changed)
@@ -281,7 +333,7 @@ class DataPlane:
         replica = Replica(
             mover.location, path, digest.size, digest.sha256, False, None, None, stamp
         )
-        self._put_replica(wf.id, replica)
+        self._put_replica(wf, replica)
         self.repo.add_data_copy(
             wf.id,
             DataCopy(
@@ -298,11 +350,11 @@ class DataPlane:
         digest = await retried(lambda _: mover.get(path, destination))
         self.host.forget(destination)
         self.fetched(wf, path, location)
-        held = self.repo.data_replicas(wf.id).get((location, path))
+        held = self._index(wf).replicas.get(location, path)
         writer = held.activity_id if held is not None else None
         mtime = held.mtime if held is not None else None
         replica = Replica(location, path, digest.size, digest.sha256, False, writer, mtime)
-        self._put_replica(wf.id, replica)
+        self._put_replica(wf, replica)
         self.repo.add_data_copy(
             wf.id,
             DataCopy(
@@ -310,27 +362,17 @@ class DataPlane:
             ),
         )
 
-    def _windows(self, wf: WorkflowRun, location: str) -> list[plan.Window]:
-        """When each activity of ``wf`` ran at ``location`` (its runtime's): who may have
-        written what a listing there shows. An attempt still copying what it needs writes
-        nothing yet."""
-        runtime = location.split(":", 1)[0]
-        found = []
-        for a in wf.activities.values():
-            live = a.state.is_live
-            if not live:
-                self._ended.discard((a.id, a.attempt))  # its end is recorded: noted no more
-            if a.runtime != runtime or (a.attempt < 1 and not live):
-                continue
-            end = None if live else a.finished_at
-            writing = live and a.id not in self._staging and (a.id, a.attempt) not in self._ended
-            found.append(plan.Window(a.id, a.dispatched_at, end, writing))
-        return found
+    def _windows(self, wf: WorkflowRun, location: str, since: float | None) -> list[plan.Window]:
+        """When the activities of ``wf`` ran at ``location`` (its runtime's): who may have
+        written what a listing there shows. Those that ended before ``since`` are left out
+        (``None``: all that ended). An attempt still copying what it needs writes nothing yet."""
+        return self._index(wf).windows.at(
+            location.split(":", 1)[0], since, staging=self._staging, ended=self._ended
+        )
 
-    @staticmethod
-    def _declared(wf: WorkflowRun, held: Replica) -> bool:
+    def _declared(self, wf: WorkflowRun, held: Replica) -> bool:
         """Whether the activity that recorded ``held`` declared it as an output."""
-        writer = next((a for a in wf.activities.values() if a.id == held.activity_id), None)
+        writer = self._index(wf).by_id.get(held.activity_id) if held.activity_id else None
         outputs = writer.spec.outputs if writer is not None else ()
         return bool(outputs) and declares(outputs, held.path)
 
@@ -361,25 +403,30 @@ class DataPlane:
             return
         self._recorded.add((act.id, act.attempt))
         written, deleted = plan.changed(files)
-        held = self.repo.data_replicas(act.wf.id)
-        others = [a.spec.outputs for a in act.wf.activities.values() if a is not act]
+        index = self._index(act.wf)
+        index.windows.sight(act)
+        outputs = act.spec.outputs
         for path, state in written.items():
-            if plan.recorded(held.get((files.location, path)), state):
+            if plan.recorded(index.replicas.get(files.location, path), state):
                 continue  # another attempt's, recorded at its end (or fetched): unchanged
-            if not plan.claims(act.spec.outputs, others, path):
+            # plan.claims, with every activity's declared outputs indexed by path:
+            if not (outputs and declares(outputs, path)) and index.outputs.any_declares(path):
                 continue  # another activity's declared output, seen in this one's listing
             replica = Replica(
                 files.location, path, state.size, None, True, act.id, state.mtime, None, time.time()
             )
-            self._put_replica(act.wf.id, replica)
+            self._put_replica(act.wf, replica)
         for path in deleted:
-            self.repo.drop_replica(act.wf.id, files.location, path)
+            self._drop_replica(act.wf, files.location, path)
 
     def needs_listing(self, act: ActivityRun, runtime: Runtime) -> bool:
         """Whether what an attempt of ``act`` writes on ``runtime`` may have to move: it is
         collected at its end, or an activity on another runtime depends on it."""
         if self._mover(act, runtime) is None:
             return False
+        # Asked as each attempt is dispatched (the engine's job_spec): from now on its window
+        # at that runtime may cover what listings there show.
+        self._index(act.wf).windows.sight(act)
         policy = act.wf.workflow.collect
         return (
             policy == "all"
@@ -417,10 +464,23 @@ class DataPlane:
     def _collectable(self, act: ActivityRun, outcome: Outcome, location: str) -> list[str]:
         wf = act.wf
         policy = wf.workflow.collect
-        by_id = {a.id: a for a in wf.activities.values()}
+        index = self._index(wf)
+        index.windows.sight(act)
+        # What the rule can pick (plan.collectable: a fresh version at the location that
+        # ``act`` recorded, or recorded while it ran there), and the windows that decide it.
+        mine = self._window(act, location)
+        picked = {
+            (location, r.path): r for r in index.replicas.fresh_by(act.id) if r.location == location
+        }
+        if mine is not None:
+            for r in index.replicas.fresh_since(location, mine.start, mine.end):
+                picked[r.location, r.path] = r
+        if not picked:
+            return []
+        times = [r.recorded_at for r in picked.values() if r.recorded_at is not None]
 
         def collected(activity_id: int) -> bool:
-            other = by_id.get(activity_id)
+            other = index.by_id.get(activity_id)
             if other is None or (policy == "outputs" and other.dependents):
                 return False
             if other is act:
@@ -428,10 +488,16 @@ class DataPlane:
             return other.state is ActivityState.SUCCEEDED
 
         return plan.collectable(
-            self.repo.data_replicas(wf.id),
+            picked,
             location=location,
             ending=act.id,
-            windows=self._windows(wf, location),
+            windows=self._windows(wf, location, min(times, default=None)),
             collected=collected,
             declared=partial(self._declared, wf),
         )
+
+    def _window(self, act: ActivityRun, location: str) -> plan.Window | None:
+        """``act``'s window at ``location`` (None: it has none there)."""
+        if act.runtime != location.split(":", 1)[0]:
+            return None
+        return self._index(act.wf).windows.of(act, staging=self._staging, ended=self._ended)
