@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import os
@@ -119,6 +120,7 @@ class CacheStage:
         self._settings: dict[str, str] = {}  # runtime name -> digest of its settings
         self._mechanisms: dict[int, str] = {}
         self._environ: dict[str, str] | None = None
+        self._inline_left = CHUNK  # decisions at once left in this turn of the loop
 
     # ================================================================ engine hooks
 
@@ -135,11 +137,38 @@ class CacheStage:
 
     def enqueue(self, act: ActivityRun) -> None:
         """Where a READY activity goes: the stage, or its runtime's line."""
-        if self._wants(act):
+        if not self._wants(act):
+            self._slots[act.runtime].queue.append(act)
+        elif self._queue or self._finished or not self._decided_now(act):
             self._queue.append(act)
             self._wake.set()
-        else:
-            self._slots[act.runtime].queue.append(act)
+
+    def _decided_now(self, act: ActivityRun) -> bool:
+        """Decide ``act`` at once when the store alone decides (a key never seen: a miss),
+        up to :data:`CHUNK` per turn of the event loop (a 100,000-wide run's first turn
+        leaves the rest to the stage's steps): it goes to its runtime's line in the same
+        turn, and the processor starts it in the same wake-up (a chain's link was two
+        turns of the loop and a commit longer). False: the stage decides it."""
+        if self._inline_left <= 0:
+            return False
+        if self._inline_left == CHUNK:
+            with contextlib.suppress(RuntimeError):  # no loop running: this turn only
+                asyncio.get_running_loop().call_soon(self._refill)
+        self._inline_left -= 1
+        try:
+            request = self._request(act)
+            decision = None if request is None else self._quick(request)
+        except Exception:  # the stage decides it, and says why it cannot
+            return False
+        if request is not None:
+            if decision is None:
+                return False
+            self._runs(act, decision)
+        self._wake_processor()
+        return True
+
+    def _refill(self) -> None:
+        self._inline_left = CHUNK
 
     def attempt_succeeded(self, act: ActivityRun) -> None:
         """The live attempt of ``act`` succeeded (its transaction is not committed yet)."""
@@ -421,32 +450,47 @@ class CacheStage:
 
     # ------------------------------------------------------------------ decisions
 
+    def _request(self, act: ActivityRun) -> Request | None:
+        """What the decider is asked about ``act``; None when an upstream fingerprint is
+        unknown (its entry could not be recorded: nothing can match): then it runs."""
+        parts, key, unknown = self._key(act)
+        if unknown is not None:
+            log.info("%s runs: the fingerprint of upstream %s is unknown", act.name, unknown)
+            self._slots[act.runtime].queue.append(act)
+            self._wake_processor()
+            return None
+        return Request(
+            act.wf.id,
+            act.wf.name,
+            act.name,
+            key,
+            parts,
+            act.wf.data_dir,
+            act.spec.inputs,
+            act.spec.outputs,
+            unrelated=functools.cache(functools.partial(self._unrelated, act)),
+        )
+
+    def _runs(self, act: ActivityRun, miss: Miss) -> None:
+        """``act`` is not reused: to its runtime's line, with the reason logged."""
+        if miss.declared_reads is not None:
+            self._declared[act.id] = miss.declared_reads
+        # Why a result was not reused is worth a line; that a first run runs is not
+        # (100,000 such lines held a server's loop, rendered by its log handler).
+        level = logging.DEBUG if miss.reason == NO_EARLIER_RUN else logging.INFO
+        log.log(level, "%s runs: %s", act.name, miss.reason)
+        self._slots[act.runtime].queue.append(act)
+
     async def _resolve(self, queue: list[ActivityRun]) -> None:
         acts = []
         requests = []
         for act in queue:
             if act.state is not A.READY or act.wf.cancelling:
                 continue
-            parts, key, unknown = self._key(act)
-            if unknown is not None:  # its entry could not be recorded: nothing can match
-                log.info("%s runs: the fingerprint of upstream %s is unknown", act.name, unknown)
-                self._slots[act.runtime].queue.append(act)
-                self._wake_processor()
-                continue
-            acts.append(act)
-            requests.append(
-                Request(
-                    act.wf.id,
-                    act.wf.name,
-                    act.name,
-                    key,
-                    parts,
-                    act.wf.data_dir,
-                    act.spec.inputs,
-                    act.spec.outputs,
-                    unrelated=functools.cache(functools.partial(self._unrelated, act)),
-                )
-            )
+            request = self._request(act)
+            if request is not None:
+                acts.append(act)
+                requests.append(request)
         # A key never seen is a miss the store tells at once; a thread (file work: hashing,
         # copies) only for the others: a hop per decision was most of a chain's link.
         quick: list[Decision | None] = [self._quick(r) for r in requests]
@@ -458,7 +502,7 @@ class CacheStage:
         except Exception as exc:
             raise CacheFailure(f"recording reused results failed: {exc}") from exc
 
-    def _quick(self, request: Request) -> Decision | None:
+    def _quick(self, request: Request) -> Miss | None:
         try:
             return self.decider.without_files(request)
         except Exception:  # decided again in the thread, which says why it cannot
@@ -492,13 +536,7 @@ class CacheStage:
                     self._reuse(act, decision)
                     touched.add(act.wf)
                     continue
-                if decision.declared_reads is not None:
-                    self._declared[act.id] = decision.declared_reads
-                # Why a result was not reused is worth a line; that a first run runs is not
-                # (100,000 such lines held a server's loop, rendered by its log handler).
-                level = logging.DEBUG if decision.reason == NO_EARLIER_RUN else logging.INFO
-                log.log(level, "%s runs: %s", act.name, decision.reason)
-                self._slots[act.runtime].queue.append(act)
+                self._runs(act, decision)
         for wf in touched:
             self._t.maybe_finish(wf)
         self._wake_processor()

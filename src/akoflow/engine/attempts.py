@@ -191,7 +191,10 @@ class Attempts:
         try:
             # Data first, the attempts' copies at once (bounded per destination by the data
             # plane); then the runtime, once.
-            await asyncio.gather(*(stage(act, job) for act, job in batch))
+            if len(batch) == 1:  # no task to schedule (a chain's every link)
+                await stage(*batch[0])
+            else:
+                await asyncio.gather(*(stage(act, job) for act, job in batch))
             try:
                 answers = await slot.runtime.submit_many(staged) if staged else []
             except Exception as exc:
