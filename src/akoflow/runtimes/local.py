@@ -617,7 +617,10 @@ class LocalRuntime(Runtime):
         if derived is not None:
             self._release_cgroup(derived)
         _kill_attempt_processes(prefix)
-        return Adopted("finished", outcome=self._outcome(record.code, False, None, None))
+        # Its handle too: one that ended before its RUNNING record (which holds the handle)
+        # was written has none stored, and its output is read from these files.
+        outcome = self._outcome(record.code, False, None, None)
+        return Adopted("finished", {"prefix": prefix}, outcome)
 
     # ------------------------------------------------------------------ observe
 

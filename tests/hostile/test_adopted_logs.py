@@ -1,0 +1,69 @@
+"""An attempt still recorded as submitted (its RUNNING record, which carries its handle, is
+written only once it has run a while) that ran and ended while no engine watched: the resumed
+engine collects its end and stores its output, as for one recorded running."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from akoflow import service
+from akoflow.runtimes.local_spawner import Spawner
+from akoflow.states import ActivityState, WorkflowState
+from tests.conftest import Akoflow, wait_for
+
+
+def test_output_of_an_attempt_that_ended_before_its_running_record_is_kept(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    wf = tmp_path / "one.yaml"
+    script = "echo out-of-only; echo err-of-only >&2; echo run >> count.only\n"
+    wf.write_text(f"name: one\nspec:\n  activities:\n    - name: only\n      run: '{script}'\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    # The engine's state when SIGKILLed right after the attempt started: its intent stored
+    # (no handle, no start), its spawner running it.
+    prepared = service.validate_text(wf.read_text(), str(wf))
+    repo = service.open_repository(state_dir)
+    wf_id = service.store(repo, state_dir, prepared, data)
+    act = repo.list_activities(wf_id)[0]
+    repo.set_activity_states([(act.id, ActivityState.READY)])
+    repo.begin_attempt(act.id, 1, runtime="local", handle={})
+    repo.set_workflow_state(wf_id, WorkflowState.RUNNING)
+    repo.close()
+    attempts = state_dir / "runs" / f"{wf_id}-one" / "attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    prefix = str(attempts / "only.1")
+    # The spawner (a real one, in this process) starts it and records its end, engine gone.
+    engine_end, spawner_end = socket.socketpair()
+    with engine_end, spawner_end:
+        spawner = Spawner(spawner_end.fileno())
+        spawner.spawn(
+            "only.1",
+            prefix,
+            script.encode(),
+            f"{prefix}.sh",
+            "/bin/bash",
+            ["bash", f"{prefix}.sh"],
+            {"AKOFLOW_ATTEMPT_FILES": prefix},
+            str(data),
+            0o022,
+            None,
+        )
+        assert spawner.children
+        wait_for(lambda: spawner.reap() or not spawner.children)
+        os.close(spawner.devnull)
+    assert Path(f"{prefix}.exit").read_text() == "exit 0\n"
+
+    res = akoflow("resume", "--json")
+    assert res.returncode == 0, res.stderr
+    (only,) = json.loads(res.stdout)["activities"]
+    assert (only["state"], only["attempts"]) == ("succeeded", 1)
+    assert (data / "count.only").read_text() == "run\n"
+    out = akoflow("logs", str(wf_id), "only")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "out-of-only\n"
+    err = akoflow("logs", str(wf_id), "only", "--stream", "stderr")
+    assert err.stdout == "err-of-only\n"
