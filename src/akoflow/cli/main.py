@@ -86,9 +86,9 @@ def _typer_completion_asked() -> bool:
 def _run_plain(given: dict[str, Any]) -> int:
     """`run` as typer runs it: the same work, errors and exits (KeyboardInterrupt 130, a
     closed pipe 1, a state dir that cannot be used 2)."""
-    from akoflow.cli import local_run
-
     try:
+        from akoflow.cli import local_run  # a Ctrl-C during its import is a Ctrl-C too
+
         try:
             return local_run.run_file(**given)
         except Exception as exc:
