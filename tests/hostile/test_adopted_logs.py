@@ -67,3 +67,12 @@ def test_output_of_an_attempt_that_ended_before_its_running_record_is_kept(
     assert out.stdout == "out-of-only\n"
     err = akoflow("logs", str(wf_id), "only", "--stream", "stderr")
     assert err.stdout == "err-of-only\n"
+    # Its start, never stored by the engine, is when its script was written (just before
+    # bash started): its duration shows.
+    repo = service.open_repository(state_dir)
+    try:
+        (attempt,) = repo.list_attempts(act.id)
+    finally:
+        repo.close()
+    assert attempt.started_at == os.stat(f"{prefix}.sh").st_mtime
+    assert attempt.finished_at is not None and attempt.finished_at >= attempt.started_at

@@ -97,10 +97,12 @@ class Reconciler:
         act.stop_reason = att.stop_reason
         act.timed_out = att.stop_reason == "timeout"
         act.cancel_requested = act.cancel_requested or att.stop_reason == "cancel"
+        started_at = att.started_at or adopted.started_at
         if adopted.kind == "running":
-            engine.attempts.adopted_running(act, adopted.node, att.started_at)
+            engine.attempts.adopted_running(act, adopted.node, started_at)
         else:
             assert adopted.outcome is not None
+            act.attempt_started = started_at  # its duration, when it was never stored
             engine.collected(act, adopted.outcome)
 
     async def release_leftovers(self, wf: WorkflowRun) -> None:

@@ -142,6 +142,9 @@ class Adopted:
     handle: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None
     node: str | None = None
+    started_at: float | None = None
+    """When it started, as the runtime knows it (the store may not have it: the RUNNING
+    record of a short attempt is written late, or never)."""
 
 
 @dataclass(frozen=True, slots=True)

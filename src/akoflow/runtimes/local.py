@@ -154,6 +154,15 @@ class _Record:
         return self.text is not None and self.text.startswith("spawning by ")
 
 
+def _started_at(prefix: str) -> float | None:
+    """When the attempt's bash started: its script is written just before (by the spawner,
+    once the attempt is claimed)."""
+    try:
+        return os.stat(prefix + ".sh").st_mtime
+    except OSError:
+        return None
+
+
 def _read_record(prefix: str) -> _Record:
     try:
         with open(prefix + ".exit", "rb") as f:
@@ -602,7 +611,9 @@ class LocalRuntime(Runtime):
                 asyncio.get_running_loop().call_soon(
                     functools.partial(self.announce_process, job.key, pid=pid, cgroup=cgroup)
                 )
-                return Adopted("running", {"pid": pid, "prefix": prefix})
+                return Adopted(
+                    "running", {"pid": pid, "prefix": prefix}, started_at=_started_at(prefix)
+                )
             derived = cgroup
         elif pid is not None:
             derived = _cgroup_of(pid, prefix) or derived
@@ -620,7 +631,7 @@ class LocalRuntime(Runtime):
         # Its handle too: one that ended before its RUNNING record (which holds the handle)
         # was written has none stored, and its output is read from these files.
         outcome = self._outcome(record.code, False, None, None)
-        return Adopted("finished", {"prefix": prefix}, outcome)
+        return Adopted("finished", {"prefix": prefix}, outcome, started_at=_started_at(prefix))
 
     # ------------------------------------------------------------------ observe
 
