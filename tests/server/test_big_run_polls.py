@@ -21,7 +21,7 @@ from akoflow.server import context as context_module
 from akoflow.server import views
 from akoflow.server.context import SPEC_CACHE_ACTIVITIES, ServerContext
 from akoflow.spec import load_workflow
-from akoflow.states import WorkflowState
+from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import Repository
 from tests.conftest import EXAMPLES
 from tests.server.conftest import API, submit, wait_workflow
@@ -171,3 +171,33 @@ def test_the_lineage_without_activities_has_only_the_files_and_their_edges(
     assert ("file:report.txt", "activity:report", "wasGeneratedBy") in {
         (e["from"], e["to"], e["label"]) for e in light["edges"]
     }
+
+
+def test_a_stored_runs_holds_come_from_a_count_not_from_its_rows(tmp_path: Path) -> None:
+    """A run this server does not run (``akoflow run`` owns it): its READY activities held by
+    a NOT_READY runtime are counted per runtime by the store, and only when one is down."""
+    state = tmp_path / "state"
+    repo = service.open_repository(state)
+    try:
+        ctx = ServerContext(state_dir=state, repo=repo, engine=Engine(repo, state))
+        wf_id = stored(repo, state, wide("held", 50))
+        repo.set_workflow_state(wf_id, WorkflowState.RUNNING, started_at=1.0)
+        ready = [(a.id, ActivityState.READY) for a in repo.list_activities(wf_id)[:7]]
+        repo.set_activity_states(ready)
+        rec = repo.get_workflow(wf_id)
+        assert rec is not None
+
+        def view() -> Any:
+            return views.upstream_workflow(ctx, rec, None, with_activities=False)
+
+        asked = statements_of(repo, view)
+        assert view().holds == [] and view().activityStates == {"ready": 7, "pending": 43}
+        assert not any("GROUP BY runtime" in s for s in asked)  # no runtime down: no count
+        repo.upsert_runtime("local", kind="local", status="NOT_READY", reason="gone", config={})
+        asked = statements_of(repo, view)
+        (hold,) = view().holds
+        assert (hold.runtime, hold.activities, hold.reason) == ("local", 7, "gone")
+        assert any("GROUP BY runtime" in s for s in asked)
+        assert not any("ORDER BY position" in s and "LIMIT" not in s for s in asked)
+    finally:
+        repo.close()

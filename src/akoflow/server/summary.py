@@ -1,6 +1,6 @@
 """A workflow's figures that would otherwise cost a pass over all its activities on every
-poll (the UI asks every 1.5 s, on the engine's event loop): READY activities per runtime
-from one GROUP BY, and the longest activity remembered."""
+poll (the UI asks every 1.5 s, on the engine's event loop): the longest activity remembered,
+live READY activities per runtime counted only when asked."""
 
 from __future__ import annotations
 
@@ -14,16 +14,6 @@ from akoflow.store import Repository, WorkflowRecord
 
 LONGEST_EVERY = 5.0  # s; an unfinished run's longest activity is looked up at most this often
 LONGEST_KEPT = 1024  # workflows
-
-
-def ready_by_runtime(repo: Repository, wf_id: int) -> dict[str, int]:
-    """READY activities per runtime of a stored run, on the (workflow_id, state) index."""
-    rows = repo._exec(
-        "SELECT runtime, COUNT(*) FROM activities WHERE workflow_id = ? AND state = ? "
-        "GROUP BY runtime",
-        (wf_id, ActivityState.READY.value),
-    ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def live_ready_by_runtime(activities: Iterable[ActivityRun]) -> dict[str, int]:

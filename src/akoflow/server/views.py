@@ -24,7 +24,7 @@ from akoflow.server.schemas import (
     UpstreamWorkflowSpec,
     WorkflowStateOut,
 )
-from akoflow.server.summary import live_ready_by_runtime, ready_by_runtime
+from akoflow.server.summary import live_ready_by_runtime
 from akoflow.spec import Activity, Workflow
 from akoflow.spec.quantities import parse_memory
 from akoflow.states import UPSTREAM_ACTIVITY_STATUS, ActivityState, WorkflowState
@@ -241,7 +241,7 @@ def workflow_holds(
     waiting = (
         live_ready_by_runtime(run.activities.values())
         if run is not None
-        else ready_by_runtime(ctx.repo, rec.id)
+        else ctx.repo.ready_by_runtime(rec.id)
     )
     return [
         HoldOut(runtime=name, reason=down[name][0], notReadyFor=down[name][1], activities=n)
