@@ -199,7 +199,8 @@ def test_what_an_attempt_brings_and_takes_is_what_the_rules_over_the_whole_run_s
             assert {p for (_, p), r in now.items() if r.activity_id == act.id and r.fresh} >= (
                 recorded
             )
-            assert plane._index(wf).replicas.held == now  # the mirror is the store
+            mirror = plane._index(wf).replicas.held
+            assert mirror == now  # the mirror is the store
             windows = every_window(plane, wf)
             expected_back = plan.collectable(
                 now,
@@ -230,7 +231,8 @@ def test_what_an_attempt_brings_and_takes_is_what_the_rules_over_the_whole_run_s
         assert fetches or collect == "all"  # kept there, some were needed elsewhere
         # What the data plane keeps as possibly running is what runs, once seen ended.
         plane._windows(wf, LOC, None)
-        assert plane._index(wf).windows.watched("hpc") == sum(
+        watched = plane._index(wf).windows.watched("hpc")
+        assert watched == sum(
             1 for a in acts if a.state.is_live or (a.attempt >= 1 and a.finished_at is None)
         )
     finally:
@@ -260,3 +262,27 @@ def collected_by(wf: WorkflowRun, act: ActivityRun, outcome: Outcome) -> Any:
         return other.state is A.SUCCEEDED
 
     return collected
+
+
+def test_a_run_that_collects_nothing_keeps_only_what_runs_as_running(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    repo, wf = make_run(tmp_path, rng, 300, "none")
+    runtime: Any = Runtime()
+    plane = DataPlane(repo, lambda name: runtime, lambda act: None)  # type: ignore[arg-type,return-value]
+    try:
+        for act in wf.activities.values():  # one after the other: its end collects nothing
+            plane.needs_listing(act, runtime)
+            act.state, act.attempt, act.dispatched_at = A.RUNNING, 1, time.time()
+            outcome = Outcome(True, 0, files=RemoteFiles(LOC, {}, {act.name: FileState(1, 1.0)}))
+            assert not plane.wants_collect(act, runtime, outcome)
+            plane.record_outputs(act, runtime, outcome.files)
+            act.state, act.finished_at = A.SUCCEEDED, time.time()
+        watched = plane._index(wf).windows.watched("hpc")
+        assert watched <= 64 + 1
+        # A run that ended is let go when the next one is indexed.
+        wf.state = WorkflowState.SUCCEEDED
+        other = WorkflowRun(wf.id + 1, "o", wf.workflow, wf.data_dir, tmp_path, wf.state)
+        plane._index(other)
+        assert list(plane._runs) == [other.id]
+    finally:
+        repo.close()

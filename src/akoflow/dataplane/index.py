@@ -13,7 +13,7 @@ without a pass over the run's activities. Each answers a superset of what the ru
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Collection, Container, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from akoflow.dataplane.plan import Window
@@ -181,17 +181,38 @@ class Windows:
     without a pass over the run: those that may still be running or whose end is not known
     (sighted at each dispatch), and those that ended, by when."""
 
-    def __init__(self, by_id: Mapping[int, ActivityRun]) -> None:
+    def __init__(self, by_id: Mapping[int, ActivityRun], remote: Callable[[str], bool]) -> None:
         self._open: dict[str, dict[int, ActivityRun]] = {}  # runtime -> id -> activity
         self._closed: dict[str, list[tuple[float, int]]] = {}  # runtime -> (end, id), sorted
+        self._settled_at: dict[str, int] = {}  # runtime -> how many were open when last settled
         self._by_id = by_id
         for act in by_id.values():
-            if act.attempt >= 1 or act.state.is_live:
-                self.sight(act)
+            if (act.attempt >= 1 or act.state.is_live) and remote(act.runtime):
+                self._open.setdefault(act.runtime, {})[act.id] = act
+        for runtime in self._open:
+            self._settle(runtime)
 
     def sight(self, act: ActivityRun) -> None:
         """``act`` is being dispatched, or runs (its window opens or moves)."""
-        self._open.setdefault(act.runtime, {})[act.id] = act
+        watched = self._open.setdefault(act.runtime, {})
+        if len(watched) >= 2 * self._settled_at.get(act.runtime, 0) + 64:
+            self._settle(act.runtime)  # those that ended since (a run that collects nothing)
+        watched[act.id] = act
+
+    def _settle(self, runtime: str) -> None:
+        """The open windows of ``runtime`` that ended go by their end from now on (and an
+        activity sighted that never ran goes: it is sighted again at its dispatch)."""
+        watched = self._open.get(runtime, {})
+        closed = self._closed.setdefault(runtime, [])
+        for act in [a for a in watched.values() if not _open(a)]:
+            del watched[act.id]
+            if act.attempt >= 1 and act.finished_at is not None:
+                entry = (act.finished_at, act.id)
+                if not closed or closed[-1] <= entry:
+                    closed.append(entry)
+                else:
+                    insort(closed, entry)
+        self._settled_at[runtime] = len(watched)
 
     def at(
         self,
@@ -206,24 +227,13 @@ class Windows:
         what it needs (``staging``) or whose end was reported (``ended``) writes nothing.
         Attempts found ended are dropped from ``ended`` (their end is recorded)."""
         found: dict[int, Window] = {}
-        watched = self._open.get(runtime, {})
-        closed = self._closed.setdefault(runtime, [])
-        for act in list(watched.values()):
+        for act in self._open.get(runtime, {}).values():
             window = _window(act, staging, ended)
-            if act.state.is_live or (act.attempt >= 1 and act.finished_at is None):
-                if window is not None:
-                    found[act.id] = window
-                continue
-            del watched[act.id]  # ended (or never ran): by its end from now on
-            if act.attempt >= 1 and act.finished_at is not None:
-                entry = (act.finished_at, act.id)
-                if not closed or closed[-1] <= entry:
-                    closed.append(entry)
-                else:
-                    insort(closed, entry)
-                if window is not None:
-                    found[act.id] = window
+            if window is not None:
+                found[act.id] = window
+        self._settle(runtime)
         if since is not None:
+            closed = self._closed[runtime]
             for _, activity_id in closed[bisect_left(closed, (since,)) :]:
                 if activity_id not in found:
                     window = _window(self._by_id[activity_id], staging, ended)
@@ -241,6 +251,11 @@ class Windows:
         return len(self._open.get(runtime, ()))
 
 
+def _open(act: ActivityRun) -> bool:
+    """Whether the window of ``act`` has no end yet: it runs, or its end is not known."""
+    return act.state.is_live or (act.attempt >= 1 and act.finished_at is None)
+
+
 def _window(
     act: ActivityRun, staging: Container[int], ended: set[tuple[int, int]]
 ) -> Window | None:
@@ -256,11 +271,14 @@ def _window(
 
 class RunIndex:
     """Everything above for one attached run (``wf``: a run attached again is a new object,
-    its index is made again from the store)."""
+    its index is made again from the store); ``remote``: whether a runtime's files stay remote
+    (only activities there have windows that matter)."""
 
-    def __init__(self, wf: WorkflowRun, held: Mapping[Key, Replica]) -> None:
+    def __init__(
+        self, wf: WorkflowRun, held: Mapping[Key, Replica], remote: Callable[[str], bool]
+    ) -> None:
         self.wf = wf
         self.replicas = Replicas(held)
         self.by_id: dict[int, ActivityRun] = {a.id: a for a in wf.activities.values()}
         self.outputs = Declarations(a.spec.outputs for a in self.by_id.values())
-        self.windows = Windows(self.by_id)
+        self.windows = Windows(self.by_id, remote)

@@ -165,8 +165,13 @@ class DataPlane:
         if index is None or index.wf is not wf:
             for done in [k for k, i in self._runs.items() if i.wf.state.is_final]:
                 del self._runs[done]
-            index = self._runs[wf.id] = RunIndex(wf, self.repo.data_replicas(wf.id))
+            held = self.repo.data_replicas(wf.id)
+            index = self._runs[wf.id] = RunIndex(wf, held, self._remote)
         return index
+
+    def _remote(self, name: str) -> bool:
+        runtime = self._runtime_of(name)
+        return runtime is not None and runtime.files_stay_remote
 
     def _put_replica(self, wf: WorkflowRun, replica: Replica) -> None:
         self.repo.put_replica(wf.id, replica)
@@ -190,6 +195,8 @@ class DataPlane:
         if mover is None and not self.holds_remote(wf.id):
             return
         target = mover.location if mover is not None else HOST
+        if mover is not None:
+            self._index(wf).windows.sight(act)
         self._staging.add(act.id)
         try:
             await self._stage_in(act, mover, target)
@@ -204,7 +211,6 @@ class DataPlane:
         while one of them ran at its location (their windows decide the rest)."""
         wf = act.wf
         index = self._index(wf)
-        index.windows.sight(act)
         if not index.replicas.fresh_elsewhere(target):
             return [], {}  # nothing newer elsewhere (a run at one location): nothing to bring
         writers = ancestors(act)
