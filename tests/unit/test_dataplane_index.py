@@ -279,6 +279,7 @@ def test_a_run_that_collects_nothing_keeps_only_what_runs_as_running(tmp_path: P
             act.state, act.finished_at = A.SUCCEEDED, time.time()
         watched = plane._index(wf).windows.watched("hpc")
         assert watched <= 64 + 1
+        assert len(plane._ended) <= 64 + 1  # ends noted, dropped once seen recorded
         # A run that ended is let go when the next one is indexed.
         wf.state = WorkflowState.SUCCEEDED
         other = WorkflowRun(wf.id + 1, "o", wf.workflow, wf.data_dir, tmp_path, wf.state)

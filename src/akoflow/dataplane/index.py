@@ -181,7 +181,13 @@ class Windows:
     without a pass over the run: those that may still be running or whose end is not known
     (sighted at each dispatch), and those that ended, by when."""
 
-    def __init__(self, by_id: Mapping[int, ActivityRun], remote: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        by_id: Mapping[int, ActivityRun],
+        remote: Callable[[str], bool],
+        ended: set[tuple[int, int]],
+    ) -> None:
+        self._ended = ended  # attempts whose end was reported: they write nothing more
         self._open: dict[str, dict[int, ActivityRun]] = {}  # runtime -> id -> activity
         self._closed: dict[str, list[tuple[float, int]]] = {}  # runtime -> (end, id), sorted
         self._settled_at: dict[str, int] = {}  # runtime -> how many were open when last settled
@@ -206,6 +212,7 @@ class Windows:
         closed = self._closed.setdefault(runtime, [])
         for act in [a for a in watched.values() if not _open(a)]:
             del watched[act.id]
+            self._ended.discard((act.id, act.attempt))  # its end is recorded: noted no more
             if act.attempt >= 1 and act.finished_at is not None:
                 entry = (act.finished_at, act.id)
                 if not closed or closed[-1] <= entry:
@@ -220,15 +227,13 @@ class Windows:
         since: float | None,
         *,
         staging: Container[int],
-        ended: set[tuple[int, int]],
     ) -> list[Window]:
         """The windows at ``runtime`` that may cover a moment from ``since`` on (``None``: only
         those not ended), as :meth:`DataPlane._windows` makes them: an attempt still copying
-        what it needs (``staging``) or whose end was reported (``ended``) writes nothing.
-        Attempts found ended are dropped from ``ended`` (their end is recorded)."""
+        what it needs (``staging``) or whose end was reported writes nothing."""
         found: dict[int, Window] = {}
         for act in self._open.get(runtime, {}).values():
-            window = _window(act, staging, ended)
+            window = _window(act, staging, self._ended)
             if window is not None:
                 found[act.id] = window
         self._settle(runtime)
@@ -236,15 +241,13 @@ class Windows:
             closed = self._closed[runtime]
             for _, activity_id in closed[bisect_left(closed, (since,)) :]:
                 if activity_id not in found:
-                    window = _window(self._by_id[activity_id], staging, ended)
+                    window = _window(self._by_id[activity_id], staging, self._ended)
                     if window is not None:
                         found[activity_id] = window
         return list(found.values())
 
-    def of(
-        self, act: ActivityRun, *, staging: Container[int], ended: set[tuple[int, int]]
-    ) -> Window | None:
-        return _window(act, staging, ended)
+    def of(self, act: ActivityRun, *, staging: Container[int]) -> Window | None:
+        return _window(act, staging, self._ended)
 
     def watched(self, runtime: str) -> int:
         """Activities of ``runtime`` kept as possibly running (what a test can bound)."""
@@ -272,13 +275,18 @@ def _window(
 class RunIndex:
     """Everything above for one attached run (``wf``: a run attached again is a new object,
     its index is made again from the store); ``remote``: whether a runtime's files stay remote
-    (only activities there have windows that matter)."""
+    (only activities there have windows that matter); ``ended``: attempts whose end the
+    runtime reported (the data plane's, shared by its runs)."""
 
     def __init__(
-        self, wf: WorkflowRun, held: Mapping[Key, Replica], remote: Callable[[str], bool]
+        self,
+        wf: WorkflowRun,
+        held: Mapping[Key, Replica],
+        remote: Callable[[str], bool],
+        ended: set[tuple[int, int]],
     ) -> None:
         self.wf = wf
         self.replicas = Replicas(held)
         self.by_id: dict[int, ActivityRun] = {a.id: a for a in wf.activities.values()}
         self.outputs = Declarations(a.spec.outputs for a in self.by_id.values())
-        self.windows = Windows(self.by_id, remote)
+        self.windows = Windows(self.by_id, remote, ended)

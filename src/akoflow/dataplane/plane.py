@@ -166,7 +166,7 @@ class DataPlane:
             for done in [k for k, i in self._runs.items() if i.wf.state.is_final]:
                 del self._runs[done]
             held = self.repo.data_replicas(wf.id)
-            index = self._runs[wf.id] = RunIndex(wf, held, self._remote)
+            index = self._runs[wf.id] = RunIndex(wf, held, self._remote, self._ended)
         return index
 
     def _remote(self, name: str) -> bool:
@@ -223,7 +223,7 @@ class DataPlane:
                 continue
             for r in index.replicas.fresh_by(writer):
                 replicas[r.location, r.path] = r
-            window = index.windows.of(dep, staging=self._staging, ended=self._ended)
+            window = index.windows.of(dep, staging=self._staging)
             if window is None:
                 continue
             for loc in locations.get(dep.runtime, ()):
@@ -372,9 +372,7 @@ class DataPlane:
         """When the activities of ``wf`` ran at ``location`` (its runtime's): who may have
         written what a listing there shows. Those that ended before ``since`` are left out
         (``None``: all that ended). An attempt still copying what it needs writes nothing yet."""
-        return self._index(wf).windows.at(
-            location.split(":", 1)[0], since, staging=self._staging, ended=self._ended
-        )
+        return self._index(wf).windows.at(location.split(":", 1)[0], since, staging=self._staging)
 
     def _declared(self, wf: WorkflowRun, held: Replica) -> bool:
         """Whether the activity that recorded ``held`` declared it as an output."""
@@ -506,4 +504,4 @@ class DataPlane:
         """``act``'s window at ``location`` (None: it has none there)."""
         if act.runtime != location.split(":", 1)[0]:
             return None
-        return self._index(act.wf).windows.of(act, staging=self._staging, ended=self._ended)
+        return self._index(act.wf).windows.of(act, staging=self._staging)
