@@ -17,10 +17,10 @@ import pytest
 
 from akoflow import service
 from akoflow.dataplane import DataPlane, plan
-from akoflow.dataplane.index import Declarations, Replicas, literal_root
+from akoflow.dataplane.index import Declarations, Replicas
 from akoflow.dataplane.mover import Digest
 from akoflow.engine.model import ActivityRun, WorkflowRun
-from akoflow.provenance.declared import declares
+from akoflow.provenance.declared import declares, literal_root
 from akoflow.provenance.remote import RemoteFiles
 from akoflow.provenance.snapshot import FileState
 from akoflow.runtimes.base import Outcome

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from akoflow.dataplane.plan import Window
-from akoflow.provenance.declared import is_glob, matches
+from akoflow.provenance.declared import is_glob, literal_root, matches
 from akoflow.store.repository import Replica
 
 if TYPE_CHECKING:
@@ -134,17 +134,6 @@ class Replicas:
     def timeline_size(self, location: str) -> int:
         """Entries kept for ``location`` (stale ones included): what a test can bound."""
         return len(self._timeline.get(location, ()))
-
-
-def literal_root(pattern: str) -> str:
-    """The directories of ``pattern`` before its first glob part: every path it matches is
-    under them (``''``: the top)."""
-    fixed: list[str] = []
-    for part in pattern.split("/")[:-1]:
-        if is_glob(part):
-            break
-        fixed.append(part)
-    return "/".join(fixed)
 
 
 class Declarations:

@@ -105,8 +105,9 @@ def unmatched(patterns: Iterable[str], paths: Iterable[str]) -> list[str]:
     return left
 
 
-def _literal_root(pattern: str) -> str:
-    """The directory part of ``pattern`` before its first glob character ('' for the top)."""
+def literal_root(pattern: str) -> str:
+    """The directories of ``pattern`` before its first glob part: every path it matches is
+    under them (``''``: the top)."""
     fixed: list[str] = []
     for part in pattern.split("/")[:-1]:
         if is_glob(part):
@@ -124,7 +125,7 @@ def missing_on_host(patterns: Iterable[str], data_dir: Path) -> list[str]:
             if not (data_dir / pattern).is_file():
                 missing.append(pattern)
             continue
-        root = _literal_root(pattern)
+        root = literal_root(pattern)
         top = os.path.join(data_dir, root) if root else str(data_dir)
         regex = compile_glob(pattern)
         found = False
@@ -200,6 +201,7 @@ __all__ = [
     "declares",
     "inputs_problem",
     "is_glob",
+    "literal_root",
     "matches",
     "missing_on_host",
     "unmatched",
