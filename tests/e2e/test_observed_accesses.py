@@ -249,6 +249,70 @@ def test_an_unregistered_writer_is_unclaimed_not_attributed(
     assert {a.key for a in unclaimed} == {None}
 
 
+READ_IN_STEPS = """
+import mmap, sys
+def step(said):
+    print(said, flush=True)
+    sys.stdin.readline()
+with open("early.txt", "w") as f:
+    f.write("1")
+step("wrote")
+plain = open("b.txt", "rb")
+plain.read()
+mapped = open("c.txt", "rb")
+with mmap.mmap(mapped.fileno(), 0, prot=mmap.PROT_READ) as m:
+    m[:]  # a read through a mapping: no read event, only the close says it
+step("read")
+plain.close()
+mapped.close()
+"""
+
+
+def test_a_read_whose_close_comes_apart_is_no_earlier_than_its_open(
+    observer: Observer, data: Path
+) -> None:
+    """The engine reads the kernel's queue between a read and its close (found by CI on a
+    loaded machine): the close alone must not date the read before everything (a version
+    written earlier would be taken for derived from it)."""
+    (data / "b.txt").write_text("b\n")
+    (data / "c.txt").write_text("c\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", READ_IN_STEPS],
+        cwd=data,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    observer.register("steps", pid=proc.pid)
+
+    def drained() -> None:
+        while not observer.pump():
+            pass
+
+    try:
+        assert proc.stdout.readline() == b"wrote\n"
+        drained()  # early.txt's write is in an epoch of its own
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"read\n"
+        drained()  # the opens (and b.txt's read) are read before their closes
+        proc.stdin.write(b"\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
+    accesses = observer.take("steps")
+    written = max(a.epoch for a in accesses if a.path == b"early.txt" and a.kind == "write")
+    reads = [a for a in accesses if a.kind == "read" and a.path in (b"b.txt", b"c.txt")]
+    assert {a.path for a in reads} == {b"b.txt", b"c.txt"}
+    assert min(a.epoch for a in reads) > written, [(a.path, a.epoch) for a in reads]
+
+
 def test_without_privilege_it_says_so() -> None:
     data = Path(tempfile.mkdtemp(prefix="akoflow-observe-"))  # where nobody can look
     os.chmod(data, 0o755)

@@ -155,8 +155,8 @@ class Access:
     # How many times every queue had been read to its end before this access was read. The
     # kernel merges an unread event with a later one of the same process on the same file,
     # so of two accesses the one of a higher epoch surely came after the other; of one epoch,
-    # the order is not known. -1: a read known only by its close (the file was opened for
-    # reading at some time before: `wc -c < f` reads f's size by fstat, no read event).
+    # the order is not known. A read known only by its close (`wc -c < f` reads f's size by
+    # fstat, no read event) has the epoch of its open, -1 when its open was never seen.
     epoch: int = 0
 
 
@@ -324,7 +324,8 @@ class Observer:
             self.quiet(tree)  # the engine's interpreter and its own code (the spawner)
         self._can_quiet = True  # False on kernels without FAN_MARK_IGNORE (before 6.0)
         self._epoch = 0  # times every queue was read to its end (see Access.epoch)
-        self._open: dict[tuple[bytes, bytes], set[int]] = {}  # (data dir, path) -> pids
+        # (data dir, path) -> pid -> the epoch of its earliest open not known closed
+        self._open: dict[tuple[bytes, bytes], dict[int, int]] = {}
 
     # ---------------------------------------------------------------- life
 
@@ -558,8 +559,9 @@ class Observer:
         if event.pid == self._own_pid:
             return  # the engine itself (its checksums read every file)
         is_dir = bool(event.mask & abi.FAN_ONDIR)
+        opened_at = -1  # a read known only by its close happened at its open or later
         if not is_dir and event.mask & (abi.FAN_OPEN | _CLOSES):
-            self._opened(fs, event)
+            opened_at = self._opened(fs, event)
         said: set[Kind] = set()  # one read per event, whichever bits say it
         for bit, kind in _KINDS:
             # A directory's read is a listing (readdir: a glob, `ls`): its names are input.
@@ -569,27 +571,33 @@ class Observer:
                 if kind in said:
                     continue
                 said.add(kind)
-            # A read known only by its close happened at its open or later: at some time up
-            # to now (an earlier epoch than any).
-            early = bit == abi.FAN_CLOSE_NOWRITE
+            # A read known only by its close happened at its open or later: the open's epoch
+            # when it was seen, else at some time up to now (an earlier epoch than any).
+            early = opened_at if bit == abi.FAN_CLOSE_NOWRITE else None
             access = self._access(fs, event, kind, is_dir, early=early)
             if access is not None:
                 self._attribute(event.pid, access)
 
-    def _opened(self, fs: _FileSystem, event: abi.RawEvent) -> None:
+    def _opened(self, fs: _FileSystem, event: abi.RawEvent) -> int:
         """Which processes opened a data dir's file and have not closed it (as far as the
-        events say: an open and a close merged into one event count as closed)."""
+        events say: an open and a close merged into one event count as closed); for a
+        close, the epoch of the earliest open it may close (-1: none was seen).
+
+        The epoch matters for a read known only by its close: a read between an open and
+        a close the engine read apart (its open and first read in one event, its close in
+        the next) is no earlier than that open, not at any time before."""
         where = self._place(fs, event.fid(abi.INFO_DFID_NAME))
         if where is None:
-            return
-        if event.mask & _CLOSES:
-            pids = self._open.get(where)
-            if pids is not None:
-                pids.discard(event.pid)
-                if not pids:
-                    del self._open[where]
-        else:
-            self._open.setdefault(where, set()).add(event.pid)
+            return -1
+        pids = self._open.get(where)
+        opened_at = pids.get(event.pid, -1) if pids is not None else -1
+        if event.mask & abi.FAN_OPEN:  # an open read now was made since the last drain
+            opened_at = self._epoch if opened_at < 0 else opened_at
+        if not event.mask & _CLOSES:
+            self._open.setdefault(where, {}).setdefault(event.pid, opened_at)
+        elif pids is not None and pids.pop(event.pid, None) is not None and not pids:
+            del self._open[where]
+        return opened_at
 
     def holders(
         self, data_dir: bytes, path: bytes, dev: int, ino: int
@@ -605,7 +613,7 @@ class Observer:
         for pid in sorted(pids):
             held = _holds_for_writing(pid, dev, ino)
             if held is None:  # gone, or no longer holding it
-                pids.discard(pid)
+                del pids[pid]
             elif held:
                 found.append(self._owner(pid))
         if not pids:
@@ -613,11 +621,18 @@ class Observer:
         return found
 
     def _access(
-        self, fs: _FileSystem, event: abi.RawEvent, kind: Kind, is_dir: bool, *, early: bool
+        self,
+        fs: _FileSystem,
+        event: abi.RawEvent,
+        kind: Kind,
+        is_dir: bool,
+        *,
+        early: int | None = None,
     ) -> Access | None:
+        """``early``: the epoch of a read known only by its close (see :meth:`_opened`)."""
         obj = event.fid(abi.INFO_FID)
         file_id = _handle_key(obj) if obj is not None else None
-        epoch = -1 if early else self._epoch
+        epoch = self._epoch if early is None else early
         if kind == "rename":
             old = self._place(fs, event.fid(abi.INFO_OLD_DFID_NAME))
             new = self._place(fs, event.fid(abi.INFO_NEW_DFID_NAME))
