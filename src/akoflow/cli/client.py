@@ -128,6 +128,14 @@ class Api:
             raise ClientError(f"no workflow {ref}", EXIT_INVALID, 404)
         return int(page["data"][0]["id"])
 
+    def picked(self, wf_id: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The ``limit`` activities `akoflow status ID` shows of a run, picked by the server's
+        store (not succeeded first, in file order), and how many it has in all."""
+        page = self.call(
+            "GET", f"/workflows/{wf_id}/activities/", params={"picked": "true", "limit": limit}
+        )
+        return page["data"], int(page["total"])
+
     def activities(self, wf_id: int) -> list[dict[str, Any]]:
         acts: list[dict[str, Any]] = []
         after = -1
@@ -441,7 +449,12 @@ def _status_list(api: Api, as_json: bool, limit: int) -> None:
 
 def _status_one(api: Api, wf_id: int, as_json: bool, show_all: bool) -> None:
     w = api.call("GET", f"/workflows/{wf_id}/", params={"activities": "false"})["data"]
-    acts = [_activity(a) for a in api.activities(wf_id)]
+    if as_json or show_all:
+        acts = [_activity(a) for a in api.activities(wf_id)]
+        total = len(acts)
+    else:  # the rows shown only, never every activity of a big run
+        picked, total = api.picked(wf_id, progress.STATUS_ROWS)
+        acts = [_activity(a) for a in picked]
     t = w["times"]
     holds = [  # a server older than this client sends none
         progress.Hold(h["runtime"], h["reason"], h["notReadyFor"], h["activities"])
@@ -465,7 +478,8 @@ def _status_one(api: Api, wf_id: int, as_json: bool, show_all: bool) -> None:
         progress.styled(w["state"]),
     )
     out.print(f"[dim]data: {escape(w['dataDir'])}[/]")
-    progress.print_status(out, acts, show_all=show_all)
+    counts = {ActivityState(s): n for s, n in w["activityStates"].items()}
+    progress.print_status(out, acts, total - len(acts), counts)
     for hold in holds:
         out.print(progress.hold_line(hold))
 

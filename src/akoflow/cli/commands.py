@@ -442,14 +442,12 @@ def status(
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
-    from akoflow.cli.progress import STATUS_ROWS, print_picked, print_status
+    from akoflow.cli.progress import STATUS_ROWS, print_status
 
     counts = repo.activity_counts(rec.id)
-    total = sum(counts.values())
-    if show_all or total <= STATUS_ROWS:
-        print_status(out, repo.list_activities(rec.id), show_all=show_all)
-    else:  # a big run: its counts and the rows shown, never every row (100,000: 1.5 s)
-        print_picked(out, repo.status_picks(rec.id, STATUS_ROWS), total - STATUS_ROWS, counts)
+    # A big run: its counts and the rows shown, never every row (100,000: 1.5 s).
+    rows = repo.list_activities(rec.id) if show_all else repo.status_picks(rec.id, STATUS_ROWS)
+    print_status(out, rows, sum(counts.values()) - len(rows), counts)
     if not rec.state.is_final:
         _print_holds(repo, rec.id)
 

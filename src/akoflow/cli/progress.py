@@ -199,23 +199,6 @@ def _activity_table(acts: Sequence[ActivityView], now: float, *, final: bool) ->
 STATUS_ROWS = 100  # `akoflow status ID` rows before it picks (``--all`` shows every one)
 
 
-def status_rows(
-    acts: Sequence[ActivityView], limit: int | None = STATUS_ROWS
-) -> tuple[list[ActivityView], int]:
-    """The rows `akoflow status ID` shows (in the run's order) and how many it leaves out:
-    all of them up to ``limit``; beyond it, those not succeeded first (running, failed,
-    waiting...), then the others, ``limit`` in all. A table of 100,000 rows helps no one and
-    takes a terminal half a minute."""
-    if limit is None or len(acts) <= limit:
-        return list(acts), 0
-    first = [i for i, a in enumerate(acts) if not a.state.is_success][:limit]
-    if len(first) < limit:
-        chosen = set(first)
-        rest = (i for i, a in enumerate(acts) if i not in chosen)
-        first += [i for _, i in zip(range(limit - len(first)), rest, strict=False)]
-    return [acts[i] for i in sorted(first)], len(acts) - len(first)
-
-
 def status_table(acts: Sequence[ActivityView], now: float) -> Table:
     """The activities table of `akoflow status ID` (local store or server)."""
     table = Table(box=None, header_style="bold")
@@ -238,20 +221,15 @@ class Printer(Protocol):
     def print(self, *objects: Any) -> None: ...
 
 
-def print_status(console: Printer, acts: Sequence[ActivityView], *, show_all: bool) -> None:
-    """Counts by state, then the table (picked, see :func:`status_rows`)."""
-    rows, hidden = status_rows(acts, None if show_all else STATUS_ROWS)
-    print_picked(console, rows, hidden, acts)
-
-
-def print_picked(
+def print_status(
     console: Printer,
     rows: Sequence[ActivityView],
     hidden: int,
-    counts: Iterable[ActivityView] | Mapping[ActivityState, int],
+    counts: Mapping[ActivityState, int],
 ) -> None:
-    """The status of a run whose ``rows`` were picked already (``hidden`` left out), with
-    its ``counts`` by state."""
+    """The status of a run: its ``rows`` shown (every one, or the store's picks beyond
+    :data:`STATUS_ROWS`: ``Repository.status_picks``, over the API ``?picked=true``) and,
+    when ``hidden`` ones were left out, its ``counts`` by state."""
     if hidden:
         console.print(state_counts(counts))
     console.print(status_table(rows, time.time()))

@@ -86,9 +86,29 @@ async def list_activities(
         ),
     ] = None,
     state: Annotated[ActivityState | None, Query(description="Only this state.")] = None,
+    picked: Annotated[
+        bool,
+        Query(
+            description="The `limit` activities `akoflow status ID` shows: those not succeeded "
+            "first (running, failed, waiting...), then succeeded ones, in file order; "
+            "`total` tells how many were left out. Not with `offset`, `after` or `state`."
+        ),
+    ] = False,
 ) -> ActivityPage:
     find_workflow(ctx, workflow_id)
     repo = ctx.repo
+    if picked:
+        if page.offset or after is not None or state is not None:
+            raise ApiError(400, "picked takes only limit (not offset, page, after or state)")
+        rows = repo.status_picks(workflow_id, page.limit)
+        return ActivityPage(
+            data=views.activities_out(ctx, workflow_id, rows),
+            timestamp=views.now(),
+            total=repo.count_activities(workflow_id),
+            limit=page.limit,
+            offset=0,
+            nextAfter=None,
+        )
     rows = repo.list_activities_page(
         workflow_id, limit=page.limit, offset=page.offset, after=after, state=state
     )
