@@ -141,7 +141,9 @@ class _Record:
         self.code: int | None = None
         self.pid: int | None = None
         self.recorder: int | None = None
-        words = (text or "").split()
+        # The first line is the record: an end is written over the claim in place and the
+        # file cut after it, so until the cut the claim's tail follows (local_spawner).
+        words = (text or "").split("\n", 1)[0].split()
         if len(words) == 2 and words[0] == "exit" and words[1].lstrip("-").isdigit():
             self.code = int(words[1])
         elif len(words) in (2, 4) and words[0] == "pid" and words[1].isdigit():

@@ -14,7 +14,9 @@ over a socket. For each attempt the spawner
    engine's umask, the data dir as its working directory, default signal dispositions, and
    inside the attempt's cgroup (this process enters it for the instant of the spawn);
 4. records ``pid C by R`` over the claim once bash runs, then ``exit N`` when it ends
-   (``128+N`` for a signal, as shells report it), written whole and renamed;
+   (``128+N`` for a signal, as shells report it), written over it in place and the file cut
+   to that line (no new file per end: a create costs more than the rest of a short
+   attempt's record keeping on some file systems);
 5. tells the engine (``started``, ``ended`` with exit status, CPU time and peak memory).
 
 Why a process of its own: activities are no longer children of the engine, whose environment
@@ -94,6 +96,26 @@ def write_private_file(path: str, data: bytes) -> None:
     partial = path + ".part"
     _write_new(partial, data, flags=0)
     os.replace(partial, path)
+
+
+def exit_line(code: int) -> bytes:
+    """The end's record. Exit codes (0-255, a shell's 128+N) make it shorter than where the
+    ``by`` of the ``pid C by R`` line it replaces begins: a reader catching the write half
+    done sees a line of more than two words, never another exit code (``local._Record``)."""
+    return f"exit {code}\n".encode()
+
+
+def record_end(path: str, code: int) -> None:
+    """``exit N`` over the claim at ``path`` in place, then the file cut to that line: the
+    first line is the record at every moment (the rest, until the cut, is stale)."""
+    line = exit_line(code)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.pwrite(fd, line, 0) != len(line):
+            raise OSError(errno.EIO, "short write")
+        os.ftruncate(fd, len(line))
+    finally:
+        os.close(fd)
 
 
 def env_entry_size(name: str, value: str) -> int:
@@ -348,7 +370,7 @@ class Spawner:
             self.by_key.pop(child.key, None)
             code = os.waitstatus_to_exitcode(status)
             try:
-                write_private_file(child.prefix + ".exit", f"exit {shell_code(code)}\n".encode())
+                record_end(child.prefix + ".exit", shell_code(code))
             except OSError as exc:  # the engine is told; a restarted one would see "pid"
                 self.send("warning", child.key, f"cannot record the end of {child.key}: {exc}")
             peak = usage.ru_maxrss
