@@ -31,7 +31,6 @@ from akoflow import __version__, config
 from akoflow.cli import progress
 from akoflow.cli.console import is_text, shown
 from akoflow.errors import AkoflowError
-from akoflow.humanize import fmt_duration
 from akoflow.server.token import TOKEN_ENV, read_token_file
 from akoflow.states import ActivityState, WorkflowState
 
@@ -411,40 +410,20 @@ def _status_list(api: Api, as_json: bool, limit: int) -> None:
     rows = api.call(
         "GET", "/workflows/", params={"per_page": max(1, min(limit, 1000)), "activities": "false"}
     )["data"]
-    if as_json:
-        out.print_json(
-            json.dumps(
-                [
-                    {
-                        "id": w["id"],
-                        "name": w["name"],
-                        "state": w["state"],
-                        "created_at": w["times"]["createdAt"],
-                        "started_at": w["times"]["startedAt"],
-                        "finished_at": w["times"]["finishedAt"],
-                    }
-                    for w in rows
-                ]
-            )
+    runs = [
+        progress.RunRow(
+            w["id"],
+            w["name"],
+            w["state"],
+            w["times"]["createdAt"],
+            w["times"]["startedAt"],
+            w["times"]["finishedAt"],
+            sum(n for s, n in w["activityStates"].items() if ActivityState(s).is_final),
+            w["activityCount"],
         )
-        return
-    table = Table(box=None, header_style="bold")
-    for col in ("id", "name", "state", "activities", "started", "duration"):
-        table.add_column(col)
-    for w in rows:
-        t = w["times"]
-        done = sum(n for s, n in w["activityStates"].items() if ActivityState(s).is_final)
-        started = t["startedAt"]
-        dur = ((t["finishedAt"] or time.time()) - started) if started else None
-        table.add_row(
-            str(w["id"]),
-            escape(w["name"]),
-            progress.styled(w["state"]),
-            f"{done}/{w['activityCount']}",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
-            fmt_duration(dur),
-        )
-    out.print(table)
+        for w in rows
+    ]
+    progress.print_runs(out, runs, as_json=as_json)
 
 
 def _status_one(api: Api, wf_id: int, as_json: bool, show_all: bool) -> None:

@@ -378,8 +378,7 @@ def status(
     server: ServerOpt = None,
 ) -> None:
     """List recent runs, or show one run's activities."""
-    from akoflow.cli.progress import styled
-    from akoflow.humanize import fmt_duration
+    from akoflow.cli.progress import STATUS_ROWS, RunRow, print_runs, print_status, styled
 
     if url := _server_url(server):
         from akoflow.cli import client
@@ -394,47 +393,23 @@ def status(
         err.print(f"no runs yet in {escape(str(sdir))}")
         raise typer.Exit(EXIT_OK if workflow is None else EXIT_INVALID)
     if workflow is None:
-        rows = repo.list_workflows(limit=min(limit, MAX_ID))
-        if as_json:
-            out.print_json(
-                json.dumps(
-                    [
-                        {
-                            "id": w.id,
-                            "name": w.name,
-                            "state": str(w.state),
-                            "created_at": w.created_at,
-                            "started_at": w.started_at,
-                            "finished_at": w.finished_at,
-                        }
-                        for w in rows
-                    ]
-                )
-            )
-            return
-        from rich.table import Table
-
-        table = Table(box=None, header_style="bold")
-        for col in ("id", "name", "state", "activities", "started", "duration"):
-            table.add_column(col)
-        for w in rows:
+        runs = []
+        for w in repo.list_workflows(limit=min(limit, MAX_ID)):
             counts = repo.activity_counts(w.id)
             done = sum(v for k, v in counts.items() if k.is_final)
-            dur = ((w.finished_at or time.time()) - w.started_at) if w.started_at else None
-            started = (
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(w.started_at))
-                if w.started_at
-                else "-"
+            runs.append(
+                RunRow(
+                    w.id,
+                    w.name,
+                    str(w.state),
+                    w.created_at,
+                    w.started_at,
+                    w.finished_at,
+                    done,
+                    sum(counts.values()),
+                )
             )
-            table.add_row(
-                str(w.id),
-                escape(w.name),
-                styled(w.state),
-                f"{done}/{sum(counts.values())}",
-                started,
-                fmt_duration(dur),
-            )
-        out.print(table)
+        print_runs(out, runs, as_json=as_json)
         return
     rec = _find_workflow(repo, workflow)
     if as_json:
@@ -442,8 +417,6 @@ def status(
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
-    from akoflow.cli.progress import STATUS_ROWS, print_status
-
     counts = repo.activity_counts(rec.id)
     # A big run: its counts and the rows shown, never every row (100,000: 1.5 s).
     rows = repo.list_activities(rec.id) if show_all else repo.status_picks(rec.id, STATUS_ROWS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -221,6 +222,10 @@ class Printer(Protocol):
     def print(self, *objects: Any) -> None: ...
 
 
+class JsonPrinter(Printer, Protocol):
+    def print_json(self, json: str) -> None: ...
+
+
 def print_status(
     console: Printer,
     rows: Sequence[ActivityView],
@@ -241,6 +246,43 @@ def print_status(
                 style="dim",
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run as `akoflow status` lists it (local store or server)."""
+
+    id: int
+    name: str
+    state: str
+    created_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    done: int  # activities in a final state
+    total: int
+
+
+def print_runs(console: JsonPrinter, runs: Iterable[RunRow], *, as_json: bool) -> None:
+    """The list of `akoflow status`: a table, or JSON."""
+    if as_json:
+        keys = ("id", "name", "state", "created_at", "started_at", "finished_at")
+        console.print_json(json.dumps([{k: getattr(r, k) for k in keys} for r in runs]))
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "name", "state", "activities", "started", "duration"):
+        table.add_column(col)
+    for r in runs:
+        started = r.started_at
+        dur = ((r.finished_at or time.time()) - started) if started else None
+        table.add_row(
+            str(r.id),
+            escape(r.name),
+            styled(r.state),
+            f"{r.done}/{r.total}",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
+            fmt_duration(dur),
+        )
+    console.print(table)
 
 
 @dataclass(frozen=True, slots=True)
