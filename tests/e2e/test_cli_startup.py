@@ -17,7 +17,7 @@ import typer
 
 import akoflow
 from akoflow.cli import local_run
-from akoflow.cli.main import plain_run
+from akoflow.cli.main import RUN_FLAGS, RUN_PATHS, plain_run
 from tests.conftest import cli_env
 
 # Runs the real entry point; records sys.modules at the os._exit that ends every command.
@@ -287,6 +287,28 @@ def test_a_plain_run_command_line_is_read_as_typer_reads_it() -> None:
     ]
     for args in left_to_typer:
         assert plain_run(args) is None, args
+
+
+def test_the_options_plain_run_reads_are_those_typer_declares_for_run() -> None:
+    """One table names `run`'s options for both readers: each of its options is one of
+    typer's `run`, by the same names, a flag or a path as plain_run reads it."""
+    from typer.core import TyperGroup, TyperOption
+
+    from akoflow.cli import commands
+
+    group = typer.main.get_command(commands.app)
+    assert isinstance(group, TyperGroup)
+    declared = {p.name: p for p in group.commands["run"].params}
+    file = {"file": Path("wf.yaml")}
+    for table, is_flag in ((RUN_FLAGS, True), (RUN_PATHS, False)):
+        for param, names in table.items():
+            option = declared[param]
+            assert isinstance(option, TyperOption), param
+            assert (tuple(option.opts), option.is_flag) == (names, is_flag), param
+            for name in names:
+                value = ["x"] if not is_flag else []
+                expected = Path("x") if not is_flag else True
+                assert plain_run(["run", "wf.yaml", name, *value]) == {**file, param: expected}
 
 
 def test_run_without_typer_says_and_exits_as_through_typer(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from akoflow.cli.local_run import (
     clean_exit,
     run_file,
 )
-from akoflow.cli.main import print_version
+from akoflow.cli.main import RUN_FLAGS, RUN_PATHS, print_version
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: no id or attempt number is larger
 
@@ -97,14 +97,17 @@ def command(name: str | None = None) -> Callable[[F], F]:
 StateDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--state-dir",
+        *RUN_PATHS["state_dir"],
         help="Where runs, logs and the database live [env AKOFLOW_HOME; default ~/.akoflow].",
         show_default=False,
     ),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log engine events.")]
+# Options `run` shares with other commands: named by cli.main's table of `run`'s options.
+QuietOpt = Annotated[bool, typer.Option(*RUN_FLAGS["quiet"], help="No progress output.")]
+JsonOpt = Annotated[
+    bool, typer.Option(*RUN_FLAGS["as_json"], help="Print the result as JSON on stdout.")
+]
+VerboseOpt = Annotated[bool, typer.Option(*RUN_FLAGS["verbose"], help="Log engine events.")]
 ServerOpt = Annotated[
     str | None,
     typer.Option(
@@ -132,23 +135,29 @@ def run(
     state_dir: StateDirOpt = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Shared data dir of the run [default: in the state dir]."),
+        typer.Option(
+            *RUN_PATHS["data_dir"], help="Shared data dir of the run [default: in the state dir]."
+        ),
     ] = None,
     new: Annotated[
         bool,
-        typer.Option("--new", help="Start a new run even if this file has an interrupted one."),
+        typer.Option(
+            *RUN_FLAGS["new"], help="Start a new run even if this file has an interrupted one."
+        ),
     ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     no_cache: Annotated[
         bool,
-        typer.Option("--no-cache", help="Run every activity: reuse no earlier run's result."),
+        typer.Option(
+            *RUN_FLAGS["no_cache"], help="Run every activity: reuse no earlier run's result."
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run",
+            *RUN_FLAGS["dry_run"],
             help="Say which activities would run and why (which input or script changed); "
             "run and store nothing.",
         ),

@@ -30,18 +30,20 @@ def print_version() -> None:
         sys.stdout.write(f"akoflow {__version__}\n")
 
 
-# `run`'s options, by the name of the parameter each sets: flags, and those taking a path.
-RUN_FLAGS = {
-    "--quiet": "quiet",
-    "-q": "quiet",
-    "--json": "as_json",
-    "--verbose": "verbose",
-    "-v": "verbose",
-    "--new": "new",
-    "--no-cache": "no_cache",
-    "--dry-run": "dry_run",
+# `run`'s options: the parameter each sets -> its names. typer's `run` (cli.commands) declares
+# its options with these names, and plain_run reads them: one table, so a renamed option is
+# renamed in both (one typer has and this table has not is left to typer).
+RUN_FLAGS: dict[str, tuple[str, ...]] = {
+    "quiet": ("--quiet", "-q"),
+    "as_json": ("--json",),
+    "verbose": ("--verbose", "-v"),
+    "new": ("--new",),
+    "no_cache": ("--no-cache",),
+    "dry_run": ("--dry-run",),
 }
-RUN_PATHS = {"--state-dir": "state_dir", "--data-dir": "data_dir"}
+RUN_PATHS: dict[str, tuple[str, ...]] = {"state_dir": ("--state-dir",), "data_dir": ("--data-dir",)}
+_FLAG_PARAM = {name: param for param, names in RUN_FLAGS.items() for name in names}
+_PATH_PARAM = {name: param for param, names in RUN_PATHS.items() for name in names}
 
 
 def plain_run(args: Sequence[str]) -> dict[str, Any] | None:
@@ -58,16 +60,16 @@ def plain_run(args: Sequence[str]) -> dict[str, Any] | None:
         arg = rest.pop(0)
         option, has_value, value = arg.partition("=")
         found: bool | Path
-        if arg in RUN_FLAGS:
-            name, found = RUN_FLAGS[arg], True
-        elif option in RUN_PATHS:
+        if arg in _FLAG_PARAM:
+            name, found = _FLAG_PARAM[arg], True
+        elif option in _PATH_PARAM:
             if not has_value:
                 if not rest:
                     return None
                 value = rest.pop(0)
             if not value or value.startswith("-"):
                 return None
-            name, found = RUN_PATHS[option], Path(value)
+            name, found = _PATH_PARAM[option], Path(value)
         elif not arg or arg.startswith("-"):
             return None
         else:
