@@ -298,14 +298,6 @@ class Hold:
 HoldSource = Callable[[], Sequence[Hold]]
 
 
-def holds_of(
-    activities: Iterable[ActivityView], status: Mapping[str, tuple[str | None, float | None]]
-) -> list[Hold]:
-    """The holds of a run's ``activities``, from each NOT_READY runtime's (reason, seconds
-    NOT_READY)."""
-    return holds_from(Counter(a.runtime for a in activities if a.state is A.READY), status)
-
-
 def holds_from(
     waiting: Mapping[str, int], status: Mapping[str, tuple[str | None, float | None]]
 ) -> list[Hold]:
@@ -325,7 +317,10 @@ def engine_holds(engine: Engine, wf: RunView) -> list[Hold]:
         if not slot.ready:
             since = slot.not_ready_since
             status[name] = (slot.reason, None if since is None else now - since)
-    return holds_of(wf.activities.values(), status)
+    if not status:  # nothing held: no pass over the activities (the live view asks 4 times/s)
+        return []
+    waiting = Counter(a.runtime for a in wf.activities.values() if a.state is A.READY)
+    return holds_from(waiting, status)
 
 
 def hold_line(hold: Hold) -> Text:
