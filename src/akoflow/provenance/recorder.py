@@ -329,13 +329,15 @@ class ProvenanceRecorder:
         self._by_dir.setdefault(observed.real, []).append(observed)
         return observed
 
-    def _drain(self, *, everything: bool = False) -> None:
-        """Everything the observer has read so far, to the runs' attempts (with
-        ``everything``, also the accesses still waiting for their attempt: unclaimed now)."""
+    def _drain(self, *, everything: bool = False, pumped: bool = False) -> None:
+        """Everything the observer has read so far (after reading what the kernel has, unless
+        the caller just ``pumped``), to the runs' attempts (with ``everything``, also the
+        accesses still waiting for their attempt: unclaimed now)."""
         observer = self._observer
         if observer is None:
             return
-        for key, accesses in observer.take_all().items():
+        # One read of the kernel's queues per drain (each is a few system calls per group).
+        for key, accesses in observer.take_all(pump=not pumped).items():
             run = self._run_of_key.get(key) if isinstance(key, tuple) else None
             if run is not None and run.observed is not None:
                 for access in accesses:
@@ -348,7 +350,7 @@ class ProvenanceRecorder:
             for runs in self._by_dir.values():
                 for observed in runs:
                     observed.lost_events()
-        for access in observer.take_unclaimed(now=everything):
+        for access in observer.take_unclaimed(now=everything, pump=False):
             self._unclaimed(access)
 
     def _foreign_write(self, mine: ObservedRun, access: Access) -> None:
@@ -549,7 +551,7 @@ class ProvenanceRecorder:
         for _ in range(64):  # until each queue was emptied once after the look
             if observer.pump():
                 break
-        self._drain()
+        self._drain(pumped=True)
         return [
             path
             for access in observer.waiting()

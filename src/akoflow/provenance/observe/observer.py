@@ -473,9 +473,11 @@ class Observer:
         self.pump()
         return self._by_key.pop(key, [])
 
-    def take_all(self) -> dict[Key, list[Access]]:
-        """The accesses of every registered attempt observed since the last take, in order."""
-        self.pump()
+    def take_all(self, *, pump: bool = True) -> dict[Key, list[Access]]:
+        """The accesses of every registered attempt observed since the last take, in order
+        (``pump=False``: of what was read already, for a caller that just pumped)."""
+        if pump:
+            self.pump()
         taken, self._by_key = self._by_key, {}
         return taken
 
@@ -491,10 +493,11 @@ class Observer:
         lost = self._procs is not None and self._procs.lost
         return self.overflows + int(lost)
 
-    def take_unclaimed(self, *, now: bool = False) -> list[Access]:
+    def take_unclaimed(self, *, now: bool = False, pump: bool = True) -> list[Access]:
         """Accesses no registered attempt made (or :class:`Ambiguous` ones), once they waited
         ``unclaimed_after`` seconds for a registration (all of them with ``now``)."""
-        self.pump()
+        if pump:
+            self.pump()
         self._retry_pending(force=now)
         taken, self._unclaimed = self._unclaimed, []
         return taken
