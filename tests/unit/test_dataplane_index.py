@@ -158,9 +158,9 @@ def test_what_an_attempt_brings_and_takes_is_what_the_rules_over_the_whole_run_s
             ]  # fmt: skip
             if ready and (not running or rng.random() < 0.5) and len(running) < 6:
                 act = rng.choice(ready)
-                plane.needs_listing(act, runtime)  # as the engine asks it at each dispatch
                 act.state, act.attempt = A.RUNNING, act.attempt + 1
                 act.dispatched_at = time.time()
+                plane.dispatched(act)  # as the engine tells it at each dispatch
                 running.append(act)
                 # What it would fetch, to the host and to the location: the same both ways.
                 for target in ("", LOC):
@@ -271,8 +271,8 @@ def test_a_run_that_collects_nothing_keeps_only_what_runs_as_running(tmp_path: P
     plane = DataPlane(repo, lambda name: runtime, lambda act: None)  # type: ignore[arg-type,return-value]
     try:
         for act in wf.activities.values():  # one after the other: its end collects nothing
-            plane.needs_listing(act, runtime)
             act.state, act.attempt, act.dispatched_at = A.RUNNING, 1, time.time()
+            plane.dispatched(act)
             outcome = Outcome(True, 0, files=RemoteFiles(LOC, {}, {act.name: FileState(1, 1.0)}))
             assert not plane.wants_collect(act, runtime, outcome)
             plane.record_outputs(act, runtime, outcome.files)

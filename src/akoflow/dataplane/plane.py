@@ -184,6 +184,14 @@ class DataPlane:
 
     # ---------------------------------------------------------------- before
 
+    def dispatched(self, act: ActivityRun) -> None:
+        """An attempt of ``act`` is dispatched (the engine's ``Attempts._begin``): from now
+        on its window at its runtime may cover what listings there show. Nothing for one
+        whose files are in the data dir."""
+        runtime = self._runtime_of(act.runtime)
+        if runtime is not None and self._mover(act, runtime) is not None:
+            self._index(act.wf).windows.sight(act)
+
     async def stage_in(self, act: ActivityRun, runtime: Runtime) -> None:
         """Bring what ``act`` needs to ``runtime``'s location. Raises
         :class:`TransferFailed` (the attempt fails with the reason) or
@@ -195,8 +203,6 @@ class DataPlane:
         if mover is None and not self.holds_remote(wf.id):
             return
         target = mover.location if mover is not None else HOST
-        if mover is not None:
-            self._index(wf).windows.sight(act)
         self._staging.add(act.id)
         try:
             await self._stage_in(act, mover, target)
@@ -428,9 +434,6 @@ class DataPlane:
         collected at its end, or an activity on another runtime depends on it."""
         if self._mover(act, runtime) is None:
             return False
-        # Asked as each attempt is dispatched (the engine's job_spec): from now on its window
-        # at that runtime may cover what listings there show.
-        self._index(act.wf).windows.sight(act)
         policy = act.wf.workflow.collect
         return (
             policy == "all"

@@ -165,6 +165,7 @@ class Attempts:
         if act.started_at is None:
             act.started_at = time.time()
         self.jobs[key] = act
+        self._data.dispatched(act)
 
     # ------------------------------------------------------------------ submission
 
