@@ -383,6 +383,7 @@ async def run_scale(work: Path, n: int, shape: str, live: int, tail: int) -> tup
             plane.needs_listing(act, rt)  # as the engine's job_spec asks it at each dispatch
             act.attempt, act.state = 1, ActivityState.RUNNING
             act.dispatched_at = time.time()
+            plane.dispatched(act)  # as the engine's Attempts._begin tells it
             running.append(act)
 
     dispatch()
