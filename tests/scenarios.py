@@ -4,13 +4,19 @@ hpc). Each suite brings its own engine and workflow header; the checks are the s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import os
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from akoflow import service
 from akoflow.runtimes.base import JobSpec
+from akoflow.runtimes.local_spawner import Spawner
 from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import ActivityRecord
 
 
 def busy_activity(seconds: int = 3) -> str:
@@ -88,4 +94,53 @@ def direct_job(
         attempt=attempt,
         data_dir=tmp_path / "data",
         attempt_dir=attempts,
+    )
+
+
+def store_intent_engine_gone(
+    state_dir: Path, workflow: Path, data: Path
+) -> tuple[int, ActivityRecord]:
+    """The store as an engine SIGKILLed just after recording attempt 1's intent leaves it (the
+    intent is stored before the launch): ``workflow`` stored and RUNNING, its first activity
+    READY with attempt 1 begun, no handle and no start. Returns the run's id and the
+    activity's record."""
+    prepared = service.validate_text(workflow.read_text(), str(workflow))
+    repo = service.open_repository(state_dir)
+    try:
+        wf_id = service.store(repo, state_dir, prepared, data)
+        act = repo.list_activities(wf_id)[0]
+        repo.set_activity_states([(act.id, ActivityState.READY)])
+        repo.begin_attempt(act.id, 1, runtime="local", handle={})
+        repo.set_workflow_state(wf_id, WorkflowState.RUNNING)
+    finally:
+        repo.close()
+    return wf_id, act
+
+
+@contextlib.contextmanager
+def spawner_in_process() -> Iterator[tuple[Spawner, socket.socket]]:
+    """A real local spawner in this process, and the engine's end of its socket."""
+    engine_end, spawner_end = socket.socketpair()
+    with engine_end, spawner_end:
+        spawner = Spawner(spawner_end.fileno())
+        try:
+            yield spawner, engine_end
+        finally:
+            os.close(spawner.devnull)
+
+
+def spawn_attempt(spawner: Spawner, prefix: str, script: bytes, data: Path) -> None:
+    """Ask ``spawner`` to launch the local attempt whose files are ``prefix``
+    (``.../attempts/NAME.N``), running ``script`` in ``data``, as the engine's request does."""
+    spawner.spawn(
+        Path(prefix).name,
+        prefix,
+        script,
+        f"{prefix}.sh",
+        "/bin/bash",
+        ["bash", f"{prefix}.sh"],
+        {"AKOFLOW_ATTEMPT_FILES": prefix},
+        str(data),
+        0o022,
+        None,
     )

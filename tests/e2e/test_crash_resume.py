@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import psutil
 import pytest
 
 from akoflow import service
-from akoflow.runtimes.local_spawner import Frames, Spawner
-from akoflow.states import ActivityState, WorkflowState
+from akoflow.runtimes.local_spawner import Frames
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
+from tests.scenarios import spawn_attempt, spawner_in_process, store_intent_engine_gone
 
 N_FAST = 6
 
@@ -95,14 +94,7 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     data = tmp_path / "data"
     # Store the run and record the intent of attempt 1, as the engine does before launching,
     # then "crash" before anything is launched.
-    prepared = service.validate_text(wf.read_text(), str(wf))
-    repo = service.open_repository(state_dir)
-    wf_id = service.store(repo, state_dir, prepared, data)
-    act = repo.list_activities(wf_id)[0]
-    repo.set_activity_states([(act.id, ActivityState.READY)])
-    repo.begin_attempt(act.id, 1, runtime="local", handle={})
-    repo.set_workflow_state(wf_id, WorkflowState.RUNNING)
-    repo.close()
+    wf_id, _ = store_intent_engine_gone(state_dir, wf, data)
 
     res = akoflow("resume", "--json")
     assert res.returncode == 0, res.stderr
@@ -113,23 +105,9 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     assert Path(f"{attempt1}.exit").read_text() == "engine\n"
     # A straggler launch of attempt 1 (a request the crash left in the spawner's way) must
     # not run: the spawner's claim finds the engine's.
-    engine_end, spawner_end = socket.socketpair()
-    with engine_end, spawner_end:
-        spawner = Spawner(spawner_end.fileno())
-        spawner.spawn(
-            "only.1",
-            str(attempt1),
-            b"echo run >> count.only\n",
-            f"{attempt1}.sh",
-            "/bin/bash",
-            ["bash", f"{attempt1}.sh"],
-            {"AKOFLOW_ATTEMPT_FILES": str(attempt1)},
-            str(data),
-            0o022,
-            None,
-        )
+    with spawner_in_process() as (spawner, engine_end):
+        spawn_attempt(spawner, str(attempt1), b"echo run >> count.only\n", data)
         spawner.flush()  # what the spawner's loop does after each turn
-        os.close(spawner.devnull)
         (answer,) = Frames().feed(engine_end.recv(4096))
     assert answer[:2] == ("failed", "only.1") and "already launched once" in answer[2]
     assert not spawner.children

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 from akoflow import service
-from akoflow.runtimes.local_spawner import Spawner
-from akoflow.states import ActivityState, WorkflowState
 from tests.conftest import Akoflow, wait_for
+from tests.scenarios import spawn_attempt, spawner_in_process, store_intent_engine_gone
 
 
 def test_output_of_an_attempt_that_ended_before_its_running_record_is_kept(
@@ -25,36 +23,15 @@ def test_output_of_an_attempt_that_ended_before_its_running_record_is_kept(
     data.mkdir()
     # The engine's state when SIGKILLed right after the attempt started: its intent stored
     # (no handle, no start), its spawner running it.
-    prepared = service.validate_text(wf.read_text(), str(wf))
-    repo = service.open_repository(state_dir)
-    wf_id = service.store(repo, state_dir, prepared, data)
-    act = repo.list_activities(wf_id)[0]
-    repo.set_activity_states([(act.id, ActivityState.READY)])
-    repo.begin_attempt(act.id, 1, runtime="local", handle={})
-    repo.set_workflow_state(wf_id, WorkflowState.RUNNING)
-    repo.close()
+    wf_id, act = store_intent_engine_gone(state_dir, wf, data)
     attempts = state_dir / "runs" / f"{wf_id}-one" / "attempts"
     attempts.mkdir(parents=True, exist_ok=True)
     prefix = str(attempts / "only.1")
     # The spawner (a real one, in this process) starts it and records its end, engine gone.
-    engine_end, spawner_end = socket.socketpair()
-    with engine_end, spawner_end:
-        spawner = Spawner(spawner_end.fileno())
-        spawner.spawn(
-            "only.1",
-            prefix,
-            script.encode(),
-            f"{prefix}.sh",
-            "/bin/bash",
-            ["bash", f"{prefix}.sh"],
-            {"AKOFLOW_ATTEMPT_FILES": prefix},
-            str(data),
-            0o022,
-            None,
-        )
+    with spawner_in_process() as (spawner, _):
+        spawn_attempt(spawner, prefix, script.encode(), data)
         assert spawner.children
         wait_for(lambda: spawner.reap() or not spawner.children)
-        os.close(spawner.devnull)
     assert Path(f"{prefix}.exit").read_text() == "exit 0\n"
 
     res = akoflow("resume", "--json")
