@@ -95,3 +95,28 @@ def test_runtime_and_nodes_lookups(tmp_path: Path) -> None:
     repo.upsert_nodes("local", [("n2", "READY", 2.0, 1024, 0.5, 512), ("n1", "READY", 1, 1, 0, 0)])
     assert [n.name for n in repo.list_nodes("local")] == ["n1", "n2"]
     assert repo.list_nodes("other") == []
+
+
+def test_activities_that_ran_is_one_query_over_the_run(tmp_path: Path) -> None:
+    """Those with an attempt that started or finished; one only submitted did not run."""
+    repo = Repository(tmp_path / "s.db")
+    wf_id = store(repo, chain("c", 4), tmp_path)
+    other = store(repo, chain("other", 2), tmp_path)
+    ids = {a.name: a.id for a in repo.list_activities(wf_id)}
+    for name in ("a0", "a1", "a2"):
+        repo.begin_attempt(ids[name], 1, runtime="local", handle={})
+    repo.attempt_finished(
+        ids["a0"],
+        1,
+        attempt_state="succeeded",
+        activity_state=ActivityState.SUCCEEDED,
+        exit_code=0,
+        reason=None,
+        finished_at=2.0,
+        started_at=1.0,
+    )
+    repo.attempt_running(ids["a1"], 1, handle={}, node=None, started_at=1.5)
+    first = repo.list_activities(other)[0]
+    repo.begin_attempt(first.id, 1, runtime="local", handle={})
+    repo.attempt_running(first.id, 1, handle={}, node=None, started_at=1.0)
+    assert repo.activities_that_ran(wf_id) == {"a0", "a1"}

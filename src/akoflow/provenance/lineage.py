@@ -174,19 +174,12 @@ def of_run(repo: Repository, workflow_id: int) -> FileLineage:
     mechanism = repo.provenance_mechanism(workflow_id)
     if initial:
         remote = {f.activity for f in files if f.location}
-        # Only the activities that may be users are asked whether they ran (a query each).
-        maybe = [
-            a
-            for a in repo.list_activities(workflow_id)
-            if not observed(mechanism) or a.name in remote
-        ]
+        # The activities that may be users and ran (one query, in file order).
+        ran_now = repo.activities_that_ran(workflow_id)
         ran = [
             a.name
-            for a in maybe
-            if any(
-                t.started_at is not None or t.finished_at is not None
-                for t in repo.list_attempts(a.id)
-            )
+            for a in repo.list_activities(workflow_id)
+            if a.name in ran_now and (not observed(mechanism) or a.name in remote)
         ]
         users = users_of_inputs(mechanism, ran, files)
     return build(

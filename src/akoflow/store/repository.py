@@ -822,6 +822,15 @@ class Repository:
         ).fetchall()
         return [_attempt(r) for r in rows]
 
+    def activities_that_ran(self, wf_id: int) -> set[str]:
+        """Names of the workflow's activities with an attempt that started or finished."""
+        rows = self._exec(
+            "SELECT DISTINCT a.name FROM activities a JOIN attempts t ON t.activity_id = a.id "
+            "WHERE a.workflow_id = ? AND (t.started_at IS NOT NULL OR t.finished_at IS NOT NULL)",
+            (wf_id,),
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def attempt_stop_requested(self, activity_id: int, number: int, reason: str) -> None:
         """The engine is about to ask the live attempt to stop, because of ``reason``
         ('timeout' or 'cancel'); kept so that its end is judged the same after a restart."""
