@@ -26,6 +26,7 @@ from typing import Any
 from akoflow.cache.stage import CacheFailure, CacheStage
 from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
+from akoflow.engine.heap import HeapGuard
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
 from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun
 from akoflow.engine.observe import Fetched, OutputSampler
@@ -84,7 +85,8 @@ class Engine(RuntimeEvents):
         self.state_dir = state_dir
         self.health_interval = health_interval
         self._log_interval = log_interval
-        self.workflows: dict[int, WorkflowRun] = {}
+        self.workflows: dict[int, WorkflowRun] = {}  # attached (see forget)
+        self._heap = HeapGuard()
         self._events: list[tuple[str, ActivityRun, Any]] = []
         self.provenance = ProvenanceRecorder(
             repo,
@@ -237,6 +239,7 @@ class Engine(RuntimeEvents):
                     self.repo.release_workflow(wf.id, pid=self._pid)
         except Exception:  # the store failed: what it holds is what a crash leaves
             log.exception("cannot record the engine's stop in the store")
+        self._heap.release()
 
     def _attached_workflow(self, wf_id: int) -> Workflow | None:
         wf = self.workflows.get(wf_id)
@@ -264,6 +267,7 @@ class Engine(RuntimeEvents):
             wf.done = asyncio.get_running_loop().create_future()
             wf.done.set_result(rec.state)
             self.workflows[wf_id] = wf
+            self._heap.attached(self._activities_attached())
             return wf
         if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
             if rec.owner_pid != self._pid:
@@ -302,7 +306,17 @@ class Engine(RuntimeEvents):
             self.cancel(wf_id)
         self.transitions.maybe_finish(wf)
         self._wake.set()
+        self._heap.attached(self._activities_attached())
         return wf
+
+    def forget(self, wf_id: int) -> None:
+        """Drop a run from memory (the store keeps it): a server lets each run go once it
+        ended."""
+        if self.workflows.pop(wf_id, None) is not None:
+            self._heap.attached(self._activities_attached())
+
+    def _activities_attached(self) -> int:
+        return sum(len(wf.activities) for wf in self.workflows.values())
 
     def _build(self, rec: WorkflowRecord) -> WorkflowRun:
         wf = build_run(self.repo, self.state_dir, rec)
@@ -498,7 +512,7 @@ class Engine(RuntimeEvents):
         check_workflow_transition(rec.name, rec.state, WorkflowState.RUNNING)
         spec = load_workflow(rec.spec_yaml, source=rec.source or f"workflow {rec.id}")
         self.repo.reopen_workflow(wf_id, spec)
-        self.workflows.pop(wf_id, None)
+        self.forget(wf_id)
         return await self.attach(wf_id)
 
     def apply_cancel_requests(self) -> None:

@@ -115,7 +115,7 @@ class ServerContext:
         self._heads.pop(wf_id, None)
         self._parsing.pop(wf_id, None)
         self.longest.forget(wf_id)
-        self.engine.workflows.pop(wf_id, None)
+        self.engine.forget(wf_id)
 
     def watch(self, run: WorkflowRun) -> None:
         """Drop a run from the engine's memory once it ends: a long-lived server must not keep
@@ -126,7 +126,7 @@ class ServerContext:
 
         def evict(_: asyncio.Future[WorkflowState]) -> None:
             if self.engine.workflows.get(run.id) is run and run.state.is_final:
-                del self.engine.workflows[run.id]
+                self.engine.forget(run.id)
                 self.remember(run.id, run.workflow)
 
         run.done.add_done_callback(evict)
