@@ -575,8 +575,10 @@ class Observer:
                     continue
                 said.add(kind)
             # A read known only by its close happened at its open or later: the open's epoch
-            # when it was seen, else at some time up to now (an earlier epoch than any).
-            early = opened_at if bit == abi.FAN_CLOSE_NOWRITE else None
+            # when it was seen, else at some time up to now (an earlier epoch than any). A
+            # read and a close in one event may be of two descriptions (a new one read now,
+            # an older one read through a mapping and closed): the read is the earlier.
+            early = opened_at if kind == "read" and event.mask & abi.FAN_CLOSE_NOWRITE else None
             access = self._access(fs, event, kind, is_dir, early=early)
             if access is not None:
                 self._attribute(event.pid, access)
@@ -594,6 +596,10 @@ class Observer:
             return -1
         pids = self._open.get(where)
         opened_at = pids.get(event.pid, -1) if pids is not None else -1
+        if opened_at < 0 and pids and event.mask & _CLOSES:
+            # Not opened by this process as far as the events say: a description it was
+            # handed (inherited from its shell's `exec 3<f`), opened when its opener's was.
+            opened_at = self._handed_open(pids, event.pid)
         if event.mask & abi.FAN_OPEN:  # an open read now was made since the last drain
             opened_at = self._epoch if opened_at < 0 else opened_at
         if not event.mask & _CLOSES:
@@ -601,6 +607,18 @@ class Observer:
         elif pids is not None and pids.pop(event.pid, None) is not None and not pids:
             del self._open[where]
         return opened_at
+
+    def _handed_open(self, opened: dict[int, int], pid: int) -> int:
+        """The earliest epoch at which a process that may have handed ``pid`` a
+        description of the file opened it (``opened``: pid -> epoch of its earliest open
+        not known closed): its ancestors, and the other processes of its attempt; -1 when
+        none did. A close merged with a new open is not dated by that open: the description
+        it closes may be one of these, read long before."""
+        handers = set(self._lineage.ancestry(pid)[1:])
+        owner = self._lineage.owner(pid)
+        if owner is not None and not isinstance(owner, Ambiguous):
+            handers.update(p for p in opened if p != pid and self._lineage.owner(p) == owner)
+        return min((at for p, at in opened.items() if p in handers), default=-1)
 
     def holders(
         self, data_dir: bytes, path: bytes, dev: int, ino: int
