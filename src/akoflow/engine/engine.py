@@ -263,7 +263,7 @@ class Engine(RuntimeEvents):
         if rec.state.is_final:
             # Finished by another engine since the caller listed it (`retry` reopens a run
             # before attaching it): nothing to own or run, and nothing to wait for.
-            wf = self._build(rec)
+            wf = await self._build(rec)
             wf.done = asyncio.get_running_loop().create_future()
             wf.done.set_result(rec.state)
             self.workflows[wf_id] = wf
@@ -282,7 +282,7 @@ class Engine(RuntimeEvents):
             expect_started=rec.owner_started,
         ):
             raise WorkflowBusy(f"workflow {wf_id} ({rec.name}) was claimed by another process")
-        wf = self._build(rec)
+        wf = await self._build(rec)
         self.workflows[wf_id] = wf
         loop = asyncio.get_running_loop()
         wf.done = loop.create_future()
@@ -318,8 +318,10 @@ class Engine(RuntimeEvents):
     def _activities_attached(self) -> int:
         return sum(len(wf.activities) for wf in self.workflows.values())
 
-    def _build(self, rec: WorkflowRecord) -> WorkflowRun:
-        wf = build_run(self.repo, self.state_dir, rec)
+    async def _build(self, rec: WorkflowRecord) -> WorkflowRun:
+        # In a worker thread: building 100,000 activities held the event loop (in a server,
+        # the API and the other runs) for seconds.
+        wf = await asyncio.to_thread(build_run, self.repo, self.state_dir, rec)
         if wf.levels_left is not None:
             self.transitions.open_levels(wf)
         return wf

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+READY_CHUNK = 2_000  # activities put in line per turn of the event loop at an attach
+
+
+async def _give_way() -> None:
+    await asyncio.sleep(0)
+
+
 A = ActivityState
 
 
@@ -38,12 +45,26 @@ class Reconciler:
         by_id = {a.id: a for a in wf.activities.values()}
         for act_id, att in live.items():
             await self.adopt(by_id[act_id], att)
-        with transitions.txn():
-            for act in wf.activities.values():
-                if act.state is A.READY:
-                    transitions.enqueue(act)
-                elif act.state is A.PENDING:
-                    if any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
+        # What is READY now was made so by no one running: it is put in line here, once.
+        # Between chunks the loop serves the API and the other runs (a 100,000-activity run
+        # held it for seconds); what the processor makes READY meanwhile it puts in line
+        # itself, and what is cancelled or skipped meanwhile is left alone here.
+        left = [
+            (act, act.state is A.READY)
+            for act in wf.activities.values()
+            if act.state in (A.READY, A.PENDING)
+        ]
+        for start in range(0, len(left), READY_CHUNK):
+            if start:
+                await _give_way()
+            with transitions.txn():
+                for act, stored_ready in left[start : start + READY_CHUNK]:
+                    if stored_ready:
+                        if act.state is A.READY:
+                            transitions.enqueue(act)
+                    elif act.state is not A.PENDING:
+                        continue
+                    elif any(d.state in (A.FAILED, A.CANCELLED, A.SKIPPED) for d in act.deps):
                         transitions.skip_downstream(act)
                     elif act.deps_left == 0:
                         transitions.make_ready(act)
