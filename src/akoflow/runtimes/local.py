@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -167,12 +168,21 @@ def _started_at(prefix: str) -> float | None:
 
 def _read_record(prefix: str) -> _Record:
     try:
-        with open(prefix + ".exit", "rb") as f:
-            raw = f.read(256)
+        # Non-blocking, a regular file only: a hostile script may have put a FIFO there,
+        # whose open (or read) would wait for a writer forever.
+        fd = os.open(prefix + ".exit", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return _Record(None)
     except OSError:  # made a directory, say, by a hostile script: unreadable, not absent
         return _Record("unreadable\n")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _Record("unreadable\n")
+        raw = os.read(fd, 256)
+    except OSError:
+        return _Record("unreadable\n")
+    finally:
+        os.close(fd)
     # Anything but the spawner's own ASCII lines reads as no exit code at all (lost).
     return _Record(raw.decode("ascii", "replace"))
 

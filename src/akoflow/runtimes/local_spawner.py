@@ -39,6 +39,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import struct
 import sys
 from typing import Any
@@ -109,8 +110,12 @@ def record_end(path: str, code: int) -> None:
     """``exit N`` over the claim at ``path`` in place, then the file cut to that line: the
     first line is the record at every moment (the rest, until the cut, is stale)."""
     line = exit_line(code)
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # Non-blocking: the script may have put a FIFO there, whose open would wait for a reader
+    # forever (and with it every other end this spawner records).
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         if os.pwrite(fd, line, 0) != len(line):
             raise OSError(errno.EIO, "short write")
         os.ftruncate(fd, len(line))

@@ -1,0 +1,158 @@
+"""The local spawner's records of ends, under scripts that tamper with their own record (hostile
+pass on 70bfd97: an end is written over the claim in place). The script knows its record's
+path ($AKOFLOW_ATTEMPT_FILES.exit). Real workflows through the CLI; an engine or spawner that
+hangs is killed at the end of the test, which then fails."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import cli_env, wait_for
+
+HANG_LIMIT = 60.0  # s: far beyond these few short activities; reached only by a hang
+
+# The record replaced by a FIFO: opening it to write the end waited for a reader forever,
+# and with it every later end that spawner had to record (and the engine for them).
+FIFO_RECORD = 'rm -f "$AKOFLOW_ATTEMPT_FILES.exit"; mkfifo "$AKOFLOW_ATTEMPT_FILES.exit"'
+
+
+def workflow(path: Path, tamper: str) -> None:
+    lines = ["name: records", "spec:", "  activities:", "    - name: tamper", "      run: |"]
+    lines += [f"        {line}" for line in tamper.splitlines()]
+    for i in range(4):  # siblings on both spawners, ending after the tamperer
+        lines += [f"    - name: s{i}", f"      run: sleep 0.5; echo once >> s{i}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    """CLI processes the test starts; whatever is left of them (and of their spawners) is
+    killed at its end."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        kill_spawners(proc)
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def spawners_of(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_spawners(proc: subprocess.Popen[str], found: list[psutil.Process] | None = None) -> None:
+    for child in spawners_of(proc) if found is None else found:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cli(started: list[subprocess.Popen[str]], *args: str) -> tuple[int | None, str]:
+    """Run the CLI to its end (None: still running after HANG_LIMIT, left to the fixture)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    started.append(proc)
+    try:
+        out, err = proc.communicate(timeout=HANG_LIMIT)
+    except subprocess.TimeoutExpired:
+        return None, ""
+    return proc.returncode, out + err
+
+
+def states(state: Path) -> dict[str, tuple[str, int | None]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "akoflow", "status", "1", "--json", "--all"]
+        + ["--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=True,
+    )
+    return {a["name"]: (a["state"], a["exit_code"]) for a in json.loads(done.stdout)["activities"]}
+
+
+def test_a_fifo_put_over_its_record_hangs_no_spawner(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    workflow(tmp_path / "wf.yaml", FIFO_RECORD)
+    (tmp_path / "data").mkdir()
+    state = tmp_path / "state"
+    code, output = cli(
+        started,
+        "run",
+        str(tmp_path / "wf.yaml"),
+        "--state-dir",
+        str(state),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "-q",
+    )
+    assert code is not None, "the run hung on the FIFO"
+    assert code == 0, output
+    # Its end reached the engine (its exit code, 0, from the spawner's message).
+    assert states(state) == {
+        "tamper": ("succeeded", 0),
+        **{f"s{i}": ("succeeded", 0) for i in range(4)},
+    }
+    for i in range(4):
+        assert (tmp_path / "data" / f"s{i}").read_text() == "once\n"
+
+
+def test_a_fifo_put_over_its_record_hangs_no_resume(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    # The engine and its spawners are killed while the tamperer runs: no one records its
+    # end (the FIFO is no record anyway); the resumed engine opened the FIFO to read it and
+    # waited for a writer forever.
+    workflow(tmp_path / "wf.yaml", f"{FIFO_RECORD}\ntouch tampered\nsleep 1")
+    data = tmp_path / "data"
+    data.mkdir()
+    state = tmp_path / "state"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
+        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    started.append(engine)
+    wait_for(lambda: (data / "tampered").exists())
+    kill_spawners(engine)
+    engine.send_signal(signal.SIGKILL)
+    engine.communicate()
+    code, output = cli(started, "resume", "1", "--state-dir", str(state), "-q")
+    assert code is not None, "the resume hung on the FIFO"
+    found = states(state)
+    # Its exit code is lost: a failure, never a success. Its siblings lost their spawner:
+    # each ran at most once, and none succeeded without its line.
+    assert found["tamper"] == ("failed", None), output
+    for i in range(4):
+        lines = (data / f"s{i}").read_text() if (data / f"s{i}").exists() else ""
+        assert lines in ("", "once\n")
+        assert found[f"s{i}"][0] != "succeeded" or lines == "once\n"
