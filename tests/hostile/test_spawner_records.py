@@ -85,6 +85,10 @@ def cli(started: list[subprocess.Popen[str]], *args: str) -> tuple[int | None, s
 
 
 def states(state: Path) -> dict[str, tuple[str, int | None]]:
+    return {name: (a["state"], a["exit_code"]) for name, a in activities(state).items()}
+
+
+def activities(state: Path) -> dict[str, dict[str, object]]:
     done = subprocess.run(
         [sys.executable, "-m", "akoflow", "status", "1", "--json", "--all"]
         + ["--state-dir", str(state)],
@@ -93,7 +97,7 @@ def states(state: Path) -> dict[str, tuple[str, int | None]]:
         env=cli_env(),
         check=True,
     )
-    return {a["name"]: (a["state"], a["exit_code"]) for a in json.loads(done.stdout)["activities"]}
+    return {a["name"]: a for a in json.loads(done.stdout)["activities"]}
 
 
 def test_a_fifo_put_over_its_record_hangs_no_spawner(
@@ -156,3 +160,80 @@ def test_a_fifo_put_over_its_record_hangs_no_resume(
         lines = (data / f"s{i}").read_text() if (data / f"s{i}").exists() else ""
         assert lines in ("", "once\n")
         assert found[f"s{i}"][0] != "succeeded" or lines == "once\n"
+
+
+# Two attempts run (one on each spawner) while a third fills the file system that holds the
+# attempts' files (bounded: it is a small tmpfs); two more are then started. Each spawner's
+# claim of one of those could not be written: the spawner died of it, and the two running
+# attempts, healthy, were stopped and counted lost.
+FULL_DISK = """name: full
+spec:
+  activities:
+    - name: long0
+      run: touch started0; while [ ! -e go ]; do sleep 0.05; done; echo once >> long0
+    - name: long1
+      run: touch started1; while [ ! -e go ]; do sleep 0.05; done; echo once >> long1
+    - name: filler
+      run: |
+        while [ ! -e started0 ] || [ ! -e started1 ]; do sleep 0.05; done
+        head -c 1048576 /dev/zero > "$(dirname "$AKOFLOW_ATTEMPT_FILES")/fill" 2>/dev/null
+        touch filled
+    - name: after0
+      run: echo once >> after0
+      dependsOn: [filler]
+    - name: after1
+      run: echo once >> after1
+      dependsOn: [filler]
+"""
+
+
+@pytest.fixture
+def small_runs_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state dir whose runs (the attempts' files) are on a 64 KiB tmpfs; the database is
+    not (its own full disk is another matter)."""
+    state = tmp_path / "state"
+    runs = state / "runs"
+    runs.mkdir(parents=True)
+    state.chmod(0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(runs)], check=True)
+    try:
+        yield state
+    finally:
+        if subprocess.run(["umount", str(runs)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(runs)], check=True)
+
+
+@pytest.mark.needs_root  # a tmpfs mount
+def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
+    tmp_path: Path, small_runs_dir: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    (tmp_path / "wf.yaml").write_text(FULL_DISK)
+    data = tmp_path / "data"
+    data.mkdir()
+    state = small_runs_dir
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
+        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    started.append(engine)
+    wait_for(lambda: (data / "filled").exists())
+    # Both claims were refused (or their spawner died) before the running ones may end.
+    wait_for(lambda: all(states(state)[f"after{i}"][0] == "failed" for i in range(2)))
+    (data / "go").touch()
+    try:
+        out, err = engine.communicate(timeout=HANG_LIMIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung")
+    found = states(state)
+    assert found["long0"] == found["long1"] == ("succeeded", 0), err
+    assert (data / "long0").read_text() == (data / "long1").read_text() == "once\n"
+    assert found["after0"] == found["after1"] == ("failed", None)
+    assert not (data / "after0").exists() and not (data / "after1").exists()
+    for i in range(2):  # each says why, in its own words
+        reason = str(activities(state)[f"after{i}"]["reason"])
+        assert reason.startswith("cannot claim attempt ") and "No space left" in reason
+    assert "Traceback" not in out + err

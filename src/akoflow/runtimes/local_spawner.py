@@ -245,13 +245,18 @@ class Spawner:
             self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
             return
         try:
-            os.write(claim, f"spawning by {self.me}\n".encode())
+            try:
+                os.write(claim, f"spawning by {self.me}\n".encode())
+            except OSError as exc:  # a full disk: this attempt fails, this spawner goes on
+                _unclaim(prefix)
+                self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
+                return
             try:
                 # The script only once the attempt is its own (a late request never touches
                 # another's), written whole before any bash exists.
                 _write_new(script_path, script)
             except OSError as exc:
-                os.unlink(prefix + ".exit")  # it never ran: a retry may claim it again
+                _unclaim(prefix)
                 self.send(
                     "failed", key, f"cannot write the script of {key}: {spawn_error(exc, env)}"
                 )
@@ -259,7 +264,7 @@ class Spawner:
             try:
                 pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
             except Exception as exc:
-                os.unlink(prefix + ".exit")  # it never ran: a retry may claim it again
+                _unclaim(prefix)
                 self.send("failed", key, f"cannot start bash for {key}: {spawn_error(exc, env)}")
                 return
             # Never shorter than the claim it replaces (the pid is padded): no stale bytes.
@@ -421,6 +426,13 @@ class Spawner:
             return
         for message in self.frames.feed(data):
             self.handle(message)
+
+
+def _unclaim(prefix: str) -> None:
+    """Undo the claim of an attempt that never ran (a retry may claim it again). If even
+    that fails, the claim stays without a record: an attempt lost, a failure."""
+    with contextlib.suppress(OSError):
+        os.unlink(prefix + ".exit")
 
 
 def _drain(fd: int) -> None:
