@@ -237,3 +237,38 @@ def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
         reason = str(activities(state)[f"after{i}"]["reason"])
         assert reason.startswith("cannot claim attempt ") and "No space left" in reason
     assert "Traceback" not in out + err
+
+
+def test_a_record_removed_by_its_script_is_written_again_at_its_end(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    # The end was written over the claim in place: with the claim removed, nothing was
+    # written, and the engine resumed after it had ended claimed the attempt as never started
+    # and ran it again (its line twice).
+    script = 'rm -f "$AKOFLOW_ATTEMPT_FILES.exit"\ntouch removed\nsleep 1\necho once >> ran'
+    (tmp_path / "wf.yaml").write_text(
+        "name: removed\nspec:\n  activities:\n    - name: remover\n      run: |\n"
+        + "".join(f"        {line}\n" for line in script.splitlines())
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    state = tmp_path / "state"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
+        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    started.append(engine)
+    wait_for(lambda: (data / "removed").exists())
+    spawners = spawners_of(engine)
+    engine.send_signal(signal.SIGKILL)
+    engine.communicate()
+    wait_for(lambda: not any(map(alive, spawners)))  # it ended, its end recorded
+    code, output = cli(started, "resume", "1", "--state-dir", str(state), "-q")
+    assert code == 0, output
+    assert (data / "ran").read_text() == "once\n"
+    assert activities(state)["remover"]["attempts"] == 1
+    assert states(state)["remover"] == ("succeeded", 0)

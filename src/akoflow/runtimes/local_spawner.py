@@ -110,9 +110,12 @@ def record_end(path: str, code: int) -> None:
     """``exit N`` over the claim at ``path`` in place, then the file cut to that line: the
     first line is the record at every moment (the rest, until the cut, is stale)."""
     line = exit_line(code)
-    # Non-blocking: the script may have put a FIFO there, whose open would wait for a reader
-    # forever (and with it every other end this spawner records).
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    # Made again if the script removed it: without a record, a resumed engine would claim
+    # the attempt as never started and run it again. Non-blocking: the script may have put
+    # a FIFO there, whose open would wait for a reader forever (and with it every other end
+    # this spawner records).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
