@@ -7,52 +7,67 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
 MARKERS = {"needs_root", "slurm", "docker", "k8s", "browser"}
 BACKENDS = ("hpc_runtime", "docker_runtime", "k8s_runtime", "cross_runtime", "ui")
 
-# pytest --collect-only in a child, writing each collected test's markers of MARKERS.
+WITHOUT_BACKENDS = "not slurm and not docker and not k8s and not browser"
+
+# pytest --collect-only -m EXPR in a child, writing the markers of MARKERS of each test it
+# selected and of each it deselected: one collection (~15 s) for both tests.
 DUMP = """
 import json, sys, pytest
 class Dump:
+    def __init__(self):
+        self.deselected = []
+    def pytest_deselected(self, items):
+        self.deselected += items
     def pytest_collection_finish(self, session):
+        def markers(items):
+            return {i.nodeid: sorted({m.name for m in i.iter_markers()} & set(sys.argv[3:]))
+                    for i in items}
         with open(sys.argv[1], "w") as out:
-            json.dump({i.nodeid: sorted({m.name for m in i.iter_markers()} & set(sys.argv[2:]))
-                       for i in session.items}, out)
-sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider"], plugins=[Dump()]))
+            json.dump({"selected": markers(session.items),
+                       "deselected": markers(self.deselected)}, out)
+sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-m", sys.argv[2]],
+                     plugins=[Dump()]))
 """
 
 
-def collect_only(*args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[str]]]:
+    """What ``pytest -m WITHOUT_BACKENDS`` selected and deselected, each test's markers."""
+    dump = tmp_path_factory.mktemp("markers") / "markers.json"
     res = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", DUMP, str(dump), WITHOUT_BACKENDS, *MARKERS],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
-    return res
+    found: dict[str, dict[str, list[str]]] = json.loads(dump.read_text())
+    return found
 
 
 def directory(node_id: str) -> str:
     return node_id.split("/")[1]
 
 
-def test_without_backends_only_tests_that_need_none_are_collected() -> None:
-    res = collect_only(
-        "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-        "-m", "not slurm and not docker and not k8s and not browser",
-    )  # fmt: skip
-    ids = [line for line in res.stdout.splitlines() if "::" in line]
+def test_without_backends_only_tests_that_need_none_are_collected(
+    collected: dict[str, dict[str, list[str]]],
+) -> None:
+    ids = list(collected["selected"])
     assert not [i for i in ids if directory(i) in BACKENDS]
     assert len([i for i in ids if i.startswith("tests/e2e/test_run_cli.py::")]) > 5
     assert any(i.startswith("tests/unit/test_migrations.py::") for i in ids)
 
 
-def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None:
-    dump = tmp_path / "markers.json"
-    collect_only("-c", DUMP, str(dump), *MARKERS)
-    markers: dict[str, list[str]] = json.loads(dump.read_text())
+def test_every_test_carries_the_markers_of_what_it_needs(
+    collected: dict[str, dict[str, list[str]]],
+) -> None:
+    markers = collected["selected"] | collected["deselected"]
     by_directory = {
         "hpc_runtime": ["needs_root", "slurm"],
         "docker_runtime": ["docker", "needs_root"],
@@ -95,6 +110,7 @@ def test_every_test_carries_the_markers_of_what_it_needs(tmp_path: Path) -> None
         "test_odd_bytes_in_names_renames_and_deletions",
         "test_an_unregistered_writer_is_unclaimed_not_attributed",
         "test_without_privilege_it_says_so",
+        "test_a_read_whose_close_comes_apart_is_no_earlier_than_its_open",
     } | {  # tests/e2e/test_exact_lineage.py and test_declared_data.py: observed with fanotify
         "test_a_writer_and_an_idler_started_together",
         "test_two_activities_writing_different_files_at_the_same_moment",
