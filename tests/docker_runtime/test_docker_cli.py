@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,22 @@ def scope(state_dir: Path, wf_id: int, name: str) -> str:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def run_until_a_container_runs(
+    wf: Path, name: str, state_dir: Path, env: dict[str, str], dockerd: PrivateDockerd, *args: str
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`akoflow run` of ``wf`` (workflow ``name``) in the background until a container of the
+    run is running. Returns the CLI's process and the labels of the run's containers."""
+    cli = start_cli(["run", str(wf), "--state-dir", str(state_dir), *args], env)
+    try:
+        labels = {"akoflow.scope": scope(state_dir, 1, name)}
+        wait_for(lambda: [c for c in dockerd.containers(**labels) if c["State"] == "running"])
+    except BaseException:
+        cli.kill()
+        cli.communicate(timeout=30)
+        raise
+    return cli, labels
 
 
 def test_mixed_local_and_docker_activities_pass_files(
@@ -208,12 +225,10 @@ def test_ctrl_c_stops_and_removes_the_container(
         "        touch not-cancelled\n",
     )
     data = tmp_path / "data"
-    cli = start_cli(
-        ["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data)], docker_env
+    cli, labels = run_until_a_container_runs(
+        wf, "long", state_dir, docker_env, dockerd, "--data-dir", str(data)
     )
-    labels = {"akoflow.scope": scope(state_dir, 1, "long")}
     try:
-        wait_for(lambda: [c for c in dockerd.containers(**labels) if c["State"] == "running"])
         started = time.monotonic()
         cli.send_signal(signal.SIGINT)
         cli.communicate(timeout=30)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from akoflow import service
 from akoflow.states import ActivityState, AttemptState
-from tests.conftest import Akoflow, start_cli, wait_for
-from tests.docker_runtime.test_docker_cli import scope, write
+from tests.conftest import Akoflow, wait_for
+from tests.docker_runtime.test_docker_cli import run_until_a_container_runs, write
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 
 
@@ -29,13 +29,11 @@ def test_a_container_of_a_final_activity_left_by_a_crash_is_removed_on_resume(
         f"name: stopped\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
         "    - name: sleeper\n      run: sleep 60\n",
     )
-    cli = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)], docker_env)
-    labels = {"akoflow.scope": scope(state_dir, 1, "stopped")}
-    try:
-        wait_for(lambda: [c for c in dockerd.containers(**labels) if c["State"] == "running"])
-    finally:
-        os.kill(cli.pid, signal.SIGKILL)
-        cli.communicate(timeout=30)
+    cli, labels = run_until_a_container_runs(
+        wf, "stopped", state_dir, docker_env, dockerd, "--quiet"
+    )
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.communicate(timeout=30)
     # What the engine had done when it died: the cancel stored and the activity's end with
     # it, the container stopped but not removed yet.
     (container,) = dockerd.containers(**labels)
