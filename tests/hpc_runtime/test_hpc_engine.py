@@ -180,7 +180,9 @@ def test_slurm_time_limit_ends_the_activity_as_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A job killed by SLURM (it writes no exit code, no sentinel) does not hang: squeue's
-    TIMEOUT ends it. SLURM time limits are whole minutes: this test takes about 70 s."""
+    TIMEOUT ends it. SLURM time limits are whole minutes: once the job runs, its end is moved
+    to a second from now (the limit of HPC_TIME stays, checked in its record), and slurmctld's
+    next time-limit check (every 30 s) ends it as TIMEOUT."""
     monkeypatch.setenv("HPC_TIME", "1")
     text = (
         "name: slow\nspec:\n  runtime: hpc\n  activities:\n"
@@ -190,9 +192,19 @@ def test_slurm_time_limit_ends_the_activity_as_timeout(
     async def scenario() -> None:
         async with engine_with(tmp_path, text) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
+            act = wf.activities["forever"]
+            await until(lambda: act.state is A.RUNNING, 60, "the job running")
+            name = slurm_name(tmp_path, wf_id, "slow", "forever")
+            running: list[str] = []
+            for _ in range(600):  # bounded: 60 s
+                running = await asyncio.to_thread(slurm_cluster.running_job_ids, name)
+                if running:
+                    break
+                await asyncio.sleep(0.1)
+            (job_id,) = running
+            await asyncio.to_thread(slurm_cluster.end_soon, job_id)
             state = await asyncio.wait_for(engine.wait(wf_id), timeout=180)
             assert state is WorkflowState.FAILED
-            act = wf.activities["forever"]
             assert act.state is A.FAILED, states(wf)
             assert act.reason == "SLURM time limit reached (TIMEOUT)"
             assert "".join(c.data for _, c in repo.read_logs(act.id)) == "started\n"
@@ -200,6 +212,7 @@ def test_slurm_time_limit_ends_the_activity_as_timeout(
     asyncio.run(scenario())
     (record,) = jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "slow", "forever"))
     assert record["JobState"] == "TIMEOUT"
+    assert record["TimeLimit"] == "1"  # HPC_TIME, in minutes
 
 
 def test_login_node_down_mid_run_holds_work_then_completes(

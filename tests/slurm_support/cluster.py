@@ -637,6 +637,16 @@ PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             records.append(rec)
         return records
 
+    def running_job_ids(self, name: str) -> list[str]:
+        """Ids of the running jobs named ``name``."""
+        return self._run("squeue", "-h", "-t", "running", "-n", name, "-o", "%i").stdout.split()
+
+    def end_soon(self, job_id: str, seconds: int = 1) -> None:
+        """Move a running job's end to ``seconds`` from now (``scontrol update EndTime``, as an
+        administrator may): slurmctld ends it as TIMEOUT at its next time-limit check (every
+        30 s) instead of once its limit (whole minutes) is spent. Its TimeLimit stays."""
+        self._run("scontrol", "update", f"JobId={job_id}", f"EndTime=now+{seconds}", check=True)
+
     def squeue_names(self) -> list[str]:
         out = self._run("squeue", "-h", "-t", "all", "-o", "%j").stdout
         return out.split()
