@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The session's daemons and images, defined once for every directory (tests/daemons.py).
+from tests.daemons import dockerd, images, k8s_dockerd, slurm_cluster  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -1,10 +1,9 @@
-"""A private dockerd for the whole session (its own data root, socket and pidfile under a tmp
-dir) with a busybox image imported locally. If it cannot be set up, the tests FAIL: a machine
-without Docker must not pass them by skipping."""
+"""A private dockerd (its own data root, socket and pidfile under a tmp dir) with a busybox image
+imported locally; the session's one is tests/daemons.py's ``dockerd``. If it cannot be set up,
+the tests FAIL: a machine without Docker must not pass them by skipping."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ def start_private_dockerd(root: Path) -> PrivateDockerd:
             pytrace=False,
         )
     return daemon
-
-
-@pytest.fixture(scope="session")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
-    daemon = start_private_dockerd(tmp_path_factory.mktemp("dockerd"))
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture

@@ -1,39 +1,18 @@
-"""A private SLURM cluster (munged, slurmctld, slurmd) with an SSH login node for the session,
-started from Debian's packages under a tmp dir and stopped by PID. If it cannot be set up the
-tests FAIL: a machine without SLURM must not pass them by skipping."""
+"""Runtime settings, login node and bastion on the session's private SLURM cluster (munged,
+slurmctld, slurmd and an sshd, from Debian's packages under a tmp dir, stopped by PID:
+tests/daemons.py's ``slurm_cluster``). If one cannot be set up the tests FAIL: a machine
+without SLURM must not pass them by skipping."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.singularity_runtime.conftest import images  # noqa: F401  (the container test)
 from tests.slurm_support.cluster import ClusterError, SlurmCluster
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
-    # Not under pytest's basetemp: a concurrent pytest run may prune old basetemps, and this
-    # directory holds the daemons' state while they run.
-    root = Path(tempfile.mkdtemp(prefix="akf-slurm-"))
-    cluster = SlurmCluster(root)
-    try:
-        cluster.start()
-    except (ClusterError, OSError, Exception) as exc:  # never a skip
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"cannot start a private SLURM cluster: {exc}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

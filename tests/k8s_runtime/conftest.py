@@ -1,4 +1,5 @@
-"""Fixtures: a private dockerd (the kubelet's container engine) and emulated clusters.
+"""Fixtures: emulated clusters, whose kubelets run pods in the session's private dockerd
+(tests/daemons.py's ``k8s_dockerd``).
 
 If the daemon or the emulated API server cannot be set up, the tests FAIL (never skip).
 """
@@ -19,20 +20,10 @@ from akoflow.engine import Engine
 from akoflow.runtimes.base import RuntimeEvents
 from akoflow.runtimes.registry import create_runtime
 from akoflow.store import Repository
-from tests.docker_runtime.conftest import start_private_dockerd
 from tests.docker_support.dockerd import PrivateDockerd
 from tests.k8s_support.cluster import EmulatedCluster
 
 IMAGE = "akoflow-test/busybox:1"
-
-
-@pytest.fixture(scope="session")
-def k8s_dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateDockerd]:
-    daemon = start_private_dockerd(tmp_path_factory.mktemp("k8s-dockerd"))
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 def _start_cluster(root: Path, daemon: PrivateDockerd, name: str, **kw: Any) -> EmulatedCluster:

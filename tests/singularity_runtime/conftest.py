@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env
-from tests.docker_runtime.conftest import dockerd  # noqa: F401  (the mixed workflow uses it)
 from tests.singularity_support import sif
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "singularity_support" / "apptainer"
@@ -42,9 +41,9 @@ def launcher_runs(image: Path, binary: Path = LAUNCHER) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
-    root = tmp_path_factory.mktemp("sif")
+def build_images(root: Path) -> Images:
+    """Build the SIF and the archive under ``root`` and run the SIF once with the launcher
+    (the session's ``images`` fixture, tests/daemons.py)."""
     missing = [tool for tool in NEEDED if shutil.which(tool) is None]
     if missing:
         pytest.fail(
