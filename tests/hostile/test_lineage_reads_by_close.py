@@ -70,3 +70,50 @@ def test_a_close_in_one_event_with_a_new_read_is_dated_by_its_own_open(tmp_path:
     # from its read bit (now) and the close's earlier open ignored.
     derived = copied_lineage(tmp_path, OWN)
     assert ("out.txt", sha("payload\n"), "in.txt", sha("payload\n"), False) in derived
+
+
+# `first` opens in.txt in a process that hands it to a child and exits (its close is never
+# seen: the child's is the last); `second` gets a process with that same pid (the kernel's
+# next pid set by hand) which writes out.txt and, seconds later, reads in.txt (`read`, or an
+# open and close alone: a size by fstat).
+def reused_pid(reader: str) -> list[tuple[str, str, list[str]]]:
+    return [
+        (
+            "first",
+            """python3 -c '
+import os, time
+fd = os.open("in.txt", os.O_RDONLY)
+if os.fork() == 0:
+    time.sleep(1); os.close(fd); os._exit(0)
+open("pid", "w").write(str(os.getpid()))
+os._exit(0)
+'
+sleep 1.5""",
+            [],
+        ),
+        (
+            "second",
+            """sleep 1
+P=$(cat pid)
+for try in $(seq 1 50); do
+  echo $((P-1)) > /proc/sys/kernel/ns_last_pid
+  bash -c '[ $$ = '"$P"' ] || exit 3; echo x > out.txt; sleep 2; READER' && break
+done
+[ -e out.txt ]""".replace("READER", reader),
+            ["first"],
+        ),
+    ]
+
+
+@pytest.mark.parametrize("reader", ["read line < in.txt", ": < in.txt"], ids=["read", "open-only"])
+def test_a_reused_pid_never_dates_a_read_by_an_earlier_process_open(
+    tmp_path: Path, reader: str
+) -> None:
+    # The earlier process's open was kept as the pid's: the new process's read (its open,
+    # read and close in one event) was dated by it, before out.txt was written, and out.txt
+    # was taken for derived from in.txt, read two seconds after it was written.
+    doc = run_workflow(tmp_path, workflow(*reused_pid(reader)), inputs={"in.txt": "payload\n"})
+    assert mechanism(doc) == OBSERVED
+    derived = prov_derivations(doc)
+    assert not any(d[0] == "out.txt" and d[2] == "in.txt" for d in derived), derived
+    assert any(d[0] == "out.txt" and d[2] == "pid" for d in derived)  # read before: it may

@@ -326,6 +326,7 @@ class Observer:
         self._epoch = 0  # times every queue was read to its end (see Access.epoch)
         # (data dir, path) -> pid -> the epoch of its earliest open not known closed
         self._open: dict[tuple[bytes, bytes], dict[int, int]] = {}
+        self._opens_of: dict[int, set[tuple[bytes, bytes]]] = {}  # pid -> its keys in _open
 
     # ---------------------------------------------------------------- life
 
@@ -530,7 +531,21 @@ class Observer:
     def _sync_processes(self) -> int:
         if self._procs is None:
             return self._lineage.epoch
-        return self._lineage.apply(self._procs.read())
+        events = self._procs.read()
+        for event in events:
+            if isinstance(event, Fork) and event.child in self._opens_of:
+                self._reborn(event.child)
+        return self._lineage.apply(events)
+
+    def _reborn(self, pid: int) -> None:
+        """``pid`` is a new process: the opens seen of an earlier one by that pid (one that
+        handed its descriptions to a child and exited: no close of its own was seen) are not
+        its own. Kept, a read of the new one known by its close was dated by them, long
+        before, and what it wrote before reading was taken for derived from the file."""
+        for where in self._opens_of.pop(pid, ()):
+            pids = self._open.get(where)
+            if pids is not None and pids.pop(pid, None) is not None and not pids:
+                del self._open[where]
 
     def _read_group(self, fs: _FileSystem, max_reads: int = 64) -> bool:
         """Read the group's queue; True when it was emptied."""
@@ -604,9 +619,19 @@ class Observer:
             opened_at = self._epoch if opened_at < 0 else opened_at
         if not event.mask & _CLOSES:
             self._open.setdefault(where, {}).setdefault(event.pid, opened_at)
-        elif pids is not None and pids.pop(event.pid, None) is not None and not pids:
-            del self._open[where]
+            self._opens_of.setdefault(event.pid, set()).add(where)
+        elif pids is not None and pids.pop(event.pid, None) is not None:
+            self._forgot_open(event.pid, where)
+            if not pids:
+                del self._open[where]
         return opened_at
+
+    def _forgot_open(self, pid: int, where: tuple[bytes, bytes]) -> None:
+        known = self._opens_of.get(pid)
+        if known is not None:
+            known.discard(where)
+            if not known:
+                del self._opens_of[pid]
 
     def _handed_open(self, opened: dict[int, int], pid: int) -> int:
         """The earliest epoch at which a process that may have handed ``pid`` a
@@ -635,6 +660,7 @@ class Observer:
             held = _holds_for_writing(pid, dev, ino)
             if held is None:  # gone, or no longer holding it
                 del pids[pid]
+                self._forgot_open(pid, (data_dir, path))
             elif held:
                 found.append(self._owner(pid))
         if not pids:
