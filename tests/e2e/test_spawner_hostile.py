@@ -15,8 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from akoflow.config import RuntimeConfig
+from akoflow.runtimes import cgroups, spawner_link
 from akoflow.runtimes import local as local_module
-from akoflow.runtimes import spawner_link
 from akoflow.runtimes.base import Adopted, JobSpec, Outcome
 from tests.conftest import wait_for
 from tests.e2e.test_local_trust import started_runtime
@@ -104,17 +105,22 @@ def test_a_script_that_clears_its_environment_is_adopted_running(
 def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The spawner claimed the attempt ("spawning by S") and then stalls (here: opening the
-    # attempt's stdout, a FIFO nobody reads; as well SIGSTOP, a hung disk). The resumed engine
-    # waits RECORD_WAIT, then counts the attempt lost and may retry it; the spawner, alive,
-    # started it later, beside its retry. It must be stopped before the attempt is given up.
+    # The spawner claimed the attempt ("spawning by S") and then stalls before starting it
+    # (here: it moves itself into the attempt's cgroup for the start, and that cgroup is
+    # frozen; as well SIGSTOP, a hung disk). The resumed engine waits RECORD_WAIT, then
+    # counts the attempt lost and may retry it; the spawner, alive, started it later, beside
+    # its retry. It must be stopped before the attempt is given up.
     monkeypatch.setattr(local_module, "RECORD_WAIT", 0.3)
     spec = direct_job(tmp_path, "stalled", "echo ran >> ran", "local", None)
-    stdout = Path(f"{spec.attempt_prefix}.stdout")
-    os.mkfifo(stdout)
+    frozen: list[str] = []
 
     async def scenario() -> tuple[int, Adopted]:
         first, _ = await started_runtime()
+        base = first._cgroup_base
+        assert base is not None, "cgroup v2 with a writable engine cgroup is needed"
+        frozen.append(cgroups.attempt_cgroup(base, str(spec.attempt_prefix)))
+        os.mkdir(frozen[0])
+        Path(frozen[0], "cgroup.freeze").write_text("1")
         await first.submit(spec)
         await wait_async(lambda: record(spec).startswith("spawning by "), "claimed")
         stalled = int(record(spec).split()[2])
@@ -125,21 +131,69 @@ def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
         finally:
             await second.stop()
 
-    stalled, adopted = asyncio.run(scenario())
+    stalled = 0
     try:
+        stalled, adopted = asyncio.run(scenario())
         assert adopted.kind == "finished" and adopted.outcome is not None
         assert not adopted.outcome.succeeded
         assert not alive(stalled)  # stopped before the attempt was given up
-        # Its stall ends: nothing is left to start the attempt.
-        reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
-        os.close(reader)
+        if os.path.isdir(frozen[0]):  # its stall ends: nothing is left to start the attempt
+            Path(frozen[0], "cgroup.freeze").write_text("0")
         spawner_link.reap_left()
         assert record(spec).startswith("spawning by ")
         assert not (tmp_path / "data" / "ran").exists()
     finally:
-        if alive(stalled):  # this test failing: no spawner left waiting on the FIFO
+        if stalled and alive(stalled):  # this test failing: no spawner left frozen
             os.kill(stalled, signal.SIGKILL)
             spawner_link.reap_left()
+        if frozen and os.path.isdir(frozen[0]):
+            Path(frozen[0], "cgroup.freeze").write_text("0")
+            cgroups.remove(frozen[0])
+
+
+def test_a_fifo_or_a_symlink_over_an_attempts_files_fails_it_and_hangs_nothing(
+    tmp_path: Path,
+) -> None:
+    """An attempt's file names are predictable: another script may put a FIFO nobody reads
+    (or a symlink) where its stdout, stderr or script goes. The spawner opened it and waited
+    for a reader for ever, and with it every later start and end it handles (the run hung).
+    Now that attempt fails, saying why, and the next one runs."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched\n")
+
+    async def scenario() -> list[Outcome]:
+        rt, events = await started_runtime(RuntimeConfig.from_env("local", {"LOCAL_SPAWNERS": "1"}))
+        outcomes = []
+        try:
+            for n, (suffix, plant) in enumerate(
+                [
+                    (".stdout", lambda p: os.mkfifo(p)),
+                    (".stderr", lambda p: os.mkfifo(p)),
+                    (".sh", lambda p: os.mkfifo(p)),
+                    (".stdout", lambda p: os.symlink(elsewhere, p)),
+                ]
+            ):
+                spec = direct_job(tmp_path, f"planted{n}", f"echo {n} >> ran{n}", "local", None)
+                plant(f"{spec.attempt_prefix}{suffix}")
+                await rt.submit(spec)
+                await wait_async(lambda s=spec: s.key in events.finished, "end")
+                outcomes.append(events.finished[spec.key])
+            after = direct_job(tmp_path, "after", "echo after >> ran_after", "local", None)
+            await rt.submit(after)
+            await wait_async(lambda: after.key in events.finished, "end")
+            outcomes.append(events.finished[after.key])
+        finally:
+            await rt.stop()
+        return outcomes
+
+    *planted, after = asyncio.run(scenario())
+    for outcome in planted:
+        assert not outcome.succeeded
+        assert "not a regular file" in (outcome.reason or ""), outcome.reason
+    assert after.succeeded
+    assert not any((tmp_path / "data" / f"ran{n}").exists() for n in range(4))
+    assert (tmp_path / "data" / "ran_after").read_text() == "after\n"
+    assert elsewhere.read_text() == "untouched\n"
 
 
 def test_a_silent_spawner_is_logged_and_waited_for(

@@ -80,9 +80,31 @@ class Frames:
         return messages
 
 
-def _write_new(path: str, data: bytes, flags: int = os.O_NOFOLLOW) -> None:
-    """Write ``data`` to file ``path`` (mode 0600; an existing one is replaced in place)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | flags, 0o600)
+def open_attempt_file(path: str) -> int:
+    """``path`` (mode 0600) opened for writing from its start, made if missing. The names
+    of an attempt's files are predictable: another attempt's script may have put a FIFO there
+    (an open would wait for a reader for ever, and with it every start and end this spawner
+    handles) or a symlink to elsewhere. Only a regular file of that name is written to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP):  # a FIFO nobody reads; a symlink
+            raise OSError(exc.errno, "it is not a regular file", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file", path)
+        os.set_blocking(fd, True)  # what the script inherits is an ordinary file
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Write ``data`` to the regular file ``path`` (see :func:`open_attempt_file`)."""
+    fd = open_attempt_file(path)
     try:
         view = memoryview(data)
         while view:
@@ -95,7 +117,7 @@ def write_private_file(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` (mode 0600) so that ``path`` never exists partly written:
     a temporary name, completely written, then renamed."""
     partial = path + ".part"
-    _write_new(partial, data, flags=0)
+    _write_new(partial, data)
     os.replace(partial, path)
 
 
@@ -291,10 +313,9 @@ class Spawner:
         """``bash`` started (posix_spawn: it has exec'd on return) in a new session, in the
         attempt's cgroup when there is one, with the attempt's files as its output: its
         pid."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out = os.open(prefix + ".stdout", flags, 0o600)
+        out = open_attempt_file(prefix + ".stdout")
         try:
-            err = os.open(prefix + ".stderr", flags, 0o600)
+            err = open_attempt_file(prefix + ".stderr")
         except OSError:
             os.close(out)
             raise
