@@ -80,12 +80,15 @@ class Frames:
         return messages
 
 
-def open_attempt_file(path: str) -> int:
-    """``path`` (mode 0600) opened for writing from its start, made if missing. The names
-    of an attempt's files are predictable: another attempt's script may have put a FIFO there
-    (an open would wait for a reader for ever, and with it every start and end this spawner
-    handles) or a symlink to elsewhere. Only a regular file of that name is written to."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+def open_attempt_file(path: str, *, truncate: bool = True) -> int:
+    """``path`` (mode 0600) opened for writing (emptied with ``truncate``), made if missing.
+    The names of an attempt's files are predictable: a script (its own, another attempt's)
+    may have put a FIFO there (an open would wait for a reader for ever, and with it every
+    start and end this spawner handles) or a symlink to elsewhere. Only a regular file of
+    that name is written to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    if truncate:
+        flags |= os.O_TRUNC
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
@@ -133,14 +136,9 @@ def record_end(path: str, code: int) -> None:
     first line is the record at every moment (the rest, until the cut, is stale)."""
     line = exit_line(code)
     # Made again if the script removed it: without a record, a resumed engine would claim
-    # the attempt as never started and run it again. Non-blocking: the script may have put
-    # a FIFO there, whose open would wait for a reader forever (and with it every other end
-    # this spawner records).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = os.open(path, flags, 0o600)
+    # the attempt as never started and run it again.
+    fd = open_attempt_file(path, truncate=False)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
         if os.pwrite(fd, line, 0) != len(line):
             raise OSError(errno.EIO, "short write")
         os.ftruncate(fd, len(line))
