@@ -1,10 +1,11 @@
 """Keep Python's cyclic garbage collector off the objects of big runs.
 
-A full collection walks every object the collector tracks. With 100,000 activities attached
-(each an ActivityRun with its dependency lists, spec and strings) one took hundreds of
-milliseconds, during which the event loop stood still: the engine, and in a server the API
-(the slowest API pages of ``bench/scale.py``, 265-506 ms while p90 was 50-63 ms). The objects
-alive once a big run is attached are moved out of the collector's reach (``gc.freeze``):
+A full collection walks every object the collector tracks: with 20,000 activities attached
+(each an ActivityRun with its dependency lists, spec and strings) one took 40-57 ms, and
+grows with the run, during which the event loop stood still (the engine, and in a server
+the API). It runs when the tracked objects grew by a quarter: while a run is attached and
+at its end. The objects alive once a big run is attached are moved out of the collector's
+reach (``gc.freeze``):
 they are freed by reference counting as before, and only cycles among them wait. They are
 given back (``gc.unfreeze``) as soon as no big run is attached, and the next full collection
 then takes what became garbage meanwhile.
@@ -36,8 +37,10 @@ class HeapGuard:
             return
         if activities >= self.frozen_at + self.freeze_at:  # a big run more since
             began = time.monotonic()
-            gc.collect()  # the garbage of now is not frozen with the rest (cheap: the
-            gc.freeze()  # objects frozen before are not walked)
+            # The young garbage of now is not frozen with the rest (a full collection here
+            # would be the very pause this avoids); older garbage waits for the thaw.
+            gc.collect(1)
+            gc.freeze()
             self.frozen_at = activities
             log.debug(
                 "heap: %d objects out of the collector's reach (%d activities attached) in %.0f ms",
