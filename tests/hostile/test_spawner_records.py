@@ -67,8 +67,8 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
-def cli(started: list[subprocess.Popen[str]], *args: str) -> tuple[int | None, str]:
-    """Run the CLI to its end (None: still running after HANG_LIMIT, left to the fixture)."""
+def start_cli(started: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    """The CLI started in the background (the fixture kills what is left of it)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "akoflow", *args],
         stdout=subprocess.PIPE,
@@ -77,6 +77,20 @@ def cli(started: list[subprocess.Popen[str]], *args: str) -> tuple[int | None, s
         env=cli_env(),
     )
     started.append(proc)
+    return proc
+
+
+def start_run(
+    started: list[subprocess.Popen[str]], wf: Path, state: Path, data: Path
+) -> subprocess.Popen[str]:
+    return start_cli(
+        started, "run", str(wf), "--state-dir", str(state), "--data-dir", str(data), "-q"
+    )
+
+
+def cli(started: list[subprocess.Popen[str]], *args: str) -> tuple[int | None, str]:
+    """Run the CLI to its end (None: still running after HANG_LIMIT, left to the fixture)."""
+    proc = start_cli(started, *args)
     try:
         out, err = proc.communicate(timeout=HANG_LIMIT)
     except subprocess.TimeoutExpired:
@@ -137,15 +151,7 @@ def test_a_fifo_put_over_its_record_hangs_no_resume(
     data = tmp_path / "data"
     data.mkdir()
     state = tmp_path / "state"
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
-        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    started.append(engine)
+    engine = start_run(started, tmp_path / "wf.yaml", state, data)
     wait_for(lambda: (data / "tampered").exists())
     kill_spawners(engine)
     engine.send_signal(signal.SIGKILL)
@@ -211,15 +217,7 @@ def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
     data = tmp_path / "data"
     data.mkdir()
     state = small_runs_dir
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
-        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    started.append(engine)
+    engine = start_run(started, tmp_path / "wf.yaml", state, data)
     wait_for(lambda: (data / "filled").exists())
     # Both claims were refused (or their spawner died) before the running ones may end.
     wait_for(lambda: all(states(state)[f"after{i}"][0] == "failed" for i in range(2)))
@@ -253,15 +251,7 @@ def test_a_record_removed_by_its_script_is_written_again_at_its_end(
     data = tmp_path / "data"
     data.mkdir()
     state = tmp_path / "state"
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(tmp_path / "wf.yaml")]
-        + ["--state-dir", str(state), "--data-dir", str(data), "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    started.append(engine)
+    engine = start_run(started, tmp_path / "wf.yaml", state, data)
     wait_for(lambda: (data / "removed").exists())
     spawners = spawners_of(engine)
     engine.send_signal(signal.SIGKILL)
