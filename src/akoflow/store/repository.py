@@ -24,6 +24,35 @@ from akoflow.states import ActivityState, WorkflowState
 from akoflow.store.migrate import migrate
 
 
+class Rows:
+    """A statement's whole result, read while the connection's lock was held. A cursor
+    handed out half read would keep a read transaction open on the shared connection: a
+    ``BEGIN IMMEDIATE`` from another thread then fails at once with "database is locked"
+    (SQLite skips its busy handler rather than risk a deadlock) whenever another process
+    writes."""
+
+    __slots__ = ("_rows", "_next", "rowcount", "lastrowid")
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._rows: list[Any] = cur.fetchall()
+        self._next = 0
+        self.rowcount: int = cur.rowcount
+        self.lastrowid: int | None = cur.lastrowid
+
+    def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest, self._next = self._rows[self._next :], len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowRecord:
     id: int
@@ -375,9 +404,9 @@ class Repository:
                 raise
             self._conn.execute("RELEASE akoflow_block")
 
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         with self._lock:
-            return self._conn.execute(sql, params)
+            return Rows(self._conn.execute(sql, params))
 
     def _execmany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._lock:
