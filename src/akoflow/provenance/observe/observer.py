@@ -135,8 +135,9 @@ NEGATIVE_CACHE = 1 << 16  # directories known to lie outside every data dir (bou
 
 
 class ObservationUnavailable(AkoflowError, OSError):
-    """Exact observation cannot run here (no CAP_SYS_ADMIN, a kernel or file system without
-    what it needs); the message says why. The caller falls back to another mechanism."""
+    """Exact observation cannot run here (no CAP_SYS_ADMIN or CAP_NET_ADMIN, a kernel or file
+    system without what it needs); the message says why. The caller falls back to another
+    mechanism."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,9 +337,15 @@ class Observer:
         try:
             self._procs = ProcEvents()
         except OSError as exc:
+            # Kernels differ on who may listen (newer ones ask CAP_NET_ADMIN); the filesystem
+            # marks that come next need CAP_SYS_ADMIN on every kernel: both are said.
+            why = (
+                "listening needs CAP_NET_ADMIN, and observing a file system CAP_SYS_ADMIN"
+                if exc.errno in (errno.EPERM, errno.EACCES)
+                else exc.strerror or str(exc)
+            )
             raise ObservationUnavailable(
-                exc.errno or errno.EPERM,
-                f"process events unavailable: {exc.strerror or exc}",
+                exc.errno or errno.EPERM, f"process events unavailable: {why}"
             ) from exc
         try:
             self._probe_process_events()
