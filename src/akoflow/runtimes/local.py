@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 
 from akoflow.config import activity_environ
-from akoflow.runtimes import cgroups
+from akoflow.runtimes import cgroups, spawner_start
 from akoflow.runtimes.base import (
     Adopted,
     Health,
@@ -65,7 +65,7 @@ CGROUP_RELEASE_TRIES = 250  # x CGROUP_RELEASE_DELAY: time for killed processes 
 CGROUP_RELEASE_DELAY = 0.02
 RECORD_WAIT = 10.0  # s: how long a living spawner may take to record an end it saw
 RECORD_POLL = 0.01
-DEFAULT_SPAWNERS = 2  # {NAME}_SPAWNERS
+DEFAULT_SPAWNERS = spawner_start.DEFAULT_COUNT  # {NAME}_SPAWNERS
 _OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
 _ON = ("1", "true", "yes")
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start

@@ -14,24 +14,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psutil
 
+from akoflow.runtimes import spawner_start
 from akoflow.runtimes.local_spawner import Frames, frame
 
 log = logging.getLogger(__name__)
 
-SPAWNER = Path(__file__).with_name("local_spawner.py")
-LINK_FD = 3
+SPAWNER = spawner_start.SPAWNER
 EXIT_WAIT = 2.0  # s: an idle spawner leaves at once when its link closes
 STALL_WARN = 10.0  # s: a spawner silent this long with starts asked of it is logged
-_DEFAULTS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 # Spawners this process started that were left with attempts still running: reaped once they
 # have recorded the last one and left (no zombie in a long-lived process such as the server).
 _left: set[int] = set()
@@ -99,32 +95,8 @@ class SpawnerLink:
 
     def _start(self) -> socket.socket:
         reap_left()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._pid = os.posix_spawn(
-                # This very interpreter, through the magic link: its path may not be
-                # searchable for this user (an engine started by setpriv or sudo -u).
-                "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable,
-                [sys.executable, "-I", "-S", str(SPAWNER), str(LINK_FD)],
-                self._env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    # Never the engine's own stdout/stderr: whoever waits for their end
-                    # (a terminal, a pipe) must not wait for the spawner. It reports
-                    # through the link.
-                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, theirs.fileno(), LINK_FD),
-                ],
-                setsid=True,
-                setsigdef=_DEFAULTS,
-                setsigmask=(),
-            )
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        # One started ahead (``akoflow run`` starts them while it imports) or a new one.
+        self._pid, ours = spawner_start.take(self._env) or spawner_start.start(self._env)
         ours.setblocking(False)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(ours.fileno(), self._readable)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -165,7 +164,9 @@ class Access:
 
 
 def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The symbols this process has (libc among them, glibc or musl): find_library("c")
+    # would run `ldconfig -p` in a subprocess at every engine start.
+    libc = ctypes.CDLL(None, use_errno=True)
     libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
     libc.fanotify_init.restype = ctypes.c_int
     libc.fanotify_mark.argtypes = [
