@@ -75,6 +75,10 @@ class LazyConsole:
         return self._console
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "console":
+            # Reached when building the console raised AttributeError: that error, not a
+            # recursion through this method.
+            raise AttributeError(name)
         return getattr(self.console, name)
 
 

@@ -122,10 +122,28 @@ def _run_plain(given: dict[str, Any]) -> int:
         raise
 
 
+def standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed (`akoflow run f.yaml >&-`): each is
+    /dev/null from here on. Python left it None (a successful run ended in a traceback and
+    exit code 1 at the last flush), and a file opened later would take its number, where a
+    library's stray write to "stdout" would land in the state database."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))
+
+
 def main() -> None:
     """Run the command, then leave at once: with the output flushed and the state databases
     closed, the interpreter's teardown of every loaded module (about 80 ms here, a tenth of a
     short `akoflow run`) would do nothing anyone waits for."""
+    standard_streams()
     from akoflow import secret_handoff
     from akoflow.cli.console import err, escape
 
