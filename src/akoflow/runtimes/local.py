@@ -369,11 +369,10 @@ class LocalRuntime(Runtime):
         prefix = str(job.attempt_prefix)
         if job.key in self._jobs or job.key in self._starting:
             return {"prefix": prefix}  # asked again: the same attempt, nothing started
-        # An attempt launched once (or claimed by a restarted engine) is refused by the
-        # spawner's exclusive claim of its .exit file, and fails "already launched once". Not
-        # looked up here first: a lookup of a name not there waits for the directory's lock,
-        # which the spawner holds while it creates an attempt's files (~0.2 ms per attempt of
-        # this loop's time on a busy ext4).
+        if os.path.lexists(prefix + ".exit"):
+            # Idempotent by key: the attempt was launched once (or claimed by the engine).
+            # The spawner's exclusive claim of this file is what really guards it.
+            raise SubmitError(f"attempt {job.key} was already launched once; not starting it again")
         # What differs from the base environment (the spawner holds that one).
         env = without_bash_startup_names(env_vars)
         env["AKOFLOW_ATTEMPT_FILES"] = prefix
