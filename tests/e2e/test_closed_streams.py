@@ -29,7 +29,7 @@ spec:
 """
 
 
-def closed_run(tmp_path: Path, closing: str, *args: str) -> subprocess.CompletedProcess[str]:
+def closed_run(closing: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``akoflow ARGS`` with the streams ``closing`` closes (bash's syntax) closed."""
     return subprocess.run(
         ["bash", "-c", f'exec "$@" {closing}', "bash", sys.executable, "-m", "akoflow", *args],
@@ -49,7 +49,7 @@ def test_a_run_with_closed_streams_is_run_once_and_reported_as_it_ended(
     wf, state = tmp_path / "wf.yaml", tmp_path / "state"
     wf.write_text(WORKFLOW.format(code=code))
     args = ["run", str(wf), "--state-dir", str(state), *(["--quiet"] if quiet else [])]
-    done = closed_run(tmp_path, closing, *args)
+    done = closed_run(closing, *args)
     assert done.returncode == (0 if code == 0 else 1), done.stderr
     assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     data = next((state / "runs").glob("*/data"))
@@ -66,8 +66,8 @@ def test_a_run_with_closed_streams_is_run_once_and_reported_as_it_ended(
     assert ("succeeded" if code == 0 else "failed") in status.stdout
 
 
-def test_version_with_stdout_closed_exits_0(tmp_path: Path) -> None:
-    done = closed_run(tmp_path, ">&-", "--version")
+def test_version_with_stdout_closed_exits_0() -> None:
+    done = closed_run(">&-", "--version")
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 

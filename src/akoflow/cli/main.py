@@ -85,23 +85,15 @@ def _typer_completion_asked() -> bool:
     return any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
 
 
-def _discard_spawners() -> None:
-    """Those started ahead that no runtime took (a refused run, no local activity) leave now;
-    this process exits next, so none is left a zombie."""
-    spawner_start = sys.modules.get("akoflow.runtimes.spawner_start")
-    if spawner_start is not None:
-        spawner_start.discard()
-
-
 def _run_plain(given: dict[str, Any]) -> int:
     """`run` as typer runs it: the same work, errors and exits (KeyboardInterrupt 130, a
     closed pipe 1, a state dir that cannot be used 2)."""
+    from akoflow.runtimes import spawner_start  # the standard library only
+
     try:
         if not given.get("dry_run"):
             # Their start (a new interpreter each) overlaps the imports below, on another
             # core, instead of delaying the first activity.
-            from akoflow.runtimes import spawner_start
-
             spawner_start.prestart(spawner_start.DEFAULT_COUNT)
         from akoflow.cli import local_run  # a Ctrl-C during its import is a Ctrl-C too
 
@@ -113,7 +105,9 @@ def _run_plain(given: dict[str, Any]) -> int:
                 raise
             raise done from None
         finally:
-            _discard_spawners()
+            # Those no runtime took (a refused run, no local activity) leave now; this
+            # process exits next, so none is left a zombie.
+            spawner_start.discard()
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

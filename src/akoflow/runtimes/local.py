@@ -53,7 +53,7 @@ from akoflow.runtimes.local_spawner import (
     spawn_error,
     write_private_file,
 )
-from akoflow.runtimes.spawner_link import SPAWNER, SpawnerLink
+from akoflow.runtimes.spawner_link import SpawnerLink
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,9 @@ def _spawner_alive(pid: int | None) -> bool:
         return False
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and str(SPAWNER) in proc.cmdline()
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return str(spawner_start.SPAWNER) in proc.cmdline()
     except (psutil.Error, OSError):
         return False
 

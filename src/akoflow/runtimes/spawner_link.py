@@ -25,7 +25,6 @@ from akoflow.runtimes.local_spawner import Frames, frame
 
 log = logging.getLogger(__name__)
 
-SPAWNER = spawner_start.SPAWNER
 EXIT_WAIT = 2.0  # s: an idle spawner leaves at once when its link closes
 STALL_WARN = 10.0  # s: a spawner silent this long with starts asked of it is logged
 # Spawners this process started that were left with attempts still running: reaped once they
