@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +42,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 Akoflow = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> Iterator[None]:
+    """On a timeout, print where each asyncio task waits before pytest-timeout fails the test:
+    its own dump shows threads, and a coroutine that never resumes is on no thread's stack."""
+    yield
+    previous = signal.getsignal(signal.SIGALRM)
+    if not callable(previous):
+        return
+
+    def dump_tasks_then_fail(signum: int, frame: object) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            print(f"~~~~~ asyncio tasks of {loop!r} ~~~~~", file=sys.stderr)
+            for task in asyncio.all_tasks(loop):
+                print(f"{task.get_name()}:", file=sys.stderr)
+                for line in _awaiting(task.get_coro()):
+                    print(f"  {line}", file=sys.stderr)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGALRM, dump_tasks_then_fail)
+
+
+def _awaiting(awaitable: object) -> Iterator[str]:
+    """Each frame a suspended coroutine waits in, outermost first (``cr_await`` down)."""
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            yield f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        else:
+            yield repr(awaitable)
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

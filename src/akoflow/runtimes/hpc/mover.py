@@ -221,10 +221,20 @@ class HpcMover:
         size = 0
         try:
             async with sftp.open(src, "rb", encoding=None) as remote:
-                while chunk := await remote.read(READ_CHUNK):  # parallel requests within it
+                # Each chunk within the command timeout: a server that stopped answering (a
+                # hung file system) is a lost login, not a copy that waits forever.
+                while chunk := await asyncio.wait_for(
+                    remote.read(READ_CHUNK), link.command_timeout
+                ):  # parallel requests within it
                     data = cast(bytes, chunk)  # opened without an encoding
                     await asyncio.to_thread(_write_hashed, out, digest, data)
                     size += len(data)
+        except TimeoutError:
+            link.broken()
+            raise SshUnavailable(
+                f"sftp {self._location}: no answer in {link.command_timeout:g} s while copying "
+                f"{display(name)}"
+            ) from None
         except (asyncssh.SFTPConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
             link.broken()  # the login went away under the copy: wait and copy again
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None

@@ -600,8 +600,9 @@ class SshLink:
         for c in [conn, *reversed(hops)]:
             if c is not None:
                 c.close()
+                # A peer that stopped reading never lets the socket drain: not waited forever.
                 with contextlib.suppress(Exception):
-                    await c.wait_closed()
+                    await asyncio.wait_for(c.wait_closed(), self._connect_timeout)
         if self._key_dir is not None:
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
@@ -656,7 +657,10 @@ class SshLink:
         conn = await self.connection()
         if self._sftp is None:
             try:
-                self._sftp = await conn.start_sftp_client()
+                async with self._answered():
+                    self._sftp = await conn.start_sftp_client()
+            except TimeoutError as exc:
+                self._sftp_failed(exc)
             except (OSError, asyncssh.Error) as exc:
                 self._maybe_broken(conn)
                 raise SshUnavailable(f"sftp {self.where}: {_describe(exc)}") from None
@@ -710,21 +714,29 @@ class SshLink:
         """Remote rsync commands run through the connection so far."""
         return self._relay.commands if self._relay is not None else 0
 
+    def _answered(self) -> asyncio.Timeout:
+        """The bound of one file operation: an SFTP server that stopped answering (a hung
+        file system under it) is a lost connection after the command timeout, not a wait
+        forever (asyncssh's requests have no timeout of their own)."""
+        return asyncio.timeout(self.command_timeout)
+
     async def write_files(self, directory: str, files: Mapping[str, bytes]) -> None:
         """Create ``directory`` (and parents) and write the files in it."""
         sftp = await self.sftp()
         try:
-            await sftp.makedirs(directory, exist_ok=True)
-            for name, data in files.items():
-                async with sftp.open(f"{directory}/{name}", "wb") as f:
-                    await f.write(data)
+            async with self._answered():
+                await sftp.makedirs(directory, exist_ok=True)
+                for name, data in files.items():
+                    async with sftp.open(f"{directory}/{name}", "wb") as f:
+                        await f.write(data)
         except (OSError, asyncssh.Error) as exc:
             self._sftp_failed(exc)
 
     async def makedirs(self, path: str) -> None:
         sftp = await self.sftp()
         try:
-            await sftp.makedirs(path, exist_ok=True)
+            async with self._answered():
+                await sftp.makedirs(path, exist_ok=True)
         except (OSError, asyncssh.Error) as exc:
             self._sftp_failed(exc)
 
@@ -733,11 +745,13 @@ class SshLink:
         True when this call created it."""
         sftp = await self.sftp()
         try:
-            await sftp.mkdir(path)
+            async with self._answered():
+                await sftp.mkdir(path)
         except asyncssh.SFTPError as exc:
             try:
-                if await sftp.exists(path):
-                    return False
+                async with self._answered():
+                    if await sftp.exists(path):
+                        return False
             except (OSError, asyncssh.Error) as again:
                 self._sftp_failed(again)
             self._sftp_failed(exc)
@@ -746,15 +760,22 @@ class SshLink:
         return True
 
     def _sftp_failed(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, TimeoutError) and self._conn is not None:
+            self._conn.close()  # its channels wait on a server that does not answer
         if not isinstance(exc, asyncssh.SFTPError):
             self._lost(None)
+        if isinstance(exc, TimeoutError):
+            raise SshUnavailable(
+                f"sftp {self.where}: no answer in {self.command_timeout:g} s (a hung file "
+                "system there?); logging in again"
+            ) from None
         raise SshUnavailable(f"sftp {self.where}: {_describe(exc)}") from None
 
     async def read_from(self, path: str, offset: int, limit: int) -> bytes | None:
         """Bytes of a remote file after ``offset`` (None when the file does not exist)."""
         sftp = await self.sftp()
         try:
-            async with sftp.open(path, "rb") as f:
+            async with self._answered(), sftp.open(path, "rb") as f:
                 await f.seek(offset)
                 data = await f.read(limit)
         except asyncssh.SFTPNoSuchFile:
@@ -768,7 +789,7 @@ class SshLink:
         readable). Raises :class:`SshUnavailable` only when the connection failed."""
         sftp = await self.sftp()
         try:
-            async with sftp.open(path, "rb") as f:
+            async with self._answered(), sftp.open(path, "rb") as f:
                 data = await f.read()
         except asyncssh.SFTPError:
             return None

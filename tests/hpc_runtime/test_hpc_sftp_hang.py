@@ -1,0 +1,89 @@
+"""An SFTP server that stops answering (what a hung file system under the login node does) is
+a lost login after the command timeout, never an operation that waits forever."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from akoflow.runtimes.base import RuntimeUnavailable
+from akoflow.runtimes.hpc.ssh import SshLink
+from tests.hpc_runtime.conftest import runtime_env
+from tests.hpc_runtime.test_hpc_runtime import make
+from tests.slurm_support.cluster import SlurmCluster
+
+
+def _sshd_processes() -> dict[int, int]:
+    """sshd's processes, each with its parent."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat.partition("(")[2].startswith("sshd"):
+            found[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    return found
+
+
+def _new_file_server(before: dict[int, int]) -> int:
+    """The SFTP server (internal-sftp) a login started since ``before``: the process of its
+    own each such channel gets, the only new sshd process with no sshd child."""
+    now = _sshd_processes()
+    (leaf,) = {pid for pid in now.keys() - before.keys() if pid not in now.values()}
+    return leaf
+
+
+def test_a_file_server_that_stops_answering_is_a_lost_login_not_a_hang(
+    slurm_cluster: SlurmCluster,
+) -> None:
+    env = runtime_env(slurm_cluster, "hpc", "mount/sftp-hang", COMMAND_TIMEOUT="2")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    (mount / "d").mkdir(parents=True, exist_ok=True)
+    (mount / "d" / "f").write_bytes(b"before")
+
+    async def scenario() -> None:
+        rt = make(env)
+        await rt.start()
+        link = rt._transport
+        assert isinstance(link, SshLink)
+        loop = asyncio.get_running_loop()
+        try:
+            await link.open()
+            operations: list[Callable[[], Awaitable[object]]] = [
+                lambda: link.read_whole(str(mount / "d" / "f")),
+                lambda: link.read_from(str(mount / "d" / "f"), 0, 10),
+                lambda: link.makedirs(str(mount / "d" / "e")),
+                lambda: link.write_files(str(mount / "d"), {"g": b"x"}),
+                lambda: link.mkdir_exclusive(str(mount / "d" / "claim")),
+            ]
+            stopped: list[int] = []
+            try:
+                for operation in operations:
+                    before = _sshd_processes()
+                    assert await link.read_whole(str(mount / "d" / "f")) == b"before"
+                    stopped.append(_new_file_server(before))
+                    os.kill(stopped[-1], signal.SIGSTOP)
+                    started = loop.time()
+                    with pytest.raises(RuntimeUnavailable, match="no answer in 2 s"):
+                        await operation()
+                    assert loop.time() - started < 10
+            finally:
+                for pid in stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+            # A new login after each: the files are there again.
+            assert await link.read_whole(str(mount / "d" / "f")) == b"before"
+            assert link.connections_opened == 1 + len(operations)
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
