@@ -220,7 +220,8 @@ class HpcMover:
         digest = hashlib.sha256()
         size = 0
         try:
-            async with sftp.open(src, "rb", encoding=None) as remote:
+            opening = sftp.open(src, "rb", encoding=None)
+            async with await asyncio.wait_for(opening, link.command_timeout) as remote:
                 # Each chunk within the command timeout: a server that stopped answering (a
                 # hung file system) is a lost login, not a copy that waits forever.
                 while chunk := await asyncio.wait_for(
@@ -230,7 +231,7 @@ class HpcMover:
                     await asyncio.to_thread(_write_hashed, out, digest, data)
                     size += len(data)
         except TimeoutError:
-            link.broken()
+            link.stalled()
             raise SshUnavailable(
                 f"sftp {self._location}: no answer in {link.command_timeout:g} s while copying "
                 f"{display(name)}"
@@ -265,9 +266,18 @@ class HpcMover:
         try:
             # A link a job left at the temporary name goes first (SFTP opens what is there).
             with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-                await sftp.remove(dst)
+                await asyncio.wait_for(sftp.remove(dst), transport.command_timeout)
             # sparse=False: a file that ends in a hole is copied to its full length.
-            await sftp.put(src, dst, sparse=False)
+            await _progressing(
+                transport.command_timeout,
+                lambda moved: sftp.put(src, dst, sparse=False, progress_handler=moved),
+            )
+        except TimeoutError:
+            transport.stalled()
+            raise SshUnavailable(
+                f"sftp {self._location}: no answer in {transport.command_timeout:g} s while "
+                f"copying {display(name)}"
+            ) from None
         except (asyncssh.SFTPConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
             # The login went away under the copy (sshd restarted, the network): wait and
             # copy again, as for any command; not the file's fault.
@@ -288,3 +298,31 @@ class HpcMover:
             ) from None
         except asyncssh.Error as exc:
             raise SshUnavailable(f"sftp {self._location}: {exc}") from None
+
+
+async def _progressing(
+    timeout: float, copy: Callable[[Callable[..., None]], Awaitable[None]]
+) -> None:
+    """Run ``copy`` (given a progress handler, as asyncssh's ``put`` takes one): a copy of
+    any length goes on while blocks arrive; none for ``timeout`` seconds raises TimeoutError
+    (the server stopped answering: a hung file system)."""
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+
+    def moved(*_: object) -> None:
+        nonlocal last
+        last = loop.time()
+
+    task = asyncio.ensure_future(copy(moved))
+    try:
+        while True:
+            left = last + timeout - loop.time()
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+            if done:
+                return task.result()
+            if loop.time() - last >= timeout:
+                raise TimeoutError
+    finally:
+        if not task.done():
+            task.cancel()  # not awaited: it may wait on the server that stopped answering
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -759,10 +759,17 @@ class SshLink:
             self._sftp_failed(exc)
         return True
 
+    def stalled(self) -> None:
+        """An SFTP request went unanswered for the command timeout: the login is closed (its
+        channels wait on a server that does not answer) and the next call logs in again."""
+        if self._conn is not None:
+            self._conn.close()
+        self._lost(None)
+
     def _sftp_failed(self, exc: BaseException) -> NoReturn:
-        if isinstance(exc, TimeoutError) and self._conn is not None:
-            self._conn.close()  # its channels wait on a server that does not answer
-        if not isinstance(exc, asyncssh.SFTPError):
+        if isinstance(exc, TimeoutError):
+            self.stalled()
+        elif not isinstance(exc, asyncssh.SFTPError):
             self._lost(None)
         if isinstance(exc, TimeoutError):
             raise SshUnavailable(
