@@ -231,7 +231,7 @@ class HpcMover:
                     await asyncio.to_thread(_write_hashed, out, digest, data)
                     size += len(data)
         except TimeoutError:
-            link.stalled()
+            link.stalled(sftp)
             raise SshUnavailable(
                 f"sftp {self._location}: no answer in {link.command_timeout:g} s while copying "
                 f"{display(name)}"
@@ -273,7 +273,7 @@ class HpcMover:
                 lambda moved: sftp.put(src, dst, sparse=False, progress_handler=moved),
             )
         except TimeoutError:
-            transport.stalled()
+            transport.stalled(sftp)
             raise SshUnavailable(
                 f"sftp {self._location}: no answer in {transport.command_timeout:g} s while "
                 f"copying {display(name)}"

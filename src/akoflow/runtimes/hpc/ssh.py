@@ -660,6 +660,8 @@ class SshLink:
                 async with self._answered():
                     self._sftp = await conn.start_sftp_client()
             except TimeoutError as exc:
+                if self._conn is not conn:  # replaced meanwhile: that one is not closed
+                    raise SshUnavailable(f"sftp {self.where}: no answer") from None
                 self._sftp_failed(exc)
             except (OSError, asyncssh.Error) as exc:
                 self._maybe_broken(conn)
@@ -730,7 +732,7 @@ class SshLink:
                     async with sftp.open(f"{directory}/{name}", "wb") as f:
                         await f.write(data)
         except (OSError, asyncssh.Error) as exc:
-            self._sftp_failed(exc)
+            self._sftp_failed(exc, sftp)
 
     async def makedirs(self, path: str) -> None:
         sftp = await self.sftp()
@@ -738,7 +740,7 @@ class SshLink:
             async with self._answered():
                 await sftp.makedirs(path, exist_ok=True)
         except (OSError, asyncssh.Error) as exc:
-            self._sftp_failed(exc)
+            self._sftp_failed(exc, sftp)
 
     async def mkdir_exclusive(self, path: str) -> bool:
         """``mkdir`` that fails if ``path`` exists (atomic, also on shared file systems):
@@ -753,22 +755,25 @@ class SshLink:
                     if await sftp.exists(path):
                         return False
             except (OSError, asyncssh.Error) as again:
-                self._sftp_failed(again)
-            self._sftp_failed(exc)
+                self._sftp_failed(again, sftp)
+            self._sftp_failed(exc, sftp)
         except (OSError, asyncssh.Error) as exc:
-            self._sftp_failed(exc)
+            self._sftp_failed(exc, sftp)
         return True
 
-    def stalled(self) -> None:
-        """An SFTP request went unanswered for the command timeout: the login is closed (its
-        channels wait on a server that does not answer) and the next call logs in again."""
+    def stalled(self, sftp: asyncssh.SFTPClient | None) -> None:
+        """A request of ``sftp`` went unanswered for the command timeout: its login is closed
+        (its channels wait on a server that does not answer) and the next call logs in again.
+        Nothing is done when the login was replaced meanwhile (another request's stall)."""
+        if sftp is not None and sftp is not self._sftp:
+            return
         if self._conn is not None:
             self._conn.close()
         self._lost(None)
 
-    def _sftp_failed(self, exc: BaseException) -> NoReturn:
+    def _sftp_failed(self, exc: BaseException, sftp: asyncssh.SFTPClient | None = None) -> NoReturn:
         if isinstance(exc, TimeoutError):
-            self.stalled()
+            self.stalled(sftp)
         elif not isinstance(exc, asyncssh.SFTPError):
             self._lost(None)
         if isinstance(exc, TimeoutError):
@@ -788,7 +793,7 @@ class SshLink:
         except asyncssh.SFTPNoSuchFile:
             return None
         except (OSError, asyncssh.Error) as exc:
-            self._sftp_failed(exc)
+            self._sftp_failed(exc, sftp)
         return data if isinstance(data, bytes) else data.encode()
 
     async def read_whole(self, path: str) -> bytes | None:
@@ -801,7 +806,7 @@ class SshLink:
         except asyncssh.SFTPError:
             return None
         except (OSError, asyncssh.Error) as exc:
-            self._sftp_failed(exc)
+            self._sftp_failed(exc, sftp)
         return data if isinstance(data, bytes) else data.encode()
 
 
