@@ -19,22 +19,13 @@ from akoflow.runtimes.hpc.mover import HpcMover
 from akoflow.runtimes.hpc.ssh import SshLink
 from tests.hpc_runtime.conftest import runtime_env
 from tests.hpc_runtime.test_hpc_runtime import make
-from tests.slurm_support.cluster import SlurmCluster
+from tests.slurm_support.cluster import SlurmCluster, process_table
 
 
 def _sshd_processes() -> dict[int, int]:
     """sshd's processes, each with its parent."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if stat.partition("(")[2].startswith("sshd"):
-            found[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    return found
+    table = process_table()
+    return {pid: parent for pid, (parent, name) in table.items() if name.startswith("sshd")}
 
 
 def _new_file_server(before: dict[int, int]) -> int:

@@ -97,9 +97,9 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc), e.g. an sshd's per-connection processes."""
-    found = []
+def process_table() -> dict[int, tuple[int, str]]:
+    """Each process's parent and command name (from /proc)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -107,9 +107,14 @@ def _children(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry))
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        found[int(entry)] = (int(rest.split()[1]), name)
     return found
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid``, e.g. an sshd's per-connection processes."""
+    return [child for child, (parent, _) in process_table().items() if parent == pid]
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
