@@ -105,7 +105,7 @@ def test_a_script_that_clears_its_environment_is_adopted_running(
 def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The spawner claimed the attempt ("spawning by S") and then stalls before starting it
+    # The spawner claimed the attempt ("spawning now by S") and then stalls before starting it
     # (here: it moves itself into the attempt's cgroup for the start, and that cgroup is
     # frozen; as well SIGSTOP, a hung disk). The resumed engine waits RECORD_WAIT, then
     # counts the attempt lost and may retry it; the spawner, alive, started it later, beside
@@ -122,8 +122,8 @@ def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
         os.mkdir(frozen[0])
         Path(frozen[0], "cgroup.freeze").write_text("1")
         await first.submit(spec)
-        await wait_async(lambda: record(spec).startswith("spawning by "), "claimed")
-        stalled = int(record(spec).split()[2])
+        await wait_async(lambda: record(spec).startswith("spawning now by "), "claimed")
+        stalled = int(record(spec).split()[3])
         await first.stop()
         second, _ = await started_runtime()
         try:
@@ -140,7 +140,7 @@ def test_a_spawner_stalled_on_a_claim_never_starts_the_attempt_after_a_resume(
         if os.path.isdir(frozen[0]):  # its stall ends: nothing is left to start the attempt
             Path(frozen[0], "cgroup.freeze").write_text("0")
         spawner_link.reap_left()
-        assert record(spec).startswith("spawning by ")
+        assert record(spec).startswith("spawning now by ")
         assert not (tmp_path / "data" / "ran").exists()
     finally:
         if stalled and alive(stalled):  # this test failing: no spawner left frozen

@@ -58,6 +58,10 @@ from akoflow.runtimes.spawner_link import SpawnerLink
 log = logging.getLogger(__name__)
 
 ENGINE_CLAIM = "engine\n"
+UNREADABLE = "unreadable\n"  # what a record that is no regular file reads as
+# A record caught while being written is read again, this many times at most, this apart.
+TORN_READS = 20
+TORN_READ_PAUSE = 0.0005
 TERM_GRACE_SECONDS = 5.0
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20  # bytes per stream and call: big outputs arrive in several reads
@@ -131,8 +135,10 @@ class _Tracked:
 
 class _Record:
     """What an attempt's ``.exit`` file says: ``engine`` (claimed by an engine: never ran),
-    ``spawning by R`` (claimed by spawner R, not started yet), ``pid C by R`` (started; R
-    records its end), ``pid C`` (an older engine's prelude), ``exit N``; None when absent."""
+    ``spawning now by R`` (claimed by spawner R, not started yet; ``spawning by R`` from an
+    older one), ``pid C by R`` (started; R records its end), ``pid C`` (an older engine's
+    prelude), ``exit N``; None when absent. A read that caught a line being written reads
+    as none of them (not :attr:`whole`)."""
 
     __slots__ = ("code", "engine", "pid", "recorder", "text")
 
@@ -143,8 +149,10 @@ class _Record:
         self.pid: int | None = None
         self.recorder: int | None = None
         # The first line is the record: an end is written over the claim in place and the
-        # file cut after it, so until the cut the claim's tail follows (local_spawner).
-        words = (text or "").split("\n", 1)[0].split()
+        # file cut after it, so until the cut the claim's tail follows (local_spawner). A
+        # line without its newline was caught being written: no record (read again).
+        line, newline, _ = (text or "").partition("\n")
+        words = line.split() if newline else []
         if len(words) == 2 and words[0] == "exit" and words[1].lstrip("-").isdigit():
             self.code = int(words[1])
         elif len(words) in (2, 4) and words[0] == "pid" and words[1].isdigit():
@@ -154,7 +162,24 @@ class _Record:
 
     @property
     def spawning(self) -> bool:
-        return self.text is not None and self.text.startswith("spawning by ")
+        text = self.text
+        return (
+            text is not None
+            and self.recorder is not None
+            and (text.startswith(("spawning now by ", "spawning by ")))
+        )
+
+    @property
+    def whole(self) -> bool:
+        """One of the records the spawner or an engine writes, whole (or no file at all)."""
+        return (
+            self.text is None
+            or self.engine
+            or self.code is not None
+            or self.pid is not None
+            or self.spawning
+            or self.text == UNREADABLE
+        )
 
 
 def _started_at(prefix: str) -> float | None:
@@ -167,24 +192,37 @@ def _started_at(prefix: str) -> float | None:
 
 
 def _read_record(prefix: str) -> _Record:
+    """The attempt's record, read again while a read catches a line being written (the
+    spawner rewrites its line in place; a write is done in microseconds, unless its writer
+    was preempted or killed in it: then the last read is what there is)."""
+    record = _Record(_read_exit_text(prefix))
+    for _ in range(TORN_READS):
+        if record.whole:
+            break
+        time.sleep(TORN_READ_PAUSE)
+        record = _Record(_read_exit_text(prefix))
+    return record
+
+
+def _read_exit_text(prefix: str) -> str | None:
     try:
         # Non-blocking, a regular file only: a hostile script may have put a FIFO there,
         # whose open (or read) would wait for a writer forever.
         fd = os.open(prefix + ".exit", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return _Record(None)
+        return None
     except OSError:  # made a directory, say, by a hostile script: unreadable, not absent
-        return _Record("unreadable\n")
+        return UNREADABLE
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return _Record("unreadable\n")
+            return UNREADABLE
         raw = os.read(fd, 256)
     except OSError:
-        return _Record("unreadable\n")
+        return UNREADABLE
     finally:
         os.close(fd)
     # Anything but the spawner's own ASCII lines reads as no exit code at all (lost).
-    return _Record(raw.decode("ascii", "replace"))
+    return raw.decode("ascii", "replace")
 
 
 def _spawner_alive(pid: int | None) -> bool:

@@ -4,7 +4,7 @@ The engine starts one spawner per local runtime (``python -I -S local_spawner.py
 standard library only, nothing of the engine's, a clean environment) and sends it requests
 over a socket. For each attempt the spawner
 
-1. claims the attempt with an exclusive create of its ``.exit`` file (``spawning by R``): an
+1. claims the attempt with an exclusive create of its ``.exit`` file (``spawning now by R``): an
    engine restarted after a crash claims it first (``engine``) if it never started, and then
    it never will;
 2. writes the script whole before any bash exists (a started bash never reads a partial
@@ -122,6 +122,20 @@ def write_private_file(path: str, data: bytes) -> None:
     partial = path + ".part"
     _write_new(partial, data)
     os.replace(partial, path)
+
+
+def claim_line(me: int) -> bytes:
+    """Spawner ``me``'s claim of an attempt, until bash runs. As long as the started line
+    written over it in place, with a letter where that line's pid ends: a reader catching
+    the rewrite half done (the head of one line, the tail of the other, or the new line cut
+    at the old size) reads neither a claim nor a start, and reads again (``local._Record``)."""
+    return f"spawning now by {me}\n".encode()
+
+
+def started_line(pid: int, me: int) -> bytes:
+    """Bash runs as ``pid``; spawner ``me`` records its end (the pid padded to 8 digits,
+    the length of :func:`claim_line`; pid_max is at most 4,194,304)."""
+    return f"pid {pid:>8} by {me}\n".encode()
 
 
 def exit_line(code: int) -> bytes:
@@ -269,7 +283,7 @@ class Spawner:
             return
         try:
             try:
-                os.write(claim, f"spawning by {self.me}\n".encode())
+                os.write(claim, claim_line(self.me))
             except OSError as exc:  # a full disk: this attempt fails, this spawner goes on
                 _unclaim(prefix)
                 self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
@@ -290,8 +304,7 @@ class Spawner:
                 _unclaim(prefix)
                 self.send("failed", key, f"cannot start bash for {key}: {spawn_error(exc, env)}")
                 return
-            # Never shorter than the claim it replaces (the pid is padded): no stale bytes.
-            os.pwrite(claim, f"pid {pid:>8} by {self.me}\n".encode(), 0)
+            os.pwrite(claim, started_line(pid, self.me), 0)
         finally:
             os.close(claim)
         self.children[pid] = _Child(key, prefix)
