@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from akoflow.provenance.declared import declares, is_glob, literal_root
 from akoflow.provenance.names import COPY_SUFFIX, display, from_bytes, to_bytes
 from akoflow.runtimes.base import SubmitError
 
@@ -149,6 +151,76 @@ def list_files(data_dir: Path) -> Iterator[str]:
                 PART_SUFFIX.encode()
             ):
                 yield from_bytes(name)
+
+
+def wanted_files(data_dir: Path, inputs: Collection[str]) -> list[str]:
+    """What :func:`list_files` gives that ``inputs`` declare (every file when none), found
+    without listing the whole data dir when they name their files (looked up one by one) or
+    start their globs in a directory (listed from there): an HPC fan-out's every activity
+    looked through the whole run's files before it could start."""
+    if not inputs:
+        return list(list_files(data_dir))
+    root = os.fsencode(data_dir)
+    found: dict[str, None] = {}
+    starts: set[str] = set()
+    for pattern in inputs:
+        if is_glob(pattern) or not _plain(pattern):
+            starts.add(literal_root(pattern))
+        elif _regular_file_under(root, to_bytes(pattern)):
+            found[pattern] = None
+    # A listing from each directory a glob starts in, none inside another's.
+    listed: list[str] = []
+    for start in sorted(starts, key=len):
+        if any(s == "" or start == s or start.startswith(s + "/") for s in listed):
+            continue
+        listed.append(start)
+        prefix = to_bytes(start)
+        if prefix and not _directory_under(root, prefix):
+            continue
+        base = Path(os.fsdecode(root + b"/" + prefix)) if prefix else data_dir
+        for path in list_files(base):
+            full = f"{start}/{path}" if start else path
+            if declares(inputs, full):
+                found[full] = None
+    return list(found)
+
+
+def _plain(path: str) -> bool:
+    """A path as :func:`list_files` writes one (no empty, ``.`` or ``..`` part)."""
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def _no_link_on_the_way(root: bytes, rel: bytes) -> bool:
+    """No directory between ``root`` and ``rel``'s last part is a symbolic link (the listing
+    does not follow them)."""
+    parts = rel.split(b"/")
+    at = root
+    for part in parts[:-1]:
+        at += b"/" + part
+        try:
+            if not stat.S_ISDIR(os.lstat(at).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _regular_file_under(root: bytes, rel: bytes) -> bool:
+    if rel.endswith(PART_SUFFIX.encode()) or not _no_link_on_the_way(root, rel):
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(root + b"/" + rel).st_mode)
+    except OSError:
+        return False
+
+
+def _directory_under(root: bytes, rel: bytes) -> bool:
+    if not _no_link_on_the_way(root, rel):
+        return False
+    try:
+        return stat.S_ISDIR(os.lstat(root + b"/" + rel).st_mode)
+    except OSError:
+        return False
 
 
 def host_path(data_dir: Path, path: str) -> Path:

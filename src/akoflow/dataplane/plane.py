@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 from akoflow.dataplane import plan
 from akoflow.dataplane.index import RunIndex
-from akoflow.dataplane.mover import DataMover, Digest, HostFiles, TransferFailed, host_path
-from akoflow.dataplane.mover import list_files as host_files
+from akoflow.dataplane.mover import (
+    DataMover,
+    Digest,
+    HostFiles,
+    TransferFailed,
+    host_path,
+    wanted_files,
+)
 from akoflow.dataplane.plan import HOST
 from akoflow.provenance.declared import declares, inputs_problem
 from akoflow.provenance.names import display, to_bytes
@@ -283,17 +289,17 @@ class DataPlane:
             return
         assert mover is not None
         host: dict[str, Digest] = {}
-        for path in host_files(wf.data_dir):
-            if plan.wanted(inputs, path):
-                try:
-                    host[path] = await self.host.digest(host_path(wf.data_dir, path))
-                except FileNotFoundError:
-                    continue  # gone meanwhile: not needed
-                except OSError as exc:
-                    raise TransferFailed(
-                        f"cannot read {display(path)} in the data dir to copy it to "
-                        f"{target}: {exc.strerror}"
-                    ) from None
+        # Looked for off the event loop: a run's data dir can hold many files.
+        for path in await asyncio.to_thread(wanted_files, wf.data_dir, inputs):
+            try:
+                host[path] = await self.host.digest(host_path(wf.data_dir, path))
+            except FileNotFoundError:
+                continue  # gone meanwhile: not needed
+            except OSError as exc:
+                raise TransferFailed(
+                    f"cannot read {display(path)} in the data dir to copy it to "
+                    f"{target}: {exc.strerror}"
+                ) from None
         held = self._index(wf).replicas
         replicas = {(target, p): r for p in host if (r := held.get(target, p)) is not None}
         recorded = [p for _, p in replicas]
