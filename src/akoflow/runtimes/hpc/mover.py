@@ -13,6 +13,7 @@ is not UTF-8 or ends with a newline).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -67,7 +68,7 @@ def stamp_of(identity: str) -> int:
     return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:7], "big")
 
 
-READ_CHUNK = 4 << 20  # bytes per SFTP read of a fetch (asyncssh splits it into parallel requests)
+READ_CHUNK = 4 << 20  # bytes of a fetch written to the host's file at once
 
 
 def _write_hashed(out: BinaryIO, digest: Any, chunk: bytes) -> None:
@@ -219,17 +220,55 @@ class HpcMover:
         sftp = await link.sftp()
         digest = hashlib.sha256()
         size = 0
+
+        async def copy(moved: Callable[..., None]) -> None:
+            # Bounded by progress, as an upload: each block that arrives moves the clock on (a
+            # slow link's 4 MiB may take longer than the command timeout; a server that
+            # stopped answering, a hung file system, sends none). Parallel requests of this
+            # task's own: none is left behind unretrieved when the copy is cut.
+            nonlocal size
+            # block_size=0: each read is one request (else asyncssh runs it in a task of its
+            # own, left unretrieved when the read is cancelled)
+            remote = await sftp.open(src, "rb", encoding=None, block_size=0)
+            moved()
+            block = max(1, sftp.limits.max_read_len or (16 << 10))
+            window = max(4, min(128, READ_CHUNK // block))  # READ_CHUNK in flight at most
+            reads: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+            offset, ended, pending = 0, False, bytearray()
+            try:
+                while not ended:
+                    while len(reads) < window:
+                        reads.append((offset, asyncio.ensure_future(remote.read(block, offset))))
+                        offset += block
+                    at, reading = reads.popleft()
+                    data = cast(bytes, await reading)  # opened without an encoding
+                    moved()
+                    while data and len(data) < block:  # a short read: the rest, or the end
+                        more = cast(bytes, await remote.read(block - len(data), at + len(data)))
+                        moved()
+                        if not more:
+                            break
+                        data += more
+                    ended = len(data) < block
+                    pending += data
+                    if len(pending) >= READ_CHUNK or ended:
+                        chunk, pending = bytes(pending), bytearray()
+                        await asyncio.to_thread(_write_hashed, out, digest, chunk)
+                        size += len(chunk)
+            except asyncio.CancelledError:
+                raise  # stalled: its close would wait on the same server (the login is closed)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await remote.close()
+                raise
+            finally:
+                for _, left in reads:
+                    left.cancel()
+                    left.add_done_callback(lambda t: t.cancelled() or t.exception())
+            await remote.close()
+
         try:
-            opening = sftp.open(src, "rb", encoding=None)
-            async with await asyncio.wait_for(opening, link.command_timeout) as remote:
-                # Each chunk within the command timeout: a server that stopped answering (a
-                # hung file system) is a lost login, not a copy that waits forever.
-                while chunk := await asyncio.wait_for(
-                    remote.read(READ_CHUNK), link.command_timeout
-                ):  # parallel requests within it
-                    data = cast(bytes, chunk)  # opened without an encoding
-                    await asyncio.to_thread(_write_hashed, out, digest, data)
-                    size += len(data)
+            await _progressing(link.command_timeout, copy)
         except TimeoutError:
             link.stalled(sftp)
             raise SshUnavailable(

@@ -41,7 +41,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -729,7 +729,7 @@ class SshLink:
             async with self._answered():
                 await sftp.makedirs(directory, exist_ok=True)
                 for name, data in files.items():
-                    async with sftp.open(f"{directory}/{name}", "wb") as f:
+                    async with _opened(sftp, f"{directory}/{name}", "wb") as f:
                         await f.write(data)
         except (OSError, asyncssh.Error) as exc:
             self._sftp_failed(exc, sftp)
@@ -787,7 +787,7 @@ class SshLink:
         """Bytes of a remote file after ``offset`` (None when the file does not exist)."""
         sftp = await self.sftp()
         try:
-            async with self._answered(), sftp.open(path, "rb") as f:
+            async with self._answered(), _opened(sftp, path, "rb") as f:
                 await f.seek(offset)
                 data = await f.read(limit)
         except asyncssh.SFTPNoSuchFile:
@@ -801,13 +801,31 @@ class SshLink:
         readable). Raises :class:`SshUnavailable` only when the connection failed."""
         sftp = await self.sftp()
         try:
-            async with self._answered(), sftp.open(path, "rb") as f:
+            async with self._answered(), _opened(sftp, path, "rb") as f:
                 data = await f.read()
         except asyncssh.SFTPError:
             return None
         except (OSError, asyncssh.Error) as exc:
             self._sftp_failed(exc, sftp)
         return data if isinstance(data, bytes) else data.encode()
+
+
+@contextlib.asynccontextmanager
+async def _opened(
+    sftp: asyncssh.SFTPClient, path: str, mode: str
+) -> AsyncIterator[asyncssh.SFTPClientFile]:
+    """``sftp.open`` whose close is not waited for after a cancellation (the command timeout
+    of a server that stopped answering): that close would wait on the same server forever,
+    and the login is closed instead (:meth:`SshLink.stalled`)."""
+    f = await sftp.open(path, mode)
+    try:
+        yield f
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        await f.close()
+        raise
+    await f.close()
 
 
 PRIVATE_PREFIX = "akoflow-hpc-"
