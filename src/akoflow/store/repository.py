@@ -347,6 +347,7 @@ class Repository:
             self._make_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.RLock()
+        self._savepoints: list[bool] = []  # open savepoint blocks: taken yet (first write)
         self._depth = 0
         _OPEN.add(self)
         try:
@@ -393,23 +394,43 @@ class Repository:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Within a transaction: if the block raises, undo only its own writes (the rest of
-        the transaction stands). Used for bookkeeping that must never cost the run."""
+        the transaction stands). Used for bookkeeping that must never cost the run. Taken
+        at the block's first write only: most blocks write nothing (the provenance of an
+        attempt that touched no file), and two statements per block were a tenth of a
+        short activity's store work."""
         with self._lock:
-            self._conn.execute("SAVEPOINT akoflow_block")
+            self._savepoints.append(False)
+            level = len(self._savepoints) - 1
             try:
                 yield
             except BaseException:
-                self._conn.execute("ROLLBACK TO akoflow_block")
-                self._conn.execute("RELEASE akoflow_block")
+                if self._savepoints[level]:
+                    self._conn.execute("ROLLBACK TO akoflow_block")
+                    self._conn.execute("RELEASE akoflow_block")
                 raise
-            self._conn.execute("RELEASE akoflow_block")
+            else:
+                if self._savepoints[level]:
+                    self._conn.execute("RELEASE akoflow_block")
+            finally:
+                del self._savepoints[level:]
+
+    def _before_write(self, sql: str) -> None:
+        """Take the savepoints the statement ``sql`` is in that are not taken yet (outer
+        first); a read needs none."""
+        if self._savepoints and not self._savepoints[-1] and not sql.startswith("SELECT"):
+            for level, taken in enumerate(self._savepoints):
+                if not taken:
+                    self._conn.execute("SAVEPOINT akoflow_block")
+                    self._savepoints[level] = True
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         with self._lock:
+            self._before_write(sql)
             return Rows(self._conn.execute(sql, params))
 
     def _execmany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._lock:
+            self._before_write(sql)
             self._conn.executemany(sql, rows)
 
     # ----------------------------------------------------------------- workflows
@@ -727,11 +748,15 @@ class Repository:
             ActivityState.SKIPPED.value,
         )
         pending = ActivityState.PENDING.value
+        sql = (
+            "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
+            "finished_at = NULL, max_attempts = attempt + ? + 1 "
+            "WHERE workflow_id = ? AND name = ? AND state IN (?, ?, ?)"
+        )
         with self.transaction():  # holds the lock
+            self._before_write(sql)
             cur = self._conn.executemany(
-                "UPDATE activities SET state = ?, exit_code = NULL, reason = NULL, "
-                "finished_at = NULL, max_attempts = attempt + ? + 1 "
-                "WHERE workflow_id = ? AND name = ? AND state IN (?, ?, ?)",
+                sql,
                 ((pending, a.retries, wf_id, a.name, *again) for a in workflow.activities),
             )
             self._exec(
