@@ -28,12 +28,24 @@ def _sshd_processes() -> dict[int, int]:
     return {pid: parent for pid, (parent, name) in table.items() if name.startswith("sshd")}
 
 
-def _new_file_server(before: dict[int, int]) -> int:
-    """The SFTP server (internal-sftp) a login started since ``before``: the process of its
-    own each such channel gets, the only new sshd process with no sshd child."""
+def new_file_servers(before: dict[int, int]) -> list[int]:
+    """The SFTP servers logins started since ``before``: new sshd processes with no sshd
+    child whose command line names internal-sftp (``sshd: USER@internal-sftp``; a command's
+    session run meanwhile is another leaf)."""
     now = _sshd_processes()
-    (leaf,) = {pid for pid in now.keys() - before.keys() if pid not in now.values()}
-    return leaf
+    found = []
+    for pid in now.keys() - before.keys():
+        if pid in now.values():
+            continue
+        with contextlib.suppress(OSError):
+            if b"sftp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def _new_file_server(before: dict[int, int]) -> int:
+    (server,) = new_file_servers(before)
+    return server
 
 
 def test_a_file_server_that_stops_answering_is_a_lost_login_not_a_hang(
@@ -90,6 +102,32 @@ def test_a_file_server_that_stops_answering_is_a_lost_login_not_a_hang(
             await mover.get("d/big", tmp_path / "got")
             await mover.put(tmp_path / "big", "d/sent", digest)
             assert (tmp_path / "got").read_bytes() == (mount / "d" / "sent").read_bytes() == big
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
+def test_callers_at_the_same_moment_share_one_file_server(slurm_cluster: SlurmCluster) -> None:
+    """A fan-out's copies ask for the login's SFTP client at once: one is started (each
+    started its own before, and the extra channels stayed open until the login closed)."""
+    env = runtime_env(slurm_cluster, "hpc", "mount/sftp-shared")
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    for i in range(8):
+        (mount / f"f{i}").write_bytes(b"%d" % i)
+
+    async def scenario() -> None:
+        rt = make(env)
+        await rt.start()
+        link = rt._transport
+        assert isinstance(link, SshLink)
+        try:
+            await link.open()
+            before = _sshd_processes()
+            got = await asyncio.gather(*(link.read_whole(str(mount / f"f{i}")) for i in range(8)))
+            assert got == [b"%d" % i for i in range(8)]
+            assert len(new_file_servers(before)) == 1
         finally:
             await rt.stop()
 

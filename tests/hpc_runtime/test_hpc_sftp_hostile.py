@@ -19,28 +19,11 @@ from akoflow.runtimes.hpc.mover import HpcMover
 from akoflow.runtimes.hpc.ssh import SshLink
 from tests.hpc_runtime.conftest import runtime_env
 from tests.hpc_runtime.test_hpc_runtime import make
-from tests.hpc_runtime.test_hpc_sftp_hang import _sshd_processes
+from tests.hpc_runtime.test_hpc_sftp_hang import _sshd_processes, new_file_servers
 from tests.slurm_support.cluster import SlurmCluster
 
 BURST = 32 << 10  # bytes a throttled direction passes per tick
 TICK = 0.1  # seconds: 320 KiB/s, a 4 MiB block of a copy takes more than 12 s
-
-
-def _new_file_servers(before: dict[int, int]) -> list[int]:
-    """The SFTP servers logins started since ``before``: new sshd processes with no sshd
-    child whose command line names internal-sftp (``sshd: USER@internal-sftp``; a command's
-    session run meanwhile is another leaf). More than one when two callers started the
-    login's SFTP client at once."""
-    now = _sshd_processes()
-    found = []
-    for pid in now.keys() - before.keys():
-        if pid in now.values():
-            continue
-        with contextlib.suppress(OSError):
-            if b"sftp" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    assert found
-    return found
 
 
 async def _throttled_proxy(
@@ -174,7 +157,8 @@ def test_a_copy_whose_server_stops_mid_way_ends_with_no_partial_file_and_copies_
                 before = _sshd_processes()
                 assert await link.read_whole(str(mount / "d" / "f")) == b"small"
                 await rt._ready_transport()
-                servers = _new_file_servers(before)
+                servers = new_file_servers(before)
+                assert servers
                 task = asyncio.ensure_future(copy())
                 start = moved[way]
                 for _ in range(600):  # part of the file went through (at most 60 s)

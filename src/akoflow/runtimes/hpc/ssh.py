@@ -164,6 +164,7 @@ class SshLink:
         self._hops: list[asyncssh.SSHClientConnection] = []
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
+        self._sftp_lock = asyncio.Lock()
         self._retry_at = 0.0
         self._backoff = Backoff(0.25, max(0.25, reconnect_max))
         self._last_error: Exception | None = None
@@ -655,10 +656,14 @@ class SshLink:
 
     async def sftp(self) -> asyncssh.SFTPClient:
         conn = await self.connection()
-        if self._sftp is None:
+        # One client per login: callers at the same moment (a fan-out's copies) each started
+        # one, and the extra channels stayed open until the login closed.
+        async with self._sftp_lock:
+            if self._sftp is not None:
+                return self._sftp
             try:
                 async with self._answered():
-                    self._sftp = await conn.start_sftp_client()
+                    client = await conn.start_sftp_client()
             except TimeoutError as exc:
                 if self._conn is not conn:  # replaced meanwhile: that one is not closed
                     raise SshUnavailable(f"sftp {self.where}: no answer") from None
@@ -666,7 +671,9 @@ class SshLink:
             except (OSError, asyncssh.Error) as exc:
                 self._maybe_broken(conn)
                 raise SshUnavailable(f"sftp {self.where}: {_describe(exc)}") from None
-        return self._sftp
+            if self._conn is conn:  # (a client of a login lost meanwhile serves this call)
+                self._sftp = client
+            return client
 
     async def missing_programs(self, programs: Sequence[str]) -> list[str]:
         """Those of ``programs`` a non-interactive login's PATH lacks: one ``command -v`` per
