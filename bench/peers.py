@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fs_state import deletion_note
 from run import chain_yaml, wide_yaml  # the same workflows as bench/run.py's
 
 PY = sys.executable
@@ -136,6 +137,8 @@ def main() -> None:
     cpus: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="akoflow-peers-") as d:
         tmp = Path(d)
+        if (note := deletion_note(tmp)) is not None:
+            print(note, flush=True)
         wide, chain = tmp / "wide.yaml", tmp / "chain.yaml"
         wide.write_text(wide_yaml(args.wide))
         chain.write_text(chain_yaml(args.chain))

@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fs_state import deletion_note
 from server import API, free_port
 
 PY = sys.executable
@@ -186,6 +187,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="akoflow-scale-") as d:
         tmp = Path(d)
+        if (note := deletion_note(tmp)) is not None:
+            print(note, flush=True)
         if "wide" in args.which:
             one("wide", wide_yaml(args.n), args.n + 1, tmp, args.every)
         if "fanouts" in args.which:
