@@ -68,3 +68,14 @@ def test_a_runtime_check_is_never_skipped_for_a_loaded_workflow() -> None:
         load_workflow(WIDE, runtime_check=refuse)
     assert asked == ["local"]
     assert load_workflow(WIDE) is held
+
+
+def test_an_activity_is_found_by_its_store_id_also_once_more_were_added() -> None:
+    act = one_activity()
+    wf = act.wf
+    assert wf.activity(1) is act
+    assert wf.activity(2) is None
+    spec = WORKFLOW.activities[0]
+    later = ActivityRun(2, "b", spec, "local", ActivityState.PENDING, 0, 1, wf)
+    wf.activities["b"] = later
+    assert wf.activity(2) is later and wf.activity(1) is act

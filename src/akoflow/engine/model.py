@@ -75,6 +75,17 @@ class WorkflowRun:
     held: list[ActivityRun] = field(default_factory=list)  # READY but of a later level
     releasing: int = 0  # ended attempts whose backend objects are being removed
     runtimes_told: bool = False  # of its end, before it is recorded (Runtime.run_ended)
+    _by_id: dict[int, ActivityRun] = field(default_factory=dict, init=False, repr=False)
+
+    def activity(self, act_id: int) -> ActivityRun | None:
+        """The activity with store id ``act_id`` (an index built at the first look, again
+        when activities were added since): a look through them all per file an attempt
+        wrote made a 100,000-activity run quadratic."""
+        found = self._by_id.get(act_id)
+        if found is None and len(self._by_id) != len(self.activities):
+            self._by_id = {act.id: act for act in self.activities.values()}
+            found = self._by_id.get(act_id)
+        return found
 
 
 @dataclass(eq=False, slots=True)

@@ -433,7 +433,7 @@ class ProvenanceRecorder:
                 act.name
                 for key in decision.candidates
                 if isinstance(key, tuple)
-                and (act := self._activity(wf, key[0])) is not None
+                and (act := wf.activity(key[0])) is not None
                 and act.spec.outputs
                 and declares(act.spec.outputs, decision.path)
             }
@@ -444,18 +444,9 @@ class ProvenanceRecorder:
         return dataclasses.replace(decision, reason=note)
 
     @staticmethod
-    def _activity(wf: WorkflowRun, act_id: int) -> ActivityRun | None:
-        for act in wf.activities.values():
-            if act.id == act_id:
-                return act
-        return None
-
-    @staticmethod
     def _name_of(wf: WorkflowRun, act_id: int) -> str | None:
-        for act in wf.activities.values():
-            if act.id == act_id:
-                return act.name
-        return None
+        act = wf.activity(act_id)
+        return act.name if act is not None else None
 
     def _forget_attempt(self, act: ActivityRun) -> None:
         key = (act.id, act.attempt)
