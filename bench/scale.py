@@ -14,6 +14,8 @@ on the same state dir, start-up included) and of the API's page of 100 activitie
 at the rows the engine is busy with). Goals: < 150 s, < 500 MB, a page < 100 ms.
 
 Shapes: **wide** is N activities running ``true`` and a join depending on all of them;
+**writes** (not run by default) is wide whose activities each write a file of their own
+(what the provenance of their outputs costs at scale: it was quadratic once);
 **fanouts** is LEVELS levels of WIDTH activities, each activity of a level depending on the
 first activity of the level before (1,000 fan-outs of 100, one after the other: a critical
 path of LEVELS activities with WIDTH-wide parallelism at every level).
@@ -41,9 +43,10 @@ from server import API, free_port
 PY = sys.executable
 
 
-def wide_yaml(n: int) -> str:
-    parts = ["name: wide\nspec:\n  activities:\n"]
-    parts += [f"    - name: t{i}\n      run: 'true'\n" for i in range(n)]
+def wide_yaml(n: int, *, writes: bool = False) -> str:
+    parts = [f"name: {'writes' if writes else 'wide'}\nspec:\n  activities:\n"]
+    run = "'echo {i} > out{i}'" if writes else "'true'"
+    parts += [f"    - name: t{i}\n      run: {run.format(i=i)}\n" for i in range(n)]
     parts.append("    - name: join\n      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)))
     parts.append("]\n      run: 'true'\n")
     return "".join(parts)
@@ -179,7 +182,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("which", nargs="*", default=["wide", "fanouts"])
+    parser.add_argument("which", nargs="*", default=["wide", "fanouts"])  # and: writes
     parser.add_argument("--n", type=int, default=100_000, help="activities of wide")
     parser.add_argument("--levels", type=int, default=1000)
     parser.add_argument("--width", type=int, default=100)
@@ -191,6 +194,8 @@ def main() -> None:
             print(note, flush=True)
         if "wide" in args.which:
             one("wide", wide_yaml(args.n), args.n + 1, tmp, args.every)
+        if "writes" in args.which:
+            one("writes", wide_yaml(args.n, writes=True), args.n + 1, tmp, args.every)
         if "fanouts" in args.which:
             name = f"fanouts-{args.levels}x{args.width}"
             text = fanouts_yaml(args.levels, args.width)
