@@ -238,6 +238,32 @@ def _spawner_alive(pid: int | None) -> bool:
         return False
 
 
+def _claim_writer(prefix: str) -> int | None:
+    """A living spawner holding the attempt's ``.exit`` open, or None. Read when the record
+    is no whole line: a spawner stopped or preempted between the exclusive create of the
+    file and the write of its claim (an older one's ``spawning by R`` too) leaves it empty
+    for as long as it stays so, and may still write its claim and start the attempt."""
+    try:
+        record = os.stat(prefix + ".exit")
+    except OSError:
+        return None
+    for proc in psutil.process_iter():
+        try:
+            if str(spawner_start.SPAWNER) not in proc.cmdline():
+                continue
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+        except (psutil.Error, OSError):
+            continue
+        for fd in fds:
+            try:
+                held = os.stat(f"/proc/{proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (held.st_dev, held.st_ino) == (record.st_dev, record.st_ino):
+                return proc.pid if _spawner_alive(proc.pid) else None
+    return None
+
+
 def _kill_attempt_processes(prefix: str) -> None:
     """SIGKILL every process still carrying this attempt in its start-up environment (an
     attempt's processes inherit ``AKOFLOW_ATTEMPT_FILES``): found by the attempt, not by a
@@ -639,12 +665,21 @@ class LocalRuntime(Runtime):
             return Adopted("never_started")
         record = _read_record(prefix)
         deadline = time.monotonic() + RECORD_WAIT
-        while record.spawning and _spawner_alive(record.recorder) and time.monotonic() < deadline:
-            # A spawner (of an engine that died) is starting it right now: wait for its word.
+        # A spawner (of an engine that died) starting it right now: its claim says which, or
+        # (no whole line yet: stopped or preempted right after its create) its open file.
+        writer = record.recorder if record.spawning else None
+        if not record.whole:
+            writer = _claim_writer(prefix)
+        while writer is not None and _spawner_alive(writer) and time.monotonic() < deadline:
+            # Wait for its word.
             await asyncio.sleep(RECORD_POLL)
             record = _read_record(prefix)
-        if record.spawning and record.recorder is not None and _spawner_alive(record.recorder):
-            await _stop_stalled_spawner(record.recorder)  # stopped, hung: it never starts it now
+            if record.spawning:
+                writer = record.recorder
+            elif record.whole:
+                writer = None
+        if writer is not None and _spawner_alive(writer):
+            await _stop_stalled_spawner(writer)  # stopped, hung: it never starts it now
             record = _read_record(prefix)
         if record.text is None:
             return await self.adopt(job, handle)  # its spawner could not start it: unclaimed
