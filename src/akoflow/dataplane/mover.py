@@ -164,7 +164,12 @@ def wanted_files(data_dir: Path, inputs: Collection[str]) -> list[str]:
     found: dict[str, None] = {}
     starts: set[str] = set()
     for pattern in inputs:
-        if is_glob(pattern) or not _plain(pattern):
+        if not _plain(pattern):
+            # Matches no path the listing gives ('', '.' and '..' parts, a leading or
+            # trailing '/'), and listing from its root gave its own spellings of the files
+            # found there ('./a.txt', 'd//x.csv'), or files beside the data dir ('../*').
+            continue
+        if is_glob(pattern):
             starts.add(literal_root(pattern))
         elif _regular_file_under(root, to_bytes(pattern)):
             found[pattern] = None
