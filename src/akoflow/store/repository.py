@@ -378,6 +378,11 @@ class Repository:
         with self._lock:
             outer = self._depth == 0
             if outer:
+                # In a savepoint block outside any transaction, the block is taken first, so
+                # this BEGIN fails before any write, as it did when blocks were taken at once:
+                # else the COMMIT below stored the block's writes (a raise did not undo them)
+                # and released its savepoint under it (its end failed).
+                self._take_savepoints()
                 self._conn.execute("BEGIN IMMEDIATE")
             self._depth += 1
             try:
@@ -418,10 +423,13 @@ class Repository:
         """Take the savepoints the statement ``sql`` is in that are not taken yet (outer
         first); a read needs none."""
         if self._savepoints and not self._savepoints[-1] and not sql.startswith("SELECT"):
-            for level, taken in enumerate(self._savepoints):
-                if not taken:
-                    self._conn.execute("SAVEPOINT akoflow_block")
-                    self._savepoints[level] = True
+            self._take_savepoints()
+
+    def _take_savepoints(self) -> None:
+        for level, taken in enumerate(self._savepoints):
+            if not taken:
+                self._conn.execute("SAVEPOINT akoflow_block")
+                self._savepoints[level] = True
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         with self._lock:
