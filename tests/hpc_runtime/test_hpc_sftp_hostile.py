@@ -9,12 +9,14 @@ import gc
 import hashlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from akoflow.dataplane.mover import Digest
 from akoflow.runtimes.base import RuntimeUnavailable
+from akoflow.runtimes.hpc import HpcRuntime
 from akoflow.runtimes.hpc.mover import HpcMover
 from akoflow.runtimes.hpc.ssh import SshLink
 from tests.hpc_runtime.conftest import runtime_env
@@ -56,6 +58,37 @@ async def _throttled_proxy(
     return server, pumps
 
 
+@contextlib.asynccontextmanager
+async def _through_relay(
+    cluster: SlurmCluster, env: dict[str, str], tmp_path: Path, moved: list[int] | None = None
+) -> AsyncIterator[tuple[HpcRuntime, SshLink, HpcMover]]:
+    """A started runtime whose login goes through the throttled relay, its link and a data
+    mover on it; stopped, and the relay closed, at the end."""
+    server, pumps = await _throttled_proxy(cluster.ssh_port, moved)
+    port = server.sockets[0].getsockname()[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        cluster.known_hosts.read_text().replace(
+            f"[127.0.0.1]:{cluster.ssh_port} ", f"[127.0.0.1]:{port} "
+        )
+    )
+    env["HPC_PORT"] = str(port)
+    env["HPC_KNOWN_HOSTS"] = str(known)
+    rt = make(env)
+    await rt.start()
+    link = rt._transport
+    assert isinstance(link, SshLink)
+    mount = env["HPC_MOUNT_PATH"]
+    try:
+        yield rt, link, HpcMover("hpc:" + mount, mount, rt._ready_transport)
+    finally:
+        await rt.stop()
+        server.close()
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
 def test_a_slow_link_that_always_moves_bytes_copies_files_longer_than_the_timeout(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
@@ -71,22 +104,7 @@ def test_a_slow_link_that_always_moves_bytes_copies_files_longer_than_the_timeou
     digest = Digest(len(data), hashlib.sha256(data).hexdigest())
 
     async def scenario() -> None:
-        server, pumps = await _throttled_proxy(slurm_cluster.ssh_port)
-        port = server.sockets[0].getsockname()[1]
-        known = tmp_path / "known_hosts"
-        known.write_text(
-            slurm_cluster.known_hosts.read_text().replace(
-                f"[127.0.0.1]:{slurm_cluster.ssh_port} ", f"[127.0.0.1]:{port} "
-            )
-        )
-        env["HPC_PORT"] = str(port)
-        env["HPC_KNOWN_HOSTS"] = str(known)
-        rt = make(env)
-        await rt.start()
-        mover = HpcMover("hpc:" + str(mount), str(mount), rt._ready_transport)
-        link = rt._transport
-        assert isinstance(link, SshLink)
-        try:
+        async with _through_relay(slurm_cluster, env, tmp_path) as (_, link, mover):
             # The copy itself (get's hash on the cluster, a command run meanwhile, waits
             # behind the copy's blocks on so slow a link: its own timeout, not this one's).
             got = await mover._download(
@@ -96,13 +114,6 @@ def test_a_slow_link_that_always_moves_bytes_copies_files_longer_than_the_timeou
             assert (tmp_path / "got").read_bytes() == data
             await mover.put(tmp_path / "big", "d/sent", digest)
             assert (mount / "d" / "sent").read_bytes() == data
-        finally:
-            await rt.stop()
-            server.close()
-            for task in pumps:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*pumps, return_exceptions=True)
 
     asyncio.run(scenario())
 
@@ -130,67 +141,48 @@ def test_a_copy_whose_server_stops_mid_way_ends_with_no_partial_file_and_copies_
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, c: unretrieved.append(c))
         moved = [0, 0]
-        server, pumps = await _throttled_proxy(slurm_cluster.ssh_port, moved)
-        port = server.sockets[0].getsockname()[1]
-        known = tmp_path / "known_hosts"
-        known.write_text(
-            slurm_cluster.known_hosts.read_text().replace(
-                f"[127.0.0.1]:{slurm_cluster.ssh_port} ", f"[127.0.0.1]:{port} "
-            )
-        )
-        env["HPC_PORT"] = str(port)
-        env["HPC_KNOWN_HOSTS"] = str(known)
-        rt = make(env)
-        await rt.start()
-        link = rt._transport
-        assert isinstance(link, SshLink)
-        mover = HpcMover("hpc:" + str(mount), str(mount), rt._ready_transport)
-        stopped: list[int] = []
-        got = os.fsencode(tmp_path / "dst" / "got")
-        remote_big = os.fsencode(mount / "d" / "big")
-        copies = [
-            (lambda: mover._download(link, remote_big, got, "d/big"), 1),
-            (lambda: mover.put(tmp_path / "src" / "big", "d/sent", digest), 0),
-        ]
-        try:
-            for copy, way in copies:
-                before = _sshd_processes()
-                assert await link.read_whole(str(mount / "d" / "f")) == b"small"
-                await rt._ready_transport()
-                servers = new_file_servers(before)
-                assert servers
-                task = asyncio.ensure_future(copy())
-                start = moved[way]
-                for _ in range(600):  # part of the file went through (at most 60 s)
-                    if moved[way] - start >= 256 << 10 or task.done():
-                        break
-                    await asyncio.sleep(0.1)
-                assert not task.done()
-                for pid in servers:
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-                # 120 s: a hang guard, far above the 5 s of no progress that ends it.
-                with pytest.raises(RuntimeUnavailable, match="no answer in 5 s"):
-                    await asyncio.wait_for(task, 120)
-                for pid in servers:
-                    os.kill(pid, signal.SIGCONT)
-                assert sorted(os.listdir(tmp_path / "dst")) == []
-                assert sorted(os.listdir(mount / "d")) == ["big", "f"]
-            assert await mover._download(link, remote_big, got, "d/big") == digest
-            await mover.put(tmp_path / "src" / "big", "d/sent", digest)
-            assert (tmp_path / "dst" / "got").read_bytes() == data
-            assert (mount / "d" / "sent").read_bytes() == data
-            assert sorted(os.listdir(mount / "d")) == ["big", "f", "sent"]
-        finally:
-            for pid in stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-            await rt.stop()
-            server.close()
-            for t in pumps:
-                t.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            gc.collect()
+        async with _through_relay(slurm_cluster, env, tmp_path, moved) as (rt, link, mover):
+            stopped: list[int] = []
+            got = os.fsencode(tmp_path / "dst" / "got")
+            remote_big = os.fsencode(mount / "d" / "big")
+            copies = [
+                (lambda: mover._download(link, remote_big, got, "d/big"), 1),
+                (lambda: mover.put(tmp_path / "src" / "big", "d/sent", digest), 0),
+            ]
+            try:
+                for copy, way in copies:
+                    before = _sshd_processes()
+                    assert await link.read_whole(str(mount / "d" / "f")) == b"small"
+                    await rt._ready_transport()
+                    servers = new_file_servers(before)
+                    assert servers
+                    task = asyncio.ensure_future(copy())
+                    start = moved[way]
+                    for _ in range(600):  # part of the file went through (at most 60 s)
+                        if moved[way] - start >= 256 << 10 or task.done():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert not task.done()
+                    for pid in servers:
+                        os.kill(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                    # 120 s: a hang guard, far above the 5 s of no progress that ends it.
+                    with pytest.raises(RuntimeUnavailable, match="no answer in 5 s"):
+                        await asyncio.wait_for(task, 120)
+                    for pid in servers:
+                        os.kill(pid, signal.SIGCONT)
+                    assert sorted(os.listdir(tmp_path / "dst")) == []
+                    assert sorted(os.listdir(mount / "d")) == ["big", "f"]
+                assert await mover._download(link, remote_big, got, "d/big") == digest
+                await mover.put(tmp_path / "src" / "big", "d/sent", digest)
+                assert (tmp_path / "dst" / "got").read_bytes() == data
+                assert (mount / "d" / "sent").read_bytes() == data
+                assert sorted(os.listdir(mount / "d")) == ["big", "f", "sent"]
+            finally:
+                for pid in stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+        gc.collect()
 
     asyncio.run(scenario())
     assert [(c.get("message"), repr(c.get("future"))[:300]) for c in unretrieved] == []

@@ -210,22 +210,22 @@ def _no_link_on_the_way(root: bytes, rel: bytes) -> bool:
     return True
 
 
-def _regular_file_under(root: bytes, rel: bytes) -> bool:
-    if rel.endswith(PART_SUFFIX.encode()) or not _no_link_on_the_way(root, rel):
-        return False
+def _mode_under(root: bytes, rel: bytes) -> int:
+    """The file type and mode of ``rel`` reached through directories only (0: none)."""
+    if not _no_link_on_the_way(root, rel):
+        return 0
     try:
-        return stat.S_ISREG(os.lstat(root + b"/" + rel).st_mode)
+        return os.lstat(root + b"/" + rel).st_mode
     except OSError:
-        return False
+        return 0
+
+
+def _regular_file_under(root: bytes, rel: bytes) -> bool:
+    return not rel.endswith(PART_SUFFIX.encode()) and stat.S_ISREG(_mode_under(root, rel))
 
 
 def _directory_under(root: bytes, rel: bytes) -> bool:
-    if not _no_link_on_the_way(root, rel):
-        return False
-    try:
-        return stat.S_ISDIR(os.lstat(root + b"/" + rel).st_mode)
-    except OSError:
-        return False
+    return stat.S_ISDIR(_mode_under(root, rel))
 
 
 def host_path(data_dir: Path, path: str) -> Path:
