@@ -196,6 +196,10 @@ class Attempts:
                 await stage(*batch[0])
             else:
                 await asyncio.gather(*(stage(act, job) for act, job in batch))
+                # In the batch's order, not the order the copies ended in: a fan-out's job
+                # array lists its elements (its name, their indices) in dispatch order.
+                order = {job.key: n for n, (_, job) in enumerate(batch)}
+                staged.sort(key=lambda job: order[job.key])
             try:
                 answers = await slot.runtime.submit_many(staged) if staged else []
             except Exception as exc:
