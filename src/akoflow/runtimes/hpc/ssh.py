@@ -601,9 +601,7 @@ class SshLink:
         for c in [conn, *reversed(hops)]:
             if c is not None:
                 c.close()
-                # A peer that stopped reading never lets the socket drain: not waited forever.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(c.wait_closed(), self._connect_timeout)
+                await self._closed(c)
         if self._key_dir is not None:
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
@@ -611,6 +609,19 @@ class SshLink:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    async def _closed(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Wait until ``conn`` (asked to close) has closed: its socket drained, a ProxyCommand
+        ended. A peer that stopped reading never lets the socket drain: after the command
+        timeout the connection is aborted (what was not sent is dropped), not waited for
+        forever."""
+        with contextlib.suppress(Exception):
+            try:
+                await asyncio.wait_for(conn.wait_closed(), self.command_timeout)
+            except TimeoutError:
+                log.info("ssh connection to %s did not close in time: aborted", self.where)
+                conn.abort()
+                await asyncio.wait_for(conn.wait_closed(), self._connect_timeout)
 
     # ------------------------------------------------------------------ commands
 
