@@ -600,8 +600,15 @@ class SshLink:
         hops, self._hops = self._hops, []
         for c in [conn, *reversed(hops)]:
             if c is not None:
+                # A ProxyCommand's process: asyncssh forgets it as soon as the connection is
+                # closed, and its wait_closed then returns before that process has ended (an
+                # event loop closed meanwhile left it running, and a ResourceWarning).
+                tunnel = getattr(c, "_tunnel", None)
                 c.close()
                 await self._closed(c)
+                if tunnel is not None and not isinstance(tunnel, asyncssh.SSHClientConnection):
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(tunnel.wait_closed(), self._connect_timeout)
         if self._key_dir is not None:
             shutil.rmtree(self._key_dir, ignore_errors=True)
             self._key_dir = None
