@@ -9,6 +9,8 @@ rendered by a pure function), :mod:`.slurm` (squeue/sacct/sinfo/sstat output par
 together).
 """
 
+# First: asyncssh without the warning cryptography prints on its import (see the module).
+from akoflow.runtimes.hpc import asyncssh_import  # noqa: F401
 from akoflow.runtimes.hpc.runtime import HpcRuntime
 
 __all__ = ["HpcRuntime"]
