@@ -42,9 +42,11 @@ class Reconciler:
             # `retry` moves a finished workflow back to RUNNING before attaching.
             return
         live = {att.activity_id: att for att in engine.repo.live_attempts(wf.id)}
-        by_id = {a.id: a for a in wf.activities.values()}
         for act_id, att in live.items():
-            await self.adopt(by_id[act_id], att)
+            act = wf.activity(act_id)
+            if act is None:  # the store's foreign key makes this impossible
+                raise LookupError(f"attempt {att.number} of unknown activity {act_id}")
+            await self.adopt(act, att)
         # What is READY now was made so by no one running: it is put in line here, once.
         # Between chunks the loop serves the API and the other runs (a 100,000-activity run
         # held it for seconds); what the processor makes READY meanwhile it puts in line

@@ -166,7 +166,7 @@ class _Record:
         return (
             text is not None
             and self.recorder is not None
-            and (text.startswith(("spawning now by ", "spawning by ")))
+            and text.startswith(("spawning now by ", "spawning by "))
         )
 
     @property
