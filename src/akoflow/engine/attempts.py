@@ -95,7 +95,7 @@ class Attempts:
                 self._fail_held(slot, slot.failing)
             if not slot.ready or not slot.queue:
                 continue
-            free = slot.limit - slot.running
+            free = slot.limit + slot.runtime.queue_ahead - slot.running
             batch: Batch = []
             unplaced: list[ActivityRun] = []
             while slot.queue and len(batch) < free:
@@ -234,7 +234,7 @@ class Attempts:
                 self._t.move(act, A.RUNNING)
                 act.attempt_started = now
                 self._unrecorded_running.append((act, act.attempt))
-                if not slot.runtime.starts_when_reported:
+                if not slot.runtime.starts_when_reported and not slot.runtime.in_line(act.key):
                     self.arm_timeout(act)  # else once the job is reported started
                 if act.cancel_requested or act.wf.cancelling:
                     self.stop(act, "cancel")
@@ -304,6 +304,13 @@ class Attempts:
                 self.arm_timeout(act)
             if (act, act.attempt) not in self._unrecorded_running and act.attempt_started:
                 self.write_running(act)
+
+    def began_in_line(self, act: ActivityRun, when: float) -> None:
+        """The attempt waited in its runtime's own line and started at ``when``: its running
+        time and its timeout count from then (its timer was not armed at its submit)."""
+        if act.state is A.RUNNING:
+            act.attempt_started = when
+            self.arm_timeout(act)
 
     def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
         """An attempt found running after a restart is tracked again: its timeout counts from

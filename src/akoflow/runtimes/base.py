@@ -207,6 +207,10 @@ class RuntimeEvents(Protocol):
 
     def job_running(self, key: str, node: str | None) -> None: ...
 
+    def job_started(self, key: str) -> None:
+        """An attempt that waited in the runtime's own line (:meth:`Runtime.in_line`)
+        starts now: its timeout and running time count from here."""
+
     def job_finished(self, key: str, outcome: Outcome) -> None: ...
 
 
@@ -274,6 +278,23 @@ class Runtime(abc.ABC):
         return self.config.get_int(
             "MAX_PARALLEL", self.default_max_parallel, minimum=1, maximum=MAX_PARALLEL_LIMIT
         )
+
+    @property
+    def queue_ahead(self) -> int:
+        """Attempts the engine may hand this runtime now beyond :attr:`max_parallel`: a
+        runtime with a line of its own starts them as running ones end, without a round trip
+        through the engine (see :meth:`in_line`). 0 for a runtime without one."""
+        return 0
+
+    @property
+    def line_length(self) -> int:
+        """Attempts waiting in this runtime's own line now."""
+        return 0
+
+    def in_line(self, key: str) -> bool:
+        """Whether the attempt ``key`` waits in this runtime's own line: its start is then
+        reported with :meth:`RuntimeEvents.job_started`, and its timeout counts from it."""
+        return False
 
     @property
     def health_timeout(self) -> float:

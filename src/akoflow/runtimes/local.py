@@ -38,6 +38,7 @@ import psutil
 from akoflow.config import activity_environ
 from akoflow.runtimes import cgroups, spawner_start
 from akoflow.runtimes.base import (
+    MAX_PARALLEL_LIMIT,
     Adopted,
     Health,
     JobSpec,
@@ -70,6 +71,9 @@ CGROUP_RELEASE_DELAY = 0.02
 RECORD_WAIT = 10.0  # s: how long a living spawner may take to record an end it saw
 RECORD_POLL = 0.01
 DEFAULT_SPAWNERS = spawner_start.DEFAULT_COUNT  # {NAME}_SPAWNERS
+# A line of attempts of its own while attempts are short (see LocalRuntime._waiting):
+QUEUE_AHEAD_FACTOR = 8  # {NAME}_QUEUE_AHEAD's default, times MAX_PARALLEL
+SHORT_ATTEMPT = 0.5  # s: ends this soon after their start keep the line open
 _OFF = ("0", "false", "no", "off")  # {NAME}_CGROUPS: no cgroups, the session only
 _ON = ("1", "true", "yes")
 CGROUP_SWEEP_AGE = 600.0  # empty attempt cgroups older than this are removed at start
@@ -118,7 +122,7 @@ def unfit_environment(env: Mapping[str, str]) -> str | None:
 
 
 class _Tracked:
-    __slots__ = ("cancelled", "cgroup", "key", "link", "pid", "pidfd", "prefix", "tries")
+    __slots__ = ("began", "cancelled", "cgroup", "key", "link", "pid", "pidfd", "prefix", "tries")
 
     def __init__(
         self, key: str, pid: int, pidfd: int, prefix: str, cgroup: str | None, link: int = -1
@@ -131,6 +135,7 @@ class _Tracked:
         self.cgroup = cgroup  # the attempt's cgroup directory, None: its session only
         self.cancelled = False
         self.tries = 0  # waits for a living spawner to record an end (adopted attempts)
+        self.began = time.monotonic()  # when this runtime learnt it runs
 
 
 class _Record:
@@ -359,9 +364,37 @@ class LocalRuntime(Runtime):
         self._umask = 0o022
         self._links: list[SpawnerLink] = []
         self._next_link = 0
+        # Attempts handed over beyond MAX_PARALLEL (key -> prefix, cgroup, request), sent
+        # to a spawner as soon as a running one ends, in the turn its end is read: while
+        # attempts last milliseconds, the engine's round trip (record the end, release, pick
+        # the next, commit) between an end and the next start left the CPUs idle for much
+        # of the time. Only while the last MAX_PARALLEL ends came within SHORT_ATTEMPT of
+        # their start: long attempts would show RUNNING while they wait, for nothing.
+        self._waiting: dict[str, tuple[str, str | None, tuple[Any, ...]]] = {}
+        self._running_cap = self.default_max_parallel
+        self._ahead = 0  # {NAME}_QUEUE_AHEAD
+        self._short_ends = 0  # ends in a row within SHORT_ATTEMPT of their start
+
+    @property
+    def queue_ahead(self) -> int:
+        return self._ahead if self._short_ends >= self._running_cap else 0
+
+    @property
+    def line_length(self) -> int:
+        return len(self._waiting)
+
+    def in_line(self, key: str) -> bool:
+        return key in self._waiting
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._running_cap = self.max_parallel
+        self._ahead = self.config.get_int(
+            "QUEUE_AHEAD",
+            self._running_cap * QUEUE_AHEAD_FACTOR,
+            minimum=0,
+            maximum=MAX_PARALLEL_LIMIT,
+        )
         self._base_env = without_bash_startup_names(activity_environ())
         for name in ("AKOFLOW_CGROUP", "AKOFLOW_UMASK"):  # older engines' names: never passed
             self._base_env.pop(name, None)
@@ -401,6 +434,7 @@ class LocalRuntime(Runtime):
                 os.close(job.pidfd)
         self._jobs.clear()
         self._starting.clear()
+        self._waiting.clear()  # never sent: a resumed engine claims and starts them
         await asyncio.gather(
             *(link.close(busy=index in busy) for index, link in enumerate(self._links))
         )
@@ -433,7 +467,7 @@ class LocalRuntime(Runtime):
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
         prefix = str(job.attempt_prefix)
-        if job.key in self._jobs or job.key in self._starting:
+        if self.launched(job.key):
             return {"prefix": prefix}  # asked again: the same attempt, nothing started
         if os.path.lexists(prefix + ".exit"):
             # Idempotent by key: the attempt was launched once (or claimed by the engine).
@@ -462,15 +496,29 @@ class LocalRuntime(Runtime):
             self._umask,
             cgroup,
         )
+        if len(self._starting) + len(self._jobs) < self._running_cap:
+            self._send(job.key, prefix, cgroup, request)
+        else:
+            self._waiting[job.key] = (prefix, cgroup, request)
+        return {"prefix": prefix}
+
+    def _send(self, key: str, prefix: str, cgroup: str | None, request: tuple[Any, ...]) -> None:
         link = self._next_link
         self._next_link = (link + 1) % len(self._links)
-        self._starting[job.key] = (prefix, cgroup, link)
+        self._starting[key] = (prefix, cgroup, link)
         self._links[link].spawn(request)
-        return {"prefix": prefix}
+
+    def _start_waiting(self) -> None:
+        """Send waiting attempts to the spawners while fewer than MAX_PARALLEL run."""
+        while self._waiting and len(self._starting) + len(self._jobs) < self._running_cap:
+            key = next(iter(self._waiting))
+            prefix, cgroup, request = self._waiting.pop(key)
+            self._send(key, prefix, cgroup, request)
+            self.events.job_started(key)
 
     def launched(self, key: str) -> bool:
         """Whether this runtime started (or is starting) the attempt ``key``."""
-        return key in self._jobs or key in self._starting
+        return key in self._jobs or key in self._starting or key in self._waiting
 
     def _spawned(self, key: str, pid: int) -> None:
         """The spawner started the attempt (called in the turn its answer is read)."""
@@ -493,6 +541,7 @@ class LocalRuntime(Runtime):
         self._cancelled_early.discard(key)
         if cgroup is not None:
             cgroups.remove(cgroup)
+        self._start_waiting()
         self.events.job_finished(key, Outcome(False, None, reason))
 
     def _spawner_ended(self, key: str, code: int, cpu: float, rss: int | None) -> None:
@@ -502,6 +551,11 @@ class LocalRuntime(Runtime):
         del self._jobs[key]
         if job.cgroup is not None:
             self._release_cgroup(job.cgroup)
+        if time.monotonic() - job.began < SHORT_ATTEMPT:
+            self._short_ends += 1
+        else:
+            self._short_ends = 0
+        self._start_waiting()
         self.events.job_finished(key, self._outcome(code, job.cancelled, cpu, rss))
 
     def _spawner_lost(self, link: int) -> None:
@@ -517,6 +571,7 @@ class LocalRuntime(Runtime):
                 del self._starting[key]
                 self._cancelled_early.discard(key)
                 self._finish_unwatched(key, prefix, cgroup)
+        self._start_waiting()
 
     def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
         if cgroup is not None:
@@ -589,6 +644,7 @@ class LocalRuntime(Runtime):
             self._jobs.pop(job.key, None)
             log.exception("cannot collect the end of %s", job.key)
             outcome = Outcome(False, None, f"its end could not be collected: {exc}")
+        self._start_waiting()
         self.events.job_finished(job.key, outcome)
 
     @staticmethod
@@ -611,6 +667,10 @@ class LocalRuntime(Runtime):
     async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
         job = self._jobs.get(key)
         assert self._loop is not None
+        if self._waiting.pop(key, None) is not None:  # never sent: it never runs now
+            outcome = Outcome(False, None, "stopped before it started")
+            self._loop.call_soon(self.events.job_finished, key, outcome)
+            return
         if job is None:
             starting = self._starting.get(key)
             if starting is None:

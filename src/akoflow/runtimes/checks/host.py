@@ -24,6 +24,9 @@ class _NoEvents:
     def job_running(self, key: str, node: str | None) -> None:
         return None
 
+    def job_started(self, key: str) -> None:
+        return None
+
     def job_finished(self, key: str, outcome: Outcome) -> None:
         return None
 

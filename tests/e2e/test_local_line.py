@@ -1,0 +1,162 @@
+"""The local runtime's own line of attempts (``{NAME}_QUEUE_AHEAD``).
+
+While attempts are short, the engine hands the local runtime more than MAX_PARALLEL of them;
+the runtime starts the next as soon as one ends. What must hold: never more than MAX_PARALLEL
+run at once; an attempt's timeout counts from its start, not from its wait in the line; a
+cancel reaches the attempts in line (they never run); an engine killed with SIGKILL while
+attempts wait in line runs each of them once after a resume. Each test checks that attempts
+really waited in the line (else it would prove nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from akoflow.engine import Engine
+from akoflow.states import ActivityState, WorkflowState
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
+from tests.e2e.test_engine_inprocess import engine_with
+
+
+def _workflow(acts: list[str]) -> str:
+    return "name: line\nspec:\n  activities:\n" + "".join(acts)
+
+
+def _act(name: str, run: str, extra: str = "") -> str:
+    return f"    - name: {name}\n      run: {json.dumps(run)}\n{extra}"
+
+
+async def _watch_line(engine: Engine, seen: list[int]) -> None:
+    """Record the longest line seen (the runtime is there once the engine started it)."""
+    while True:
+        slot = engine.runtimes.slots.get("local")
+        if slot is not None:
+            seen[0] = max(seen[0], slot.runtime.line_length)
+        await asyncio.sleep(0.001)
+
+
+def _most_at_once(spans: list[tuple[int, int]]) -> int:
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = most = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_the_line_never_runs_more_than_max_parallel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "2")
+    n = 120
+    text = _workflow(
+        [
+            _act(f"a{i}", f"s=$(date +%s%N); sleep 0.02; echo $s $(date +%s%N) > span.a{i}")
+            for i in range(n)
+        ]
+    )
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+            seen = [0]
+            watch = asyncio.create_task(_watch_line(engine, seen))
+            try:
+                await engine.attach(wf_id)
+                assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED
+            finally:
+                watch.cancel()
+            assert seen[0] > 0, "no attempt waited in the line: this test proves nothing"
+
+    asyncio.run(scenario())
+    spans = []
+    for i in range(n):
+        start, end = (tmp_path / "data" / f"span.a{i}").read_text().split()
+        spans.append((int(start), int(end)))
+    assert _most_at_once(spans) <= 2
+
+
+def test_a_timeout_counts_from_the_start_not_from_the_wait_in_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`timed` (timeout 1 s, runs 0.2 s) waits in line behind `long` (1.5 s): it succeeds."""
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("long", "sleep 1.5; date +%s%N > long.end"))
+    acts.append(_act("timed", "date +%s%N > timed.start; sleep 0.2", "      timeout: 1s\n"))
+    text = _workflow(acts)
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED, [
+                (a.name, a.state, a.reason) for a in wf.activities.values()
+            ]
+
+    asyncio.run(scenario())
+    data = tmp_path / "data"
+    # It waited behind `long`, longer than its timeout, and still ran to its end.
+    assert int((data / "timed.start").read_text()) >= int((data / "long.end").read_text())
+
+
+def test_cancel_reaches_the_attempts_in_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("blocker", "touch blocker.on; sleep 30"))
+    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(6)]
+    text = _workflow(acts)
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            for _ in range(3000):
+                slot = engine.runtimes.slots["local"]
+                if (data / "blocker.on").exists() and slot.runtime.line_length:
+                    break
+                await asyncio.sleep(0.01)
+            assert slot.runtime.line_length > 0, "nothing waited in the line"
+            engine.cancel(wf_id)
+            assert await engine.wait(wf_id) is WorkflowState.CANCELLED
+            states = {a.name: a.state for a in wf.activities.values()}
+            assert {states[f"w{i}"] for i in range(6)} == {ActivityState.CANCELLED}
+
+    asyncio.run(scenario())
+    assert not list(data.glob("count.w*"))  # none of them ran
+
+
+def test_sigkill_with_attempts_in_line_then_resume_runs_each_once(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("blocker", "echo run >> count.blocker; sleep 2"))
+    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(6)]
+    wf = tmp_path / "line.yaml"
+    wf.write_text(_workflow(acts))
+    data = tmp_path / "data"
+    env = cli_env(LOCAL_MAX_PARALLEL="1")
+    engine = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)],
+        env=env,
+    )
+    wait_for(lambda: (data / "count.blocker").exists())
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    assert not list(data.glob("count.w*"))
+    # What the killed engine had handed to the runtime: attempts recorded, none started.
+    shown = json.loads(akoflow("status", "1", "--json").stdout)
+    handed = [a for a in shown["activities"] if a["name"].startswith("w") and a["attempts"]]
+    assert handed, "no attempt waited in the line when the engine was killed"
+
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert {a["state"] for a in json.loads(res.stdout)["activities"]} == {"succeeded"}
+    counts = {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
+    assert counts == {"count.blocker": 1} | {f"count.w{i}": 1 for i in range(6)}
