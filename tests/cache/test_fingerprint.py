@@ -99,3 +99,10 @@ def test_inherited_variables_a_local_script_names_are_in_its_key() -> None:
     assert fpr.key_of(parts({**env, "PWD": "/q", "UNNAMED": "x"})) == fpr.key_of(parts(env))
     # None named: the key is as it was before inherited variables were keyed.
     assert "inherited" not in key()
+
+
+def test_how_the_local_runtime_starts_attempts_is_no_part_of_a_key() -> None:
+    """Its spawners and its line change when attempts start, never what they compute."""
+    digest = fpr.runtime_settings("local", {}, "LOCAL_")
+    for name, value in (("SPAWNERS", "1"), ("QUEUE_AHEAD", "0"), ("CGROUPS", "off")):
+        assert fpr.runtime_settings("local", {f"LOCAL_{name}": value}, "LOCAL_") == digest
