@@ -20,6 +20,7 @@ import pytest
 
 from akoflow.engine import Engine
 from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import AttemptRecord
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.e2e.test_engine_inprocess import engine_with
 
@@ -90,18 +91,28 @@ def test_a_timeout_counts_from_the_start_not_from_the_wait_in_line(
     acts.append(_act("long", "sleep 1.5; date +%s%N > long.end"))
     acts.append(_act("timed", "date +%s%N > timed.start; sleep 0.2", "      timeout: 1s\n"))
     text = _workflow(acts)
+    attempts: list[AttemptRecord] = []
 
     async def scenario() -> None:
-        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
             assert await engine.wait(wf_id) is WorkflowState.SUCCEEDED, [
                 (a.name, a.state, a.reason) for a in wf.activities.values()
             ]
+            timed = next(a for a in wf.activities.values() if a.name == "timed")
+            attempts.extend(repo.list_attempts(timed.id))
 
     asyncio.run(scenario())
     data = tmp_path / "data"
     # It waited behind `long`, longer than its timeout, and still ran to its end.
-    assert int((data / "timed.start").read_text()) >= int((data / "long.end").read_text())
+    long_end = int((data / "long.end").read_text())
+    assert int((data / "timed.start").read_text()) >= long_end
+    # Its attempt's start, as stored, is its real start, not when it was handed over (the
+    # activity's own started_at is its first submit, as on a batch system).
+    (attempt,) = attempts
+    assert attempt.started_at is not None and attempt.finished_at is not None
+    assert attempt.started_at >= long_end / 1e9 - 0.05
+    assert attempt.finished_at - attempt.started_at < 1.0
 
 
 def test_cancel_reaches_the_attempts_in_line(

@@ -15,7 +15,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from akoflow.dataplane import DataPlane
-from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, RuntimeSlot, WorkflowRun
+from akoflow.engine.model import (
+    RELEASE_TIMEOUT,
+    RUNNING_RECORD_AFTER,
+    ActivityRun,
+    RuntimeSlot,
+    WorkflowRun,
+)
 from akoflow.engine.placing import Placer
 from akoflow.engine.runs import job_spec
 from akoflow.engine.transitions import Transitions
@@ -308,9 +314,17 @@ class Attempts:
     def began_in_line(self, act: ActivityRun, when: float) -> None:
         """The attempt waited in its runtime's own line and started at ``when``: its running
         time and its timeout count from then (its timer was not armed at its submit)."""
-        if act.state is A.RUNNING:
-            act.attempt_started = when
-            self.arm_timeout(act)
+        if act.state is not A.RUNNING:
+            return
+        handed, act.attempt_started = act.attempt_started, when
+        # Its RUNNING record, if written while it waited, says when it was handed over.
+        if (
+            handed is not None
+            and when - handed >= RUNNING_RECORD_AFTER
+            and (act, act.attempt) not in self._unrecorded_running
+        ):
+            self.write_running(act)
+        self.arm_timeout(act)
 
     def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
         """An attempt found running after a restart is tracked again: its timeout counts from
