@@ -505,15 +505,25 @@ class LocalRuntime(Runtime):
     def _send(self, key: str, prefix: str, cgroup: str | None, request: tuple[Any, ...]) -> None:
         link = self._next_link
         self._next_link = (link + 1) % len(self._links)
-        self._starting[key] = (prefix, cgroup, link)
+        # Starting once asked only: a spawner that could not be started (one that died is
+        # replaced here) raises, and an attempt left "starting" would hold a place of
+        # MAX_PARALLEL for ever, and the line behind it.
         self._links[link].spawn(request)
+        self._starting[key] = (prefix, cgroup, link)
 
     def _start_waiting(self) -> None:
         """Send waiting attempts to the spawners while fewer than MAX_PARALLEL run."""
         while self._waiting and len(self._starting) + len(self._jobs) < self._running_cap:
             key = next(iter(self._waiting))
             prefix, cgroup, request = self._waiting.pop(key)
-            self._send(key, prefix, cgroup, request)
+            try:
+                self._send(key, prefix, cgroup, request)
+            except Exception as exc:  # no spawner can be started (out of processes, files)
+                # It fails as its submit would have; raised here (a callback that read an
+                # end), it left the attempt and the line behind it waiting for ever.
+                log.error("%s: cannot start %s: %s", self.name, key, exc)
+                self.events.job_finished(key, Outcome(False, None, f"cannot start it: {exc}"))
+                continue
             self.events.job_started(key)
 
     def launched(self, key: str) -> bool:

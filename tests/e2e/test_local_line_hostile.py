@@ -1,0 +1,165 @@
+"""The local runtime's own line of attempts when starting a spawner fails.
+
+A spawner that dies (SIGKILL) is replaced by a new one when the next attempt is sent; that
+start can fail (here: the engine is out of file descriptors, as a host short of processes or
+memory would make it). Before the line, the attempt being submitted failed with the error;
+with the line, the attempt is sent from the callback that read an end, and a failed start
+left it "starting" forever, with the attempts behind it in line: the run never ended, and a
+cancel could not end it either. What must hold: the run ends (those attempts fail with the
+error), nothing runs twice, and once starting works again, attempts start again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from akoflow.engine import Engine
+from akoflow.runtimes.local import LocalRuntime
+from akoflow.states import ActivityState, WorkflowState
+from tests.e2e.test_engine_inprocess import engine_with
+
+BOUND = 30.0  # s: a run that does not end in this long hangs
+
+
+def _workflow(acts: list[str]) -> str:
+    return "name: hostile\nspec:\n  activities:\n" + "".join(acts)
+
+
+def _act(name: str, run: str, extra: str = "") -> str:
+    return f"    - name: {name}\n      run: {json.dumps(run)}\n{extra}"
+
+
+@contextlib.contextmanager
+def _no_descriptor_but(fd: int) -> Iterator[None]:
+    """Until the end of the block, this process can open one descriptor at a time, and only
+    once ``fd`` is closed: every lower number is taken, and none above it may be used."""
+    fillers: list[int] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        while True:
+            filler = os.open(os.devnull, os.O_RDONLY)
+            if filler > fd:
+                os.close(filler)
+                break
+            fillers.append(filler)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, hard))
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for filler in fillers:
+            os.close(filler)
+
+
+def _local(engine: Engine) -> LocalRuntime:
+    runtime = engine.runtimes.slots["local"].runtime
+    assert isinstance(runtime, LocalRuntime)
+    return runtime
+
+
+async def _until(predicate: Callable[[], object], what: str) -> None:
+    for _ in range(int(BOUND / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not reached in {BOUND:g} s: {what}")
+
+
+async def _ended(engine: Engine, wf_id: int) -> WorkflowState:
+    """The run's end, or a failure if it does not come within BOUND (then cancelled, so
+    that the test ends)."""
+    try:
+        return await asyncio.wait_for(engine.wait(wf_id), BOUND)
+    except TimeoutError:
+        wf = engine.workflows[wf_id]
+        states = {a.name: a.state.value for a in wf.activities.values()}
+        engine.cancel(wf_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(engine.wait(wf_id), 5)
+        raise AssertionError(f"the run hung: {states}") from None
+
+
+def test_a_spawner_that_cannot_be_started_again_fails_the_line_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    monkeypatch.setenv("LOCAL_SPAWNERS", "1")
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("blocker", "touch blocker.on; sleep 30"))
+    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(4)]
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, _workflow(acts)) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            await _until(
+                lambda: (data / "blocker.on").exists() and _local(engine).line_length > 0,
+                "the blocker runs with attempts in line",
+            )
+            link = _local(engine)._links[0]
+            assert link.pid is not None and link._sock is not None
+            with _no_descriptor_but(link._sock.fileno()):
+                os.kill(link.pid, signal.SIGKILL)  # its replacement cannot be started
+                state = await _ended(engine, wf_id)
+            assert state is WorkflowState.FAILED
+            ended = {a.name: (a.state, a.reason or "") for a in wf.activities.values()}
+            assert ended["blocker"][0] is ActivityState.FAILED
+            for i in range(4):
+                state_i, reason = ended[f"w{i}"]
+                assert state_i is ActivityState.FAILED
+                assert "Too many open files" in reason, reason
+            assert _local(engine).line_length == 0 and not _local(engine)._starting
+
+    asyncio.run(scenario())
+    assert not list(data.glob("count.w*"))  # none of them ran
+
+
+def test_a_failed_spawner_start_at_submit_leaves_no_phantom_that_holds_later_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit whose spawner cannot be started fails; the attempts after it, once spawners
+    can be started again, run (an attempt counted as starting forever kept them in line)."""
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    monkeypatch.setenv("LOCAL_SPAWNERS", "1")
+    acts = [_act("first", "touch first.on; sleep 30")]
+    acts.append(_act("second", "echo run >> count.second"))
+    acts.append(_act("later", "echo run >> count.later", "      dependsOn: [second]\n"))
+    acts.append(_act("other", "echo run >> count.other", "      dependsOn: [first]\n"))
+    acts.append(_act("free", "sleep 0.5; echo run >> count.free"))
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, _workflow(acts)) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            await _until(lambda: (data / "first.on").exists(), "first runs")
+            link = _local(engine)._links[0]
+            assert link.pid is not None and link._sock is not None
+            second = wf.activities["second"]
+            with _no_descriptor_but(link._sock.fileno()):
+                os.kill(link.pid, signal.SIGKILL)
+                # first ends (lost), second is submitted and its spawner cannot start
+                await _until(lambda: second.state.is_final, "second ended")
+            assert second.state is ActivityState.FAILED, second.reason
+            assert "Too many open files" in (second.reason or "")
+            state = await _ended(engine, wf_id)
+            assert state is WorkflowState.FAILED
+            ended = {a.name: a.state for a in wf.activities.values()}
+            # `free` was submitted after second failed: it failed alike or, once the engine
+            # could open files again, it ran; it never stayed behind a phantom.
+            assert ended["free"] in (ActivityState.FAILED, ActivityState.SUCCEEDED)
+            assert ended["later"] is ActivityState.SKIPPED
+            assert ended["other"] is ActivityState.SKIPPED
+            assert not _local(engine)._starting and not _local(engine)._waiting
+
+    asyncio.run(scenario())
+    assert not (data / "count.second").exists()
+    counts = {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
+    assert set(counts.values()) <= {1}
