@@ -126,7 +126,7 @@ def test_cancel_reaches_the_attempts_in_line(
     data = tmp_path / "data"
 
     async def scenario() -> None:
-        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
             for _ in range(3000):
                 slot = engine.runtimes.slots["local"]
@@ -138,6 +138,15 @@ def test_cancel_reaches_the_attempts_in_line(
             assert await engine.wait(wf_id) is WorkflowState.CANCELLED
             states = {a.name: a.state for a in wf.activities.values()}
             assert {states[f"w{i}"] for i in range(6)} == {ActivityState.CANCELLED}
+            # Those handed over have an attempt, with no start stored: none started.
+            handed = [
+                att
+                for a in wf.activities.values()
+                if a.name.startswith("w")
+                for att in repo.list_attempts(a.id)
+            ]
+            assert handed
+            assert [att.started_at for att in handed] == [None] * len(handed)
 
     asyncio.run(scenario())
     assert not list(data.glob("count.w*"))  # none of them ran

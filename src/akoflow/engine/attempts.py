@@ -17,7 +17,6 @@ from typing import Any
 from akoflow.dataplane import DataPlane
 from akoflow.engine.model import (
     RELEASE_TIMEOUT,
-    RUNNING_RECORD_AFTER,
     ActivityRun,
     RuntimeSlot,
     WorkflowRun,
@@ -238,10 +237,11 @@ class Attempts:
         for act in started:
             if act.state is A.SUBMITTED and act.key is not None:
                 self._t.move(act, A.RUNNING)
-                act.attempt_started = now
-                self._unrecorded_running.append((act, act.attempt))
-                if not slot.runtime.starts_when_reported and not slot.runtime.in_line(act.key):
-                    self.arm_timeout(act)  # else once the job is reported started
+                if not slot.runtime.in_line(act.key):  # else all three at its start
+                    act.attempt_started = now
+                    self._unrecorded_running.append((act, act.attempt))
+                    if not slot.runtime.starts_when_reported:
+                        self.arm_timeout(act)  # else once the job is reported started
                 if act.cancel_requested or act.wf.cancelling:
                     self.stop(act, "cancel")
         if failed:
@@ -313,18 +313,13 @@ class Attempts:
 
     def began_in_line(self, act: ActivityRun, when: float) -> None:
         """The attempt waited in its runtime's own line and started at ``when``: its running
-        time and its timeout count from then (its timer was not armed at its submit)."""
-        if act.state is not A.RUNNING:
-            return
-        handed, act.attempt_started = act.attempt_started, when
-        # Its RUNNING record, if written while it waited, says when it was handed over.
-        if (
-            handed is not None
-            and when - handed >= RUNNING_RECORD_AFTER
-            and (act, act.attempt) not in self._unrecorded_running
-        ):
-            self.write_running(act)
-        self.arm_timeout(act)
+        time, its RUNNING record and its timeout count from then, none of them from its
+        submit (one cancelled in line never started: no start is stored, no file of it
+        looked for; after a crash, its start is read from its files)."""
+        if act.state is A.RUNNING and act.attempt_started is None:
+            act.attempt_started = when
+            self._unrecorded_running.append((act, act.attempt))
+            self.arm_timeout(act)
 
     def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
         """An attempt found running after a restart is tracked again: its timeout counts from
