@@ -38,7 +38,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fs_state import deletion_note
+from run import floor_bash
 from server import API, free_port
+
+FLOOR_N = 1000  # `bash -c true` one after the other, before and after each shape
 
 PY = sys.executable
 
@@ -101,6 +104,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
+    floor_before = floor_bash(FLOOR_N) / FLOOR_N
     state = tmp / f"state-{name}"
     proc, url, token = start_server(state)
     status_ms: list[float] = []
@@ -157,10 +161,18 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
     finally:
         done.set()
         rss = stop_server(proc)
+    floor_after = floor_bash(FLOOR_N) / FLOOR_N
+    floor = (floor_before + floor_after) / 2
     print(
         f"{name:<16} {n:>7} activities  {wall:7.1f} s end to end ({n / wall:6.0f} act/s, "
         f"submit {submitted:5.1f} s)  peak RSS {rss / 2**20:6.1f} MiB  {doc['state']}  "
         "[< 150 s, < 500 MB]"
+    )
+    print(
+        f"{'':<16} the machine's floor, `bash -c true` serially: {floor * 1000:.2f} ms "
+        f"(before {floor_before * 1000:.2f}, after {floor_after * 1000:.2f}); the run took "
+        f"{wall / n * 1000:.2f} ms per activity, {wall / (n * floor):.2f}x the floor",
+        flush=True,
     )
     if status_ms:
         print(
