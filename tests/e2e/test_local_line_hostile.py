@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
 import signal
@@ -26,16 +25,9 @@ from akoflow.engine import Engine
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
 from tests.e2e.test_engine_inprocess import engine_with
+from tests.e2e.test_local_line import _act, _workflow
 
 BOUND = 30.0  # s: a run that does not end in this long hangs
-
-
-def _workflow(acts: list[str]) -> str:
-    return "name: hostile\nspec:\n  activities:\n" + "".join(acts)
-
-
-def _act(name: str, run: str, extra: str = "") -> str:
-    return f"    - name: {name}\n      run: {json.dumps(run)}\n{extra}"
 
 
 @contextlib.contextmanager

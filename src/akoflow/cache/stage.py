@@ -460,11 +460,11 @@ class CacheStage:
         """What the decider is asked about ``act``; None when an upstream fingerprint is
         unknown (its entry could not be recorded: nothing can match): then it runs."""
         parts, key, unknown = self._key(act)
-        if unknown is None:  # else known at its end, perhaps: computed again then
+        if unknown is None:
             if len(self._keys) >= KEYS_KEPT:
                 self._keys.clear()
             self._keys[act.id] = (parts, key)
-        if unknown is not None:
+        else:  # its entry computes the key again: the upstream may be known by then
             log.info("%s runs: the fingerprint of upstream %s is unknown", act.name, unknown)
             self._slots[act.runtime].queue.append(act)
             self._wake_processor()

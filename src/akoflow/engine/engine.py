@@ -28,7 +28,7 @@ from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
 from akoflow.engine.heap import HeapGuard
 from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
-from akoflow.engine.model import RELEASE_TIMEOUT, RUNNING_RECORD_AFTER, ActivityRun, WorkflowRun
+from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.placing import Placer
@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 A = ActivityState
 HEALTH_INTERVAL = 5.0
 LOG_INTERVAL = 1.0
+# An attempt's RUNNING record is written once it has run this long (s), at the latest at the
+# next LOG_INTERVAL tick; one that ends first has it in its final record.
+RUNNING_RECORD_AFTER = 0.25
 METRICS_INTERVAL = 2.0
 STOP_GRACE_SECONDS = 10.0
 # While every runtime with attempts running has more in its own line (short attempts), the

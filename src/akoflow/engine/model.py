@@ -114,13 +114,9 @@ def run_dir(state_dir: Path, wf_id: int, name: str) -> Path:
 
 
 RELEASE_TIMEOUT = 60.0  # s; removing a backend object, or listing what a crash left
-# An attempt's RUNNING record is written once it has run this long (s), at the latest at the
-# next LOG_INTERVAL tick; one that ends first has it in its final record.
-RUNNING_RECORD_AFTER = 0.25
 
 __all__ = [
     "RELEASE_TIMEOUT",
-    "RUNNING_RECORD_AFTER",
     "ActivityRun",
     "RuntimeSlot",
     "WorkflowRun",

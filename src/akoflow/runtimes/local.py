@@ -499,7 +499,7 @@ class LocalRuntime(Runtime):
             self._umask,
             cgroup,
         )
-        if len(self._starting) + len(self._jobs) < self._running_cap:
+        if self._has_room():
             self._send(job.key, prefix, cgroup, request)
         else:
             self._waiting[job.key] = (prefix, cgroup, request)
@@ -514,9 +514,13 @@ class LocalRuntime(Runtime):
         self._links[link].spawn(request)
         self._starting[key] = (prefix, cgroup, link)
 
+    def _has_room(self) -> bool:
+        """Fewer than MAX_PARALLEL attempts are starting or running."""
+        return len(self._starting) + len(self._jobs) < self._running_cap
+
     def _start_waiting(self) -> None:
         """Send waiting attempts to the spawners while fewer than MAX_PARALLEL run."""
-        while self._waiting and len(self._starting) + len(self._jobs) < self._running_cap:
+        while self._waiting and self._has_room():
             key = next(iter(self._waiting))
             prefix, cgroup, request = self._waiting.pop(key)
             try:
