@@ -11,6 +11,8 @@ Benchmarks print :func:`deletion_note` so that numbers taken then are read as su
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from pathlib import Path
 
 
@@ -40,3 +42,35 @@ def deletion_note(path: Path) -> str | None:
         "files were deleted there, each file created costs up to 20x more (the kernel's "
         "recently_deleted scan); numbers taken then are slower (bench/fs_state.py)"
     )
+
+
+PROBE_CREATES = 500
+QUIET_CREATE = 60e-6  # seconds per create: this VM's ext4 costs ~20 us when it is quiet
+
+
+def create_cost(directory: Path) -> float:
+    """Seconds per file created (empty, exclusive) in a new directory under ``directory``.
+    The files are kept: deleting them would slow the next creates (see above)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=directory))
+    start = time.perf_counter()
+    for i in range(PROBE_CREATES):
+        os.close(os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return (time.perf_counter() - start) / PROBE_CREATES
+
+
+def settle(directory: Path, *, wait: float = 420.0) -> float:
+    """Wait (at most ``wait`` seconds) until creating a file in ``directory`` costs what it
+    does on a quiet file system, saying so; the last cost measured."""
+    cost = create_cost(directory)
+    deadline = time.monotonic() + wait
+    if cost > QUIET_CREATE:
+        print(
+            f"waiting for the file system to settle: a create costs {cost * 1e6:.0f} us "
+            f"(quiet: < {QUIET_CREATE * 1e6:.0f} us)",
+            flush=True,
+        )
+    while cost > QUIET_CREATE and time.monotonic() < deadline:
+        time.sleep(10)
+        cost = create_cost(directory)
+    return cost

@@ -13,6 +13,11 @@ run's end, the server's peak RSS (wait4 of the process, its whole life), and, sa
 on the same state dir, start-up included) and of the API's page of 100 activities (keyset,
 at the rows the engine is busy with). Goals: < 150 s, < 500 MB, a page < 100 ms.
 
+Before each shape it waits (up to 7 minutes) until a file create costs what it does on a quiet
+file system, and prints that cost before and after: on ext4 without a journal, creates cost up
+to 20x more for minutes after many deletions (bench/fs_state.py). ``--keep`` leaves the state
+dirs in place instead of deleting them at the end (what the next benchmark would pay for).
+
 Shapes: **wide** is N activities running ``true`` and a join depending on all of them;
 **writes** (not run by default) is wide whose activities each write a file of their own
 (what the provenance of their outputs costs at scale: it was quadratic once);
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import statistics
 import subprocess
@@ -37,7 +43,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fs_state import deletion_note
+from fs_state import create_cost, deletion_note, settle
 from run import floor_bash
 from server import API, free_port
 
@@ -104,6 +110,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
+    create_before = settle(tmp / "probes")
     floor_before = floor_bash(FLOOR_N) / FLOOR_N
     state = tmp / f"state-{name}"
     proc, url, token = start_server(state)
@@ -162,6 +169,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
         done.set()
         rss = stop_server(proc)
     floor_after = floor_bash(FLOOR_N) / FLOOR_N
+    create_after = create_cost(tmp / "probes")
     floor = (floor_before + floor_after) / 2
     print(
         f"{name:<16} {n:>7} activities  {wall:7.1f} s end to end ({n / wall:6.0f} act/s, "
@@ -171,7 +179,8 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
     print(
         f"{'':<16} the machine's floor, `bash -c true` serially: {floor * 1000:.2f} ms "
         f"(before {floor_before * 1000:.2f}, after {floor_after * 1000:.2f}); the run took "
-        f"{wall / n * 1000:.2f} ms per activity, {wall / (n * floor):.2f}x the floor",
+        f"{wall / n * 1000:.2f} ms per activity, {wall / (n * floor):.2f}x the floor; "
+        f"a file create cost {create_before * 1e6:.0f} us before, {create_after * 1e6:.0f} after",
         flush=True,
     )
     if status_ms:
@@ -199,9 +208,22 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=1000)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the state dirs (deleting 400,000 files slows the next creates for minutes)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="akoflow-scale-") as d:
+    # A kept dir is never deleted; else the one made here goes at the end.
+    place: contextlib.AbstractContextManager[str] = (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="akoflow-scale-"))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="akoflow-scale-")
+    )
+    with place as d:
         tmp = Path(d)
+        if args.keep:
+            print(f"state dirs kept in {tmp}", flush=True)
         if (note := deletion_note(tmp)) is not None:
             print(note, flush=True)
         if "wide" in args.which:
