@@ -14,15 +14,21 @@ import asyncio
 import json
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from akoflow.config import RuntimeConfig
 from akoflow.engine import Engine
+from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import AttemptRecord
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.e2e.test_engine_inprocess import engine_with
+from tests.e2e.test_local_trust import Collected
+from tests.scenarios import direct_job
 
 
 def _workflow(acts: list[str]) -> str:
@@ -180,3 +186,65 @@ def test_sigkill_with_attempts_in_line_then_resume_runs_each_once(
     assert {a["state"] for a in json.loads(res.stdout)["activities"]} == {"succeeded"}
     counts = {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
     assert counts == {"count.blocker": 1} | {f"count.w{i}": 1 for i in range(6)}
+
+
+class _Starts(Collected):
+    """RuntimeEvents that also keep the starts of attempts that waited in the line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+
+    def job_started(self, key: str) -> None:
+        self.started.append(key)
+
+
+def _until(what: str, check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait for ``check`` WITHOUT letting the event loop run (as the engine recording a
+    batch does not)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {seconds:g} s"
+        time.sleep(0.005)
+
+
+def test_serve_starts_the_next_attempt_while_the_event_loop_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine calls serve() between the attempts of a batch it records: an end read
+    there sends the next attempt of the line to the spawner at once, before the event loop
+    turns again (without it the spawner idled for the rest of the batch)."""
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    first = direct_job(tmp_path, "first", "until [ -e go ]; do sleep 0.01; done", "local", None)
+    second = direct_job(tmp_path, "second", "echo ran > second.out", "local", None)
+
+    async def scenario() -> None:
+        events = _Starts()
+        rt = LocalRuntime("local", RuntimeConfig.from_env("local"), events)
+        await rt.start()
+        try:
+            await rt.submit(first)
+            await rt.submit(second)
+            assert rt.in_line(second.key) and not rt.in_line(first.key)
+            record = Path(str(first.attempt_prefix) + ".exit")
+            for _ in range(600):  # the loop sends it; it runs until told to go
+                if record.exists() and record.read_bytes().startswith(b"pid "):
+                    break
+                await asyncio.sleep(0.05)
+            (tmp_path / "data" / "go").touch()
+            _until("the first attempt ends", lambda: record.read_bytes().startswith(b"exit "))
+            rt.serve()  # no await from here on: the loop is held
+            assert first.key in events.finished and events.finished[first.key].succeeded
+            assert events.started == [second.key] and not rt.in_line(second.key)
+            claimed = Path(str(second.attempt_prefix) + ".exit")
+            _until("the spawner starts the second attempt", claimed.exists)
+            for _ in range(600):  # its end, read by the event loop again
+                if second.key in events.finished:
+                    break
+                await asyncio.sleep(0.05)
+            assert events.finished[second.key].succeeded
+            assert (tmp_path / "data" / "second.out").read_text() == "ran\n"
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())

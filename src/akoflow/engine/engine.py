@@ -516,7 +516,17 @@ class Engine(RuntimeEvents):
             if kind == "finished" and act.state.is_live:
                 self.attempts.finish(act, payload)
                 touched.add(act.wf)
+                self._serve_runtimes()
         return touched
+
+    def _serve_runtimes(self) -> None:
+        """Let runtimes with a line of their own start its next attempts now: recording a
+        batch takes milliseconds without a turn of the event loop, and their processes ended
+        meanwhile (a wide run of short activities left the CPUs idle a tenth of the time).
+        What they report is an event of the next batch."""
+        for slot in self._slots.values():
+            if slot.running:
+                slot.runtime.serve()
 
     # ================================================================ retry, cancel, wait
 

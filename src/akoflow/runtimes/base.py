@@ -291,6 +291,14 @@ class Runtime(abc.ABC):
         """Attempts waiting in this runtime's own line now."""
         return 0
 
+    def serve(self) -> None:
+        """Handle what the backend said and start what the runtime's own line holds, now.
+        The engine calls it between the events of a batch it records (milliseconds of work
+        during which the event loop does not run): a runtime with a line starts its next
+        attempts then, instead of once the batch is committed. Never raises, never writes
+        the store; nothing to do for a runtime without a line."""
+        return None
+
     def in_line(self, key: str) -> bool:
         """Whether the attempt ``key`` waits in this runtime's own line: its start is then
         reported with :meth:`RuntimeEvents.job_started`, and its timeout counts from it."""

@@ -389,6 +389,16 @@ class LocalRuntime(Runtime):
     def in_line(self, key: str) -> bool:
         return key in self._waiting
 
+    def serve(self) -> None:
+        # Only while attempts wait in the line: the ends read here start them.
+        if not self._waiting:
+            return
+        for link in self._links:
+            try:
+                link.serve()
+            except Exception:  # as the event loop's reader would: said, and the run goes on
+                log.exception("%s: reading the local spawner failed", self.name)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._running_cap = self.max_parallel

@@ -173,8 +173,19 @@ class SpawnerLink:
             self._waiting_writable = False
             self._loop.remove_writer(self._sock.fileno())
 
+    def serve(self) -> None:
+        """Read what the spawner said and write what waits for it, now (not in a later
+        turn of the event loop): called while the engine records a batch of events, so that
+        an end read here starts the next attempt of the runtime's line at once."""
+        if self._sock is None:
+            return
+        self._readable()
+        if self._out and not self._waiting_writable:
+            self._writable()
+
     def _readable(self) -> None:
-        assert self._sock is not None
+        if self._sock is None:  # closed by an earlier call of this turn (serve, then here)
+            return
         try:
             data = self._sock.recv(1 << 16)
         except BlockingIOError:
