@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256  # activities decided, or results recorded, per step of the stage
 KEYS_KEPT = 10_000  # keys decided and not used yet by an entry (see _keys)
+SERVE_EVERY = 32  # activities decided between two calls of the runtimes' serve()
 
 A = ActivityState
 
@@ -102,6 +103,7 @@ class CacheStage:
         provenance: ProvenanceRecorder,
         *,
         wake: Callable[[], None],
+        serve: Callable[[], None] = lambda: None,
     ) -> None:
         self.repo = repo
         self.store = CacheStore(repo)
@@ -112,6 +114,9 @@ class CacheStage:
         self._t = transitions
         self._provenance = provenance
         self._wake_processor = wake
+        # Runtimes with a line of their own start its next attempts (Engine._serve_runtimes):
+        # deciding a chunk holds the event loop for milliseconds.
+        self._serve_runtimes = serve
         self._wake = asyncio.Event()
         self._queue: collections.deque[ActivityRun] = collections.deque()
         self._finished: list[Finished] = []
@@ -494,16 +499,19 @@ class CacheStage:
     async def _resolve(self, queue: list[ActivityRun]) -> None:
         acts = []
         requests = []
-        for act in queue:
+        # A key never seen is a miss the store tells at once; a thread (file work: hashing,
+        # copies) only for the others: a hop per decision was most of a chain's link.
+        quick: list[Decision | None] = []
+        for index, act in enumerate(queue):
             if act.state is not A.READY or act.wf.cancelling:
                 continue
+            if index % SERVE_EVERY == SERVE_EVERY - 1:
+                self._serve_runtimes()
             request = self._request(act)
             if request is not None:
                 acts.append(act)
                 requests.append(request)
-        # A key never seen is a miss the store tells at once; a thread (file work: hashing,
-        # copies) only for the others: a hop per decision was most of a chain's link.
-        quick: list[Decision | None] = [self._quick(r) for r in requests]
+                quick.append(self._quick(request))
         slow = [r for r, d in zip(requests, quick, strict=True) if d is None]
         done = iter(await asyncio.to_thread(self._decide_all, slow) if slow else ())
         decisions = [d if d is not None else next(done) for d in quick]

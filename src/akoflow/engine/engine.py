@@ -132,7 +132,12 @@ class Engine(RuntimeEvents):
         self._jobs = self.attempts.jobs  # attempt key -> activity
         # Result caching: READY activities pass through its stage (see akoflow.cache).
         self.cache = CacheStage(
-            repo, self._slots, self.transitions, self.provenance, wake=self._wake.set
+            repo,
+            self._slots,
+            self.transitions,
+            self.provenance,
+            wake=self._wake.set,
+            serve=self._serve_runtimes,
         )
         self.transitions.enqueue = self.cache.enqueue
         self.attempts.succeeded = self.cache.attempt_succeeded
@@ -478,6 +483,7 @@ class Engine(RuntimeEvents):
         with self.transitions.txn():
             touched = self._apply_events(events, logs)
             batches = self.attempts.dispatch()
+        self._serve_runtimes()  # what ended during the commit
         for wf in touched:
             self.transitions.maybe_finish(wf)
         self.transitions.finish_unfinished()
