@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 CHUNK = 256  # activities decided, or results recorded, per step of the stage
 KEYS_KEPT = 10_000  # keys decided and not used yet by an entry (see _keys)
 SERVE_EVERY = 32  # activities decided between two calls of the runtimes' serve()
+AHEAD = 1024  # decided activities waiting in a runtime's line before the stage decides more
 
 A = ActivityState
 
@@ -118,7 +119,8 @@ class CacheStage:
         # deciding a chunk holds the event loop for milliseconds.
         self._serve_runtimes = serve
         self._wake = asyncio.Event()
-        self._queue: collections.deque[ActivityRun] = collections.deque()
+        # Runtime name -> its READY activities waiting to be decided, in order.
+        self._queue: dict[str, collections.deque[ActivityRun]] = {}
         self._finished: list[Finished] = []
         self._fp: dict[int, str] = {}  # activity id -> fingerprint of its latest success
         # activity id -> its components and key as decided before it ran, for its entry
@@ -149,9 +151,36 @@ class CacheStage:
         """Where a READY activity goes: the stage, or its runtime's line."""
         if not self._wants(act):
             self._slots[act.runtime].queue.append(act)
-        elif self._queue or self._finished or not self._decided_now(act):
-            self._queue.append(act)
+        elif self._queue.get(act.runtime) or self._finished or not self._decided_now(act):
+            self._queue.setdefault(act.runtime, collections.deque()).append(act)
             self._wake.set()
+
+    def refill(self) -> None:
+        """The processor took activities from its runtimes' lines: decide more if some wait
+        for a line that has room again."""
+        if self._has_room():
+            self._wake.set()
+
+    def _has_room(self) -> bool:
+        return any(
+            waiting and len(self._slots[name].queue) < AHEAD
+            for name, waiting in self._queue.items()
+        )
+
+    def _take(self, most: int) -> list[ActivityRun]:
+        """Up to ``most`` activities to decide, of runtimes whose line has room: deciding
+        far ahead of what can start held every key of a 100,000-wide run (more than
+        :data:`KEYS_KEPT`: computed again at each end) and decided them all before the
+        first ended."""
+        taken: list[ActivityRun] = []
+        for name, waiting in list(self._queue.items()):
+            room = AHEAD - len(self._slots[name].queue)
+            while waiting and room > 0 and len(taken) < most:
+                taken.append(waiting.popleft())
+                room -= 1
+            if not waiting:
+                del self._queue[name]
+        return taken
 
     def _decided_now(self, act: ActivityRun) -> bool:
         """Decide ``act`` at once when the store alone decides (a key never seen: a miss),
@@ -243,8 +272,8 @@ class CacheStage:
         # and deciding them all in one go held the event loop (the API, the engine) for
         # seconds; in chunks, the first ones are dispatched while the rest are decided.
         finished = self._finished[:CHUNK]  # left there until recorded (see drain)
-        queue = [self._queue.popleft() for _ in range(min(CHUNK, len(self._queue)))]
-        if len(self._finished) > CHUNK or self._queue:
+        queue = self._take(CHUNK)
+        if len(self._finished) > CHUNK or self._has_room():
             self._wake.set()
         if finished:
             await self._record(finished)

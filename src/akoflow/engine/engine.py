@@ -484,6 +484,7 @@ class Engine(RuntimeEvents):
             touched = self._apply_events(events, logs)
             batches = self.attempts.dispatch()
         self._serve_runtimes()  # what ended during the commit
+        self.cache.refill()
         for wf in touched:
             self.transitions.maybe_finish(wf)
         self.transitions.finish_unfinished()
