@@ -88,20 +88,21 @@ def start_server(state: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     return proc, url, (state / "api-token").read_text().strip()
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> int:
-    """Stop the server; its peak RSS in bytes (wait4: the whole life of the process)."""
+def stop_server(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Stop the server; its peak RSS in bytes and the CPU seconds of its process tree (wait4:
+    the whole life of the process, with the spawners it reaped and the activities they did)."""
     proc.terminate()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_maxrss * 1024
+            break
         time.sleep(0.1)
-    proc.kill()
-    _, status, usage = os.wait4(proc.pid, 0)
+    else:
+        proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss * 1024
+    return usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def pct(values: list[float], q: float) -> float:
@@ -167,7 +168,7 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
             sampler.join()
     finally:
         done.set()
-        rss = stop_server(proc)
+        rss, cpu = stop_server(proc)
     floor_after = floor_bash(FLOOR_N) / FLOOR_N
     create_after = create_cost(tmp / "probes")
     floor = (floor_before + floor_after) / 2
@@ -181,6 +182,12 @@ def one(name: str, text: str, n: int, tmp: Path, every: float) -> None:
         f"(before {floor_before * 1000:.2f}, after {floor_after * 1000:.2f}); the run took "
         f"{wall / n * 1000:.2f} ms per activity, {wall / (n * floor):.2f}x the floor; "
         f"a file create cost {create_before * 1e6:.0f} us before, {create_after * 1e6:.0f} after",
+        flush=True,
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"{'':<16} CPU of the server and all it started: {cpu:.1f} s, {cpu / n * 1000:.2f} ms "
+        f"per activity; {cpu / (wall * cores):.0%} of the {cores} CPUs over the run",
         flush=True,
     )
     if status_ms:
