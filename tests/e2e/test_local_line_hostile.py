@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import os
 import resource
+import select
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -155,3 +157,50 @@ def test_a_failed_spawner_start_at_submit_leaves_no_phantom_that_holds_later_att
     assert not (data / "count.second").exists()
     counts = {p.name: len(p.read_text().splitlines()) for p in data.glob("count.*")}
     assert set(counts.values()) <= {1}
+
+
+def test_a_cancel_takes_attempts_out_of_the_line_in_its_own_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel (the first Ctrl-C or a SIGTERM: Engine.cancel in a signal handler) left the
+    attempts in line until the runtime's cancel, a task, ran in a later turn of the event
+    loop. An end read before that, in the same turn (by serve() while the engine records a
+    batch, or by the spawner's reader), sent the next of them to the spawner: `akoflow run`
+    sent attempts from its line 40-70 ms after a SIGTERM's cancel was recorded (the first
+    Ctrl-C's message is printed meanwhile), and some of them ran."""
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("blocker", "touch blocker.on; until [ -e go ]; do sleep 0.01; done"))
+    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(4)]
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, _workflow(acts)) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            runtime = _local(engine)
+            await _until(
+                lambda: (data / "blocker.on").exists() and runtime.line_length > 0,
+                "the blocker runs with attempts in line",
+            )
+            blocker = wf.activities["blocker"]
+            record = Path(str(blocker.handle["prefix"]) + ".exit")
+            socks = [link._sock for link in runtime._links if link._sock is not None]
+            (data / "go").touch()
+            # From here on the event loop is held: the blocker ends, its end waits unread.
+            for _ in range(int(BOUND / 0.005)):
+                if record.read_bytes().startswith(b"exit "):
+                    break
+                time.sleep(0.005)
+            assert select.select(socks, [], [], BOUND)[0], "the spawner never said it ended"
+            engine.cancel(wf_id)
+            runtime.serve()  # the end is read in the cancel's own turn
+            assert runtime.line_length == 0 and not runtime._starting
+            assert await _ended(engine, wf_id) is WorkflowState.CANCELLED
+            waited = [a for a in wf.activities.values() if a.name.startswith("w")]
+            assert {a.state for a in waited} == {ActivityState.CANCELLED}
+            handed = [att for a in waited for att in repo.list_attempts(a.id)]
+            assert handed, "no attempt waited in the line: this test proves nothing"
+            assert [att.started_at for att in handed] == [None] * len(handed)
+
+    asyncio.run(scenario())
+    assert not list(data.glob("count.w*"))  # none of them ran

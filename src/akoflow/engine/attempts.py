@@ -403,7 +403,11 @@ class Attempts:
 
     def _send_stop(self, act: ActivityRun) -> None:
         if act.key is not None and act.handle:  # no handle yet: submit() sends it
-            self._spawn(self._slots[act.runtime].runtime.cancel(act.key, act.handle))
+            runtime = self._slots[act.runtime].runtime
+            # Out of the runtime's line in this turn: an end read before the cancel's task
+            # runs (Runtime.serve, the event loop) would start it.
+            if not runtime.leave_line(act.key):
+                self._spawn(runtime.cancel(act.key, act.handle))
 
     # ------------------------------------------------------------------ end
 

@@ -299,6 +299,14 @@ class Runtime(abc.ABC):
         the store; nothing to do for a runtime without a line."""
         return None
 
+    def leave_line(self, key: str) -> bool:
+        """Take the attempt ``key`` out of this runtime's own line, now: it never starts,
+        and its end ("stopped before it started") comes as an event in a later turn. False
+        when it does not wait there. The engine calls it in the turn it stops an attempt:
+        :meth:`cancel` runs in a later one, and an end read before that (:meth:`serve`
+        while a batch is recorded, or the event loop) would have started it."""
+        return False
+
     def in_line(self, key: str) -> bool:
         """Whether the attempt ``key`` waits in this runtime's own line: its start is then
         reported with :meth:`RuntimeEvents.job_started`, and its timeout counts from it."""

@@ -389,6 +389,14 @@ class LocalRuntime(Runtime):
     def in_line(self, key: str) -> bool:
         return key in self._waiting
 
+    def leave_line(self, key: str) -> bool:
+        if self._waiting.pop(key, None) is None:
+            return False
+        assert self._loop is not None
+        outcome = Outcome(False, None, "stopped before it started")
+        self._loop.call_soon(self.events.job_finished, key, outcome)
+        return True
+
     def serve(self) -> None:
         # Only while attempts wait in the line: the ends read here start them.
         if not self._waiting:
@@ -694,9 +702,7 @@ class LocalRuntime(Runtime):
     async def cancel(self, key: str, handle: Mapping[str, Any]) -> None:
         job = self._jobs.get(key)
         assert self._loop is not None
-        if self._waiting.pop(key, None) is not None:  # never sent: it never runs now
-            outcome = Outcome(False, None, "stopped before it started")
-            self._loop.call_soon(self.events.job_finished, key, outcome)
+        if self.leave_line(key):  # never sent: it never runs now
             return
         if job is None:
             starting = self._starting.get(key)
