@@ -182,16 +182,20 @@ class Attempts:
         staged: list[JobSpec] = []
         self._submitting.update(job.key for _, job in batch)
 
+        def still_wanted(act: ActivityRun, job: JobSpec) -> bool:
+            if act.cancel_requested or act.wf.cancelling:
+                # Cancelled while files were copied: it is not started at all.
+                results[job.key] = StoppedBeforeSubmit("cancelled before it was submitted")
+                return False
+            return True
+
         async def stage(act: ActivityRun, job: JobSpec) -> None:
             try:
                 await self._data.stage_in(act, slot.runtime)
             except Exception as exc:
                 results[job.key] = exc
                 return
-            if act.cancel_requested or act.wf.cancelling:
-                # Cancelled while its files were copied: it is not started at all.
-                results[job.key] = StoppedBeforeSubmit("cancelled before it was submitted")
-            else:
+            if still_wanted(act, job):
                 staged.append(job)
 
         try:
@@ -205,6 +209,10 @@ class Attempts:
                 # array lists its elements (its name, their indices) in dispatch order.
                 order = {job.key: n for n, (_, job) in enumerate(batch)}
                 staged.sort(key=lambda job: order[job.key])
+                # Again: a cancel may have come after an attempt's own copies were done, while
+                # others' were awaited (a Ctrl-C's handler runs between two turns).
+                acts = {job.key: act for act, job in batch}
+                staged = [job for job in staged if still_wanted(acts[job.key], job)]
             try:
                 answers = await slot.runtime.submit_many(staged) if staged else []
             except Exception as exc:
@@ -220,7 +228,8 @@ class Attempts:
             error: Exception | None = None
             if isinstance(result, Exception):
                 error = result
-                if not isinstance(result, RuntimeFailure):  # an adapter bug fails the attempt
+                # An adapter bug fails the attempt, and is logged (a cancel is no error).
+                if not isinstance(result, (RuntimeFailure, StoppedBeforeSubmit)):
                     name = slot.runtime.name
                     log.error("runtime %s failed to submit %s", name, job.key, exc_info=result)
             else:
