@@ -151,7 +151,12 @@ class CacheStage:
         """Where a READY activity goes: the stage, or its runtime's line."""
         if not self._wants(act):
             self._slots[act.runtime].queue.append(act)
-        elif self._queue.get(act.runtime) or self._finished or not self._decided_now(act):
+        elif (
+            self._queue.get(act.runtime)
+            or self._finished
+            or len(self._slots[act.runtime].queue) >= AHEAD
+            or not self._decided_now(act)
+        ):
             self._queue.setdefault(act.runtime, collections.deque()).append(act)
             self._wake.set()
 
