@@ -147,6 +147,10 @@ class ObservedRun:
         self._skip = skip  # AkôFlow's state dir inside the data dir: not provenance
         self._exclude = None if skip is None else Path(self.root, skip)
         self.attempts: dict[Key, AttemptFiles] = {}
+        # Those of them that ended (kept while an undecided path names them): what
+        # _forget_done looks at, not every attempt handed over (a line of a hundred, at
+        # each end of a wide run).
+        self._ended_keys: set[Key] = set()
         self._writers: dict[str, set[Key]] = {}  # undecided paths -> the attempts that wrote
         self._unclaimed: dict[str, set[Key]] = {}  # undecided paths written by no attempt
         self._tainted: set[Key] = set()  # attempts that ran while events were lost
@@ -400,6 +404,7 @@ class ObservedRun:
         if files is None:
             return None, []
         files.live = False  # kept while an undecided path names it (a candidate)
+        self._ended_keys.add(key)
         self._clock += 1  # what is on disk from now on is after its end
         self._ended.append((self._clock, key))
         for path in files.read & files.touched:  # it read what was there before its write
@@ -678,9 +683,10 @@ class ObservedRun:
         named: set[Key] = set()
         for writers in self._writers.values():
             named |= writers
-        for key in [k for k, a in self.attempts.items() if not a.live and k not in named]:
+        for key in self._ended_keys - named:
             del self.attempts[key]
             self._tainted.discard(key)
+        self._ended_keys &= named
 
     def versions_read(self, files: AttemptFiles) -> tuple[dict[str, FileState], list[Decision]]:
         """The version of each file the ended attempt read (call after :meth:`rescan`), and
