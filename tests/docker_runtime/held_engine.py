@@ -2,10 +2,12 @@
 by a test while the container waits: what an engine killed between a container's start and
 its go leaves for ``akoflow resume``.
 
-    python -m tests.docker_runtime.held_engine STATE_DIR DATA_DIR WORKFLOW.yaml
+    python -m tests.docker_runtime.held_engine STATE_DIR DATA_DIR WORKFLOW.yaml [--go-lost]
 
 The submission never returns (the store keeps the attempt as submitted with an empty handle;
-the container is found by its name), as in an engine killed right after ``start``.
+the container is found by its name), as in an engine killed right after ``start``. With
+``--go-lost`` it returns without the go, and the engine records the attempt's start: as when
+an engine writes the go into a FIFO that the wrapper has not opened yet and dies holding it.
 """
 
 from __future__ import annotations
@@ -27,8 +29,14 @@ class HeldDocker(DockerRuntime):
         await asyncio.Event().wait()  # killed here: no go is ever written
 
 
+class GoLostDocker(DockerRuntime):
+    async def _let_go(self, job: Tracked) -> None:
+        return  # the go never reaches the container
+
+
 def factory(name: str, events: RuntimeEvents, config: RuntimeConfig | None) -> DockerRuntime:
-    return HeldDocker(name, config or RuntimeConfig.from_env(name), events)
+    kind = GoLostDocker if "--go-lost" in sys.argv[4:] else HeldDocker
+    return kind(name, config or RuntimeConfig.from_env(name), events)
 
 
 async def main(state: Path, data: Path, workflow: Path) -> None:

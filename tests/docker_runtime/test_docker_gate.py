@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def test_an_unobserved_command_runs_at_once_without_a_gate(
 
 
 def held_engine(
-    state_dir: Path, data: Path, wf: Path, env: dict[str, str]
+    state_dir: Path, data: Path, wf: Path, env: dict[str, str], *options: str
 ) -> subprocess.Popen[str]:
     """An engine that starts the container and is to be killed before its go."""
     return subprocess.Popen(
@@ -154,6 +155,7 @@ def held_engine(
             str(state_dir),
             str(data),
             str(wf),
+            *options,
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -187,7 +189,8 @@ def attempts_of(state_dir: Path, activity: str) -> list[Any]:
 def kill_then_resume(
     engine: subprocess.Popen[str], state_dir: Path, env: dict[str, str]
 ) -> tuple[int, str]:
-    os.kill(engine.pid, signal.SIGKILL)
+    if engine.poll() is None:
+        os.kill(engine.pid, signal.SIGKILL)
     engine.communicate(timeout=10)
     resume = start_cli(["resume", "--state-dir", str(state_dir)], env)
     try:
@@ -238,6 +241,49 @@ def test_a_container_waiting_for_its_go_when_the_engine_died_is_let_go_on_resume
     unsure = ambiguous(doc)
     assert unsure == {}, (unsure, generated)
     assert generated == {("a", "count.a"), ("a", "out.txt")}, prov.stdout
+
+
+def test_a_timeout_of_a_container_let_go_on_resume_counts_from_its_go(
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The engine recorded the attempt's start, then died before its go reached the
+    container. When resumed after the timeout would have expired, the command runs only now:
+    its timeout counts from the go, so it ends once, not "timed out" and run again."""
+    wf = tmp_path / "go-lost.yaml"
+    wf.write_text(
+        f"name: golost\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      retries: 1\n      timeout: 2s\n"
+        "      run: |\n        echo run >> count.a\n        sleep 0.5\n"
+        "        echo end >> count.a\n"
+    )
+    data = tmp_path / "data"
+    engine = held_engine(state_dir, data, wf, docker_env, "--go-lost")
+    try:
+        wait_for(lambda: waiting_container(dockerd, "golost"))
+        wait_for(lambda: attempts_of(state_dir, "a")[0].started_at is not None)
+        (stored,) = attempts_of(state_dir, "a")
+        os.kill(engine.pid, signal.SIGKILL)  # before its timeout fires
+        engine.communicate(timeout=10)
+        assert stored.stop_reason is None, stored
+        wait_for(lambda: time.time() > stored.started_at + 3, timeout=10)  # expired
+        assert not (data / "count.a").exists()  # still waiting for its go
+        assert waiting_container(dockerd, "golost")
+        code, output = kill_then_resume(engine, state_dir, docker_env)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+        for c in dockerd.containers(**{"akoflow.workflow-name": "golost"}):
+            dockerd.api.remove_container(c["Id"], force=True)
+    assert code == 0, output
+    attempts = attempts_of(state_dir, "a")
+    assert [(a.state, a.exit_code, a.reason) for a in attempts] == [("succeeded", 0, None)]
+    (attempt,) = attempts
+    assert attempt.started_at > stored.started_at + 3  # when its command began
+    assert (data / "count.a").read_text() == "run\nend\n"
 
 
 def test_a_container_never_let_go_ends_without_its_command_and_is_retried(

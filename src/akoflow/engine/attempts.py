@@ -330,14 +330,20 @@ class Attempts:
             self._unrecorded_running.append((act, act.attempt))
             self.arm_timeout(act)
 
-    def adopted_running(self, act: ActivityRun, node: str | None, started_at: float | None) -> None:
+    def adopted_running(
+        self, act: ActivityRun, node: str | None, started_at: float | None, *, began_now: bool
+    ) -> None:
         """An attempt found running after a restart is tracked again: its timeout counts from
-        its recorded start, and a stop asked for before the restart is asked again (the
-        engine may have died before the runtime got it)."""
+        its recorded start (or from now, when its command begins only now), and a stop asked
+        for before the restart is asked again (the engine may have died before the runtime
+        got it)."""
         act.attempt_started = started_at or time.time()
         if act.state is A.SUBMITTED:
             self._t.move(act, A.RUNNING)
             act.node = node
+            self.write_running(act)
+        elif began_now:  # the stored start is not when it ran
+            act.node = node or act.node
             self.write_running(act)
         self.arm_timeout(act)
         if act.stop_reason is not None:

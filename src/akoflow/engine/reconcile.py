@@ -120,9 +120,14 @@ class Reconciler:
         act.stop_reason = att.stop_reason
         act.timed_out = att.stop_reason == "timeout"
         act.cancel_requested = act.cancel_requested or att.stop_reason == "cancel"
-        started_at = att.started_at or adopted.started_at
+        if adopted.began_now and adopted.started_at is not None:
+            started_at: float | None = adopted.started_at  # the stored one is not when it ran
+        else:
+            started_at = att.started_at or adopted.started_at
         if adopted.kind == "running":
-            engine.attempts.adopted_running(act, adopted.node, started_at)
+            engine.attempts.adopted_running(
+                act, adopted.node, started_at, began_now=adopted.began_now
+            )
         else:
             assert adopted.outcome is not None
             act.attempt_started = started_at  # its duration, when it was never stored

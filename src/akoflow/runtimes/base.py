@@ -145,6 +145,10 @@ class Adopted:
     started_at: float | None = None
     """When it started, as the runtime knows it (the store may not have it: the RUNNING
     record of a short attempt is written late, or never)."""
+    began_now: bool = False
+    """Its command begins only now, at the adoption: it waited for a go that the engine which
+    started it never gave (:mod:`akoflow.runtimes.docker.gate`). Its timeout and duration
+    count from ``started_at`` then, not from the start the store kept."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,10 +408,18 @@ class DockerRuntime(Runtime):
             # not run, and without a container it never will.
             return Adopted("never_started")
         if st.is_live(info):
+            # Created and not started, or waiting at its gate: its command begins when it
+            # is taken over (a timeout counted from the stored start would fire at once).
+            waiting = st.is_created(info) or (
+                os.path.lexists(gate.gate_path(prefix)) and not files.command_ran(prefix)
+            )
+            began = time.time()
             try:
                 new = await self._take_over(job, info, base, hold=True, recorded=recorded)
             except SubmitError as exc:
                 return Adopted("finished", base, Outcome(False, None, str(exc)))
+            if waiting:
+                return Adopted("running", new, node=self._node, started_at=began, began_now=True)
             return Adopted("running", new, node=self._node)
         code, oom = st.exit_of(info)
         files.write_exit_record(prefix, code, oom)
