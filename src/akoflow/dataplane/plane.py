@@ -198,6 +198,11 @@ class DataPlane:
         if runtime is not None and self._mover(act, runtime) is not None:
             self._index(act.wf).windows.sight(act)
 
+    def may_stage_in(self, act: ActivityRun, runtime: Runtime) -> bool:
+        """Whether :meth:`stage_in` may have anything to do for ``act`` (False: an activity
+        on the host of a run whose files are all there, the common case, skips it)."""
+        return runtime.files_stay_remote or self.holds_remote(act.wf.id)
+
     async def stage_in(self, act: ActivityRun, runtime: Runtime) -> None:
         """Bring what ``act`` needs to ``runtime``'s location. Raises
         :class:`TransferFailed` (the attempt fails with the reason) or

@@ -189,9 +189,11 @@ class Attempts:
                 return False
             return True
 
+        data, runtime = self._data, slot.runtime
+
         async def stage(act: ActivityRun, job: JobSpec) -> None:
             try:
-                await self._data.stage_in(act, slot.runtime)
+                await data.stage_in(act, runtime)
             except Exception as exc:
                 results[job.key] = exc
                 return
@@ -201,10 +203,19 @@ class Attempts:
         try:
             # Data first, the attempts' copies at once (bounded per destination by the data
             # plane); then the runtime, once.
-            if len(batch) == 1:  # no task to schedule (a chain's every link)
-                await stage(*batch[0])
-            else:
-                await asyncio.gather(*(stage(act, job) for act, job in batch))
+            # Those with nothing to bring go at once, with no task and no turn of the loop (a
+            # wide run's first batch waited meanwhile for the cache stage's chunks).
+            moving: Batch = []
+            for act, job in batch:
+                if data.may_stage_in(act, runtime):
+                    moving.append((act, job))
+                elif still_wanted(act, job):
+                    staged.append(job)
+            if len(moving) == 1:  # no task to schedule (a chain's every link)
+                await stage(*moving[0])
+            elif moving:
+                await asyncio.gather(*(stage(act, job) for act, job in moving))
+            if moving and len(batch) > 1:
                 # In the batch's order, not the order the copies ended in: a fan-out's job
                 # array lists its elements (its name, their indices) in dispatch order.
                 order = {job.key: n for n, (_, job) in enumerate(batch)}

@@ -233,6 +233,15 @@ def _read_exit_text(prefix: str) -> str | None:
     return raw.decode("ascii", "replace")
 
 
+def _written_before_leaving(prefix: str, record: _Record) -> _Record:
+    """``record`` with no end, read again if its spawner has left since: a spawner writes
+    the end, then leaves at once (between a read and the look at the spawner, the end was
+    missed and the attempt counted lost)."""
+    if record.code is None and not _spawner_alive(record.recorder):
+        return _read_record(prefix)
+    return record
+
+
 def _spawner_alive(pid: int | None) -> bool:
     """Whether ``pid`` is a living local spawner (it then records what its children do)."""
     if pid is None:
@@ -666,6 +675,7 @@ class LocalRuntime(Runtime):
                     job.tries += 1
                     self._loop.call_later(RECORD_POLL, self._collect_adopted, job)
                     return
+                record = _written_before_leaving(job.prefix, record)
             del self._jobs[job.key]
             # Whatever the script left in the background goes with it: its living spawner
             # killed its group before reaping it; else the group's leader is gone and its
@@ -803,6 +813,7 @@ class LocalRuntime(Runtime):
                 break
             await asyncio.sleep(RECORD_POLL)
             record = _read_record(prefix)
+        record = _written_before_leaving(prefix, record)
         # What it left in the background goes now (its cgroup, and anything still carrying
         # its attempt, which a cgroup-less host or a move to another cgroup would miss).
         if derived is not None:

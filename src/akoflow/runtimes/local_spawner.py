@@ -501,6 +501,9 @@ def main() -> None:
         spawner.send("warning", "", "".join(traceback.format_exception(exc)))
         spawner.flush()
         raise
+    # Nothing is left to write or close: the engine that waits to reap this process
+    # (an idle one at its stop) need not wait for the interpreter's teardown too.
+    os._exit(0)
 
 
 if __name__ == "__main__":

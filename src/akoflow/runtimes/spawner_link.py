@@ -253,8 +253,10 @@ class SpawnerLink:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXIT_WAIT
+        pause = 0.0005  # it leaves within a few ms: an `akoflow run` waits for it at its end
         while pid in _left and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.005)
             reap_left()
 
 

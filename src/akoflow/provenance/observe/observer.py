@@ -38,6 +38,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -280,7 +281,9 @@ class _FileSystem:
     quieted: set[bytes] = field(default_factory=set)  # dirs whose events the kernel drops
 
     def close(self) -> None:
-        os.close(self.group)
+        # Closing a fanotify group waits for the kernel's grace period (0.1-16 ms here): in
+        # a thread of its own, the event loop (the API, a run's last records) goes on.
+        threading.Thread(target=os.close, args=(self.group,), daemon=True).start()
         os.close(self.mount_fd)
 
 
