@@ -115,9 +115,12 @@ def test_kill_between_intent_and_launch_is_not_run_twice(
     assert (data / "count.only").read_text() == "run\n"
 
 
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
 def test_ctrl_c_cancels_and_kills_the_process_group(
-    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, quiet: list[str]
 ) -> None:
+    # --quiet: no output module is loaded before the Ctrl-C's message (printed after the
+    # stops are on their way, not before).
     wf = tmp_path / "long.yaml"
     wf.write_text(
         "name: long\nspec:\n  activities:\n"
@@ -126,7 +129,9 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
         "    - name: after\n      dependsOn: [sleeper]\n      run: echo never > never.txt\n"
     )
     data = tmp_path / "data"
-    engine = start_cli(["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data)])
+    engine = start_cli(
+        ["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data), *quiet]
+    )
     wait_for(lambda: (data / "child.pid").exists() and (data / "child.pid").read_text().strip())
     child = int((data / "child.pid").read_text())
     assert psutil.pid_exists(child)
