@@ -6,6 +6,7 @@ command after GO_TIMEOUT and is retried with the reason, never a false success."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,21 @@ def held_engine(
     )
 
 
+@contextlib.contextmanager
+def left_behind(
+    engine: subprocess.Popen[str], dockerd: PrivateDockerd, workflow: str
+) -> Iterator[None]:
+    """Whatever the test fails at: the held engine killed, the run's containers removed."""
+    try:
+        yield
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+        for c in dockerd.containers(**{"akoflow.workflow-name": workflow}):
+            dockerd.api.remove_container(c["Id"], force=True)
+
+
 def waiting_container(dockerd: PrivateDockerd, workflow: str) -> dict[str, Any]:
     """The run's one container, once its wrapper waits for the go (its sleep holds the
     gate), else {}."""
@@ -216,19 +233,13 @@ def test_a_container_waiting_for_its_go_when_the_engine_died_is_let_go_on_resume
     )
     data = tmp_path / "data"
     engine = held_engine(state_dir, data, wf, docker_env)
-    try:
+    with left_behind(engine, dockerd, "held"):
         wait_for(lambda: waiting_container(dockerd, "held"))
         # Its command has not run: it waits for a go that this engine never gives.
         prefix = state_dir.resolve() / "runs" / "1-held" / "attempts" / "a.1"
         assert not (data / "count.a").exists()
         assert not Path(f"{prefix}.out/stdout").exists()
         code, output = kill_then_resume(engine, state_dir, docker_env)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.communicate()
-        for c in dockerd.containers(**{"akoflow.workflow-name": "held"}):
-            dockerd.api.remove_container(c["Id"], force=True)
     assert code == 0, output
     (attempt,) = attempts_of(state_dir, "a")  # adopted, let go, not run again
     assert (attempt.state, attempt.exit_code) == ("succeeded", 0)
@@ -261,7 +272,7 @@ def test_a_timeout_of_a_container_let_go_on_resume_counts_from_its_go(
     )
     data = tmp_path / "data"
     engine = held_engine(state_dir, data, wf, docker_env, "--go-lost")
-    try:
+    with left_behind(engine, dockerd, "golost"):
         wait_for(lambda: waiting_container(dockerd, "golost"))
         wait_for(lambda: attempts_of(state_dir, "a")[0].started_at is not None)
         (stored,) = attempts_of(state_dir, "a")
@@ -272,12 +283,6 @@ def test_a_timeout_of_a_container_let_go_on_resume_counts_from_its_go(
         assert not (data / "count.a").exists()  # still waiting for its go
         assert waiting_container(dockerd, "golost")
         code, output = kill_then_resume(engine, state_dir, docker_env)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.communicate()
-        for c in dockerd.containers(**{"akoflow.workflow-name": "golost"}):
-            dockerd.api.remove_container(c["Id"], force=True)
     assert code == 0, output
     attempts = attempts_of(state_dir, "a")
     assert [(a.state, a.exit_code, a.reason) for a in attempts] == [("succeeded", 0, None)]
@@ -301,7 +306,7 @@ def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
     data = tmp_path / "data"
     env = {**docker_env, "DOCKER_GO_TIMEOUT": "1"}
     engine = held_engine(state_dir, data, wf, env)
-    try:
+    with left_behind(engine, dockerd, "late"):
         wait_for(lambda: waiting_container(dockerd, "late"))
         os.kill(engine.pid, signal.SIGKILL)
         engine.communicate(timeout=10)
@@ -321,12 +326,6 @@ def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
             if resume.poll() is None:
                 resume.kill()
                 resume.communicate()
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.communicate()
-        for c in dockerd.containers(**{"akoflow.workflow-name": "late"}):
-            dockerd.api.remove_container(c["Id"], force=True)
     assert resume.returncode == 0, out + err
     first, second = attempts_of(state_dir, "a")
     assert (first.state, first.exit_code) == ("failed", None), first

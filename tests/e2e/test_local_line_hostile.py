@@ -83,23 +83,33 @@ async def _ended(engine: Engine, wf_id: int) -> WorkflowState:
         raise AssertionError(f"the run hung: {states}") from None
 
 
+def _blocked_line(blocker: str) -> list[str]:
+    """Four quick attempts, a blocker running ``blocker``, then four that append to
+    count.wN: with MAX_PARALLEL 1, the last four wait in the line while the blocker runs."""
+    acts = [_act(f"t{i}", "true") for i in range(4)]
+    acts.append(_act("blocker", blocker))
+    return acts + [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(4)]
+
+
+async def _line_waits_behind_blocker(engine: Engine, data: Path) -> None:
+    await _until(
+        lambda: (data / "blocker.on").exists() and _local(engine).line_length > 0,
+        "the blocker runs with attempts in line",
+    )
+
+
 def test_a_spawner_that_cannot_be_started_again_fails_the_line_instead_of_hanging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
     monkeypatch.setenv("LOCAL_SPAWNERS", "1")
-    acts = [_act(f"t{i}", "true") for i in range(4)]
-    acts.append(_act("blocker", "touch blocker.on; sleep 30"))
-    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(4)]
+    acts = _blocked_line("touch blocker.on; sleep 30")
     data = tmp_path / "data"
 
     async def scenario() -> None:
         async with engine_with(tmp_path, _workflow(acts)) as (_, engine, wf_id):
             wf = await engine.attach(wf_id)
-            await _until(
-                lambda: (data / "blocker.on").exists() and _local(engine).line_length > 0,
-                "the blocker runs with attempts in line",
-            )
+            await _line_waits_behind_blocker(engine, data)
             link = _local(engine)._links[0]
             assert link.pid is not None and link._sock is not None
             with _no_descriptor_but(link._sock.fileno()):
@@ -171,19 +181,14 @@ def test_a_cancel_takes_attempts_out_of_the_line_in_its_own_turn(
     sent attempts from its line 40-70 ms after a SIGTERM's cancel was recorded (the first
     Ctrl-C's message is printed meanwhile), and some of them ran."""
     monkeypatch.setenv("LOCAL_MAX_PARALLEL", "1")
-    acts = [_act(f"t{i}", "true") for i in range(4)]
-    acts.append(_act("blocker", "touch blocker.on; until [ -e go ]; do sleep 0.01; done"))
-    acts += [_act(f"w{i}", f"echo run >> count.w{i}") for i in range(4)]
+    acts = _blocked_line("touch blocker.on; until [ -e go ]; do sleep 0.01; done")
     data = tmp_path / "data"
 
     async def scenario() -> None:
         async with engine_with(tmp_path, _workflow(acts)) as (repo, engine, wf_id):
             wf = await engine.attach(wf_id)
             runtime = _local(engine)
-            await _until(
-                lambda: (data / "blocker.on").exists() and runtime.line_length > 0,
-                "the blocker runs with attempts in line",
-            )
+            await _line_waits_behind_blocker(engine, data)
             blocker = wf.activities["blocker"]
             record = Path(str(blocker.handle["prefix"]) + ".exit")
             socks = [link._sock for link in runtime._links if link._sock is not None]
