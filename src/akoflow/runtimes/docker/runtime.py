@@ -413,12 +413,12 @@ class DockerRuntime(Runtime):
             waiting = st.is_created(info) or (
                 os.path.lexists(gate.gate_path(prefix)) and not files.command_ran(prefix)
             )
-            began = time.time()
             try:
                 new = await self._take_over(job, info, base, hold=True, recorded=recorded)
             except SubmitError as exc:
                 return Adopted("finished", base, Outcome(False, None, str(exc)))
-            if waiting:
+            if waiting:  # its go is given right after this returns
+                began = time.time()
                 return Adopted("running", new, node=self._node, started_at=began, began_now=True)
             return Adopted("running", new, node=self._node)
         code, oom = st.exit_of(info)
