@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from akoflow import service
 from akoflow.runtimes.local_spawner import Frames
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.scenarios import spawn_attempt, spawner_in_process, store_intent_engine_gone
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 N_FAST = 6
 
@@ -150,6 +154,38 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
     states = {a["name"]: a["state"] for a in doc["activities"]}
     assert states == {"sleeper": "cancelled", "after": "cancelled"}
     assert not (data / "never.txt").exists()
+
+
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+def test_a_ctrl_c_right_after_the_run_is_stored_cancels_it(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, quiet: list[str]
+) -> None:
+    """Before the engine's handlers were set, a Ctrl-C raised KeyboardInterrupt: exit 130
+    with the stored run left pending, and a later `akoflow resume` ran all of it."""
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "name: w\nspec:\n  activities:\n"
+        + "".join(f"    - name: a{i}\n      run: echo run >> count.a{i}\n" for i in range(20))
+    )
+    data = tmp_path / "data"
+    argv = ["run", str(wf), "--state-dir", str(state_dir), "--data-dir", str(data), *quiet]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.interrupted_after_claim", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=cli_env(),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cancelling" in done.stderr
+    assert "Traceback" not in done.stderr
+    doc = json.loads(akoflow("status", "1", "--json").stdout)
+    assert doc["workflow"]["state"] == "cancelled"
+    assert {a["state"] for a in doc["activities"]} == {"cancelled"}
+    assert not list(data.glob("count.*"))  # nothing ran
+    resumed = akoflow("resume", "1")
+    assert not list(data.glob("count.*")), resumed.stdout + resumed.stderr
 
 
 def test_second_engine_refuses_a_workflow_owned_by_a_live_one(

@@ -157,6 +157,8 @@ def run_file(
     data = _make_data_dir(data_dir) if data_dir else None
     sdir = _state_dir(state_dir)
     repo = _open_repository(sdir)
+    # From here a Ctrl-C cancels the stored run (see _EarlyInterrupts).
+    early = _EarlyInterrupts()
     # Decided and claimed in one transaction: of several `run` of this file started at once,
     # exactly one runs it.
     claim = service.claim_run(repo, sdir, prepared, data_dir=data, new=new)
@@ -180,7 +182,23 @@ def run_file(
                 f"[dim]note: run #{claim.other_version} of {name()} (another version of this "
                 f"file) is unfinished; `akoflow resume {claim.other_version}` continues it[/]"
             )
-    return asyncio.run(_run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json))
+    return asyncio.run(
+        _run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json, early=early)
+    )
+
+
+class _EarlyInterrupts:
+    """Ctrl-C and SIGTERM counted, not raised, from before a run is stored until the engine's
+    own handlers take over (:func:`_run_attached`, which then cancels it). Raised there, a
+    KeyboardInterrupt left the stored run pending, and a later `akoflow resume` ran it all."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._interrupted)
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        self.count += 1
 
 
 def _dry_run(
@@ -264,7 +282,14 @@ def _data_dir_problem(given: Path) -> str | None:
 
 
 async def _run_attached(
-    repo: Any, sdir: Path, ids: list[int], *, quiet: bool, as_json: bool, retry: bool = False
+    repo: Any,
+    sdir: Path,
+    ids: list[int],
+    *,
+    quiet: bool,
+    as_json: bool,
+    retry: bool = False,
+    early: _EarlyInterrupts | None = None,
 ) -> int:
     import asyncio
 
@@ -311,6 +336,10 @@ async def _run_attached(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_interrupt)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if early is not None and early.count:
+        for wf_id in ids:  # attached as `akoflow cancel` attaches a run no engine owns
+            repo.request_cancel(wf_id)
+        on_interrupt()
     # `akoflow cancel` from another terminal records the request, then pokes us.
     loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
     code = EXIT_OK
