@@ -165,13 +165,16 @@ def main() -> None:
     if isinstance(code, str):
         err.print(escape(code))
         code = EXIT_FAILED
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
-            stream.flush()
-    store = sys.modules.get("akoflow.store.repository")  # not imported: nothing to close
-    if store is not None:
-        store.close_all()
-    logging.shutdown()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
+                stream.flush()
+        store = sys.modules.get("akoflow.store.repository")  # not imported: nothing to close
+        if store is not None:
+            store.close_all()
+        logging.shutdown()
+    except KeyboardInterrupt:  # a late Ctrl-C (a second one): what ran is recorded already
+        code = code or 130
     os._exit(code or 0)
 
 
