@@ -188,6 +188,32 @@ def test_a_ctrl_c_right_after_the_run_is_stored_cancels_it(
     assert not list(data.glob("count.*")), resumed.stdout + resumed.stderr
 
 
+def test_a_stored_cancel_no_engine_carried_out_is_shown_and_ended_by_resume(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """A second Ctrl-C right after the first leaves at once: the run keeps its cancel request
+    with no engine (as a crash between the request and the attach would). `status` says so,
+    and `resume` ends it cancelled without running anything."""
+    wf = tmp_path / "w.yaml"
+    wf.write_text("name: w\nspec:\n  activities:\n    - name: a\n      run: echo run >> count.a\n")
+    repo = service.open_repository(state_dir)
+    try:
+        prepared = service.validate_text(wf.read_text(), "w.yaml")
+        wf_id = service.store(repo, state_dir, prepared, tmp_path / "data")
+        repo.request_cancel(wf_id)
+    finally:
+        repo.close()
+    shown = akoflow("status", str(wf_id))
+    assert shown.returncode == 0, shown.stderr
+    assert "cancel requested; no engine runs it" in " ".join(shown.stdout.split())
+    resumed = akoflow("resume", str(wf_id))
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # cancelled, not succeeded
+    doc = json.loads(akoflow("status", str(wf_id), "--json").stdout)
+    assert doc["workflow"]["state"] == "cancelled"
+    assert not (tmp_path / "data" / "count.a").exists()
+    assert "cancel requested" not in akoflow("status", str(wf_id)).stdout
+
+
 def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:

@@ -243,6 +243,19 @@ def retry_cmd(
     )
 
 
+def _cancel_note(rec: Any) -> str:
+    """A run whose cancel is asked and not done: by its engine, or by the next one (a Ctrl-C
+    twice, or a cancel of a run no engine owned, left it so)."""
+    from akoflow.engine.ownership import owner_alive
+
+    if rec.owner_pid is not None and owner_alive(rec.owner_pid, rec.owner_started):
+        return f"[yellow]cancel requested: the engine (pid {rec.owner_pid}) is stopping it[/]"
+    return (
+        "[yellow]cancel requested; no engine runs it: `akoflow resume "
+        f"{rec.id}` or `akoflow cancel {rec.id}` ends it (nothing more runs)[/]"
+    )
+
+
 @command()
 def cancel(
     workflow: Annotated[str, typer.Argument(help="Workflow id or name.", show_default=False)],
@@ -425,6 +438,8 @@ def status(
         out.print_json(json.dumps(_run_json(repo, rec.id)))
         return
     out.print(f"[bold]workflow[/] [bold cyan]{escape(rec.name)} #{rec.id}[/] ", styled(rec.state))
+    if rec.cancel_requested and not rec.state.is_final:
+        out.print(_cancel_note(rec))
     out.print(f"[dim]data: {escape(rec.data_dir)}[/]")
     counts = repo.activity_counts(rec.id)
     # A big run: its counts and the rows shown, never every row (100,000: 1.5 s).
