@@ -203,6 +203,31 @@ def attempts_of(state_dir: Path, activity: str) -> list[Any]:
         repo.close()
 
 
+def go_lost_workflow(tmp_path: Path, timeout: int, sleep: float) -> Path:
+    """Activity ``a`` (timeout ``timeout`` s, one retry) writes "run", sleeps, writes "end"."""
+    wf = tmp_path / "go-lost.yaml"
+    wf.write_text(
+        f"name: golost\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        f"    - name: a\n      retries: 1\n      timeout: {timeout}s\n"
+        f"      run: |\n        echo run >> count.a\n        sleep {sleep}\n"
+        "        echo end >> count.a\n"
+    )
+    return wf
+
+
+def killed_with_its_go_lost(
+    engine: subprocess.Popen[str], dockerd: PrivateDockerd, state_dir: Path
+) -> Any:
+    """The --go-lost engine SIGKILLed once its container waits at the gate and the attempt's
+    start is stored (before its timeout fires); that stored attempt."""
+    wait_for(lambda: waiting_container(dockerd, "golost"))
+    wait_for(lambda: attempts_of(state_dir, "a")[0].started_at is not None)
+    (stored,) = attempts_of(state_dir, "a")
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    return stored
+
+
 def kill_then_resume(
     engine: subprocess.Popen[str], state_dir: Path, env: dict[str, str]
 ) -> tuple[int, str]:
@@ -263,21 +288,12 @@ def test_a_timeout_of_a_container_let_go_on_resume_counts_from_its_go(
     """The engine recorded the attempt's start, then died before its go reached the
     container. When resumed after the timeout would have expired, the command runs only now:
     its timeout counts from the go, so it ends once, not "timed out" and run again."""
-    wf = tmp_path / "go-lost.yaml"
-    wf.write_text(
-        f"name: golost\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
-        "    - name: a\n      retries: 1\n      timeout: 2s\n"
-        "      run: |\n        echo run >> count.a\n        sleep 0.5\n"
-        "        echo end >> count.a\n"
-    )
     data = tmp_path / "data"
-    engine = held_engine(state_dir, data, wf, docker_env, "--go-lost")
+    engine = held_engine(
+        state_dir, data, go_lost_workflow(tmp_path, 2, 0.5), docker_env, "--go-lost"
+    )
     with left_behind(engine, dockerd, "golost"):
-        wait_for(lambda: waiting_container(dockerd, "golost"))
-        wait_for(lambda: attempts_of(state_dir, "a")[0].started_at is not None)
-        (stored,) = attempts_of(state_dir, "a")
-        os.kill(engine.pid, signal.SIGKILL)  # before its timeout fires
-        engine.communicate(timeout=10)
+        stored = killed_with_its_go_lost(engine, dockerd, state_dir)
         assert stored.stop_reason is None, stored
         wait_for(lambda: time.time() > stored.started_at + 3, timeout=10)  # expired
         assert not (data / "count.a").exists()  # still waiting for its go

@@ -15,9 +15,10 @@ import pytest
 from tests.conftest import start_cli, wait_for
 from tests.docker_runtime.test_docker_gate import (
     attempts_of,
+    go_lost_workflow,
     held_engine,
     kill_then_resume,
-    waiting_container,
+    killed_with_its_go_lost,
 )
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 
@@ -84,22 +85,11 @@ def test_a_resume_killed_right_after_letting_a_container_go_leaves_it_its_new_st
     """The go was lost with the first engine; the resume that lets the container go is
     SIGKILLed once it has stored the go as the start (``after`` seconds later); the next
     resume counts the timeout from that start: one attempt, its command run once."""
-    wf = tmp_path / "go-lost.yaml"
-    wf.write_text(
-        f"name: golost\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
-        "    - name: a\n      retries: 1\n      timeout: 3s\n"
-        "      run: |\n        echo run >> count.a\n        sleep 1\n"
-        "        echo end >> count.a\n"
-    )
     data = tmp_path / "data"
-    engine = held_engine(state_dir, data, wf, docker_env, "--go-lost")
+    engine = held_engine(state_dir, data, go_lost_workflow(tmp_path, 3, 1), docker_env, "--go-lost")
     resume = None
     try:
-        wait_for(lambda: waiting_container(dockerd, "golost"))
-        wait_for(lambda: attempts_of(state_dir, "a")[0].started_at is not None)
-        (stored,) = attempts_of(state_dir, "a")
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.communicate(timeout=10)
+        stored = killed_with_its_go_lost(engine, dockerd, state_dir)
         wait_for(lambda: time.time() > stored.started_at + 4, timeout=10)  # expired
         resume = start_cli(["resume", "--state-dir", str(state_dir), "--quiet"], docker_env)
         wait_for(lambda: attempts_of(state_dir, "a")[0].started_at != stored.started_at)
