@@ -54,11 +54,10 @@ async def check(config: RuntimeConfig, checks: Checklist) -> None:
     )
     import httpx2
     from lightkube.config.client_adapter import AsyncClient as raw_client
-    from lightkube.config.client_adapter import ConnectionParams
 
-    client = raw_client(
-        single, ConnectionParams(timeout=httpx2.Timeout(checks.timeout), trust_env=False)
-    )
+    from akoflow.runtimes.kubernetes.http import connection_params
+
+    client = raw_client(single, connection_params(single, httpx2.Timeout(checks.timeout)))
     try:
         await _steps(config, checks, client, s.server, ns, tls)
     finally:

@@ -30,7 +30,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.codecs import from_dict
 from lightkube.config.client_adapter import AsyncClient as raw_client
-from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.batch_v1 import Job
@@ -65,6 +64,7 @@ from akoflow.runtimes.base import (
     SubmitError,
 )
 from akoflow.runtimes.kubernetes import manifests as mf
+from akoflow.runtimes.kubernetes.http import connection_params, transport_for
 from akoflow.runtimes.kubernetes.listing import LogCopy, files_token
 from akoflow.runtimes.kubernetes.mover import KubernetesMover
 from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
@@ -100,28 +100,6 @@ def _unreachable(server: str, exc: BaseException) -> RuntimeUnavailable:
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         text = f"TLS certificate verification failed ({text}); set the cluster's CA"
     return RuntimeUnavailable(f"Kubernetes API at {server} is not reachable: {text}")
-
-
-@contextlib.asynccontextmanager
-async def _streamed(
-    client: httpx2.AsyncClient, url: str, params: Mapping[str, str], timeout: httpx2.Timeout
-) -> AsyncIterator[httpx2.Response]:
-    """``client.stream("GET", url)``, except that a cancellation while the connection is being
-    made waits until it is made (or failed; the connect timeout bounds it) and closes it:
-    cancelled inside the TLS handshake, httpcore leaks the socket (it closes it on errors
-    only), and a log follower is cancelled whenever its attempt ends or the runtime stops."""
-    request = client.build_request("GET", url, params=params, timeout=timeout)
-    sending = asyncio.ensure_future(client.send(request, stream=True))
-    try:
-        resp = await asyncio.shield(sending)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await (await sending).aclose()
-        raise
-    try:
-        yield resp
-    finally:
-        await resp.aclose()
 
 
 def _api_message(exc: ApiError) -> str:
@@ -208,9 +186,13 @@ class KubernetesRuntime(Runtime):
             return
         timeout = httpx2.Timeout(self._s.timeout)
         self._client = AsyncClient(
-            self._cluster, namespace="default", timeout=timeout, trust_env=False
+            self._cluster,
+            namespace="default",
+            timeout=timeout,
+            trust_env=False,
+            transport=transport_for(self._cluster),
         )
-        self._raw = raw_client(self._cluster, ConnectionParams(timeout=timeout, trust_env=False))
+        self._raw = raw_client(self._cluster, connection_params(self._cluster, timeout))
 
     async def stop(self) -> None:
         """Jobs keep running in the cluster; a restarted engine adopts them. Transfer pods
@@ -624,7 +606,7 @@ class KubernetesRuntime(Runtime):
             try:
                 raw = self._raw_api()
                 timeout = httpx2.Timeout(self._s.timeout, read=None)
-                async with _streamed(raw, url, params, timeout) as resp:
+                async with raw.stream("GET", url, params=params, timeout=timeout) as resp:
                     if resp.status_code == 404:
                         return False  # the pod is gone
                     if resp.status_code == 400:  # not started yet
