@@ -285,9 +285,12 @@ class Notifier:
         if self._client is None:
             import httpx
 
+            from akoflow.notify.transport import CancelSafeTransport
+
             _quiet_httpx()
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
+                transport=CancelSafeTransport(),  # a try cut in its TLS handshake closes it
                 follow_redirects=False,  # a redirect is an answer: the body goes where named
                 headers={"User-Agent": f"AkoFlow/{__version__}"},
             )
