@@ -16,13 +16,32 @@ RBAC_FIX = (
 )
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    at: BaseException | None = exc
+    while at is not None and at not in seen:
+        seen.append(at)
+        at = at.__cause__ or at.__context__
+    return seen
+
+
 def _is_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """The server's certificate failed verification (not any TLS error: a server that closes
+    the connection in the handshake, or that does not speak TLS, is not a CA problem)."""
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+        for e in _chain(exc)
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """Why a request failed: httpx2's errors are often empty (``ConnectError()``)."""
+    chain = _chain(exc)
+    if any(isinstance(e, ssl.SSLEOFError) for e in chain):
+        return "it closed the connection during the TLS handshake"
+    if any("WRONG_VERSION_NUMBER" in str(e) for e in chain):
+        return "it does not answer TLS on that port (an http:// server?)"
+    return next((str(e) for e in chain if str(e)), type(exc).__name__)
 
 
 async def check(config: RuntimeConfig, checks: Checklist) -> None:
@@ -80,7 +99,7 @@ async def _steps(
                 tls_error.append(str(exc) or type(exc).__name__)
                 return "answers (TLS refused: see below)"
             raise StepFailed(
-                f"{server} cannot be reached: {exc or type(exc).__name__}",
+                f"{server} cannot be reached: {_why(exc)}",
                 f"check {config.variable('API_SERVER_HOST')} and the network path (VPN, proxy)",
             ) from None
         if resp.status_code == 200:
