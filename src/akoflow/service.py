@@ -33,6 +33,8 @@ class StateError(AkoflowError):
 
 @dataclass(frozen=True)
 class Prepared:
+    """A workflow file loaded and validated, ready to store."""
+
     workflow: Workflow
     text: str
     spec_hash: str

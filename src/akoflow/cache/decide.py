@@ -34,6 +34,8 @@ NO_EARLIER_RUN = "no earlier run of it"  # a miss with nothing to explain
 
 @dataclass(frozen=True)
 class Request:
+    """What the cache is asked about one activity: its key and fingerprint, its data dir."""
+
     workflow_id: int | None  # None: a dry run (no run stored)
     workflow_name: str
     activity: str
@@ -52,6 +54,8 @@ class Request:
 
 @dataclass
 class Hit:
+    """A reusable entry, with what it read and wrote as found now, and its outputs staged."""
+
     entry: Entry
     reads: list[tuple[str, Version]]  # what it read, as found now
     outputs: list[tuple[str, Version]]
@@ -65,6 +69,8 @@ class Hit:
 
 @dataclass
 class Miss:
+    """No reuse, and why; the declared inputs as read now (kept to record the entry)."""
+
     reason: str
     declared_reads: list[tuple[str, str, float]] | None = None  # None: not all readable
 

@@ -91,6 +91,8 @@ class CacheFailure(AkoflowError):
 
 @dataclass(frozen=True)
 class Finished:
+    """An activity's successful end, as the cache stage records it."""
+
     act: ActivityRun
     number: int
     observed: bool  # its processes' accesses were observed (registered at their start)

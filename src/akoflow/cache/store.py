@@ -25,6 +25,8 @@ CANDIDATES = 8  # earlier entries tried per activity, newest first
 
 @dataclass(frozen=True, slots=True)
 class Output:
+    """A file an entry's activity wrote, as it was when recorded."""
+
     path: str
     size: int
     sha256: str | None
@@ -33,6 +35,8 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """A row of the cache: an attempt that succeeded under a key, and what its outputs were."""
+
     id: int
     workflow_id: int
     activity_id: int

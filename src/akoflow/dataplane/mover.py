@@ -29,6 +29,8 @@ class TransferFailed(SubmitError):
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """A file's size and SHA-256, as both ends of a copy compute them."""
+
     size: int
     sha256: str
 

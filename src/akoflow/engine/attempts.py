@@ -103,6 +103,7 @@ class Attempts:
             free = slot.limit + slot.runtime.queue_ahead - slot.running
             batch: Batch = []
             unplaced: list[ActivityRun] = []
+            intents: list[tuple[int, int]] = []  # recorded together, before the transaction ends
             while slot.queue and len(batch) < free:
                 act = slot.queue.popleft()
                 if act.state is not A.READY or act.wf.cancelling:
@@ -137,13 +138,15 @@ class Attempts:
                 number = act.attempt + 1
                 job = self.job_spec(act, number, node=decision.node if decision else None)
                 check_activity_transition(act.name, act.state, A.SUBMITTED)
-                self.repo.begin_attempt(act.id, number, runtime=name, handle={})
+                intents.append((act.id, number))
                 if decision is not None:
                     self._placer.record(act, number, slot, decision)
                 self._begin(act, number, job.key)
                 slot.running += 1
                 batch.append((act, job))
             slot.queue.extendleft(reversed(unplaced))
+            if intents:
+                self.repo.begin_attempts(intents, runtime=name, handle={})
             if batch:
                 batches.append((slot, batch))
         return batches

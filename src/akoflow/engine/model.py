@@ -56,6 +56,8 @@ class ActivityRun:
 
 @dataclass(eq=False, slots=True)
 class WorkflowRun:
+    """A run the engine attached: its workflow, where its data is, its activities' states."""
+
     id: int
     name: str
     workflow: Workflow

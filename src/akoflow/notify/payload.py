@@ -36,6 +36,8 @@ class RunFacts:
 
 @dataclass(frozen=True, slots=True)
 class ActivityFacts:
+    """An activity as a notification tells of it."""
+
     name: str
     state: str
     runtime: str

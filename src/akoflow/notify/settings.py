@@ -29,6 +29,8 @@ MAX_TRIES = 100
 
 @dataclass(frozen=True, slots=True)
 class NotifySettings:
+    """The webhooks' settings (from AKOFLOW_NOTIFY_*)."""
+
     default: Webhook | None = None  # AKOFLOW_NOTIFY_URL's webhook
     tries: int = DEFAULT_TRIES
     first_backoff: float = DEFAULT_BACKOFF

@@ -23,6 +23,8 @@ MAX_IDS = 500
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """A stored event a webhook may be told of."""
+
     id: int
     workflow_id: int
     activity_id: int | None
@@ -32,6 +34,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """One event to one webhook, with its body made once and its tries so far."""
+
     id: int
     workflow_id: int
     event: str

@@ -51,6 +51,8 @@ class Reserved:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """A node as a placement policy weighed it."""
+
     node: str
     feasible: bool
     score: float
@@ -63,6 +65,8 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """Where a placement policy puts an activity, and the candidates it weighed."""
+
     policy: str
     node: str | None
     """The chosen node; None when no node is feasible (the activity waits)."""

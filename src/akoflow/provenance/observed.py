@@ -108,6 +108,8 @@ class AttemptFiles:
 
 @dataclass(frozen=True, slots=True)
 class Generated:
+    """A file version decided to be one attempt's output."""
+
     key: Key
     path: str
     state: FileState
@@ -116,6 +118,8 @@ class Generated:
 
 @dataclass(frozen=True, slots=True)
 class Undecided:
+    """A file version more than one attempt may have written: not attributed, with the reason."""
+
     path: str
     state: FileState
     candidates: frozenset[Key]

@@ -23,6 +23,8 @@ from akoflow.provenance.snapshot import FileState
 
 @dataclass(frozen=True, slots=True)
 class Nominee:
+    """An ended attempt that may have written a version still undecided."""
+
     end: float  # when its run ended (engine clock)
     activity_id: int
     attempt: int

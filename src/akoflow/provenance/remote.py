@@ -196,6 +196,8 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
+    """What a remote attempt's listings say it used and generated."""
+
     used: dict[str, FileState]
     generated: dict[str, FileState]
     """The versions that changed between the attempt's listings (decided or not)."""

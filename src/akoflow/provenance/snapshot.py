@@ -50,6 +50,8 @@ RECENT = 100_000_000
 
 @dataclass(frozen=True, slots=True)
 class FileState:
+    """A version of a file: size, time and (when checksummed) SHA-256."""
+
     size: int
     mtime: float  # the modification time; the change time (ctime) for a file not checksummed
     sha256: str | None = None
@@ -284,6 +286,8 @@ def identity(root: str, path: str, *, outside_links: bool = False) -> tuple[int,
 
 @dataclass(frozen=True, slots=True)
 class Change:
+    """What changed in a directory between two snapshots."""
+
     created: dict[str, FileState]
     modified: dict[str, FileState]
     deleted: dict[str, FileState]

@@ -153,6 +153,8 @@ class Adopted:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """Whether a runtime can take work now, and why not."""
+
     ready: bool
     reason: str | None = None
     misconfigured: bool = False
@@ -163,12 +165,16 @@ class Health:
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
+    """A running attempt's CPU and memory use, as last sampled."""
+
     cpu_percent: float | None
     memory_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
+    """A node of a runtime, with its capacity and use."""
+
     name: str
     ready: bool
     cpu_capacity: float | None

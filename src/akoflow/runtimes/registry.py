@@ -23,6 +23,8 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 @dataclass(frozen=True)
 class AdapterKind:
+    """A kind of runtime: where its adapter is and how its names are matched."""
+
     kind: str
     module: str
     cls: str

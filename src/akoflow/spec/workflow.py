@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class StoragePolicy:
+    """Where a workflow's data lives on Kubernetes (spec.storagePolicy)."""
+
     type: str = "standalone"  # "standalone" | "distributed"
     storage_class_name: str | None = None
     storage_size: str | None = None
@@ -18,6 +20,8 @@ class StoragePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """A host directory mounted into an activity's container."""
+
     local: str
     remote: str
 
@@ -34,6 +38,8 @@ class Webhook:
 
 @dataclass(frozen=True, slots=True)
 class Activity:
+    """An activity as validated: its script, runtime, limits and dependencies resolved."""
+
     name: str
     run: str
     runtime: str
@@ -56,6 +62,8 @@ class Activity:
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly cached by the loader
 class Workflow:
+    """A workflow as validated, the engine's and the store's view of the YAML."""
+
     name: str
     activities: tuple[Activity, ...]
     namespace: str = "akoflow"

@@ -23,6 +23,8 @@ _FILE_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One step of the store's schema."""
+
     version: int
     """The schema version this step makes (from its file name's number)."""
     name: str

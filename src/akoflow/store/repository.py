@@ -55,6 +55,8 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowRecord:
+    """A stored run."""
+
     id: int
     name: str
     namespace: str
@@ -73,6 +75,8 @@ class WorkflowRecord:
 
 @dataclass(frozen=True, slots=True)
 class ActivityRecord:
+    """A stored activity of a run."""
+
     id: int
     workflow_id: int
     position: int
@@ -92,6 +96,8 @@ class ActivityRecord:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
+    """A stored attempt of an activity."""
+
     id: int
     activity_id: int
     number: int
@@ -111,6 +117,8 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeRecord:
+    """A runtime's last known health."""
+
     name: str
     kind: str
     status: str
@@ -122,6 +130,8 @@ class RuntimeRecord:
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
+    """A runtime's node as last seen."""
+
     runtime: str
     name: str
     status: str
@@ -134,6 +144,8 @@ class NodeRecord:
 
 @dataclass(frozen=True, slots=True)
 class PlacementRecord:
+    """Where an attempt was placed, and by which policy."""
+
     activity_id: int
     activity: str
     attempt: int
@@ -183,6 +195,8 @@ class InitialFile(_Located):
 
 @dataclass(frozen=True, slots=True)
 class FileRecord(_Located):
+    """A file an attempt used or generated (provenance)."""
+
     activity_id: int
     activity: str
     attempt: int
@@ -248,6 +262,8 @@ class DataCopy:
 
 @dataclass(frozen=True, slots=True)
 class LogChunk:
+    """A piece of an attempt's stdout or stderr."""
+
     attempt: int
     stream: str
     offset: int
@@ -780,17 +796,32 @@ class Repository:
         self, activity_id: int, number: int, *, runtime: str, handle: dict[str, Any]
     ) -> None:
         """Record the intent to start attempt `number` BEFORE anything is launched."""
+        self.begin_attempts([(activity_id, number)], runtime=runtime, handle=handle)
+
+    def begin_attempts(
+        self, attempts: Sequence[tuple[int, int]], *, runtime: str, handle: dict[str, Any]
+    ) -> None:
+        """:meth:`begin_attempt` of each (activity id, attempt number), in two statements
+        (a wide run's batch: one per runtime and wake-up)."""
         now = time.time()
-        self._exec(
-            "INSERT INTO attempts (activity_id, number, state, runtime, handle, submitted_at) "
-            "VALUES (?, ?, 'submitted', ?, ?, ?)",
-            (activity_id, number, runtime, json.dumps(handle), now),
-        )
-        self._exec(
-            "UPDATE activities SET state = ?, attempt = ?, exit_code = NULL, "
-            "started_at = COALESCE(started_at, ?) WHERE id = ?",
-            (ActivityState.SUBMITTED.value, number, now, activity_id),
-        )
+        handle_json = json.dumps(handle)
+        with self.transaction():
+            self._execmany(
+                "INSERT INTO attempts (activity_id, number, state, runtime, handle, "
+                "submitted_at) VALUES (?, ?, 'submitted', ?, ?, ?)",
+                [
+                    (activity_id, number, runtime, handle_json, now)
+                    for activity_id, number in attempts
+                ],
+            )
+            self._execmany(
+                "UPDATE activities SET state = ?, attempt = ?, exit_code = NULL, "
+                "started_at = COALESCE(started_at, ?) WHERE id = ?",
+                [
+                    (ActivityState.SUBMITTED.value, number, now, activity_id)
+                    for activity_id, number in attempts
+                ],
+            )
 
     def attempt_running(
         self,

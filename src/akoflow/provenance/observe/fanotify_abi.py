@@ -96,6 +96,8 @@ class FileId:
 
 @dataclass(frozen=True, slots=True)
 class RawEvent:
+    """One fanotify event record, decoded (file handles, pidfd) and not yet resolved."""
+
     mask: int
     fd: int
     pid: int

@@ -293,6 +293,8 @@ def _handle_key(fid: abi.FileId) -> bytes:
 
 @dataclass
 class _Pending:
+    """An access whose process is not yet known to belong to an attempt."""
+
     since: float
     pid: int
     access: Access

@@ -34,12 +34,16 @@ _EXIT = struct.Struct("=ii")  # process_pid process_tgid (exit code etc. follow)
 
 @dataclass(frozen=True, slots=True)
 class Fork:
+    """A process created a new process."""
+
     parent: int  # tgid
     child: int  # tgid of a new process (thread creations are left out)
 
 
 @dataclass(frozen=True, slots=True)
 class Exit:
+    """A process ended."""
+
     pid: int  # tgid of a process whose last thread exited
 
 
