@@ -4,7 +4,6 @@ create dry-run is not used, as not every API server honours it)."""
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from akoflow.config import RuntimeConfig
@@ -14,34 +13,6 @@ RBAC_FIX = (
     "give the token's service account a Role in that namespace with get/list/watch/create/"
     "delete on jobs, pods and pods/log (and namespaces, persistentvolumeclaims to create them)"
 )
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    at: BaseException | None = exc
-    while at is not None and at not in seen:
-        seen.append(at)
-        at = at.__cause__ or at.__context__
-    return seen
-
-
-def _is_tls(exc: BaseException) -> bool:
-    """The server's certificate failed verification (not any TLS error: a server that closes
-    the connection in the handshake, or that does not speak TLS, is not a CA problem)."""
-    return any(
-        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
-        for e in _chain(exc)
-    )
-
-
-def _why(exc: BaseException) -> str:
-    """Why a request failed: httpx2's errors are often empty (``ConnectError()``)."""
-    chain = _chain(exc)
-    if any(isinstance(e, ssl.SSLEOFError) for e in chain):
-        return "it closed the connection during the TLS handshake"
-    if any("WRONG_VERSION_NUMBER" in str(e) for e in chain):
-        return "it does not answer TLS on that port (an http:// server?)"
-    return next((str(e) for e in chain if str(e)), type(exc).__name__)
 
 
 async def check(config: RuntimeConfig, checks: Checklist) -> None:
@@ -88,6 +59,8 @@ async def _steps(
 ) -> None:
     import httpx2
 
+    from akoflow.runtimes.kubernetes.http import is_certificate_failure, why_failed
+
     tls_error: list[str] = []
     answers: list[Any] = []  # the namespace as the token step read it
 
@@ -95,11 +68,11 @@ async def _steps(
         try:
             resp = await client.get("/version")
         except (httpx2.HTTPError, OSError) as exc:
-            if _is_tls(exc):
+            if is_certificate_failure(exc):
                 tls_error.append(str(exc) or type(exc).__name__)
                 return "answers (TLS refused: see below)"
             raise StepFailed(
-                f"{server} cannot be reached: {_why(exc)}",
+                f"{server} cannot be reached: {why_failed(exc)}",
                 f"check {config.variable('API_SERVER_HOST')} and the network path (VPN, proxy)",
             ) from None
         if resp.status_code == 200:

@@ -45,6 +45,7 @@ from websockets.exceptions import (
 from websockets.typing import Subprotocol
 
 from akoflow.errors import AkoflowError
+from akoflow.runtimes.kubernetes.http import why_failed
 
 V5 = Subprotocol("v5.channel.k8s.io")
 V4 = Subprotocol("v4.channel.k8s.io")
@@ -133,10 +134,9 @@ def _status_of(body: bytes) -> tuple[str, str]:
 
 
 def _unreachable(server: str, exc: BaseException) -> ExecTransportError:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-        text = f"TLS certificate verification failed ({text}); set the cluster's CA"
-    return ExecTransportError(f"Kubernetes API at {server} is not reachable for exec: {text}")
+    return ExecTransportError(
+        f"Kubernetes API at {server} is not reachable for exec: {why_failed(exc)}"
+    )
 
 
 async def _open(

@@ -48,3 +48,35 @@ def connection_params(cluster: SingleConfig, timeout: httpx2.Timeout) -> Connect
     # lightkube annotates the sync transport type; its AsyncClient hands it to httpx2's.
     transport = cast(httpx2.BaseTransport, transport_for(cluster))
     return ConnectionParams(timeout=timeout, trust_env=False, transport=transport)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    at: BaseException | None = exc
+    while at is not None and at not in seen:
+        seen.append(at)
+        at = at.__cause__ or at.__context__
+    return seen
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """The server's certificate failed verification (not any TLS error: a server that closes
+    the connection in the handshake, or that does not speak TLS, is not a CA problem)."""
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+        for e in _chain(exc)
+    )
+
+
+def why_failed(exc: BaseException) -> str:
+    """Why a request to the API server failed, for people: httpx2's errors are often empty
+    (``ConnectError()``), the reason is further down their chain."""
+    chain = _chain(exc)
+    if any(isinstance(e, ssl.SSLEOFError) for e in chain):
+        return "it closed the connection during the TLS handshake"
+    if any("WRONG_VERSION_NUMBER" in str(e) for e in chain):
+        return "it does not answer TLS on that port (an http:// server?)"
+    text = next((str(e) for e in chain if str(e)), type(exc).__name__)
+    if is_certificate_failure(exc):
+        return f"TLS certificate verification failed ({text}); set the cluster's CA"
+    return text

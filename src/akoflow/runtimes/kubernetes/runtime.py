@@ -64,7 +64,7 @@ from akoflow.runtimes.base import (
     SubmitError,
 )
 from akoflow.runtimes.kubernetes import manifests as mf
-from akoflow.runtimes.kubernetes.http import connection_params, transport_for
+from akoflow.runtimes.kubernetes.http import connection_params, transport_for, why_failed
 from akoflow.runtimes.kubernetes.listing import LogCopy, files_token
 from akoflow.runtimes.kubernetes.mover import KubernetesMover
 from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
@@ -96,10 +96,7 @@ def _d(obj: Any) -> dict[str, Any]:
 
 
 def _unreachable(server: str, exc: BaseException) -> RuntimeUnavailable:
-    text = str(exc) or type(exc).__name__
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        text = f"TLS certificate verification failed ({text}); set the cluster's CA"
-    return RuntimeUnavailable(f"Kubernetes API at {server} is not reachable: {text}")
+    return RuntimeUnavailable(f"Kubernetes API at {server} is not reachable: {why_failed(exc)}")
 
 
 def _api_message(exc: ApiError) -> str:
