@@ -21,11 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from akoflow.config import RuntimeConfig
 from akoflow.runtimes.kubernetes import runtime as k8s_runtime
+from akoflow.runtimes.registry import create_runtime
 from akoflow.states import WorkflowState
 from tests.conftest import Akoflow, cli_env, start_cli
+from tests.contract.runtime_contract import Events
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
+from tests.scenarios import direct_job
 
 PERIODIC = ("watch", "get healthz", "list nodes", "list metrics/", "list jobs", "list pods")
 SAMPLED = ("get healthz", "list nodes", "list metrics/")
@@ -144,6 +148,41 @@ def test_released_jobs_go_by_the_batch_and_a_failed_one_stays_on_success_cleanup
     assert delta["deletecollection jobs"] == 2 and delta["delete jobs"] == 0
     (kept,) = cluster.objects("batch/v1/jobs", "akoflow")
     assert kept["metadata"]["labels"]["akoflow.io/activity"] == "bad"
+
+
+def test_jobs_released_in_one_turn_are_deleted_in_batches_of_at_most_delete_batch(
+    tmp_path: Path, cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five Jobs released in one turn of the event loop (an engine's batch of ends): two
+    requests of two names, the fifth left for the run's end. The batch was taken by the
+    request once it started, a turn later: the whole turn's releases joined it (one request
+    of five here; of thousands, a URL too long to be served)."""
+    monkeypatch.setattr(k8s_runtime, "DELETE_BATCH", 2)
+    name = "k8s-aws"
+
+    async def scenario() -> None:
+        events = Events()
+        config = RuntimeConfig.from_env(name, cluster.env(name, CLEANUP="on-success"))
+        runtime = create_runtime(name, events, config)
+        await runtime.start()
+        try:
+            jobs = [direct_job(tmp_path, f"r{i}", "true", name, IMAGE) for i in range(5)]
+            handles = [await runtime.submit(job) for job in jobs]
+            for job in jobs:
+                assert (await events.finished(job.key, 60)).exit_code == 0
+            before = cluster.counts()
+            await asyncio.gather(
+                *(
+                    runtime.release(j.key, h, succeeded=True)
+                    for j, h in zip(jobs, handles, strict=True)
+                )
+            )
+            assert (cluster.counts() - before)["deletecollection jobs"] == 2
+            assert len(cluster.objects("batch/v1/jobs", "akoflow")) == 1
+        finally:
+            await runtime.stop()
+
+    run(scenario())
 
 
 def test_an_engine_that_stops_mid_run_deletes_the_jobs_it_released(

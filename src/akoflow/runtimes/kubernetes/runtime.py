@@ -856,7 +856,10 @@ class KubernetesRuntime(Runtime):
             released = self._released.setdefault(t.run, [])
             released.append(name)
             if len(released) >= DELETE_BATCH:
-                await asyncio.shield(self._delete_released(t.run))
+                # Taken out now: the shielded request starts in a later turn of the loop, and
+                # the releases of that turn would have joined it (a batch of any size).
+                del self._released[t.run]
+                await asyncio.shield(self._delete_in_batches(t.run, released))
             return
         with contextlib.suppress(ApiError, httpx2.HTTPError, OSError, RuntimeUnavailable):
             await asyncio.shield(self._delete(name, ns))
@@ -867,8 +870,20 @@ class KubernetesRuntime(Runtime):
         there, also those an engine that died before deleting them left. Not reached: they
         wait for the next time (their ``ttlSecondsAfterFinished`` bounds it)."""
         names = self._released.pop(run, [])
-        if not names and not whole_run:
-            return
+        if whole_run:
+            await self._delete_jobs(run, names, whole_run=True)
+        else:
+            await self._delete_in_batches(run, names)
+
+    async def _delete_in_batches(self, run: RunKey, names: list[str]) -> None:
+        """At most :data:`DELETE_BATCH` names per request (those a failed request put back
+        join the next ones)."""
+        for start in range(0, len(names), DELETE_BATCH):
+            await self._delete_jobs(run, names[start : start + DELETE_BATCH])
+
+    async def _delete_jobs(self, run: RunKey, names: list[str], *, whole_run: bool = False) -> None:
+        """Delete the Jobs ``names`` of ``run`` (``whole_run``: every Job of the run) in one
+        request; those not deleted go back to the run's released ones."""
         ns, scope, workflow_id = run
         selector = mf.run_jobs(scope, workflow_id) if whole_run else mf.jobs_named(names)
         url = f"/apis/batch/v1/namespaces/{ns}/jobs"
