@@ -17,6 +17,7 @@ from akoflow import service
 from akoflow.notify import store
 from akoflow.notify.sender import Notifier
 from akoflow.notify.settings import NotifySettings
+from tests.mute_peer import mute_peer
 
 TOKEN = "s3cret-in-the-url-91c2"
 
@@ -24,42 +25,30 @@ TOKEN = "s3cret-in-the-url-91c2"
 async def _one_try(tmp_path: Path, *, stop_engine: bool) -> tuple[bytes, str | None]:
     """What the mute receiver read from the try's connection until its end of file (bounded:
     10 s), and the try's outcome (None if it was cancelled)."""
-    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await accepted.put(reader)
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     repo = service.open_repository(tmp_path / "state")
     notifier = Notifier(repo, settings=NotifySettings(timeout=0.5 if not stop_engine else 60))
-    url = f"https://127.0.0.1:{port}/hook?token={TOKEN}"
-    delivery = store.Delivery(1, 1, "workflow.succeeded", url, None, b"{}", 1)
     try:
-        call = asyncio.ensure_future(notifier._post(delivery))
-        reader = await asyncio.wait_for(accepted.get(), 10)
-        hello = await asyncio.wait_for(reader.read(5), 10)
-        assert hello[:1] == b"\x16", hello  # a TLS handshake record: the ClientHello
-        problem = None
-        if stop_engine:
-            call.cancel()  # as Notifier.close() cuts the tries in flight
-            with contextlib.suppress(asyncio.CancelledError):
-                await call
-        else:
-            problem = await asyncio.wait_for(call, 10)
-        try:
-            return hello + await asyncio.wait_for(reader.read(), 10), problem
-        except TimeoutError:
-            raise AssertionError("the cut try's socket is still open 10 s later") from None
+        async with mute_peer() as (port, accepted):
+            url = f"https://127.0.0.1:{port}/hook?token={TOKEN}"
+            delivery = store.Delivery(1, 1, "workflow.succeeded", url, None, b"{}", 1)
+            call = asyncio.ensure_future(notifier._post(delivery))
+            reader = await asyncio.wait_for(accepted.get(), 10)
+            hello = await asyncio.wait_for(reader.read(5), 10)
+            assert hello[:1] == b"\x16", hello  # a TLS handshake record: the ClientHello
+            problem = None
+            if stop_engine:
+                call.cancel()  # as Notifier.close() cuts the tries in flight
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+            else:
+                problem = await asyncio.wait_for(call, 10)
+            try:
+                return hello + await asyncio.wait_for(reader.read(), 10), problem
+            except TimeoutError:
+                raise AssertionError("the cut try's socket is still open 10 s later") from None
     finally:
         await notifier.close()
         repo.close()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 def _run(tmp_path: Path, *, stop_engine: bool) -> tuple[bytes, str | None]:

@@ -20,6 +20,7 @@ from akoflow.gc.collector import _NoEvents
 from akoflow.runtimes.base import Runtime
 from akoflow.runtimes.checks import check_runtime
 from akoflow.runtimes.registry import create_runtime
+from tests.mute_peer import mute_peer
 
 NAME = "k8s-mute"
 
@@ -42,42 +43,30 @@ def _check(runtime: Runtime, environ: Mapping[str, str]) -> Awaitable[Any]:
 async def _cancelled_in_handshake(tmp_path: Path, request: Request) -> bytes:
     """What the mute API server read from the runtime's connection until its end of file,
     which must come once the request is cancelled (bounded: 10 s)."""
-    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await accepted.put(reader)
-
-    server = await asyncio.start_server(mute, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
-    env = {
-        "K8S_MUTE_API_SERVER_HOST": f"https://127.0.0.1:{port}",
-        "K8S_MUTE_API_SERVER_TOKEN": "t0ken",
-        "K8S_MUTE_CA_FILE": str(ca_file),
-    }
-    runtime = create_runtime(NAME, _NoEvents(), RuntimeConfig.from_env(NAME, env))
-    await runtime.start()
-    try:
-        call = asyncio.ensure_future(request(runtime, env))
-        reader = await asyncio.wait_for(accepted.get(), 10)
-        hello = await asyncio.wait_for(reader.read(5), 10)  # the ClientHello's record header
-        assert hello[:1] == b"\x16", hello  # a TLS handshake record
-        call.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await call
+    async with mute_peer() as (port, accepted):
+        env = {
+            "K8S_MUTE_API_SERVER_HOST": f"https://127.0.0.1:{port}",
+            "K8S_MUTE_API_SERVER_TOKEN": "t0ken",
+            "K8S_MUTE_CA_FILE": str(ca_file),
+        }
+        runtime = create_runtime(NAME, _NoEvents(), RuntimeConfig.from_env(NAME, env))
+        await runtime.start()
         try:
-            return hello + await asyncio.wait_for(reader.read(), 10)
-        except TimeoutError:
-            pytest.fail("the cancelled request's socket is still open 10 s later")
-    finally:
-        await runtime.stop()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+            call = asyncio.ensure_future(request(runtime, env))
+            reader = await asyncio.wait_for(accepted.get(), 10)
+            hello = await asyncio.wait_for(reader.read(5), 10)  # the ClientHello's header
+            assert hello[:1] == b"\x16", hello  # a TLS handshake record
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            try:
+                return hello + await asyncio.wait_for(reader.read(), 10)
+            except TimeoutError:
+                pytest.fail("the cancelled request's socket is still open 10 s later")
+        finally:
+            await runtime.stop()
 
 
 @pytest.mark.parametrize(
