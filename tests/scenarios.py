@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,20 @@ from akoflow.runtimes.local_spawner import Spawner
 from akoflow.spec import Activity
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store import ActivityRecord
+
+
+def attempt_rows(state_dir: Path, activity: str) -> list[tuple[int, str, str | None]]:
+    """(number, state, reason) of each attempt of ``activity`` in the state dir's store (read
+    only, beside a live engine's writes)."""
+    uri = f"file:{state_dir / 'akoflow.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        db.execute("PRAGMA busy_timeout = 10000")
+        rows = db.execute(
+            "SELECT t.number, t.state, t.reason FROM attempts t "
+            "JOIN activities a ON a.id = t.activity_id WHERE a.name = ? ORDER BY t.number",
+            (activity,),
+        ).fetchall()
+    return [(int(n), str(state), reason) for n, state, reason in rows]
 
 
 def busy_activity(seconds: int = 3) -> str:

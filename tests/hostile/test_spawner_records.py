@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import cli_env, wait_for
+from tests.scenarios import attempt_rows
 
 HANG_LIMIT = 60.0  # s: far beyond these few short activities; reached only by a hang
 
@@ -210,7 +211,7 @@ def small_runs_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.needs_root  # a tmpfs mount
-def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
+def test_a_full_disk_holds_the_attempts_it_cannot_claim_and_no_other(
     tmp_path: Path, small_runs_dir: Path, started: list[subprocess.Popen[str]]
 ) -> None:
     (tmp_path / "wf.yaml").write_text(FULL_DISK)
@@ -219,8 +220,20 @@ def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
     state = small_runs_dir
     engine = start_run(started, tmp_path / "wf.yaml", state, data)
     wait_for(lambda: (data / "filled").exists())
-    # Both claims were refused (or their spawner died) before the running ones may end.
-    wait_for(lambda: all(states(state)[f"after{i}"][0] == "failed" for i in range(2)))
+
+    # Both claims were refused before the running ones may end: lost, no retry spent (they
+    # have none), and they wait for room instead of failing the run.
+    def held(i: int) -> bool:
+        return [row[:2] for row in attempt_rows(state, f"after{i}")] == [(1, "lost")]
+
+    wait_for(lambda: held(0) and held(1))
+    for i in range(2):  # each says why, in its own words
+        reason = str(attempt_rows(state, f"after{i}")[0][2])
+        assert reason.startswith("cannot claim attempt ") and "No space left" in reason
+    assert engine.poll() is None
+    assert not (data / "after0").exists() and not (data / "after1").exists()
+    for fill in (state / "runs").glob("*/attempts/fill"):
+        fill.unlink()  # room again
     (data / "go").touch()
     try:
         out, err = engine.communicate(timeout=HANG_LIMIT)
@@ -229,11 +242,10 @@ def test_a_full_disk_fails_the_attempts_it_cannot_claim_and_no_other(
     found = states(state)
     assert found["long0"] == found["long1"] == ("succeeded", 0), err
     assert (data / "long0").read_text() == (data / "long1").read_text() == "once\n"
-    assert found["after0"] == found["after1"] == ("failed", None)
-    assert not (data / "after0").exists() and not (data / "after1").exists()
-    for i in range(2):  # each says why, in its own words
-        reason = str(activities(state)[f"after{i}"]["reason"])
-        assert reason.startswith("cannot claim attempt ") and "No space left" in reason
+    assert found["after0"] == found["after1"] == ("succeeded", 0), err
+    assert (data / "after0").read_text() == (data / "after1").read_text() == "once\n"
+    for i in range(2):
+        assert [r[:2] for r in attempt_rows(state, f"after{i}")] == [(1, "lost"), (2, "succeeded")]
     assert "Traceback" not in out + err
 
 

@@ -290,18 +290,8 @@ class Attempts:
                     # Backend unavailable: the activity waits, the runtime turns NOT_READY.
                     if not stopped:
                         slot.ready, slot.reason = False, str(error)
-                    self.jobs.pop(act.key or "", None)
-                    self._placer.unreserve(act, slot)
-                    slot.running -= 1
-                    self._t.attempt_lost(act, act.attempt, str(error))
-                    act.key = None
-                    if act.cancel_requested or act.wf.cancelling:
-                        # Cancelled while the submit was in flight: it never started and
-                        # will not; waiting in line would hold the run open forever.
-                        self._t.cancel_waiting(act)
+                    if self._lost(slot, act, str(error)):
                         touched.add(act.wf)
-                    else:
-                        slot.queue.appendleft(act)
                 else:
                     self.finish(act, Outcome(False, None, f"submit failed: {error}"))
                     touched.add(act.wf)
@@ -438,7 +428,38 @@ class Attempts:
             if not runtime.leave_line(act.key):
                 self._spawn(runtime.cancel(act.key, act.handle))
 
+    def _lost(self, slot: RuntimeSlot, act: ActivityRun, reason: str) -> bool:
+        """The live attempt of ``act`` provably never started: recorded lost (no retry
+        spent) and the activity waits at the head of its runtime's queue, unless its run is
+        being cancelled (then it is cancelled: True)."""
+        self.jobs.pop(act.key or "", None)
+        self._placer.unreserve(act, slot)
+        slot.running -= 1
+        if act.timer is not None:
+            act.timer.cancel()
+            act.timer = None
+        act.attempt_started = None
+        self._provenance.finished(act, None)  # it wrote nothing: forgotten
+        self._t.attempt_lost(act, act.attempt, reason)
+        act.key = None
+        if act.cancel_requested or act.wf.cancelling:
+            # Cancelled while the submit was in flight: it never started and will not;
+            # waiting in line would hold the run open forever.
+            self._t.cancel_waiting(act)
+            return True
+        slot.queue.appendleft(act)
+        return False
+
     # ------------------------------------------------------------------ end
+
+    def never_started(self, act: ActivityRun, reason: str) -> None:
+        """The runtime says the live attempt never started because its host was short of
+        something (:attr:`Outcome.never_started`; inside a transaction): no retry is spent,
+        the activity waits, and the runtime is NOT_READY until its health check says
+        otherwise."""
+        slot = self._slots[act.runtime]
+        slot.ready, slot.reason = False, reason
+        self._lost(slot, act, reason)
 
     def finish(self, act: ActivityRun, outcome: Outcome) -> None:
         """Record the end of the live attempt (inside a transaction)."""

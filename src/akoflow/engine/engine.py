@@ -521,7 +521,10 @@ class Engine(RuntimeEvents):
         touched: set[WorkflowRun] = set()
         for kind, act, payload in events:
             if kind == "finished" and act.state.is_live:
-                self.attempts.finish(act, payload)
+                if payload.never_started:
+                    self.attempts.never_started(act, payload.reason or "not started")
+                else:
+                    self.attempts.finish(act, payload)
                 touched.add(act.wf)
                 self._serve_runtimes()
         return touched

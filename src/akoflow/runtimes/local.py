@@ -51,6 +51,7 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.local_spawner import (
     ENV_ENTRY_MAX,
     env_entry_size,
+    host_short,
     spawn_error,
     write_private_file,
 )
@@ -242,6 +243,28 @@ def _written_before_leaving(prefix: str, record: _Record) -> _Record:
     return record
 
 
+ROOM_PROBE_BYTES = 64 * 1024
+
+
+def _has_room(directory: str) -> bool:
+    """Whether ``directory`` takes a new file of :data:`ROOM_PROBE_BYTES` now (removed at
+    once). Only a shortage says no: a directory gone is for the attempts to find out."""
+    probe = os.path.join(directory, f".akoflow-room-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        return not host_short(exc)
+    try:
+        os.write(fd, bytes(ROOM_PROBE_BYTES))
+    except OSError as exc:
+        return not host_short(exc)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return True
+
+
 def _spawner_alive(pid: int | None) -> bool:
     """Whether ``pid`` is a living local spawner (it then records what its children do)."""
     if pid is None:
@@ -386,6 +409,9 @@ class LocalRuntime(Runtime):
         self._running_cap = self.default_max_parallel
         self._ahead = 0  # {NAME}_QUEUE_AHEAD
         self._short_ends = 0  # ends in a row within SHORT_ATTEMPT of their start
+        # The host was short of something at a start (a full disk, no memory): where the
+        # attempt's files go, and why. NOT_READY until a health check finds room there.
+        self._short_of: tuple[str, str] | None = None
 
     @property
     def queue_ahead(self) -> int:
@@ -576,17 +602,21 @@ class LocalRuntime(Runtime):
             tracked.cancelled = True
         self.announce_process(key, pid=pid)
 
-    def _spawn_failed(self, key: str, reason: str) -> None:
-        """The spawner could not start the attempt: it never ran (its claim was undone)."""
+    def _spawn_failed(self, key: str, reason: str, host_short: bool = False) -> None:
+        """The spawner could not start the attempt: it never ran (its claim was undone). When
+        the host was short of something, the attempt costs no retry and waits for room."""
         starting = self._starting.pop(key, None)
         if starting is None:
             return
-        _, cgroup, _ = starting
+        prefix, cgroup, _ = starting
         self._cancelled_early.discard(key)
         if cgroup is not None:
             cgroups.remove(cgroup)
+        if host_short:
+            self._short_of = (os.path.dirname(prefix), reason)
+            log.warning("%s: %s; its attempts wait until there is room", self.name, reason)
         self._start_waiting()
-        self.events.job_finished(key, Outcome(False, None, reason))
+        self.events.job_finished(key, Outcome(False, None, reason, never_started=host_short))
 
     def _spawner_ended(self, key: str, code: int, cpu: float, rss: int | None) -> None:
         job = self._jobs.get(key)
@@ -884,6 +914,11 @@ class LocalRuntime(Runtime):
     async def health(self) -> Health:
         if self._bash is None:
             return Health(False, "bash not found on PATH")
+        if self._short_of is not None:
+            directory, reason = self._short_of
+            if not _has_room(directory):
+                return Health(False, f"{reason} (attempts wait until there is room)")
+            self._short_of = None
         return Health(True)
 
     async def nodes(self) -> Sequence[NodeInfo]:

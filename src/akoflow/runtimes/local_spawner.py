@@ -52,6 +52,17 @@ WORKDIR_FAILED = 214
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 # What this interpreter ignores (and an exec would keep ignored); handlers reset at exec.
 _IGNORED_HERE = (signal.SIGPIPE, signal.SIGXFSZ)
+# The host, not the attempt, is short of something: no space or quota for the attempt's files,
+# no file descriptors, no memory or process for bash. The attempt never ran; it may once the
+# host has room again.
+HOST_SHORT = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
+)
+
+
+def host_short(exc: BaseException) -> bool:
+    """Whether ``exc`` says the host is short of a resource (see :data:`HOST_SHORT`)."""
+    return isinstance(exc, OSError) and exc.errno in HOST_SHORT
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
@@ -279,14 +290,14 @@ class Spawner:
             self.send("failed", key, f"attempt {key} was already launched once; not started again")
             return
         except OSError as exc:
-            self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
+            self._failed(key, f"cannot claim attempt {key}", exc, env)
             return
         try:
             try:
                 os.write(claim, claim_line(self.me))
             except OSError as exc:  # a full disk: this attempt fails, this spawner goes on
                 _unclaim(prefix)
-                self.send("failed", key, f"cannot claim attempt {key}: {spawn_error(exc, env)}")
+                self._failed(key, f"cannot claim attempt {key}", exc, env)
                 return
             try:
                 # The script only once the attempt is its own (a late request never touches
@@ -294,15 +305,13 @@ class Spawner:
                 _write_new(script_path, script)
             except OSError as exc:
                 _unclaim(prefix)
-                self.send(
-                    "failed", key, f"cannot write the script of {key}: {spawn_error(exc, env)}"
-                )
+                self._failed(key, f"cannot write the script of {key}", exc, env)
                 return
             try:
                 pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
             except Exception as exc:
                 _unclaim(prefix)
-                self.send("failed", key, f"cannot start bash for {key}: {spawn_error(exc, env)}")
+                self._failed(key, f"cannot start bash for {key}", exc, env)
                 return
             os.pwrite(claim, started_line(pid, self.me), 0)
         finally:
@@ -310,6 +319,11 @@ class Spawner:
         self.children[pid] = _Child(key, prefix)
         self.by_key[key] = pid
         self.send("started", key, pid)
+
+    def _failed(self, key: str, what: str, exc: BaseException, env: dict[str, str]) -> None:
+        """Tell the engine the attempt was not started, and whether the host was short of
+        something (then it never ran for a reason of the host's, not its own)."""
+        self.send("failed", key, f"{what}: {spawn_error(exc, env)}", host_short(exc))
 
     def _start(
         self,

@@ -33,7 +33,7 @@ _left: set[int] = set()
 
 Ended = Callable[[str, int, float, "int | None"], None]
 Started = Callable[[str, int], None]
-Failed = Callable[[str, str], None]
+Failed = Callable[[str, str, bool], None]  # key, reason, the host short of something
 
 
 def reap_left() -> None:
@@ -209,7 +209,7 @@ class SpawnerLink:
                 self._on_started(key, message[2])
             elif kind == "failed":
                 self._unanswered = max(0, self._unanswered - 1)
-                self._on_failed(key, message[2])
+                self._on_failed(key, message[2], len(message) > 3 and bool(message[3]))
             elif kind == "warning":
                 log.warning("%s: local spawner: %s", self.name, message[2])
 

@@ -1,0 +1,95 @@
+"""A full disk under the state dir does not fail a run: the attempt that could not even be
+claimed never started, costs no retry, the local runtime turns NOT_READY with the reason, and
+the activity runs (once) when there is room again.
+
+The state dir is a real tmpfs with few inodes (mounted here, as root: CI runs the tests as
+root), filled with empty files while the first activity runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_cli, wait_for
+from tests.scenarios import attempt_rows
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 2,000 inodes (and 64 MiB), unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=2000,mode=0700", "tmpfs", str(mount)],
+        check=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def _fill(directory: Path) -> list[Path]:
+    """Empty files in ``directory`` until the file system has no inode left."""
+    directory.mkdir()
+    made: list[Path] = []
+    while True:
+        path = directory / str(len(made))
+        try:
+            path.touch(exist_ok=False)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return made
+        made.append(path)
+
+
+def test_a_full_disk_holds_the_activity_instead_of_failing_it(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: full-disk\n"
+        "spec:\n"
+        "  activities:\n"
+        "    - name: first\n"
+        f"      run: 'touch {side}/first-started; sleep 2'\n"
+        "    - name: second\n"  # no retries: a spent one would fail the run
+        f"      run: 'echo $$ >> {side}/second'\n"
+        "      dependsOn: [first]\n"
+    )
+    state = small_disk / "state"
+    proc = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state)])
+    try:
+        wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()
+        filler = _fill(small_disk / "fill")
+        assert filler, "the file system had no inode left before the fill"
+        # The second's claim finds no room: lost (no retry spent), the run goes on waiting.
+        wait_for(lambda: any(s == "lost" for _, s, _ in attempt_rows(state, "second")), 60)
+        lost = attempt_rows(state, "second")
+        assert [(n, s) for n, s, _ in lost] == [(1, "lost")], lost
+        assert "No space left on device" in (lost[0][2] or ""), lost
+        assert proc.poll() is None, proc.communicate()
+        assert not (side / "second").exists()
+        for path in filler:  # room again: the next health check lets it start
+            path.unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    assert (side / "second").read_text().count("\n") == 1  # it ran, once
+    attempts = attempt_rows(state, "second")
+    assert [(n, s) for n, s, _ in attempts] == [(1, "lost"), (2, "succeeded")], attempts
+    assert "No space left on device" in err  # the user was told why it waited
