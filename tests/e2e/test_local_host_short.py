@@ -8,15 +8,17 @@ root), filled with empty files while the first activity runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_cli, wait_for
+from tests.conftest import cli_env, start_cli, wait_for
 from tests.scenarios import attempt_rows
 
 
@@ -93,3 +95,75 @@ def test_a_full_disk_holds_the_activity_instead_of_failing_it(
     attempts = attempt_rows(state, "second")
     assert [(n, s) for n, s, _ in attempts] == [(1, "lost"), (2, "succeeded")], attempts
     assert "No space left on device" in err  # the user was told why it waited
+
+
+@pytest.fixture
+def small_runs(tmp_path: Path) -> Iterator[Path]:
+    """A state dir whose runs (the attempts' files) are on a tmpfs of 2,000 inodes; the
+    database is not. Unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
+    state = tmp_path / "state"
+    runs = state / "runs"
+    runs.mkdir(parents=True)
+    state.chmod(0o700)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=2000", "tmpfs", str(runs)], check=True
+    )
+    try:
+        yield state
+    finally:
+        subprocess.run(["umount", "--lazy", str(runs)], check=False)
+
+
+def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: Path) -> None:
+    # Two inodes left: a start makes four files (claim, script, two outputs) and is lost each
+    # time. The health check wrote one file: READY every 5 s, the held activity lost again at
+    # once, for ever; the NOT_READY clock restarted each time, so LOCAL_READY_TIMEOUT never
+    # failed it and the run never ended (and each lost start left its script's inode behind).
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: two-inodes\n"
+        "spec:\n"
+        "  activities:\n"
+        "    - name: first\n"
+        f"      run: 'touch {side}/first-started; while [ ! -e {side}/go ]; do sleep 0.05; done'\n"
+        "    - name: second\n"
+        f"      run: 'echo $$ >> {side}/second'\n"
+        "      dependsOn: [first]\n"
+    )
+    proc = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(small_runs)],
+        env=cli_env(LOCAL_READY_TIMEOUT="5"),
+    )
+    try:
+        wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()
+        filler = _fill(small_runs / "runs" / "fill")
+        for path in filler[-2:]:
+            path.unlink()
+        (side / "go").touch()
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run never ended: the runtime turned READY with no room for a start")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, (out, err)
+    assert not (side / "second").exists()
+    attempts = attempt_rows(small_runs, "second")
+    assert [(n, s) for n, s, _ in attempts] == [(1, "lost")], attempts
+    assert "No space left on device" in (attempts[0][2] or ""), attempts
+    assert "Traceback" not in out + err, (out, err)
+    uri = f"file:{small_runs / 'akoflow.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        state, reason = db.execute(
+            "SELECT state, reason FROM activities WHERE name = 'second'"
+        ).fetchone()
+    assert state == "failed" and "LOCAL_READY_TIMEOUT=5" in reason, reason
+    (attempts_dir,) = (small_runs / "runs").glob("*/attempts")
+    assert sorted(p.name for p in attempts_dir.glob("second.*")) == [], "a lost start's files"

@@ -244,24 +244,34 @@ def _written_before_leaving(prefix: str, record: _Record) -> _Record:
 
 
 ROOM_PROBE_BYTES = 64 * 1024
+# The files a start makes before bash runs: its claim, its script and its two outputs.
+ROOM_PROBE_FILES = (".exit", ".sh", ".stdout", ".stderr")
 
 
 def _has_room(directory: str) -> bool:
-    """Whether ``directory`` takes a new file of :data:`ROOM_PROBE_BYTES` now (removed at
-    once). Only a shortage says no: a directory gone is for the attempts to find out."""
+    """Whether ``directory`` takes what an attempt's start makes there now: one new file for
+    each of :data:`ROOM_PROBE_FILES`, one of :data:`ROOM_PROBE_BYTES` (removed at once). A
+    single file passed with a free inode or two left where a start needs four: READY every
+    health check, its attempts lost again at once, for ever (READY_TIMEOUT never reached).
+    Only a shortage says no: a directory gone is for the attempts to find out."""
     probe = os.path.join(directory, f".akoflow-room-{os.getpid()}")
+    made: list[str] = []
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        return not host_short(exc)
-    try:
-        os.write(fd, bytes(ROOM_PROBE_BYTES))
+        for suffix in ROOM_PROBE_FILES:
+            path = probe + suffix
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            made.append(path)
+            try:
+                if len(made) == 1:
+                    os.write(fd, bytes(ROOM_PROBE_BYTES))
+            finally:
+                os.close(fd)
     except OSError as exc:
         return not host_short(exc)
     finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(probe)
+        for path in made:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return True
 
 

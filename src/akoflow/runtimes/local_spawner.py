@@ -296,7 +296,7 @@ class Spawner:
             try:
                 os.write(claim, claim_line(self.me))
             except OSError as exc:  # a full disk: this attempt fails, this spawner goes on
-                _unclaim(prefix)
+                _unclaim(prefix, script_path)
                 self._failed(key, f"cannot claim attempt {key}", exc, env)
                 return
             try:
@@ -304,13 +304,13 @@ class Spawner:
                 # another's), written whole before any bash exists.
                 _write_new(script_path, script)
             except OSError as exc:
-                _unclaim(prefix)
+                _unclaim(prefix, script_path)
                 self._failed(key, f"cannot write the script of {key}", exc, env)
                 return
             try:
                 pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
             except Exception as exc:
-                _unclaim(prefix)
+                _unclaim(prefix, script_path)
                 self._failed(key, f"cannot start bash for {key}", exc, env)
                 return
             os.pwrite(claim, started_line(pid, self.me), 0)
@@ -477,11 +477,14 @@ class Spawner:
             self.handle(message)
 
 
-def _unclaim(prefix: str) -> None:
-    """Undo the claim of an attempt that never ran (a retry may claim it again). If even
-    that fails, the claim stays without a record: an attempt lost, a failure."""
-    with contextlib.suppress(OSError):
-        os.unlink(prefix + ".exit")
+def _unclaim(prefix: str, script_path: str) -> None:
+    """Undo the claim of an attempt that never ran (a retry may claim it again), with the
+    files it made after its claim (its script, its empty outputs): left, each attempt lost
+    to a full disk kept an inode of it, the disk fuller at each. If even that fails, the
+    claim stays without a record: an attempt lost, a failure."""
+    for path in (script_path, prefix + ".stdout", prefix + ".stderr", prefix + ".exit"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _drain(fd: int) -> None:
