@@ -454,7 +454,7 @@ class Attempts:
 
     def never_started(self, act: ActivityRun, reason: str) -> None:
         """The runtime says the live attempt never started because its host was short of
-        something (:attr:`Outcome.never_started`; inside a transaction): no retry is spent,
+        room (:attr:`Outcome.never_started`; inside a transaction): no retry is spent,
         the activity waits, and the runtime is NOT_READY until its health check says
         otherwise."""
         slot = self._slots[act.runtime]

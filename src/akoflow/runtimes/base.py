@@ -133,9 +133,9 @@ class Outcome:
     files: RemoteFiles | None = None
     """Remote runtimes: the attempt's working directory before and after its command."""
     never_started: bool = False
-    """The attempt provably never started because its host was short of something (no space
-    for its files, no memory or process for it): it costs no retry, the activity waits, and
-    the runtime is NOT_READY with ``reason`` until its health check finds room again."""
+    """The attempt provably never started because its host was short of room (no space for
+    its files): it costs no retry, the activity waits, and the runtime is NOT_READY with
+    ``reason`` until its health check finds room again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -419,8 +419,9 @@ class LocalRuntime(Runtime):
         self._running_cap = self.default_max_parallel
         self._ahead = 0  # {NAME}_QUEUE_AHEAD
         self._short_ends = 0  # ends in a row within SHORT_ATTEMPT of their start
-        # The host was short of something at a start (a full disk, no memory): where the
-        # attempt's files go, and why. NOT_READY until a health check finds room there.
+        # The host was short of room at a start (a full disk): where the attempt's files go,
+        # and why. NOT_READY, and the attempts in line kept there (each sent now would be lost
+        # too), until a health check finds room there.
         self._short_of: tuple[str, str] | None = None
 
     @property
@@ -562,9 +563,9 @@ class LocalRuntime(Runtime):
             self._umask,
             cgroup,
         )
-        if self._has_room():
+        if self._short_of is None and self._has_room():
             self._send(job.key, prefix, cgroup, request)
-        else:
+        else:  # in line: started once there is room (and a place among MAX_PARALLEL)
             self._waiting[job.key] = (prefix, cgroup, request)
         return {"prefix": prefix}
 
@@ -583,7 +584,7 @@ class LocalRuntime(Runtime):
 
     def _start_waiting(self) -> None:
         """Send waiting attempts to the spawners while fewer than MAX_PARALLEL run."""
-        while self._waiting and self._has_room():
+        while self._waiting and self._short_of is None and self._has_room():
             key = next(iter(self._waiting))
             prefix, cgroup, request = self._waiting.pop(key)
             try:
@@ -614,7 +615,7 @@ class LocalRuntime(Runtime):
 
     def _spawn_failed(self, key: str, reason: str, host_short: bool = False) -> None:
         """The spawner could not start the attempt: it never ran (its claim was undone). When
-        the host was short of something, the attempt costs no retry and waits for room."""
+        the host was short of room, the attempt costs no retry and waits for room."""
         starting = self._starting.pop(key, None)
         if starting is None:
             return
@@ -929,6 +930,7 @@ class LocalRuntime(Runtime):
             if not _has_room(directory):
                 return Health(False, f"{reason} (attempts wait until there is room)")
             self._short_of = None
+            self._start_waiting()  # those kept in line meanwhile
         return Health(True)
 
     async def nodes(self) -> Sequence[NodeInfo]:

@@ -52,16 +52,15 @@ WORKDIR_FAILED = 214
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 # What this interpreter ignores (and an exec would keep ignored); handlers reset at exec.
 _IGNORED_HERE = (signal.SIGPIPE, signal.SIGXFSZ)
-# The host, not the attempt, is short of something: no space or quota for the attempt's files,
-# no file descriptors, no memory or process for bash. The attempt never ran; it may once the
-# host has room again.
-HOST_SHORT = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
-)
+# The host, not the attempt, is short of room: no space, inode or quota for the attempt's
+# files. The attempt never ran; it may once there is room again (what a start makes can be
+# tried: see local._has_room). A shortage of processes, memory or descriptors fails the attempt
+# as before: no check could tell when it is over, and a runtime held for it would never end.
+HOST_SHORT = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def host_short(exc: BaseException) -> bool:
-    """Whether ``exc`` says the host is short of a resource (see :data:`HOST_SHORT`)."""
+    """Whether ``exc`` says the host is short of room (see :data:`HOST_SHORT`)."""
     return isinstance(exc, OSError) and exc.errno in HOST_SHORT
 
 

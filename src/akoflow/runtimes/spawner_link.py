@@ -33,7 +33,7 @@ _left: set[int] = set()
 
 Ended = Callable[[str, int, float, "int | None"], None]
 Started = Callable[[str, int], None]
-Failed = Callable[[str, str, bool], None]  # key, reason, the host short of something
+Failed = Callable[[str, str, bool], None]  # key, reason, the host short of room
 
 
 def reap_left() -> None:
