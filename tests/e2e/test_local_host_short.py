@@ -167,3 +167,51 @@ def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: P
     assert state == "failed" and "LOCAL_READY_TIMEOUT=5" in reason, reason
     (attempts_dir,) = (small_runs / "runs").glob("*/attempts")
     assert sorted(p.name for p in attempts_dir.glob("second.*")) == [], "a lost start's files"
+
+
+def test_attempts_in_the_runtimes_line_are_given_back_when_the_disk_is_full(
+    tmp_path: Path, small_runs: Path
+) -> None:
+    # Short activities open the local runtime's own line (attempts handed over ahead of
+    # MAX_PARALLEL). The disk fills mid-run and stays full: those in line must come back to
+    # the engine (lost, never started) so that LOCAL_READY_TIMEOUT fails them with the rest;
+    # kept in the line, the run ended failed with their attempts still recorded 'submitted'.
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: wide\nspec:\n  activities:\n"
+        + "".join(
+            f"    - name: t{i}\n      run: 'sleep 0.05; echo $$ >> {side}/t{i}'\n"
+            for i in range(200)
+        )
+    )
+    proc = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(small_runs)],
+        env=cli_env(LOCAL_READY_TIMEOUT="5"),
+    )
+    try:
+        wait_for(lambda: len(list(side.iterdir())) >= 40 or proc.poll() is not None, 120)
+        assert proc.poll() is None, proc.communicate()
+        _fill(small_runs / "runs" / "fill")
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run never ended: attempts held in the runtime's line")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in out + err, (out, err)
+    ran = {p.name: p.read_text().count("\n") for p in side.iterdir()}
+    assert set(ran.values()) == {1}, ran  # nothing ran twice
+    states = {}
+    for i in range(200):
+        rows = attempt_rows(small_runs, f"t{i}")
+        states[f"t{i}"] = [state for _, state, _ in rows]
+        if f"t{i}" in ran:
+            assert states[f"t{i}"][-1] == "succeeded", (i, rows)
+        else:  # never started: each attempt lost, no retry spent, none failed
+            assert set(states[f"t{i}"]) <= {"lost"}, (i, rows)
+    assert any("lost" in s for s in states.values()), states

@@ -420,8 +420,7 @@ class LocalRuntime(Runtime):
         self._ahead = 0  # {NAME}_QUEUE_AHEAD
         self._short_ends = 0  # ends in a row within SHORT_ATTEMPT of their start
         # The host was short of room at a start (a full disk): where the attempt's files go,
-        # and why. NOT_READY, and the attempts in line kept there (each sent now would be lost
-        # too), until a health check finds room there.
+        # and why. NOT_READY until a health check finds room there.
         self._short_of: tuple[str, str] | None = None
 
     @property
@@ -563,9 +562,9 @@ class LocalRuntime(Runtime):
             self._umask,
             cgroup,
         )
-        if self._short_of is None and self._has_room():
+        if self._has_room():
             self._send(job.key, prefix, cgroup, request)
-        else:  # in line: started once there is room (and a place among MAX_PARALLEL)
+        else:
             self._waiting[job.key] = (prefix, cgroup, request)
         return {"prefix": prefix}
 
@@ -584,7 +583,7 @@ class LocalRuntime(Runtime):
 
     def _start_waiting(self) -> None:
         """Send waiting attempts to the spawners while fewer than MAX_PARALLEL run."""
-        while self._waiting and self._short_of is None and self._has_room():
+        while self._waiting and self._has_room():
             key = next(iter(self._waiting))
             prefix, cgroup, request = self._waiting.pop(key)
             try:
@@ -623,11 +622,21 @@ class LocalRuntime(Runtime):
         self._cancelled_early.discard(key)
         if cgroup is not None:
             cgroups.remove(cgroup)
-        if host_short:
-            self._short_of = (os.path.dirname(prefix), reason)
-            log.warning("%s: %s; its attempts wait until there is room", self.name, reason)
-        self._start_waiting()
-        self.events.job_finished(key, Outcome(False, None, reason, never_started=host_short))
+        if not host_short:
+            self._start_waiting()
+            self.events.job_finished(key, Outcome(False, None, reason))
+            return
+        self._short_of = (os.path.dirname(prefix), reason)
+        log.warning("%s: %s; its attempts wait until there is room", self.name, reason)
+        # The attempts in line would go to the same full disk: given back too, never started
+        # (last first: the engine puts each back at the head of the queue, which keeps their
+        # order, this one first). Kept here instead, they would wait on a runtime the engine
+        # may give up on (READY_TIMEOUT fails the work it holds, not what is in line).
+        held = list(self._waiting)
+        self._waiting.clear()
+        for other in reversed(held):
+            self.events.job_finished(other, Outcome(False, None, reason, never_started=True))
+        self.events.job_finished(key, Outcome(False, None, reason, never_started=True))
 
     def _spawner_ended(self, key: str, code: int, cpu: float, rss: int | None) -> None:
         job = self._jobs.get(key)
@@ -930,7 +939,6 @@ class LocalRuntime(Runtime):
             if not _has_room(directory):
                 return Health(False, f"{reason} (attempts wait until there is room)")
             self._short_of = None
-            self._start_waiting()  # those kept in line meanwhile
         return Health(True)
 
     async def nodes(self) -> Sequence[NodeInfo]:
