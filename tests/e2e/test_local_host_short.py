@@ -22,21 +22,25 @@ from tests.conftest import cli_env, start_cli, wait_for
 from tests.scenarios import attempt_rows
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of 2,000 inodes (and 64 MiB), unmounted at the end."""
+@contextlib.contextmanager
+def _tmpfs(mount: Path, options: str) -> Iterator[None]:
+    """A tmpfs mounted at ``mount`` (made), unmounted at the end (as root: CI runs the tests
+    as root)."""
     if os.geteuid() != 0:
         pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=2000,mode=0700", "tmpfs", str(mount)],
-        check=True,
-    )
+    mount.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
     try:
-        yield mount
+        yield
     finally:
         subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 2,000 inodes (and 64 MiB)."""
+    with _tmpfs(tmp_path / "small", "size=64m,nr_inodes=2000,mode=0700"):
+        yield tmp_path / "small"
 
 
 def _fill(directory: Path) -> list[Path]:
@@ -100,20 +104,11 @@ def test_a_full_disk_holds_the_activity_instead_of_failing_it(
 @pytest.fixture
 def small_runs(tmp_path: Path) -> Iterator[Path]:
     """A state dir whose runs (the attempts' files) are on a tmpfs of 2,000 inodes; the
-    database is not. Unmounted at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
+    database is not."""
     state = tmp_path / "state"
-    runs = state / "runs"
-    runs.mkdir(parents=True)
-    state.chmod(0o700)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=2000", "tmpfs", str(runs)], check=True
-    )
-    try:
+    with _tmpfs(state / "runs", "size=64m,nr_inodes=2000"):
+        state.chmod(0o700)
         yield state
-    finally:
-        subprocess.run(["umount", "--lazy", str(runs)], check=False)
 
 
 def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: Path) -> None:
