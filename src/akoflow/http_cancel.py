@@ -7,13 +7,15 @@ until the garbage collector finds it. AkôFlow cuts requests by cancelling them 
 try's timeout, a watch or log follower when a runtime stops, a health probe's deadline), so a
 server that accepts connections and never answers the handshake kept one socket per request.
 
-Duck-typed: the pools only call these methods.
+Duck-typed: the pools only call these methods. :func:`cancel_safe_pool` makes the connection
+pool of either package over it, for a transport of httpx or httpx2 to use as its own.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 
@@ -75,3 +77,16 @@ class CancelSafeBackend:
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
+
+
+def cancel_safe_pool(httpcore: ModuleType, ssl_context: ssl.SSLContext, limits: Any) -> Any:
+    """``httpcore.AsyncConnectionPool`` (``httpcore``: the module of httpcore or httpcore2)
+    with ``limits`` (an ``httpx.Limits`` or ``httpx2.Limits``), TLS by ``ssl_context``, over
+    :class:`CancelSafeBackend`: what ``AsyncHTTPTransport`` builds as its ``_pool``."""
+    return httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=CancelSafeBackend(httpcore.AnyIOBackend()),
+    )

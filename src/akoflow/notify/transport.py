@@ -10,12 +10,10 @@ client).
 
 from __future__ import annotations
 
-from typing import cast
-
 import httpcore
 import httpx
 
-from akoflow.http_cancel import CancelSafeBackend
+from akoflow.http_cancel import cancel_safe_pool
 
 
 class CancelSafeTransport(httpx.AsyncHTTPTransport):
@@ -25,12 +23,5 @@ class CancelSafeTransport(httpx.AsyncHTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=True, trust_env=True),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=cast(
-                httpcore.AsyncNetworkBackend, CancelSafeBackend(httpcore.AnyIOBackend())
-            ),
-        )
+        tls = httpx.create_ssl_context(verify=True, trust_env=True)
+        self._pool = cancel_safe_pool(httpcore, tls, limits)

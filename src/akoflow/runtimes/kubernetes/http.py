@@ -13,7 +13,7 @@ import httpx2
 from lightkube.config.client_adapter import ConnectionParams, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 
-from akoflow.http_cancel import CancelSafeBackend
+from akoflow.http_cancel import cancel_safe_pool
 
 
 class CancelSafeTransport(httpx2.AsyncHTTPTransport):
@@ -22,16 +22,8 @@ class CancelSafeTransport(httpx2.AsyncHTTPTransport):
 
     def __init__(self, ssl_context: ssl.SSLContext) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
-        limits = httpx2.Limits()  # the defaults the base class used
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=cast(
-                httpcore2.AsyncNetworkBackend, CancelSafeBackend(httpcore2.AnyIOBackend())
-            ),
-        )
+        # The defaults the base class used.
+        self._pool = cancel_safe_pool(httpcore2, ssl_context, httpx2.Limits())
 
 
 def transport_for(cluster: SingleConfig) -> CancelSafeTransport:
