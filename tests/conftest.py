@@ -94,6 +94,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+def flat(text: str) -> str:
+    """Output with its lines joined by one space (rich wraps a long message over lines)."""
+    return " ".join(text.split())
+
+
 def start_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """The real CLI in the background (e.g. an engine to SIGKILL mid-run)."""
     return subprocess.Popen(

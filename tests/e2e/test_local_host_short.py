@@ -9,8 +9,6 @@ root), filled with empty files while the first activity runs.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -20,41 +18,14 @@ import pytest
 
 from tests.conftest import cli_env, start_cli, wait_for
 from tests.scenarios import attempt_rows
-
-
-@contextlib.contextmanager
-def _tmpfs(mount: Path, options: str) -> Iterator[None]:
-    """A tmpfs mounted at ``mount`` (made), unmounted at the end (as root: CI runs the tests
-    as root)."""
-    if os.geteuid() != 0:
-        pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
-    mount.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+from tests.tmpfs import fill_inodes, tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of 2,000 inodes (and 64 MiB)."""
-    with _tmpfs(tmp_path / "small", "size=64m,nr_inodes=2000,mode=0700"):
+    with tmpfs(tmp_path / "small", "size=64m,nr_inodes=2000,mode=0700"):
         yield tmp_path / "small"
-
-
-def _fill(directory: Path) -> list[Path]:
-    """Empty files in ``directory`` until the file system has no inode left."""
-    directory.mkdir()
-    made: list[Path] = []
-    while True:
-        path = directory / str(len(made))
-        try:
-            path.touch(exist_ok=False)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-            return made
-        made.append(path)
 
 
 def test_a_full_disk_holds_the_activity_instead_of_failing_it(
@@ -78,7 +49,7 @@ def test_a_full_disk_holds_the_activity_instead_of_failing_it(
     try:
         wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.communicate()
-        filler = _fill(small_disk / "fill")
+        filler = fill_inodes(small_disk / "fill")
         assert filler, "the file system had no inode left before the fill"
         # The second's claim finds no room: lost (no retry spent), the run goes on waiting.
         wait_for(lambda: any(s == "lost" for _, s, _ in attempt_rows(state, "second")), 60)
@@ -106,7 +77,7 @@ def small_runs(tmp_path: Path) -> Iterator[Path]:
     """A state dir whose runs (the attempts' files) are on a tmpfs of 2,000 inodes; the
     database is not."""
     state = tmp_path / "state"
-    with _tmpfs(state / "runs", "size=64m,nr_inodes=2000"):
+    with tmpfs(state / "runs", "size=64m,nr_inodes=2000"):
         state.chmod(0o700)
         yield state
 
@@ -136,7 +107,7 @@ def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: P
     try:
         wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.communicate()
-        filler = _fill(small_runs / "runs" / "fill")
+        filler = fill_inodes(small_runs / "runs" / "fill")
         for path in filler[-2:]:
             path.unlink()
         (side / "go").touch()
@@ -188,7 +159,7 @@ def test_attempts_in_the_runtimes_line_are_given_back_when_the_disk_is_full(
     try:
         wait_for(lambda: len(list(side.iterdir())) >= 40 or proc.poll() is not None, 120)
         assert proc.poll() is None, proc.communicate()
-        _fill(small_runs / "runs" / "fill")
+        fill_inodes(small_runs / "runs" / "fill")
         try:
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:

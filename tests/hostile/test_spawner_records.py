@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import cli_env, wait_for
 from tests.scenarios import attempt_rows
+from tests.tmpfs import tmpfs
 
 HANG_LIMIT = 60.0  # s: far beyond these few short activities; reached only by a hang
 
@@ -199,15 +200,9 @@ def small_runs_dir(tmp_path: Path) -> Iterator[Path]:
     """A state dir whose runs (the attempts' files) are on a 64 KiB tmpfs; the database is
     not (its own full disk is another matter)."""
     state = tmp_path / "state"
-    runs = state / "runs"
-    runs.mkdir(parents=True)
-    state.chmod(0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(runs)], check=True)
-    try:
+    with tmpfs(state / "runs", "size=64k"):
+        state.chmod(0o700)
         yield state
-    finally:
-        if subprocess.run(["umount", str(runs)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(runs)], check=True)
 
 
 @pytest.mark.needs_root  # a tmpfs mount

@@ -128,5 +128,9 @@ def test_every_test_carries_the_markers_of_what_it_needs(
         "test_a_data_dir_in_a_quieted_directory_is_heard",
     } | {  # tests/unit/test_lost_events.py: a real overflow of a fanotify queue
         "test_a_real_queue_overflow_leaves_the_running_attempts_writes_ambiguous",
+    } | {  # tests/e2e/ and tests/server/test_store_full.py: a tmpfs under the state dir
+        "test_a_full_store_holds_the_run_until_there_is_room",
+        "test_ctrl_c_while_held_leaves_the_run_for_resume",
+        "test_a_full_store_stops_the_engine_and_a_new_one_goes_on_once_there_is_room",
     }
     assert {directory(i) for i in markers} >= set(by_directory) | {"e2e", "unit", "server"}

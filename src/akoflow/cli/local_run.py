@@ -294,15 +294,18 @@ async def _run_attached(
     import asyncio
 
     from akoflow.engine import Engine, WorkflowBusy
-    from akoflow.engine.loops import EngineFailure
+    from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
 
     if not quiet and not as_json:
         from akoflow.cli import progress  # rich's live views: only when shown
 
     engine = Engine(repo, sdir)
+    engine_stopped = False
     loop = asyncio.get_running_loop()
     interrupts = 0
     cancelling = False
+    # Set while the run waits for room under the state dir: a Ctrl-C then leaves at once.
+    holding: asyncio.Future[None] | None = None
 
     def cancel_all() -> None:
         nonlocal cancelling
@@ -312,6 +315,10 @@ async def _run_attached(
 
     def on_interrupt() -> None:  # Ctrl-C, SIGTERM
         nonlocal interrupts
+        if holding is not None:  # no engine runs: nothing to cancel, nothing can be stored
+            if not holding.done():
+                holding.set_result(None)
+            return
         interrupts += 1
         if interrupts == 1:
             cancel_all()  # first: printing cannot get in its way
@@ -333,6 +340,45 @@ async def _run_attached(
             cancel_all()
             err.print("[yellow]terminal closed (SIGHUP): cancelling the run[/]")
 
+    async def hold_for_room(failure: StoreShortOfRoom, wf_id: int) -> Any:
+        """The store cannot take the run's next step: stop the engine, wait for room, and go
+        on with a new one, as `akoflow resume` would; the run attached to it, or None if
+        the user left instead (Ctrl-C)."""
+        nonlocal engine, engine_stopped, holding
+        from akoflow.store.room import short_of_room, wait_for_room
+
+        err.print(
+            f"[yellow]⏸ {escape(str(failure))}. Run {wf_id} waits until there is room (its "
+            f"running activities go on); Ctrl-C leaves it for `akoflow resume {wf_id}`[/]"
+        )
+        while True:
+            engine_stopped = True
+            await engine.stop()
+            holding = loop.create_future()
+            room = asyncio.ensure_future(wait_for_room(failure.directory))
+            await asyncio.wait({room, holding}, return_when=asyncio.FIRST_COMPLETED)
+            holding.cancel()
+            holding = None
+            if not room.done():
+                room.cancel()
+                err.print(
+                    f"[bold red]error:[/] run {wf_id} is interrupted, not lost: its running "
+                    f"activities go on, and `akoflow resume {wf_id}` continues it once there "
+                    "is room"
+                )
+                return None
+            engine = Engine(repo, sdir)
+            engine_stopped = False
+            await engine.start()
+            try:
+                wf = await engine.attach(wf_id)
+            except Exception as exc:  # taken again before the run was: wait again
+                if not short_of_room(exc, failure.directory):
+                    raise
+                continue
+            err.print(f"room again under the state dir: run {wf_id} goes on")
+            return wf
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_interrupt)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
@@ -341,13 +387,14 @@ async def _run_attached(
             repo.request_cancel(wf_id)
         on_interrupt()
     # `akoflow cancel` from another terminal records the request, then pokes us.
-    loop.add_signal_handler(signal.SIGUSR1, engine.apply_cancel_requests)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: engine.apply_cancel_requests())
     code = EXIT_OK
     try:
         await engine.start()
         for wf_id in ids:
+            attach = engine.retry if retry else engine.attach
             try:
-                wf = await (engine.retry(wf_id) if retry else engine.attach(wf_id))
+                wf = await attach(wf_id)
             except (WorkflowBusy, KeyError, ValueError) as exc:
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
                 code = EXIT_FAILED
@@ -360,32 +407,40 @@ async def _run_attached(
                 )
                 code = EXIT_FAILED
                 continue
-            if cancelling:
-                engine.cancel(wf_id)
-            assert wf.done is not None
-            ended = asyncio.ensure_future(_ended_or_stranded(engine, wf_id))
-            if not quiet and not as_json:
-                await progress.follow(
-                    wf,
-                    (err if as_json else out).console,
-                    ended,
-                    functools.partial(progress.engine_holds, engine, wf),
-                )
-            try:
-                state = await ended
-            except EngineFailure as exc:  # logged with its traceback where it happened
-                err.print(
-                    f"[bold red]error:[/] {escape(str(exc))}; run {wf_id} is interrupted, not "
-                    f"lost: `akoflow resume {wf_id}` continues it"
-                )
-                return EXIT_FAILED
-            except _Stranded as exc:
-                err.print(
-                    f"[bold red]error:[/] run {wf_id} cannot go on: {escape(str(exc))}. What "
-                    "runs there was neither stopped nor recorded as ended: fix it, then "
-                    f"`akoflow resume {wf_id}` follows it"
-                )
-                return EXIT_FAILED
+            while True:
+                if cancelling:
+                    engine.cancel(wf_id)
+                assert wf.done is not None
+                ended = asyncio.ensure_future(_ended_or_stranded(engine, wf_id))
+                if not quiet and not as_json:
+                    await progress.follow(
+                        wf,
+                        (err if as_json else out).console,
+                        ended,
+                        functools.partial(progress.engine_holds, engine, wf),
+                    )
+                try:
+                    state = await ended
+                except StoreShortOfRoom as exc:
+                    resumed = await hold_for_room(exc, wf_id)
+                    if resumed is None:
+                        return EXIT_FAILED
+                    wf = resumed
+                    continue
+                except EngineFailure as exc:  # logged with its traceback where it happened
+                    err.print(
+                        f"[bold red]error:[/] {escape(str(exc))}; run {wf_id} is interrupted, "
+                        f"not lost: `akoflow resume {wf_id}` continues it"
+                    )
+                    return EXIT_FAILED
+                except _Stranded as exc:
+                    err.print(
+                        f"[bold red]error:[/] run {wf_id} cannot go on: {escape(str(exc))}. "
+                        "What runs there was neither stopped nor recorded as ended: fix it, "
+                        f"then `akoflow resume {wf_id}` follows it"
+                    )
+                    return EXIT_FAILED
+                break
             if as_json:
                 out.print_json(json.dumps(_run_json(repo, wf_id)))
             elif not quiet:
@@ -396,7 +451,8 @@ async def _run_attached(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
-        await engine.stop()  # a late second hangup must not cut this short
+        if not engine_stopped:
+            await engine.stop()  # a late second hangup must not cut this short
         loop.remove_signal_handler(signal.SIGHUP)
     return code
 

@@ -27,7 +27,13 @@ from akoflow.cache.stage import CacheFailure, CacheStage
 from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
 from akoflow.engine.heap import HeapGuard
-from akoflow.engine.loops import EngineFailure, cancel_and_wait, log_unexpected_end, supervise
+from akoflow.engine.loops import (
+    EngineFailure,
+    StoreShortOfRoom,
+    cancel_and_wait,
+    log_unexpected_end,
+    supervise,
+)
 from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
@@ -57,6 +63,7 @@ from akoflow.states import (
     check_workflow_transition,
 )
 from akoflow.store import Repository, WorkflowRecord
+from akoflow.store.room import short_of_room
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +181,8 @@ class Engine(RuntimeEvents):
     ) -> None:
         """Run ``step`` again and again under :func:`supervise` until the engine stops."""
         task = asyncio.create_task(
-            supervise(name, step, on_fatal=self._fail_stop, fatal=fatal), name=f"akoflow-{name}"
+            supervise(name, step, on_fatal=self._fail_stop, fatal=fatal, explain=self._no_room),
+            name=f"akoflow-{name}",
         )
         task.add_done_callback(log_unexpected_end)
         self._tasks.append(task)
@@ -189,8 +197,12 @@ class Engine(RuntimeEvents):
         store, which is consistent: a failed transaction was rolled back) and stop working."""
         if self.failure is not None:
             return
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
+        no_room = self._no_room(exc)
+        if no_room is not None:
+            self.failure = StoreShortOfRoom(f"the engine stopped: {no_room}", self._store_dir)
+        else:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
         self.failure.__cause__ = exc
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -202,13 +214,31 @@ class Engine(RuntimeEvents):
             if not wf.state.is_final:
                 try:
                     self.repo.release_workflow(wf.id, pid=self._pid)
-                except Exception:
-                    log.exception("cannot give workflow %s back in the store", wf.id)
+                except Exception as exc:
+                    self._log_store_failure(exc, f"cannot give workflow {wf.id} back in the store")
         for listener in self._failure_listeners:
             try:
                 listener(self.failure)
             except Exception:
                 log.exception("engine failure listener failed")
+
+    @property
+    def _store_dir(self) -> Path:
+        return Path(self.repo.path).parent
+
+    def _no_room(self, exc: BaseException) -> str | None:
+        """What to say of ``exc`` if it is a write refused for want of room under the state
+        dir (else None: another failure, shown with its traceback)."""
+        if not short_of_room(exc, self._store_dir):
+            return None
+        return f"no room left under the state dir {self._store_dir} ({exc})"
+
+    def _log_store_failure(self, exc: BaseException, what: str) -> None:
+        no_room = self._no_room(exc)
+        if no_room is None:
+            log.error("%s", what, exc_info=exc)
+        else:  # expected once the store is full, and the reason was said when it filled
+            log.info("%s: %s", what, no_room)
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
@@ -246,8 +276,8 @@ class Engine(RuntimeEvents):
                 self.attempts.record_running()
                 for wf in self.workflows.values():
                     self.repo.release_workflow(wf.id, pid=self._pid)
-        except Exception:  # the store failed: what it holds is what a crash leaves
-            log.exception("cannot record the engine's stop in the store")
+        except Exception as exc:  # the store failed: what it holds is what a crash leaves
+            self._log_store_failure(exc, "cannot record the engine's stop in the store")
         self._heap.release()
 
     def _attached_workflow(self, wf_id: int) -> Workflow | None:

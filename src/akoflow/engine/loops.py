@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from akoflow.errors import AkoflowError
@@ -30,16 +31,33 @@ class EngineFailure(AkoflowError, RuntimeError):
     continues them."""
 
 
+class StoreShortOfRoom(EngineFailure):
+    """The engine stopped because the disk under its store (the state dir ``directory``) was
+    full: nothing is wrong with its runs, and a new engine continues them once there is room
+    again (:func:`akoflow.store.room.wait_for_room`)."""
+
+    def __init__(self, message: str, directory: Path) -> None:
+        super().__init__(message)
+        self.directory = directory
+
+
+def no_explanation(exc: BaseException) -> str | None:
+    return None
+
+
 async def supervise(
     name: str,
     step: Callable[[], Awaitable[None]],
     *,
     on_fatal: Callable[[BaseException], None],
     fatal: Callable[[BaseException], bool] = lambda exc: isinstance(exc, EngineFailure),
+    explain: Callable[[BaseException], str | None] = no_explanation,
     first_backoff: float = FIRST_BACKOFF,
     max_backoff: float = MAX_BACKOFF,
 ) -> None:
-    """Run ``step`` again and again (it does its own waiting) until cancelled."""
+    """Run ``step`` again and again (it does its own waiting) until cancelled. A failure
+    ``explain`` knows (a full disk) is logged as its one-line explanation; its traceback
+    only at debug level (it says nothing more, and one per back-off buried the reason)."""
     backoff = Backoff(first_backoff, max_backoff)
     while True:
         try:
@@ -47,12 +65,19 @@ async def supervise(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            known = explain(exc)
+            if known is not None:
+                log.debug("engine loop %s failed", name, exc_info=exc)
+            trace = exc if known is None else None
+            why = "" if known is None else f": {known}"
             if fatal(exc):
-                log.critical("engine loop %s cannot go on", name, exc_info=exc)
+                log.critical("engine loop %s cannot go on%s", name, why, exc_info=trace)
                 on_fatal(exc)
                 return
             delay = backoff.next()
-            log.error("engine loop %s failed; going on in %.1f s", name, delay, exc_info=exc)
+            log.error(
+                "engine loop %s failed%s; going on in %.1f s", name, why, delay, exc_info=trace
+            )
             await asyncio.sleep(delay)
         else:
             backoff.reset()
@@ -83,4 +108,11 @@ def log_unexpected_end(task: asyncio.Task[Any]) -> None:
         log.critical("engine task %s ended with an error", task.get_name(), exc_info=exc)
 
 
-__all__ = ["EngineFailure", "cancel_and_wait", "log_unexpected_end", "supervise"]
+__all__ = [
+    "EngineFailure",
+    "StoreShortOfRoom",
+    "cancel_and_wait",
+    "log_unexpected_end",
+    "no_explanation",
+    "supervise",
+]

@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 
 from akoflow.config import activity_environ
+from akoflow.room import has_room
 from akoflow.runtimes import cgroups, spawner_start
 from akoflow.runtimes.base import (
     MAX_PARALLEL_LIMIT,
@@ -51,7 +52,6 @@ from akoflow.runtimes.base import (
 from akoflow.runtimes.local_spawner import (
     ENV_ENTRY_MAX,
     env_entry_size,
-    host_short,
     spawn_error,
     write_private_file,
 )
@@ -244,35 +244,10 @@ def _written_before_leaving(prefix: str, record: _Record) -> _Record:
 
 
 ROOM_PROBE_BYTES = 64 * 1024
-# The files a start makes before bash runs: its claim, its script and its two outputs.
+# The files a start makes before bash runs: its claim, its script and its two outputs. A
+# single file passed with a free inode or two left where a start needs four: READY every
+# health check, its attempts lost again at once, for ever (READY_TIMEOUT never reached).
 ROOM_PROBE_FILES = (".exit", ".sh", ".stdout", ".stderr")
-
-
-def _has_room(directory: str) -> bool:
-    """Whether ``directory`` takes what an attempt's start makes there now: one new file for
-    each of :data:`ROOM_PROBE_FILES`, one of :data:`ROOM_PROBE_BYTES` (removed at once). A
-    single file passed with a free inode or two left where a start needs four: READY every
-    health check, its attempts lost again at once, for ever (READY_TIMEOUT never reached).
-    Only a shortage says no: a directory gone is for the attempts to find out."""
-    probe = os.path.join(directory, f".akoflow-room-{os.getpid()}")
-    made: list[str] = []
-    try:
-        for suffix in ROOM_PROBE_FILES:
-            path = probe + suffix
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            made.append(path)
-            try:
-                if len(made) == 1:
-                    os.write(fd, bytes(ROOM_PROBE_BYTES))
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        return not host_short(exc)
-    finally:
-        for path in made:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-    return True
 
 
 def _spawner_alive(pid: int | None) -> bool:
@@ -936,7 +911,7 @@ class LocalRuntime(Runtime):
             return Health(False, "bash not found on PATH")
         if self._short_of is not None:
             directory, reason = self._short_of
-            if not _has_room(directory):
+            if not has_room(directory, ROOM_PROBE_FILES, ROOM_PROBE_BYTES):
                 return Health(False, f"{reason} (attempts wait until there is room)")
             self._short_of = None
         return Health(True)

@@ -54,8 +54,9 @@ ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (
 _IGNORED_HERE = (signal.SIGPIPE, signal.SIGXFSZ)
 # The host, not the attempt, is short of room: no space, inode or quota for the attempt's
 # files. The attempt never ran; it may once there is room again (what a start makes can be
-# tried: see local._has_room). A shortage of processes, memory or descriptors fails the attempt
-# as before: no check could tell when it is over, and a runtime held for it would never end.
+# tried: see akoflow.room, whose copy of this set the engine uses). A shortage of processes,
+# memory or descriptors fails the attempt as before: no check could tell when it is over,
+# and a runtime held for it would never end.
 HOST_SHORT = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

@@ -5,18 +5,21 @@ its state unknown) stops and gives its runs back (see :mod:`akoflow.engine.loops
 must not stall every later workflow for that: it starts a new engine on the same store after
 a back-off and resumes the unfinished runs, exactly as a restarted server would (running
 activities are adopted, nothing runs twice). While the store keeps failing, it keeps trying,
-less and less often, and says so in its log.
+less and less often, and says so in its log. An engine stopped by a full disk under the state
+dir is replaced once there is room again (probed, less and less often).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from akoflow.engine import Engine, WorkflowBusy
-from akoflow.engine.loops import EngineFailure
+from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
 from akoflow.runtimes.backoff import Backoff
 from akoflow.server.context import ServerContext
+from akoflow.store.room import short_of_room, wait_for_room
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +65,22 @@ async def resume_all(ctx: ServerContext) -> int:
 def _on_failure(ctx: ServerContext, engine: Engine, failure: EngineFailure) -> None:
     if ctx.engine is not engine or ctx.restarting is not None:
         return
-    log.critical("%s; starting a new engine", failure)
+    if isinstance(failure, StoreShortOfRoom):
+        log.critical("%s; a new engine starts once there is room", failure)
+    else:
+        log.critical("%s; starting a new engine", failure)
     ctx.restarting = asyncio.get_running_loop().create_task(
-        _restart(ctx), name="akoflow-engine-restart"
+        _restart(ctx, failure), name="akoflow-engine-restart"
     )
 
 
-async def _restart(ctx: ServerContext) -> None:
+async def _restart(ctx: ServerContext, failure: EngineFailure) -> None:
     backoff = Backoff(RESTART_FIRST_DELAY, RESTART_MAX_DELAY)
     try:
         while True:
             await asyncio.sleep(backoff.next())
+            if isinstance(failure, StoreShortOfRoom):
+                await wait_for_room(failure.directory)
             old = ctx.engine
             try:
                 await old.stop()
@@ -81,10 +89,17 @@ async def _restart(ctx: ServerContext) -> None:
             ctx.engine = Engine(ctx.repo, ctx.state_dir)
             try:
                 unresumed = await start_engine(ctx)
-            except Exception:
-                log.exception("the new engine cannot start yet; trying again")
+            except Exception as exc:
+                directory = Path(ctx.repo.path).parent
+                if short_of_room(exc, directory):
+                    failure = StoreShortOfRoom(str(exc), directory)
+                    log.error("the new engine cannot start yet: no room (%s); waiting", exc)
+                else:
+                    log.exception("the new engine cannot start yet; trying again")
                 continue
-            if ctx.engine.failure is None and not unresumed:
+            if ctx.engine.failure is not None:
+                failure = ctx.engine.failure  # it failed already: this loop takes it
+            elif not unresumed:
                 log.warning("a new engine took over; unfinished workflows resumed")
                 return
     finally:

@@ -410,7 +410,15 @@ class Repository:
                 raise
             self._depth -= 1
             if outer:
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    # A commit refused for room (SQLITE_FULL) is rolled back by SQLite; one
+                    # refused otherwise may stay open, and a later COMMIT stored its writes
+                    # with the next transaction's (which its engine believed undone).
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
