@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -99,15 +100,41 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def start_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """The real CLI in the background (e.g. an engine to SIGKILL mid-run)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "akoflow", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env or cli_env(),
-    )
+def start_cli(
+    args: list[str], env: dict[str, str] | None = None, stderr: Path | None = None
+) -> subprocess.Popen[str]:
+    """The real CLI in the background (e.g. an engine to SIGKILL mid-run); its stderr in the
+    file ``stderr`` if given (to read while it runs), else a pipe."""
+    if stderr is None:
+        return subprocess.Popen(
+            [sys.executable, "-m", "akoflow", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or cli_env(),
+        )
+    with stderr.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "akoflow", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            text=True,
+            env=env or cli_env(),
+        )
+
+
+@contextlib.contextmanager
+def running_cli(
+    args: list[str], env: dict[str, str] | None = None, stderr: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """:func:`start_cli`, killed at the end if the test left it running."""
+    proc = start_cli(args, env, stderr)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, start_cli, wait_for
+from tests.conftest import cli_env, running_cli, wait_for
 from tests.scenarios import attempt_rows
 from tests.tmpfs import fill_inodes, tmpfs
 
@@ -45,8 +45,7 @@ def test_a_full_disk_holds_the_activity_instead_of_failing_it(
         "      dependsOn: [first]\n"
     )
     state = small_disk / "state"
-    proc = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state)])
-    try:
+    with running_cli(["run", str(wf), "--quiet", "--state-dir", str(state)]) as proc:
         wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.communicate()
         filler = fill_inodes(small_disk / "fill")
@@ -61,10 +60,6 @@ def test_a_full_disk_holds_the_activity_instead_of_failing_it(
         for path in filler:  # room again: the next health check lets it start
             path.unlink()
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, (out, err)
     assert (side / "second").read_text().count("\n") == 1  # it ran, once
     attempts = attempt_rows(state, "second")
@@ -100,11 +95,10 @@ def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: P
         f"      run: 'echo $$ >> {side}/second'\n"
         "      dependsOn: [first]\n"
     )
-    proc = start_cli(
+    with running_cli(
         ["run", str(wf), "--quiet", "--state-dir", str(small_runs)],
         env=cli_env(LOCAL_READY_TIMEOUT="5"),
-    )
-    try:
+    ) as proc:
         wait_for(lambda: (side / "first-started").exists() or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.communicate()
         filler = fill_inodes(small_runs / "runs" / "fill")
@@ -115,10 +109,6 @@ def test_room_for_one_file_is_not_room_for_a_start(tmp_path: Path, small_runs: P
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             pytest.fail("the run never ended: the runtime turned READY with no room for a start")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode != 0, (out, err)
     assert not (side / "second").exists()
     attempts = attempt_rows(small_runs, "second")
@@ -152,11 +142,10 @@ def test_attempts_in_the_runtimes_line_are_given_back_when_the_disk_is_full(
             for i in range(200)
         )
     )
-    proc = start_cli(
+    with running_cli(
         ["run", str(wf), "--quiet", "--state-dir", str(small_runs)],
         env=cli_env(LOCAL_READY_TIMEOUT="5"),
-    )
-    try:
+    ) as proc:
         wait_for(lambda: len(list(side.iterdir())) >= 40 or proc.poll() is not None, 120)
         assert proc.poll() is None, proc.communicate()
         fill_inodes(small_runs / "runs" / "fill")
@@ -164,10 +153,6 @@ def test_attempts_in_the_runtimes_line_are_given_back_when_the_disk_is_full(
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             pytest.fail("the run never ended: attempts held in the runtime's line")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, (out, err)
     assert "Traceback" not in out + err, (out, err)
     ran = {p.name: p.read_text().count("\n") for p in side.iterdir()}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, flat, wait_for
+from tests.conftest import cli_env, flat, running_cli, wait_for
 from tests.scenarios import attempt_rows
 from tests.tmpfs import fill_space, tmpfs
 
@@ -48,17 +48,6 @@ def _workflow(tmp_path: Path, side: Path) -> Path:
     return path
 
 
-def _start(args: list[str], stderr: Path) -> subprocess.Popen[str]:
-    with stderr.open("w") as sink:  # a file: read while the command runs
-        return subprocess.Popen(
-            [sys.executable, "-m", "akoflow", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            text=True,
-            env=cli_env(),
-        )
-
-
 def _held_after_fill(proc: subprocess.Popen[str], side: Path, state: Path, log: Path) -> Path:
     """Fill the state dir's disk once a few activities ran; wait until the command says it
     holds the run. The fill's path."""
@@ -83,17 +72,12 @@ def test_a_full_store_holds_the_run_until_there_is_room(tmp_path: Path, small_st
     side = tmp_path / "side"
     wf = _workflow(tmp_path, side)
     log = tmp_path / "stderr"
-    proc = _start(["run", str(wf), "--state-dir", str(small_state)], log)
-    try:
+    with running_cli(["run", str(wf), "--state-dir", str(small_state)], stderr=log) as proc:
         fill = _held_after_fill(proc, side, small_state, log)
         time.sleep(2)  # it waits: no exit, no error, while the disk stays full
         assert proc.poll() is None, log.read_text()
         fill.unlink()
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = flat(log.read_text())
     assert proc.returncode == 0, text
     assert "no room left under the state dir" in text, text
@@ -108,15 +92,10 @@ def test_ctrl_c_while_held_leaves_the_run_for_resume(tmp_path: Path, small_state
     side = tmp_path / "side"
     wf = _workflow(tmp_path, side)
     log = tmp_path / "stderr"
-    proc = _start(["run", str(wf), "--state-dir", str(small_state)], log)
-    try:
+    with running_cli(["run", str(wf), "--state-dir", str(small_state)], stderr=log) as proc:
         fill = _held_after_fill(proc, side, small_state, log)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)  # at once: no engine runs, nothing to cancel
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = flat(log.read_text())
     assert proc.returncode == 1, text
     assert "run 1 is interrupted, not lost" in text, text
