@@ -35,7 +35,7 @@ def has_room(directory: str, suffixes: Sequence[str], size: int) -> bool:
             made.append(path)
             try:
                 if len(made) == 1:
-                    os.write(fd, bytes(size))
+                    _write_all(fd, size)
             finally:
                 os.close(fd)
     except OSError as exc:
@@ -45,6 +45,14 @@ def has_room(directory: str, suffixes: Sequence[str], size: int) -> bool:
             with contextlib.suppress(OSError):
                 os.unlink(path)
     return True
+
+
+def _write_all(fd: int, size: int) -> None:
+    """``size`` zero bytes to ``fd``: a disk nearly full takes part of a write without an
+    error (a short write), and only the next one fails."""
+    left = memoryview(bytes(size))
+    while left:
+        left = left[os.write(fd, left) :]
 
 
 __all__ = ["HOST_SHORT", "has_room", "host_short"]
