@@ -166,12 +166,21 @@ def _warn_if_shared(state_dir: Path, warn: Warn) -> None:
 
 def database_error(path: Path | str, exc: sqlite3.Error) -> str:
     """What to tell a user about a state database SQLite cannot use."""
+    from akoflow.store.room import short_of_room
+
     text = str(exc)
     hint = ""
+    directory = Path(path).parent
     if isinstance(exc, sqlite3.DatabaseError) and (
         "not a database" in text or "malformed" in text or "corrupt" in text
     ):
         hint = " (it is damaged or not an AkôFlow database: move it away to start afresh)"
+    elif short_of_room(exc, directory):
+        # SQLite reports a full disk at open as an I/O error on its index file (SHMSIZE).
+        hint = (
+            f" (no room left on its disk: SQLite needs some even to read it. Free room there "
+            f"(`df -h {directory}`, `du -sh {directory}/runs/*`), then try again)"
+        )
     return f"the state database {path} cannot be used: {text}{hint}"
 
 

@@ -60,6 +60,17 @@ def _held_after_fill(proc: subprocess.Popen[str], side: Path, state: Path, log: 
     return fill
 
 
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "akoflow", *args, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+
+
 def _each_once(side: Path) -> None:
     names = sorted(p.name for p in side.iterdir())
     assert len(names) == WIDTH + 1, names
@@ -100,13 +111,26 @@ def test_ctrl_c_while_held_leaves_the_run_for_resume(tmp_path: Path, small_state
     assert proc.returncode == 1, text
     assert "run 1 is interrupted, not lost" in text, text
     fill.unlink()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "akoflow", "resume", "1", "--state-dir", str(small_state)],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-        check=False,
-    )
+    resumed = _cli(small_state, "resume", "1")
     assert resumed.returncode == 0, resumed.stderr
     _each_once(side)
+
+
+@pytest.mark.needs_root  # a tmpfs mount
+def test_a_store_that_cannot_even_be_opened_says_the_disk_is_full(
+    tmp_path: Path, small_state: Path
+) -> None:
+    # With no engine running, SQLite needs room to open the database (its index file): on a
+    # full disk every command failed with a bare "disk I/O error".
+    side = tmp_path / "side"
+    wf = _workflow(tmp_path, side)
+    ran = _cli(small_state, "run", str(wf), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    fill_space(small_state.parent / "fill")
+    for command in (["status"], ["delete", "1"], ["gc", "--keep-last", "0"]):
+        res = _cli(small_state, *command)
+        assert res.returncode == 2, (command, res.stdout, res.stderr)
+        assert "no room left on its disk" in flat(res.stderr), (command, res.stderr)
+    (small_state.parent / "fill").unlink()
+    res = _cli(small_state, "delete", "1")
+    assert res.returncode == 0, res.stderr  # room again: the store is whole

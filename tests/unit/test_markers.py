@@ -131,6 +131,7 @@ def test_every_test_carries_the_markers_of_what_it_needs(
     } | {  # tests/e2e/ and tests/server/test_store_full.py: a tmpfs under the state dir
         "test_a_full_store_holds_the_run_until_there_is_room",
         "test_ctrl_c_while_held_leaves_the_run_for_resume",
+        "test_a_store_that_cannot_even_be_opened_says_the_disk_is_full",
         "test_a_full_store_stops_the_engine_and_a_new_one_goes_on_once_there_is_room",
     } | {  # tests/unit/test_room.py: a nearly full tmpfs
         "test_a_disk_that_takes_only_part_of_the_probe_has_no_room",
