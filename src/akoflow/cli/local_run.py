@@ -292,14 +292,17 @@ async def _run_attached(
     early: _EarlyInterrupts | None = None,
 ) -> int:
     import asyncio
+    import sqlite3
 
     from akoflow.engine import Engine, WorkflowBusy
     from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
+    from akoflow.store.room import short_of_room
 
     if not quiet and not as_json:
         from akoflow.cli import progress  # rich's live views: only when shown
 
     engine = Engine(repo, sdir)
+    store_dir = Path(repo.path).parent
     engine_stopped = False
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -307,11 +310,20 @@ async def _run_attached(
     # Set while the run waits for room under the state dir: a Ctrl-C then leaves at once.
     holding: asyncio.Future[None] | None = None
 
+    def cancel(wf_id: int) -> None:
+        try:
+            engine.cancel(wf_id)
+        except Exception as exc:
+            # No room to record it: the engine stopped (the run is held), and the next one
+            # cancels the run once there is room (`cancelling`).
+            if not short_of_room(exc, store_dir):
+                raise
+
     def cancel_all() -> None:
         nonlocal cancelling
         cancelling = True
         for wf_id in ids:
-            engine.cancel(wf_id)  # those not attached yet are cancelled when they are
+            cancel(wf_id)  # those not attached yet are cancelled when they are
 
     def on_interrupt() -> None:  # Ctrl-C, SIGTERM
         nonlocal interrupts
@@ -345,7 +357,7 @@ async def _run_attached(
         on with a new one, as `akoflow resume` would; the run attached to it, or None if
         the user left instead (Ctrl-C)."""
         nonlocal engine, engine_stopped, holding
-        from akoflow.store.room import short_of_room, wait_for_room
+        from akoflow.store.room import wait_for_room
 
         err.print(
             f"[yellow]⏸ {escape(str(failure))}. Run {wf_id} waits until there is room (its "
@@ -370,8 +382,15 @@ async def _run_attached(
             engine = Engine(repo, sdir)
             engine_stopped = False
             await engine.start()
+            rec = repo.get_workflow(wf_id)
+            # A retry whose reopening was refused is still failed or cancelled: retry it.
+            reopen = rec is not None and rec.state in (
+                WorkflowState.FAILED,
+                WorkflowState.CANCELLED,
+            )
+            again = engine.retry if retry and reopen else None
             try:
-                wf = await engine.attach(wf_id)
+                wf = await (again or engine.attach)(wf_id)
             except Exception as exc:  # taken again before the run was: wait again
                 if not short_of_room(exc, failure.directory):
                     raise
@@ -407,9 +426,22 @@ async def _run_attached(
                 )
                 code = EXIT_FAILED
                 continue
+            except sqlite3.Error as exc:
+                # The disk filled since the run was stored (claimed): held as one filling
+                # mid-run is, not ended as if the database could not be used.
+                if not short_of_room(exc, store_dir):
+                    raise
+                failure = StoreShortOfRoom(
+                    f"the engine stopped: no room left under the state dir {store_dir} ({exc})",
+                    store_dir,
+                )
+                resumed = await hold_for_room(failure, wf_id)
+                if resumed is None:
+                    return EXIT_FAILED
+                wf = resumed
             while True:
                 if cancelling:
-                    engine.cancel(wf_id)
+                    cancel(wf_id)
                 assert wf.done is not None
                 ended = asyncio.ensure_future(_ended_or_stranded(engine, wf_id))
                 if not quiet and not as_json:

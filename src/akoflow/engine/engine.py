@@ -595,7 +595,23 @@ class Engine(RuntimeEvents):
                 self.cancel(wf.id)
 
     def cancel(self, wf_id: int, activity: str | None = None) -> None:
-        """Cancel a workflow (or one activity): stop what runs, cancel what waits."""
+        """Cancel a workflow (or one activity): stop what runs, cancel what waits. A store
+        that refuses the cancel's writes for want of room stops the engine, as any other
+        refused write does (memory and store would part), and the error is raised: the
+        request was not recorded."""
+        if self.failure is not None:
+            # Stopped: only the request is recorded, for the engine that continues the run.
+            if activity is None:
+                self.repo.request_cancel(wf_id)
+            return
+        try:
+            self._cancel(wf_id, activity)
+        except Exception as exc:
+            if self._no_room(exc) is not None:
+                self._fail_stop(exc)
+            raise
+
+    def _cancel(self, wf_id: int, activity: str | None) -> None:
         wf = self.workflows.get(wf_id)
         if wf is None or wf.state.is_final:
             return
