@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import flat, wait_for
-from tests.server.conftest import API, Server, submit, wait_workflow
+from tests.server.conftest import API, Server, b64, submit, wait_workflow
 from tests.tmpfs import fill_space, tmpfs
 
 WIDTH = 40
@@ -30,6 +30,7 @@ def test_a_full_store_stops_the_engine_and_a_new_one_goes_on_once_there_is_room(
     lines = ["name: store-full", "spec:", "  activities:"]
     for i in range(WIDTH):
         lines += [f"    - name: a{i}", f"      run: 'sleep 0.1; echo $$ >> {side}/a{i}'"]
+    lines_of_one = "name: later\nspec:\n  activities:\n    - name: x\n      run: 'true'\n"
     with tmpfs(tmp_path / "state", "size=16m,mode=0700") as state:
         server = start_server(state_dir=state)
         with server.client() as api:
@@ -42,6 +43,10 @@ def test_a_full_store_stops_the_engine_and_a_new_one_goes_on_once_there_is_room(
             res = api.get(f"{API}/workflows/{wf_id}/")
             assert res.status_code == 200, res.text
             assert res.json()["data"]["state"] == "running"
+            # A write is refused with the reason (it was a 500 "a bug" with a traceback).
+            res = api.post(f"{API}/workflows/", json={"workflow": b64(lines_of_one)})
+            assert res.status_code == 507, res.text
+            assert "disk is full" in res.json()["detail"], res.text
             (state / "fill").unlink()
             doc = wait_workflow(api, wf_id, timeout=120)
             assert doc["state"] == "succeeded", doc

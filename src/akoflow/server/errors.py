@@ -4,12 +4,14 @@ Rule of the API: 400 for a malformed request (bad JSON, bad base64, a bad query 
 422 only for a workflow that was read but is invalid (every problem with its path and line),
 404 for anything unknown (including a path parameter that cannot be an id), 409 for an action
 the resource's state does not allow, 408 for a body that came too slowly, 413 for one too
-large. A 5xx is always a bug.
+large, 507 for a write the store refused for want of room (the server's disk is full: try
+again once there is room). Any other 5xx is a bug.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,6 +118,30 @@ def _client(request: Request) -> str:
     return f"{request.client.host}:{request.client.port}" if request.client else "(unknown)"
 
 
+def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    """A write the store refused for want of room is no bug: 507, with the reason. A handler
+    of its own (not the catch-all's): Starlette re-raises what reaches the catch-all after its
+    response, and the server then logged a traceback and dropped the connection."""
+    from pathlib import Path
+
+    from akoflow.store.room import short_of_room
+
+    context = getattr(request.app.state, "context", None)
+    if context is not None and short_of_room(exc, Path(context.repo.path).parent):
+        log.warning(
+            "%s %s refused: no room left under the state dir (%s)",
+            request.method,
+            request.url.path,
+            exc,
+        )
+        return error_response(
+            507,
+            f"the server's disk is full ({exc}): try again once there is room",
+            headers={"Retry-After": "30"},
+        )
+    return _unexpected(request, exc)
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error (a bug: see the server log)")
@@ -127,4 +153,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooSlow, _body_too_slow)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(sqlite3.Error, _store_error)
     app.add_exception_handler(Exception, _unexpected)
