@@ -308,3 +308,39 @@ def test_an_attempt_that_ends_before_its_submit_returns_is_released_with_its_han
     # container it names was left behind), and before the run was recorded finished.
     assert [(key, handle.get("marker")) for key, handle in released] == [("wf1-a-a1", "wf1-a-a1")]
     assert (data / "ran").read_text() == "ran\n"
+
+
+def test_an_attempt_that_ended_before_the_cancel_stays_succeeded(
+    tmp_path: Path, akoflow: Akoflow, state_dir: Path
+) -> None:
+    """The engine is killed while an activity runs; the activity ends (exit 0, its side
+    effect written) while no engine watches; then the run is cancelled. Its end came before
+    the cancel: the next engine collected it, then the cancel stopped it, and it was recorded
+    cancelled (exit 0) and would have been run again; it is a success, its dependent is
+    cancelled."""
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: ended-first\nspec:\n  activities:\n"
+        f"    - name: a\n      run: 'touch {side}/started; sleep 1; echo once >> {side}/a'\n"
+        f"    - name: b\n      run: 'echo once >> {side}/b'\n      dependsOn: [a]\n"
+    )
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
+    finally:
+        engine.kill()
+        engine.communicate()
+    wait_for(lambda: (side / "a").exists(), 30)
+    # The spawner records the end right after the script's exit: wait for that record.
+    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
+    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    cancelled = akoflow("cancel", "1")
+    assert cancelled.returncode == 0, cancelled.stderr
+    repo = service.open_repository(state_dir)
+    (a, b) = repo.list_activities(1)
+    assert (a.state, b.state) == (A.SUCCEEDED, A.CANCELLED), (a, b)
+    assert [str(t.state) for t in repo.list_attempts(a.id)] == ["succeeded"]
+    assert repo.get_workflow(1).state is WorkflowState.CANCELLED  # type: ignore[union-attr]
+    assert lines(side / "a") == ["once"] and not (side / "b").exists()

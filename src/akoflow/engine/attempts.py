@@ -405,7 +405,12 @@ class Attempts:
 
     def _on_timeout(self, act: ActivityRun, attempt: int) -> None:
         act.timer = None
-        if act.attempt == attempt and act.state.is_live and act.key is not None:
+        if (
+            act.attempt == attempt
+            and act.state.is_live
+            and act.key is not None
+            and act.ended_key != act.key  # it ended in time; its end waits for the batch
+        ):
             act.timed_out = True
             log.info("activity %s timed out; stopping it", act.name)
             self.stop(act, "timeout")
@@ -414,7 +419,11 @@ class Attempts:
         """Ask the runtime to stop the live attempt because of ``reason`` ('timeout' or
         'cancel'), stored first: an attempt that then exits 0 (a TERM trap) is judged as
         stopped also by an engine that collects its end after a restart. Its end comes as
-        an event."""
+        an event. One whose end already came (waiting for the next batch, or collected from
+        an attempt that ended while no engine ran) is not stopped: it ended before it was
+        asked to, and that end stands (a success recorded cancelled was run again)."""
+        if act.key is not None and act.ended_key == act.key:
+            return
         if act.stop_reason is None:
             self.repo.attempt_stop_requested(act.id, act.attempt, reason)
             act.stop_reason = reason

@@ -395,6 +395,7 @@ class Engine(RuntimeEvents):
             self._finished(act, outcome)
 
     def _finished(self, act: ActivityRun, outcome: Outcome) -> None:
+        act.ended_key = act.key
         slot = self._slots.get(act.runtime)
         if slot is not None and slot.runtime.files_stay_remote:
             # A declared file missing fails the attempt: nothing of it is brought back then.

@@ -50,6 +50,10 @@ class ActivityRun:
     dispatched_at: float = 0.0  # start of the window in which its writes are attributed to it
     adopted: bool = False  # the live attempt was taken over after a restart
     exited_at: float | None = None  # when the runtime reported the end (before batching)
+    # The key of the live attempt whose end the runtime reported, not recorded yet (it waits
+    # for the next batch): a stop (cancel, timeout) asked meanwhile comes too late, and the
+    # end stands as it came.
+    ended_key: str | None = None
     placed: tuple[str, Reserved] | None = None  # node and resources reserved there
     observed: bool = False  # the live attempt's processes are observed (provenance)
 
