@@ -75,8 +75,15 @@ async def supervise(
                 on_fatal(exc)
                 return
             delay = backoff.next()
-            log.error(
-                "engine loop %s failed%s; going on in %.1f s", name, why, delay, exc_info=trace
+            # A known cause (a full disk) is the user's to fix, and said once more by the
+            # loop that cannot go on: a warning; anything else may be a bug.
+            log.log(
+                logging.ERROR if known is None else logging.WARNING,
+                "engine loop %s failed%s; going on in %.1f s",
+                name,
+                why,
+                delay,
+                exc_info=trace,
             )
             await asyncio.sleep(delay)
         else:
