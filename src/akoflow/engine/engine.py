@@ -589,7 +589,10 @@ class Engine(RuntimeEvents):
 
     def apply_cancel_requests(self) -> None:
         """Cancel attached workflows whose cancellation was requested in the store (by
-        ``akoflow cancel`` from another process)."""
+        ``akoflow cancel`` from another process). A stopped engine leaves them to the one
+        that continues its runs (it reads them when it attaches)."""
+        if self.failure is not None:
+            return
         for wf in list(self.workflows.values()):
             rec = self.repo.get_workflow(wf.id)
             if rec is not None and rec.cancel_requested and not wf.cancelling:
