@@ -9,6 +9,7 @@ one file while the activities run; each activity appends a line to its own file 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -48,16 +49,22 @@ def _workflow(tmp_path: Path, side: Path) -> Path:
     return path
 
 
-def _held_after_fill(proc: subprocess.Popen[str], side: Path, state: Path, log: Path) -> Path:
-    """Fill the state dir's disk once a few activities ran; wait until the command says it
-    holds the run. The fill's path."""
-    wait_for(lambda: len(list(side.iterdir())) >= 5 or proc.poll() is not None, 60)
-    assert proc.poll() is None, log.read_text()
-    fill = state.parent / "fill"
-    fill_space(fill)
-    wait_for(lambda: HELD in flat(log.read_text()) or proc.poll() is not None, 60)
-    assert proc.poll() is None, log.read_text()
-    return fill
+@contextlib.contextmanager
+def _held(tmp_path: Path, state: Path) -> Iterator[tuple[subprocess.Popen[str], Path, Path, Path]]:
+    """`akoflow run` of the workflow, the state dir's disk filled once a few activities ran,
+    and the command saying it holds the run: the process, the side-effect dir, its stderr
+    and the fill."""
+    side = tmp_path / "side"
+    wf = _workflow(tmp_path, side)
+    log = tmp_path / "stderr"
+    with running_cli(["run", str(wf), "--state-dir", str(state)], stderr=log) as proc:
+        wait_for(lambda: len(list(side.iterdir())) >= 5 or proc.poll() is not None, 60)
+        assert proc.poll() is None, log.read_text()
+        fill = state.parent / "fill"
+        fill_space(fill)
+        wait_for(lambda: HELD in flat(log.read_text()) or proc.poll() is not None, 60)
+        assert proc.poll() is None, log.read_text()
+        yield proc, side, log, fill
 
 
 def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,11 +87,7 @@ def _each_once(side: Path) -> None:
 
 @pytest.mark.needs_root  # a tmpfs mount
 def test_a_full_store_holds_the_run_until_there_is_room(tmp_path: Path, small_state: Path) -> None:
-    side = tmp_path / "side"
-    wf = _workflow(tmp_path, side)
-    log = tmp_path / "stderr"
-    with running_cli(["run", str(wf), "--state-dir", str(small_state)], stderr=log) as proc:
-        fill = _held_after_fill(proc, side, small_state, log)
+    with _held(tmp_path, small_state) as (proc, side, log, fill):
         time.sleep(2)  # it waits: no exit, no error, while the disk stays full
         assert proc.poll() is None, log.read_text()
         fill.unlink()
@@ -100,11 +103,7 @@ def test_a_full_store_holds_the_run_until_there_is_room(tmp_path: Path, small_st
 
 @pytest.mark.needs_root  # a tmpfs mount
 def test_ctrl_c_while_held_leaves_the_run_for_resume(tmp_path: Path, small_state: Path) -> None:
-    side = tmp_path / "side"
-    wf = _workflow(tmp_path, side)
-    log = tmp_path / "stderr"
-    with running_cli(["run", str(wf), "--state-dir", str(small_state)], stderr=log) as proc:
-        fill = _held_after_fill(proc, side, small_state, log)
+    with _held(tmp_path, small_state) as (proc, side, log, fill):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)  # at once: no engine runs, nothing to cancel
     text = flat(log.read_text())
