@@ -76,6 +76,9 @@ class Attempts:
         self._after_submit: dict[str, tuple[WorkflowRun, RuntimeSlot, bool]] = {}
         # Told of each success before its transaction commits (the cache records it).
         self.succeeded: Callable[[ActivityRun], None] = lambda act: None
+        # Told of a store write that failed in a timer's callback (no engine loop catches
+        # it): True if that stopped the engine (a full disk), else it is raised.
+        self.refused: Callable[[BaseException], bool] = lambda exc: False
 
     def job_spec(self, act: ActivityRun, attempt: int, node: str | None = None) -> JobSpec:
         # Declared data is checked against the remote listings even with provenance off, and
@@ -413,7 +416,20 @@ class Attempts:
         ):
             act.timed_out = True
             log.info("activity %s timed out; stopping it", act.name)
-            self.stop(act, "timeout")
+            try:
+                self.stop(act, "timeout")
+            except Exception as exc:
+                # A full store stops the engine; the next one arms the timeout again.
+                if not self.refused(exc):
+                    raise
+
+    def disarm_timeouts(self) -> None:
+        """Cancel the live attempts' timers: a stopped engine stops nothing (its process may
+        go on, waiting for room, and the engine that continues the run arms them again)."""
+        for act in self.jobs.values():
+            if act.timer is not None:
+                act.timer.cancel()
+                act.timer = None
 
     def stop(self, act: ActivityRun, reason: str) -> None:
         """Ask the runtime to stop the live attempt because of ``reason`` ('timeout' or

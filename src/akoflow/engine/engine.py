@@ -136,6 +136,7 @@ class Engine(RuntimeEvents):
             spawn=self.spawn,
             wake=self._wake.set,
         )
+        self.attempts.refused = self._refused_for_room
         self._jobs = self.attempts.jobs  # attempt key -> activity
         # Result caching: READY activities pass through its stage (see akoflow.cache).
         self.cache = CacheStage(
@@ -204,6 +205,7 @@ class Engine(RuntimeEvents):
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
         self.failure.__cause__ = exc
+        self.attempts.disarm_timeouts()
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -242,6 +244,7 @@ class Engine(RuntimeEvents):
 
     async def stop(self) -> None:
         """Stop the engine. Running jobs stay running; a later attach adopts them."""
+        self.attempts.disarm_timeouts()
         if self.failure is None:  # a bounded wait for the ended runs' notifications
             ended = [wf.id for wf in self.workflows.values() if wf.state.is_final]
             try:
@@ -611,9 +614,17 @@ class Engine(RuntimeEvents):
         try:
             self._cancel(wf_id, activity)
         except Exception as exc:
-            if self._no_room(exc) is not None:
-                self._fail_stop(exc)
+            self._refused_for_room(exc)
             raise
+
+    def _refused_for_room(self, exc: BaseException) -> bool:
+        """A store write outside the engine's loops (a cancel, a timeout's stop) refused for
+        want of room stops the engine, as a loop's does (memory and store would part): True
+        then."""
+        if self._no_room(exc) is None:
+            return False
+        self._fail_stop(exc)
+        return True
 
     def _cancel(self, wf_id: int, activity: str | None) -> None:
         wf = self.workflows.get(wf_id)
