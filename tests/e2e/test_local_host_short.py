@@ -8,6 +8,7 @@ root), filled with empty files while the first activity runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import subprocess
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from akoflow.runtimes.base import Adopted, RuntimeUnavailable
 from tests.conftest import cli_env, running_cli, wait_for
-from tests.scenarios import attempt_rows
-from tests.tmpfs import fill_inodes, tmpfs
+from tests.e2e.test_local_trust import started_runtime
+from tests.scenarios import attempt_rows, direct_job
+from tests.tmpfs import fill_inodes, fill_space, tmpfs
 
 
 @pytest.fixture
@@ -166,3 +169,31 @@ def test_attempts_in_the_runtimes_line_are_given_back_when_the_disk_is_full(
         else:  # never started: each attempt lost, no retry spent, none failed
             assert set(states[f"t{i}"]) <= {"lost"}, (i, rows)
     assert any("lost" in s for s in states.values()), states
+
+
+def test_an_engines_claim_it_cannot_write_is_given_up_and_made_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    # A resumed engine claims an attempt that never started (its .exit file, "engine"). On a
+    # disk with inodes but no block left the create passed and the write failed: the error
+    # ended the attach ("cannot run workflow 1: : No space left on device") and the empty
+    # file read later as an attempt whose end was lost (failed, a retry spent).
+    with tmpfs(tmp_path / "small", "size=1m") as disk:
+        spec = direct_job(disk, "never", "echo ran >> ran", "local", None)
+        record = Path(str(spec.attempt_prefix) + ".exit")
+        fill_space(disk / "fill")
+
+        async def adopt() -> Adopted:
+            runtime, _ = await started_runtime()
+            try:
+                return await runtime.adopt(spec, {"prefix": str(spec.attempt_prefix)})
+            finally:
+                await runtime.stop()
+
+        with pytest.raises(RuntimeUnavailable, match="No space left on device"):
+            asyncio.run(adopt())
+        assert not record.exists()  # given up: no empty claim left behind
+        (disk / "fill").unlink()
+        assert asyncio.run(adopt()).kind == "never_started"
+        assert record.read_text() == "engine\n"
+        assert not (disk / "data" / "ran").exists()

@@ -357,17 +357,16 @@ async def _run_attached(
         on with a new one, as `akoflow resume` would; the run attached to it, or None if
         the user left instead (Ctrl-C)."""
         nonlocal engine, engine_stopped, holding
-        from akoflow.store.room import wait_for_room
-
         err.print(
             f"[yellow]⏸ {escape(str(failure))}. Run {wf_id} waits until there is room (its "
             f"running activities go on); Ctrl-C leaves it for `akoflow resume {wf_id}`[/]"
         )
+        delay = 0.0
         while True:
             engine_stopped = True
             await engine.stop()
             holding = loop.create_future()
-            room = asyncio.ensure_future(wait_for_room(failure.directory))
+            room = asyncio.ensure_future(_room_after(delay, failure.directory))
             await asyncio.wait({room, holding}, return_when=asyncio.FIRST_COMPLETED)
             holding.cancel()
             holding = None
@@ -394,6 +393,9 @@ async def _run_attached(
             except Exception as exc:  # taken again before the run was: wait again
                 if not short_of_room(exc, failure.directory):
                     raise
+                # Not at once again: the room may be short on another disk than the store's
+                # (a data dir given elsewhere), where the probe does not look.
+                delay = min(max(delay * 2, ROOM_RETRY_FIRST), ROOM_RETRY_MAX)
                 continue
             err.print(f"room again under the state dir: run {wf_id} goes on")
             return wf
@@ -418,19 +420,20 @@ async def _run_attached(
                 err.print(f"[bold red]error:[/] {escape(str(exc))}")
                 code = EXIT_FAILED
                 continue
-            except OSError as exc:  # its data dir or run dir cannot be made (now a file, ...)
-                where = shown(str(exc.filename)) if exc.filename else ""
-                err.print(
-                    f"[bold red]error:[/] cannot run workflow {wf_id}: {escape(where)}: "
-                    f"{exc.strerror or exc}"
-                )
-                code = EXIT_FAILED
-                continue
-            except sqlite3.Error as exc:
+            except (OSError, sqlite3.Error) as exc:
+                if not short_of_room(exc, store_dir):
+                    if isinstance(exc, sqlite3.Error):
+                        raise
+                    # Its data dir or run dir cannot be made (now a file, ...).
+                    where = f"{shown(str(exc.filename))}: " if exc.filename else ""
+                    err.print(
+                        f"[bold red]error:[/] cannot run workflow {wf_id}: {escape(where)}"
+                        f"{exc.strerror or exc}"
+                    )
+                    code = EXIT_FAILED
+                    continue
                 # The disk filled since the run was stored (claimed): held as one filling
                 # mid-run is, not ended as if the database could not be used.
-                if not short_of_room(exc, store_dir):
-                    raise
                 failure = StoreShortOfRoom(
                     f"the engine stopped: no room left under the state dir {store_dir} ({exc})",
                     store_dir,
@@ -487,6 +490,20 @@ async def _run_attached(
             await engine.stop()  # a late second hangup must not cut this short
         loop.remove_signal_handler(signal.SIGHUP)
     return code
+
+
+ROOM_RETRY_FIRST = 0.5  # s before a new engine tries again a run it could not take for room
+ROOM_RETRY_MAX = 10.0
+
+
+async def _room_after(delay: float, directory: Path) -> None:
+    """Return ``delay`` s from now, once the store's ``directory`` has room."""
+    import asyncio
+
+    from akoflow.store.room import wait_for_room
+
+    await asyncio.sleep(delay)
+    await wait_for_room(directory)
 
 
 class _Stranded(Exception):

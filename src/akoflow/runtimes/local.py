@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 
 from akoflow.config import activity_environ
-from akoflow.room import has_room
+from akoflow.room import has_room, host_short
 from akoflow.runtimes import cgroups, spawner_start
 from akoflow.runtimes.base import (
     MAX_PARALLEL_LIMIT,
@@ -47,6 +47,7 @@ from akoflow.runtimes.base import (
     NodeInfo,
     Outcome,
     Runtime,
+    RuntimeUnavailable,
     SubmitError,
 )
 from akoflow.runtimes.local_spawner import (
@@ -248,6 +249,18 @@ ROOM_PROBE_BYTES = 64 * 1024
 # single file passed with a free inode or two left where a start needs four: READY every
 # health check, its attempts lost again at once, for ever (READY_TIMEOUT never reached).
 ROOM_PROBE_FILES = (".exit", ".sh", ".stdout", ".stderr")
+
+
+def _no_room_to_claim(job: JobSpec, exc: OSError) -> OSError | RuntimeUnavailable:
+    """What an engine's claim of an attempt that never started raises when it cannot be
+    made: for want of room, a transient failure (the adoption is asked again after a health
+    period, and the run waits), else the error itself."""
+    if not host_short(exc):
+        return exc
+    return RuntimeUnavailable(
+        f"cannot claim attempt {job.key} (it never started): {exc.strerror or exc}; "
+        "it is claimed once there is room"
+    )
 
 
 def _spawner_alive(pid: int | None) -> bool:
@@ -776,18 +789,29 @@ class LocalRuntime(Runtime):
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         prefix = str(job.attempt_prefix)
-        job.attempt_dir.mkdir(parents=True, exist_ok=True)
         derived = (
             None if self._cgroup_base is None else cgroups.attempt_cgroup(self._cgroup_base, prefix)
         )
         try:
+            job.attempt_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
+        except OSError as exc:
+            raise _no_room_to_claim(job, exc) from exc
         else:
             # We won the claim: the process never ran its script and never will.
-            with os.fdopen(fd, "w") as f:
-                f.write(ENGINE_CLAIM)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(ENGINE_CLAIM)
+            except OSError as exc:
+                # Given up, as a spawner gives up a claim it could not write: left empty, it
+                # read later as an attempt whose end was lost (failed, a retry spent). Meanwhile
+                # a spawner found it taken and gave up too: the attempt is claimed by no one
+                # and started by no one, and the next adoption claims it.
+                with contextlib.suppress(OSError):
+                    os.unlink(prefix + ".exit")
+                raise _no_room_to_claim(job, exc) from exc
             if derived is not None:
                 self._release_cgroup(derived)
             return Adopted("never_started")
