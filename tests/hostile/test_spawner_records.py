@@ -184,7 +184,7 @@ spec:
     - name: filler
       run: |
         while [ ! -e started0 ] || [ ! -e started1 ]; do sleep 0.05; done
-        head -c 1048576 /dev/zero > "$(dirname "$AKOFLOW_ATTEMPT_FILES")/fill" 2>/dev/null
+        head -c 4194304 /dev/zero > "$(dirname "$AKOFLOW_ATTEMPT_FILES")/fill" 2>/dev/null
         touch filled
     - name: after0
       run: echo once >> after0
@@ -197,10 +197,12 @@ spec:
 
 @pytest.fixture
 def small_runs_dir(tmp_path: Path) -> Iterator[Path]:
-    """A state dir whose runs (the attempts' files) are on a 64 KiB tmpfs; the database is
-    not (its own full disk is another matter)."""
+    """A state dir whose runs (the attempts' files) are on a 512 KiB tmpfs; the database is
+    not (its own full disk is another matter). Room enough, once freed, for the runtime's
+    probe of a start (64 KiB and three more files): on 64 KiB it only passed while the
+    probe took a short write for room."""
     state = tmp_path / "state"
-    with tmpfs(state / "runs", "size=64k"):
+    with tmpfs(state / "runs", "size=512k"):
         state.chmod(0o700)
         yield state
 
