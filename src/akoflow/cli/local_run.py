@@ -434,10 +434,7 @@ async def _run_attached(
                     continue
                 # The disk filled since the run was stored (claimed): held as one filling
                 # mid-run is, not ended as if the database could not be used.
-                failure = StoreShortOfRoom(
-                    f"the engine stopped: no room left under the state dir {store_dir} ({exc})",
-                    store_dir,
-                )
+                failure = StoreShortOfRoom.stopped_by(exc, store_dir)
                 resumed = await hold_for_room(failure, wf_id)
                 if resumed is None:
                     return EXIT_FAILED

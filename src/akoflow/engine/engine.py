@@ -198,9 +198,8 @@ class Engine(RuntimeEvents):
         store, which is consistent: a failed transaction was rolled back) and stop working."""
         if self.failure is not None:
             return
-        no_room = self._no_room(exc)
-        if no_room is not None:
-            self.failure = StoreShortOfRoom(f"the engine stopped: {no_room}", self._store_dir)
+        if self._no_room(exc) is not None:
+            self.failure = StoreShortOfRoom.stopped_by(exc, self._store_dir)
         else:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
@@ -233,7 +232,7 @@ class Engine(RuntimeEvents):
         dir (else None: another failure, shown with its traceback)."""
         if not short_of_room(exc, self._store_dir):
             return None
-        return f"no room left under the state dir {self._store_dir} ({exc})"
+        return StoreShortOfRoom.reason(exc, self._store_dir)
 
     def _log_store_failure(self, exc: BaseException, what: str) -> None:
         no_room = self._no_room(exc)

@@ -40,6 +40,16 @@ class StoreShortOfRoom(EngineFailure):
         super().__init__(message)
         self.directory = directory
 
+    @staticmethod
+    def reason(exc: BaseException, directory: Path) -> str:
+        """What is said of ``exc``, a write under the state dir ``directory`` refused for
+        want of room."""
+        return f"no room left under the state dir {directory} ({exc})"
+
+    @classmethod
+    def stopped_by(cls, exc: BaseException, directory: Path) -> StoreShortOfRoom:
+        return cls(f"the engine stopped: {cls.reason(exc, directory)}", directory)
+
 
 def no_explanation(exc: BaseException) -> str | None:
     return None

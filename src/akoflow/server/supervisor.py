@@ -92,7 +92,7 @@ async def _restart(ctx: ServerContext, failure: EngineFailure) -> None:
             except Exception as exc:
                 directory = Path(ctx.repo.path).parent
                 if short_of_room(exc, directory):
-                    failure = StoreShortOfRoom(str(exc), directory)
+                    failure = StoreShortOfRoom.stopped_by(exc, directory)
                     log.error("the new engine cannot start yet: no room (%s); waiting", exc)
                 else:
                     log.exception("the new engine cannot start yet; trying again")
