@@ -143,6 +143,16 @@ def attempt_end(
     return ActivityState.FAILED, AttemptState.FAILED
 
 
+def ran_over(timeout: float | None, started_at: float | None, ended_at: float | None) -> bool:
+    """Whether an attempt that ran from ``started_at`` to ``ended_at`` outlived its
+    ``timeout`` (seconds). Asked of an end no engine saw (it ended during a crash or a hold):
+    a live engine stops an attempt at its deadline, and one collected later is judged by the
+    same rule, not by its exit code alone. Unknown times judge nothing."""
+    if timeout is None or started_at is None or ended_at is None:
+        return False
+    return ended_at - started_at > timeout
+
+
 def workflow_outcome(states: list[ActivityState] | tuple[ActivityState, ...]) -> WorkflowState:
     """The final state of a workflow whose activities are all final."""
     if any(s is ActivityState.FAILED for s in states):

@@ -295,3 +295,42 @@ def test_engine_sigkill_then_resume_adopts_containers(
     assert sorted(c["Labels"]["akoflow.activity"] for c in containers) == ["quick", "slow"]
     logs = akoflow("logs", "1", "slow", "--stream", "stdout", env=env)
     assert logs.stdout == "slow finished\n"
+
+
+def test_a_container_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
+    akoflow: Akoflow,
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    tmp_path: Path,
+    state_dir: Path,
+) -> None:
+    """``timeout: 1s``; the engine dies, and the container runs 3 s and exits 0 meanwhile.
+    `resume` judges it by the daemon's start and end: timed out (a live engine would have
+    stopped it), recorded as ended when the container did, and its dependent never runs."""
+    wf = write(
+        tmp_path / "late.yaml",
+        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: slow\n      timeout: 1s\n      run: |\n        echo run >> count.slow\n"
+        "        sleep 3\n        echo done > slow.out\n"
+        "    - name: after\n      runtime: local\n      dependsOn: [slow]\n"
+        "      run: echo run >> count.after\n",
+    )
+    data = tmp_path / "data"
+    env = {**docker_env, "DOCKER_CLEANUP": "never"}  # kept, to read its times
+    cli = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)], env
+    )
+    wait_for(lambda: (data / "count.slow").exists())
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.communicate(timeout=10)
+    labels = {"akoflow.scope": scope(state_dir, 1, "late")}
+    wait_for(lambda: [c for c in dockerd.containers(**labels) if c["State"] == "exited"], 30)
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 1, res.stderr + res.stdout
+    acts = by_name(json.loads(res.stdout))
+    assert acts["slow"]["state"] == "failed", acts["slow"]
+    assert acts["slow"]["reason"].startswith("timed out after 1s (it ran"), acts["slow"]
+    assert acts["after"]["state"] == "skipped"
+    assert (data / "slow.out").read_text() == "done\n"  # it did run to its end, once
+    assert (data / "count.slow").read_text() == "run\n"
+    assert not (data / "count.after").exists()

@@ -513,10 +513,10 @@ class Attempts:
         if key is not None:
             self.jobs.pop(key, None)
         slot.running -= 1
-        now = time.time()
+        now = ended_at(act, outcome)
         reason = outcome.reason
         if act.timed_out:
-            reason = f"timed out after {act.spec.timeout_seconds:g}s"
+            reason = timed_out_reason(act, now)
         new, attempt_state = attempt_end(
             # Asked to stop, it did: not a success, whatever its exit code (as runtimes judge).
             succeeded=outcome.succeeded and act.stop_reason != "cancel",
@@ -587,6 +587,25 @@ class Attempts:
                 self._t.maybe_finish(wf)
 
         self._spawn(release())
+
+
+def ended_at(act: ActivityRun, outcome: Outcome) -> float:
+    """When the live attempt of ``act`` ended: the runtime's word for an end collected after
+    it happened (a crash or a hold in between), else now; never before its start (a short
+    attempt may end before its start is reported) nor after now."""
+    now = time.time()
+    end = outcome.ended_at
+    if end is None or end > now:
+        return now
+    return max(end, act.attempt_started or end)
+
+
+def timed_out_reason(act: ActivityRun, end: float) -> str:
+    reason = f"timed out after {act.spec.timeout_seconds:g}s"
+    if act.stop_reason is None and act.attempt_started:  # judged at its collection
+        ran = end - act.attempt_started
+        reason += f" (it ran {ran:.1f}s, ending while no engine watched)"
+    return reason
 
 
 __all__ = ["Attempts"]

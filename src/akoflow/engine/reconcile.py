@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun, attempt_key
 from akoflow.runtimes.base import Adopted, RuntimeFailure
-from akoflow.states import ActivityState, WorkflowState
+from akoflow.states import ActivityState, WorkflowState, ran_over
 from akoflow.store import AttemptRecord, WorkflowRecord
 
 if TYPE_CHECKING:
@@ -131,6 +131,11 @@ class Reconciler:
         else:
             assert adopted.outcome is not None
             act.attempt_started = started_at  # its duration, when it was never stored
+            # Ended while no engine watched: its timeout is judged by when it ended, against
+            # its start by the same clock (the runtime's, else the engine's).
+            began = adopted.started_at or att.started_at
+            if ran_over(act.spec.timeout_seconds, began, adopted.outcome.ended_at):
+                act.timed_out = True
             engine.collected(act, adopted.outcome)
 
     async def release_leftovers(self, wf: WorkflowRun) -> None:

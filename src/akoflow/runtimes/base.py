@@ -136,6 +136,10 @@ class Outcome:
     """The attempt provably never started because its host was short of room (no space for
     its files): it costs no retry, the activity waits, and the runtime is NOT_READY with
     ``reason`` until its health check finds room again."""
+    ended_at: float | None = None
+    """When its process ended (epoch seconds), for an end collected after it happened (an
+    adoption): by the clock of :attr:`Adopted.started_at`. None: the engine takes the moment
+    it learns of the end."""
 
 
 @dataclass(frozen=True, slots=True)

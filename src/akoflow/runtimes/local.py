@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -197,6 +198,14 @@ def _started_at(prefix: str) -> float | None:
     once the attempt is claimed)."""
     try:
         return os.stat(prefix + ".sh").st_mtime
+    except OSError:
+        return None
+
+
+def _ended_at(prefix: str) -> float | None:
+    """When the attempt's end was recorded: its spawner writes ``exit N`` as it reaps bash."""
+    try:
+        return os.stat(prefix + ".exit").st_mtime
     except OSError:
         return None
 
@@ -871,6 +880,8 @@ class LocalRuntime(Runtime):
         # Its handle too: one that ended before its RUNNING record (which holds the handle)
         # was written has none stored, and its output is read from these files.
         outcome = self._outcome(record.code, False, None, None)
+        if record.code is not None:
+            outcome = dataclasses.replace(outcome, ended_at=_ended_at(prefix))
         return Adopted("finished", {"prefix": prefix}, outcome, started_at=_started_at(prefix))
 
     # ------------------------------------------------------------------ observe

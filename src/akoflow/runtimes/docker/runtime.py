@@ -418,13 +418,19 @@ class DockerRuntime(Runtime):
             except SubmitError as exc:
                 return Adopted("finished", base, Outcome(False, None, str(exc)))
             if waiting:  # its go is given right after this returns
-                began = time.time()
-                return Adopted("running", new, node=self._node, started_at=began, began_now=True)
+                now = time.time()
+                return Adopted("running", new, node=self._node, started_at=now, began_now=True)
             return Adopted("running", new, node=self._node)
         code, oom = st.exit_of(info)
         files.write_exit_record(prefix, code, oom)
         done = {**base, "id": str(info["Id"])}
-        return Adopted("finished", done, self._outcome(prefix, code, oom, False, None), self._node)
+        # When it ran, by the daemon's clock: its timeout is judged by that (it ended while
+        # no engine watched), and its end is recorded as when it was, not its collection.
+        ran_from, ran_to = st.run_times(info)
+        outcome = dataclasses.replace(
+            self._outcome(prefix, code, oom, False, None), ended_at=ran_to if ran_from else None
+        )
+        return Adopted("finished", done, outcome, self._node, started_at=ran_from)
 
     # ------------------------------------------------------------------ observe
 

@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from akoflow.runtimes.base import JobSpec, NodeInfo, Outcome
@@ -68,6 +69,25 @@ def exit_of(info: Mapping[str, Any]) -> tuple[int, bool]:
     """(exit code, OOM-killed) of an inspected container that is not running."""
     state = _state(info)
     return int(state.get("ExitCode", -1)), bool(state.get("OOMKilled"))
+
+
+def run_times(info: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(started, finished) of an inspected container that ended, in seconds since the epoch
+    by the daemon's clock; None for a time the daemon does not have (its zero time)."""
+    state = _state(info)
+    return _instant(state.get("StartedAt")), _instant(state.get("FinishedAt"))
+
+
+def _instant(raw: object) -> float | None:
+    """An RFC 3339 time as the daemon writes it (nanoseconds; microseconds are kept)."""
+    if not isinstance(raw, str):
+        return None
+    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", raw)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.timestamp() if when.year > 1 and when.tzinfo is not None else None
 
 
 def belongs_to(info: Mapping[str, Any], job: JobSpec, recorded: str = "") -> bool:

@@ -1,0 +1,93 @@
+"""An attempt that ends while no engine runs (the engine was killed, or held for a full
+disk) is judged when the next engine collects it as a live engine would have judged it: by
+its timeout too, not by its exit code alone, and its end is recorded as when it ended, not
+when it was collected (found by the hostile pass of the full-disk work).
+
+Each activity writes its own side effects; the tests judge those, not only the store.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from akoflow import service
+from akoflow.states import ActivityState, WorkflowState
+from tests.conftest import Akoflow, start_cli, wait_for
+
+A = ActivityState
+
+
+def _run_then_kill(wf: Path, state_dir: Path, side: Path) -> Path:
+    """Start ``akoflow run`` of ``wf``, SIGKILL it once activity ``a`` started, and wait
+    until ``a`` ended and its spawner recorded the end: its ``.exit`` record."""
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
+    finally:
+        engine.kill()
+        engine.communicate()
+    wait_for(lambda: (side / "a").exists(), 30)
+    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
+    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    return record
+
+
+def _workflow(tmp_path: Path, side: Path, *, timeout: str, runs_for: float) -> Path:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: unwatched\nspec:\n  activities:\n"
+        f"    - name: a\n      timeout: {timeout}\n"
+        f"      run: 'touch {side}/started; sleep {runs_for}; echo once >> {side}/a'\n"
+        f"    - name: b\n      run: 'echo once >> {side}/b'\n      dependsOn: [a]\n"
+    )
+    return wf
+
+
+def test_an_attempt_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
+    tmp_path: Path, akoflow: Akoflow, state_dir: Path
+) -> None:
+    """``timeout: 1s``, and the script runs 2 s and exits 0 while no engine runs. A live
+    engine would have stopped it at 1 s; the next one recorded it succeeded and ran its
+    dependent. It is timed out (a failure: no retries here), with when it really ended, and
+    the dependent never runs."""
+    side = tmp_path / "side"
+    side.mkdir()
+    record = _run_then_kill(_workflow(tmp_path, side, timeout="1s", runs_for=2), state_dir, side)
+    ended = record.stat().st_mtime
+    time.sleep(1)  # collected a while after its end
+    done = akoflow("resume", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    repo = service.open_repository(state_dir)
+    (a, b) = repo.list_activities(1)
+    assert (a.state, b.state) == (A.FAILED, A.SKIPPED), (a, b)
+    (attempt,) = repo.list_attempts(a.id)
+    assert str(attempt.state) == "failed" and attempt.exit_code == 0
+    assert attempt.reason is not None
+    assert attempt.reason.startswith("timed out after 1s (it ran 2."), attempt.reason
+    assert "ending while no engine watched" in attempt.reason
+    assert attempt.finished_at == ended  # its end, not its collection
+    assert repo.get_workflow(1).state is WorkflowState.FAILED  # type: ignore[union-attr]
+    assert (side / "a").read_text() == "once\n" and not (side / "b").exists()
+
+
+def test_one_that_ended_within_its_timeout_while_no_engine_ran_succeeds(
+    tmp_path: Path, akoflow: Akoflow, state_dir: Path
+) -> None:
+    """The same with room to spare (``timeout: 30s``, 1 s of work), collected 2 s after
+    its end: a success, its duration what it ran (not up to its collection), and the
+    dependent runs once."""
+    side = tmp_path / "side"
+    side.mkdir()
+    record = _run_then_kill(_workflow(tmp_path, side, timeout="30s", runs_for=1), state_dir, side)
+    ended = record.stat().st_mtime
+    time.sleep(2)
+    done = akoflow("resume", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    repo = service.open_repository(state_dir)
+    (a, b) = repo.list_activities(1)
+    assert (a.state, b.state) == (A.SUCCEEDED, A.SUCCEEDED), (a, b)
+    (attempt,) = repo.list_attempts(a.id)
+    assert attempt.finished_at == ended
+    assert attempt.started_at is not None and attempt.started_at <= ended
+    assert (side / "a").read_text() == "once\n" and (side / "b").read_text() == "once\n"
