@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from akoflow.errors import AkoflowError
 from akoflow.runtimes.backoff import Backoff
+from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +99,6 @@ async def supervise(
             await asyncio.sleep(delay)
         else:
             backoff.reset()
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], rounds: int = 20) -> None:
-    """Cancel ``tasks`` and wait until they have ended, cancelling again those that did not:
-    a cancel can be lost (Python 3.11's ``asyncio.wait_for`` swallows one that arrives as
-    its inner call completes, and runtime adapters use it), and a stop must not hang."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(rounds):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    for task in pending:
-        log.error("task %s did not stop when cancelled", task.get_name())
 
 
 def log_unexpected_end(task: asyncio.Task[Any]) -> None:

@@ -39,6 +39,7 @@ from akoflow.server.routes import (
 from akoflow.server.slow_clients import DEFAULT_BODY_TIMEOUT, BodyDeadline
 from akoflow.server.supervisor import start_engine
 from akoflow.server.ui import router as ui_router
+from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +102,11 @@ def _lifespan(state_dir: Path) -> Callable[[FastAPI], AbstractAsyncContextManage
             yield
         finally:
             if retention is not None:
-                retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retention
+                await cancel_and_wait([retention])
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGUSR1)
             if ctx.restarting is not None:
-                ctx.restarting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ctx.restarting
+                await cancel_and_wait([ctx.restarting])
             await ctx.engine.stop()
             repo.close()
 

@@ -62,6 +62,7 @@ from akoflow.runtimes.hpc.transport import (
     TransportUnavailable,
 )
 from akoflow.runtimes.scope import scope_of
+from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -325,13 +326,11 @@ class HpcRuntime(Runtime):
     async def stop(self) -> None:
         """Jobs keep running in SLURM; a restarted engine adopts them by name."""
         task, self._monitor_task = self._monitor_task, None
-        # Cancelled again until it ends: a cancel can be lost (3.11's wait_for swallows one
-        # that arrives as its inner call completes), and a stop then waited for ever (CI).
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.5)
-        if task is not None and not task.cancelled():
-            task.exception()  # retrieved: the poll loop logs its own failures
+        if task is not None:
+            # A lost cancel made this stop wait for ever once (CI): see akoflow.tasks.
+            await cancel_and_wait([task])
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the poll loop logs its own failures
         if self._cancels is not None:  # cancels asked for just now: sent before the close
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._cancels[1])

@@ -19,6 +19,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 
 from akoflow.runtimes.backoff import Backoff
+from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class ResourceWatch:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait([task])  # a lost cancel must not hang the stop
+            if task.done():
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
