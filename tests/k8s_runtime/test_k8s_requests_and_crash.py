@@ -272,3 +272,53 @@ def test_engine_sigkill_mid_run_then_resume_adopts_by_label(
     assert cluster.objects("batch/v1/jobs", "akoflow") == []
     after = [a for a in doc["activities"] if a["name"] == "after"][0]
     assert after["state"] == "succeeded"
+
+
+def test_a_pod_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, cluster: EmulatedCluster
+) -> None:
+    """``timeout: 2s``; the engine dies and the pod runs 4 s and exits 0 meanwhile. `resume`
+    judges it by its container's start and end (the cluster's whole seconds, never judged
+    longer than it ran): timed out, as a live engine would have stopped it, and its
+    dependent never runs."""
+    wf = tmp_path / "late.yaml"
+    wf.write_text(
+        f"name: late\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n  activities:\n"
+        "    - name: slow\n      timeout: 2s\n      run: |\n        echo run >> count.slow\n"
+        "        sleep 4\n"
+        "    - name: after\n      dependsOn: [slow]\n      run: echo run >> count.after\n"
+    )
+    env = cli_env(**cluster.env("k8s-aws"))
+    data = tmp_path / "data"
+    engine = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)], env
+    )
+
+    def phase(activity: str) -> str | None:
+        for p in cluster.objects("v1/pods", "akoflow"):
+            if p["metadata"]["labels"]["akoflow.io/activity"] == activity:
+                return str(p.get("status", {}).get("phase"))
+        return None
+
+    deadline = time.monotonic() + 60
+    while phase("slow") != "Running":
+        assert engine.poll() is None, engine.communicate()
+        assert time.monotonic() < deadline, "slow never ran"
+        time.sleep(0.05)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    deadline = time.monotonic() + 60
+    while phase("slow") != "Succeeded":
+        assert time.monotonic() < deadline, phase("slow")
+        time.sleep(0.1)
+
+    res = akoflow("resume", "--json", env=env)
+    assert res.returncode == 1, res.stderr + res.stdout
+    acts = {a["name"]: a for a in json.loads(res.stdout)["activities"]}
+    assert acts["slow"]["state"] == "failed", acts["slow"]
+    assert acts["slow"]["reason"].startswith("timed out after 2s (it ran"), acts["slow"]
+    assert acts["after"]["state"] == "skipped"
+    (pvc,) = cluster.objects("v1/persistentvolumeclaims", "akoflow")
+    pvc_data = cluster.kubelet.pvc_dir("akoflow", pvc["metadata"]["name"])
+    assert (pvc_data / "count.slow").read_text() == "run\n"
+    assert not (pvc_data / "count.after").exists()

@@ -10,12 +10,12 @@ import re
 import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from akoflow.runtimes.base import JobSpec, NodeInfo, Outcome
 from akoflow.runtimes.docker.container import LABEL_KEY, LABEL_SCOPE
 from akoflow.runtimes.docker.gate import NOT_RELEASED
+from akoflow.runtimes.instants import instant
 
 # Not running yet or paused, but alive: adopting such a container tracks it.
 _LIVE_STATES = ("created", "paused", "restarting")
@@ -75,19 +75,7 @@ def run_times(info: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """(started, finished) of an inspected container that ended, in seconds since the epoch
     by the daemon's clock; None for a time the daemon does not have (its zero time)."""
     state = _state(info)
-    return _instant(state.get("StartedAt")), _instant(state.get("FinishedAt"))
-
-
-def _instant(raw: object) -> float | None:
-    """An RFC 3339 time as the daemon writes it (nanoseconds; microseconds are kept)."""
-    if not isinstance(raw, str):
-        return None
-    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", raw)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when.timestamp() if when.year > 1 and when.tzinfo is not None else None
+    return instant(state.get("StartedAt")), instant(state.get("FinishedAt"))
 
 
 def belongs_to(info: Mapping[str, Any], job: JobSpec, recorded: str = "") -> bool:

@@ -73,6 +73,7 @@ from akoflow.runtimes.kubernetes.status import PodView, job_view, outcome_of, po
 from akoflow.runtimes.kubernetes.transfer import PodKey, TransferPods, TransferRun
 from akoflow.runtimes.kubernetes.watch import ResourceWatch
 from akoflow.runtimes.scope import existing_scope, scope_of, scoped
+from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +203,9 @@ class KubernetesRuntime(Runtime):
             await a.stop()
             await b.stop()
         self._watches.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = list(self._tasks)
+        await cancel_and_wait(tasks)  # a lost cancel must not hang the stop (akoflow.tasks)
+        await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
         for t in self._jobs.values():
             if t.follower is not None:
                 t.follower.cancel()
@@ -747,9 +748,15 @@ class KubernetesRuntime(Runtime):
                     exit_code=code,
                     term_reason=reason,
                 )
-                outcome = dataclasses.replace(outcome, files=self._files(t))
+                # When it ran, by the cluster's clock: its timeout is judged by that (it ended
+                # while no engine watched), its end recorded as when it was. The API gives
+                # whole seconds: from the end of its start's second to the start of its end's,
+                # never judged longer than it ran.
+                began = t.exit.started_at + 1.0 if t.exit and t.exit.started_at else None
+                ended = t.exit.finished_at if t.exit and began else None
+                outcome = dataclasses.replace(outcome, files=self._files(t), ended_at=ended)
                 t.done = outcome
-                return Adopted("finished", base, outcome, t.node)
+                return Adopted("finished", base, outcome, t.node, started_at=began)
         except (httpx2.HTTPError, OSError) as exc:
             self._jobs.pop(name, None)
             raise _unreachable(self._s.server, exc) from None

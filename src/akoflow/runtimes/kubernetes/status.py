@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from akoflow.runtimes.base import Outcome
+from akoflow.runtimes.instants import instant
 
 # Waiting reasons that will not go away by themselves: fail fast after a grace period.
 STUCK_WAITING = frozenset(
@@ -32,6 +33,9 @@ class PodView:
     terminated: bool
     reason: str | None  # terminated reason (OOMKilled, Error) or stuck reason
     stuck: str | None  # "ErrImagePull: ..." / "Unschedulable: ..." while pending
+    # When its container ran, once terminated (seconds since the epoch, the cluster's clock)
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,8 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         terminated=term is not None,
         reason=(term.get("reason") if term else None),
         stuck=stuck,
+        started_at=instant(term.get("startedAt")) if term else None,
+        finished_at=instant(term.get("finishedAt")) if term else None,
     )
 
 
