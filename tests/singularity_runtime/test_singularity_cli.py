@@ -15,8 +15,10 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from akoflow import service
 from tests.conftest import Akoflow, wait_for
 from tests.docker_support.dockerd import IMAGE as DOCKER_IMAGE
 from tests.docker_support.dockerd import PrivateDockerd
@@ -171,6 +173,65 @@ def test_engine_sigkill_mid_run_then_resume_adopts_and_runs_nothing_twice(
     assert acts["ended"]["attempts"] == acts["running"]["attempts"] == 1  # adopted, not rerun
     names = ("ended", "running", "after", "fast0", "fast1", "fast2")
     assert run_counts(data) == {f"count.{n}": 1 for n in names}
+
+
+def test_an_attempt_that_waited_in_line_then_ended_unwatched_is_judged_from_its_start(
+    akoflow: Akoflow, images: Images, sing_env: dict[str, str], tmp_path: Path, state_dir: Path
+) -> None:
+    """``timed`` (``timeout: 3s``) waits in the runtime's line behind ``blocker`` for longer
+    than its timeout, then runs a moment, and ends while no engine runs. Its activity script
+    (``.sh``) is written at its submit, its launcher's (``.launch.sh``) as it starts: the
+    next engine judged it from the first, recorded it timed out ("it ran 3.8s", its wait in
+    line too) and failed the run. It succeeds: it ran well within its timeout, counted from
+    its start."""
+    wf = tmp_path / "line.yaml"
+    acts = "".join(f"    - name: t{i}\n      run: 'true'\n" for i in range(4))
+    acts += (
+        "    - name: blocker\n      run: |\n        touch blocker.on\n"
+        "        while [ ! -e go ]; do sleep 0.05; done\n"
+        "    - name: timed\n      timeout: 3s\n      run: |\n        echo run >> count.timed\n"
+        "        while [ ! -e go.timed ]; do sleep 0.05; done\n"
+    )
+    wf.write_text(
+        f"name: line\nspec:\n  image: {images.sif}\n  runtime: singularity\n  activities:\n{acts}"
+    )
+    data = tmp_path / "data"
+    env = {**sing_env, "SINGULARITY_MAX_PARALLEL": "1"}
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf), "--quiet"]
+        + ["--state-dir", str(state_dir), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for(lambda: (data / "blocker.on").exists(), 60)
+        script = next(iter(state_dir.glob("runs/1-*/attempts/timed.1.sh")), None)
+        assert script is not None, "timed did not wait in the line (it was not submitted)"
+        # In line for longer than its timeout (a live engine counts it from its start).
+        wait_for(lambda: time.time() - script.stat().st_mtime > 3.5, 30)
+        (data / "go").touch()
+        wait_for(lambda: (data / "count.timed").exists(), 60)
+    finally:
+        engine.kill()
+        engine.communicate()
+        if data.exists():  # nothing left waiting, whatever failed
+            (data / "go").touch()
+            (data / "go.timed").touch()  # it ends while no engine runs
+    record = script.with_name("timed.1.exit")
+    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    done = akoflow("resume", "1", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = {a["name"]: a for a in json.loads(done.stdout)["activities"]}
+    assert (shown["timed"]["state"], shown["timed"]["attempts"]) == ("succeeded", 1), shown
+    repo = service.open_repository(state_dir)
+    timed = next(a for a in repo.list_activities(1) if a.name == "timed")
+    (attempt,) = repo.list_attempts(timed.id)
+    # Its recorded run is from its start, not from its submit (it waited in line before).
+    assert attempt.started_at is not None and attempt.finished_at is not None
+    assert attempt.started_at > script.stat().st_mtime + 3.5
+    assert attempt.finished_at - attempt.started_at < 3, attempt
+    assert (data / "count.timed").read_text() == "run\n"
 
 
 def test_mixed_local_docker_singularity_workflow(

@@ -193,11 +193,11 @@ class _Record:
         )
 
 
-def _started_at(prefix: str) -> float | None:
-    """When the attempt's bash started: its script is written just before (by the spawner,
-    once the attempt is claimed)."""
+def _started_at(script: str) -> float | None:
+    """When the attempt's bash started: its ``script`` (the one bash runs) is written just
+    before, by the spawner, once the attempt is claimed."""
     try:
-        return os.stat(prefix + ".sh").st_mtime
+        return os.stat(script).st_mtime
     except OSError:
         return None
 
@@ -389,6 +389,10 @@ class LocalRuntime(Runtime):
     kind = "local"
     instant_submit = True  # a request to the spawner on this host; no network round trip
     default_max_parallel = max(2, (os.cpu_count() or 1) * 2)
+    # The attempt's file bash runs (``bash <prefix><suffix>``), written by the spawner as it
+    # starts it: its time is the attempt's start (an adapter may write other files earlier,
+    # at its submit, which can precede the start by a wait in the runtime's line).
+    script_suffix = ".sh"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -519,7 +523,6 @@ class LocalRuntime(Runtime):
         env_vars: Mapping[str, str],
         script: bytes,
         args: Sequence[str] = (),
-        script_suffix: str = ".sh",
     ) -> dict[str, Any]:
         """Start ``bash SCRIPT ARGS...`` for the attempt: detached, claimed, tracked.
 
@@ -551,9 +554,9 @@ class LocalRuntime(Runtime):
             job.key,
             prefix,
             script,
-            prefix + script_suffix,
+            prefix + self.script_suffix,
             self._bash,
-            ["bash", prefix + script_suffix, *args],
+            ["bash", prefix + self.script_suffix, *args],
             env,
             workdir,
             self._umask,
@@ -860,7 +863,9 @@ class LocalRuntime(Runtime):
                     functools.partial(self.announce_process, job.key, pid=pid, cgroup=cgroup)
                 )
                 return Adopted(
-                    "running", {"pid": pid, "prefix": prefix}, started_at=_started_at(prefix)
+                    "running",
+                    {"pid": pid, "prefix": prefix},
+                    started_at=_started_at(prefix + self.script_suffix),
                 )
             derived = cgroup
         elif pid is not None:
@@ -882,7 +887,8 @@ class LocalRuntime(Runtime):
         outcome = self._outcome(record.code, False, None, None)
         if record.code is not None:
             outcome = dataclasses.replace(outcome, ended_at=_ended_at(prefix))
-        return Adopted("finished", {"prefix": prefix}, outcome, started_at=_started_at(prefix))
+        started = _started_at(prefix + self.script_suffix)
+        return Adopted("finished", {"prefix": prefix}, outcome, started_at=started)
 
     # ------------------------------------------------------------------ observe
 

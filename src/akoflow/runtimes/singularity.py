@@ -120,6 +120,9 @@ def _version_health(binary: str) -> Health:
 class SingularityRuntime(LocalRuntime):
     kind = "singularity"
     instant_submit = False  # a submit may pull an image first
+    # Bash runs the launcher's script; the activity's (``.sh``, bound into the container) is
+    # written at the submit, before any wait in the line: not the attempt's start.
+    script_suffix = ".launch.sh"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -152,7 +155,7 @@ class SingularityRuntime(LocalRuntime):
             if binary is None:
                 raise RuntimeUnavailable(self._missing())
         if self.launched(job.key):  # asked twice: the running attempt's handle, nothing launched
-            return await self._spawn(job, {}, LAUNCH_SCRIPT, script_suffix=".launch.sh")
+            return await self._spawn(job, {}, LAUNCH_SCRIPT)
         act = job.activity
         if not act.image:
             raise SubmitError(
@@ -192,7 +195,7 @@ class SingularityRuntime(LocalRuntime):
         except OSError as exc:
             raise SubmitError(f"cannot write the script of {job.key}: {exc}") from None
         # The launcher's own constant script beside the activity's (which the container runs).
-        return await self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv, script_suffix=".launch.sh")
+        return await self._spawn(job, cmd.env, LAUNCH_SCRIPT, cmd.argv)
 
     async def _pulled(self, binary: str, ref: str) -> str:
         """The cached SIF of ``ref``: one pull at a time per reference in this runtime (and,
