@@ -8,6 +8,7 @@ Each activity writes its own side effects; the tests judge those, not only the s
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -63,9 +64,11 @@ def test_an_attempt_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
     assert (a.state, b.state) == (A.FAILED, A.SKIPPED), (a, b)
     (attempt,) = repo.list_attempts(a.id)
     assert str(attempt.state) == "failed" and attempt.exit_code == 0
-    assert attempt.reason is not None
-    assert attempt.reason.startswith("timed out after 1s (it ran 2."), attempt.reason
-    assert "ending while no engine watched" in attempt.reason
+    ran = re.fullmatch(
+        r"timed out after 1s \(it ran ([0-9.]+)s, ending while no engine watched\)",
+        attempt.reason or "",
+    )
+    assert ran is not None and float(ran[1]) >= 2, attempt.reason
     assert attempt.finished_at == ended  # its end, not its collection
     assert repo.get_workflow(1).state is WorkflowState.FAILED  # type: ignore[union-attr]
     assert (side / "a").read_text() == "once\n" and not (side / "b").exists()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,43 @@ def test_engine_sigkill_mid_run_then_resume_submits_nothing_twice(
         assert not jobcomp(slurm_cluster, slurm_name(tmp_path, 1, "crashy", name, attempt=2))
     if transport == "local":
         assert slurm_cluster.sshd.connections() == logins  # the login node was never asked
+
+
+def test_a_job_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
+    slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """``timeout: 2s``; the engine dies and the job runs on 3 s more, then exits 0. `resume`
+    judges it by when its command began and ended, as the job recorded them on the node:
+    timed out (a live engine would have stopped it), and its dependent never runs."""
+    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/late"))
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    wf = tmp_path / "late.yaml"
+    wf.write_text(
+        "name: late\nspec:\n  runtime: hpc\n  activities:\n"
+        "    - name: slow\n      timeout: 2s\n      run: |\n        echo run >> count.slow\n"
+        "        while [ ! -e slow.release ]; do sleep 0.1; done\n"
+        "    - name: after\n      dependsOn: [slow]\n      run: echo run >> count.after\n"
+    )
+    engine = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir",
+         str(tmp_path / "data")],
+        env,
+    )  # fmt: skip
+    wait_for(lambda: (mount / "count.slow").exists(), timeout=60)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    time.sleep(3)
+    (mount / "slow.release").touch()  # it ends, 3 s past its start, while no engine watches
+    wait_for(lambda: any((mount / ".akoflow").rglob("exit")), timeout=60)
+
+    res = akoflow("resume", "--json", env=env, timeout=120)
+    assert res.returncode == 1, res.stderr + res.stdout
+    acts = {a["name"]: a for a in json.loads(res.stdout)["activities"]}
+    assert acts["slow"]["state"] == "failed", acts["slow"]
+    ran = re.fullmatch(r"timed out after 2s \(it ran ([0-9.]+)s, ending while no engine watched\)",
+                       acts["slow"]["reason"])  # fmt: skip
+    assert ran is not None and float(ran[1]) >= 3, acts["slow"]
+    assert acts["after"]["state"] == "skipped"
+    assert (mount / "count.slow").read_text() == "run\n"
+    assert not (mount / "count.after").exists()

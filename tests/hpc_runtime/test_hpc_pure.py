@@ -248,7 +248,10 @@ def test_hostile_values_are_data_when_the_script_runs(tmp_path: Path) -> None:
     assert proc.returncode == 5, proc.stderr
     assert (tmp_path / "work" / "value.txt").read_text() == hostile
     assert not list(tmp_path.rglob("pwned*"))
-    assert Path(paths.exit).read_text() == "5\n"
+    recorded = Path(paths.exit).read_text()
+    assert slurm.parse_exit_file(recorded) == 5
+    began, ended = slurm.parse_exit_times(recorded)  # when it ran, by this host's clock
+    assert began is not None and ended is not None and began <= ended, recorded
     assert (tmp_path / "work" / "akoflow_finished_1_1.txt").read_text() == "AKOFLOW_JOB_FINISHED\n"
     # A second copy of the same attempt finds the claim taken and runs nothing.
     again = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True)
@@ -446,7 +449,7 @@ def test_without_record_files_the_script_lists_nothing(tmp_path: Path) -> None:
         f"bash {on.paths.script} </dev/null",
         "akf_code=$?",
         f"akf_list_files >{on.paths.files_after}.tmp && mv -f",
-        f"printf '%s\\n' \"$akf_code\" >{on.paths.exit}.tmp",
+        f'printf \'%s %s %s\\n\' "$akf_code" "$akf_began" "$akf_ended" >{on.paths.exit}.tmp',
         "AKOFLOW_JOB_FINISHED",
         'exit "$akf_code"',
     ]
@@ -476,7 +479,7 @@ def test_listings_run_with_bash_and_both_exist_before_the_exit_file(tmp_path: Pa
 
     proc = run_body(tmp_path, req, path=f"{shim}:{os.environ['PATH']}")
     assert proc.returncode == 7, proc.stderr  # the activity's code, listings or not
-    assert Path(d.exit).read_text() == "7\n"
+    assert slurm.parse_exit_file(Path(d.exit).read_text()) == 7
     assert Path(d.stdout).read_text() == "" and Path(d.stderr).read_text() == ""
     moves = [line.split() for line in seen.read_text().splitlines()]
     assert moves == [
@@ -506,7 +509,7 @@ def test_the_activity_env_cannot_break_the_recording_of_its_end(tmp_path: Path) 
     proc = run_body(tmp_path, req)
     assert proc.returncode == 0, proc.stderr
     d = req.paths
-    assert Path(d.exit).read_text() == "0\n"
+    assert slurm.parse_exit_file(Path(d.exit).read_text()) == 0
     assert Path(d.files_before).exists() and Path(d.files_after).exists()
     assert (Path(req.workdir) / "ran.txt").read_text() == "ran\n"
 
@@ -522,7 +525,7 @@ def test_a_failing_listing_changes_nothing_about_the_job(tmp_path: Path) -> None
     proc = run_body(tmp_path, req, template)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "tail saw 0\n" and proc.stderr == ""
-    assert Path(req.paths.exit).read_text() == "0\n"
+    assert slurm.parse_exit_file(Path(req.paths.exit).read_text()) == 0
     assert (tmp_path / "work" / "ran.txt").read_text() == "ran\n"
     assert not Path(req.paths.files_before).exists()
     assert not Path(req.paths.files_after).exists()
@@ -597,3 +600,14 @@ def test_match_exec_runs_through_the_shell_without_percent_tokens(tmp_path: Path
     assert seen.read_text() == "%h\n"
     config.write_text('Match exec "false"\n  Port 2202\n')
     assert sshconfig.resolve([str(config)], "somehost").port == 22
+
+
+def test_an_exit_record_tells_its_code_and_when_the_command_ran() -> None:
+    assert slurm.parse_exit_file("3 1796552460.25 1796552462.5\n") == 3
+    assert slurm.parse_exit_times("3 1796552460.25 1796552462.5\n") == (1796552460.25, 1796552462.5)
+    assert slurm.parse_exit_times("0 1796552460,5 1796552461,5\n") == (1796552460.5, 1796552461.5)
+    # An older job (its code only), a shell without EPOCHREALTIME, junk: no times, the code
+    for text in ("0\n", "0  \n", "7 x y\n", "0 inf 1\n", "0 1 2 3\n"):
+        assert slurm.parse_exit_times(text) == (None, None), text
+    assert slurm.parse_exit_file("0  \n") == 0 and slurm.parse_exit_file("7 x y\n") == 7
+    assert slurm.parse_exit_file(None) is None and slurm.parse_exit_times(None) == (None, None)

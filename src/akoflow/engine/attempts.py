@@ -516,7 +516,7 @@ class Attempts:
         now = ended_at(act, outcome)
         reason = outcome.reason
         if act.timed_out:
-            reason = timed_out_reason(act, now)
+            reason = timed_out_reason(act)
         new, attempt_state = attempt_end(
             # Asked to stop, it did: not a success, whatever its exit code (as runtimes judge).
             succeeded=outcome.succeeded and act.stop_reason != "cancel",
@@ -530,6 +530,7 @@ class Attempts:
         act.exit_code = outcome.exit_code
         act.reason = reason
         act.timed_out = False
+        act.ran_unwatched = None
         act.key = None
         self.repo.attempt_finished(
             act.id,
@@ -600,11 +601,10 @@ def ended_at(act: ActivityRun, outcome: Outcome) -> float:
     return max(end, act.attempt_started or end)
 
 
-def timed_out_reason(act: ActivityRun, end: float) -> str:
+def timed_out_reason(act: ActivityRun) -> str:
     reason = f"timed out after {act.spec.timeout_seconds:g}s"
-    if act.stop_reason is None and act.attempt_started:  # judged at its collection
-        ran = end - act.attempt_started
-        reason += f" (it ran {ran:.1f}s, ending while no engine watched)"
+    if act.ran_unwatched is not None:  # judged at its collection
+        reason += f" (it ran {act.ran_unwatched:.1f}s, ending while no engine watched)"
     return reason
 
 

@@ -44,6 +44,9 @@ class ActivityRun:
     log_offsets: dict[str, int] = field(default_factory=dict)
     cancel_requested: bool = False
     timed_out: bool = False
+    # How long the live attempt ran when it outlived its timeout while no engine watched
+    # (judged when collected, by the runtime's clock): said in its reason.
+    ran_unwatched: float | None = None
     stop_reason: str | None = None  # why the live attempt was asked to stop (stored first)
     timer: asyncio.TimerHandle | None = None
     level: int = 0  # DAG depth (first-activity-first)

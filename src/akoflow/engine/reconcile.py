@@ -133,9 +133,11 @@ class Reconciler:
             act.attempt_started = started_at  # its duration, when it was never stored
             # Ended while no engine watched: its timeout is judged by when it ended, against
             # its start by the same clock (the runtime's, else the engine's).
-            began = adopted.started_at or att.started_at
-            if ran_over(act.spec.timeout_seconds, began, adopted.outcome.ended_at):
+            began, ended = adopted.started_at or att.started_at, adopted.outcome.ended_at
+            if ran_over(act.spec.timeout_seconds, began, ended):
+                assert began is not None and ended is not None
                 act.timed_out = True
+                act.ran_unwatched = ended - began
             engine.collected(act, adopted.outcome)
 
     async def release_leftovers(self, wf: WorkflowRun) -> None:

@@ -962,6 +962,14 @@ class HpcRuntime(Runtime):
             return outcome
         return dataclasses.replace(outcome, files=files) if files is not None else outcome
 
+    async def _read_times(self, paths: sbatch.AttemptPaths) -> tuple[float | None, float | None]:
+        try:
+            data = await self._require_transport().read_from(paths.exit, 0, 128)
+        except Exception as exc:  # only a duration is lost, and the timeout's second look
+            log.warning("cannot read when %s ran: %s", paths.exit, exc)
+            return None, None
+        return slurm.parse_exit_times(data.decode(errors="replace") if data is not None else None)
+
     async def _read_exit(self, paths: sbatch.AttemptPaths) -> int | None:
         data = await self._require_transport().read_from(paths.exit, 0, 64)
         return slurm.parse_exit_file(data.decode(errors="replace") if data is not None else None)
@@ -1156,7 +1164,11 @@ class HpcRuntime(Runtime):
 
         async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
             outcome = await self._with_files(tracked, outcome)
-            return Adopted("finished", tracked.handle(), outcome, node)
+            # When its command ran, by the node's clock, as the job recorded it: an end no
+            # engine saw is judged by its timeout, and recorded as when it was.
+            began, ended = await self._read_times(paths)
+            outcome = dataclasses.replace(outcome, ended_at=ended)
+            return Adopted("finished", tracked.handle(), outcome, node, started_at=began)
 
         row = await (self._lookup(name) if index is None else self._element_row(name, index))
         if row is not None:

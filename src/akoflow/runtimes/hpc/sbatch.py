@@ -220,15 +220,19 @@ def body(req: JobRequest, *, final_exit: bool = True) -> str:
     # The activity's variables reach its command only: a PATH of its own cannot break the
     # lines that record how it ended.
     env = "".join(f"{k}={q(v)} \\\n" for k, v in req.env.items())
+    # When the command ran, by the node's clock (bash 5's EPOCHREALTIME, no process; empty
+    # under another shell): an end collected by a later engine is judged by its timeout.
     lines += [
+        "akf_began=${EPOCHREALTIME:-}",
         f"{env}{shlex.join(req.command)} </dev/null >{q(d.stdout)} 2>{q(d.stderr)}",
         "akf_code=$?",
+        "akf_ended=${EPOCHREALTIME:-}",
     ]
     if req.record_files:
         lines.append(_listing(d.files_after))
     lines += [
-        f"printf '%s\\n' \"$akf_code\" >{q(d.exit + '.tmp')} && mv -f {q(d.exit + '.tmp')} "
-        f"{q(d.exit)}",
+        f'printf \'%s %s %s\\n\' "$akf_code" "$akf_began" "$akf_ended" '
+        f">{q(d.exit + '.tmp')} && mv -f {q(d.exit + '.tmp')} {q(d.exit)}",
         f"printf '%s\\n' {FINISHED_TEXT} >{q(req.sentinel)}",
     ]
     if final_exit:

@@ -8,6 +8,7 @@ clusters without slurmdbd) for all of them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -212,10 +213,29 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
 
 
 def parse_exit_file(text: str | None) -> int | None:
+    """The exit code a job recorded (``CODE [BEGAN ENDED]``; older jobs wrote the code only)."""
     if text is None:
         return None
-    value = text.strip()
+    words = text.split()
+    value = words[0] if words else ""
     return int(value) if value.lstrip("-").isdigit() else None
+
+
+def parse_exit_times(text: str | None) -> tuple[float | None, float | None]:
+    """When the command began and ended, by the node's clock (seconds since the epoch), as
+    the job recorded them after its exit code; None for each it could not tell (a shell
+    without ``EPOCHREALTIME``, an older job)."""
+    words = (text or "").split()
+    if len(words) != 3:
+        return None, None
+    try:
+        # (the locale's radix: a comma in some)
+        began, ended = float(words[1].replace(",", ".")), float(words[2].replace(",", "."))
+    except ValueError:
+        return None, None
+    if not (math.isfinite(began) and math.isfinite(ended)) or began <= 0 or ended <= 0:
+        return None, None
+    return began, ended
 
 
 def outcome_of(
