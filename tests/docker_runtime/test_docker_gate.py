@@ -351,3 +351,48 @@ def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
     assert (data / "count.a").read_text() == "run\n"  # once: the retry
     doc = json.loads(akoflow("status", "1", "--json", env=env).stdout)
     assert {a["name"]: a["state"] for a in doc["activities"]} == {"a": "succeeded"}
+
+
+def test_a_container_never_let_go_is_not_judged_by_its_timeout(
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The same with ``timeout: 1s`` and DOCKER_GO_TIMEOUT=3: the container waited 3 s for
+    a go that never came and ended, its command never run, while no engine ran. The next
+    engine judged the wait as the attempt's run (the daemon's start to end) and recorded it
+    "timed out after 1s (it ran 3.0s ...)", losing why: its command did not run at all. The
+    reason is the gate's, and the retry runs the command once."""
+    wf = tmp_path / "late.yaml"
+    wf.write_text(
+        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      retries: 1\n      timeout: 1s\n      run: echo run >> count.a\n"
+    )
+    data = tmp_path / "data"
+    env = {**docker_env, "DOCKER_GO_TIMEOUT": "3"}
+    engine = held_engine(state_dir, data, wf, env)
+    with left_behind(engine, dockerd, "late"):
+        wait_for(lambda: waiting_container(dockerd, "late"))
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.communicate(timeout=10)
+
+        def exited() -> bool:
+            (c,) = dockerd.api.containers(all=True, filters={"label": "akoflow.workflow-name=late"})
+            return bool(dockerd.api.inspect_container(c["Id"])["State"]["Status"] == "exited")
+
+        wait_for(exited)  # no engine to give the go: it ends once its sleep does
+        assert not (data / "count.a").exists()  # the command never ran
+        resume = start_cli(["resume", "--state-dir", str(state_dir)], env)
+        try:
+            out, err = resume.communicate(timeout=60)
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+                resume.communicate()
+    assert resume.returncode == 0, out + err
+    first, second = attempts_of(state_dir, "a")
+    assert (first.state, first.exit_code) == ("failed", None), first
+    assert "waited for the engine's go" in (first.reason or ""), first.reason
+    assert (second.state, second.exit_code) == ("succeeded", 0)
+    assert (data / "count.a").read_text() == "run\n"  # once: the retry

@@ -427,6 +427,10 @@ class DockerRuntime(Runtime):
         # When it ran, by the daemon's clock: its timeout is judged by that (it ended while
         # no engine watched), and its end is recorded as when it was, not its collection.
         ran_from, ran_to = st.run_times(info)
+        if ran_from and code == gate.NOT_RELEASED and not files.command_ran(prefix):
+            # It waited at its gate for a go that never came: its command never ran, and
+            # that wait is no run to judge by its timeout (its reason says why it failed).
+            ran_from = ran_to
         outcome = dataclasses.replace(
             self._outcome(prefix, code, oom, False, None), ended_at=ran_to if ran_from else None
         )
