@@ -94,3 +94,41 @@ def test_one_that_ended_within_its_timeout_while_no_engine_ran_succeeds(
     assert attempt.finished_at == ended
     assert attempt.started_at is not None and attempt.started_at <= ended
     assert (side / "a").read_text() == "once\n" and (side / "b").read_text() == "once\n"
+
+
+def test_a_script_that_touches_its_own_script_file_cannot_shorten_its_run(
+    tmp_path: Path, akoflow: Akoflow, state_dir: Path
+) -> None:
+    """A hostile script moves its script file's time to its end (the start a local attempt's
+    files tell), outlives its ``timeout: 3s`` while no engine runs, and exits 0. The start
+    the engine stored before it died stands: timed out, and its dependent never runs (found
+    by the hostile pass of da95c9c: recorded succeeded in 4 ms)."""
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "name: liar\nspec:\n  activities:\n"
+        "    - name: a\n      timeout: 3s\n"
+        f'      run: \'touch {side}/started; sleep 4; touch "$AKOFLOW_ATTEMPT_FILES.sh"; '
+        f"echo once >> {side}/a'\n"
+        f"    - name: b\n      run: 'echo once >> {side}/b'\n      dependsOn: [a]\n"
+    )
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
+        repo = service.open_repository(state_dir)
+        # Killed once its start is stored (its RUNNING record, within a second of it).
+        wait_for(lambda: repo.list_attempts(repo.list_activities(1)[0].id)[0].started_at, 30)
+    finally:
+        engine.kill()
+        engine.communicate()
+    wait_for(lambda: (side / "a").exists(), 30)
+    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
+    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    done = akoflow("resume", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    repo = service.open_repository(state_dir)
+    (a, b) = repo.list_activities(1)
+    assert (a.state, b.state) == (A.FAILED, A.SKIPPED), (a, b)
+    assert (a.reason or "").startswith("timed out after 3s (it ran "), a.reason
+    assert not (side / "b").exists()

@@ -888,7 +888,9 @@ class LocalRuntime(Runtime):
         if record.code is not None:
             outcome = dataclasses.replace(outcome, ended_at=_ended_at(prefix))
         started = _started_at(prefix + self.script_suffix)
-        return Adopted("finished", {"prefix": prefix}, outcome, started_at=started)
+        return Adopted(
+            "finished", {"prefix": prefix}, outcome, started_at=started, engine_clock=True
+        )
 
     # ------------------------------------------------------------------ observe
 
