@@ -139,7 +139,8 @@ class Reconciler:
             if ran_over(act.spec.timeout_seconds, began, ended):
                 assert began is not None and ended is not None
                 act.timed_out = True
-                act.ran_unwatched = ended - began
+                if att.stop_reason is None:  # not stopped at its deadline: it ended too late
+                    act.ran_unwatched = ended - began
             engine.collected(act, adopted.outcome)
 
     async def release_leftovers(self, wf: WorkflowRun) -> None:
