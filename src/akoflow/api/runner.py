@@ -248,7 +248,8 @@ async def _drive(
     """``akoflow run``'s steps (cli.local_run.run_file and _run_attached), showing nothing unless a
     ``console`` is given."""
     from akoflow import service
-    from akoflow.cli.local_run import _data_dir_problem, _ended_or_stranded, _Stranded
+    from akoflow.cli.attached import Stranded, ended_or_stranded
+    from akoflow.cli.local_run import _data_dir_problem
     from akoflow.engine import Engine, WorkflowBusy
     from akoflow.engine.loops import EngineFailure
 
@@ -278,7 +279,7 @@ async def _drive(
                 raise RunBusy(claim.wf_id, None, str(exc)) from None
             if control.cancelling:
                 engine.cancel(claim.wf_id)
-            ended = asyncio.ensure_future(_ended_or_stranded(engine, claim.wf_id))
+            ended = asyncio.ensure_future(ended_or_stranded(engine, claim.wf_id))
             try:
                 await _await_end(engine, wf, ended, control, console)
             except EngineFailure as exc:
@@ -287,7 +288,7 @@ async def _drive(
                     f"{exc}; run {claim.wf_id} is interrupted, not lost: `akoflow resume "
                     f"{claim.wf_id}` continues it",
                 ) from None
-            except _Stranded as exc:
+            except Stranded as exc:
                 raise RunInterrupted(
                     claim.wf_id,
                     f"run {claim.wf_id} cannot go on: {exc}. What runs there was neither "
