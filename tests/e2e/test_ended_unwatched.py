@@ -14,24 +14,10 @@ from pathlib import Path
 
 from akoflow import service
 from akoflow.states import ActivityState, WorkflowState
-from tests.conftest import Akoflow, start_cli, wait_for
+from tests.conftest import Akoflow
+from tests.e2e.test_stop_requests import run_then_kill
 
 A = ActivityState
-
-
-def _run_then_kill(wf: Path, state_dir: Path, side: Path) -> Path:
-    """Start ``akoflow run`` of ``wf``, SIGKILL it once activity ``a`` started, and wait
-    until ``a`` ended and its spawner recorded the end: its ``.exit`` record."""
-    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
-    try:
-        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
-    finally:
-        engine.kill()
-        engine.communicate()
-    wait_for(lambda: (side / "a").exists(), 30)
-    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
-    wait_for(lambda: record.read_text().startswith("exit"), 30)
-    return record
 
 
 def _workflow(tmp_path: Path, side: Path, *, timeout: str, runs_for: float) -> Path:
@@ -54,7 +40,7 @@ def test_an_attempt_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
     the dependent never runs."""
     side = tmp_path / "side"
     side.mkdir()
-    record = _run_then_kill(_workflow(tmp_path, side, timeout="1s", runs_for=2), state_dir, side)
+    record = run_then_kill(_workflow(tmp_path, side, timeout="1s", runs_for=2), state_dir, side)
     ended = record.stat().st_mtime
     time.sleep(1)  # collected a while after its end
     done = akoflow("resume", "1")
@@ -82,7 +68,7 @@ def test_one_that_ended_within_its_timeout_while_no_engine_ran_succeeds(
     dependent runs once."""
     side = tmp_path / "side"
     side.mkdir()
-    record = _run_then_kill(_workflow(tmp_path, side, timeout="30s", runs_for=1), state_dir, side)
+    record = run_then_kill(_workflow(tmp_path, side, timeout="30s", runs_for=1), state_dir, side)
     ended = record.stat().st_mtime
     time.sleep(2)
     done = akoflow("resume", "1")
@@ -113,18 +99,7 @@ def test_a_script_that_touches_its_own_script_file_cannot_shorten_its_run(
         f"echo once >> {side}/a'\n"
         f"    - name: b\n      run: 'echo once >> {side}/b'\n      dependsOn: [a]\n"
     )
-    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
-    try:
-        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
-        repo = service.open_repository(state_dir)
-        # Killed once its start is stored (its RUNNING record, within a second of it).
-        wait_for(lambda: repo.list_attempts(repo.list_activities(1)[0].id)[0].started_at, 30)
-    finally:
-        engine.kill()
-        engine.communicate()
-    wait_for(lambda: (side / "a").exists(), 30)
-    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
-    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    run_then_kill(wf, state_dir, side, stored_start=True)
     done = akoflow("resume", "1")
     assert done.returncode == 1, done.stdout + done.stderr
     repo = service.open_repository(state_dir)

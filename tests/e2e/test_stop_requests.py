@@ -25,6 +25,27 @@ from tests.conftest import Akoflow, start_cli, wait_for
 A = ActivityState
 
 
+def run_then_kill(wf: Path, state_dir: Path, side: Path, *, stored_start: bool = False) -> Path:
+    """Start ``akoflow run`` of ``wf``, SIGKILL it once activity ``a`` started (its script
+    touches ``side/started``; with ``stored_start``, once the store has its start too), and
+    wait until ``a`` ended (it appends to ``side/a``) and its spawner recorded the end: its
+    ``.exit`` record."""
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
+        if stored_start:  # its RUNNING record, within a second of its start
+            repo = service.open_repository(state_dir)
+            wait_for(lambda: repo.list_attempts(repo.list_activities(1)[0].id)[0].started_at, 30)
+    finally:
+        engine.kill()
+        engine.communicate()
+    wait_for(lambda: (side / "a").exists(), 30)
+    # The spawner records the end right after the script's exit: wait for that record.
+    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
+    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    return record
+
+
 class SubmitFailsOnceAfterAGate(LocalRuntime):
     """A network-like runtime (submits run as tasks) whose first submit waits for the test,
     then fails transiently: the daemon went away while the engine was cancelling."""
@@ -326,16 +347,7 @@ def test_an_attempt_that_ended_before_the_cancel_stays_succeeded(
         f"    - name: a\n      run: 'touch {side}/started; sleep 1; echo once >> {side}/a'\n"
         f"    - name: b\n      run: 'echo once >> {side}/b'\n      dependsOn: [a]\n"
     )
-    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
-    try:
-        wait_for(lambda: (side / "started").exists() or engine.poll() is not None, 60)
-    finally:
-        engine.kill()
-        engine.communicate()
-    wait_for(lambda: (side / "a").exists(), 30)
-    # The spawner records the end right after the script's exit: wait for that record.
-    record = next((state_dir / "runs").glob("1-*/attempts/a.1.exit"))
-    wait_for(lambda: record.read_text().startswith("exit"), 30)
+    run_then_kill(wf, state_dir, side)
     cancelled = akoflow("cancel", "1")
     assert cancelled.returncode == 0, cancelled.stderr
     repo = service.open_repository(state_dir)
