@@ -308,22 +308,22 @@ def test_a_container_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
     `resume` judges it by the daemon's start and end: timed out (a live engine would have
     stopped it), recorded as ended when the container did, and its dependent never runs."""
     wf = write(
-        tmp_path / "late.yaml",
-        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        tmp_path / "outlived.yaml",
+        f"name: outlived\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
         "    - name: slow\n      timeout: 1s\n      run: |\n        echo run >> count.slow\n"
         "        sleep 3\n        echo done > slow.out\n"
         "    - name: after\n      runtime: local\n      dependsOn: [slow]\n"
         "      run: echo run >> count.after\n",
     )
     data = tmp_path / "data"
-    env = {**docker_env, "DOCKER_CLEANUP": "never"}  # kept, to read its times
+    env = docker_env
     cli = start_cli(
         ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir", str(data)], env
     )
     wait_for(lambda: (data / "count.slow").exists())
     os.kill(cli.pid, signal.SIGKILL)
     cli.communicate(timeout=10)
-    labels = {"akoflow.scope": scope(state_dir, 1, "late")}
+    labels = {"akoflow.scope": scope(state_dir, 1, "outlived")}
     wait_for(lambda: [c for c in dockerd.containers(**labels) if c["State"] == "exited"], 30)
     res = akoflow("resume", "--json", env=env)
     assert res.returncode == 1, res.stderr + res.stdout
@@ -334,3 +334,4 @@ def test_a_container_that_outlived_its_timeout_while_no_engine_ran_is_timed_out(
     assert (data / "slow.out").read_text() == "done\n"  # it did run to its end, once
     assert (data / "count.slow").read_text() == "run\n"
     assert not (data / "count.after").exists()
+    assert dockerd.containers(**labels) == []  # collected, then removed

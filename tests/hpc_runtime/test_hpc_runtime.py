@@ -58,8 +58,11 @@ def make(env: dict[str, str], events: Recorder | None = None, name: str = "hpc")
 
 
 def ended(outcome: Outcome | None) -> Outcome | None:
-    """How an attempt ended, without its file listings (test_remote_provenance checks them)."""
-    return dataclasses.replace(outcome, files=None) if outcome is not None else None
+    """How an attempt ended, without its file listings (test_remote_provenance checks them)
+    and when (an adopted end's time: checked where it matters)."""
+    if outcome is None:
+        return None
+    return dataclasses.replace(outcome, files=None, ended_at=None)
 
 
 async def wait_finished(events: Recorder, key: str, timeout: float = 30.0) -> Outcome:
@@ -232,6 +235,9 @@ def test_submit_is_idempotent_by_name_and_adopt_claims_what_never_ran(
             finally:
                 await restarted.stop()
             assert adopted.kind == "finished" and ended(adopted.outcome) == Outcome(True, 0)
+            # When its command ran, as the job recorded it on the node (about 1 s: sleep 1)
+            began, end = adopted.started_at, adopted.outcome.ended_at  # type: ignore[union-attr]
+            assert began is not None and end is not None and end - began >= 1, adopted
             assert adopted.handle["job_id"] == h1["job_id"]
             # An attempt recorded but never sent: proven never started, and claimed.
             third = make(env)

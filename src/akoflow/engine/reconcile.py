@@ -134,8 +134,9 @@ class Reconciler:
             # Ended while no engine watched: its timeout is judged by when it ended, against
             # its start by the same clock (the runtime's, else the engine's).
             began, ended = adopted.started_at or att.started_at, adopted.outcome.ended_at
-            if adopted.engine_clock and began and att.started_at:
-                began = min(began, att.started_at)
+            if began and att.started_at and adopted.stored_start is not None:
+                pick = min if adopted.stored_start == "earliest" else max
+                began = pick(began, att.started_at)
             if ran_over(act.spec.timeout_seconds, began, ended):
                 assert began is not None and ended is not None
                 act.timed_out = True

@@ -153,10 +153,12 @@ class Adopted:
     started_at: float | None = None
     """When it started, as the runtime knows it (the store may not have it: the RUNNING
     record of a short attempt is written late, or never)."""
-    engine_clock: bool = False
-    """``started_at`` (and the outcome's ``ended_at``) are by the engine's own clock (a local
-    runtime's files): the start the engine stored counts too, the earliest of the two (a
-    script can move its files' times, not the store's)."""
+    stored_start: Literal["earliest", "latest"] | None = None
+    """How the start the engine stored counts beside ``started_at`` when this runtime's times
+    are by the engine's clock too (an end collected later is judged from the result):
+    ``earliest``, a local runtime (its files' times, which a script can move; the store's it
+    cannot); ``latest``, docker (a container starts before its command, which may wait at its
+    gate for a go); None, another clock (``started_at`` alone)."""
     began_now: bool = False
     """Its command begins only now, at the adoption: it waited for a go that the engine which
     started it never gave (:mod:`akoflow.runtimes.docker.gate`). Its timeout and duration

@@ -889,7 +889,7 @@ class LocalRuntime(Runtime):
             outcome = dataclasses.replace(outcome, ended_at=_ended_at(prefix))
         started = _started_at(prefix + self.script_suffix)
         return Adopted(
-            "finished", {"prefix": prefix}, outcome, started_at=started, engine_clock=True
+            "finished", {"prefix": prefix}, outcome, started_at=started, stored_start="earliest"
         )
 
     # ------------------------------------------------------------------ observe

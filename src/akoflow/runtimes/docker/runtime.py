@@ -426,6 +426,8 @@ class DockerRuntime(Runtime):
         done = {**base, "id": str(info["Id"])}
         # When it ran, by the daemon's clock: its timeout is judged by that (it ended while
         # no engine watched), and its end is recorded as when it was, not its collection.
+        # Its container's start, or the start the engine stored when later (its go, after
+        # a wait at its gate: an engine died before giving it, the next gave it).
         ran_from, ran_to = st.run_times(info)
         if ran_from and code == gate.NOT_RELEASED and not files.command_ran(prefix):
             # It waited at its gate for a go that never came: its command never ran, and
@@ -434,7 +436,9 @@ class DockerRuntime(Runtime):
         outcome = dataclasses.replace(
             self._outcome(prefix, code, oom, False, None), ended_at=ran_to if ran_from else None
         )
-        return Adopted("finished", done, outcome, self._node, started_at=ran_from)
+        return Adopted(
+            "finished", done, outcome, self._node, started_at=ran_from, stored_start="latest"
+        )
 
     # ------------------------------------------------------------------ observe
 
