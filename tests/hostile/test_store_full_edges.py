@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from akoflow import service
-from akoflow.cli.local_run import _run_attached
+from akoflow.cli.attached import AttachedRun
 from tests.conftest import flat, running_cli, wait_for
 from tests.scenarios import attempt_rows
 from tests.tmpfs import fill_space, tmpfs
@@ -71,7 +71,9 @@ def test_a_store_full_before_the_first_attach_holds_the_run(
     async def main() -> int:
         freeing = asyncio.ensure_future(free_once_held())
         try:
-            return await _run_attached(repo, small_state, [claim.wf_id], quiet=True, as_json=False)
+            return await AttachedRun(
+                repo, small_state, [claim.wf_id], quiet=True, as_json=False
+            ).run()
         finally:
             freeing.cancel()
 

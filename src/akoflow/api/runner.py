@@ -245,8 +245,8 @@ async def _drive(
     console: Console | None,
     control: _Control,
 ) -> Run:
-    """``akoflow run``'s steps (cli.local_run.run_file and _run_attached), showing nothing unless a
-    ``console`` is given."""
+    """``akoflow run``'s steps (cli.local_run.run_file and cli.attached.AttachedRun), showing
+    nothing unless a ``console`` is given."""
     from akoflow import service
     from akoflow.cli.attached import Stranded, ended_or_stranded
     from akoflow.cli.local_run import _data_dir_problem

@@ -63,7 +63,8 @@ async def _room_after(delay: float, directory: Path) -> None:
 
 class AttachedRun:
     """Runs ``ids`` of the store ``repo`` (state dir ``sdir``) in this process, to their
-    ends: :meth:`run` returns the command's exit code (0 when every run succeeded)."""
+    ends: ``asyncio.run(AttachedRun(...).run())`` is the command's exit code (0 when every
+    run succeeded)."""
 
     def __init__(
         self,
@@ -86,7 +87,7 @@ class AttachedRun:
         self.left = False  # the user left while a run waited for room
         # Set while the run waits for room under the state dir: a Ctrl-C then leaves at once.
         self.holding: asyncio.Future[None] | None = None
-        self.loop = asyncio.get_running_loop()
+        self.loop: asyncio.AbstractEventLoop  # the running one, once :meth:`run` starts
 
     # ------------------------------------------------------------------ signals
 
@@ -131,6 +132,7 @@ class AttachedRun:
             err.print("[yellow]terminal closed (SIGHUP): cancelling the run[/]")
 
     def _install_handlers(self) -> None:
+        self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.on_interrupt)
         self.loop.add_signal_handler(signal.SIGHUP, self.on_hangup)

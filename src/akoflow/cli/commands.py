@@ -33,7 +33,6 @@ from akoflow.cli.local_run import (
     _holds,
     _open_repository,
     _pydantic_plugins_off,
-    _run_attached,
     _run_json,
     _setup_logging,
     _state_dir,
@@ -213,7 +212,9 @@ def resume(
     if not ids:
         err.print("nothing to resume: no unfinished workflow in " + escape(str(sdir)))
         raise typer.Exit(EXIT_INVALID if workflow_ids else EXIT_OK)
-    raise typer.Exit(asyncio.run(_run_attached(repo, sdir, ids, quiet=quiet, as_json=as_json)))
+    from akoflow.cli.attached import AttachedRun
+
+    raise typer.Exit(asyncio.run(AttachedRun(repo, sdir, ids, quiet=quiet, as_json=as_json).run()))
 
 
 @command("retry")
@@ -238,8 +239,12 @@ def retry_cmd(
     _setup_logging(verbose)
     repo, rec = _open_run(state_dir, workflow)
     sdir = _state_dir(state_dir)
+    from akoflow.cli.attached import AttachedRun
+
     raise typer.Exit(
-        asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=quiet, as_json=as_json, retry=True))
+        asyncio.run(
+            AttachedRun(repo, sdir, [rec.id], quiet=quiet, as_json=as_json, retry=True).run()
+        )
     )
 
 
@@ -282,7 +287,9 @@ def cancel(
         os.kill(rec.owner_pid, signal.SIGUSR1)
         out.print(f"cancel requested: the engine (pid {rec.owner_pid}) is stopping run {rec.id}")
         raise typer.Exit(EXIT_OK)
-    code = asyncio.run(_run_attached(repo, sdir, [rec.id], quiet=True, as_json=False))
+    from akoflow.cli.attached import AttachedRun
+
+    code = asyncio.run(AttachedRun(repo, sdir, [rec.id], quiet=True, as_json=False).run())
     out.print(f"run {rec.id} cancelled")
     raise typer.Exit(EXIT_OK if code in (EXIT_OK, EXIT_FAILED) else code)
 

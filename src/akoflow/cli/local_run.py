@@ -181,15 +181,17 @@ def run_file(
                 f"[dim]note: run #{claim.other_version} of {name()} (another version of this "
                 f"file) is unfinished; `akoflow resume {claim.other_version}` continues it[/]"
             )
-    return asyncio.run(
-        _run_attached(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json, early=early)
-    )
+    from akoflow.cli.attached import AttachedRun
+
+    run = AttachedRun(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json, early=early)
+    return asyncio.run(run.run())
 
 
 class _EarlyInterrupts:
     """Ctrl-C and SIGTERM counted, not raised, from before a run is stored until the engine's
-    own handlers take over (:func:`_run_attached`, which then cancels it). Raised there, a
-    KeyboardInterrupt left the stored run pending, and a later `akoflow resume` ran it all."""
+    own handlers take over (:class:`akoflow.cli.attached.AttachedRun`, which then cancels
+    it). Raised there, a KeyboardInterrupt left the stored run pending, and a later
+    `akoflow resume` ran it all."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -278,24 +280,6 @@ def _data_dir_problem(given: Path) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         return "it is not writable"
     return None
-
-
-async def _run_attached(
-    repo: Any,
-    sdir: Path,
-    ids: list[int],
-    *,
-    quiet: bool,
-    as_json: bool,
-    retry: bool = False,
-    early: _EarlyInterrupts | None = None,
-) -> int:
-    """Runs ``ids`` in this process to their ends (:class:`akoflow.cli.attached.AttachedRun`):
-    the command's exit code."""
-    from akoflow.cli.attached import AttachedRun
-
-    run = AttachedRun(repo, sdir, ids, quiet=quiet, as_json=as_json, retry=retry, early=early)
-    return await run.run()
 
 
 def _run_json(repo: Any, wf_id: int) -> dict[str, Any]:
