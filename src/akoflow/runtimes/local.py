@@ -193,19 +193,11 @@ class _Record:
         )
 
 
-def _started_at(script: str) -> float | None:
-    """When the attempt's bash started: its ``script`` (the one bash runs) is written just
-    before, by the spawner, once the attempt is claimed."""
+def _mtime(path: str) -> float | None:
+    """When ``path`` was last written: an attempt's script (the one bash runs) is written
+    by the spawner just before bash starts, its ``.exit`` record as bash is reaped."""
     try:
-        return os.stat(script).st_mtime
-    except OSError:
-        return None
-
-
-def _ended_at(prefix: str) -> float | None:
-    """When the attempt's end was recorded: its spawner writes ``exit N`` as it reaps bash."""
-    try:
-        return os.stat(prefix + ".exit").st_mtime
+        return os.stat(path).st_mtime
     except OSError:
         return None
 
@@ -865,7 +857,7 @@ class LocalRuntime(Runtime):
                 return Adopted(
                     "running",
                     {"pid": pid, "prefix": prefix},
-                    started_at=_started_at(prefix + self.script_suffix),
+                    started_at=_mtime(prefix + self.script_suffix),
                 )
             derived = cgroup
         elif pid is not None:
@@ -886,8 +878,8 @@ class LocalRuntime(Runtime):
         # was written has none stored, and its output is read from these files.
         outcome = self._outcome(record.code, False, None, None)
         if record.code is not None:
-            outcome = dataclasses.replace(outcome, ended_at=_ended_at(prefix))
-        started = _started_at(prefix + self.script_suffix)
+            outcome = dataclasses.replace(outcome, ended_at=_mtime(prefix + ".exit"))
+        started = _mtime(prefix + self.script_suffix)
         return Adopted(
             "finished", {"prefix": prefix}, outcome, started_at=started, stored_start="earliest"
         )
