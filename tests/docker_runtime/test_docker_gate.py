@@ -307,20 +307,19 @@ def test_a_timeout_of_a_container_let_go_on_resume_counts_from_its_go(
     assert (data / "count.a").read_text() == "run\nend\n"
 
 
-def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
-    akoflow: Akoflow,
+def never_let_go(
     docker_env: dict[str, str],
     dockerd: PrivateDockerd,
     state_dir: Path,
-    tmp_path: Path,
-) -> None:
-    wf = tmp_path / "late.yaml"
-    wf.write_text(
-        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
-        "    - name: a\n      retries: 1\n      run: echo run >> count.a\n"
-    )
-    data = tmp_path / "data"
-    env = {**docker_env, "DOCKER_GO_TIMEOUT": "1"}
+    data: Path,
+    wf: Path,
+    go_timeout: int,
+) -> tuple[int, str]:
+    """Run ``wf`` (workflow ``late``, activity ``a`` appending to count.a) until its container
+    waits at its gate, SIGKILL the engine, wait until the container ends without its go
+    (``DOCKER_GO_TIMEOUT`` s later) and check its command never ran; then `resume`: its exit
+    code and output."""
+    env = {**docker_env, "DOCKER_GO_TIMEOUT": str(go_timeout)}
     engine = held_engine(state_dir, data, wf, env)
     with left_behind(engine, dockerd, "late"):
         wait_for(lambda: waiting_container(dockerd, "late"))
@@ -342,14 +341,31 @@ def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
             if resume.poll() is None:
                 resume.kill()
                 resume.communicate()
-    assert resume.returncode == 0, out + err
+    return resume.returncode, out + err
+
+
+def test_a_container_never_let_go_ends_without_its_command_and_is_retried(
+    akoflow: Akoflow,
+    docker_env: dict[str, str],
+    dockerd: PrivateDockerd,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    wf = tmp_path / "late.yaml"
+    wf.write_text(
+        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        "    - name: a\n      retries: 1\n      run: echo run >> count.a\n"
+    )
+    data = tmp_path / "data"
+    code, output = never_let_go(docker_env, dockerd, state_dir, data, wf, go_timeout=1)
+    assert code == 0, output
     first, second = attempts_of(state_dir, "a")
     assert (first.state, first.exit_code) == ("failed", None), first
     assert "waited for the engine's go" in (first.reason or "")
     assert "DOCKER_GO_TIMEOUT" in (first.reason or "")
     assert (second.state, second.exit_code) == ("succeeded", 0)
     assert (data / "count.a").read_text() == "run\n"  # once: the retry
-    doc = json.loads(akoflow("status", "1", "--json", env=env).stdout)
+    doc = json.loads(akoflow("status", "1", "--json", env=docker_env).stdout)
     assert {a["name"]: a["state"] for a in doc["activities"]} == {"a": "succeeded"}
 
 
@@ -370,27 +386,8 @@ def test_a_container_never_let_go_is_not_judged_by_its_timeout(
         "    - name: a\n      retries: 1\n      timeout: 1s\n      run: echo run >> count.a\n"
     )
     data = tmp_path / "data"
-    env = {**docker_env, "DOCKER_GO_TIMEOUT": "3"}
-    engine = held_engine(state_dir, data, wf, env)
-    with left_behind(engine, dockerd, "late"):
-        wait_for(lambda: waiting_container(dockerd, "late"))
-        os.kill(engine.pid, signal.SIGKILL)
-        engine.communicate(timeout=10)
-
-        def exited() -> bool:
-            (c,) = dockerd.api.containers(all=True, filters={"label": "akoflow.workflow-name=late"})
-            return bool(dockerd.api.inspect_container(c["Id"])["State"]["Status"] == "exited")
-
-        wait_for(exited)  # no engine to give the go: it ends once its sleep does
-        assert not (data / "count.a").exists()  # the command never ran
-        resume = start_cli(["resume", "--state-dir", str(state_dir)], env)
-        try:
-            out, err = resume.communicate(timeout=60)
-        finally:
-            if resume.poll() is None:
-                resume.kill()
-                resume.communicate()
-    assert resume.returncode == 0, out + err
+    code, output = never_let_go(docker_env, dockerd, state_dir, data, wf, go_timeout=3)
+    assert code == 0, output
     first, second = attempts_of(state_dir, "a")
     assert (first.state, first.exit_code) == ("failed", None), first
     assert "waited for the engine's go" in (first.reason or ""), first.reason
