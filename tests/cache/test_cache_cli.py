@@ -347,3 +347,38 @@ def test_the_server_reuses_results_too(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert set(counts(counters).values()) == {1} and len(counts(counters)) == 20
+
+
+def test_a_wide_run_decides_its_activities_in_batches_as_one_by_one(
+    akoflow: Akoflow, tmp_path: Path
+) -> None:
+    """100 activities ready at once: beyond the first few, the cache decides them a chunk at
+    a time (a few queries for all). Each still gets its own decision: the unchanged ones are
+    reused, and each edited one runs, saying what changed."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+
+    def wide(edited: set[int]) -> str:
+        lines = ["name: wide", "spec:", f"  env: {{COUNT: {json.dumps(str(counters))}}}"]
+        lines.append("  activities:")
+        for i in range(100):
+            extra = "; echo edited" if i in edited else ""
+            lines += [f"    - name: w{i:03d}", f'      run: echo ran >> "$COUNT/w{i:03d}"{extra}']
+        return "\n".join(lines) + "\n"
+
+    wf = tmp_path / "wide.yaml"
+    wf.write_text(wide(set()))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    edited = set(range(1, 100, 3))  # among the first ones decided and the batched ones
+    wf.write_text(wide(edited))
+    second = akoflow("run", str(wf), "-v")
+    assert second.returncode == 0, second.stderr
+    ran = {name for name, n in counts(counters).items() if n == 2}
+    assert ran == {f"w{i:03d}" for i in edited}
+    assert set(counts(counters).values()) <= {1, 2}
+    for i in edited:
+        assert f"w{i:03d} runs: the script changed since run #1" in second.stderr
+    got = states(akoflow, 2)
+    assert {n for n, s in got.items() if s == "cached"} == {
+        f"w{i:03d}" for i in range(100) if i not in edited
+    }

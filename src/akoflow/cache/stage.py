@@ -541,7 +541,6 @@ class CacheStage:
         requests = []
         # A key never seen is a miss the store tells at once; a thread (file work: hashing,
         # copies) only for the others: a hop per decision was most of a chain's link.
-        quick: list[Decision | None] = []
         for index, act in enumerate(queue):
             if act.state is not A.READY or act.wf.cancelling:
                 continue
@@ -551,7 +550,7 @@ class CacheStage:
             if request is not None:
                 acts.append(act)
                 requests.append(request)
-                quick.append(self._quick(request))
+        quick = self._quick_many(requests)
         slow = [r for r, d in zip(requests, quick, strict=True) if d is None]
         done = iter(await asyncio.to_thread(self._decide_all, slow) if slow else ())
         decisions = [d if d is not None else next(done) for d in quick]
@@ -565,6 +564,12 @@ class CacheStage:
             return self.decider.without_files(request)
         except Exception:  # decided again in the thread, which says why it cannot
             return None
+
+    def _quick_many(self, requests: list[Request]) -> list[Decision | None]:
+        try:
+            return list(self.decider.without_files_many(requests))
+        except Exception:  # decided again in the thread, which says why it cannot
+            return [None] * len(requests)
 
     def _decide_all(self, requests: list[Request]) -> list[Decision]:
         decisions: list[Decision] = []
