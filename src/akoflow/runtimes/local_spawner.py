@@ -210,11 +210,12 @@ def shell_code(status_code: int) -> int:
 
 
 class _Child:
-    __slots__ = ("key", "prefix")
+    __slots__ = ("cgroup", "key", "prefix")
 
-    def __init__(self, key: str, prefix: str) -> None:
+    def __init__(self, key: str, prefix: str, cgroup: str | None) -> None:
         self.key = key
         self.prefix = prefix
+        self.cgroup = cgroup
 
 
 class Spawner:
@@ -231,6 +232,7 @@ class Spawner:
         self.umask = os.umask(0o077)
         os.umask(self.umask)
         self.home: int | None = None  # this process's own cgroup.procs, to come back to
+        self.emptied: list[str] = []  # cgroups of attempts ended since the last flush
 
     # ---------------------------------------------------------------- to the engine
 
@@ -316,7 +318,7 @@ class Spawner:
             os.pwrite(claim, started_line(pid, self.me), 0)
         finally:
             os.close(claim)
-        self.children[pid] = _Child(key, prefix)
+        self.children[pid] = _Child(key, prefix, cgroup)
         self.by_key[key] = pid
         self.send("started", key, pid)
 
@@ -438,6 +440,18 @@ class Spawner:
             own = _own_peak()
             rss = peak * 1024 if peak > own else None
             self.send("ended", child.key, code, usage.ru_utime + usage.ru_stime, rss)
+            if child.cgroup is not None:
+                self.emptied.append(child.cgroup)
+
+    def remove_emptied(self) -> None:
+        """Remove the cgroups of the attempts just ended, once the engine was told of their
+        ends: off its loop and off a chain's next start. One that still has processes (they
+        left the session the end killed) or cgroups of its own stays: the engine kills what
+        is in it and removes it (``LocalRuntime._release_cgroup``)."""
+        emptied, self.emptied = self.emptied, []
+        for path in emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
     # ---------------------------------------------------------------- loop
 
@@ -461,6 +475,7 @@ class Spawner:
                     self._read_link(poller)
             self.reap()
             self.flush()
+            self.remove_emptied()
 
     def _read_link(self, poller: select.poll) -> None:
         try:
