@@ -117,6 +117,13 @@ def main() -> None:
         help="also run akoflow from this source tree (its src/ dir, e.g. of `git archive "
         "REV src | tar -x -C DIR`): before/after in the same run",
     )
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where the runs' state and run dirs go (default: the system's temporary dir). "
+        "A tmpfs (/dev/shm) measures the engines without the file system: on ext4 without "
+        "a journal, files created after many deletions cost up to 20x more (bench/fs_state.py)",
+    )
     parser.add_argument("--parsl-child", nargs=3, metavar=("SHAPE", "N", "RUN_DIR"))
     args = parser.parse_args()
     if args.parsl_child:
@@ -135,7 +142,7 @@ def main() -> None:
     subprocess.run([PY, "-m", "compileall", "-q", *trees], check=True, stdout=subprocess.DEVNULL)
     times: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="akoflow-peers-") as d:
+    with tempfile.TemporaryDirectory(prefix="akoflow-peers-", dir=args.dir) as d:
         tmp = Path(d)
         if (note := deletion_note(tmp)) is not None:
             print(note, flush=True)
