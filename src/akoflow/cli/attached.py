@@ -269,28 +269,64 @@ class AttachedRun:
 
     async def run(self) -> int:
         self._install_handlers()
-        code = EXIT_OK
+        code = EXIT_FAILED  # what a Ctrl-C during the stop leaves with if the runs raised
         try:
-            await self.engine.start()
-            for wf_id in self.ids:
-                wf = await self._attach(wf_id)
-                if wf is None:
-                    if self.left:
-                        return EXIT_FAILED
-                    code = EXIT_FAILED
-                    continue
-                wf, state = await self._follow(wf, wf_id)
-                if state is None:  # interrupted, stranded, or left while it waited for room
-                    return EXIT_FAILED
-                self._report(wf, wf_id)
-                if state is not WorkflowState.SUCCEEDED:
-                    code = EXIT_FAILED
+            code = await self._run_all()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-                self.loop.remove_signal_handler(sig)
+            self._stopping(code)
             if not self.engine_stopped:
-                await self.engine.stop()  # a late second hangup must not cut this short
-            self.loop.remove_signal_handler(signal.SIGHUP)
+                await self.engine.stop()
+            self._stopped(code)
+        return code
+
+    def _stopping(self, code: int) -> None:
+        """Every run's outcome is decided and stored (``code``): a signal from here on changes
+        none. The engine stops (the runs' last lineage, their notifications: bounded waits);
+        a second Ctrl-C or SIGTERM leaves without waiting, with that outcome."""
+
+        def interrupted() -> None:
+            self.interrupts += 1
+            if self.interrupts >= 2:
+                os._exit(code)
+            err.print("[yellow]stopping the engine (Ctrl-C again to leave now)[/]")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, interrupted)
+        # The terminal closed: the output is gone, nothing is left to cancel.
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # a late `akoflow cancel`
+
+    def _stopped(self, code: int) -> None:
+        """Until the command exits (the loop closes first): a KeyboardInterrupt raised there
+        ended a succeeded run with exit code 130."""
+
+        def leave(_signum: int, _frame: object) -> None:
+            os._exit(code)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+            self.loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGINT, leave)
+        signal.signal(signal.SIGTERM, leave)
+        # Handlers, not SIG_IGN: a process started from here keeps the default actions.
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: None)
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
+
+    async def _run_all(self) -> int:
+        code = EXIT_OK
+        await self.engine.start()
+        for wf_id in self.ids:
+            wf = await self._attach(wf_id)
+            if wf is None:
+                if self.left:
+                    return EXIT_FAILED
+                code = EXIT_FAILED
+                continue
+            wf, state = await self._follow(wf, wf_id)
+            if state is None:  # interrupted, stranded, or left while it waited for room
+                return EXIT_FAILED
+            self._report(wf, wf_id)
+            if state is not WorkflowState.SUCCEEDED:
+                code = EXIT_FAILED
         return code
 
 
