@@ -256,6 +256,21 @@ class AttachedRun:
                 )
                 return wf, None
 
+    def _report_unended(self, wf_id: int) -> None:
+        """With ``--json``, the document of a run this command could not follow to its end
+        (busy elsewhere, stranded, interrupted, left while it waited for room), as stored:
+        its state says it did not end, and a script reading stdout gets a document."""
+        if not self.as_json:
+            return
+        try:
+            if self.repo.get_workflow(wf_id) is None:  # an unknown id: said on stderr
+                return
+            doc = _run_json(self.repo, wf_id)
+        except (OSError, sqlite3.Error) as exc:  # the store cannot be read now: said why
+            err.print(f"[bold red]error:[/] cannot read run {wf_id} for --json: {escape(str(exc))}")
+            return
+        out.print_json(json.dumps(doc))
+
     def _report(self, wf: Any, wf_id: int) -> None:
         if self.as_json:
             out.print_json(json.dumps(_run_json(self.repo, wf_id)))
@@ -317,12 +332,14 @@ class AttachedRun:
         for wf_id in self.ids:
             wf = await self._attach(wf_id)
             if wf is None:
+                self._report_unended(wf_id)
                 if self.left:
                     return EXIT_FAILED
                 code = EXIT_FAILED
                 continue
             wf, state = await self._follow(wf, wf_id)
             if state is None:  # interrupted, stranded, or left while it waited for room
+                self._report_unended(wf_id)
                 return EXIT_FAILED
             self._report(wf, wf_id)
             if state is not WorkflowState.SUCCEEDED:

@@ -168,6 +168,8 @@ def run_file(
             f"[bold red]error:[/] workflow {claim.wf_id} ({name()}) is being run by process "
             f"{claim.busy_pid}"
         )
+        if as_json:  # the run as stored: not ended (see AttachedRun._report_unended)
+            out.print_json(json.dumps(_run_json(repo, claim.wf_id)))
         return EXIT_FAILED
     if no_cache:
         from akoflow import cache
