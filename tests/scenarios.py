@@ -34,6 +34,29 @@ def attempt_rows(state_dir: Path, activity: str) -> list[tuple[int, str, str | N
     return [(int(n), str(state), reason) for n, state, reason in rows]
 
 
+@contextlib.contextmanager
+def run_held_open(tmp_path: Path, state_dir: Path) -> Iterator[Path]:
+    """`akoflow run` (in the background) of workflow ``w``, whose one activity runs until the
+    block ends (not a fixed sleep: a loaded machine once started the block's command after
+    it ended): its workflow file, once the activity started. The run must then succeed."""
+    from tests.conftest import start_cli, wait_for
+
+    go = tmp_path / "go"
+    wf = tmp_path / "w.yaml"
+    wf.write_text(
+        "name: w\nspec:\n  activities:\n    - name: s\n      run: |\n"
+        f"        for i in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\n"
+    )
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
+    try:
+        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
+        yield wf
+    finally:
+        go.touch()
+        engine.communicate(timeout=60)
+    assert engine.returncode == 0
+
+
 def busy_activity(seconds: int = 3) -> str:
     """YAML of one activity ``burn``: prints, keeps a CPU busy for ``seconds``, prints again
     (busybox sh and bash alike)."""

@@ -20,7 +20,12 @@ import pytest
 from akoflow import service
 from akoflow.runtimes.local_spawner import Frames
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
-from tests.scenarios import spawn_attempt, spawner_in_process, store_intent_engine_gone
+from tests.scenarios import (
+    run_held_open,
+    spawn_attempt,
+    spawner_in_process,
+    store_intent_engine_gone,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,24 +222,10 @@ def test_a_stored_cancel_no_engine_carried_out_is_shown_and_ended_by_resume(
 def test_second_engine_refuses_a_workflow_owned_by_a_live_one(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path
 ) -> None:
-    # The activity runs until the test lets it end (a fixed `sleep 3` ended first when a
-    # loaded machine took the resume longer to start: it then found the run finished).
-    go = tmp_path / "go"
-    wf = tmp_path / "w.yaml"
-    wf.write_text(
-        "name: w\nspec:\n  activities:\n    - name: s\n      run: |\n"
-        f"        for i in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\n"
-    )
-    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
-    try:
-        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
+    with run_held_open(tmp_path, state_dir):
         res = akoflow("resume")
         assert res.returncode == 1
         assert "is being run by process" in res.stderr
-    finally:
-        go.touch()
-        engine.communicate(timeout=60)
-    assert engine.returncode == 0
 
 
 def test_files_written_while_no_engine_watched_keep_their_provenance(

@@ -9,22 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Akoflow, start_cli, wait_for
+from tests.conftest import Akoflow
+from tests.scenarios import run_held_open
 
 
 @pytest.mark.parametrize("command", ["run", "resume"])
 def test_a_run_busy_elsewhere_is_still_a_document(
     akoflow: Akoflow, tmp_path: Path, state_dir: Path, command: str
 ) -> None:
-    go = tmp_path / "go"
-    wf = tmp_path / "w.yaml"
-    wf.write_text(
-        "name: w\nspec:\n  activities:\n    - name: s\n      run: |\n"
-        f"        for i in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\n"
-    )
-    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)])
-    try:
-        wait_for(lambda: (state_dir / "runs" / "1-w" / "attempts" / "s.1.exit").exists())
+    with run_held_open(tmp_path, state_dir) as wf:
         res = akoflow(*(["run", str(wf)] if command == "run" else ["resume", "1"]), "--json")
         assert res.returncode == 1
         assert "is being run by process" in res.stderr
@@ -39,7 +32,3 @@ def test_a_run_busy_elsewhere_is_still_a_document(
         # As stored: its start is recorded a moment after it began (RUNNING_RECORD_AFTER).
         [act] = doc["activities"]
         assert act["name"] == "s" and act["state"] in ("submitted", "running")
-    finally:
-        go.touch()
-        engine.communicate(timeout=60)
-    assert engine.returncode == 0

@@ -47,19 +47,19 @@ def held_at_stop(tmp_path: Path, receiver: Receiver) -> tuple[subprocess.Popen[s
     return proc, state
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_the_engine_stops_keeps_the_runs_exit_code(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+def signalled_at_stop(tmp_path: Path, first: list[signal.Signals], second: signal.Signals) -> str:
+    """`first` signals while the engine stops, then (once it said it is stopping) `second`:
+    the command's stderr, once it checked it left with the run's exit code."""
     receiver = Receiver([HANG])
     proc = None
     try:
         proc, state = held_at_stop(tmp_path, receiver)
-        proc.send_signal(sig)
-        # The first one says what it waits for, and waits; a second one leaves now.
+        for sig in first:
+            proc.send_signal(sig)
+        # The first Ctrl-C or SIGTERM says what it waits for, and waits; a second leaves now.
         wait_for(lambda: NOTE in (tmp_path / "stderr").read_text())
         assert proc.poll() is None
-        proc.send_signal(sig)
+        proc.send_signal(second)
         proc.communicate(timeout=60)
     finally:
         if proc is not None and proc.poll() is None:  # failed: not left running
@@ -68,29 +68,20 @@ def test_a_signal_while_the_engine_stops_keeps_the_runs_exit_code(
         receiver.close()
     err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 0, err
-    assert "Traceback" not in err
     assert [r["state"] for r in query(state, "SELECT state FROM workflows")] == ["succeeded"]
+    return err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_engine_stops_keeps_the_runs_exit_code(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    assert "Traceback" not in signalled_at_stop(tmp_path, [sig], sig)
 
 
 def test_a_closed_terminal_while_the_engine_stops_keeps_the_runs_exit_code(
     tmp_path: Path,
 ) -> None:
-    receiver = Receiver([HANG])
-    proc = None
-    try:
-        proc, state = held_at_stop(tmp_path, receiver)
-        proc.send_signal(signal.SIGHUP)  # nothing is left to cancel: the stop goes on
-        proc.send_signal(signal.SIGINT)
-        wait_for(lambda: NOTE in (tmp_path / "stderr").read_text())
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-    finally:
-        if proc is not None and proc.poll() is None:  # failed: not left running
-            proc.kill()
-            proc.communicate()
-        receiver.close()
-    err = (tmp_path / "stderr").read_text()
-    assert proc.returncode == 0, err
+    # Nothing is left to cancel: the stop goes on.
+    err = signalled_at_stop(tmp_path, [signal.SIGHUP, signal.SIGINT], signal.SIGINT)
     assert "cancelling" not in err
-    assert [r["state"] for r in query(state, "SELECT state FROM workflows")] == ["succeeded"]
