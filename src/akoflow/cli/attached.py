@@ -85,6 +85,7 @@ class AttachedRun:
         self.interrupts = 0
         self.cancelling = False
         self.left = False  # the user left while a run waited for room
+        self.following: int | None = None  # the run attached or followed now
         # Set while the run waits for room under the state dir: a Ctrl-C then leaves at once.
         self.holding: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop  # the running one, once :meth:`run` starts
@@ -122,7 +123,11 @@ class AttachedRun:
             )
         else:
             # Leave immediately; a later `akoflow resume` adopts what still runs.
-            os._exit(EXIT_FAILED)
+            try:
+                if self.following is not None:
+                    self._report_unended(self.following)
+            finally:
+                os._exit(EXIT_FAILED)
 
     def on_hangup(self) -> None:
         # The terminal closed: cancel as the first Ctrl-C does, but never leave at once (the
@@ -258,8 +263,9 @@ class AttachedRun:
 
     def _report_unended(self, wf_id: int) -> None:
         """With ``--json``, the document of a run this command could not follow to its end
-        (busy elsewhere, stranded, interrupted, left while it waited for room), as stored:
-        its state says it did not end, and a script reading stdout gets a document."""
+        (busy elsewhere, stranded, interrupted, left with a second Ctrl-C or while it waited
+        for room), as stored: its state says it did not end, and a script reading stdout gets
+        a document."""
         if not self.as_json:
             return
         try:
@@ -330,6 +336,7 @@ class AttachedRun:
         code = EXIT_OK
         await self.engine.start()
         for wf_id in self.ids:
+            self.following = wf_id
             wf = await self._attach(wf_id)
             if wf is None:
                 self._report_unended(wf_id)
