@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -109,6 +111,53 @@ class LazyRichHandler(logging.Handler):
             self._handler = RichHandler(console=console, show_path=False, markup=False)
             self._handler.setFormatter(self.formatter)
         self._handler.emit(record)
+
+
+class BackgroundLogHandler(logging.handlers.QueueHandler):
+    """Hands each record to a thread that writes it with ``target``. A write that blocks
+    (stderr a pipe nobody reads now: ``run -v 2>&1 | less`` paused, a parent reading another
+    pipe first) blocks that thread, never the engine's loop, which logs while it holds the
+    store's write lock: every other command on the state dir waited for the lock, then failed
+    "database is locked". Up to :data:`MAX_WAITING` records wait; beyond, they are dropped
+    and a last line says how many. :meth:`close` (``logging.shutdown``) writes what waits."""
+
+    MAX_WAITING = 10_000
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(queue.Queue(self.MAX_WAITING))
+        self.target = target
+        self.dropped = 0
+        self.listener = logging.handlers.QueueListener(
+            self.queue, target, respect_handler_level=True
+        )
+        self.listener.start()
+        self.writing = True
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self) -> None:
+        try:
+            if self.writing:
+                self.writing = False
+                self.listener.stop()  # what waits is written first
+            if self.dropped:
+                self.target.handle(
+                    logging.makeLogRecord(
+                        {
+                            "msg": f"{self.dropped} log lines were dropped while stderr was "
+                            "not read",
+                            "levelno": logging.WARNING,
+                            "levelname": "WARNING",
+                        }
+                    )
+                )
+                self.dropped = 0
+        finally:
+            super().close()
 
 
 def is_text(value: str) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from akoflow import config
-from akoflow.cli.console import LazyRichHandler, err, escape, out, shown
+from akoflow.cli.console import BackgroundLogHandler, LazyRichHandler, err, escape, out, shown
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -83,10 +83,12 @@ def _open_repository(sdir: Path) -> Any:
 
 
 def _setup_logging(verbose: bool) -> None:
+    if logging.getLogger().handlers:  # set up already (basicConfig would do nothing)
+        return
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[LazyRichHandler(err)],
+        handlers=[BackgroundLogHandler(LazyRichHandler(err))],
     )
 
 
