@@ -134,6 +134,11 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
         self.writing = True
 
     def enqueue(self, record: logging.LogRecord) -> None:
+        if not self.writing:
+            # Closed, and logging on: logging.config (uvicorn's, in the server) closes every
+            # handler it finds and leaves them in place. Its thread starts again.
+            self.writing = True
+            self.listener.start()
         try:
             self.queue.put_nowait(record)
         except queue.Full:
