@@ -86,6 +86,11 @@ class AttachedRun:
         self.cancelling = False
         self.left = False  # the user left while a run waited for room
         self.following: int | None = None  # the run attached or followed now
+        self.index = -1  # its place in ``ids``
+        self.followed: Any = None  # its WorkflowRun, once attached
+        self.code = EXIT_OK  # the exit code of the runs ended so far
+        self.stop_code: int | None = None  # every outcome decided: the command's exit code
+        self.reported: set[int] = set()  # runs whose document or summary was printed
         # Set while the run waits for room under the state dir: a Ctrl-C then leaves at once.
         self.holding: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop  # the running one, once :meth:`run` starts
@@ -106,7 +111,38 @@ class AttachedRun:
         for wf_id in self.ids:
             self.cancel(wf_id)  # those not attached yet are cancelled when they are
 
+    def decided(self) -> int | None:
+        """The command's exit code once every run's outcome is stored, else None. Read when
+        a signal is handled: the last run's end is stored in the turn its ``done`` is set,
+        so from that turn on a signal cancels nothing, and a second leaves with that code
+        (the turns until :meth:`run` learns it are no window)."""
+        if self.stop_code is not None:
+            return self.stop_code
+        if self.index != len(self.ids) - 1 or self.followed is None:
+            return None
+        done = self.followed.done
+        if done is None or not done.done() or done.cancelled() or done.exception() is not None:
+            return None
+        return self.code if done.result() is WorkflowState.SUCCEEDED else EXIT_FAILED
+
+    def leave(self, code: int) -> None:
+        """Leave at once with ``code``: the run followed, if not reported yet, reported as
+        stored (``--json``)."""
+        try:
+            if self.following is not None and self.following not in self.reported:
+                self._report_unended(self.following)
+        finally:
+            os._exit(code)
+
     def on_interrupt(self) -> None:  # Ctrl-C, SIGTERM
+        code = self.decided()
+        if code is not None:
+            # Nothing is left to cancel: the engine stops (or is about to); a second leaves.
+            self.interrupts += 1
+            if self.interrupts >= 2:
+                self.leave(code)
+            err.print("[yellow]stopping the engine (Ctrl-C again to leave now)[/]")
+            return
         if self.holding is not None:  # no engine runs: nothing to cancel, nothing is stored
             if not self.holding.done():
                 self.holding.set_result(None)
@@ -123,18 +159,19 @@ class AttachedRun:
             )
         else:
             # Leave immediately; a later `akoflow resume` adopts what still runs.
-            try:
-                if self.following is not None:
-                    self._report_unended(self.following)
-            finally:
-                os._exit(EXIT_FAILED)
+            self.leave(EXIT_FAILED)
 
     def on_hangup(self) -> None:
         # The terminal closed: cancel as the first Ctrl-C does, but never leave at once (the
         # kernel and the shell may each send one); the output is gone, the run is recorded.
-        if not self.cancelling:
+        # Once every outcome is stored, nothing is left to cancel.
+        if not self.cancelling and self.decided() is None:
             self.cancel_all()
             err.print("[yellow]terminal closed (SIGHUP): cancelling the run[/]")
+
+    def on_cancel_request(self) -> None:  # SIGUSR1
+        if self.decided() is None:  # a late `akoflow cancel` changes no outcome
+            self.engine.apply_cancel_requests()
 
     def _install_handlers(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -146,7 +183,7 @@ class AttachedRun:
                 self.repo.request_cancel(wf_id)
             self.on_interrupt()
         # `akoflow cancel` from another terminal records the request, then pokes us.
-        self.loop.add_signal_handler(signal.SIGUSR1, lambda: self.engine.apply_cancel_requests())
+        self.loop.add_signal_handler(signal.SIGUSR1, self.on_cancel_request)
 
     # ------------------------------------------------------------------ room
 
@@ -228,6 +265,7 @@ class AttachedRun:
         """The run followed to its end (across holds for room): it and its final state, or
         None when it cannot end while this command waits (said why)."""
         while True:
+            self.followed = wf
             if self.cancelling:
                 self.cancel(wf_id)
             assert wf.done is not None
@@ -266,6 +304,7 @@ class AttachedRun:
         (busy elsewhere, stranded, interrupted, left with a second Ctrl-C or while it waited
         for room), as stored: its state says it did not end, and a script reading stdout gets
         a document."""
+        self.reported.add(wf_id)
         if not self.as_json:
             return
         try:
@@ -278,6 +317,7 @@ class AttachedRun:
         out.print_json(json.dumps(doc))
 
     def _report(self, wf: Any, wf_id: int) -> None:
+        self.reported.add(wf_id)
         if self.as_json:
             out.print_json(json.dumps(_run_json(self.repo, wf_id)))
         elif not self.quiet:
@@ -302,20 +342,10 @@ class AttachedRun:
 
     def _stopping(self, code: int) -> None:
         """Every run's outcome is decided and stored (``code``): a signal from here on changes
-        none. The engine stops (the runs' last lineage, their notifications: bounded waits);
-        a second Ctrl-C or SIGTERM leaves without waiting, with that outcome."""
-
-        def interrupted() -> None:
-            self.interrupts += 1
-            if self.interrupts >= 2:
-                os._exit(code)
-            err.print("[yellow]stopping the engine (Ctrl-C again to leave now)[/]")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(sig, interrupted)
-        # The terminal closed: the output is gone, nothing is left to cancel.
-        self.loop.add_signal_handler(signal.SIGHUP, lambda: None)
-        self.loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # a late `akoflow cancel`
+        none (:meth:`decided`). The engine stops (the runs' last lineage, their
+        notifications: bounded waits); a second Ctrl-C or SIGTERM leaves without waiting,
+        with that outcome."""
+        self.stop_code = code
 
     def _stopped(self, code: int) -> None:
         """Until the command exits (the loop closes first): a KeyboardInterrupt raised there
@@ -333,16 +363,15 @@ class AttachedRun:
         signal.signal(signal.SIGUSR1, lambda _signum, _frame: None)
 
     async def _run_all(self) -> int:
-        code = EXIT_OK
         await self.engine.start()
-        for wf_id in self.ids:
-            self.following = wf_id
+        for index, wf_id in enumerate(self.ids):
+            self.index, self.following, self.followed = index, wf_id, None
             wf = await self._attach(wf_id)
             if wf is None:
                 self._report_unended(wf_id)
                 if self.left:
                     return EXIT_FAILED
-                code = EXIT_FAILED
+                self.code = EXIT_FAILED
                 continue
             wf, state = await self._follow(wf, wf_id)
             if state is None:  # interrupted, stranded, or left while it waited for room
@@ -350,8 +379,8 @@ class AttachedRun:
                 return EXIT_FAILED
             self._report(wf, wf_id)
             if state is not WorkflowState.SUCCEEDED:
-                code = EXIT_FAILED
-        return code
+                self.code = EXIT_FAILED
+        return self.code
 
 
 __all__ = ["AttachedRun", "Stranded", "ended_or_stranded"]
