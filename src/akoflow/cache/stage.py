@@ -523,7 +523,7 @@ class CacheStage:
             act.wf.data_dir,
             act.spec.inputs,
             act.spec.outputs,
-            unrelated=functools.cache(functools.partial(self._unrelated, act)),
+            unrelated=functools.partial(self._unrelated, act),  # asked once per decision
         )
 
     def _runs(self, act: ActivityRun, miss: Miss) -> None:
