@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from akoflow.cli.console import err, escape, out, shown
+from akoflow.cli.console import err, escape, leave_now, out, shown
 from akoflow.cli.local_run import EXIT_FAILED, EXIT_OK, _EarlyInterrupts, _run_json
 from akoflow.engine import Engine, WorkflowBusy
 from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
@@ -127,12 +126,12 @@ class AttachedRun:
 
     def leave(self, code: int) -> None:
         """Leave at once with ``code``: the run followed, if not reported yet, reported as
-        stored (``--json``)."""
+        stored (``--json``), the log lines still queued written (a bounded wait)."""
         try:
             if self.following is not None and self.following not in self.reported:
                 self._report_unended(self.following)
         finally:
-            os._exit(code)
+            leave_now(code)
 
     def on_interrupt(self) -> None:  # Ctrl-C, SIGTERM
         code = self.decided()
@@ -352,7 +351,7 @@ class AttachedRun:
         ended a succeeded run with exit code 130."""
 
         def leave(_signum: int, _frame: object) -> None:
-            os._exit(code)
+            leave_now(code)
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             self.loop.remove_signal_handler(sig)

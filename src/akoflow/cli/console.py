@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+import time
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -144,6 +146,26 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
         except queue.Full:
             self.dropped += 1
 
+    def drain(self, deadline: float) -> bool:
+        """Wait until every record queued is written, or until ``deadline``
+        (``time.monotonic()``): True if written. The write may block (stderr not read): this
+        waits for it, never writes itself; nor does it wait past ``deadline`` for the queue's
+        lock (a signal handler may run while this thread holds it)."""
+        q = self.queue
+        assert isinstance(q, queue.Queue)
+        done = q.all_tasks_done
+        if not done.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            return False
+        try:
+            while q.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                done.wait(left)
+            return True
+        finally:
+            done.release()
+
     def close(self) -> None:
         try:
             if self.writing:
@@ -163,6 +185,23 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
                 self.dropped = 0
         finally:
             super().close()
+
+
+LEAVE_WAIT = 0.5  # s the log lines still queued may take to be written when leaving at once
+
+
+def leave_now(code: int) -> NoReturn:
+    """``os._exit(code)`` (a second Ctrl-C, a signal after the engine's stop), once the log
+    lines still queued in a :class:`BackgroundLogHandler` are written: at most
+    :data:`LEAVE_WAIT` s, as a stderr nobody reads never holds the exit. Without it, the last
+    lines logged before the exit were lost."""
+    deadline = time.monotonic() + LEAVE_WAIT
+    try:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, BackgroundLogHandler):
+                handler.drain(deadline)
+    finally:
+        os._exit(code)
 
 
 def is_text(value: str) -> bool:
