@@ -630,12 +630,14 @@ class LocalRuntime(Runtime):
             self.events.job_finished(other, Outcome(False, None, reason, never_started=True))
         self.events.job_finished(key, Outcome(False, None, reason, never_started=True))
 
-    def _spawner_ended(self, key: str, code: int, cpu: float, rss: int | None) -> None:
+    def _spawner_ended(
+        self, key: str, code: int, cpu: float, rss: int | None, cgroup_removed: bool
+    ) -> None:
         job = self._jobs.get(key)
         if job is None or job.pidfd >= 0:
             return
         del self._jobs[key]
-        if job.cgroup is not None:
+        if job.cgroup is not None and not cgroup_removed:
             self._release_cgroup(job.cgroup)
         if time.monotonic() - job.began < SHORT_ATTEMPT:
             self._short_ends += 1

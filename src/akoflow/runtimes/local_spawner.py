@@ -17,7 +17,8 @@ over a socket. For each attempt the spawner
    (``128+N`` for a signal, as shells report it), written over it in place and the file cut
    to that line (no new file per end: a create costs more than the rest of a short
    attempt's record keeping on some file systems);
-5. tells the engine (``started``, ``ended`` with exit status, CPU time and peak memory).
+5. removes the attempt's cgroup once it is empty, and tells the engine (``started``,
+   ``ended`` with exit status, CPU time, peak memory and whether the cgroup is gone).
 
 Why a process of its own: activities are no longer children of the engine, whose environment
 may hold secrets (an activity can read its parent's ``/proc/PPID/environ``); the fork and exec
@@ -232,7 +233,6 @@ class Spawner:
         self.umask = os.umask(0o077)
         os.umask(self.umask)
         self.home: int | None = None  # this process's own cgroup.procs, to come back to
-        self.emptied: list[str] = []  # cgroups of attempts ended since the last flush
 
     # ---------------------------------------------------------------- to the engine
 
@@ -439,19 +439,10 @@ class Spawner:
             # mark): a peak not above ours is not the activity's own.
             own = _own_peak()
             rss = peak * 1024 if peak > own else None
-            self.send("ended", child.key, code, usage.ru_utime + usage.ru_stime, rss)
-            if child.cgroup is not None:
-                self.emptied.append(child.cgroup)
-
-    def remove_emptied(self) -> None:
-        """Remove the cgroups of the attempts just ended, once the engine was told of their
-        ends: off its loop and off a chain's next start. One that still has processes (they
-        left the session the end killed) or cgroups of its own stays: the engine kills what
-        is in it and removes it (``LocalRuntime._release_cgroup``)."""
-        emptied, self.emptied = self.emptied, []
-        for path in emptied:
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+            # Removed here, and said so: the engine then does not try again (an rmdir on its
+            # loop per activity). One it cannot remove yet is the engine's to empty.
+            removed = child.cgroup is None or _remove_empty_cgroup(child.cgroup)
+            self.send("ended", child.key, code, usage.ru_utime + usage.ru_stime, rss, removed)
 
     # ---------------------------------------------------------------- loop
 
@@ -475,7 +466,6 @@ class Spawner:
                     self._read_link(poller)
             self.reap()
             self.flush()
-            self.remove_emptied()
 
     def _read_link(self, poller: select.poll) -> None:
         try:
@@ -500,6 +490,19 @@ def _unclaim(prefix: str, script_path: str) -> None:
     for path in (script_path, prefix + ".stdout", prefix + ".stderr", prefix + ".exit"):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _remove_empty_cgroup(path: str) -> bool:
+    """Remove an ended attempt's cgroup; False when it still has processes (they left the
+    session the end killed) or cgroups of its own: the engine kills what is in it and
+    removes it (``LocalRuntime._release_cgroup``)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _drain(fd: int) -> None:
