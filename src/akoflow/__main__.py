@@ -1,3 +1,40 @@
-from akoflow.cli.main import main
+"""The ``akoflow`` command's entry point (``[project.scripts]``), and ``python -m akoflow``.
 
-main()
+Nothing is imported here but what the interpreter has loaded already: the CLI is imported
+inside the ``try``, so a Ctrl-C while modules import (the first ~50 ms of every command,
+before :func:`akoflow.cli.main.main` has handlers of its own) leaves with exit code 130 and
+one line, as one later does, not with a KeyboardInterrupt traceback."""
+
+import os
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def main() -> None:
+    try:
+        from akoflow.cli.main import main as command
+
+        command()  # leaves through os._exit
+    except KeyboardInterrupt:
+        interrupted()
+
+
+def interrupted() -> None:
+    """Leave with :data:`EXIT_INTERRUPTED` and one line on stderr: nothing ran yet."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback from here
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os.write(2, b"akoflow: interrupted\n")
+    except (OSError, ValueError):  # a closed stream or pipe: nobody to tell
+        pass
+    finally:
+        os._exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()
