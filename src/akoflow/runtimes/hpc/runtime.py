@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 STREAMS = ("stdout", "stderr")
 LOG_READ_MAX = 8 << 20
+EXIT_READ = 128  # bytes of an exit file read: ``CODE BEGAN ENDED``
 MISSES_BEFORE_LOST = 2  # successful squeue polls without the job before it counts as gone
 NODES_CACHE_SECONDS = 2.0
 CONTAINER_SHELL = "/bin/sh"
@@ -91,6 +92,8 @@ class _NeverRan(RuntimeUnavailable):
 
 
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a SLURM node name, safe in an #SBATCH line
+# Exit files read in one adoption or one poll, by path: their text, or None where none is.
+_ExitTexts = dict[str, str | None]
 
 
 class _Job:
@@ -889,10 +892,11 @@ class HpcRuntime(Runtime):
                 self.events.job_running(job.key, row.node)
         if unsent:
             await self._send_cancels(unsent)
-        outcomes = await self._final_outcomes([(job, row.state) for job, row in ended])
+        exits: _ExitTexts = {}
+        outcomes = await self._final_outcomes([(job, row.state) for job, row in ended], exits)
         finished = [(job, out) for (job, _), out in zip(ended, outcomes, strict=True)]
         if missing:
-            finished += await self._resolve_missing(missing)
+            finished += await self._resolve_missing(missing, exits)
         await self._complete(finished)
 
     async def _complete(self, finished: Sequence[tuple[_Job, Outcome]]) -> None:
@@ -962,22 +966,34 @@ class HpcRuntime(Runtime):
             return outcome
         return dataclasses.replace(outcome, files=files) if files is not None else outcome
 
-    async def _read_times(self, paths: sbatch.AttemptPaths) -> tuple[float | None, float | None]:
+    async def _exit_text(self, paths: sbatch.AttemptPaths, exits: _ExitTexts) -> str | None:
+        """The attempt's exit file (None: there is none), read once over the transport for
+        all who ask with the same ``exits`` (one adoption, one poll: an ended job's file no
+        longer changes)."""
+        if paths.exit not in exits:
+            data = await self._require_transport().read_from(paths.exit, 0, EXIT_READ)
+            exits[paths.exit] = data.decode(errors="replace") if data is not None else None
+        return exits[paths.exit]
+
+    async def _read_times(
+        self, paths: sbatch.AttemptPaths, exits: _ExitTexts
+    ) -> tuple[float | None, float | None]:
         try:
-            data = await self._require_transport().read_from(paths.exit, 0, 128)
+            text = await self._exit_text(paths, exits)
         except Exception as exc:  # only a duration is lost, and the timeout's second look
             log.warning("cannot read when %s ran: %s", paths.exit, exc)
             return None, None
-        return slurm.parse_exit_times(data.decode(errors="replace") if data is not None else None)
+        return slurm.parse_exit_times(text)
 
-    async def _read_exit(self, paths: sbatch.AttemptPaths) -> int | None:
-        data = await self._require_transport().read_from(paths.exit, 0, 64)
-        return slurm.parse_exit_file(data.decode(errors="replace") if data is not None else None)
+    async def _read_exit(self, paths: sbatch.AttemptPaths, exits: _ExitTexts) -> int | None:
+        return slurm.parse_exit_file(await self._exit_text(paths, exits))
 
-    async def _final_outcomes(self, ended: Sequence[tuple[_Job, str]]) -> list[Outcome]:
+    async def _final_outcomes(
+        self, ended: Sequence[tuple[_Job, str]], exits: _ExitTexts
+    ) -> list[Outcome]:
         """Outcomes of jobs squeue shows in a final state: their exit files, and for those
         without one (killed, cancelled, claim lost) SLURM's exit code from one sacct call."""
-        codes = await asyncio.gather(*(self._read_exit(job.paths) for job, _ in ended))
+        codes = await asyncio.gather(*(self._read_exit(job.paths, exits) for job, _ in ended))
         unknown = [job for (job, _), code in zip(ended, codes, strict=True) if code is None]
         acct = await self._accounting_rows(unknown) if unknown else {}
         outcomes = []
@@ -998,9 +1014,9 @@ class HpcRuntime(Runtime):
         return outcome
 
     async def _final_outcome(
-        self, job: _Job, state: str, slurm_code: int | None = None, sig: int | None = None
+        self, job: _Job, state: str, exits: _ExitTexts, slurm_code: int | None, sig: int | None
     ) -> Outcome:
-        return self._outcome(job, state, await self._read_exit(job.paths), slurm_code, sig)
+        return self._outcome(job, state, await self._read_exit(job.paths, exits), slurm_code, sig)
 
     async def _accounting_rows(self, jobs: Sequence[_Job]) -> dict[str, slurm.AcctRow]:
         """Final states of jobs that left the queue, in one sacct call, by attempt key.
@@ -1049,20 +1065,23 @@ class HpcRuntime(Runtime):
         text = data.decode(errors="replace").strip() if data is not None else ""
         return text if text.isdigit() else None
 
-    async def _resolve_missing(self, jobs: Sequence[_Job]) -> list[tuple[_Job, Outcome]]:
+    async def _resolve_missing(
+        self, jobs: Sequence[_Job], exits: _ExitTexts
+    ) -> list[tuple[_Job, Outcome]]:
         acct = await self._accounting_rows(jobs)
         result: list[tuple[_Job, Outcome]] = []
         for job in jobs:
             row = acct.get(job.key)
             if row is not None and row.state not in slurm.LIVE_STATES:
-                result.append(
-                    (job, await self._final_outcome(job, row.state, row.exit_code, row.signal))
+                outcome = await self._final_outcome(
+                    job, row.state, exits, row.exit_code, row.signal
                 )
+                result.append((job, outcome))
                 continue
-            code = await self._read_exit(job.paths)
+            code = await self._read_exit(job.paths, exits)
             if code is not None:
                 state = "COMPLETED" if code == 0 else "FAILED"
-                result.append((job, await self._final_outcome(job, state)))
+                result.append((job, self._outcome(job, state, code, None, None)))
             elif job.job_id is None and await self._claim(job.paths):
                 result.append((job, Outcome(False, None, "the submission never reached SLURM")))
             elif job.index is not None and await self._claim(job.paths):
@@ -1161,12 +1180,13 @@ class HpcRuntime(Runtime):
         transfers = _transfers_of(handle) if "volumes" in handle else self._transfers(job)
         tracked = _Job(job.key, name, paths, None, transfers, job.record_files,
                        self._workdir(job), index)  # fmt: skip
+        exits: _ExitTexts = {}  # its exit file, read once: its code, then when it ran
 
         async def finished(outcome: Outcome, node: str | None = None) -> Adopted:
             outcome = await self._with_files(tracked, outcome)
             # When its command ran, by the node's clock, as the job recorded it: an end no
             # engine saw is judged by its timeout, and recorded as when it was.
-            began, ended = await self._read_times(paths)
+            began, ended = await self._read_times(paths, exits)
             outcome = dataclasses.replace(outcome, ended_at=ended)
             return Adopted("finished", tracked.handle(), outcome, node, started_at=began)
 
@@ -1177,18 +1197,18 @@ class HpcRuntime(Runtime):
             if row.live:
                 self._jobs[job.key] = tracked
                 return Adopted("running", tracked.handle(), node=row.node)
-            (outcome,) = await self._final_outcomes([(tracked, row.state)])
+            (outcome,) = await self._final_outcomes([(tracked, row.state)], exits)
             return await finished(outcome, row.node)
         tracked.job_id = str(handle.get("job_id") or "") or None
         if tracked.job_id is None and index is None:  # (an array's name is no element's)
             tracked.job_id = await self._job_id_from_accounting(name)
-        resolved = await self._resolve_missing([tracked]) if tracked.job_id else []
+        resolved = await self._resolve_missing([tracked], exits) if tracked.job_id else []
         if resolved:
             return await finished(resolved[0][1])
-        code = await self._read_exit(paths)
+        code = await self._read_exit(paths, exits)
         if code is not None:
-            outcome = await self._final_outcome(tracked, "COMPLETED" if code == 0 else "FAILED")
-            return await finished(outcome)
+            state = "COMPLETED" if code == 0 else "FAILED"
+            return await finished(self._outcome(tracked, state, code, None, None))
         if await self._claim(paths):
             return Adopted("never_started")
         lost = "the job ran but left neither a SLURM record nor an exit code"
