@@ -382,3 +382,48 @@ def test_a_wide_run_decides_its_activities_in_batches_as_one_by_one(
     assert {n for n, s in got.items() if s == "cached"} == {
         f"w{i:03d}" for i in range(100) if i not in edited
     }
+
+
+def test_an_entry_the_store_refuses_costs_only_that_reuse(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """The cache's INSERT for one activity fails (a trigger of the real store aborts it): the
+    run succeeds with every other record of that wake-up kept, each activity ran once, and a
+    second run reuses everything but that activity and what depends on it."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "chain.yaml"
+    lines = ["name: chain", "spec:", f"  env: {{COUNT: {json.dumps(str(counters))}}}"]
+    lines.append("  activities:")
+    for name, dep in (("a", None), ("b", "a"), ("c", "b"), ("d", None)):
+        lines += [f"    - name: {name}", f'      run: echo ran >> "$COUNT/{name}"']
+        if dep:
+            lines.append(f"      dependsOn: [{dep}]")
+    wf.write_text("\n".join(lines) + "\n")
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
+    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    with sqlite3.connect(state_dir / "akoflow.db") as db:
+        db.execute(
+            "CREATE TRIGGER refuse_b BEFORE INSERT ON cache_entries "
+            "WHEN NEW.activity_name = 'b' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    res = akoflow("run", str(wf), "--json")
+    assert res.returncode == 0, res.stderr
+    assert "cache: cannot record the result of b" in res.stderr
+    doc = json.loads(res.stdout)
+    assert {a["name"]: a["state"] for a in doc["activities"]} == dict.fromkeys("abcd", "succeeded")
+    assert counts(counters) == dict.fromkeys("abcd", 1)
+    with sqlite3.connect(state_dir / "akoflow.db") as db:
+        names = {r[0] for r in db.execute("SELECT activity_name FROM cache_entries")}
+        ended = db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE state = 'succeeded' AND finished_at IS NOT NULL"
+        ).fetchone()[0]
+        db.execute("DROP TRIGGER refuse_b")
+    assert names == {"x", "a", "c", "d"}
+    assert ended == 5  # x and the four: the ends recorded in b's wake-up were kept
+    second = akoflow("run", str(wf), "--json")
+    assert second.returncode == 0, second.stderr
+    got = {a["name"]: a["state"] for a in json.loads(second.stdout)["activities"]}
+    assert got == {"a": "cached", "b": "succeeded", "c": "succeeded", "d": "cached"}
+    assert counts(counters) == {"a": 1, "b": 2, "c": 2, "d": 1}

@@ -245,8 +245,8 @@ class CacheStage:
         if found is None:
             return False
         try:
-            with self.repo.savepoint():
-                self._add_entry(finished, *found)
+            # One statement (no savepoint needed: SQLite undoes a failed statement alone).
+            self._add_entry(finished, *found)
         except Exception:  # the run goes on; this result is just not reusable
             log.exception("cache: cannot record the result of %s", finished.act.name)
         return True
@@ -358,8 +358,7 @@ class CacheStage:
             with self.repo.transaction():
                 for (f, _), (reads, why) in zip(jobs, gathered, strict=True):
                     try:
-                        with self.repo.savepoint():
-                            self._add_entry(f, reads, why)
+                        self._add_entry(f, reads, why)  # one statement, as in _record_now
                     except Exception:  # the run goes on; this result is just not reusable
                         log.exception("cache: cannot record the result of %s", f.act.name)
         except Exception:
@@ -473,6 +472,8 @@ class CacheStage:
         return self.hasher.sha256(wf.data_dir, path)
 
     def _add_entry(self, f: Finished, reads: list[tuple[str, str, float]], how: str) -> None:
+        """Record the entry: one INSERT, the only write (callers rely on that to need no
+        savepoint around it)."""
         act = f.act
         known = self._keys.pop(act.id, None)
         parts, key, unknown = (*known, None) if known is not None else self._key(act)

@@ -53,8 +53,11 @@ class OutputSampler:
         offsets = dict(base)
         try:
             while True:
-                async with asyncio.timeout(LOG_CALL_TIMEOUT):
+                if runtime.instant_logs:
                     new = await runtime.logs(act.key, act.handle, offsets)
+                else:
+                    async with asyncio.timeout(LOG_CALL_TIMEOUT):
+                        new = await runtime.logs(act.key, act.handle, offsets)
                 # One read past the cap (offset == cap) is kept: it says there was more.
                 new = {k: v for k, v in new.items() if v and offsets.get(k, 0) <= LOG_STORE_LIMIT}
                 for stream, data in new.items():

@@ -260,6 +260,9 @@ class Runtime(abc.ABC):
     default_max_parallel: ClassVar[int] = 8
     instant_submit: ClassVar[bool] = False
     """True when :meth:`submit` never waits on I/O (the engine then calls it inline)."""
+    instant_logs: ClassVar[bool] = False
+    """True when :meth:`logs` never waits (it reads files of this host): the engine then
+    calls it without a timeout, which could not interrupt it anyway."""
     submits_batches: ClassVar[bool] = False
     """True when :meth:`submit_many` starts a batch in fewer requests than one per attempt:
     the engine then hands it each batch whole instead of one attempt per call."""

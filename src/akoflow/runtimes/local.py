@@ -380,6 +380,7 @@ async def _stop_stalled_spawner(pid: int) -> None:
 class LocalRuntime(Runtime):
     kind = "local"
     instant_submit = True  # a request to the spawner on this host; no network round trip
+    instant_logs = True  # the attempt's own files
     default_max_parallel = max(2, (os.cpu_count() or 1) * 2)
     # The attempt's file bash runs (``bash <prefix><suffix>``), written by the spawner as it
     # starts it: its time is the attempt's start (an adapter may write other files earlier,
