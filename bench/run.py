@@ -213,7 +213,7 @@ def main() -> None:
         nargs="*",
         default=default,
         help="startup wide chain plan provenance docker server singularity k8s hpc slurm-array "
-        "dataplane cache, "
+        "dataplane cache features, "
         "or all "
         f"(default: {' '.join(default)})",
     )
@@ -278,7 +278,8 @@ def main() -> None:
         # The remote and container runtimes (each starts its own daemons or stand-ins, a
         # minute or more) and server mode: their own scripts, run from here by name;
         # `all` runs every benchmark.
-        for name in ("server", "singularity", "k8s", "hpc", "slurm-array", "dataplane", "cache"):
+        names = ("server", "singularity", "k8s", "hpc", "slurm-array", "dataplane", "cache")
+        for name in (*names, "features"):
             if name in args.which or "all" in args.which:
                 sys.stdout.flush()
                 print(f"== {name}", flush=True)
