@@ -28,6 +28,13 @@ def spawner() -> Iterator[socket.socket]:
     os.waitpid(pid, 0)  # its link closed with nothing running: it leaves
 
 
+@pytest.fixture
+def base() -> str:
+    found = cgroups.usable_base()
+    assert found is not None, "the tests run where cgroups can be created"
+    return found
+
+
 def ended(
     sock: socket.socket, tmp: Path, name: str, script: bytes, cgroup: str
 ) -> tuple[object, ...]:
@@ -40,10 +47,8 @@ def ended(
 
 
 def test_an_empty_cgroup_is_gone_when_the_engine_hears_of_the_end(
-    spawner: socket.socket, tmp_path: Path
+    spawner: socket.socket, base: str, tmp_path: Path
 ) -> None:
-    base = cgroups.usable_base()
-    assert base is not None, "the tests run where cgroups can be created"
     cgroup = cgroups.attempt_cgroup(base, str(tmp_path / "a.1"))
     end = ended(spawner, tmp_path, "a", b"echo ran > out\n", cgroup)
     assert end[2] == 0 and end[5] is True, end
@@ -52,10 +57,8 @@ def test_an_empty_cgroup_is_gone_when_the_engine_hears_of_the_end(
 
 
 def test_a_cgroup_with_escaped_processes_is_left_to_the_engine(
-    spawner: socket.socket, tmp_path: Path
+    spawner: socket.socket, base: str, tmp_path: Path
 ) -> None:
-    base = cgroups.usable_base()
-    assert base is not None, "the tests run where cgroups can be created"
     cgroup = cgroups.attempt_cgroup(base, str(tmp_path / "b.1"))
     script = b"setsid -f bash -c 'echo $$ > esc.pid; exec sleep 300'\n"
     script += b"while [ ! -s esc.pid ]; do sleep 0.02; done\n"
