@@ -5,8 +5,9 @@ everything on, then with one feature off at a time, then with all of them off.
     .venv/bin/python bench/features.py --n 5000 --rounds 7 --dir /dev/shm
     .venv/bin/python bench/run.py features                # the same, from the runner
 
-Features: result caching (``AKOFLOW_CACHE=off``), provenance with its observation of file
-accesses (``AKOFLOW_PROVENANCE=off``) and a cgroup per attempt (``LOCAL_CGROUPS=off``).
+Features: result caching (``AKOFLOW_CACHE=off``), the observation of file accesses
+(``AKOFLOW_OBSERVE=off``: provenance inferred from timing instead), provenance as a whole
+(``AKOFLOW_PROVENANCE=off``) and a cgroup per attempt (``LOCAL_CGROUPS=off``).
 Each round runs every configuration once, one after the other, each on a fresh state dir;
 the ratios are taken within a round and their median printed (this VM's speed drifts by 2x
 within minutes: only same-minute comparisons mean anything). CPU is the whole tree's (the
@@ -33,6 +34,7 @@ PY = sys.executable
 CONFIGS: dict[str, dict[str, str]] = {
     "everything on": {},
     "cache off": {"AKOFLOW_CACHE": "off"},
+    "observation off": {"AKOFLOW_OBSERVE": "off"},  # provenance inferred from timing
     "provenance off": {"AKOFLOW_PROVENANCE": "off"},
     "cgroups off": {"LOCAL_CGROUPS": "off"},
     "all three off": {"AKOFLOW_CACHE": "off", "AKOFLOW_PROVENANCE": "off", "LOCAL_CGROUPS": "off"},
@@ -90,7 +92,7 @@ def main() -> None:
             wall_ratio = statistics.median(x / b for x, b in zip(w, base_w, strict=True))
             saved = statistics.median((b - x) / acts * 1000 for x, b in zip(c, base_c, strict=True))
             line = (
-                f"  {name:<15} {statistics.median(w):7.2f} s  "
+                f"  {name:<16} {statistics.median(w):7.2f} s  "
                 f"{statistics.median(w) / acts * 1000:5.2f} ms/act  "
                 f"CPU {statistics.median(c) / acts * 1000:5.2f} ms/act"
             )
