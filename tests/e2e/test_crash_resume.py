@@ -161,12 +161,16 @@ def test_ctrl_c_cancels_and_kills_the_process_group(
     assert not (data / "never.txt").exists()
 
 
-@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+@pytest.mark.parametrize(
+    ("quiet", "signal_name"),
+    [([], "SIGINT"), (["--quiet"], "SIGINT"), ([], "SIGHUP"), (["--quiet"], "SIGTERM")],
+)
 def test_a_ctrl_c_right_after_the_run_is_stored_cancels_it(
-    akoflow: Akoflow, tmp_path: Path, state_dir: Path, quiet: list[str]
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, quiet: list[str], signal_name: str
 ) -> None:
     """Before the engine's handlers were set, a Ctrl-C raised KeyboardInterrupt: exit 130
-    with the stored run left pending, and a later `akoflow resume` ran all of it."""
+    with the stored run left pending, and a later `akoflow resume` ran all of it. A SIGHUP
+    (the terminal closed) killed the process, the run pending; it cancels, as later."""
     wf = tmp_path / "w.yaml"
     wf.write_text(
         "name: w\nspec:\n  activities:\n"
@@ -180,7 +184,7 @@ def test_a_ctrl_c_right_after_the_run_is_stored_cancels_it(
         text=True,
         timeout=120,
         cwd=REPO_ROOT,
-        env=cli_env(),
+        env=cli_env(INTERRUPT_WITH=signal_name),
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cancelling" in done.stderr

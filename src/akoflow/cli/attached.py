@@ -177,10 +177,13 @@ class AttachedRun:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.on_interrupt)
         self.loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
-        if self.early is not None and self.early.count:
+        if self.early is not None and (self.early.count or self.early.hangups):
             for wf_id in self.ids:  # attached as `akoflow cancel` attaches a run no one owns
                 self.repo.request_cancel(wf_id)
-            self.on_interrupt()
+            if self.early.count:
+                self.on_interrupt()
+            else:
+                self.on_hangup()
         # `akoflow cancel` from another terminal records the request, then pokes us.
         self.loop.add_signal_handler(signal.SIGUSR1, self.on_cancel_request)
 

@@ -192,18 +192,24 @@ def run_file(
 
 
 class _EarlyInterrupts:
-    """Ctrl-C and SIGTERM counted, not raised, from before a run is stored until the engine's
-    own handlers take over (:class:`akoflow.cli.attached.AttachedRun`, which then cancels
-    it). Raised there, a KeyboardInterrupt left the stored run pending, and a later
-    `akoflow resume` ran it all."""
+    """Ctrl-C, SIGTERM and SIGHUP counted, not acted on, from before a run is stored until
+    the engine's own handlers take over (:class:`akoflow.cli.attached.AttachedRun`, which
+    then cancels it). Raised there, a KeyboardInterrupt left the stored run pending, and a
+    later `akoflow resume` ran it all; a SIGHUP killed the process, the run left pending
+    where a closed terminal cancels it."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.hangups = 0
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._interrupted)
+        signal.signal(signal.SIGHUP, self._hung_up)
 
     def _interrupted(self, signum: int, frame: object) -> None:
         self.count += 1
+
+    def _hung_up(self, signum: int, frame: object) -> None:
+        self.hangups += 1
 
 
 def _dry_run(
