@@ -101,6 +101,9 @@ def test_every_test_carries_the_markers_of_what_it_needs(
         "test_processes_started_in_a_new_session_die_with_the_activity",
         "test_a_resumed_engine_kills_what_an_adopted_activity_left",
         "test_the_start_up_sweep_removes_only_empty_attempt_cgroups",
+    } | {  # tests/e2e/test_spawner_cgroups.py: cgroups too
+        "test_an_empty_cgroup_is_gone_when_the_engine_hears_of_the_end",
+        "test_a_cgroup_with_escaped_processes_is_left_to_the_engine",
     } | {  # tests/e2e/test_observed_accesses.py: filesystem marks, process events, cgroups
         "test_two_attempts_in_two_cgroups_writing_at_the_same_time",
         "test_two_attempts_by_pid_released_together",
