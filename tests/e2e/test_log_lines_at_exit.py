@@ -1,7 +1,8 @@
 """A command that leaves at once (a second Ctrl-C or SIGTERM) writes the log lines still
 queued for its log handler's thread first: before, os._exit dropped the last lines logged
-before it (found by helper h79's hostile pass). The wait is bounded: a stderr nobody reads
-still never holds the exit."""
+before it (found by helper h79's hostile pass). The wait lasts while lines are written (a
+busy machine writes slowly), and never long without one: a stderr nobody reads still never
+holds the exit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,9 +20,15 @@ from tests.conftest import cli_env, wait_for
 from tests.notify.conftest import query
 
 
-def run_left_at_once(tmp_path: Path, lines: int, stderr: IO[Any] | int) -> subprocess.Popen[str]:
+def run_left_at_once(
+    tmp_path: Path,
+    lines: int,
+    stderr: IO[Any] | int,
+    started: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> subprocess.Popen[str]:
     """`akoflow run -v` whose run is still cancelling (its activity ignores SIGTERM) when a
-    second Ctrl-C leaves at once, logging ``lines`` lines as it leaves: the process, left."""
+    second Ctrl-C leaves at once, logging ``lines`` lines as it leaves: the process, left.
+    ``started`` is called with the process as soon as it runs."""
     state, go = tmp_path / "state", tmp_path / "go"
     wf = tmp_path / "w.yaml"
     wf.write_text(
@@ -33,6 +43,8 @@ def run_left_at_once(tmp_path: Path, lines: int, stderr: IO[Any] | int) -> subpr
         text=True,
         env=cli_env(),
     )
+    if started is not None:
+        started(proc)
     try:
         wait_for(lambda: (state / "runs" / "1-w" / "attempts" / "s.1.exit").exists(), timeout=60)
         proc.send_signal(signal.SIGINT)
@@ -67,3 +79,34 @@ def test_a_stderr_nobody_reads_does_not_hold_the_exit(tmp_path: Path) -> None:
     proc.stderr.close()
     assert "Traceback" not in err
     assert "cancelling" in err
+
+
+def test_lines_written_slowly_are_all_written_before_the_exit(tmp_path: Path) -> None:
+    """A reader slower than the handler's thread (a loaded machine, a slow terminal): 3,000
+    lines (about 300 KB, several pipe buffers) take it seconds. A fixed 0.5 s wait left most
+    of them unwritten (as the clean-clone CI saw, with 3 lines, on a machine busy with a
+    hostile pass); the exit waits as long as lines are written."""
+    read: list[str] = []
+
+    def slow_reader(stream: IO[str]) -> None:
+        while chunk := stream.read(4096):
+            read.append(chunk)
+            time.sleep(0.02)
+
+    readers: list[threading.Thread] = []
+
+    def reading(proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        thread = threading.Thread(target=slow_reader, args=(proc.stderr,), daemon=True)
+        thread.start()
+        readers.append(thread)
+
+    proc = run_left_at_once(tmp_path, 3000, subprocess.PIPE, started=reading)
+    readers[0].join(timeout=60)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    err = "".join(read)
+    assert "Traceback" not in err
+    found = {int(n) for n in re.findall(r"line (\d+) of 3000, logged as", err)}
+    assert found == set(range(3000)), f"{len(found)} of 3000 lines written"
+    assert proc.returncode == 1

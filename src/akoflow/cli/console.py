@@ -146,25 +146,33 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
         except queue.Full:
             self.dropped += 1
 
-    def drain(self, deadline: float) -> bool:
-        """Wait until every record queued is written, or until ``deadline``
-        (``time.monotonic()``): True if written. The write may block (stderr not read): this
-        waits for it, never writes itself; nor does it wait past ``deadline`` for the queue's
-        lock (a signal handler may run while this thread holds it)."""
+    def drain(self, stall: float, most: float) -> bool:
+        """Wait until every record queued is written: True if written. As long as writes go
+        on (a busy machine writes slowly), at most ``most`` s; but never ``stall`` s without
+        one (stderr not read: the write blocks). This never writes itself, nor waits past
+        those limits for the queue's lock (a signal handler may run while this thread holds
+        it)."""
         q = self.queue
         assert isinstance(q, queue.Queue)
         done = q.all_tasks_done
-        if not done.acquire(timeout=max(deadline - time.monotonic(), 0)):
-            return False
-        try:
-            while q.unfinished_tasks:
-                left = deadline - time.monotonic()
+        start = last_write = time.monotonic()
+        waiting = None
+        while True:
+            limit = min(last_write + stall, start + most)
+            if not done.acquire(timeout=max(limit - time.monotonic(), 0)):
+                return False
+            try:
+                if not q.unfinished_tasks:
+                    return True
+                if waiting is None or q.unfinished_tasks < waiting:
+                    waiting, last_write = q.unfinished_tasks, time.monotonic()
+                    limit = min(last_write + stall, start + most)
+                left = limit - time.monotonic()
                 if left <= 0:
                     return False
-                done.wait(left)
-            return True
-        finally:
-            done.release()
+                done.wait(min(left, DRAIN_LOOK))  # woken at the last write only: look again
+            finally:
+                done.release()
 
     def close(self) -> None:
         try:
@@ -187,19 +195,23 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
             super().close()
 
 
-LEAVE_WAIT = 0.5  # s the log lines still queued may take to be written when leaving at once
+# When leaving at once, the log lines still queued may take: LEAVE_STALL s without a line
+# written (stderr not read), LEAVE_MOST s in all (a busy machine writes them slowly).
+LEAVE_STALL = 0.5
+LEAVE_MOST = 5.0
+DRAIN_LOOK = 0.02  # s between looks at the queue while its lines are written
 
 
 def leave_now(code: int) -> NoReturn:
     """``os._exit(code)`` (a second Ctrl-C, a signal after the engine's stop), once the log
-    lines still queued in a :class:`BackgroundLogHandler` are written: at most
-    :data:`LEAVE_WAIT` s, as a stderr nobody reads never holds the exit. Without it, the last
-    lines logged before the exit were lost."""
-    deadline = time.monotonic() + LEAVE_WAIT
+    lines still queued in a :class:`BackgroundLogHandler` are written, or their writing
+    stalls (:data:`LEAVE_STALL`): a stderr nobody reads never holds the exit. Without it, the
+    last lines logged before the exit were lost; with a fixed 0.5 s, they were on a machine
+    busy enough."""
     try:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, BackgroundLogHandler):
-                handler.drain(deadline)
+                handler.drain(LEAVE_STALL, LEAVE_MOST)
     finally:
         os._exit(code)
 
