@@ -6,6 +6,7 @@ holds the exit."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -82,16 +83,18 @@ def test_a_stderr_nobody_reads_does_not_hold_the_exit(tmp_path: Path) -> None:
 
 
 def test_lines_written_slowly_are_all_written_before_the_exit(tmp_path: Path) -> None:
-    """A reader slower than the handler's thread (a loaded machine, a slow terminal): 3,000
-    lines (about 300 KB, several pipe buffers) take it seconds. A fixed 0.5 s wait left most
-    of them unwritten (as the clean-clone CI saw, with 3 lines, on a machine busy with a
-    hostile pass); the exit waits as long as lines are written."""
+    """A reader slower than the handler's thread (a loaded machine, a slow terminal): 1,000
+    lines, several pipe buffers, read a bufferful at a time with 0.2 s pauses, so that
+    writing them all takes about a second. A fixed 0.5 s wait left most of them unwritten
+    (as the clean-clone CI saw, with 3 lines, on a machine busy with a hostile pass); the
+    exit waits as long as lines are written, and a pause under LEAVE_STALL is no stall."""
     read: list[str] = []
 
     def slow_reader(stream: IO[str]) -> None:
-        while chunk := stream.read(4096):
-            read.append(chunk)
-            time.sleep(0.02)
+        fd = stream.fileno()
+        while chunk := os.read(fd, 1 << 16):
+            read.append(chunk.decode(errors="replace"))
+            time.sleep(0.2)
 
     readers: list[threading.Thread] = []
 
@@ -101,12 +104,12 @@ def test_lines_written_slowly_are_all_written_before_the_exit(tmp_path: Path) ->
         thread.start()
         readers.append(thread)
 
-    proc = run_left_at_once(tmp_path, 3000, subprocess.PIPE, started=reading)
+    proc = run_left_at_once(tmp_path, 1000, subprocess.PIPE, started=reading)
     readers[0].join(timeout=60)
     assert proc.stderr is not None
     proc.stderr.close()
     err = "".join(read)
     assert "Traceback" not in err
-    found = {int(n) for n in re.findall(r"line (\d+) of 3000, logged as", err)}
-    assert found == set(range(3000)), f"{len(found)} of 3000 lines written"
+    found = {int(n) for n in re.findall(r"line (\d+) of 1000, logged as", err)}
+    assert found == set(range(1000)), f"{len(found)} of 1000 lines written"
     assert proc.returncode == 1
