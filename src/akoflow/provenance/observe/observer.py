@@ -624,10 +624,13 @@ class Observer:
             return -1
         pids = self._open.get(where)
         opened_at = pids.get(event.pid, -1) if pids is not None else -1
-        if opened_at < 0 and pids and event.mask & _CLOSES:
-            # Not opened by this process as far as the events say: a description it was
-            # handed (inherited from its shell's `exec 3<f`), opened when its opener's was.
-            opened_at = self._handed_open(pids, event.pid)
+        if pids and event.mask & _CLOSES:
+            # The description closed may be one it was handed (inherited from its shell's
+            # `exec 3<f`), opened when its opener's was, even when an open of its own was
+            # seen too (read apart from this close on a busy machine, or merged with it).
+            handed = self._handed_open(pids, event.pid)
+            if handed >= 0 and (opened_at < 0 or handed < opened_at):
+                opened_at = handed
         if event.mask & abi.FAN_OPEN:  # an open read now was made since the last drain
             opened_at = self._epoch if opened_at < 0 else opened_at
         if not event.mask & _CLOSES:
