@@ -16,6 +16,7 @@ without staging anything (:attr:`Request.plan_only`).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ class Request:
     # The paths of the data dir activities it does not depend on made in this run (asked
     # only for a listing): not what it could find at its start (see stage._reads_of).
     unrelated: Callable[[], set[str]] | None = None
+
+    @functools.cached_property
+    def left_out(self) -> set[str]:
+        """:attr:`unrelated`, asked once per request (a decision): each ask reads every path
+        the run generated from the store (a `find` over thousands of directories asked it
+        for every listing of every candidate entry, and deciding became quadratic)."""
+        return self.unrelated() if self.unrelated is not None else set()
 
 
 @dataclass
@@ -181,12 +189,8 @@ class Decider:
 
     def decide(self, request: Request) -> Decision:
         reasons: list[str] = []
-        # The paths to leave out of its listings, asked once per decision (at its first
-        # listing compared), not once per listing and entry: each asks the store for every
-        # path the run generated (a `find` over thousands of directories made it quadratic).
-        leave_out: list[set[str]] = []
         for entry in self.store.candidates(request.key, not_in=request.workflow_id):
-            found = self._try(request, entry, leave_out)
+            found = self._try(request, entry)
             if isinstance(found, Hit):
                 return found
             reasons.append(found)
@@ -201,7 +205,7 @@ class Decider:
         reads = self.declared_reads(request) if request.declared_inputs else None
         return Miss(reason, reads)
 
-    def _try(self, request: Request, entry: Entry, leave_out: list[set[str]]) -> Hit | str:
+    def _try(self, request: Request, entry: Entry) -> Hit | str:
         """A hit on ``entry``, or why not."""
         run = f"run #{entry.workflow_id}"
         if entry.not_reusable is not None:
@@ -232,7 +236,7 @@ class Decider:
         listings = [(p, sha) for p, sha, _ in reads if sha.startswith(LISTING)]
         reads = [r for r in reads if not r[1].startswith(LISTING)]
         for path, sha in listings:
-            if self._listing(request, path, leave_out) != sha:
+            if self._listing(request, path) != sha:
                 where = "the data dir" if path == "." else f"directory {display(path)}"
                 return f"the names in {where} (listed by {run}) changed"
         for path, sha, _ in reads:
@@ -255,10 +259,8 @@ class Decider:
             restored.append((output.path, version))
         return Hit(entry, found, restored, staged, listings)
 
-    def _listing(self, request: Request, path: str, leave_out: list[set[str]]) -> str:
-        if not leave_out:  # the decision's first listing
-            leave_out.append(request.unrelated() if request.unrelated is not None else set())
-        unrelated = leave_out[0]
+    def _listing(self, request: Request, path: str) -> str:
+        unrelated = request.left_out
         try:
             return listing(
                 request.data_dir,

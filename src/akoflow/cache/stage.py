@@ -524,7 +524,7 @@ class CacheStage:
             act.wf.data_dir,
             act.spec.inputs,
             act.spec.outputs,
-            unrelated=functools.partial(self._unrelated, act),  # asked once per decision
+            unrelated=functools.partial(self._unrelated, act),  # asked once: Request.left_out
         )
 
     def _runs(self, act: ActivityRun, miss: Miss) -> None:
