@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from akoflow import service
 from akoflow.engine import Engine
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
@@ -248,3 +249,41 @@ def test_a_cancel_while_a_batch_is_staged_submits_none_of_it(
     assert not list(data.glob("count.s*"))  # none of them ran
     # Not started because cancelled: no "failed to submit" error with a traceback.
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_starts_a_dead_spawner_never_read_run_again_as_new_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawner is stopped (SIGSTOP) while the engine sends it six starts, then killed:
+    # it never read them. Each counted as ended with its exit code lost (the run failed,
+    # though none had run); the engine now claims each (the proof it never ran and never
+    # will) and runs it again as a new attempt on a new spawner, no retry spent.
+    monkeypatch.setenv("LOCAL_MAX_PARALLEL", "8")
+    monkeypatch.setenv("LOCAL_SPAWNERS", "1")
+    n = 6
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        warm = _workflow([_act("warm", "true")])
+        async with engine_with(tmp_path, warm) as (repo, engine, warm_id):
+            await engine.attach(warm_id)
+            assert await _ended(engine, warm_id) is WorkflowState.SUCCEEDED
+            runtime = _local(engine)
+            pid = runtime._links[0].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
+            prepared = service.validate_text(text, "test.yaml")
+            wf_id = service.store(repo, tmp_path / "state", prepared, data)
+            wf = await engine.attach(wf_id)
+            await _until(lambda: len(runtime._starting) == n, "the starts sent to the spawner")
+            os.kill(pid, signal.SIGKILL)
+            assert await _ended(engine, wf_id) is WorkflowState.SUCCEEDED
+            for act in wf.activities.values():
+                attempts = [(a.number, a.state) for a in repo.list_attempts(act.id)]
+                assert attempts == [(1, "lost"), (2, "succeeded")], (act.name, attempts)
+            assert runtime._links[0].pid not in (None, pid)  # a new spawner ran them
+
+    asyncio.run(scenario())
+    for i in range(n):
+        assert (data / f"a{i}").read_text() == "once\n"

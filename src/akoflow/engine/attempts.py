@@ -477,13 +477,13 @@ class Attempts:
 
     # ------------------------------------------------------------------ end
 
-    def never_started(self, act: ActivityRun, reason: str) -> None:
-        """The runtime says the live attempt never started because its host was short of
-        room (:attr:`Outcome.never_started`; inside a transaction): no retry is spent,
-        the activity waits, and the runtime is NOT_READY until its health check says
-        otherwise."""
+    def never_started(self, act: ActivityRun, reason: str, *, short_of_room: bool) -> None:
+        """The runtime says the live attempt provably never started (:attr:`Outcome.never_started`;
+        inside a transaction): no retry is spent and the activity waits. When its host was
+        short of room, the runtime is NOT_READY until its health check says otherwise."""
         slot = self._slots[act.runtime]
-        slot.ready, slot.reason = False, reason
+        if short_of_room:
+            slot.ready, slot.reason = False, reason
         self._lost(slot, act, reason)
 
     def finish(self, act: ActivityRun, outcome: Outcome) -> None:

@@ -555,7 +555,9 @@ class Engine(RuntimeEvents):
         for kind, act, payload in events:
             if kind == "finished" and act.state.is_live:
                 if payload.never_started:
-                    self.attempts.never_started(act, payload.reason or "not started")
+                    self.attempts.never_started(
+                        act, payload.reason or "not started", short_of_room=payload.short_of_room
+                    )
                 else:
                     self.attempts.finish(act, payload)
                 touched.add(act.wf)

@@ -133,9 +133,11 @@ class Outcome:
     files: RemoteFiles | None = None
     """Remote runtimes: the attempt's working directory before and after its command."""
     never_started: bool = False
-    """The attempt provably never started because its host was short of room (no space for
-    its files): it costs no retry, the activity waits, and the runtime is NOT_READY with
-    ``reason`` until its health check finds room again."""
+    """The attempt provably never started and never will: it costs no retry, and the
+    activity waits at the head of its runtime's queue for a new attempt."""
+    short_of_room: bool = False
+    """With :attr:`never_started`: because its host was short of room (no space for its
+    files); the runtime is NOT_READY with ``reason`` until its health check finds room."""
     ended_at: float | None = None
     """When its process ended (epoch seconds), for an end collected after it happened (an
     adoption): by the clock of :attr:`Adopted.started_at`. None: the engine takes the moment

@@ -14,7 +14,9 @@
 - Crash safety: the spawner claims the attempt (exclusive create of its ``.exit`` file) before
   the script starts and records its exit code there; it outlives an engine killed with
   SIGKILL, so a restarted engine adopts a process still running, collects the exit code of one
-  that ended, or proves that one never started (by claiming the file first).
+  that ended, or proves that one never started (by claiming the file first). A spawner that
+  dies is replaced; what it was asked to start and never claimed is proved never started the
+  same way and runs as a new attempt.
 """
 
 from __future__ import annotations
@@ -262,6 +264,30 @@ def _no_room_to_claim(job: JobSpec, exc: OSError) -> OSError | RuntimeUnavailabl
         f"cannot claim attempt {job.key} (it never started): {exc.strerror or exc}; "
         "it is claimed once there is room"
     )
+
+
+def _engine_claim(prefix: str) -> bool:
+    """Claim the attempt for the engine (an exclusive create of its ``.exit`` file, as a
+    spawner claims it before a start): True when won, and then the attempt never ran its
+    script and never will; False when a spawner claimed it first. Raises OSError when the
+    claim cannot be written (no room): then it is left unclaimed."""
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    try:
+        fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(ENGINE_CLAIM)
+    except OSError:
+        # Given up, as a spawner gives up a claim it could not write: left empty, it read
+        # later as an attempt whose end was lost (failed, a retry spent). Meanwhile a
+        # spawner found it taken and gave up too: the attempt is claimed by no one and
+        # started by no one, and the next adoption claims it.
+        with contextlib.suppress(OSError):
+            os.unlink(prefix + ".exit")
+        raise
+    return True
 
 
 def _spawner_alive(pid: int | None) -> bool:
@@ -627,9 +653,10 @@ class LocalRuntime(Runtime):
         # may give up on (READY_TIMEOUT fails the work it holds, not what is in line).
         held = list(self._waiting)
         self._waiting.clear()
+        short = Outcome(False, None, reason, never_started=True, short_of_room=True)
         for other in reversed(held):
-            self.events.job_finished(other, Outcome(False, None, reason, never_started=True))
-        self.events.job_finished(key, Outcome(False, None, reason, never_started=True))
+            self.events.job_finished(other, short)
+        self.events.job_finished(key, short)
 
     def _spawner_ended(
         self, key: str, code: int, cpu: float, rss: int | None, cgroup_removed: bool
@@ -648,9 +675,11 @@ class LocalRuntime(Runtime):
         self.events.job_finished(key, self._outcome(code, job.cancelled, cpu, rss))
 
     def _spawner_lost(self, link: int) -> None:
-        """A spawner died: the ends of its children can no longer be recorded, and what it
-        was asked to start may or may not run. Each is stopped now and counts as ended with
-        its exit code lost (a failure: its retry, if any, never runs beside it). New
+        """A spawner died: the ends of its children can no longer be recorded. Each is
+        stopped now and counts as ended with its exit code lost (a failure: its retry, if
+        any, never runs beside it). What it was asked to start and had not claimed yet is
+        claimed by the engine: it never ran and never will, and runs again as a new attempt
+        (no retry spent). One it had claimed may have started: lost, as a running one. New
         attempts get a new spawner."""
         for job in [j for j in self._jobs.values() if j.pidfd < 0 and j.link == link]:
             del self._jobs[job.key]
@@ -659,8 +688,28 @@ class LocalRuntime(Runtime):
             if owner == link:
                 del self._starting[key]
                 self._cancelled_early.discard(key)
-                self._finish_unwatched(key, prefix, cgroup)
+                if not self._never_started(key, prefix, cgroup):
+                    self._finish_unwatched(key, prefix, cgroup)
         self._start_waiting()
+
+    def _never_started(self, key: str, prefix: str, cgroup: str | None) -> bool:
+        """End an attempt a lost spawner was asked to start as never started, if the
+        engine's claim proves it (see :meth:`_spawner_lost`)."""
+        try:
+            claimed = _engine_claim(prefix)
+        except OSError as exc:
+            log.warning("%s: cannot claim %s after its spawner died: %s", self.name, key, exc)
+            return False
+        if not claimed:
+            return False
+        if cgroup is not None:
+            self._release_cgroup(cgroup)
+        reason = "its local spawner died before starting it"
+        assert self._loop is not None
+        self._loop.call_soon(
+            self.events.job_finished, key, Outcome(False, None, reason, never_started=True)
+        )
+        return True
 
     def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
         if cgroup is not None:
@@ -800,25 +849,10 @@ class LocalRuntime(Runtime):
             None if self._cgroup_base is None else cgroups.attempt_cgroup(self._cgroup_base, prefix)
         )
         try:
-            job.attempt_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(prefix + ".exit", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
+            claimed = _engine_claim(prefix)
         except OSError as exc:
             raise _no_room_to_claim(job, exc) from exc
-        else:
-            # We won the claim: the process never ran its script and never will.
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(ENGINE_CLAIM)
-            except OSError as exc:
-                # Given up, as a spawner gives up a claim it could not write: left empty, it
-                # read later as an attempt whose end was lost (failed, a retry spent). Meanwhile
-                # a spawner found it taken and gave up too: the attempt is claimed by no one
-                # and started by no one, and the next adoption claims it.
-                with contextlib.suppress(OSError):
-                    os.unlink(prefix + ".exit")
-                raise _no_room_to_claim(job, exc) from exc
+        if claimed:  # the process never ran its script and never will
             if derived is not None:
                 self._release_cgroup(derived)
             return Adopted("never_started")
