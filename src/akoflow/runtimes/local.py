@@ -694,21 +694,30 @@ class LocalRuntime(Runtime):
 
     def _never_started(self, key: str, prefix: str, cgroup: str | None) -> bool:
         """End an attempt a lost spawner was asked to start as never started, if the
-        engine's claim proves it (see :meth:`_spawner_lost`)."""
+        engine's claim proves it (see :meth:`_spawner_lost`), or if the claim could not be
+        made for want of room (then it waits for room, the runtime NOT_READY)."""
+        short_of_room = False
         try:
             claimed = _engine_claim(prefix)
         except OSError as exc:
             log.warning("%s: cannot claim %s after its spawner died: %s", self.name, key, exc)
-            return False
+            if not host_short(exc):
+                return False
+            # No room for the claim: none is left (the spawner's would have been there
+            # first), and its spawner is gone: it never ran and never will. It waits for
+            # room, as one whose spawner had no room to claim it (see _spawn_failed).
+            reason = f"cannot claim attempt {key}: {spawn_error(exc, {})}"
+            self._short_of = (os.path.dirname(prefix), reason)
+            claimed = short_of_room = True
+        else:
+            reason = "its local spawner died before starting it"
         if not claimed:
             return False
         if cgroup is not None:
             self._release_cgroup(cgroup)
-        reason = "its local spawner died before starting it"
+        outcome = Outcome(False, None, reason, never_started=True, short_of_room=short_of_room)
         assert self._loop is not None
-        self._loop.call_soon(
-            self.events.job_finished, key, Outcome(False, None, reason, never_started=True)
-        )
+        self._loop.call_soon(self.events.job_finished, key, outcome)
         return True
 
     def _finish_unwatched(self, key: str, prefix: str, cgroup: str | None) -> None:
