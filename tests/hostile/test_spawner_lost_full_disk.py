@@ -63,13 +63,15 @@ def test_starts_of_a_dead_spawner_that_the_engine_has_no_room_to_claim_wait_for_
             pid = runtime._links[0].pid
             assert pid is not None
             os.kill(pid, signal.SIGSTOP)  # it never reads the starts sent below
-            text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
-            prepared = service.validate_text(text, "test.yaml")
-            wf_id = service.store(repo, tmp_path / "state", prepared, data)
-            wf = await engine.attach(wf_id)
-            await _until(lambda: len(runtime._starting) == n, "the starts sent to the spawner")
-            fill = _fill(small_runs_dir)
-            os.kill(pid, signal.SIGKILL)
+            try:
+                text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
+                prepared = service.validate_text(text, "test.yaml")
+                wf_id = service.store(repo, tmp_path / "state", prepared, data)
+                wf = await engine.attach(wf_id)
+                await _until(lambda: len(runtime._starting) == n, "the starts sent to it")
+                fill = _fill(small_runs_dir)
+            finally:
+                os.kill(pid, signal.SIGKILL)  # never left stopped, even by a failure
             slot = engine.runtimes.slots["local"]
 
             def attempts() -> dict[str, list[tuple[int, str]]]:
