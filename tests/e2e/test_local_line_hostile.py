@@ -272,12 +272,14 @@ def test_starts_a_dead_spawner_never_read_run_again_as_new_attempts(
             pid = runtime._links[0].pid
             assert pid is not None
             os.kill(pid, signal.SIGSTOP)
-            text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
-            prepared = service.validate_text(text, "test.yaml")
-            wf_id = service.store(repo, tmp_path / "state", prepared, data)
-            wf = await engine.attach(wf_id)
-            await _until(lambda: len(runtime._starting) == n, "the starts sent to the spawner")
-            os.kill(pid, signal.SIGKILL)
+            try:
+                text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
+                prepared = service.validate_text(text, "test.yaml")
+                wf_id = service.store(repo, tmp_path / "state", prepared, data)
+                wf = await engine.attach(wf_id)
+                await _until(lambda: len(runtime._starting) == n, "the starts sent to it")
+            finally:
+                os.kill(pid, signal.SIGKILL)  # never left stopped, even by a failure
             assert await _ended(engine, wf_id) is WorkflowState.SUCCEEDED
             for act in wf.activities.values():
                 attempts = [(a.number, a.state) for a in repo.list_attempts(act.id)]
