@@ -1,20 +1,21 @@
-"""The collector is kept off the objects of big attached runs (akoflow.engine.heap), and given
+"""The collector is kept off the objects of big attached runs (akoflow.heap), and given
 them back once no big run is attached: their garbage cycles are collected then."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from akoflow import heap as heap_module
 from akoflow import service
 from akoflow.engine import Engine
-from akoflow.engine import heap as heap_module
-from akoflow.engine.heap import HeapGuard
+from akoflow.heap import HeapGuard
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +87,71 @@ def test_an_engine_freezes_a_big_run_and_thaws_when_it_is_forgotten(
 
     during, after, again = asyncio.run(scenario())
     assert during > 0 and after == 0 and again > 0
+
+
+def test_paused_until_the_last_pause_ends_in_any_thread() -> None:
+    assert gc.isenabled()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with heap_module.paused():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with heap_module.paused():
+        assert not gc.isenabled()
+        thread.start()
+        assert entered.wait(10)
+    assert not gc.isenabled()  # the other thread's pause still holds
+    leave.set()
+    thread.join()
+    assert gc.isenabled()
+    gc.disable()  # paused by someone else before: left so
+    try:
+        with heap_module.paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_attaching_a_big_run_walks_it_in_no_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each automatic collection while a big run's objects were built walked them all again
+    # (nine of up to 340 ms for 100,000 activities, the server's API standing still), and
+    # the freeze began with a collection of the young: the run itself.
+    monkeypatch.setattr(heap_module, "FREEZE_AT", 200)
+    text = "name: big\nspec:\n  activities:\n" + "".join(
+        f"    - name: a{i}\n      run: 'true'\n" for i in range(300)
+    )
+    walked: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            walked.append(info["generation"])
+
+    async def scenario() -> None:
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        prepared = service.validate_text(text, "big.yaml")
+        wf_id = service.store(repo, state, prepared, tmp_path / "data")
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            gc.collect()
+            gc.callbacks.append(seen)
+            try:
+                await engine.attach(wf_id)
+            finally:
+                gc.callbacks.remove(seen)
+            assert gc.get_freeze_count() > 0
+            engine.cancel(wf_id)
+            await engine.wait(wf_id)
+        finally:
+            await engine.stop()
+            repo.close()
+
+    asyncio.run(scenario())
+    assert walked == []

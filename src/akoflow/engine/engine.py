@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from akoflow import heap
 from akoflow.cache.stage import CacheFailure, CacheStage
 from akoflow.dataplane import DataPlane
 from akoflow.engine.attempts import Attempts
-from akoflow.engine.heap import HeapGuard
 from akoflow.engine.loops import (
     EngineFailure,
     StoreShortOfRoom,
@@ -42,6 +42,7 @@ from akoflow.engine.reconcile import Reconciler
 from akoflow.engine.runs import build_run, job_spec
 from akoflow.engine.runtime_pool import RuntimeFactory, RuntimePool
 from akoflow.engine.transitions import Transitions
+from akoflow.heap import HeapGuard
 from akoflow.notify import Notifier
 from akoflow.provenance.declared import checked_outputs
 from akoflow.provenance.recorder import ProvenanceRecorder
@@ -296,6 +297,10 @@ class Engine(RuntimeEvents):
 
     async def attach(self, wf_id: int) -> WorkflowRun:
         """Take ownership of a stored workflow and run it (resuming it if it was interrupted)."""
+        with heap.paused():  # a big run's objects are frozen before the collector walks them
+            return await self._attach(wf_id)
+
+    async def _attach(self, wf_id: int) -> WorkflowRun:
         if self.failure is not None:
             raise self.failure
         rec = self.repo.get_workflow(wf_id)

@@ -20,12 +20,10 @@ Design notes (why it looks like this):
 from __future__ import annotations
 
 import difflib
-import gc
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from yaml.events import (
     StreamStartEvent,
 )
 
+from akoflow import heap
 from akoflow.errors import AkoflowError
 from akoflow.spec import dag
 from akoflow.spec.model import (
@@ -165,23 +164,6 @@ def _path_str(loc: Loc) -> str:
         else:
             parts.append(f".{segment}" if parts else str(segment))
     return "".join(parts)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building large, acyclic structures.
-
-    Loading creates millions of dicts, lists and strings that all stay alive; every GC pass
-    re-scans them, which made loading several times slower. Nothing here creates reference
-    cycles, so deferring collection is safe; the previous state is restored afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # --- YAML: events to Python objects -------------------------------------------------------
@@ -1087,7 +1069,8 @@ def load_workflow(
             known = _loaded.get((text, default_runtime))
         if known is not None:
             return known
-    with _gc_paused():
+    # Millions of dicts, lists and strings that all stay alive, and no cycle among them.
+    with heap.paused():
         document, issues = _check(text, runtime_check)
         if issues or document is None:
             raise WorkflowValidationError(_assign_lines(text, issues), source)

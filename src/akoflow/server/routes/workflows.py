@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
-from akoflow import service
+from akoflow import heap, service
 from akoflow.engine import WorkflowBusy
 from akoflow.engine.ownership import owner_alive
 from akoflow.provenance import lineage as file_lineage
@@ -155,9 +155,12 @@ async def submit_workflow(ctx: Ctx, submission: Submission) -> SubmitResult:
 
     Nothing is stored when the workflow is invalid (422).
     """
-    prepared = await validate(decode_workflow(submission.workflow))
-    wf_id = await asyncio.to_thread(service.store, ctx.repo, ctx.state_dir, prepared)
-    run = await ctx.engine.attach(wf_id)
+    # Validated, stored and attached with the collector paused: a big run's objects are
+    # frozen (engine.attach) before any collection walks them, each walk a stall of the API.
+    with heap.paused():
+        prepared = await validate(decode_workflow(submission.workflow))
+        wf_id = await asyncio.to_thread(service.store, ctx.repo, ctx.state_dir, prepared)
+        run = await ctx.engine.attach(wf_id)
     ctx.watch(run)
     return SubmitResult(workflow_entity=prepared.workflow.name, workflow_id=wf_id, message=DEPLOYED)
 
