@@ -213,9 +213,23 @@ def _highest_run_dir_id(runs_root: Path) -> int:
     return highest
 
 
+STORE_ASIDE = 2_000  # activities: a workflow this big is stored on a connection of its own
+
+
 def store(
     repo: Repository, state_dir: Path, prepared: Prepared, data_dir: Path | None = None
 ) -> int:
+    """Store a new run of the workflow; its id. A big one is written through a connection
+    of its own (:meth:`Repository.aside`): 100,000 activities take about 2 s, during which
+    every reader of ``repo`` (a server's event loop: the API, the engine) waited for its
+    lock."""
+    if len(prepared.workflow.activities) < STORE_ASIDE:
+        return _store(repo, state_dir, prepared, data_dir)
+    with repo.aside() as writer:
+        return _store(writer, state_dir, prepared, data_dir)
+
+
+def _store(repo: Repository, state_dir: Path, prepared: Prepared, data_dir: Path | None) -> int:
     # Run dirs outlive a database moved away or lost: a new run must never take the id (and
     # so the attempt files and data dir) of one that is still on disk.
     repo.skip_workflow_ids(_highest_run_dir_id(state_dir / RUNS_DIR))

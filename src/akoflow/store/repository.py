@@ -389,6 +389,29 @@ class Repository:
         _OPEN.discard(self)
 
     @contextmanager
+    def aside(self) -> Iterator[Repository]:
+        """A repository on a connection of its own to the same database, for one long write
+        (a big workflow's insert) that this one's users (a server's event loop) must not
+        wait for: with WAL they read meanwhile, and only their writes wait. This one when
+        that cannot be (an in-memory database, or a transaction of this thread open here:
+        the other connection would wait for it for ever)."""
+        # Not waited for: held by another thread, the lock says this one is in no block.
+        inside = False
+        if self._lock.acquire(blocking=False):
+            try:
+                inside = self._depth > 0 or bool(self._savepoints)
+            finally:
+                self._lock.release()
+        if inside or self.path == ":memory:":
+            yield self
+            return
+        other = Repository(self.path)
+        try:
+            yield other
+        finally:
+            other.close()
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """Group writes into one commit; nests (only the outermost commits)."""
         with self._lock:
