@@ -111,11 +111,15 @@ def lease_due(repo: Repository, now: float, lease: float, limit: int) -> list[De
     """Take up to ``limit`` deliveries due now that no sender holds, counting their try."""
     if limit <= 0:
         return []
+    due = f"WHERE {_UNSENT} AND next_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+    # Looked at first without the write lock: taken at every pass of the sender, it waited
+    # (on the event loop) for any long write, such as a big workflow being stored.
+    if repo._exec(f"SELECT 1 FROM notify_deliveries {due} LIMIT 1", (now, now)).fetchone() is None:
+        return []
     with repo.transaction():
         rows = repo._exec(
             "SELECT id, workflow_id, event, url, secret_env, body, tries FROM notify_deliveries "
-            f"WHERE {_UNSENT} AND next_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
-            "ORDER BY next_at, id LIMIT ?",
+            f"{due} ORDER BY next_at, id LIMIT ?",
             (now, now, limit),
         ).fetchall()
         for row in rows:
