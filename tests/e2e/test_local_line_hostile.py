@@ -19,16 +19,17 @@ import resource
 import select
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from akoflow import service
-from akoflow.engine import Engine
+from akoflow.engine import Engine, WorkflowRun
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.states import ActivityState, WorkflowState
+from akoflow.store import Repository
 from tests.e2e.test_engine_inprocess import engine_with
 from tests.e2e.test_local_line import _act, _workflow
 
@@ -251,6 +252,41 @@ def test_a_cancel_while_a_batch_is_staged_submits_none_of_it(
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@contextlib.asynccontextmanager
+async def warm_engine(
+    tmp_path: Path, **engine_kwargs: Any
+) -> AsyncIterator[tuple[Repository, Engine]]:
+    """An engine whose local runtime ran one activity: its spawners are started."""
+    warm = _workflow([_act("warm", "true")])
+    async with engine_with(tmp_path, warm, **engine_kwargs) as (repo, engine, warm_id):
+        await engine.attach(warm_id)
+        assert await _ended(engine, warm_id) is WorkflowState.SUCCEEDED
+        yield repo, engine
+
+
+@contextlib.asynccontextmanager
+async def starts_held_by_a_stopped_spawner(
+    engine: Engine, repo: Repository, tmp_path: Path, n: int
+) -> AsyncIterator[tuple[int, WorkflowRun]]:
+    """A run of ``n`` activities (``echo once >> aI`` in tmp_path/data) whose starts were
+    all sent to the local runtime's spawner (one, started already) while it was stopped
+    (SIGSTOP): it never reads them. The spawner is killed (SIGKILL) when the block ends,
+    whatever happens in it: never left stopped."""
+    runtime = _local(engine)
+    pid = runtime._links[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
+        prepared = service.validate_text(text, "test.yaml")
+        wf_id = service.store(repo, tmp_path / "state", prepared, tmp_path / "data")
+        wf = await engine.attach(wf_id)
+        await _until(lambda: len(runtime._starting) == n, "the starts sent to the spawner")
+        yield wf_id, wf
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
 def test_starts_a_dead_spawner_never_read_run_again_as_new_attempts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,22 +300,11 @@ def test_starts_a_dead_spawner_never_read_run_again_as_new_attempts(
     data = tmp_path / "data"
 
     async def scenario() -> None:
-        warm = _workflow([_act("warm", "true")])
-        async with engine_with(tmp_path, warm) as (repo, engine, warm_id):
-            await engine.attach(warm_id)
-            assert await _ended(engine, warm_id) is WorkflowState.SUCCEEDED
+        async with warm_engine(tmp_path) as (repo, engine):
             runtime = _local(engine)
             pid = runtime._links[0].pid
-            assert pid is not None
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
-                prepared = service.validate_text(text, "test.yaml")
-                wf_id = service.store(repo, tmp_path / "state", prepared, data)
-                wf = await engine.attach(wf_id)
-                await _until(lambda: len(runtime._starting) == n, "the starts sent to it")
-            finally:
-                os.kill(pid, signal.SIGKILL)  # never left stopped, even by a failure
+            async with starts_held_by_a_stopped_spawner(engine, repo, tmp_path, n) as (wf_id, wf):
+                pass  # killed here
             assert await _ended(engine, wf_id) is WorkflowState.SUCCEEDED
             for act in wf.activities.values():
                 attempts = [(a.number, a.state) for a in repo.list_attempts(act.id)]

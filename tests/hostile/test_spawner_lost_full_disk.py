@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from akoflow import service
 from akoflow.states import WorkflowState
-from tests.e2e.test_engine_inprocess import engine_with
-from tests.e2e.test_local_line import _act, _workflow
-from tests.e2e.test_local_line_hostile import _ended, _local, _until
+from tests.e2e.test_local_line_hostile import (
+    _ended,
+    _until,
+    starts_held_by_a_stopped_spawner,
+    warm_engine,
+)
 from tests.tmpfs import tmpfs
 
 
@@ -55,23 +56,9 @@ def test_starts_of_a_dead_spawner_that_the_engine_has_no_room_to_claim_wait_for_
     data = tmp_path / "data"
 
     async def scenario() -> None:
-        warm = _workflow([_act("warm", "true")])
-        async with engine_with(tmp_path, warm, health_interval=0.2) as (repo, engine, warm_id):
-            await engine.attach(warm_id)
-            assert await _ended(engine, warm_id) is WorkflowState.SUCCEEDED
-            runtime = _local(engine)
-            pid = runtime._links[0].pid
-            assert pid is not None
-            os.kill(pid, signal.SIGSTOP)  # it never reads the starts sent below
-            try:
-                text = _workflow([_act(f"a{i}", f"echo once >> a{i}") for i in range(n)])
-                prepared = service.validate_text(text, "test.yaml")
-                wf_id = service.store(repo, tmp_path / "state", prepared, data)
-                wf = await engine.attach(wf_id)
-                await _until(lambda: len(runtime._starting) == n, "the starts sent to it")
-                fill = _fill(small_runs_dir)
-            finally:
-                os.kill(pid, signal.SIGKILL)  # never left stopped, even by a failure
+        async with warm_engine(tmp_path, health_interval=0.2) as (repo, engine):
+            async with starts_held_by_a_stopped_spawner(engine, repo, tmp_path, n) as (wf_id, wf):
+                fill = _fill(small_runs_dir)  # then the spawner is killed
             slot = engine.runtimes.slots["local"]
 
             def attempts() -> dict[str, list[tuple[int, str]]]:

@@ -4,10 +4,11 @@ them back once no big run is attached: their garbage cycles are collected then."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from akoflow import heap as heap_module
 from akoflow import service
 from akoflow.engine import Engine
 from akoflow.heap import HeapGuard
+from tests.unit.test_store_aside import wide
 
 
 @pytest.fixture(autouse=True)
@@ -56,22 +58,29 @@ def test_frozen_while_big_runs_are_attached_then_given_back() -> None:
     assert gone() is None  # given back: its cycle collected
 
 
+@contextlib.asynccontextmanager
+async def stored_and_started(tmp_path: Path, n: int) -> AsyncIterator[tuple[Engine, int]]:
+    """A started engine, and a stored run of ``n`` activities it has not attached."""
+    state = tmp_path / "state"
+    repo = service.open_repository(state)
+    prepared = service.validate_text(wide(n), "big.yaml")
+    wf_id = service.store(repo, state, prepared, tmp_path / "data")
+    engine = Engine(repo, state)
+    await engine.start()
+    try:
+        yield engine, wf_id
+    finally:
+        await engine.stop()
+        repo.close()
+
+
 def test_an_engine_freezes_a_big_run_and_thaws_when_it_is_forgotten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(heap_module, "FREEZE_AT", 20)
-    text = "name: big\nspec:\n  activities:\n" + "".join(
-        f"    - name: a{i}\n      run: 'true'\n" for i in range(25)
-    )
 
     async def scenario() -> tuple[int, int, int]:
-        state = tmp_path / "state"
-        repo = service.open_repository(state)
-        prepared = service.validate_text(text, "big.yaml")
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
-        engine = Engine(repo, state)
-        await engine.start()
-        try:
+        async with stored_and_started(tmp_path, 25) as (engine, wf_id):
             await engine.attach(wf_id)
             during = gc.get_freeze_count()
             await engine.wait(wf_id)
@@ -79,9 +88,6 @@ def test_an_engine_freezes_a_big_run_and_thaws_when_it_is_forgotten(
             after = gc.get_freeze_count()
             await engine.attach(wf_id)  # a finished run attached again: frozen again
             again = gc.get_freeze_count()
-        finally:
-            await engine.stop()
-            repo.close()
         assert gc.get_freeze_count() == 0  # stopped: everything given back
         return during, after, again
 
@@ -123,9 +129,6 @@ def test_attaching_a_big_run_walks_it_in_no_collection(
     # (nine of up to 340 ms for 100,000 activities, the server's API standing still), and
     # the freeze began with a collection of the young: the run itself.
     monkeypatch.setattr(heap_module, "FREEZE_AT", 200)
-    text = "name: big\nspec:\n  activities:\n" + "".join(
-        f"    - name: a{i}\n      run: 'true'\n" for i in range(300)
-    )
     walked: list[int] = []
 
     def seen(phase: str, info: dict[str, int]) -> None:
@@ -133,13 +136,7 @@ def test_attaching_a_big_run_walks_it_in_no_collection(
             walked.append(info["generation"])
 
     async def scenario() -> None:
-        state = tmp_path / "state"
-        repo = service.open_repository(state)
-        prepared = service.validate_text(text, "big.yaml")
-        wf_id = service.store(repo, state, prepared, tmp_path / "data")
-        engine = Engine(repo, state)
-        await engine.start()
-        try:
+        async with stored_and_started(tmp_path, 300) as (engine, wf_id):
             gc.collect()
             gc.callbacks.append(seen)
             try:
@@ -149,9 +146,6 @@ def test_attaching_a_big_run_walks_it_in_no_collection(
             assert gc.get_freeze_count() > 0
             engine.cancel(wf_id)
             await engine.wait(wf_id)
-        finally:
-            await engine.stop()
-            repo.close()
 
     asyncio.run(scenario())
     assert walked == []

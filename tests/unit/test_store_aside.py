@@ -6,11 +6,13 @@ the webhook sender), stood still."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from akoflow import service
+from akoflow.store import Repository
 
 
 def wide(n: int) -> str:
@@ -19,12 +21,24 @@ def wide(n: int) -> str:
     )
 
 
-def test_a_big_workflow_is_stored_while_a_reader_holds_the_repository(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Repository]:
+    """A state dir's repository, where 10 activities make a big workflow."""
     monkeypatch.setattr(service, "STORE_ASIDE", 10)
+    opened = service.open_repository(tmp_path / "state")
+    yield opened
+    opened.close()
+
+
+def activities_stored(repo: Repository, wf_id: int) -> int:
+    rows = repo._exec("SELECT count(*) FROM activities WHERE workflow_id = ?", (wf_id,))
+    return int(rows.fetchone()[0])
+
+
+def test_a_big_workflow_is_stored_while_a_reader_holds_the_repository(
+    tmp_path: Path, repo: Repository
+) -> None:
     state = tmp_path / "state"
-    repo = service.open_repository(state)
     prepared = service.validate_text(wide(50), "big.yaml")
     stored: list[int] = []
     thread = threading.Thread(target=lambda: stored.append(service.store(repo, state, prepared)))
@@ -34,22 +48,15 @@ def test_a_big_workflow_is_stored_while_a_reader_holds_the_repository(
         assert stored, "the store waited for the repository's lock"
     record = repo.get_workflow(stored[0])
     assert record is not None and record.name == "big"
-    count = repo._exec("SELECT count(*) FROM activities WHERE workflow_id = ?", (stored[0],))
-    assert count.fetchone()[0] == 50
-    repo.close()
+    assert activities_stored(repo, stored[0]) == 50
 
 
 def test_a_big_workflow_stored_inside_a_transaction_goes_through_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, repo: Repository
 ) -> None:
     # `akoflow run` stores a new run inside the transaction that claims it: another
     # connection would wait for that transaction for ever (30 s, then "database is locked").
-    monkeypatch.setattr(service, "STORE_ASIDE", 10)
-    state = tmp_path / "state"
-    repo = service.open_repository(state)
     prepared = service.validate_text(wide(50), "big.yaml")
-    claim = service.claim_run(repo, state, prepared)
+    claim = service.claim_run(repo, tmp_path / "state", prepared)
     assert not claim.resumed and claim.busy_pid is None
-    count = repo._exec("SELECT count(*) FROM activities WHERE workflow_id = ?", (claim.wf_id,))
-    assert count.fetchone()[0] == 50
-    repo.close()
+    assert activities_stored(repo, claim.wf_id) == 50
