@@ -1342,3 +1342,30 @@ def test_a_workflow_validated_in_chunks_says_what_one_validation_says(
     assert _outcome(text) == whole
     if seed < 4:
         assert isinstance(whole, Workflow)
+
+
+def test_chunked_errors_on_one_line_keep_the_order_of_one_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A flow-style (or JSON) workflow has every error on line 1, where the order is the one
+    # pydantic gives: the unknown keys of spec and of the top level come after the
+    # activities' errors (the chunked validation listed them before: found by a hostile pass).
+    text = (
+        "{name: W_, extra: 2, spec: {zzz: 1, runtime: 7, activities: "
+        "[{name: A, run: 5}, {name: b, run: x}, {name: c, run: x, foo: 1}]}}"
+    )
+    monkeypatch.setattr(loader_module, "VALIDATE_CHUNK", 10**9)
+    whole = _outcome(text)
+    assert isinstance(whole, list)
+    assert [path for path, _, _ in whole] == [
+        "name",
+        "spec.runtime",
+        "spec.activities[0].name",
+        "spec.activities[0].run",
+        "spec.activities[2].foo",
+        "spec.zzz",
+        "extra",
+    ]
+    for chunk in (1, 2):
+        monkeypatch.setattr(loader_module, "VALIDATE_CHUNK", chunk)
+        assert _outcome(text) == whole

@@ -1073,6 +1073,7 @@ def _validated(data: dict[Any, Any]) -> tuple[WorkflowDocument | None, list[Erro
             return None, exc.errors(include_url=False)
     assert isinstance(spec, dict)
     errors: list[ErrorDetails] = []
+    unknown: list[ErrorDetails] = []  # pydantic lists a model's unknown keys after its fields
     document: WorkflowDocument | None = None
     try:  # everything else, with one activity (``activities`` may not be empty)
         document = WorkflowDocument.model_validate(
@@ -1080,7 +1081,12 @@ def _validated(data: dict[Any, Any]) -> tuple[WorkflowDocument | None, list[Erro
         )
     except ValidationError as exc:
         first = ("spec", "activities", 0)
-        errors = [e for e in exc.errors(include_url=False) if tuple(e["loc"][:3]) != first]
+        for e in exc.errors(include_url=False):
+            loc = tuple(e["loc"])
+            if loc[:3] == first:
+                continue
+            top = len(loc) == 1 or (len(loc) == 2 and loc[0] == "spec")
+            (unknown if top and e["type"] == "extra_forbidden" else errors).append(e)
     validated: list[ActivitySpec] = []
     adapter = _activities_adapter()
     for start in range(0, len(acts), VALIDATE_CHUNK):
@@ -1092,6 +1098,7 @@ def _validated(data: dict[Any, Any]) -> tuple[WorkflowDocument | None, list[Erro
                 assert isinstance(index, int)
                 error["loc"] = ("spec", "activities", start + index, *rest)
                 errors.append(error)
+    errors += unknown  # spec's, then the top level's: after the activities, as one call says
     if errors or document is None:
         return None, errors
     spec_model = document.spec.model_copy(update={"activities": validated})
