@@ -13,6 +13,7 @@ then takes what became garbage meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 FREEZE_AT = 5_000  # activities attached; below, a full collection costs a few ms
 
 
+# A workflow text this long (about 2,500 of the smallest activities) is paused for (see
+# :func:`paused_for`); below, the collector's walks of what it builds take milliseconds.
+BIG_TEXT = 100_000
 _pause_lock = threading.Lock()
 _pauses = 0
 _enable_after = False
@@ -52,6 +56,13 @@ def paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0 and _enable_after:
                 gc.enable()
+
+
+def paused_for(text: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`paused` for a big workflow's text, nothing for a small one: a pause counts
+    across the process, and overlapping small submissions kept the collector off almost
+    all the time (96% of a minute of 16 clients posting)."""
+    return paused() if len(text) >= BIG_TEXT else contextlib.nullcontext()
 
 
 class HeapGuard:

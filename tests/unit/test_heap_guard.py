@@ -129,6 +129,7 @@ def test_attaching_a_big_run_walks_it_in_no_collection(
     # (nine of up to 340 ms for 100,000 activities, the server's API standing still), and
     # the freeze began with a collection of the young: the run itself.
     monkeypatch.setattr(heap_module, "FREEZE_AT", 200)
+    monkeypatch.setattr(heap_module, "BIG_TEXT", 1000)  # 300 activities: big
     walked: list[int] = []
 
     def seen(phase: str, info: dict[str, int]) -> None:
@@ -149,3 +150,12 @@ def test_attaching_a_big_run_walks_it_in_no_collection(
 
     asyncio.run(scenario())
     assert walked == []
+
+
+def test_a_small_workflow_leaves_the_collector_running() -> None:
+    # Paused for every submission, overlapping small ones kept it off almost all the time.
+    with heap_module.paused_for(wide(3)):
+        assert gc.isenabled()
+    with heap_module.paused_for("x" * heap_module.BIG_TEXT):
+        assert not gc.isenabled()
+    assert gc.isenabled()

@@ -297,15 +297,15 @@ class Engine(RuntimeEvents):
 
     async def attach(self, wf_id: int) -> WorkflowRun:
         """Take ownership of a stored workflow and run it (resuming it if it was interrupted)."""
-        with heap.paused():  # a big run's objects are frozen before the collector walks them
-            return await self._attach(wf_id)
-
-    async def _attach(self, wf_id: int) -> WorkflowRun:
         if self.failure is not None:
             raise self.failure
         rec = self.repo.get_workflow(wf_id)
         if rec is None:
             raise KeyError(f"no workflow with id {wf_id}")
+        with heap.paused_for(rec.spec_yaml):  # a big run is frozen before any walk of it
+            return await self._attach(wf_id, rec)
+
+    async def _attach(self, wf_id: int, rec: WorkflowRecord) -> WorkflowRun:
         if rec.state.is_final:
             # Finished by another engine since the caller listed it (`retry` reopens a run
             # before attaching it): nothing to own or run, and nothing to wait for.

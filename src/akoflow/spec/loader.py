@@ -1124,7 +1124,7 @@ def load_workflow(
         if known is not None:
             return known
     # Millions of dicts, lists and strings that all stay alive, and no cycle among them.
-    with heap.paused():
+    with heap.paused_for(text):
         document, issues = _check(text, runtime_check)
         if issues or document is None:
             raise WorkflowValidationError(_assign_lines(text, issues), source)

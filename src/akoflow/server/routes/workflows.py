@@ -155,10 +155,11 @@ async def submit_workflow(ctx: Ctx, submission: Submission) -> SubmitResult:
 
     Nothing is stored when the workflow is invalid (422).
     """
-    # Validated, stored and attached with the collector paused: a big run's objects are
+    # A big one validated, stored and attached with the collector paused: its objects are
     # frozen (engine.attach) before any collection walks them, each walk a stall of the API.
-    with heap.paused():
-        prepared = await validate(decode_workflow(submission.workflow))
+    text = decode_workflow(submission.workflow)
+    with heap.paused_for(text):
+        prepared = await validate(text)
         wf_id = await asyncio.to_thread(service.store, ctx.repo, ctx.state_dir, prepared)
         run = await ctx.engine.attach(wf_id)
     ctx.watch(run)
