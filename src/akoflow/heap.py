@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ _pauses = 0
 _enable_after = False
 
 
-@contextmanager
+@contextlib.contextmanager
 def paused() -> Iterator[None]:
     """No automatic collection until the last block that paused it ends, in any thread.
 

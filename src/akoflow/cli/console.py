@@ -157,20 +157,21 @@ class BackgroundLogHandler(logging.handlers.QueueHandler):
         done = q.all_tasks_done
         start = last_write = time.monotonic()
         waiting = None
+
+        def left() -> float:
+            return min(last_write + stall, start + most) - time.monotonic()
+
         while True:
-            limit = min(last_write + stall, start + most)
-            if not done.acquire(timeout=max(limit - time.monotonic(), 0)):
+            if not done.acquire(timeout=max(left(), 0)):
                 return False
             try:
                 if not q.unfinished_tasks:
                     return True
                 if waiting is None or q.unfinished_tasks < waiting:
                     waiting, last_write = q.unfinished_tasks, time.monotonic()
-                    limit = min(last_write + stall, start + most)
-                left = limit - time.monotonic()
-                if left <= 0:
+                if left() <= 0:
                     return False
-                done.wait(min(left, DRAIN_LOOK))  # woken at the last write only: look again
+                done.wait(min(left(), DRAIN_LOOK))  # woken at the last write only: look again
             finally:
                 done.release()
 
