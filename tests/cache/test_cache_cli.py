@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from akoflow.cache.fingerprint import BIG_FAN_IN
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 
 ODD_NAME = b"caf\xe9 \xff.dat"  # not UTF-8
@@ -427,3 +428,50 @@ def test_an_entry_the_store_refuses_costs_only_that_reuse(
     got = {a["name"]: a["state"] for a in json.loads(second.stdout)["activities"]}
     assert got == {"a": "cached", "b": "succeeded", "c": "succeeded", "d": "cached"}
     assert counts(counters) == {"a": 1, "b": 2, "c": 2, "d": 1}
+
+
+def test_a_join_of_a_thousand_is_reused_and_says_an_upstream_changed(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """A join of BIG_FAN_IN upstreams keeps two digests of them (its key computed in a
+    worker thread): reused when nothing changed; one upstream edited, that one and the join
+    run again, the join saying one of its upstream fingerprints changed."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    n = BIG_FAN_IN
+
+    def join_of(edited: int | None) -> str:
+        lines = ["name: gather", "spec:", f"  env: {{COUNT: {json.dumps(str(counters))}}}"]
+        lines.append("  activities:")
+        for i in range(n):
+            extra = "; echo edited" if i == edited else ""
+            lines += [f"    - name: p{i:04d}", f"      run: echo {i}{extra} > p{i:04d}.txt"]
+        deps = ", ".join(f"p{i:04d}" for i in range(n))
+        lines += ["    - name: join", f"      dependsOn: [{deps}]"]
+        lines.append('      run: cat p*.txt | wc -l > lines.txt; echo ran >> "$COUNT/join"')
+        return "\n".join(lines) + "\n"
+
+    wf = tmp_path / "gather.yaml"
+    wf.write_text(join_of(None))
+    assert akoflow("run", str(wf), "--quiet").returncode == 0
+    assert (state_dir / "runs" / "1-gather" / "data" / "lines.txt").read_text().strip() == str(n)
+    again = akoflow("run", str(wf), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert set(states(akoflow, 2).values()) == {"cached"}
+    assert counts(counters) == {"join": 1}
+    wf.write_text(join_of(7))
+    third = akoflow("run", str(wf), "-v")
+    assert third.returncode == 0, third.stderr
+    assert counts(counters) == {"join": 2}
+    assert "p0007 runs: the script changed since run #" in third.stderr
+    said = "join runs: the fingerprint of one or more of its upstream activities changed"
+    assert said in third.stderr
+    assert {n for n, s in states(akoflow, 3).items() if s != "cached"} == {"p0007", "join"}
+    with sqlite3.connect(state_dir / "akoflow.db") as db:
+        sizes = [
+            r[0]
+            for r in db.execute(
+                "SELECT length(components) FROM cache_entries WHERE activity_name = 'join'"
+            )
+        ]
+    assert len(sizes) == 3 and max(sizes) < 2_000  # not a part per upstream (100 KB here)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from akoflow.cache import fingerprint as fpr
 from akoflow.spec import load_workflow
+from akoflow.spec.workflow import Activity, Workflow
 
 WF = """\
 name: wf
@@ -106,3 +108,49 @@ def test_how_the_local_runtime_starts_attempts_is_no_part_of_a_key() -> None:
     digest = fpr.runtime_settings("local", {}, "LOCAL_")
     for name, value in (("SPAWNERS", "1"), ("QUEUE_AHEAD", "0"), ("CGROUPS", "off")):
         assert fpr.runtime_settings("local", {f"LOCAL_{name}": value}, "LOCAL_") == digest
+
+
+def fan_in(n: int, *, names: list[str] | None = None) -> tuple[Workflow, Activity]:
+    names = names if names is not None else [f"u{i}" for i in range(n)]
+    acts = [f"    - name: {json.dumps(name)}\n      run: 'true'\n" for name in names]
+    deps = ", ".join(json.dumps(name) for name in names)
+    text = "name: wf\nspec:\n  activities:\n" + "".join(acts)
+    text += f"    - name: join\n      dependsOn: [{deps}]\n      run: 'true'\n"
+    wf = load_workflow(text, source="wf.yaml")
+    return wf, wf.activities[-1]
+
+
+def test_digest_of_many_is_the_digest_of_the_list_whatever_the_chunks() -> None:
+    odd = ['a"b', "back\\slash", "caf\u00e9", "\u4e2d", "nl\n", "nul\x00", "z"]
+    for n in (0, 1, 2, 999, 1000, 1001, 2001, 3000):
+        names = [odd[i % len(odd)] + str(i) for i in range(n)]
+        pairs = [(name, str(i)) for i, name in enumerate(names)]
+        assert fpr.digest_of_many(names) == fpr.digest(names)
+        assert fpr.digest_of_many(pairs) == fpr.digest(pairs)
+
+
+def test_a_big_fan_in_keeps_two_digests_of_its_upstreams_not_one_part_each() -> None:
+    n = fpr.BIG_FAN_IN
+    wf, join = fan_in(n)
+    fps = {f"u{i}": f"fp{i}" for i in range(n)}
+    parts = fpr.components(wf, join, runtime="s", upstream=fps)
+    assert not [k for k in parts if k.startswith(fpr.UPSTREAM)]
+    assert len(parts) < 20  # what an entry stores, whatever its fan-in
+    # An upstream fingerprint changes the key; the miss says one of them changed.
+    other = fpr.components(wf, join, runtime="s", upstream={**fps, "u7": "new"})
+    assert fpr.key_of(other) != fpr.key_of(parts)
+    assert fpr.changed(parts, other) == [
+        "the fingerprint of one or more of its upstream activities"
+    ]
+    # The order it names them in does not count; another upstream does, said once.
+    wf2, join2 = fan_in(n, names=[f"u{i}" for i in reversed(range(n))])
+    assert fpr.components(wf2, join2, runtime="s", upstream=fps) == parts
+    wf3, join3 = fan_in(n, names=[f"u{i}" for i in range(1, n + 1)])
+    more = fpr.components(wf3, join3, runtime="s", upstream={**fps, f"u{n}": "fpn"})
+    assert fpr.changed(parts, more) == ["its dependencies"]
+    # One fewer upstream: a part each again; against the digests, "its dependencies" once.
+    wf4, join4 = fan_in(n - 1)
+    small = fpr.components(wf4, join4, runtime="s", upstream=fps)
+    assert len([k for k in small if k.startswith(fpr.UPSTREAM)]) == n - 1
+    assert fpr.changed(parts, small) == ["its dependencies"]
+    assert fpr.changed(small, parts) == ["its dependencies"]

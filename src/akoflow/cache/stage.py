@@ -28,7 +28,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,7 @@ from akoflow.cache.decide import (
 )
 from akoflow.cache.files import Hasher, names_digest
 from akoflow.cache.fingerprint import (
+    BIG_FAN_IN,
     components,
     fingerprint,
     inherited,
@@ -77,6 +78,11 @@ SERVE_EVERY = 32  # activities decided between two calls of the runtimes' serve(
 AHEAD = 1024  # decided activities waiting in a runtime's line before the stage decides more
 
 A = ActivityState
+KeyOf = tuple[dict[str, str], str, str | None]  # components, key, an upstream not known
+
+
+def _big(act: ActivityRun) -> bool:
+    return len(act.deps) >= BIG_FAN_IN
 
 
 def cache_wanted() -> bool:
@@ -199,7 +205,7 @@ class CacheStage:
         leaves the rest to the stage's steps): it goes to its runtime's line in the same
         turn, and the processor starts it in the same wake-up (a chain's link was two
         turns of the loop and a commit longer). False: the stage decides it."""
-        if self._inline_left <= 0:
+        if self._inline_left <= 0 or _big(act):  # a big one's key is computed in a thread
             return False
         if self._inline_left == INLINE:
             with contextlib.suppress(RuntimeError):  # no loop running: this turn only
@@ -238,6 +244,8 @@ class CacheStage:
         """Record the entry in the transaction of the attempt's end when the store tells all
         it needs (no file to hash): no turn of the stage, no commit of its own. False: it
         waits for the stage (in order behind any that wait already)."""
+        if _big(finished.act) and finished.act.id not in self._keys:
+            return False  # its key is computed again, in a thread
         try:
             found = self._reads_of(finished, self._mechanism(finished.act.wf), file_work=False)
         except Exception:  # the stage tries again, and says why it cannot
@@ -307,7 +315,16 @@ class CacheStage:
             digest = self._settings[name] = runtime_settings(kind, os.environ, env_prefix(name))
         return kind, digest
 
-    def _key(self, act: ActivityRun) -> tuple[dict[str, str], str, str | None]:
+    async def _keys_in_thread(self, acts: Iterable[ActivityRun]) -> dict[int, KeyOf]:
+        """The keys of big activities (:data:`BIG_FAN_IN` upstreams or more), computed in a
+        worker thread: a join of 100,000 held the loop 0.2 s (the engine, and a server's
+        API)."""
+        todo = list(acts)
+        if not todo:
+            return {}
+        return await asyncio.to_thread(lambda: {act.id: self._key(act) for act in todo})
+
+    def _key(self, act: ActivityRun) -> KeyOf:
         """The components and key of ``act``, and an upstream whose fingerprint is unknown."""
         upstream: dict[str, str] = {}
         unknown = None
@@ -355,10 +372,14 @@ class CacheStage:
                 )
                 found = [reads if reads is not None else next(done) for reads in found]
             gathered = [reads for reads in found if reads is not None]
+            keys = await self._keys_in_thread(
+                f.act for f in finished if _big(f.act) and f.act.id not in self._keys
+            )
             with self.repo.transaction():
                 for (f, _), (reads, why) in zip(jobs, gathered, strict=True):
                     try:
-                        self._add_entry(f, reads, why)  # one statement, as in _record_now
+                        # one statement, as in _record_now
+                        self._add_entry(f, reads, why, keys.get(f.act.id))
                     except Exception:  # the run goes on; this result is just not reusable
                         log.exception("cache: cannot record the result of %s", f.act.name)
         except Exception:
@@ -471,12 +492,21 @@ class CacheStage:
             return None
         return self.hasher.sha256(wf.data_dir, path)
 
-    def _add_entry(self, f: Finished, reads: list[tuple[str, str, float]], how: str) -> None:
+    def _add_entry(
+        self,
+        f: Finished,
+        reads: list[tuple[str, str, float]],
+        how: str,
+        computed: KeyOf | None = None,
+    ) -> None:
         """Record the entry: one INSERT, the only write (callers rely on that to need no
-        savepoint around it)."""
+        savepoint around it). ``computed``: its key, computed in a thread (a big one)."""
         act = f.act
         known = self._keys.pop(act.id, None)
-        parts, key, unknown = (*known, None) if known is not None else self._key(act)
+        if known is not None:
+            parts, key, unknown = (*known, None)
+        else:
+            parts, key, unknown = computed if computed is not None else self._key(act)
         why = None if how in (OBSERVED, DECLARED) else how
         if unknown is not None:
             why = f"the fingerprint of upstream {unknown} is unknown"
@@ -502,10 +532,11 @@ class CacheStage:
 
     # ------------------------------------------------------------------ decisions
 
-    def _request(self, act: ActivityRun) -> Request | None:
+    def _request(self, act: ActivityRun, computed: KeyOf | None = None) -> Request | None:
         """What the decider is asked about ``act``; None when an upstream fingerprint is
-        unknown (its entry could not be recorded: nothing can match): then it runs."""
-        parts, key, unknown = self._key(act)
+        unknown (its entry could not be recorded: nothing can match): then it runs.
+        ``computed``: its key, computed in a thread (a big one)."""
+        parts, key, unknown = computed if computed is not None else self._key(act)
         if unknown is None:
             if len(self._keys) >= KEYS_KEPT:
                 self._keys.clear()
@@ -540,6 +571,7 @@ class CacheStage:
     async def _resolve(self, queue: list[ActivityRun]) -> None:
         acts = []
         requests = []
+        keys = await self._keys_in_thread(act for act in queue if _big(act))
         # A key never seen is a miss the store tells at once; a thread (file work: hashing,
         # copies) only for the others: a hop per decision was most of a chain's link.
         for index, act in enumerate(queue):
@@ -547,7 +579,7 @@ class CacheStage:
                 continue
             if index % SERVE_EVERY == SERVE_EVERY - 1:
                 self._serve_runtimes()
-            request = self._request(act)
+            request = self._request(act, keys.get(act.id))
             if request is not None:
                 acts.append(act)
                 requests.append(request)
