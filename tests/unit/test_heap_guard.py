@@ -159,3 +159,29 @@ def test_a_small_workflow_leaves_the_collector_running() -> None:
     with heap_module.paused_for("x" * heap_module.BIG_TEXT):
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+def test_storing_a_big_workflow_walks_it_in_no_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `akoflow run` stores a new run inside its claim's transaction, after the loader's pause
+    # ended: collections walked the rows and objects as they were built (1.5 s at 100,000).
+    # The store's own connection tells, at each activity row it inserts, whether the
+    # collector could run then.
+    monkeypatch.setattr(heap_module, "BIG_TEXT", 1000)  # 300 activities: big
+    state = tmp_path / "state"
+    repo = service.open_repository(state)
+    prepared = service.validate_text(wide(300), "big.yaml")
+    seen: list[bool] = []
+    conn = repo._conn
+    conn.create_function("collector_on", 0, lambda: seen.append(gc.isenabled()))
+    conn.execute(
+        "CREATE TEMP TRIGGER watch AFTER INSERT ON activities BEGIN SELECT collector_on(); END"
+    )
+    try:
+        claim = service.claim_run(repo, state, prepared)
+    finally:
+        repo.close()
+    assert claim.busy_pid is None and not claim.resumed
+    assert seen == [False] * 300
+    assert gc.isenabled()
