@@ -475,3 +475,77 @@ def test_a_join_of_a_thousand_is_reused_and_says_an_upstream_changed(
             )
         ]
     assert len(sizes) == 3 and max(sizes) < 2_000  # not a part per upstream (100 KB here)
+
+
+def test_a_big_join_recorded_with_its_upstreams_sees_their_fingerprints(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """A join of BIG_FAN_IN upstreams whose entry is recorded in one batch with theirs (no
+    entry written before the engine was killed, the store refusing them; the resumed engine
+    records them in order) gets a key of their fingerprints: computed in a thread before the
+    batch's entries, it took the last ones as unknown, the entry said "the fingerprint of
+    upstream p0999 is unknown", its fingerprint was the run's own, and what depends on it
+    was not reused by the next run."""
+    counters, gate = tmp_path / "counters", tmp_path / "gate"
+    counters.mkdir()
+    n = BIG_FAN_IN
+    lines = ["name: late", "spec:", f"  env: {{COUNT: {json.dumps(str(counters))}}}"]
+    lines.append("  activities:")
+    for i in range(n):
+        lines += [f"    - name: p{i:04d}", f"      run: echo {i} > p{i:04d}.txt"]
+    deps = ", ".join(f"p{i:04d}" for i in range(n))
+    lines += ["    - name: join", f"      dependsOn: [{deps}]"]
+    lines.append('      run: echo ran >> "$COUNT/join"')
+    lines += ["    - name: gate", "      cache: false"]
+    lines.append(f"      run: while [ ! -e {gate} ]; do sleep 0.05; done")
+    lines += ["    - name: after", "      dependsOn: [join, gate]"]
+    lines.append('      run: echo ran >> "$COUNT/after"')
+    wf = tmp_path / "late.yaml"
+    wf.write_text("\n".join(lines) + "\n")
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
+    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    db = state_dir / "akoflow.db"
+    with sqlite3.connect(db) as conn:  # no entry is written until the engine is killed
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON cache_entries "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    engine = start_cli(["run", str(wf), "--quiet", "--state-dir", str(state_dir)], cli_env())
+
+    def join_succeeded() -> bool:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT state FROM activities WHERE name = 'join' AND workflow_id = 2"
+            ).fetchone()
+            return row is not None and row[0] == "succeeded"
+
+    try:
+        wait_for(join_succeeded, timeout=120)
+        engine.send_signal(signal.SIGKILL)
+        engine.communicate(timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER refuse")
+        assert not conn.execute(
+            "SELECT COUNT(*) FROM cache_entries WHERE workflow_id = 2"
+        ).fetchone()[0]
+    gate.touch()
+    resumed = akoflow("run", str(wf), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert counts(counters) == {"join": 1, "after": 1}
+    with sqlite3.connect(db) as conn:
+        why = conn.execute(
+            "SELECT not_reusable FROM cache_entries "
+            "WHERE workflow_id = 2 AND activity_name = 'join'"
+        ).fetchone()[0]
+    assert why is not None and "unknown" not in why  # not observed: it was adopted
+    # The next run runs the join again (its entry says it was not observed): it computes
+    # the same fingerprint, so what depends on it is reused.
+    again = akoflow("run", str(wf), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert states(akoflow, 3)["after"] == "cached"
+    assert counts(counters) == {"join": 2, "after": 1}

@@ -79,6 +79,7 @@ AHEAD = 1024  # decided activities waiting in a runtime's line before the stage 
 
 A = ActivityState
 KeyOf = tuple[dict[str, str], str, str | None]  # components, key, an upstream not known
+Reads = tuple[list[tuple[str, str, float]], str]  # (path, sha256, mtime) read; how known
 
 
 def _big(act: ActivityRun) -> bool:
@@ -359,6 +360,7 @@ class CacheStage:
     async def _record(self, finished: list[Finished]) -> None:
         """Entries of ``finished`` (the first ones of :attr:`_finished`), then their runs may
         end."""
+        recorded = 0  # of ``finished``, the first ones whose entries are committed
         try:
             jobs = [(f, self._mechanism(f.act.wf)) for f in finished]
             # What the store says is read here; an attempt that needs file work (hashing a
@@ -372,24 +374,51 @@ class CacheStage:
                 )
                 found = [reads if reads is not None else next(done) for reads in found]
             gathered = [reads for reads in found if reads is not None]
-            keys = await self._keys_in_thread(
-                f.act for f in finished if _big(f.act) and f.act.id not in self._keys
-            )
-            with self.repo.transaction():
-                for (f, _), (reads, why) in zip(jobs, gathered, strict=True):
-                    try:
-                        # one statement, as in _record_now
-                        self._add_entry(f, reads, why, keys.get(f.act.id))
-                    except Exception:  # the run goes on; this result is just not reusable
-                        log.exception("cache: cannot record the result of %s", f.act.name)
+            for batch in self._batches([f for f, _ in jobs], gathered):
+                keys = await self._keys_in_thread(
+                    f.act for f, _ in batch if _big(f.act) and f.act.id not in self._keys
+                )
+                with self.repo.transaction():
+                    for f, (reads, why) in batch:
+                        try:
+                            # one statement, as in _record_now
+                            self._add_entry(f, reads, why, keys.get(f.act.id))
+                        except Exception:  # the run goes on; this result is just not reusable
+                            log.exception("cache: cannot record the result of %s", f.act.name)
+                recorded += len(batch)
         except Exception:
             log.exception("cache: cannot record the results of %d attempts", len(finished))
         finally:
-            if not (current := asyncio.current_task()) or not current.cancelling():
-                del self._finished[: len(finished)]
-                for f in finished:
-                    f.act.wf.releasing -= 1
-                    self._t.maybe_finish(f.act.wf)
+            if (current := asyncio.current_task()) and current.cancelling():
+                finished = finished[:recorded]  # the rest are recorded by drain
+            del self._finished[: len(finished)]
+            for f in finished:
+                f.act.wf.releasing -= 1
+                self._t.maybe_finish(f.act.wf)
+
+    def _batches(
+        self, finished: list[Finished], reads: list[Reads]
+    ) -> list[list[tuple[Finished, Reads]]]:
+        """``finished`` with their reads, in order, cut before each big one whose key is
+        computed (in a thread, before the entries of its batch are recorded) and that depends
+        on an earlier one of its batch: its key needs that one's fingerprint, known once its
+        entry is (a resumed run records its upstream activities' entries and its own in one
+        chunk; its entry said one of them was unknown)."""
+        batches: list[list[tuple[Finished, Reads]]] = [[]]
+        ids: set[int] = set()
+        for f, found in zip(finished, reads, strict=True):
+            act = f.act
+            if (
+                ids
+                and _big(act)
+                and act.id not in self._keys
+                and not ids.isdisjoint(dep.id for dep in act.deps)
+            ):
+                batches.append([])
+                ids = set()
+            batches[-1].append((f, found))
+            ids.add(act.id)
+        return batches
 
     def _reads_of(
         self, f: Finished, mechanism: str, *, file_work: bool = True
