@@ -542,10 +542,35 @@ def test_a_big_join_recorded_with_its_upstreams_sees_their_fingerprints(
             "SELECT not_reusable FROM cache_entries "
             "WHERE workflow_id = 2 AND activity_name = 'join'"
         ).fetchone()[0]
-    assert why is not None and "unknown" not in why  # not observed: it was adopted
+    # Not reusable, and why: what it read is known only to the engine that was killed.
+    assert why is not None and "unknown" not in why
+    assert why.startswith("the engine stopped after it ended and before recording what it read")
     # The next run runs the join again (its entry says it was not observed): it computes
     # the same fingerprint, so what depends on it is reused.
     again = akoflow("run", str(wf), "--quiet")
     assert again.returncode == 0, again.stderr
     assert states(akoflow, 3)["after"] == "cached"
     assert counts(counters) == {"join": 2, "after": 1}
+
+
+def test_a_dry_run_names_a_few_of_the_many_upstream_activities_it_waits_for(
+    akoflow: Akoflow, tmp_path: Path
+) -> None:
+    """A join of 1,000 whose upstream activities will run: its dry-run reason names five of
+    them and how many more (it named all 1,000: 7 KB of one line)."""
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
+    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    n = BIG_FAN_IN
+    lines = ["name: gather", "spec:", "  activities:"]
+    lines += [f"    - name: p{i:04d}\n      run: echo {i} > p{i:04d}.txt" for i in range(n)]
+    deps = ", ".join(f"p{i:04d}" for i in range(n))
+    lines += ["    - name: join", f"      dependsOn: [{deps}]", "      run: cat p*.txt"]
+    wf = tmp_path / "gather.yaml"
+    wf.write_text("\n".join(lines) + "\n")
+    planned = akoflow("run", str(wf), "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = {a["name"]: a for a in json.loads(planned.stdout)["activities"]}
+    assert plan["join"]["reason"] == (
+        f"decided after p0000, p0001, p0002, p0003, p0004 and {n - 5} more run"
+    )

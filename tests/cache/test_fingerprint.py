@@ -154,3 +154,30 @@ def test_a_big_fan_in_keeps_two_digests_of_its_upstreams_not_one_part_each() -> 
     assert len([k for k in small if k.startswith(fpr.UPSTREAM)]) == n - 1
     assert fpr.changed(parts, small) == ["its dependencies"]
     assert fpr.changed(small, parts) == ["its dependencies"]
+
+
+def test_the_same_upstream_activities_kept_the_old_way_are_not_a_change() -> None:
+    # Entries made before big fan-ins kept two digests have a part per upstream: against
+    # them, the same upstream activities and fingerprints are no change of dependencies.
+    n = fpr.BIG_FAN_IN
+    wf, join = fan_in(n)
+    fps = {f"u{i}": f"fp{i}" for i in range(n)}
+    now = fpr.components(wf, join, runtime="s", upstream=fps)
+    old = {k: v for k, v in now.items() if k not in (fpr.UPSTREAM_NAMES, fpr.UPSTREAMS)}
+    old.update({fpr.UPSTREAM + name: fp for name, fp in fps.items()})
+    keyed = ["how its upstream activities are keyed (a newer AkôFlow)"]
+    assert fpr.changed(old, now) == keyed
+    assert fpr.changed(now, old) == keyed
+    old[fpr.UPSTREAM + "u3"] = "other"
+    assert fpr.changed(old, now) == ["the fingerprint of one or more of its upstream activities"]
+    assert fpr.changed(dict(old, script="x"), now) == [
+        "the script",
+        "the fingerprint of one or more of its upstream activities",
+    ]
+
+
+def test_a_sentence_names_the_first_few_and_how_many_more() -> None:
+    assert fpr.sentence(["a"], 2) == "a"
+    assert fpr.sentence(["a", "b"], 2) == "a and b"
+    assert fpr.sentence(["a", "b", "c"], 2) == "a, b and 1 more"
+    assert fpr.sentence(["a", "b", "c"]) == "a, b and c"

@@ -211,9 +211,25 @@ def fingerprint(key: str, reads: Iterable[tuple[str, str]]) -> str:
     return digest(key, sorted(set(reads)))
 
 
+def _as_digests(parts: Mapping[str, str]) -> dict[str, str]:
+    """``parts`` with a part per upstream activity as the two digests of a big fan-in."""
+    if UPSTREAM_NAMES in parts:
+        return dict(parts)
+    names = sorted(k[len(UPSTREAM) :] for k in parts if k.startswith(UPSTREAM))
+    kept = {k: v for k, v in parts.items() if not k.startswith(UPSTREAM)}
+    kept[UPSTREAM_NAMES] = digest_of_many(names)
+    kept[UPSTREAMS] = digest_of_many([(name, parts[UPSTREAM + name]) for name in names])
+    return kept
+
+
 def changed(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
     """What differs between two components of one activity, for people (upstream activities
     by name), in a stable order."""
+    if (UPSTREAM_NAMES in before) != (UPSTREAM_NAMES in now):
+        # One side keeps a part per upstream (fewer than BIG_FAN_IN, or made before they
+        # were two digests): compared as digests, the same upstreams are not a change.
+        compared = changed(_as_digests(before), _as_digests(now))
+        return compared or ["how its upstream activities are keyed (a newer AkôFlow)"]
     found: list[str] = []
     for name in COMPONENT_NAMES:
         if name == UPSTREAMS and before.get(UPSTREAM_NAMES) != now.get(UPSTREAM_NAMES):
@@ -230,7 +246,10 @@ def changed(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
     return list(dict.fromkeys(found))  # "its dependencies" once, when a side has both forms
 
 
-def sentence(items: Sequence[str]) -> str:
+def sentence(items: Sequence[str], most: int | None = None) -> str:
+    """``a, b and c``; beyond ``most`` items, the first ones and how many more."""
+    if most is not None and len(items) > most:
+        return ", ".join(items[:most]) + f" and {len(items) - most} more"
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]

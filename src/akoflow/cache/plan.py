@@ -35,6 +35,7 @@ from akoflow.spec.workflow import Workflow
 from akoflow.store import Repository
 
 REMOTE_KINDS = ("hpc", "k8s")  # runtimes whose files stay remote: never reused
+NAMED_MOST = 5  # upstream activities a reason names (a join of 1,000 named them all: 7 KB)
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,10 @@ def plan(
         elif running:  # its upstream's fingerprint and files are known once it ran
             sure = [d for d in running if not found[d].undecided]
             if sure:
-                reason = f"decided after {sentence(sure)} {'runs' if len(sure) == 1 else 'run'}"
+                shown = sentence(sure, NAMED_MOST)
+                reason = f"decided after {shown} {'runs' if len(sure) == 1 else 'run'}"
             else:
-                reason = f"decided after {sentence(running)}"
+                reason = f"decided after {sentence(running, NAMED_MOST)}"
             undecided = True
         elif decider is None:
             reason = "no earlier run of it (no state dir yet)"

@@ -106,6 +106,7 @@ class Finished:
     declared: list[tuple[str, str, float]] | None  # its declared inputs, hashed before it ran
     listing: Listings | None = None  # observed: what it listed (None: not known)
     writes: WritesAtEnd | None = None  # observed: what its writes leave a reuse depending on
+    recovered: bool = False  # its end was stored, its entry not, when the engine stopped
 
 
 class CacheStage:
@@ -158,7 +159,7 @@ class CacheStage:
         self._fp.update(known)
         for act in wf.activities.values():
             if act.state is A.SUCCEEDED and act.id not in known and act.attempt > 0:
-                self._hold(Finished(act, act.attempt, False, None))
+                self._hold(Finished(act, act.attempt, False, None, recovered=True))
 
     def enqueue(self, act: ActivityRun) -> None:
         """Where a READY activity goes: the stage, or its runtime's line."""
@@ -484,7 +485,9 @@ class CacheStage:
             (path, sha or f"{size}:{mtime}", mtime)
             for path, size, mtime, sha in self.store.used(act.id, f.number)
         ]
-        if mechanism.startswith(OBSERVED):
+        if mechanism.startswith(OBSERVED) and f.recovered:
+            why = "the engine stopped after it ended and before recording what it read"
+        elif mechanism.startswith(OBSERVED):
             why = "its processes were not observed (an engine restart adopted it)"
         else:
             why = f"what it read was not observed (provenance: {mechanism})"
