@@ -526,6 +526,7 @@ class Engine(RuntimeEvents):
         for wf in touched:
             self.transitions.maybe_finish(wf)
         self.transitions.finish_unfinished()
+        self._heap.ended(len(logs))  # one per attempt that ended
         for slot, batch in batches:
             if slot.runtime.instant_submit:
                 await self.attempts.submit(slot, batch)
