@@ -8,7 +8,8 @@ at its end. The objects alive once a big run is attached are moved out of the co
 reach (``gc.freeze``):
 they are freed by reference counting as before, and only cycles among them wait. They are
 given back (``gc.unfreeze``) as soon as no big run is attached, and the next full collection
-then takes what became garbage meanwhile.
+then takes what became garbage meanwhile. What the ends of a frozen run's attempts leave is
+frozen too, every FREEZE_AT ends (:meth:`HeapGuard.ended`).
 """
 
 from __future__ import annotations
