@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from akoflow.cache.fingerprint import BIG_FAN_IN
@@ -54,6 +56,27 @@ def states(akoflow: Akoflow, run: int) -> dict[str, str]:
     res = akoflow("status", str(run), "--json")
     assert res.returncode == 0, res.stderr
     return {a["name"]: a["state"] for a in json.loads(res.stdout)["activities"]}
+
+
+def make_store(akoflow: Akoflow, tmp_path: Path) -> None:
+    """A first run of a one-activity workflow: the state dir and its store exist after it."""
+    first = tmp_path / "first.yaml"
+    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
+    assert akoflow("run", str(first), "--quiet").returncode == 0
+
+
+def kill_when(
+    engine: subprocess.Popen[str], condition: Callable[[], bool], timeout: float = 60
+) -> None:
+    """SIGKILL ``engine`` as soon as ``condition`` holds."""
+    try:
+        wait_for(condition, timeout=timeout)
+        engine.send_signal(signal.SIGKILL)
+        engine.communicate(timeout=30)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.communicate()
 
 
 def files_of(data: Path) -> dict[bytes, bytes]:
@@ -246,14 +269,7 @@ def test_sigkill_during_a_cached_run_then_resume(
             n = conn.execute("SELECT COUNT(*) FROM activities WHERE state = 'cached'")
             return int(n.fetchone()[0]) > 0
 
-    try:
-        wait_for(some_cached)
-        engine.send_signal(signal.SIGKILL)
-        engine.communicate(timeout=30)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.communicate()
+    kill_when(engine, some_cached)
     gate.touch()
     resumed = akoflow("resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -401,9 +417,7 @@ def test_an_entry_the_store_refuses_costs_only_that_reuse(
         if dep:
             lines.append(f"      dependsOn: [{dep}]")
     wf.write_text("\n".join(lines) + "\n")
-    first = tmp_path / "first.yaml"
-    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
-    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    make_store(akoflow, tmp_path)
     with sqlite3.connect(state_dir / "akoflow.db") as db:
         db.execute(
             "CREATE TRIGGER refuse_b BEFORE INSERT ON cache_entries "
@@ -502,9 +516,7 @@ def test_a_big_join_recorded_with_its_upstreams_sees_their_fingerprints(
     lines.append('      run: echo ran >> "$COUNT/after"')
     wf = tmp_path / "late.yaml"
     wf.write_text("\n".join(lines) + "\n")
-    first = tmp_path / "first.yaml"
-    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
-    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    make_store(akoflow, tmp_path)
     db = state_dir / "akoflow.db"
     with sqlite3.connect(db) as conn:  # no entry is written until the engine is killed
         conn.execute(
@@ -520,14 +532,7 @@ def test_a_big_join_recorded_with_its_upstreams_sees_their_fingerprints(
             ).fetchone()
             return row is not None and row[0] == "succeeded"
 
-    try:
-        wait_for(join_succeeded, timeout=120)
-        engine.send_signal(signal.SIGKILL)
-        engine.communicate(timeout=30)
-    finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.communicate()
+    kill_when(engine, join_succeeded, timeout=120)
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TRIGGER refuse")
         assert not conn.execute(
@@ -558,9 +563,7 @@ def test_a_dry_run_names_a_few_of_the_many_upstream_activities_it_waits_for(
 ) -> None:
     """A join of 1,000 whose upstream activities will run: its dry-run reason names five of
     them and how many more (it named all 1,000: 7 KB of one line)."""
-    first = tmp_path / "first.yaml"
-    first.write_text("name: first\nspec:\n  activities:\n    - name: x\n      run: 'true'\n")
-    assert akoflow("run", str(first), "--quiet").returncode == 0  # the store exists now
+    make_store(akoflow, tmp_path)
     n = BIG_FAN_IN
     lines = ["name: gather", "spec:", "  activities:"]
     lines += [f"    - name: p{i:04d}\n      run: echo {i} > p{i:04d}.txt" for i in range(n)]
