@@ -34,7 +34,7 @@ from akoflow.engine.loops import (
     log_unexpected_end,
     supervise,
 )
-from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun
+from akoflow.engine.model import RELEASE_TIMEOUT, ActivityRun, WorkflowRun, taken_apart
 from akoflow.engine.observe import Fetched, OutputSampler
 from akoflow.engine.ownership import WorkflowBusy, owner_alive, process_start_time
 from akoflow.engine.placing import Placer
@@ -79,6 +79,7 @@ STOP_GRACE_SECONDS = 10.0
 # While every runtime with attempts running has more in its own line (short attempts), the
 # processor lets the events of this long gather and records them in one transaction: a
 # commit and a wake-up of the spawners per batch instead of per end.
+TAKE_APART_CHUNK = 2_000  # activities of a forgotten big run freed per turn of the loop
 BATCH_WINDOW = 0.005
 
 
@@ -357,8 +358,28 @@ class Engine(RuntimeEvents):
 
     def forget(self, wf_id: int) -> None:
         """Drop a run from memory (the store keeps it): a server lets each run go once it
-        ended."""
-        if self.workflows.pop(wf_id, None) is not None:
+        ended. A big one is taken apart a chunk per turn of the loop (see
+        :func:`~akoflow.engine.model.taken_apart`), then given back to the collector."""
+        wf = self.workflows.pop(wf_id, None)
+        if wf is None:
+            return
+        if len(wf.activities) < heap.FREEZE_AT:  # the collector frees it in a few ms
+            self._heap.attached(self._activities_attached())
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop: at once
+            for _ in taken_apart(wf, len(wf.activities)):
+                pass
+            self._heap.attached(self._activities_attached())
+        else:
+            self.spawn(self._take_apart(wf))
+
+    async def _take_apart(self, wf: WorkflowRun) -> None:
+        try:
+            for _ in taken_apart(wf, TAKE_APART_CHUNK):
+                await asyncio.sleep(0)
+        finally:
             self._heap.attached(self._activities_attached())
 
     def _activities_attached(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,26 @@ class RuntimeSlot:
     not_ready_since: float | None = None
     nodes: list[NodeInfo] | None = None  # as last reported (placement)
     reserved: dict[str, Reserved] = field(default_factory=dict)
+
+
+def taken_apart(wf: WorkflowRun, chunk: int) -> Iterator[None]:
+    """Drop what ``wf`` and its activities hold of each other, ``chunk`` activities at a time
+    (it yields between chunks): each activity is in cycles (its run holds it, it holds its
+    run, its dependencies and dependents hold it), so only a full collection freed a run's
+    activities, 0.23 s for 40,000 with the event loop standing still. Taken apart, they are
+    freed by reference counting as it goes. Only for a run nothing uses any more."""
+    acts = list(wf.activities.values())
+    wf.activities = {}
+    wf._by_id = {}
+    wf.held = []
+    while acts:
+        part = acts[-chunk:]
+        del acts[-chunk:]
+        for act in part:
+            act.deps.clear()
+            act.dependents.clear()
+        del part
+        yield
 
 
 def attempt_key(wf_id: int, activity: str, attempt: int) -> str:
