@@ -136,6 +136,8 @@ def test_every_test_carries_the_markers_of_what_it_needs(
         "test_ctrl_c_while_held_leaves_the_run_for_resume",
         "test_a_store_that_cannot_even_be_opened_says_the_disk_is_full",
         "test_a_full_store_stops_the_engine_and_a_new_one_goes_on_once_there_is_room",
+        # tests/server/test_submit_not_started.py: a tmpfs of few inodes
+        "test_a_submission_that_cannot_start_is_not_kept_and_runs_once_when_sent_again",
     } | {  # tests/unit/test_room.py: a nearly full tmpfs
         "test_a_disk_that_takes_only_part_of_the_probe_has_no_room",
         "test_no_inode_left_is_no_room_for_a_second_file",

@@ -329,19 +329,30 @@ class Engine(RuntimeEvents):
             expect_started=rec.owner_started,
         ):
             raise WorkflowBusy(f"workflow {wf_id} ({rec.name}) was claimed by another process")
-        wf = await self._build(rec)
-        self.workflows[wf_id] = wf
-        loop = asyncio.get_running_loop()
-        wf.done = loop.create_future()
-        wf.data_dir.mkdir(parents=True, exist_ok=True)
-        (wf.run_dir / "attempts").mkdir(parents=True, exist_ok=True)
-        # The runtimes of what is left to run, and of every attempt made: a crash between
-        # storing an end (a cancel) and releasing its backend objects left them there, and
-        # only a started runtime can list and release them (release_leftovers).
-        for name in {
-            a.runtime for a in wf.activities.values() if not a.state.is_final or a.attempt
-        }:
-            await self.runtimes.ensure(name)
+        try:
+            wf = await self._build(rec)
+            self.workflows[wf_id] = wf
+            wf.done = asyncio.get_running_loop().create_future()
+            wf.data_dir.mkdir(parents=True, exist_ok=True)
+            (wf.run_dir / "attempts").mkdir(parents=True, exist_ok=True)
+            # The runtimes of what is left to run, and of every attempt made: a crash between
+            # storing an end (a cancel) and releasing its backend objects left them there, and
+            # only a started runtime can list and release them (release_leftovers).
+            for name in {
+                a.runtime for a in wf.activities.values() if not a.state.is_final or a.attempt
+            }:
+                await self.runtimes.ensure(name)
+        except BaseException:
+            # Nothing of it ran or was adopted yet: not attached, and not owned (a full disk
+            # left it claimed by a live server, neither run nor resumable until a restart,
+            # and a half-attached one stalled).
+            self.workflows.pop(wf_id, None)
+            try:
+                self.repo.release_workflow(wf_id, pid=self._pid)
+            except Exception as exc:
+                what = f"cannot release workflow {wf_id} after its attach failed"
+                self._log_store_failure(exc, what)
+            raise
         if rec.cancel_requested:
             # Before reconciling: an outcome collected meanwhile (a runtime's adopt may await
             # between attempts) must already count as cancelled, not as a failure.

@@ -616,6 +616,18 @@ class Repository:
             cur = self._exec("DELETE FROM workflows WHERE id = ?", (wf_id,))
         return cur.rowcount == 1
 
+    def delete_unstarted(self, wf_id: int) -> bool:
+        """Remove a run no process owns that never began (pending, not one attempt): a
+        submission stored and then refused. False when it is not such a run."""
+        with self.transaction():
+            cur = self._exec(
+                "DELETE FROM workflows WHERE id = ? AND owner_pid IS NULL AND state = ? "
+                "AND NOT EXISTS (SELECT 1 FROM activities a JOIN attempts t "
+                "ON t.activity_id = a.id WHERE a.workflow_id = workflows.id)",
+                (wf_id, WorkflowState.PENDING.value),
+            )
+        return cur.rowcount == 1
+
     def find_unfinished(self, *, spec_hash: str) -> WorkflowRecord | None:
         """The newest unfinished run of exactly this workflow file, if any."""
         row = self._exec(

@@ -161,9 +161,51 @@ async def submit_workflow(ctx: Ctx, submission: Submission) -> SubmitResult:
     with heap.paused_for(text):
         prepared = await validate(text)
         wf_id = await asyncio.to_thread(service.store, ctx.repo, ctx.state_dir, prepared)
-        run = await ctx.engine.attach(wf_id)
+        try:
+            run = await ctx.engine.attach(wf_id)
+        except Exception as exc:
+            await _unstore(ctx, wf_id, exc)
+            raise
     ctx.watch(run)
     return SubmitResult(workflow_entity=prepared.workflow.name, workflow_id=wf_id, message=DEPLOYED)
+
+
+async def _unstore(ctx: ServerContext, wf_id: int, exc: Exception) -> None:
+    """A submission stored and not started (its attach failed: a full disk) is deleted, so
+    that the error answered says true: nothing was stored, and it may be sent again. It was
+    answered 507 "try again" while stored: a client that did ran it twice. When it cannot be
+    deleted, the answer says it is stored and how to start it."""
+    from pathlib import Path
+
+    from akoflow.store.room import short_of_room
+
+    try:
+        deleted = await asyncio.to_thread(ctx.repo.delete_unstarted, wf_id)
+    except Exception as undo:
+        log.warning("cannot delete workflow %s, stored and not started: %s", wf_id, undo)
+        deleted = False
+    no_room = short_of_room(exc, Path(ctx.repo.path).parent)
+    if deleted:
+        if no_room:  # the directories of its run could not be made (an OSError, not the store's)
+            log.warning("workflow refused: no room left under the state dir (%s)", exc)
+            raise ApiError(
+                507,
+                f"the server's disk is full ({exc}): nothing was stored; try again once there "
+                "is room",
+                headers={"Retry-After": "30"},
+            ) from exc
+        return
+    log.warning("workflow %s stored and not started: %s", wf_id, exc)
+    not_started = f"stored as workflow {wf_id} and not started ({exc})"
+    if no_room:
+        raise ApiError(
+            507,
+            f"the server's disk is full: {not_started}; `akoflow resume {wf_id}` on this "
+            "state dir starts it once there is room (do not send it again)",
+        ) from exc
+    raise ApiError(
+        500, f"{not_started}; `akoflow resume {wf_id}` on this state dir starts it"
+    ) from exc
 
 
 router.add_api_route(
