@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def no_explanation(exc: BaseException) -> str | None:
     return None
 
 
+def locked(exc: BaseException) -> str | None:
+    """Another process held the database's write lock longer than the store waits: no bug,
+    said in one line."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return "the database is locked by another process"
+    return None
+
+
 async def supervise(
     name: str,
     step: Callable[[], Awaitable[None]],
@@ -76,7 +85,7 @@ async def supervise(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            known = explain(exc)
+            known = explain(exc) or locked(exc)
             if known is not None:
                 log.debug("engine loop %s failed", name, exc_info=exc)
             trace = exc if known is None else None

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from akoflow.gc.records import why_not
+from akoflow.store.repository import busy_timeout_ms
 
 BATCH = 10_000  # rows per transaction: tens of milliseconds of write lock
 MAX_PAUSE = 0.1  # s between batches, at most
-BUSY_TIMEOUT_MS = 30_000  # as the store's own connections wait
 
 _ACTIVITIES = "SELECT id FROM activities WHERE workflow_id = :wf"
 _FILES = f"SELECT id FROM files WHERE activity_id IN ({_ACTIVITIES})"
@@ -52,7 +52,7 @@ Left = Iterable[tuple[str, str, str, Sequence[str]]]
 def connect(path: str) -> sqlite3.Connection:
     """A connection of its own to the store, used by one thread at a time."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn

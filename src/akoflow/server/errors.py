@@ -126,6 +126,16 @@ def _store_error(request: Request, exc: Exception) -> JSONResponse:
 
     from akoflow.store.room import short_of_room
 
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        # Another process held the database's write lock longer than the store waits (30 s).
+        log.warning(
+            "%s %s refused: the database is locked (%s)", request.method, request.url.path, exc
+        )
+        return error_response(
+            503,
+            "the server's database is locked by another process: try again shortly",
+            headers={"Retry-After": "5"},
+        )
     context = getattr(request.app.state, "context", None)
     if context is not None and short_of_room(exc, Path(context.repo.path).parent):
         log.warning(

@@ -8,6 +8,8 @@ runtime reconciliation (by deterministic attempt keys) still prevents duplicate 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -22,6 +24,27 @@ from akoflow.provenance.names import display, encoded, from_db, to_db
 from akoflow.spec import Workflow
 from akoflow.states import ActivityState, WorkflowState
 from akoflow.store.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's write lock
+
+
+def busy_timeout_ms() -> int:
+    """``AKOFLOW_STORE_BUSY_MS``, else :data:`BUSY_TIMEOUT_MS`: how long a statement waits
+    for another process's lock on the database before it fails ("database is locked")."""
+    raw = os.environ.get("AKOFLOW_STORE_BUSY_MS", "").strip()
+    if not raw:
+        return BUSY_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        what = "AKOFLOW_STORE_BUSY_MS=%r is not a number of milliseconds: %d it is"
+        log.warning(what, raw, BUSY_TIMEOUT_MS)
+        return BUSY_TIMEOUT_MS
+    return value
 
 
 class Rows:
@@ -374,7 +397,7 @@ class Repository:
 
     def _prepare(self) -> None:
         c = self._conn
-        c.execute("PRAGMA busy_timeout = 30000")
+        c.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
         # Before WAL, which writes a new file's header: a new database gives deleted runs'
         # pages back in small steps (akoflow.gc.vacuum); an older one needs `gc --compact`.
         c.execute("PRAGMA auto_vacuum = INCREMENTAL")
