@@ -9,6 +9,7 @@ A real server process and a real second SQLite connection holding BEGIN IMMEDIAT
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +44,39 @@ def test_a_locked_database_refuses_a_submission_with_503_and_stores_nothing(
     server.stop()
     assert (side / "a").read_text().count("\n") == 1
     assert "Traceback" not in output, output
+
+
+def test_a_lock_held_while_runs_go_stops_nothing_twice_and_says_it_in_one_line(
+    tmp_path: Path, start_server: Callable[..., Server]
+) -> None:
+    """The lock held past the wait while a run goes: the engine cannot record an end, stops
+    and a new one takes over once the lock is gone. Each activity runs once, and each line
+    of the server's log says the database is locked: no traceback, no "internal error"
+    (before: 10 or more tracebacks, and the engine 'stopped on an internal error')."""
+    side = tmp_path / "side"
+    side.mkdir()
+    steps = [
+        f"    - name: s{i}\n      run: 'echo $$ >> {side}/s{i}; sleep 0.1'\n"
+        + (f"      dependsOn: [s{i - 1}]\n" if i else "")
+        for i in range(20)
+    ]
+    text = "name: held\nspec:\n  activities:\n" + "".join(steps)
+    state = tmp_path / "state"
+    server = start_server(state_dir=state, AKOFLOW_STORE_BUSY_MS="500")
+    with server.client() as api:
+        wf_id = submit(api, text)
+        while not (side / "s2").exists():
+            time.sleep(0.05)
+        holder = sqlite3.connect(state / "akoflow.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(3)  # longer than the wait: what the engine writes meanwhile fails
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert wait_workflow(api, wf_id, timeout=120)["state"] == "succeeded"
+    output = server.output()
+    server.stop()
+    assert {p.name: p.read_text().count("\n") for p in side.iterdir()} == {
+        f"s{i}": 1 for i in range(20)
+    }
+    assert "Traceback" not in output, output
+    assert "internal error" not in output, output

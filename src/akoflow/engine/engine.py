@@ -31,6 +31,7 @@ from akoflow.engine.loops import (
     EngineFailure,
     StoreShortOfRoom,
     cancel_and_wait,
+    locked,
     log_unexpected_end,
     supervise,
 )
@@ -202,6 +203,8 @@ class Engine(RuntimeEvents):
             return
         if self._no_room(exc) is not None:
             self.failure = StoreShortOfRoom.stopped_by(exc, self._store_dir)
+        elif (held := locked(exc)) is not None:  # no bug: a new engine takes over
+            self.failure = EngineFailure(f"the engine stopped: {held}")
         else:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self.failure = EngineFailure(f"the engine stopped on an internal error ({detail})")
@@ -237,7 +240,7 @@ class Engine(RuntimeEvents):
         return StoreShortOfRoom.reason(exc, self._store_dir)
 
     def _log_store_failure(self, exc: BaseException, what: str) -> None:
-        no_room = self._no_room(exc)
+        no_room = self._no_room(exc) or locked(exc)
         if no_room is None:
             log.error("%s", what, exc_info=exc)
         else:  # expected once the store is full, and the reason was said when it filled

@@ -124,6 +124,7 @@ __all__ = [
     "EngineFailure",
     "StoreShortOfRoom",
     "cancel_and_wait",
+    "locked",
     "log_unexpected_end",
     "no_explanation",
     "supervise",

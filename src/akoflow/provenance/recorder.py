@@ -238,8 +238,13 @@ class ProvenanceRecorder:
                     if not observed.live:  # the run ended: every change is decided now
                         decided = observed.settle(everything=True)
                         self._store(wf, run, decided + self._rescan(observed, full=True))
-            except Exception:  # the store failed: a resumed run looks at the files again
-                log.exception("cannot record the last files of run %s", wf.id)
+            except Exception as exc:  # the store failed: a resumed run looks at the files again
+                from akoflow.engine.loops import locked
+
+                if locked(exc) is None:
+                    log.exception("cannot record the last files of run %s", wf.id)
+                else:
+                    log.warning("cannot record the last files of run %s: %s", wf.id, locked(exc))
             for keys in observed.attempts:
                 self.listings.pop(keys, None)  # type: ignore[call-overload]
                 self.writes_at_end.pop(keys, None)  # type: ignore[call-overload]

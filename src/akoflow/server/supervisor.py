@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from akoflow.engine import Engine, WorkflowBusy
-from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
+from akoflow.engine.loops import EngineFailure, StoreShortOfRoom, locked
 from akoflow.runtimes.backoff import Backoff
 from akoflow.server.context import ServerContext
 from akoflow.store.room import short_of_room, wait_for_room
@@ -35,8 +35,11 @@ async def start_engine(ctx: ServerContext) -> int:
     engine.on_failure(lambda failure: _on_failure(ctx, engine, failure))
     try:
         await engine.register_configured_runtimes()
-    except Exception:  # a broken runtime configuration must not keep the API down
-        log.exception("cannot register the configured runtimes")
+    except Exception as exc:  # a broken runtime configuration must not keep the API down
+        if locked(exc) is None:
+            log.exception("cannot register the configured runtimes")
+        else:
+            log.warning("cannot register the configured runtimes: %s", locked(exc))
     return await resume_all(ctx)
 
 
@@ -56,8 +59,11 @@ async def resume_all(ctx: ServerContext) -> int:
             log.warning("not resuming workflow %s: %s", wf_id, exc)
         except EngineFailure:
             raise
-        except Exception:
-            log.exception("cannot resume workflow %s", wf_id)
+        except Exception as exc:
+            if locked(exc) is None:
+                log.exception("cannot resume workflow %s", wf_id)
+            else:
+                log.warning("cannot resume workflow %s yet: %s", wf_id, locked(exc))
             failed += 1
     return failed
 
