@@ -91,6 +91,8 @@ class HeapGuard:
                 gc.unfreeze()  # collected as usual again, their cycles included
                 self.frozen_at = 0
             return
+        if activities < self.frozen_at:  # a run forgotten: a next big one counts from here
+            self.frozen_at = activities
         if activities >= self.frozen_at + self.freeze_at:  # a big run more since
             self.frozen_at = activities
             self._freeze()

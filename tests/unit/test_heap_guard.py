@@ -59,6 +59,20 @@ def test_frozen_while_big_runs_are_attached_then_given_back() -> None:
     assert gone() is None  # given back: its cycle collected
 
 
+def test_a_big_run_attached_after_another_was_forgotten_is_frozen_at_once() -> None:
+    # Two big runs, one forgotten: the next big one was frozen only freeze_at ends later.
+    guard = HeapGuard(freeze_at=10)
+    guard.attached(10)
+    guard.attached(20)
+    guard.attached(10)  # one forgotten, one still attached: still frozen
+    assert gc.get_freeze_count() > 0
+    frozen = gc.get_freeze_count()
+    made = [Node() for _ in range(100)]
+    guard.attached(20)  # another big run
+    assert gc.get_freeze_count() >= frozen + len(made)
+    guard.release()
+
+
 def test_what_the_ends_of_a_frozen_run_leave_is_frozen_every_freeze_at_ends() -> None:
     # Each full collection walked what the ends of a big frozen run left (an object or so
     # per end): 40-80 ms at 60,000-100,000 ends, the server's API standing still.
