@@ -31,7 +31,6 @@ from akoflow.engine.loops import (
     EngineFailure,
     StoreShortOfRoom,
     cancel_and_wait,
-    locked,
     log_unexpected_end,
     supervise,
 )
@@ -65,7 +64,7 @@ from akoflow.states import (
     check_workflow_transition,
 )
 from akoflow.store import Repository, WorkflowRecord
-from akoflow.store.room import short_of_room
+from akoflow.store.room import locked, short_of_room
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from akoflow.errors import AkoflowError
 from akoflow.runtimes.backoff import Backoff
+from akoflow.store.room import locked
 from akoflow.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,6 @@ class StoreShortOfRoom(EngineFailure):
 
 
 def no_explanation(exc: BaseException) -> str | None:
-    return None
-
-
-def locked(exc: BaseException) -> str | None:
-    """Another process held the database's write lock longer than the store waits: no bug,
-    said in one line."""
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return "the database is locked by another process"
     return None
 
 
@@ -124,7 +116,6 @@ __all__ = [
     "EngineFailure",
     "StoreShortOfRoom",
     "cancel_and_wait",
-    "locked",
     "log_unexpected_end",
     "no_explanation",
     "supervise",

@@ -60,6 +60,7 @@ from akoflow.provenance.snapshot import (
 )
 from akoflow.provenance.watch import DirWatch
 from akoflow.store import Repository
+from akoflow.store.room import locked
 
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
@@ -239,8 +240,6 @@ class ProvenanceRecorder:
                         decided = observed.settle(everything=True)
                         self._store(wf, run, decided + self._rescan(observed, full=True))
             except Exception as exc:  # the store failed: a resumed run looks at the files again
-                from akoflow.engine.loops import locked
-
                 if locked(exc) is None:
                     log.exception("cannot record the last files of run %s", wf.id)
                 else:

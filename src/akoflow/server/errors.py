@@ -124,9 +124,9 @@ def _store_error(request: Request, exc: Exception) -> JSONResponse:
     response, and the server then logged a traceback and dropped the connection."""
     from pathlib import Path
 
-    from akoflow.store.room import short_of_room
+    from akoflow.store.room import locked, short_of_room
 
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    if locked(exc) is not None:
         # Another process held the database's write lock longer than the store waits (30 s).
         log.warning(
             "%s %s refused: the database is locked (%s)", request.method, request.url.path, exc

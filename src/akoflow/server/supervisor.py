@@ -16,10 +16,10 @@ import logging
 from pathlib import Path
 
 from akoflow.engine import Engine, WorkflowBusy
-from akoflow.engine.loops import EngineFailure, StoreShortOfRoom, locked
+from akoflow.engine.loops import EngineFailure, StoreShortOfRoom
 from akoflow.runtimes.backoff import Backoff
 from akoflow.server.context import ServerContext
-from akoflow.store.room import short_of_room, wait_for_room
+from akoflow.store.room import locked, short_of_room, wait_for_room
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,14 @@ PROBE_FIRST = 0.5  # s between probes while the disk stays full, doubled up to
 PROBE_MAX = 10.0
 
 
+def locked(exc: BaseException) -> str | None:
+    """Another process held the database's write lock longer than the store waits
+    (``AKOFLOW_STORE_BUSY_MS``): no bug, said in one line; None for any other failure."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return "the database is locked by another process"
+    return None
+
+
 def short_of_room(exc: BaseException, directory: Path) -> bool:
     """Whether ``exc``, or an error it was raised from, is a write under ``directory`` (the
     state dir) refused for want of room."""
