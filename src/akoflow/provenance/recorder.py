@@ -758,14 +758,21 @@ class ProvenanceRecorder:
             self._record_initial(
                 wf, run, loc, {p: f for p, f in files.before.items() if (loc, p) not in claims}
             )
-        me = Writer(act.id, act.attempt, act.name)
+        me = Writer(
+            act.id, act.attempt, act.name, ran_from=act.dispatched_at, ran_until=time.time()
+        )
         found = attribute(files, claims, me, {d.name for d in act.deps}, act.spec.outputs)
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
             self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
         for path, (old, new) in sorted(found.claims.items()):
             claims[loc, path] = new
-            if old is not None and new.generator is not None and old.generator == new.generator:
+            if (
+                old is not None
+                and (old.size, old.mtime) == (new.size, new.mtime)
+                and new.generator is not None
+                and old.generator == new.generator
+            ):
                 continue  # still the same attempt's
             if old is not None:  # recorded again with its new writers
                 if old.generator is not None:

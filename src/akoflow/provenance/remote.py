@@ -6,7 +6,7 @@ or BusyBox ``find``). The runtime brings both listings back (a file fetched over
 of the pod's log) and hands them to the engine in :class:`RemoteFiles`; the engine records what
 the attempt used and generated from the difference of the two listings, under the location the
 runtime names. Times in a listing are the remote machine's clock, compared only with each other.
-A listing cannot observe who wrote: a version that shows up between the listings of attempts
+A listing cannot observe who wrote: a file that changed between the listings of attempts
 that ran at the same time is ambiguous between them, unless exactly one of them declared it as
 an output (:class:`Claim`).
 
@@ -16,8 +16,9 @@ remote volume from inside every job would cost more than it tells.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from akoflow.provenance.declared import declares
 from akoflow.provenance.names import from_bytes
@@ -149,10 +150,19 @@ class Writer:
     activity: str
     declared: bool = False
     """The file is one of that activity's declared outputs."""
+    ran_from: float = field(default=-math.inf, compare=False)
+    ran_until: float = field(default=math.inf, compare=False)
+    """When the attempt may have run, on the engine's clock: from its dispatch to when the
+    engine learned of its end, so never narrower than when it really ran. Unknown (a claim
+    read back after a restart): always."""
 
     @property
     def key(self) -> tuple[int, int]:
         return self.activity_id, self.attempt
+
+    def ran_with(self, other: Writer) -> bool:
+        """The two attempts may have run at the same time."""
+        return self.ran_from < other.ran_until and other.ran_from < self.ran_until
 
 
 OVERLAPPING = (
@@ -218,10 +228,12 @@ def attribute(
     Used: the versions its dependencies generated, or may have (among their writers), that
     were there before it ran (what the run found in place is recorded once for all
     activities, as the run's inputs). Generated: what changed between the two listings. A
-    version that also shows up between the listings of another attempt (which ran at the same
-    time) is decided between them (:attr:`Claim.generator`), whatever order the engine learns
-    of their ends in: ambiguous, unless exactly one of them declared it (``outputs``: ``me``'s
-    declared paths or globs). The caller records each new claim in place of the old one.
+    file that also changed between the listings of another attempt that may have run at the
+    same time (:meth:`Writer.ran_with`) is decided between them (:attr:`Claim.generator`),
+    whatever order the engine learns of their ends in: ambiguous, unless exactly one of them
+    declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
+    versions (one listing caught it mid-write): the later version is kept, the earlier taken
+    back. The caller records each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -236,20 +248,31 @@ def attribute(
     generated: dict[str, FileState] = {}
     decided: dict[str, tuple[Claim | None, Claim]] = {}
     change = changes(files.before, files.after)
+    # An attempt that ended before this one started (a dependency, an earlier try of the same
+    # activity, one whose end the engine saw before dispatching this one) did not write what
+    # changed while this one ran.
+    before_me = dependencies | {me.activity}
     for path, f in {**change.created, **change.modified}.items():
         declared = bool(outputs) and declares(outputs, path)
-        mine = Writer(me.activity_id, me.attempt, me.activity, declared)
+        mine = replace(me, declared=declared)
         old = claims.get((loc, path))
-        if old is None or not old.same_version(f):
-            decided[path] = (None, Claim(f.size, f.mtime, (mine,)))
-        elif any(w.key == mine.key for w in old.writers):
+        if old is not None and any(w.key == mine.key for w in old.writers):
             continue  # already counted (an attempt's listings seen twice)
-        else:
-            # An attempt that ended before this one started (a dependency, an earlier try
-            # of the same activity) did not write what changed while this one ran.
-            ran_with = tuple(
-                w for w in old.writers if w.activity not in dependencies | {me.activity}
-            )
+        ran_with = (
+            ()
+            if old is None
+            else tuple(w for w in old.writers if w.activity not in before_me and w.ran_with(mine))
+        )
+        if old is None or not ran_with and not old.same_version(f):
+            decided[path] = (None, Claim(f.size, f.mtime, (mine,)))  # the older one stays
+        elif old.same_version(f):
             decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine)))
+        elif f.mtime >= old.mtime:
+            # Another version, listed new by an attempt that ran at the same time: either may
+            # have written either (one listing may catch a file its writer was still writing,
+            # created empty). The earlier version is taken back: it was there a moment only.
+            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine)))
+        else:  # this attempt's version is the earlier one: the later stays, and it may be mine
+            decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine)))
         generated[path] = f
     return Attribution(used, generated, decided)
