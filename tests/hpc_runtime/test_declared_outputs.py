@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from akoflow.states import WorkflowState
+from akoflow.store.repository import AmbiguousFile, FileRecord
 from tests.e2e.test_engine_inprocess import engine_with
 from tests.hpc_runtime.test_hpc_engine import states
 from tests.hpc_runtime.test_remote_provenance import export_prov
@@ -120,3 +121,64 @@ def test_a_file_an_overlapping_job_lists_mid_write_is_not_its_own(
     else:
         assert generated == {("other", at + "o.txt")}
         assert ambiguous(doc) == {"out/r.txt": {"maker", "other"}}
+
+
+BACKDATED = """\
+name: backdated
+spec:
+  runtime: hpc
+  activities:
+    - name: maker
+      run: |
+        sleep 1
+        echo partial-copy > r.txt
+        sleep 3
+        echo final > r.txt
+        touch -d @1000000000 r.txt
+      {declaration}
+    - name: other
+      run: |
+        sleep 2
+        echo o > o.txt
+      outputs: [o.txt]
+    - name: reader
+      dependsOn: [maker]
+      run: cat r.txt > seen.txt
+"""
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_version_whose_time_its_writer_set_back_is_the_later_one(
+    hpc_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, declared: bool
+) -> None:
+    """``maker`` writes r.txt as ``cp -p``, ``rsync -t`` or ``tar x`` do: the content, then the
+    source's (older) time; ``other``'s listing caught the copy half made, at a newer time.
+    The version kept is the one on the cluster (the listing taken later saw it), and
+    ``reader`` used it (the half-made one was kept instead, and ``reader`` used nothing)."""
+    monkeypatch.setenv("AKOFLOW_PROVENANCE", "on")
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+    text = BACKDATED.replace("{declaration}", "outputs: [r.txt]" if declared else "")
+
+    async def scenario() -> tuple[list[FileRecord], list[AmbiguousFile]]:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+            ran = {a.name: repo.list_attempts(a.id)[0] for a in repo.list_activities(wf_id)}
+            assert ran["other"].started_at < ran["maker"].finished_at  # side by side
+            assert ran["maker"].started_at < ran["other"].finished_at
+            return repo.list_files(wf_id), repo.list_ambiguous_files(wf_id)
+
+    records, unsure = asyncio.run(scenario())
+    assert (mount / "r.txt").stat().st_mtime == 1_000_000_000
+    versions = [(f.size, f.mtime) for f in records if f.path == "r.txt" and f.role == "generated"]
+    versions += [(f.size, f.mtime) for f in unsure if f.path == "r.txt"]
+    assert versions == [(len("final\n"), 1_000_000_000.0)]
+    doc = export_prov(tmp_path / "state", "backdated")
+    used, generated = relations(doc)
+    at = f"hpc:{mount}/"
+    assert ("reader", at + "r.txt") in used
+    if declared:
+        assert generated >= {("maker", at + "r.txt"), ("other", at + "o.txt")}
+    else:
+        assert ambiguous(doc) == {"r.txt": {"maker", "other"}}

@@ -280,3 +280,28 @@ def test_claims_read_back_after_a_restart_take_part() -> None:
 @pytest.mark.parametrize("text", [None, "garbage"])
 def test_no_listing_no_remote_files(text: str | None) -> None:
     assert remote_files("k8s:pvc/x", text, "# akoflow-files 1 3\n") is None
+
+
+def test_the_later_version_is_the_one_the_later_listing_saw_whatever_its_time() -> None:
+    """``maker`` writes out/r.txt as ``cp -p`` does (the content, then the source's older
+    time); ``other``'s listing caught it half made, at a newer time. The version the later
+    listing saw is kept, whichever end the engine hears of first; by the file's time only when
+    a listing's time is unknown or the two are equal."""
+    maker = Writer(1, 1, "maker", ran_from=0, ran_until=10)
+    other = Writer(2, 1, "other", ran_from=0, ran_until=9)
+    half = RemoteFiles(LOC, {}, {"out/r.txt": FileState(9, 5.0)}, 1.0, 6.0)
+    final = RemoteFiles(LOC, {}, {"out/r.txt": FileState(2, 1.0)}, 1.0, 8.0)
+    first = attribute(half, {}, other, set()).claims["out/r.txt"][1]
+    old, new = attribute(final, {(LOC, "out/r.txt"): first}, maker, set()).claims["out/r.txt"]
+    assert old == first  # taken back
+    assert (new.size, new.mtime, new.seen) == (2, 1.0, 8.0)
+    # maker's end heard of first: its version stays.
+    first = attribute(final, {}, maker, set()).claims["out/r.txt"][1]
+    old, new = attribute(half, {(LOC, "out/r.txt"): first}, other, set()).claims["out/r.txt"]
+    assert (new.size, new.mtime, new.seen) == (2, 1.0, 8.0)
+    assert {w.activity for w in new.writers} == {"maker", "other"}
+    # Listing times unknown (a claim read back after a restart) or equal: by the file's time.
+    for seen in (None, 8.0):
+        known = Claim(9, 5.0, (other,), seen)
+        found = attribute(final, {(LOC, "out/r.txt"): known}, maker, set()).claims["out/r.txt"]
+        assert (found[1].size, found[1].mtime) == (9, 5.0)

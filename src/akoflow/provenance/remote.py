@@ -181,6 +181,9 @@ class Claim:
     size: int
     mtime: float
     writers: tuple[Writer, ...]
+    seen: float | None = field(default=None, compare=False)
+    """The remote clock when the last listing that showed this version was taken (``None``:
+    unknown, a claim read back after a restart)."""
 
     @property
     def generator(self) -> Writer | None:
@@ -252,6 +255,7 @@ def attribute(
     # activity, one whose end the engine saw before dispatching this one) did not write what
     # changed while this one ran.
     before_me = dependencies | {me.activity}
+    seen = files.after_time
     for path, f in {**change.created, **change.modified}.items():
         declared = bool(outputs) and declares(outputs, path)
         mine = replace(me, declared=declared)
@@ -264,15 +268,26 @@ def attribute(
             else tuple(w for w in old.writers if w.activity not in before_me and w.ran_with(mine))
         )
         if old is None or not ran_with and not old.same_version(f):
-            decided[path] = (None, Claim(f.size, f.mtime, (mine,)))  # the older one stays
+            decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen))  # the old one stays
         elif old.same_version(f):
-            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine)))
-        elif f.mtime >= old.mtime:
+            last = seen if old.seen is None or seen is None else max(old.seen, seen)
+            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), last))
+        elif _later(f, seen, old):
             # Another version, listed new by an attempt that ran at the same time: either may
             # have written either (one listing may catch a file its writer was still writing,
             # created empty). The earlier version is taken back: it was there a moment only.
-            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine)))
+            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), seen))
         else:  # this attempt's version is the earlier one: the later stays, and it may be mine
-            decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine)))
+            decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
         generated[path] = f
     return Attribution(used, generated, decided)
+
+
+def _later(f: FileState, seen: float | None, old: Claim) -> bool:
+    """``f``, listed at ``seen`` (remote clock), is a later version of the file than ``old``:
+    the listing that showed it was taken later (a writer may set a file's time back: ``cp -p``,
+    ``rsync -t``, ``tar x`` keep the source's; two writes within one tick of the file clock
+    have one time). By the file's time only when the listings' times are unknown or equal."""
+    if seen is not None and old.seen is not None and seen != old.seen:
+        return seen > old.seen
+    return f.mtime >= old.mtime
