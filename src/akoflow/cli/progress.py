@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console, Group, RenderableType
+from rich.control import strip_control_codes
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -405,7 +406,8 @@ async def follow(
                 live.update(live_view(wf, current()), refresh=True)
                 await asyncio.wait({done}, timeout=REFRESH_SECONDS)
         return
-    reported: set[str] = set()
+    # Looked up by name at each pass: a client's snapshot replaces its activities.
+    unreported = list(wf.activities)
     told: dict[str, str | None] = {}  # runtime -> the reason last shown
     while not output_gone(console):
         finished = done.done()
@@ -416,21 +418,43 @@ async def follow(
                 console.print(hold_line(hold))
         for gone in set(told) - {h.runtime for h in now_held}:
             del told[gone]
-        for act in wf.activities.values():
-            if act.state.is_final and act.name not in reported:
-                reported.add(act.name)
-                line = Text.assemble(
-                    styled(act.state),
-                    " ",
-                    escape(act.name),
-                    (f" ({fmt_duration(elapsed(act, time.time()))})", "dim"),
-                )
-                if act.state is A.FAILED and act.reason:
-                    line.append(f" {act.reason}", style="red")
-                console.print(line)
+        acts, now, left = wf.activities, time.time(), []
+        ended = []
+        for name in unreported:
+            act = acts.get(name)
+            if act is not None and act.state.is_final:
+                ended.append(act)
+            else:
+                left.append(name)
+        unreported = left
+        if ended:
+            print_ended(console, ended, now)
         if finished:
             return
         await asyncio.wait({done}, timeout=REFRESH_SECONDS * 2)
+
+
+def ended_line(act: ActivityView, now: float) -> tuple[str, str, str, str]:
+    """The state, name, duration and failure reason of an ended activity."""
+    reason = f" {act.reason}" if act.state is A.FAILED and act.reason else ""
+    return act.state, act.name, f" ({fmt_duration(elapsed(act, now))})", reason
+
+
+def print_ended(console: Console, acts: Sequence[ActivityView], now: float) -> None:
+    """One line per ended activity. Without colours (a log file, a pipe) the lines are
+    written as they are, in one write: rich's rendering of a line cost ~0.1 ms, 10 s of the
+    engine's loop in a run of 100,000 (the engine and this view share it)."""
+    lines = [ended_line(act, now) for act in acts]
+    if console.color_system is None:
+        text = "".join(f"{state} {name}{took}{why}\n" for state, name, took, why in lines)
+        console.file.write(strip_control_codes(text))
+        console.file.flush()
+        return
+    for state, name, took, why in lines:
+        line = Text.assemble(styled(state), " ", name, (took, "dim"))
+        if why:
+            line.append(why, style="red")
+        console.print(line)
 
 
 def failure_details(
