@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +20,12 @@ from prov.model import ProvDocument, ProvGeneration, ProvMembership
 
 from akoflow.states import WorkflowState
 from akoflow.store.repository import FileRecord, InitialFile
+from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 from tests.e2e.test_engine_inprocess import engine_with
 from tests.hpc_runtime.conftest import runtime_env
 from tests.hpc_runtime.test_hpc_engine import states
 from tests.hpc_runtime.test_hpc_runtime import Recorder, job_spec, make, wait_finished
-from tests.prov_support import INPUTS, paths_of, relations
+from tests.prov_support import INPUTS, ambiguous, paths_of, relations
 from tests.slurm_support.cluster import SlurmCluster
 
 # params.txt is on the cluster before the run. The steps read input.txt and each writes its
@@ -274,3 +278,73 @@ def test_without_record_files_the_runtime_reads_no_listing(
             await rt.stop()
 
     asyncio.run(scenario())
+
+
+# h1 and h2 append to h.txt side by side (ambiguous between them); h3, after both, appends
+# (h3's); h4 after it writes nothing; h5 after h4 waits for `go`, then appends: the engine is
+# SIGKILLed while it waits, and `resume` adopts its end.
+RESUMED = """\
+name: resumed
+spec:
+  runtime: hpc
+  activities:
+    - name: h1
+      run: |
+        sleep 0.5
+        echo h1 >> h.txt
+        sleep 1.5
+    - name: h2
+      run: |
+        sleep 0.7
+        echo h2 >> h.txt
+        sleep 1.5
+    - name: h3
+      dependsOn: [h1, h2]
+      run: echo h3 >> h.txt
+    - name: h4
+      dependsOn: [h3]
+      run: "true"
+    - name: h5
+      dependsOn: [h4]
+      run: |
+        while [ ! -e go ]; do sleep 0.1; done
+        echo h5 >> h.txt
+"""
+
+
+def test_versions_read_back_after_a_restart_keep_a_later_rewrite_its_writers(
+    slurm_cluster: SlurmCluster, akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """After `resume`, the claims are read back from the store with no engine times: the
+    latest version of h.txt is h3's (not the older ambiguous one), and h5's rewrite is h5's
+    alone (h3, h1 and h2 are what it depends on, through h4, not attempts beside it). It was
+    ambiguous between h1, h2 and h5, and h1 and h2's version was taken back."""
+    env = cli_env(**runtime_env(slurm_cluster, "hpc", "mount/resumed"))
+    mount = Path(env["HPC_MOUNT_PATH"])
+    mount.mkdir(parents=True, exist_ok=True)
+    wf = tmp_path / "resumed.yaml"
+    wf.write_text(RESUMED)
+    engine = start_cli(
+        ["run", str(wf), "--quiet", "--state-dir", str(state_dir), "--data-dir",
+         str(tmp_path / "data")],
+        env,
+    )  # fmt: skip
+    wait_for(lambda: list(mount.glob(".akoflow/*/*-h5-a1/files.before")), timeout=60)
+    time.sleep(1)
+    os.kill(engine.pid, signal.SIGKILL)
+    engine.communicate(timeout=10)
+    (mount / "go").touch()
+    res = akoflow("resume", "--json", env=env, timeout=120)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert (mount / "h.txt").read_text().split() == ["h1", "h2", "h3", "h5"]
+
+    exported = akoflow("prov", "resumed", env=env)
+    assert exported.returncode == 0, exported.stderr
+    doc = ProvDocument.deserialize(io.StringIO(exported.stdout), format="json")
+    _, generated = relations(doc)
+    at = f"hpc:{mount}/"
+    assert {g for g in generated if g[1] == at + "h.txt"} == {
+        ("h3", at + "h.txt"),
+        ("h5", at + "h.txt"),
+    }
+    assert ambiguous(doc) == {"h.txt": {"h1", "h2"}}

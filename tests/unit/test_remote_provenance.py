@@ -305,3 +305,17 @@ def test_the_later_version_is_the_one_the_later_listing_saw_whatever_its_time() 
         known = Claim(9, 5.0, (other,), seen)
         found = attribute(final, {(LOC, "out/r.txt"): known}, maker, set()).claims["out/r.txt"]
         assert (found[1].size, found[1].mtime) == (9, 5.0)
+
+
+def test_what_an_attempt_depends_on_through_others_is_no_candidate_after_a_restart() -> None:
+    """A claim read back after a restart may have run with any attempt, but not with one that
+    depends on its writer, even through another activity (``ancestors``, asked for only
+    then)."""
+    claims = {(LOC, "out.txt"): _claim(15.0, Writer(1, 1, "first"))}
+    later = Writer(3, 1, "third", ran_from=100, ran_until=110)
+    files = _files({"out.txt": 15.0}, {"out.txt": 25.0}, 30)
+    found = attribute(files, claims, later, {"second"}, (), lambda: {"second", "first"})
+    assert found.claims["out.txt"] == (None, _claim(25.0, later))
+    asked = []
+    attribute(files, {}, later, {"second"}, (), lambda: asked.append(1) or ())
+    assert not asked

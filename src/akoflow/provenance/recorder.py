@@ -40,6 +40,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -761,7 +762,8 @@ class ProvenanceRecorder:
         me = Writer(
             act.id, act.attempt, act.name, ran_from=act.dispatched_at, ran_until=time.time()
         )
-        found = attribute(files, claims, me, {d.name for d in act.deps}, act.spec.outputs)
+        deps = {d.name for d in act.deps}
+        found = attribute(files, claims, me, deps, act.spec.outputs, partial(_ancestors, act))
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
             self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
@@ -800,18 +802,37 @@ class ProvenanceRecorder:
             declared = owner is not None and declares(owner.spec.outputs, path)
             return Writer(act_id, attempt, name, declared)
 
+        def keep(location: str, path: str, claim: Claim) -> None:
+            # Several versions of one file (rewritten by attempts one after another): the
+            # latest is the one a later attempt finds in place.
+            known = claims.get((location, path))
+            if known is None or claim.mtime >= known.mtime:
+                claims[location, path] = claim
+
         for record in self.repo.list_files(wf.id):
             if record.location and record.role == "generated":
                 only = writer(record.activity_id, record.attempt, record.activity, record.path)
-                claims[record.location, record.path] = Claim(record.size, record.mtime, (only,))
+                keep(record.location, record.path, Claim(record.size, record.mtime, (only,)))
         for unsure in self.repo.list_ambiguous_files(wf.id):
             if unsure.location:
                 writers = tuple(
                     writer(c.activity_id, c.attempt, c.activity, unsure.path)
                     for c in unsure.candidates
                 )
-                claims[unsure.location, unsure.path] = Claim(unsure.size, unsure.mtime, writers)
+                keep(unsure.location, unsure.path, Claim(unsure.size, unsure.mtime, writers))
         return claims
+
+
+def _ancestors(act: ActivityRun) -> set[str]:
+    """The activities ``act`` depends on, directly or through others."""
+    found: set[str] = set()
+    stack = list(act.deps)
+    while stack:
+        dep = stack.pop()
+        if dep.name not in found:
+            found.add(dep.name)
+            stack.extend(dep.deps)
+    return found
 
 
 __all__ = ["FILE_TIME_SLACK", "ProvenanceRecorder", "RunFiles"]

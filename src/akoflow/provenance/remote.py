@@ -17,7 +17,7 @@ remote volume from inside every job would cost more than it tells.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from akoflow.provenance.declared import declares
@@ -225,6 +225,7 @@ def attribute(
     me: Writer,
     dependencies: set[str],
     outputs: Collection[str] = (),
+    ancestors: Callable[[], Collection[str]] = tuple,
 ) -> Attribution:
     """What one remote attempt (``me``) used and which versions it may have generated.
 
@@ -236,7 +237,9 @@ def attribute(
     whatever order the engine learns of their ends in: ambiguous, unless exactly one of them
     declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
     versions (one listing caught it mid-write): the later version is kept, the earlier taken
-    back. The caller records each new claim in place of the old one.
+    back. ``ancestors``: what ``me`` depends on, directly or not (asked for only when an
+    earlier writer may have run with it). The caller records each new claim in place of the
+    old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -255,6 +258,7 @@ def attribute(
     # activity, one whose end the engine saw before dispatching this one) did not write what
     # changed while this one ran.
     before_me = dependencies | {me.activity}
+    earlier: set[str] | None = None
     seen = files.after_time
     for path, f in {**change.created, **change.modified}.items():
         declared = bool(outputs) and declares(outputs, path)
@@ -267,6 +271,12 @@ def attribute(
             if old is None
             else tuple(w for w in old.writers if w.activity not in before_me and w.ran_with(mine))
         )
+        if ran_with and earlier is None:
+            # Not known from the engine's clock (a claim read back after a restart): what it
+            # depends on, also through others, ended before it was dispatched all the same.
+            earlier = set(ancestors())
+        if ran_with and earlier:
+            ran_with = tuple(w for w in ran_with if w.activity not in earlier)
         if old is None or not ran_with and not old.same_version(f):
             decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen))  # the old one stays
         elif old.same_version(f):
