@@ -146,3 +146,47 @@ def test_a_file_two_overlapping_sinks_listed_comes_back_once(
     asyncio.run(scenario())
     assert (data / "first.out").read_text() == "A\n"
     assert (data / "second.out").read_text() == "B\n"
+
+
+# `maker` writes its result under a temporary name, renamed into place once whole (and a
+# scratch file it removes); `other`'s listing, taken in between, shows both.
+RENAMED = f"""\
+name: renamed
+spec:
+  runtime: hpc
+  activities:
+    - name: maker
+      run: |
+        wait_for() {{ {WAIT}; }}
+        echo result > result.txt.part
+        echo scratch > scratch.tmp
+        mkdir -p .akoflow/sync && touch .akoflow/sync/maker-wrote
+        wait_for '.akoflow/*/*-other-a1/files.after'
+        mv result.txt.part result.txt
+        rm scratch.tmp
+    - name: other
+      run: |
+        wait_for() {{ {WAIT}; }}
+        wait_for .akoflow/sync/maker-wrote
+        echo other > other.txt
+"""
+
+
+def test_a_file_another_jobs_listing_caught_and_that_is_gone_is_not_brought_back(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Collected at ``maker``'s end (the last job that ran while ``other``'s listing was
+    recorded), result.txt.part and scratch.tmp are gone: ``maker`` failed ("collecting its
+    files failed: copying scratch.tmp ...: No such file"). Now they are left out."""
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, RENAMED) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+
+    asyncio.run(scenario())
+    assert (data / "result.txt").read_text() == "result\n"
+    assert (data / "other.txt").read_text() == "other\n"
+    assert not (data / "result.txt.part").exists() and not (data / "scratch.tmp").exists()

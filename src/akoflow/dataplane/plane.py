@@ -474,7 +474,17 @@ class DataPlane:
             return
         if outcome.files is not None:
             self.record_outputs(act, runtime, outcome.files)
-        for path in self._collectable(act, outcome, mover.location):
+        paths = self._collectable(act, outcome, mover.location)
+        # What only another attempt's listing showed (taken while this one ran), not this
+        # one's last: it may be gone since (a temporary file renamed or removed by its
+        # writer, caught by that listing). Looked for first: what is gone is not brought.
+        listed = outcome.files.after if outcome.files is not None else {}
+        others = [p for p in paths if p not in listed]
+        there = await mover.stats(others) if others else None
+        for path in paths:
+            if there is not None and path not in there and path not in listed:
+                self._drop_replica(act.wf, mover.location, path)
+                continue
             await self._once(
                 (act.wf.id, HOST, path), partial(self._fetch, act, mover.location, path)
             )
