@@ -182,3 +182,54 @@ def test_a_version_whose_time_its_writer_set_back_is_the_later_one(
         assert generated >= {("maker", at + "r.txt"), ("other", at + "o.txt")}
     else:
         assert ambiguous(doc) == {"r.txt": {"maker", "other"}}
+
+
+# `maker` writes its result under a temporary name, renamed into place once whole, and a
+# scratch file it removes; `other`'s listing after its command is taken in between.
+WAIT = "i=0; until ls $1 >/dev/null 2>&1 || [ $i -ge 600 ]; do sleep 0.05; i=$((i+1)); done"
+TEMPORARY = f"""\
+name: temporary
+spec:
+  runtime: hpc
+  collect: none
+  activities:
+    - name: maker
+      run: |
+        wait_for() {{ {WAIT}; }}
+        echo result > result.txt.part
+        echo scratch > scratch.tmp
+        mkdir -p .akoflow/sync && touch .akoflow/sync/maker-wrote
+        wait_for '.akoflow/*/*-other-a1/files.after'
+        sleep 1  # the engine learns of other's end first
+        mv result.txt.part result.txt
+        rm scratch.tmp
+    - name: other
+      outputs: [o.txt]
+      run: |
+        wait_for() {{ {WAIT}; }}
+        wait_for .akoflow/sync/maker-wrote
+        echo o > o.txt
+"""
+
+
+def test_a_file_made_and_removed_beside_an_overlapping_job_is_not_its_own(
+    hpc_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``other``'s listing shows result.txt.part and scratch.tmp appear, then ``maker``'s
+    listings show them neither before nor after: made and renamed or removed while it ran,
+    maybe by it. Ambiguous between the two (they were ``other``'s)."""
+    mount = Path(hpc_env["HPC_MOUNT_PATH"])
+
+    async def scenario() -> None:
+        async with engine_with(tmp_path, TEMPORARY) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
+            assert state is WorkflowState.SUCCEEDED, states(wf)
+
+    asyncio.run(scenario())
+    doc = export_prov(tmp_path / "state", "temporary")
+    _, generated = relations(doc)
+    at = f"hpc:{mount}/"
+    assert generated == {("maker", at + "result.txt"), ("other", at + "o.txt")}
+    both = {"maker", "other"}
+    assert ambiguous(doc) == {"result.txt.part": both, "scratch.tmp": both}

@@ -319,3 +319,20 @@ def test_what_an_attempt_depends_on_through_others_is_no_candidate_after_a_resta
     asked = []
     attribute(files, {}, later, {"second"}, (), lambda: asked.append(1) or ())
     assert not asked
+
+
+def test_a_file_made_and_removed_while_an_attempt_ran_may_be_its_own() -> None:
+    """``other`` listed tmp new (at 6); ``maker``'s listings (at 1 and 8) show it neither
+    before nor after: maker may have made it and renamed it away."""
+    other = Writer(2, 1, "other", ran_from=0, ran_until=7)
+    maker = Writer(1, 1, "maker", ran_from=0, ran_until=9)
+    claims = {(LOC, "tmp"): Claim(1, 5.0, (other,), 6.0)}
+    files = RemoteFiles(LOC, {}, {"result": FileState(1, 7.0)}, 1.0, 8.0)
+    found = attribute(files, claims, maker, set(), caught={"tmp"})
+    old, new = found.claims["tmp"]
+    assert old == claims[LOC, "tmp"] and new.writers == (other, maker) and new.generator is None
+    # Listed before this attempt's first listing, or after its last, or by an attempt that
+    # did not run with it: not its.
+    for seen, who in ((0.5, other), (8.5, other), (6.0, Writer(3, 1, "x", ran_until=-1))):
+        claims = {(LOC, "tmp"): Claim(1, 5.0, (who,), seen)}
+        assert "tmp" not in attribute(files, claims, maker, set(), caught={"tmp"}).claims

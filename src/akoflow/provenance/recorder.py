@@ -32,6 +32,7 @@ is undone and logged with its traceback while the run goes on without that recor
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import heapq
@@ -100,6 +101,9 @@ class RunFiles:
     outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
     # Files on remote runtimes: (location, path) -> who generated its current version.
     remote_generated: dict[tuple[str, str], Claim] | None = None
+    # (engine time, location, path) of the remote claims recorded while an attempt still
+    # running was: what its listings may show neither before nor after (made and removed).
+    remote_recent: list[tuple[float, str, str]] = field(default_factory=list)
     mechanism: str = ""
     observed: ObservedRun | None = None  # None: inferred from timing
     # (activity id, attempt) -> the pending changes seen when it started (none are its)
@@ -763,7 +767,12 @@ class ProvenanceRecorder:
             act.id, act.attempt, act.name, ran_from=act.dispatched_at, ran_until=time.time()
         )
         deps = {d.name for d in act.deps}
-        found = attribute(files, claims, me, deps, act.spec.outputs, partial(_ancestors, act))
+        recent = run.remote_recent
+        since_me = recent[bisect.bisect_right(recent, (act.dispatched_at,)) :]
+        caught = {p for _, where, p in since_me if where == loc}
+        found = attribute(
+            files, claims, me, deps, act.spec.outputs, partial(_ancestors, act), caught
+        )
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
             self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
@@ -791,6 +800,13 @@ class ProvenanceRecorder:
             else:
                 candidates = sorted({w.key for w in new.writers})
                 self.repo.add_ambiguous_file(wf.id, row, new.reason, candidates, location=loc)
+        now = me.ran_until
+        recent.extend((now, loc, path) for path in sorted(found.claims))
+        # What was recorded before every attempt still running began concerns none of them.
+        since = self._running_since(run, act)
+        cut = bisect.bisect_left(recent, (now if since is None else since,))
+        if cut > len(recent) // 2:
+            del recent[:cut]
 
     def _remote_claims(self, wf: WorkflowRun) -> dict[tuple[str, str], Claim]:
         """The remote versions recorded so far (a resumed run): who generated each, or its

@@ -226,6 +226,7 @@ def attribute(
     dependencies: set[str],
     outputs: Collection[str] = (),
     ancestors: Callable[[], Collection[str]] = tuple,
+    caught: Collection[str] = (),
 ) -> Attribution:
     """What one remote attempt (``me``) used and which versions it may have generated.
 
@@ -238,8 +239,11 @@ def attribute(
     declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
     versions (one listing caught it mid-write): the later version is kept, the earlier taken
     back. ``ancestors``: what ``me`` depends on, directly or not (asked for only when an
-    earlier writer may have run with it). The caller records each new claim in place of the
-    old one.
+    earlier writer may have run with it). A file another attempt that ran with ``me`` listed
+    new (``caught``: paths recorded since ``me`` was dispatched) that ``me``'s listings show
+    neither before nor after, though taken before and after that listing, was made and
+    removed or renamed while ``me`` ran, maybe by ``me``: ``me`` is among its writers. The
+    caller records each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -290,6 +294,21 @@ def attribute(
         else:  # this attempt's version is the earlier one: the later stays, and it may be mine
             decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
         generated[path] = f
+    start, end = files.before_time, files.after_time
+    for path in caught:
+        if start is None or end is None:
+            break
+        if path in files.before or path in files.after or path in decided:
+            continue
+        old = claims.get((loc, path))
+        if old is None or old.seen is None or not start < old.seen < end:
+            continue  # not known to have been listed while this attempt ran
+        if any(w.key == me.key for w in old.writers) or not any(
+            w.activity not in before_me and w.ran_with(me) for w in old.writers
+        ):
+            continue
+        mine = replace(me, declared=bool(outputs) and declares(outputs, path))
+        decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
     return Attribution(used, generated, decided)
 
 
