@@ -314,7 +314,7 @@ def test_what_an_attempt_depends_on_through_others_is_no_candidate_after_a_resta
     claims = {(LOC, "out.txt"): _claim(15.0, Writer(1, 1, "first"))}
     later = Writer(3, 1, "third", ran_from=100, ran_until=110)
     files = _files({"out.txt": 15.0}, {"out.txt": 25.0}, 30)
-    found = attribute(files, claims, later, {"second"}, (), lambda: {"second", "first"})
+    found = attribute(files, claims, later, {"second"}, (), lambda: {2, 1})  # their ids
     assert found.claims["out.txt"] == (None, _claim(25.0, later))
     asked = []
     attribute(files, {}, later, {"second"}, (), lambda: asked.append(1) or ())

@@ -59,6 +59,7 @@ from akoflow.provenance.names import display, encoded
 from akoflow.runtimes.registry import adapter_for
 from akoflow.states import ActivityState
 from akoflow.store import Repository
+from akoflow.upstream import upstream_ids
 
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, RuntimeSlot, WorkflowRun
@@ -472,7 +473,7 @@ class CacheStage:
             # what activities it does not depend on made (a sibling's file is there or not,
             # as they race).
             if listed:
-                upstream = self._upstream(act)
+                upstream = upstream_ids(act)
                 made = made | self._unrelated(act, upstream)
                 made.update(p for p, keys in makers.items() if not _by_any(keys, upstream))
             for path, names in sorted(listed.items()):
@@ -495,23 +496,11 @@ class CacheStage:
             return guessed, f"{why}, and its declared inputs could not all be read"
         return guessed, f"{why}, and it declares no inputs"
 
-    @staticmethod
-    def _upstream(act: ActivityRun) -> set[int]:
-        """The ids of the activities ``act`` depends on, directly or not."""
-        upstream: set[int] = set()
-        todo = list(act.deps)
-        while todo:
-            dep = todo.pop()
-            if dep.id not in upstream:
-                upstream.add(dep.id)
-                todo.extend(dep.deps)
-        return upstream
-
     def _unrelated(self, act: ActivityRun, upstream: set[int] | None = None) -> set[str]:
         """The paths generated in ``act``'s run so far by activities it does not depend on
         (itself included). Runs in a thread."""
         if upstream is None:
-            upstream = self._upstream(act)
+            upstream = upstream_ids(act)
         generators = self.store.generators(act.wf.id)
         return {path for path, ids in generators.items() if not ids & upstream}
 

@@ -34,6 +34,7 @@ from akoflow.runtimes.base import JobSpec, Outcome, Runtime, RuntimeUnavailable
 from akoflow.states import ActivityState
 from akoflow.store import Repository
 from akoflow.store.repository import DataCopy, Replica
+from akoflow.upstream import upstream_ids
 
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
@@ -115,17 +116,6 @@ def host_changes(data_dir: Path, paths: list[str]) -> dict[str, float]:
         except OSError:
             continue
     return found
-
-
-def ancestors(act: ActivityRun) -> set[int]:
-    seen: set[int] = set()
-    stack = list(act.deps)
-    while stack:
-        dep = stack.pop()
-        if dep.id not in seen:
-            seen.add(dep.id)
-            stack.extend(dep.deps)
-    return seen
 
 
 class DataPlane:
@@ -230,7 +220,7 @@ class DataPlane:
         index = self._index(wf)
         if not index.replicas.fresh_elsewhere(target):
             return [], {}  # nothing newer elsewhere (a run at one location): nothing to bring
-        writers = ancestors(act)
+        writers = upstream_ids(act)
         replicas: dict[tuple[str, str], Replica] = {}
         windows: dict[str, list[plan.Window]] = {}
         locations = index.replicas.locations()

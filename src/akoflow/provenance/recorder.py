@@ -63,6 +63,7 @@ from akoflow.provenance.snapshot import (
 from akoflow.provenance.watch import DirWatch
 from akoflow.store import Repository
 from akoflow.store.room import locked
+from akoflow.upstream import upstream_ids
 
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
@@ -771,7 +772,7 @@ class ProvenanceRecorder:
         since_me = recent[bisect.bisect_right(recent, (act.dispatched_at,)) :]
         caught = {p for _, where, p in since_me if where == loc}
         found = attribute(
-            files, claims, me, deps, act.spec.outputs, partial(_ancestors, act), caught
+            files, claims, me, deps, act.spec.outputs, partial(upstream_ids, act), caught
         )
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
@@ -837,18 +838,6 @@ class ProvenanceRecorder:
                 )
                 keep(unsure.location, unsure.path, Claim(unsure.size, unsure.mtime, writers))
         return claims
-
-
-def _ancestors(act: ActivityRun) -> set[str]:
-    """The activities ``act`` depends on, directly or through others."""
-    found: set[str] = set()
-    stack = list(act.deps)
-    while stack:
-        dep = stack.pop()
-        if dep.name not in found:
-            found.add(dep.name)
-            stack.extend(dep.deps)
-    return found
 
 
 __all__ = ["FILE_TIME_SLACK", "ProvenanceRecorder", "RunFiles"]

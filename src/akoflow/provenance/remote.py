@@ -225,7 +225,7 @@ def attribute(
     me: Writer,
     dependencies: set[str],
     outputs: Collection[str] = (),
-    ancestors: Callable[[], Collection[str]] = tuple,
+    ancestors: Callable[[], Collection[int]] = tuple,
     caught: Collection[str] = (),
 ) -> Attribution:
     """What one remote attempt (``me``) used and which versions it may have generated.
@@ -238,7 +238,7 @@ def attribute(
     whatever order the engine learns of their ends in: ambiguous, unless exactly one of them
     declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
     versions (one listing caught it mid-write): the later version is kept, the earlier taken
-    back. ``ancestors``: what ``me`` depends on, directly or not (asked for only when an
+    back. ``ancestors``: the ids of what ``me`` depends on, directly or not (asked for only when an
     earlier writer may have run with it). A file another attempt that ran with ``me`` listed
     new (``caught``: paths recorded since ``me`` was dispatched) that ``me``'s listings show
     neither before nor after, though taken before and after that listing, was made and
@@ -262,7 +262,7 @@ def attribute(
     # activity, one whose end the engine saw before dispatching this one) did not write what
     # changed while this one ran.
     before_me = dependencies | {me.activity}
-    earlier: set[str] | None = None
+    earlier: set[int] | None = None
     seen = files.after_time
     for path, f in {**change.created, **change.modified}.items():
         declared = bool(outputs) and declares(outputs, path)
@@ -280,7 +280,7 @@ def attribute(
             # depends on, also through others, ended before it was dispatched all the same.
             earlier = set(ancestors())
         if ran_with and earlier:
-            ran_with = tuple(w for w in ran_with if w.activity not in earlier)
+            ran_with = tuple(w for w in ran_with if w.activity_id not in earlier)
         if old is None or not ran_with and not old.same_version(f):
             decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen))  # the old one stays
         elif old.same_version(f):
