@@ -107,12 +107,13 @@ class HeapGuard:
             gc.collect(1)
         gc.freeze()
         self.ends = 0
-        log.debug(
-            "heap: %d objects out of the collector's reach (%d activities attached) in %.0f ms",
-            gc.get_freeze_count(),
-            self.frozen_at,
-            (time.monotonic() - began) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # counting walks every frozen object: 80 ms
+            log.debug(
+                "heap: %d objects out of the collector's reach (%d activities attached) in %.0f ms",
+                gc.get_freeze_count(),
+                self.frozen_at,
+                (time.monotonic() - began) * 1000,
+            )
 
     def release(self) -> None:
         """The engine stops: everything goes back to the collector."""
