@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pytest
 
@@ -45,6 +45,48 @@ async def engine_with(
         yield repo, engine, wf_id
     finally:
         await engine.stop()
+
+
+T = TypeVar("T")
+
+
+@overload
+def run_to_end(
+    tmp_path: Path, text: str, expect: WorkflowState = ..., *, timeout: float = ...
+) -> None: ...
+
+
+@overload
+def run_to_end(
+    tmp_path: Path,
+    text: str,
+    expect: WorkflowState = ...,
+    *,
+    timeout: float = ...,
+    read: Callable[[Repository, int], T],
+) -> T: ...
+
+
+def run_to_end(
+    tmp_path: Path,
+    text: str,
+    expect: WorkflowState = WorkflowState.SUCCEEDED,
+    *,
+    timeout: float = 120.0,
+    read: Callable[[Repository, int], T] | None = None,
+) -> T | None:
+    """Run ``text`` with an engine in this process (see :func:`engine_with`) to its end, which
+    must be ``expect`` (each activity's state and reason are shown when it is not); what
+    ``read(repo, wf_id)`` returns, read from the store before the engine stops."""
+
+    async def scenario() -> T | None:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            state = await asyncio.wait_for(engine.wait(wf_id), timeout=timeout)
+            assert state is expect, {a.name: (a.state, a.reason) for a in wf.activities.values()}
+            return None if read is None else read(repo, wf_id)
+
+    return asyncio.run(scenario())
 
 
 class SwitchableLocal(LocalRuntime):

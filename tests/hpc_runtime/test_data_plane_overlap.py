@@ -6,12 +6,10 @@ comes back, whole, at the end of the last job that ran while it was recorded."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from akoflow.states import WorkflowState
-from tests.e2e.test_engine_inprocess import engine_with
-from tests.hpc_runtime.test_hpc_engine import states
+from akoflow.store import Repository
+from tests.e2e.test_engine_inprocess import run_to_end
 
 # Wait (bounded: 30 s) until a glob of MOUNT_PATH matches: another job's sync file, or the
 # listing its job takes right after its command (the engine records what that one shows).
@@ -50,13 +48,7 @@ def test_a_file_listed_by_another_job_still_reaches_its_writers_dependents(
 ) -> None:
     data = tmp_path / "data"
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, WHOSE) as (_, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-
-    asyncio.run(scenario())
+    run_to_end(tmp_path, WHOSE)
     assert (data / "counted.txt").read_text().strip() == "1000"
 
 
@@ -88,14 +80,11 @@ def test_a_file_another_job_is_still_writing_comes_back_whole_at_its_end(
     data = tmp_path / "data"
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
 
-    async def scenario() -> list[tuple[str, str]]:
-        async with engine_with(tmp_path, STILL_WRITING) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-            return [(c.path, c.destination) for c in repo.list_data_copies(wf_id)]
-
-    made = asyncio.run(scenario())
+    made = run_to_end(
+        tmp_path,
+        STILL_WRITING,
+        read=lambda repo, wf_id: [(c.path, c.destination) for c in repo.list_data_copies(wf_id)],
+    )
     whole = (mount / "big.txt").read_bytes()
     assert whole.endswith(b"end\n") and whole.count(b"\n200\n") == 60
     assert (data / "big.txt").read_bytes() == whole  # not the half `fast`'s listing showed
@@ -132,18 +121,14 @@ def test_a_file_two_overlapping_sinks_listed_comes_back_once(
     version stays recorded as first's."""
     data = tmp_path / "data"
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, SINKS) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-            ids = {a.name: a.id for a in repo.list_activities(wf_id)}
-            back = [c.path for c in repo.list_data_copies(wf_id)]
-            assert sorted(back) == ["first.out", "second.out", "second.started"], back
-            held = repo.data_replicas(wf_id)[(f"hpc:{hpc_env['HPC_MOUNT_PATH']}", "first.out")]
-            assert held.activity_id == ids["first"]
+    def read(repo: Repository, wf_id: int) -> None:
+        ids = {a.name: a.id for a in repo.list_activities(wf_id)}
+        back = [c.path for c in repo.list_data_copies(wf_id)]
+        assert sorted(back) == ["first.out", "second.out", "second.started"], back
+        held = repo.data_replicas(wf_id)[(f"hpc:{hpc_env['HPC_MOUNT_PATH']}", "first.out")]
+        assert held.activity_id == ids["first"]
 
-    asyncio.run(scenario())
+    run_to_end(tmp_path, SINKS, read=read)
     assert (data / "first.out").read_text() == "A\n"
     assert (data / "second.out").read_text() == "B\n"
 
@@ -180,13 +165,7 @@ def test_a_file_another_jobs_listing_caught_and_that_is_gone_is_not_brought_back
     files failed: copying scratch.tmp ...: No such file"). Now they are left out."""
     data = tmp_path / "data"
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, RENAMED) as (_, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=120)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-
-    asyncio.run(scenario())
+    run_to_end(tmp_path, RENAMED)
     assert (data / "result.txt").read_text() == "result\n"
     assert (data / "other.txt").read_text() == "other\n"
     assert not (data / "result.txt.part").exists() and not (data / "scratch.tmp").exists()

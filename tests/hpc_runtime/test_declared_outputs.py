@@ -6,15 +6,14 @@ cluster, through the engine; the lineage is read back from the ``akoflow prov`` 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from akoflow.states import WorkflowState
-from akoflow.store.repository import AmbiguousFile, FileRecord
-from tests.e2e.test_engine_inprocess import engine_with
-from tests.hpc_runtime.test_hpc_engine import states
+from akoflow.store import Repository
+from akoflow.store.repository import AmbiguousFile, AttemptRecord, FileRecord
+from tests.e2e.test_engine_inprocess import run_to_end
 from tests.hpc_runtime.test_remote_provenance import export_prov
 from tests.prov_support import ambiguous, relations
 
@@ -35,14 +34,14 @@ spec:
 
 
 def run(tmp_path: Path) -> dict[str, tuple[str, str | None]]:
-    async def scenario() -> dict[str, tuple[str, str | None]]:
-        async with engine_with(tmp_path, DECLARED) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
-            assert state is WorkflowState.FAILED, states(wf)
-            return {a.name: (str(a.state), a.reason) for a in repo.list_activities(wf_id)}
-
-    return asyncio.run(scenario())
+    return run_to_end(
+        tmp_path,
+        DECLARED,
+        WorkflowState.FAILED,
+        read=lambda repo, wf_id: {
+            a.name: (str(a.state), a.reason) for a in repo.list_activities(wf_id)
+        },
+    )
 
 
 @pytest.mark.parametrize("provenance", ["on", "off"])
@@ -67,6 +66,17 @@ def test_declared_outputs_are_checked_in_the_jobs_listing(
         _, generated = relations(export_prov(tmp_path / "state", "declared"))
         at = f"hpc:{mount}/"
         assert generated == {("maker", at + "out/r.txt"), ("partial", at + "p.txt")}
+
+
+def first_attempts(repo: Repository, wf_id: int) -> dict[str, AttemptRecord]:
+    return {a.name: repo.list_attempts(a.id)[0] for a in repo.list_activities(wf_id)}
+
+
+def side_by_side(ran: dict[str, AttemptRecord]) -> bool:
+    """``maker`` and ``other`` ran at the same time (their attempts' records)."""
+    maker, other = ran["maker"], ran["other"]
+    assert maker.started_at and maker.finished_at and other.started_at and other.finished_at
+    return other.started_at < maker.finished_at and maker.started_at < other.finished_at
 
 
 MID_WRITE = """\
@@ -101,18 +111,8 @@ def test_a_file_an_overlapping_job_lists_mid_write_is_not_its_own(
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
     text = MID_WRITE.replace("{declaration}", 'outputs: ["out/*.txt"]' if declared else "")
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-            # They ran side by side (or the scenario proves nothing).
-            ran = {a.name: repo.list_attempts(a.id)[0] for a in repo.list_activities(wf_id)}
-            assert all(a.started_at and a.finished_at for a in ran.values())
-            assert ran["other"].started_at < ran["maker"].finished_at
-            assert ran["maker"].started_at < ran["other"].finished_at
-
-    asyncio.run(scenario())
+    ran = run_to_end(tmp_path, text, read=first_attempts)
+    assert side_by_side(ran)  # (or the scenario proves nothing)
     doc = export_prov(tmp_path / "state", "midwrite")
     _, generated = relations(doc)
     at = f"hpc:{mount}/"
@@ -159,17 +159,11 @@ def test_a_version_whose_time_its_writer_set_back_is_the_later_one(
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
     text = BACKDATED.replace("{declaration}", "outputs: [r.txt]" if declared else "")
 
-    async def scenario() -> tuple[list[FileRecord], list[AmbiguousFile]]:
-        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-            ran = {a.name: repo.list_attempts(a.id)[0] for a in repo.list_activities(wf_id)}
-            assert ran["other"].started_at < ran["maker"].finished_at  # side by side
-            assert ran["maker"].started_at < ran["other"].finished_at
-            return repo.list_files(wf_id), repo.list_ambiguous_files(wf_id)
+    def read(repo: Repository, wf_id: int) -> tuple[list[FileRecord], list[AmbiguousFile]]:
+        assert side_by_side(first_attempts(repo, wf_id))
+        return repo.list_files(wf_id), repo.list_ambiguous_files(wf_id)
 
-    records, unsure = asyncio.run(scenario())
+    records, unsure = run_to_end(tmp_path, text, read=read)
     assert (mount / "r.txt").stat().st_mtime == 1_000_000_000
     versions = [(f.size, f.mtime) for f in records if f.path == "r.txt" and f.role == "generated"]
     versions += [(f.size, f.mtime) for f in unsure if f.path == "r.txt"]
@@ -220,13 +214,7 @@ def test_a_file_made_and_removed_beside_an_overlapping_job_is_not_its_own(
     maybe by it. Ambiguous between the two (they were ``other``'s)."""
     mount = Path(hpc_env["HPC_MOUNT_PATH"])
 
-    async def scenario() -> None:
-        async with engine_with(tmp_path, TEMPORARY) as (_, engine, wf_id):
-            wf = await engine.attach(wf_id)
-            state = await asyncio.wait_for(engine.wait(wf_id), timeout=90)
-            assert state is WorkflowState.SUCCEEDED, states(wf)
-
-    asyncio.run(scenario())
+    run_to_end(tmp_path, TEMPORARY)
     doc = export_prov(tmp_path / "state", "temporary")
     _, generated = relations(doc)
     at = f"hpc:{mount}/"
