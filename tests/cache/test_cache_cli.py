@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from akoflow.cache.fingerprint import BIG_FAN_IN
 from tests.conftest import Akoflow, cli_env, start_cli, wait_for
 
@@ -577,3 +579,47 @@ def test_a_dry_run_names_a_few_of_the_many_upstream_activities_it_waits_for(
     assert plan["join"]["reason"] == (
         f"decided after p0000, p0001, p0002, p0003, p0004 and {n - 5} more run"
     )
+
+
+@pytest.mark.parametrize(
+    ("made", "move", "moved"),
+    [("made.txt", "mv made.txt moved.txt", "moved.txt"), ("d/made.txt", "mv d e", "e/made.txt")],
+    ids=["file", "directory"],
+)
+def test_a_file_renamed_from_an_upstreams_output_is_restored_when_reused(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path, made: str, move: str, moved: str
+) -> None:
+    """`use` renames (mv) the file `make` wrote, or its directory, reading and writing no
+    data: the new name is a version `use` generated, so a second run reusing `use` restores
+    it and `read` finds it. Before, the rename generated nothing: `make` ran again (its output
+    gone from run 1's data dir), `use` was reused with nothing to restore and `read` failed
+    on an unchanged workflow."""
+    counters = tmp_path / "counters"
+    counters.mkdir()
+    wf = tmp_path / "ren.yaml"
+    wf.write_text(
+        "name: ren\nspec:\n  runtime: local\n"
+        f"  env: {{COUNT: {json.dumps(str(counters))}}}\n"
+        "  activities:\n"
+        "    - name: make\n      run: |\n"
+        f'        echo ran >> "$COUNT/make"; mkdir -p d; echo a > {made}\n'
+        "    - name: use\n      dependsOn: [make]\n      run: |\n"
+        f'        echo ran >> "$COUNT/use"; {move}\n'
+        "    - name: read\n      dependsOn: [use]\n      run: |\n"
+        f'        echo ran >> "$COUNT/read"; cat {moved} > read.txt\n'
+    )
+    first = akoflow("run", str(wf), "--quiet")
+    assert first.returncode == 0, first.stderr
+    prov = akoflow("prov", "1")
+    generated = {
+        (g["prov:activity"].split("/")[-2], g["prov:entity"].split("/", 1)[-1].split("@")[0])
+        for g in json.loads(prov.stdout)["wasGeneratedBy"].values()
+    }
+    assert ("use", moved) in generated, generated
+    second = akoflow("run", str(wf))
+    assert second.returncode == 0, second.stdout + second.stderr
+    st = states(akoflow, 2)
+    assert st["use"] == "cached" and st["read"] == "cached", st
+    data = state_dir / "runs" / "2-ren" / "data"
+    assert (data / moved).read_text() == "a\n" and (data / "read.txt").read_text() == "a\n"
+    assert counts(counters)["use"] == 1 and counts(counters)["read"] == 1

@@ -307,9 +307,9 @@ class ObservedRun:
             old = self._path(access.old_path) if access.old_path is not None else None
             if old is not None:
                 files.written.discard(old)
-                moved = self._forget(old)
-                if moved is not None:
-                    self._know(path, moved)
+                # The version is not carried to the new name: there it is a new one, the
+                # renamer's (a cached renamer restores it; carried, it generated nothing).
+                self._forget(old)
             self._wrote(files, path, access.epoch)
 
     def _found(self, files: AttemptFiles, path: str) -> None:
@@ -363,9 +363,7 @@ class ObservedRun:
         prefix = old + "/"
         for path in [p for p in self.known if p.startswith(prefix)]:
             moved = new + path[len(old) :]
-            state = self._forget(path)
-            if state is not None:
-                self._know(moved, state)
+            self._forget(path)  # a new version at its new path, the mover's (see add)
             self._wrote(files, moved, epoch)
         for path in [p for p in files.written if p.startswith(prefix)]:
             files.written.discard(path)
