@@ -104,8 +104,9 @@ def test_the_store_keeps_any_name_and_queries_by_it(tmp_path: Path) -> None:
     assert [f.path for f in repo.list_initial_files(wf_id)] == names
     assert repo.initial_locations(wf_id) == {""}
     bad = os.fsdecode(b"bad\xffname.txt")
-    repo.remove_generated(act_id, 1, where, bad)  # an equality query on a BLOB
-    repo.remove_generated(act_id, 1, "", "A")  # and on TEXT
+    repo.remove_generated(act_id, 1, where, bad, mtime=2.0)  # an equality query on a BLOB
+    repo.remove_generated(act_id, 1, "", "A", mtime=2.0)  # and on TEXT
+    repo.remove_generated(act_id, 1, "", "B", mtime=3.0)  # another version: kept
     left = [(f.location, f.path) for f in repo.list_files(wf_id)]
     assert (where, bad) not in left and ("", bad) in left
     assert ("", "A") not in left and (where, "A") in left

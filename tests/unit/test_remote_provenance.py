@@ -292,14 +292,21 @@ def test_the_later_version_is_the_one_the_later_listing_saw_whatever_its_time() 
     half = RemoteFiles(LOC, {}, {"out/r.txt": FileState(9, 5.0)}, 1.0, 6.0)
     final = RemoteFiles(LOC, {}, {"out/r.txt": FileState(2, 1.0)}, 1.0, 8.0)
     first = attribute(half, {}, other, set()).claims["out/r.txt"][1]
-    old, new = attribute(final, {(LOC, "out/r.txt"): first}, maker, set()).claims["out/r.txt"]
-    assert old == first  # taken back
-    assert (new.size, new.mtime, new.seen) == (2, 1.0, 8.0)
-    # maker's end heard of first: its version stays.
+    found = attribute(final, {(LOC, "out/r.txt"): first}, maker, set())
+    old, new = found.claims["out/r.txt"]
+    assert old is None and (new.size, new.mtime, new.seen) == (2, 1.0, 8.0)
+    # other's listing at 6 showed the half-made one after its command: the final one, listed
+    # at 8, is not other's. The half-made one stays beside it, maybe maker's too.
+    assert new.generator == maker
+    was, half_made = found.older["out/r.txt"]
+    assert was == first and half_made.writers == (other, maker) and half_made.generator is None
+    # maker's end heard of first: its version stays as it is, the half-made one beside it.
     first = attribute(final, {}, maker, set()).claims["out/r.txt"][1]
-    old, new = attribute(half, {(LOC, "out/r.txt"): first}, other, set()).claims["out/r.txt"]
-    assert (new.size, new.mtime, new.seen) == (2, 1.0, 8.0)
-    assert {w.activity for w in new.writers} == {"maker", "other"}
+    found = attribute(half, {(LOC, "out/r.txt"): first}, other, set())
+    assert found.claims == {}
+    was, half_made = found.older["out/r.txt"]
+    assert was is None and (half_made.size, half_made.mtime, half_made.seen) == (9, 5.0, 6.0)
+    assert half_made.writers == (maker, other) and half_made.generator is None
     # Listing times unknown (a claim read back after a restart) or equal: by the file's time.
     for seen in (None, 8.0):
         known = Claim(9, 5.0, (other,), seen)
@@ -336,3 +343,49 @@ def test_a_file_made_and_removed_while_an_attempt_ran_may_be_its_own() -> None:
     for seen, who in ((0.5, other), (8.5, other), (6.0, Writer(3, 1, "x", ran_until=-1))):
         claims = {(LOC, "tmp"): Claim(1, 5.0, (who,), seen)}
         assert "tmp" not in attribute(files, claims, maker, set(), caught={"tmp"}).claims
+
+
+def test_a_version_one_attempt_ended_with_is_its_own_and_the_next_one_is_not() -> None:
+    """``a`` appends to log (version 1, listed at 6 after its command), ``b``, dispatched
+    before the engine heard of ``a``'s end, found version 1 in place (its first listing, at 3)
+    and appended (version 2, listed at 8): version 1 is ``a``'s, version 2 ``b``'s (both were
+    ambiguous). Heard of in the other order, version 1 is recorded beside version 2, which
+    stays ``b``'s, ambiguous between them (``b``'s first listing is not kept)."""
+    a = Writer(1, 1, "a", ran_from=0, ran_until=7)
+    b = Writer(2, 1, "b", ran_from=2, ran_until=9)
+    v1, v2 = FileState(2, 5.0), FileState(4, 7.0)
+    by_a = RemoteFiles(LOC, {}, {"log": v1}, 1.0, 6.0)
+    by_b = RemoteFiles(LOC, {"log": v1}, {"log": v2}, 3.0, 8.0)
+    first = attribute(by_a, {}, a, set()).claims["log"][1]
+    assert first.generator == a
+    found = attribute(by_b, {(LOC, "log"): first}, b, set())
+    assert found.claims == {"log": (None, Claim(4, 7.0, (b,)))} and found.older == {}
+    # A dependency of a found version 1: it used a's (not ambiguous, as before).
+    used = attribute(
+        RemoteFiles(LOC, {"log": v1}, {"log": v1}, 6.5, 6.6),
+        {(LOC, "log"): first},
+        Writer(3, 1, "d", ran_from=7, ran_until=8),
+        {"a"},
+    )
+    assert used.used == {"log": v1}
+    # b heard of first.
+    first = attribute(by_b, {}, b, set()).claims["log"][1]
+    found = attribute(by_a, {(LOC, "log"): first}, a, set())
+    assert found.claims == {}
+    assert found.older == {"log": (None, Claim(2, 5.0, (b, a)))}
+
+
+def test_a_later_version_is_decided_as_before_when_a_listing_time_is_unknown() -> None:
+    """Read back after a restart (no listing time, nor who ended with it): one listing may
+    have caught the file mid-write, the later version is kept with every writer that may
+    have run with it, and the earlier taken back."""
+    a = Writer(1, 1, "a", ran_from=0, ran_until=7)
+    b = Writer(2, 1, "b", ran_from=2, ran_until=9)
+    read_back = Claim(2, 5.0, (a,))
+    found = attribute(
+        RemoteFiles(LOC, {}, {"log": FileState(4, 7.0)}, 3.0, 8.0),
+        {(LOC, "log"): read_back},
+        b,
+        set(),
+    )
+    assert found.claims == {"log": (read_back, Claim(4, 7.0, (a, b)))} and found.older == {}

@@ -779,35 +779,46 @@ class ProvenanceRecorder:
             self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
         for path, (old, new) in sorted(found.claims.items()):
             claims[loc, path] = new
-            if (
-                old is not None
-                and (old.size, old.mtime) == (new.size, new.mtime)
-                and new.generator is not None
-                and old.generator == new.generator
-            ):
-                continue  # still the same attempt's
-            if old is not None:  # recorded again with its new writers
-                if old.generator is not None:
-                    writer = old.generator
-                    self.repo.remove_generated(writer.activity_id, writer.attempt, loc, path)
-                else:
-                    self.repo.remove_ambiguous_file(wf.id, loc, path, old.mtime)
-            row = (path, new.size, new.mtime, None)
-            if new.generator is not None:
-                writer = new.generator
-                self.repo.add_files(
-                    writer.activity_id, writer.attempt, "generated", [row], location=loc
-                )
-            else:
-                candidates = sorted({w.key for w in new.writers})
-                self.repo.add_ambiguous_file(wf.id, row, new.reason, candidates, location=loc)
+            self._record_version(wf, loc, path, old, new)
+        for path, (old, new) in sorted(found.older.items()):
+            self._record_version(wf, loc, path, old, new)  # beside the path's latest claim
         now = me.ran_until
-        recent.extend((now, loc, path) for path in sorted(found.claims))
+        recent.extend((now, loc, path) for path in sorted({*found.claims, *found.older}))
         # What was recorded before every attempt still running began concerns none of them.
         since = self._running_since(run, act)
         cut = bisect.bisect_left(recent, (now if since is None else since,))
         if cut > len(recent) // 2:
             del recent[:cut]
+
+    def _record_version(
+        self, wf: WorkflowRun, loc: str, path: str, old: Claim | None, new: Claim
+    ) -> None:
+        """Record a remote version as ``new`` says (its generator, or ambiguous between its
+        writers) in place of what ``old`` said (``None``: nothing recorded of it)."""
+        if (
+            old is not None
+            and (old.size, old.mtime) == (new.size, new.mtime)
+            and new.generator is not None
+            and old.generator == new.generator
+        ):
+            return  # still the same attempt's
+        if old is not None:  # recorded again with its new writers
+            if old.generator is not None:
+                writer = old.generator
+                self.repo.remove_generated(
+                    writer.activity_id, writer.attempt, loc, path, mtime=old.mtime
+                )
+            else:
+                self.repo.remove_ambiguous_file(wf.id, loc, path, old.mtime)
+        row = (path, new.size, new.mtime, None)
+        if new.generator is not None:
+            writer = new.generator
+            self.repo.add_files(
+                writer.activity_id, writer.attempt, "generated", [row], location=loc
+            )
+        else:
+            candidates = sorted({w.key for w in new.writers})
+            self.repo.add_ambiguous_file(wf.id, row, new.reason, candidates, location=loc)
 
     def _remote_claims(self, wf: WorkflowRun) -> dict[tuple[str, str], Claim]:
         """The remote versions recorded so far (a resumed run): who generated each, or its

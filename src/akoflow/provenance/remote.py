@@ -184,6 +184,10 @@ class Claim:
     seen: float | None = field(default=None, compare=False)
     """The remote clock when the last listing that showed this version was taken (``None``:
     unknown, a claim read back after a restart)."""
+    final: frozenset[tuple[int, int]] = field(default=frozenset(), compare=False)
+    """The writers (keys) whose listing after their command showed this version: it was
+    there when their command had ended, so a later version is not theirs. Empty: unknown
+    (a claim read back after a restart)."""
 
     @property
     def generator(self) -> Writer | None:
@@ -203,8 +207,8 @@ class Claim:
             return f"{OVERLAPPING}; declared as an output by {', '.join(sorted(declared))}"
         return OVERLAPPING
 
-    def same_version(self, f: FileState) -> bool:
-        return self.mtime == f.mtime and self.size == f.size
+    def same_version(self, f: FileState | None) -> bool:
+        return f is not None and self.mtime == f.mtime and self.size == f.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,10 @@ class Attribution:
     claims: dict[str, tuple[Claim | None, Claim]]
     """For each of those: what was recorded for that same version before (``None``:
     nothing, it is new) and what is now, with this attempt among its writers."""
+    older: dict[str, tuple[Claim | None, Claim]] = field(default_factory=dict)
+    """Versions older than the one the path's claim keeps, recorded beside it, as ``claims``
+    (``None``: nothing recorded for that version before): a version an attempt's listing
+    showed once its command had ended, that an attempt beside it replaced."""
 
 
 def attribute(
@@ -237,9 +245,14 @@ def attribute(
     same time (:meth:`Writer.ran_with`) is decided between them (:attr:`Claim.generator`),
     whatever order the engine learns of their ends in: ambiguous, unless exactly one of them
     declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
-    versions (one listing caught it mid-write): the later version is kept, the earlier taken
-    back. ``ancestors``: the ids of what ``me`` depends on, directly or not (asked for only when an
-    earlier writer may have run with it). A file another attempt that ran with ``me`` listed
+    versions. Listings after a command show what was there once it had ended: a writer whose
+    listing showed the earlier version (at a known time, before the listing that showed the
+    later one) did not write the later one, and the earlier version stays, recorded beside it
+    (``older``), with ``me`` among its writers unless ``me``'s first listing showed it already.
+    Otherwise (listing times unknown, as after a restart) one listing may have caught a file
+    mid-write: the later version is kept, the earlier taken back. ``ancestors``: the ids of
+    what ``me`` depends on, directly or not (asked for only when an earlier writer may have
+    run with it). A file another attempt that ran with ``me`` listed
     new (``caught``: paths recorded since ``me`` was dispatched) that ``me``'s listings show
     neither before nor after, though taken before and after that listing, was made and
     removed or renamed while ``me`` ran, maybe by ``me``: ``me`` is among its writers. The
@@ -257,6 +270,7 @@ def attribute(
             used[path] = f
     generated: dict[str, FileState] = {}
     decided: dict[str, tuple[Claim | None, Claim]] = {}
+    older: dict[str, tuple[Claim | None, Claim]] = {}  # versions the path's claim replaced
     change = changes(files.before, files.after)
     # An attempt that ended before this one started (a dependency, an earlier try of the same
     # activity, one whose end the engine saw before dispatching this one) did not write what
@@ -281,11 +295,27 @@ def attribute(
             earlier = set(ancestors())
         if ran_with and earlier:
             ran_with = tuple(w for w in ran_with if w.activity_id not in earlier)
+        alone = frozenset({mine.key})
         if old is None or not ran_with and not old.same_version(f):
-            decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen))  # the old one stays
+            # (the old one stays)
+            decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen, alone))
         elif old.same_version(f):
             last = seen if old.seen is None or seen is None else max(old.seen, seen)
-            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), last))
+            final = old.final & {w.key for w in ran_with} | alone
+            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), last, final))
+        elif seen is not None and old.seen is not None and seen > old.seen and old.final:
+            # A later version than one a writer's listing showed once its command had ended:
+            # not that writer's. That version stays (a version of its own, not a moment of a
+            # write), with this attempt among its writers unless it was there before it ran.
+            maybe = tuple(w for w in ran_with if w.key not in old.final)
+            decided[path] = (None, Claim(f.size, f.mtime, (*maybe, mine), seen, alone))
+            if not old.same_version(files.before.get(path)):
+                writers = (*old.writers, mine)
+                older[path] = (old, Claim(old.size, old.mtime, writers, old.seen, old.final))
+        elif seen is not None and old.seen is not None and seen < old.seen and old.final:
+            # This attempt's version is the earlier one: its listing after its command showed
+            # it, so the later one is not its. Recorded beside it, maybe by any that ran with it.
+            older[path] = (None, Claim(f.size, f.mtime, (*ran_with, mine), seen, alone))
         elif _later(f, seen, old):
             # Another version, listed new by an attempt that ran at the same time: either may
             # have written either (one listing may catch a file its writer was still writing,
@@ -298,7 +328,7 @@ def attribute(
     for path in caught:
         if start is None or end is None:
             break
-        if path in files.before or path in files.after or path in decided:
+        if path in files.before or path in files.after or path in decided or path in older:
             continue
         old = claims.get((loc, path))
         if old is None or old.seen is None or not start < old.seen < end:
@@ -309,7 +339,7 @@ def attribute(
             continue
         mine = replace(me, declared=bool(outputs) and declares(outputs, path))
         decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
-    return Attribution(used, generated, decided)
+    return Attribution(used, generated, decided, older)
 
 
 def _later(f: FileState, seen: float | None, old: Claim) -> bool:

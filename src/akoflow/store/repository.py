@@ -1279,12 +1279,15 @@ class Repository:
 
         return [(record(r[:9]), None if r[9] is None else record(r[10:])) for r in rows]
 
-    def remove_generated(self, activity_id: int, attempt: int, location: str, path: str) -> None:
-        """Take back a file an attempt was said to generate (another one turned out to)."""
+    def remove_generated(
+        self, activity_id: int, attempt: int, location: str, path: str, *, mtime: float
+    ) -> None:
+        """Take back a version of a file an attempt was said to generate (another one turned
+        out to, or may have)."""
         self._exec(
             "DELETE FROM files WHERE activity_id = ? AND attempt = ? AND role = 'generated' "
-            "AND location = ? AND path = ?",
-            (activity_id, attempt, to_db(location), to_db(path)),
+            "AND location = ? AND path = ? AND mtime = ?",
+            (activity_id, attempt, to_db(location), to_db(path), mtime),
         )
 
     def remove_ambiguous_file(
