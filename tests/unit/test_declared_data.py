@@ -122,6 +122,16 @@ def test_checked_outputs_on_the_host(tmp_path: Path) -> None:
     )
 
 
+def test_a_missing_path_is_shown_on_one_line_in_the_reason(tmp_path: Path) -> None:
+    """A declared path with a newline or an escape (legal names) is shown escaped: the
+    reason is one line in `akoflow run`'s line per ended activity (a newline there forged a
+    line like another activity's end) and in status tables."""
+    act = activity(outputs=("a\nfailed fake (1ms)", "\x1b[31mred"), inputs=("in\n",))
+    reason = checked_outputs(act, Outcome(True, 0), tmp_path, remote=False).reason
+    assert reason == "declared outputs missing: a\\x0afailed fake (1ms), \\x1b[31mred"
+    assert inputs_problem(act, tmp_path) == "declared inputs missing in the data dir: in\\x0a"
+
+
 def test_checked_outputs_remote_uses_the_jobs_listings(tmp_path: Path) -> None:
     f = FileState(1, 1.0)
     files = RemoteFiles("hpc:/scratch", {"in.csv": f}, {"in.csv": f, "out/r.txt": f})

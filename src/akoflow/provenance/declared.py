@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from akoflow.provenance.names import display
 from akoflow.runtimes.base import Outcome
 from akoflow.spec.workflow import Activity
 
@@ -145,7 +146,8 @@ def missing_on_host(patterns: Iterable[str], data_dir: Path) -> list[str]:
 
 
 def _listed(paths: list[str]) -> str:
-    shown = ", ".join(paths[:MAX_SHOWN])
+    """The paths for people, on one line (a newline in a name forged lines in the views)."""
+    shown = ", ".join(display(p) for p in paths[:MAX_SHOWN])
     more = len(paths) - MAX_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
 
