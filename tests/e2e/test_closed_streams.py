@@ -89,3 +89,27 @@ def test_the_engine_holds_dev_null_on_the_closed_streams_numbers(tmp_path: Path)
     finally:
         release.touch()
         assert engine.wait(60) == 0
+
+
+@pytest.mark.parametrize("args", [["run", "--json"], ["run"], ["status", "1", "--json"]])
+def test_output_a_full_disk_refused_is_said_on_stderr(tmp_path: Path, args: list[str]) -> None:
+    """stdout a file on a full disk (here /dev/full): the run goes on and its exit code is
+    its outcome as before, but the command says on stderr that its output is incomplete.
+    Before, `run --json` or `status --json` into a full disk left a cut document and exit
+    code 0 with nothing said (found by a hostile pass, h89)."""
+    wf, state = tmp_path / "wf.yaml", tmp_path / "state"
+    wf.write_text(WORKFLOW.format(code=0))
+    if args[0] == "status":
+        first = subprocess.run(
+            [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", str(state), "-q"],
+            env=cli_env(),
+            timeout=120,
+        )
+        assert first.returncode == 0
+    argv = [*args[:1], *([str(wf)] if args[0] == "run" else []), *args[1:]]
+    done = closed_run("> /dev/full", *argv, "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    assert "output is incomplete" in done.stderr and "No space left" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    data = next((state / "runs").glob("*/data"))
+    assert (data / "side-a").read_text() == "once\n"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
@@ -24,6 +25,7 @@ class GuardedStream:
     def __init__(self, *, stderr: bool) -> None:
         self._stderr = stderr
         self.dead = False
+        self.error: OSError | None = None  # what ended the output (see lost_output)
 
     @property
     def target(self) -> TextIO:
@@ -36,16 +38,20 @@ class GuardedStream:
         if not self.dead:
             try:
                 self.target.write(text)
-            except OSError:
-                self.dead = True
+            except OSError as exc:
+                self._ended(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self.dead:
             try:
                 self.target.flush()
-            except OSError:
-                self.dead = True
+            except OSError as exc:
+                self._ended(exc)
+
+    def _ended(self, exc: OSError) -> None:
+        self.dead = True
+        self.error = self.error or exc
 
     def isatty(self) -> bool:
         try:
@@ -88,6 +94,18 @@ class LazyConsole:
 
 out = LazyConsole()
 err = LazyConsole(stderr=True)
+
+
+def lost_output(flushed: OSError | None = None) -> str | None:
+    """Why what the command wrote on stdout is incomplete (a full disk, an I/O error), or
+    None; ``flushed``: what the last flush of ``sys.stdout`` raised. A reader that left (a
+    closed pipe: ``| head``) or a terminal that went away is no news to anyone."""
+    console = out._console
+    stream = console.file if console is not None else None
+    error = getattr(stream, "error", None) or flushed
+    if error is None or error.errno in (errno.EPIPE, errno.EIO):
+        return None
+    return f"stdout: {error.strerror or error}: the output is incomplete"
 
 
 def escape(text: str) -> str:

@@ -139,7 +139,7 @@ def main() -> None:
     short `akoflow run`) would do nothing anyone waits for."""
     standard_streams()
     from akoflow import secret_handoff
-    from akoflow.cli.console import err, escape
+    from akoflow.cli.console import err, escape, lost_output
 
     # Runtime secrets must not stay in this process's start-up environment, which other
     # processes of the user (activities among them) can read: exec again without them.
@@ -166,9 +166,18 @@ def main() -> None:
         err.print(escape(code))
         code = EXIT_FAILED
     try:
+        flushed: OSError | None = None
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`)
+            try:
                 stream.flush()
+            except (OSError, ValueError) as exc:  # a closed pipe (`| head`), a full disk
+                if stream is sys.stdout and isinstance(exc, OSError):
+                    flushed = exc
+        if (lost := lost_output(flushed)) is not None:
+            # The exit code stays the command's (a run's outcome): this says the rest.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"akoflow: {lost}\n")
+                sys.stderr.flush()
         store = sys.modules.get("akoflow.store.repository")  # not imported: nothing to close
         if store is not None:
             store.close_all()
