@@ -255,8 +255,9 @@ def attribute(
     run with it). A file another attempt that ran with ``me`` listed
     new (``caught``: paths recorded since ``me`` was dispatched) that ``me``'s listings show
     neither before nor after, though taken before and after that listing, was made and
-    removed or renamed while ``me`` ran, maybe by ``me``: ``me`` is among its writers. The
-    caller records each new claim in place of the old one.
+    removed or renamed while ``me`` ran, maybe by ``me``: ``me`` is among its writers; so is
+    a version of a path they show at another one, unchanged or then gone (made, then removed
+    or put back as it was). The caller records each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -328,11 +329,13 @@ def attribute(
     for path in caught:
         if start is None or end is None:
             break
-        if path in files.before or path in files.after or path in decided or path in older:
+        if path in decided or path in older:
             continue
         old = claims.get((loc, path))
         if old is None or old.seen is None or not start < old.seen < end:
             continue  # not known to have been listed while this attempt ran
+        if old.same_version(files.before.get(path)) or old.same_version(files.after.get(path)):
+            continue  # there when this attempt listed it: not made while it ran
         if any(w.key == me.key for w in old.writers) or not any(
             w.activity not in before_me and w.ran_with(me) for w in old.writers
         ):
