@@ -105,6 +105,9 @@ class RunFiles:
     # (engine time, location, path) of the remote claims recorded while an attempt still
     # running was: what its listings may show neither before nor after (made and removed).
     remote_recent: list[tuple[float, str, str]] = field(default_factory=list)
+    # (location, path, size, mtime) -> the claim of a remote version recorded beside a later
+    # one of its path (Attribution.older): a later listing of it adds its writers to it.
+    remote_older: dict[tuple[str, str, int, float], Claim] = field(default_factory=dict)
     mechanism: str = ""
     observed: ObservedRun | None = None  # None: inferred from timing
     # (activity id, attempt) -> the pending changes seen when it started (none are its)
@@ -780,8 +783,13 @@ class ProvenanceRecorder:
         for path, (old, new) in sorted(found.claims.items()):
             claims[loc, path] = new
             self._record_version(wf, loc, path, old, new)
-        for path, (old, new) in sorted(found.older.items()):
-            self._record_version(wf, loc, path, old, new)  # beside the path's latest claim
+        for path, (old, new) in sorted(found.older.items()):  # beside the path's latest claim
+            key = (loc, path, new.size, new.mtime)
+            known = run.remote_older.get(key)
+            if old is None and known is not None:  # one version, recorded once
+                old, new = known, _joined(known, new)
+            run.remote_older[key] = new
+            self._record_version(wf, loc, path, old, new)
         now = me.ran_until
         recent.extend((now, loc, path) for path in sorted({*found.claims, *found.older}))
         # What was recorded before every attempt still running began concerns none of them.
@@ -849,6 +857,17 @@ class ProvenanceRecorder:
                 )
                 keep(unsure.location, unsure.path, Claim(unsure.size, unsure.mtime, writers))
         return claims
+
+
+def _joined(known: Claim, new: Claim) -> Claim:
+    """One version's claim with the writers of both (``new``: another listing of it)."""
+    keys = {w.key for w in known.writers}
+    writers = (*known.writers, *(w for w in new.writers if w.key not in keys))
+    if known.seen is None or new.seen is None:
+        seen = known.seen if new.seen is None else new.seen
+    else:
+        seen = max(known.seen, new.seen)
+    return Claim(known.size, known.mtime, writers, seen, known.final | new.final)
 
 
 __all__ = ["FILE_TIME_SLACK", "ProvenanceRecorder", "RunFiles"]
