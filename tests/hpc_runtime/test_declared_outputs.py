@@ -106,7 +106,7 @@ spec:
         sleep 1
         mkdir -p out
         : > out/r.txt
-        sleep 3
+        sleep 5  # its final version listed seconds after the empty one (CLOCK_SKEW)
         echo r > out/r.txt
       {declaration}
     - name: other
@@ -155,7 +155,7 @@ spec:
       run: |
         sleep 1
         echo partial-copy > r.txt
-        sleep 3
+        sleep 5  # listed seconds after the half-made one (CLOCK_SKEW)
         echo final > r.txt
         touch -d @1000000000 r.txt
       {declaration}

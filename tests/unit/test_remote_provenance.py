@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from akoflow.provenance.remote import (
+    CLOCK_SKEW,
     LIST_FUNCTION,
     Claim,
     RemoteFiles,
@@ -389,3 +390,18 @@ def test_a_later_version_is_decided_as_before_when_a_listing_time_is_unknown() -
         set(),
     )
     assert found.claims == {"log": (read_back, Claim(4, 7.0, (a, b)))} and found.older == {}
+
+
+def test_listings_closer_than_clocks_may_differ_rule_no_writer_out() -> None:
+    """Jobs on different nodes list with different clocks: two listings less than
+    CLOCK_SKEW apart are not ordered for sure, and the versions are decided as when their
+    times are unknown (the later kept with both writers, the earlier taken back)."""
+    a = Writer(1, 1, "a", ran_from=0, ran_until=7)
+    b = Writer(2, 1, "b", ran_from=2, ran_until=9)
+    v1, v2 = FileState(2, 5.0), FileState(4, 7.0)
+    close = 6.0 + CLOCK_SKEW / 2
+    first = attribute(RemoteFiles(LOC, {}, {"log": v1}, 1.0, 6.0), {}, a, set()).claims["log"][1]
+    found = attribute(
+        RemoteFiles(LOC, {"log": v1}, {"log": v2}, 3.0, close), {(LOC, "log"): first}, b, set()
+    )
+    assert found.claims == {"log": (first, Claim(4, 7.0, (a, b)))} and found.older == {}

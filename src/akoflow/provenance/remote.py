@@ -26,6 +26,10 @@ from akoflow.provenance.snapshot import FileState, Snapshot, changes
 
 HEADER = "# akoflow-files 1"
 
+# Listings of jobs on different nodes carry different clocks: which was taken later is used to
+# rule a writer out only when they are further apart than a cluster's clocks may differ.
+CLOCK_SKEW = 1.0
+
 # Lists the current directory: a header with the remote clock (ns where `date` has %N, which
 # orders the ends of concurrent attempts), then one line per regular file,
 # "size<TAB>mtime<TAB>path". AkôFlow's own control dir, sentinels and copies being made
@@ -246,18 +250,19 @@ def attribute(
     whatever order the engine learns of their ends in: ambiguous, unless exactly one of them
     declared it (``outputs``: ``me``'s declared paths or globs). So is a file they list at two
     versions. Listings after a command show what was there once it had ended: a writer whose
-    listing showed the earlier version (at a known time, before the listing that showed the
-    later one) did not write the later one, and the earlier version stays, recorded beside it
-    (``older``), with ``me`` among its writers unless ``me``'s first listing showed it already.
-    Otherwise (listing times unknown, as after a restart) one listing may have caught a file
-    mid-write: the later version is kept, the earlier taken back. ``ancestors``: the ids of
-    what ``me`` depends on, directly or not (asked for only when an earlier writer may have
-    run with it). A file another attempt that ran with ``me`` listed
-    new (``caught``: paths recorded since ``me`` was dispatched) that ``me``'s listings show
-    neither before nor after, though taken before and after that listing, was made and
-    removed or renamed while ``me`` ran, maybe by ``me``: ``me`` is among its writers; so is
-    a version of a path they show at another one, unchanged or then gone (made, then removed
-    or put back as it was). The caller records each new claim in place of the old one.
+    listing showed the earlier version (at a known time, more than :data:`CLOCK_SKEW` before
+    the listing that showed the later one) did not write the later one, and the earlier
+    version stays, recorded beside it (``older``), with ``me`` among its writers unless
+    ``me``'s first listing showed it already. Otherwise (listing times unknown, as after a
+    restart, or too close) one listing may have caught a file mid-write: the later version is
+    kept, the earlier taken back. ``ancestors``: the ids of what ``me`` depends on, directly
+    or not (asked for only when an earlier writer may have run with it). A file another
+    attempt that ran with ``me`` listed new (``caught``: paths recorded since ``me`` was
+    dispatched) that ``me``'s listings show neither before nor after, though taken before and
+    after that listing, was made and removed or renamed while ``me`` ran, maybe by ``me``:
+    ``me`` is among its writers; so is a version of a path they show at another one,
+    unchanged or then gone (made, then removed or put back as it was). The caller records
+    each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -304,7 +309,9 @@ def attribute(
             last = seen if old.seen is None or seen is None else max(old.seen, seen)
             final = old.final & {w.key for w in ran_with} | alone
             decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), last, final))
-        elif seen is not None and old.seen is not None and seen > old.seen and old.final:
+        elif (
+            seen is not None and old.seen is not None and seen > old.seen + CLOCK_SKEW and old.final
+        ):
             # A later version than one a writer's listing showed once its command had ended:
             # not that writer's. That version stays (a version of its own, not a moment of a
             # write), with this attempt among its writers unless it was there before it ran.
@@ -313,7 +320,9 @@ def attribute(
             if not old.same_version(files.before.get(path)):
                 writers = (*old.writers, mine)
                 older[path] = (old, Claim(old.size, old.mtime, writers, old.seen, old.final))
-        elif seen is not None and old.seen is not None and seen < old.seen and old.final:
+        elif (
+            seen is not None and old.seen is not None and seen < old.seen - CLOCK_SKEW and old.final
+        ):
             # This attempt's version is the earlier one: its listing after its command showed
             # it, so the later one is not its. Recorded beside it, maybe by any that ran with it.
             older[path] = (None, Claim(f.size, f.mtime, (*ran_with, mine), seen, alone))
