@@ -518,8 +518,10 @@ class Attempts:
         if act.timed_out:
             reason = timed_out_reason(act)
         new, attempt_state = attempt_end(
-            # Asked to stop, it did: not a success, whatever its exit code (as runtimes judge).
-            succeeded=outcome.succeeded and act.stop_reason != "cancel",
+            # Asked to stop, it did: not a success, whatever its exit code (as runtimes judge),
+            # unless the runtime knows the stop came too late (it had ended on its own).
+            succeeded=outcome.succeeded
+            and (act.stop_reason != "cancel" or outcome.ended_unstopped),
             timed_out=act.timed_out,
             cancelled=act.cancel_requested or act.wf.cancelling,
             attempts_left=act.attempt < act.max_attempts,

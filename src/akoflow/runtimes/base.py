@@ -142,6 +142,10 @@ class Outcome:
     """When its process ended (epoch seconds), for an end collected after it happened (an
     adoption): by the clock of :attr:`Adopted.started_at`. None: the engine takes the moment
     it learns of the end."""
+    ended_unstopped: bool = False
+    """The runtime knows no stop of its reached the attempt while it ran: it ended on its
+    own, and its success stands even if the engine asked to stop it meanwhile (its end was
+    on its way). False: unknown, and a success asked to stop counts as stopped."""
 
 
 @dataclass(frozen=True, slots=True)

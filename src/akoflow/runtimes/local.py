@@ -659,7 +659,13 @@ class LocalRuntime(Runtime):
         self.events.job_finished(key, short)
 
     def _spawner_ended(
-        self, key: str, code: int, cpu: float, rss: int | None, cgroup_removed: bool
+        self,
+        key: str,
+        code: int,
+        cpu: float,
+        rss: int | None,
+        cgroup_removed: bool,
+        signalled: bool,
     ) -> None:
         job = self._jobs.get(key)
         if job is None or job.pidfd >= 0:
@@ -672,7 +678,7 @@ class LocalRuntime(Runtime):
         else:
             self._short_ends = 0
         self._start_waiting()
-        self.events.job_finished(key, self._outcome(code, job.cancelled, cpu, rss))
+        self.events.job_finished(key, self._outcome(code, job.cancelled and signalled, cpu, rss))
 
     def _spawner_lost(self, link: int) -> None:
         """A spawner died: the ends of its children can no longer be recorded. Each is
@@ -787,7 +793,9 @@ class LocalRuntime(Runtime):
                 _kill_attempt_processes(job.prefix)
             if job.cgroup is not None:
                 self._release_cgroup(job.cgroup)
-            outcome = self._outcome(record.code, job.cancelled, None, None)
+            # What an engine before this one asked of it is not known here: a success asked
+            # to stop counts as stopped (see Outcome.ended_unstopped).
+            outcome = self._outcome(record.code, job.cancelled, None, None, known=False)
         except Exception as exc:  # the end must reach the engine whatever went wrong here
             self._jobs.pop(job.key, None)
             log.exception("cannot collect the end of %s", job.key)
@@ -796,11 +804,22 @@ class LocalRuntime(Runtime):
         self.events.job_finished(job.key, outcome)
 
     @staticmethod
-    def _outcome(code: int | None, cancelled: bool, cpu: float | None, rss: int | None) -> Outcome:
+    def _outcome(
+        code: int | None,
+        stopped: bool,
+        cpu: float | None,
+        rss: int | None,
+        *,
+        known: bool = True,
+    ) -> Outcome:
+        """``stopped``: a stop of this runtime reached the process while it ran. One that had
+        ended before it did (its end not read yet) ended on its own: its exit code stands,
+        whatever the engine asked meanwhile (a success recorded cancelled was run again).
+        ``known``: every stop ever sent to it went through this runtime (it started it)."""
         if code is None:
             return Outcome(False, None, "the process ended but its exit code was lost", cpu, rss)
-        if code == 0 and not cancelled:
-            return Outcome(True, 0, None, cpu, rss)
+        if code == 0 and not stopped:
+            return Outcome(True, 0, None, cpu, rss, ended_unstopped=known)
         if code < 0:
             return Outcome(False, 128 - code, f"killed by {_signal_name(-code)}", cpu, rss)
         if 128 < code < 128 + signal.NSIG:
@@ -833,7 +852,7 @@ class LocalRuntime(Runtime):
 
     def _signal(self, job: _Tracked, number: int) -> None:
         # The spawner's children are signalled by the spawner: it alone knows whether the
-        # pid is still the attempt's (not reaped, not reused).
+        # pid is still the attempt's (not reaped, not reused), and whether it had ended.
         if job.pidfd == -1 and self._links and self._links[job.link].signal(job.key, number):
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):

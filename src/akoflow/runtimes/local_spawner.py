@@ -211,12 +211,15 @@ def shell_code(status_code: int) -> int:
 
 
 class _Child:
-    __slots__ = ("cgroup", "key", "prefix")
+    __slots__ = ("cgroup", "key", "prefix", "signalled")
 
     def __init__(self, key: str, prefix: str, cgroup: str | None) -> None:
         self.key = key
         self.prefix = prefix
         self.cgroup = cgroup
+        # Whether a stop reached it while it ran: one that had ended on its own before (its
+        # end not read yet) keeps its exit code's meaning, a success included.
+        self.signalled = False
 
 
 class Spawner:
@@ -264,11 +267,17 @@ class Spawner:
         elif kind == "signal":
             _, key, number = message
             pid = self.by_key.get(key)
-            if pid is not None:  # not reaped yet: the pid and its group are still its own
+            # Not reaped yet: the pid and its group are still its own. Ended already (a
+            # zombie): the stop came too late, and its group is killed as it is reaped.
+            if pid is not None and not _has_ended(pid):
+                child = self.children.get(pid)
                 try:
                     os.killpg(pid, number)
                 except (ProcessLookupError, PermissionError):
                     pass
+                else:
+                    if child is not None:
+                        child.signalled = True
 
     def spawn(
         self,
@@ -442,7 +451,8 @@ class Spawner:
             # Removed here, and said so: the engine then does not try again (an rmdir on its
             # loop per activity). One it cannot remove yet is the engine's to empty.
             removed = child.cgroup is None or _remove_empty_cgroup(child.cgroup)
-            self.send("ended", child.key, code, usage.ru_utime + usage.ru_stime, rss, removed)
+            cpu = usage.ru_utime + usage.ru_stime
+            self.send("ended", child.key, code, cpu, rss, removed, child.signalled)
 
     # ---------------------------------------------------------------- loop
 
@@ -503,6 +513,14 @@ def _remove_empty_cgroup(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _has_ended(pid: int) -> bool:
+    """Whether this process's child ``pid`` has ended (it stays to be reaped)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _drain(fd: int) -> None:

@@ -31,7 +31,7 @@ STALL_WARN = 10.0  # s: a spawner silent this long with starts asked of it is lo
 # have recorded the last one and left (no zombie in a long-lived process such as the server).
 _left: set[int] = set()
 
-Ended = Callable[[str, int, float, "int | None", bool], None]
+Ended = Callable[[str, int, float, "int | None", bool, bool], None]
 Started = Callable[[str, int], None]
 Failed = Callable[[str, str, bool], None]  # key, reason, the host short of room
 
@@ -203,7 +203,9 @@ class SpawnerLink:
         for message in self._frames.feed(data):
             kind, key = message[0], message[1]
             if kind == "ended":
-                self._on_ended(key, message[2], message[3], message[4], bool(message[5]))
+                # The last: whether a stop reached it while it ran (see local_spawner).
+                signalled = len(message) < 7 or bool(message[6])
+                self._on_ended(key, message[2], message[3], message[4], bool(message[5]), signalled)
             elif kind == "started":
                 self._unanswered = max(0, self._unanswered - 1)
                 self._on_started(key, message[2])

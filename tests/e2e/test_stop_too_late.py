@@ -1,0 +1,105 @@
+"""A stop that reaches an attempt after it ended on its own does not undo its success.
+
+A hostile pass (h89) pressed Ctrl-C during a run of 3,000 short activities: the few that had
+just exited 0, their ends not read yet, were recorded ``cancelled`` (exit code 0), and
+``akoflow retry`` ran them again (their side effects twice). The engine had asked the local
+runtime to stop them; the spawner signalled a process that was already a zombie.
+
+Now the spawner signals only a child that has not ended and says, with its end, whether a
+stop reached it: an end no stop reached is the attempt's own, a success included. A script
+that traps the stop and exits 0 was stopped: not a success (as before).
+
+Real spawners, real SIGSTOP/SIGCONT of them to hold the end unread while the stop is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from akoflow.states import ActivityState
+from tests.e2e.test_engine_inprocess import engine_with
+
+ENDS_ON_GO = """\
+touch started
+while [ ! -e go ]; do sleep 0.02; done
+echo ran >> side
+"""
+
+TRAPS_THE_STOP = """\
+trap 'echo stopped >> side; exit 0' TERM
+touch started
+while :; do sleep 0.05; done
+"""
+
+
+def _workflow(script: str) -> str:
+    lines = "".join(f"        {line}\n" for line in script.splitlines())
+    return f"name: late\nspec:\n  activities:\n    - name: w\n      run: |\n{lines}"
+
+
+async def _until(check: object, seconds: float = 30.0) -> None:
+    assert callable(check)
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_an_end_the_stop_came_too_late_for_stays_a_success(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[ActivityState, int | None, int]:
+        async with engine_with(tmp_path, _workflow(ENDS_ON_GO)) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await _until(lambda: (data / "started").exists())
+            runtime = engine.runtimes.slots["local"].runtime
+            await _until(lambda: act.key in runtime._jobs)  # its pid known
+            pid = runtime._jobs[act.key].pid
+            spawners = [link.pid for link in runtime._links if link.pid is not None]
+            for spawner in spawners:  # its end stays unread while it is asked to stop
+                os.kill(spawner, signal.SIGSTOP)
+            try:
+                (data / "go").touch()
+                await _until(lambda: _zombie(pid))  # ended on its own, not reaped
+                engine.cancel(wf_id)
+                await asyncio.sleep(0.3)  # the stop is on its way to the spawner
+            finally:
+                for spawner in spawners:
+                    os.kill(spawner, signal.SIGCONT)
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            attempts = repo.list_attempts(act.id)
+            return act.state, act.exit_code, len(attempts)
+
+    state, code, attempts = asyncio.run(scenario())
+    assert (state, code, attempts) == (ActivityState.SUCCEEDED, 0, 1)
+    assert (data / "side").read_text() == "ran\n"  # ran once; a retry has nothing to run
+
+
+def test_a_script_that_traps_the_stop_and_exits_0_was_stopped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[ActivityState, int | None]:
+        async with engine_with(tmp_path, _workflow(TRAPS_THE_STOP)) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            await _until(lambda: (data / "started").exists())
+            engine.cancel(wf_id)
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            return wf.activities["w"].state, wf.activities["w"].exit_code
+
+    state, code = asyncio.run(scenario())
+    assert (data / "side").read_text() == "stopped\n"  # the stop reached it, it exited 0
+    assert (state, code) == (ActivityState.CANCELLED, 0)
