@@ -405,3 +405,38 @@ def test_listings_closer_than_clocks_may_differ_rule_no_writer_out() -> None:
         RemoteFiles(LOC, {"log": v1}, {"log": v2}, 3.0, close), {(LOC, "log"): first}, b, set()
     )
     assert found.claims == {"log": (first, Claim(4, 7.0, (a, b)))} and found.older == {}
+
+
+def test_an_earlier_version_listed_while_an_attempt_ran_may_be_its_own() -> None:
+    """``catcher``'s listing (at 6) showed version 1 of log, recorded as its own; ``third``'s
+    later version 2 is the path's latest claim. ``maker``'s listings (at 1 and 9) show no log,
+    then version 2 (or version 1 again, listed less than CLOCK_SKEW from version 2's): version
+    1 was made while it ran, maybe by it, and it is among its writers (``between``) beside
+    what it decides of version 2."""
+    catcher = Writer(1, 1, "catcher", ran_from=0, ran_until=7)
+    maker = Writer(2, 1, "maker", ran_from=0, ran_until=10)
+    third = Writer(3, 1, "third", ran_from=3, ran_until=9)
+    v1, v2 = FileState(2, 5.0), FileState(5, 7.0)
+    first = Claim(2, 5.0, (catcher,), 6.0, frozenset({catcher.key}))
+    latest = Claim(5, 7.0, (third,), 8.5, frozenset({third.key}))
+    for after, seen in ((v2, 9.0), (v1, 8.5 - CLOCK_SKEW / 2)):
+        found = attribute(
+            RemoteFiles(LOC, {}, {"log": after}, 1.0, seen),
+            {(LOC, "log"): latest},
+            maker,
+            set(),
+            caught={"log"},
+            listed={"log": [first, latest]},
+        )
+        assert found.between == [("log", first, Claim(2, 5.0, (catcher, maker), 6.0))]
+        assert found.between[0][2].generator is None
+    # Version 1 was there when maker's first listing was taken: not its.
+    found = attribute(
+        RemoteFiles(LOC, {"log": v1}, {"log": v2}, 6.5, 9.0),
+        {(LOC, "log"): latest},
+        maker,
+        set(),
+        caught={"log"},
+        listed={"log": [first, latest]},
+    )
+    assert found.between == []

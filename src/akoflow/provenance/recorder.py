@@ -102,12 +102,12 @@ class RunFiles:
     outputs: dict[str, set[str]] = field(default_factory=dict)  # the inverse of generated_by
     # Files on remote runtimes: (location, path) -> who generated its current version.
     remote_generated: dict[tuple[str, str], Claim] | None = None
-    # (engine time, location, path) of the remote claims recorded while an attempt still
-    # running was: what its listings may show neither before nor after (made and removed).
-    remote_recent: list[tuple[float, str, str]] = field(default_factory=list)
-    # (location, path, size, mtime) -> the claim of a remote version recorded beside a later
-    # one of its path (Attribution.older): a later listing of it adds its writers to it.
-    remote_older: dict[tuple[str, str, int, float], Claim] = field(default_factory=dict)
+    # (engine time, location, path, size, mtime) of the remote versions recorded while an
+    # attempt still running was: what its listings may not show (made while it ran).
+    remote_recent: list[tuple[float, str, str, int, float]] = field(default_factory=list)
+    # (location, path, size, mtime) -> the claim of each remote version recorded (the latest
+    # of a path's, or one beside it): a later listing of it adds its writers to it.
+    remote_versions: dict[tuple[str, str, int, float], Claim] = field(default_factory=dict)
     mechanism: str = ""
     observed: ObservedRun | None = None  # None: inferred from timing
     # (activity id, attempt) -> the pending changes seen when it started (none are its)
@@ -773,25 +773,40 @@ class ProvenanceRecorder:
         deps = {d.name for d in act.deps}
         recent = run.remote_recent
         since_me = recent[bisect.bisect_right(recent, (act.dispatched_at,)) :]
-        caught = {p for _, where, p in since_me if where == loc}
+        listed: dict[str, dict[tuple[str, str, int, float], Claim]] = {}
+        for _, where, p, size, mtime in since_me:
+            key = (where, p, size, mtime)
+            if where == loc and (version := run.remote_versions.get(key)) is not None:
+                listed.setdefault(p, {})[key] = version
         found = attribute(
-            files, claims, me, deps, act.spec.outputs, partial(upstream_ids, act), caught
+            files,
+            claims,
+            me,
+            deps,
+            act.spec.outputs,
+            partial(upstream_ids, act),
+            listed,
+            {p: list(versions.values()) for p, versions in listed.items()},
         )
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
             self.repo.add_files(act.id, act.attempt, "used", rows, location=loc)
+        done: list[tuple[str, Claim]] = []
         for path, (old, new) in sorted(found.claims.items()):
             claims[loc, path] = new
-            self._record_version(wf, loc, path, old, new)
+            self._record_version(wf, run, loc, path, old, new)
+            done.append((path, new))
         for path, (old, new) in sorted(found.older.items()):  # beside the path's latest claim
-            key = (loc, path, new.size, new.mtime)
-            known = run.remote_older.get(key)
+            known = run.remote_versions.get((loc, path, new.size, new.mtime))
             if old is None and known is not None:  # one version, recorded once
                 old, new = known, _joined(known, new)
-            run.remote_older[key] = new
-            self._record_version(wf, loc, path, old, new)
+            self._record_version(wf, run, loc, path, old, new)
+            done.append((path, new))
+        for path, old, new in found.between:
+            self._record_version(wf, run, loc, path, old, new)
+            done.append((path, new))
         now = me.ran_until
-        recent.extend((now, loc, path) for path in sorted({*found.claims, *found.older}))
+        recent.extend(sorted((now, loc, path, c.size, c.mtime) for path, c in done))
         # What was recorded before every attempt still running began concerns none of them.
         since = self._running_since(run, act)
         cut = bisect.bisect_left(recent, (now if since is None else since,))
@@ -799,10 +814,13 @@ class ProvenanceRecorder:
             del recent[:cut]
 
     def _record_version(
-        self, wf: WorkflowRun, loc: str, path: str, old: Claim | None, new: Claim
+        self, wf: WorkflowRun, run: RunFiles, loc: str, path: str, old: Claim | None, new: Claim
     ) -> None:
         """Record a remote version as ``new`` says (its generator, or ambiguous between its
         writers) in place of what ``old`` said (``None``: nothing recorded of it)."""
+        if old is not None:  # (taken back when another version)
+            run.remote_versions.pop((loc, path, old.size, old.mtime), None)
+        run.remote_versions[loc, path, new.size, new.mtime] = new
         if (
             old is not None
             and (old.size, old.mtime) == (new.size, new.mtime)

@@ -229,6 +229,10 @@ class Attribution:
     """Versions older than the one the path's claim keeps, recorded beside it, as ``claims``
     (``None``: nothing recorded for that version before): a version an attempt's listing
     showed once its command had ended, that an attempt beside it replaced."""
+    between: list[tuple[str, Claim, Claim]] = field(default_factory=list)
+    """Other versions of paths (path, what was recorded, what is now) that another attempt's
+    listing showed between this attempt's two listings and its listings do not show: made
+    while it ran, maybe by it (it is among their writers now)."""
 
 
 def attribute(
@@ -239,6 +243,7 @@ def attribute(
     outputs: Collection[str] = (),
     ancestors: Callable[[], Collection[int]] = tuple,
     caught: Collection[str] = (),
+    listed: Mapping[str, Collection[Claim]] | None = None,
 ) -> Attribution:
     """What one remote attempt (``me``) used and which versions it may have generated.
 
@@ -260,9 +265,13 @@ def attribute(
     attempt that ran with ``me`` listed new (``caught``: paths recorded since ``me`` was
     dispatched) that ``me``'s listings show neither before nor after, though taken before and
     after that listing, was made and removed or renamed while ``me`` ran, maybe by ``me``:
-    ``me`` is among its writers; so is a version of a path they show at another one,
-    unchanged or then gone (made, then removed or put back as it was). The caller records
-    each new claim in place of the old one.
+    ``me`` is among its writers; so is a version of a path they show at another one, or
+    absent, before (made, then changed again, removed or put back as it was). ``listed``:
+    every version of those paths recorded since ``me`` was dispatched (``None``: the latest
+    only); one that is not the path's latest claim, nor decided here, is among ``between``
+    when so (an earlier version an attempt's listing caught, that ``me`` may have made
+    before the later one its own listing shows). The caller records each new claim in place
+    of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -335,23 +344,31 @@ def attribute(
             decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
         generated[path] = f
     start, end = files.before_time, files.after_time
+    between: list[tuple[str, Claim, Claim]] = []
     for path in caught:
         if start is None or end is None:
             break
-        if path in decided or path in older:
-            continue
-        old = claims.get((loc, path))
-        if old is None or old.seen is None or not start < old.seen < end:
-            continue  # not known to have been listed while this attempt ran
-        if old.same_version(files.before.get(path)) or old.same_version(files.after.get(path)):
-            continue  # there when this attempt listed it: not made while it ran
-        if any(w.key == me.key for w in old.writers) or not any(
-            w.activity not in before_me and w.ran_with(me) for w in old.writers
-        ):
-            continue
-        mine = replace(me, declared=bool(outputs) and declares(outputs, path))
-        decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
-    return Attribution(used, generated, decided, older)
+        latest = claims.get((loc, path))
+        for old in [latest] if listed is None else listed.get(path, ()):
+            if old is None or old.seen is None or not start < old.seen < end:
+                continue  # not known to have been listed while this attempt ran
+            version = FileState(old.size, old.mtime)
+            if old.same_version(files.before.get(path)):
+                continue  # there before this attempt ran
+            if any(w.key == me.key for w in old.writers) or not any(
+                w.activity not in before_me and w.ran_with(me) for w in old.writers
+            ):
+                continue
+            here = (*decided.get(path, ()), *older.get(path, ()))
+            if any(c is not None and c.same_version(version) for c in here):
+                continue  # decided above
+            mine = replace(me, declared=bool(outputs) and declares(outputs, path))
+            new = Claim(old.size, old.mtime, (*old.writers, mine), old.seen)
+            if latest is not None and latest.same_version(version) and path not in decided:
+                decided[path] = (latest, replace(new, writers=(*latest.writers, mine)))
+            else:
+                between.append((path, old, replace(new, final=old.final)))
+    return Attribution(used, generated, decided, older, between)
 
 
 def _later(f: FileState, seen: float | None, old: Claim) -> bool:
