@@ -105,8 +105,9 @@ class RunFiles:
     # (engine time, location, path, size, mtime) of the remote versions recorded while an
     # attempt still running was: what its listings may not show (made while it ran).
     remote_recent: list[tuple[float, str, str, int, float]] = field(default_factory=list)
-    # (location, path, size, mtime) -> the claim of each remote version recorded (the latest
-    # of a path's, or one beside it): a later listing of it adds its writers to it.
+    # (location, path, size, mtime) -> the claim of each remote version recorded while an
+    # attempt still running was (named in remote_recent): a later listing of it adds its
+    # writers to it.
     remote_versions: dict[tuple[str, str, int, float], Claim] = field(default_factory=dict)
     mechanism: str = ""
     observed: ObservedRun | None = None  # None: inferred from timing
@@ -812,6 +813,10 @@ class ProvenanceRecorder:
         cut = bisect.bisect_left(recent, (now if since is None else since,))
         if cut > len(recent) // 2:
             del recent[:cut]
+            # (and the claims of versions only they named: the latest of each path stays)
+            keep = {(where, p, size, mtime) for _, where, p, size, mtime in recent}
+            versions = run.remote_versions
+            run.remote_versions = {k: c for k, c in versions.items() if k in keep}
 
     def _record_version(
         self, wf: WorkflowRun, run: RunFiles, loc: str, path: str, old: Claim | None, new: Claim
