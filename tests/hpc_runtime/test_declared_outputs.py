@@ -215,9 +215,10 @@ spec:
     - name: maker
       run: |
         wait_for() {{ {WAIT}; }}
+        wait_for .akoflow/sync/other-started  # after other's first listing
         echo result > result.txt.part
         echo scratch > scratch.tmp
-        mkdir -p .akoflow/sync && touch .akoflow/sync/maker-wrote
+        touch .akoflow/sync/maker-wrote
         wait_for '.akoflow/*/*-other-a1/files.after'
         sleep 1  # the engine learns of other's end first
         mv result.txt.part result.txt
@@ -226,6 +227,7 @@ spec:
       outputs: [o.txt]
       run: |
         wait_for() {{ {WAIT}; }}
+        mkdir -p .akoflow/sync && touch .akoflow/sync/other-started
         wait_for .akoflow/sync/maker-wrote
         echo o > o.txt
 """
