@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -440,3 +441,26 @@ def test_an_earlier_version_listed_while_an_attempt_ran_may_be_its_own() -> None
         listed={"log": [first, latest]},
     )
     assert found.between == []
+
+
+def test_a_file_an_attempt_heard_of_first_may_have_made_and_removed_is_not_the_others() -> None:
+    """``maker`` (listings at 1 and 9, its end heard first) wrote tmp and removed it while
+    ``other``'s listings (at 2 and 6) showed it appear: ``other`` lists tmp new, and no one
+    claimed it. It is ambiguous between them (it was other's alone), unless one declared it;
+    an attempt whose listings did not straddle other's last one is no candidate."""
+    maker = Writer(1, 1, "maker", ran_from=0, ran_until=10)
+    other = Writer(2, 1, "other", ran_from=0, ran_until=11)
+    files = RemoteFiles(LOC, {}, {"tmp": FileState(1, 5.0)}, 2.0, 6.0)
+    found = attribute(files, {}, other, set(), straddled=[(maker, ())])
+    assert found.claims["tmp"][1].writers == (maker, other)
+    assert found.claims["tmp"][1].generator is None
+    found = attribute(files, {}, other, set(), straddled=[(maker, ("tmp",))])
+    assert found.claims["tmp"][1].generator == replace(maker, declared=True)
+    # A dependency, or one that did not run with it: not a candidate.
+    assert attribute(files, {}, other, {"maker"}, straddled=[(maker, ())]).claims["tmp"][
+        1
+    ].writers == (other,)
+    before = Writer(3, 1, "before", ran_from=0, ran_until=-1)
+    assert attribute(files, {}, other, set(), straddled=[(before, ())]).claims["tmp"][
+        1
+    ].writers == (other,)

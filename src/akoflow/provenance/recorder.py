@@ -50,7 +50,7 @@ from akoflow.provenance.names import to_bytes
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
 from akoflow.provenance.observed import Decision, Generated, Listings, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
-from akoflow.provenance.remote import Claim, RemoteFiles, Writer, attribute
+from akoflow.provenance.remote import CLOCK_SKEW, Claim, RemoteFiles, Writer, attribute
 from akoflow.provenance.snapshot import (
     FileState,
     Snapshot,
@@ -109,6 +109,12 @@ class RunFiles:
     # attempt still running was (named in remote_recent): a later listing of it adds its
     # writers to it.
     remote_versions: dict[tuple[str, str, int, float], Claim] = field(default_factory=dict)
+    # (engine time, location, before, after, writer, declared outputs) of the remote attempts
+    # whose end was heard while another still running was: listings (remote clock) another
+    # attempt's last one may fall between, their end heard first (pruned as remote_recent).
+    remote_ended: list[tuple[float, str, float, float, Writer, tuple[str, ...]]] = field(
+        default_factory=list
+    )
     mechanism: str = ""
     observed: ObservedRun | None = None  # None: inferred from timing
     # (activity id, attempt) -> the pending changes seen when it started (none are its)
@@ -788,6 +794,7 @@ class ProvenanceRecorder:
             partial(upstream_ids, act),
             listed,
             {p: list(versions.values()) for p, versions in listed.items()},
+            self._straddling(run, loc, files.after_time),
         )
         if found.used:
             rows = [(p, f.size, f.mtime, None) for p, f in sorted(found.used.items())]
@@ -808,8 +815,15 @@ class ProvenanceRecorder:
             done.append((path, new))
         now = me.ran_until
         recent.extend(sorted((now, loc, path, c.size, c.mtime) for path, c in done))
+        if files.before_time is not None and files.after_time is not None:
+            outputs = tuple(act.spec.outputs)
+            run.remote_ended.append((now, loc, files.before_time, files.after_time, me, outputs))
         # What was recorded before every attempt still running began concerns none of them.
         since = self._running_since(run, act)
+        ended = run.remote_ended
+        gone = bisect.bisect_left([e[0] for e in ended], now if since is None else since)
+        if gone > len(ended) // 2:
+            del ended[:gone]
         cut = bisect.bisect_left(recent, (now if since is None else since,))
         if cut > len(recent) // 2:
             del recent[:cut]
@@ -817,6 +831,21 @@ class ProvenanceRecorder:
             keep = {(where, p, size, mtime) for _, where, p, size, mtime in recent}
             versions = run.remote_versions
             run.remote_versions = {k: c for k, c in versions.items() if k in keep}
+
+    @staticmethod
+    def _straddling(
+        run: RunFiles, loc: str, last: float | None
+    ) -> list[tuple[Writer, tuple[str, ...]]]:
+        """The attempts whose end was heard already and whose listings at ``loc`` were taken
+        before and after ``last`` (the remote clock of another attempt's last listing)."""
+        if last is None:
+            return []
+        return [
+            (writer, outputs)
+            for _, where, before, after, writer, outputs in run.remote_ended
+            # (their clocks may differ: one that may have straddled it counts)
+            if where == loc and before - CLOCK_SKEW < last < after + CLOCK_SKEW
+        ]
 
     def _record_version(
         self, wf: WorkflowRun, run: RunFiles, loc: str, path: str, old: Claim | None, new: Claim

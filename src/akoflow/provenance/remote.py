@@ -244,6 +244,7 @@ def attribute(
     ancestors: Callable[[], Collection[int]] = tuple,
     caught: Collection[str] = (),
     listed: Mapping[str, Collection[Claim]] | None = None,
+    straddled: Collection[tuple[Writer, Collection[str]]] = (),
 ) -> Attribution:
     """What one remote attempt (``me``) used and which versions it may have generated.
 
@@ -270,8 +271,12 @@ def attribute(
     every version of those paths recorded since ``me`` was dispatched (``None``: the latest
     only); one that is not the path's latest claim, nor decided here, is among ``between``
     when so (an earlier version an attempt's listing caught, that ``me`` may have made
-    before the later one its own listing shows). The caller records each new claim in place
-    of the old one.
+    before the later one its own listing shows). ``straddled``: attempts (with their
+    declared outputs) whose end the engine heard already, that may have run with ``me`` and
+    whose listings were taken before and after ``me``'s last one: a file ``me`` lists new
+    that no attempt claimed may have been made there, then removed or renamed before their
+    last listing (their end heard first: the other way round): they are among its writers.
+    The caller records each new claim in place of the old one.
     """
     loc = files.location
     used: dict[str, FileState] = {}
@@ -313,7 +318,12 @@ def attribute(
         alone = frozenset({mine.key})
         if old is None or not ran_with and not old.same_version(f):
             # (the old one stays)
-            decided[path] = (None, Claim(f.size, f.mtime, (mine,), seen, alone))
+            maybe = tuple(
+                replace(w, declared=bool(theirs) and declares(theirs, path))
+                for w, theirs in straddled
+                if w.activity not in before_me and w.key != mine.key and w.ran_with(mine)
+            )
+            decided[path] = (None, Claim(f.size, f.mtime, (*maybe, mine), seen, alone))
         elif old.same_version(f):
             last = seen if old.seen is None or seen is None else max(old.seen, seen)
             final = old.final & {w.key for w in ran_with} | alone
