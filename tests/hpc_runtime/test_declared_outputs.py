@@ -276,6 +276,7 @@ spec:
         touch .akoflow/sync/b-started
         wait_for '.akoflow/*/*-a-a1/files.after'
         wait_for '.akoflow/*/*-d-a1/files.after'
+        sleep 1.5  # listed more than CLOCK_SKEW after d's last listing
         printf 'bb\\n' >> log.txt
     - name: d
       dependsOn: [a]

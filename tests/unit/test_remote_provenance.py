@@ -464,3 +464,20 @@ def test_a_file_an_attempt_heard_of_first_may_have_made_and_removed_is_not_the_o
     assert attribute(files, {}, other, set(), straddled=[(before, ())]).claims["tmp"][
         1
     ].writers == (other,)
+
+
+def test_a_later_version_may_be_one_an_attempt_heard_of_first_made_and_removed() -> None:
+    """``a``'s version 1 (listed at 2 once its command had ended); ``x``, its end heard
+    already, listed at 5 and 12 and showed no version 2; ``me``, listed at 4 and 10, shows
+    version 2 appear: ``x`` may have made it and removed it before its last listing (a model
+    of the listings, h90's, gave it to ``me`` alone)."""
+    a = Writer(1, 1, "a", ran_from=0, ran_until=3)
+    x = Writer(2, 1, "x", ran_from=0, ran_until=13)
+    me = Writer(3, 1, "me", ran_from=1, ran_until=14)
+    first = attribute(RemoteFiles(LOC, {}, {"f": FileState(1, 1.5)}, 1.0, 2.0), {}, a, set())
+    claims = {(LOC, "f"): first.claims["f"][1]}
+    files = RemoteFiles(LOC, {"f": FileState(1, 1.5)}, {"f": FileState(2, 6.0)}, 4.0, 10.0)
+    alone = attribute(files, claims, me, set()).claims["f"][1]
+    assert alone.generator == me  # without x: me's
+    found = attribute(files, claims, me, set(), straddled=[(x, ())]).claims["f"][1]
+    assert found.writers == (x, me) and found.generator is None

@@ -316,26 +316,29 @@ def attribute(
         if ran_with and earlier:
             ran_with = tuple(w for w in ran_with if w.activity_id not in earlier)
         alone = frozenset({mine.key})
+        # Ended already, their listings around this one's last: this version may have been
+        # theirs, made then removed or replaced before their own last listing.
+        around = tuple(
+            replace(w, declared=bool(theirs) and declares(theirs, path))
+            for w, theirs in straddled
+            if w.activity not in before_me and w.key != mine.key and w.ran_with(mine)
+        )
         if old is None or not ran_with and not old.same_version(f):
             # (the old one stays)
-            maybe = tuple(
-                replace(w, declared=bool(theirs) and declares(theirs, path))
-                for w, theirs in straddled
-                if w.activity not in before_me and w.key != mine.key and w.ran_with(mine)
-            )
-            decided[path] = (None, Claim(f.size, f.mtime, (*maybe, mine), seen, alone))
+            decided[path] = (None, Claim(f.size, f.mtime, (*around, mine), seen, alone))
         elif old.same_version(f):
             last = seen if old.seen is None or seen is None else max(old.seen, seen)
             final = old.final & {w.key for w in ran_with} | alone
-            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), last, final))
+            writers = _distinct(*ran_with, *around, mine)
+            decided[path] = (old, Claim(f.size, f.mtime, writers, last, final))
         elif (
             seen is not None and old.seen is not None and seen > old.seen + CLOCK_SKEW and old.final
         ):
             # A later version than one a writer's listing showed once its command had ended:
             # not that writer's. That version stays (a version of its own, not a moment of a
             # write), with this attempt among its writers unless it was there before it ran.
-            maybe = tuple(w for w in ran_with if w.key not in old.final)
-            decided[path] = (None, Claim(f.size, f.mtime, (*maybe, mine), seen, alone))
+            maybe = _distinct(*(w for w in ran_with if w.key not in old.final), *around, mine)
+            decided[path] = (None, Claim(f.size, f.mtime, maybe, seen, alone))
             if not old.same_version(files.before.get(path)):
                 writers = (*old.writers, mine)
                 older[path] = (old, Claim(old.size, old.mtime, writers, old.seen, old.final))
@@ -344,12 +347,13 @@ def attribute(
         ):
             # This attempt's version is the earlier one: its listing after its command showed
             # it, so the later one is not its. Recorded beside it, maybe by any that ran with it.
-            older[path] = (None, Claim(f.size, f.mtime, (*ran_with, mine), seen, alone))
+            writers = _distinct(*ran_with, *around, mine)
+            older[path] = (None, Claim(f.size, f.mtime, writers, seen, alone))
         elif _later(f, seen, old):
             # Another version, listed new by an attempt that ran at the same time: either may
             # have written either (one listing may catch a file its writer was still writing,
             # created empty). The earlier version is taken back: it was there a moment only.
-            decided[path] = (old, Claim(f.size, f.mtime, (*ran_with, mine), seen))
+            decided[path] = (old, Claim(f.size, f.mtime, _distinct(*ran_with, *around, mine), seen))
         else:  # this attempt's version is the earlier one: the later stays, and it may be mine
             decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
         generated[path] = f
@@ -379,6 +383,14 @@ def attribute(
             else:
                 between.append((path, old, replace(new, final=old.final)))
     return Attribution(used, generated, decided, older, between)
+
+
+def _distinct(*writers: Writer) -> tuple[Writer, ...]:
+    """``writers`` without a second one of the same attempt (the first stays)."""
+    first: dict[tuple[int, int], Writer] = {}
+    for w in writers:
+        first.setdefault(w.key, w)
+    return tuple(first.values())
 
 
 def _later(f: FileState, seen: float | None, old: Claim) -> bool:
