@@ -50,7 +50,14 @@ from akoflow.provenance.names import to_bytes
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
 from akoflow.provenance.observed import Decision, Generated, Listings, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
-from akoflow.provenance.remote import CLOCK_SKEW, Claim, RemoteFiles, Writer, attribute
+from akoflow.provenance.remote import (
+    CLOCK_SKEW,
+    Claim,
+    RemoteFiles,
+    Writer,
+    attribute,
+    later_version,
+)
 from akoflow.provenance.snapshot import (
     FileState,
     Snapshot,
@@ -769,7 +776,7 @@ class ProvenanceRecorder:
         run = self._run(wf)
         claims = run.remote_generated
         if claims is None:
-            claims = run.remote_generated = self._remote_claims(wf)
+            claims = run.remote_generated = self._remote_claims(wf, run)
         if loc not in self._initial_recorded(wf, run):
             self._record_initial(
                 wf, run, loc, {p: f for p, f in files.before.items() if (loc, p) not in claims}
@@ -855,6 +862,8 @@ class ProvenanceRecorder:
         if old is not None:  # (taken back when another version)
             run.remote_versions.pop((loc, path, old.size, old.mtime), None)
         run.remote_versions[loc, path, new.size, new.mtime] = new
+        if new.seen is not None:  # for an engine that resumes the run
+            self.repo.set_remote_seen(wf.id, loc, path, (new.size, new.mtime), new.seen, new.final)
         if (
             old is not None
             and (old.size, old.mtime) == (new.size, new.mtime)
@@ -880,34 +889,42 @@ class ProvenanceRecorder:
             candidates = sorted({w.key for w in new.writers})
             self.repo.add_ambiguous_file(wf.id, row, new.reason, candidates, location=loc)
 
-    def _remote_claims(self, wf: WorkflowRun) -> dict[tuple[str, str], Claim]:
+    def _remote_claims(self, wf: WorkflowRun, run: RunFiles) -> dict[tuple[str, str], Claim]:
         """The remote versions recorded so far (a resumed run): who generated each, or its
-        candidates."""
+        candidates, with when the last listing that showed it was taken and who ended with
+        it in place (stored beside them). Each version is also one of ``run``'s recorded
+        versions (a later listing of it adds its writers to it)."""
         claims: dict[tuple[str, str], Claim] = {}
+        listings = self.repo.remote_seen(wf.id)
 
         def writer(act_id: int, attempt: int, name: str, path: str) -> Writer:
             owner = wf.activities.get(name)
             declared = owner is not None and declares(owner.spec.outputs, path)
             return Writer(act_id, attempt, name, declared)
 
-        def keep(location: str, path: str, claim: Claim) -> None:
+        def keep(
+            location: str, path: str, size: int, mtime: float, writers: Iterable[Writer]
+        ) -> None:
+            seen, final = listings.get((location, path, size, mtime), (None, frozenset()))
+            claim = Claim(size, mtime, tuple(writers), seen, final)
+            run.remote_versions[location, path, size, mtime] = claim
             # Several versions of one file (rewritten by attempts one after another): the
-            # latest is the one a later attempt finds in place.
+            # latest is the one a later attempt finds in place (the one a later listing saw).
             known = claims.get((location, path))
-            if known is None or claim.mtime >= known.mtime:
+            if known is None or later_version(FileState(size, mtime), seen, known):
                 claims[location, path] = claim
 
         for record in self.repo.list_files(wf.id):
             if record.location and record.role == "generated":
                 only = writer(record.activity_id, record.attempt, record.activity, record.path)
-                keep(record.location, record.path, Claim(record.size, record.mtime, (only,)))
+                keep(record.location, record.path, record.size, record.mtime, (only,))
         for unsure in self.repo.list_ambiguous_files(wf.id):
             if unsure.location:
-                writers = tuple(
+                writers = (
                     writer(c.activity_id, c.attempt, c.activity, unsure.path)
                     for c in unsure.candidates
                 )
-                keep(unsure.location, unsure.path, Claim(unsure.size, unsure.mtime, writers))
+                keep(unsure.location, unsure.path, unsure.size, unsure.mtime, writers)
         return claims
 
 

@@ -349,7 +349,7 @@ def attribute(
             # it, so the later one is not its. Recorded beside it, maybe by any that ran with it.
             writers = _distinct(*ran_with, *around, mine)
             older[path] = (None, Claim(f.size, f.mtime, writers, seen, alone))
-        elif _later(f, seen, old):
+        elif later_version(f, seen, old):
             # Another version, listed new by an attempt that ran at the same time: either may
             # have written either (one listing may catch a file its writer was still writing,
             # created empty). The earlier version is taken back: it was there a moment only.
@@ -393,7 +393,7 @@ def _distinct(*writers: Writer) -> tuple[Writer, ...]:
     return tuple(first.values())
 
 
-def _later(f: FileState, seen: float | None, old: Claim) -> bool:
+def later_version(f: FileState, seen: float | None, old: Claim) -> bool:
     """``f``, listed at ``seen`` (remote clock), is a later version of the file than ``old``:
     the listing that showed it was taken later (a writer may set a file's time back: ``cp -p``,
     ``rsync -t``, ``tar x`` keep the source's; two writes within one tick of the file clock

@@ -1353,6 +1353,50 @@ class Repository:
             for i, path, size, mtime, sha, reason, loc in rows
         ]
 
+    def set_remote_seen(
+        self,
+        workflow_id: int,
+        location: str,
+        path: str,
+        version: tuple[int, float],
+        seen: float,
+        final: Iterable[tuple[int, int]],
+    ) -> None:
+        """When the last listing that showed a remote version was taken, and the attempts
+        whose listing after their command showed it (see :meth:`remote_seen`)."""
+        size, mtime = version
+        self._exec(
+            "INSERT INTO remote_seen (workflow_id, location, path, size, mtime, seen, final) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id, location, path, size, mtime) "
+            "DO UPDATE SET seen = excluded.seen, final = excluded.final",
+            (
+                workflow_id,
+                to_db(location),
+                to_db(path),
+                size,
+                mtime,
+                seen,
+                json.dumps(sorted([a, n] for a, n in final)),
+            ),
+        )
+
+    def remote_seen(
+        self, workflow_id: int
+    ) -> dict[tuple[str, str, int, float], tuple[float, frozenset[tuple[int, int]]]]:
+        """(location, path, size, mtime) -> (seen, final) of the run's remote versions."""
+        rows = self._exec(
+            "SELECT location, path, size, mtime, seen, final FROM remote_seen "
+            "WHERE workflow_id = ?",
+            (workflow_id,),
+        ).fetchall()
+        return {
+            (from_db(loc), from_db(path), size, mtime): (
+                seen,
+                frozenset((int(a), int(n)) for a, n in json.loads(final)),
+            )
+            for loc, path, size, mtime, seen, final in rows
+        }
+
     def set_provenance_mechanism(self, workflow_id: int, mechanism: str) -> None:
         """How the run's file accesses are known (the latest engine to run it says)."""
         self._exec(
