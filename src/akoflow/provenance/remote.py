@@ -353,9 +353,13 @@ def attribute(
             # Another version, listed new by an attempt that ran at the same time: either may
             # have written either (one listing may catch a file its writer was still writing,
             # created empty). The earlier version is taken back: it was there a moment only.
-            decided[path] = (old, Claim(f.size, f.mtime, _distinct(*ran_with, *around, mine), seen))
+            # (who ended with it in place: this attempt, whose listing after its command showed it)
+            writers = _distinct(*ran_with, *around, mine)
+            decided[path] = (old, Claim(f.size, f.mtime, writers, seen, alone))
         else:  # this attempt's version is the earlier one: the later stays, and it may be mine
-            decided[path] = (old, Claim(old.size, old.mtime, (*old.writers, mine), old.seen))
+            # (still ended with by those whose listings showed it, not by this attempt)
+            writers = (*old.writers, mine)
+            decided[path] = (old, Claim(old.size, old.mtime, writers, old.seen, old.final))
         generated[path] = f
     start, end = files.before_time, files.after_time
     between: list[tuple[str, Claim, Claim]] = []
@@ -379,7 +383,9 @@ def attribute(
             mine = replace(me, declared=bool(outputs) and declares(outputs, path))
             new = Claim(old.size, old.mtime, (*old.writers, mine), old.seen)
             if latest is not None and latest.same_version(version) and path not in decided:
-                decided[path] = (latest, replace(new, writers=(*latest.writers, mine)))
+                # (ended with by those whose listings after their commands showed it, as before)
+                writers = (*latest.writers, mine)
+                decided[path] = (latest, replace(new, writers=writers, final=latest.final))
             else:
                 between.append((path, old, replace(new, final=old.final)))
     return Attribution(used, generated, decided, older, between)
