@@ -280,7 +280,7 @@ def attribute(
     """
     loc = files.location
     used: dict[str, FileState] = {}
-    for path, f in files.before.items():
+    for path, f in files.before.items() if dependencies else ():
         claim = claims.get((loc, path))
         if (
             claim is not None
@@ -298,6 +298,13 @@ def attribute(
     before_me = dependencies | {me.activity}
     earlier: set[int] | None = None
     seen = files.after_time
+    # Ended already, their listings around this one's last: a version it lists may have been
+    # theirs, made then removed or replaced before their own last listing.
+    beside = [
+        (w, theirs)
+        for w, theirs in straddled
+        if w.activity not in before_me and w.key != me.key and w.ran_with(me)
+    ]
     for path, f in {**change.created, **change.modified}.items():
         declared = bool(outputs) and declares(outputs, path)
         mine = replace(me, declared=declared)
@@ -316,12 +323,9 @@ def attribute(
         if ran_with and earlier:
             ran_with = tuple(w for w in ran_with if w.activity_id not in earlier)
         alone = frozenset({mine.key})
-        # Ended already, their listings around this one's last: this version may have been
-        # theirs, made then removed or replaced before their own last listing.
         around = tuple(
-            replace(w, declared=bool(theirs) and declares(theirs, path))
-            for w, theirs in straddled
-            if w.activity not in before_me and w.key != mine.key and w.ran_with(mine)
+            replace(w, declared=True) if theirs and declares(theirs, path) else w
+            for w, theirs in beside
         )
         if old is None or not ran_with and not old.same_version(f):
             # (the old one stays)
