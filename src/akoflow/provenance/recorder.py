@@ -792,6 +792,7 @@ class ProvenanceRecorder:
             key = (where, p, size, mtime)
             if where == loc and (version := run.remote_versions.get(key)) is not None:
                 listed.setdefault(p, {})[key] = version
+        listed_versions = {p: list(each.values()) for p, each in listed.items()}
         found = attribute(
             files,
             claims,
@@ -799,8 +800,8 @@ class ProvenanceRecorder:
             deps,
             act.spec.outputs,
             partial(upstream_ids, act),
-            listed,
-            {p: list(versions.values()) for p, versions in listed.items()},
+            listed_versions,  # (its paths)
+            listed_versions,
             self._straddling(run, loc, files.after_time),
         )
         if found.used:
@@ -828,7 +829,7 @@ class ProvenanceRecorder:
         # What was recorded before every attempt still running began concerns none of them.
         since = self._running_since(run, act)
         ended = run.remote_ended
-        gone = bisect.bisect_left([e[0] for e in ended], now if since is None else since)
+        gone = bisect.bisect_left(ended, now if since is None else since, key=lambda e: e[0])
         if gone > len(ended) // 2:
             del ended[:gone]
         cut = bisect.bisect_left(recent, (now if since is None else since,))
