@@ -37,9 +37,9 @@ while :; do sleep 0.05; done
 """
 
 
-def _workflow(script: str) -> str:
+def _workflow(script: str, extra: str = "") -> str:
     lines = "".join(f"        {line}\n" for line in script.splitlines())
-    return f"name: late\nspec:\n  activities:\n    - name: w\n      run: |\n{lines}"
+    return f"name: late\nspec:\n  activities:\n    - name: w\n{extra}      run: |\n{lines}"
 
 
 async def _until(check: object, seconds: float = 30.0) -> None:
@@ -103,3 +103,39 @@ def test_a_script_that_traps_the_stop_and_exits_0_was_stopped(tmp_path: Path) ->
     state, code = asyncio.run(scenario())
     assert (data / "side").read_text() == "stopped\n"  # the stop reached it, it exited 0
     assert (state, code) == (ActivityState.CANCELLED, 0)
+
+
+def test_an_end_heard_after_the_deadline_it_came_before_stays_a_success(tmp_path: Path) -> None:
+    """The attempt exits 0 before its timeout; its end reaches the engine only after the
+    deadline (the engine's loop was busy): the timeout's stop finds it ended. Before, it was
+    recorded timed out and run again (h91: 6 activities in 2 of 15 timeout runs)."""
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[ActivityState, int | None, int]:
+        text = _workflow(ENDS_ON_GO, extra="      timeout: 2s\n")
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await _until(lambda: (data / "started").exists())
+            runtime = engine.runtimes.slots["local"].runtime
+            await _until(lambda: act.key in runtime._jobs)
+            prefix = runtime._jobs[act.key].prefix
+            loop = asyncio.get_running_loop()
+            links = [link for link in runtime._links if link._sock is not None]
+            for link in links:  # what the spawners say waits unread; the engine still sends
+                loop.remove_reader(link._sock.fileno())
+            try:
+                (data / "go").touch()
+                # Its spawner saw it end and recorded it, in time.
+                await _until(lambda: Path(prefix + ".exit").read_bytes().startswith(b"exit 0"))
+                await _until(lambda: act.timed_out, seconds=10)  # the deadline, its end unread
+                await asyncio.sleep(0.3)  # the stop is on its way to the spawner
+            finally:
+                for link in links:
+                    loop.add_reader(link._sock.fileno(), link._readable)
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            return act.state, act.exit_code, len(repo.list_attempts(act.id))
+
+    state, code, attempts = asyncio.run(scenario())
+    assert (state, code, attempts) == (ActivityState.SUCCEEDED, 0, 1)
+    assert (data / "side").read_text() == "ran\n"

@@ -28,7 +28,7 @@ from akoflow.errors import AkoflowError, SettingError
 from akoflow.provenance.declared import checked_outputs, inputs_problem
 from akoflow.provenance.recorder import ProvenanceRecorder
 from akoflow.runtimes.base import JobSpec, Outcome, Runtime, RuntimeFailure
-from akoflow.states import ActivityState, attempt_end, check_activity_transition
+from akoflow.states import ActivityState, attempt_end, check_activity_transition, ran_over
 from akoflow.store import Repository
 
 log = logging.getLogger(__name__)
@@ -515,6 +515,8 @@ class Attempts:
         slot.running -= 1
         now = ended_at(act, outcome)
         reason = outcome.reason
+        if act.timed_out and ended_in_time(act, outcome):
+            act.timed_out = False  # its deadline came while its end was on its way
         if act.timed_out:
             reason = timed_out_reason(act)
         new, attempt_state = attempt_end(
@@ -601,6 +603,19 @@ def ended_at(act: ActivityRun, outcome: Outcome) -> float:
     if end is None or end > now:
         return now
     return max(end, act.attempt_started or end)
+
+
+def ended_in_time(act: ActivityRun, outcome: Outcome) -> bool:
+    """Whether a success the runtime knows no stop reached ended, by the runtime's clock,
+    before its deadline: its end had not been read when the deadline stopped it (a success
+    recorded timed out was run again)."""
+    return (
+        outcome.succeeded
+        and outcome.ended_unstopped
+        and outcome.ended_at is not None
+        and act.attempt_started is not None
+        and not ran_over(act.spec.timeout_seconds, act.attempt_started, outcome.ended_at)
+    )
 
 
 def timed_out_reason(act: ActivityRun) -> str:

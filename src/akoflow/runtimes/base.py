@@ -140,8 +140,9 @@ class Outcome:
     files); the runtime is NOT_READY with ``reason`` until its health check finds room."""
     ended_at: float | None = None
     """When its process ended (epoch seconds), for an end collected after it happened (an
-    adoption): by the clock of :attr:`Adopted.started_at`. None: the engine takes the moment
-    it learns of the end."""
+    adoption; the local runtime's spawner, whose word may reach the engine later): by the
+    clock of :attr:`Adopted.started_at`. None: the engine takes the moment it learns of the
+    end."""
     ended_unstopped: bool = False
     """The runtime knows no stop of its reached the attempt while it ran: it ended on its
     own, and its success stands even if the engine asked to stop it meanwhile (its end was

@@ -666,6 +666,7 @@ class LocalRuntime(Runtime):
         rss: int | None,
         cgroup_removed: bool,
         signalled: bool,
+        ended_at: float | None,
     ) -> None:
         job = self._jobs.get(key)
         if job is None or job.pidfd >= 0:
@@ -678,7 +679,9 @@ class LocalRuntime(Runtime):
         else:
             self._short_ends = 0
         self._start_waiting()
-        self.events.job_finished(key, self._outcome(code, job.cancelled and signalled, cpu, rss))
+        self.events.job_finished(
+            key, self._outcome(code, job.cancelled and signalled, cpu, rss, ended_at=ended_at)
+        )
 
     def _spawner_lost(self, link: int) -> None:
         """A spawner died: the ends of its children can no longer be recorded. Each is
@@ -811,23 +814,26 @@ class LocalRuntime(Runtime):
         rss: int | None,
         *,
         known: bool = True,
+        ended_at: float | None = None,
     ) -> Outcome:
         """``stopped``: a stop of this runtime reached the process while it ran. One that had
         ended before it did (its end not read yet) ended on its own: its exit code stands,
         whatever the engine asked meanwhile (a success recorded cancelled was run again).
-        ``known``: every stop ever sent to it went through this runtime (it started it)."""
-        if code is None:
-            return Outcome(False, None, "the process ended but its exit code was lost", cpu, rss)
+        ``known``: every stop ever sent to it went through this runtime (it started it).
+        ``ended_at``: when it ended, as its spawner saw it."""
         if code == 0 and not stopped:
-            return Outcome(True, 0, None, cpu, rss, ended_unstopped=known)
-        if code < 0:
-            return Outcome(False, 128 - code, f"killed by {_signal_name(-code)}", cpu, rss)
-        if 128 < code < 128 + signal.NSIG:
+            return Outcome(True, 0, None, cpu, rss, ended_at=ended_at, ended_unstopped=known)
+        if code is None:
+            reason = "the process ended but its exit code was lost"
+        elif code < 0:
+            code, reason = 128 - code, f"killed by {_signal_name(-code)}"
+        elif 128 < code < 128 + signal.NSIG:
             # What a shell reports for a command killed by signal N (how the spawner records
             # it too), or the script's own `exit` with that number.
-            name = _signal_name(code - 128)
-            return Outcome(False, code, f"exit code {code} (a shell's code for {name})", cpu, rss)
-        return Outcome(False, code, f"exit code {code}", cpu, rss)
+            reason = f"exit code {code} (a shell's code for {_signal_name(code - 128)})"
+        else:
+            reason = f"exit code {code}"
+        return Outcome(False, code, reason, cpu, rss, ended_at=ended_at)
 
     # ------------------------------------------------------------------ cancel
 

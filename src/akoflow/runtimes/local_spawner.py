@@ -18,7 +18,8 @@ over a socket. For each attempt the spawner
    to that line (no new file per end: a create costs more than the rest of a short
    attempt's record keeping on some file systems);
 5. removes the attempt's cgroup once it is empty, and tells the engine (``started``,
-   ``ended`` with exit status, CPU time, peak memory and whether the cgroup is gone).
+   ``ended`` with exit status, CPU time, peak memory, whether the cgroup is gone, whether a
+   stop reached it and when it ended).
 
 Why a process of its own: activities are no longer children of the engine, whose environment
 may hold secrets (an activity can read its parent's ``/proc/PPID/environ``); the fork and exec
@@ -43,6 +44,7 @@ import signal
 import stat
 import struct
 import sys
+import time
 from typing import Any
 
 HEADER = struct.Struct("!I")
@@ -426,6 +428,9 @@ class Spawner:
                 return
             if info is None:
                 return
+            # When it ended, as near as this process knows (woken by SIGCHLD): the engine
+            # judges an end it heard of after the attempt's deadline by it.
+            ended_at = time.time()
             pid = info.si_pid
             # Still a zombie: its pid and group cannot be reused yet, so what it left in
             # its group goes first, then it is reaped.
@@ -452,7 +457,7 @@ class Spawner:
             # loop per activity). One it cannot remove yet is the engine's to empty.
             removed = child.cgroup is None or _remove_empty_cgroup(child.cgroup)
             cpu = usage.ru_utime + usage.ru_stime
-            self.send("ended", child.key, code, cpu, rss, removed, child.signalled)
+            self.send("ended", child.key, code, cpu, rss, removed, child.signalled, ended_at)
 
     # ---------------------------------------------------------------- loop
 
