@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -34,6 +35,23 @@ class NotSent(RuntimeUnavailable):
 
 def explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc)
+
+
+def stop(api: docker.APIClient, ref: str, timeout: int) -> bool:
+    """Thread: ``docker stop`` (SIGTERM, SIGKILL after ``timeout`` seconds). False when the
+    daemon answers that the container was not running (304 Not Modified: it looks before it
+    signals anything), so this stop reached nothing; the SDK's own stop drops that answer."""
+    path = urllib.parse.quote(ref, safe="/:")
+    url = f"{api.base_url}/v{api.api_version}/containers/{path}/stop"
+    wait = api.timeout + timeout if api.timeout is not None else None
+    res = api.post(url, params={"t": timeout}, timeout=wait)
+    if res.status_code == 304:
+        return False
+    try:
+        res.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        docker.errors.create_api_error_from_http_exception(exc)
+    return True
 
 
 class Daemon:

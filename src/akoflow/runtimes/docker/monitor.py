@@ -29,7 +29,19 @@ UNREACHABLE = "it ended while the docker daemon was unreachable"
 class Tracked:
     """A container the runtime follows until it ends."""
 
-    __slots__ = ("cancelled", "cid", "gate", "held", "key", "prefix", "started")
+    __slots__ = (
+        "cancelled",
+        "cid",
+        "gate",
+        "held",
+        "key",
+        "known",
+        "prefix",
+        "reached",
+        "started",
+        "stopping",
+        "waiting",
+    )
 
     def __init__(self, key: str, cid: str, prefix: str, started: float | None) -> None:
         self.key = key
@@ -37,6 +49,14 @@ class Tracked:
         self.prefix = prefix  # attempt files: prefix + ".sh", ".out/stdout", ".exit"
         self.started = started  # monotonic start, for the first CPU sample (None: adopted)
         self.cancelled = False
+        # Every stop ever sent to it went through this runtime: it started it (an adopted
+        # container may have been stopped by an engine before this one).
+        self.known = True
+        # A stop of this runtime may have reached it while it ran (any stop the daemon did
+        # not answer "not running"): its end is then no success, whatever its exit code.
+        self.reached = False
+        self.stopping = 0  # stops sent and not answered yet
+        self.waiting: End | None = None  # its end, read while a stop was not answered yet
         # While adopt() has not returned, the engine does not know the key yet: an end seen
         # meanwhile waits here and is reported right after.
         self.held: list[End] | None = None

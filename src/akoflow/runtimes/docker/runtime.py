@@ -46,7 +46,7 @@ from akoflow.runtimes.base import (
     RunTrace,
     SubmitError,
 )
-from akoflow.runtimes.docker import files, gate
+from akoflow.runtimes.docker import daemon, files, gate
 from akoflow.runtimes.docker import status as st
 from akoflow.runtimes.docker.container import (
     ContainerRequest,
@@ -139,20 +139,43 @@ class DockerRuntime(Runtime):
         if job.held is not None:
             job.held.append(end)
             return
+        if job.stopping:  # whether that stop reached it is known once the daemon answers
+            job.waiting = job.waiting or end
+            return
         del self._jobs[job.key]
         self._cpu.pop(job.key, None)
         self._close_gate(job)
         gate.remove(job.prefix)
-        outcome = self._outcome(job.prefix, end.code, end.oom, job.cancelled, end.note)
+        # A stop that reached nothing (the daemon said it was not running) came too late:
+        # the container ended on its own, and its exit code stands whatever the engine
+        # asked meanwhile (a success recorded cancelled was run again).
+        stopped = job.cancelled and (job.reached or not job.known)
+        unstopped = job.known and not job.reached
+        outcome = self._outcome(job.prefix, end.code, end.oom, stopped, end.note, unstopped)
         self.events.job_finished(job.key, outcome)
 
     def _outcome(
-        self, prefix: str, code: int | None, oom: bool, cancelled: bool, note: str | None
+        self,
+        prefix: str,
+        code: int | None,
+        oom: bool,
+        cancelled: bool,
+        note: str | None,
+        unstopped: bool = False,
     ) -> Outcome:
+        """``cancelled``: a stop may have reached the container while it ran (then no
+        success); ``unstopped``: no stop of this runtime's ever did
+        (:attr:`Outcome.ended_unstopped`)."""
         waited = code == gate.NOT_RELEASED and not files.command_ran(prefix)
         variable = self.config.variable("GO_TIMEOUT")
         outcome = st.outcome(
-            code, oom, cancelled=cancelled, note=note, command_ran=not waited, go_timeout=variable
+            code,
+            oom,
+            cancelled=cancelled,
+            note=note,
+            command_ran=not waited,
+            go_timeout=variable,
+            unstopped=unstopped,
         )
         used = files.read_usage(prefix)
         return dataclasses.replace(
@@ -320,6 +343,7 @@ class DockerRuntime(Runtime):
             )
         cid = str(info["Id"])
         tracked = self._track(job.key, cid, str(job.attempt_prefix), None)
+        tracked.known = False  # an engine before this one may have stopped it
         if hold:
             tracked.held = []
         if st.is_created(info):  # the engine died between create and start
@@ -353,29 +377,49 @@ class DockerRuntime(Runtime):
     async def _stop(self, key: str, ref: str) -> None:
         """SIGTERM, then SIGKILL after ``STOP_TIMEOUT``; the end arrives as a die event. A
         failed stop is followed by a kill, and both are tried again (backing off) while the
-        container is tracked: a cancel or an activity's timeout is never dropped."""
+        container is tracked: a cancel or an activity's timeout is never dropped. An end
+        read meanwhile waits for the daemon's answer: whether this stop reached it."""
+        job = self._jobs.get(key)
+        if job is not None and job.cid != ref:
+            job = None
+        if job is not None:
+            job.stopping += 1
+        reached = True  # unless the daemon says it was not running
+        try:
+            reached = await self._stop_tries(key, ref)
+        finally:
+            if job is not None:
+                job.reached = job.reached or reached
+                job.stopping -= 1
+                if job.waiting is not None and not job.stopping:
+                    end, job.waiting = job.waiting, None
+                    self._finished(job, end)
+
+    async def _stop_tries(self, key: str, ref: str) -> bool:
+        """Stop (or kill) until the daemon takes it; False when it answered that the
+        container was not running (the stop reached nothing)."""
         backoff = Backoff(STOP_RETRY_FIRST, STOP_RETRY_CAP)
         while True:
             try:
-                await self._daemon.call(self._stop_or_kill, key, ref)
-                return
+                return await self._daemon.call(self._stop_or_kill, key, ref)
             except Exception as exc:
                 reason = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
                 tracked = self._jobs.get(key)
                 if tracked is None or tracked.cid != ref:
                     log.warning("cannot stop the container of %s: %s", key, reason)
-                    return  # ended meanwhile, or not ours to follow (not adopted yet)
+                    return True  # ended meanwhile, or not ours to follow (not adopted yet)
                 log.warning("cannot stop the container of %s (trying again): %s", key, reason)
             await asyncio.sleep(backoff.next())
 
-    def _stop_or_kill(self, key: str, ref: str) -> None:
-        """Thread: stop the container; if the stop call fails, kill it."""
+    def _stop_or_kill(self, key: str, ref: str) -> bool:
+        """Thread: stop the container; if the stop call fails, kill it. False only when the
+        daemon answered the stop that the container was not running (or is gone): this
+        stop reached nothing. A kill after a failed stop may follow one that did: True."""
         api = self._daemon.client()
         try:
-            api.stop(ref, timeout=self._s.stop_timeout)
-            return
+            return daemon.stop(api, ref, self._s.stop_timeout)
         except docker.errors.NotFound:
-            return
+            return False
         except Exception as exc:
             failed = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
             log.warning("cannot stop the container of %s (%s): killing it", key, failed)
@@ -386,6 +430,7 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: it is not running (ended meanwhile)
                 raise
+        return True
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         if self._config_error:

@@ -131,11 +131,15 @@ def outcome(
     note: str | None = None,
     command_ran: bool = True,
     go_timeout: str = "GO_TIMEOUT",
+    unstopped: bool = False,
 ) -> Outcome:
     """How an attempt ended; ``command_ran``: the wrapper ran the activity's command (else it
-    waited in vain for the engine's go, :mod:`.gate`, for the ``go_timeout`` setting)."""
+    waited in vain for the engine's go, :mod:`.gate`, for the ``go_timeout`` setting).
+    ``cancelled``: a stop may have reached it; ``unstopped``: none did
+    (:attr:`Outcome.ended_unstopped`)."""
     if code == 0 and not cancelled:
-        return Outcome(True, 0)  # a child OOM-killed while the script went on is not a failure
+        # A child OOM-killed while the script went on is not a failure.
+        return Outcome(True, 0, ended_unstopped=unstopped)
     if cancelled:
         reason = "cancelled"
     elif code == NOT_RELEASED and not command_ran:
