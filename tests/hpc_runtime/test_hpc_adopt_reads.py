@@ -12,10 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from akoflow.runtimes.base import Outcome
 from akoflow.runtimes.hpc import HpcRuntime
 from tests.hpc_runtime.conftest import runtime_env
-from tests.hpc_runtime.test_hpc_runtime import Recorder, ended, job_spec, make, wait_finished
+from tests.hpc_runtime.test_hpc_runtime import (
+    COMPLETED,
+    Recorder,
+    ended,
+    job_spec,
+    make,
+    wait_finished,
+)
 from tests.slurm_support.cluster import SlurmCluster
 
 
@@ -47,7 +53,7 @@ def test_adopting_a_job_ended_in_squeue_reads_its_exit_file_once(
         await first.start()
         try:
             await first.submit(job)
-            assert ended(await wait_finished(events, job.key)) == Outcome(True, 0)
+            assert ended(await wait_finished(events, job.key)) == COMPLETED
         finally:
             await first.stop()
         second = make(env)  # an engine started again: SLURM still shows the job, ended
@@ -58,7 +64,7 @@ def test_adopting_a_job_ended_in_squeue_reads_its_exit_file_once(
             assert reads == [second._paths(job)[1].exit]
         finally:
             await second.stop()
-        assert adopted.kind == "finished" and ended(adopted.outcome) == Outcome(True, 0)
+        assert adopted.kind == "finished" and ended(adopted.outcome) == COMPLETED
         began, end = adopted.started_at, adopted.outcome.ended_at  # type: ignore[union-attr]
         assert began is not None and end is not None and end - began >= 1, adopted
 

@@ -1004,13 +1004,28 @@ class HpcRuntime(Runtime):
         return outcomes
 
     def _outcome(
-        self, job: _Job, state: str, code: int | None, slurm_code: int | None, sig: int | None
+        self,
+        job: _Job,
+        state: str,
+        code: int | None,
+        slurm_code: int | None,
+        sig: int | None,
+        *,
+        by_slurm: bool = True,
     ) -> Outcome:
+        """``by_slurm``: ``state`` is SLURM's word (squeue, sacct), not inferred from the
+        exit file."""
         claim_lost = code is None and slurm_code == sbatch.CLAIM_LOST_EXIT
         outcome = slurm.outcome_of(state, code, slurm_code=slurm_code, signal=sig,
                                    claim_lost=claim_lost)  # fmt: skip
         if job.cancelled and not outcome.succeeded:
             return Outcome(False, outcome.exit_code, "cancelled")
+        if outcome.succeeded and by_slurm:
+            # COMPLETED, by SLURM: a scancel that reached the job while it ran would have
+            # made it CANCELLED (a script that traps the stop and exits 0 included). Any
+            # stop came too late (the job had ended, its end not read yet): the success
+            # stands (one recorded cancelled was run again by a retry).
+            return dataclasses.replace(outcome, ended_unstopped=True)
         return outcome
 
     async def _final_outcome(
@@ -1080,8 +1095,8 @@ class HpcRuntime(Runtime):
                 continue
             code = await self._read_exit(job.paths, exits)
             if code is not None:
-                state = "COMPLETED" if code == 0 else "FAILED"
-                result.append((job, self._outcome(job, state, code, None, None)))
+                state = "COMPLETED" if code == 0 else "FAILED"  # not SLURM's word
+                result.append((job, self._outcome(job, state, code, None, None, by_slurm=False)))
             elif job.job_id is None and await self._claim(job.paths):
                 result.append((job, Outcome(False, None, "the submission never reached SLURM")))
             elif job.index is not None and await self._claim(job.paths):
@@ -1207,8 +1222,8 @@ class HpcRuntime(Runtime):
             return await finished(resolved[0][1])
         code = await self._read_exit(paths, exits)
         if code is not None:
-            state = "COMPLETED" if code == 0 else "FAILED"
-            return await finished(self._outcome(tracked, state, code, None, None))
+            state = "COMPLETED" if code == 0 else "FAILED"  # not SLURM's word
+            return await finished(self._outcome(tracked, state, code, None, None, by_slurm=False))
         if await self._claim(paths):
             return Adopted("never_started")
         lost = "the job ran but left neither a SLURM record nor an exit code"
