@@ -18,7 +18,12 @@ Each measurement is a fresh process, start-up included, as a user runs it:
 
 wide-N is N activities running ``true`` then a join depending on all of them; chain-N is N
 activities each depending on the one before; one is a run of a single activity (the start-up:
-no run can take less than it plus its bash processes, printed as each shape's bound). Each
+no run can take less than it plus one bash process per activity, printed as each shape's
+bound, when each activity needs bash). ``true`` is one plain command: akoflow starts the
+program itself, without bash (akoflow.runtimes.plain_command, as GNU make does), while Parsl's
+bash apps always run ``bash -c``. ``--command 'true;'`` (a separator: a shell is needed)
+measures akoflow with bash under every activity, as for any script that is not one plain
+command; Parsl runs ``true`` in both. Each
 round runs every contestant once, in turn; the medians and their ratios are printed (goals
 of issue 20: wide akoflow/parsl <= 0.5, akoflow/floor <= 1.3; chain akoflow/parsl <= 0.5).
 """
@@ -113,6 +118,12 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--command",
+        default="true",
+        help="what akoflow's activities run (default: true, started without bash; 'true;' "
+        "needs bash)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="SRC",
         help="also run akoflow from this source tree (its src/ dir, e.g. of `git archive "
@@ -148,9 +159,10 @@ def main() -> None:
         if (note := deletion_note(tmp)) is not None:
             print(note, flush=True)
         wide, chain, one = tmp / "wide.yaml", tmp / "chain.yaml", tmp / "one.yaml"
-        wide.write_text(wide_yaml(args.wide))
-        chain.write_text(chain_yaml(args.chain))
-        one.write_text(chain_yaml(1))
+        wide.write_text(wide_yaml(args.wide, args.command))
+        chain.write_text(chain_yaml(args.chain, args.command))
+        one.write_text(chain_yaml(1, args.command))
+        print(f"akoflow's activities run: {args.command}", flush=True)
         contestants = {
             # A run of one activity: start-up (imports, store, engine) and one bash.
             "one akoflow": lambda: run_akoflow(one, tmp, "one"),
@@ -196,8 +208,8 @@ def main() -> None:
         bound = med["one akoflow"] + (floor if shape == "chain" else floor / (os.cpu_count() or 1))
         print(
             f"{'':<11} bound: start-up (a run of 1 activity) {med['one akoflow']:.3f} s + the "
-            f"bash processes = {bound:.3f} s = {bound / parsl_:.2f}x parsl; the engine's "
-            f"overhead beyond it {(ako - bound) / n * 1000:.2f} ms/act"
+            f"bash processes = {bound:.3f} s = {bound / parsl_:.2f}x parsl; akoflow beyond "
+            f"it {(ako - bound) / n * 1000:.2f} ms/act (below 0: no bash under a plain command)"
         )
         if args.baseline:
             base = med[f"{shape} baseline"]

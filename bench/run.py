@@ -40,6 +40,7 @@ server: a page of a 100,000-activity workflow's activities < 100 ms.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -51,22 +52,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
-def wide_yaml(n: int) -> str:
+def wide_yaml(n: int, command: str = "true") -> str:
+    run = f"      run: {json.dumps(command)}"
     lines = ["name: wide", "spec:", "  activities:"]
     for i in range(n):
-        lines += [f"    - name: t{i}", "      run: 'true'"]
+        lines += [f"    - name: t{i}", run]
     lines += [
         "    - name: join",
         "      dependsOn: [" + ", ".join(f"t{i}" for i in range(n)) + "]",
-        "      run: 'true'",
+        run,
     ]
     return "\n".join(lines) + "\n"
 
 
-def chain_yaml(n: int) -> str:
+def chain_yaml(n: int, command: str = "true") -> str:
     lines = ["name: chain", "spec:", "  activities:"]
     for i in range(n):
-        lines += [f"    - name: c{i}", "      run: 'true'"]
+        lines += [f"    - name: c{i}", f"      run: {json.dumps(command)}"]
         if i:
             lines.append(f"      dependsOn: [c{i - 1}]")
     return "\n".join(lines) + "\n"

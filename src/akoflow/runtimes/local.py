@@ -1,4 +1,5 @@
-"""Local runtime: each activity is a detached process group running bash on its script.
+"""Local runtime: each activity is a detached process group running bash on its script (or,
+for a script that is one plain command, that command's program: :mod:`.plain_command`).
 
 - The attempts are started by the runtime's spawner (:mod:`akoflow.runtimes.local_spawner`), a
   small process of its own with a clean environment: activities are never children of the
@@ -59,6 +60,7 @@ from akoflow.runtimes.local_spawner import (
     spawn_error,
     write_private_file,
 )
+from akoflow.runtimes.plain_command import plain_argv
 from akoflow.runtimes.spawner_link import SpawnerLink
 
 log = logging.getLogger(__name__)
@@ -534,7 +536,9 @@ class LocalRuntime(Runtime):
     # ------------------------------------------------------------------ submit
 
     async def submit(self, job: JobSpec) -> dict[str, Any]:
-        return await self._spawn(job, {**job.env, **job.activity.env}, job.activity.run.encode())
+        run = job.activity.run
+        env = {**job.env, **job.activity.env}
+        return await self._spawn(job, env, run.encode(), plain=plain_argv(run))
 
     async def _spawn(
         self,
@@ -542,12 +546,15 @@ class LocalRuntime(Runtime):
         env_vars: Mapping[str, str],
         script: bytes,
         args: Sequence[str] = (),
+        *,
+        plain: list[str] | None = None,
     ) -> dict[str, Any]:
         """Start ``bash SCRIPT ARGS...`` for the attempt: detached, claimed, tracked.
 
         The local runtime's script is the activity's; another adapter (singularity) passes a
         fixed script such as ``"$@"`` and its launcher's argv as ``args``, and so gets the
-        same exit-claim, adoption, end events, metrics and log files.
+        same exit-claim, adoption, end events, metrics and log files. ``plain``: the script
+        is this one plain command, which the spawner may start without bash.
         """
         if self._bash is None:
             raise SubmitError("bash not found on PATH")
@@ -580,6 +587,7 @@ class LocalRuntime(Runtime):
             workdir,
             self._umask,
             cgroup,
+            plain,
         )
         if self._has_room():
             self._send(job.key, prefix, cgroup, request)

@@ -10,7 +10,8 @@ over a socket. For each attempt the spawner
 2. writes the script whole before any bash exists (a started bash never reads a partial
    script);
 3. posix_spawns ``bash SCRIPT ARGS`` (exactly ``bash script.sh``: one process, its own
-   ``$$``, traps and options) in a new session, with the attempt's files as its output, the
+   ``$$``, traps and options; for a script that is one plain command, its program, as bash
+   would start it) in a new session, with the attempt's files as its output, the
    engine's umask, the data dir as its working directory, default signal dispositions, and
    inside the attempt's cgroup (this process enters it for the instant of the spawn);
 4. records ``pid C by R`` over the claim once bash runs, then ``exit N`` when it ends
@@ -293,6 +294,7 @@ class Spawner:
         workdir: str,
         umask: int,
         cgroup: str | None,
+        plain: list[str] | None = None,
     ) -> None:
         env = {**self.base, **env}  # the request carries what differs from the base
         try:
@@ -321,7 +323,7 @@ class Spawner:
                 self._failed(key, f"cannot write the script of {key}", exc, env)
                 return
             try:
-                pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup)
+                pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup, plain)
             except Exception as exc:
                 _unclaim(prefix, script_path)
                 self._failed(key, f"cannot start bash for {key}", exc, env)
@@ -347,10 +349,12 @@ class Spawner:
         workdir: str,
         umask: int,
         cgroup: str | None,
+        plain: list[str] | None = None,
     ) -> int:
         """``bash`` started (posix_spawn: it has exec'd on return) in a new session, in the
         attempt's cgroup when there is one, with the attempt's files as its output: its
-        pid."""
+        pid. ``plain``: the script is this one plain command (akoflow.runtimes.plain_command),
+        started without bash when it is a program bash would find and could start."""
         out = open_attempt_file(prefix + ".stdout")
         try:
             err = open_attempt_file(prefix + ".stderr")
@@ -372,20 +376,38 @@ class Spawner:
                     f"akoflow: could not join cgroup {cgroup}; processes this script moves "
                     "to a new session may outlive it\n".encode(errors="surrogateescape"),
                 )
+            actions = [
+                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ]
             try:
-                pid = os.posix_spawn(
-                    bash,
-                    argv,
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                        (os.POSIX_SPAWN_DUP2, out, 1),
-                        (os.POSIX_SPAWN_DUP2, err, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=_IGNORED_HERE,
-                    setsigmask=(),
-                )
+                program = _program(plain[0], env) if plain else None
+                pid = None
+                if program is not None:
+                    assert plain is not None
+                    try:
+                        pid = os.posix_spawn(
+                            program,
+                            plain,
+                            _as_bash_passes_it(env, program),
+                            file_actions=actions,
+                            setsid=True,
+                            setsigdef=_IGNORED_HERE,
+                            setsigmask=(),
+                        )
+                    except OSError:  # not a program exec takes (a script with no #!...)
+                        pid = None  # bash tells, or runs it, as it always did
+                if pid is None:
+                    pid = os.posix_spawn(
+                        bash,
+                        argv,
+                        env,
+                        file_actions=actions,
+                        setsid=True,
+                        setsigdef=_IGNORED_HERE,
+                        setsigmask=(),
+                    )
             finally:
                 if home is not None:
                     os.write(home, b"0")
@@ -518,6 +540,67 @@ def _remove_empty_cgroup(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _program(name: str, env: dict[str, str]) -> str | None:
+    """The file bash would run for command ``name`` (not a builtin): ``name`` itself when it
+    has a slash (from the working directory), else the first executable regular file of that
+    name in ``PATH`` (an empty entry is the working directory). None when bash would not find
+    one (it then says so itself, with its own exit code) or PATH is unset (bash's own default
+    applies)."""
+    if "/" in name:
+        return name if _executable_file(name) else None
+    path = env.get("PATH")
+    if path is None:
+        return None
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if _executable_file(candidate):
+            return candidate
+    return None
+
+
+def _executable_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK)
+    except (OSError, ValueError):
+        return False
+
+
+def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str]:
+    """The environment bash 5 gives a command it runs from the working directory: ``PWD``
+    that directory (the inherited one if it is absolute and names it), ``SHLVL`` one more,
+    ``OLDPWD`` only if it names a directory, ``_`` the program."""
+    passed = dict(env)
+    inherited = env.get("PWD", "")
+    try:
+        same = inherited.startswith("/") and os.path.samestat(os.stat(inherited), os.stat("."))
+    except (OSError, ValueError):
+        same = False
+    passed["PWD"] = inherited if same else os.getcwd()
+    if "OLDPWD" in passed and not _is_directory(passed["OLDPWD"]):
+        del passed["OLDPWD"]
+    passed["SHLVL"] = str(_shell_level(env.get("SHLVL", "")))
+    passed["_"] = program
+    return passed
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        return os.path.isdir(path)
+    except ValueError:  # a NUL byte
+        return False
+
+
+def _shell_level(inherited: str) -> int:
+    """bash's SHLVL for the commands it runs: the inherited number plus one (0 for a negative
+    one, 1 for a missing, malformed or too high one)."""
+    text = inherited.strip(" \t\n")
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return 1
+    level = int(text) + 1
+    return 0 if level < 0 else 1 if level >= 1000 else level
 
 
 def _has_ended(pid: int) -> bool:
