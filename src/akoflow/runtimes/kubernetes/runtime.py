@@ -131,6 +131,11 @@ class _Tracked:
         self.stuck_since: float | None = None
         self.stuck: str | None = None
         self.cancelled = False
+        # A delete of this runtime was sent while the Job had not completed: it may have
+        # reached its pod (SIGTERM). ``known``: every delete ever sent went through this
+        # runtime (it created the Job; an adopted one may have had one from an engine before).
+        self.deleted = False
+        self.known = True
         self.done: Outcome | None = None
         # While adopt() has not returned the engine does not know the key: events wait here.
         self.held: list[tuple[str, Any]] | None = None
@@ -539,7 +544,11 @@ class KubernetesRuntime(Runtime):
                 exit_code=code,
                 term_reason=reason,
             )
-            self._end(t, dataclasses.replace(outcome, files=self._files(t)))
+            # Complete, and no delete of ours was sent before: any stop the engine asked
+            # came too late (nothing was left to stop), and the success stands.
+            unstopped = outcome.succeeded and t.known and not t.deleted
+            outcome = dataclasses.replace(outcome, files=self._files(t), ended_unstopped=unstopped)
+            self._end(t, outcome)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave an attempt without an end
@@ -689,6 +698,9 @@ class KubernetesRuntime(Runtime):
         t = self._jobs.get(name)
         if t is not None:
             t.cancelled = True
+            if await self._ended_before_stop(t):
+                return  # nothing to stop: its end comes from its finalizer
+            t.deleted = True
         try:
             await asyncio.shield(self._delete(name, ns))
         except (httpx2.HTTPError, OSError) as exc:
@@ -698,6 +710,21 @@ class KubernetesRuntime(Runtime):
             return
         if t is not None and t.finalizer is None and t.done is None:
             self._end(t, Outcome(False, None, "cancelled"))
+
+    async def _ended_before_stop(self, t: _Tracked) -> bool:
+        """Whether the Job had ended before any delete of ours: its end seen (Complete or
+        Failed, its finalizer started), else the API's own word that it is Complete. Then
+        a delete would stop nothing (and remove the pod whose log and exit code its end
+        still reads): it is not sent. Unknown (the API not answering): False."""
+        if t.finalizer is None and t.done is None and not t.deleted:
+            try:
+                obj = _d(await self._api().get(Job, t.name, namespace=t.namespace))
+            except (ApiError, httpx2.HTTPError, OSError, RuntimeUnavailable):
+                return False
+            if not job_view(obj).complete:
+                return t.finalizer is not None or t.done is not None  # seen while we asked
+            self._on_job_event("MODIFIED", obj)  # its finalizer starts, if not yet
+        return not t.deleted
 
     async def adopt(self, job: JobSpec, handle: Mapping[str, Any]) -> Adopted:
         if self._config_error:
@@ -732,6 +759,7 @@ class KubernetesRuntime(Runtime):
         t.named = mf.is_named(obj)
         t.location = self._location(obj)
         t.held = []
+        t.known = False  # an engine before this one may have deleted it
         t.running_reported = True  # the engine records it running itself
         self._jobs[name] = t
         try:
