@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import Akoflow, running_cli, wait_for
+from tests.conftest import Akoflow, cli_env, running_cli, wait_for
 
 
 def _workflow(path: Path, *runs: str, extra: str = "") -> Path:
@@ -170,3 +170,44 @@ def test_stopped_at_its_timeout(akoflow: Akoflow, tmp_path: Path, state_dir: Pat
     acts = _run(akoflow, wf, data)
     assert acts["a0"]["state"] == "failed"
     assert "timed out" in acts["a0"]["reason"]
+
+
+def test_what_bash_would_run_otherwise_it_runs(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """Commands the spawner started itself, and so ran otherwise than bash: `setsid JOB`
+    (setsid leading its group forks and exits 0 at once: 'succeeded' in an instant, its JOB
+    killed with the group), a PATH entry `~/bin` (bash looks in $HOME/bin), a `true` or
+    `false` program on PATH (bash runs its builtins)."""
+    data = tmp_path / "data"
+    (data / "bin").mkdir(parents=True)
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    job = data / "job.sh"
+    job.write_text("#!/bin/sh\nsleep 1\ntouch done\n")
+    job.chmod(0o755)
+    for path, text in (
+        (home / "bin" / "prog", "echo home"),
+        (data / "bin" / "prog", "echo data"),
+        (data / "bin" / "true", "echo my true; exit 3"),
+        (data / "bin" / "false", "echo my false"),
+    ):
+        path.write_text(f"#!/bin/sh\n{text}\n")
+        path.chmod(0o755)
+    wf = _workflow(
+        tmp_path / "wf.yaml",
+        "setsid ./job.sh",
+        "prog",
+        "true",
+        "false",
+        extra='      env: {PATH: "~/bin:bin:/usr/bin:/bin"}\n',
+    )
+    acts = _run(akoflow, wf, data, env={**cli_env(), "HOME": str(home)})
+    assert acts["a0"]["state"] == "succeeded"
+    assert (data / "done").exists()  # setsid waited for its job, as under bash
+    assert _attempt(state_dir, "a1", ".stdout").read_text() == "home\n"
+    assert (acts["a2"]["state"], _attempt(state_dir, "a2", ".stdout").read_text()) == (
+        "succeeded",
+        "",
+    )
+    assert (acts["a3"]["exit_code"], _attempt(state_dir, "a3", ".stdout").read_text()) == (1, "")

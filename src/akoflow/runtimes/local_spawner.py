@@ -383,14 +383,15 @@ class Spawner:
             ]
             try:
                 program = _program(plain[0], env) if plain else None
+                passed = _as_bash_passes_it(env, program) if program is not None else None
                 pid = None
-                if program is not None:
+                if program is not None and passed is not None:
                     assert plain is not None
                     try:
                         pid = os.posix_spawn(
                             program,
                             plain,
-                            _as_bash_passes_it(env, program),
+                            passed,
                             file_actions=actions,
                             setsid=True,
                             setsigdef=_IGNORED_HERE,
@@ -544,16 +545,23 @@ def _remove_empty_cgroup(path: str) -> bool:
 
 def _program(name: str, env: dict[str, str]) -> str | None:
     """The file bash would run for command ``name`` (not a builtin): ``name`` itself when it
-    has a slash (from the working directory), else the first executable regular file of that
-    name in ``PATH`` (an empty entry is the working directory). None when bash would not find
-    one (it then says so itself, with its own exit code) or PATH is unset (bash's own default
-    applies)."""
+    has a slash (from the working directory), else the first executable file (not a directory)
+    of that name in ``PATH`` (an empty entry is the working directory). None when bash would
+    not find one (it then says so itself, with its own exit code), PATH is unset (bash's own
+    default applies), or an entry bash looks in first begins with ``~`` (bash expands it:
+    ``~/bin`` is ``$HOME/bin`` to bash, a directory named ``~`` here). ``true`` and ``false``
+    are bash's builtins whatever PATH holds: the system's programs, which do the same."""
     if "/" in name:
         return name if _executable_file(name) else None
-    path = env.get("PATH")
+    if name in ("true", "false"):
+        path: str | None = os.confstr("CS_PATH") or "/bin:/usr/bin"
+    else:
+        path = env.get("PATH")
     if path is None:
         return None
     for directory in path.split(":"):
+        if directory.startswith("~"):
+            return None
         candidate = os.path.join(directory or ".", name)
         if _executable_file(candidate):
             return candidate
@@ -561,16 +569,22 @@ def _program(name: str, env: dict[str, str]) -> str | None:
 
 
 def _executable_file(path: str) -> bool:
+    """What bash's command search takes (file_status): any file but a directory that may be
+    executed (a FIFO with x bits too: its exec then fails and bash reports it)."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.X_OK)
+        return not stat.S_ISDIR(os.stat(path).st_mode) and os.access(path, os.X_OK)
     except (OSError, ValueError):
         return False
 
 
-def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str]:
+def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str] | None:
     """The environment bash 5 gives a command it runs from the working directory: ``PWD``
     that directory (the inherited one if it is absolute and names it), ``SHLVL`` one more,
-    ``OLDPWD`` only if it names a directory, ``_`` the program."""
+    ``OLDPWD`` only if it names a directory, ``_`` the program. None when bash would also
+    print something (a SHLVL it resets, with a warning): bash then runs it."""
+    level = _shell_level(env.get("SHLVL", ""))
+    if level is None:
+        return None
     passed = dict(env)
     inherited = env.get("PWD", "")
     try:
@@ -580,7 +594,7 @@ def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str]:
     passed["PWD"] = inherited if same else os.getcwd()
     if "OLDPWD" in passed and not _is_directory(passed["OLDPWD"]):
         del passed["OLDPWD"]
-    passed["SHLVL"] = str(_shell_level(env.get("SHLVL", "")))
+    passed["SHLVL"] = str(level)
     passed["_"] = program
     return passed
 
@@ -592,15 +606,18 @@ def _is_directory(path: str) -> bool:
         return False
 
 
-def _shell_level(inherited: str) -> int:
-    """bash's SHLVL for the commands it runs: the inherited number plus one (0 for a negative
-    one, 1 for a missing, malformed or too high one)."""
-    text = inherited.strip(" \t\n")
+def _shell_level(inherited: str) -> int | None:
+    """bash's SHLVL for the commands it runs (adjust_shell_level): the inherited number
+    (legal_number: C white space before it, blanks after, a sign, decimal digits, 64 bits)
+    plus one, as a C int; 0 for a negative one, 1 for a missing or malformed one. None for
+    1000 or more, which bash resets to 1 with a warning on its stderr."""
+    text = inherited.lstrip(" \t\n\v\f\r").rstrip(" \t")
     digits = text[1:] if text[:1] in "+-" else text
-    if not digits or not digits.isascii() or not digits.isdigit():
-        return 1
-    level = int(text) + 1
-    return 0 if level < 0 else 1 if level >= 1000 else level
+    old = int(text) if digits and digits.isascii() and digits.isdigit() else 0
+    if not -(1 << 63) <= old < 1 << 63:  # strtoimax: out of range
+        old = 0
+    level = (old + 1 + (1 << 31)) % (1 << 32) - (1 << 31)  # an int, wrapped as bash's is
+    return 0 if level < 0 else None if level >= 1000 else level
 
 
 def _has_ended(pid: int) -> bool:

@@ -36,6 +36,11 @@ _SHELL_NAMES = frozenset(
     "[[ ]] coproc".split()
 )
 _SAME_AS_PROGRAM = frozenset({"true", "false"})  # with no argument
+# Programs that act otherwise when they lead their process group, as a program started without
+# bash does (bash's child does not): setsid(1) then forks, exits 0 at once and leaves its
+# command running in a session of its own (the attempt "succeeded" in an instant and its work
+# was killed with its group, where under bash it ran to its end).
+_GROUP_LEADER_SENSITIVE = frozenset({"setsid"})
 
 
 def plain_argv(script: str) -> list[str] | None:
@@ -46,5 +51,7 @@ def plain_argv(script: str) -> list[str] | None:
     words = match.group(1).split()
     name = words[0]
     if name in _SHELL_NAMES and not (name in _SAME_AS_PROGRAM and len(words) == 1):
+        return None
+    if name.rsplit("/", 1)[-1] in _GROUP_LEADER_SENSITIVE:
         return None
     return words
