@@ -113,6 +113,9 @@ def test_run_quiet_loads_the_engine_and_nothing_it_does_not_use(tmp_path: Path) 
     assert (
         among(names, "rich", "akoflow.cli.progress", "typer", "akoflow.cli.commands", *NEVER) == []
     )
+    # Nor pydantic's plugin loader (importlib.metadata, email, csv, zipfile...): the plugins
+    # are switched off while the model is built, it would find none.
+    assert among(names, "pydantic.plugin._loader", "importlib.metadata") == []
 
 
 def test_run_validates_without_pydantic_plugins_and_activities_keep_the_users_setting(
@@ -143,6 +146,48 @@ def test_run_validates_without_pydantic_plugins_and_activities_keep_the_users_se
     assert res.returncode == 0, res.stderr
     seen = (state / "runs" / "2-env" / "data" / "env.txt").read_text()
     assert "PYDANTIC_DISABLE_PLUGINS=logfire\n" in seen
+
+
+STAND_IN = """
+import sys
+from akoflow.cli.local_run import PLUGIN_LOADER, _pydantic_plugins_off
+from pydantic import BaseModel
+with _pydantic_plugins_off():
+    import akoflow.spec.model
+    assert sys.modules[PLUGIN_LOADER].get_plugins() == ()
+assert PLUGIN_LOADER not in sys.modules and "importlib.metadata" not in sys.modules
+class Later(BaseModel):
+    x: int
+assert sys.modules[PLUGIN_LOADER]._plugins is not None, "a later model looks them up"
+print("ok")
+"""
+HANDED_OVER = """
+import sys
+from akoflow.cli.local_run import PLUGIN_LOADER, _pydantic_plugins_off
+with _pydantic_plugins_off():
+    stand_in = sys.modules[PLUGIN_LOADER]
+    assert stand_in.PYDANTIC_ENTRY_POINT_GROUP == "pydantic"  # the real loader's
+    real = sys.modules[PLUGIN_LOADER]
+    assert real is not stand_in and real.get_plugins() == ()  # switched off still
+assert sys.modules[PLUGIN_LOADER] is real
+print("ok")
+"""
+
+
+def test_the_plugin_loader_is_stood_in_for_inside_the_switch_only() -> None:
+    """Inside _pydantic_plugins_off, pydantic's plugin loader is a stand-in (no plugins, as
+    the real one with the switch on, without its import of importlib.metadata) that hands
+    over to the real one for anything else; a model built after the block looks for
+    plugins as ever."""
+    for script in (STAND_IN, HANDED_OVER):
+        res = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(),
+        )
+        assert (res.returncode, res.stdout) == (0, "ok\n"), res.stderr
 
 
 def test_status_of_a_run_reads_the_store_without_the_engine_or_the_loader(

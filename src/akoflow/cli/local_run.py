@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,30 @@ def _setup_logging(verbose: bool) -> None:
 
 
 PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"  # pydantic's documented switch
+PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+class _NoPluginLoader(types.ModuleType):
+    """Stands in for pydantic's plugin loader while the switch is on: get_plugins() answers
+    what the real one answers then (no plugins), without the real one's import (it imports
+    importlib.metadata, hence email, csv, zipfile...: ~10 ms of a short `akoflow run`). Any
+    other name asked of it is the real loader's, imported then (a pydantic that changed)."""
+
+    def __init__(self) -> None:
+        super().__init__(PLUGIN_LOADER)
+
+    @staticmethod
+    def get_plugins() -> tuple[()]:
+        return ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # what the import system looks for (__path__...)
+            raise AttributeError(name)
+        import importlib
+
+        if sys.modules.get(PLUGIN_LOADER) is self:
+            del sys.modules[PLUGIN_LOADER]
+        return getattr(importlib.import_module(PLUGIN_LOADER), name)
 
 
 @contextlib.contextmanager
@@ -101,12 +126,18 @@ def _pydantic_plugins_off() -> Iterator[None]:
     pydantic plugins: the look-up reads the entry points of every installed distribution
     (5-15 ms of a start) for plugins that would only watch akoflow check its own file; typer
     does the same for its parameters. In this block only: the spawners and activities start
-    later, with the user's environment as it was (their own plugins still work there)."""
+    later, with the user's environment as it was (their own plugins still work there), and
+    a model built after it (by this process) looks for them again, with pydantic's loader."""
     before = os.environ.get(PLUGINS_OFF)
     os.environ[PLUGINS_OFF] = "1"
+    stand_in = None
+    if PLUGIN_LOADER not in sys.modules:
+        stand_in = sys.modules[PLUGIN_LOADER] = _NoPluginLoader()
     try:
         yield
     finally:
+        if stand_in is not None and sys.modules.get(PLUGIN_LOADER) is stand_in:
+            del sys.modules[PLUGIN_LOADER]
         if before is None:
             del os.environ[PLUGINS_OFF]
         else:
