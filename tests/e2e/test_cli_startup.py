@@ -116,6 +116,21 @@ def test_run_quiet_loads_the_engine_and_nothing_it_does_not_use(tmp_path: Path) 
     # Nor pydantic's plugin loader (importlib.metadata, email, csv, zipfile...): the plugins
     # are switched off while the model is built, it would find none.
     assert among(names, "pydantic.plugin._loader", "importlib.metadata") == []
+    # Nor what only other runs need: placement (spec.schedule), remote listings and the
+    # copies of files between locations (runtimes whose files stay remote), "did you mean"
+    # (a spec with an error), importlib.resources (the migrations are files).
+    assert (
+        among(
+            names,
+            "akoflow.placement",
+            "akoflow.provenance.remote",
+            "akoflow.dataplane.plan",
+            "akoflow.dataplane.index",
+            "difflib",
+            "importlib.resources",
+        )
+        == []
+    )
 
 
 def test_run_validates_without_pydantic_plugins_and_activities_keep_the_users_setting(

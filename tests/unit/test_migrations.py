@@ -463,3 +463,15 @@ def test_no_step_writes_the_version_or_a_transaction_itself() -> None:
             code = [ln for ln in statement.splitlines() if not ln.strip().startswith("--")]
             words = " ".join(code).split()
             assert not words or words[0].upper().rstrip(";") not in control, statement
+
+
+def test_the_steps_read_from_the_package_directory_are_those_its_loader_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The steps are read from the package's directory (without importlib.resources); a
+    package with none (a zip import) has them read through importlib.resources: the same."""
+    from akoflow.store import migrate as module
+
+    assert len(migrations()) == SCHEMA_VERSION
+    monkeypatch.setattr(module, "Path", lambda _: Path("/nonexistent/akoflow/store/migrate.py"))
+    assert module.migrations.__wrapped__() == migrations()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from akoflow.dataplane.mover import Digest
 from akoflow.provenance.declared import declares
-from akoflow.provenance.remote import RemoteFiles
 from akoflow.provenance.snapshot import FileState
 from akoflow.store.repository import Replica
+
+if TYPE_CHECKING:
+    from akoflow.provenance.remote import RemoteFiles
 
 HOST = ""  # the engine host's data dir, as a location
 

@@ -16,8 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from akoflow.dataplane import plan
-from akoflow.dataplane.index import RunIndex
 from akoflow.dataplane.mover import (
     DataMover,
     Digest,
@@ -26,10 +24,8 @@ from akoflow.dataplane.mover import (
     host_path,
     wanted_files,
 )
-from akoflow.dataplane.plan import HOST
 from akoflow.provenance.declared import declares, inputs_problem
 from akoflow.provenance.names import display, to_bytes
-from akoflow.provenance.remote import RemoteFiles
 from akoflow.runtimes.base import JobSpec, Outcome, Runtime, RuntimeUnavailable
 from akoflow.states import ActivityState
 from akoflow.store import Repository
@@ -37,7 +33,14 @@ from akoflow.store.repository import DataCopy, Replica
 from akoflow.upstream import upstream_ids
 
 if TYPE_CHECKING:
+    from akoflow.dataplane import plan
+    from akoflow.dataplane.index import RunIndex
     from akoflow.engine.model import ActivityRun, WorkflowRun
+    from akoflow.provenance.remote import RemoteFiles
+
+# The plans (akoflow.dataplane.plan) and the index of a run's copies are imported where files
+# are to move: every method that needs them is reached only by a run whose files are, or may
+# be, elsewhere than the engine host (an engine with local runs only does without them).
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +160,8 @@ class DataPlane:
     def _index(self, wf: WorkflowRun) -> RunIndex:
         """The index of ``wf``, made from the store the first time (or for a run attached
         again); those of runs that ended are let go then."""
+        from akoflow.dataplane.index import RunIndex
+
         index = self._runs.get(wf.id)
         if index is None or index.wf is not wf:
             for done in [k for k, i in self._runs.items() if i.wf.state.is_final]:
@@ -203,6 +208,8 @@ class DataPlane:
             return  # files do not move to or from this runtime (yet): its own volume only
         if mover is None and not self.holds_remote(wf.id):
             return
+        from akoflow.dataplane.plan import HOST
+
         target = mover.location if mover is not None else HOST
         self._staging.add(act.id)
         try:
@@ -216,6 +223,8 @@ class DataPlane:
         """What :func:`plan.fetches` brings to the host for ``act`` (at ``target``), from the
         versions it can pick: a fresh one that one of its ancestors recorded, or recorded
         while one of them ran at its location (their windows decide the rest)."""
+        from akoflow.dataplane import plan
+
         wf = act.wf
         index = self._index(wf)
         if not index.replicas.fresh_elsewhere(target):
@@ -250,6 +259,9 @@ class DataPlane:
         return wanted, replicas
 
     async def _stage_in(self, act: ActivityRun, mover: DataMover | None, target: str) -> None:
+        from akoflow.dataplane import plan
+        from akoflow.dataplane.plan import HOST
+
         wf = act.wf
         inputs = act.spec.inputs
         wanted, replicas = self._planned_fetches(act, target)
@@ -327,6 +339,8 @@ class DataPlane:
             del self._in_flight[key]
 
     async def _put(self, act: ActivityRun, mover: DataMover, path: str, digest: Digest) -> None:
+        from akoflow.dataplane.plan import HOST
+
         wf = act.wf
         started = time.time()
         source = host_path(wf.data_dir, path)
@@ -355,6 +369,8 @@ class DataPlane:
         )
 
     async def _fetch(self, act: ActivityRun, location: str, path: str) -> None:
+        from akoflow.dataplane.plan import HOST
+
         wf = act.wf
         mover = self._mover_at(location, act)
         destination = host_path(wf.data_dir, path)
@@ -413,6 +429,8 @@ class DataPlane:
         if self._mover(act, runtime) is None:
             return
         self._recorded.add((act.id, act.attempt))
+        from akoflow.dataplane import plan
+
         written, deleted = plan.changed(files)
         index = self._index(act.wf)
         index.windows.sight(act)
@@ -462,6 +480,8 @@ class DataPlane:
         mover = self._mover(act, runtime)
         if mover is None:
             return
+        from akoflow.dataplane.plan import HOST
+
         if outcome.files is not None:
             self.record_outputs(act, runtime, outcome.files)
         paths = self._collectable(act, outcome, mover.location)
@@ -480,6 +500,8 @@ class DataPlane:
             )
 
     def _collectable(self, act: ActivityRun, outcome: Outcome, location: str) -> list[str]:
+        from akoflow.dataplane import plan
+
         wf = act.wf
         policy = wf.workflow.collect
         index = self._index(wf)

@@ -11,12 +11,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from akoflow.placement import PlacementPolicy, Reserved
 from akoflow.runtimes.base import NodeInfo, Runtime
 from akoflow.spec import Activity, Workflow
 from akoflow.states import ActivityState, WorkflowState
+
+if TYPE_CHECKING:  # placement is imported when a run has a policy (spec.schedule)
+    from akoflow.placement import PlacementPolicy, Reserved
 
 
 @dataclass(eq=False, slots=True)

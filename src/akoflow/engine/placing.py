@@ -5,10 +5,16 @@ node until the attempt ends (also across a restart: an adopted attempt reserves 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from akoflow.engine.model import ActivityRun, RuntimeSlot
-from akoflow.placement import Decision, Demand, Reserved
-from akoflow.placement.akoscore import DEFAULT_ALPHA
 from akoflow.store import Repository
+
+if TYPE_CHECKING:
+    from akoflow.placement import Decision
+
+# akoflow.placement is imported by the methods that need it: only a run with a policy
+# (spec.schedule) places its work, and every other engine starts without it.
 
 
 class Placer:
@@ -17,6 +23,9 @@ class Placer:
 
     def decide(self, act: ActivityRun, slot: RuntimeSlot) -> Decision:
         """Ask the workflow's policy for a node (no node known yet: wait for the runtime)."""
+        from akoflow.placement import Demand
+        from akoflow.placement.akoscore import DEFAULT_ALPHA
+
         assert act.wf.placement is not None
         history = act.wf.history.get(act.name, [])
         by_node: dict[str, list[float]] = {}
@@ -83,6 +92,8 @@ class Placer:
     def unreserve(self, act: ActivityRun, slot: RuntimeSlot) -> None:
         if act.placed is None:
             return
+        from akoflow.placement import Reserved
+
         node, claim = act.placed
         act.placed = None
         held = slot.reserved.get(node, Reserved())
@@ -92,6 +103,8 @@ class Placer:
 
     @staticmethod
     def _reserve(act: ActivityRun, slot: RuntimeSlot, node: str) -> None:
+        from akoflow.placement import Reserved
+
         claim = Reserved(act.spec.cpu_cores or 0.0, act.spec.memory_bytes or 0)
         held = slot.reserved.get(node, Reserved())
         slot.reserved[node] = Reserved(held.cpu + claim.cpu, held.memory + claim.memory)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from akoflow.engine.model import ActivityRun, WorkflowRun, attempt_key, run_dir
-from akoflow.placement import load_policy
 from akoflow.runtimes.base import JobSpec
 from akoflow.spec import load_workflow
 from akoflow.spec.dag import levels
@@ -63,6 +62,8 @@ def build_run(repo: Repository, state_dir: Path, rec: WorkflowRecord) -> Workflo
         if not dep.state.is_success:
             act.deps_left += 1
     if workflow.schedule:
+        from akoflow.placement import load_policy  # only a run with a policy needs placement
+
         wf.placement = load_policy(workflow.schedule)
         wf.history = repo.duration_history(wf.name)
     if workflow.strategy == "first-activity-first":

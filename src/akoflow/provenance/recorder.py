@@ -50,14 +50,6 @@ from akoflow.provenance.names import to_bytes
 from akoflow.provenance.observe import Access, Ambiguous, ObservationUnavailable, Observer
 from akoflow.provenance.observed import Decision, Generated, Listings, ObservedRun, Undecided
 from akoflow.provenance.pending import Nominee, PendingChanges, by_timing
-from akoflow.provenance.remote import (
-    CLOCK_SKEW,
-    Claim,
-    RemoteFiles,
-    Writer,
-    attribute,
-    later_version,
-)
 from akoflow.provenance.snapshot import (
     FileState,
     Snapshot,
@@ -74,6 +66,10 @@ from akoflow.upstream import upstream_ids
 
 if TYPE_CHECKING:
     from akoflow.engine.model import ActivityRun, WorkflowRun
+    from akoflow.provenance.remote import Claim, RemoteFiles, Writer
+
+# akoflow.provenance.remote is imported by the methods of remote attempts (their listings):
+# an engine whose runs stay on this host does without it.
 
 log = logging.getLogger(__name__)
 
@@ -772,6 +768,8 @@ class ProvenanceRecorder:
         listings of its working directory (see :func:`akoflow.provenance.remote.attribute`):
         a version that also changed between the listings of another attempt that ran at the
         same time is ambiguous between them, unless exactly one of them declared it."""
+        from akoflow.provenance.remote import Writer, attribute
+
         wf, loc = act.wf, files.location
         run = self._run(wf)
         claims = run.remote_generated
@@ -846,6 +844,8 @@ class ProvenanceRecorder:
     ) -> list[tuple[Writer, tuple[str, ...]]]:
         """The attempts whose end was heard already and whose listings at ``loc`` were taken
         before and after ``last`` (the remote clock of another attempt's last listing)."""
+        from akoflow.provenance.remote import CLOCK_SKEW
+
         if last is None:
             return []
         return [
@@ -895,6 +895,8 @@ class ProvenanceRecorder:
         candidates, with when the last listing that showed it was taken and who ended with
         it in place (stored beside them). Each version is also one of ``run``'s recorded
         versions (a later listing of it adds its writers to it)."""
+        from akoflow.provenance.remote import Claim, Writer, later_version
+
         claims: dict[tuple[str, str], Claim] = {}
         listings = self.repo.remote_seen(wf.id)
 
@@ -931,6 +933,8 @@ class ProvenanceRecorder:
 
 def _joined(known: Claim, new: Claim) -> Claim:
     """One version's claim with the writers of both (``new``: another listing of it)."""
+    from akoflow.provenance.remote import Claim
+
     keys = {w.key for w in known.writers}
     writers = (*known.writers, *(w for w in new.writers if w.key not in keys))
     if known.seen is None or new.seen is None:

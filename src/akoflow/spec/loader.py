@@ -19,7 +19,6 @@ Design notes (why it looks like this):
 
 from __future__ import annotations
 
-import difflib
 import functools
 import sys
 import threading
@@ -604,6 +603,8 @@ def _close_field(key: str, allowed: list[str]) -> str | None:
     for field in allowed:
         if field.lower() == simple:
             return field
+    import difflib  # a spec with an error only
+
     matches = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     return matches[0] if matches else None
 
@@ -916,6 +917,8 @@ def _unknown_dependency(dep: str, names: dict[str, int], budget: list[int]) -> s
         return f"{message}: names must not be empty"
     if budget[0] >= len(names):
         budget[0] -= len(names)
+        import difflib  # a spec with an error only
+
         close = difflib.get_close_matches(dep, names.keys(), n=1, cutoff=0.6)
         if close:
             return f"{message}; did you mean {close[0]!r}?"
