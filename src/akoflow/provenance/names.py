@@ -24,6 +24,7 @@ bidirectional controls. One scheme everywhere:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -35,8 +36,10 @@ NAME_MAX = 255  # bytes in one file name (Linux, and most file systems)
 COPY_SUFFIX = ".akoflow-part"
 
 # What display() escapes besides undecodable bytes and the backslash: C0 and C1 controls and
-# DEL, the line and paragraph separators, and the bidirectional formatting characters.
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# DEL, the line and paragraph separators, and the bidirectional formatting characters. A
+# pattern only, part of those below: they are compiled when first used (each ~0.3 ms, which a
+# short `akoflow run` that shows no name would pay at its start).
+_HIDDEN = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -79,12 +82,14 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-_DISPLAY = re.compile(rf"\\|{_SURROGATE.pattern}|{_HIDDEN.pattern}")
+@functools.cache
+def _display() -> re.Pattern[str]:
+    return re.compile(rf"\\|{_SURROGATE.pattern}|{_HIDDEN}")
 
 
 def display(name: str) -> str:
     """The name for people: valid Unicode on one line, escapes where it is not plain text."""
-    return _DISPLAY.sub(_escape, name)
+    return _display().sub(_escape, name)
 
 
 def encoded(name: str) -> str:
@@ -99,7 +104,9 @@ def decoded(text: str) -> str:
 
 # Characters a copy's name does without (portable_name): those display() escapes, '%' (the
 # escape itself), '\\' and what Windows forbids in names.
-_NOT_PORTABLE = re.compile(rf'[%\\<>:"|?*]|{_SURROGATE.pattern}|{_HIDDEN.pattern}')
+@functools.cache
+def _not_portable() -> re.Pattern[str]:
+    return re.compile(rf'[%\\<>:"|?*]|{_SURROGATE.pattern}|{_HIDDEN}')
 
 
 def _percent(match: re.Match[str]) -> str:
@@ -112,7 +119,7 @@ def portable_name(segment: str) -> str:
     characters other systems refuse or show wrongly percent-encoded (``%`` included, so two
     names never share a copy's name). Beyond :data:`NAME_MAX` bytes it is cut, with a hash of
     the whole name to keep it distinct."""
-    safe = _NOT_PORTABLE.sub(_percent, segment)
+    safe = _not_portable().sub(_percent, segment)
     if len(safe.encode()) <= NAME_MAX:
         return safe
     digest = hashlib.sha256(to_bytes(segment)).hexdigest()[:16]
