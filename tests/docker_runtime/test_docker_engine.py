@@ -346,6 +346,55 @@ def test_a_failing_stop_call_still_stops_the_container(
     asyncio.run(scenario())
 
 
+class RefusedStops:
+    """The daemon's client with every stop and kill refused (a daemon that answers events
+    but errs on these calls)."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self.tries = 0
+
+    def post(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        if url.endswith("/stop"):
+            self.tries += 1
+            raise requests.exceptions.ConnectionError("the daemon refuses")
+        return self._api.post(url, *args, **kwargs)
+
+    def kill(self, *args: Any, **kwargs: Any) -> None:
+        raise requests.exceptions.ConnectionError("the daemon refuses")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+def test_an_end_while_stops_are_refused_is_not_held_for_ever(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container that ends on its own while its stop keeps failing: its end (which waits
+    for the stop's answer, to know whether the stop reached it) is reported once the next
+    try finds it ended, as stopped (not known to have been reached: the safe side), instead
+    of waiting for a stop the daemon never takes (h92's wait made this a hang)."""
+
+    async def scenario() -> None:
+        events = Recorder()
+        rt = runtime(dockerd.host, events)
+        await rt.start()
+        try:
+            job = job_spec(tmp_path, "short", "sleep 2")
+            handle = await rt.submit(job)
+            client = RefusedStops(await asyncio.to_thread(rt._daemon.client))
+            monkeypatch.setattr(rt._daemon, "client", lambda: client)
+            await rt.cancel(job.key, handle)
+            await asyncio.wait_for(events.event.wait(), 30)
+            outcome = events.finished[job.key]
+            assert not outcome.succeeded and outcome.reason == "cancelled"
+            assert client.tries >= 1
+        finally:
+            await rt.stop()
+
+    asyncio.run(scenario())
+
+
 class ForgetfulDocker(DockerRuntime):
     """Loses its releases, as an engine that died right after storing an attempt's end."""
 

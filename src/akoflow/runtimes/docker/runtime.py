@@ -405,9 +405,12 @@ class DockerRuntime(Runtime):
             except Exception as exc:
                 reason = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
                 tracked = self._jobs.get(key)
-                if tracked is None or tracked.cid != ref:
+                if tracked is None or tracked.cid != ref or tracked.waiting is not None:
+                    # Ended meanwhile (its end waits for this answer: trying on would hold it
+                    # for as long as the daemon refuses), or not ours to follow (not adopted
+                    # yet). Whether this stop reached it is not known: as if it did.
                     log.warning("cannot stop the container of %s: %s", key, reason)
-                    return True  # ended meanwhile, or not ours to follow (not adopted yet)
+                    return True
                 log.warning("cannot stop the container of %s (trying again): %s", key, reason)
             await asyncio.sleep(backoff.next())
 
