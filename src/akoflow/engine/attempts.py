@@ -608,13 +608,18 @@ def ended_at(act: ActivityRun, outcome: Outcome) -> float:
 def ended_in_time(act: ActivityRun, outcome: Outcome) -> bool:
     """Whether a success the runtime knows no stop reached ended, by the runtime's clock,
     before its deadline: its end had not been read when the deadline stopped it (a success
-    recorded timed out was run again)."""
+    recorded timed out was run again). Its deadline counts from its start as the runtime
+    saw it when that is later than the engine's (the send of a local attempt to a busy
+    spawner: one that ran 0.99 s of its 1 s was recorded timed out)."""
+    start = act.attempt_started
+    if start is not None and outcome.started_at is not None:
+        start = max(start, outcome.started_at)
     return (
         outcome.succeeded
         and outcome.ended_unstopped
         and outcome.ended_at is not None
-        and act.attempt_started is not None
-        and not ran_over(act.spec.timeout_seconds, act.attempt_started, outcome.ended_at)
+        and start is not None
+        and not ran_over(act.spec.timeout_seconds, start, outcome.ended_at)
     )
 
 

@@ -147,6 +147,11 @@ class Outcome:
     """The runtime knows no stop of its reached the attempt while it ran: it ended on its
     own, and its success stands even if the engine asked to stop it meanwhile (its end was
     on its way). False: unknown, and a success asked to stop counts as stopped."""
+    started_at: float | None = None
+    """When its process was started, no later than it really was, by the clock of
+    :attr:`ended_at` (the local runtime's spawner). The engine counts an attempt's time from
+    when it sent it, which may be earlier: a success :attr:`ended_unstopped` is judged by its
+    own run time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -675,6 +675,7 @@ class LocalRuntime(Runtime):
         cgroup_removed: bool,
         signalled: bool,
         ended_at: float | None,
+        started_at: float | None = None,
     ) -> None:
         job = self._jobs.get(key)
         if job is None or job.pidfd >= 0:
@@ -688,7 +689,15 @@ class LocalRuntime(Runtime):
             self._short_ends = 0
         self._start_waiting()
         self.events.job_finished(
-            key, self._outcome(code, job.cancelled and signalled, cpu, rss, ended_at=ended_at)
+            key,
+            self._outcome(
+                code,
+                job.cancelled and signalled,
+                cpu,
+                rss,
+                ended_at=ended_at,
+                started_at=started_at,
+            ),
         )
 
     def _spawner_lost(self, link: int) -> None:
@@ -823,14 +832,25 @@ class LocalRuntime(Runtime):
         *,
         known: bool = True,
         ended_at: float | None = None,
+        started_at: float | None = None,
     ) -> Outcome:
         """``stopped``: a stop of this runtime reached the process while it ran. One that had
         ended before it did (its end not read yet) ended on its own: its exit code stands,
         whatever the engine asked meanwhile (a success recorded cancelled was run again).
         ``known``: every stop ever sent to it went through this runtime (it started it).
-        ``ended_at``: when it ended, as its spawner saw it."""
+        ``ended_at``: when it ended, as its spawner saw it; ``started_at``: when the spawner
+        started it."""
         if code == 0 and not stopped:
-            return Outcome(True, 0, None, cpu, rss, ended_at=ended_at, ended_unstopped=known)
+            return Outcome(
+                True,
+                0,
+                None,
+                cpu,
+                rss,
+                ended_at=ended_at,
+                ended_unstopped=known,
+                started_at=started_at,
+            )
         if code is None:
             reason = "the process ended but its exit code was lost"
         elif code < 0:

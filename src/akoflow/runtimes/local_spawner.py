@@ -20,7 +20,7 @@ over a socket. For each attempt the spawner
    attempt's record keeping on some file systems);
 5. removes the attempt's cgroup once it is empty, and tells the engine (``started``,
    ``ended`` with exit status, CPU time, peak memory, whether the cgroup is gone, whether a
-   stop reached it and when it ended).
+   stop reached it, when it ended and when it was started).
 
 Why a process of its own: activities are no longer children of the engine, whose environment
 may hold secrets (an activity can read its parent's ``/proc/PPID/environ``); the fork and exec
@@ -214,12 +214,13 @@ def shell_code(status_code: int) -> int:
 
 
 class _Child:
-    __slots__ = ("cgroup", "key", "prefix", "signalled")
+    __slots__ = ("cgroup", "key", "prefix", "signalled", "started_at")
 
-    def __init__(self, key: str, prefix: str, cgroup: str | None) -> None:
+    def __init__(self, key: str, prefix: str, cgroup: str | None, started_at: float) -> None:
         self.key = key
         self.prefix = prefix
         self.cgroup = cgroup
+        self.started_at = started_at  # just before its spawn: its run time is not longer
         # Whether a stop reached it while it ran: one that had ended on its own before (its
         # end not read yet) keeps its exit code's meaning, a success included.
         self.signalled = False
@@ -322,6 +323,7 @@ class Spawner:
                 _unclaim(prefix, script_path)
                 self._failed(key, f"cannot write the script of {key}", exc, env)
                 return
+            started_at = time.time()
             try:
                 pid = self._start(prefix, bash, argv, env, workdir, umask, cgroup, plain)
             except Exception as exc:
@@ -331,7 +333,7 @@ class Spawner:
             os.pwrite(claim, started_line(pid, self.me), 0)
         finally:
             os.close(claim)
-        self.children[pid] = _Child(key, prefix, cgroup)
+        self.children[pid] = _Child(key, prefix, cgroup, started_at)
         self.by_key[key] = pid
         self.send("started", key, pid)
 
@@ -480,7 +482,17 @@ class Spawner:
             # loop per activity). One it cannot remove yet is the engine's to empty.
             removed = child.cgroup is None or _remove_empty_cgroup(child.cgroup)
             cpu = usage.ru_utime + usage.ru_stime
-            self.send("ended", child.key, code, cpu, rss, removed, child.signalled, ended_at)
+            self.send(
+                "ended",
+                child.key,
+                code,
+                cpu,
+                rss,
+                removed,
+                child.signalled,
+                ended_at,
+                child.started_at,
+            )
 
     # ---------------------------------------------------------------- loop
 

@@ -31,7 +31,7 @@ STALL_WARN = 10.0  # s: a spawner silent this long with starts asked of it is lo
 # have recorded the last one and left (no zombie in a long-lived process such as the server).
 _left: set[int] = set()
 
-Ended = Callable[[str, int, float, "int | None", bool, bool, "float | None"], None]
+Ended = Callable[[str, int, float, "int | None", bool, bool, "float | None", "float | None"], None]
 Started = Callable[[str, int], None]
 Failed = Callable[[str, str, bool], None]  # key, reason, the host short of room
 
@@ -206,8 +206,16 @@ class SpawnerLink:
                 # The last: whether a stop reached it while it ran (see local_spawner).
                 signalled = len(message) < 7 or bool(message[6])
                 ended_at = message[7] if len(message) > 7 else None
+                started_at = message[8] if len(message) > 8 else None
                 self._on_ended(
-                    key, message[2], message[3], message[4], bool(message[5]), signalled, ended_at
+                    key,
+                    message[2],
+                    message[3],
+                    message[4],
+                    bool(message[5]),
+                    signalled,
+                    ended_at,
+                    started_at,
                 )
             elif kind == "started":
                 self._unanswered = max(0, self._unanswered - 1)
