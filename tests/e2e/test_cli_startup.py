@@ -22,7 +22,7 @@ from tests.conftest import cli_env
 
 # Runs the real entry point; records sys.modules at the os._exit that ends every command.
 DRIVER = """
-import json, os, sys
+import gc, json, os, sys
 out, sys.argv = sys.argv[1], ["akoflow", *sys.argv[2:]]
 leave = os._exit
 def record_then_leave(code):
@@ -32,6 +32,7 @@ def record_then_leave(code):
             "modules": sorted(sys.modules),
             # None until pydantic looked for plugins (in every installed distribution)
             "plugins_looked_up": plugins is not None and plugins._plugins is not None,
+            "gc": [gc.isenabled(), gc.get_freeze_count()],
         }, f)
     leave(code)
 os._exit = record_then_leave
@@ -203,6 +204,24 @@ def test_the_plugin_loader_is_stood_in_for_inside_the_switch_only() -> None:
             env=cli_env(),
         )
         assert (res.returncode, res.stdout) == (0, "ok\n"), res.stderr
+
+
+def test_a_run_collects_garbage_once_its_modules_are_imported(tmp_path: Path) -> None:
+    """main() imports what runs a workflow with the garbage collector off (the imports make
+    ~100,000 objects that all live on); the run itself collects, what the imports made out
+    of its sight. A run refused, or a dry run, leaves it on too."""
+    wf = tmp_path / "one.yaml"
+    wf.write_text(ONE)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nspec:\n  activities:\n    - name: a\n      rn: x\n")
+    res, found = recorded(tmp_path, tmp_path / "s1", "run", str(wf), "-q")
+    assert res.returncode == 0, res.stderr
+    enabled, frozen = found["gc"]
+    assert enabled and frozen > 10_000
+    for args, code in (([str(bad)], 2), ([str(wf), "--dry-run"], 0)):
+        res, found = recorded(tmp_path, tmp_path / "s2", "run", *args, "-q")
+        assert res.returncode == code, res.stderr
+        assert found["gc"] == [True, 0]
 
 
 def test_status_of_a_run_reads_the_store_without_the_engine_or_the_loader(

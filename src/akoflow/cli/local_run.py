@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -219,6 +220,12 @@ def run_file(
     from akoflow.cli.attached import AttachedRun
 
     run = AttachedRun(repo, sdir, [claim.wf_id], quiet=quiet, as_json=as_json, early=early)
+    if not gc.isenabled():  # off while main() imported what runs it (cli.main._run_plain)
+        # What the imports made (modules, classes, functions) lives as long as the engine:
+        # moved out of the collector's sight, not looked through at each collection of the
+        # run (the first one would have gone through all of it).
+        gc.freeze()
+        gc.enable()
     return asyncio.run(run.run())
 
 
