@@ -211,3 +211,27 @@ def test_what_bash_would_run_otherwise_it_runs(
         "",
     )
     assert (acts["a3"]["exit_code"], _attempt(state_dir, "a3", ".stdout").read_text()) == (1, "")
+
+
+def test_an_environment_bash_would_change_goes_to_bash(
+    akoflow: Akoflow, tmp_path: Path, state_dir: Path
+) -> None:
+    """Variables bash drops or resets before its commands see them (PS1, exported by many
+    login shells; IFS, OPTIND...) and an LC_ALL this host has no locale for (bash warns on
+    stderr): `env` plain prints what `env;` through bash prints, stdout and stderr."""
+    data = tmp_path / "data"
+    for i, extra in enumerate(
+        ({"PS1": r"\u@\h:\w\$ "}, {"IFS": ":", "OPTIND": "5"}, {"LC_ALL": "xx_YY.UTF-8"})
+    ):
+        command = f"env -u UNSET{i}"
+        wf = _workflow(tmp_path / f"wf{i}.yaml", command, command + ";")
+        acts = _run(akoflow, wf, data, env={**cli_env(), **extra})
+        assert {a["state"] for a in acts.values()} == {"succeeded"}, extra
+        (run,) = state_dir.glob(f"runs/{i + 1}-*")
+
+        def lines(name: str, suffix: str, run: Path = run) -> set[str]:
+            text = (run / "attempts" / f"{name}.1{suffix}").read_text()
+            return {line for line in text.splitlines() if name not in line and "_ID=" not in line}
+
+        assert lines("a0", ".stdout") == lines("a1", ".stdout"), extra
+        assert lines("a0", ".stderr") == lines("a1", ".stderr"), extra

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from akoflow.runtimes.local_spawner import _program, _shell_level
+from akoflow.runtimes.local_spawner import _as_bash_passes_it, _program, _shell_level
 from akoflow.runtimes.plain_command import plain_argv
 
 
@@ -126,3 +126,14 @@ def test_the_program_bash_would_find(tmp_path: Path) -> None:
         assert found is not None and os.path.dirname(found) in ("/bin", "/usr/bin")
     fifo = tmp_path / "fifo"
     assert _program("fifo", {"PATH": f"{tmp_path}:/usr/bin"}) == str(fifo)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"PS1": "$ "}, {"PS2": "> "}, {"IFS": ":"}, {"OPTIND": "5"}, {"LC_ALL": "xx_YY.UTF-8"}],
+)
+def test_an_environment_bash_changes_goes_to_bash(extra: dict[str, str]) -> None:
+    env = {"PATH": "/usr/bin:/bin", "SHLVL": "1"}
+    assert _as_bash_passes_it(env, "/usr/bin/env") is not None
+    assert _as_bash_passes_it({**env, "LC_ALL": "C"}, "/usr/bin/env") is not None
+    assert _as_bash_passes_it({**env, **extra}, "/usr/bin/env") is None

@@ -35,6 +35,7 @@ program and user (see :func:`frame` and :class:`Frames`).
 
 from __future__ import annotations
 
+import _locale
 import contextlib
 import errno
 import marshal
@@ -56,6 +57,14 @@ WORKDIR_FAILED = 214
 ENV_ENTRY_MAX = 128 * 1024 - 2  # Linux: bytes of one NAME=value of exec's env (MAX_ARG_STRLEN)
 # What this interpreter ignores (and an exec would keep ignored); handlers reset at exec.
 _IGNORED_HERE = (signal.SIGPIPE, signal.SIGXFSZ)
+# Inherited variables bash 5.2 drops, resets or replaces before its commands see them, or
+# prints a complaint about (BASH_XTRACEFD, BASH_COMPAT): with one of them, a plain command
+# goes to bash (PS1 and PS2, often exported by a login shell, are dropped).
+_BASH_ALTERS = frozenset(
+    "BASH BASHPID BASH_ARGV0 BASH_COMMAND BASH_COMPAT BASH_SUBSHELL BASH_VERSINFO BASH_VERSION "
+    "BASH_XTRACEFD COMP_WORDBREAKS EPOCHREALTIME EPOCHSECONDS HISTCMD IFS LINENO OPTERR OPTIND "
+    "PPID PS1 PS2 PS4 RANDOM SRANDOM".split()
+)
 # The host, not the attempt, is short of room: no space, inode or quota for the attempt's
 # files. The attempt never ran; it may once there is room again (what a start makes can be
 # tried: see akoflow.room, whose copy of this set the engine uses). A shortage of processes,
@@ -592,10 +601,11 @@ def _executable_file(path: str) -> bool:
 def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str] | None:
     """The environment bash 5 gives a command it runs from the working directory: ``PWD``
     that directory (the inherited one if it is absolute and names it), ``SHLVL`` one more,
-    ``OLDPWD`` only if it names a directory, ``_`` the program. None when bash would also
-    print something (a SHLVL it resets, with a warning): bash then runs it."""
+    ``OLDPWD`` only if it names a directory, ``_`` the program. None when bash would pass
+    something else (:data:`_BASH_ALTERS`) or print something (a SHLVL it resets, a locale
+    it cannot set, with a warning): bash then runs it."""
     level = _shell_level(env.get("SHLVL", ""))
-    if level is None:
+    if level is None or not _BASH_ALTERS.isdisjoint(env) or not _locale_loads(env):
         return None
     passed = dict(env)
     inherited = env.get("PWD", "")
@@ -609,6 +619,30 @@ def _as_bash_passes_it(env: dict[str, str], program: str) -> dict[str, str] | No
     passed["SHLVL"] = str(level)
     passed["_"] = program
     return passed
+
+
+def _locale_loads(env: dict[str, str]) -> bool:
+    """Whether bash would set the locale LC_ALL names without its warning (``setlocale:
+    LC_ALL: cannot change locale``, on the attempt's stderr: en_US.UTF-8 on a host that lacks
+    it). Set here for the instant of the test, then set back."""
+    wanted = env.get("LC_ALL")
+    if not wanted:
+        return True
+    known = _LOCALES.get(wanted)
+    if known is None:
+        before = _locale.setlocale(_locale.LC_ALL)
+        try:
+            _locale.setlocale(_locale.LC_ALL, wanted)
+            known = True
+        except Exception:  # _locale.Error: a locale this host lacks; ValueError: a NUL
+            known = False
+        finally:
+            _locale.setlocale(_locale.LC_ALL, before)
+        _LOCALES[wanted] = known
+    return known
+
+
+_LOCALES: dict[str, bool] = {}
 
 
 def _is_directory(path: str) -> bool:
