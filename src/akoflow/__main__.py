@@ -1,10 +1,11 @@
 """The ``akoflow`` command's entry point (``[project.scripts]``), and ``python -m akoflow``.
 
-Nothing is imported here but what the interpreter has loaded already: the CLI is imported
-inside the ``try``, so a Ctrl-C while modules import (the first ~50 ms of every command,
-before :func:`akoflow.cli.main.main` has handlers of its own) leaves with exit code 130 and
-one line, as one later does, not with a KeyboardInterrupt traceback."""
+Nothing is imported here but what the interpreter has loaded already (and gc, built in): the
+CLI is imported inside the ``try``, so a Ctrl-C while modules import (the first ~50 ms of
+every command, before :func:`akoflow.cli.main.main` has handlers of its own) leaves with exit
+code 130 and one line, as one later does, not with a KeyboardInterrupt traceback."""
 
+import gc
 import os
 import sys
 
@@ -12,6 +13,9 @@ EXIT_INTERRUPTED = 130
 
 
 def main() -> None:
+    # No garbage collection while the command's modules are imported (they make objects that
+    # live on, hardly any garbage): akoflow.cli.main turns it on again (see its _run_plain).
+    gc.disable()
     try:
         from akoflow.cli.main import main as command
 

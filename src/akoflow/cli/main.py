@@ -93,8 +93,8 @@ def _run_plain(given: dict[str, Any]) -> int:
 
     # No garbage collection while the engine's modules are imported (local_run turns it on
     # again as the run starts): they make ~100,000 objects and hardly any garbage, and the
-    # collections their allocations set off (~90) were ~4% of a short run's CPU.
-    collecting = gc.isenabled()
+    # collections their allocations set off (~90) were ~4% of a short run's CPU. (Off since
+    # the entry point already, akoflow.__main__.)
     gc.disable()
     try:
         if not given.get("dry_run"):
@@ -121,8 +121,7 @@ def _run_plain(given: dict[str, Any]) -> int:
             return EXIT_FAILED
         raise
     finally:
-        if collecting:
-            gc.enable()
+        gc.enable()
 
 
 def standard_streams() -> None:
@@ -165,6 +164,7 @@ def main() -> None:
         elif (given := plain_run(args)) is not None and not _typer_completion_asked():
             raise SystemExit(_run_plain(given))
         else:
+            gc.enable()  # off since the entry point (akoflow.__main__), for a run's imports
             from akoflow.cli.commands import app_for
 
             app_for(args)()
