@@ -21,9 +21,10 @@ activities each depending on the one before; one is a run of a single activity (
 no run can take less than it plus one bash process per activity, printed as each shape's
 bound, when each activity needs bash). ``true`` is one plain command: akoflow starts the
 program itself, without bash (akoflow.runtimes.plain_command, as GNU make does), while Parsl's
-bash apps always run ``bash -c``. ``--command 'true;'`` (a separator: a shell is needed)
-measures akoflow with bash under every activity, as for any script that is not one plain
-command; Parsl runs ``true`` in both. Each
+bash apps always run ``bash -c``. So each round also runs akoflow on ``true;`` (a separator:
+a shell is needed), with bash under every activity as for any script that is not one plain
+command (``akoflow+bash``); ``--command`` changes what the first akoflow runs. Parsl runs
+``true`` in both. Each
 round runs every contestant once, in turn; the medians and their ratios are printed (goals
 of issue 20: wide akoflow/parsl <= 0.5, akoflow/floor <= 1.3; chain akoflow/parsl <= 0.5).
 """
@@ -46,6 +47,7 @@ from run import chain_yaml, wide_yaml  # the same workflows as bench/run.py's
 
 PY = sys.executable
 SLOTS = max(2, (os.cpu_count() or 1) * 2)  # akoflow's local default MAX_PARALLEL
+SHELL_COMMAND = "true;"  # what `true` is with a shell needed: not one plain command
 
 
 def parsl_child(shape: str, n: int, run_dir: str) -> None:
@@ -162,15 +164,22 @@ def main() -> None:
         wide.write_text(wide_yaml(args.wide, args.command))
         chain.write_text(chain_yaml(args.chain, args.command))
         one.write_text(chain_yaml(1, args.command))
-        print(f"akoflow's activities run: {args.command}", flush=True)
+        wide_sh, chain_sh = tmp / "wide-sh.yaml", tmp / "chain-sh.yaml"
+        wide_sh.write_text(wide_yaml(args.wide, SHELL_COMMAND))
+        chain_sh.write_text(chain_yaml(args.chain, SHELL_COMMAND))
+        print(
+            f"akoflow's activities run: {args.command} (akoflow+bash: {SHELL_COMMAND})", flush=True
+        )
         contestants = {
             # A run of one activity: start-up (imports, store, engine) and one bash.
             "one akoflow": lambda: run_akoflow(one, tmp, "one"),
             "wide akoflow": lambda: run_akoflow(wide, tmp, "wide"),
+            "wide akoflow+bash": lambda: run_akoflow(wide_sh, tmp, "wide-sh"),
             "wide baseline": lambda: run_akoflow(wide, tmp, "wide", args.baseline),
             "wide parsl": lambda: run_parsl("wide", args.wide, tmp),
             "wide floor": lambda: run_floor(args.wide + 1),
             "chain akoflow": lambda: run_akoflow(chain, tmp, "chain"),
+            "chain akoflow+bash": lambda: run_akoflow(chain_sh, tmp, "chain-sh"),
             "chain baseline": lambda: run_akoflow(chain, tmp, "chain", args.baseline),
             "chain parsl": lambda: run_parsl("chain", args.chain, tmp),
             "chain floor": lambda: run_floor(args.chain),
@@ -205,6 +214,11 @@ def main() -> None:
         # No run of this design can take less than its start-up plus the bash processes
         # themselves (one after the other in a chain, on every core when wide): what the
         # goals leave to the engine per activity, measured in the same minutes.
+        sh = med[f"{shape} akoflow+bash"]
+        print(
+            f"{'':<11} akoflow+bash {sh:7.3f} s  akoflow+bash/parsl {sh / parsl_:5.2f}x  "
+            f"akoflow+bash/floor {sh / floor:5.2f}x  (every activity under bash: '{SHELL_COMMAND}')"
+        )
         bound = med["one akoflow"] + (floor if shape == "chain" else floor / (os.cpu_count() or 1))
         print(
             f"{'':<11} bound: start-up (a run of 1 activity) {med['one akoflow']:.3f} s + the "
