@@ -83,6 +83,8 @@ def test_reads_racing_the_spawners_writes_never_see_a_torn_record(tmp_path: Path
             record = _read_record(prefix)
             if record.text is None:
                 seen["none"] += 1
+            elif record.text == "":  # made by the exclusive create, its claim not written yet
+                seen["empty"] += 1
             elif record.spawning and record.recorder == 77:
                 seen["claim"] += 1
             elif record.pid is not None and record.recorder == 77:
