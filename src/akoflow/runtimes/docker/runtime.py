@@ -397,12 +397,18 @@ class DockerRuntime(Runtime):
 
     async def _stop_tries(self, key: str, ref: str) -> bool:
         """Stop (or kill) until the daemon takes it; False when it answered that the
-        container was not running (the stop reached nothing)."""
+        container was not running (the stop reached nothing). Once a try has failed
+        otherwise than unsent, its stop may have reached the container (its answer lost, a
+        trapping script exiting 0 meanwhile): a later "not running" then says nothing of it,
+        and the stop counts."""
         backoff = Backoff(STOP_RETRY_FIRST, STOP_RETRY_CAP)
+        unknown = False  # a try failed after it may have been sent
         while True:
             try:
-                return await self._daemon.call(self._stop_or_kill, key, ref)
+                answer = await self._daemon.call(self._stop_or_kill, key, ref)
+                return answer or unknown
             except Exception as exc:
+                unknown = unknown or not isinstance(exc, NotSent)
                 reason = explain(exc) if isinstance(exc, docker.errors.APIError) else exc
                 tracked = self._jobs.get(key)
                 if tracked is None or tracked.cid != ref or tracked.waiting is not None:

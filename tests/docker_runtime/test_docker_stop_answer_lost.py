@@ -1,0 +1,81 @@
+"""Docker: a stop whose answer was lost counts as having reached the container.
+
+The stop reaches a container whose script traps it and exits 0, but the daemon's answer never
+comes back (the connection breaks; the kill that follows finds the daemon unreachable too). The
+stop is tried again: the daemon now answers "not running" (304), which says nothing of the
+first try, which did reach it. The attempt was stopped: cancelled, not a success (a 304 after
+a try whose answer is unknown was taken as "no stop reached it").
+
+A real private dockerd; the failures are injected at the SDK calls, and the container's end is
+held until the first try has failed (the event stream is down with the daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from akoflow.runtimes.docker import DockerRuntime
+from akoflow.runtimes.docker import daemon as daemon_mod
+from akoflow.states import ActivityState
+from tests.docker_runtime.test_docker_stop_too_late import (
+    TRAPS_THE_STOP,
+    HeldEnds,
+    _until,
+    _workflow,
+)
+from tests.docker_support.dockerd import PrivateDockerd
+from tests.e2e.test_engine_inprocess import engine_with
+
+
+def test_a_stop_whose_answer_was_lost_is_not_undone_by_a_later_304(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[ActivityState, int | None, list[bool]]:
+        async with engine_with(tmp_path, _workflow(TRAPS_THE_STOP)) as (_, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await _until(lambda: (data / "started").exists())
+            rt = engine.runtimes.slots["docker"].runtime
+            assert isinstance(rt, DockerRuntime)
+            hold = HeldEnds(rt)
+            api = await asyncio.to_thread(rt._daemon.client)
+            real_stop, real_kill = daemon_mod.stop, api.kill
+            tries: list[str] = []
+            failed: list[bool] = []
+
+            def answer_lost(api_: Any, ref: str, timeout: int) -> bool:
+                tries.append(ref)
+                answer = real_stop(api_, ref, timeout)  # it reaches the container
+                if len(tries) == 1:
+                    raise requests.exceptions.ConnectionError("Connection aborted.")
+                return answer
+
+            def unreachable(ref: str, *args: Any, **kwargs: Any) -> None:
+                if len(tries) == 1:
+                    failed.append(True)
+                    raise requests.exceptions.ConnectionError("Connection refused")
+                real_kill(ref, *args, **kwargs)
+
+            monkeypatch.setattr(daemon_mod, "stop", answer_lost)
+            api.kill = unreachable
+            try:
+                engine.cancel(wf_id)
+                await _until(lambda: failed and hold.held)  # trapped, exited 0; end held
+                await asyncio.sleep(0.2)  # the failed try is seen; the stop is tried again
+            finally:
+                hold.release()  # the event stream is back: its end is read
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            return act.state, act.exit_code, hold.answers
+
+    state, code, answers = asyncio.run(scenario())
+    assert (data / "side").read_text() == "stopped\n"  # the stop reached it: it trapped it
+    assert answers == [False]  # the second try: "not running"
+    assert (state, code) == (ActivityState.CANCELLED, 0)  # stopped, not a success
