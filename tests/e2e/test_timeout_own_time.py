@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from akoflow.engine.attempts import Attempts
 from akoflow.runtimes.local import LocalRuntime
 from akoflow.runtimes.spawner_link import SpawnerLink
 from akoflow.states import ActivityState
@@ -65,3 +66,36 @@ def test_a_success_started_late_is_judged_by_its_own_run_time(
     assert (data / "side").read_text() == "ran\n"
     # It ran 1 s of its 1.5 s and exited 0; its end came 2 s after the engine sent it.
     assert (state, code, attempts) == (ActivityState.SUCCEEDED, 0, 1)
+
+
+def test_a_success_that_ran_over_its_timeout_is_not_one_when_the_timer_ran_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's loop ran the timeout's timer late (busy, or the start and end of the
+    attempt read in one batch: its timer armed then): the attempt exited 0 after 1.5 s of its
+    1 s, no stop sent. It was recorded succeeded (h94: 18 of 200 plain activities whose own
+    script measured 1.00-1.13 s of their 1 s on a loaded host, engine durations up to 1.2 s),
+    where a punctual engine stops it and an end collected after a crash is judged timed out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    job = data / "job.sh"
+    job.write_text("#!/bin/sh\nsleep 1.5\necho ran >> side\n")
+    job.chmod(0o755)
+    arm = Attempts.arm_timeout
+
+    def late_timer(self: Attempts, act: Any) -> None:
+        asyncio.get_running_loop().call_later(5.0, arm, self, act)
+
+    monkeypatch.setattr(Attempts, "arm_timeout", late_timer)
+    text = WORKFLOW.replace("timeout: 1.5s", "timeout: 1s")
+
+    async def scenario() -> tuple[ActivityState, int | None, str | None]:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            return act.state, act.exit_code, act.reason
+
+    state, code, reason = asyncio.run(scenario())
+    assert (state, code) == (ActivityState.FAILED, 0)
+    assert reason is not None and reason.startswith("timed out after 1s"), reason

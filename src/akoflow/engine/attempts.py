@@ -517,6 +517,8 @@ class Attempts:
         reason = outcome.reason
         if act.timed_out and ended_in_time(act, outcome):
             act.timed_out = False  # its deadline came while its end was on its way
+        elif not act.timed_out and ended_over_time(act, outcome):
+            act.timed_out = True  # its deadline came before its end; the timer ran late
         if act.timed_out:
             reason = timed_out_reason(act)
         new, attempt_state = attempt_end(
@@ -621,6 +623,26 @@ def ended_in_time(act: ActivityRun, outcome: Outcome) -> bool:
         and start is not None
         and not ran_over(act.spec.timeout_seconds, start, outcome.ended_at)
     )
+
+
+def ended_over_time(act: ActivityRun, outcome: Outcome) -> bool:
+    """Whether a success whose start and end its runtime timed on this host (the local
+    spawner) ended after its deadline, no timeout having stopped it: the engine's loop ran its
+    timer late (busy, or the attempt's start and end read in one batch, its timer armed only
+    then). A punctual engine stops it at its deadline, and an end collected after a crash is
+    judged timed out; it was recorded succeeded. Not for a cancelled run (a success the
+    cancel did not reach stays one)."""
+    if (
+        not outcome.succeeded
+        or outcome.ended_at is None
+        or outcome.started_at is None
+        or act.attempt_started is None
+        or act.cancel_requested
+        or act.wf.cancelling
+    ):
+        return False
+    start = max(act.attempt_started, outcome.started_at)
+    return ran_over(act.spec.timeout_seconds, start, outcome.ended_at)
 
 
 def timed_out_reason(act: ActivityRun) -> str:
