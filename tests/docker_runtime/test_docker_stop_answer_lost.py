@@ -1,4 +1,5 @@
-"""Docker: a stop whose answer was lost counts as having reached the container.
+"""Docker: a stop whose answer was lost counts as having reached the container; a success a
+deadline's stop came too late for is judged by when it ended.
 
 The stop reaches a container whose script traps it and exits 0, but the daemon's answer never
 comes back (the connection breaks; the kill that follows finds the daemon unreachable too). The
@@ -23,12 +24,13 @@ from akoflow.runtimes.docker import DockerRuntime
 from akoflow.runtimes.docker import daemon as daemon_mod
 from akoflow.states import ActivityState
 from tests.docker_runtime.test_docker_stop_too_late import (
+    ENDS_ON_GO,
     TRAPS_THE_STOP,
     HeldEnds,
     _until,
     _workflow,
 )
-from tests.docker_support.dockerd import PrivateDockerd
+from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.e2e.test_engine_inprocess import engine_with
 
 
@@ -79,3 +81,41 @@ def test_a_stop_whose_answer_was_lost_is_not_undone_by_a_later_304(
     assert (data / "side").read_text() == "stopped\n"  # the stop reached it: it trapped it
     assert answers == [False]  # the second try: "not running"
     assert (state, code) == (ActivityState.CANCELLED, 0)  # stopped, not a success
+
+
+def test_a_success_its_deadlines_stop_came_too_late_for_is_not_timed_out(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It exits 0 well within its 3 s; its end, read at once, reaches the engine after its
+    deadline (held here), whose stop the daemon answers "not running". It ended in time: a
+    success, run once (it was recorded 'timed out after 3s' and run again by its retry)."""
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    data = tmp_path / "data"
+    lines = "".join(f"        {line}\n" for line in ENDS_ON_GO.splitlines())
+    text = (
+        f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
+        f"    - name: w\n      timeout: 3s\n      retries: 1\n      run: |\n{lines}"
+    )
+
+    async def scenario() -> tuple[ActivityState, list[tuple[str, str | None]], list[bool]]:
+        async with engine_with(tmp_path, text) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await _until(lambda: (data / "started").exists())
+            rt = engine.runtimes.slots["docker"].runtime
+            assert isinstance(rt, DockerRuntime)
+            hold = HeldEnds(rt)
+            try:
+                (data / "go").touch()
+                await _until(lambda: hold.held)  # ended on its own, the engine not told
+                await _until(lambda: hold.answers, 10)  # its deadline's stop answered
+            finally:
+                hold.release()
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            attempts = [(str(a.state), a.reason) for a in repo.list_attempts(act.id)]
+            return act.state, attempts, hold.answers
+
+    state, attempts, answers = asyncio.run(scenario())
+    assert answers == [False]  # "not running": the stop reached nothing
+    assert (data / "side").read_text() == "ran\n"  # once
+    assert (state, len(attempts)) == (ActivityState.SUCCEEDED, 1), attempts

@@ -129,6 +129,7 @@ class DockerRuntime(Runtime):
 
     def _ended(self, job: Tracked, end: st.End) -> None:
         """From the watcher's thread: report the end on the event loop."""
+        end = dataclasses.replace(end, read_at=time.time())
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed: the engine is gone
                 self._loop.call_soon_threadsafe(self._finished, job, end)
@@ -152,6 +153,11 @@ class DockerRuntime(Runtime):
         stopped = job.cancelled and (job.reached or not job.known)
         unstopped = job.known and not job.reached
         outcome = self._outcome(job.prefix, end.code, end.oom, stopped, end.note, unstopped)
+        if job.cancelled and unstopped and end.read_at is not None:
+            # A deadline's stop that came too late: its success is judged by when it ended
+            # (no later than its end was read), not by when the engine got it (one that ended
+            # in time was recorded timed out and run again).
+            outcome = dataclasses.replace(outcome, ended_at=end.read_at)
         self.events.job_finished(job.key, outcome)
 
     def _outcome(

@@ -30,6 +30,7 @@ class End:
     code: int | None
     oom: bool
     note: str | None = None
+    read_at: float | None = None  # when the runtime read it (time.time()): no earlier than it was
 
 
 @dataclass(frozen=True, slots=True)
