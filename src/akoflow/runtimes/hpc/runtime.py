@@ -1000,8 +1000,21 @@ class HpcRuntime(Runtime):
         for (job, state), code in zip(ended, codes, strict=True):
             row = acct.get(job.key)
             slurm_code, sig = (row.exit_code, row.signal) if row is not None else (None, None)
-            outcomes.append(self._outcome(job, state, code, slurm_code, sig))
+            outcome = self._outcome(job, state, code, slurm_code, sig)
+            outcomes.append(await self._when_unstopped(job, outcome, exits))
         return outcomes
+
+    async def _when_unstopped(self, job: _Job, outcome: Outcome, exits: _ExitTexts) -> Outcome:
+        """A success a stop of ours came too late for (a cancel, or its timeout's) with when
+        its command ran, by the node's clock (its exit file, read already): the engine judges
+        by that whether it ended within its timeout (without it, one that ended in time, its
+        end read after its deadline, was recorded timed out and run again)."""
+        if not (job.cancelled and outcome.ended_unstopped):
+            return outcome
+        began, ended = await self._read_times(job.paths, exits)
+        if began is None or ended is None:
+            return outcome
+        return dataclasses.replace(outcome, started_at=began, ended_at=ended)
 
     def _outcome(
         self,
@@ -1031,7 +1044,9 @@ class HpcRuntime(Runtime):
     async def _final_outcome(
         self, job: _Job, state: str, exits: _ExitTexts, slurm_code: int | None, sig: int | None
     ) -> Outcome:
-        return self._outcome(job, state, await self._read_exit(job.paths, exits), slurm_code, sig)
+        code = await self._read_exit(job.paths, exits)
+        outcome = self._outcome(job, state, code, slurm_code, sig)
+        return await self._when_unstopped(job, outcome, exits)
 
     async def _accounting_rows(self, jobs: Sequence[_Job]) -> dict[str, slurm.AcctRow]:
         """Final states of jobs that left the queue, in one sacct call, by attempt key.
