@@ -610,18 +610,16 @@ def ended_at(act: ActivityRun, outcome: Outcome) -> float:
 def ended_in_time(act: ActivityRun, outcome: Outcome) -> bool:
     """Whether a success the runtime knows no stop reached ended, by the runtime's clock,
     before its deadline: its end had not been read when the deadline stopped it (a success
-    recorded timed out was run again). Its deadline counts from its start as the runtime
-    saw it when that is later than the engine's (the send of a local attempt to a busy
-    spawner: one that ran 0.99 s of its 1 s was recorded timed out)."""
-    start = act.attempt_started
-    if start is not None and outcome.started_at is not None:
-        start = max(start, outcome.started_at)
+    recorded timed out was run again). Its time is the runtime's when it took both its start
+    and its end (:func:`run_window`: the local spawner starts it after the engine's send, so
+    one that ran 0.99 s of its 1 s was recorded timed out; a node's clock may differ)."""
+    start, end = run_window(act, outcome)
     return (
         outcome.succeeded
         and outcome.ended_unstopped
-        and outcome.ended_at is not None
+        and end is not None
         and start is not None
-        and not ran_over(act.spec.timeout_seconds, start, outcome.ended_at)
+        and not ran_over(act.spec.timeout_seconds, start, end)
     )
 
 
@@ -641,8 +639,17 @@ def ended_over_time(act: ActivityRun, outcome: Outcome) -> bool:
         or act.wf.cancelling
     ):
         return False
-    start = max(act.attempt_started, outcome.started_at)
-    return ran_over(act.spec.timeout_seconds, start, outcome.ended_at)
+    return ran_over(act.spec.timeout_seconds, *run_window(act, outcome))
+
+
+def run_window(act: ActivityRun, outcome: Outcome) -> tuple[float | None, float | None]:
+    """When the live attempt of ``act`` started and ended, both by one clock: the runtime's
+    own times when it took both (a remote node's clock may differ from the engine's; the
+    local spawner's start is the real one, after the engine's send), else the engine's start
+    and the runtime's end (taken by the engine's clock, or unknown)."""
+    if outcome.started_at is not None and outcome.ended_at is not None:
+        return outcome.started_at, outcome.ended_at
+    return act.attempt_started, outcome.ended_at
 
 
 def timed_out_reason(act: ActivityRun) -> str:
