@@ -548,6 +548,12 @@ class KubernetesRuntime(Runtime):
             # came too late (nothing was left to stop), and the success stands.
             unstopped = outcome.succeeded and t.known and not t.deleted
             outcome = dataclasses.replace(outcome, files=self._files(t), ended_unstopped=unstopped)
+            if unstopped and t.cancelled and t.exit is not None and t.exit.finished_at:
+                # Asked to stop (a cancel, or its timeout's) once it had ended: judged by
+                # when it ended, by the cluster's clock in whole seconds (no later than it
+                # did), not when its end was read (one that ended in time, read after its
+                # deadline, was recorded timed out and run again).
+                outcome = dataclasses.replace(outcome, ended_at=t.exit.finished_at)
             self._end(t, outcome)
         except asyncio.CancelledError:
             raise
