@@ -14,6 +14,7 @@ held until the first try has failed (the event stream is down with the daemon).
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import requests
 
 from akoflow.runtimes.docker import DockerRuntime
 from akoflow.runtimes.docker import daemon as daemon_mod
-from akoflow.states import ActivityState
+from akoflow.states import ActivityState, WorkflowState
 from tests.docker_runtime.test_docker_stop_too_late import (
     ENDS_ON_GO,
     TRAPS_THE_STOP,
@@ -119,3 +120,58 @@ def test_a_success_its_deadlines_stop_came_too_late_for_is_not_timed_out(
     assert answers == [False]  # "not running": the stop reached nothing
     assert (data / "side").read_text() == "ran\n"  # once
     assert (state, len(attempts)) == (ActivityState.SUCCEEDED, 1), attempts
+
+
+def test_a_stop_that_reached_the_wrapper_after_its_command_ended_is_too_late(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command exited 0; its wrapper, still copying its counters (held here: the file it
+    writes them to is a FIFO no one reads yet), gets the stop (the daemon answers 204: the
+    container ran). The stop reached nothing of the command, which the wrapper had reaped:
+    the success stands, run once (it was recorded cancelled; a retry ran it again)."""
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    data = tmp_path / "data"
+
+    async def scenario() -> tuple[ActivityState, int, list[bool]]:
+        async with engine_with(tmp_path, _workflow(ENDS_ON_GO)) as (repo, engine, wf_id):
+            wf = await engine.attach(wf_id)
+            act = wf.activities["w"]
+            await _until(lambda: (data / "started").exists())
+            rt = engine.runtimes.slots["docker"].runtime
+            assert isinstance(rt, DockerRuntime)
+            usage = Path(rt._jobs[act.key or ""].prefix + ".out") / "usage"
+            os.mkfifo(usage)  # the wrapper blocks there once its command has ended
+            hold = HeldEnds(rt)
+            try:
+                (data / "go").touch()
+                await _until(lambda: (data / "side").exists())
+                await asyncio.sleep(0.3)  # the command has exited; the wrapper waits
+                engine.cancel(wf_id)
+                await asyncio.sleep(0.5)  # the stop reached the wrapper
+
+                # Its writer let go (if it still waits to open it), read to its end.
+                fd = os.open(usage, os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    for _ in range(200):
+                        await asyncio.sleep(0.05)
+                        try:
+                            if not os.read(fd, 65536):
+                                break  # closed (or the wrapper gave up its open)
+                        except BlockingIOError:
+                            continue
+                finally:
+                    os.close(fd)
+                await _until(lambda: hold.held)  # it ended: its end read and held
+                usage.unlink()  # (its counters are not read from a FIFO)
+            finally:
+                hold.release()
+            await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            if repo.get_workflow(wf_id).state is WorkflowState.CANCELLED:  # type: ignore[union-attr]
+                await engine.retry(wf_id)
+                await asyncio.wait_for(engine.wait(wf_id), timeout=60)
+            return act.state, len(repo.list_attempts(act.id)), hold.answers
+
+    state, attempts, answers = asyncio.run(scenario())
+    assert answers == [True]  # the container was running: the wrapper got the stop
+    assert (data / "side").read_text() == "ran\n"  # once
+    assert (state, attempts) == (ActivityState.SUCCEEDED, 1)

@@ -28,6 +28,9 @@ OUT_DIR = f"{CONTROL_DIR}/out"
 GATE_DIR = f"{CONTROL_DIR}/ctl"
 GATE = f"{GATE_DIR}/gate"
 USAGE = f"{OUT_DIR}/usage"
+# Made once the command has ended (reaped) if the wrapper never passed it a signal: a stop
+# that came after (the wrapper copying its counters) reached the wrapper only.
+UNSIGNALLED = f"{OUT_DIR}/unsignalled"
 # The container's own cgroup files (cgroup v1 as docker mounts them, v2 in a cgroup namespace)
 # and which cgroup the wrapper is in (v2: "0::/" when namespaced), copied to USAGE once the
 # command has ended: the daemon removes the cgroup before it reports the end.
@@ -41,7 +44,9 @@ USAGE_SOURCES = (
 # With a gate: a `sleep $1` holds its write end (when it ends with no go written, `read` gets
 # end-of-file), the go is read, the sleep is stopped. Then the command runs as the wrapper's
 # child: the wrapper passes on the signals a stop sends (`i` tells an interrupted `wait` from
-# the command's end; a second `wait` of an ended child may say 127, the status is the first's),
+# the command's end; a second `wait` of an ended child may say 127, the status is the first's;
+# `k`: a signal came before it was reaped (an init that signals the whole group may have
+# reached it directly); without, the wrapper makes UNSIGNALLED once it reaped it),
 # copies the cgroup's CPU and memory counters (builtins only), and exits with the command's
 # status. Shell variables, not exported: the command never sees them.
 WRAPPER = (
@@ -54,9 +59,10 @@ WRAPPER = (
     f" exit {NOT_RELEASED}; fi;"
     " fi;"
     f' "$0" {SCRIPT_PATH} >{OUT_DIR}/stdout 2>{OUT_DIR}/stderr & c=$!;'
-    ' for s in TERM INT HUP USR1 USR2; do trap "i=1; kill -$s $c 2>/dev/null" $s; done;'
+    ' k=; for s in TERM INT HUP USR1 USR2; do trap "i=1; k=1; kill -$s $c 2>/dev/null" $s; done;'
     " i=1; r=; while [ $i = 1 ]; do i=0; wait $c; x=$?;"
     ' if [ $x != 127 ] || [ -z "$r" ]; then r=$x; fi; done;'
+    f' if [ -z "$k" ]; then : >{UNSIGNALLED}; fi;'
     f" for f in {' '.join(USAGE_SOURCES)}; do"
     ' if [ -r "$f" ]; then while read -r l; do echo "$f $l"; done <"$f"; fi;'
     f" done >{USAGE} 2>/dev/null;"

@@ -29,6 +29,12 @@ def command_ran(prefix: str) -> bool:
     return os.path.exists(f"{prefix}.out/stdout")
 
 
+def unsignalled(prefix: str) -> bool:
+    """Whether the wrapper reaped its command without ever passing it a signal (a stop's):
+    any stop that reached the container came after the command's own end."""
+    return os.path.exists(f"{prefix}.out/unsignalled")
+
+
 def prepare(prefix: str, script: str) -> None:
     """The output dir (empty: the wrapper makes its files), the control dir and the script,
     before create."""

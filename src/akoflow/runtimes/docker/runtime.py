@@ -152,6 +152,10 @@ class DockerRuntime(Runtime):
         # asked meanwhile (a success recorded cancelled was run again).
         stopped = job.cancelled and (job.reached or not job.known)
         unstopped = job.known and not job.reached
+        if stopped and end.code == 0 and files.unsignalled(job.prefix):
+            # The stop reached the wrapper only, after its command had ended with 0 (every
+            # stop reaches the command through the wrapper): it came too late, as above.
+            stopped, unstopped = False, True
         outcome = self._outcome(job.prefix, end.code, end.oom, stopped, end.note, unstopped)
         if job.cancelled and unstopped and end.read_at is not None:
             # A deadline's stop that came too late: its success is judged by when it ended
