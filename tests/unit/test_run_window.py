@@ -7,11 +7,13 @@ come too late)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 from akoflow.engine.attempts import ended_in_time, ended_over_time, run_window
 from akoflow.runtimes.base import Outcome
+from akoflow.runtimes.kubernetes.status import PodView, widest_run
 
 
 def _act(started: float | None, timeout: float = 5.0) -> Any:
@@ -54,3 +56,34 @@ def test_a_local_start_after_the_engines_send_counts() -> None:
     outcome = _success(started=1000.02, ended=1001.01)  # ran 0.99 s
     assert ended_in_time(act, outcome)
     assert ended_over_time(act, _success(started=1000.02, ended=1001.05))
+
+
+def _pod(started: float | None, finished: float | None) -> PodView:
+    return PodView(
+        name="p",
+        job="j",
+        node="n",
+        running=False,
+        exit_code=0,
+        terminated=True,
+        reason=None,
+        stuck=None,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def test_a_kubernetes_run_in_whole_seconds_is_judged_no_shorter_than_it_ran() -> None:
+    """The API's startedAt/finishedAt are whole seconds (a container that ran 4.9 s from
+    100.9 to 105.8 reads 100 and 105): judged as 100-106, over a 5 s timeout; one that read
+    100 and 103 (at most 4 s) in time. Before, the end alone (105) against the engine's start
+    (101.0, its own clock) judged the 4.9 s run in time."""
+    act = _act(started=101.0)
+    over = Outcome(True, 0, ended_unstopped=True)
+    window = widest_run(_pod(100.0, 105.0))
+    assert window == (100.0, 106.0)
+    assert not ended_in_time(act, replace(over, started_at=window[0], ended_at=window[1]))
+    window = widest_run(_pod(100.0, 103.0))
+    assert window is not None
+    assert ended_in_time(act, replace(over, started_at=window[0], ended_at=window[1]))
+    assert widest_run(_pod(None, 103.0)) is None

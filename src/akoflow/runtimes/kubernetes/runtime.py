@@ -69,7 +69,13 @@ from akoflow.runtimes.kubernetes.listing import LogCopy, files_token
 from akoflow.runtimes.kubernetes.mover import KubernetesMover
 from akoflow.runtimes.kubernetes.quantity import byte_count, cpu_cores
 from akoflow.runtimes.kubernetes.settings import ConfigError, Settings, read_settings
-from akoflow.runtimes.kubernetes.status import PodView, job_view, outcome_of, pod_view
+from akoflow.runtimes.kubernetes.status import (
+    PodView,
+    job_view,
+    outcome_of,
+    pod_view,
+    widest_run,
+)
 from akoflow.runtimes.kubernetes.transfer import PodKey, TransferPods, TransferRun
 from akoflow.runtimes.kubernetes.watch import ResourceWatch
 from akoflow.runtimes.scope import existing_scope, scope_of, scoped
@@ -548,12 +554,14 @@ class KubernetesRuntime(Runtime):
             # came too late (nothing was left to stop), and the success stands.
             unstopped = outcome.succeeded and t.known and not t.deleted
             outcome = dataclasses.replace(outcome, files=self._files(t), ended_unstopped=unstopped)
-            if unstopped and t.cancelled and t.exit is not None and t.exit.finished_at:
+            window = widest_run(t.exit) if unstopped and t.cancelled and t.exit else None
+            if window is not None:
                 # Asked to stop (a cancel, or its timeout's) once it had ended: judged by
-                # when it ended, by the cluster's clock in whole seconds (no later than it
-                # did), not when its end was read (one that ended in time, read after its
-                # deadline, was recorded timed out and run again).
-                outcome = dataclasses.replace(outcome, ended_at=t.exit.finished_at)
+                # when it ran, not when its end was read (one that ended in time, read after
+                # its deadline, was recorded timed out and run again); both by the cluster's
+                # clock (the engine's may differ), in whole seconds, widened (a false
+                # success is worse than a run too many).
+                outcome = dataclasses.replace(outcome, started_at=window[0], ended_at=window[1])
             self._end(t, outcome)
         except asyncio.CancelledError:
             raise

@@ -38,6 +38,16 @@ class PodView:
     finished_at: float | None = None
 
 
+def widest_run(pod: PodView) -> tuple[float, float] | None:
+    """When the pod's container ran, by the cluster's clock, as a window no shorter than it
+    ran: the API gives whole seconds, so from the start of its start's second to the end of
+    its end's. For a success its timeout's stop came too late for: judged in time only if
+    it surely was (never a false success); None when the times are not known."""
+    if pod.started_at is None or pod.finished_at is None:
+        return None
+    return pod.started_at, pod.finished_at + 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class JobView:
     name: str
