@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from akoflow import service
+from akoflow.engine import Engine
 from akoflow.runtimes.docker import DockerRuntime
 from akoflow.runtimes.docker import daemon as daemon_mod
 from akoflow.states import ActivityState, WorkflowState
@@ -175,3 +177,58 @@ def test_a_stop_that_reached_the_wrapper_after_its_command_ended_is_too_late(
     assert answers == [True]  # the container was running: the wrapper got the stop
     assert (data / "side").read_text() == "ran\n"  # once
     assert (state, attempts) == (ActivityState.SUCCEEDED, 1)
+
+
+@pytest.mark.parametrize("script", ["traps the stop", "ended before it"])
+def test_an_adopted_end_after_a_stop_is_judged_by_its_wrapper(
+    dockerd: PrivateDockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """The engine asks to stop the attempt and stops (its end, held, never recorded); the
+    next engine adopts the ended container. One whose script trapped the stop and exited 0
+    was stopped: cancelled. One that had ended on its own (its wrapper reaped its command
+    before any signal came) keeps its success, run once (it was recorded cancelled)."""
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    data = tmp_path / "data"
+    traps = script == "traps the stop"
+
+    async def first() -> int:
+        text = _workflow(TRAPS_THE_STOP if traps else ENDS_ON_GO)
+        async with engine_with(tmp_path, text) as (_, engine, wf_id):
+            await engine.attach(wf_id)
+            await _until(lambda: (data / "started").exists())
+            rt = engine.runtimes.slots["docker"].runtime
+            assert isinstance(rt, DockerRuntime)
+            hold = HeldEnds(rt)  # never released: this engine records no end
+            if not traps:
+                (data / "go").touch()
+                await _until(lambda: hold.held)
+            engine.cancel(wf_id)
+            await _until(lambda: hold.held and hold.answers)
+            return wf_id
+
+    wf_id = asyncio.run(first())
+
+    async def second() -> tuple[ActivityState, int]:
+        state = tmp_path / "state"
+        repo = service.open_repository(state)
+        engine = Engine(repo, state)
+        await engine.start()
+        try:
+            wf = await engine.attach(wf_id)
+            await asyncio.wait_for(engine.wait(wf_id), 60)
+            act = wf.activities["w"]
+            cancelled = repo.get_workflow(wf_id).state is WorkflowState.CANCELLED  # type: ignore[union-attr]
+            if cancelled and not traps:  # (the trapping script would run for ever)
+                await engine.retry(wf_id)
+                await asyncio.wait_for(engine.wait(wf_id), 60)
+            return act.state, len(repo.list_attempts(act.id))
+        finally:
+            await engine.stop()
+
+    state, attempts = asyncio.run(second())
+    if traps:
+        assert (data / "side").read_text() == "stopped\n"
+        assert state is ActivityState.CANCELLED
+    else:
+        assert (data / "side").read_text() == "ran\n"  # once
+        assert (state, attempts) == (ActivityState.SUCCEEDED, 1)

@@ -464,7 +464,10 @@ class DockerRuntime(Runtime):
         if info is None:
             record = files.read_exit_record(prefix)
             if record is not None:
-                return Adopted("finished", base, self._outcome(prefix, *record, False, None))
+                # (unsignalled: its wrapper reaped its command before any stop reached it)
+                unstopped = files.unsignalled(prefix)
+                outcome = self._outcome(prefix, *record, False, None, unstopped)
+                return Adopted("finished", base, outcome)
             if files.ran(prefix):
                 lost = "the container ran but was removed before it was collected"
                 return Adopted("finished", base, Outcome(False, None, lost))
@@ -497,8 +500,12 @@ class DockerRuntime(Runtime):
             # It waited at its gate for a go that never came: its command never ran, and
             # that wait is no run to judge by its timeout (its reason says why it failed).
             ran_from = ran_to
+        # A success whose wrapper reaped its command before any signal came ended on its own,
+        # whatever stop an engine asked meanwhile (one recorded cancelled was run again).
+        unstopped = files.unsignalled(prefix)
         outcome = dataclasses.replace(
-            self._outcome(prefix, code, oom, False, None), ended_at=ran_to if ran_from else None
+            self._outcome(prefix, code, oom, False, None, unstopped),
+            ended_at=ran_to if ran_from else None,
         )
         return Adopted(
             "finished", done, outcome, self._node, started_at=ran_from, stored_start="latest"
