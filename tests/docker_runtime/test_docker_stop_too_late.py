@@ -23,18 +23,8 @@ from akoflow.runtimes.docker import DockerRuntime
 from akoflow.states import ActivityState, WorkflowState
 from tests.docker_support.dockerd import IMAGE, PrivateDockerd
 from tests.e2e.test_engine_inprocess import engine_with
-
-ENDS_ON_GO = """\
-touch started
-while [ ! -e go ]; do sleep 0.02; done
-echo ran >> side
-"""
-
-TRAPS_THE_STOP = """\
-trap 'echo stopped >> side; exit 0' TERM
-touch started
-while :; do sleep 0.05; done
-"""
+from tests.late_stop import ENDS_ON_GO, TRAPS_THE_STOP
+from tests.late_stop import until as _until
 
 
 def _workflow(script: str) -> str:
@@ -43,15 +33,6 @@ def _workflow(script: str) -> str:
         f"name: late\nspec:\n  image: {IMAGE}\n  runtime: docker\n  activities:\n"
         f"    - name: w\n      run: |\n{lines}"
     )
-
-
-async def _until(check: object, seconds: float = 30.0) -> None:
-    assert callable(check)
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 class HeldEnds:

@@ -23,32 +23,13 @@ import psutil
 
 from akoflow.states import ActivityState
 from tests.e2e.test_engine_inprocess import engine_with
-
-ENDS_ON_GO = """\
-touch started
-while [ ! -e go ]; do sleep 0.02; done
-echo ran >> side
-"""
-
-TRAPS_THE_STOP = """\
-trap 'echo stopped >> side; exit 0' TERM
-touch started
-while :; do sleep 0.05; done
-"""
+from tests.late_stop import ENDS_ON_GO, TRAPS_THE_STOP
+from tests.late_stop import until as _until
 
 
 def _workflow(script: str, extra: str = "") -> str:
     lines = "".join(f"        {line}\n" for line in script.splitlines())
     return f"name: late\nspec:\n  activities:\n    - name: w\n{extra}      run: |\n{lines}"
-
-
-async def _until(check: object, seconds: float = 30.0) -> None:
-    assert callable(check)
-    for _ in range(int(seconds / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 def _zombie(pid: int) -> bool:

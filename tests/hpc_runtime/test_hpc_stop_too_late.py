@@ -24,18 +24,13 @@ from akoflow.runtimes.hpc import HpcRuntime
 from akoflow.states import ActivityState, WorkflowState
 from tests.e2e.test_engine_inprocess import engine_with
 from tests.hpc_runtime.test_hpc_engine import jobcomp, runtime_of, slurm_name, until
+from tests.late_stop import TRAPS_THE_STOP
 from tests.slurm_support.cluster import SlurmCluster
 
 ENDS_ON_GO = """\
 touch started.$AKF
 while [ ! -e go ]; do sleep 0.05; done
 echo ran >> side.$AKF
-"""
-
-TRAPS_THE_STOP = """\
-trap 'echo stopped >> side; exit 0' TERM
-touch started
-while :; do sleep 0.05; done
 """
 
 

@@ -14,6 +14,7 @@ and Pod watches are held while the Job completes and the cancel is asked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,10 @@ from akoflow.runtimes.kubernetes import KubernetesRuntime
 from akoflow.states import ActivityState, WorkflowState
 from tests.k8s_runtime.conftest import IMAGE, engine_with, run
 from tests.k8s_support.cluster import EmulatedCluster
+from tests.late_stop import ENDS_ON_GO, TRAPS_THE_STOP, until
 
 NS = "akoflow"
-
-ENDS_ON_GO = """\
-touch started
-while [ ! -e go ]; do sleep 0.05; done
-echo ran >> side
-"""
-
-TRAPS_THE_STOP = """\
-trap 'echo stopped >> side; exit 0' TERM
-touch started
-while :; do sleep 0.05; done
-"""
+_until = functools.partial(until, step=0.05)  # each look reads the cluster
 
 
 def _workflow(script: str) -> str:
@@ -44,15 +35,6 @@ def _workflow(script: str) -> str:
         f"name: late\nspec:\n  runtime: k8s-aws\n  image: {IMAGE}\n"
         f"  activities:\n    - name: w\n      run: |\n{body}"
     )
-
-
-async def _until(check: object, seconds: float = 60.0) -> None:
-    assert callable(check)
-    for _ in range(int(seconds / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def _workdir(cluster: EmulatedCluster) -> Path | None:
