@@ -3,10 +3,13 @@
 A script such as ``python3 fit.py --steps=100`` asks bash only to look the command up on
 ``PATH`` and run it: no expansion, quoting, redirection, builtin or keyword can change what
 it does. Starting the command directly saves bash's own start (about 0.6 ms of CPU per
-attempt, the most of a short activity's cost), and changes nothing the command can see: the
-spawner gives it the environment bash would (``PWD``, ``SHLVL``, ``_``, no ``OLDPWD``) and
-falls back to bash whenever the command is not an executable file found the way bash finds
-it (bash then reports it as it always did: ``command not found``, exit 127, and so on).
+attempt, the most of a short activity's cost). The spawner gives the program the environment
+bash would (``PWD``, ``SHLVL``, ``_``, ``OLDPWD``; an environment bash would change otherwise
+goes to bash), and leaves to bash a command that is not an executable file found the way bash
+finds it, or one exec refuses (bash reports it as it always did: ``command not found``, exit
+127..., or runs a text file as a script). What differs (docs/runtimes/local.md): the program
+is the attempt's process, leader of its session (its own ``setsid()`` fails), and a stop
+reaches it rather than a bash above it.
 
 Anything else goes to bash: a second line, a comment, a quote, any character with a meaning
 to the shell, an assignment, a builtin or keyword. ``true`` and ``false`` alone are the
