@@ -392,34 +392,29 @@ class Spawner:
                 (os.POSIX_SPAWN_DUP2, out, 1),
                 (os.POSIX_SPAWN_DUP2, err, 2),
             ]
+
+            def spawn(path: str, args: list[str], environ: dict[str, str]) -> int:
+                return os.posix_spawn(
+                    path,
+                    args,
+                    environ,
+                    file_actions=actions,
+                    setsid=True,
+                    setsigdef=_IGNORED_HERE,
+                    setsigmask=(),
+                )
+
             try:
+                pid = None
                 program = _program(plain[0], env) if plain else None
                 passed = _as_bash_passes_it(env, program) if program is not None else None
-                pid = None
-                if program is not None and passed is not None:
-                    assert plain is not None
-                    try:
-                        pid = os.posix_spawn(
-                            program,
-                            plain,
-                            passed,
-                            file_actions=actions,
-                            setsid=True,
-                            setsigdef=_IGNORED_HERE,
-                            setsigmask=(),
-                        )
-                    except OSError:  # not a program exec takes (a script with no #!...)
-                        pid = None  # bash tells, or runs it, as it always did
+                if plain and program is not None and passed is not None:
+                    # Not a program exec takes (a script with no #!...): bash tells, or runs
+                    # it, as it always did.
+                    with contextlib.suppress(OSError):
+                        pid = spawn(program, plain, passed)
                 if pid is None:
-                    pid = os.posix_spawn(
-                        bash,
-                        argv,
-                        env,
-                        file_actions=actions,
-                        setsid=True,
-                        setsigdef=_IGNORED_HERE,
-                        setsigmask=(),
-                    )
+                    pid = spawn(bash, argv, env)
             finally:
                 if home is not None:
                     os.write(home, b"0")
