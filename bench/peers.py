@@ -97,9 +97,54 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
 
 def run_akoflow(wf: Path, tmp: Path, tag: str, src: str | None = None) -> tuple[float, float]:
     state = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=tmp))
-    env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    # On its own (a resident engine the user runs must not serve these runs).
+    env = {**os.environ, "AKOFLOW_RESIDENT": "0"}
+    if src is not None:
+        env["PYTHONPATH"] = src
     argv = [PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)]
     return timed(argv, env=env)
+
+
+class Resident:
+    """A resident engine (``akoflow resident start``) of its own state dir, for the
+    ``resident`` rows: the command hands the run to a copy of the server, whose CPU the
+    server's reaped-children counters hold (not this process's)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.env = {**os.environ, "AKOFLOW_HOME": str(tmp / "resident-home")}
+        self.env.pop("AKOFLOW_RESIDENT", None)
+        subprocess.run(
+            [PY, "-m", "akoflow", "resident", "start", "--idle", "1h"],
+            env=self.env,
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        status = subprocess.run(
+            [PY, "-m", "akoflow", "resident", "status", "--json"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        import json
+
+        self.pid = int(json.loads(status.stdout)["pid"])
+
+    def server_cpu(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+
+    def run(self, wf: Path, tmp: Path, tag: str) -> tuple[float, float]:
+        state = Path(tempfile.mkdtemp(prefix=f"state-{tag}-", dir=tmp))
+        argv = [PY, "-m", "akoflow", "run", str(wf), "--quiet", "--state-dir", str(state)]
+        before = self.server_cpu()
+        wall, cpu = timed(argv, env=self.env)
+        return wall, cpu + self.server_cpu() - before
+
+    def stop(self) -> None:
+        subprocess.run(
+            [PY, "-m", "akoflow", "resident", "stop"], env=self.env, stderr=subprocess.DEVNULL
+        )
 
 
 def run_parsl(shape: str, n: int, tmp: Path) -> tuple[float, float]:
@@ -170,30 +215,37 @@ def main() -> None:
         print(
             f"akoflow's activities run: {args.command} (akoflow+bash: {SHELL_COMMAND})", flush=True
         )
+        resident = Resident(tmp)
         contestants = {
             # A run of one activity: start-up (imports, store, engine) and one bash.
             "one akoflow": lambda: run_akoflow(one, tmp, "one"),
+            "one resident": lambda: resident.run(one, tmp, "one-r"),
             "wide akoflow": lambda: run_akoflow(wide, tmp, "wide"),
             "wide akoflow+bash": lambda: run_akoflow(wide_sh, tmp, "wide-sh"),
             "wide baseline": lambda: run_akoflow(wide, tmp, "wide", args.baseline),
+            "wide resident": lambda: resident.run(wide, tmp, "wide-r"),
             "wide parsl": lambda: run_parsl("wide", args.wide, tmp),
             "wide floor": lambda: run_floor(args.wide + 1),
             "chain akoflow": lambda: run_akoflow(chain, tmp, "chain"),
             "chain akoflow+bash": lambda: run_akoflow(chain_sh, tmp, "chain-sh"),
             "chain baseline": lambda: run_akoflow(chain, tmp, "chain", args.baseline),
+            "chain resident": lambda: resident.run(chain, tmp, "chain-r"),
             "chain parsl": lambda: run_parsl("chain", args.chain, tmp),
             "chain floor": lambda: run_floor(args.chain),
         }
         if not args.baseline:
             del contestants["wide baseline"], contestants["chain baseline"]
-        for r in range(args.rounds):
-            line = []
-            for name, run in contestants.items():
-                wall, cpu = run()
-                times.setdefault(name, []).append(wall)
-                cpus.setdefault(name, []).append(cpu)
-                line.append(f"{name} {wall:6.3f}")
-            print(f"round {r + 1}: " + "  ".join(line), flush=True)
+        try:
+            for r in range(args.rounds):
+                line = []
+                for name, run in contestants.items():
+                    wall, cpu = run()
+                    times.setdefault(name, []).append(wall)
+                    cpus.setdefault(name, []).append(cpu)
+                    line.append(f"{name} {wall:6.3f}")
+                print(f"round {r + 1}: " + "  ".join(line), flush=True)
+        finally:
+            resident.stop()
     med = {name: statistics.median(v) for name, v in times.items()}
     print(f"medians of {args.rounds} rounds ({os.cpu_count()} CPUs, {SLOTS} slots/threads):")
     for shape, n in (("wide", args.wide + 1), ("chain", args.chain)):
@@ -214,6 +266,13 @@ def main() -> None:
         # No run of this design can take less than its start-up plus the bash processes
         # themselves (one after the other in a chain, on every core when wide): what the
         # goals leave to the engine per activity, measured in the same minutes.
+        res = med[f"{shape} resident"]
+        res_cpu = statistics.median(cpus[f"{shape} resident"])
+        print(
+            f"{'':<11} resident {res:7.3f} s  resident/parsl {res / parsl_:5.2f}x  "
+            f"resident/floor {res / floor:5.2f}x  CPU {res_cpu:.3f} s  (a resident engine "
+            f"ran it: `akoflow resident start`; one activity {med['one resident']:.3f} s)"
+        )
         sh = med[f"{shape} akoflow+bash"]
         print(
             f"{'':<11} akoflow+bash {sh:7.3f} s  akoflow+bash/parsl {sh / parsl_:5.2f}x  "

@@ -16,6 +16,21 @@ def main() -> None:
     # No garbage collection while the command's modules are imported (they make objects that
     # live on, hardly any garbage): akoflow.cli.main turns it on again (see its _run_plain).
     gc.disable()
+    if sys.argv[1:2] != ["resident"]:
+        try:
+            from akoflow.resident.client import hand_over
+
+            code = hand_over()  # a resident engine ran it (akoflow.resident), or None
+        except KeyboardInterrupt:
+            interrupted()
+        if code is not None:
+            os._exit(code)
+    run_command()
+
+
+def run_command() -> None:
+    """Run the command of ``sys.argv`` in this process (a resident engine's copy starts here)."""
+    gc.disable()
     try:
         from akoflow.cli.main import main as command
 

@@ -38,10 +38,21 @@ def secret_names(environ: dict[str, str] | os._Environ[str]) -> list[str]:
     return sorted(k for k in environ if is_engine_secret(k))
 
 
+_block_clean = False  # True: this process's environment block never held a secret
+
+
+def started_without_secrets() -> None:
+    """Say that this process's start-up environment block holds no secret whatever
+    ``os.environ`` holds now: a resident engine's copy of itself, whose block is the server's
+    (started without them), takes the command's environment into ``os.environ`` only."""
+    global _block_clean
+    _block_clean = True
+
+
 def reexec_without_secrets() -> None:
     """Exec this program again without its secrets in the environment block (no return on
     success); does nothing when there are none or this is already the re-executed image."""
-    if HANDOFF_VAR in os.environ or not hasattr(os, "memfd_create"):
+    if _block_clean or HANDOFF_VAR in os.environ or not hasattr(os, "memfd_create"):
         return
     names = secret_names(os.environ)
     if not names:

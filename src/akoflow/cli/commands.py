@@ -1047,3 +1047,99 @@ def download(
         raise typer.Exit(EXIT_INVALID) from None
     if not to_stdout:
         err.print(f"wrote {escape(shown(str(target)))}")
+
+
+# ------------------------------------------------------------------- resident engine
+
+resident_app = typer.Typer(
+    help="A resident engine: commands start in ~0.05 s instead of ~0.3 s (no imports).",
+    no_args_is_help=True,
+)
+app.add_typer(resident_app, name="resident")
+
+
+@resident_app.command("start")
+def resident_start(
+    idle: Annotated[
+        str,
+        typer.Option("--idle", help="Stop after this long without commands (e.g. 30m, 2h)."),
+    ] = "30m",
+) -> None:
+    """Start a resident engine for this state dir ($AKOFLOW_HOME, else ~/.akoflow): from
+    then on each `akoflow` command of this user, from a process like this one (same user,
+    cgroup, limits, interpreter...), runs in a copy of it that has the engine imported
+    already. Output, records and exit codes are those of the command run on its own."""
+    from akoflow.resident import control
+    from akoflow.spec.quantities import parse_duration
+
+    try:
+        idle_seconds = parse_duration(idle)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] --idle: {escape(str(exc))}")
+        raise typer.Exit(EXIT_INVALID) from None
+    if idle_seconds <= 0:
+        err.print("[bold red]error:[/] --idle: must be more than 0")
+        raise typer.Exit(EXIT_INVALID)
+    directory = resident_dir()
+    try:
+        status = control.start(directory, idle_seconds)
+    except control.ResidentError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    err.print(
+        f"resident engine started (process {status['pid']}); it stops after "
+        f"{escape(idle)} without commands, or with `akoflow resident stop`"
+    )
+
+
+@resident_app.command("stop")
+def resident_stop(
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Seconds to wait for the commands it runs to end.", min=0),
+    ] = 10.0,
+) -> None:
+    """Stop the resident engine: new commands run on their own at once; the ones it runs go on
+    to their end (it leaves then). Exit 1 when none was running."""
+    from akoflow.resident import control
+
+    reply = control.stop(resident_dir(), wait)
+    if reply is None:
+        err.print("no resident engine runs for this state dir")
+        raise typer.Exit(EXIT_FAILED)
+    if reply["left"]:
+        err.print(f"resident engine stopped (process {reply['pid']})")
+    else:
+        err.print(
+            f"resident engine (process {reply['pid']}) takes no new commands; it leaves when "
+            f"the {reply['running']} it runs end"
+        )
+
+
+@resident_app.command("status")
+def resident_status(as_json: JsonOpt = False) -> None:
+    """Whether a resident engine runs for this state dir, since when, and what it ran.
+    Exit 1 when none runs."""
+    import time
+
+    from akoflow.resident import control
+
+    reply = control.ask(resident_dir(), "status")
+    if as_json:
+        out.print_json(json.dumps(reply))
+    elif reply is None:
+        err.print("no resident engine runs for this state dir")
+    else:
+        up = time.time() - float(reply["started"])
+        out.print(
+            f"resident engine: process {reply['pid']}, up {up:.0f} s, {reply['served']} commands "
+            f"run, {reply['running']} running, stops after {reply['idle_seconds']:.0f} s idle"
+            + (" (stopping)" if reply["stopping"] else "")
+        )
+    raise typer.Exit(EXIT_OK if reply is not None else EXIT_FAILED)
+
+
+def resident_dir() -> str:
+    from akoflow.resident import wire
+
+    return wire.resident_dir()

@@ -1,0 +1,152 @@
+"""The command's side: hand the command line to a resident server, wait for its end.
+
+Imported by the ``akoflow`` entry point before anything else (the standard library only).
+No server, one that refuses (see :mod:`akoflow.resident`), or ``AKOFLOW_RESIDENT=0``: the
+command runs in its own process, as it always did; trying costs a failed ``connect``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+
+from akoflow.resident import wire
+
+# Passed on to the command's copy; the others (SIGKILL aside) act on this process alone.
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+EXIT_ENGINE_LOST = 128 + signal.SIGKILL  # as if the engine itself had been killed
+
+
+def hand_over() -> int | None:
+    """The exit code of the command as the resident server ran it, or None when no server
+    took it (then nothing was run: the caller runs it)."""
+    if os.environ.get(wire.DISABLE_VAR) == "0":
+        return None
+    path = os.path.join(wire.resident_dir(), wire.SOCKET_NAME)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        address, dir_fd = wire.short_address(path)
+        try:
+            sock.connect(address)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+    except OSError:  # none listening (or a stale socket file): run here
+        sock.close()
+        return None
+    try:
+        return _run_there(sock)
+    finally:
+        sock.close()
+
+
+def _run_there(sock: socket.socket) -> int | None:
+    opened: list[int] = []
+    try:
+        fds = [_stream_fd(fd, opened) for fd in (0, 1, 2)]
+        fds.append(_cwd_fd(opened))
+        mask = os.umask(0o022)
+        os.umask(mask)
+        request = {
+            "argv": sys.argv,
+            "orig_argv": sys.orig_argv,
+            "environ": dict(os.environ),
+            "umask": mask,
+            "package": os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__))),
+            "facts": wire.process_facts(),
+        }
+        wire.send(sock, request, fds)
+    except OSError:  # the server went away: nothing started there
+        return None
+    finally:
+        for fd in opened:
+            os.close(fd)
+    try:
+        reply, _ = wire.receive(sock)
+    except (OSError, wire.WireError):
+        return None
+    if reply is None or "pid" not in reply:
+        if reply is not None and reply.get("note"):
+            sys.stderr.write(f"akoflow: {reply['note']}\n")
+            sys.stderr.flush()
+        return None
+    return _wait(sock)
+
+
+def _stream_fd(fd: int, opened: list[int]) -> int:
+    """``fd``, or /dev/null where it is closed (as the command would have it)."""
+    try:
+        os.fstat(fd)
+        return fd
+    except OSError:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        opened.append(null)
+        return null
+
+
+def _cwd_fd(opened: list[int]) -> int:
+    # O_PATH: a working directory this user may enter but not list is still one to pass.
+    fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    opened.append(fd)
+    return fd
+
+
+def _wait(sock: socket.socket) -> int:
+    """Pass signals on until the server says how the command's copy ended."""
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    previous = {sig: signal.signal(sig, _noted) for sig in FORWARDED}
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    try:
+        while True:
+            ready, _, _ = select.select([sock, wake_r], [], [])
+            if wake_r in ready:
+                for number in wake_r.recv(64):
+                    wire.send(sock, {"signal": number})
+            if sock in ready:
+                try:
+                    reply, _ = wire.receive(sock)
+                except (OSError, wire.WireError):
+                    reply = None
+                return _ended(reply)
+    except OSError:
+        return _ended(None)
+    finally:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        wake_r.close()
+        wake_w.close()
+
+
+def _noted(_signum: int, _frame: object) -> None:
+    """Nothing here: the wakeup descriptor carries the signal's number to :func:`_wait`."""
+
+
+def _ended(reply: dict[str, object] | None) -> int:
+    exit_code = None if reply is None else reply.get("exit")
+    number = None if reply is None else reply.get("signal")
+    if isinstance(exit_code, int):
+        return exit_code
+    if isinstance(number, int):
+        # Die as the copy died (a shell shows the same status), where the signal can do it.
+        try:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+        except (OSError, ValueError):
+            pass
+        return 128 + number
+    sys.stderr.write("akoflow: the resident engine stopped during the command (killed?)\n")
+    sys.stderr.flush()
+    return EXIT_ENGINE_LOST

@@ -1,0 +1,483 @@
+"""The resident server: imports the engine once, then forks a copy of itself per command.
+
+Started by ``akoflow resident start`` (:mod:`akoflow.resident.control`) as
+``python -m akoflow.resident.server``, in a session of its own, without the engine's
+secrets in its environment (its copies' start-up environment block is this one's, which any
+process of the user can read: see :mod:`akoflow.secret_handoff`).
+
+One thread, one loop over: the listening socket, each command's connection, and each copy's
+pidfd. A copy's end (the pidfd) is reaped here and told to its command; a command's
+connection that closes first (the command was killed) kills its copy, as the command's own
+death killed the engine when it ran in the command's process. Each copy dies with the server
+(PR_SET_PDEATHSIG) for the same reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import hashlib
+import io
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from akoflow.resident import wire
+
+log = logging.getLogger("akoflow.resident")
+
+# What a command imports to run (the rest loads in its copy, as it would in the command).
+PRELOAD = (
+    "akoflow.__main__",
+    "akoflow.cli.main",
+    "akoflow.cli.local_run",
+    "akoflow.cli.attached",
+    "akoflow.cli.progress",
+    "akoflow.cli.commands",
+    "akoflow.engine.engine",
+    "akoflow.runtimes.local",
+    "akoflow.service",
+    "rich.console",
+    "rich.live",
+)
+FIRST_FRAME_SECONDS = 10.0  # a command that connects and says nothing is dropped after this
+EXIT_SETUP_FAILED = 70  # the copy could not become the command (EX_SOFTWARE)
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Copy:
+    """A command's copy of the server, and the command's connection."""
+
+    pid: int
+    pidfd: int
+    conn: socket.socket | None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Server:
+    def __init__(self, directory: str, idle_seconds: float) -> None:
+        self.directory = directory
+        self.idle_seconds = idle_seconds
+        self.started = time.time()
+        self.served = 0
+        self.copies: dict[int, Copy] = {}  # by pidfd
+        self.stopping = False
+        self.selector = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.facts: dict[str, Any] = {}
+        self.code_stamp = ""
+        self.package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.last_busy = time.monotonic()
+
+    # ------------------------------------------------------------------ setting up
+
+    def prepare(self) -> None:
+        """Import what commands run, then note what this process is."""
+        self.code_stamp = code_stamp(self.package)  # before the imports: what they load
+        gc.disable()  # as the entry point does: the imports make hardly any garbage
+        for name in PRELOAD:
+            __import__(name)
+        gc.freeze()  # out of the collector's sight in every copy (and shared with it)
+        gc.enable()
+        self.facts = wire.process_facts()
+
+    def listen(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        info = os.lstat(self.directory)
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise SystemExit(
+                f"{self.directory}: must be a directory of this user only (mode 700), to hold "
+                "the resident engine's socket"
+            )
+        path = os.path.join(self.directory, wire.SOCKET_NAME)
+        if _answers(path):
+            raise SystemExit(f"a resident engine already listens on {path}")
+        try:
+            os.unlink(path)  # a socket file left by a server that was killed
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        address, dir_fd = wire.short_address(path)
+        try:
+            old = os.umask(0o177)
+            try:
+                sock.bind(address)
+            finally:
+                os.umask(old)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        sock.listen(64)
+        sock.setblocking(False)
+        self.listener = sock
+        self.selector.register(sock, selectors.EVENT_READ, "accept")
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _ignore)  # seen through the wakeup descriptor
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    # ------------------------------------------------------------------ the loop
+
+    def serve(self) -> None:
+        while not (self.stopping and not self.copies):
+            timeout = None
+            if not self.copies:
+                timeout = max(0.0, self.last_busy + self.idle_seconds - time.monotonic())
+            events = self.selector.select(timeout)
+            if not events and not self.copies and timeout is not None:
+                if time.monotonic() >= self.last_busy + self.idle_seconds:
+                    log.info("idle for %.0f s: stopping", self.idle_seconds)
+                    self.stop_listening()
+                    break
+            for key, _mask in events:
+                try:
+                    self._on(key)
+                except Exception:  # one command's trouble never ends the server
+                    log.exception("while serving %s", key.data)
+            if self.copies:
+                self.last_busy = time.monotonic()
+        log.info("stopped after %d commands", self.served)
+
+    def _on(self, key: selectors.SelectorKey) -> None:
+        if key.data == "accept":
+            self._accept()
+        elif key.data == "signal":
+            received = self.wake_r.recv(64)
+            if any(n in (signal.SIGTERM, signal.SIGINT) for n in received):
+                log.info("asked to stop (a signal); %d commands running", len(self.copies))
+                self.stop_listening()
+        elif isinstance(key.data, tuple) and key.data[0] == "end":
+            self._reap(self.copies[key.data[1]])
+        elif isinstance(key.data, tuple) and key.data[0] == "command":
+            self._from_command(self.copies[key.data[1]])
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        try:
+            self._request(conn)
+        except (OSError, wire.WireError) as exc:
+            log.warning("a command's request failed: %s", exc)
+            conn.close()
+
+    def _request(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        conn.settimeout(FIRST_FRAME_SECONDS)
+        if _peer_uid(conn) != os.getuid():  # the socket is 0600; this is the second lock
+            log.warning("refused a connection of another user")
+            conn.close()
+            return
+        request, fds = wire.receive(conn, with_fds=True)
+        keep = False
+        try:
+            if request is None:
+                return
+            if "control" in request:
+                self._control(conn, request)
+                return
+            refusal = self._refusal(request, fds)
+            if refusal is not None:
+                reason, note = refusal
+                log.info("refused a command: %s", reason)
+                wire.send(conn, {"refused": reason, "note": note})
+                return
+            self._fork(conn, request, fds)
+            keep = True
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if not keep:
+                conn.close()
+
+    def _refusal(self, request: dict[str, Any], fds: list[int]) -> tuple[str, str | None] | None:
+        if self.stopping:
+            return "stopping", None
+        if len(fds) != 4 or not isinstance(request.get("environ"), dict):
+            return "a request this server does not understand", None
+        if request.get("package") != self.package or code_stamp(self.package) != self.code_stamp:
+            self.stop_listening()
+            return "the engine's code changed", (
+                "the resident engine ran older code and stopped; this command runs on its own "
+                "(`akoflow resident start` starts a new one)"
+            )
+        differ = wire.differences(self.facts, request.get("facts") or {})
+        if differ:
+            return "the command's process differs in " + ", ".join(differ), None
+        return None
+
+    def _control(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        if request["control"] == "stop":
+            self.stop_listening()
+            log.info("asked to stop; %d commands running", len(self.copies))
+        wire.send(
+            conn,
+            {
+                "pid": os.getpid(),
+                "started": self.started,
+                "served": self.served,
+                "running": len(self.copies),
+                "idle_seconds": self.idle_seconds,
+                "stopping": self.stopping,
+            },
+        )
+
+    def _fork(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        server_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self._become(server_pid, request, fds)  # no return
+        self.served += 1
+        pidfd = os.pidfd_open(pid)
+        copy = Copy(pid, pidfd, conn)
+        self.copies[pidfd] = copy
+        self.selector.register(pidfd, selectors.EVENT_READ, ("end", pidfd))
+        self.selector.register(conn, selectors.EVENT_READ, ("command", pidfd))
+        try:
+            wire.send(conn, {"pid": pid})
+        except OSError:  # the command left already: its connection's end kills the copy
+            pass
+        finally:
+            conn.setblocking(False)
+
+    def _from_command(self, copy: Copy) -> None:
+        assert copy.conn is not None
+        try:
+            copy.conn.setblocking(True)
+            copy.conn.settimeout(1.0)
+            message, _ = wire.receive(copy.conn)
+            copy.conn.setblocking(False)
+        except (OSError, wire.WireError):
+            message = None
+        if message is None:  # the command is gone: so is its engine (see the module's doc)
+            self._drop_conn(copy)
+            _send_signal(copy.pidfd, signal.SIGKILL)
+            return
+        number = message.get("signal")
+        if isinstance(number, int) and number in _FORWARDED:
+            _send_signal(copy.pidfd, number)
+
+    def _reap(self, copy: Copy) -> None:
+        try:
+            _, status = os.waitpid(copy.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = -signal.SIGKILL
+        self.selector.unregister(copy.pidfd)
+        os.close(copy.pidfd)
+        del self.copies[copy.pidfd]
+        if copy.conn is not None:
+            try:
+                copy.conn.setblocking(True)
+                copy.conn.settimeout(1.0)
+                wire.send(copy.conn, {"signal": -code} if code < 0 else {"exit": code})
+            except OSError:
+                pass
+            self._drop_conn(copy)
+
+    def _drop_conn(self, copy: Copy) -> None:
+        if copy.conn is not None:
+            self.selector.unregister(copy.conn)
+            copy.conn.close()
+            copy.conn = None
+
+    def stop_listening(self) -> None:
+        """New commands run in their own process from now; the server leaves once the ones it
+        runs have ended."""
+        self.stopping = True
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            try:
+                path = os.path.join(self.directory, wire.SOCKET_NAME)
+                if os.stat(path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+            self.listener.close()
+            self.listener = None
+
+    # ------------------------------------------------------------------ the copy
+
+    def _become(self, server_pid: int, request: dict[str, Any], fds: list[int]) -> NoReturn:
+        """In the copy: become the command's process, then run the command (never returns)."""
+        try:
+            _die_with_parent()
+            if os.getppid() != server_pid:  # the server died before the line above
+                os._exit(128 + signal.SIGKILL)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.selector.close()
+            for copy in self.copies.values():  # other commands' connections: theirs only
+                os.close(copy.pidfd)
+                if copy.conn is not None:
+                    copy.conn.close()
+            if self.listener is not None:
+                self.listener.close()
+            self.wake_r.close()
+            self.wake_w.close()
+            os.setpgid(0, 0)  # the server's group is not the command's
+            for target, fd in enumerate(fds[:3]):
+                os.dup2(fd, target)
+            os.fchdir(fds[3])
+            for fd in fds:
+                os.close(fd)
+            os.umask(int(request["umask"]))
+            os.environ.clear()
+            os.environ.update(request["environ"])
+            time.tzset()
+            sys.argv = list(request["argv"])
+            sys.orig_argv = list(request["orig_argv"])
+            _standard_streams()
+            from akoflow import secret_handoff
+
+            secret_handoff.started_without_secrets()
+            root = logging.getLogger()  # as a new interpreter has it
+            root.handlers.clear()
+            root.setLevel(logging.WARNING)
+        except BaseException:
+            _last_words("could not take the command over")
+            os._exit(EXIT_SETUP_FAILED)
+        try:
+            from akoflow.__main__ import run_command
+
+            run_command()  # leaves through os._exit
+        except BaseException:
+            _last_words("the command failed")
+        os._exit(EXIT_SETUP_FAILED)
+
+
+_FORWARDED = frozenset(
+    {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
+)
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """The wakeup descriptor carries the signal to the loop."""
+
+
+def _send_signal(pidfd: int, number: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, number)
+    except ProcessLookupError:  # ended, not reaped yet: its end is on the way
+        pass
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _answers(path: str) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        address, dir_fd = wire.short_address(path)
+        try:
+            sock.connect(address)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def _standard_streams() -> None:
+    """sys.stdin, stdout and stderr as the interpreter makes them at its start, on the
+    command's descriptors (stdout line-buffered on a terminal, stderr always)."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        errors = getattr(old, "errors", None) or "strict"
+        binary = open(fd, "rb" if fd == 0 else "wb", closefd=False)
+        line_buffering = fd == 2 or (fd == 1 and os.isatty(fd))
+        stream = io.TextIOWrapper(
+            binary, encoding=encoding, errors=errors, newline="\n", line_buffering=line_buffering
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _last_words(what: str) -> None:
+    import traceback
+
+    try:
+        os.write(2, f"akoflow (resident engine): {what}:\n{traceback.format_exc()}".encode())
+    except OSError:
+        pass
+
+
+def code_stamp(package: str) -> str:
+    """A digest of the names, sizes and change times of the engine's source files."""
+    digest = hashlib.blake2b(digest_size=16)
+    for root, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                digest.update(
+                    f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(
+                        "utf-8", "surrogateescape"
+                    )
+                )
+    return digest.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m akoflow.resident.server")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--idle", type=float, required=True, help="seconds")
+    parser.add_argument("--ready-fd", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s resident[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+    server = Server(args.dir, args.idle)
+    try:
+        server.prepare()
+        server.listen()
+    except SystemExit as exc:
+        os.write(args.ready_fd, f"error: {exc.code}\n".encode())
+        raise
+    except Exception as exc:
+        os.write(args.ready_fd, f"error: {exc}\n".encode())
+        raise
+    os.write(args.ready_fd, f"ready {os.getpid()}\n".encode())
+    os.close(args.ready_fd)
+    log.info("listening; stops after %.0f s without commands", args.idle)
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()
