@@ -81,7 +81,7 @@ def _awaiting(awaitable: object) -> Iterator[str]:
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AKOFLOW_")}
     env["COLUMNS"] = "200"
-    env["AKOFLOW_RESIDENT"] = "0"  # a resident engine of the user's must not run the tests' commands
+    env["AKOFLOW_RESIDENT"] = "0"  # a resident engine of the user's must not run them
     env.update(extra)
     return env
 

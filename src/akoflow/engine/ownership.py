@@ -23,7 +23,10 @@ def owner_alive(pid: int | None, started: float | None) -> bool:
     if pid is None or started is None:
         return False
     try:
-        return abs(psutil.Process(pid).create_time() - started) < 0.01
+        owner = psutil.Process(pid)
+        # A zombie is an engine that died and whose parent has not reaped it (a parent that
+        # never waits; an init that never reaps, as in many containers): it drives nothing.
+        return abs(owner.create_time() - started) < 0.01 and owner.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 

@@ -78,6 +78,7 @@ class Server:
         self.code_stamp = ""
         self.package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.last_busy = time.monotonic()
+        self.socket_inode = -1
 
     # ------------------------------------------------------------------ setting up
 
@@ -117,6 +118,7 @@ class Server:
         finally:
             if dir_fd is not None:
                 os.close(dir_fd)
+        self.socket_inode = os.stat(path).st_ino  # the file to remove at the end: ours only
         sock.listen(64)
         sock.setblocking(False)
         self.listener = sock
@@ -304,7 +306,7 @@ class Server:
             self.selector.unregister(self.listener)
             try:
                 path = os.path.join(self.directory, wire.SOCKET_NAME)
-                if os.stat(path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                if os.stat(path).st_ino == self.socket_inode:  # not a newer server's
                     os.unlink(path)
             except OSError:
                 pass
