@@ -30,7 +30,7 @@ class Resident:
         self.env = env
 
     def cli(
-        self, *args: str, cwd: Path | None = None, **kw: object
+        self, *args: str, cwd: Path | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "akoflow", *args],
@@ -38,8 +38,7 @@ class Resident:
             text=True,
             env=self.env,
             cwd=cwd,
-            timeout=120,
-            **kw,  # type: ignore[arg-type]
+            timeout=timeout,
         )
 
     def own(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -442,3 +441,54 @@ def test_two_commands_at_once(resident: Resident, tmp_path: Path) -> None:
         assert proc.returncode == 0, err
     assert resident.served() == 2
     assert (tmp_path / "side" / "a0").read_text() == "a0\na0\n"
+
+
+def test_a_command_that_says_nothing_holds_no_other(resident: Resident, tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(resident.home / "resident" / "engine.sock"))
+    try:
+        silent.send(b"\x00\x00")  # half a frame's length, then nothing
+        one = write(
+            tmp_path / "one.yaml",
+            "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n",
+        )
+        done = resident.cli("run", str(one), timeout=5)
+        assert done.returncode == 0, done.stderr
+        assert resident.served() == 1
+    finally:
+        silent.close()
+
+
+def test_ctrl_c_reaches_the_run_while_the_server_is_stopped(
+    resident: Resident, tmp_path: Path
+) -> None:
+    """The command signals its copy itself (a pidfd the server handed over): a server that is
+    stopped (SIGSTOP) or hung cannot swallow a Ctrl-C. Its exit status then never comes: the
+    command says so and exits 1, never 0."""
+    wf, side = long_run(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf)],
+        env=resident.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: (side / "a0").exists())
+    copy = _copy_of(resident)
+    status = resident.status()
+    assert status is not None
+    server = int(status["pid"])  # type: ignore[call-overload]
+    os.kill(server, signal.SIGSTOP)
+    try:
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: b") Z" in Path(f"/proc/{copy}/stat").read_bytes(), timeout=30)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1
+        assert "did not say how" in err
+    finally:
+        os.kill(server, signal.SIGCONT)
+    run = json.loads(resident.cli("status", "1", "--json").stdout)
+    assert {a["name"]: a["state"] for a in run["activities"]}["a0"] == "cancelled"
+    assert not (side / "a1").exists()

@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 from akoflow.resident import wire
 
@@ -25,6 +26,8 @@ FORWARDED = (
     signal.SIGUSR2,
 )
 EXIT_ENGINE_LOST = 128 + signal.SIGKILL  # as if the engine itself had been killed
+EXIT_STATUS_UNKNOWN = 1  # never 0: a success nobody reported is no success
+STATUS_SECONDS = 10.0
 
 
 def hand_over() -> int | None:
@@ -72,15 +75,20 @@ def _run_there(sock: socket.socket) -> int | None:
         for fd in opened:
             os.close(fd)
     try:
-        reply, _ = wire.receive(sock)
+        reply, fds = wire.receive(sock, with_fds=True)
     except (OSError, wire.WireError):
         return None
-    if reply is None or "pid" not in reply:
+    if reply is None or "pid" not in reply or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
         if reply is not None and reply.get("note"):
             sys.stderr.write(f"akoflow: {reply['note']}\n")
             sys.stderr.flush()
         return None
-    return _wait(sock)
+    try:
+        return _wait(sock, fds[0])
+    finally:
+        os.close(fds[0])
 
 
 def _stream_fd(fd: int, opened: list[int]) -> int:
@@ -101,25 +109,42 @@ def _cwd_fd(opened: list[int]) -> int:
     return fd
 
 
-def _wait(sock: socket.socket) -> int:
-    """Pass signals on until the server says how the command's copy ended."""
+def _wait(sock: socket.socket, pidfd: int) -> int:
+    """Pass signals on to the copy (through its pidfd: even while the server is stopped)
+    until the server says how the copy ended."""
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
     previous = {sig: signal.signal(sig, _noted) for sig in FORWARDED}
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
+        watched: list[socket.socket | int] = [sock, wake_r, pidfd]
+        deadline = None
         while True:
-            ready, _, _ = select.select([sock, wake_r], [], [])
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select(watched, [], [], left)
             if wake_r in ready:
                 for number in wake_r.recv(64):
-                    wire.send(sock, {"signal": number})
+                    try:
+                        signal.pidfd_send_signal(pidfd, number)
+                    except ProcessLookupError:  # it ended: its status is on the way
+                        pass
             if sock in ready:
                 try:
                     reply, _ = wire.receive(sock)
                 except (OSError, wire.WireError):
                     reply = None
                 return _ended(reply)
+            if pidfd in ready:  # the copy ended: the server reaps it and says how, at once
+                watched.remove(pidfd)
+                deadline = time.monotonic() + STATUS_SECONDS
+            elif deadline is not None and not ready:
+                sys.stderr.write(
+                    "akoflow: the command ended in the resident engine, which did not say how "
+                    f"in {STATUS_SECONDS:.0f} s (stopped?); `akoflow status` shows the run\n"
+                )
+                sys.stderr.flush()
+                return EXIT_STATUS_UNKNOWN
     except OSError:
         return _ended(None)
     finally:

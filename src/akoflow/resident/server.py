@@ -63,6 +63,15 @@ class Copy:
     started: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class Pending:
+    """A command connected, its request not all here yet."""
+
+    conn: socket.socket
+    deadline: float
+    reader: wire.FrameReader = field(default_factory=lambda: wire.FrameReader(with_fds=True))
+
+
 class Server:
     def __init__(self, directory: str, idle_seconds: float) -> None:
         self.directory = directory
@@ -70,6 +79,7 @@ class Server:
         self.started = time.time()
         self.served = 0
         self.copies: dict[int, Copy] = {}  # by pidfd
+        self.pending: dict[int, Pending] = {}  # by the connection's fd
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
@@ -135,10 +145,15 @@ class Server:
 
     def serve(self) -> None:
         while not (self.stopping and not self.copies):
+            now = time.monotonic()
             timeout = None
             if not self.copies:
-                timeout = max(0.0, self.last_busy + self.idle_seconds - time.monotonic())
+                timeout = max(0.0, self.last_busy + self.idle_seconds - now)
+            if self.pending:
+                first = min(p.deadline for p in self.pending.values())
+                timeout = max(0.0, min(first - now, timeout if timeout is not None else first))
             events = self.selector.select(timeout)
+            self._drop_late()
             if not events and not self.copies and timeout is not None:
                 if time.monotonic() >= self.last_busy + self.idle_seconds:
                     log.info("idle for %.0f s: stopping", self.idle_seconds)
@@ -165,6 +180,8 @@ class Server:
             self._reap(self.copies[key.data[1]])
         elif isinstance(key.data, tuple) and key.data[0] == "command":
             self._from_command(self.copies[key.data[1]])
+        elif isinstance(key.data, tuple) and key.data[0] == "request":
+            self._read_request(self.pending[key.data[1]])
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -172,20 +189,52 @@ class Server:
             conn, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        try:
-            self._request(conn)
-        except (OSError, wire.WireError) as exc:
-            log.warning("a command's request failed: %s", exc)
-            conn.close()
-
-    def _request(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
-        conn.settimeout(FIRST_FRAME_SECONDS)
         if _peer_uid(conn) != os.getuid():  # the socket is 0600; this is the second lock
             log.warning("refused a connection of another user")
             conn.close()
             return
-        request, fds = wire.receive(conn, with_fds=True)
+        conn.setblocking(False)
+        pending = Pending(conn, time.monotonic() + FIRST_FRAME_SECONDS)
+        self.pending[conn.fileno()] = pending
+        self.selector.register(conn, selectors.EVENT_READ, ("request", conn.fileno()))
+
+    def _drop_late(self) -> None:
+        now = time.monotonic()
+        for pending in [p for p in self.pending.values() if p.deadline <= now]:
+            log.warning("a command sent no whole request in %.0f s: dropped", FIRST_FRAME_SECONDS)
+            self._unpend(pending)
+            pending.conn.close()
+
+    def _unpend(self, pending: Pending) -> None:
+        self.selector.unregister(pending.conn)
+        del self.pending[pending.conn.fileno()]
+        pending.reader.close()
+
+    def _read_request(self, pending: Pending) -> None:
+        try:
+            pending.reader.feed(pending.conn)
+            got = pending.reader.frame()
+        except BlockingIOError:
+            return
+        except (OSError, wire.WireError) as exc:
+            log.warning("a command's request failed: %s", exc)
+            self._unpend(pending)
+            pending.conn.close()
+            return
+        if got is None and not pending.reader.ended:
+            return  # more to come
+        self._unpend(pending)
+        conn = pending.conn
+        try:
+            conn.setblocking(True)
+            conn.settimeout(1.0)  # answers are a few bytes: the buffer takes them
+            self._request(conn, got)
+        except (OSError, wire.WireError) as exc:
+            log.warning("a command's request failed: %s", exc)
+            conn.close()
+
+    def _request(self, conn: socket.socket, got: tuple[dict[str, Any], list[int]] | None) -> None:
+        request, fds = got if got is not None else (None, [])
         keep = False
         try:
             if request is None:
@@ -240,6 +289,15 @@ class Server:
         )
 
     def _fork(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        conn.setblocking(False)
+        try:
+            if conn.recv(1, socket.MSG_PEEK) == b"":
+                log.info("a command left before its copy started")  # (Ctrl-C, killed)
+                return
+        except BlockingIOError:
+            pass  # there, waiting for the answer
+        finally:
+            conn.settimeout(1.0)
         server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -251,7 +309,9 @@ class Server:
         self.selector.register(pidfd, selectors.EVENT_READ, ("end", pidfd))
         self.selector.register(conn, selectors.EVENT_READ, ("command", pidfd))
         try:
-            wire.send(conn, {"pid": pid})
+            # The pidfd with it: the command signals and watches its copy even while this
+            # server is stopped or busy, and no reused pid can be mistaken for it.
+            wire.send(conn, {"pid": pid}, [pidfd])
         except OSError:  # the command left already: its connection's end kills the copy
             pass
         finally:
@@ -259,20 +319,15 @@ class Server:
 
     def _from_command(self, copy: Copy) -> None:
         assert copy.conn is not None
-        try:
-            copy.conn.setblocking(True)
-            copy.conn.settimeout(1.0)
-            message, _ = wire.receive(copy.conn)
-            copy.conn.setblocking(False)
-        except (OSError, wire.WireError):
-            message = None
-        if message is None:  # the command is gone: so is its engine (see the module's doc)
+        try:  # the command says nothing more (it signals its copy itself): only its end counts
+            gone = not copy.conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            gone = True
+        if gone:  # the command is gone: so is its engine (see the module's doc)
             self._drop_conn(copy)
             _send_signal(copy.pidfd, signal.SIGKILL)
-            return
-        number = message.get("signal")
-        if isinstance(number, int) and number in _FORWARDED:
-            _send_signal(copy.pidfd, number)
 
     def _reap(self, copy: Copy) -> None:
         try:
@@ -330,6 +385,9 @@ class Server:
                 os.close(copy.pidfd)
                 if copy.conn is not None:
                     copy.conn.close()
+            for pending in self.pending.values():  # and their streams, received already
+                pending.conn.close()
+                pending.reader.close()
             if self.listener is not None:
                 self.listener.close()
             self.wake_r.close()
@@ -363,11 +421,6 @@ class Server:
         except BaseException:
             _last_words("the command failed")
         os._exit(EXIT_SETUP_FAILED)
-
-
-_FORWARDED = frozenset(
-    {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
-)
 
 
 def _ignore(_signum: int, _frame: object) -> None:

@@ -64,46 +64,77 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
         sock.sendall(data)
 
 
+class FrameReader:
+    """Frames as bytes arrive, for a blocking socket (:func:`receive`) or a non-blocking one
+    read when ready (the server: one slow command must not hold the others)."""
+
+    def __init__(self, *, with_fds: bool = False) -> None:
+        self.with_fds = with_fds
+        self.buffer = bytearray()
+        self.fds: list[int] = []  # received, not yet handed out with a frame
+        self.ended = False
+
+    def feed(self, sock: socket.socket) -> None:
+        """Read what is there (BlockingIOError on a non-blocking socket with nothing)."""
+        if self.with_fds:
+            space = socket.CMSG_SPACE(MAX_FDS * 4)
+            data, ancillary, flags, _ = sock.recvmsg(1 << 16, space, socket.MSG_CMSG_CLOEXEC)
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % 4
+                    self.fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
+            if flags & socket.MSG_CTRUNC:
+                raise WireError("more descriptors than a request has")
+        else:
+            data = sock.recv(1 << 16)
+        if not data:
+            self.ended = True
+        self.buffer += data
+
+    def frame(self) -> tuple[dict[str, Any], list[int]] | None:
+        """The next whole frame and the descriptors received so far, or None for now;
+        WireError for a frame too big or malformed, or cut short by the end."""
+        if len(self.buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self.buffer)
+            if size > MAX_FRAME:
+                raise WireError(f"a frame of {size} bytes")
+            if len(self.buffer) >= _LENGTH.size + size:
+                body = bytes(self.buffer[_LENGTH.size : _LENGTH.size + size])
+                del self.buffer[: _LENGTH.size + size]
+                fds, self.fds = self.fds, []
+                try:
+                    message = json.loads(body.decode("utf-8", "surrogatepass"))
+                except ValueError as exc:
+                    _close_all(fds)
+                    raise WireError(f"not JSON: {exc}") from None
+                if not isinstance(message, dict):
+                    _close_all(fds)
+                    raise WireError("not a JSON object")
+                return message, fds
+        if self.ended and self.buffer:
+            raise WireError("connection closed inside a frame")
+        return None
+
+    def close(self) -> None:
+        _close_all(self.fds)
+        self.fds = []
+
+
 def receive(
     sock: socket.socket, *, with_fds: bool = False
 ) -> tuple[dict[str, Any] | None, list[int]]:
-    """The next frame and the descriptors that came with it; (None, []) at the end of the
-    connection before a frame started. WireError for a frame cut short or malformed."""
-    fds: list[int] = []
-    head = b""
-    while len(head) < _LENGTH.size:
-        if with_fds and not fds:
-            chunk, got, _flags, _addr = socket.recv_fds(sock, _LENGTH.size - len(head), MAX_FDS)
-            fds.extend(got)
-        else:
-            chunk = sock.recv(_LENGTH.size - len(head))
-        if not chunk:
-            if head:
-                _close_all(fds)
-                raise WireError("connection closed inside a frame")
-            _close_all(fds)
-            return None, []
-        head += chunk
-    (size,) = _LENGTH.unpack(head)
-    if size > MAX_FRAME:
-        _close_all(fds)
-        raise WireError(f"a frame of {size} bytes")
-    body = bytearray()
-    while len(body) < size:
-        chunk = sock.recv(min(size - len(body), 1 << 20))
-        if not chunk:
-            _close_all(fds)
-            raise WireError("connection closed inside a frame")
-        body += chunk
+    """The next frame and the descriptors that came with it, from a blocking socket;
+    (None, []) at the end of the connection before a frame started."""
+    reader = FrameReader(with_fds=with_fds)
     try:
-        message = json.loads(body.decode("utf-8", "surrogatepass"))
-    except ValueError as exc:
-        _close_all(fds)
-        raise WireError(f"not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        _close_all(fds)
-        raise WireError("not a JSON object")
-    return message, fds
+        while (got := reader.frame()) is None:
+            if reader.ended:
+                return None, []
+            reader.feed(sock)
+    except BaseException:
+        reader.close()
+        raise
+    return got
 
 
 def _close_all(fds: list[int]) -> None:
