@@ -332,6 +332,11 @@ def test_a_command_unlike_the_server_runs_on_its_own(resident: Resident, tmp_pat
     assert done.returncode == 0, done.stderr
     assert resident.served() == 0
     assert "refused a command: the command's process differs in limits" in resident.log
+    said = resident.cli("resident", "status")
+    assert (
+        "1 commands ran on their own; the last because the command's process differs in "
+        "limits" in " ".join(said.stdout.split())
+    )
 
 
 def test_changed_code_stops_the_server(tmp_path: Path) -> None:

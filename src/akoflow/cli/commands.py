@@ -1136,6 +1136,12 @@ def resident_status(as_json: JsonOpt = False) -> None:
             f"run, {reply['running']} running, stops after {reply['idle_seconds']:.0f} s idle"
             + (" (stopping)" if reply["stopping"] else "")
         )
+        if reply.get("refused"):
+            out.print(
+                f"{reply['refused']} commands ran on their own; the last because "
+                f"{escape(str(reply['last_refusal']))} (see docs/resident.md)",
+                soft_wrap=True,
+            )
     raise typer.Exit(EXIT_OK if reply is not None else EXIT_FAILED)
 
 

@@ -78,6 +78,8 @@ class Server:
         self.idle_seconds = idle_seconds
         self.started = time.time()
         self.served = 0
+        self.refused = 0
+        self.last_refusal: str | None = None  # why the last command refused ran on its own
         self.copies: dict[int, Copy] = {}  # by pidfd
         self.pending: dict[int, Pending] = {}  # by the connection's fd
         self.stopping = False
@@ -246,6 +248,8 @@ class Server:
             if refusal is not None:
                 reason, note = refusal
                 log.info("refused a command: %s", reason)
+                self.refused += 1
+                self.last_refusal = reason
                 wire.send(conn, {"refused": reason, "note": note})
                 return
             self._fork(conn, request, fds)
@@ -285,6 +289,8 @@ class Server:
                 "running": len(self.copies),
                 "idle_seconds": self.idle_seconds,
                 "stopping": self.stopping,
+                "refused": self.refused,
+                "last_refusal": self.last_refusal,
             },
         )
 
