@@ -73,12 +73,29 @@ def take(env: dict[str, str]) -> tuple[int, socket.socket] | None:
         pid, sock = _ready.pop(0)
         try:
             alive = os.waitpid(pid, os.WNOHANG)[0] == 0
-        except ChildProcessError:
-            alive = False
+        except ChildProcessError:  # started by a resident engine (akoflow.resident): its link
+            alive = _link_open(sock)
         if alive:
             return pid, sock
         sock.close()
     return None
+
+
+def _link_open(sock: socket.socket) -> bool:
+    """Whether the spawner at the other end of ``sock`` still holds it (it asks nothing
+    before its first request: any byte, or the end, means it left)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing said, still there
+    except OSError:
+        return False
+    return False  # its end (or bytes no fresh spawner sends)
+
+
+def ready() -> list[tuple[int, socket.socket]]:
+    """The spawners started ahead and not taken yet."""
+    return list(_ready)
 
 
 def discard() -> list[int]:
@@ -91,4 +108,4 @@ def discard() -> list[int]:
     return left
 
 
-__all__ = ["LINK_FD", "SPAWNER", "discard", "prestart", "start", "take"]
+__all__ = ["LINK_FD", "SPAWNER", "discard", "prestart", "ready", "start", "take"]
