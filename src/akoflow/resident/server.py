@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from akoflow.resident import wire
+from akoflow.runtimes import spawner_start
 
 log = logging.getLogger("akoflow.resident")
 
@@ -82,6 +83,7 @@ class Server:
         self.last_refusal: str | None = None  # why the last command refused ran on its own
         self.copies: dict[int, Copy] = {}  # by pidfd
         self.pending: dict[int, Pending] = {}  # by the connection's fd
+        self.spawners: dict[int, int] = {}  # pids of the spawners started here, by pidfd
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
@@ -100,6 +102,7 @@ class Server:
         gc.disable()  # as the entry point does: the imports make hardly any garbage
         for name in PRELOAD:
             __import__(name)
+        _warm_up()
         gc.freeze()  # out of the collector's sight in every copy (and shared with it)
         gc.enable()
         self.facts = wire.process_facts()
@@ -146,6 +149,7 @@ class Server:
     # ------------------------------------------------------------------ the loop
 
     def serve(self) -> None:
+        self._refill()
         while not (self.stopping and not self.copies):
             now = time.monotonic()
             timeout = None
@@ -168,7 +172,33 @@ class Server:
                     log.exception("while serving %s", key.data)
             if self.copies:
                 self.last_busy = time.monotonic()
+        spawner_start.discard()  # each leaves as its link closes
         log.info("stopped after %d commands", self.served)
+
+    def _refill(self) -> None:
+        """Local spawners started ahead for the next command's copy (it inherits them: their
+        start, a new interpreter each, was ~15 ms of a short run's critical path and took a
+        core from it). Only while no copy runs, for the same reason. A spawner depends on
+        nothing of the process that started it that the command's does not share (its
+        environment is empty, each attempt brings its directory and umask)."""
+        if self.stopping or self.copies:
+            return
+        spawner_start.prestart(spawner_start.DEFAULT_COUNT)
+        known = set(self.spawners.values())
+        for pid, _sock in spawner_start.ready():
+            if pid not in known:
+                pidfd = os.pidfd_open(pid)
+                self.spawners[pidfd] = pid
+                self.selector.register(pidfd, selectors.EVENT_READ, ("spawner", pidfd))
+
+    def _reap_spawner(self, pidfd: int) -> None:
+        try:
+            os.waitpid(self.spawners[pidfd], 0)
+        except ChildProcessError:
+            pass
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        del self.spawners[pidfd]
 
     def _on(self, key: selectors.SelectorKey) -> None:
         if key.data == "accept":
@@ -184,6 +214,8 @@ class Server:
             self._from_command(self.copies[key.data[1]])
         elif isinstance(key.data, tuple) and key.data[0] == "request":
             self._read_request(self.pending[key.data[1]])
+        elif isinstance(key.data, tuple) and key.data[0] == "spawner":
+            self._reap_spawner(key.data[1])
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -308,6 +340,7 @@ class Server:
         pid = os.fork()
         if pid == 0:
             self._become(server_pid, request, fds)  # no return
+        spawner_start.discard()  # the copy has them now; this side of their links closes
         self.served += 1
         pidfd = os.pidfd_open(pid)
         copy = Copy(pid, pidfd, conn)
@@ -344,6 +377,7 @@ class Server:
         self.selector.unregister(copy.pidfd)
         os.close(copy.pidfd)
         del self.copies[copy.pidfd]
+        self._refill()
         if copy.conn is not None:
             try:
                 copy.conn.setblocking(True)
@@ -391,6 +425,8 @@ class Server:
                 os.close(copy.pidfd)
                 if copy.conn is not None:
                     copy.conn.close()
+            for pidfd in self.spawners:
+                os.close(pidfd)
             for pending in self.pending.values():  # and their streams, received already
                 pending.conn.close()
                 pending.reader.close()
@@ -427,6 +463,28 @@ class Server:
         except BaseException:
             _last_words("the command failed")
         os._exit(EXIT_SETUP_FAILED)
+
+
+def _warm_up() -> None:
+    """What every run builds the first time and keeps (the workflow schema's validators, the
+    database's migration steps): built once here, not in each copy. Pure computation: no
+    thread, descriptor or file of the server's is made."""
+    from akoflow import service
+    from akoflow.store.migrate import migrations
+
+    migrations()
+    service.validate_text(_WARM_UP_WORKFLOW, "warm-up.yaml")
+
+
+_WARM_UP_WORKFLOW = """name: warm-up
+spec:
+  activities:
+    - name: a
+      run: "true"
+    - name: b
+      run: "echo $X"
+      dependsOn: [a]
+"""
 
 
 def _ignore(_signum: int, _frame: object) -> None:
