@@ -36,7 +36,7 @@ def hand_over() -> int | None:
     if os.environ.get(wire.DISABLE_VAR) == "0":
         return None
     path = os.path.join(wire.resident_dir(), wire.SOCKET_NAME)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _above_streams(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC))
     try:
         address, dir_fd = wire.short_address(path)
         try:
@@ -51,6 +51,32 @@ def hand_over() -> int | None:
         return _run_there(sock)
     finally:
         sock.close()
+
+
+def _above_streams(sock: socket.socket) -> socket.socket:
+    """``sock``, moved above 0, 1 and 2 when one of them was closed and it took its place:
+    else it would be handed over as that stream, and the copy, holding the connection, would
+    outlive a killed command."""
+    if sock.fileno() > 2:
+        return sock
+    import fcntl  # rare: not on every command's path
+
+    try:
+        fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        sock.close()
+    return socket.socket(fileno=fd)
+
+
+def _say(text: str) -> None:
+    """A line on stderr, unless the command has none (fd 2 closed: sys.stderr is None)."""
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _run_there(sock: socket.socket) -> int | None:
@@ -82,8 +108,7 @@ def _run_there(sock: socket.socket) -> int | None:
         for fd in fds:
             os.close(fd)
         if reply is not None and reply.get("note"):
-            sys.stderr.write(f"akoflow: {reply['note']}\n")
-            sys.stderr.flush()
+            _say(f"akoflow: {reply['note']}\n")
         return None
     try:
         return _wait(sock, fds[0])
@@ -139,11 +164,10 @@ def _wait(sock: socket.socket, pidfd: int) -> int:
                 watched.remove(pidfd)
                 deadline = time.monotonic() + STATUS_SECONDS
             elif deadline is not None and not ready:
-                sys.stderr.write(
+                _say(
                     "akoflow: the command ended in the resident engine, which did not say how "
                     f"in {STATUS_SECONDS:.0f} s (stopped?); `akoflow status` shows the run\n"
                 )
-                sys.stderr.flush()
                 return EXIT_STATUS_UNKNOWN
     except OSError:
         return _ended(None)
@@ -166,12 +190,14 @@ def _ended(reply: dict[str, object] | None) -> int:
         return exit_code
     if isinstance(number, int):
         # Die as the copy died (a shell shows the same status), where the signal can do it.
-        try:
+        try:  # SIGKILL and SIGSTOP have no handler to reset: os.kill all the same
             signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+        try:
             os.kill(os.getpid(), number)
         except (OSError, ValueError):
             pass
         return 128 + number
-    sys.stderr.write("akoflow: the resident engine stopped during the command (killed?)\n")
-    sys.stderr.flush()
+    _say("akoflow: the resident engine stopped during the command (killed?)\n")
     return EXIT_ENGINE_LOST

@@ -1,0 +1,131 @@
+"""A resident engine (akoflow.resident) under a careless user: closed standard streams, usage
+errors, a command killed while its copy runs. What the command prints, exits with and leaves
+behind is what it would on its own.
+
+Real processes throughout: the server, its copies, the command, the activities."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import wait_for
+from tests.e2e.test_resident import REPO_SRC, Resident, resident, resident_env, write
+
+__all__ = ["resident"]  # the fixture, used by name
+
+
+def _copies(server: int) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and b"akoflow.resident.server" in (p / "cmdline").read_bytes():
+                stat = (p / "stat").read_bytes().rsplit(b")", 1)[-1].split()
+                if int(stat[1]) == server and stat[0] != b"Z":
+                    found.append(int(p.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_killed_command_with_stdout_closed_takes_its_copy(
+    resident: Resident, tmp_path: Path
+) -> None:
+    """With its stdout closed the command's connection to the server was its fd 1, handed to
+    the copy as its stdout: the copy held the connection open, so killing the command did not
+    end the copy and the run went on without it."""
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = write(
+        tmp_path / "wf.yaml",
+        "name: closed\nspec:\n  activities:\n"
+        f"    - name: a\n      run: 'echo a >> {side}/a; sleep 2'\n"
+        f"    - name: b\n      run: 'echo b >> {side}/b'\n      dependsOn: [a]\n",
+    )
+    status = resident.status()
+    assert status is not None
+    server = int(status["pid"])  # type: ignore[call-overload]
+    proc = subprocess.Popen(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "akoflow", "run", str(wf)]
+        + ["--state-dir", str(tmp_path / "state")],
+        env=resident.env,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: (side / "a").exists())
+    assert _copies(server), "the command's copy is not running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    wait_for(lambda: not _copies(server), timeout=10)
+    time.sleep(2.5)  # a's sleep is over: b would have run by now
+    assert not (side / "b").exists()
+
+
+def test_a_stopped_engine_with_stderr_closed_still_runs_the_command(tmp_path: Path) -> None:
+    """The note that the engine's code changed went to sys.stderr, None with fd 2 closed: the
+    command failed (exit 1) with nothing run."""
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO_SRC / "akoflow", src / "akoflow", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    home = tmp_path / "home"
+    res = Resident(home, resident_env(home, PYTHONPATH=str(src)))
+    assert res.cli("resident", "start").returncode == 0
+    status = res.status()
+    assert status is not None
+    try:
+        side = tmp_path / "side"
+        wf = write(
+            tmp_path / "wf.yaml",
+            f"name: one\nspec:\n  activities:\n    - name: a\n      run: 'echo a >> {side}'\n",
+        )
+        changed = src / "akoflow" / "humanize.py"
+        changed.write_text(changed.read_text() + "\n# changed\n")
+        done = subprocess.run(
+            ["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m", "akoflow", "run", str(wf)],
+            env=res.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0
+        assert side.read_text() == "a\n"
+    finally:
+        res.cli("resident", "stop", "--wait", "5")
+        try:
+            os.kill(int(status["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        except ProcessLookupError:
+            pass
+
+
+def test_a_copy_killed_by_sigkill_kills_its_command_the_same_way(
+    resident: Resident, tmp_path: Path
+) -> None:
+    """A copy that died of SIGKILL: the command dies of it too (as the engine on its own
+    would), not an exit with code 137 (signal.signal(SIGKILL) fails, and took os.kill with
+    it)."""
+    side = tmp_path / "side"
+    side.mkdir()
+    wf = write(
+        tmp_path / "wf.yaml",
+        "name: k\nspec:\n  activities:\n"
+        f"    - name: a\n      run: 'echo a >> {side}/a; sleep 30'\n",
+    )
+    status = resident.status()
+    assert status is not None
+    server = int(status["pid"])  # type: ignore[call-overload]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", str(tmp_path / "s")],
+        env=resident.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: (side / "a").exists())
+    copies = _copies(server)
+    assert len(copies) == 1
+    os.kill(copies[0], signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
