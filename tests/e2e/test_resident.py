@@ -77,7 +77,7 @@ def resident_env(home: Path, **extra: str) -> dict[str, str]:
 def resident(tmp_path: Path) -> Iterator[Resident]:
     home = tmp_path / "home"
     res = Resident(home, resident_env(home))
-    started = res.cli("resident", "start", "--idle", "10m")
+    started = res.cli("resident", "start", "--idle", "2m")
     assert started.returncode == 0, started.stderr
     status = res.status()
     assert status is not None
@@ -162,7 +162,7 @@ def test_activities_get_the_commands_environment_directory_and_umask(
 def test_secrets_stay_out_of_every_start_up_environment(tmp_path: Path) -> None:
     home = tmp_path / "home"
     res = Resident(home, resident_env(home, K8S_PROD_TOKEN="s3cr3t-token"))
-    assert res.cli("resident", "start").returncode == 0
+    assert res.cli("resident", "start", "--idle", "2m").returncode == 0
     status = res.status()
     assert status is not None
     try:
@@ -357,7 +357,7 @@ def test_changed_code_stops_the_server(tmp_path: Path) -> None:
     )
     home = tmp_path / "home"
     res = Resident(home, resident_env(home, PYTHONPATH=str(src)))
-    assert res.cli("resident", "start").returncode == 0
+    assert res.cli("resident", "start", "--idle", "2m").returncode == 0
     status = res.status()
     assert status is not None
     wf = write(
