@@ -14,10 +14,33 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import wait_for
 from tests.e2e.test_resident import REPO_SRC, Resident, resident, resident_env, write
 
 __all__ = ["resident"]  # the fixture, used by name
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "akoflow"
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_usage_errors_name_the_command(resident: Resident, how: str) -> None:
+    """click names the program from ``__main__``: the copy's is the server's module, which
+    made every usage line say ``python -m akoflow.resident.akoflow``."""
+    if how == "script" and not CONSOLE_SCRIPT.exists():
+        pytest.skip("no akoflow console script beside the interpreter")
+    start = [sys.executable, "-m", "akoflow"] if how == "module" else [str(CONSOLE_SCRIPT)]
+    command = [*start, "run", "--no-such-option", "wf.yaml"]
+
+    def ran(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    there, alone = ran(resident.env), ran({**resident.env, "AKOFLOW_RESIDENT": "0"})
+    assert resident.served() == 1
+    assert there.returncode == alone.returncode == 2
+    assert there.stderr == alone.stderr
+    assert "akoflow.resident" not in there.stderr
 
 
 def _copies(server: int) -> list[int]:

@@ -92,6 +92,7 @@ def _run_there(sock: socket.socket) -> int | None:
             "environ": dict(os.environ),
             "umask": mask,
             "package": os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__))),
+            "main": _main_module(),
             "facts": wire.process_facts(),
         }
         wire.send(sock, request, fds)
@@ -114,6 +115,17 @@ def _run_there(sock: socket.socket) -> int | None:
         return _wait(sock, fds[0])
     finally:
         os.close(fds[0])
+
+
+def _main_module() -> dict[str, str | None]:
+    """What ``__main__`` is here (click names the program after it in usage lines)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return {
+        "package": getattr(main, "__package__", None),
+        "file": getattr(main, "__file__", None),
+        "spec": getattr(spec, "name", None),
+    }
 
 
 def _stream_fd(fd: int, opened: list[int]) -> int:

@@ -446,6 +446,7 @@ class Server:
             time.tzset()
             sys.argv = list(request["argv"])
             sys.orig_argv = list(request["orig_argv"])
+            _main_module(request.get("main"))
             _standard_streams()
             from akoflow import secret_handoff
 
@@ -540,6 +541,31 @@ def _standard_streams() -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
+
+
+_SERVER_MAIN: list[object] = []  # the server's own __main__, kept alive in a copy
+
+
+def _main_module(main: object) -> None:
+    """``__main__`` as the command has it (``akoflow``'s script, or ``python -m akoflow``),
+    not the server's module: click names the program after it in usage lines."""
+    if not isinstance(main, dict):
+        return
+    import importlib.util
+    import types
+
+    module = types.ModuleType("__main__")
+    module.__package__ = main.get("package") if isinstance(main.get("package"), str) else None
+    if isinstance(main.get("file"), str):
+        module.__file__ = main["file"]
+    spec = main.get("spec")
+    if isinstance(spec, str):
+        try:
+            module.__spec__ = importlib.util.find_spec(spec)
+        except (ImportError, ValueError):
+            pass
+    _SERVER_MAIN.append(sys.modules["__main__"])
+    sys.modules["__main__"] = module
 
 
 def _last_words(what: str) -> None:
