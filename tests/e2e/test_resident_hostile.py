@@ -152,3 +152,70 @@ def test_a_copy_killed_by_sigkill_kills_its_command_the_same_way(
     assert len(copies) == 1
     os.kill(copies[0], signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def _two_steps(tmp_path: Path) -> tuple[Path, Path]:
+    """a sleeps 1 s, then b appends a line to a file (outside the state dir)."""
+    side = tmp_path / "side"
+    wf = write(
+        tmp_path / "wf.yaml",
+        "name: two\nspec:\n  activities:\n    - name: a\n      run: 'sleep 1'\n"
+        f"    - name: b\n      run: 'echo b >> {side}'\n      dependsOn: [a]\n",
+    )
+    return wf, side
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_ctrl_z_stops_the_run_with_the_command(
+    resident: Resident, tmp_path: Path, alone: bool
+) -> None:
+    """SIGTSTP stopped the command but not its copy: the run went on (the next activity
+    started, output went on) under a shell that said the job was stopped."""
+    wf, side = _two_steps(tmp_path)
+    env = {**resident.env, "AKOFLOW_RESIDENT": "0"} if alone else resident.env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", str(tmp_path / "s")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # a runs
+        proc.send_signal(signal.SIGTSTP)
+        time.sleep(2.5)  # a ended long ago
+        assert not side.exists()
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert side.read_text() == "b\n"
+    assert resident.served() == (0 if alone else 1)
+
+
+@pytest.mark.parametrize("alone", [False, True])
+def test_signals_the_command_ignores_are_ignored_by_its_copy(
+    resident: Resident, tmp_path: Path, alone: bool
+) -> None:
+    """A command started ignoring SIGUSR2 and SIGQUIT (``trap ''``, nohup, a script's
+    background job) ignores them on its own: its copy died of them."""
+    wf, side = _two_steps(tmp_path)
+    env = {**resident.env, "AKOFLOW_RESIDENT": "0"} if alone else resident.env
+    proc = subprocess.Popen(
+        ["sh", "-c", "trap '' USR2 QUIT; exec \"$@\"", "sh", sys.executable, "-m", "akoflow"]
+        + ["run", str(wf), "--state-dir", str(tmp_path / "s")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR2)
+    proc.send_signal(signal.SIGQUIT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert side.read_text() == "b\n"
+    assert resident.served() == (0 if alone else 1)

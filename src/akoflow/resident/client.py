@@ -25,6 +25,8 @@ FORWARDED = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+# Ctrl-Z stops the copy with the command (SIGSTOP), SIGCONT continues both.
+SUSPENSION = (signal.SIGTSTP, signal.SIGCONT)
 EXIT_ENGINE_LOST = 128 + signal.SIGKILL  # as if the engine itself had been killed
 EXIT_STATUS_UNKNOWN = 1  # never 0: a success nobody reported is no success
 STATUS_SECONDS = 10.0
@@ -93,6 +95,7 @@ def _run_there(sock: socket.socket) -> int | None:
             "umask": mask,
             "package": os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__))),
             "main": _main_module(),
+            "ignored": _ignored_signals(),
             "facts": wire.process_facts(),
         }
         wire.send(sock, request, fds)
@@ -128,6 +131,19 @@ def _main_module() -> dict[str, str | None]:
     }
 
 
+def _ignored_signals() -> list[int]:
+    """The signals this process ignores (inherited: ``nohup``, ``trap '' QUIT``, a script's
+    background job): the copy ignores them too, as the command's engine would."""
+    ignored = []
+    for number in signal.valid_signals():
+        try:
+            if signal.getsignal(number) == signal.SIG_IGN:
+                ignored.append(int(number))
+        except (OSError, ValueError):
+            pass
+    return ignored
+
+
 def _stream_fd(fd: int, opened: list[int]) -> int:
     """``fd``, or /dev/null where it is closed (as the command would have it)."""
     try:
@@ -152,7 +168,7 @@ def _wait(sock: socket.socket, pidfd: int) -> int:
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
-    previous = {sig: signal.signal(sig, _noted) for sig in FORWARDED}
+    previous = {sig: signal.signal(sig, _noted) for sig in (*FORWARDED, *SUSPENSION)}
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
         watched: list[socket.socket | int] = [sock, wake_r, pidfd]
@@ -162,6 +178,9 @@ def _wait(sock: socket.socket, pidfd: int) -> int:
             ready, _, _ = select.select(watched, [], [], left)
             if wake_r in ready:
                 for number in wake_r.recv(64):
+                    if number == signal.SIGTSTP:
+                        _suspend(pidfd)
+                        continue
                     try:
                         signal.pidfd_send_signal(pidfd, number)
                     except ProcessLookupError:  # it ended: its status is on the way
@@ -189,6 +208,23 @@ def _wait(sock: socket.socket, pidfd: int) -> int:
             signal.signal(sig, handler)
         wake_r.close()
         wake_w.close()
+
+
+def _suspend(pidfd: int) -> None:
+    """Ctrl-Z (SIGTSTP): the copy stops with the command, as the engine in the command's own
+    process did, and goes on when the command does (``fg``, ``bg``: SIGCONT, passed on)."""
+    for number in (signal.SIGSTOP, None, signal.SIGCONT):
+        if number is None:  # stop here, until continued (at once in an orphaned group)
+            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            try:
+                os.kill(os.getpid(), signal.SIGTSTP)
+            finally:
+                signal.signal(signal.SIGTSTP, _noted)
+            continue
+        try:
+            signal.pidfd_send_signal(pidfd, number)
+        except ProcessLookupError:
+            pass
 
 
 def _noted(_signum: int, _frame: object) -> None:

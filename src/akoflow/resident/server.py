@@ -420,6 +420,7 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            _ignore_as_the_command(request.get("ignored"))
             self.selector.close()
             for copy in self.copies.values():  # other commands' connections: theirs only
                 os.close(copy.pidfd)
@@ -541,6 +542,25 @@ def _standard_streams() -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
+
+
+def _ignore_as_the_command(ignored: object) -> None:
+    """The signals the command ignores ignored here, the others not (the server may have been
+    started ignoring some: ``nohup``, a script's background job)."""
+    if not isinstance(ignored, list):
+        return
+    wanted = {n for n in ignored if isinstance(n, int)}
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            ignoring = signal.getsignal(number) == signal.SIG_IGN
+            if number in wanted and not ignoring:
+                signal.signal(number, signal.SIG_IGN)
+            elif number not in wanted and ignoring:
+                signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
 
 
 _SERVER_MAIN: list[object] = []  # the server's own __main__, kept alive in a copy
