@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import json
 import os
 import select
 import shutil
@@ -238,6 +239,30 @@ def test_keyboard_interactive_is_asked_once_for_a_workflow_with_volumes(
         sshd.stop()
 
 
+def test_keyboard_interactive_is_asked_on_the_commands_terminal_when_resident(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """A resident engine's copy has no controlling terminal of its own (akoflow.resident):
+    the question goes to the command's, which the command passed (akoflow.terminal)."""
+    sshd = slurm_cluster.pam_sshd(answer="424242")
+    sshd.write_config(slurm_cluster.host_key, slurm_cluster.root / "authorized_keys")
+    sshd.start()
+    home = tmp_path / "home"
+    env = cli_env(AKOFLOW_HOME=str(home))
+    del env["AKOFLOW_RESIDENT"]
+    control = [sys.executable, "-m", "akoflow", "resident"]
+    started = subprocess.run([*control, "start", "--idle", "2m"], env=env, capture_output=True)
+    assert started.returncode == 0, started.stderr
+    try:
+        _run_mfa_workflow(slurm_cluster, sshd.port, tmp_path, resident_home=home)
+        status = subprocess.run([*control, "status", "--json"], env=env, capture_output=True)
+        assert json.loads(status.stdout)["served"] == 1  # the run was the resident's
+        assert sshd.logins("keyboard-interactive/pam") == 1
+    finally:
+        subprocess.run([*control, "stop"], env=env, capture_output=True)
+        sshd.stop()
+
+
 def known_hosts(cluster: SlurmCluster, port: int, tmp_path: Path) -> Path:
     """A known_hosts file holding the cluster's host key for an sshd on 127.0.0.1:port."""
     known = tmp_path / "known_hosts"
@@ -246,11 +271,16 @@ def known_hosts(cluster: SlurmCluster, port: int, tmp_path: Path) -> Path:
     return known
 
 
-def _run_mfa_workflow(cluster: SlurmCluster, port: int, tmp_path: Path) -> None:
+def _run_mfa_workflow(
+    cluster: SlurmCluster, port: int, tmp_path: Path, resident_home: Path | None = None
+) -> None:
     known = known_hosts(cluster, port, tmp_path)
     env = cli_env(**runtime_env(cluster, "hpc", "mount/mfa", PORT=str(port),
                                 KNOWN_HOSTS=str(known)))  # fmt: skip
     env["TERM"] = "dumb"
+    if resident_home is not None:  # served by the resident engine of this state dir
+        env["AKOFLOW_HOME"] = str(resident_home)
+        del env["AKOFLOW_RESIDENT"]
     mount = Path(env["HPC_MOUNT_PATH"])
     mount.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "data"

@@ -86,6 +86,9 @@ def _run_there(sock: socket.socket) -> int | None:
     try:
         fds = [_stream_fd(fd, opened) for fd in (0, 1, 2)]
         fds.append(_cwd_fd(opened))
+        terminal = _terminal_fd(opened)
+        if terminal is not None:
+            fds.append(terminal)
         mask = os.umask(0o022)
         os.umask(mask)
         request = {
@@ -97,6 +100,7 @@ def _run_there(sock: socket.socket) -> int | None:
             "main": _main_module(),
             "ignored": _ignored_signals(),
             "facts": wire.process_facts(),
+            "terminal": terminal is not None,
         }
         wire.send(sock, request, fds)
     except OSError:  # the server went away: nothing started there
@@ -158,6 +162,17 @@ def _stream_fd(fd: int, opened: list[int]) -> int:
 def _cwd_fd(opened: list[int]) -> int:
     # O_PATH: a working directory this user may enter but not list is still one to pass.
     fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    opened.append(fd)
+    return fd
+
+
+def _terminal_fd(opened: list[int]) -> int | None:
+    """The command's controlling terminal (the copy has none of its own: questions such as a
+    keyboard-interactive login go to this one, akoflow.terminal), or None without one."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
     opened.append(fd)
     return fd
 

@@ -295,7 +295,9 @@ class Server:
     def _refusal(self, request: dict[str, Any], fds: list[int]) -> tuple[str, str | None] | None:
         if self.stopping:
             return "stopping", None
-        if len(fds) != 4 or not isinstance(request.get("environ"), dict):
+        if len(fds) != 4 + bool(request.get("terminal")) or not isinstance(
+            request.get("environ"), dict
+        ):
             return "a request this server does not understand", None
         if request.get("package") != self.package or code_stamp(self.package) != self.code_stamp:
             self.stop_listening()
@@ -439,8 +441,12 @@ class Server:
             for target, fd in enumerate(fds[:3]):
                 os.dup2(fd, target)
             os.fchdir(fds[3])
-            for fd in fds:
+            for fd in fds[:4]:
                 os.close(fd)
+            if len(fds) == 5:  # the command's terminal, kept open (close-on-exec) for questions
+                from akoflow import terminal
+
+                terminal.use_descriptor(fds[4])
             os.umask(int(request["umask"]))
             os.environ.clear()
             os.environ.update(request["environ"])

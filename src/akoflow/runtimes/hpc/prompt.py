@@ -19,6 +19,8 @@ import termios
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 
+from akoflow import terminal
+
 Prompts = Sequence[tuple[str, bool]]  # (prompt, echo the answer)
 Prompter = Callable[[str, str, str, Prompts], Awaitable[list[str]]]
 """``(where, name, instructions, prompts) -> answers``; raises TimeoutError when nobody
@@ -48,13 +50,14 @@ def default_prompter() -> Prompter | None:
 
 
 async def ask_on_terminal(where: str, name: str, instructions: str, prompts: Prompts) -> list[str]:
-    """Ask ``prompts`` on /dev/tty (answers not echoed unless the server allows it)."""
+    """Ask ``prompts`` on the terminal (/dev/tty, or the one a resident engine's command
+    passed: akoflow.terminal); answers not echoed unless the server allows it."""
     return await asyncio.to_thread(_ask, where, name, instructions, list(prompts))
 
 
 def _ask(where: str, name: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
     with _terminal:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        fd = terminal.open_terminal()
         try:
             header = f"\r\n{where} asks for keyboard-interactive login"
             header += f" ({name})" if name else ""
