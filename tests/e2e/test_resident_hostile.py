@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,3 +220,73 @@ def test_signals_the_command_ignores_are_ignored_by_its_copy(
     assert proc.returncode == 0, err
     assert side.read_text() == "b\n"
     assert resident.served() == (0 if alone else 1)
+
+
+FAKE_SERVER = """
+import os, socket, sys
+os.setgid(65534)
+os.setgroups([])
+os.setuid(65534)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+sock.listen(1)
+print("ready", flush=True)
+conn, _ = sock.accept()
+conn.settimeout(10)
+try:
+    got = conn.recv(1 << 20)
+except OSError:
+    got = b""
+print("got", len(got), flush=True)
+if got:  # a server that lies: a success for a command it never ran
+    body = b'{"pid":1}'
+    pidfd = os.pidfd_open(os.getpid())
+    socket.send_fds(conn, [len(body).to_bytes(4, "big") + body], [pidfd])
+    body = b'{"exit":0}'
+    conn.sendall(len(body).to_bytes(4, "big") + body)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another user's server needs root to start")
+def test_another_users_server_is_not_trusted(tmp_path: Path) -> None:
+    """A state dir others can write to (a shared project's) can hold another user's socket:
+    the command gave it its environment (secrets) and streams, and took its word for the
+    exit code. It runs on its own instead."""
+    shared = Path(tempfile.mkdtemp(prefix="akoflow-shared-"))  # pytest's dirs are private
+    os.chmod(shared, 0o755)
+    home = shared / "home"
+    (home / "resident").mkdir(parents=True)
+    os.chmod(home, 0o777)
+    os.chmod(home / "resident", 0o777)
+    fake = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, str(home / "resident" / "engine.sock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None
+        assert fake.stdout.readline() == "ready\n"
+        side = tmp_path / "side"
+        wf = write(
+            tmp_path / "wf.yaml",
+            "name: one\nspec:\n  activities:\n"
+            f"    - name: a\n      run: 'echo a >> {side}; exit 4'\n",
+        )
+        env = {**resident_env(home), "K8S_X_TOKEN": "s3cr3t"}
+        done = subprocess.run(
+            [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", str(tmp_path / "s")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr
+        assert side.read_text() == "a\n"
+        out, _ = fake.communicate(timeout=30)
+        assert out == "got 0\n"
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.wait()
+        shutil.rmtree(shared)

@@ -49,10 +49,26 @@ def hand_over() -> int | None:
     except OSError:  # none listening (or a stale socket file): run here
         sock.close()
         return None
+    if not _ours(sock):  # the command's environment (secrets) and streams are for us only
+        sock.close()
+        return None
     try:
         return _run_there(sock)
     finally:
         sock.close()
+
+
+def _ours(sock: socket.socket) -> bool:
+    """Whether the server is a process of this user (a state dir others may write to, such as
+    a shared project's, can hold another user's socket)."""
+    import struct
+
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return False
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid == os.getuid()
 
 
 def _above_streams(sock: socket.socket) -> socket.socket:
