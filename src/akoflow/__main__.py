@@ -16,7 +16,9 @@ def main() -> None:
     # No garbage collection while the command's modules are imported (they make objects that
     # live on, hardly any garbage): akoflow.cli.main turns it on again (see its _run_plain).
     gc.disable()
-    if sys.argv[1:2] != ["resident"]:
+    from akoflow.resident import may_serve
+
+    if sys.argv[1:2] != ["resident"] and may_serve():
         try:
             from akoflow.resident.client import hand_over
 

@@ -20,3 +20,24 @@ its copies with it, as a killed ``akoflow run`` always did: ``akoflow resume`` c
 Borrowed from build tools that keep a server between commands (Bazel's server, Gradle's
 daemon), whose clients also hand over their environment and working directory.
 """
+
+import os
+
+DIR_NAME = "resident"
+SOCKET_NAME = "engine.sock"
+DISABLE_VAR = "AKOFLOW_RESIDENT"  # "0": this command runs in its own process
+
+
+def resident_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
+    """Where the server of this state dir listens: ``$AKOFLOW_HOME/resident`` (as given, not
+    resolved: the command must not pay for it), else ``~/.akoflow/resident``."""
+    home = environ.get("AKOFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".akoflow")
+    return os.path.join(os.path.expanduser(home), DIR_NAME)
+
+
+def may_serve() -> bool:
+    """Whether a server may take this command: one listens (its socket is there) and the
+    command's environment does not say no. One stat: what every command pays without one."""
+    return os.environ.get(DISABLE_VAR) != "0" and os.path.exists(
+        os.path.join(resident_dir(), SOCKET_NAME)
+    )

@@ -17,14 +17,16 @@ import socket
 import struct
 import sys
 
+from akoflow.resident import DIR_NAME as DIR_NAME  # where they meet: see the package
+from akoflow.resident import DISABLE_VAR as DISABLE_VAR
+from akoflow.resident import SOCKET_NAME as SOCKET_NAME
+from akoflow.resident import resident_dir as resident_dir
+
 TYPE_CHECKING = False  # typing itself costs the command ~2 ms to import
 if TYPE_CHECKING:
     from typing import Any
 
-SOCKET_NAME = "engine.sock"
 LOG_NAME = "engine.log"
-DIR_NAME = "resident"
-DISABLE_VAR = "AKOFLOW_RESIDENT"  # "0": this command runs in its own process
 MAX_FRAME = 64 << 20  # an environment and a command line; a bigger one is refused
 MAX_FDS = 8
 _LENGTH = struct.Struct(">I")
@@ -39,13 +41,6 @@ _NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 class WireError(Exception):
     """A frame that is not one: the other side is not (this version of) akoflow."""
-
-
-def resident_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
-    """Where the server of this state dir listens: ``$AKOFLOW_HOME/resident`` (as given, not
-    resolved: the command must not pay for it), else ``~/.akoflow/resident``."""
-    home = environ.get("AKOFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".akoflow")
-    return os.path.join(os.path.expanduser(home), DIR_NAME)
 
 
 def short_address(path: str) -> tuple[str, int | None]:
