@@ -38,16 +38,9 @@ def hand_over() -> int | None:
     if os.environ.get(wire.DISABLE_VAR) == "0":
         return None
     path = os.path.join(wire.resident_dir(), wire.SOCKET_NAME)
-    sock = _above_streams(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC))
     try:
-        address, dir_fd = wire.short_address(path)
-        try:
-            sock.connect(address)
-        finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
+        sock = _above_streams(wire.connect(path))
     except OSError:  # none listening (or a stale socket file): run here
-        sock.close()
         return None
     if not _ours(sock):  # the command's environment (secrets) and streams are for us only
         sock.close()
@@ -61,14 +54,10 @@ def hand_over() -> int | None:
 def _ours(sock: socket.socket) -> bool:
     """Whether the server is a process of this user (a state dir others may write to, such as
     a shared project's, can hold another user's socket)."""
-    import struct
-
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return wire.peer_uid(sock) == os.getuid()
     except OSError:
         return False
-    uid: int = struct.unpack("3i", creds)[1]
-    return uid == os.getuid()
 
 
 def _above_streams(sock: socket.socket) -> socket.socket:

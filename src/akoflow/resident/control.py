@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,13 @@ class ResidentError(AkoflowError, RuntimeError):
 def ask(directory: str, what: str) -> dict[str, Any] | None:
     """The server's answer to a control request, or None when none listens there."""
     path = os.path.join(directory, wire.SOCKET_NAME)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(10.0)
     try:
-        address, dir_fd = wire.short_address(path)
-        try:
-            sock.connect(address)
-        finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
+        sock = wire.connect(path, timeout=10.0)
+    except OSError:
+        return None
+    try:
+        if wire.peer_uid(sock) != os.getuid():  # another user's: not ours to ask or stop
+            return None
         wire.send(sock, {"control": what})
         reply, _ = wire.receive(sock)
         return reply

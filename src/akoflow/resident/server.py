@@ -24,7 +24,6 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -223,7 +222,7 @@ class Server:
             conn, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        if _peer_uid(conn) != os.getuid():  # the socket is 0600; this is the second lock
+        if wire.peer_uid(conn) != os.getuid():  # the socket is 0600; this is the second lock
             log.warning("refused a connection of another user")
             conn.close()
             return
@@ -506,26 +505,12 @@ def _send_signal(pidfd: int, number: int) -> None:
         pass
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 def _answers(path: str) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        address, dir_fd = wire.short_address(path)
-        try:
-            sock.connect(address)
-        finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
-        return True
+        wire.connect(path).close()
     except OSError:
         return False
-    finally:
-        sock.close()
+    return True
 
 
 def _die_with_parent() -> None:

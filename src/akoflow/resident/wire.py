@@ -33,8 +33,10 @@ _LENGTH = struct.Struct(">I")
 
 # What makes two processes run a command differently although both run this code. Their
 # values must be equal in the command and the server, else the command runs on its own.
-STARTUP_ENV_PREFIXES = ("PYTHON", "LC_")
-STARTUP_ENV_NAMES = ("LANG", "LANGUAGE")
+# The dynamic loader's and the C library's (LD_PRELOAD, LD_LIBRARY_PATH, MALLOC_*,
+# GLIBC_TUNABLES) and OpenSSL's (OPENSSL_CONF: the server loaded ssl) act at start too.
+STARTUP_ENV_PREFIXES = ("PYTHON", "LC_", "LD_", "MALLOC_", "OPENSSL_")
+STARTUP_ENV_NAMES = ("LANG", "LANGUAGE", "GLIBC_TUNABLES")
 _STATUS_FIELDS = (b"CapInh", b"CapPrm", b"CapEff", b"CapBnd", b"CapAmb", b"NoNewPrivs", b"Seccomp")
 _NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
@@ -50,6 +52,30 @@ def short_address(path: str) -> tuple[str, int | None]:
         return path, None
     fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def connect(path: str, *, timeout: float | None = None) -> socket.socket:
+    """A connection to the server listening on ``path``; OSError when none does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        address, dir_fd = short_address(path)
+        try:
+            sock.connect(address)
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user of the process at the other end of ``sock`` (the kernel's word: SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
