@@ -290,3 +290,33 @@ def test_another_users_server_is_not_trusted(tmp_path: Path) -> None:
             fake.kill()
             fake.wait()
         shutil.rmtree(shared)
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_BIND_NOW", "MALLOC_ARENA_MAX", "OPENSSL_CONF"])
+def test_a_command_with_other_loader_variables_runs_on_its_own(
+    resident: Resident, tmp_path: Path, name: str
+) -> None:
+    """Variables the dynamic loader, the C library or OpenSSL read as a process starts were
+    not compared: a command run with LD_PRELOAD (a library that shifts the clock, say) ran in
+    a copy that never loaded it, and recorded other times than on its own."""
+    value = {
+        "LD_PRELOAD": "libc.so.6",  # loaded anyway: harmless
+        "LD_BIND_NOW": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "OPENSSL_CONF": "/dev/null",
+    }[name]
+    wf = write(
+        tmp_path / "wf.yaml", "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", str(tmp_path / "s")],
+        env={**resident.env, name: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert resident.served() == 0
+    status = resident.status()
+    assert status is not None
+    assert "startup_env" in str(status.get("last_refusal"))
