@@ -242,6 +242,20 @@ def long_run(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
     return write(tmp_path / "long.yaml", f"name: long\nspec:\n  activities:\n{acts}"), side
 
 
+def running(resident: Resident, wf: Path, side: Path) -> subprocess.Popen[str]:
+    """``akoflow run wf`` served by ``resident``, in the background, once its first activity
+    runs (:func:`long_run`); its stderr a pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoflow", "run", str(wf)],
+        env=resident.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: (side / "a0").exists())
+    return proc
+
+
 def _interrupted(env: dict[str, str], tmp_path: Path) -> tuple[int, str, dict[str, str]]:
     """A run interrupted (SIGINT) while its first activity runs: exit code, stderr, states."""
     tmp_path.mkdir()
@@ -282,16 +296,10 @@ def test_a_killed_command_takes_its_engine_with_it_and_resume_runs_each_once(
     resident: Resident, tmp_path: Path
 ) -> None:
     wf, side = long_run(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(wf)],
-        env=resident.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(lambda: (side / "a0").exists())
+    proc = running(resident, wf, side)
     copy = _copy_of(resident)
     proc.kill()
-    proc.wait()
+    proc.communicate()
     wait_for(lambda: not Path(f"/proc/{copy}").exists() or _ppid(Path(f"/proc/{copy}")) == -1)
     done = resident.cli("resume", "1")
     assert done.returncode == 0, done.stderr
@@ -301,14 +309,7 @@ def test_a_killed_command_takes_its_engine_with_it_and_resume_runs_each_once(
 
 def test_a_killed_server_takes_its_copies_with_it(resident: Resident, tmp_path: Path) -> None:
     wf, side = long_run(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(wf)],
-        env=resident.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(lambda: (side / "a0").exists())
+    proc = running(resident, wf, side)
     copy = _copy_of(resident)
     status = resident.status()
     assert status is not None
@@ -381,14 +382,7 @@ def test_changed_code_stops_the_server(tmp_path: Path) -> None:
 
 def test_stop_lets_running_commands_end(resident: Resident, tmp_path: Path) -> None:
     wf, side = long_run(tmp_path, n=2)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(wf)],
-        env=resident.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(lambda: (side / "a0").exists())
+    proc = running(resident, wf, side)
     stopped = resident.cli("resident", "stop", "--wait", "0")
     assert stopped.returncode == 0 and "takes no new commands" in stopped.stderr
     # A new command meanwhile runs on its own.
@@ -482,14 +476,7 @@ def test_ctrl_c_reaches_the_run_while_the_server_is_stopped(
     stopped (SIGSTOP) or hung cannot swallow a Ctrl-C. Its exit status then never comes: the
     command says so and exits 1, never 0."""
     wf, side = long_run(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "akoflow", "run", str(wf)],
-        env=resident.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(lambda: (side / "a0").exists())
+    proc = running(resident, wf, side)
     copy = _copy_of(resident)
     status = resident.status()
     assert status is not None
