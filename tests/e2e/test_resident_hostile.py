@@ -320,3 +320,27 @@ def test_a_command_with_other_loader_variables_runs_on_its_own(
     status = resident.status()
     assert status is not None
     assert "startup_env" in str(status.get("last_refusal"))
+
+
+def test_a_relative_state_dir_is_the_commands(tmp_path: Path) -> None:
+    """The server runs in /: with AKOFLOW_HOME=relative it listened under /relative, `start`
+    said it did not answer (exit 1) and left it running; commands ran on their own."""
+    env = resident_env(Path("rel-home"))
+    assert env["AKOFLOW_HOME"] == "rel-home"
+    res = Resident(tmp_path / "rel-home", env)
+    started = res.cli("resident", "start", "--idle", "2m", cwd=tmp_path)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert (tmp_path / "rel-home" / "resident" / "engine.sock").exists()
+        wf = write(
+            tmp_path / "wf.yaml",
+            "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n",
+        )
+        assert (
+            res.cli("run", str(wf), "--state-dir", str(tmp_path / "s"), cwd=tmp_path).returncode
+            == 0
+        )
+        status = res.cli("resident", "status", "--json", cwd=tmp_path)
+        assert '"served": 1' in status.stdout
+    finally:
+        res.cli("resident", "stop", "--wait", "5", cwd=tmp_path)

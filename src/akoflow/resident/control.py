@@ -42,6 +42,8 @@ def ask(directory: str, what: str) -> dict[str, Any] | None:
 def start(directory: str, idle_seconds: float) -> dict[str, Any]:
     """Start the server (it answers before this returns); ResidentError if one runs already
     or it could not start (with the end of its log)."""
+    # The server runs in /: a relative $AKOFLOW_HOME is the command's, from its directory.
+    directory = os.path.abspath(directory)
     running = ask(directory, "status")
     if running is not None:
         raise ResidentError(f"a resident engine runs already (process {running['pid']})")
@@ -89,6 +91,8 @@ def start(directory: str, idle_seconds: float) -> dict[str, Any]:
         raise ResidentError(f"the resident engine did not start: {reason} (log: {log_path})")
     status = ask(directory, "status")
     if status is None:
+        proc.kill()  # none can reach it: it must not linger
+        proc.wait()
         raise ResidentError(f"the resident engine started but does not answer (log: {log_path})")
     return status
 
