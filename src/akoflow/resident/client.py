@@ -7,14 +7,19 @@ command runs in its own process, as it always did; trying costs a failed ``conne
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
-import signal
-import socket
 import sys
 import time
 
 from akoflow.resident import wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: signal.py builds IntEnums (with enum, ~5 ms of every command here)
+    import _signal as signal
 
 # Passed on to the command's copy; the others (SIGKILL aside) act on this process alone.
 FORWARDED = (
@@ -51,7 +56,7 @@ def hand_over() -> int | None:
         sock.close()
 
 
-def _ours(sock: socket.socket) -> bool:
+def _ours(sock: _socket.socket) -> bool:
     """Whether the server is a process of this user (a state dir others may write to, such as
     a shared project's, can hold another user's socket)."""
     try:
@@ -60,7 +65,7 @@ def _ours(sock: socket.socket) -> bool:
         return False
 
 
-def _above_streams(sock: socket.socket) -> socket.socket:
+def _above_streams(sock: _socket.socket) -> _socket.socket:
     """``sock``, moved above 0, 1 and 2 when one of them was closed and it took its place:
     else it would be handed over as that stream, and the copy, holding the connection, would
     outlive a killed command."""
@@ -72,7 +77,7 @@ def _above_streams(sock: socket.socket) -> socket.socket:
         fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
     finally:
         sock.close()
-    return socket.socket(fileno=fd)
+    return _socket.socket(fileno=fd)
 
 
 def _say(text: str) -> None:
@@ -86,7 +91,7 @@ def _say(text: str) -> None:
         pass
 
 
-def _run_there(sock: socket.socket) -> int | None:
+def _run_there(sock: _socket.socket) -> int | None:
     opened: list[int] = []
     try:
         fds = [_stream_fd(fd, opened) for fd in (0, 1, 2)]
@@ -182,16 +187,16 @@ def _terminal_fd(opened: list[int]) -> int | None:
     return fd
 
 
-def _wait(sock: socket.socket, pidfd: int) -> int:
+def _wait(sock: _socket.socket, pidfd: int) -> int:
     """Pass signals on to the copy (through its pidfd: even while the server is stopped)
     until the server says how the copy ended."""
-    wake_r, wake_w = socket.socketpair()
+    wake_r, wake_w = _socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
     previous = {sig: signal.signal(sig, _noted) for sig in (*FORWARDED, *SUSPENSION)}
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     try:
-        watched: list[socket.socket | int] = [sock, wake_r, pidfd]
+        watched: list[_socket.socket | int] = [sock, wake_r, pidfd]
         deadline = None
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -378,7 +378,6 @@ class Server:
         self.selector.unregister(copy.pidfd)
         os.close(copy.pidfd)
         del self.copies[copy.pidfd]
-        self._refill()
         if copy.conn is not None:
             try:
                 copy.conn.setblocking(True)
@@ -387,6 +386,7 @@ class Server:
             except OSError:
                 pass
             self._drop_conn(copy)
+        self._refill()  # after the command heard its end: nobody waits for this
 
     def _drop_conn(self, copy: Copy) -> None:
         if copy.conn is not None:
