@@ -493,3 +493,25 @@ def test_ctrl_c_reaches_the_run_while_the_server_is_stopped(
     run = json.loads(resident.cli("status", "1", "--json").stdout)
     assert {a["name"]: a["state"] for a in run["activities"]}["a0"] == "cancelled"
     assert not (side / "a1").exists()
+
+
+def test_a_command_of_another_version_stops_the_server(resident: Resident, tmp_path: Path) -> None:
+    """An upgrade while a server runs: the new command's frames begin otherwise. The server
+    cannot serve it (nor answer `resident status` or `stop`): it stops at once, and the
+    command runs on its own."""
+    import socket
+
+    status = resident.status()
+    assert status is not None
+    newer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    newer.connect(str(resident.home / "resident" / "engine.sock"))
+    try:
+        newer.sendall(b"AKR\x02" + (3).to_bytes(4, "big") + b"new")
+        assert newer.recv(16) == b""  # dropped
+    finally:
+        newer.close()
+    wait_for(lambda: resident.status() is None)
+    assert not (resident.home / "resident" / "engine.sock").exists()
+    assert "a command of another version" in resident.log
+    again = resident.cli("resident", "start", "--idle", "2m")  # the new one starts at once
+    assert again.returncode == 0, again.stderr

@@ -249,6 +249,12 @@ class Server:
             got = pending.reader.frame()
         except BlockingIOError:
             return
+        except wire.OtherVersion as exc:  # a command of another akoflow: this one is old
+            log.info("a command of another version (%s): stopping", exc)
+            self._unpend(pending)
+            pending.conn.close()
+            self.stop_listening()
+            return
         except (OSError, wire.WireError) as exc:
             log.warning("a command's request failed: %s", exc)
             self._unpend(pending)

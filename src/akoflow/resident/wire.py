@@ -3,13 +3,14 @@
 The standard library only, and little of it: the ``akoflow`` command imports this before
 anything else, on every command.
 
-A message is a frame: 4 bytes of length (big-endian), then a dict in :mod:`marshal`'s format
-(built in: json, socket and signal, with the enum and re modules they import, were 11 ms of
-every command's 40 here). Both ends are processes of the same user (each checks the other's
-uid with SO_PEERCRED before it reads a byte) running the same interpreter (which the server
-checks), so the interpreter's own format is safe to read here and carries strings with
-undecodable bytes (surrogate escapes) through unchanged. The command's first frame carries
-its standard streams and working directory as descriptors (SCM_RIGHTS).
+A message is a frame: :data:`MAGIC`, 4 bytes of length (big-endian), then a dict in
+:mod:`marshal`'s format (built in: json, socket and signal, with the enum and re modules they
+import, were 11 ms of every command's 40 here). Both ends are processes of the same user
+(each checks the other's uid with SO_PEERCRED before it reads a byte) running the same
+interpreter (which the server checks), so the interpreter's own format is safe to read here
+and carries strings with undecodable bytes (surrogate escapes) through unchanged. The
+command's first frame carries its standard streams and working directory as descriptors
+(SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
 LOG_NAME = "engine.log"
 MAX_FRAME = 64 << 20  # an environment and a command line; a bigger one is refused
 MAX_FDS = 8
-_LENGTH = struct.Struct(">I")
+# Every frame starts with this (then its length, 4 bytes big-endian): a server of another
+# version (an upgrade while one runs) meets a header it does not know, and stops.
+MAGIC = b"AKR\x01"
+_HEADER = struct.Struct(">4sI")
 
 # What makes two processes run a command differently although both run this code. Their
 # values must be equal in the command and the server, else the command runs on its own.
@@ -46,6 +50,10 @@ _NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 class WireError(Exception):
     """A frame that is not one: the other side is not (this version of) akoflow."""
+
+
+class OtherVersion(WireError):
+    """A frame of another version of this protocol (of akoflow)."""
 
 
 def short_address(path: str) -> tuple[str, int | None]:
@@ -83,7 +91,7 @@ def peer_uid(sock: _socket.socket) -> int:
 
 def send(sock: _socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     body = marshal.dumps(message)
-    data = _LENGTH.pack(len(body)) + body
+    data = _HEADER.pack(MAGIC, len(body)) + body
     if fds:
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
         data = data[sock.sendmsg([data], rights) :]
@@ -121,13 +129,15 @@ class FrameReader:
     def frame(self) -> tuple[dict[str, Any], list[int]] | None:
         """The next whole frame and the descriptors received so far, or None for now;
         WireError for a frame too big or malformed, or cut short by the end."""
-        if len(self.buffer) >= _LENGTH.size:
-            (size,) = _LENGTH.unpack_from(self.buffer)
+        if len(self.buffer) >= _HEADER.size:
+            magic, size = _HEADER.unpack_from(self.buffer)
+            if magic != MAGIC:
+                raise OtherVersion(f"a frame that begins {bytes(magic)!r}, not {MAGIC!r}")
             if size > MAX_FRAME:
                 raise WireError(f"a frame of {size} bytes")
-            if len(self.buffer) >= _LENGTH.size + size:
-                body = bytes(self.buffer[_LENGTH.size : _LENGTH.size + size])
-                del self.buffer[: _LENGTH.size + size]
+            if len(self.buffer) >= _HEADER.size + size:
+                body = bytes(self.buffer[_HEADER.size : _HEADER.size + size])
+                del self.buffer[: _HEADER.size + size]
                 fds, self.fds = self.fds, []
                 try:
                     message = marshal.loads(body)
