@@ -344,3 +344,31 @@ def test_a_relative_state_dir_is_the_commands(tmp_path: Path) -> None:
         assert '"served": 1' in status.stdout
     finally:
         res.cli("resident", "stop", "--wait", "5", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("how", ["file", "state"])
+def test_a_command_naming_its_own_descriptors_runs_on_its_own(
+    resident: Resident, tmp_path: Path, how: str
+) -> None:
+    """``akoflow run <(envsubst < wf.yaml)`` names /dev/fd/63, a descriptor of the command
+    that its copy does not have: the run failed (exit 2, 'No such file or directory')."""
+    wf = write(
+        tmp_path / "wf.yaml", "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
+    )
+    state = tmp_path / "state"
+    state.mkdir()
+    fd = os.open(wf if how == "file" else state, os.O_RDONLY)
+    args = [f"/dev/fd/{fd}"] if how == "file" else [str(wf), f"--state-dir=/proc/self/fd/{fd}"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "akoflow", "run", *args],
+            env=resident.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            pass_fds=[fd],
+        )
+    finally:
+        os.close(fd)
+    assert done.returncode == 0, done.stderr
+    assert resident.served() == 0

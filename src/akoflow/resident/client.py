@@ -40,7 +40,7 @@ STATUS_SECONDS = 10.0
 def hand_over() -> int | None:
     """The exit code of the command as the resident server ran it, or None when no server
     took it (then nothing was run: the caller runs it)."""
-    if os.environ.get(wire.DISABLE_VAR) == "0":
+    if os.environ.get(wire.DISABLE_VAR) == "0" or _names_descriptors(sys.argv[1:]):
         return None
     path = os.path.join(wire.resident_dir(), wire.SOCKET_NAME)
     try:
@@ -54,6 +54,22 @@ def hand_over() -> int | None:
         return _run_there(sock)
     finally:
         sock.close()
+
+
+def _names_descriptors(args: list[str]) -> bool:
+    """Whether an argument names a descriptor of this process other than 0, 1 and 2, which
+    the copy does not have (``akoflow run <(envsubst < wf.yaml)`` gives ``/dev/fd/63``)."""
+    for arg in args:
+        for prefix in ("/dev/fd/", "/proc/self/fd/"):
+            at = arg.find(prefix)
+            while at != -1:
+                start = end = at + len(prefix)
+                while end < len(arg) and arg[end].isdigit():
+                    end += 1
+                if end > start and int(arg[start:end]) > 2:
+                    return True
+                at = arg.find(prefix, end)
+    return False
 
 
 def _ours(sock: _socket.socket) -> bool:
