@@ -5,11 +5,12 @@ Started by ``akoflow resident start`` (:mod:`akoflow.resident.control`) as
 secrets in its environment (its copies' start-up environment block is this one's, which any
 process of the user can read: see :mod:`akoflow.secret_handoff`).
 
-One thread, one loop over: the listening socket, each command's connection, and each copy's
-pidfd. A copy's end (the pidfd) is reaped here and told to its command; a command's
-connection that closes first (the command was killed) kills its copy, as the command's own
-death killed the engine when it ran in the command's process. Each copy dies with the server
-(PR_SET_PDEATHSIG) for the same reason.
+One thread, one loop over: the listening socket, each command's connection (its request as
+it arrives, then its end), each copy's pidfd and each spawner's started ahead. A copy's end
+(the pidfd) is reaped here and told to its command; a command's connection that closes
+first (the command was killed) kills its copy, as the command's own death killed the engine
+when it ran in the command's process. Each copy dies with the server (PR_SET_PDEATHSIG) for
+the same reason.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ class Copy:
     pid: int
     pidfd: int
     conn: socket.socket | None
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -182,11 +182,14 @@ class Server:
         environment is empty, each attempt brings its directory and umask)."""
         if self.stopping or self.copies:
             return
-        spawner_start.prestart(spawner_start.DEFAULT_COUNT)
+        spawner_start.prestart(spawner_start.DEFAULT_COUNT)  # best effort: a copy starts its own
         known = set(self.spawners.values())
         for pid, _sock in spawner_start.ready():
             if pid not in known:
-                pidfd = os.pidfd_open(pid)
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except OSError:  # it ended already (reaped below, when the copy gives it up)
+                    continue
                 self.spawners[pidfd] = pid
                 self.selector.register(pidfd, selectors.EVENT_READ, ("spawner", pidfd))
 
