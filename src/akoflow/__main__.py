@@ -16,17 +16,20 @@ def main() -> None:
     # No garbage collection while the command's modules are imported (they make objects that
     # live on, hardly any garbage): akoflow.cli.main turns it on again (see its _run_plain).
     gc.disable()
-    from akoflow.resident import may_serve
+    from akoflow import resident
 
-    if sys.argv[1:2] != ["resident"] and may_serve():
-        try:
-            from akoflow.resident.client import hand_over
+    if sys.argv[1:2] != ["resident"]:
+        if resident.may_serve():
+            try:
+                from akoflow.resident.client import hand_over
 
-            code = hand_over()  # a resident engine ran it (akoflow.resident), or None
-        except KeyboardInterrupt:
-            interrupted()
-        if code is not None:
-            os._exit(code)
+                code = hand_over()  # a resident engine ran it (akoflow.resident), or None
+            except KeyboardInterrupt:
+                interrupted()
+            if code is not None:
+                os._exit(code)
+        if os.environ.get(resident.DISABLE_VAR) == "auto":
+            resident.auto_start()
     run_command()
 
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,8 +69,9 @@ class Resident:
 
 
 def resident_env(home: Path, **extra: str) -> dict[str, str]:
-    env = cli_env(AKOFLOW_HOME=str(home), **extra)
-    del env["AKOFLOW_RESIDENT"]
+    env = cli_env(AKOFLOW_HOME=str(home))
+    del env["AKOFLOW_RESIDENT"]  # cli_env's "0"
+    env.update(extra)
     return env
 
 
@@ -515,3 +517,59 @@ def test_a_command_of_another_version_stops_the_server(resident: Resident, tmp_p
     assert "a command of another version" in resident.log
     again = resident.cli("resident", "start", "--idle", "2m")  # the new one starts at once
     assert again.returncode == 0, again.stderr
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Resident servers listening for ``home`` (not their copies, whose parent is one)."""
+    mine = [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_server_of(p, home)
+    ]
+    return [pid for pid in mine if _ppid(Path(f"/proc/{pid}")) not in mine]
+
+
+def _is_server_of(proc_dir: Path, home: Path) -> bool:
+    try:
+        argv = (proc_dir / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"akoflow.resident.server" in argv and str(home / "resident").encode() in argv
+
+
+def test_auto_starts_one_server_for_the_commands_that_follow(tmp_path: Path) -> None:
+    """AKOFLOW_RESIDENT=auto: a command with no server runs on its own and starts one in the
+    background; the next is served. Several such commands at once start one server."""
+    home = tmp_path / "home"
+    res = Resident(home, resident_env(home, AKOFLOW_RESIDENT="auto", AKOFLOW_RESIDENT_IDLE="2m"))
+    one = write(
+        tmp_path / "one.yaml", "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
+    )
+    try:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "akoflow",
+                    "run",
+                    str(one),
+                    "--state-dir",
+                    str(tmp_path / f"s{i}"),
+                ],
+                env=res.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(3)
+        ]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+        wait_for(lambda: res.status() is not None)
+        time.sleep(1.0)  # any other server started meanwhile would be up by now
+        assert len(_servers_of(home)) == 1, _servers_of(home)
+        assert res.served() == 0
+        done = res.cli("run", str(one), "--state-dir", str(tmp_path / "s9"))
+        assert done.returncode == 0, done.stderr
+        assert res.served() == 1
+    finally:
+        res.cli("resident", "stop")
+        for pid in _servers_of(home):
+            os.kill(pid, signal.SIGKILL)

@@ -22,10 +22,12 @@ daemon), whose clients also hand over their environment and working directory.
 """
 
 import os
+import sys
 
 DIR_NAME = "resident"
 SOCKET_NAME = "engine.sock"
-DISABLE_VAR = "AKOFLOW_RESIDENT"  # "0": this command runs in its own process
+DISABLE_VAR = "AKOFLOW_RESIDENT"  # "0": this command runs in its own process; "auto": see below
+IDLE_VAR = "AKOFLOW_RESIDENT_IDLE"  # how long a server started by "auto" waits (default 30m)
 
 
 def resident_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
@@ -33,6 +35,31 @@ def resident_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> str
     resolved: the command must not pay for it), else ``~/.akoflow/resident``."""
     home = environ.get("AKOFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".akoflow")
     return os.path.join(os.path.expanduser(home), DIR_NAME)
+
+
+def auto_start() -> None:
+    """``AKOFLOW_RESIDENT=auto``: with no server listening, start one in the background
+    (``akoflow resident start``, detached) for the commands that follow; this one runs on its
+    own meanwhile. Best effort and silent: a server already starting wins, the other leaves."""
+    from akoflow.resident import wire
+
+    try:
+        wire.connect(os.path.join(resident_dir(), SOCKET_NAME)).close()
+        return  # one listens (it refused this command, or was busy): nothing to start
+    except OSError:
+        pass
+    argv = [sys.executable, "-m", "akoflow", "resident", "start"]
+    argv += ["--idle", os.environ.get(IDLE_VAR) or "30m"]
+    try:
+        os.posix_spawn(
+            sys.executable,
+            argv,
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)],
+            setsid=True,
+        )
+    except OSError:
+        pass
 
 
 def may_serve() -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import gc
 import hashlib
 import io
@@ -115,24 +116,34 @@ class Server:
                 "the resident engine's socket"
             )
         path = os.path.join(self.directory, wire.SOCKET_NAME)
-        if _answers(path):
-            raise SystemExit(f"a resident engine already listens on {path}")
-        try:
-            os.unlink(path)  # a socket file left by a server that was killed
-        except FileNotFoundError:
-            pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        address, dir_fd = wire.short_address(path)
+        # Two servers started at once (two commands with AKOFLOW_RESIDENT=auto): one at a time
+        # looks and binds, else the second would unlink the first's socket and leave it idle.
+        lock = os.open(os.path.join(self.directory, "start.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            old = os.umask(0o177)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _answers(path):
+                raise SystemExit(f"a resident engine already listens on {path}")
             try:
-                sock.bind(address)
+                os.unlink(path)  # a socket file left by a server that was killed
+            except FileNotFoundError:
+                pass
+            address, dir_fd = wire.short_address(path)
+            try:
+                old = os.umask(0o177)
+                try:
+                    sock.bind(address)
+                finally:
+                    os.umask(old)
             finally:
-                os.umask(old)
+                if dir_fd is not None:
+                    os.close(dir_fd)
+            self.socket_inode = os.stat(path).st_ino  # the file to remove at the end: ours
+        except BaseException:
+            sock.close()
+            raise
         finally:
-            if dir_fd is not None:
-                os.close(dir_fd)
-        self.socket_inode = os.stat(path).st_ino  # the file to remove at the end: ours only
+            os.close(lock)  # and its lock with it
         sock.listen(64)
         sock.setblocking(False)
         self.listener = sock
@@ -347,9 +358,13 @@ class Server:
         finally:
             conn.settimeout(1.0)
         server_pid = os.getpid()
+        # The copy starts the command only once the command knows it runs there (see _become).
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            self._become(server_pid, request, fds)  # no return
+            os.close(go_w)
+            self._become(server_pid, request, fds, go_r)  # no return
+        os.close(go_r)
         spawner_start.discard()  # the copy has them now; this side of their links closes
         self.served += 1
         pidfd = os.pidfd_open(pid)
@@ -361,9 +376,11 @@ class Server:
             # The pidfd with it: the command signals and watches its copy even while this
             # server is stopped or busy, and no reused pid can be mistaken for it.
             wire.send(conn, {"pid": pid}, [pidfd])
+            os.write(go_w, b"g")
         except OSError:  # the command left already: its connection's end kills the copy
             pass
         finally:
+            os.close(go_w)
             conn.setblocking(False)
 
     def _from_command(self, copy: Copy) -> None:
@@ -420,8 +437,15 @@ class Server:
 
     # ------------------------------------------------------------------ the copy
 
-    def _become(self, server_pid: int, request: dict[str, Any], fds: list[int]) -> NoReturn:
-        """In the copy: become the command's process, then run the command (never returns)."""
+    def _become(
+        self, server_pid: int, request: dict[str, Any], fds: list[int], go: int
+    ) -> NoReturn:
+        """In the copy: become the command's process, then run the command (never returns).
+
+        It runs the command only when the server says (``go``) that the command has its
+        answer: a command whose connection ends without one runs the command on its own, so
+        a copy of a server that died (or was stopped and killed) before answering must not
+        have run it too (it ran twice: once here, once there)."""
         try:
             _die_with_parent()
             if os.getppid() != server_pid:  # the server died before the line above
@@ -472,6 +496,13 @@ class Server:
         except BaseException:
             _last_words("could not take the command over")
             os._exit(EXIT_SETUP_FAILED)
+        try:
+            told = os.read(go, 1) == b"g"
+        except OSError:
+            told = False
+        if not told:  # the command did not get its answer: it runs the command itself
+            os._exit(EXIT_SETUP_FAILED)
+        os.close(go)
         try:
             from akoflow.__main__ import run_command
 
