@@ -372,3 +372,41 @@ def test_a_command_naming_its_own_descriptors_runs_on_its_own(
         os.close(fd)
     assert done.returncode == 0, done.stderr
     assert resident.served() == 0
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to hold the server")
+def test_a_server_killed_before_it_answers_runs_nothing_twice(
+    resident: Resident, tmp_path: Path
+) -> None:
+    """The server forked the copy, then was held (stopped, descheduled: strace delays its
+    answer here) and killed before it answered. The command, its connection closed without
+    an answer, ran the workflow on its own, and the copy had run it already: twice."""
+    status = resident.status()
+    assert status is not None
+    server = int(status["pid"])  # type: ignore[call-overload]
+    side = tmp_path / "side"
+    wf = write(
+        tmp_path / "wf.yaml",
+        f"name: one\nspec:\n  activities:\n    - name: a\n      run: 'echo a >> {side}'\n",
+    )
+    holder = subprocess.Popen(
+        ["strace", "-q", "-p", str(server), "-e", "trace=sendmsg"]
+        + ["-e", "inject=sendmsg:delay_enter=3000000:when=1", "-o", os.devnull],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # attached
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "akoflow", "run", str(wf), "--no-cache"]
+            + ["--state-dir", str(tmp_path / "s")],
+            env=resident.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.5)  # the copy forked, the answer held
+        os.kill(server, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert side.read_text() == "a\n"
