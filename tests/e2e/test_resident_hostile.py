@@ -410,3 +410,30 @@ def test_a_server_killed_before_it_answers_runs_nothing_twice(
         holder.kill()
         holder.wait()
     assert side.read_text() == "a\n"
+
+
+def test_a_state_dir_through_a_dangling_symlink_or_nowhere(tmp_path: Path) -> None:
+    """AKOFLOW_HOME a symlink to a directory not made yet (a command follows it and makes
+    it): `resident start` failed with a FileExistsError traceback; a state dir that cannot be
+    made failed with a traceback too, not an error line."""
+    link = tmp_path / "home"
+    link.symlink_to(tmp_path / "elsewhere")
+    res = Resident(link, resident_env(link))
+    started = res.cli("resident", "start", "--idle", "2m")
+    try:
+        assert started.returncode == 0, started.stderr
+        wf = write(
+            tmp_path / "wf.yaml",
+            "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n",
+        )
+        assert res.cli("run", str(wf), "--state-dir", str(tmp_path / "s")).returncode == 0
+        assert res.served() == 1
+    finally:
+        res.cli("resident", "stop", "--wait", "5")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    nowhere = Resident(blocked / "home", resident_env(blocked / "home"))
+    failed = nowhere.cli("resident", "start")
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert "cannot create" in failed.stderr

@@ -47,9 +47,13 @@ def start(directory: str, idle_seconds: float) -> dict[str, Any]:
     running = ask(directory, "status")
     if running is not None:
         raise ResidentError(f"a resident engine runs already (process {running['pid']})")
-    # The state dir too, private as every command makes it (os.makedirs gives parents 755).
-    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    # The state dir too, private as every command makes it (os.makedirs gives parents 755);
+    # through a symlink that points nowhere yet, as a command follows it.
+    try:
+        for path in (os.path.dirname(directory), directory):
+            os.makedirs(os.path.realpath(path), mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ResidentError(f"cannot create {directory}: {exc.strerror or exc}") from None
     log_path = os.path.join(directory, wire.LOG_NAME)
     # Its copies' start-up environment block is its own: no secret may be in it (see
     # akoflow.secret_handoff); each command hands over its own environment, secrets with it.
