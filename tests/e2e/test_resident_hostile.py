@@ -437,3 +437,32 @@ def test_a_state_dir_through_a_dangling_symlink_or_nowhere(tmp_path: Path) -> No
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr
     assert "cannot create" in failed.stderr
+
+
+def test_a_server_started_ignoring_sigchld_tells_each_end(tmp_path: Path) -> None:
+    """A server started by a process that ignores SIGCHLD (inherited through `resident start`,
+    or AKOFLOW_RESIDENT=auto from any command) had its copies reaped by the kernel: each
+    command was told its copy died of SIGKILL and died of it too, its run succeeded."""
+    home = tmp_path / "home"
+    res = Resident(home, resident_env(home))
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    ignoring += "os.execv(sys.executable, [sys.executable, '-m', 'akoflow', *sys.argv[1:]])"
+    started = subprocess.run(
+        [sys.executable, "-c", ignoring, "resident", "start", "--idle", "2m"],
+        env=res.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        wf = write(
+            tmp_path / "wf.yaml",
+            "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n",
+        )
+        done = res.cli("run", str(wf), "--state-dir", str(tmp_path / "s"))
+        assert done.returncode == 0, done.stderr
+        assert res.cli("status", "--state-dir", str(tmp_path / "s")).returncode == 0
+        assert res.served() == 2
+    finally:
+        res.cli("resident", "stop", "--wait", "5")

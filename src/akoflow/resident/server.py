@@ -155,6 +155,10 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _ignore)  # seen through the wakeup descriptor
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # Started by a process that ignores SIGCHLD (which `resident start` and
+        # AKOFLOW_RESIDENT=auto pass on), the kernel would reap copies itself: every command's
+        # status lost, told as a SIGKILL (a run that succeeded ended its command with 137).
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     # ------------------------------------------------------------------ the loop
 
