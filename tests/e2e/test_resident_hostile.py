@@ -466,3 +466,52 @@ def test_a_server_started_ignoring_sigchld_tells_each_end(tmp_path: Path) -> Non
         assert res.served() == 2
     finally:
         res.cli("resident", "stop", "--wait", "5")
+
+
+BLOCKING = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT]); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'akoflow', *sys.argv[1:]])"
+)
+
+
+@pytest.mark.parametrize("blocked", ["server", "command"])
+def test_a_blocked_signal_mask_is_compared(tmp_path: Path, blocked: str) -> None:
+    """A signal mask is inherited across fork and exec: a server started with SIGINT blocked
+    (AKOFLOW_RESIDENT=auto from such a process) gave each copy a run Ctrl-C could not stop
+    (it ran to its end, exit 0; on its own: cancelled, exit 1). A command and a server whose
+    masks differ: the command runs on its own."""
+    home = tmp_path / "home"
+    res = Resident(home, resident_env(home))
+    start = [sys.executable, "-c", BLOCKING] if blocked == "server" else res_cli_prefix()
+    started = subprocess.run(
+        [*start, "resident", "start", "--idle", "2m"],
+        env=res.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        wf = write(
+            tmp_path / "wf.yaml",
+            "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n",
+        )
+        command = [sys.executable, "-c", BLOCKING] if blocked == "command" else res_cli_prefix()
+        done = subprocess.run(
+            [*command, "run", str(wf), "--state-dir", str(tmp_path / "s")],
+            env=res.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert res.served() == 0
+        status = res.status()
+        assert status is not None
+        assert "status" in str(status.get("last_refusal"))
+    finally:
+        res.cli("resident", "stop", "--wait", "5")
+
+
+def res_cli_prefix() -> list[str]:
+    return [sys.executable, "-m", "akoflow"]

@@ -44,7 +44,10 @@ _HEADER = struct.Struct(">4sI")
 # GLIBC_TUNABLES) and OpenSSL's (OPENSSL_CONF: the server loaded ssl) act at start too.
 STARTUP_ENV_PREFIXES = ("PYTHON", "LC_", "LD_", "MALLOC_", "OPENSSL_")
 STARTUP_ENV_NAMES = ("LANG", "LANGUAGE", "GLIBC_TUNABLES")
-_STATUS_FIELDS = (b"CapInh", b"CapPrm", b"CapEff", b"CapBnd", b"CapAmb", b"NoNewPrivs", b"Seccomp")
+# SigBlk: a blocked signal stays blocked across fork and exec (a server started with SIGINT
+# blocked gave every copy a run that Ctrl-C could not stop).
+_STATUS_FIELDS: tuple[bytes, ...] = (b"CapInh", b"CapPrm", b"CapEff", b"CapBnd", b"CapAmb")
+_STATUS_FIELDS += (b"NoNewPrivs", b"Seccomp", b"SigBlk")
 _NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 
