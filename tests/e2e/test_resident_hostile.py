@@ -515,3 +515,27 @@ def test_a_blocked_signal_mask_is_compared(tmp_path: Path, blocked: str) -> None
 
 def res_cli_prefix() -> list[str]:
     return [sys.executable, "-m", "akoflow"]
+
+
+def test_an_oom_score_adjustment_is_compared(resident: Resident, tmp_path: Path) -> None:
+    """`choom -n 500 akoflow run`: on its own the engine and its activities have 500 (the
+    OOM killer takes them first); a copy and its activities had the server's 0."""
+    wf = write(
+        tmp_path / "wf.yaml",
+        "name: one\nspec:\n  activities:\n"
+        f"    - name: a\n      run: 'cat /proc/self/oom_score_adj > {tmp_path}/seen'\n",
+    )
+    adjusted = (
+        "import os, sys; open('/proc/self/oom_score_adj', 'w').write('500'); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'akoflow', *sys.argv[1:]])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", adjusted, "run", str(wf), "--state-dir", str(tmp_path / "s")],
+        env=resident.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "seen").read_text() == "500\n"
+    assert resident.served() == 0
