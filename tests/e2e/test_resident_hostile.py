@@ -539,3 +539,25 @@ def test_an_oom_score_adjustment_is_compared(resident: Resident, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "seen").read_text() == "500\n"
     assert resident.served() == 0
+
+
+@pytest.mark.skipif(shutil.which("setarch") is None, reason="needs setarch")
+def test_a_personality_is_compared(resident: Resident, tmp_path: Path) -> None:
+    """`setarch -R akoflow run` (no address randomisation): on its own the activities have
+    that personality; a copy's activities had the server's."""
+    wf = write(
+        tmp_path / "wf.yaml",
+        "name: one\nspec:\n  activities:\n"
+        f"    - name: a\n      run: 'cat /proc/self/personality > {tmp_path}/seen'\n",
+    )
+    done = subprocess.run(
+        ["setarch", "-R", sys.executable, "-m", "akoflow", "run", str(wf)]
+        + ["--state-dir", str(tmp_path / "s")],
+        env=resident.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "seen").read_text() == "00040000\n"
+    assert resident.served() == 0

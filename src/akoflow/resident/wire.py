@@ -232,6 +232,8 @@ def process_facts() -> dict[str, Any]:
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         # Inherited by the engine and its activities: the OOM killer's choice among them.
         "oom_score_adj": _read("/proc/self/oom_score_adj").strip().decode("ascii", "replace"),
+        # setarch (-R: no address randomisation, for a reproducible run): inherited likewise.
+        "personality": _read("/proc/self/personality").strip().decode("ascii", "replace"),
         "status": status,
         "executable": sys.executable,
         "flags": list(sys.flags),
