@@ -573,3 +573,35 @@ def test_auto_starts_one_server_for_the_commands_that_follow(tmp_path: Path) -> 
         res.cli("resident", "stop")
         for pid in _servers_of(home):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stopped_server_holds_no_command_and_runs_nothing_twice(
+    resident: Resident, tmp_path: Path
+) -> None:
+    """A server stopped (SIGSTOP) or hung when a command comes: the command waits for its
+    answer 10 s, then runs on its own, and ends (its descriptors were not in flight: a pipe
+    reading its output ends too). The server, going on, finds the command gone: no copy."""
+    side = tmp_path / "side"
+    wf = write(
+        tmp_path / "wf.yaml",
+        f"name: once\nspec:\n  activities:\n    - name: a\n      run: 'echo a >> {side}'\n",
+    )
+    status = resident.status()
+    assert status is not None
+    server = int(status["pid"])  # type: ignore[call-overload]
+    os.kill(server, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = resident.cli("run", str(wf), timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert done.returncode == 0, done.stderr
+    assert "did not answer in 10 s" in done.stderr and waited < 50
+    time.sleep(1.0)  # the server goes on meanwhile
+    assert resident.served() == 0
+    assert side.read_text() == "a\n"  # once
+    again = resident.cli("run", str(wf), "--new", "--no-cache")  # and it serves again
+    assert again.returncode == 0, again.stderr
+    assert resident.served() == 1
+    assert side.read_text() == "a\na\n"

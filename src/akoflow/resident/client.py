@@ -35,6 +35,7 @@ SUSPENSION = (signal.SIGTSTP, signal.SIGCONT)
 EXIT_ENGINE_LOST = 128 + signal.SIGKILL  # as if the engine itself had been killed
 EXIT_STATUS_UNKNOWN = 1  # never 0: a success nobody reported is no success
 STATUS_SECONDS = 10.0
+ANSWER_SECONDS = 10.0  # for the server's answer to a request (milliseconds when it is well)
 
 
 def hand_over() -> int | None:
@@ -108,13 +109,11 @@ def _say(text: str) -> None:
 
 
 def _run_there(sock: _socket.socket) -> int | None:
+    """Request, then (asked for them) the descriptors, then the word that the copy may run:
+    until that word the command may still give up and run on its own (the copy never ran)."""
     opened: list[int] = []
     try:
-        fds = [_stream_fd(fd, opened) for fd in (0, 1, 2)]
-        fds.append(_cwd_fd(opened))
         terminal = _terminal_fd(opened)
-        if terminal is not None:
-            fds.append(terminal)
         mask = os.umask(0o022)
         os.umask(mask)
         request = {
@@ -128,26 +127,64 @@ def _run_there(sock: _socket.socket) -> int | None:
             "facts": wire.process_facts(),
             "terminal": terminal is not None,
         }
-        wire.send(sock, request, fds)
+        wire.send(sock, request)
+        asked = _answer(sock)
+        if asked is None or not asked[0].get("descriptors"):
+            _not_taken(asked)
+            return None
+        fds = [_stream_fd(fd, opened) for fd in (0, 1, 2)]
+        fds.append(_cwd_fd(opened))
+        if terminal is not None:
+            fds.append(terminal)
+        wire.send(sock, {"descriptors": len(fds)}, fds)
+        started = _answer(sock)
     except OSError:  # the server went away: nothing started there
         return None
     finally:
         for fd in opened:
             os.close(fd)
+    if started is None or "pid" not in started[0] or len(started[1]) != 1:
+        _not_taken(started)
+        return None
+    pidfd = started[1][0]
     try:
+        try:
+            wire.send(sock, {"go": True})  # from here the copy runs it: no turning back
+        except OSError:  # the server is gone: its copy never ran (it waits for this word)
+            return None
+        return _wait(sock, pidfd)
+    finally:
+        os.close(pidfd)
+
+
+def _answer(sock: _socket.socket) -> tuple[dict[str, object], list[int]] | None:
+    """The server's next answer, None when it has none (it went away, or said nothing in
+    :data:`ANSWER_SECONDS`: stopped or hung; its copy, if any, runs nothing without our
+    word)."""
+    try:
+        sock.settimeout(ANSWER_SECONDS)
         reply, fds = wire.receive(sock, with_fds=True)
+        sock.settimeout(None)
+    except TimeoutError:
+        _say(
+            f"akoflow: the resident engine did not answer in {ANSWER_SECONDS:.0f} s "
+            "(stopped?); this command runs on its own\n"
+        )
+        return None
     except (OSError, wire.WireError):
         return None
-    if reply is None or "pid" not in reply or len(fds) != 1:
+    return None if reply is None else (reply, fds)
+
+
+def _not_taken(answer: tuple[dict[str, object], list[int]] | None) -> None:
+    """The server did not take the command (it runs here): its note said, if it has one."""
+    if answer is not None:
+        reply, fds = answer
         for fd in fds:
             os.close(fd)
-        if reply is not None and reply.get("note"):
+        if reply.get("note"):
             _say(f"akoflow: {reply['note']}\n")
-        return None
-    try:
-        return _wait(sock, fds[0])
-    finally:
-        os.close(fds[0])
+    return None
 
 
 def _main_module() -> dict[str, str | None]:

@@ -62,6 +62,7 @@ class Copy:
     pid: int
     pidfd: int
     conn: socket.socket | None
+    go: int | None = None  # written when the command says it has its answer: the copy runs
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Pending:
     conn: socket.socket
     deadline: float
     reader: wire.FrameReader = field(default_factory=lambda: wire.FrameReader(with_fds=True))
+    request: dict[str, Any] | None = None  # once read: its descriptors are asked for
 
 
 class Server:
@@ -280,32 +282,68 @@ class Server:
             return
         if got is None and not pending.reader.ended:
             return  # more to come
-        self._unpend(pending)
         conn = pending.conn
+        if got is None:  # it left without a (whole) request
+            self._unpend(pending)
+            conn.close()
+            return
+        message, fds = got
         try:
             conn.setblocking(True)
             conn.settimeout(1.0)  # answers are a few bytes: the buffer takes them
-            self._request(conn, got)
+            if pending.request is None:
+                self._first_frame(pending, message, fds)
+            else:
+                self._unpend(pending)
+                self._descriptors(conn, pending.request, fds)
         except (OSError, wire.WireError) as exc:
             log.warning("a command's request failed: %s", exc)
+            if pending.conn.fileno() in self.pending:
+                self._unpend(pending)
             conn.close()
+        finally:
+            if conn.fileno() != -1:
+                conn.setblocking(False)
 
-    def _request(self, conn: socket.socket, got: tuple[dict[str, Any], list[int]] | None) -> None:
-        request, fds = got if got is not None else (None, [])
+    def _first_frame(self, pending: Pending, message: dict[str, Any], fds: list[int]) -> None:
+        """A control request (answered), or a command's request: refused, or asked for the
+        command's descriptors. They come only then: descriptors sent with the request to a
+        server that does not read them (stopped) would keep the command's pipes open after
+        it gave up and ran on its own, and `akoflow run ... | tee log` would not end."""
+        for fd in fds:  # a request comes without them
+            os.close(fd)
+        conn = pending.conn
+        if "control" in message:
+            self._unpend(pending)
+            try:
+                self._control(conn, message)
+            finally:
+                conn.close()
+            return
+        refusal = self._refusal(message)
+        if refusal is not None:
+            self._unpend(pending)
+            reason, note = refusal
+            log.info("refused a command: %s", reason)
+            self.refused += 1
+            self.last_refusal = reason
+            try:
+                wire.send(conn, {"refused": reason, "note": note})
+            finally:
+                conn.close()
+            return
+        pending.request = message
+        pending.deadline = time.monotonic() + FIRST_FRAME_SECONDS
+        wire.send(conn, {"descriptors": True})
+
+    def _descriptors(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        """The command's descriptors came: its copy starts."""
         keep = False
         try:
-            if request is None:
-                return
-            if "control" in request:
-                self._control(conn, request)
-                return
-            refusal = self._refusal(request, fds)
-            if refusal is not None:
-                reason, note = refusal
-                log.info("refused a command: %s", reason)
-                self.refused += 1
-                self.last_refusal = reason
-                wire.send(conn, {"refused": reason, "note": note})
+            if len(fds) != 4 + bool(request.get("terminal")):
+                log.warning(
+                    "a command sent %d descriptors, not its streams and directory", len(fds)
+                )
                 return
             self._fork(conn, request, fds)
             keep = True
@@ -315,12 +353,10 @@ class Server:
             if not keep:
                 conn.close()
 
-    def _refusal(self, request: dict[str, Any], fds: list[int]) -> tuple[str, str | None] | None:
+    def _refusal(self, request: dict[str, Any]) -> tuple[str, str | None] | None:
         if self.stopping:
             return "stopping", None
-        if len(fds) != 4 + bool(request.get("terminal")) or not isinstance(
-            request.get("environ"), dict
-        ):
+        if not isinstance(request.get("environ"), dict):
             return "a request this server does not understand", None
         if request.get("package") != self.package or code_stamp(self.package) != self.code_stamp:
             self.stop_listening()
@@ -376,20 +412,21 @@ class Server:
         self.copies[pidfd] = copy
         self.selector.register(pidfd, selectors.EVENT_READ, ("end", pidfd))
         self.selector.register(conn, selectors.EVENT_READ, ("command", pidfd))
+        copy.go = go_w
         try:
             # The pidfd with it: the command signals and watches its copy even while this
             # server is stopped or busy, and no reused pid can be mistaken for it.
             wire.send(conn, {"pid": pid}, [pidfd])
-            os.write(go_w, b"g")
         except OSError:  # the command left already: its connection's end kills the copy
             pass
         finally:
-            os.close(go_w)
             conn.setblocking(False)
 
     def _from_command(self, copy: Copy) -> None:
+        """The command's word that it has its answer (its first bytes: the copy may run the
+        command), then only its end, which ends the copy: it signals its copy itself."""
         assert copy.conn is not None
-        try:  # the command says nothing more (it signals its copy itself): only its end counts
+        try:
             gone = not copy.conn.recv(4096)
         except BlockingIOError:
             return
@@ -398,6 +435,20 @@ class Server:
         if gone:  # the command is gone: so is its engine (see the module's doc)
             self._drop_conn(copy)
             _send_signal(copy.pidfd, signal.SIGKILL)
+        self._release(copy, run=not gone)
+
+    def _release(self, copy: Copy, *, run: bool) -> None:
+        """Let the copy run the command (``run``), or end it before it does anything."""
+        if copy.go is None:
+            return
+        try:
+            if run:
+                os.write(copy.go, b"g")
+        except OSError:
+            pass
+        finally:
+            os.close(copy.go)
+            copy.go = None
 
     def _reap(self, copy: Copy) -> None:
         try:
@@ -408,6 +459,7 @@ class Server:
         self.selector.unregister(copy.pidfd)
         os.close(copy.pidfd)
         del self.copies[copy.pidfd]
+        self._release(copy, run=False)
         if copy.conn is not None:
             try:
                 copy.conn.setblocking(True)
@@ -447,9 +499,9 @@ class Server:
         """In the copy: become the command's process, then run the command (never returns).
 
         It runs the command only when the server says (``go``) that the command has its
-        answer: a command whose connection ends without one runs the command on its own, so
-        a copy of a server that died (or was stopped and killed) before answering must not
-        have run it too (it ran twice: once here, once there)."""
+        answer and said so: a command whose connection ends without one, or that waited for
+        one in vain (a server stopped or hung), runs the command on its own, so this copy must
+        not have run it too (it ran twice: once here, once there)."""
         try:
             _die_with_parent()
             if os.getppid() != server_pid:  # the server died before the line above
@@ -464,6 +516,8 @@ class Server:
                 os.close(copy.pidfd)
                 if copy.conn is not None:
                     copy.conn.close()
+                if copy.go is not None:
+                    os.close(copy.go)
             for pidfd in self.spawners:
                 os.close(pidfd)
             for pending in self.pending.values():  # and their streams, received already
