@@ -180,6 +180,9 @@ def test_ctrl_z_stops_the_run_with_the_command(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A group of its own in this session: never orphaned, whatever started the tests (the
+        # kernel drops SIGTSTP sent to an orphaned group: nothing would stop, as in CI).
+        process_group=0,
     )
     try:
         time.sleep(0.5)  # a runs

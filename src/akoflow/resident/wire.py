@@ -21,6 +21,7 @@ import os
 import struct
 import sys
 
+from akoflow.errors import AkoflowError  # imports nothing
 from akoflow.resident import DIR_NAME as DIR_NAME  # where they meet: see the package
 from akoflow.resident import DISABLE_VAR as DISABLE_VAR
 from akoflow.resident import SOCKET_NAME as SOCKET_NAME
@@ -51,7 +52,7 @@ _STATUS_FIELDS += (b"NoNewPrivs", b"Seccomp", b"SigBlk")
 _NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 
-class WireError(Exception):
+class WireError(AkoflowError):
     """A frame that is not one: the other side is not (this version of) akoflow."""
 
 
