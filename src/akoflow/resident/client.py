@@ -1,8 +1,9 @@
 """The command's side: hand the command line to a resident server, wait for its end.
 
-Imported by the ``akoflow`` entry point before anything else (the standard library only).
-No server, one that refuses (see :mod:`akoflow.resident`), or ``AKOFLOW_RESIDENT=0``: the
-command runs in its own process, as it always did; trying costs a failed ``connect``.
+Imported by the ``akoflow`` entry point, when a server's socket is there, before anything
+else (the standard library's C modules, mostly: 2 ms). A server that is not listening, not
+this user's, refuses (see :mod:`akoflow.resident`) or does not answer in 10 s, or
+``AKOFLOW_RESIDENT=0``: the command runs in its own process, as it always did.
 """
 
 from __future__ import annotations
