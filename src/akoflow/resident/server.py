@@ -556,7 +556,7 @@ class Server:
             os._exit(EXIT_SETUP_FAILED)
         try:
             told = os.read(go, 1) == b"g"
-        except OSError:
+        except BaseException:  # (a signal sent to it meanwhile: it never ran the command)
             told = False
         if not told:  # the command did not get its answer: it runs the command itself
             os._exit(EXIT_SETUP_FAILED)
