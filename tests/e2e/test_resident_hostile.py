@@ -29,8 +29,8 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "akoflow"
 def test_usage_errors_name_the_command(resident: Resident, how: str) -> None:
     """click names the program from ``__main__``: the copy's is the server's module, which
     made every usage line say ``python -m akoflow.resident.akoflow``."""
-    if how == "script" and not CONSOLE_SCRIPT.exists():
-        pytest.skip("no akoflow console script beside the interpreter")
+    # scripts/setup installs the package: its console script is beside the interpreter
+    assert how == "module" or CONSOLE_SCRIPT.exists(), f"no {CONSOLE_SCRIPT}"
     start = [sys.executable, "-m", "akoflow"] if how == "module" else [str(CONSOLE_SCRIPT)]
     command = [*start, "run", "--no-such-option", "wf.yaml"]
 
@@ -251,11 +251,11 @@ if got:  # a server that lies: a success for a command it never ran
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="another user's server needs root to start")
 def test_another_users_server_is_not_trusted(tmp_path: Path) -> None:
     """A state dir others can write to (a shared project's) can hold another user's socket:
     the command gave it its environment (secrets) and streams, and took its word for the
     exit code. It runs on its own instead."""
+    assert os.geteuid() == 0, "starting another user's server needs root (CI runs as root)"
     shared = Path(tempfile.mkdtemp(prefix="akoflow-shared-"))  # pytest's dirs are private
     os.chmod(shared, 0o755)
     home = shared / "home"
@@ -377,13 +377,13 @@ def test_a_command_naming_its_own_descriptors_runs_on_its_own(
     assert resident.served() == 0
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to hold the server")
 def test_a_server_killed_before_it_answers_runs_nothing_twice(
     resident: Resident, tmp_path: Path
 ) -> None:
     """The server forked the copy, then was held (stopped, descheduled: strace delays its
     answer here) and killed before it answered. The command, its connection closed without
     an answer, ran the workflow on its own, and the copy had run it already: twice."""
+    assert shutil.which("strace"), "strace is missing: scripts/test-deps installs it"
     status = resident.status()
     assert status is not None
     server = int(status["pid"])  # type: ignore[call-overload]
@@ -544,10 +544,10 @@ def test_an_oom_score_adjustment_is_compared(resident: Resident, tmp_path: Path)
     assert resident.served() == 0
 
 
-@pytest.mark.skipif(shutil.which("setarch") is None, reason="needs setarch")
 def test_a_personality_is_compared(resident: Resident, tmp_path: Path) -> None:
     """`setarch -R akoflow run` (no address randomisation): on its own the activities have
     that personality; a copy's activities had the server's."""
+    assert shutil.which("setarch"), "setarch is missing: scripts/test-deps installs it"
     wf = write(
         tmp_path / "wf.yaml",
         "name: one\nspec:\n  activities:\n"
