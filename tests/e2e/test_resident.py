@@ -258,6 +258,22 @@ def running(resident: Resident, wf: Path, side: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def runs_at_once(
+    env: dict[str, str], wf: Path, tmp_path: Path, count: int
+) -> list[subprocess.Popen[str]]:
+    """``count`` runs of ``wf`` started together, each with a state dir of its own."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "akoflow", "run", str(wf), "--state-dir", f"{tmp_path}/s{i}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+
+
 def _interrupted(env: dict[str, str], tmp_path: Path) -> tuple[int, str, dict[str, str]]:
     """A run interrupted (SIGINT) while its first activity runs: exit code, stderr, states."""
     tmp_path.mkdir()
@@ -428,24 +444,7 @@ def test_start_twice_and_stop_with_none_say_so(resident: Resident) -> None:
 
 def test_two_commands_at_once(resident: Resident, tmp_path: Path) -> None:
     wf, _ = long_run(tmp_path, n=1)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "akoflow",
-                "run",
-                str(wf),
-                "--state-dir",
-                str(tmp_path / f"s{i}"),
-            ],
-            env=resident.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = runs_at_once(resident.env, wf, tmp_path, 2)
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -544,24 +543,9 @@ def test_auto_starts_one_server_for_the_commands_that_follow(tmp_path: Path) -> 
         tmp_path / "one.yaml", "name: one\nspec:\n  activities:\n    - name: a\n      run: 'true'\n"
     )
     try:
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "akoflow",
-                    "run",
-                    str(one),
-                    "--state-dir",
-                    str(tmp_path / f"s{i}"),
-                ],
-                env=res.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for i in range(3)
-        ]
-        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+        for proc in runs_at_once(res.env, one, tmp_path, 3):
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
         wait_for(lambda: res.status() is not None)
         time.sleep(1.0)  # any other server started meanwhile would be up by now
         assert len(_servers_of(home)) == 1, _servers_of(home)
